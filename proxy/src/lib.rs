@@ -1,0 +1,2 @@
+//! sluice: a TLS terminator that bypasses the kernel's TCP stack.
+#![forbid(unsafe_code)]
