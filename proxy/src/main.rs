@@ -1,1 +1,54 @@
-fn main() {}
+//! The `sluice` binary: `sluice --config FILE` runs the proxy, `sluice check-config FILE` validates.
+#![forbid(unsafe_code)]
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use sluice::config::Config;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[derive(Parser)]
+#[command(version, about = "A TLS terminator that bypasses the kernel's TCP stack (XDP + AF_XDP)")]
+struct Cli {
+    /// The configuration file to run with.
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Validate a configuration file and exit (0: valid; 1: the error, naming file and field).
+    CheckConfig { file: PathBuf },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let result = match (cli.command, cli.config) {
+        (Some(Command::CheckConfig { file }), _) => Config::load(&file).map(|_| {
+            println!("{}: ok", file.display());
+        }).map_err(anyhow::Error::from),
+        (None, Some(file)) => Config::load(&file)
+            .map_err(anyhow::Error::from)
+            .and_then(|config| sluice::run::run(config)),
+        (None, None) => Err(anyhow::anyhow!("nothing to do: give --config FILE or a subcommand (see --help)")),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("sluice: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,340 @@
+//! sluice's configuration: a TOML file, validated before anything is attached.
+//!
+//! Every error names the file, the field and what is wrong, e.g.
+//! `configs/x.toml: listener[1].address: "198.51.100.2:99999" is not an IPv4 address and port`.
+//! See `configs/netns.toml` for the test topology and `configs/example.toml` for every field.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::net::SocketAddrV4;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// A configuration error: the file, the field (a dotted path), and what is wrong.
+#[derive(Debug, thiserror::Error)]
+#[error("{}: {field}{}{message}", file.display(), if field.is_empty() { "" } else { ": " })]
+pub struct ConfigError {
+    pub file: PathBuf,
+    pub field: String,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub datapath: Datapath,
+    #[serde(default)]
+    pub admin: Admin,
+    #[serde(default, rename = "listener")]
+    pub listeners: Vec<Listener>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum XdpModeSetting {
+    /// Driver mode, falling back to generic (SKB) mode when the driver refuses.
+    #[default]
+    Auto,
+    Native,
+    Skb,
+}
+
+/// Where and how sluice takes its packets.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Datapath {
+    /// The interface whose traffic XDP steers (e.g. `px0`).
+    pub interface: String,
+    #[serde(default)]
+    pub xdp_mode: XdpModeSetting,
+    /// Replace an XDP program that is already attached to the interface.
+    #[serde(default)]
+    pub force: bool,
+    /// Queues to bind (one AF_XDP socket and one worker each). Default: every RX queue of the
+    /// interface. Fewer than the interface has is refused: the XDP program would redirect to a
+    /// queue without a socket and the kernel would answer sluice's flows itself.
+    #[serde(default)]
+    pub queues: Option<u32>,
+    /// Ask for zero-copy AF_XDP; falls back to copy mode (logged) where the driver lacks it.
+    #[serde(default)]
+    pub zero_copy: bool,
+    #[serde(default = "defaults::frames_per_queue")]
+    pub frames_per_queue: u32,
+    #[serde(default = "defaults::frame_size")]
+    pub frame_size: u32,
+    #[serde(default = "defaults::ring_size")]
+    pub rx_ring: u32,
+    #[serde(default = "defaults::ring_size")]
+    pub tx_ring: u32,
+    #[serde(default = "defaults::ring_size")]
+    pub fill_ring: u32,
+    #[serde(default = "defaults::ring_size")]
+    pub completion_ring: u32,
+    /// Verify IPv4 and TCP checksums of received frames (drop and count failures).
+    #[serde(default = "defaults::yes")]
+    pub verify_checksums: bool,
+}
+
+/// The admin endpoint (a kernel socket): `/stats.json`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Admin {
+    /// Where the admin endpoint listens; keep it on loopback or a management network.
+    #[serde(default = "defaults::admin_address")]
+    pub address: std::net::SocketAddr,
+}
+
+impl Default for Admin {
+    fn default() -> Self {
+        Self { address: defaults::admin_address() }
+    }
+}
+
+/// What a listener does with the connections it accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListenerMode {
+    /// Answer every SYN with a RST (connection refused): the listener is steered to sluice but
+    /// serves nothing. The datapath's first form, and what tests of the datapath alone use.
+    Refuse,
+    /// TCP echo on sluice's own stack, no TLS, no backend (tests and benchmarks of the TCP stack).
+    Echo,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Listener {
+    /// `ip:port` that clients connect to; the IP must be an address of `datapath.interface`.
+    pub address: String,
+    /// Serve TCP echo (no TLS, no backend).
+    #[serde(default)]
+    pub echo: bool,
+    /// Refuse every connection with a RST.
+    #[serde(default)]
+    pub refuse: bool,
+}
+
+impl Listener {
+    pub fn socket_addr(&self) -> SocketAddrV4 {
+        // Validated in `Config::validate`.
+        self.address.parse().unwrap_or_else(|_| SocketAddrV4::new([0, 0, 0, 0].into(), 0))
+    }
+
+    pub fn mode(&self) -> ListenerMode {
+        if self.echo { ListenerMode::Echo } else { ListenerMode::Refuse }
+    }
+}
+
+mod defaults {
+    pub fn frames_per_queue() -> u32 {
+        4096
+    }
+    pub fn frame_size() -> u32 {
+        2048
+    }
+    pub fn ring_size() -> u32 {
+        2048
+    }
+    pub fn admin_address() -> std::net::SocketAddr {
+        std::net::SocketAddr::from(([127, 0, 0, 1], 9090))
+    }
+    pub fn yes() -> bool {
+        true
+    }
+}
+
+impl Config {
+    /// Reads, parses and validates `path`.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: path.to_owned(),
+            field: String::new(),
+            message: format!("cannot read: {e}"),
+        })?;
+        Self::parse(path, &text)
+    }
+
+    /// Parses and validates `text`; `path` is only used in error messages.
+    pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
+        let err = |field: String, message: String| ConfigError { file: path.to_owned(), field, message };
+        let config: Config = toml::from_str(text).map_err(|e| {
+            let field = e
+                .span()
+                .map(|s| describe_position(text, s.start))
+                .unwrap_or_default();
+            err(field, e.message().to_owned())
+        })?;
+        config.validate().map_err(|(field, message)| err(field, message))?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), (String, String)> {
+        let d = &self.datapath;
+        let f = |name: &str| format!("datapath.{name}");
+        if d.interface.is_empty() || d.interface.len() > 15 || d.interface.contains(['/', ' ']) {
+            return Err((f("interface"), format!("{:?} is not an interface name", d.interface)));
+        }
+        if d.queues == Some(0) {
+            return Err((f("queues"), "must be at least 1".into()));
+        }
+        if !matches!(d.frame_size, 2048 | 4096) {
+            return Err((f("frame_size"), format!("{} must be 2048 or 4096", d.frame_size)));
+        }
+        for (name, v) in [
+            ("rx_ring", d.rx_ring),
+            ("tx_ring", d.tx_ring),
+            ("fill_ring", d.fill_ring),
+            ("completion_ring", d.completion_ring),
+        ] {
+            if !v.is_power_of_two() || !(64..=16384).contains(&v) {
+                return Err((f(name), format!("{v} must be a power of two from 64 to 16384")));
+            }
+        }
+        if d.frames_per_queue < d.fill_ring + d.tx_ring || d.frames_per_queue > 1 << 20 {
+            return Err((
+                f("frames_per_queue"),
+                format!(
+                    "{} must be at least fill_ring + tx_ring ({}) and at most 1048576",
+                    d.frames_per_queue,
+                    d.fill_ring + d.tx_ring
+                ),
+            ));
+        }
+        if self.listeners.is_empty() {
+            return Err(("listener".into(), "at least one [[listener]] is needed".into()));
+        }
+        let mut seen = HashSet::new();
+        for (i, l) in self.listeners.iter().enumerate() {
+            let field = format!("listener[{i}].address");
+            let addr: SocketAddrV4 = l
+                .address
+                .parse()
+                .map_err(|_| (field.clone(), format!("{:?} is not an IPv4 address and port (ip:port)", l.address)))?;
+            if addr.port() == 0 || addr.ip().is_unspecified() {
+                return Err((field, format!("{addr}: needs a concrete address and a port other than 0")));
+            }
+            if !seen.insert(addr) {
+                return Err((field, format!("{addr} is listed twice")));
+            }
+            if l.echo && l.refuse {
+                return Err((format!("listener[{i}]"), "`echo` and `refuse` exclude each other".into()));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `line L, column C` of a byte offset, for parse errors that have no field path.
+fn describe_position(text: &str, offset: usize) -> String {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, str::len) + 1;
+    format!("line {line}, column {column}")
+}
+
+impl fmt::Display for XdpModeSetting {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Auto => "auto",
+            Self::Native => "native",
+            Self::Skb => "skb",
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[datapath]
+interface = "px0"
+xdp_mode = "native"
+
+[[listener]]
+address = "198.51.100.2:443"
+refuse = true
+
+[[listener]]
+address = "198.51.100.2:7"
+echo = true
+"#;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(Path::new("test.toml"), text)
+    }
+
+    fn error(text: &str) -> String {
+        parse(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn parses_a_good_file_with_defaults() {
+        let c = parse(GOOD).unwrap();
+        assert_eq!(c.datapath.interface, "px0");
+        assert_eq!(c.datapath.xdp_mode, XdpModeSetting::Native);
+        assert_eq!(c.datapath.frames_per_queue, 4096);
+        assert!(c.datapath.verify_checksums);
+        assert_eq!(c.listeners[0].mode(), ListenerMode::Refuse);
+        assert_eq!(c.listeners[1].mode(), ListenerMode::Echo);
+        assert_eq!(c.listeners[1].socket_addr(), "198.51.100.2:7".parse().unwrap());
+    }
+
+    #[test]
+    fn bad_address_names_file_field_and_value() {
+        let e = error(&GOOD.replace("198.51.100.2:443", "198.51.100.2:99999"));
+        assert!(e.starts_with("test.toml: listener[0].address: "), "{e}");
+        assert!(e.contains("99999"), "{e}");
+    }
+
+    #[test]
+    fn duplicate_listener_is_refused() {
+        let e = error(&GOOD.replace("198.51.100.2:7", "198.51.100.2:443"));
+        assert!(e.contains("listener[1].address") && e.contains("twice"), "{e}");
+    }
+
+    #[test]
+    fn unknown_field_and_bad_enum_are_located() {
+        let e = error(&GOOD.replace("xdp_mode = \"native\"", "xdp_mode = \"turbo\""));
+        assert!(e.starts_with("test.toml: line 4"), "{e}");
+        assert!(e.contains("turbo") || e.contains("variant"), "{e}");
+        let e = error(&GOOD.replace("force", "forse").replace("interface = \"px0\"", "interface = \"px0\"\nfrobnicate = 1"));
+        assert!(e.contains("frobnicate"), "{e}");
+    }
+
+    #[test]
+    fn ring_and_frame_sizes_are_checked() {
+        let e = error(&GOOD.replace("xdp_mode = \"native\"", "rx_ring = 1000"));
+        assert!(e.contains("datapath.rx_ring") && e.contains("power of two"), "{e}");
+        let e = error(&GOOD.replace("xdp_mode = \"native\"", "frame_size = 1500"));
+        assert!(e.contains("datapath.frame_size"), "{e}");
+        let e = error(&GOOD.replace("xdp_mode = \"native\"", "frames_per_queue = 100"));
+        assert!(e.contains("datapath.frames_per_queue"), "{e}");
+        let e = error(&GOOD.replace("xdp_mode = \"native\"", "queues = 0"));
+        assert!(e.contains("datapath.queues"), "{e}");
+    }
+
+    #[test]
+    fn missing_sections_and_files() {
+        let e = error("[datapath]\ninterface = \"px0\"\n");
+        assert!(e.contains("listener") && e.contains("at least one"), "{e}");
+        let e = error("[[listener]]\naddress = \"198.51.100.2:443\"\n");
+        assert!(e.contains("datapath"), "{e}");
+        let e = Config::load(Path::new("/nonexistent/sluice.toml")).unwrap_err().to_string();
+        assert!(e.starts_with("/nonexistent/sluice.toml: cannot read"), "{e}");
+    }
+
+    #[test]
+    fn echo_and_refuse_exclude_each_other() {
+        let e = error(&GOOD.replace("refuse = true", "refuse = true\necho = true"));
+        assert!(e.contains("listener[0]") && e.contains("exclude"), "{e}");
+    }
+
+    #[test]
+    fn shipped_configs_are_valid() {
+        for f in ["netns.toml"] {
+            let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs").join(f);
+            Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+        }
+    }
+}

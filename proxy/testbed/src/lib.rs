@@ -1,0 +1,307 @@
+//! The test topology of sluice (../shared/DESIGN.md, "Test topology"), as code.
+//!
+//! Three network namespaces joined by veth pairs:
+//!
+//! ```text
+//!  {p}client            {p}proxy                         {p}backend
+//!  cli0 198.51.100.1 -- px0 198.51.100.2 (2 queues)
+//!                       px1 203.0.113.1 ----------------- be0 203.0.113.2
+//! ```
+//!
+//! `{p}` is a prefix: `sluice-` for `cargo xtask netns up`, a per-test prefix for the integration
+//! tests so that a crashed run elsewhere cannot disturb them. Interface names and addresses are the
+//! same in every instance (namespaces isolate them). Nothing here touches any other namespace or
+//! address: `down` deletes exactly the three namespaces of its prefix, and with them their veths.
+//!
+//! This is test and demo tooling, not part of the proxy: it shells out to `ip`, `ethtool` and `tc`.
+
+use std::process::{Command, Output, Stdio};
+
+use anyhow::{Context, Result, bail};
+
+pub const CLIENT_ADDR: &str = "198.51.100.1";
+pub const PROXY_ADDR: &str = "198.51.100.2";
+pub const PROXY_BACKEND_SIDE_ADDR: &str = "203.0.113.1";
+pub const BACKEND_ADDR: &str = "203.0.113.2";
+
+/// The names of one instance of the topology.
+#[derive(Debug, Clone)]
+pub struct Topology {
+    prefix: String,
+}
+
+impl Topology {
+    /// The topology of `cargo xtask netns up`: namespaces `sluice-client`, `sluice-proxy`, `sluice-backend`.
+    pub fn standard() -> Self {
+        Self::with_prefix("sluice-")
+    }
+
+    pub fn with_prefix(prefix: &str) -> Self {
+        Self { prefix: prefix.to_owned() }
+    }
+
+    pub fn client(&self) -> String {
+        format!("{}client", self.prefix)
+    }
+    pub fn proxy(&self) -> String {
+        format!("{}proxy", self.prefix)
+    }
+    pub fn backend(&self) -> String {
+        format!("{}backend", self.prefix)
+    }
+    fn namespaces(&self) -> [String; 3] {
+        [self.client(), self.proxy(), self.backend()]
+    }
+
+    /// Creates the topology. Idempotent: whatever a crashed run left of this prefix is removed first.
+    pub fn up(&self) -> Result<()> {
+        self.down()?;
+        let (client, proxy, backend) = (self.client(), self.proxy(), self.backend());
+        for ns in self.namespaces() {
+            run("ip", &["netns", "add", &ns])?;
+            ip(&ns, &["link", "set", "lo", "up"])?;
+        }
+        // Client <-> proxy: two queues each way so that native XDP spreads flows over both.
+        run(
+            "ip",
+            &[
+                "link", "add", "cli0", "netns", &client, "numtxqueues", "2", "numrxqueues", "2", "mtu", "1500",
+                "type", "veth", "peer", "name", "px0", "netns", &proxy, "numtxqueues", "2", "numrxqueues", "2",
+                "mtu", "1500",
+            ],
+        )?;
+        // Proxy <-> backend.
+        run(
+            "ip",
+            &["link", "add", "px1", "netns", &proxy, "type", "veth", "peer", "name", "be0", "netns", &backend],
+        )?;
+        for (ns, dev, addr) in [
+            (&client, "cli0", "198.51.100.1/24"),
+            (&proxy, "px0", "198.51.100.2/24"),
+            (&proxy, "px1", "203.0.113.1/24"),
+            (&backend, "be0", "203.0.113.2/24"),
+        ] {
+            ip(ns, &["addr", "add", addr, "dev", dev])?;
+            ip(ns, &["link", "set", dev, "up"])?;
+        }
+        // Kernel senders on veth leave TCP checksums partial and coalesce segments past the MTU;
+        // full checksums and single-MTU frames are what a NIC would deliver (TOOLCHAIN.md).
+        in_ns(&client, "ethtool", &["-K", "cli0", "tx", "off", "tso", "off", "gso", "off"])?;
+        in_ns(&backend, "ethtool", &["-K", "be0", "tx", "off", "tso", "off", "gso", "off"])?;
+        Ok(())
+    }
+
+    /// Removes the three namespaces of this prefix (and so their veths) if they exist; nothing else.
+    pub fn down(&self) -> Result<()> {
+        let existing = list_namespaces()?;
+        for ns in self.namespaces() {
+            if existing.iter().any(|e| *e == ns) {
+                run("ip", &["netns", "del", &ns])?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A command to run inside namespace `ns` (one of this topology's).
+    pub fn command(ns: &str, program: &str) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", ns, program]);
+        c
+    }
+}
+
+/// Brings a topology up and takes it down again when dropped, also on panic: what an
+/// integration test holds for its whole run.
+pub struct TopologyGuard {
+    pub topology: Topology,
+}
+
+impl TopologyGuard {
+    pub fn up(prefix: &str) -> Result<Self> {
+        require_root()?;
+        let topology = Topology::with_prefix(prefix);
+        // Take it down again if `up` itself fails half-way.
+        let guard = Self { topology };
+        guard.topology.up().context("creating the test topology")?;
+        Ok(guard)
+    }
+}
+
+impl Drop for TopologyGuard {
+    fn drop(&mut self) {
+        if let Err(e) = self.topology.down() {
+            eprintln!("testbed: removing topology {}: {e:#}", self.topology.prefix);
+        }
+    }
+}
+
+/// Integration tests need root for namespaces, XDP and AF_XDP. They fail (never skip) without it.
+pub fn require_root() -> Result<()> {
+    let status = std::fs::read_to_string("/proc/self/status")?;
+    let euid = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .context("no Uid line in /proc/self/status")?;
+    if euid != "0" {
+        bail!("this test needs root (network namespaces, XDP, AF_XDP); running as uid {euid}");
+    }
+    Ok(())
+}
+
+pub fn list_namespaces() -> Result<Vec<String>> {
+    let out = output("ip", &["netns", "list"])?;
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().next().map(str::to_owned))
+        .collect())
+}
+
+/// `ip -n ns ARGS`.
+pub fn ip(ns: &str, args: &[&str]) -> Result<()> {
+    let mut all = vec!["-n", ns];
+    all.extend_from_slice(args);
+    run("ip", &all)
+}
+
+/// Runs `program ARGS` inside `ns` and fails with its stderr if it fails.
+pub fn in_ns(ns: &str, program: &str, args: &[&str]) -> Result<Output> {
+    let mut all = vec!["netns", "exec", ns, program];
+    all.extend_from_slice(args);
+    output("ip", &all)
+}
+
+/// Runs a command to completion; an error carries the command line and its stderr.
+pub fn run(program: &str, args: &[&str]) -> Result<()> {
+    output(program, args).map(drop)
+}
+
+pub fn output(program: &str, args: &[&str]) -> Result<Output> {
+    let out = Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("running {program}: is it installed?"))?;
+    if !out.status.success() {
+        bail!(
+            "`{program} {}` failed ({}): {}",
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(out)
+}
+
+/// Reads one counter of `nstat`-style SNMP output (`/proc/net/snmp` of namespace `ns`),
+/// e.g. `("Tcp", "OutRsts")`.
+pub fn snmp_counter(ns: &str, group: &str, name: &str) -> Result<u64> {
+    let out = in_ns(ns, "cat", &["/proc/net/snmp"])?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut lines = text.lines().filter(|l| l.starts_with(&format!("{group}:")));
+    let (header, values) = (lines.next().context("no header")?, lines.next().context("no values")?);
+    let idx = header
+        .split_whitespace()
+        .position(|h| h == name)
+        .with_context(|| format!("no {group}:{name} in /proc/net/snmp"))?;
+    values
+        .split_whitespace()
+        .nth(idx)
+        .context("short line")?
+        .parse()
+        .context("not a number")
+}
+
+/// Runs `f` on a new thread that has joined network namespace `ns` (setns applies to the calling
+/// thread only), and returns its result. Lets tests use plain `std::net` sockets as a client in
+/// `sluice-client`, with the kernel's own TCP stack.
+pub fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> Result<T> {
+    let path = format!("/run/netns/{ns}");
+    let file = std::fs::File::open(&path).with_context(|| format!("opening {path}"))?;
+    std::thread::spawn(move || -> Result<T> {
+        nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).context("setns")?;
+        Ok(f())
+    })
+    .join()
+    .map_err(|_| anyhow::anyhow!("thread in namespace {ns} panicked"))?
+}
+
+/// A process started inside a namespace (e.g. sluice in `{p}proxy`), stopped by pid when dropped:
+/// SIGTERM, then SIGKILL after a grace period. Its stderr goes to a file that `log()` reads back.
+pub struct NsProcess {
+    child: std::process::Child,
+    log: std::path::PathBuf,
+}
+
+impl NsProcess {
+    pub fn spawn(ns: &str, program: &str, args: &[&str], log: std::path::PathBuf) -> Result<Self> {
+        let err = std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
+        let child = Command::new("ip")
+            .args(["netns", "exec", ns, program])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(err.try_clone()?)
+            .stderr(err)
+            .spawn()
+            .with_context(|| format!("starting {program} in {ns}"))?;
+        Ok(Self { child, log })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// `Some(status)` once the process has exited.
+    pub fn try_wait(&mut self) -> Result<Option<std::process::ExitStatus>> {
+        Ok(self.child.try_wait()?)
+    }
+
+    /// Sends `signal` and waits up to `timeout` for the exit.
+    pub fn signal_and_wait(
+        &mut self,
+        signal: nix::sys::signal::Signal,
+        timeout: std::time::Duration,
+    ) -> Result<std::process::ExitStatus> {
+        if self.child.try_wait()?.is_none() {
+            let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+            nix::sys::signal::kill(pid, signal).context("kill")?;
+        }
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                return Ok(status);
+            }
+            if std::time::Instant::now() > deadline {
+                bail!("process {} did not exit within {timeout:?} of {signal}", self.child.id());
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for NsProcess {
+    fn drop(&mut self) {
+        use nix::sys::signal::Signal;
+        if self.signal_and_wait(Signal::SIGTERM, std::time::Duration::from_secs(5)).is_err() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Fetches `http://{addr}{path}` from inside `ns` with curl and parses the body as JSON.
+pub fn get_json(ns: &str, url: &str) -> Result<serde_json::Value> {
+    let out = in_ns(ns, "curl", &["-sS", "--max-time", "2", "--fail", url])?;
+    serde_json::from_slice(&out.stdout).with_context(|| format!("parsing JSON from {url}"))
+}
+
+/// Whether an XDP program is attached to `dev` in `ns` (`ip -d link show` lists `prog/xdp`).
+pub fn xdp_attached(ns: &str, dev: &str) -> Result<bool> {
+    let out = in_ns(ns, "ip", &["-d", "link", "show", "dev", dev])?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    Ok(text.contains("prog/xdp") || text.contains("xdpgeneric") || text.contains(" xdp "))
+}
