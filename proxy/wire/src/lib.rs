@@ -1,1 +1,83 @@
-//! placeholder: being written
+//! Zero-copy views and validated representations of the headers sluice speaks:
+//! Ethernet II, IPv4 (RFC 791) and TCP (RFC 9293) with its options (RFC 7323 window scale
+//! and timestamps, RFC 2018 SACK), plus the Internet checksum (RFC 1071).
+//!
+//! Every header comes in two layers, after smoltcp:
+//! - a `Packet<T: AsRef<[u8]>>` (for Ethernet, `Frame`) view with one accessor per field and,
+//!   for `T: AsMut<[u8]>`, one setter per field. `new_checked` validates the lengths a
+//!   received buffer claims; after it succeeds no accessor can panic. `new_unchecked` is for
+//!   buffers we build ourselves: its accessors panic if the buffer is too short.
+//! - a `Repr`, the validated meaning of the header, with `parse` (from a checked view), `emit`
+//!   (into a view over a buffer of at least `buffer_len` bytes) and the lengths.
+//!
+//! No-panic contract: `new_checked`, every `Repr::parse`, [`parse_frame`], [`rst_reply`],
+//! [`emit_frame`] and [`emit_ipv4_tcp_in_place`] never panic, whatever the bytes. The fuzz
+//! targets in `proxy/fuzz` and the proptests in this crate exercise exactly that, through the
+//! functions of [`fuzz`].
+//!
+//! What this crate is not: it keeps no state, allocates nothing, does no reassembly of IPv4
+//! fragments (they are rejected with [`Error::Fragmented`]), and does not interpret TCP flag
+//! combinations: that is the TCP stack's job (RFC 9293 3.10.7).
+#![cfg_attr(not(test), no_std)]
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod checksum;
+pub mod ethernet;
+pub mod fuzz;
+pub mod ipv4;
+pub mod tcp;
+
+mod frame;
+
+pub use frame::{ParsedSegment, emit_frame, emit_ipv4_tcp_in_place, parse_frame, rst_reply};
+
+/// Whether to verify checksums when parsing.
+///
+/// Emitting always computes complete checksums, whatever this says: frames sluice
+/// transmits must carry them (no offload is assumed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Checksum {
+    /// Verify checksums on parse (and compute them on emit).
+    #[default]
+    Verify,
+    /// Do not verify checksums on parse (e.g. the NIC already did, or a local kernel sent
+    /// CHECKSUM_PARTIAL frames); emit still computes them.
+    Ignore,
+}
+
+/// Why a buffer could not be parsed (or a packet could not be emitted).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Error {
+    /// The buffer is shorter than a header or a length field says (also: an emit buffer is
+    /// too small).
+    Truncated,
+    /// A field holds an impossible value (IHL < 5, data offset < 5, total length shorter than
+    /// the header, an option length < 2 or past the header, port 0, ...). Also returned
+    /// when asked to emit something that cannot be encoded (an IPv4 packet over 65535 bytes).
+    Malformed,
+    /// A checksum did not verify.
+    Checksum,
+    /// An IPv4 fragment (MF set or a non-zero fragment offset): sluice does not reassemble.
+    Fragmented,
+    /// A well-formed packet of a kind this crate does not handle (not IPv4, not TCP).
+    Unsupported,
+}
+
+impl core::fmt::Display for Error {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(match self {
+            Error::Truncated => "buffer truncated",
+            Error::Malformed => "malformed header",
+            Error::Checksum => "checksum mismatch",
+            Error::Fragmented => "IPv4 fragment",
+            Error::Unsupported => "unsupported protocol",
+        })
+    }
+}
+
+impl core::error::Error for Error {}
+
+/// A byte range inside a header: the type of the `mod field` offset tables.
+pub(crate) type Field = core::ops::Range<usize>;

@@ -1,0 +1,149 @@
+//! Bodies of the fuzz targets (`proxy/fuzz/fuzz_targets/*.rs`), public so that the proptests
+//! of this crate run exactly the same code on stable.
+//!
+//! Each function parses arbitrary bytes (checksums ignored, to reach deeper), and when that
+//! succeeds re-emits the result, re-parses it with checksums verified and asserts that the
+//! meaning survived (modulo what emit normalizes: IPv4 and unknown TCP options dropped, SACK
+//! blocks that do not fit, window scale clamped). A panic is a bug: either a parser panicked
+//! on input, or parse/emit disagree. Each returns whether the input parsed.
+
+use crate::{Checksum, Error, ethernet, ipv4, tcp};
+use crate::{ParsedSegment, emit_frame, emit_ipv4_tcp_in_place, parse_frame, rst_reply};
+
+/// Big enough for any IPv4 packet plus an Ethernet header.
+const BUF_LEN: usize = ethernet::HEADER_LEN + 65536;
+
+/// The addresses the standalone TCP target uses for the pseudo-header.
+const SRC: ipv4::Ipv4Addr = ipv4::Ipv4Addr::new(198, 51, 100, 1);
+const DST: ipv4::Ipv4Addr = ipv4::Ipv4Addr::new(198, 51, 100, 2);
+
+/// `parse_frame` on arbitrary bytes, then emit/re-parse of the result, of its `rst_reply`,
+/// and of the in-place emitter.
+pub fn parse_any(data: &[u8]) -> bool {
+    let verified = parse_frame(data, Checksum::Verify);
+    let Ok(seg) = parse_frame(data, Checksum::Ignore) else {
+        assert!(verified.is_err(), "verifying checksums made a frame parse");
+        return false;
+    };
+    if let Ok(v) = verified {
+        assert_eq!(v, seg);
+    }
+    assert_eq!(seg.ip.payload_len, seg.tcp.payload.len() + tcp_header_len_in(data));
+
+    let mut buf = [0u8; BUF_LEN];
+    roundtrip_frame(&seg, &mut buf);
+    if let Some(rst) = rst_reply(&seg) {
+        assert!(rst.tcp.flags.rst());
+        assert_eq!(rst.ip.payload_len, rst.tcp.buffer_len());
+        roundtrip_frame(&rst, &mut buf);
+    } else {
+        assert!(seg.tcp.flags.rst());
+    }
+
+    // The in-place emitter: payload first, headers after.
+    let tcp_repr = seg.tcp.normalized();
+    let at = ipv4::HEADER_LEN + tcp_repr.header_len();
+    let n = tcp_repr.payload.len();
+    if let Some(dst) = buf.get_mut(at..at + n) {
+        dst.copy_from_slice(tcp_repr.payload);
+        match emit_ipv4_tcp_in_place(&mut buf, &seg.ip, &tcp_repr, n) {
+            Ok(len) => {
+                let p = ipv4::Packet::new_checked(&buf[..len]).expect("emitted ipv4");
+                let ip = ipv4::Repr::parse(&p, Checksum::Verify).expect("emitted ipv4 repr");
+                assert_eq!(ip, ipv4::Repr { payload_len: len - ipv4::HEADER_LEN, ..seg.ip });
+                let t = tcp::Packet::new_checked(p.payload()).expect("emitted tcp");
+                let t = tcp::Repr::parse(&t, ip.src_addr, ip.dst_addr, Checksum::Verify)
+                    .expect("emitted tcp repr");
+                assert_eq!(t, tcp_repr);
+            }
+            Err(e) => assert_eq!(e, Error::Malformed, "only oversize may fail"),
+        }
+    }
+    true
+}
+
+/// The TCP header length as received (the frame parsed, so the offsets are valid).
+fn tcp_header_len_in(frame: &[u8]) -> usize {
+    let ihl = usize::from(frame[ethernet::HEADER_LEN] & 0x0f) * 4;
+    usize::from(frame[ethernet::HEADER_LEN + ihl + 12] >> 4) * 4
+}
+
+fn roundtrip_frame(seg: &ParsedSegment<'_>, buf: &mut [u8]) {
+    match emit_frame(buf, &seg.eth, &seg.ip, &seg.tcp) {
+        Ok(len) => {
+            let again = parse_frame(&buf[..len], Checksum::Verify).expect("emitted frame parses");
+            let tcp = seg.tcp.normalized();
+            assert_eq!(again.eth, seg.eth);
+            assert_eq!(again.ip, ipv4::Repr { payload_len: tcp.buffer_len(), ..seg.ip });
+            assert_eq!(again.tcp, tcp);
+            assert_eq!(len, ethernet::HEADER_LEN + ipv4::HEADER_LEN + tcp.buffer_len());
+        }
+        // Re-encoding options may grow the header past 65535 bytes of packet.
+        Err(e) => assert_eq!(e, Error::Malformed, "only oversize may fail"),
+    }
+}
+
+/// Ethernet header parse, emit, re-parse.
+pub fn ethernet(data: &[u8]) -> bool {
+    let Ok(frame) = ethernet::Frame::new_checked(data) else {
+        assert!(data.len() < ethernet::HEADER_LEN);
+        return false;
+    };
+    let repr = ethernet::Repr::parse(&frame).expect("checked frame parses");
+    let mut buf = [0u8; ethernet::HEADER_LEN];
+    repr.emit(&mut ethernet::Frame::new_unchecked(&mut buf[..]));
+    assert_eq!(&buf[..], &data[..ethernet::HEADER_LEN]);
+    assert_eq!(frame.payload(), &data[ethernet::HEADER_LEN..]);
+    true
+}
+
+/// IPv4 packet parse, emit, re-parse (checksum verified after emit).
+pub fn ipv4(data: &[u8]) -> bool {
+    let Ok(packet) = ipv4::Packet::new_checked(data) else { return false };
+    // Every accessor is safe on a checked packet.
+    let _ = (packet.options(), packet.payload(), packet.verify_checksum(), packet.dscp());
+    let verified = ipv4::Repr::parse(&packet, Checksum::Verify);
+    let Ok(repr) = ipv4::Repr::parse(&packet, Checksum::Ignore) else {
+        assert!(verified.is_err());
+        return false;
+    };
+    assert_eq!(repr.payload_len, packet.payload().len());
+    let mut buf = [0u8; BUF_LEN];
+    let len = repr.buffer_len();
+    let out = &mut buf[..len];
+    repr.emit(&mut ipv4::Packet::new_unchecked(&mut *out), Checksum::Verify);
+    out[ipv4::HEADER_LEN..].copy_from_slice(packet.payload());
+    let again = ipv4::Packet::new_checked(&buf[..len]).expect("emitted ipv4");
+    assert_eq!(ipv4::Repr::parse(&again, Checksum::Verify), Ok(repr));
+    assert_eq!(again.payload(), packet.payload());
+    true
+}
+
+/// TCP segment parse (addresses 198.51.100.1 -> .2), emit, re-parse (checksum verified).
+pub fn tcp(data: &[u8]) -> bool {
+    // The option walker alone, over whatever the bytes are.
+    let mut opts = data.get(tcp::HEADER_LEN..).unwrap_or(&[]);
+    while let Ok((opt, rest)) = tcp::TcpOption::parse(opts) {
+        if rest.len() >= opts.len() || opt == tcp::TcpOption::EndOfList {
+            break;
+        }
+        opts = rest;
+    }
+
+    let Ok(packet) = tcp::Packet::new_checked(data) else { return false };
+    let _ = (packet.options(), packet.payload(), packet.urgent_at(), packet.checksum());
+    let verified = tcp::Repr::parse(&packet, SRC, DST, Checksum::Verify);
+    let Ok(repr) = tcp::Repr::parse(&packet, SRC, DST, Checksum::Ignore) else {
+        assert!(verified.is_err());
+        return false;
+    };
+    assert!(repr.window_scale.is_none_or(|s| s <= tcp::MAX_WINDOW_SCALE));
+    let mut buf = [0u8; BUF_LEN];
+    let len = repr.buffer_len();
+    assert!(repr.header_len() % 4 == 0 && repr.header_len() <= tcp::MAX_HEADER_LEN);
+    let Some(out) = buf.get_mut(..len) else { return true };
+    repr.emit(&mut tcp::Packet::new_unchecked(&mut *out), SRC, DST, Checksum::Verify);
+    let again = tcp::Packet::new_checked(&buf[..len]).expect("emitted tcp");
+    assert_eq!(tcp::Repr::parse(&again, SRC, DST, Checksum::Verify), Ok(repr.normalized()));
+    true
+}

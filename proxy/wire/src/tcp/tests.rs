@@ -1,0 +1,2 @@
+//! Tests for the TCP header, options and repr.
+use super::*;
