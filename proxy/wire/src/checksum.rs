@@ -80,7 +80,10 @@ pub fn pseudo_header(src: Ipv4Addr, dst: Ipv4Addr, protocol: Protocol, len: u32)
 pub fn with_pseudo_header(src: Ipv4Addr, dst: Ipv4Addr, protocol: Protocol, data: &[u8]) -> u16 {
     // A segment is at most 65535 bytes in any packet this crate parses; saturate, never wrap.
     let len = u32::try_from(data.len()).unwrap_or(u32::MAX);
-    fold(accumulate(u64::from(pseudo_header(src, dst, protocol, len)), data))
+    fold(accumulate(
+        u64::from(pseudo_header(src, dst, protocol, len)),
+        data,
+    ))
 }
 
 /// Incremental update of a header checksum when one 16-bit word changes from `old` to
@@ -140,7 +143,11 @@ mod tests {
         }
         for start in 0..9 {
             for end in start..buf.len() {
-                assert_eq!(data(&buf[start..end]), reference(&buf[start..end]), "{start}..{end}");
+                assert_eq!(
+                    data(&buf[start..end]),
+                    reference(&buf[start..end]),
+                    "{start}..{end}"
+                );
             }
         }
         // All-ones data exercises the carries.
@@ -155,7 +162,10 @@ mod tests {
         assert_eq!(combine(&[0xffff, 0x0001]), 0x0001);
         assert_eq!(combine(&[0x8000, 0x8000]), 0x0001);
         assert_eq!(fold(0x1_fffe), 0xffff);
-        assert_eq!(combine(&[data(&[1, 2, 3, 4]), data(&[5, 6])]), data(&[1, 2, 3, 4, 5, 6]));
+        assert_eq!(
+            combine(&[data(&[1, 2, 3, 4]), data(&[5, 6])]),
+            data(&[1, 2, 3, 4, 5, 6])
+        );
     }
 
     #[test]
@@ -182,6 +192,9 @@ mod tests {
         let dst = Ipv4Addr::new(198, 51, 100, 2);
         let expect = 0xc633 + 0x6401 + 0xc633 + 0x6402 + 6 + 20;
         assert_eq!(pseudo_header(src, dst, Protocol::Tcp, 20), expect);
-        assert_eq!(pseudo_header(src, dst, Protocol::Tcp, 0x1_0002), expect - 20 + 1 + 2);
+        assert_eq!(
+            pseudo_header(src, dst, Protocol::Tcp, 0x1_0002),
+            expect - 20 + 1 + 2
+        );
     }
 }

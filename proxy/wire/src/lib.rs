@@ -29,6 +29,10 @@ pub mod ipv4;
 pub mod tcp;
 
 mod frame;
+#[cfg(test)]
+mod strategies;
+#[cfg(test)]
+mod testdata;
 
 pub use frame::{ParsedSegment, emit_frame, emit_ipv4_tcp_in_place, parse_frame, rst_reply};
 
