@@ -410,6 +410,7 @@ mod tests {
                             }
                         }
                         prop_assert_eq!(written.len() as u32, k.min(n.min(room)));
+                        prop_assert_eq!(b.len(), written.len() as u32);
                         if submit {
                             prop_assert_eq!(b.submit(), written.len() as u32);
                             model.extend(written);
