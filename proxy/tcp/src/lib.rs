@@ -1,1 +1,34 @@
-//! placeholder: being written
+//! sluice's TCP: a sans-IO implementation of RFC 9293 with the extensions a Linux peer
+//! expects (window scale, timestamps and PAWS per RFC 7323, SACK per RFC 2018 and RFC 6675,
+//! NewReno and CUBIC congestion control, SYN cookies, RFC 5961 hardening).
+//!
+//! Nothing here reads a clock, touches a socket, spawns a thread or allocates per packet on the
+//! fast path: buffers are allocated once per connection, sized by [`Config`]. The entry point is
+//! [`Endpoint`]; see its documentation for the order of calls.
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod congestion;
+pub mod connection;
+pub mod endpoint;
+pub mod isn;
+pub mod ranges;
+pub mod recv_buffer;
+pub mod ring;
+pub mod rtt;
+pub mod sack;
+pub mod seq;
+pub mod syncookie;
+pub mod time;
+pub mod timer;
+#[cfg(any(test, feature = "sim"))]
+pub mod sim;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzz;
+
+pub use connection::State;
+pub use config::{Config, ConnectError, ConnectionHandle, DropReason, Event, FourTuple, Keepalive, ListenError, Stats, StreamError};
+pub use congestion::Algorithm;
+pub use endpoint::Endpoint;
+pub use seq::SeqNumber;
+pub use time::Instant;

@@ -1,0 +1,278 @@
+//! Configuration, counters, events and errors shared by `connection` and `endpoint`.
+
+use crate::congestion::Algorithm;
+use crate::time::Instant;
+use core::net::SocketAddrV4;
+use core::time::Duration;
+
+/// Keepalive (RFC 9293 3.8.4 / RFC 1122 4.2.3.6): off unless configured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Keepalive {
+    /// Idle time before the first probe.
+    pub idle: Duration,
+    /// Time between unanswered probes.
+    pub interval: Duration,
+    /// Unanswered probes before the connection is dropped.
+    pub probes: u32,
+}
+
+/// Endpoint configuration. Every field has a default; see `Config::default`.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Link MTU; our advertised MSS is `mtu - 40`.
+    pub mtu: usize,
+    /// Receive buffer (and so the largest receive window) per connection, bytes.
+    pub recv_buffer: usize,
+    /// Send buffer per connection, bytes.
+    pub send_buffer: usize,
+    /// Offer window scaling (RFC 7323 section 2).
+    pub window_scale: bool,
+    /// Offer SACK (RFC 2018).
+    pub sack: bool,
+    /// Offer timestamps (RFC 7323 sections 3-5).
+    pub timestamps: bool,
+    /// Half-open connections per listener before SYN cookies (or drops) begin.
+    pub syn_queue_len: usize,
+    /// Answer SYNs with SYN cookies when the SYN queue is full.
+    pub syn_cookies: bool,
+    /// TIME-WAIT duration (2 * MSL; RFC 9293 says 2 * 2 min, Linux uses 60 s).
+    pub time_wait: Duration,
+    /// Give up on a handshake after this long.
+    pub handshake_timeout: Duration,
+    /// Drop a synchronized connection after this long without receiving anything (None: never).
+    pub idle_timeout: Option<Duration>,
+    /// Keepalive probes (None: off).
+    pub keepalive: Option<Keepalive>,
+    /// Delayed-ACK timer (RFC 9293 3.8.6.3: less than 0.5 s; RFC 5681 4.2: at most every
+    /// second full-sized segment without delay).
+    pub delayed_ack: Duration,
+    /// Initial RTO (RFC 6298 2.1: 1 s).
+    pub initial_rto: Duration,
+    /// RTO lower bound (RFC 6298 2.4 says 1 s; Linux uses 200 ms).
+    pub min_rto: Duration,
+    /// RTO upper bound (RFC 6298 2.5: at least 60 s).
+    pub max_rto: Duration,
+    /// Consecutive retransmission timeouts before the connection is dropped.
+    pub max_retransmits: u32,
+    /// Challenge ACKs per second, endpoint-wide (RFC 5961 section 7).
+    pub challenge_ack_limit: u32,
+    /// RSTs per second for segments of unknown flows, endpoint-wide.
+    pub rst_limit: u32,
+    /// Congestion control algorithm.
+    pub congestion: Algorithm,
+    /// Secret for ISNs (RFC 6528), SYN cookies and timestamp offsets. Random in production,
+    /// fixed in tests.
+    pub secret: [u8; 16],
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            mtu: 1500,
+            recv_buffer: 256 * 1024,
+            send_buffer: 256 * 1024,
+            window_scale: true,
+            sack: true,
+            timestamps: true,
+            syn_queue_len: 1024,
+            syn_cookies: true,
+            time_wait: Duration::from_secs(60),
+            handshake_timeout: Duration::from_secs(30),
+            idle_timeout: None,
+            keepalive: None,
+            delayed_ack: Duration::from_millis(40),
+            initial_rto: Duration::from_secs(1),
+            min_rto: Duration::from_millis(200),
+            max_rto: Duration::from_secs(60),
+            max_retransmits: 15,
+            challenge_ack_limit: 1000,
+            rst_limit: 1000,
+            congestion: Algorithm::Cubic,
+            secret: [0; 16],
+        }
+    }
+}
+
+impl Config {
+    /// Our MSS: MTU minus the IPv4 and TCP base headers (RFC 9293 3.7.1).
+    #[must_use]
+    pub fn mss(&self) -> usize {
+        self.mtu.saturating_sub(40).clamp(64, 65_495)
+    }
+    /// The window-scale shift we offer: the smallest that lets the receive buffer be advertised.
+    #[must_use]
+    pub fn rcv_wscale(&self) -> u8 {
+        let mut s = 0u8;
+        while s < 14 && (self.recv_buffer >> s) > 65_535 {
+            s += 1;
+        }
+        s
+    }
+}
+
+/// A connection's 4-tuple.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FourTuple {
+    pub local: SocketAddrV4,
+    pub remote: SocketAddrV4,
+}
+
+/// An opaque reference to a connection of an `Endpoint`. Stale handles are detected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnectionHandle {
+    pub(crate) slot: u32,
+    pub(crate) generation: u32,
+}
+
+/// What happened to a connection; drained with `Endpoint::poll_event`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event {
+    /// The handshake completed (a passive connection appears with this event).
+    Established,
+    /// New in-order bytes can be read.
+    Readable,
+    /// Send buffer space freed after a short `send`.
+    Writable,
+    /// The peer's FIN arrived (after all its data): `recv` returns `Finished` once drained.
+    PeerClosed,
+    /// The peer reset the connection.
+    Reset,
+    /// A handshake, retransmission, keepalive or idle timeout dropped the connection.
+    TimedOut,
+    /// The TCB was freed; the handle is now invalid. Always the last event of a handle.
+    Closed,
+}
+
+/// Why a segment was dropped (counted in `Stats::drops`, never an error).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(usize)]
+pub enum DropReason {
+    /// Fails the RFC 9293 3.10.7.4 acceptability test.
+    InvalidSequence,
+    /// PAWS (RFC 7323 5.3): an old timestamp.
+    Paws,
+    /// No connection and no listener.
+    NoListener,
+    /// An unacceptable acknowledgment number.
+    BadAck,
+    /// A synchronized-state segment without ACK.
+    NoAck,
+    /// A RST that did not exactly match RCV.NXT (challenge ACK sent instead, RFC 5961 3.2).
+    RstOutOfWindow,
+    /// A SYN in a synchronized state (challenge ACK sent, RFC 5961 4.2).
+    SynInWindow,
+    /// SYN queue full and cookies off.
+    SynQueueFull,
+    /// A final ACK whose SYN cookie did not validate.
+    BadCookie,
+    /// Reassembly would need too many holes.
+    ReassemblyFull,
+    /// Segment flags make no sense here (e.g. SYN+RST to a listener, no flags at all).
+    BadFlags,
+    /// Data after our receive side was closed by the peer's FIN.
+    AfterFin,
+}
+
+impl DropReason {
+    pub const COUNT: usize = 12;
+}
+
+/// Endpoint counters.
+#[derive(Debug, Clone, Default)]
+pub struct Stats {
+    pub segments_in: u64,
+    pub segments_out: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub retransmits_rto: u64,
+    pub retransmits_fast: u64,
+    pub retransmits_sack: u64,
+    pub dup_acks: u64,
+    pub syn_cookies_sent: u64,
+    pub syn_cookies_validated: u64,
+    pub challenge_acks: u64,
+    pub rsts_sent: u64,
+    pub rsts_received: u64,
+    pub rsts_rate_limited: u64,
+    pub zero_window_probes: u64,
+    pub keepalives_sent: u64,
+    pub sack_blocks_sent: u64,
+    pub sack_blocks_received: u64,
+    pub negotiated_wscale: u64,
+    pub negotiated_sack: u64,
+    pub negotiated_timestamps: u64,
+    pub connections_opened: u64,
+    pub connections_closed: u64,
+    pub timeouts: u64,
+    /// Indexed by `DropReason as usize`.
+    pub drops: [u64; DropReason::COUNT],
+}
+
+impl Stats {
+    pub(crate) fn drop(&mut self, r: DropReason) {
+        self.drops[r as usize] += 1;
+    }
+    /// Drops for one reason.
+    #[must_use]
+    pub fn drops_for(&self, r: DropReason) -> u64 {
+        self.drops[r as usize]
+    }
+}
+
+/// Errors of `Endpoint::listen`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ListenError {
+    #[error("already listening on this address")]
+    AddrInUse,
+    #[error("port 0 cannot be listened on")]
+    InvalidPort,
+}
+
+/// Errors of `Endpoint::connect`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConnectError {
+    #[error("a connection with this 4-tuple exists")]
+    AddrInUse,
+    #[error("port 0 or unspecified address")]
+    InvalidAddress,
+}
+
+/// Errors of `Endpoint::send` / `Endpoint::recv`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum StreamError {
+    #[error("no such connection (closed or stale handle)")]
+    InvalidHandle,
+    #[error("the sending side is closed")]
+    Closed,
+    #[error("the peer finished sending and every byte was read")]
+    Finished,
+}
+
+/// A token bucket: `rate` events per second, burst `rate`.
+#[derive(Debug, Clone)]
+pub(crate) struct RateLimiter {
+    rate: u32,
+    tokens: u32,
+    refill_at: Instant,
+}
+
+impl RateLimiter {
+    pub(crate) fn new(rate: u32, now: Instant) -> Self {
+        RateLimiter { rate, tokens: rate, refill_at: now }
+    }
+    pub(crate) fn allow(&mut self, now: Instant) -> bool {
+        if now >= self.refill_at {
+            self.tokens = self.rate;
+            self.refill_at = now + Duration::from_secs(1);
+        }
+        if self.tokens > 0 {
+            self.tokens -= 1;
+            true
+        } else {
+            false
+        }
+    }
+}
