@@ -20,24 +20,31 @@ pub const fn fold(mut sum: u64) -> u16 {
 
 /// Adds `data` to a running (unfolded) one's complement accumulator.
 ///
-/// The sum is taken over 32-bit big-endian words, eight bytes per step, into a 64-bit
-/// accumulator; since 2^16 = 1 (mod 2^16 - 1) this folds to the same value as the sum of
-/// 16-bit words (RFC 1071 2(B), "parallel summation"). An odd trailing byte is padded with
-/// a zero byte (RFC 1071 1). `sum` must itself be below 2^63 (anything this crate builds is).
+/// The data is summed as native-endian 32-bit words into a 64-bit accumulator, a loop the
+/// compiler vectorizes. That is correct because 2^16 = 1 (mod 2^16 - 1), so 32-bit words fold
+/// to the sum of their 16-bit halves (RFC 1071 2(C), "parallel summation"), and because a sum
+/// taken in swapped byte order is the byte-swapped sum (RFC 1071 2(B)). An odd trailing byte is
+/// padded with a zero byte (RFC 1071 1). `sum` must itself be below 2^63 (anything this crate
+/// builds is).
 #[inline]
 pub fn accumulate(mut sum: u64, data: &[u8]) -> u64 {
-    let mut chunks = data.chunks_exact(8);
-    for c in &mut chunks {
-        let w = u64::from_be_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
-        // Two 32-bit words; neither addition can overflow for buffers below 2^31 bytes.
-        sum += (w >> 32) + (w & 0xffff_ffff);
+    let mut words = data.chunks_exact(4);
+    let mut acc = 0u64;
+    for w in &mut words {
+        // Cannot overflow below 2^32 words (16 GiB).
+        acc += u64::from(u32::from_ne_bytes([w[0], w[1], w[2], w[3]]));
     }
-    let mut rest = chunks.remainder();
-    while rest.len() >= 2 {
-        sum += u64::from(u16::from_be_bytes([rest[0], rest[1]]));
-        rest = &rest[2..];
+    let mut folded = fold(acc);
+    if cfg!(target_endian = "little") {
+        folded = folded.swap_bytes();
     }
-    if let [last] = rest {
+    sum += u64::from(folded);
+    let rest = words.remainder();
+    let mut pairs = rest.chunks_exact(2);
+    for p in &mut pairs {
+        sum += u64::from(u16::from_be_bytes([p[0], p[1]]));
+    }
+    if let [last] = pairs.remainder() {
         sum += u64::from(*last) << 8;
     }
     sum

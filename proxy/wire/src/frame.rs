@@ -15,6 +15,18 @@ pub struct ParsedSegment<'a> {
     pub tcp: tcp::Repr<'a>,
 }
 
+impl ParsedSegment<'_> {
+    /// Emits this segment as a frame with [`emit_frame`]; returns the frame length.
+    pub fn emit(&self, buf: &mut [u8]) -> Result<usize, Error> {
+        emit_frame(buf, &self.eth, &self.ip, &self.tcp)
+    }
+
+    /// The length [`ParsedSegment::emit`] writes.
+    pub fn frame_len(&self) -> usize {
+        ethernet::HEADER_LEN + ipv4::HEADER_LEN + self.tcp.buffer_len()
+    }
+}
+
 /// Parses an Ethernet II frame carrying IPv4 carrying TCP. Never panics.
 ///
 /// `Unsupported` for another EtherType or IP protocol; otherwise the errors of the three

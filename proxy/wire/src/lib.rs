@@ -15,6 +15,20 @@
 //! targets in `proxy/fuzz` and the proptests in this crate exercise exactly that, through the
 //! functions of [`fuzz`].
 //!
+//! ```
+//! use sluice_wire::{Checksum, emit_frame, parse_frame, rst_reply};
+//! # let syn = sluice_wire::fuzz::example_syn();
+//! // A SYN to a closed port arrives ...
+//! let seg = parse_frame(&syn, Checksum::Verify)?;
+//! assert!(seg.tcp.flags.syn());
+//! // ... and is answered with <SEQ=0><ACK=SEG.SEQ+1><CTL=RST,ACK> (RFC 9293 3.10.7.1).
+//! let rst = rst_reply(&seg).expect("not a RST");
+//! let mut buf = [0u8; 1514];
+//! let len = emit_frame(&mut buf, &rst.eth, &rst.ip, &rst.tcp)?;
+//! assert_eq!(parse_frame(&buf[..len], Checksum::Verify)?, rst);
+//! # Ok::<(), sluice_wire::Error>(())
+//! ```
+//!
 //! What this crate is not: it keeps no state, allocates nothing, does no reassembly of IPv4
 //! fragments (they are rejected with [`Error::Fragmented`]), and does not interpret TCP flag
 //! combinations: that is the TCP stack's job (RFC 9293 3.10.7).

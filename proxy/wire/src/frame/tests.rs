@@ -112,6 +112,14 @@ fn parse_linux_syn() {
 }
 
 #[test]
+fn example_syn_is_the_capture() {
+    assert_eq!(
+        crate::fuzz::example_syn().to_vec(),
+        with_ident_zero(&LINUX_SYN)
+    );
+}
+
+#[test]
 fn syn_ack_emits_byte_for_byte() {
     // The capture has ident 0, DF, TTL 64: exactly what emit writes.
     let s = parse_frame(&SYN_ACK, Checksum::Verify).unwrap();
@@ -265,6 +273,9 @@ fn check_swapped(seg: &ParsedSegment<'_>, rst: &ParsedSegment<'_>) {
     assert_eq!(rst.tcp.window_len, 0);
     // It emits and parses back to itself.
     let bytes = emit_vec(rst);
+    let mut buf = [0u8; 54];
+    assert_eq!((rst.frame_len(), rst.emit(&mut buf)), (54, Ok(54)));
+    assert_eq!(&buf[..], &bytes[..]);
     assert_eq!(parse_frame(&bytes, Checksum::Verify).as_ref(), Ok(rst));
 }
 
