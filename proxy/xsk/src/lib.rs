@@ -50,10 +50,10 @@
 //! Batching: `recv_batch` reads up to `max` descriptors with one acquire load and releases them
 //! with one release store; replies are staged and put on the TX ring by one `flush_tx` (one
 //! store, then the `sendto` the kernel needs: in copy mode it sends at most 32 frames per call,
-//! so `flush_tx` kicks `pending / 32 + 1` times). Size `frame_count` for
-//! `fill_size + tx_size + tx_reserve` or more so that RX and TX do not starve each other.
+//! so `flush_tx` kicks `pending / 32 + 1` times). See [`XskConfig`] for sizing the UMEM so
+//! that RX and TX do not starve each other.
 
-#![deny(unsafe_op_in_unsafe_fn)]
+#![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks, clippy::missing_safety_doc)]
 #![warn(missing_debug_implementations)]
 
 mod frame;

@@ -50,6 +50,10 @@ impl fmt::Display for BoundMode {
 }
 
 /// Sizes and mode of one socket. Ring sizes are powers of two.
+///
+/// Sizing: `frame_count >= fill_size + rx_size + tx_reserve` lets the fill ring be topped up
+/// while the RX ring is full, and `tx_reserve >= tx_size` lets TX fill its ring; the default
+/// (4096 frames of 4 KiB = 16 MiB, rings of 1024, reserve 1024) does both.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct XskConfig {
     /// Bytes per frame: 2048 or 4096.
@@ -74,10 +78,10 @@ impl Default for XskConfig {
             frame_size: 4096,
             frame_count: 4096,
             headroom: 0,
-            fill_size: 2048,
-            comp_size: 2048,
-            rx_size: 2048,
-            tx_size: 2048,
+            fill_size: 1024,
+            comp_size: 1024,
+            rx_size: 1024,
+            tx_size: 1024,
             tx_reserve: 1024,
             mode: BindMode::Auto,
         }
@@ -470,6 +474,12 @@ impl Socket {
     }
 }
 
+// Compile-time check: a socket can be moved to its worker thread.
+const _: fn() = || {
+    fn send<T: Send>() {}
+    send::<Socket>();
+};
+
 impl AsFd for Socket {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
@@ -530,7 +540,7 @@ fn map_ring<T>(fd: &OwnedFd, off: &libc::xdp_ring_offset, size: u32, pgoff: libc
             return Err(io::Error::other(format!("ring offset of {field} ({at}) outside the ring")));
         }
     }
-    if off.desc as usize % std::mem::align_of::<T>() != 0 {
+    if !(off.desc as usize).is_multiple_of(std::mem::align_of::<T>()) {
         return Err(io::Error::other("misaligned ring descriptors"));
     }
     let region = Arc::new(MmapRegion::shared(fd.as_raw_fd(), len, pgoff)?);

@@ -7,6 +7,8 @@
 //! TX through the TX ring to the peer, which captures with an AF_PACKET socket, and back through
 //! the completion ring.
 
+#![deny(clippy::undocumented_unsafe_blocks)]
+
 use std::collections::HashSet;
 use std::io;
 use std::process::Command;
@@ -15,7 +17,7 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use sluice_xsk::{BindMode, BoundMode, Socket, XskConfig, XskError, enter_named_netns, queue_count};
+use sluice_xsk::{BindMode, BoundMode, RxVerdict, Socket, XskConfig, XskError, enter_named_netns, queue_count};
 
 const NS_A: &str = "sluice-hx-a";
 const NS_B: &str = "sluice-hx-b";
@@ -252,12 +254,11 @@ fn tx_ring_frames_reach_the_peer_on_every_queue_and_complete() {
         let mut buf = vec![0u8; 4096];
         let deadline = Instant::now() + Duration::from_secs(20);
         while seen.len() < (PER_QUEUE * QUEUES) as usize && Instant::now() < deadline {
-            if let Some(n) = cap.recv(&mut buf).expect("capture recv") {
-                if let Some(id) = parse_frame(&buf[..n]) {
-                    if !seen.insert(id) {
-                        dups += 1;
-                    }
-                }
+            if let Some(n) = cap.recv(&mut buf).expect("capture recv")
+                && let Some(id) = parse_frame(&buf[..n])
+                && !seen.insert(id)
+            {
+                dups += 1;
             }
         }
         (seen, dups)
@@ -302,6 +303,17 @@ fn tx_ring_frames_reach_the_peer_on_every_queue_and_complete() {
             }
             assert!(Instant::now() < deadline, "TX did not complete: {:?}", socks.iter().map(|s| s.stats()).collect::<Vec<_>>());
             thread::sleep(Duration::from_millis(1));
+        }
+        for s in socks.iter_mut() {
+            // No XDP program redirects anything here: the RX ring stays empty.
+            assert!(!s.poll(Some(Duration::from_millis(1))).expect("poll"));
+            let mut called = 0;
+            let n = s.recv_batch(64, |_, _| {
+                called += 1;
+                RxVerdict::Recycle
+            });
+            assert_eq!((n, called), (0, 0));
+            assert_eq!(s.stats().rx_empty_polls, 1);
         }
         socks
             .iter()
