@@ -301,4 +301,25 @@ mod tests {
         }
         assert_eq!(EtherType::from(0x8100), EtherType::Unknown(0x8100));
     }
+
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn prop_parse_emit_roundtrip(r in crate::strategies::eth_repr(), payload in proptest::collection::vec(any::<u8>(), 0..64)) {
+            let mut buf = vec![0u8; r.buffer_len(payload.len())];
+            r.emit(&mut Frame::new_unchecked(&mut buf[..]));
+            Frame::new_unchecked(&mut buf[..]).payload_mut().copy_from_slice(&payload);
+            let f = Frame::new_checked(&buf[..]).unwrap();
+            prop_assert_eq!(Repr::parse(&f), Ok(r));
+            prop_assert_eq!(f.payload(), &payload[..]);
+            prop_assert!(crate::fuzz::ethernet(&buf));
+        }
+
+        #[test]
+        fn prop_arbitrary_bytes_never_panic(data in proptest::collection::vec(any::<u8>(), 0..40)) {
+            crate::fuzz::ethernet(&data);
+            let _ = Repr::parse(&Frame::new_unchecked(&data[..]));
+        }
+    }
 }

@@ -558,4 +558,45 @@ mod tests {
             assert_eq!(u8::from(Protocol::from(v)), v);
         }
     }
+
+    use crate::strategies;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn prop_parse_emit_roundtrip(
+            src_addr in strategies::addr(),
+            dst_addr in strategies::addr(),
+            protocol in any::<u8>(),
+            payload_len in 0usize..2000,
+            hop_limit in any::<u8>(),
+        ) {
+            let r = Repr { src_addr, dst_addr, protocol: Protocol::from(protocol), payload_len, hop_limit };
+            let mut buf = vec![0u8; r.buffer_len()];
+            r.emit(&mut Packet::new_unchecked(&mut buf[..]), Checksum::Verify);
+            let p = Packet::new_checked(&buf[..]).unwrap();
+            prop_assert!(p.dont_frag() && p.ident() == 0 && p.header_len() == 20);
+            prop_assert_eq!(Repr::parse(&p, Checksum::Verify), Ok(r));
+            prop_assert!(crate::fuzz::ipv4(&buf));
+        }
+
+        #[test]
+        fn prop_mutated_headers_never_panic(
+            ver_ihl in any::<u8>(),
+            total_len in any::<u16>(),
+            flags in any::<u8>(),
+            cut in 0usize..80,
+            extra in proptest::collection::vec(any::<u8>(), 0..60),
+        ) {
+            let mut buf = syn_packet().to_vec();
+            buf[0] = ver_ihl;
+            buf[2..4].copy_from_slice(&total_len.to_be_bytes());
+            buf[6] = flags;
+            buf.extend_from_slice(&extra);
+            buf.truncate(cut);
+            crate::fuzz::ipv4(&buf);
+            let _ = Packet::new_checked(&buf[..]).map(|p| Repr::parse(&p, Checksum::Verify));
+            let _ = Repr::parse(&Packet::new_unchecked(&buf[..]), Checksum::Ignore);
+        }
+    }
 }

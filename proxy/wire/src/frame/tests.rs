@@ -350,6 +350,8 @@ fn never_answer_a_rst() {
 // Property tests.
 
 proptest! {
+    #![proptest_config(ProptestConfig::with_cases(1024))]
+
     #[test]
     fn prop_frame_roundtrip(
         eth in strategies::eth_repr(),
@@ -471,4 +473,93 @@ fn sack_blocks_survive_frame_roundtrip() {
     let bytes = emit_vec(&s);
     assert_eq!(parse_frame(&bytes, Checksum::Verify), Ok(s));
     assert!(crate::fuzz::parse_any(&bytes));
+}
+
+// Tests against frames the Linux kernel sent on loopback.
+
+mod kernel {
+    use super::*;
+    use crate::checksum;
+    use crate::testdata::{
+        KERNEL_ACK, KERNEL_DATA, KERNEL_FIN, KERNEL_RST, KERNEL_SYN, KERNEL_SYN_ACK,
+        KERNEL_SYN_TO_CLOSED,
+    };
+
+    const ALL: [&[u8]; 7] = [
+        &KERNEL_SYN_TO_CLOSED,
+        &KERNEL_RST,
+        &KERNEL_SYN,
+        &KERNEL_SYN_ACK,
+        &KERNEL_ACK,
+        &KERNEL_DATA,
+        &KERNEL_FIN,
+    ];
+
+    /// `frame` as emit writes it: IPv4 ident 0, both checksums complete.
+    fn completed(frame: &[u8]) -> Vec<u8> {
+        let mut f = with_ident_zero(frame);
+        let (src, dst) = {
+            let p = ipv4::Packet::new_checked(&f[14..]).unwrap();
+            (p.src_addr(), p.dst_addr())
+        };
+        tcp::Packet::new_unchecked(&mut f[34..]).fill_checksum(src, dst);
+        f
+    }
+
+    #[test]
+    fn partial_checksums_are_the_pseudo_header_sum() {
+        // CHECKSUM_PARTIAL: the kernel left the folded pseudo-header sum in the field.
+        // ALL[1] is the RST, which carries a complete checksum.
+        for (_, f) in ALL.iter().enumerate().filter(|(i, _)| *i != 1) {
+            let s = parse_frame(f, Checksum::Ignore).unwrap();
+            assert_eq!(parse_frame(f, Checksum::Verify), Err(Error::Checksum));
+            let field = tcp::Packet::new_checked(&f[34..]).unwrap().checksum();
+            let len = s.ip.payload_len as u32;
+            let ph =
+                checksum::pseudo_header(s.ip.src_addr, s.ip.dst_addr, ipv4::Protocol::Tcp, len);
+            assert_eq!(field, checksum::fold(u64::from(ph)));
+        }
+        assert!(parse_frame(&KERNEL_RST, Checksum::Verify).is_ok());
+    }
+
+    #[test]
+    fn kernel_frames_reemit_byte_for_byte() {
+        for f in ALL {
+            let s = parse_frame(f, Checksum::Ignore).unwrap();
+            assert_eq!(emit_vec(&s), completed(f), "{s:?}");
+        }
+    }
+
+    #[test]
+    fn kernel_syn_options() {
+        let s = parse_frame(&KERNEL_SYN, Checksum::Ignore).unwrap();
+        assert_eq!(s.tcp.flags, Flags::SYN);
+        assert_eq!(s.tcp.max_seg_size, Some(65495)); // lo's MTU 65536 - 40 - 1
+        assert_eq!(s.tcp.window_scale, Some(10));
+        assert!(s.tcp.sack_permitted);
+        assert_eq!(s.tcp.timestamp.map(|t| t.tsecr), Some(0));
+        let sa = parse_frame(&KERNEL_SYN_ACK, Checksum::Ignore).unwrap();
+        assert_eq!(sa.tcp.flags, Flags::SYN | Flags::ACK);
+        assert_eq!(sa.tcp.ack_number, s.tcp.seq_number.wrapping_add(1));
+        assert_eq!(
+            sa.tcp.timestamp.map(|t| t.tsecr),
+            s.tcp.timestamp.map(|t| t.tsval)
+        );
+        let d = parse_frame(&KERNEL_DATA, Checksum::Ignore).unwrap();
+        assert_eq!(d.tcp.payload, b"GET / HTTP/1.1\r\n\r\n");
+        assert_eq!(d.tcp.header_len(), 32);
+        let fin = parse_frame(&KERNEL_FIN, Checksum::Ignore).unwrap();
+        assert_eq!(fin.tcp.flags, Flags::FIN | Flags::ACK);
+        assert_eq!(fin.tcp.seq_number, d.tcp.seq_number.wrapping_add(18));
+    }
+
+    #[test]
+    fn rst_reply_matches_the_kernel() {
+        // Linux's answer to a SYN on a closed port, byte for byte (ident 0, DF, TTL 64,
+        // <SEQ=0><ACK=SEG.SEQ+1><CTL=RST,ACK>, window 0, no options).
+        let syn = parse_frame(&KERNEL_SYN_TO_CLOSED, Checksum::Ignore).unwrap();
+        let rst = rst_reply(&syn).unwrap();
+        assert_eq!(emit_vec(&rst), KERNEL_RST);
+        assert_eq!(parse_frame(&KERNEL_RST, Checksum::Verify), Ok(rst));
+    }
 }

@@ -634,6 +634,8 @@ fn setters_roundtrip() {
 // Property tests.
 
 proptest! {
+    #![proptest_config(ProptestConfig::with_cases(1024))]
+
     #[test]
     fn prop_parse_emit_roundtrip(t in strategies::tcp_repr(300), src in strategies::addr(), dst in strategies::addr()) {
         let r = t.repr();
