@@ -1170,7 +1170,7 @@ impl Connection {
         let now = ctx.now;
         if self.rst_pending {
             self.rst_pending = false;
-            let (n, _) = self.emit(ctx, buf, self.snd_nxt, Flags::RST | Flags::ACK, 0)?;
+            let (n, _) = self.emit(ctx, buf, self.snd_max, Flags::RST | Flags::ACK, 0)?;
             ctx.stats.rsts_sent += 1;
             return Some(n);
         }
@@ -1271,7 +1271,9 @@ impl Connection {
             return self.emit(ctx, buf, seq, Flags::ACK, 0).map(|x| x.0);
         }
         if self.ack_now || self.window_update_due() {
-            let seq = self.snd_nxt;
+            // SND.MAX, not SND.NXT: after an RTO SND.NXT goes back, and an ACK numbered below
+            // the peer's RCV.NXT would fail its acceptability test and be ignored.
+            let seq = self.snd_max;
             let r = self.emit(ctx, buf, seq, Flags::ACK, 0).map(|x| x.0);
             self.update_persist(now);
             return r;

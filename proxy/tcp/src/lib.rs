@@ -32,3 +32,5 @@ pub use congestion::Algorithm;
 pub use endpoint::Endpoint;
 pub use seq::SeqNumber;
 pub use time::Instant;
+#[cfg(test)]
+mod sim_tests;

@@ -83,10 +83,9 @@ impl Ring {
         if self.capacity() > 0 {
             self.head = (self.head + n) % self.capacity();
         }
+        // The head is not reset when the ring empties: bytes written beyond `len`
+        // (out-of-order data) stay where they are.
         self.len -= n;
-        if self.len == 0 {
-            self.head = 0;
-        }
     }
 
     /// Read and consume.
@@ -131,6 +130,20 @@ mod tests {
         assert_eq!(&out, b"abcxyz");
         assert_eq!(r.write_at(7, b"0123"), 1);
         assert_eq!(r.write_at(100, b"0123"), 0);
+    }
+
+    #[test]
+    fn draining_keeps_bytes_beyond_len() {
+        let mut r = Ring::new(8);
+        r.push(b"abc");
+        r.write_at(5, b"xy");
+        let mut out = [0u8; 3];
+        assert_eq!(r.pop(&mut out), 3);
+        r.write_at(0, b"01");
+        r.commit(4);
+        let mut out = [0u8; 4];
+        assert_eq!(r.pop(&mut out), 4);
+        assert_eq!(&out, b"01xy");
     }
 
     #[test]
