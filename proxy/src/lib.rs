@@ -14,4 +14,6 @@
 
 pub mod admin;
 pub mod config;
+pub mod loader;
 pub mod run;
+pub mod worker;

@@ -34,6 +34,7 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let result = match (cli.command, cli.config) {
         (Some(Command::CheckConfig { file }), _) => Config::load(&file).map(|_| {

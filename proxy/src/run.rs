@@ -1,7 +1,146 @@
-//! Starting and stopping sluice: attach, open sockets, spawn workers, serve admin, drain on signals.
+//! Starting and stopping sluice: attach XDP, open a socket per queue, spawn the workers, serve
+//! the admin endpoint; on SIGINT or SIGTERM stop the workers and detach.
+//!
+//! Order matters at start: every queue's socket is in the XSKMAP before any listener is in the
+//! listener map, so no listener frame is ever redirected to a queue without a socket (which the
+//! kernel would answer with its own RST).
 
-use crate::config::Config;
+use std::collections::HashMap;
+use std::os::fd::AsFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-pub fn run(config: Config) -> anyhow::Result<()> {
-    anyhow::bail!("{}: the datapath is not wired into the binary yet", config.datapath.interface)
+use anyhow::{Context, Result, bail};
+use sluice_xsk::{BindMode, Socket, XskConfig};
+
+use crate::admin::AdminServer;
+use crate::config::{Config, XdpModeSetting};
+use crate::loader::{self, Loader, XdpMode};
+use crate::worker::{self, Dispatch, QueueCounters, SharedCounters};
+
+pub fn run(config: Config) -> Result<()> {
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, Arc::clone(&stop)).context("installing signal handlers")?;
+    }
+    let d = &config.datapath;
+    let mode = match d.xdp_mode {
+        XdpModeSetting::Auto => XdpMode::Auto,
+        XdpModeSetting::Native => XdpMode::Native,
+        XdpModeSetting::Skb => XdpMode::Skb,
+    };
+    let queues = loader::queue_count(&d.interface)?;
+    let queues = u32::try_from(queues).context("queue count")?;
+    if let Some(wanted) = d.queues {
+        if wanted != queues {
+            bail!(
+                "datapath.queues = {wanted} but {} has {queues} RX queues: every queue needs a socket \
+                 (or the kernel answers sluice's flows); set queues = {queues} or change the NIC's \
+                 queues with `ethtool -L`",
+                d.interface
+            );
+        }
+    }
+    let mut attached = Loader::attach(&d.interface, mode, d.force)?;
+    tracing::info!(
+        interface = %d.interface,
+        mode = attached.mode().as_str(),
+        load_ms = attached.load_time().as_millis() as u64,
+        "XDP program attached"
+    );
+
+    let xsk_config = XskConfig {
+        frame_size: d.frame_size,
+        frame_count: d.frames_per_queue,
+        headroom: 0,
+        fill_size: d.fill_ring,
+        comp_size: d.completion_ring,
+        rx_size: d.rx_ring,
+        tx_size: d.tx_ring,
+        tx_reserve: d.tx_ring.min(d.frames_per_queue / 4),
+        mode: if d.zero_copy { BindMode::Auto } else { BindMode::Copy },
+    };
+    let mut sockets = Vec::new();
+    for q in 0..queues {
+        let (sock, info) = Socket::new(&d.interface, q, &xsk_config)
+            .with_context(|| format!("AF_XDP socket on {} queue {q}", d.interface))?;
+        if let Some(why) = &info.zero_copy_refused {
+            tracing::info!(queue = q, "zero-copy refused, using copy mode: {why}");
+        }
+        tracing::info!(queue = q, mode = %sock.mode(), "AF_XDP socket bound");
+        attached.register_xsk(q, sock.as_fd())?;
+        sockets.push(sock);
+    }
+    let listeners: HashMap<_, _> = config.listeners.iter().map(|l| (l.socket_addr(), l.mode())).collect();
+    for addr in listeners.keys() {
+        attached.add_listener(*addr.ip(), addr.port())?;
+        tracing::info!(%addr, "listening");
+    }
+
+    let cores = core_affinity::get_core_ids().unwrap_or_default();
+    let mut workers = Vec::new();
+    let mut shared_counters: Vec<SharedCounters> = Vec::new();
+    for sock in sockets {
+        let q = sock.queue_id();
+        let shared = Arc::new(Mutex::new(QueueCounters { queue: q, ..Default::default() }));
+        shared_counters.push(Arc::clone(&shared));
+        let dispatch = Dispatch::new(q, listeners.clone(), d.verify_checksums);
+        let stop = Arc::clone(&stop);
+        let core = (!cores.is_empty()).then(|| cores[q as usize % cores.len()]);
+        workers.push(
+            std::thread::Builder::new().name(format!("sluice-q{q}")).spawn(move || {
+                if let Some(core) = core {
+                    core_affinity::set_for_current(core);
+                }
+                worker::run(sock, dispatch, shared, stop)
+            })?,
+        );
+    }
+
+    let attached = Arc::new(Mutex::new(attached));
+    let stats = {
+        let attached = Arc::clone(&attached);
+        let shared_counters = shared_counters.clone();
+        Arc::new(move || stats_json(&attached, &shared_counters)) as crate::admin::StatsSource
+    };
+    let admin = AdminServer::spawn(config.admin.address, stats, Arc::clone(&stop))?;
+    tracing::info!(address = %admin.local_addr, "admin endpoint serving /stats.json");
+
+    while !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    tracing::info!("stopping");
+    for w in workers {
+        if w.join().is_err() {
+            tracing::error!("a worker panicked");
+        }
+    }
+    drop(admin);
+    drop(attached); // detaches the XDP program
+    tracing::info!("XDP program detached; bye");
+    Ok(())
+}
+
+fn stats_json(attached: &Mutex<loader::Attached>, queues: &[SharedCounters]) -> serde_json::Value {
+    let (mode, counters) = match attached.lock() {
+        Ok(a) => (
+            a.mode().as_str(),
+            a.counters().map(|c| {
+                let mut m: serde_json::Map<String, serde_json::Value> =
+                    c.iter().map(|(name, v)| (name.to_owned(), v.into())).collect();
+                m.insert("pass_malformed".into(), c.pass_malformed().into());
+                m
+            }),
+        ),
+        Err(_) => ("unknown", Ok(Default::default())),
+    };
+    let queues: Vec<QueueCounters> = queues.iter().map(|q| *q.lock().unwrap_or_else(|e| e.into_inner())).collect();
+    serde_json::json!({
+        "xdp": {
+            "mode": mode,
+            "counters": counters.unwrap_or_default(),
+        },
+        "queues": queues,
+    })
 }
