@@ -346,15 +346,16 @@ impl Socket {
         self.q.tx_frame()
     }
 
-    /// Puts submitted frames on the TX ring and, if the kernel asks for it (always, in copy
-    /// mode), wakes it with `sendto`. In copy mode each `sendto` sends at most 32 frames, so
-    /// this kicks as many times as needed. Returns frames put on the ring.
+    /// Puts submitted frames on the TX ring and, while the ring holds descriptors the kernel has
+    /// not read and it asks for a wakeup (always, in copy mode), wakes it with `sendto`. In copy
+    /// mode each `sendto` sends at most 32 frames, so this kicks up to `pending / 32 + 1` times.
+    /// Returns frames put on the ring.
     pub fn flush_tx(&mut self) -> io::Result<u32> {
         let n = self.q.publish_tx();
-        if self.q.tx_in_flight() > 0 && self.q.tx_needs_wakeup() {
-            let kicks = self.q.tx_ring_pending() / KERNEL_TX_BATCH + 1;
-            for _ in 0..kicks {
-                if !self.wakeup_tx()? {
+        let pending = self.q.tx_ring_pending();
+        if pending > 0 && self.q.tx_needs_wakeup() {
+            for _ in 0..pending / KERNEL_TX_BATCH + 1 {
+                if !self.wakeup_tx()? || self.q.tx_ring_pending() == 0 {
                     break;
                 }
             }
