@@ -77,7 +77,7 @@ impl Default for Config {
             syn_queue_len: 1024,
             syn_cookies: true,
             time_wait: Duration::from_secs(60),
-            handshake_timeout: Duration::from_secs(30),
+            handshake_timeout: Duration::from_secs(75),
             idle_timeout: None,
             keepalive: None,
             delayed_ack: Duration::from_millis(40),

@@ -513,6 +513,12 @@ impl Endpoint {
         }
     }
 
+    /// The connection with this 4-tuple, if any (including half-open ones not yet announced).
+    #[must_use]
+    pub fn lookup(&self, tuple: &FourTuple) -> Option<ConnectionHandle> {
+        self.table.get(tuple).map(|&slot| self.handle_of(slot))
+    }
+
     #[must_use]
     pub fn four_tuple(&self, h: ConnectionHandle) -> Option<FourTuple> {
         self.conn(h).map(Connection::four_tuple)

@@ -39,7 +39,7 @@ fn check(t: &Transfer, a: &[u8], b: &[u8]) -> Result<(), String> {
 }
 
 fn small_config() -> Config {
-    Config { recv_buffer: 64 * 1024, send_buffer: 64 * 1024, time_wait: Duration::from_secs(2), ..Config::default() }
+    Config { recv_buffer: 64 * 1024, send_buffer: 64 * 1024, time_wait: Duration::from_secs(2), handshake_timeout: Duration::from_secs(300), ..Config::default() }
 }
 
 #[test]
@@ -104,7 +104,7 @@ fn empty_streams_close_cleanly() {
 }
 
 proptest::proptest! {
-    #![proptest_config(proptest::prelude::ProptestConfig { cases: 256, failure_persistence: None, ..Default::default() })]
+    #![proptest_config(proptest::prelude::ProptestConfig { cases: std::env::var("SIM_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(256), failure_persistence: None, ..Default::default() })]
     /// Random streams both ways under 0-20 % loss, reordering and duplication: every byte intact,
     /// in order, exactly once; both sides closed; no TCB, timer or buffer left behind.
     #[test]
