@@ -44,7 +44,11 @@ pub mod xdp {
         // SAFETY: `attr` is a 128-byte, zero-padded `union bpf_attr` whose pointer fields point
         // to buffers that outlive the call; the size passed is the buffer's.
         let r = unsafe { libc::syscall(libc::SYS_bpf, cmd, attr.0.as_mut_ptr(), attr.0.len()) };
-        if r < 0 { Err(io::Error::last_os_error()) } else { Ok(r) }
+        if r < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(r)
+        }
     }
 
     fn fd(r: libc::c_long) -> OwnedFd {
@@ -71,10 +75,18 @@ pub mod xdp {
     impl Redirect {
         /// Loads the program, puts each `(queue, socket fd)` in its XSKMAP, attaches it to
         /// `ifindex` in SKB or native mode.
-        pub fn attach(ifindex: u32, skb_mode: bool, socks: &[(u32, RawFd)]) -> io::Result<Redirect> {
+        pub fn attach(
+            ifindex: u32,
+            skb_mode: bool,
+            socks: &[(u32, RawFd)],
+        ) -> io::Result<Redirect> {
             let map = fd(bpf(
                 BPF_MAP_CREATE,
-                &mut Attr::new().u32(0, BPF_MAP_TYPE_XSKMAP).u32(4, 4).u32(8, 4).u32(12, 64),
+                &mut Attr::new()
+                    .u32(0, BPF_MAP_TYPE_XSKMAP)
+                    .u32(4, 4)
+                    .u32(8, 4)
+                    .u32(12, 64),
             )?);
             for &(queue, sock) in socks {
                 let (key, value) = (queue, sock as u32);
@@ -87,12 +99,12 @@ pub mod xdp {
                 )?;
             }
             let prog: Vec<u8> = [
-                insn(0x61, 2, 1, 16, 0),                          // r2 = ctx->rx_queue_index
-                insn(0x18, 1, 1, 0, map.as_raw_fd()),             // r1 = &xsks (BPF_PSEUDO_MAP_FD)
-                insn(0, 0, 0, 0, 0),                              //   (second half of ld_imm64)
-                insn(0xb7, 3, 0, 0, XDP_PASS),                    // r3 = XDP_PASS (fallback)
-                insn(0x85, 0, 0, 0, BPF_FUNC_REDIRECT_MAP),       // r0 = bpf_redirect_map(r1, r2, r3)
-                insn(0x95, 0, 0, 0, 0),                           // return r0
+                insn(0x61, 2, 1, 16, 0),                    // r2 = ctx->rx_queue_index
+                insn(0x18, 1, 1, 0, map.as_raw_fd()),       // r1 = &xsks (BPF_PSEUDO_MAP_FD)
+                insn(0, 0, 0, 0, 0),                        //   (second half of ld_imm64)
+                insn(0xb7, 3, 0, 0, XDP_PASS),              // r3 = XDP_PASS (fallback)
+                insn(0x85, 0, 0, 0, BPF_FUNC_REDIRECT_MAP), // r0 = bpf_redirect_map(r1, r2, r3)
+                insn(0x95, 0, 0, 0, 0),                     // return r0
             ]
             .concat();
             let license = c"GPL";
@@ -113,16 +125,30 @@ pub mod xdp {
                 Ok(r) => fd(r),
                 Err(e) => {
                     let end = log.iter().position(|&b| b == 0).unwrap_or(log.len());
-                    return Err(io::Error::other(format!("BPF_PROG_LOAD: {e}: {}", String::from_utf8_lossy(&log[..end]))));
+                    return Err(io::Error::other(format!(
+                        "BPF_PROG_LOAD: {e}: {}",
+                        String::from_utf8_lossy(&log[..end])
+                    )));
                 }
             };
-            let flags = if skb_mode { XDP_FLAGS_SKB_MODE } else { XDP_FLAGS_DRV_MODE };
+            let flags = if skb_mode {
+                XDP_FLAGS_SKB_MODE
+            } else {
+                XDP_FLAGS_DRV_MODE
+            };
             let link = fd(bpf(
                 BPF_LINK_CREATE,
-                &mut Attr::new().u32(0, prog.as_raw_fd() as u32).u32(4, ifindex).u32(8, BPF_XDP).u32(12, flags),
+                &mut Attr::new()
+                    .u32(0, prog.as_raw_fd() as u32)
+                    .u32(4, ifindex)
+                    .u32(8, BPF_XDP)
+                    .u32(12, flags),
             )?);
-            Ok(Redirect { _link: link, _prog: prog, _map: map })
+            Ok(Redirect {
+                _link: link,
+                _prog: prog,
+                _map: map,
+            })
         }
     }
 }
-
