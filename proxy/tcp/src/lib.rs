@@ -34,3 +34,5 @@ pub use seq::SeqNumber;
 pub use time::Instant;
 #[cfg(test)]
 mod sim_tests;
+#[cfg(test)]
+mod tests;
