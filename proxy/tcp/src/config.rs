@@ -129,7 +129,8 @@ pub struct ConnectionHandle {
 pub enum Event {
     /// The handshake completed (a passive connection appears with this event).
     Established,
-    /// New in-order bytes can be read.
+    /// In-order bytes can be read. Edge-triggered: raised when bytes arrive in an empty
+    /// receive buffer; after it, call `recv` until it returns `Ok(0)`.
     Readable,
     /// Send buffer space freed after a short `send`.
     Writable,

@@ -97,6 +97,23 @@ impl PeerSyn {
     }
 }
 
+/// The two stream buffers of a connection, recycled by the endpoint between connections so
+/// that opening one does not allocate (and zero) them again.
+#[derive(Debug)]
+pub(crate) struct Buffers {
+    send: Ring,
+    recv: RecvBuffer,
+}
+
+impl Buffers {
+    pub(crate) fn new(config: &Config) -> Self {
+        Buffers { send: Ring::new(config.send_buffer), recv: RecvBuffer::new(config.recv_buffer) }
+    }
+    pub(crate) fn fits(&self, config: &Config) -> bool {
+        self.send.capacity() == config.send_buffer && self.recv.capacity() == config.recv_buffer
+    }
+}
+
 /// One connection.
 #[derive(Debug)]
 pub struct Connection {
@@ -192,7 +209,7 @@ pub struct Connection {
 }
 
 impl Connection {
-    fn new(config: &Config, now: Instant, tuple: FourTuple, iss: u32, ts_offset: u32, state: State) -> Self {
+    fn new(config: &Config, bufs: Buffers, now: Instant, tuple: FourTuple, iss: u32, ts_offset: u32, state: State) -> Self {
         let iss = SeqNumber(iss);
         let our_mss = config.mss();
         Connection {
@@ -220,8 +237,8 @@ impl Connection {
             ts_recent: 0,
             ts_recent_time: now,
             ts_offset,
-            send_buf: Ring::new(config.send_buffer),
-            recv_buf: RecvBuffer::new(config.recv_buffer),
+            send_buf: bufs.send,
+            recv_buf: bufs.recv,
             fin_queued: false,
             fin_acked: false,
             remote_fin: None,
@@ -262,13 +279,13 @@ impl Connection {
     }
 
     /// Active open (RFC 9293 3.10.1): SYN-SENT, the SYN goes out on the next `poll_transmit`.
-    pub(crate) fn connect(config: &Config, now: Instant, tuple: FourTuple, iss: u32, ts_offset: u32) -> Self {
-        Self::new(config, now, tuple, iss, ts_offset, State::SynSent)
+    pub(crate) fn connect(config: &Config, bufs: Buffers, now: Instant, tuple: FourTuple, iss: u32, ts_offset: u32) -> Self {
+        Self::new(config, bufs, now, tuple, iss, ts_offset, State::SynSent)
     }
 
     /// Passive open from a SYN received on a listener (RFC 9293 3.10.7.2): SYN-RECEIVED.
-    pub(crate) fn accept(config: &Config, now: Instant, tuple: FourTuple, iss: u32, ts_offset: u32, seg: &tcp::Repr<'_>) -> Self {
-        let mut c = Self::new(config, now, tuple, iss, ts_offset, State::SynReceived);
+    pub(crate) fn accept(config: &Config, bufs: Buffers, now: Instant, tuple: FourTuple, iss: u32, ts_offset: u32, seg: &tcp::Repr<'_>) -> Self {
+        let mut c = Self::new(config, bufs, now, tuple, iss, ts_offset, State::SynReceived);
         c.irs = SeqNumber(seg.seq_number);
         c.rcv_nxt = c.irs + 1;
         c.negotiate(config, PeerSyn::from_repr(seg));
@@ -283,8 +300,8 @@ impl Connection {
 
     /// A connection recreated from a validated SYN cookie: ESTABLISHED at once (the final ACK
     /// is then processed by `handle_segment`).
-    pub(crate) fn from_cookie(config: &Config, now: Instant, tuple: FourTuple, iss: u32, irs: u32, peer: PeerSyn, ts_offset: u32) -> Self {
-        let mut c = Self::new(config, now, tuple, iss, ts_offset, State::Established);
+    pub(crate) fn from_cookie(config: &Config, bufs: Buffers, now: Instant, tuple: FourTuple, iss: u32, irs: u32, peer: PeerSyn, ts_offset: u32) -> Self {
+        let mut c = Self::new(config, bufs, now, tuple, iss, ts_offset, State::Established);
         c.irs = SeqNumber(irs);
         c.rcv_nxt = c.irs + 1;
         c.negotiate(config, peer);
@@ -389,6 +406,15 @@ impl Connection {
 
     fn rto_needed(&self) -> bool {
         self.snd_max > self.snd_una && !matches!(self.state, State::TimeWait | State::Closed)
+    }
+
+    /// Give the buffers back for reuse (emptied).
+    pub(crate) fn into_buffers(self) -> Buffers {
+        let mut send = self.send_buf;
+        send.clear();
+        let mut recv = self.recv_buf;
+        recv.clear();
+        Buffers { send, recv }
     }
 
     /// The TCB can be freed: CLOSED with nothing left to send.
@@ -889,6 +915,7 @@ impl Connection {
         let now = ctx.now;
         let seq = SeqNumber(seg.seq_number);
         let had_ooo = self.recv_buf.has_out_of_order();
+        let was_readable = self.recv_buf.readable() > 0;
         let placed = self.recv_buf.place(self.rcv_nxt, seq, seg.payload);
         if placed.refused {
             ctx.stats.drop(DropReason::ReassemblyFull);
@@ -897,7 +924,8 @@ impl Connection {
         }
         ctx.stats.bytes_in += placed.advanced as u64;
         self.rcv_nxt += placed.advanced;
-        if placed.advanced > 0 {
+        // Edge-triggered: only when bytes appear in an empty receive buffer.
+        if placed.advanced > 0 && !was_readable {
             ctx.event(Event::Readable);
         }
         if seg.flags.fin() && placed.trimmed == 0 {

@@ -21,7 +21,7 @@
 
 use crate::config::RateLimiter;
 pub use crate::config::{Config, ConnectError, ConnectionHandle, DropReason, Event, FourTuple, Keepalive, ListenError, Stats, StreamError};
-use crate::connection::{Connection, Ctx, PeerSyn, State};
+use crate::connection::{Buffers, Connection, Ctx, PeerSyn, State};
 use crate::isn::IsnGenerator;
 use crate::syncookie::{CookieOptions, SynCookies};
 use crate::time::Instant;
@@ -78,7 +78,12 @@ pub struct Endpoint {
     stats: Stats,
     challenge: RateLimiter,
     rst_limit: RateLimiter,
+    /// Buffers of freed connections, for reuse.
+    spare: Vec<Buffers>,
 }
+
+/// Buffers kept for reuse after connections close.
+const SPARE_BUFFERS: usize = 64;
 
 impl Endpoint {
     #[must_use]
@@ -99,6 +104,7 @@ impl Endpoint {
             synacks: VecDeque::new(),
             events: VecDeque::new(),
             stats: Stats::default(),
+            spare: Vec::new(),
         }
     }
 
@@ -130,11 +136,16 @@ impl Endpoint {
         }
         let iss = self.isn.isn(now, local, remote);
         let ts = self.isn.ts_offset(local, remote);
-        let conn = Connection::connect(&self.config, now, tuple, iss, ts);
+        let bufs = self.take_buffers();
+        let conn = Connection::connect(&self.config, bufs, now, tuple, iss, ts);
         let slot = self.insert(tuple, conn, None, true);
         self.after(slot, true);
         self.prune_timers();
         Ok(self.handle_of(slot))
+    }
+
+    fn take_buffers(&mut self) -> Buffers {
+        self.spare.pop().unwrap_or_else(|| Buffers::new(&self.config))
     }
 
     fn handle_of(&self, slot: u32) -> ConnectionHandle {
@@ -253,6 +264,11 @@ impl Endpoint {
             self.events.push_back((ConnectionHandle { slot, generation: s.generation }, Event::Closed));
         }
         self.stats.connections_closed += 1;
+        let bufs = conn.into_buffers();
+        if self.spare.len() < SPARE_BUFFERS && bufs.fits(&self.config) {
+            self.spare.push(bufs);
+        }
+        let s = &mut self.slots[slot as usize];
         s.generation = s.generation.wrapping_add(1);
         s.deadline = None;
         s.queued = false;
@@ -261,6 +277,15 @@ impl Endpoint {
     }
 
     fn prune_timers(&mut self) {
+        // Stale entries deeper in the heap are bounded: rebuild when they dominate.
+        if self.timers.len() > 4 * self.table.len() + 1024 {
+            self.timers = TimerQueue::new();
+            for (i, s) in self.slots.iter().enumerate() {
+                if let (Some(_), Some(deadline)) = (&s.conn, s.deadline) {
+                    self.timers.push(Entry { deadline, slot: i as u32, generation: s.generation });
+                }
+            }
+        }
         let slots = &self.slots;
         self.timers.prune(|e| {
             slots
@@ -341,7 +366,8 @@ impl Endpoint {
                     self.stats.syn_cookies_validated += 1;
                     let peer = PeerSyn { mss: Some(opts.mss), window_scale: opts.window_scale, sack_permitted: opts.sack_permitted, timestamp: None };
                     let ts = self.isn.ts_offset(tuple.local, tuple.remote);
-                    let conn = Connection::from_cookie(&self.config, now, tuple, cookie, peer_isn, peer, ts);
+                    let bufs = self.take_buffers();
+                    let conn = Connection::from_cookie(&self.config, bufs, now, tuple, cookie, peer_isn, peer, ts);
                     let slot = self.insert(tuple, conn, Some(li), true);
                     let handle = self.handle_of(slot);
                     self.events.push_back((handle, Event::Established));
@@ -384,7 +410,8 @@ impl Endpoint {
         }
         let iss = self.isn.isn(now, tuple.local, tuple.remote);
         let ts = self.isn.ts_offset(tuple.local, tuple.remote);
-        let mut conn = Connection::accept(&self.config, now, tuple, iss, ts, seg);
+        let bufs = self.take_buffers();
+        let mut conn = Connection::accept(&self.config, bufs, now, tuple, iss, ts, seg);
         conn.counted_in_syn_queue = true;
         self.listeners[li].half_open += 1;
         let slot = self.insert(tuple, conn, Some(li), false);

@@ -112,6 +112,12 @@ impl RecvBuffer {
         out
     }
 
+    /// Forget everything held.
+    pub fn clear(&mut self) {
+        self.ring.clear();
+        self.ooo.clear();
+    }
+
     /// Copy out and consume up to `buf.len()` in-order bytes.
     pub fn read(&mut self, buf: &mut [u8]) -> usize {
         self.ring.pop(buf)

@@ -88,6 +88,12 @@ impl Ring {
         self.len -= n;
     }
 
+    /// Forget every byte.
+    pub fn clear(&mut self) {
+        self.head = 0;
+        self.len = 0;
+    }
+
     /// Read and consume.
     pub fn pop(&mut self, out: &mut [u8]) -> usize {
         let n = self.read_at(0, out);

@@ -293,8 +293,10 @@ pub struct Transfer {
     pub pair: Pair,
     pub client: StreamApp,
     pub server: StreamApp,
-    /// Virtual time when both applications had every byte and both TCBs were gone.
+    /// Virtual time until both TCBs were gone (TIME-WAIT included).
     pub elapsed: Duration,
+    /// Virtual time until both applications had every byte of the other side.
+    pub data_done: Option<Duration>,
 }
 
 /// Connect A to B, move `a_data` A->B and `b_data` B->A, close both ways, and run until both
@@ -309,9 +311,13 @@ pub fn run_transfer(config: Config, link: LinkConfig, seed: u64, a_data: Vec<u8>
     let mut client = StreamApp::new(a_data);
     client.handle = Some(h);
     let mut server = StreamApp::new(b_data);
+    let mut data_done = None;
     loop {
         client.drive(&mut pair.a);
         server.drive(&mut pair.b);
+        if data_done.is_none() && server.received.len() == client.data.len() && client.received.len() == server.data.len() {
+            data_done = Some(pair.now - start);
+        }
         if pair.now - start > limit {
             break;
         }
@@ -325,5 +331,5 @@ pub fn run_transfer(config: Config, link: LinkConfig, seed: u64, a_data: Vec<u8>
         }
     }
     let elapsed = pair.now - start;
-    Transfer { pair, client, server, elapsed }
+    Transfer { pair, client, server, elapsed, data_done }
 }
