@@ -1067,7 +1067,10 @@ impl Connection {
         if !self.state.can_receive() || self.fin_received {
             return false;
         }
-        let right = self.rcv_nxt + self.recv_buf.window();
+        // The window field can carry at most 65535 << RCV.WIND.SHIFT: a buffer larger than that
+        // (a peer that did not offer window scaling) must not make an update look due forever.
+        let max_wnd = 65_535usize << self.rcv_wscale;
+        let right = self.rcv_nxt + self.recv_buf.window().min(max_wnd);
         let threshold = (self.recv_buf.capacity() / 2).min(2 * self.our_mss).max(1);
         right > self.rcv_adv && right - self.rcv_adv >= threshold
     }
