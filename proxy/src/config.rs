@@ -26,6 +26,8 @@ pub struct Config {
     pub datapath: Datapath,
     #[serde(default)]
     pub admin: Admin,
+    #[serde(default)]
+    pub tcp: Tcp,
     #[serde(default, rename = "listener")]
     pub listeners: Vec<Listener>,
 }
@@ -74,6 +76,54 @@ pub struct Datapath {
     /// Verify IPv4 and TCP checksums of received frames (drop and count failures).
     #[serde(default = "defaults::yes")]
     pub verify_checksums: bool,
+}
+
+/// sluice's TCP stack (every field optional; defaults follow Linux where RFCs leave a choice).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Tcp {
+    /// Receive buffer per connection (bytes): the largest window sluice advertises.
+    pub recv_buffer: usize,
+    /// Send buffer per connection (bytes).
+    pub send_buffer: usize,
+    /// Offer window scaling (RFC 7323), SACK (RFC 2018), timestamps (RFC 7323).
+    pub window_scale: bool,
+    pub sack: bool,
+    pub timestamps: bool,
+    /// Half-open connections per listener before SYN cookies answer.
+    pub syn_queue: usize,
+    pub syn_cookies: bool,
+    /// TIME-WAIT, handshake timeout and idle timeout (0: none), in milliseconds.
+    pub time_wait_ms: u64,
+    pub handshake_timeout_ms: u64,
+    pub idle_timeout_ms: u64,
+    /// `cubic` (RFC 9438) or `newreno` (RFC 5681, RFC 6582).
+    pub congestion: Congestion,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Congestion {
+    Cubic,
+    Newreno,
+}
+
+impl Default for Tcp {
+    fn default() -> Self {
+        Self {
+            recv_buffer: 256 * 1024,
+            send_buffer: 256 * 1024,
+            window_scale: true,
+            sack: true,
+            timestamps: true,
+            syn_queue: 1024,
+            syn_cookies: true,
+            time_wait_ms: 10_000,
+            handshake_timeout_ms: 10_000,
+            idle_timeout_ms: 300_000,
+            congestion: Congestion::Cubic,
+        }
+    }
 }
 
 /// The admin endpoint (a kernel socket): `/stats.json`.
@@ -127,7 +177,7 @@ impl Listener {
 
 mod defaults {
     pub fn frames_per_queue() -> u32 {
-        4096
+        8192
     }
     pub fn frame_size() -> u32 {
         2048
@@ -199,6 +249,22 @@ impl Config {
                     d.fill_ring + d.tx_ring
                 ),
             ));
+        }
+        let t = &self.tcp;
+        if !(4096..=64 << 20).contains(&t.recv_buffer) {
+            return Err(("tcp.recv_buffer".into(), format!("{} must be from 4096 to 67108864", t.recv_buffer)));
+        }
+        if !(4096..=64 << 20).contains(&t.send_buffer) {
+            return Err(("tcp.send_buffer".into(), format!("{} must be from 4096 to 67108864", t.send_buffer)));
+        }
+        if t.syn_queue == 0 {
+            return Err(("tcp.syn_queue".into(), "must be at least 1".into()));
+        }
+        if t.time_wait_ms > 240_000 {
+            return Err(("tcp.time_wait_ms".into(), "at most 240000 (2 MSL of RFC 9293)".into()));
+        }
+        if t.handshake_timeout_ms == 0 {
+            return Err(("tcp.handshake_timeout_ms".into(), "must be more than 0".into()));
         }
         if self.listeners.is_empty() {
             return Err(("listener".into(), "at least one [[listener]] is needed".into()));
@@ -273,7 +339,8 @@ echo = true
         let c = parse(GOOD).unwrap();
         assert_eq!(c.datapath.interface, "px0");
         assert_eq!(c.datapath.xdp_mode, XdpModeSetting::Native);
-        assert_eq!(c.datapath.frames_per_queue, 4096);
+        assert_eq!(c.datapath.frames_per_queue, 8192);
+        assert_eq!(c.tcp, Tcp::default());
         assert!(c.datapath.verify_checksums);
         assert_eq!(c.listeners[0].mode(), ListenerMode::Refuse);
         assert_eq!(c.listeners[1].mode(), ListenerMode::Echo);
@@ -312,6 +379,17 @@ echo = true
         assert!(e.contains("datapath.frames_per_queue"), "{e}");
         let e = error(&GOOD.replace("xdp_mode = \"native\"", "queues = 0"));
         assert!(e.contains("datapath.queues"), "{e}");
+    }
+
+    #[test]
+    fn tcp_section_is_checked() {
+        let c = parse(&format!("{GOOD}\n[tcp]\ncongestion = \"newreno\"\ntime_wait_ms = 500\n")).unwrap();
+        assert_eq!(c.tcp.congestion, Congestion::Newreno);
+        assert_eq!(c.tcp.time_wait_ms, 500);
+        let e = error(&format!("{GOOD}\n[tcp]\nrecv_buffer = 10\n"));
+        assert!(e.contains("tcp.recv_buffer"), "{e}");
+        let e = error(&format!("{GOOD}\n[tcp]\ncongestion = \"bbr\"\n"));
+        assert!(e.contains("bbr"), "{e}");
     }
 
     #[test]

@@ -16,4 +16,5 @@ pub mod admin;
 pub mod config;
 pub mod loader;
 pub mod run;
+pub mod stats;
 pub mod worker;

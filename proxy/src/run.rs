@@ -17,7 +17,8 @@ use sluice_xsk::{BindMode, Socket, XskConfig};
 use crate::admin::AdminServer;
 use crate::config::{Config, XdpModeSetting};
 use crate::loader::{self, Loader, XdpMode};
-use crate::worker::{self, Dispatch, QueueCounters, SharedCounters};
+use crate::config::Congestion;
+use crate::worker::{self, Dispatch, SharedCounters};
 
 pub fn run(config: Config) -> Result<()> {
     let stop = Arc::new(AtomicBool::new(false));
@@ -58,7 +59,7 @@ pub fn run(config: Config) -> Result<()> {
         comp_size: d.completion_ring,
         rx_size: d.rx_ring,
         tx_size: d.tx_ring,
-        tx_reserve: d.tx_ring.min(d.frames_per_queue / 4),
+        tx_reserve: d.tx_ring.min(d.frames_per_queue - d.fill_ring),
         mode: if d.zero_copy { BindMode::Auto } else { BindMode::Copy },
     };
     let mut sockets = Vec::new();
@@ -78,24 +79,27 @@ pub fn run(config: Config) -> Result<()> {
         tracing::info!(%addr, "listening");
     }
 
+    let local_mac = interface_mac(&d.interface)?;
+    let tcp_config = tcp_config(&config, &d.interface)?;
+    let workers_n = sockets.len();
+    let (inboxes, peers) = worker::inboxes(workers_n, 8192)?;
+    let clock = std::time::Instant::now();
     let cores = core_affinity::get_core_ids().unwrap_or_default();
     let mut workers = Vec::new();
     let mut shared_counters: Vec<SharedCounters> = Vec::new();
-    for sock in sockets {
-        let q = sock.queue_id();
-        let shared = Arc::new(Mutex::new(QueueCounters { queue: q, ..Default::default() }));
+    for (i, (sock, inbox)) in sockets.into_iter().zip(inboxes).enumerate() {
+        let shared = SharedCounters::default();
         shared_counters.push(Arc::clone(&shared));
-        let dispatch = Dispatch::new(q, listeners.clone(), d.verify_checksums);
-        let stop = Arc::clone(&stop);
-        let core = (!cores.is_empty()).then(|| cores[q as usize % cores.len()]);
-        workers.push(
-            std::thread::Builder::new().name(format!("sluice-q{q}")).spawn(move || {
-                if let Some(core) = core {
-                    core_affinity::set_for_current(core);
-                }
-                worker::run(sock, dispatch, shared, stop)
-            })?,
-        );
+        let endpoint = sluice_tcp::Endpoint::new(tcp_config.clone(), sluice_tcp::Instant::ZERO);
+        let dispatch = Dispatch::new(i, workers_n, listeners.clone(), d.verify_checksums, endpoint, local_mac);
+        let (stop, peers) = (Arc::clone(&stop), peers.clone());
+        let core = (!cores.is_empty()).then(|| cores[i % cores.len()]);
+        workers.push(std::thread::Builder::new().name(format!("sluice-q{i}")).spawn(move || {
+            if let Some(core) = core {
+                core_affinity::set_for_current(core);
+            }
+            worker::run(sock, dispatch, inbox, peers, shared, clock, stop)
+        })?);
     }
 
     let attached = Arc::new(Mutex::new(attached));
@@ -135,12 +139,64 @@ fn stats_json(attached: &Mutex<loader::Attached>, queues: &[SharedCounters]) -> 
         ),
         Err(_) => ("unknown", Ok(Default::default())),
     };
-    let queues: Vec<QueueCounters> = queues.iter().map(|q| *q.lock().unwrap_or_else(|e| e.into_inner())).collect();
+    let queues: Vec<worker::Published> =
+        queues.iter().map(|q| q.lock().unwrap_or_else(|e| e.into_inner()).clone()).collect();
     serde_json::json!({
         "xdp": {
             "mode": mode,
             "counters": counters.unwrap_or_default(),
         },
         "queues": queues,
+    })
+}
+
+/// The interface's MAC address: the source of every frame sluice sends.
+fn interface_mac(ifname: &str) -> Result<sluice_wire::ethernet::Address> {
+    let path = format!("/sys/class/net/{ifname}/address");
+    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+    let mut mac = [0u8; 6];
+    let mut parts = text.trim().split(':');
+    for b in &mut mac {
+        *b = parts
+            .next()
+            .and_then(|p| u8::from_str_radix(p, 16).ok())
+            .with_context(|| format!("{path}: {:?} is not a MAC address", text.trim()))?;
+    }
+    Ok(sluice_wire::ethernet::Address(mac))
+}
+
+/// The TCP stack's configuration: sluice's `[tcp]` section, the interface's MTU, a random secret.
+fn tcp_config(config: &Config, ifname: &str) -> Result<sluice_tcp::Config> {
+    let t = &config.tcp;
+    let mtu_path = format!("/sys/class/net/{ifname}/mtu");
+    let mtu: usize = std::fs::read_to_string(&mtu_path)
+        .with_context(|| format!("reading {mtu_path}"))?
+        .trim()
+        .parse()
+        .with_context(|| format!("{mtu_path}: not a number"))?;
+    let mut secret = [0u8; 16];
+    use std::io::Read;
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut secret))
+        .context("reading /dev/urandom for the ISN and SYN cookie secret")?;
+    let ms = Duration::from_millis;
+    Ok(sluice_tcp::Config {
+        mtu,
+        recv_buffer: t.recv_buffer,
+        send_buffer: t.send_buffer,
+        window_scale: t.window_scale,
+        sack: t.sack,
+        timestamps: t.timestamps,
+        syn_queue_len: t.syn_queue,
+        syn_cookies: t.syn_cookies,
+        time_wait: ms(t.time_wait_ms),
+        handshake_timeout: ms(t.handshake_timeout_ms),
+        idle_timeout: (t.idle_timeout_ms > 0).then(|| ms(t.idle_timeout_ms)),
+        congestion: match t.congestion {
+            Congestion::Cubic => sluice_tcp::Algorithm::Cubic,
+            Congestion::Newreno => sluice_tcp::Algorithm::NewReno,
+        },
+        secret,
+        ..sluice_tcp::Config::default()
     })
 }

@@ -1,19 +1,35 @@
-//! The per-queue worker: one thread per NIC queue, owning that queue's AF_XDP socket.
+//! The per-queue worker: one thread per NIC queue, owning that queue's AF_XDP socket and one
+//! `sluice_tcp::Endpoint`.
 //!
-//! Each loop iteration: take back sent frames, refill the fill ring, receive a batch and answer
-//! each frame, flush the TX ring; when a whole iteration found no work, sleep in `poll` on the
-//! socket (so an idle sluice uses no CPU) with a timeout that lets it notice a stop request.
+//! Flow ownership: the worker that owns a connection is `hash(4-tuple) % workers`. The NIC (on
+//! veth: the sender's queue choice, which Linux re-hashes after an RTO) may deliver a flow's
+//! frames to any queue, so a worker hands a frame it does not own to the owner's inbox (a
+//! crossbeam channel) and wakes the owner if it sleeps. Stateless answers (RSTs of a refusing
+//! listener) need no owner and are sent at once.
 //!
-//! What a frame gets is decided by [`Dispatch`], which knows nothing of sockets: it is tested
-//! here with frames built by `sluice-wire`. Drops are counted with a reason, never errors.
+//! Each loop iteration: take back sent frames, refill the fill ring, receive a batch, drain the
+//! inbox, run due timers, serve the listeners' connections (echo), transmit what the TCP stack
+//! has to send, flush the TX ring. An iteration that found no work sleeps in `poll` on the
+//! socket and the inbox's eventfd until a frame, a hand-off or the next timer: an idle sluice
+//! uses no CPU.
+//!
+//! What a frame gets is decided by [`Dispatch`], which knows nothing of sockets or clocks and is
+//! tested here with frames built by `sluice-wire`. Drops are counted with a reason.
 
 use std::collections::HashMap;
-use std::net::SocketAddrV4;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::os::fd::AsFd;
+use std::sync::atomic::{AtomicBool, Ordering, fence};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crossbeam_channel::{Receiver, Sender, TrySendError};
+use nix::poll::{PollFd, PollFlags, PollTimeout};
+use nix::sys::eventfd::{EfdFlags, EventFd};
 use serde::Serialize;
+use sluice_tcp::{ConnectionHandle, Endpoint, Event, Instant, StreamError};
+use sluice_wire::ethernet::{self, Address as MacAddress, EtherType};
 use sluice_wire::{Checksum, Error as WireError, emit_frame, parse_frame, rst_reply};
 use sluice_xsk::{RxVerdict, Socket};
 
@@ -25,94 +41,311 @@ pub struct QueueCounters {
     pub queue: u32,
     /// Frames received from the RX ring.
     pub rx_frames: u64,
-    /// Frames sent (replies and segments of sluice's own).
+    /// Frames put on the TX ring.
     pub tx_frames: u64,
-    /// RSTs sent for refused connections and segments of unknown flows.
+    /// RSTs sent by a refusing listener.
     pub rst_sent: u64,
+    /// Frames handed to the worker that owns their flow.
+    pub handoff_out: u64,
+    /// Frames received from other workers' hand-offs.
+    pub handoff_in: u64,
+    /// Hand-offs dropped because the owner's inbox was full.
+    pub dropped_handoff_full: u64,
     /// Frames whose headers did not parse (truncated, bad lengths, options past the header).
     pub dropped_malformed: u64,
     /// Frames with a wrong IPv4 or TCP checksum.
     pub dropped_checksum: u64,
-    /// IPv4 fragments, non-IPv4 or non-TCP frames (the XDP program should not send them).
+    /// IPv4 fragments, non-IPv4 or non-TCP frames (the XDP program passes those to the kernel).
     pub dropped_unsupported: u64,
     /// TCP segments for an address that is not a listener here.
     pub dropped_no_listener: u64,
-    /// Incoming RSTs for which there was nothing to reset.
+    /// Incoming RSTs to a refusing listener (nothing to answer).
     pub dropped_rst: u64,
-    /// Replies that found no free frame or no room on the TX ring.
+    /// Outgoing frames that found no free frame or no room on the TX ring.
     pub dropped_tx_full: u64,
+    /// Outgoing segments to an address whose MAC was never seen.
+    pub dropped_no_neighbor: u64,
+    /// Connections established / closed (TCB freed) on this worker.
+    pub connections_established: u64,
+    pub connections_closed: u64,
+    /// Connections open now (all states).
+    pub connections_open: u64,
+    /// Bytes echoed by echo listeners.
+    pub echo_bytes: u64,
     /// Loop iterations that slept in poll.
     pub idle_sleeps: u64,
-    /// Frames of the UMEM, by owner (checked to add up on every publish).
+    /// UMEM frames on the free list and in total.
     pub umem_frames_free: u64,
     pub umem_frames_total: u64,
 }
 
-/// Where a worker publishes its counters for the admin endpoint: the fast path only ever
-/// `try_lock`s it, so a reader never stalls a worker.
-pub type SharedCounters = Arc<Mutex<QueueCounters>>;
+/// What a worker publishes for the admin endpoint: its counters and its TCP stack's. The fast
+/// path only ever `try_lock`s it, so a reader never stalls a worker.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Published {
+    #[serde(flatten)]
+    pub queue: QueueCounters,
+    pub tcp: serde_json::Value,
+}
 
-/// The socket-free half of a worker: what to send in answer to one received frame.
-#[derive(Debug)]
+pub type SharedCounters = Arc<Mutex<Published>>;
+
+/// A worker's inbox: frames handed over by other workers, and how to wake the owner.
+pub struct Inbox {
+    pub rx: Receiver<Vec<u8>>,
+    pub wake: Arc<Waker>,
+}
+
+/// Wakes a worker sleeping in poll. The eventfd is written only while the owner sleeps.
+pub struct Waker {
+    eventfd: EventFd,
+    sleeping: AtomicBool,
+}
+
+impl Waker {
+    pub fn new() -> std::io::Result<Self> {
+        let eventfd = EventFd::from_value_and_flags(0, EfdFlags::EFD_NONBLOCK | EfdFlags::EFD_CLOEXEC)?;
+        Ok(Self { eventfd, sleeping: AtomicBool::new(false) })
+    }
+
+    fn wake(&self) {
+        fence(Ordering::SeqCst);
+        if self.sleeping.load(Ordering::SeqCst) {
+            let _ = self.eventfd.write(1);
+        }
+    }
+}
+
+/// The other workers' inboxes, indexed by worker.
+#[derive(Clone)]
+pub struct Peers {
+    pub senders: Vec<Sender<Vec<u8>>>,
+    pub wakers: Vec<Arc<Waker>>,
+}
+
+/// Creates the inboxes of `n` workers: the `Inbox` each owns and the `Peers` all share.
+pub fn inboxes(n: usize, capacity: usize) -> std::io::Result<(Vec<Inbox>, Peers)> {
+    let mut inboxes = Vec::new();
+    let mut peers = Peers { senders: Vec::new(), wakers: Vec::new() };
+    for _ in 0..n {
+        let (tx, rx) = crossbeam_channel::bounded(capacity);
+        let wake = Arc::new(Waker::new()?);
+        peers.senders.push(tx);
+        peers.wakers.push(Arc::clone(&wake));
+        inboxes.push(Inbox { rx, wake });
+    }
+    Ok((inboxes, peers))
+}
+
+/// What became of one received frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// A stateless reply of this many bytes was written into `out`.
+    Reply(usize),
+    /// The frame belongs to another worker's flow.
+    HandOff(usize),
+    /// The TCP stack took it (or it was dropped and counted).
+    Consumed,
+}
+
+/// Per-connection state of an echo listener: bytes read but not yet accepted by `send`.
+#[derive(Debug, Default)]
+struct Echo {
+    pending: Vec<u8>,
+    peer_closed: bool,
+    closing: bool,
+}
+
+/// Remembered neighbours (IPv4 -> MAC), learned from received frames; bounded.
+const MAX_NEIGHBORS: usize = 65_536;
+
+/// The socket-free half of a worker.
 pub struct Dispatch {
+    worker: usize,
+    workers: usize,
     listeners: HashMap<SocketAddrV4, ListenerMode>,
     checksum: Checksum,
+    tcp: Endpoint,
+    echo: HashMap<ConnectionHandle, Echo>,
+    neighbors: HashMap<Ipv4Addr, MacAddress>,
+    local_mac: MacAddress,
+    scratch: Vec<u8>,
     pub counters: QueueCounters,
 }
 
+/// Which worker owns a flow: the same answer on every worker. `DefaultHasher::default()` is
+/// SipHash with fixed keys: deterministic across threads and runs.
+pub fn owner(remote: SocketAddrV4, local: SocketAddrV4, workers: usize) -> usize {
+    let h = BuildHasherDefault::<DefaultHasher>::default().hash_one((remote, local));
+    (h % workers.max(1) as u64) as usize
+}
+
 impl Dispatch {
-    pub fn new(queue: u32, listeners: HashMap<SocketAddrV4, ListenerMode>, verify_checksums: bool) -> Self {
+    pub fn new(
+        worker: usize,
+        workers: usize,
+        listeners: HashMap<SocketAddrV4, ListenerMode>,
+        verify_checksums: bool,
+        mut tcp: Endpoint,
+        local_mac: MacAddress,
+    ) -> Self {
+        for (addr, mode) in &listeners {
+            if *mode == ListenerMode::Echo {
+                // Every worker listens: whichever owns a flow accepts it.
+                let _ = tcp.listen(*addr);
+            }
+        }
         Self {
+            worker,
+            workers,
             listeners,
             checksum: if verify_checksums { Checksum::Verify } else { Checksum::Ignore },
-            counters: QueueCounters { queue, ..Default::default() },
+            tcp,
+            echo: HashMap::new(),
+            neighbors: HashMap::new(),
+            local_mac,
+            scratch: vec![0; 64 * 1024],
+            counters: QueueCounters { queue: worker as u32, ..Default::default() },
         }
     }
 
-    /// Handles one received frame; writes the reply, if any, into `out` and returns its length.
-    pub fn on_frame(&mut self, frame: &[u8], out: &mut [u8]) -> Option<usize> {
-        self.counters.rx_frames += 1;
+    /// Handles one frame (received, or handed over by another worker).
+    pub fn on_frame(&mut self, now: Instant, frame: &[u8], out: &mut [u8]) -> Verdict {
         let seg = match parse_frame(frame, self.checksum) {
             Ok(seg) => seg,
-            Err(WireError::Checksum) => {
-                self.counters.dropped_checksum += 1;
-                return None;
-            }
-            Err(WireError::Fragmented | WireError::Unsupported) => {
-                self.counters.dropped_unsupported += 1;
-                return None;
-            }
-            Err(_) => {
-                self.counters.dropped_malformed += 1;
-                return None;
+            Err(e) => {
+                match e {
+                    WireError::Checksum => self.counters.dropped_checksum += 1,
+                    WireError::Fragmented | WireError::Unsupported => self.counters.dropped_unsupported += 1,
+                    _ => self.counters.dropped_malformed += 1,
+                }
+                return Verdict::Consumed;
             }
         };
         let local = SocketAddrV4::new(seg.ip.dst_addr, seg.tcp.dst_port);
+        let remote = SocketAddrV4::new(seg.ip.src_addr, seg.tcp.src_port);
         match self.listeners.get(&local) {
             // RFC 9293 3.10.7.1: a closed port answers anything but a RST with a RST.
-            Some(ListenerMode::Refuse) => self.reset(&seg, out),
-            Some(ListenerMode::Echo) | None => {
+            Some(ListenerMode::Refuse) => match rst_reply(&seg) {
+                None => {
+                    self.counters.dropped_rst += 1;
+                    Verdict::Consumed
+                }
+                Some(rst) => match emit_frame(out, &rst.eth, &rst.ip, &rst.tcp) {
+                    Ok(len) => {
+                        self.counters.rst_sent += 1;
+                        Verdict::Reply(len)
+                    }
+                    Err(_) => {
+                        self.counters.dropped_tx_full += 1;
+                        Verdict::Consumed
+                    }
+                },
+            },
+            Some(ListenerMode::Echo) => {
+                let owner = owner(remote, local, self.workers);
+                if owner != self.worker {
+                    return Verdict::HandOff(owner);
+                }
+                if self.neighbors.len() < MAX_NEIGHBORS || self.neighbors.contains_key(&seg.ip.src_addr) {
+                    self.neighbors.insert(seg.ip.src_addr, seg.eth.src_addr);
+                }
+                self.tcp.handle_segment(now, &seg.ip, &seg.tcp);
+                Verdict::Consumed
+            }
+            None => {
                 self.counters.dropped_no_listener += 1;
-                None
+                Verdict::Consumed
             }
         }
     }
 
-    fn reset(&mut self, seg: &sluice_wire::ParsedSegment<'_>, out: &mut [u8]) -> Option<usize> {
-        let Some(rst) = rst_reply(seg) else {
-            self.counters.dropped_rst += 1;
-            return None;
-        };
-        match emit_frame(out, &rst.eth, &rst.ip, &rst.tcp) {
-            Ok(len) => {
-                self.counters.rst_sent += 1;
-                Some(len)
-            }
-            Err(_) => {
-                self.counters.dropped_tx_full += 1;
-                None
+    /// After input: due timers, then the applications (echo) react to the stack's events.
+    pub fn process(&mut self, now: Instant) {
+        if self.tcp.poll_timeout().is_some_and(|t| t <= now) {
+            self.tcp.handle_timeout(now);
+        }
+        while let Some((h, event)) = self.tcp.poll_event() {
+            match event {
+                Event::Established => {
+                    self.counters.connections_established += 1;
+                    self.echo.insert(h, Echo::default());
+                    self.pump(h);
+                }
+                Event::Readable | Event::Writable => self.pump(h),
+                Event::PeerClosed => {
+                    if let Some(e) = self.echo.get_mut(&h) {
+                        e.peer_closed = true;
+                    }
+                    self.pump(h);
+                }
+                Event::Reset | Event::TimedOut => {
+                    self.echo.remove(&h);
+                }
+                Event::Closed => {
+                    self.counters.connections_closed += 1;
+                    self.echo.remove(&h);
+                }
             }
         }
+        self.counters.connections_open = self.tcp.connection_count() as u64;
+    }
+
+    /// Echo: read what arrived and send it back; what `send` does not take waits in `pending`
+    /// (and nothing more is read until it went: the receive window closes, back-pressure).
+    fn pump(&mut self, h: ConnectionHandle) {
+        let Some(e) = self.echo.get_mut(&h) else { return };
+        loop {
+            if !e.pending.is_empty() {
+                match self.tcp.send(h, &e.pending) {
+                    Ok(n) => {
+                        self.counters.echo_bytes += n as u64;
+                        e.pending.drain(..n);
+                    }
+                    Err(_) => return,
+                }
+                if !e.pending.is_empty() {
+                    return;
+                }
+            }
+            match self.tcp.recv(h, &mut self.scratch) {
+                Ok(0) => break,
+                Ok(n) => e.pending.extend_from_slice(&self.scratch[..n]),
+                Err(StreamError::Finished) => {
+                    e.peer_closed = true;
+                    break;
+                }
+                Err(_) => return,
+            }
+        }
+        if e.peer_closed && e.pending.is_empty() && !e.closing {
+            e.closing = true;
+            self.tcp.close(h);
+        }
+    }
+
+    /// The next Ethernet frame the TCP stack wants sent, written into `out`.
+    pub fn poll_transmit(&mut self, now: Instant, out: &mut [u8]) -> Option<usize> {
+        loop {
+            let ip_len = self.tcp.poll_transmit(now, out.get_mut(ethernet::HEADER_LEN..)?)?;
+            let ip = &out[ethernet::HEADER_LEN..ethernet::HEADER_LEN + ip_len];
+            let dst = Ipv4Addr::new(ip[16], ip[17], ip[18], ip[19]);
+            let Some(dst_mac) = self.neighbors.get(&dst).copied() else {
+                self.counters.dropped_no_neighbor += 1;
+                continue;
+            };
+            let eth = ethernet::Repr { src_addr: self.local_mac, dst_addr: dst_mac, ethertype: EtherType::Ipv4 };
+            eth.emit(&mut ethernet::Frame::new_unchecked(&mut out[..ethernet::HEADER_LEN]));
+            return Some(ethernet::HEADER_LEN + ip_len);
+        }
+    }
+
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.tcp.poll_timeout()
+    }
+
+    pub fn tcp(&self) -> &Endpoint {
+        &self.tcp
     }
 }
 
@@ -122,42 +355,87 @@ const RX_BATCH: u32 = 64;
 const IDLE_POLL: Duration = Duration::from_millis(100);
 
 /// Runs one queue's worker until `stop` is set.
-pub fn run(mut sock: Socket, mut dispatch: Dispatch, shared: SharedCounters, stop: Arc<AtomicBool>) {
-    let mut tx_full = 0u64;
+pub fn run(
+    mut sock: Socket,
+    mut dispatch: Dispatch,
+    inbox: Inbox,
+    peers: Peers,
+    shared: SharedCounters,
+    clock: std::time::Instant,
+    stop: Arc<AtomicBool>,
+) {
+    let now = || Instant::from_micros(clock.elapsed().as_micros() as u64);
+    let mut last_publish = now();
     while !stop.load(Ordering::Relaxed) {
+        let t = now();
         sock.reap_completions();
         sock.refill_fill_ring();
+        let mut handoffs = 0u64;
         let received = sock.recv_batch(RX_BATCH, |rx, tx| {
-            match tx.frame() {
-                Some(mut out) => {
-                    if let Some(len) = dispatch.on_frame(rx.data(), out.buf_mut()) {
-                        if out.submit(len).is_err() {
-                            tx_full += 1;
+            dispatch.counters.rx_frames += 1;
+            let Some(mut out) = tx.frame() else {
+                dispatch.counters.dropped_tx_full += 1;
+                return RxVerdict::Recycle;
+            };
+            match dispatch.on_frame(t, rx.data(), out.buf_mut()) {
+                Verdict::Reply(len) => {
+                    if out.submit(len).is_err() {
+                        dispatch.counters.dropped_tx_full += 1;
+                    }
+                }
+                Verdict::HandOff(owner) => {
+                    match peers.senders[owner].try_send(rx.data().to_vec()) {
+                        Ok(()) => {
+                            handoffs += 1;
+                            peers.wakers[owner].wake();
+                        }
+                        Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+                            dispatch.counters.dropped_handoff_full += 1
                         }
                     }
                 }
-                None => {
-                    // No frame to answer with: still account for what arrived.
-                    let mut scratch = [0u8; 0];
-                    if dispatch.on_frame(rx.data(), &mut scratch).is_some() {
-                        tx_full += 1;
-                    }
-                }
+                Verdict::Consumed => {}
             }
             RxVerdict::Recycle
         });
+        dispatch.counters.handoff_out += handoffs;
+        let mut handed_in = 0u32;
+        while let Ok(frame) = inbox.rx.try_recv() {
+            handed_in += 1;
+            // The owner never hands a frame on: it is the owner.
+            let _ = dispatch.on_frame(t, &frame, &mut []);
+            if handed_in >= RX_BATCH * 4 {
+                break;
+            }
+        }
+        dispatch.counters.handoff_in += u64::from(handed_in);
+        dispatch.process(t);
+        let mut sent = 0u32;
+        while let Some(mut out) = sock.tx_frame() {
+            match dispatch.poll_transmit(t, out.buf_mut()) {
+                Some(len) => {
+                    if out.submit(len).is_err() {
+                        dispatch.counters.dropped_tx_full += 1;
+                    }
+                    sent += 1;
+                }
+                None => break, // the unused frame goes back to the free list
+            }
+        }
         if let Err(e) = sock.flush_tx() {
             tracing::warn!(queue = sock.queue_id(), "TX wakeup failed: {e}");
         }
-        dispatch.counters.dropped_tx_full += std::mem::take(&mut tx_full);
-        if received == 0 && sock.tx_in_flight() == 0 {
+        let busy = received > 0 || handed_in > 0 || sent > 0;
+        if t.saturating_duration_since(last_publish) >= Duration::from_millis(100) || !busy {
+            publish(&sock, &mut dispatch, &shared);
+            last_publish = t;
+        }
+        if !busy && sock.tx_in_flight() == 0 {
             dispatch.counters.idle_sleeps += 1;
-            publish(&sock, &mut dispatch, &shared);
-            if let Err(e) = sock.poll(Some(IDLE_POLL)) {
-                tracing::warn!(queue = sock.queue_id(), "poll: {e}");
-            }
-        } else if dispatch.counters.rx_frames % 1024 < u64::from(received) {
-            publish(&sock, &mut dispatch, &shared);
+            let timeout = dispatch
+                .poll_timeout()
+                .map_or(IDLE_POLL, |deadline| deadline.saturating_duration_since(now()).min(IDLE_POLL));
+            sleep(&sock, &inbox, timeout);
         }
     }
     publish(&sock, &mut dispatch, &shared);
@@ -166,59 +444,85 @@ pub fn run(mut sock: Socket, mut dispatch: Dispatch, shared: SharedCounters, sto
     }
 }
 
+/// Sleeps until the socket has frames, another worker hands one over, or `timeout`.
+fn sleep(sock: &Socket, inbox: &Inbox, timeout: Duration) {
+    inbox.wake.sleeping.store(true, Ordering::SeqCst);
+    fence(Ordering::SeqCst);
+    if inbox.rx.is_empty() {
+        let mut fds = [
+            PollFd::new(sock.as_fd(), PollFlags::POLLIN),
+            PollFd::new(inbox.wake.eventfd.as_fd(), PollFlags::POLLIN),
+        ];
+        let ms = PollTimeout::try_from(timeout.as_millis().max(1) as i32).unwrap_or(PollTimeout::MAX);
+        let _ = nix::poll::poll(&mut fds, ms);
+    }
+    inbox.wake.sleeping.store(false, Ordering::SeqCst);
+    let _ = inbox.wake.eventfd.read(); // reset (EAGAIN when nobody wrote)
+}
+
 fn publish(sock: &Socket, dispatch: &mut Dispatch, shared: &SharedCounters) {
     let frames = sock.frame_stats();
-    let xsk = sock.stats();
     let c = &mut dispatch.counters;
-    c.tx_frames = xsk.tx_frames;
+    c.tx_frames = sock.stats().tx_frames;
     c.umem_frames_free = u64::from(frames.free);
     c.umem_frames_total = u64::from(frames.total);
     if let Ok(mut s) = shared.try_lock() {
-        *s = *c;
+        s.queue = *c;
+        s.tcp = crate::stats::tcp_json(dispatch.tcp.stats());
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sluice_wire::ethernet::{self, Address, EtherType};
-    use sluice_wire::ipv4::{self, Ipv4Addr, Protocol};
+    use sluice_wire::ethernet::Address;
+    use sluice_wire::ipv4::{self, Protocol};
     use sluice_wire::tcp::{self, Flags};
 
     const CLIENT: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
     const PROXY: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 2);
+    const CLIENT_MAC: Address = Address([2, 0, 0, 0, 0, 1]);
+    const PROXY_MAC: Address = Address([2, 0, 0, 0, 0, 2]);
+    const T0: Instant = Instant::from_millis(1);
 
-    fn dispatch() -> Dispatch {
+    fn dispatch(worker: usize, workers: usize) -> Dispatch {
         let mut listeners = HashMap::new();
         listeners.insert(SocketAddrV4::new(PROXY, 443), ListenerMode::Refuse);
-        Dispatch::new(0, listeners, true)
+        listeners.insert(SocketAddrV4::new(PROXY, 7), ListenerMode::Echo);
+        let tcp = Endpoint::new(sluice_tcp::Config::default(), Instant::ZERO);
+        Dispatch::new(worker, workers, listeners, true, tcp, PROXY_MAC)
     }
 
-    fn frame(dst_port: u16, flags: Flags, seq: u32, ack: u32, payload: &[u8]) -> Vec<u8> {
-        let eth = ethernet::Repr {
-            src_addr: Address([2, 0, 0, 0, 0, 1]),
-            dst_addr: Address([2, 0, 0, 0, 0, 2]),
-            ethertype: EtherType::Ipv4,
-        };
+    struct Seg<'a> {
+        src_port: u16,
+        dst_port: u16,
+        flags: Flags,
+        seq: u32,
+        ack: u32,
+        payload: &'a [u8],
+    }
+
+    fn frame(s: Seg<'_>) -> Vec<u8> {
+        let eth = ethernet::Repr { src_addr: CLIENT_MAC, dst_addr: PROXY_MAC, ethertype: EtherType::Ipv4 };
         let tcp = tcp::Repr {
-            src_port: 40000,
-            dst_port,
-            seq_number: seq,
-            ack_number: ack,
-            flags,
+            src_port: s.src_port,
+            dst_port: s.dst_port,
+            seq_number: s.seq,
+            ack_number: s.ack,
+            flags: s.flags,
             window_len: 64240,
-            max_seg_size: Some(1460),
+            max_seg_size: s.flags.syn().then_some(1460),
             window_scale: None,
-            sack_permitted: true,
+            sack_permitted: s.flags.syn(),
             sack_blocks: [None; 4],
             timestamp: None,
-            payload,
+            payload: s.payload,
         };
         let ip = ipv4::Repr {
             src_addr: CLIENT,
             dst_addr: PROXY,
             protocol: Protocol::Tcp,
-            payload_len: tcp.header_len() + payload.len(),
+            payload_len: tcp.header_len() + s.payload.len(),
             hop_limit: 64,
         };
         let mut buf = vec![0u8; 1514];
@@ -227,69 +531,121 @@ mod tests {
         buf
     }
 
+    fn syn(dst_port: u16) -> Vec<u8> {
+        frame(Seg { src_port: 40000, dst_port, flags: Flags::SYN, seq: 1000, ack: 0, payload: &[] })
+    }
+
     fn reply(d: &mut Dispatch, f: &[u8]) -> Option<Vec<u8>> {
         let mut out = vec![0u8; 2048];
-        d.on_frame(f, &mut out).map(|n| out[..n].to_vec())
+        match d.on_frame(T0, f, &mut out) {
+            Verdict::Reply(n) => Some(out[..n].to_vec()),
+            _ => None,
+        }
+    }
+
+    /// Everything the TCP stack wants to send now, as frames.
+    fn transmit(d: &mut Dispatch, now: Instant) -> Vec<Vec<u8>> {
+        d.process(now);
+        let mut frames = Vec::new();
+        let mut out = vec![0u8; 2048];
+        while let Some(n) = d.poll_transmit(now, &mut out) {
+            frames.push(out[..n].to_vec());
+            assert!(frames.len() < 100, "the stack keeps sending: an ACK storm");
+        }
+        frames
     }
 
     #[test]
     fn syn_to_refusing_listener_gets_rst_ack() {
-        let mut d = dispatch();
-        let out = reply(&mut d, &frame(443, Flags::SYN, 1000, 0, &[])).expect("a RST");
+        let mut d = dispatch(0, 1);
+        let out = reply(&mut d, &syn(443)).expect("a RST");
         let seg = parse_frame(&out, Checksum::Verify).unwrap();
         assert_eq!(seg.tcp.flags, Flags::RST | Flags::ACK);
-        assert_eq!(seg.tcp.ack_number, 1001);
-        assert_eq!(seg.tcp.seq_number, 0);
+        assert_eq!((seg.tcp.seq_number, seg.tcp.ack_number), (0, 1001));
         assert_eq!((seg.ip.src_addr, seg.ip.dst_addr), (PROXY, CLIENT));
         assert_eq!((seg.tcp.src_port, seg.tcp.dst_port), (443, 40000));
-        assert_eq!(seg.eth.dst_addr, Address([2, 0, 0, 0, 0, 1]));
+        assert_eq!(seg.eth.dst_addr, CLIENT_MAC);
         assert_eq!(d.counters.rst_sent, 1);
     }
 
     #[test]
-    fn ack_to_refusing_listener_gets_rst_with_its_ack_as_seq() {
-        let mut d = dispatch();
-        let out = reply(&mut d, &frame(443, Flags::ACK, 5, 777, b"data")).unwrap();
-        let seg = parse_frame(&out, Checksum::Verify).unwrap();
-        assert_eq!(seg.tcp.flags, Flags::RST);
-        assert_eq!(seg.tcp.seq_number, 777);
-    }
-
-    #[test]
-    fn rst_is_never_answered() {
-        let mut d = dispatch();
-        assert!(reply(&mut d, &frame(443, Flags::RST, 5, 0, &[])).is_none());
-        assert_eq!(d.counters.dropped_rst, 1);
-        assert_eq!(d.counters.rst_sent, 0);
+    fn rst_to_refusing_listener_is_never_answered() {
+        let mut d = dispatch(0, 1);
+        let rst = frame(Seg { src_port: 40000, dst_port: 443, flags: Flags::RST, seq: 5, ack: 0, payload: &[] });
+        assert!(reply(&mut d, &rst).is_none());
+        assert_eq!((d.counters.dropped_rst, d.counters.rst_sent), (1, 0));
     }
 
     #[test]
     fn drops_are_counted_by_reason() {
-        let mut d = dispatch();
-        // Not a listener.
-        assert!(reply(&mut d, &frame(80, Flags::SYN, 1, 0, &[])).is_none());
+        let mut d = dispatch(0, 1);
+        assert!(reply(&mut d, &syn(80)).is_none());
         assert_eq!(d.counters.dropped_no_listener, 1);
-        // A flipped payload bit breaks the TCP checksum.
-        let mut f = frame(443, Flags::ACK, 1, 1, b"hello");
+        let mut f = frame(Seg { src_port: 40000, dst_port: 443, flags: Flags::ACK, seq: 1, ack: 1, payload: b"hello" });
         let last = f.len() - 1;
         f[last] ^= 1;
         assert!(reply(&mut d, &f).is_none());
         assert_eq!(d.counters.dropped_checksum, 1);
-        // Truncated at every length: never a panic, always a counted drop.
-        let f = frame(443, Flags::SYN, 1, 0, &[]);
+        let f = syn(443);
         for len in 0..f.len() {
-            assert!(reply(&mut d, &f[..len]).is_none());
+            assert!(reply(&mut d, &f[..len]).is_none(), "truncated to {len}");
         }
         let c = d.counters;
-        assert_eq!(c.rx_frames, 2 + f.len() as u64);
         assert_eq!(c.dropped_malformed + c.dropped_unsupported + c.dropped_checksum, 1 + f.len() as u64);
+        let mut out = [0u8; 10];
+        assert_eq!(d.on_frame(T0, &syn(443), &mut out), Verdict::Consumed, "no room for the RST");
+        assert_eq!(d.counters.dropped_tx_full, 1);
     }
 
     #[test]
-    fn no_room_for_the_reply_is_counted_not_a_panic() {
-        let mut d = dispatch();
-        let mut out = [0u8; 10];
-        assert!(d.on_frame(&frame(443, Flags::SYN, 1, 0, &[]), &mut out).is_none());
-        assert_eq!(d.counters.dropped_tx_full, 1);
+    fn echo_listener_handshakes_and_echoes_through_frames() {
+        let mut d = dispatch(0, 1);
+        assert_eq!(d.on_frame(T0, &syn(7), &mut []), Verdict::Consumed);
+        let out = transmit(&mut d, T0);
+        assert_eq!(out.len(), 1);
+        let synack = parse_frame(&out[0], Checksum::Verify).unwrap();
+        assert_eq!(synack.tcp.flags, Flags::SYN | Flags::ACK);
+        assert_eq!(synack.tcp.ack_number, 1001);
+        assert_eq!((synack.eth.src_addr, synack.eth.dst_addr), (PROXY_MAC, CLIENT_MAC));
+        let iss = synack.tcp.seq_number;
+        let data = frame(Seg { src_port: 40000, dst_port: 7, flags: Flags::ACK | Flags::PSH, seq: 1001, ack: iss.wrapping_add(1), payload: b"ping" });
+        let _ = d.on_frame(T0, &data, &mut []);
+        let out = transmit(&mut d, T0);
+        let echoed: Vec<u8> = out
+            .iter()
+            .map(|f| parse_frame(f, Checksum::Verify).unwrap())
+            .flat_map(|s| s.tcp.payload.to_vec())
+            .collect();
+        assert_eq!(echoed, b"ping");
+        assert_eq!(d.counters.connections_established, 1);
+        assert_eq!(d.counters.echo_bytes, 4);
+    }
+
+    #[test]
+    fn frames_of_flows_owned_elsewhere_are_handed_off() {
+        // Find a source port whose flow worker 1 (of 2) owns, and show worker 0 hands it over.
+        let local = SocketAddrV4::new(PROXY, 7);
+        let port = (40000..41000).find(|p| owner(SocketAddrV4::new(CLIENT, *p), local, 2) == 1).unwrap();
+        let mut d0 = dispatch(0, 2);
+        let f = frame(Seg { src_port: port, dst_port: 7, flags: Flags::SYN, seq: 1, ack: 0, payload: &[] });
+        assert_eq!(d0.on_frame(T0, &f, &mut []), Verdict::HandOff(1));
+        assert_eq!(d0.tcp().connection_count(), 0);
+        let mut d1 = dispatch(1, 2);
+        assert_eq!(d1.on_frame(T0, &f, &mut []), Verdict::Consumed);
+        assert_eq!(d1.tcp().connection_count(), 1);
+        // Refusals are stateless: answered where they land.
+        let mut out = vec![0u8; 2048];
+        let f = frame(Seg { src_port: port, dst_port: 443, flags: Flags::SYN, seq: 1, ack: 0, payload: &[] });
+        assert!(matches!(d0.on_frame(T0, &f, &mut out), Verdict::Reply(_)));
+    }
+
+    #[test]
+    fn ownership_spreads_flows_over_workers() {
+        let local = SocketAddrV4::new(PROXY, 7);
+        let mut per_worker = [0u32; 2];
+        for p in 30000..32000 {
+            per_worker[owner(SocketAddrV4::new(CLIENT, p), local, 2)] += 1;
+        }
+        assert!(per_worker.iter().all(|&n| n > 800), "{per_worker:?}");
     }
 }

@@ -75,6 +75,6 @@ impl Sluice {
 /// A configuration for the test topology with the given xdp mode and extra TOML appended.
 pub fn config(xdp_mode: &str, listeners: &str) -> String {
     format!(
-        "[datapath]\ninterface = \"px0\"\nxdp_mode = \"{xdp_mode}\"\nframes_per_queue = 4096\n\n{listeners}\n"
+        "[datapath]\ninterface = \"px0\"\nxdp_mode = \"{xdp_mode}\"\nframes_per_queue = 8192\n\n{listeners}\n"
     )
 }
