@@ -345,7 +345,8 @@ fn sigkill_leaves_no_program_attached() {
     let mut ready = None;
     for line in BufReader::new(stdout).lines() {
         let line = line.unwrap();
-        if let Some(id) = line.strip_prefix(CHILD_READY) {
+        // libtest prints "test sigkill_child ... " on the same line first.
+        if let Some((_, id)) = line.split_once(CHILD_READY) {
             ready = Some(id.trim().to_owned());
             break;
         }
