@@ -782,8 +782,10 @@ impl Connection {
             && !seg.flags.fin()
             && (wnd == self.snd_wnd || sack_news)
             && self.snd_max > self.snd_una
+            && wnd > 0
         {
-            // RFC 5681 section 2 "duplicate acknowledgment" (and RFC 6675: SACK information).
+            // RFC 5681 section 2 "duplicate acknowledgment" (and RFC 6675: SACK information);
+            // not while the window is zero: those ACKs answer probes, not losses.
             self.on_dup_ack(ctx);
         }
         // "If SND.WL1 < SEG.SEQ or (SND.WL1 = SEG.SEQ and SND.WL2 =< SEG.ACK), set SND.WND <- SEG.WND"
@@ -796,6 +798,11 @@ impl Connection {
                 self.persist_at = None;
                 self.persist_backoff = 0;
             }
+        }
+        if self.snd_wnd == 0 {
+            // RFC 9293 3.8.6.1: do not time out while the window is zero, as long as the
+            // receiver keeps acknowledging.
+            self.retransmits = 0;
         }
         if self.fin_acked {
             match self.state {
@@ -1021,6 +1028,16 @@ impl Connection {
             ctx.stats.timeouts += 1;
             let rst = self.state.synchronized();
             self.terminate(ctx, Some(Event::TimedOut), rst);
+            return;
+        }
+        if self.state.synchronized() && self.snd_wnd == 0 {
+            // Nothing fits in a zero window: probe it (RFC 9293 3.8.6.1) and resend from SND.UNA
+            // once it opens. Flow control, not congestion: cwnd stays.
+            self.rtt.on_timeout();
+            self.probe_pending = true;
+            self.snd_nxt = self.snd_una;
+            self.rtt_probe = None;
+            self.rto_at = Some(now + self.rtt.rto());
             return;
         }
         ctx.stats.retransmits_rto += 1;

@@ -201,7 +201,7 @@ pub fn endpoint(data: &[u8]) {
 #[cfg(test)]
 mod tests {
     proptest::proptest! {
-        #![proptest_config(proptest::prelude::ProptestConfig { cases: 512, failure_persistence: None, ..Default::default() })]
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: std::env::var("FUZZ_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(512), failure_persistence: None, ..Default::default() })]
         #[test]
         fn endpoint_survives_any_input(data in proptest::collection::vec(proptest::num::u8::ANY, 0..2000)) {
             super::endpoint(&data);

@@ -791,6 +791,53 @@ fn zero_window_probe_and_reopen() {
 }
 
 #[test]
+fn zero_window_with_outstanding_data_never_times_out_while_acked() {
+    let mut t = established_with(Config { max_retransmits: 3, ..config() });
+    let iss1 = t.iss1();
+    t.ep.send(t.h(), &[1u8; 3000]).unwrap();
+    assert_eq!(t.recv_all().len(), 3);
+    // The peer takes the first segment and closes its window.
+    send!(t, ack_number: iss1 + 1000, window_len: 0);
+    for k in 0..10 {
+        t.fire();
+        let o = recv!(t);
+        assert!(o.payload.is_empty(), "round {k}: {} bytes at {}, iss1 {iss1}", o.payload.len(), o.seq);
+        assert_eq!(o.seq, (iss1 + 1000).wrapping_sub(1), "a probe, not a retransmission into the zero window");
+        send!(t, ack_number: iss1 + 1000, window_len: 0);
+    }
+    assert_eq!(t.state(), Some(State::Established));
+    send!(t, ack_number: iss1 + 1000, window_len: 8000);
+    let segs = t.recv_all();
+    assert_eq!(segs.iter().map(|o| o.payload.len()).sum::<usize>(), 2000);
+}
+
+#[test]
+fn sender_sws_avoidance_waits_for_a_useful_window() {
+    let mut t = established();
+    let iss1 = t.iss1();
+    t.ep.send(t.h(), &[1u8; 1460]).unwrap();
+    recv!(t);
+    t.ep.send(t.h(), &[2u8; 5000]).unwrap();
+    // The window's right edge moves by only 100 bytes with data still outstanding: wait.
+    send!(t, ack_number: iss1, window_len: 1560);
+    recv_nothing!(t);
+    // A full segment's worth opens: send it.
+    send!(t, ack_number: iss1 + 1460, window_len: 1460);
+    recv!(t, seq: iss1 + 1460);
+}
+
+#[test]
+fn readable_is_edge_triggered() {
+    let mut t = established();
+    send!(t, payload: b"one");
+    send!(t, seq_number: REMOTE_SEQ + 4, payload: b"two");
+    assert_eq!(t.events(), vec![Event::Readable]);
+    assert_eq!(t.read_all(), b"onetwo");
+    send!(t, seq_number: REMOTE_SEQ + 7, payload: b"three");
+    assert_eq!(t.events(), vec![Event::Readable]);
+}
+
+#[test]
 fn receive_window_fills_then_update_after_read() {
     let mut t = established_with(Config { recv_buffer: 4000, ..config() });
     for k in 0..4u32 {
