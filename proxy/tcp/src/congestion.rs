@@ -372,7 +372,7 @@ mod tests {
     fn cubic_concave_near_wmax() {
         let mut c = Cubic::new(1000);
         c.w_max = 100.0;
-        c.k = ((100.0 - 70.0) / CUBIC_C as f64).cbrt();
+        c.k = ((100.0 - 70.0) / CUBIC_C).cbrt();
         // At t = K the window is exactly W_max; before it is below, after above.
         assert!((c.w_cubic(c.k) - 100.0).abs() < 1e-9);
         assert!(c.w_cubic(0.0) < 100.0);

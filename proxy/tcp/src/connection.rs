@@ -533,15 +533,13 @@ impl Connection {
             return;
         }
         // RFC 7323 5.3 R1 (PAWS): a timestamp older than TS.Recent is a duplicate; ACK and drop.
-        if self.ts_ok && !f.rst() {
-            if let Some(ts) = seg.timestamp {
-                if (ts.tsval.wrapping_sub(self.ts_recent) as i32) < 0 && now - self.ts_recent_time < PAWS_IDLE {
+        if self.ts_ok && !f.rst()
+            && let Some(ts) = seg.timestamp
+                && (ts.tsval.wrapping_sub(self.ts_recent) as i32) < 0 && now - self.ts_recent_time < PAWS_IDLE {
                     ctx.stats.drop(DropReason::Paws);
                     self.ack_now = true;
                     return;
                 }
-            }
-        }
         // RFC 9293 3.10.7.4 first: the acceptability test.
         let rcv_wnd = self.rcv_adv - self.rcv_nxt;
         let seg_len = seg.segment_len();
@@ -556,8 +554,26 @@ impl Connection {
             // ">0 >0: either end of the segment inside the window"
             (n, _) => in_wnd(seq) || in_wnd(seq + (n - 1)),
         };
-        // With a zero window, "special allowance should be made to accept valid ACKs".
-        let zero_window_ack = !acceptable && rcv_wnd == 0 && seq == self.rcv_nxt;
+        // With a zero window, "special allowance should be made to accept valid ACKs". Like
+        // Linux's tcp_sequence(), also accept a segment that ends at or after the RCV.NXT we
+        // last acknowledged and starts at or before the right edge: a pure ACK numbered at the
+        // right edge (the sender filled our window) or a retransmission ending at RCV.NXT still
+        // carries a valid ACK. Without this, two peers whose ACKs were lost can both keep
+        // discarding each other's ACKs (seen in the simulator). Text outside the window is
+        // trimmed by the reassembly step.
+        let lenient = !acceptable
+            && seq + seg_len >= self.last_ack_sent.min(self.rcv_nxt)
+            && seq <= self.rcv_nxt + rcv_wnd
+            && (seg_len == 0 || seq + seg_len >= self.rcv_nxt);
+        let zero_window_ack = !acceptable && ((rcv_wnd == 0 && seq == self.rcv_nxt) || lenient);
+        if zero_window_ack && !f.rst() && seg_len > 0 && seq + seg_len <= self.rcv_nxt {
+            // An old duplicate (a retransmission of what we have): acknowledge at once.
+            self.ack_now = true;
+            if self.state == State::TimeWait && f.fin() {
+                // A retransmitted FIN in TIME-WAIT: acknowledge it and restart the 2 MSL timeout.
+                self.time_wait_at = Some(now + self.time_wait);
+            }
+        }
         if !acceptable && !zero_window_ack {
             if !f.rst() {
                 // "If an incoming segment is not acceptable, an acknowledgment should be sent"
@@ -599,14 +615,12 @@ impl Connection {
         self.last_rx = now;
         self.keepalive_probes = 0;
         // RFC 7323 4.3 R3: update TS.Recent from a segment covering Last.ACK.sent.
-        if self.ts_ok {
-            if let Some(ts) = seg.timestamp {
-                if (ts.tsval.wrapping_sub(self.ts_recent) as i32) >= 0 && seq <= self.last_ack_sent {
+        if self.ts_ok
+            && let Some(ts) = seg.timestamp
+                && (ts.tsval.wrapping_sub(self.ts_recent) as i32) >= 0 && seq <= self.last_ack_sent {
                     self.ts_recent = ts.tsval;
                     self.ts_recent_time = now;
                 }
-            }
-        }
         if !self.process_ack(ctx, seg) {
             return;
         }
@@ -623,8 +637,8 @@ impl Connection {
             }
         }
         // Eighth: FIN, once every byte before it arrived.
-        if let Some(fs) = self.remote_fin {
-            if !self.fin_received && fs == self.rcv_nxt {
+        if let Some(fs) = self.remote_fin
+            && !self.fin_received && fs == self.rcv_nxt {
                 self.rcv_nxt += 1;
                 self.fin_received = true;
                 self.ack_now = true;
@@ -640,7 +654,6 @@ impl Connection {
                     _ => {}
                 }
             }
-        }
         self.update_persist(now);
     }
 
@@ -687,11 +700,10 @@ impl Connection {
             // "If SND.UNA > ISS (our SYN has been ACKed), change the state to ESTABLISHED"
             self.snd_una = ack;
             self.snd_nxt = self.snd_nxt.max(ack);
-            if let Some((s, t)) = self.rtt_probe.take() {
-                if ack > s {
+            if let Some((s, t)) = self.rtt_probe.take()
+                && ack > s {
                     self.rtt.sample(now - t);
                 }
-            }
             self.retransmits = 0;
             self.rto_at = None;
             self.state = State::Established;
@@ -841,23 +853,21 @@ impl Connection {
         self.scoreboard.on_ack(ack);
         // RTT (RFC 7323 4.1 timestamps, else one timed segment under Karn's rule).
         let mut sampled = false;
-        if self.ts_ok {
-            if let Some(ts) = seg.timestamp {
+        if self.ts_ok
+            && let Some(ts) = seg.timestamp {
                 let d = self.ts_now(now).wrapping_sub(ts.tsecr);
                 if ts.tsecr != 0 && (d as i32) >= 0 && d < 120_000 {
                     self.rtt.sample(Duration::from_millis(u64::from(d)));
                     sampled = true;
                 }
             }
-        }
-        if let Some((s, t)) = self.rtt_probe {
-            if ack > s {
+        if let Some((s, t)) = self.rtt_probe
+            && ack > s {
                 if !sampled {
                     self.rtt.sample(now - t);
                 }
                 self.rtt_probe = None;
             }
-        }
         self.retransmits = 0;
         // RFC 6298 5.2 / 5.3: stop the timer when all is acked, else restart it.
         self.rto_at = if self.snd_una == self.snd_max { None } else { Some(now + self.rtt.rto()) };
@@ -1157,7 +1167,7 @@ impl Connection {
             let start = seq - self.data_start();
             len = self.send_buf.read_at(start, &mut buf[off..off + len]);
             if seq + len == self.data_end() {
-                repr.flags = repr.flags | Flags::PSH;
+                repr.flags |= Flags::PSH;
             }
         }
         // A FIN rides only on the segment that carries the last byte.
@@ -1193,7 +1203,7 @@ impl Connection {
     fn send_data(&mut self, ctx: &mut Ctx<'_>, buf: &mut [u8], seq: SeqNumber, len: usize, fin: bool) -> Option<usize> {
         let mut flags = Flags::ACK;
         if fin {
-            flags = flags | Flags::FIN;
+            flags |= Flags::FIN;
         }
         let (n, seg_len) = self.emit(ctx, buf, seq, flags, len)?;
         let end = seq + seg_len;
@@ -1265,8 +1275,8 @@ impl Connection {
             // RFC 6675 5 (C): while pipe < cwnd, retransmit NextSeg.
             if self.in_recovery && self.sack_ok {
                 let pipe = self.scoreboard.pipe(self.snd_una, self.snd_max, self.high_rxt, mss);
-                if pipe < self.cc.cwnd() {
-                    if let Some((s, l)) = self.scoreboard.next_seg(self.snd_una, self.high_rxt, mss) {
+                if pipe < self.cc.cwnd()
+                    && let Some((s, l)) = self.scoreboard.next_seg(self.snd_una, self.high_rxt, mss) {
                         let len = l.min(data_end - s);
                         let fin = fin_state && s + len == data_end && l > len;
                         if len > 0 || fin {
@@ -1277,7 +1287,6 @@ impl Connection {
                         }
                         self.high_rxt = s + l;
                     }
-                }
             }
         }
         if sending {

@@ -255,11 +255,10 @@ impl Endpoint {
         let s = &mut self.slots[slot as usize];
         let Some(conn) = s.conn.take() else { return };
         self.table.remove(&conn.four_tuple());
-        if conn.counted_in_syn_queue {
-            if let Some(l) = s.listener.and_then(|l| self.listeners.get_mut(l)) {
+        if conn.counted_in_syn_queue
+            && let Some(l) = s.listener.and_then(|l| self.listeners.get_mut(l)) {
                 l.half_open = l.half_open.saturating_sub(1);
             }
-        }
         if s.announced {
             self.events.push_back((ConnectionHandle { slot, generation: s.generation }, Event::Closed));
         }
@@ -451,13 +450,12 @@ impl Endpoint {
     /// nothing to send. `buf` should hold at least MTU bytes.
     #[must_use]
     pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<usize> {
-        if let Some((tuple, seq, ack)) = self.rsts.pop_front() {
-            if let Some(n) = emit_stateless(buf, tuple, seq, ack.unwrap_or(0), if ack.is_some() { Flags::RST | Flags::ACK } else { Flags::RST }, None, 0) {
+        if let Some((tuple, seq, ack)) = self.rsts.pop_front()
+            && let Some(n) = emit_stateless(buf, tuple, seq, ack.unwrap_or(0), if ack.is_some() { Flags::RST | Flags::ACK } else { Flags::RST }, None, 0) {
                 self.stats.rsts_sent += 1;
                 self.stats.segments_out += 1;
                 return Some(n);
             }
-        }
         if let Some(sa) = self.synacks.pop_front() {
             let window = self.config.recv_buffer.min(65_535) as u16;
             let wscale = sa.opts.window_scale.map(|_| self.config.rcv_wscale());
@@ -598,11 +596,10 @@ impl Endpoint {
             if s.deadline != c.next_deadline() {
                 return Err(format!("slot {i}: deadline {:?} != connection's {:?}", s.deadline, c.next_deadline()));
             }
-            if c.counted_in_syn_queue {
-                if let Some(l) = s.listener {
+            if c.counted_in_syn_queue
+                && let Some(l) = s.listener {
                     half_open[l] += 1;
                 }
-            }
             if c.is_finished() {
                 return Err(format!("slot {i}: finished but not freed"));
             }

@@ -41,8 +41,9 @@ const PEERS: [Ipv4Addr; 2] = [Ipv4Addr::new(198, 51, 100, 1), Ipv4Addr::new(203,
 pub fn endpoint(data: &[u8]) {
     let mut input = Input(data);
     let flags0 = input.u8().unwrap_or(0);
+    let flags1 = input.u8().unwrap_or(0);
     let config = Config {
-        recv_buffer: 2048 << (flags0 & 3),
+        recv_buffer: 1024 << (flags1 % 10),
         send_buffer: 2048,
         syn_queue_len: 2,
         sack: flags0 & 4 == 0,

@@ -119,8 +119,12 @@ proptest::proptest! {
         ts: bool,
         reno: bool,
         wscale: bool,
+        bufsel in 0usize..4,
     ) {
+        let buf = [3000, 8 * 1024, 64 * 1024, 256 * 1024][bufsel];
         let cfg = Config {
+            recv_buffer: buf,
+            send_buffer: buf.max(4096),
             sack,
             timestamps: ts,
             window_scale: wscale,
@@ -137,5 +141,6 @@ proptest::proptest! {
 fn debug_one() {
     let Ok(seed) = std::env::var("SIM_SEED") else { return };
     let seed: u64 = seed.parse().unwrap();
-    run_case(small_config(), lossy(0.2, 0.1, 0.02), seed, 60_000, 30_000).unwrap();
+    let cfg = Config { recv_buffer: 8 * 1024, send_buffer: 8 * 1024, sack: true, timestamps: false, window_scale: false, ..small_config() };
+    run_case(cfg, lossy(0.16765616255021115, 0.06704212191720779, 0.014288499267192582), seed, 11111, 9651).unwrap();
 }

@@ -607,6 +607,26 @@ fn established_out_of_window_segment_is_acked_and_dropped() {
 }
 
 #[test]
+fn ack_at_right_window_edge_and_old_retransmission_carry_acks() {
+    let mut t = established_with(Config { recv_buffer: 4000, ..config() });
+    let iss1 = t.iss1();
+    t.ep.send(t.h(), b"0123456789").unwrap();
+    recv!(t);
+    // The peer filled our window (its data got lost); its pure ACK is numbered at our right
+    // edge. RFC 9293's strict test rejects it; its ACK must still count (as in Linux).
+    send!(t, seq_number: REMOTE_SEQ + 1 + 4000, ack_number: iss1 + 4);
+    assert_eq!(t.ep.connection(t.h()).unwrap().snd_una().0, iss1 + 4);
+    // A retransmission of data we already have, ending at RCV.NXT: ACK processed, and answered.
+    send!(t, payload: b"abc");
+    t.read_all();
+    t.fire();
+    t.recv_all();
+    send!(t, seq_number: REMOTE_SEQ + 1, ack_number: iss1 + 10, payload: b"abc");
+    assert_eq!(t.ep.connection(t.h()).unwrap().snd_una().0, iss1 + 10);
+    recv!(t, flags: Flags::ACK, ack: REMOTE_SEQ + 4);
+}
+
+#[test]
 fn established_rst_exact_resets() {
     let mut t = established();
     send!(t, flags: Flags::RST, seq_number: REMOTE_SEQ + 1);
@@ -824,6 +844,20 @@ fn sender_sws_avoidance_waits_for_a_useful_window() {
     // A full segment's worth opens: send it.
     send!(t, ack_number: iss1 + 1460, window_len: 1460);
     recv!(t, seq: iss1 + 1460);
+}
+
+#[test]
+fn big_buffer_without_window_scaling_is_quiet() {
+    // 1 MiB of buffer but the peer offered no window scale: the field caps at 65535, and no
+    // window update may look due forever (an ACK storm).
+    let mut t = established_with(Config { recv_buffer: 1 << 20, window_scale: true, ..config() });
+    send!(t, payload: &[1u8; 1000]);
+    t.read_all();
+    recv_nothing!(t);
+    t.fire();
+    let o = recv!(t, flags: Flags::ACK);
+    assert_eq!(o.window, 65_535);
+    recv_nothing!(t);
 }
 
 #[test]
