@@ -1,0 +1,1098 @@
+//! `sluice-bench rst-rate`: how many frames per second ONE sluice worker receives and answers
+//! with a RST (issue 2), against the proxy namespace's own kernel answering the same SYNs.
+//!
+//! What it does, on the standard topology under the prefix `sluice-rb-` (removed on exit, also
+//! on error and on Ctrl-C):
+//! - a SYN generator in `sluice-rb-client` sends as fast as it can through an AF_XDP socket
+//!   (copy mode, `sluice-xsk`) bound to queue 0 of `cli0`. veth hands a frame sent on TX queue q
+//!   to the peer's RX queue q, so every SYN arrives on px0's queue 0 and so at one worker.
+//!   Frames are built with `sluice-wire` (complete IPv4 and TCP checksums), source ports cycle
+//!   through 1024..=65535, the source MAC and IP are cli0's so that the answers are delivered to
+//!   the client kernel (which counts them in `Tcp: InSegs` and, having no socket, stays silent).
+//!   AF_XDP rather than AF_PACKET: its TX ring takes a batch per `sendto` (32 frames in copy
+//!   mode) instead of one syscall per frame, and it is the socket type sluice itself uses.
+//! - Baseline (`kernel`): no sluice; 198.51.100.2:443 is a closed port of the proxy namespace's
+//!   kernel, which answers each SYN with its own RST (`Tcp: OutRsts`).
+//! - `sluice`: sluice runs in the proxy namespace (XDP native mode) with a `refuse = true`
+//!   listener on 198.51.100.2:443; its worker on queue 0 answers.
+//!
+//! Each run warms up, then measures counter deltas over a steady window: the generator's own
+//! sent count (so a generator bottleneck shows), veth counters, `/stats.json` of sluice (XDP
+//! `redirected`, per-queue `rx_frames`/`rst_sent`/drops), the SNMP counters of both kernels, and
+//! CPU time (`/proc/stat` for the machine, `/proc/PID/task/*/stat` for sluice's threads and the
+//! generator thread). It prints figures and ratios; it asserts nothing about time.
+//!
+//! What it is not: a load test of TCP or TLS (no connection is ever established), or a
+//! measurement of a real NIC (veth in copy mode; both namespaces share the machine's cores).
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddrV4, TcpStream};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail, ensure};
+use serde_json::Value;
+use sluice_testbed::{NsProcess, TopologyGuard, in_netns, in_ns, xdp_attached};
+use sluice_wire::ethernet::{self, Address, EtherType};
+use sluice_wire::ipv4::{self, Protocol};
+use sluice_wire::tcp::{self, Flags};
+use sluice_wire::{Error as WireError, emit_frame};
+use sluice_xsk::{BindMode, KernelStats, Socket, XskConfig, XskStats};
+
+/// The namespace prefix of this benchmark's topology.
+pub const PREFIX: &str = "sluice-rb-";
+const CLIENT_IF: &str = "cli0";
+const PROXY_IF: &str = "px0";
+const CLIENT_IP: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
+const LISTENER: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(198, 51, 100, 2), 443);
+const ADMIN: &str = "127.0.0.1:9090";
+/// `USER_HZ`: the unit of CPU times in /proc/stat and /proc/PID/stat (100 on every Linux ABI).
+const USER_HZ: f64 = 100.0;
+
+/// `sluice-bench rst-rate` options.
+#[derive(clap::Args, Debug, Clone)]
+pub struct Args {
+    /// The sluice binary to run in the proxy namespace.
+    #[arg(long, default_value = "target/release/sluice")]
+    pub sluice: PathBuf,
+    /// Length of the measured (steady) window of each run, in seconds.
+    #[arg(long, default_value_t = 10)]
+    pub seconds: u64,
+    /// Time the generator runs before the window opens, in seconds.
+    #[arg(long, default_value_t = 1.0)]
+    pub warmup: f64,
+    /// Pairs of runs (kernel, then sluice) to do.
+    #[arg(long, default_value_t = 1)]
+    pub rounds: u32,
+    /// CPU the generator thread is pinned to (sluice pins queue q's worker to CPU q, so the
+    /// default, the last CPU, keeps the generator off worker 0's CPU on a 2-core machine).
+    #[arg(long)]
+    pub gen_cpu: Option<usize>,
+    /// Frames the generator builds per loop before it flushes the TX ring.
+    #[arg(long, default_value_t = 64)]
+    pub batch: u32,
+    /// Skip the kernel baseline (no ratios are printed then).
+    #[arg(long)]
+    pub no_baseline: bool,
+}
+
+// ---------------------------------------------------------------------------------------------
+// The SYN frames.
+
+/// The first source port the generator uses; ports cycle through `FIRST_PORT..=65535`.
+pub const FIRST_PORT: u16 = 1024;
+
+/// What every generated SYN has in common; [`SynTemplate::emit`] varies port and sequence number.
+#[derive(Debug, Clone, Copy)]
+pub struct SynTemplate {
+    pub src_mac: Address,
+    pub dst_mac: Address,
+    pub src_ip: Ipv4Addr,
+    pub dst: SocketAddrV4,
+}
+
+impl SynTemplate {
+    /// The source port of the `i`-th SYN.
+    pub fn src_port(i: u64) -> u16 {
+        let span = u64::from(u16::MAX - FIRST_PORT) + 1;
+        FIRST_PORT + (i % span) as u16
+    }
+
+    /// The initial sequence number of the `i`-th SYN (spread over the sequence space).
+    pub fn seq(i: u64) -> u32 {
+        (i as u32).wrapping_mul(2_654_435_761)
+    }
+
+    /// Writes the `i`-th SYN (Ethernet + IPv4 + TCP with MSS and SACK-permitted, complete
+    /// checksums) into `buf`; returns its length.
+    pub fn emit(&self, buf: &mut [u8], i: u64) -> Result<usize, WireError> {
+        let eth = ethernet::Repr { src_addr: self.src_mac, dst_addr: self.dst_mac, ethertype: EtherType::Ipv4 };
+        let tcp = tcp::Repr {
+            src_port: Self::src_port(i),
+            dst_port: self.dst.port(),
+            seq_number: Self::seq(i),
+            ack_number: 0,
+            flags: Flags::SYN,
+            window_len: 64240,
+            max_seg_size: Some(1460),
+            window_scale: None,
+            sack_permitted: true,
+            sack_blocks: [None; 4],
+            timestamp: None,
+            payload: &[],
+        };
+        let ip = ipv4::Repr {
+            src_addr: self.src_ip,
+            dst_addr: *self.dst.ip(),
+            protocol: Protocol::Tcp,
+            payload_len: tcp.header_len(),
+            hop_limit: 64,
+        };
+        emit_frame(buf, &eth, &ip, &tcp)
+    }
+}
+
+/// Parses `aa:bb:cc:dd:ee:ff`.
+pub fn parse_mac(text: &str) -> Option<Address> {
+    let mut mac = [0u8; 6];
+    let mut parts = text.trim().split(':');
+    for b in &mut mac {
+        *b = u8::from_str_radix(parts.next()?, 16).ok()?;
+    }
+    parts.next().is_none().then_some(Address(mac))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Counter sources, parsed.
+
+/// One counter of `/proc/net/snmp` (a header line `Group: Name ...` followed by a value line).
+pub fn snmp_value(text: &str, group: &str, name: &str) -> Option<u64> {
+    let prefix = format!("{group}:");
+    let mut lines = text.lines().filter(|l| l.starts_with(&prefix));
+    let (header, values) = (lines.next()?, lines.next()?);
+    let idx = header.split_whitespace().position(|h| h == name)?;
+    values.split_whitespace().nth(idx)?.parse().ok()
+}
+
+/// The counters of one interface in `/proc/net/dev`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DevCounters {
+    pub rx_packets: u64,
+    pub rx_dropped: u64,
+    pub tx_packets: u64,
+    pub tx_dropped: u64,
+}
+
+/// Interface `ifname`'s line of `/proc/net/dev`.
+pub fn net_dev(text: &str, ifname: &str) -> Option<DevCounters> {
+    let line = text.lines().find_map(|l| {
+        let (name, rest) = l.split_once(':')?;
+        (name.trim() == ifname).then_some(rest)
+    })?;
+    let f: Vec<u64> = line.split_whitespace().map(str::parse).collect::<Result<_, _>>().ok()?;
+    // rx: bytes packets errs drop fifo frame compressed multicast; tx: bytes packets errs drop ...
+    (f.len() >= 12).then(|| DevCounters { rx_packets: f[1], rx_dropped: f[3], tx_packets: f[9], tx_dropped: f[11] })
+}
+
+/// The machine's CPU times (the aggregate `cpu` line of `/proc/stat`), in `USER_HZ` ticks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CpuTimes {
+    pub user: u64,
+    pub nice: u64,
+    pub system: u64,
+    pub idle: u64,
+    pub iowait: u64,
+    pub irq: u64,
+    pub softirq: u64,
+    pub steal: u64,
+}
+
+impl CpuTimes {
+    /// Ticks not idle (iowait counts as idle).
+    pub fn busy(&self) -> u64 {
+        self.user + self.nice + self.system + self.irq + self.softirq + self.steal
+    }
+
+    pub fn total(&self) -> u64 {
+        self.busy() + self.idle + self.iowait
+    }
+
+    fn delta(&self, earlier: &CpuTimes) -> CpuTimes {
+        CpuTimes {
+            user: self.user.saturating_sub(earlier.user),
+            nice: self.nice.saturating_sub(earlier.nice),
+            system: self.system.saturating_sub(earlier.system),
+            idle: self.idle.saturating_sub(earlier.idle),
+            iowait: self.iowait.saturating_sub(earlier.iowait),
+            irq: self.irq.saturating_sub(earlier.irq),
+            softirq: self.softirq.saturating_sub(earlier.softirq),
+            steal: self.steal.saturating_sub(earlier.steal),
+        }
+    }
+}
+
+/// The aggregate line of `/proc/stat`.
+pub fn proc_stat_cpu(text: &str) -> Option<CpuTimes> {
+    let line = text.lines().find(|l| l.split_whitespace().next() == Some("cpu"))?;
+    let v: Vec<u64> = line.split_whitespace().skip(1).map(str::parse).collect::<Result<_, _>>().ok()?;
+    let at = |i: usize| v.get(i).copied().unwrap_or(0);
+    (v.len() >= 4).then(|| CpuTimes {
+        user: at(0),
+        nice: at(1),
+        system: at(2),
+        idle: at(3),
+        iowait: at(4),
+        irq: at(5),
+        softirq: at(6),
+        steal: at(7),
+    })
+}
+
+/// `(comm, utime + stime)` from a `/proc/PID/task/TID/stat` line. The name is in parentheses and
+/// may itself contain spaces and parentheses: the fields start after the last `)`.
+pub fn task_stat(text: &str) -> Option<(String, u64)> {
+    let open = text.find('(')?;
+    let close = text.rfind(')')?;
+    let comm = text.get(open + 1..close)?.to_owned();
+    let fields: Vec<&str> = text.get(close + 1..)?.split_whitespace().collect();
+    // fields[0] is field 3 (state); utime and stime are fields 14 and 15.
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some((comm, utime + stime))
+}
+
+/// CPU ticks of every thread of process `pid`, by thread name (same-named threads summed).
+fn thread_ticks(pid: u32) -> BTreeMap<String, u64> {
+    let mut out = BTreeMap::new();
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return out };
+    for entry in dir.flatten() {
+        if let Some((comm, ticks)) =
+            std::fs::read_to_string(entry.path().join("stat")).ok().as_deref().and_then(task_stat)
+        {
+            *out.entry(comm).or_insert(0) += ticks;
+        }
+    }
+    out
+}
+
+/// The counters of one sluice queue in `/stats.json`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QueueSample {
+    pub rx_frames: u64,
+    pub tx_frames: u64,
+    pub rst_sent: u64,
+    /// Sum of every `dropped_*` counter.
+    pub dropped: u64,
+    pub dropped_tx_full: u64,
+}
+
+/// What this benchmark reads from sluice's `/stats.json`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SluiceSample {
+    pub mode: String,
+    pub redirected: u64,
+    pub redirect_failed: u64,
+    pub queues: Vec<QueueSample>,
+}
+
+/// Reads the counters of a `/stats.json` document (`xdp.counters`, `queues[]`).
+pub fn sluice_sample(v: &Value) -> Result<SluiceSample> {
+    let counters = &v["xdp"]["counters"];
+    let queues = v["queues"].as_array().context("stats.json: no queues array")?;
+    let u = |q: &Value, k: &str| q[k].as_u64().unwrap_or(0);
+    Ok(SluiceSample {
+        mode: v["xdp"]["mode"].as_str().unwrap_or("?").to_owned(),
+        redirected: counters["redirected"].as_u64().context("stats.json: no xdp.counters.redirected")?,
+        redirect_failed: u(counters, "redirect_failed"),
+        queues: queues
+            .iter()
+            .map(|q| QueueSample {
+                rx_frames: u(q, "rx_frames"),
+                tx_frames: u(q, "tx_frames"),
+                rst_sent: u(q, "rst_sent"),
+                dropped: q
+                    .as_object()
+                    .map(|o| o.iter().filter(|(k, _)| k.starts_with("dropped_")).filter_map(|(_, v)| v.as_u64()).sum())
+                    .unwrap_or(0),
+                dropped_tx_full: u(q, "dropped_tx_full"),
+            })
+            .collect(),
+    })
+}
+
+/// The body of an HTTP/1.x response, which must have status 200.
+pub fn http_body(response: &[u8]) -> Result<&[u8]> {
+    let at = response.windows(4).position(|w| w == b"\r\n\r\n").context("HTTP response without a header end")?;
+    let status = String::from_utf8_lossy(&response[..at]);
+    let code = status.lines().next().and_then(|l| l.split_whitespace().nth(1));
+    ensure!(code == Some("200"), "HTTP status line {:?}", status.lines().next().unwrap_or(""));
+    Ok(&response[at + 4..])
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reading the namespaces.
+
+/// `/proc/net/snmp` and `/proc/net/dev` of namespace `ns`, read by a thread inside it
+/// (`/proc/thread-self/net` is the calling thread's namespace).
+fn ns_net(ns: &str) -> Result<(String, String)> {
+    in_netns(ns, || -> std::io::Result<(String, String)> {
+        Ok((
+            std::fs::read_to_string("/proc/thread-self/net/snmp")?,
+            std::fs::read_to_string("/proc/thread-self/net/dev")?,
+        ))
+    })?
+    .with_context(|| format!("reading /proc/net of {ns}"))
+}
+
+/// `GET /stats.json` from sluice's admin endpoint inside the proxy namespace.
+fn get_stats(proxy_ns: &str) -> Result<Value> {
+    let response = in_netns(proxy_ns, || -> std::io::Result<Vec<u8>> {
+        let mut s = TcpStream::connect_timeout(&ADMIN.parse().expect("a socket address"), Duration::from_secs(2))?;
+        s.set_read_timeout(Some(Duration::from_secs(2)))?;
+        s.write_all(b"GET /stats.json HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")?;
+        let mut buf = Vec::new();
+        s.read_to_end(&mut buf)?;
+        Ok(buf)
+    })?
+    .context("GET /stats.json")?;
+    serde_json::from_slice(http_body(&response)?).context("parsing /stats.json")
+}
+
+fn mac_of(ns: &str, dev: &str) -> Result<Address> {
+    let out = in_ns(ns, "ip", &["-j", "link", "show", "dev", dev])?;
+    let v: Value = serde_json::from_slice(&out.stdout).context("ip -j link")?;
+    v[0]["address"].as_str().and_then(parse_mac).with_context(|| format!("no MAC address for {dev} in {ns}"))
+}
+
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "?".into())
+}
+
+// ---------------------------------------------------------------------------------------------
+// The generator.
+
+/// What the generator thread reports when it stops.
+#[derive(Debug)]
+struct GenReport {
+    stats: XskStats,
+    kernel: Option<KernelStats>,
+}
+
+/// A thread in the client namespace sending SYNs through an AF_XDP socket on cli0 queue 0.
+/// Dropping it stops and joins the thread.
+struct Generator {
+    stop: Arc<AtomicBool>,
+    /// Frames put on the TX ring so far (published every loop).
+    sent: Arc<AtomicU64>,
+    /// The thread's id, for its CPU time in /proc.
+    tid: u32,
+    handle: Option<JoinHandle<Result<GenReport>>>,
+}
+
+impl Generator {
+    fn spawn(client_ns: &str, template: SynTemplate, cpu: Option<usize>, batch: u32) -> Result<Self> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let sent = Arc::new(AtomicU64::new(0));
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<u32>>();
+        let ns = client_ns.to_owned();
+        let (stop_t, sent_t) = (Arc::clone(&stop), Arc::clone(&sent));
+        let handle = std::thread::Builder::new().name("rb-generator".into()).spawn(move || -> Result<GenReport> {
+            let setup = || -> Result<(Socket, u32)> {
+                if let Some(cpu) = cpu {
+                    ensure!(core_affinity::set_for_current(core_affinity::CoreId { id: cpu }), "pinning to CPU {cpu}");
+                }
+                sluice_xsk::enter_named_netns(&ns).with_context(|| format!("entering {ns}"))?;
+                let cfg = XskConfig {
+                    frame_size: 2048,
+                    frame_count: 4096,
+                    headroom: 0,
+                    fill_size: 64,
+                    comp_size: 4096,
+                    rx_size: 64,
+                    tx_size: 2048,
+                    tx_reserve: 4096,
+                    mode: BindMode::Copy,
+                };
+                let (sock, _) = Socket::new(CLIENT_IF, 0, &cfg).context("AF_XDP socket on cli0 queue 0")?;
+                let tid = std::fs::read_link("/proc/thread-self")
+                    .ok()
+                    .and_then(|p| p.file_name()?.to_str()?.parse().ok())
+                    .context("reading /proc/thread-self")?;
+                Ok((sock, tid))
+            };
+            let mut sock = match setup() {
+                Ok((sock, tid)) => {
+                    let _ = ready_tx.send(Ok(tid));
+                    sock
+                }
+                Err(e) => {
+                    let _ = ready_tx.send(Err(anyhow::anyhow!("{e:#}")));
+                    return Err(e);
+                }
+            };
+            let mut i = 0u64;
+            while !stop_t.load(Ordering::Relaxed) {
+                sock.reap_completions();
+                for _ in 0..batch {
+                    let Some(mut frame) = sock.tx_frame() else { break };
+                    let len = template.emit(frame.buf_mut(), i).map_err(|e| anyhow::anyhow!("emit SYN: {e:?}"))?;
+                    frame.submit(len).context("submit")?;
+                    i += 1;
+                }
+                sock.flush_tx().context("TX wakeup")?;
+                sent_t.store(sock.stats().tx_frames, Ordering::Relaxed);
+            }
+            Ok(GenReport { stats: sock.stats(), kernel: sock.kernel_stats().ok() })
+        })?;
+        let mut g = Generator { stop, sent, tid: 0, handle: Some(handle) };
+        match ready_rx.recv_timeout(Duration::from_secs(10)) {
+            Ok(Ok(tid)) => g.tid = tid,
+            Ok(Err(e)) => return Err(e.context("starting the generator")),
+            Err(_) => bail!("the generator did not start within 10 s"),
+        }
+        Ok(g)
+    }
+
+    fn sent(&self) -> u64 {
+        self.sent.load(Ordering::Relaxed)
+    }
+
+    fn cpu_ticks(&self) -> u64 {
+        std::fs::read_to_string(format!("/proc/self/task/{}/stat", self.tid))
+            .ok()
+            .as_deref()
+            .and_then(task_stat)
+            .map_or(0, |(_, t)| t)
+    }
+
+    fn finish(mut self) -> Result<GenReport> {
+        self.stop.store(true, Ordering::Relaxed);
+        let handle = self.handle.take().context("generator already joined")?;
+        handle.join().map_err(|_| anyhow::anyhow!("the generator panicked"))?
+    }
+
+    fn is_running(&self) -> bool {
+        self.handle.as_ref().is_some_and(|h| !h.is_finished())
+    }
+}
+
+impl Drop for Generator {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sampling and measuring.
+
+/// Everything read at one end of the window.
+struct Sample {
+    at: Instant,
+    gen_sent: u64,
+    gen_ticks: u64,
+    client_insegs: u64,
+    client_csum_errors: u64,
+    cli0: DevCounters,
+    proxy_outrsts: u64,
+    px0: DevCounters,
+    machine: CpuTimes,
+    sluice: Option<(SluiceSample, BTreeMap<String, u64>)>,
+}
+
+struct Ctx<'a> {
+    args: &'a Args,
+    client: String,
+    proxy: String,
+    template: SynTemplate,
+    interrupted: Arc<AtomicBool>,
+}
+
+impl Ctx<'_> {
+    fn sample(&self, generator: &Generator, sluice_pid: Option<u32>) -> Result<Sample> {
+        let at = Instant::now();
+        let gen_sent = generator.sent();
+        let machine = proc_stat_cpu(&std::fs::read_to_string("/proc/stat")?).context("parsing /proc/stat")?;
+        let gen_ticks = generator.cpu_ticks();
+        let sluice = match sluice_pid {
+            Some(pid) => Some((sluice_sample(&get_stats(&self.proxy)?)?, thread_ticks(pid))),
+            None => None,
+        };
+        let (csnmp, cdev) = ns_net(&self.client)?;
+        let (psnmp, pdev) = ns_net(&self.proxy)?;
+        let snmp = |text: &str, name: &str| snmp_value(text, "Tcp", name).with_context(|| format!("no Tcp: {name}"));
+        Ok(Sample {
+            at,
+            gen_sent,
+            gen_ticks,
+            client_insegs: snmp(&csnmp, "InSegs")?,
+            client_csum_errors: snmp(&csnmp, "InCsumErrors")?,
+            cli0: net_dev(&cdev, CLIENT_IF).context("no cli0 in /proc/net/dev")?,
+            proxy_outrsts: snmp(&psnmp, "OutRsts")?,
+            px0: net_dev(&pdev, PROXY_IF).context("no px0 in /proc/net/dev")?,
+            machine,
+            sluice,
+        })
+    }
+
+    /// Sleeps `d`, returning early with an error on Ctrl-C or SIGTERM.
+    fn sleep(&self, d: Duration) -> Result<()> {
+        let end = Instant::now() + d;
+        while Instant::now() < end {
+            ensure!(!self.interrupted.load(Ordering::Relaxed), "interrupted");
+            std::thread::sleep((end - Instant::now()).min(Duration::from_millis(50)));
+        }
+        Ok(())
+    }
+
+    /// One run: generator on, warm-up, window, generator off.
+    fn measure(&self, label: &'static str, sluice: Option<&mut NsProcess>) -> Result<Measurement> {
+        let pid = sluice.as_ref().map(|p| p.pid());
+        let generator = Generator::spawn(&self.client, self.template, self.gen_cpu(), self.args.batch)?;
+        self.sleep(Duration::from_secs_f64(self.args.warmup))?;
+        ensure!(generator.is_running(), "the generator stopped during warm-up: {:?}", generator.finish());
+        let s0 = self.sample(&generator, pid)?;
+        self.sleep(Duration::from_secs(self.args.seconds))?;
+        let s1 = self.sample(&generator, pid)?;
+        let report = generator.finish()?;
+        if let Some(p) = sluice {
+            if let Some(status) = p.try_wait()? {
+                bail!("sluice exited ({status}) during the run:\n{}", p.log());
+            }
+        }
+        Ok(Measurement::new(label, &s0, &s1, report))
+    }
+
+    fn gen_cpu(&self) -> Option<usize> {
+        self.args
+            .gen_cpu
+            .or_else(|| core_affinity::get_core_ids().and_then(|c| c.last().map(|c| c.id)))
+    }
+}
+
+/// The deltas of one run, per second unless named otherwise.
+#[derive(Debug)]
+struct Measurement {
+    label: &'static str,
+    secs: f64,
+    sent: f64,
+    cli0_tx: f64,
+    cli0_tx_dropped: f64,
+    px0_rx: f64,
+    px0_rx_dropped: f64,
+    /// RSTs sent by whoever answers: sluice queue 0, or the proxy kernel.
+    answered: f64,
+    /// Segments that arrived in the client namespace (`Tcp: InSegs`).
+    back: f64,
+    client_csum_errors: u64,
+    proxy_kernel_rsts: f64,
+    sluice: Option<SluiceDelta>,
+    cpu: CpuTimes,
+    gen_cpu_s: f64,
+    report: GenReport,
+}
+
+#[derive(Debug)]
+struct SluiceDelta {
+    mode: String,
+    redirected: f64,
+    redirect_failed: f64,
+    queues: Vec<QueueSample>,
+    threads: BTreeMap<String, f64>,
+}
+
+impl Measurement {
+    fn new(label: &'static str, s0: &Sample, s1: &Sample, report: GenReport) -> Self {
+        let secs = (s1.at - s0.at).as_secs_f64();
+        let rate = |a: u64, b: u64| b.saturating_sub(a) as f64 / secs;
+        let sluice = match (&s0.sluice, &s1.sluice) {
+            (Some((a, ta)), Some((b, tb))) => Some(SluiceDelta {
+                mode: b.mode.clone(),
+                redirected: rate(a.redirected, b.redirected),
+                redirect_failed: rate(a.redirect_failed, b.redirect_failed),
+                queues: a
+                    .queues
+                    .iter()
+                    .zip(&b.queues)
+                    .map(|(a, b)| QueueSample {
+                        rx_frames: b.rx_frames.saturating_sub(a.rx_frames),
+                        tx_frames: b.tx_frames.saturating_sub(a.tx_frames),
+                        rst_sent: b.rst_sent.saturating_sub(a.rst_sent),
+                        dropped: b.dropped.saturating_sub(a.dropped),
+                        dropped_tx_full: b.dropped_tx_full.saturating_sub(a.dropped_tx_full),
+                    })
+                    .collect(),
+                threads: tb
+                    .iter()
+                    .map(|(name, t)| (name.clone(), t.saturating_sub(*ta.get(name).unwrap_or(&0)) as f64 / USER_HZ))
+                    .collect(),
+            }),
+            _ => None,
+        };
+        let proxy_kernel_rsts = rate(s0.proxy_outrsts, s1.proxy_outrsts);
+        let answered = match &sluice {
+            Some(s) => s.queues.first().map_or(0.0, |q| q.rst_sent as f64 / secs),
+            None => proxy_kernel_rsts,
+        };
+        Measurement {
+            label,
+            secs,
+            sent: rate(s0.gen_sent, s1.gen_sent),
+            cli0_tx: rate(s0.cli0.tx_packets, s1.cli0.tx_packets),
+            cli0_tx_dropped: rate(s0.cli0.tx_dropped, s1.cli0.tx_dropped),
+            px0_rx: rate(s0.px0.rx_packets, s1.px0.rx_packets),
+            px0_rx_dropped: rate(s0.px0.rx_dropped, s1.px0.rx_dropped),
+            answered,
+            back: rate(s0.client_insegs, s1.client_insegs),
+            client_csum_errors: s1.client_csum_errors.saturating_sub(s0.client_csum_errors),
+            proxy_kernel_rsts,
+            sluice,
+            cpu: s1.machine.delta(&s0.machine),
+            gen_cpu_s: s1.gen_ticks.saturating_sub(s0.gen_ticks) as f64 / USER_HZ,
+            report,
+        }
+    }
+
+    fn machine_cpu_s(&self) -> f64 {
+        self.cpu.busy() as f64 / USER_HZ
+    }
+
+    /// CPU-seconds per million answered frames.
+    fn per_million(&self, cpu_s: f64) -> f64 {
+        let answered = self.answered * self.secs;
+        if answered > 0.0 { cpu_s / answered * 1e6 } else { f64::NAN }
+    }
+
+    fn sluice_cpu_s(&self) -> Option<f64> {
+        self.sluice.as_ref().map(|s| s.threads.values().sum())
+    }
+
+    fn details(&self) -> String {
+        let mut o = String::new();
+        let secs = self.secs;
+        let _ = writeln!(o, "[{}] window {secs:.2} s", self.label);
+        let _ = writeln!(
+            o,
+            "  generator: {:>12} frames/s put on cli0's TX ring (queue 0); CPU {:.2} s",
+            fmt_rate(self.sent),
+            self.gen_cpu_s
+        );
+        let _ = writeln!(
+            o,
+            "  veth: cli0 tx {} /s (dropped {} /s), px0 rx {} /s (dropped {} /s)",
+            fmt_rate(self.cli0_tx),
+            fmt_rate(self.cli0_tx_dropped),
+            fmt_rate(self.px0_rx),
+            fmt_rate(self.px0_rx_dropped)
+        );
+        if let Some(s) = &self.sluice {
+            let rx_all: u64 = s.queues.iter().map(|q| q.rx_frames).sum();
+            let _ = writeln!(
+                o,
+                "  xdp ({}): redirected {} /s, redirect_failed {} /s; redirected but not received by a worker: {} /s",
+                s.mode,
+                fmt_rate(s.redirected),
+                fmt_rate(s.redirect_failed),
+                fmt_rate((s.redirected - rx_all as f64 / secs).max(0.0))
+            );
+            for (q, d) in s.queues.iter().enumerate() {
+                let _ = writeln!(
+                    o,
+                    "  sluice q{q}: rx {} /s, rst_sent {} /s, tx {} /s, dropped {} /s (of which tx_full {} /s)",
+                    fmt_rate(d.rx_frames as f64 / secs),
+                    fmt_rate(d.rst_sent as f64 / secs),
+                    fmt_rate(d.tx_frames as f64 / secs),
+                    fmt_rate(d.dropped as f64 / secs),
+                    fmt_rate(d.dropped_tx_full as f64 / secs),
+                );
+            }
+            let threads: Vec<String> = s.threads.iter().map(|(n, t)| format!("{n} {t:.2}")).collect();
+            let _ = writeln!(o, "  sluice CPU s by thread: {}", threads.join(", "));
+        }
+        let _ = writeln!(
+            o,
+            "  proxy kernel: OutRsts {} /s; client kernel: InSegs {} /s, InCsumErrors {}",
+            fmt_rate(self.proxy_kernel_rsts),
+            fmt_rate(self.back),
+            self.client_csum_errors
+        );
+        let c = &self.cpu;
+        let _ = writeln!(
+            o,
+            "  machine CPU s: busy {:.2} of {:.2} (user {:.2}, system {:.2}, softirq {:.2}, irq {:.2}), idle {:.2}",
+            self.machine_cpu_s(),
+            c.total() as f64 / USER_HZ,
+            (c.user + c.nice) as f64 / USER_HZ,
+            c.system as f64 / USER_HZ,
+            c.softirq as f64 / USER_HZ,
+            c.irq as f64 / USER_HZ,
+            (c.idle + c.iowait) as f64 / USER_HZ
+        );
+        let st = &self.report.stats;
+        let _ = writeln!(
+            o,
+            "  generator socket (whole run): tx_frames {}, completed {}, tx_wakeups {}, ring full {}, no frame {}{}",
+            st.tx_frames,
+            st.tx_completed,
+            st.tx_wakeups,
+            st.tx_ring_full,
+            st.tx_no_frame,
+            self.report
+                .kernel
+                .map(|k| format!(", kernel tx_invalid_descs {}", k.tx_invalid_descs))
+                .unwrap_or_default()
+        );
+        o
+    }
+}
+
+/// `1234567.8` as `1,234,568`.
+fn fmt_rate(v: f64) -> String {
+    if !v.is_finite() {
+        return "-".into();
+    }
+    let n = v.round() as u64;
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, ch) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(ch);
+    }
+    out
+}
+
+fn ratio(a: f64, b: f64) -> String {
+    if b > 0.0 && a.is_finite() { format!("{:.2}", a / b) } else { "-".into() }
+}
+
+fn table(runs: &[Measurement]) -> String {
+    let mut o = String::new();
+    let _ = writeln!(
+        o,
+        "{:<8} {:>12} {:>12} {:>7} {:>12} {:>13} {:>13} {:>13}",
+        "run", "sent/s", "answered/s", "ratio", "back@cli/s", "machine", "answerer", "generator"
+    );
+    let _ = writeln!(
+        o,
+        "{:<8} {:>12} {:>12} {:>7} {:>12} {:>13} {:>13} {:>13}",
+        "", "", "", "", "", "CPU-s/M ans", "CPU-s/M ans", "CPU-s/M ans"
+    );
+    for m in runs {
+        let answerer = m.sluice_cpu_s().map(|s| format!("{:.2}", m.per_million(s))).unwrap_or_else(|| "(softirq)".into());
+        let _ = writeln!(
+            o,
+            "{:<8} {:>12} {:>12} {:>7} {:>12} {:>13.2} {:>13} {:>13.2}",
+            m.label,
+            fmt_rate(m.sent),
+            fmt_rate(m.answered),
+            ratio(m.answered, m.sent),
+            fmt_rate(m.back),
+            m.per_million(m.machine_cpu_s()),
+            answerer,
+            m.per_million(m.gen_cpu_s),
+        );
+    }
+    o
+}
+
+// ---------------------------------------------------------------------------------------------
+// Running it.
+
+fn sluice_config() -> String {
+    format!(
+        "# written by sluice-bench rst-rate\n[datapath]\ninterface = \"{PROXY_IF}\"\nxdp_mode = \"native\"\n\
+         frames_per_queue = 4096\n\n[[listener]]\naddress = \"{LISTENER}\"\nrefuse = true\n"
+    )
+}
+
+fn start_sluice(ctx: &Ctx<'_>, binary: &Path, dir: &Path) -> Result<NsProcess> {
+    let config = dir.join("sluice.toml");
+    std::fs::write(&config, sluice_config())?;
+    let mut p = NsProcess::spawn(
+        &ctx.proxy,
+        binary.to_str().context("sluice path is not UTF-8")?,
+        &["--config", config.to_str().context("temp path is not UTF-8")?],
+        dir.join("sluice.log"),
+    )?;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(status) = p.try_wait()? {
+            bail!("sluice exited ({status}) before it was ready:\n{}", p.log());
+        }
+        if let Ok(v) = get_stats(&ctx.proxy) {
+            let s = sluice_sample(&v)?;
+            ensure!(s.mode == "native", "sluice attached in {} mode, not native:\n{}", s.mode, p.log());
+            return Ok(p);
+        }
+        ensure!(Instant::now() < deadline, "sluice not ready after 20 s:\n{}", p.log());
+        ctx.sleep(Duration::from_millis(100))?;
+    }
+}
+
+fn stop_sluice(ctx: &Ctx<'_>, mut p: NsProcess) -> Result<()> {
+    let status = p.signal_and_wait(nix::sys::signal::Signal::SIGTERM, Duration::from_secs(10))?;
+    ensure!(status.success(), "sluice exited with {status} on SIGTERM:\n{}", p.log());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while xdp_attached(&ctx.proxy, PROXY_IF)? {
+        ensure!(Instant::now() < deadline, "XDP still attached to px0 5 s after sluice exited");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(())
+}
+
+pub fn run(args: &Args) -> Result<()> {
+    sluice_testbed::require_root()?;
+    ensure!(args.seconds > 0 && args.batch > 0 && args.rounds > 0, "--seconds, --batch and --rounds must be > 0");
+    let binary = std::fs::canonicalize(&args.sluice).with_context(|| {
+        format!("sluice binary {}: build it with `cargo build --release -p sluice`", args.sluice.display())
+    })?;
+    let interrupted = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, Arc::clone(&interrupted)).context("installing signal handlers")?;
+    }
+    let load_before = loadavg();
+    let topology = TopologyGuard::up(PREFIX)?;
+    let dir = std::env::temp_dir().join(format!("{PREFIX}{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let t = &topology.topology;
+    let template = SynTemplate {
+        src_mac: mac_of(&t.client(), CLIENT_IF)?,
+        dst_mac: mac_of(&t.proxy(), PROXY_IF)?,
+        src_ip: CLIENT_IP,
+        dst: LISTENER,
+    };
+    let ctx = Ctx { args, client: t.client(), proxy: t.proxy(), template, interrupted };
+    let cpus = core_affinity::get_core_ids().map_or(0, |c| c.len());
+    println!(
+        "rst-rate: SYNs to {LISTENER} from cli0 TX queue 0 (AF_XDP copy mode), generator on CPU {}, {cpus} CPUs, \
+         window {} s after {} s warm-up, {} round(s); sluice {}",
+        ctx.gen_cpu().map_or("any".into(), |c| c.to_string()),
+        args.seconds,
+        args.warmup,
+        args.rounds,
+        binary.display()
+    );
+    println!("load average before: {load_before}");
+
+    let mut runs = Vec::new();
+    for round in 0..args.rounds {
+        if !args.no_baseline {
+            let m = ctx.measure("kernel", None)?;
+            print!("{}", m.details());
+            runs.push(m);
+        }
+        let mut p = start_sluice(&ctx, &binary, &dir)?;
+        let m = ctx.measure("sluice", Some(&mut p));
+        stop_sluice(&ctx, p)?;
+        let m = m?;
+        print!("{}", m.details());
+        runs.push(m);
+        if args.rounds > 1 {
+            println!("-- round {} done; load average {}", round + 1, loadavg());
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+
+    println!();
+    print!("{}", table(&runs));
+    let mean = |label: &str, f: &dyn Fn(&Measurement) -> f64| {
+        let v: Vec<f64> = runs.iter().filter(|m| m.label == label).map(f).collect();
+        v.iter().sum::<f64>() / v.len().max(1) as f64
+    };
+    if !args.no_baseline {
+        let (sa, ka) = (mean("sluice", &|m| m.answered), mean("kernel", &|m| m.answered));
+        let (sc, kc) = (
+            mean("sluice", &|m| m.per_million(m.machine_cpu_s())),
+            mean("kernel", &|m| m.per_million(m.machine_cpu_s())),
+        );
+        println!(
+            "sluice / kernel: answered/s {} ({} vs {}), machine CPU-s per million answered {}",
+            ratio(sa, ka),
+            fmt_rate(sa),
+            fmt_rate(ka),
+            ratio(sc, kc)
+        );
+    }
+    println!("load average after: {}", loadavg());
+    println!(
+        "(columns: sent/s = generator frames put on cli0's TX ring; answered/s = RSTs sent by sluice queue 0 \
+         or the proxy kernel (Tcp OutRsts); back@cli/s = Tcp InSegs in the client namespace; CPU-s/M ans = \
+         CPU-seconds per million answered frames: the whole machine (/proc/stat, includes the generator and \
+         anything else running), sluice's threads, the generator thread)"
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sluice_wire::{Checksum, parse_frame, rst_reply};
+
+    fn template() -> SynTemplate {
+        SynTemplate {
+            src_mac: Address([2, 0, 0, 0, 0, 1]),
+            dst_mac: Address([2, 0, 0, 0, 0, 2]),
+            src_ip: CLIENT_IP,
+            dst: LISTENER,
+        }
+    }
+
+    #[test]
+    fn syn_frames_parse_back_with_verified_checksums() {
+        let t = template();
+        let mut buf = [0u8; 2048];
+        for i in [0u64, 1, 2, 64_511, 64_512, 1 << 40] {
+            let len = t.emit(&mut buf, i).unwrap();
+            let seg = parse_frame(&buf[..len], Checksum::Verify).unwrap();
+            assert_eq!(seg.eth.src_addr, t.src_mac);
+            assert_eq!(seg.eth.dst_addr, t.dst_mac);
+            assert_eq!(seg.ip.src_addr, CLIENT_IP);
+            assert_eq!(seg.ip.dst_addr, *LISTENER.ip());
+            assert_eq!(seg.tcp.dst_port, 443);
+            assert_eq!(seg.tcp.src_port, SynTemplate::src_port(i));
+            assert_eq!(seg.tcp.seq_number, SynTemplate::seq(i));
+            assert_eq!(seg.tcp.flags, Flags::SYN);
+            assert_eq!(seg.tcp.max_seg_size, Some(1460));
+            // What sluice answers: a RST,ACK acknowledging the SYN, back to the client.
+            let rst = rst_reply(&seg).unwrap();
+            assert_eq!(rst.tcp.flags, Flags::RST | Flags::ACK);
+            assert_eq!(rst.tcp.ack_number, SynTemplate::seq(i).wrapping_add(1));
+            assert_eq!(rst.eth.dst_addr, t.src_mac);
+        }
+    }
+
+    #[test]
+    fn a_flipped_bit_fails_the_checksum() {
+        let mut buf = [0u8; 2048];
+        let len = template().emit(&mut buf, 7).unwrap();
+        buf[len - 1] ^= 0x01; // last option byte
+        assert!(parse_frame(&buf[..len], Checksum::Verify).is_err());
+    }
+
+    #[test]
+    fn source_ports_cycle_through_every_unprivileged_port() {
+        assert_eq!(SynTemplate::src_port(0), 1024);
+        assert_eq!(SynTemplate::src_port(1), 1025);
+        assert_eq!(SynTemplate::src_port(64_511), 65_535);
+        assert_eq!(SynTemplate::src_port(64_512), 1024);
+        let ports: std::collections::HashSet<u16> = (0..64_512).map(SynTemplate::src_port).collect();
+        assert_eq!(ports.len(), 64_512);
+        assert_ne!(SynTemplate::seq(1), SynTemplate::seq(2));
+    }
+
+    #[test]
+    fn too_small_a_buffer_is_an_error() {
+        let mut buf = [0u8; 40];
+        assert!(template().emit(&mut buf, 0).is_err());
+    }
+
+    #[test]
+    fn macs() {
+        assert_eq!(parse_mac("02:0a:ff:00:10:01\n"), Some(Address([2, 0x0a, 0xff, 0, 0x10, 1])));
+        assert_eq!(parse_mac("02:0a:ff:00:10"), None);
+        assert_eq!(parse_mac("02:0a:ff:00:10:01:02"), None);
+        assert_eq!(parse_mac("zz:0a:ff:00:10:01"), None);
+    }
+
+    const SNMP: &str = "\
+Ip: Forwarding DefaultTTL InReceives
+Ip: 2 64 17
+Tcp: RtoAlgorithm RtoMin RtoMax MaxConn ActiveOpens PassiveOpens AttemptFails EstabResets CurrEstab InSegs OutSegs RetransSegs InErrs OutRsts InCsumErrors
+Tcp: 1 200 120000 -1 0 0 0 0 0 123456 5 0 2 98765 3
+Udp: InDatagrams NoPorts
+Udp: 0 0
+";
+
+    #[test]
+    fn snmp_counters() {
+        assert_eq!(snmp_value(SNMP, "Tcp", "InSegs"), Some(123_456));
+        assert_eq!(snmp_value(SNMP, "Tcp", "OutRsts"), Some(98_765));
+        assert_eq!(snmp_value(SNMP, "Tcp", "InCsumErrors"), Some(3));
+        assert_eq!(snmp_value(SNMP, "Ip", "InReceives"), Some(17));
+        // MaxConn is -1: not a counter.
+        assert_eq!(snmp_value(SNMP, "Tcp", "MaxConn"), None);
+        assert_eq!(snmp_value(SNMP, "Tcp", "NoSuch"), None);
+        assert_eq!(snmp_value(SNMP, "Icmp", "InMsgs"), None);
+        // "TcpExt:" is another group, not "Tcp:".
+        assert_eq!(snmp_value("TcpExt: InSegs\nTcpExt: 5\n", "Tcp", "InSegs"), None);
+    }
+
+    #[test]
+    fn net_dev_lines() {
+        let text = "\
+Inter-|   Receive                                                |  Transmit
+ face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets errs drop fifo colls carrier compressed
+    lo:       0       0    0    0    0     0          0         0        0       0    0    0    0     0       0          0
+  cli0: 1000000   20000    0    7    0     0          0         0 58000000 1000000    0   42    0     0       0          0
+";
+        assert_eq!(
+            net_dev(text, "cli0"),
+            Some(DevCounters { rx_packets: 20_000, rx_dropped: 7, tx_packets: 1_000_000, tx_dropped: 42 })
+        );
+        assert_eq!(net_dev(text, "lo"), Some(DevCounters::default()));
+        assert_eq!(net_dev(text, "px0"), None);
+        assert_eq!(net_dev("  cli0: 1 2 3\n", "cli0"), None);
+    }
+
+    #[test]
+    fn proc_stat() {
+        let text = "cpu  100 5 200 1000 10 3 40 0 0 0\ncpu0 50 2 100 500 5 1 20 0 0 0\nintr 1 2 3\n";
+        let c = proc_stat_cpu(text).unwrap();
+        assert_eq!(c, CpuTimes { user: 100, nice: 5, system: 200, idle: 1000, iowait: 10, irq: 3, softirq: 40, steal: 0 });
+        assert_eq!(c.busy(), 348);
+        assert_eq!(c.total(), 1358);
+        let later = CpuTimes { user: 150, ..c };
+        assert_eq!(later.delta(&c).busy(), 50);
+        assert_eq!(proc_stat_cpu("cpu0 1 2 3 4\n"), None);
+    }
+
+    #[test]
+    fn task_stat_lines() {
+        let line = "4242 (sluice-q0) R 1 4242 4242 0 -1 4194560 100 0 0 0 731 268 0 0 20 0 4 0 123 0 0";
+        assert_eq!(task_stat(line), Some(("sluice-q0".into(), 999)));
+        // A name with spaces and a parenthesis.
+        let line = "7 (a b) c) S 1 7 7 0 -1 0 0 0 0 0 5 6 0 0 20 0 1 0 1 0 0";
+        assert_eq!(task_stat(line), Some(("a b) c".into(), 11)));
+        assert_eq!(task_stat("7 (x) S 1"), None);
+        // Our own thread reads back.
+        let me = std::fs::read_to_string("/proc/thread-self/stat").unwrap();
+        assert!(task_stat(&me).is_some());
+    }
+
+    #[test]
+    fn stats_json_counters() {
+        let v: Value = serde_json::from_str(
+            r#"{"xdp":{"mode":"native","counters":{"redirected":1000,"redirect_failed":2,"pass_arp":1}},
+                "queues":[{"queue":0,"rx_frames":990,"tx_frames":980,"rst_sent":980,"dropped_tx_full":10,
+                           "dropped_checksum":1,"handoff_out":5,"tcp":{"x":1}},
+                          {"queue":1,"rx_frames":0,"tx_frames":0,"rst_sent":0}]}"#,
+        )
+        .unwrap();
+        let s = sluice_sample(&v).unwrap();
+        assert_eq!(s.mode, "native");
+        assert_eq!((s.redirected, s.redirect_failed), (1000, 2));
+        assert_eq!(s.queues.len(), 2);
+        assert_eq!(s.queues[0], QueueSample { rx_frames: 990, tx_frames: 980, rst_sent: 980, dropped: 11, dropped_tx_full: 10 });
+        assert_eq!(s.queues[1], QueueSample::default());
+        assert!(sluice_sample(&serde_json::json!({"queues": []})).is_err());
+        assert!(sluice_sample(&serde_json::json!({"xdp": {"counters": {"redirected": 1}}})).is_err());
+    }
+
+    #[test]
+    fn http_bodies() {
+        let ok = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\r\n{\"a\":1}";
+        assert_eq!(http_body(ok).unwrap(), b"{\"a\":1}");
+        assert!(http_body(b"HTTP/1.1 404 Not Found\r\n\r\nno").is_err());
+        assert!(http_body(b"HTTP/1.1 200 OK\r\nContent-Type: x").is_err());
+    }
+
+    #[test]
+    fn rates_print_with_thousands_separators() {
+        assert_eq!(fmt_rate(0.0), "0");
+        assert_eq!(fmt_rate(999.4), "999");
+        assert_eq!(fmt_rate(1_234_567.8), "1,234,568");
+        assert_eq!(fmt_rate(f64::NAN), "-");
+        assert_eq!(ratio(1.0, 0.0), "-");
+        assert_eq!(ratio(3.0, 2.0), "1.50");
+    }
+
+    #[test]
+    fn the_config_parses_as_toml_with_a_refusing_listener() {
+        let text = sluice_config();
+        assert!(text.contains("xdp_mode = \"native\""));
+        assert!(text.contains("address = \"198.51.100.2:443\""));
+        assert!(text.contains("refuse = true"));
+        assert!(text.contains("interface = \"px0\""));
+    }
+}
