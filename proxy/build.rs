@@ -40,7 +40,8 @@ fn main() {
         exit(status.code().unwrap_or(1));
     }
 
-    let manifest_dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR"));
+    let manifest_dir =
+        PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR"));
     let ebpf_dir = manifest_dir
         .parent()
         .expect("proxy/ has a parent")
@@ -80,7 +81,10 @@ fn main() {
 }
 
 fn skip_requested() -> bool {
-    matches!(env::var("AYA_BUILD_SKIP").as_deref(), Ok("1") | Ok("true") | Ok("TRUE"))
+    matches!(
+        env::var("AYA_BUILD_SKIP").as_deref(),
+        Ok("1") | Ok("true") | Ok("TRUE")
+    )
 }
 
 fn on_path(program: &str) -> bool {

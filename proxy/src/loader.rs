@@ -88,19 +88,33 @@ pub enum LoadError {
     #[error(
         "interface {ifname} already has an XDP program attached (id {prog_id}, {mode} mode); use --force to replace it"
     )]
-    AlreadyAttached { ifname: String, prog_id: u32, mode: &'static str },
+    AlreadyAttached {
+        ifname: String,
+        prog_id: u32,
+        mode: &'static str,
+    },
     #[error(
         "interface {ifname} already has an XDP program attached (id {prog_id}) held by bpf_link {link_id} of another process or a pin; --force cannot remove it: stop its owner first"
     )]
-    HeldByLink { ifname: String, prog_id: u32, link_id: u32 },
-    #[error("the XDP program was not built (AYA_BUILD_SKIP was set at build time); rebuild without it")]
+    HeldByLink {
+        ifname: String,
+        prog_id: u32,
+        link_id: u32,
+    },
+    #[error(
+        "the XDP program was not built (AYA_BUILD_SKIP was set at build time); rebuild without it"
+    )]
     ProgramNotBuilt,
     #[error("loading the XDP program object: {0}")]
     Load(String),
     #[error("loading the XDP program into the kernel: {0}")]
     Verify(String),
     #[error("attaching XDP on {ifname} in {mode} mode failed: {reason}")]
-    Attach { ifname: String, mode: XdpMode, reason: String },
+    Attach {
+        ifname: String,
+        mode: XdpMode,
+        reason: String,
+    },
     #[error(
         "the kernel attached XDP on {0} without a bpf_link (legacy netlink path); refused because it would outlive the process"
     )]
@@ -225,7 +239,8 @@ impl Loader {
     pub fn attach(ifname: &str, mode: XdpMode, force: bool) -> Result<Attached, LoadError> {
         let started = Instant::now();
         check_privileges()?;
-        let link = get_link(ifname)?.ok_or_else(|| LoadError::NoSuchInterface(ifname.to_owned()))?;
+        let link =
+            get_link(ifname)?.ok_or_else(|| LoadError::NoSuchInterface(ifname.to_owned()))?;
         if !link.up {
             return Err(LoadError::InterfaceDown(ifname.to_owned()));
         }
@@ -264,10 +279,17 @@ impl Loader {
         let mut ebpf = Ebpf::load(XDP_OBJECT).map_err(|e| LoadError::Load(e.to_string()))?;
         let program: &mut Xdp = ebpf
             .program_mut(sluice_ebpf::PROGRAM_NAME)
-            .ok_or_else(|| LoadError::Load(format!("no program {} in the object", sluice_ebpf::PROGRAM_NAME)))?
+            .ok_or_else(|| {
+                LoadError::Load(format!(
+                    "no program {} in the object",
+                    sluice_ebpf::PROGRAM_NAME
+                ))
+            })?
             .try_into()
             .map_err(|e: ProgramError| LoadError::Load(e.to_string()))?;
-        program.load().map_err(|e| LoadError::Verify(error_chain(&e)))?;
+        program
+            .load()
+            .map_err(|e| LoadError::Verify(error_chain(&e)))?;
         let loaded = started.elapsed();
 
         let attached_mode = match mode {
@@ -281,7 +303,10 @@ impl Loader {
                 }
             },
         };
-        let prog_id = program.info().map_err(|e| LoadError::Load(e.to_string()))?.id();
+        let prog_id = program
+            .info()
+            .map_err(|e| LoadError::Load(e.to_string()))?
+            .id();
         if xdp_link_of_program(prog_id).is_none() {
             // aya falls back to the netlink attach when BPF_LINK_CREATE says EINVAL; that
             // attachment would survive a SIGKILL. Dropping `ebpf` detaches it.
@@ -298,7 +323,14 @@ impl Loader {
             load_and_attach_us = started.elapsed().as_micros() as u64,
             "XDP program attached"
         );
-        Ok(Attached { _ebpf: ebpf, maps, mode: attached_mode, ifname: ifname.to_owned(), prog_id, load_time: started.elapsed() })
+        Ok(Attached {
+            _ebpf: ebpf,
+            maps,
+            mode: attached_mode,
+            ifname: ifname.to_owned(),
+            prog_id,
+            load_time: started.elapsed(),
+        })
     }
 }
 
@@ -326,8 +358,14 @@ impl Maps {
             ebpf: &mut Ebpf,
             map: &'static str,
         ) -> Result<T, LoadError> {
-            let m = ebpf.take_map(map).ok_or(LoadError::Map { map, reason: "missing from the object".into() })?;
-            T::try_from(m).map_err(|e| LoadError::Map { map, reason: e.to_string() })
+            let m = ebpf.take_map(map).ok_or(LoadError::Map {
+                map,
+                reason: "missing from the object".into(),
+            })?;
+            T::try_from(m).map_err(|e| LoadError::Map {
+                map,
+                reason: e.to_string(),
+            })
         }
         Ok(Maps {
             listeners: take(ebpf, sluice_ebpf::MAP_LISTENERS)?,
@@ -365,12 +403,19 @@ impl Attached {
         self.maps
             .listeners
             .insert(key, ENTRY_ACTIVE, 0)
-            .map_err(|e| LoadError::Map { map: sluice_ebpf::MAP_LISTENERS, reason: e.to_string() })
+            .map_err(|e| LoadError::Map {
+                map: sluice_ebpf::MAP_LISTENERS,
+                reason: e.to_string(),
+            })
     }
 
     /// Stops steering `addr:port`. Removing an absent listener is not an error.
     pub fn remove_listener(&mut self, addr: Ipv4Addr, port: u16) -> Result<(), LoadError> {
-        remove_key(&mut self.maps.listeners, sluice_ebpf::MAP_LISTENERS, endpoint_key(u32::from(addr), port))
+        remove_key(
+            &mut self.maps.listeners,
+            sluice_ebpf::MAP_LISTENERS,
+            endpoint_key(u32::from(addr), port),
+        )
     }
 
     /// Steers the return traffic of one of sluice's own outgoing connections, whose local end is
@@ -380,12 +425,19 @@ impl Attached {
         self.maps
             .backend_flows
             .insert(key, ENTRY_ACTIVE, 0)
-            .map_err(|e| LoadError::Map { map: sluice_ebpf::MAP_BACKEND_FLOWS, reason: e.to_string() })
+            .map_err(|e| LoadError::Map {
+                map: sluice_ebpf::MAP_BACKEND_FLOWS,
+                reason: e.to_string(),
+            })
     }
 
     /// Removes a backend flow added by [`Attached::add_backend_flow`].
     pub fn remove_backend_flow(&mut self, addr: Ipv4Addr, port: u16) -> Result<(), LoadError> {
-        remove_key(&mut self.maps.backend_flows, sluice_ebpf::MAP_BACKEND_FLOWS, endpoint_key(u32::from(addr), port))
+        remove_key(
+            &mut self.maps.backend_flows,
+            sluice_ebpf::MAP_BACKEND_FLOWS,
+            endpoint_key(u32::from(addr), port),
+        )
     }
 
     /// Puts the AF_XDP socket `fd`, bound to RX queue `queue` of this interface, in the XSKMAP.
@@ -393,26 +445,32 @@ impl Attached {
         self.maps
             .xsks
             .set(queue, fd.as_raw_fd(), 0)
-            .map_err(|e| LoadError::Map { map: sluice_ebpf::MAP_XSKS, reason: format!("queue {queue}: {e}") })
+            .map_err(|e| LoadError::Map {
+                map: sluice_ebpf::MAP_XSKS,
+                reason: format!("queue {queue}: {e}"),
+            })
     }
 
     /// Removes the socket of `queue` from the XSKMAP (its segments then go to the kernel).
     pub fn unregister_xsk(&mut self, queue: u32) -> Result<(), LoadError> {
-        self.maps
-            .xsks
-            .unset(queue)
-            .map_err(|e| LoadError::Map { map: sluice_ebpf::MAP_XSKS, reason: format!("queue {queue}: {e}") })
+        self.maps.xsks.unset(queue).map_err(|e| LoadError::Map {
+            map: sluice_ebpf::MAP_XSKS,
+            reason: format!("queue {queue}: {e}"),
+        })
     }
 
     /// The program's counters, summed over CPUs.
     pub fn counters(&self) -> Result<XdpCounters, LoadError> {
         let mut out = XdpCounters::default();
         for counter in Counter::ALL {
-            let per_cpu = self
-                .maps
-                .counters
-                .get(&counter.index(), 0)
-                .map_err(|e| LoadError::Map { map: sluice_ebpf::MAP_COUNTERS, reason: e.to_string() })?;
+            let per_cpu =
+                self.maps
+                    .counters
+                    .get(&counter.index(), 0)
+                    .map_err(|e| LoadError::Map {
+                        map: sluice_ebpf::MAP_COUNTERS,
+                        reason: e.to_string(),
+                    })?;
             *out.slot(counter) = per_cpu.iter().copied().fold(0u64, u64::wrapping_add);
         }
         Ok(out)
@@ -427,12 +485,23 @@ impl Drop for Attached {
     }
 }
 
-fn remove_key(map: &mut HashMap<MapData, u64, u32>, name: &'static str, key: u64) -> Result<(), LoadError> {
+fn remove_key(
+    map: &mut HashMap<MapData, u64, u32>,
+    name: &'static str,
+    key: u64,
+) -> Result<(), LoadError> {
     match map.remove(&key) {
         Ok(()) => Ok(()),
         Err(aya::maps::MapError::KeyNotFound) => Ok(()),
-        Err(aya::maps::MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => Ok(()),
-        Err(e) => Err(LoadError::Map { map: name, reason: e.to_string() }),
+        Err(aya::maps::MapError::SyscallError(e))
+            if e.io_error.raw_os_error() == Some(libc::ENOENT) =>
+        {
+            Ok(())
+        }
+        Err(e) => Err(LoadError::Map {
+            map: name,
+            reason: e.to_string(),
+        }),
     }
 }
 
@@ -444,7 +513,11 @@ fn attach_link(program: &mut Xdp, ifname: &str, mode: XdpMode) -> Result<XdpMode
     program
         .attach(ifname, aya_mode)
         .map(|_link_id| mode)
-        .map_err(|e| LoadError::Attach { ifname: ifname.to_owned(), mode, reason: error_chain(&e) })
+        .map_err(|e| LoadError::Attach {
+            ifname: ifname.to_owned(),
+            mode,
+            reason: error_chain(&e),
+        })
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {
@@ -474,9 +547,15 @@ const CAP_SYS_ADMIN: u32 = 21;
 const CAP_BPF: u32 = 39;
 
 fn check_privileges() -> Result<(), LoadError> {
-    let status = std::fs::read_to_string("/proc/self/status").map_err(|e| LoadError::Capabilities(e.to_string()))?;
-    let caps = parse_cap_eff(&status).ok_or_else(|| LoadError::Capabilities("no CapEff line".into()))?;
-    if caps_allow_xdp(caps) { Ok(()) } else { Err(LoadError::NotPrivileged(caps)) }
+    let status = std::fs::read_to_string("/proc/self/status")
+        .map_err(|e| LoadError::Capabilities(e.to_string()))?;
+    let caps =
+        parse_cap_eff(&status).ok_or_else(|| LoadError::Capabilities("no CapEff line".into()))?;
+    if caps_allow_xdp(caps) {
+        Ok(())
+    } else {
+        Err(LoadError::NotPrivileged(caps))
+    }
 }
 
 /// The `CapEff:` bit mask of a `/proc/<pid>/status` text.
@@ -532,7 +611,10 @@ fn netlink_socket() -> Result<Socket, LoadError> {
 
 /// Sends one request and returns the replies up to and including the final one
 /// (the answer for a GET, the ACK or error for a SET).
-fn request(msg: RouteNetlinkMessage, flags: u16) -> Result<Vec<NetlinkMessage<RouteNetlinkMessage>>, LoadError> {
+fn request(
+    msg: RouteNetlinkMessage,
+    flags: u16,
+) -> Result<Vec<NetlinkMessage<RouteNetlinkMessage>>, LoadError> {
     let socket = netlink_socket()?;
     let mut packet = NetlinkMessage::new(NetlinkHeader::default(), NetlinkPayload::from(msg));
     packet.header.flags = flags;
@@ -540,11 +622,15 @@ fn request(msg: RouteNetlinkMessage, flags: u16) -> Result<Vec<NetlinkMessage<Ro
     packet.finalize();
     let mut buf = vec![0; packet.buffer_len()];
     packet.serialize(&mut buf);
-    socket.send(&buf, 0).map_err(|e| LoadError::Netlink(e.to_string()))?;
+    socket
+        .send(&buf, 0)
+        .map_err(|e| LoadError::Netlink(e.to_string()))?;
 
     let mut replies = Vec::new();
     loop {
-        let (data, _) = socket.recv_from_full().map_err(|e| LoadError::Netlink(e.to_string()))?;
+        let (data, _) = socket
+            .recv_from_full()
+            .map_err(|e| LoadError::Netlink(e.to_string()))?;
         if data.is_empty() {
             return Err(LoadError::Netlink("empty reply".into()));
         }
@@ -553,8 +639,10 @@ fn request(msg: RouteNetlinkMessage, flags: u16) -> Result<Vec<NetlinkMessage<Ro
             let msg = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&data[offset..])
                 .map_err(|e| LoadError::Netlink(e.to_string()))?;
             let len = msg.header.length as usize;
-            let last = matches!(msg.payload, NetlinkPayload::Error(_) | NetlinkPayload::Done(_))
-                || flags & NLM_F_ACK == 0;
+            let last = matches!(
+                msg.payload,
+                NetlinkPayload::Error(_) | NetlinkPayload::Done(_)
+            ) || flags & NLM_F_ACK == 0;
             replies.push(msg);
             if last {
                 return Ok(replies);
@@ -569,19 +657,27 @@ fn request(msg: RouteNetlinkMessage, flags: u16) -> Result<Vec<NetlinkMessage<Ro
 
 fn get_link(ifname: &str) -> Result<Option<LinkState>, LoadError> {
     let mut msg = LinkMessage::default();
-    msg.attributes.push(LinkAttribute::IfName(ifname.to_owned()));
+    msg.attributes
+        .push(LinkAttribute::IfName(ifname.to_owned()));
     let replies = request(RouteNetlinkMessage::GetLink(msg), NLM_F_REQUEST)?;
     for reply in replies {
         match reply.payload {
-            NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(link)) => return Ok(Some(link_state(&link))),
+            NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(link)) => {
+                return Ok(Some(link_state(&link)));
+            }
             NetlinkPayload::Error(e) if e.raw_code() == -libc::ENODEV => return Ok(None),
             NetlinkPayload::Error(e) if e.code.is_some() => {
-                return Err(LoadError::Netlink(format!("RTM_GETLINK {ifname}: {}", e.to_io())));
+                return Err(LoadError::Netlink(format!(
+                    "RTM_GETLINK {ifname}: {}",
+                    e.to_io()
+                )));
             }
             _ => {}
         }
     }
-    Err(LoadError::Netlink(format!("RTM_GETLINK {ifname}: no answer")))
+    Err(LoadError::Netlink(format!(
+        "RTM_GETLINK {ifname}: no answer"
+    )))
 }
 
 fn link_state(link: &LinkMessage) -> LinkState {
@@ -635,11 +731,16 @@ fn detach_legacy(index: u32, mode_flags: u32) -> Result<(), LoadError> {
         if let NetlinkPayload::Error(e) = reply.payload {
             return match e.code {
                 None => Ok(()),
-                Some(_) => Err(LoadError::Netlink(format!("removing the attached XDP program: {}", e.to_io()))),
+                Some(_) => Err(LoadError::Netlink(format!(
+                    "removing the attached XDP program: {}",
+                    e.to_io()
+                ))),
             };
         }
     }
-    Err(LoadError::Netlink("removing the attached XDP program: no acknowledgement".into()))
+    Err(LoadError::Netlink(
+        "removing the attached XDP program: no acknowledgement".into(),
+    ))
 }
 
 #[cfg(test)]
@@ -653,7 +754,10 @@ mod tests {
         assert_eq!(caps, 0x1ff_ffff_ffff);
         assert!(caps_allow_xdp(caps));
         assert!(!caps_allow_xdp(0));
-        assert!(!caps_allow_xdp(1 << CAP_BPF), "CAP_BPF alone cannot attach to a netdev");
+        assert!(
+            !caps_allow_xdp(1 << CAP_BPF),
+            "CAP_BPF alone cannot attach to a netdev"
+        );
         assert!(!caps_allow_xdp(1 << CAP_NET_ADMIN));
         assert!(caps_allow_xdp((1 << CAP_BPF) | (1 << CAP_NET_ADMIN)));
         assert!(caps_allow_xdp(1 << CAP_SYS_ADMIN));
@@ -683,9 +787,17 @@ mod tests {
     #[test]
     fn xdp_attributes_give_mode_and_id() {
         assert!(attached_xdp(&[LinkXdp::Attached(XdpAttached::None)]).is_none());
-        let a = attached_xdp(&[LinkXdp::Attached(XdpAttached::SocketBuffer), LinkXdp::ProgId(7)]).unwrap();
+        let a = attached_xdp(&[
+            LinkXdp::Attached(XdpAttached::SocketBuffer),
+            LinkXdp::ProgId(7),
+        ])
+        .unwrap();
         assert_eq!((a.prog_id, a.mode_name()), (7, "skb"));
-        let a = attached_xdp(&[LinkXdp::Attached(XdpAttached::Driver), LinkXdp::DrvProgId(9)]).unwrap();
+        let a = attached_xdp(&[
+            LinkXdp::Attached(XdpAttached::Driver),
+            LinkXdp::DrvProgId(9),
+        ])
+        .unwrap();
         assert_eq!((a.prog_id, a.mode_name()), (9, "native"));
     }
 }
