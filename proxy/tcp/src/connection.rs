@@ -365,7 +365,7 @@ impl Connection {
         self.rtt.rto()
     }
     pub(crate) fn negotiated(&self) -> (bool, bool, bool) {
-        (self.snd_wscale > 0 || self.rcv_wscale > 0, self.sack_ok, self.ts_ok)
+        (self.offered_wscale, self.sack_ok, self.ts_ok)
     }
     /// Bytes in the send buffer (unacknowledged or unsent).
     #[must_use]
