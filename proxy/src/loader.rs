@@ -29,7 +29,7 @@ use std::{
 use aya::{
     Ebpf,
     maps::{HashMap, MapData, PerCpuArray, XskMap},
-    programs::{ProgramError, Xdp, links::LinkType, loaded_links},
+    programs::{ProgramError, Xdp, links::FdLink, links::LinkType, loaded_links},
 };
 use netlink_packet_core::{
     NLM_F_ACK, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage, NetlinkPayload,
@@ -94,12 +94,13 @@ pub enum LoadError {
         mode: &'static str,
     },
     #[error(
-        "interface {ifname} already has an XDP program attached (id {prog_id}) held by bpf_link {link_id} of another process or a pin; --force cannot remove it: stop its owner first"
+        "interface {ifname} already has an XDP program attached (id {prog_id}) held by a bpf_link{} of another process or a pin; --force cannot remove it: stop its owner first",
+        link_id.map(|id| format!(" (id {id})")).unwrap_or_default()
     )]
     HeldByLink {
         ifname: String,
         prog_id: u32,
-        link_id: u32,
+        link_id: Option<u32>,
     },
     #[error(
         "the XDP program was not built (AYA_BUILD_SKIP was set at build time); rebuild without it"
@@ -245,30 +246,36 @@ impl Loader {
             return Err(LoadError::InterfaceDown(ifname.to_owned()));
         }
         if let Some(existing) = link.xdp {
-            let holder = xdp_link_of_program(existing.prog_id);
-            match (force, holder) {
-                (_, Some(link_id)) => {
-                    return Err(LoadError::HeldByLink {
-                        ifname: ifname.to_owned(),
-                        prog_id: existing.prog_id,
-                        link_id,
-                    });
-                }
-                (false, None) => {
-                    return Err(LoadError::AlreadyAttached {
-                        ifname: ifname.to_owned(),
-                        prog_id: existing.prog_id,
-                        mode: existing.mode_name(),
-                    });
-                }
-                (true, None) => {
-                    tracing::warn!(
-                        ifname,
-                        prog_id = existing.prog_id,
-                        mode = existing.mode_name(),
-                        "--force: removing the XDP program already attached"
-                    );
-                    detach_legacy(link.index, existing.flags)?;
+            // Which bpf_link holds it (needs CAP_SYS_ADMIN to look up; None when unknown).
+            let held_by = |link_id| LoadError::HeldByLink {
+                ifname: ifname.to_owned(),
+                prog_id: existing.prog_id,
+                link_id,
+            };
+            if let Some(link_id) = xdp_link_of_program(existing.prog_id) {
+                return Err(held_by(Some(link_id)));
+            }
+            if !force {
+                return Err(LoadError::AlreadyAttached {
+                    ifname: ifname.to_owned(),
+                    prog_id: existing.prog_id,
+                    mode: existing.mode_name(),
+                });
+            }
+            tracing::warn!(
+                ifname,
+                prog_id = existing.prog_id,
+                mode = existing.mode_name(),
+                "--force: removing the XDP program already attached"
+            );
+            match detach_legacy(link.index, existing.flags) {
+                Ok(()) => {}
+                // The kernel refuses to remove a program held by a bpf_link.
+                Err(e) if e.raw_os_error() == Some(libc::EBUSY) => return Err(held_by(None)),
+                Err(e) => {
+                    return Err(LoadError::Netlink(format!(
+                        "removing the attached XDP program: {e}"
+                    )));
                 }
             }
         }
@@ -292,14 +299,14 @@ impl Loader {
             .map_err(|e| LoadError::Verify(error_chain(&e)))?;
         let loaded = started.elapsed();
 
-        let attached_mode = match mode {
-            XdpMode::Native => attach_link(program, ifname, XdpMode::Native)?,
-            XdpMode::Skb => attach_link(program, ifname, XdpMode::Skb)?,
-            XdpMode::Auto => match attach_link(program, ifname, XdpMode::Native) {
-                Ok(m) => m,
+        let (attached_mode, xdp_link) = match mode {
+            XdpMode::Native => attach_link(program, ifname, link.index, XdpMode::Native)?,
+            XdpMode::Skb => attach_link(program, ifname, link.index, XdpMode::Skb)?,
+            XdpMode::Auto => match attach_link(program, ifname, link.index, XdpMode::Native) {
+                Ok(attached) => attached,
                 Err(e) => {
                     tracing::info!(ifname, error = %e, "native XDP refused; falling back to skb mode");
-                    attach_link(program, ifname, XdpMode::Skb)?
+                    attach_link(program, ifname, link.index, XdpMode::Skb)?
                 }
             },
         };
@@ -307,12 +314,6 @@ impl Loader {
             .info()
             .map_err(|e| LoadError::Load(e.to_string()))?
             .id();
-        if xdp_link_of_program(prog_id).is_none() {
-            // aya falls back to the netlink attach when BPF_LINK_CREATE says EINVAL; that
-            // attachment would survive a SIGKILL. Dropping `ebpf` detaches it.
-            drop(ebpf);
-            return Err(LoadError::NotALink(ifname.to_owned()));
-        }
 
         let maps = Maps::take(&mut ebpf)?;
         tracing::debug!(
@@ -324,8 +325,9 @@ impl Loader {
             "XDP program attached"
         );
         Ok(Attached {
-            _ebpf: ebpf,
             maps,
+            _link: xdp_link,
+            _ebpf: ebpf,
             mode: attached_mode,
             ifname: ifname.to_owned(),
             prog_id,
@@ -336,8 +338,10 @@ impl Loader {
 
 /// An attached XDP program. Dropping it detaches the program (the bpf_link closes).
 pub struct Attached {
+    // Fields drop in this order: the maps, then the link (the kernel detaches the program as
+    // the link's fd closes), then the program.
     maps: Maps,
-    // Owns the program and its bpf_link; dropped after `maps`, which closes the link.
+    _link: FdLink,
     _ebpf: Ebpf,
     mode: XdpMode,
     ifname: String,
@@ -505,19 +509,40 @@ fn remove_key(
     }
 }
 
-fn attach_link(program: &mut Xdp, ifname: &str, mode: XdpMode) -> Result<XdpMode, LoadError> {
-    let aya_mode = match mode {
-        XdpMode::Native => aya::programs::xdp::XdpMode::Driver,
-        XdpMode::Skb | XdpMode::Auto => aya::programs::xdp::XdpMode::Skb,
+/// Attaches `program` as a bpf_link and takes the link out of aya's keeping, so that it is
+/// ours to drop. aya falls back to the legacy netlink attach when `BPF_LINK_CREATE` says
+/// EINVAL; such an attachment would outlive the process, so it is removed again and refused.
+fn attach_link(
+    program: &mut Xdp,
+    ifname: &str,
+    ifindex: u32,
+    mode: XdpMode,
+) -> Result<(XdpMode, FdLink), LoadError> {
+    let (aya_mode, flags) = match mode {
+        XdpMode::Native => (aya::programs::xdp::XdpMode::Driver, XDP_FLAGS_DRV_MODE),
+        XdpMode::Skb | XdpMode::Auto => (aya::programs::xdp::XdpMode::Skb, XDP_FLAGS_SKB_MODE),
     };
-    program
+    let attach_error = |reason: String| LoadError::Attach {
+        ifname: ifname.to_owned(),
+        mode,
+        reason,
+    };
+    let link_id = program
         .attach(ifname, aya_mode)
-        .map(|_link_id| mode)
-        .map_err(|e| LoadError::Attach {
-            ifname: ifname.to_owned(),
-            mode,
-            reason: error_chain(&e),
-        })
+        .map_err(|e| attach_error(error_chain(&e)))?;
+    let link = program
+        .take_link(link_id)
+        .map_err(|e| attach_error(error_chain(&e)))?;
+    match FdLink::try_from(link) {
+        Ok(fd_link) => Ok((mode, fd_link)),
+        Err(_) => {
+            // The conversion dropped a netlink "link" without detaching it: detach it here.
+            if let Err(e) = detach_legacy(ifindex, flags) {
+                tracing::warn!(ifname, error = %e, "removing a legacy XDP attachment failed");
+            }
+            Err(LoadError::NotALink(ifname.to_owned()))
+        }
+    }
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {
@@ -719,7 +744,8 @@ fn attached_xdp(attrs: &[LinkXdp]) -> Option<AttachedXdp> {
 }
 
 /// Removes a program attached with the legacy netlink interface (`IFLA_XDP_FD = -1`).
-fn detach_legacy(index: u32, mode_flags: u32) -> Result<(), LoadError> {
+/// The kernel answers EBUSY when a bpf_link holds the program.
+fn detach_legacy(index: u32, mode_flags: u32) -> Result<(), std::io::Error> {
     let mut msg = LinkMessage::default();
     msg.header.index = index;
     let mut xdp = vec![LinkXdp::Fd(-1)];
@@ -727,20 +753,17 @@ fn detach_legacy(index: u32, mode_flags: u32) -> Result<(), LoadError> {
         xdp.push(LinkXdp::Flags(mode_flags));
     }
     msg.attributes.push(LinkAttribute::Xdp(xdp));
-    for reply in request(RouteNetlinkMessage::SetLink(msg), NLM_F_REQUEST | NLM_F_ACK)? {
+    let replies = request(RouteNetlinkMessage::SetLink(msg), NLM_F_REQUEST | NLM_F_ACK)
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
+    for reply in replies {
         if let NetlinkPayload::Error(e) = reply.payload {
             return match e.code {
                 None => Ok(()),
-                Some(_) => Err(LoadError::Netlink(format!(
-                    "removing the attached XDP program: {}",
-                    e.to_io()
-                ))),
+                Some(_) => Err(e.to_io()),
             };
         }
     }
-    Err(LoadError::Netlink(
-        "removing the attached XDP program: no acknowledgement".into(),
-    ))
+    Err(std::io::Error::other("RTM_SETLINK: no acknowledgement"))
 }
 
 #[cfg(test)]

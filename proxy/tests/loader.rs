@@ -648,3 +648,57 @@ fn malformed_frames_are_passed_and_counted_native() {
 fn malformed_frames_are_passed_and_counted_skb() {
     malformed_frames_are_passed_and_counted(XdpMode::Skb);
 }
+
+const UNPRIV_ENV: &str = "SLUICE_HL_UNPRIVILEGED_CHILD";
+const UNPRIV_REFUSED: &str = "SLUICE_HL_REFUSED";
+
+/// A process without capabilities (root with every capability dropped and the `noroot`
+/// securebit, via util-linux's setpriv) is refused with the reason, before anything loads.
+#[test]
+fn refuses_when_not_privileged() {
+    require_root().expect("root");
+    let exe = std::env::current_exe().unwrap();
+    let out = Command::new("setpriv")
+        .args([
+            "--securebits=+noroot,+noroot_locked",
+            "--bounding-set=-all",
+            "--inh-caps=-all",
+        ])
+        .arg(exe)
+        .args([
+            "--exact",
+            "unprivileged_child",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(UNPRIV_ENV, "1")
+        .stdin(Stdio::null())
+        .output()
+        .expect("setpriv (util-linux)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains(UNPRIV_REFUSED),
+        "child: {}\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Run only as the child of `refuses_when_not_privileged` (which sets the variable).
+#[test]
+#[ignore = "helper process of refuses_when_not_privileged"]
+fn unprivileged_child() {
+    if std::env::var_os(UNPRIV_ENV).is_none() {
+        return;
+    }
+    match Loader::attach("lo", XdpMode::Skb, false) {
+        Err(e @ LoadError::NotPrivileged(caps)) => {
+            assert_eq!(caps, 0);
+            assert!(!e.to_string().contains('\n'));
+            println!("{UNPRIV_REFUSED} {e}");
+        }
+        Err(e) => panic!("refused for another reason: {e}"),
+        Ok(_) => panic!("attached without capabilities"),
+    }
+}
