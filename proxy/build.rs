@@ -8,8 +8,8 @@
 //! builds, and mutating our own environment is `unsafe` in edition 2024, so
 //! this script re-runs itself as a child process with `RUSTC_BOOTSTRAP=1` set
 //! for that child only: the child calls aya-build, the nested cargo inherits
-//! the variable, and nothing else sees it. The child shares our stdout, so its
-//! `cargo:` directives reach cargo unchanged.
+//! the variable, and nothing else sees it. Its `cargo:` directives are forwarded
+//! to cargo, less the nested build's progress lines.
 //!
 //! Rebuilds: aya-build emits `rerun-if-changed=<ebpf dir>` (cargo scans it
 //! recursively), so the nested build reruns only when ebpf/ changes (or this
@@ -22,8 +22,9 @@
 
 use std::{
     env, fs,
+    io::{BufRead, BufReader},
     path::{Path, PathBuf},
-    process::{Command, exit},
+    process::{Command, Stdio, exit},
 };
 
 const CHILD_MARK: &str = "SLUICE_EBPF_BUILD_CHILD";
@@ -31,13 +32,7 @@ const OBJECT: &str = "sluice-xdp";
 
 fn main() {
     if env::var_os(CHILD_MARK).is_none() {
-        let exe = env::current_exe().expect("build script path");
-        let status = Command::new(exe)
-            .env(CHILD_MARK, "1")
-            .env("RUSTC_BOOTSTRAP", "1")
-            .status()
-            .expect("re-run build script with RUSTC_BOOTSTRAP=1");
-        exit(status.code().unwrap_or(1));
+        exit(run_child());
     }
 
     let manifest_dir =
@@ -78,6 +73,38 @@ fn main() {
         "aya-build finished but {} is missing",
         object.display()
     );
+}
+
+/// Re-runs this script with `RUSTC_BOOTSTRAP=1`, forwards its `cargo:` directives, and drops
+/// the nested cargo's progress lines ("Compiling ...", "Finished ...") that aya-build turns into
+/// `cargo:warning`s: cargo would replay them on every later build of this crate.
+fn run_child() -> i32 {
+    let exe = env::current_exe().expect("build script path");
+    let mut child = Command::new(exe)
+        .env(CHILD_MARK, "1")
+        .env("RUSTC_BOOTSTRAP", "1")
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("re-run build script with RUSTC_BOOTSTRAP=1");
+    let stdout = child.stdout.take().expect("piped stdout");
+    for line in BufReader::new(stdout).lines() {
+        let line = line.expect("build script output");
+        if let Some(text) = line.strip_prefix("cargo:warning=") {
+            let text = text.trim_start();
+            if ["Compiling ", "Finished ", "Fresh ", "Blocking "]
+                .iter()
+                .any(|p| text.starts_with(p))
+            {
+                continue;
+            }
+        }
+        println!("{line}");
+    }
+    child
+        .wait()
+        .expect("wait for the build script child")
+        .code()
+        .unwrap_or(1)
 }
 
 fn skip_requested() -> bool {
