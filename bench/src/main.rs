@@ -13,7 +13,10 @@ use clap::{Parser, Subcommand};
 mod rst_rate;
 
 #[derive(Parser)]
-#[command(version, about = "sluice's benchmarks: figures and a ratio to a baseline run in the same invocation")]
+#[command(
+    version,
+    about = "sluice's benchmarks: figures and a ratio to a baseline run in the same invocation"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -76,9 +76,40 @@ pub struct Args {
     /// Frames the generator builds per loop before it flushes the TX ring.
     #[arg(long, default_value_t = 64)]
     pub batch: u32,
-    /// Skip the kernel baseline (no ratios are printed then).
+    /// Kernel baselines to run before sluice in each round: `kernel` (the SYN is answered in
+    /// the generator's own softirq context, so on the generator's CPU), `kernel-rps` (RPS on
+    /// px0 queue 0 moves that work to the CPU sluice's worker 0 is pinned to, so the kernel gets
+    /// the CPUs sluice gets).
+    #[arg(long, value_delimiter = ',', default_values = ["kernel", "kernel-rps"])]
+    pub baselines: Vec<Baseline>,
+    /// Skip the kernel baselines (no ratios are printed then).
     #[arg(long)]
     pub no_baseline: bool,
+    /// Nice value (-20..19) for the generator thread and every sluice thread (`renice`), and
+    /// for this session's scheduler autogroup (`/proc/self/autogroup`, restored at exit: with
+    /// autogroups on, a thread's nice only weighs against its own session's threads). On a
+    /// machine shared with other work, -10 keeps the measured threads from being time-sliced
+    /// with it. Default: leave priorities alone.
+    #[arg(long, allow_hyphen_values = true)]
+    pub nice: Option<i32>,
+}
+
+/// How the proxy kernel answers in a baseline run.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Baseline {
+    /// No RPS: px0's receive work runs where the sender's `sendto` runs.
+    Kernel,
+    /// RPS on px0 rx-0 to the CPU of sluice's worker 0.
+    KernelRps,
+}
+
+impl Baseline {
+    fn label(self) -> &'static str {
+        match self {
+            Baseline::Kernel => "kernel",
+            Baseline::KernelRps => "kernel+rps",
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -111,7 +142,11 @@ impl SynTemplate {
     /// Writes the `i`-th SYN (Ethernet + IPv4 + TCP with MSS and SACK-permitted, complete
     /// checksums) into `buf`; returns its length.
     pub fn emit(&self, buf: &mut [u8], i: u64) -> Result<usize, WireError> {
-        let eth = ethernet::Repr { src_addr: self.src_mac, dst_addr: self.dst_mac, ethertype: EtherType::Ipv4 };
+        let eth = ethernet::Repr {
+            src_addr: self.src_mac,
+            dst_addr: self.dst_mac,
+            ethertype: EtherType::Ipv4,
+        };
         let tcp = tcp::Repr {
             src_port: Self::src_port(i),
             dst_port: self.dst.port(),
@@ -174,9 +209,18 @@ pub fn net_dev(text: &str, ifname: &str) -> Option<DevCounters> {
         let (name, rest) = l.split_once(':')?;
         (name.trim() == ifname).then_some(rest)
     })?;
-    let f: Vec<u64> = line.split_whitespace().map(str::parse).collect::<Result<_, _>>().ok()?;
+    let f: Vec<u64> = line
+        .split_whitespace()
+        .map(str::parse)
+        .collect::<Result<_, _>>()
+        .ok()?;
     // rx: bytes packets errs drop fifo frame compressed multicast; tx: bytes packets errs drop ...
-    (f.len() >= 12).then(|| DevCounters { rx_packets: f[1], rx_dropped: f[3], tx_packets: f[9], tx_dropped: f[11] })
+    (f.len() >= 12).then(|| DevCounters {
+        rx_packets: f[1],
+        rx_dropped: f[3],
+        tx_packets: f[9],
+        tx_dropped: f[11],
+    })
 }
 
 /// The machine's CPU times (the aggregate `cpu` line of `/proc/stat`), in `USER_HZ` ticks.
@@ -218,8 +262,15 @@ impl CpuTimes {
 
 /// The aggregate line of `/proc/stat`.
 pub fn proc_stat_cpu(text: &str) -> Option<CpuTimes> {
-    let line = text.lines().find(|l| l.split_whitespace().next() == Some("cpu"))?;
-    let v: Vec<u64> = line.split_whitespace().skip(1).map(str::parse).collect::<Result<_, _>>().ok()?;
+    let line = text
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some("cpu"))?;
+    let v: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .map(str::parse)
+        .collect::<Result<_, _>>()
+        .ok()?;
     let at = |i: usize| v.get(i).copied().unwrap_or(0);
     (v.len() >= 4).then(|| CpuTimes {
         user: at(0),
@@ -246,13 +297,136 @@ pub fn task_stat(text: &str) -> Option<(String, u64)> {
     Some((comm, utime + stime))
 }
 
+/// Sets the nice value of thread (or process) `id` with `renice`.
+fn renice(id: u32, nice: i32) -> Result<()> {
+    sluice_testbed::run("renice", &["-n", &nice.to_string(), "-p", &id.to_string()])
+}
+
+/// CPU ticks of every thread on the machine, by thread id, with its name (what else ran).
+fn all_thread_ticks() -> BTreeMap<u32, (String, u64)> {
+    let mut out = BTreeMap::new();
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for p in procs.flatten() {
+        if !p
+            .file_name()
+            .to_str()
+            .is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()))
+        {
+            continue;
+        }
+        let Ok(tasks) = std::fs::read_dir(p.path().join("task")) else {
+            continue;
+        };
+        for t in tasks.flatten() {
+            let Some(tid) = t.file_name().to_str().and_then(|n| n.parse().ok()) else {
+                continue;
+            };
+            if let Some(stat) = std::fs::read_to_string(t.path().join("stat"))
+                .ok()
+                .as_deref()
+                .and_then(task_stat)
+            {
+                out.insert(tid, stat);
+            }
+        }
+    }
+    out
+}
+
+/// The `n` threads that used the most CPU between two [`all_thread_ticks`] snapshots:
+/// `(name, tid, ticks)`, most first.
+pub fn top_threads(
+    before: &BTreeMap<u32, (String, u64)>,
+    after: &BTreeMap<u32, (String, u64)>,
+    n: usize,
+) -> Vec<(String, u32, u64)> {
+    let mut v: Vec<(String, u32, u64)> = after
+        .iter()
+        .map(|(tid, (name, t))| {
+            (
+                name.clone(),
+                *tid,
+                t.saturating_sub(before.get(tid).map_or(0, |b| b.1)),
+            )
+        })
+        .filter(|r| r.2 > 0)
+        .collect();
+    v.sort_by(|a, b| b.2.cmp(&a.2).then(a.1.cmp(&b.1)));
+    v.truncate(n);
+    v
+}
+
+/// The nice value of an autogroup, from `/proc/PID/autogroup` (`/autogroup-25 nice 0`).
+pub fn autogroup_nice(text: &str) -> Option<i32> {
+    let mut it = text.split_whitespace();
+    it.find(|w| *w == "nice")?;
+    it.next()?.parse().ok()
+}
+
+/// Sets this session's autogroup nice value and restores the old one when dropped.
+struct AutogroupNice {
+    old: i32,
+}
+
+impl AutogroupNice {
+    const PATH: &str = "/proc/self/autogroup";
+
+    /// `None` where the kernel has no autogroups (nothing to do).
+    fn set(nice: i32) -> Result<Option<Self>> {
+        let Ok(text) = std::fs::read_to_string(Self::PATH) else {
+            return Ok(None);
+        };
+        let old = autogroup_nice(&text).with_context(|| format!("{}: {text:?}", Self::PATH))?;
+        std::fs::write(Self::PATH, nice.to_string())
+            .with_context(|| format!("writing {}", Self::PATH))?;
+        Ok(Some(Self { old }))
+    }
+}
+
+impl Drop for AutogroupNice {
+    fn drop(&mut self) {
+        if let Err(e) = std::fs::write(Self::PATH, self.old.to_string()) {
+            eprintln!(
+                "rst-rate: restoring the autogroup nice value {}: {e}",
+                self.old
+            );
+        }
+    }
+}
+
+/// Sets `rps_cpus` of px0's RX queue 0 in the proxy namespace (`ip netns exec` mounts that
+/// namespace's /sys); `mask` 0 turns RPS off.
+fn set_rps(proxy_ns: &str, mask: u64) -> Result<()> {
+    let cmd = format!("echo {mask:x} > /sys/class/net/{PROXY_IF}/queues/rx-0/rps_cpus");
+    in_ns(proxy_ns, "sh", &["-c", &cmd])
+        .map(drop)
+        .context("setting RPS on px0 rx-0")
+}
+
+/// The thread ids of process `pid`.
+fn threads_of(pid: u32) -> Vec<u32> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| e.file_name().to_str()?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// CPU ticks of every thread of process `pid`, by thread name (same-named threads summed).
 fn thread_ticks(pid: u32) -> BTreeMap<String, u64> {
     let mut out = BTreeMap::new();
-    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return out };
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return out;
+    };
     for entry in dir.flatten() {
-        if let Some((comm, ticks)) =
-            std::fs::read_to_string(entry.path().join("stat")).ok().as_deref().and_then(task_stat)
+        if let Some((comm, ticks)) = std::fs::read_to_string(entry.path().join("stat"))
+            .ok()
+            .as_deref()
+            .and_then(task_stat)
         {
             *out.entry(comm).or_insert(0) += ticks;
         }
@@ -269,6 +443,8 @@ pub struct QueueSample {
     /// Sum of every `dropped_*` counter.
     pub dropped: u64,
     pub dropped_tx_full: u64,
+    /// Worker loop iterations that slept in poll (found no work).
+    pub idle_sleeps: u64,
 }
 
 /// What this benchmark reads from sluice's `/stats.json`.
@@ -283,11 +459,15 @@ pub struct SluiceSample {
 /// Reads the counters of a `/stats.json` document (`xdp.counters`, `queues[]`).
 pub fn sluice_sample(v: &Value) -> Result<SluiceSample> {
     let counters = &v["xdp"]["counters"];
-    let queues = v["queues"].as_array().context("stats.json: no queues array")?;
+    let queues = v["queues"]
+        .as_array()
+        .context("stats.json: no queues array")?;
     let u = |q: &Value, k: &str| q[k].as_u64().unwrap_or(0);
     Ok(SluiceSample {
         mode: v["xdp"]["mode"].as_str().unwrap_or("?").to_owned(),
-        redirected: counters["redirected"].as_u64().context("stats.json: no xdp.counters.redirected")?,
+        redirected: counters["redirected"]
+            .as_u64()
+            .context("stats.json: no xdp.counters.redirected")?,
         redirect_failed: u(counters, "redirect_failed"),
         queues: queues
             .iter()
@@ -297,9 +477,15 @@ pub fn sluice_sample(v: &Value) -> Result<SluiceSample> {
                 rst_sent: u(q, "rst_sent"),
                 dropped: q
                     .as_object()
-                    .map(|o| o.iter().filter(|(k, _)| k.starts_with("dropped_")).filter_map(|(_, v)| v.as_u64()).sum())
+                    .map(|o| {
+                        o.iter()
+                            .filter(|(k, _)| k.starts_with("dropped_"))
+                            .filter_map(|(_, v)| v.as_u64())
+                            .sum()
+                    })
                     .unwrap_or(0),
                 dropped_tx_full: u(q, "dropped_tx_full"),
+                idle_sleeps: u(q, "idle_sleeps"),
             })
             .collect(),
     })
@@ -307,10 +493,20 @@ pub fn sluice_sample(v: &Value) -> Result<SluiceSample> {
 
 /// The body of an HTTP/1.x response, which must have status 200.
 pub fn http_body(response: &[u8]) -> Result<&[u8]> {
-    let at = response.windows(4).position(|w| w == b"\r\n\r\n").context("HTTP response without a header end")?;
+    let at = response
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .context("HTTP response without a header end")?;
     let status = String::from_utf8_lossy(&response[..at]);
-    let code = status.lines().next().and_then(|l| l.split_whitespace().nth(1));
-    ensure!(code == Some("200"), "HTTP status line {:?}", status.lines().next().unwrap_or(""));
+    let code = status
+        .lines()
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1));
+    ensure!(
+        code == Some("200"),
+        "HTTP status line {:?}",
+        status.lines().next().unwrap_or("")
+    );
     Ok(&response[at + 4..])
 }
 
@@ -332,7 +528,10 @@ fn ns_net(ns: &str) -> Result<(String, String)> {
 /// `GET /stats.json` from sluice's admin endpoint inside the proxy namespace.
 fn get_stats(proxy_ns: &str) -> Result<Value> {
     let response = in_netns(proxy_ns, || -> std::io::Result<Vec<u8>> {
-        let mut s = TcpStream::connect_timeout(&ADMIN.parse().expect("a socket address"), Duration::from_secs(2))?;
+        let mut s = TcpStream::connect_timeout(
+            &ADMIN.parse().expect("a socket address"),
+            Duration::from_secs(2),
+        )?;
         s.set_read_timeout(Some(Duration::from_secs(2)))?;
         s.write_all(b"GET /stats.json HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")?;
         let mut buf = Vec::new();
@@ -346,7 +545,10 @@ fn get_stats(proxy_ns: &str) -> Result<Value> {
 fn mac_of(ns: &str, dev: &str) -> Result<Address> {
     let out = in_ns(ns, "ip", &["-j", "link", "show", "dev", dev])?;
     let v: Value = serde_json::from_slice(&out.stdout).context("ip -j link")?;
-    v[0]["address"].as_str().and_then(parse_mac).with_context(|| format!("no MAC address for {dev} in {ns}"))
+    v[0]["address"]
+        .as_str()
+        .and_then(parse_mac)
+        .with_context(|| format!("no MAC address for {dev} in {ns}"))
 }
 
 fn loadavg() -> String {
@@ -377,61 +579,97 @@ struct Generator {
 }
 
 impl Generator {
-    fn spawn(client_ns: &str, template: SynTemplate, cpu: Option<usize>, batch: u32) -> Result<Self> {
+    fn spawn(
+        client_ns: &str,
+        template: SynTemplate,
+        cpu: Option<usize>,
+        batch: u32,
+    ) -> Result<Self> {
         let stop = Arc::new(AtomicBool::new(false));
         let sent = Arc::new(AtomicU64::new(0));
         let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<u32>>();
         let ns = client_ns.to_owned();
         let (stop_t, sent_t) = (Arc::clone(&stop), Arc::clone(&sent));
-        let handle = std::thread::Builder::new().name("rb-generator".into()).spawn(move || -> Result<GenReport> {
-            let setup = || -> Result<(Socket, u32)> {
-                if let Some(cpu) = cpu {
-                    ensure!(core_affinity::set_for_current(core_affinity::CoreId { id: cpu }), "pinning to CPU {cpu}");
-                }
-                sluice_xsk::enter_named_netns(&ns).with_context(|| format!("entering {ns}"))?;
-                let cfg = XskConfig {
-                    frame_size: 2048,
-                    frame_count: 4096,
-                    headroom: 0,
-                    fill_size: 64,
-                    comp_size: 4096,
-                    rx_size: 64,
-                    tx_size: 2048,
-                    tx_reserve: 4096,
-                    mode: BindMode::Copy,
+        let handle = std::thread::Builder::new()
+            .name("rb-generator".into())
+            .spawn(move || -> Result<GenReport> {
+                let setup = || -> Result<(Socket, u32)> {
+                    if let Some(cpu) = cpu {
+                        ensure!(
+                            core_affinity::set_for_current(core_affinity::CoreId { id: cpu }),
+                            "pinning to CPU {cpu}"
+                        );
+                    }
+                    sluice_xsk::enter_named_netns(&ns).with_context(|| format!("entering {ns}"))?;
+                    let cfg = XskConfig {
+                        frame_size: 2048,
+                        frame_count: 4096,
+                        headroom: 0,
+                        fill_size: 64,
+                        comp_size: 4096,
+                        rx_size: 64,
+                        tx_size: 2048,
+                        tx_reserve: 4096,
+                        mode: BindMode::Copy,
+                    };
+                    // The previous run's socket on this queue is released asynchronously after close:
+                    // EBUSY for a moment.
+                    let deadline = Instant::now() + Duration::from_secs(5);
+                    let sock = loop {
+                        match Socket::new(CLIENT_IF, 0, &cfg) {
+                            Ok((sock, _)) => break sock,
+                            Err(sluice_xsk::XskError::Bind { source, .. })
+                                if source.kind() == std::io::ErrorKind::ResourceBusy
+                                    && Instant::now() < deadline =>
+                            {
+                                std::thread::sleep(Duration::from_millis(100))
+                            }
+                            Err(e) => return Err(e).context("AF_XDP socket on cli0 queue 0"),
+                        }
+                    };
+                    let tid = std::fs::read_link("/proc/thread-self")
+                        .ok()
+                        .and_then(|p| p.file_name()?.to_str()?.parse().ok())
+                        .context("reading /proc/thread-self")?;
+                    Ok((sock, tid))
                 };
-                let (sock, _) = Socket::new(CLIENT_IF, 0, &cfg).context("AF_XDP socket on cli0 queue 0")?;
-                let tid = std::fs::read_link("/proc/thread-self")
-                    .ok()
-                    .and_then(|p| p.file_name()?.to_str()?.parse().ok())
-                    .context("reading /proc/thread-self")?;
-                Ok((sock, tid))
-            };
-            let mut sock = match setup() {
-                Ok((sock, tid)) => {
-                    let _ = ready_tx.send(Ok(tid));
-                    sock
+                let mut sock = match setup() {
+                    Ok((sock, tid)) => {
+                        let _ = ready_tx.send(Ok(tid));
+                        sock
+                    }
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(anyhow::anyhow!("{e:#}")));
+                        return Err(e);
+                    }
+                };
+                let mut i = 0u64;
+                while !stop_t.load(Ordering::Relaxed) {
+                    sock.reap_completions();
+                    for _ in 0..batch {
+                        let Some(mut frame) = sock.tx_frame() else {
+                            break;
+                        };
+                        let len = template
+                            .emit(frame.buf_mut(), i)
+                            .map_err(|e| anyhow::anyhow!("emit SYN: {e:?}"))?;
+                        frame.submit(len).context("submit")?;
+                        i += 1;
+                    }
+                    sock.flush_tx().context("TX wakeup")?;
+                    sent_t.store(sock.stats().tx_frames, Ordering::Relaxed);
                 }
-                Err(e) => {
-                    let _ = ready_tx.send(Err(anyhow::anyhow!("{e:#}")));
-                    return Err(e);
-                }
-            };
-            let mut i = 0u64;
-            while !stop_t.load(Ordering::Relaxed) {
-                sock.reap_completions();
-                for _ in 0..batch {
-                    let Some(mut frame) = sock.tx_frame() else { break };
-                    let len = template.emit(frame.buf_mut(), i).map_err(|e| anyhow::anyhow!("emit SYN: {e:?}"))?;
-                    frame.submit(len).context("submit")?;
-                    i += 1;
-                }
-                sock.flush_tx().context("TX wakeup")?;
-                sent_t.store(sock.stats().tx_frames, Ordering::Relaxed);
-            }
-            Ok(GenReport { stats: sock.stats(), kernel: sock.kernel_stats().ok() })
-        })?;
-        let mut g = Generator { stop, sent, tid: 0, handle: Some(handle) };
+                Ok(GenReport {
+                    stats: sock.stats(),
+                    kernel: sock.kernel_stats().ok(),
+                })
+            })?;
+        let mut g = Generator {
+            stop,
+            sent,
+            tid: 0,
+            handle: Some(handle),
+        };
         match ready_rx.recv_timeout(Duration::from_secs(10)) {
             Ok(Ok(tid)) => g.tid = tid,
             Ok(Err(e)) => return Err(e.context("starting the generator")),
@@ -455,7 +693,9 @@ impl Generator {
     fn finish(mut self) -> Result<GenReport> {
         self.stop.store(true, Ordering::Relaxed);
         let handle = self.handle.take().context("generator already joined")?;
-        handle.join().map_err(|_| anyhow::anyhow!("the generator panicked"))?
+        handle
+            .join()
+            .map_err(|_| anyhow::anyhow!("the generator panicked"))?
     }
 
     fn is_running(&self) -> bool {
@@ -486,6 +726,7 @@ struct Sample {
     proxy_outrsts: u64,
     px0: DevCounters,
     machine: CpuTimes,
+    threads: BTreeMap<u32, (String, u64)>,
     sluice: Option<(SluiceSample, BTreeMap<String, u64>)>,
 }
 
@@ -501,15 +742,19 @@ impl Ctx<'_> {
     fn sample(&self, generator: &Generator, sluice_pid: Option<u32>) -> Result<Sample> {
         let at = Instant::now();
         let gen_sent = generator.sent();
-        let machine = proc_stat_cpu(&std::fs::read_to_string("/proc/stat")?).context("parsing /proc/stat")?;
+        let machine =
+            proc_stat_cpu(&std::fs::read_to_string("/proc/stat")?).context("parsing /proc/stat")?;
         let gen_ticks = generator.cpu_ticks();
+        let threads = all_thread_ticks();
         let sluice = match sluice_pid {
             Some(pid) => Some((sluice_sample(&get_stats(&self.proxy)?)?, thread_ticks(pid))),
             None => None,
         };
         let (csnmp, cdev) = ns_net(&self.client)?;
         let (psnmp, pdev) = ns_net(&self.proxy)?;
-        let snmp = |text: &str, name: &str| snmp_value(text, "Tcp", name).with_context(|| format!("no Tcp: {name}"));
+        let snmp = |text: &str, name: &str| {
+            snmp_value(text, "Tcp", name).with_context(|| format!("no Tcp: {name}"))
+        };
         Ok(Sample {
             at,
             gen_sent,
@@ -520,6 +765,7 @@ impl Ctx<'_> {
             proxy_outrsts: snmp(&psnmp, "OutRsts")?,
             px0: net_dev(&pdev, PROXY_IF).context("no px0 in /proc/net/dev")?,
             machine,
+            threads,
             sluice,
         })
     }
@@ -537,17 +783,25 @@ impl Ctx<'_> {
     /// One run: generator on, warm-up, window, generator off.
     fn measure(&self, label: &'static str, sluice: Option<&mut NsProcess>) -> Result<Measurement> {
         let pid = sluice.as_ref().map(|p| p.pid());
-        let generator = Generator::spawn(&self.client, self.template, self.gen_cpu(), self.args.batch)?;
+        let generator =
+            Generator::spawn(&self.client, self.template, self.gen_cpu(), self.args.batch)?;
+        if let Some(nice) = self.args.nice {
+            renice(generator.tid, nice)?;
+        }
         self.sleep(Duration::from_secs_f64(self.args.warmup))?;
-        ensure!(generator.is_running(), "the generator stopped during warm-up: {:?}", generator.finish());
+        ensure!(
+            generator.is_running(),
+            "the generator stopped during warm-up: {:?}",
+            generator.finish()
+        );
         let s0 = self.sample(&generator, pid)?;
         self.sleep(Duration::from_secs(self.args.seconds))?;
         let s1 = self.sample(&generator, pid)?;
         let report = generator.finish()?;
-        if let Some(p) = sluice {
-            if let Some(status) = p.try_wait()? {
-                bail!("sluice exited ({status}) during the run:\n{}", p.log());
-            }
+        if let Some(p) = sluice
+            && let Some(status) = p.try_wait()?
+        {
+            bail!("sluice exited ({status}) during the run:\n{}", p.log());
         }
         Ok(Measurement::new(label, &s0, &s1, report))
     }
@@ -578,6 +832,9 @@ struct Measurement {
     sluice: Option<SluiceDelta>,
     cpu: CpuTimes,
     gen_cpu_s: f64,
+    /// The threads that used the most CPU in the window (name, tid, seconds): on a shared
+    /// machine, what the measured threads competed with.
+    top: Vec<(String, u32, f64)>,
     report: GenReport,
 }
 
@@ -609,11 +866,17 @@ impl Measurement {
                         rst_sent: b.rst_sent.saturating_sub(a.rst_sent),
                         dropped: b.dropped.saturating_sub(a.dropped),
                         dropped_tx_full: b.dropped_tx_full.saturating_sub(a.dropped_tx_full),
+                        idle_sleeps: b.idle_sleeps.saturating_sub(a.idle_sleeps),
                     })
                     .collect(),
                 threads: tb
                     .iter()
-                    .map(|(name, t)| (name.clone(), t.saturating_sub(*ta.get(name).unwrap_or(&0)) as f64 / USER_HZ))
+                    .map(|(name, t)| {
+                        (
+                            name.clone(),
+                            t.saturating_sub(*ta.get(name).unwrap_or(&0)) as f64 / USER_HZ,
+                        )
+                    })
                     .collect(),
             }),
             _ => None,
@@ -638,6 +901,10 @@ impl Measurement {
             sluice,
             cpu: s1.machine.delta(&s0.machine),
             gen_cpu_s: s1.gen_ticks.saturating_sub(s0.gen_ticks) as f64 / USER_HZ,
+            top: top_threads(&s0.threads, &s1.threads, 8)
+                .into_iter()
+                .map(|(name, tid, t)| (name, tid, t as f64 / USER_HZ))
+                .collect(),
             report,
         }
     }
@@ -649,7 +916,11 @@ impl Measurement {
     /// CPU-seconds per million answered frames.
     fn per_million(&self, cpu_s: f64) -> f64 {
         let answered = self.answered * self.secs;
-        if answered > 0.0 { cpu_s / answered * 1e6 } else { f64::NAN }
+        if answered > 0.0 {
+            cpu_s / answered * 1e6
+        } else {
+            f64::NAN
+        }
     }
 
     fn sluice_cpu_s(&self) -> Option<f64> {
@@ -687,15 +958,20 @@ impl Measurement {
             for (q, d) in s.queues.iter().enumerate() {
                 let _ = writeln!(
                     o,
-                    "  sluice q{q}: rx {} /s, rst_sent {} /s, tx {} /s, dropped {} /s (of which tx_full {} /s)",
+                    "  sluice q{q}: rx {} /s, rst_sent {} /s, tx {} /s, dropped {} /s (of which tx_full {} /s), idle sleeps {} /s",
                     fmt_rate(d.rx_frames as f64 / secs),
                     fmt_rate(d.rst_sent as f64 / secs),
                     fmt_rate(d.tx_frames as f64 / secs),
                     fmt_rate(d.dropped as f64 / secs),
                     fmt_rate(d.dropped_tx_full as f64 / secs),
+                    fmt_rate(d.idle_sleeps as f64 / secs),
                 );
             }
-            let threads: Vec<String> = s.threads.iter().map(|(n, t)| format!("{n} {t:.2}")).collect();
+            let threads: Vec<String> = s
+                .threads
+                .iter()
+                .map(|(n, t)| format!("{n} {t:.2}"))
+                .collect();
             let _ = writeln!(o, "  sluice CPU s by thread: {}", threads.join(", "));
         }
         let _ = writeln!(
@@ -717,6 +993,12 @@ impl Measurement {
             c.irq as f64 / USER_HZ,
             (c.idle + c.iowait) as f64 / USER_HZ
         );
+        let top: Vec<String> = self
+            .top
+            .iter()
+            .map(|(n, tid, t)| format!("{n}[{tid}] {t:.2}"))
+            .collect();
+        let _ = writeln!(o, "  top threads, CPU s: {}", top.join(", "));
         let st = &self.report.stats;
         let _ = writeln!(
             o,
@@ -744,7 +1026,7 @@ fn fmt_rate(v: f64) -> String {
     let s = n.to_string();
     let mut out = String::new();
     for (i, ch) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(ch);
@@ -753,26 +1035,33 @@ fn fmt_rate(v: f64) -> String {
 }
 
 fn ratio(a: f64, b: f64) -> String {
-    if b > 0.0 && a.is_finite() { format!("{:.2}", a / b) } else { "-".into() }
+    if b > 0.0 && a.is_finite() {
+        format!("{:.2}", a / b)
+    } else {
+        "-".into()
+    }
 }
 
 fn table(runs: &[Measurement]) -> String {
     let mut o = String::new();
     let _ = writeln!(
         o,
-        "{:<8} {:>12} {:>12} {:>7} {:>12} {:>13} {:>13} {:>13}",
+        "{:<10} {:>12} {:>12} {:>7} {:>12} {:>13} {:>13} {:>13}",
         "run", "sent/s", "answered/s", "ratio", "back@cli/s", "machine", "answerer", "generator"
     );
     let _ = writeln!(
         o,
-        "{:<8} {:>12} {:>12} {:>7} {:>12} {:>13} {:>13} {:>13}",
+        "{:<10} {:>12} {:>12} {:>7} {:>12} {:>13} {:>13} {:>13}",
         "", "", "", "", "", "CPU-s/M ans", "CPU-s/M ans", "CPU-s/M ans"
     );
     for m in runs {
-        let answerer = m.sluice_cpu_s().map(|s| format!("{:.2}", m.per_million(s))).unwrap_or_else(|| "(softirq)".into());
+        let answerer = m
+            .sluice_cpu_s()
+            .map(|s| format!("{:.2}", m.per_million(s)))
+            .unwrap_or_else(|| "(softirq)".into());
         let _ = writeln!(
             o,
-            "{:<8} {:>12} {:>12} {:>7} {:>12} {:>13.2} {:>13} {:>13.2}",
+            "{:<10} {:>12} {:>12} {:>7} {:>12} {:>13.2} {:>13} {:>13.2}",
             m.label,
             fmt_rate(m.sent),
             fmt_rate(m.answered),
@@ -802,7 +1091,10 @@ fn start_sluice(ctx: &Ctx<'_>, binary: &Path, dir: &Path) -> Result<NsProcess> {
     let mut p = NsProcess::spawn(
         &ctx.proxy,
         binary.to_str().context("sluice path is not UTF-8")?,
-        &["--config", config.to_str().context("temp path is not UTF-8")?],
+        &[
+            "--config",
+            config.to_str().context("temp path is not UTF-8")?,
+        ],
         dir.join("sluice.log"),
     )?;
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -812,20 +1104,41 @@ fn start_sluice(ctx: &Ctx<'_>, binary: &Path, dir: &Path) -> Result<NsProcess> {
         }
         if let Ok(v) = get_stats(&ctx.proxy) {
             let s = sluice_sample(&v)?;
-            ensure!(s.mode == "native", "sluice attached in {} mode, not native:\n{}", s.mode, p.log());
+            ensure!(
+                s.mode == "native",
+                "sluice attached in {} mode, not native:\n{}",
+                s.mode,
+                p.log()
+            );
+            if let Some(nice) = ctx.args.nice {
+                for tid in threads_of(p.pid()) {
+                    renice(tid, nice)?;
+                }
+            }
             return Ok(p);
         }
-        ensure!(Instant::now() < deadline, "sluice not ready after 20 s:\n{}", p.log());
+        ensure!(
+            Instant::now() < deadline,
+            "sluice not ready after 20 s:\n{}",
+            p.log()
+        );
         ctx.sleep(Duration::from_millis(100))?;
     }
 }
 
 fn stop_sluice(ctx: &Ctx<'_>, mut p: NsProcess) -> Result<()> {
     let status = p.signal_and_wait(nix::sys::signal::Signal::SIGTERM, Duration::from_secs(10))?;
-    ensure!(status.success(), "sluice exited with {status} on SIGTERM:\n{}", p.log());
+    ensure!(
+        status.success(),
+        "sluice exited with {status} on SIGTERM:\n{}",
+        p.log()
+    );
     let deadline = Instant::now() + Duration::from_secs(5);
     while xdp_attached(&ctx.proxy, PROXY_IF)? {
-        ensure!(Instant::now() < deadline, "XDP still attached to px0 5 s after sluice exited");
+        ensure!(
+            Instant::now() < deadline,
+            "XDP still attached to px0 5 s after sluice exited"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     Ok(())
@@ -833,15 +1146,26 @@ fn stop_sluice(ctx: &Ctx<'_>, mut p: NsProcess) -> Result<()> {
 
 pub fn run(args: &Args) -> Result<()> {
     sluice_testbed::require_root()?;
-    ensure!(args.seconds > 0 && args.batch > 0 && args.rounds > 0, "--seconds, --batch and --rounds must be > 0");
+    ensure!(
+        args.seconds > 0 && args.batch > 0 && args.rounds > 0,
+        "--seconds, --batch and --rounds must be > 0"
+    );
     let binary = std::fs::canonicalize(&args.sluice).with_context(|| {
-        format!("sluice binary {}: build it with `cargo build --release -p sluice`", args.sluice.display())
+        format!(
+            "sluice binary {}: build it with `cargo build --release -p sluice`",
+            args.sluice.display()
+        )
     })?;
     let interrupted = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(signal, Arc::clone(&interrupted)).context("installing signal handlers")?;
+        signal_hook::flag::register(signal, Arc::clone(&interrupted))
+            .context("installing signal handlers")?;
     }
     let load_before = loadavg();
+    let _autogroup = match args.nice {
+        Some(nice) => AutogroupNice::set(nice)?,
+        None => None,
+    };
     let topology = TopologyGuard::up(PREFIX)?;
     let dir = std::env::temp_dir().join(format!("{PREFIX}{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
@@ -852,23 +1176,50 @@ pub fn run(args: &Args) -> Result<()> {
         src_ip: CLIENT_IP,
         dst: LISTENER,
     };
-    let ctx = Ctx { args, client: t.client(), proxy: t.proxy(), template, interrupted };
+    let ctx = Ctx {
+        args,
+        client: t.client(),
+        proxy: t.proxy(),
+        template,
+        interrupted,
+    };
     let cpus = core_affinity::get_core_ids().map_or(0, |c| c.len());
     println!(
         "rst-rate: SYNs to {LISTENER} from cli0 TX queue 0 (AF_XDP copy mode), generator on CPU {}, {cpus} CPUs, \
-         window {} s after {} s warm-up, {} round(s); sluice {}",
+         window {} s after {} s warm-up, {} round(s), nice {}; sluice {}",
         ctx.gen_cpu().map_or("any".into(), |c| c.to_string()),
         args.seconds,
         args.warmup,
         args.rounds,
+        args.nice.map_or("unchanged".into(), |n| n.to_string()),
         binary.display()
     );
     println!("load average before: {load_before}");
 
+    let baselines: &[Baseline] = if args.no_baseline {
+        &[]
+    } else {
+        &args.baselines
+    };
+    // sluice pins worker q to the q-th CPU it is allowed; RPS sends the kernel's work there.
+    let worker0_cpu = core_affinity::get_core_ids()
+        .and_then(|c| c.first().map(|c| c.id))
+        .unwrap_or(0);
+    ensure!(
+        worker0_cpu < 64,
+        "CPU {worker0_cpu}: RPS masks past 64 CPUs are not supported here"
+    );
     let mut runs = Vec::new();
     for round in 0..args.rounds {
-        if !args.no_baseline {
-            let m = ctx.measure("kernel", None)?;
+        for b in baselines {
+            if *b == Baseline::KernelRps {
+                set_rps(&ctx.proxy, 1 << worker0_cpu)?;
+            }
+            let m = ctx.measure(b.label(), None);
+            if *b == Baseline::KernelRps {
+                set_rps(&ctx.proxy, 0)?;
+            }
+            let m = m?;
             print!("{}", m.details());
             runs.push(m);
         }
@@ -890,18 +1241,24 @@ pub fn run(args: &Args) -> Result<()> {
         let v: Vec<f64> = runs.iter().filter(|m| m.label == label).map(f).collect();
         v.iter().sum::<f64>() / v.len().max(1) as f64
     };
-    if !args.no_baseline {
-        let (sa, ka) = (mean("sluice", &|m| m.answered), mean("kernel", &|m| m.answered));
+    for b in baselines {
+        let k = b.label();
+        let (sa, ka) = (mean("sluice", &|m| m.answered), mean(k, &|m| m.answered));
         let (sc, kc) = (
             mean("sluice", &|m| m.per_million(m.machine_cpu_s())),
-            mean("kernel", &|m| m.per_million(m.machine_cpu_s())),
+            mean(k, &|m| m.per_million(m.machine_cpu_s())),
         );
         println!(
-            "sluice / kernel: answered/s {} ({} vs {}), machine CPU-s per million answered {}",
+            "sluice / {k}: answered/s {} ({} vs {}), machine CPU-s per million answered {}{}",
             ratio(sa, ka),
             fmt_rate(sa),
             fmt_rate(ka),
-            ratio(sc, kc)
+            ratio(sc, kc),
+            if args.rounds > 1 {
+                format!(" (means over {} rounds)", args.rounds)
+            } else {
+                String::new()
+            }
         );
     }
     println!("load average after: {}", loadavg());
@@ -966,7 +1323,8 @@ mod tests {
         assert_eq!(SynTemplate::src_port(1), 1025);
         assert_eq!(SynTemplate::src_port(64_511), 65_535);
         assert_eq!(SynTemplate::src_port(64_512), 1024);
-        let ports: std::collections::HashSet<u16> = (0..64_512).map(SynTemplate::src_port).collect();
+        let ports: std::collections::HashSet<u16> =
+            (0..64_512).map(SynTemplate::src_port).collect();
         assert_eq!(ports.len(), 64_512);
         assert_ne!(SynTemplate::seq(1), SynTemplate::seq(2));
     }
@@ -979,7 +1337,10 @@ mod tests {
 
     #[test]
     fn macs() {
-        assert_eq!(parse_mac("02:0a:ff:00:10:01\n"), Some(Address([2, 0x0a, 0xff, 0, 0x10, 1])));
+        assert_eq!(
+            parse_mac("02:0a:ff:00:10:01\n"),
+            Some(Address([2, 0x0a, 0xff, 0, 0x10, 1]))
+        );
         assert_eq!(parse_mac("02:0a:ff:00:10"), None);
         assert_eq!(parse_mac("02:0a:ff:00:10:01:02"), None);
         assert_eq!(parse_mac("zz:0a:ff:00:10:01"), None);
@@ -1005,7 +1366,10 @@ Udp: 0 0
         assert_eq!(snmp_value(SNMP, "Tcp", "NoSuch"), None);
         assert_eq!(snmp_value(SNMP, "Icmp", "InMsgs"), None);
         // "TcpExt:" is another group, not "Tcp:".
-        assert_eq!(snmp_value("TcpExt: InSegs\nTcpExt: 5\n", "Tcp", "InSegs"), None);
+        assert_eq!(
+            snmp_value("TcpExt: InSegs\nTcpExt: 5\n", "Tcp", "InSegs"),
+            None
+        );
     }
 
     #[test]
@@ -1018,7 +1382,12 @@ Inter-|   Receive                                                |  Transmit
 ";
         assert_eq!(
             net_dev(text, "cli0"),
-            Some(DevCounters { rx_packets: 20_000, rx_dropped: 7, tx_packets: 1_000_000, tx_dropped: 42 })
+            Some(DevCounters {
+                rx_packets: 20_000,
+                rx_dropped: 7,
+                tx_packets: 1_000_000,
+                tx_dropped: 42
+            })
         );
         assert_eq!(net_dev(text, "lo"), Some(DevCounters::default()));
         assert_eq!(net_dev(text, "px0"), None);
@@ -1027,9 +1396,22 @@ Inter-|   Receive                                                |  Transmit
 
     #[test]
     fn proc_stat() {
-        let text = "cpu  100 5 200 1000 10 3 40 0 0 0\ncpu0 50 2 100 500 5 1 20 0 0 0\nintr 1 2 3\n";
+        let text =
+            "cpu  100 5 200 1000 10 3 40 0 0 0\ncpu0 50 2 100 500 5 1 20 0 0 0\nintr 1 2 3\n";
         let c = proc_stat_cpu(text).unwrap();
-        assert_eq!(c, CpuTimes { user: 100, nice: 5, system: 200, idle: 1000, iowait: 10, irq: 3, softirq: 40, steal: 0 });
+        assert_eq!(
+            c,
+            CpuTimes {
+                user: 100,
+                nice: 5,
+                system: 200,
+                idle: 1000,
+                iowait: 10,
+                irq: 3,
+                softirq: 40,
+                steal: 0
+            }
+        );
         assert_eq!(c.busy(), 348);
         assert_eq!(c.total(), 1358);
         let later = CpuTimes { user: 150, ..c };
@@ -1039,7 +1421,8 @@ Inter-|   Receive                                                |  Transmit
 
     #[test]
     fn task_stat_lines() {
-        let line = "4242 (sluice-q0) R 1 4242 4242 0 -1 4194560 100 0 0 0 731 268 0 0 20 0 4 0 123 0 0";
+        let line =
+            "4242 (sluice-q0) R 1 4242 4242 0 -1 4194560 100 0 0 0 731 268 0 0 20 0 4 0 123 0 0";
         assert_eq!(task_stat(line), Some(("sluice-q0".into(), 999)));
         // A name with spaces and a parenthesis.
         let line = "7 (a b) c) S 1 7 7 0 -1 0 0 0 0 0 5 6 0 0 20 0 1 0 1 0 0";
@@ -1055,7 +1438,7 @@ Inter-|   Receive                                                |  Transmit
         let v: Value = serde_json::from_str(
             r#"{"xdp":{"mode":"native","counters":{"redirected":1000,"redirect_failed":2,"pass_arp":1}},
                 "queues":[{"queue":0,"rx_frames":990,"tx_frames":980,"rst_sent":980,"dropped_tx_full":10,
-                           "dropped_checksum":1,"handoff_out":5,"tcp":{"x":1}},
+                           "dropped_checksum":1,"handoff_out":5,"idle_sleeps":4,"tcp":{"x":1}},
                           {"queue":1,"rx_frames":0,"tx_frames":0,"rst_sent":0}]}"#,
         )
         .unwrap();
@@ -1063,10 +1446,57 @@ Inter-|   Receive                                                |  Transmit
         assert_eq!(s.mode, "native");
         assert_eq!((s.redirected, s.redirect_failed), (1000, 2));
         assert_eq!(s.queues.len(), 2);
-        assert_eq!(s.queues[0], QueueSample { rx_frames: 990, tx_frames: 980, rst_sent: 980, dropped: 11, dropped_tx_full: 10 });
+        assert_eq!(
+            s.queues[0],
+            QueueSample {
+                rx_frames: 990,
+                tx_frames: 980,
+                rst_sent: 980,
+                dropped: 11,
+                dropped_tx_full: 10,
+                idle_sleeps: 4
+            }
+        );
         assert_eq!(s.queues[1], QueueSample::default());
         assert!(sluice_sample(&serde_json::json!({"queues": []})).is_err());
-        assert!(sluice_sample(&serde_json::json!({"xdp": {"counters": {"redirected": 1}}})).is_err());
+        assert!(
+            sluice_sample(&serde_json::json!({"xdp": {"counters": {"redirected": 1}}})).is_err()
+        );
+    }
+
+    #[test]
+    fn top_threads_by_delta() {
+        let before: BTreeMap<u32, (String, u64)> = [
+            (1, ("a".into(), 100)),
+            (2, ("b".into(), 5)),
+            (3, ("c".into(), 7)),
+        ]
+        .into_iter()
+        .collect();
+        let after: BTreeMap<u32, (String, u64)> = [
+            (1, ("a".into(), 101)),
+            (2, ("b".into(), 50)),
+            (3, ("c".into(), 7)),
+            (4, ("new".into(), 20)),
+        ]
+        .into_iter()
+        .collect();
+        assert_eq!(
+            top_threads(&before, &after, 8),
+            vec![
+                ("b".into(), 2, 45),
+                ("new".into(), 4, 20),
+                ("a".into(), 1, 1)
+            ]
+        );
+        assert_eq!(top_threads(&before, &after, 1), vec![("b".into(), 2, 45)]);
+    }
+
+    #[test]
+    fn autogroup_lines() {
+        assert_eq!(autogroup_nice("/autogroup-25 nice 0\n"), Some(0));
+        assert_eq!(autogroup_nice("/autogroup-3 nice -10\n"), Some(-10));
+        assert_eq!(autogroup_nice("/autogroup-3\n"), None);
     }
 
     #[test]
