@@ -11,6 +11,7 @@
 //! host order inside the `u64` (see [`endpoint_key`]). The XDP program builds
 //! the same key from a frame's destination address and destination port.
 #![no_std]
+#![forbid(unsafe_code)]
 
 /// Name of the XDP program (the `#[xdp]` function) in the object file.
 pub const PROGRAM_NAME: &str = "sluice_xdp";
