@@ -28,6 +28,26 @@ pub const BACKEND_ADDR: &str = "203.0.113.2";
 #[derive(Debug, Clone)]
 pub struct Topology {
     prefix: String,
+    /// With a `{p}wire` namespace between client and proxy that runs the impairment bridge
+    /// (`impair.py`, a netem substitute: this kernel has no sch_netem).
+    impaired: bool,
+}
+
+/// Impairment of one direction of the wire: percentages, and how long a reordered frame is held.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Impairment {
+    pub loss: f64,
+    pub reorder: f64,
+    pub duplicate: f64,
+    pub hold_ms: f64,
+}
+
+impl Impairment {
+    pub const NONE: Self = Self { loss: 0.0, reorder: 0.0, duplicate: 0.0, hold_ms: 0.0 };
+
+    fn arg(&self) -> String {
+        format!("{},{},{},{}", self.loss, self.reorder, self.duplicate, self.hold_ms)
+    }
 }
 
 impl Topology {
@@ -37,7 +57,16 @@ impl Topology {
     }
 
     pub fn with_prefix(prefix: &str) -> Self {
-        Self { prefix: prefix.to_owned() }
+        Self { prefix: prefix.to_owned(), impaired: false }
+    }
+
+    /// The same topology with the impairment bridge namespace `{p}wire` between `cli0` and `px0`.
+    pub fn impaired(prefix: &str) -> Self {
+        Self { prefix: prefix.to_owned(), impaired: true }
+    }
+
+    pub fn wire(&self) -> String {
+        format!("{}wire", self.prefix)
     }
 
     pub fn client(&self) -> String {
@@ -49,27 +78,41 @@ impl Topology {
     pub fn backend(&self) -> String {
         format!("{}backend", self.prefix)
     }
-    fn namespaces(&self) -> [String; 3] {
-        [self.client(), self.proxy(), self.backend()]
+    fn namespaces(&self) -> [String; 4] {
+        [self.client(), self.proxy(), self.backend(), self.wire()]
     }
 
     /// Creates the topology. Idempotent: whatever a crashed run left of this prefix is removed first.
     pub fn up(&self) -> Result<()> {
         self.down()?;
-        let (client, proxy, backend) = (self.client(), self.proxy(), self.backend());
-        for ns in self.namespaces() {
-            run("ip", &["netns", "add", &ns])?;
-            ip(&ns, &["link", "set", "lo", "up"])?;
+        let (client, proxy, backend, wire) = (self.client(), self.proxy(), self.backend(), self.wire());
+        let namespaces = self.namespaces();
+        for ns in &namespaces[..if self.impaired { 4 } else { 3 }] {
+            run("ip", &["netns", "add", ns])?;
+            ip(ns, &["link", "set", "lo", "up"])?;
         }
-        // Client <-> proxy: two queues each way so that native XDP spreads flows over both.
-        run(
-            "ip",
-            &[
-                "link", "add", "cli0", "netns", &client, "numtxqueues", "2", "numrxqueues", "2", "mtu", "1500",
-                "type", "veth", "peer", "name", "px0", "netns", &proxy, "numtxqueues", "2", "numrxqueues", "2",
-                "mtu", "1500",
-            ],
-        )?;
+        // Client <-> proxy: two queues each way so that native XDP spreads flows over both;
+        // through the bridge namespace when impaired (cli0 <-> w0, w1 <-> px0).
+        let veth = |a: &str, a_ns: &str, b: &str, b_ns: &str| {
+            run(
+                "ip",
+                &[
+                    "link", "add", a, "netns", a_ns, "numtxqueues", "2", "numrxqueues", "2", "mtu", "1500", "type",
+                    "veth", "peer", "name", b, "netns", b_ns, "numtxqueues", "2", "numrxqueues", "2", "mtu", "1500",
+                ],
+            )
+        };
+        if self.impaired {
+            veth("cli0", &client, "w0", &wire)?;
+            veth("w1", &wire, "px0", &proxy)?;
+            in_ns(&wire, "sysctl", &["-qw", "net.ipv6.conf.all.disable_ipv6=1"])?;
+            for dev in ["w0", "w1"] {
+                ip(&wire, &["link", "set", dev, "up"])?;
+                in_ns(&wire, "ethtool", &["-K", dev, "tx", "off", "tso", "off", "gso", "off", "gro", "off"])?;
+            }
+        } else {
+            veth("cli0", &client, "px0", &proxy)?;
+        }
         // Proxy <-> backend.
         run(
             "ip",
@@ -118,8 +161,11 @@ pub struct TopologyGuard {
 
 impl TopologyGuard {
     pub fn up(prefix: &str) -> Result<Self> {
+        Self::up_topology(Topology::with_prefix(prefix))
+    }
+
+    pub fn up_topology(topology: Topology) -> Result<Self> {
         require_root()?;
-        let topology = Topology::with_prefix(prefix);
         // Take it down again if `up` itself fails half-way.
         let guard = Self { topology };
         guard.topology.up().context("creating the test topology")?;
@@ -304,4 +350,23 @@ pub fn xdp_attached(ns: &str, dev: &str) -> Result<bool> {
     let out = in_ns(ns, "ip", &["-d", "link", "show", "dev", dev])?;
     let text = String::from_utf8_lossy(&out.stdout);
     Ok(text.contains("prog/xdp") || text.contains("xdpgeneric") || text.contains(" xdp "))
+}
+
+/// Starts the impairment bridge in `{p}wire` between `w0` (client side) and `w1` (proxy side).
+/// `client_egress` impairs frames from the client, `proxy_egress` frames from the proxy.
+/// Stopping it (drop) prints its counters into its log.
+pub fn start_impairment(
+    topology: &Topology,
+    seed: u64,
+    client_egress: Impairment,
+    proxy_egress: Impairment,
+    log: std::path::PathBuf,
+) -> Result<NsProcess> {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/impair.py");
+    NsProcess::spawn(
+        &topology.wire(),
+        "python3",
+        &[script, "w0", "w1", &seed.to_string(), &client_egress.arg(), &proxy_egress.arg()],
+        log,
+    )
 }

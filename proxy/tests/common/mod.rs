@@ -7,13 +7,14 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use sluice_testbed::{NsProcess, TopologyGuard};
+use sluice_testbed::{Impairment, NsProcess, Topology, TopologyGuard};
 
 pub const ADMIN: &str = "http://127.0.0.1:9090/stats.json";
 
 pub struct Sluice {
-    // Field order is drop order: stop sluice before removing its namespaces.
+    // Field order is drop order: stop sluice and the bridge before removing their namespaces.
     pub process: NsProcess,
+    pub bridge: Option<NsProcess>,
     pub topology: TopologyGuard,
     pub dir: PathBuf,
 }
@@ -22,7 +23,26 @@ impl Sluice {
     /// Brings up topology `prefix` and starts sluice in its proxy namespace with `config`
     /// (TOML text); waits until the admin endpoint answers.
     pub fn start(prefix: &str, config: &str) -> Result<Self> {
-        let topology = TopologyGuard::up(prefix)?;
+        Self::start_in(TopologyGuard::up(prefix)?, None, config)
+    }
+
+    /// The same, with the impairment bridge (seeded) between client and proxy.
+    pub fn start_impaired(
+        prefix: &str,
+        config: &str,
+        seed: u64,
+        client_egress: Impairment,
+        proxy_egress: Impairment,
+    ) -> Result<Self> {
+        let topology = TopologyGuard::up_topology(Topology::impaired(prefix))?;
+        let log = std::env::temp_dir().join(format!("{prefix}bridge-{}.log", std::process::id()));
+        let bridge =
+            sluice_testbed::start_impairment(&topology.topology, seed, client_egress, proxy_egress, log)?;
+        Self::start_in(topology, Some(bridge), config)
+    }
+
+    fn start_in(topology: TopologyGuard, bridge: Option<NsProcess>, config: &str) -> Result<Self> {
+        let prefix = topology.topology.client().trim_end_matches("client").to_owned();
         let dir = std::env::temp_dir().join(format!("{prefix}{}", std::process::id()));
         std::fs::create_dir_all(&dir)?;
         let config_path = dir.join("sluice.toml");
@@ -33,7 +53,7 @@ impl Sluice {
             &["--config", config_path.to_str().context("path")?],
             dir.join("sluice.log"),
         )?;
-        let mut s = Self { process, topology, dir };
+        let mut s = Self { process, bridge, topology, dir };
         s.wait_ready()?;
         Ok(s)
     }
