@@ -832,6 +832,9 @@ struct Measurement {
     sluice: Option<SluiceDelta>,
     cpu: CpuTimes,
     gen_cpu_s: f64,
+    /// CPU of the kernel's softirq threads (where softirq work goes when it is deferred, e.g.
+    /// RPS'd receive processing).
+    ksoftirqd_s: f64,
     /// The threads that used the most CPU in the window (name, tid, seconds): on a shared
     /// machine, what the measured threads competed with.
     top: Vec<(String, u32, f64)>,
@@ -901,6 +904,11 @@ impl Measurement {
             sluice,
             cpu: s1.machine.delta(&s0.machine),
             gen_cpu_s: s1.gen_ticks.saturating_sub(s0.gen_ticks) as f64 / USER_HZ,
+            ksoftirqd_s: top_threads(&s0.threads, &s1.threads, usize::MAX)
+                .iter()
+                .filter(|(name, _, _)| name.starts_with("ksoftirqd/"))
+                .map(|(_, _, t)| *t as f64 / USER_HZ)
+                .sum(),
             top: top_threads(&s0.threads, &s1.threads, 8)
                 .into_iter()
                 .map(|(name, tid, t)| (name, tid, t as f64 / USER_HZ))
@@ -925,6 +933,12 @@ impl Measurement {
 
     fn sluice_cpu_s(&self) -> Option<f64> {
         self.sluice.as_ref().map(|s| s.threads.values().sum())
+    }
+
+    /// CPU of the threads doing this run's work: the generator (whose `sendto` also runs the
+    /// receive softirqs it raises), sluice's threads, and ksoftirqd.
+    fn own_threads_cpu_s(&self) -> f64 {
+        self.gen_cpu_s + self.sluice_cpu_s().unwrap_or(0.0) + self.ksoftirqd_s
     }
 
     fn details(&self) -> String {
@@ -1044,32 +1058,39 @@ fn ratio(a: f64, b: f64) -> String {
 
 fn table(runs: &[Measurement]) -> String {
     let mut o = String::new();
+    let _ = writeln!(o, "{:58}| CPU-s per million answered frames", "");
     let _ = writeln!(
         o,
-        "{:<10} {:>12} {:>12} {:>7} {:>12} {:>13} {:>13} {:>13}",
-        "run", "sent/s", "answered/s", "ratio", "back@cli/s", "machine", "answerer", "generator"
-    );
-    let _ = writeln!(
-        o,
-        "{:<10} {:>12} {:>12} {:>7} {:>12} {:>13} {:>13} {:>13}",
-        "", "", "", "", "", "CPU-s/M ans", "CPU-s/M ans", "CPU-s/M ans"
+        "{:<10} {:>12} {:>12} {:>7} {:>12} | {:>8} {:>8} {:>8} {:>8} {:>8}",
+        "run",
+        "sent/s",
+        "answered/s",
+        "ratio",
+        "back@cli/s",
+        "machine",
+        "threads",
+        "gen",
+        "sluice",
+        "ksoftirq"
     );
     for m in runs {
-        let answerer = m
+        let sluice = m
             .sluice_cpu_s()
             .map(|s| format!("{:.2}", m.per_million(s)))
-            .unwrap_or_else(|| "(softirq)".into());
+            .unwrap_or_else(|| "-".into());
         let _ = writeln!(
             o,
-            "{:<10} {:>12} {:>12} {:>7} {:>12} {:>13.2} {:>13} {:>13.2}",
+            "{:<10} {:>12} {:>12} {:>7} {:>12} | {:>8.2} {:>8.2} {:>8.2} {:>8} {:>8.2}",
             m.label,
             fmt_rate(m.sent),
             fmt_rate(m.answered),
             ratio(m.answered, m.sent),
             fmt_rate(m.back),
             m.per_million(m.machine_cpu_s()),
-            answerer,
+            m.per_million(m.own_threads_cpu_s()),
             m.per_million(m.gen_cpu_s),
+            sluice,
+            m.per_million(m.ksoftirqd_s),
         );
     }
     o
@@ -1248,12 +1269,17 @@ pub fn run(args: &Args) -> Result<()> {
             mean("sluice", &|m| m.per_million(m.machine_cpu_s())),
             mean(k, &|m| m.per_million(m.machine_cpu_s())),
         );
+        let (st, kt) = (
+            mean("sluice", &|m| m.per_million(m.own_threads_cpu_s())),
+            mean(k, &|m| m.per_million(m.own_threads_cpu_s())),
+        );
         println!(
-            "sluice / {k}: answered/s {} ({} vs {}), machine CPU-s per million answered {}{}",
+            "sluice / {k}: answered/s {} ({} vs {}); CPU-s per million answered: machine {}, threads {}{}",
             ratio(sa, ka),
             fmt_rate(sa),
             fmt_rate(ka),
             ratio(sc, kc),
+            ratio(st, kt),
             if args.rounds > 1 {
                 format!(" (means over {} rounds)", args.rounds)
             } else {
@@ -1263,10 +1289,12 @@ pub fn run(args: &Args) -> Result<()> {
     }
     println!("load average after: {}", loadavg());
     println!(
-        "(columns: sent/s = generator frames put on cli0's TX ring; answered/s = RSTs sent by sluice queue 0 \
-         or the proxy kernel (Tcp OutRsts); back@cli/s = Tcp InSegs in the client namespace; CPU-s/M ans = \
-         CPU-seconds per million answered frames: the whole machine (/proc/stat, includes the generator and \
-         anything else running), sluice's threads, the generator thread)"
+        "(sent/s: frames the generator put on cli0's TX ring; answered/s: RSTs sent by sluice queue 0, or by \
+         the proxy kernel (Tcp OutRsts); back@cli/s: Tcp InSegs in the client namespace. CPU-seconds per \
+         million answered frames: machine = /proc/stat busy time, includes anything else running; threads = \
+         gen + sluice + ksoftirq; gen = the generator thread, whose sendto also runs the receive softirqs it \
+         raises (in the kernel runs without RPS, the proxy kernel's whole answer); sluice = all sluice \
+         threads; ksoftirq = the ksoftirqd threads (deferred softirq work, e.g. RPS'd receive processing))"
     );
     Ok(())
 }
