@@ -11,8 +11,10 @@
 //!   the client kernel (which counts them in `Tcp: InSegs` and, having no socket, stays silent).
 //!   AF_XDP rather than AF_PACKET: its TX ring takes a batch per `sendto` (32 frames in copy
 //!   mode) instead of one syscall per frame, and it is the socket type sluice itself uses.
-//! - Baseline (`kernel`): no sluice; 198.51.100.2:443 is a closed port of the proxy namespace's
-//!   kernel, which answers each SYN with its own RST (`Tcp: OutRsts`).
+//! - Baselines: no sluice; 198.51.100.2:443 is a closed port of the proxy namespace's kernel,
+//!   which answers each SYN with its own RST (`Tcp: OutRsts`). `kernel`: veth delivers in the
+//!   sender's softirq, so the generator's CPU does the kernel's whole answer. `kernel+rps`: RPS
+//!   on px0 rx-0 moves the receive work to the CPU sluice's worker 0 is pinned to.
 //! - `sluice`: sluice runs in the proxy namespace (XDP native mode) with a `refuse = true`
 //!   listener on 198.51.100.2:443; its worker on queue 0 answers.
 //!
@@ -20,7 +22,9 @@
 //! sent count (so a generator bottleneck shows), veth counters, `/stats.json` of sluice (XDP
 //! `redirected`, per-queue `rx_frames`/`rst_sent`/drops), the SNMP counters of both kernels, and
 //! CPU time (`/proc/stat` for the machine, `/proc/PID/task/*/stat` for sluice's threads and the
-//! generator thread). It prints figures and ratios; it asserts nothing about time.
+//! generator thread, ksoftirqd, and the top CPU users of the window: on a shared machine, what
+//! the run competed with). It prints figures and ratios; it asserts nothing about time.
+//! `--nice -10` renices the measured threads and this session's autogroup for the run.
 //!
 //! What it is not: a load test of TCP or TLS (no connection is ever established), or a
 //! measurement of a real NIC (veth in copy mode; both namespaces share the machine's cores).
@@ -66,7 +70,7 @@ pub struct Args {
     /// Time the generator runs before the window opens, in seconds.
     #[arg(long, default_value_t = 1.0)]
     pub warmup: f64,
-    /// Pairs of runs (kernel, then sluice) to do.
+    /// Rounds to do; each runs the baselines, then sluice.
     #[arg(long, default_value_t = 1)]
     pub rounds: u32,
     /// CPU the generator thread is pinned to (sluice pins queue q's worker to CPU q, so the
