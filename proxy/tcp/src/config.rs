@@ -33,6 +33,10 @@ pub struct Config {
     pub timestamps: bool,
     /// Half-open connections per listener before SYN cookies (or drops) begin.
     pub syn_queue_len: usize,
+    /// Most TCBs at once (every state); beyond it SYNs and cookie ACKs are dropped
+    /// (`DropReason::SynQueueFull`) and `connect` fails. Bounds memory: each TCB holds
+    /// `recv_buffer + send_buffer` bytes.
+    pub max_connections: usize,
     /// Answer SYNs with SYN cookies when the SYN queue is full.
     pub syn_cookies: bool,
     /// TIME-WAIT duration (2 * MSL; RFC 9293 says 2 * 2 min, Linux uses 60 s).
@@ -75,6 +79,7 @@ impl Default for Config {
             sack: true,
             timestamps: true,
             syn_queue_len: 1024,
+            max_connections: 65_536,
             syn_cookies: true,
             time_wait: Duration::from_secs(60),
             handshake_timeout: Duration::from_secs(75),
@@ -162,7 +167,7 @@ pub enum DropReason {
     RstOutOfWindow,
     /// A SYN in a synchronized state (challenge ACK sent, RFC 5961 4.2).
     SynInWindow,
-    /// SYN queue full and cookies off.
+    /// SYN queue full and cookies off, or `max_connections` reached.
     SynQueueFull,
     /// A final ACK whose SYN cookie did not validate.
     BadCookie,
@@ -238,6 +243,8 @@ pub enum ConnectError {
     AddrInUse,
     #[error("port 0 or unspecified address")]
     InvalidAddress,
+    #[error("the endpoint holds `max_connections` connections")]
+    TooManyConnections,
 }
 
 /// Errors of `Endpoint::send` / `Endpoint::recv`.

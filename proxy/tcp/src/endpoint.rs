@@ -134,6 +134,9 @@ impl Endpoint {
         if self.table.contains_key(&tuple) {
             return Err(ConnectError::AddrInUse);
         }
+        if self.table.len() >= self.config.max_connections {
+            return Err(ConnectError::TooManyConnections);
+        }
         let iss = self.isn.isn(now, local, remote);
         let ts = self.isn.ts_offset(local, remote);
         let bufs = self.take_buffers();
@@ -362,6 +365,10 @@ impl Endpoint {
                 let peer_isn = seg.seq_number.wrapping_sub(1);
                 let cookie = seg.ack_number.wrapping_sub(1);
                 if let Some(opts) = self.cookies.validate(now, tuple.local, tuple.remote, peer_isn, cookie) {
+                    if self.table.len() >= self.config.max_connections {
+                        self.stats.drop(DropReason::SynQueueFull);
+                        return;
+                    }
                     self.stats.syn_cookies_validated += 1;
                     let peer = PeerSyn { mss: Some(opts.mss), window_scale: opts.window_scale, sack_permitted: opts.sack_permitted, timestamp: None };
                     let ts = self.isn.ts_offset(tuple.local, tuple.remote);
@@ -388,6 +395,10 @@ impl Endpoint {
             return;
         }
         // "third, check for a SYN".
+        if self.table.len() >= self.config.max_connections {
+            self.stats.drop(DropReason::SynQueueFull);
+            return;
+        }
         if self.listeners[li].half_open >= self.config.syn_queue_len {
             if !self.config.syn_cookies {
                 self.stats.drop(DropReason::SynQueueFull);

@@ -1190,6 +1190,20 @@ fn syn_flood_does_not_grow_memory() {
 }
 
 #[test]
+fn max_connections_bounds_the_table() {
+    let mut t = listening_with(Config { max_connections: 3, ..config() });
+    for i in 0..10u16 {
+        syn_from(&mut t, 3000 + i, 1, None, false);
+    }
+    assert_eq!(t.ep.connection_count(), 3);
+    assert_eq!(t.drops(DropReason::SynQueueFull), 7);
+    assert_eq!(
+        t.ep.connect(t.now, SocketAddrV4::new(LOCAL_IP, 5000), SocketAddrV4::new(REMOTE_IP, 80)),
+        Err(crate::ConnectError::TooManyConnections)
+    );
+}
+
+#[test]
 fn syn_queue_frees_on_establishment() {
     let mut t = listening_with(Config { syn_queue_len: 1, syn_cookies: false, ..config() });
     send!(t, seq_number: REMOTE_SEQ, flags: Flags::SYN);
