@@ -144,3 +144,49 @@ fn debug_one() {
     let cfg = Config { recv_buffer: 8 * 1024, send_buffer: 8 * 1024, sack: true, timestamps: false, window_scale: false, ..small_config() };
     run_case(cfg, lossy(0.16765616255021115, 0.06704212191720779, 0.014288499267192582), seed, 11111, 9651).unwrap();
 }
+
+/// The classic Nagle + delayed-ACK stall (write, write, read): the second small write must
+/// not wait for the ACK of the first, which the peer delays. Virtual time, so deterministic.
+#[test]
+fn no_nagle_delayed_ack_stall() {
+    use crate::sim::{A_ADDR, B_ADDR, Pair};
+    use crate::config::Event;
+    use core::net::SocketAddrV4;
+    let cfg = small_config();
+    let mut p = Pair::new(cfg.clone(), cfg.clone(), LinkConfig::default(), 5);
+    let server = SocketAddrV4::new(B_ADDR, 443);
+    p.b.listen(server).unwrap();
+    let h = p.a.connect(p.now, SocketAddrV4::new(A_ADDR, 40_000), server).unwrap();
+    let mut sh = None;
+    while sh.is_none() {
+        assert!(p.step());
+        while let Some((x, e)) = p.b.poll_event() {
+            if e == Event::Established {
+                sh = Some(x);
+            }
+        }
+    }
+    let sh = sh.unwrap();
+    // Let everything settle (including delayed ACKs).
+    for _ in 0..10 {
+        p.step();
+    }
+    let start = p.now;
+    p.a.send(h, &[1u8; 100]).unwrap();
+    p.transmit();
+    p.a.send(h, &[2u8; 100]).unwrap();
+    let mut got = 0;
+    let mut buf = [0u8; 512];
+    while got < 200 {
+        assert!(p.step());
+        while let Ok(n) = p.b.recv(sh, &mut buf) {
+            if n == 0 {
+                break;
+            }
+            got += n;
+        }
+    }
+    let took = p.now - start;
+    assert!(took < cfg.delayed_ack, "second write stalled: {took:?}");
+    assert_eq!(took, LinkConfig::default().delay, "both writes arrive after one one-way delay");
+}
