@@ -22,7 +22,10 @@ const REQUEST: usize = 100;
 const RESPONSE: usize = 1024;
 
 fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 // ---------------------------------------------------------------- sluice
@@ -39,7 +42,8 @@ impl Wire {
             let ipp = ipv4::Packet::new_checked(&self.buf[..len]).expect("ipv4");
             let ip = ipv4::Repr::parse(&ipp, Checksum::Verify).expect("ipv4 repr");
             let tp = tcp::Packet::new_checked(ipp.payload()).expect("tcp");
-            let seg = tcp::Repr::parse(&tp, ip.src_addr, ip.dst_addr, Checksum::Verify).expect("tcp repr");
+            let seg = tcp::Repr::parse(&tp, ip.src_addr, ip.dst_addr, Checksum::Verify)
+                .expect("tcp repr");
             to.handle_segment(now, &ip, &seg);
             n += 1;
         }
@@ -94,7 +98,13 @@ fn sluice_cps(n: usize) -> Phases {
     let mut p = Phases::default();
 
     // Pump both ways until quiet; if `done` is still false, run the earliest timer and repeat.
-    fn settle(wire: &mut Wire, vnow: &mut VInstant, c: &mut Endpoint, s: &mut Endpoint, mut done: impl FnMut(&mut Endpoint, &mut Endpoint) -> bool) {
+    fn settle(
+        wire: &mut Wire,
+        vnow: &mut VInstant,
+        c: &mut Endpoint,
+        s: &mut Endpoint,
+        mut done: impl FnMut(&mut Endpoint, &mut Endpoint) -> bool,
+    ) {
         for _ in 0..1000 {
             loop {
                 let moved = wire.carry(*vnow, c, s) + wire.carry(*vnow, s, c);
@@ -105,7 +115,11 @@ fn sluice_cps(n: usize) -> Phases {
             if done(c, s) {
                 return;
             }
-            let t = [c.poll_timeout(), s.poll_timeout()].into_iter().flatten().min().expect("stuck without timers");
+            let t = [c.poll_timeout(), s.poll_timeout()]
+                .into_iter()
+                .flatten()
+                .min()
+                .expect("stuck without timers");
             *vnow = (*vnow).max(t);
             c.handle_timeout(*vnow);
             s.handle_timeout(*vnow);
@@ -157,7 +171,9 @@ fn sluice_cps(n: usize) -> Phases {
         p.request_response += t3 - t2;
         // FIN: the server closes, the client reads the end and closes too.
         server.close(sh);
-        settle(&mut wire, &mut vnow, &mut client, &mut server, |c, _| c.recv(h, &mut rbuf) == Err(sluice_tcp::StreamError::Finished));
+        settle(&mut wire, &mut vnow, &mut client, &mut server, |c, _| {
+            c.recv(h, &mut rbuf) == Err(sluice_tcp::StreamError::Finished)
+        });
         client.close(h);
         settle(&mut wire, &mut vnow, &mut client, &mut server, |c, s| {
             c.connection_count() == 0 && s.state(sh) == Some(State::TimeWait)
@@ -189,9 +205,15 @@ fn smoltcp_cps(n: usize) -> Phases {
     let mut vnow = SInstant::from_millis(1_000);
     let mut iface = Interface::new(IfConfig::new(HardwareAddress::Ip), &mut device, vnow);
     iface.update_ip_addrs(|a| {
-        a.push(IpCidr::new(IpAddress::v4(198, 51, 100, 2), 24)).unwrap();
+        a.push(IpCidr::new(IpAddress::v4(198, 51, 100, 2), 24))
+            .unwrap();
     });
-    let mk = || stcp::Socket::new(stcp::SocketBuffer::new(vec![0; 16 * 1024]), stcp::SocketBuffer::new(vec![0; 16 * 1024]));
+    let mk = || {
+        stcp::Socket::new(
+            stcp::SocketBuffer::new(vec![0; 16 * 1024]),
+            stcp::SocketBuffer::new(vec![0; 16 * 1024]),
+        )
+    };
     let mut sockets = SocketSet::new(Vec::new());
     let server = sockets.add(mk());
     let client = sockets.add(mk());
@@ -200,7 +222,11 @@ fn smoltcp_cps(n: usize) -> Phases {
     let mut p = Phases::default();
 
     // Poll until the condition holds; when idle, jump the virtual clock to the next timer.
-    let settle = |iface: &mut Interface, device: &mut Loopback, sockets: &mut SocketSet<'_>, vnow: &mut SInstant, done: &mut dyn FnMut(&mut SocketSet<'_>) -> bool| {
+    let settle = |iface: &mut Interface,
+                  device: &mut Loopback,
+                  sockets: &mut SocketSet<'_>,
+                  vnow: &mut SInstant,
+                  done: &mut dyn FnMut(&mut SocketSet<'_>) -> bool| {
         for _ in 0..10_000 {
             iface.poll(*vnow, device, sockets);
             if done(sockets) {
@@ -225,24 +251,36 @@ fn smoltcp_cps(n: usize) -> Phases {
         let cx = iface.context();
         sockets
             .get_mut::<stcp::Socket>(client)
-            .connect(cx, (IpAddress::v4(198, 51, 100, 2), 80), 1024 + (i % 60_000) as u16)
+            .connect(
+                cx,
+                (IpAddress::v4(198, 51, 100, 2), 80),
+                1024 + (i % 60_000) as u16,
+            )
             .unwrap();
         // One poll sends the SYN and delivers it to the listener.
         iface.poll(vnow, &mut device, &mut sockets);
         if std::env::var_os("SMOL_DEBUG").is_some() {
             for _ in 0..4 {
-                eprintln!("{i}: client {:?} server {:?}", sockets.get::<stcp::Socket>(client).state(), sockets.get::<stcp::Socket>(server).state());
+                eprintln!(
+                    "{i}: client {:?} server {:?}",
+                    sockets.get::<stcp::Socket>(client).state(),
+                    sockets.get::<stcp::Socket>(server).state()
+                );
                 iface.poll(vnow, &mut device, &mut sockets);
             }
         }
         let t1 = Instant::now();
         p.syn += t1 - t0;
         settle(&mut iface, &mut device, &mut sockets, &mut vnow, &mut |s| {
-            s.get::<stcp::Socket>(client).state() == stcp::State::Established && s.get::<stcp::Socket>(server).state() == stcp::State::Established
+            s.get::<stcp::Socket>(client).state() == stcp::State::Established
+                && s.get::<stcp::Socket>(server).state() == stcp::State::Established
         });
         let t2 = Instant::now();
         p.established += t2 - t1;
-        sockets.get_mut::<stcp::Socket>(client).send_slice(&request).unwrap();
+        sockets
+            .get_mut::<stcp::Socket>(client)
+            .send_slice(&request)
+            .unwrap();
         let mut got = 0;
         let mut responded = false;
         let mut rbuf = [0u8; 4096];
@@ -273,18 +311,26 @@ fn smoltcp_cps(n: usize) -> Phases {
         let t3 = Instant::now();
         p.request_response += t3 - t2;
         sockets.get_mut::<stcp::Socket>(server).close();
-        settle(&mut iface, &mut device, &mut sockets, &mut vnow, &mut |s| s.get::<stcp::Socket>(client).state() == stcp::State::CloseWait);
+        settle(&mut iface, &mut device, &mut sockets, &mut vnow, &mut |s| {
+            s.get::<stcp::Socket>(client).state() == stcp::State::CloseWait
+        });
         sockets.get_mut::<stcp::Socket>(client).close();
         settle(&mut iface, &mut device, &mut sockets, &mut vnow, &mut |s| {
             s.get::<stcp::Socket>(client).state() == stcp::State::Closed
-                && matches!(s.get::<stcp::Socket>(server).state(), stcp::State::TimeWait | stcp::State::Closed)
+                && matches!(
+                    s.get::<stcp::Socket>(server).state(),
+                    stcp::State::TimeWait | stcp::State::Closed
+                )
         });
         let t4 = Instant::now();
         p.fin += t4 - t3;
         // smoltcp's TIME-WAIT is fixed at 10 s.
         vnow += SDuration::from_secs(11);
         iface.poll(vnow, &mut device, &mut sockets);
-        assert_eq!(sockets.get::<stcp::Socket>(server).state(), stcp::State::Closed);
+        assert_eq!(
+            sockets.get::<stcp::Socket>(server).state(),
+            stcp::State::Closed
+        );
         p.closed += Instant::now() - t4;
     }
     p
@@ -294,7 +340,12 @@ fn smoltcp_cps(n: usize) -> Phases {
 
 fn throughput(mib: usize, loss: f64) {
     let data: Vec<u8> = (0..mib << 20).map(|i| (i * 31 + 7) as u8).collect();
-    let cfg = Config { recv_buffer: 1 << 20, send_buffer: 1 << 20, time_wait: Duration::from_secs(1), ..Config::default() };
+    let cfg = Config {
+        recv_buffer: 1 << 20,
+        send_buffer: 1 << 20,
+        time_wait: Duration::from_secs(1),
+        ..Config::default()
+    };
     let link = LinkConfig {
         loss,
         delay: Duration::from_millis(5),
@@ -303,7 +354,14 @@ fn throughput(mib: usize, loss: f64) {
         ..LinkConfig::default()
     };
     let t0 = Instant::now();
-    let t = run_transfer(cfg, link, 7, data.clone(), Vec::new(), Duration::from_secs(36_000));
+    let t = run_transfer(
+        cfg,
+        link,
+        7,
+        data.clone(),
+        Vec::new(),
+        Duration::from_secs(36_000),
+    );
     let wall = t0.elapsed();
     assert!(t.server.received == data, "transfer incomplete or corrupt");
     let s = t.pair.a.stats();
@@ -327,7 +385,9 @@ fn main() {
     // `cargo bench` passes `--bench`; ignore arguments.
     let n = env_usize("TCP_BENCH_CONNS", 20_000);
     let mib = env_usize("TCP_BENCH_MIB", 64);
-    println!("tcp_endpoints: {n} sequential connections, {REQUEST} B request, {RESPONSE} B response, in memory, one core");
+    println!(
+        "tcp_endpoints: {n} sequential connections, {REQUEST} B request, {RESPONSE} B response, in memory, one core"
+    );
 
     // Warm up both.
     sluice_cps(n / 10 + 1);

@@ -269,7 +269,11 @@ pub(crate) struct RateLimiter {
 
 impl RateLimiter {
     pub(crate) fn new(rate: u32, now: Instant) -> Self {
-        RateLimiter { rate, tokens: rate, refill_at: now }
+        RateLimiter {
+            rate,
+            tokens: rate,
+            refill_at: now,
+        }
     }
     pub(crate) fn allow(&mut self, now: Instant) -> bool {
         if now >= self.refill_at {

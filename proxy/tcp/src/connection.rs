@@ -8,7 +8,9 @@
 //! Timers (retransmission, delayed ACK, persist, keepalive, idle, handshake, TIME-WAIT) fold
 //! into `next_deadline`. What this is not: demultiplexing, listeners, SYN cookies (`endpoint`).
 
-use crate::config::{Config, ConnectionHandle, DropReason, Event, FourTuple, RateLimiter, Stats, StreamError};
+use crate::config::{
+    Config, ConnectionHandle, DropReason, Event, FourTuple, RateLimiter, Stats, StreamError,
+};
 use crate::congestion::{CongestionControl, Controller};
 use crate::ranges::Range;
 use crate::recv_buffer::RecvBuffer;
@@ -54,11 +56,17 @@ impl State {
         State::TimeWait,
     ];
     fn synchronized(self) -> bool {
-        !matches!(self, State::Closed | State::Listen | State::SynSent | State::SynReceived)
+        !matches!(
+            self,
+            State::Closed | State::Listen | State::SynSent | State::SynReceived
+        )
     }
     /// States in which the peer may still send us data.
     fn can_receive(self) -> bool {
-        matches!(self, State::SynReceived | State::Established | State::FinWait1 | State::FinWait2)
+        matches!(
+            self,
+            State::SynReceived | State::Established | State::FinWait1 | State::FinWait2
+        )
     }
 }
 
@@ -93,7 +101,12 @@ pub(crate) struct PeerSyn {
 
 impl PeerSyn {
     pub(crate) fn from_repr(seg: &tcp::Repr<'_>) -> Self {
-        PeerSyn { mss: seg.max_seg_size, window_scale: seg.window_scale, sack_permitted: seg.sack_permitted, timestamp: seg.timestamp }
+        PeerSyn {
+            mss: seg.max_seg_size,
+            window_scale: seg.window_scale,
+            sack_permitted: seg.sack_permitted,
+            timestamp: seg.timestamp,
+        }
     }
 }
 
@@ -107,7 +120,10 @@ pub(crate) struct Buffers {
 
 impl Buffers {
     pub(crate) fn new(config: &Config) -> Self {
-        Buffers { send: Ring::new(config.send_buffer), recv: RecvBuffer::new(config.recv_buffer) }
+        Buffers {
+            send: Ring::new(config.send_buffer),
+            recv: RecvBuffer::new(config.recv_buffer),
+        }
     }
     pub(crate) fn fits(&self, config: &Config) -> bool {
         self.send.capacity() == config.send_buffer && self.recv.capacity() == config.recv_buffer
@@ -209,7 +225,15 @@ pub struct Connection {
 }
 
 impl Connection {
-    fn new(config: &Config, bufs: Buffers, now: Instant, tuple: FourTuple, iss: u32, ts_offset: u32, state: State) -> Self {
+    fn new(
+        config: &Config,
+        bufs: Buffers,
+        now: Instant,
+        tuple: FourTuple,
+        iss: u32,
+        ts_offset: u32,
+        state: State,
+    ) -> Self {
         let iss = SeqNumber(iss);
         let our_mss = config.mss();
         Connection {
@@ -227,7 +251,11 @@ impl Connection {
             irs: SeqNumber(0),
             rcv_nxt: SeqNumber(0),
             rcv_adv: SeqNumber(0),
-            rcv_wscale: if config.window_scale { config.rcv_wscale() } else { 0 },
+            rcv_wscale: if config.window_scale {
+                config.rcv_wscale()
+            } else {
+                0
+            },
             last_ack_sent: SeqNumber(0),
             mss_budget: 536,
             our_mss,
@@ -279,12 +307,27 @@ impl Connection {
     }
 
     /// Active open (RFC 9293 3.10.1): SYN-SENT, the SYN goes out on the next `poll_transmit`.
-    pub(crate) fn connect(config: &Config, bufs: Buffers, now: Instant, tuple: FourTuple, iss: u32, ts_offset: u32) -> Self {
+    pub(crate) fn connect(
+        config: &Config,
+        bufs: Buffers,
+        now: Instant,
+        tuple: FourTuple,
+        iss: u32,
+        ts_offset: u32,
+    ) -> Self {
         Self::new(config, bufs, now, tuple, iss, ts_offset, State::SynSent)
     }
 
     /// Passive open from a SYN received on a listener (RFC 9293 3.10.7.2): SYN-RECEIVED.
-    pub(crate) fn accept(config: &Config, bufs: Buffers, now: Instant, tuple: FourTuple, iss: u32, ts_offset: u32, seg: &tcp::Repr<'_>) -> Self {
+    pub(crate) fn accept(
+        config: &Config,
+        bufs: Buffers,
+        now: Instant,
+        tuple: FourTuple,
+        iss: u32,
+        ts_offset: u32,
+        seg: &tcp::Repr<'_>,
+    ) -> Self {
         let mut c = Self::new(config, bufs, now, tuple, iss, ts_offset, State::SynReceived);
         c.irs = SeqNumber(seg.seq_number);
         c.rcv_nxt = c.irs + 1;
@@ -300,7 +343,17 @@ impl Connection {
 
     /// A connection recreated from a validated SYN cookie: ESTABLISHED at once (the final ACK
     /// is then processed by `handle_segment`).
-    pub(crate) fn from_cookie(config: &Config, bufs: Buffers, now: Instant, tuple: FourTuple, iss: u32, irs: u32, peer: PeerSyn, ts_offset: u32) -> Self {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn from_cookie(
+        config: &Config,
+        bufs: Buffers,
+        now: Instant,
+        tuple: FourTuple,
+        iss: u32,
+        irs: u32,
+        peer: PeerSyn,
+        ts_offset: u32,
+    ) -> Self {
         let mut c = Self::new(config, bufs, now, tuple, iss, ts_offset, State::Established);
         c.irs = SeqNumber(irs);
         c.rcv_nxt = c.irs + 1;
@@ -322,7 +375,9 @@ impl Connection {
 
     /// SMSS for congestion control: the payload of a full segment carrying timestamps.
     fn data_mss(&self) -> usize {
-        self.mss_budget.saturating_sub(if self.ts_ok { 12 } else { 0 }).max(1)
+        self.mss_budget
+            .saturating_sub(if self.ts_ok { 12 } else { 0 })
+            .max(1)
     }
 
     /// The window advertised in a SYN or SYN-ACK (never scaled).
@@ -398,7 +453,11 @@ impl Connection {
         if self.state.synchronized() && self.snd_max - self.snd_una > self.send_buf.len() + 2 {
             return Err("outstanding beyond buffered data");
         }
-        if self.state != State::Closed && !self.rst_pending && self.next_deadline().is_none() && self.rto_needed() {
+        if self.state != State::Closed
+            && !self.rst_pending
+            && self.next_deadline().is_none()
+            && self.rto_needed()
+        {
             return Err("outstanding data without a retransmission timer");
         }
         Ok(())
@@ -445,7 +504,8 @@ impl Connection {
     }
 
     fn handshake_deadline(&self) -> Option<Instant> {
-        matches!(self.state, State::SynSent | State::SynReceived).then(|| self.created + self.hs_timeout)
+        matches!(self.state, State::SynSent | State::SynReceived)
+            .then(|| self.created + self.hs_timeout)
     }
     fn idle_deadline(&self) -> Option<Instant> {
         if !self.state.synchronized() || self.state == State::TimeWait {
@@ -454,13 +514,16 @@ impl Connection {
         self.idle_timeout.map(|t| self.last_rx + t)
     }
     fn keepalive_deadline(&self) -> Option<Instant> {
-        if !matches!(self.state, State::Established | State::CloseWait | State::FinWait2) {
+        if !matches!(
+            self.state,
+            State::Established | State::CloseWait | State::FinWait2
+        ) {
             return None;
         }
-        self.keepalive.map(|k| self.last_rx + k.idle + k.interval * self.keepalive_probes)
+        self.keepalive
+            .map(|k| self.last_rx + k.idle + k.interval * self.keepalive_probes)
     }
 }
-
 
 // ---- input ----
 impl Connection {
@@ -500,7 +563,11 @@ impl Connection {
 
     /// First sequence number of data (after our SYN).
     fn data_start(&self) -> SeqNumber {
-        if matches!(self.state, State::SynSent | State::SynReceived) { self.iss + 1 } else { self.snd_una }
+        if matches!(self.state, State::SynSent | State::SynReceived) {
+            self.iss + 1
+        } else {
+            self.snd_una
+        }
     }
     /// Sequence number just past the buffered data (where our FIN goes).
     fn data_end(&self) -> SeqNumber {
@@ -533,13 +600,16 @@ impl Connection {
             return;
         }
         // RFC 7323 5.3 R1 (PAWS): a timestamp older than TS.Recent is a duplicate; ACK and drop.
-        if self.ts_ok && !f.rst()
+        if self.ts_ok
+            && !f.rst()
             && let Some(ts) = seg.timestamp
-                && (ts.tsval.wrapping_sub(self.ts_recent) as i32) < 0 && now - self.ts_recent_time < PAWS_IDLE {
-                    ctx.stats.drop(DropReason::Paws);
-                    self.ack_now = true;
-                    return;
-                }
+            && (ts.tsval.wrapping_sub(self.ts_recent) as i32) < 0
+            && now - self.ts_recent_time < PAWS_IDLE
+        {
+            ctx.stats.drop(DropReason::Paws);
+            self.ack_now = true;
+            return;
+        }
         // RFC 9293 3.10.7.4 first: the acceptability test.
         let rcv_wnd = self.rcv_adv - self.rcv_nxt;
         let seg_len = seg.segment_len();
@@ -592,7 +662,9 @@ impl Connection {
                 ctx.stats.rsts_received += 1;
                 match self.state {
                     // "If the RST bit is set ... enter the CLOSED state, delete the TCB, and return."
-                    State::Closing | State::LastAck | State::TimeWait => self.terminate(ctx, None, false),
+                    State::Closing | State::LastAck | State::TimeWait => {
+                        self.terminate(ctx, None, false)
+                    }
                     _ => self.terminate(ctx, Some(Event::Reset), false),
                 }
             } else {
@@ -617,10 +689,12 @@ impl Connection {
         // RFC 7323 4.3 R3: update TS.Recent from a segment covering Last.ACK.sent.
         if self.ts_ok
             && let Some(ts) = seg.timestamp
-                && (ts.tsval.wrapping_sub(self.ts_recent) as i32) >= 0 && seq <= self.last_ack_sent {
-                    self.ts_recent = ts.tsval;
-                    self.ts_recent_time = now;
-                }
+            && (ts.tsval.wrapping_sub(self.ts_recent) as i32) >= 0
+            && seq <= self.last_ack_sent
+        {
+            self.ts_recent = ts.tsval;
+            self.ts_recent_time = now;
+        }
         if !self.process_ack(ctx, seg) {
             return;
         }
@@ -638,22 +712,24 @@ impl Connection {
         }
         // Eighth: FIN, once every byte before it arrived.
         if let Some(fs) = self.remote_fin
-            && !self.fin_received && fs == self.rcv_nxt {
-                self.rcv_nxt += 1;
-                self.fin_received = true;
-                self.ack_now = true;
-                ctx.event(Event::PeerClosed);
-                match self.state {
-                    // "SYN-RECEIVED / ESTABLISHED STATE: Enter the CLOSE-WAIT state."
-                    State::SynReceived | State::Established => self.state = State::CloseWait,
-                    // "FIN-WAIT-1: If our FIN has been ACKed, enter TIME-WAIT, else CLOSING."
-                    State::FinWait1 if self.fin_acked => self.enter_time_wait(now),
-                    State::FinWait1 => self.state = State::Closing,
-                    // "FIN-WAIT-2: Enter the TIME-WAIT state."
-                    State::FinWait2 => self.enter_time_wait(now),
-                    _ => {}
-                }
+            && !self.fin_received
+            && fs == self.rcv_nxt
+        {
+            self.rcv_nxt += 1;
+            self.fin_received = true;
+            self.ack_now = true;
+            ctx.event(Event::PeerClosed);
+            match self.state {
+                // "SYN-RECEIVED / ESTABLISHED STATE: Enter the CLOSE-WAIT state."
+                State::SynReceived | State::Established => self.state = State::CloseWait,
+                // "FIN-WAIT-1: If our FIN has been ACKed, enter TIME-WAIT, else CLOSING."
+                State::FinWait1 if self.fin_acked => self.enter_time_wait(now),
+                State::FinWait1 => self.state = State::Closing,
+                // "FIN-WAIT-2: Enter the TIME-WAIT state."
+                State::FinWait2 => self.enter_time_wait(now),
+                _ => {}
             }
+        }
         self.update_persist(now);
     }
 
@@ -701,9 +777,10 @@ impl Connection {
             self.snd_una = ack;
             self.snd_nxt = self.snd_nxt.max(ack);
             if let Some((s, t)) = self.rtt_probe.take()
-                && ack > s {
-                    self.rtt.sample(now - t);
-                }
+                && ack > s
+            {
+                self.rtt.sample(now - t);
+            }
             self.retransmits = 0;
             self.rto_at = None;
             self.state = State::Established;
@@ -726,7 +803,10 @@ impl Connection {
     fn negotiate_active(&mut self, peer: PeerSyn) {
         let mtu = self.mtu;
         let peer_mss = usize::from(peer.mss.unwrap_or(536)).max(64);
-        self.mss_budget = (peer_mss + 20).min(mtu.saturating_sub(20)).saturating_sub(20).max(64);
+        self.mss_budget = (peer_mss + 20)
+            .min(mtu.saturating_sub(20))
+            .saturating_sub(20)
+            .max(64);
         match (self.offered_wscale, peer.window_scale) {
             (true, Some(ws)) => self.snd_wscale = ws.min(14),
             _ => {
@@ -783,7 +863,12 @@ impl Connection {
         if self.sack_ok {
             for b in seg.sack_blocks.iter().flatten() {
                 ctx.stats.sack_blocks_received += 1;
-                sack_news |= self.scoreboard.on_sack_block(ack.max(self.snd_una), self.snd_max, SeqNumber(b.left), SeqNumber(b.right));
+                sack_news |= self.scoreboard.on_sack_block(
+                    ack.max(self.snd_una),
+                    self.snd_max,
+                    SeqNumber(b.left),
+                    SeqNumber(b.right),
+                );
             }
         }
         let wnd = usize::from(seg.window_len) << self.snd_wscale;
@@ -801,7 +886,9 @@ impl Connection {
             self.on_dup_ack(ctx);
         }
         // "If SND.WL1 < SEG.SEQ or (SND.WL1 = SEG.SEQ and SND.WL2 =< SEG.ACK), set SND.WND <- SEG.WND"
-        if self.snd_una <= ack && (self.snd_wl1 < seq || (self.snd_wl1 == seq && self.snd_wl2 <= ack)) {
+        if self.snd_una <= ack
+            && (self.snd_wl1 < seq || (self.snd_wl1 == seq && self.snd_wl2 <= ack))
+        {
             self.snd_wnd = wnd;
             self.snd_wl1 = seq;
             self.snd_wl2 = ack;
@@ -854,23 +941,29 @@ impl Connection {
         // RTT (RFC 7323 4.1 timestamps, else one timed segment under Karn's rule).
         let mut sampled = false;
         if self.ts_ok
-            && let Some(ts) = seg.timestamp {
-                let d = self.ts_now(now).wrapping_sub(ts.tsecr);
-                if ts.tsecr != 0 && (d as i32) >= 0 && d < 120_000 {
-                    self.rtt.sample(Duration::from_millis(u64::from(d)));
-                    sampled = true;
-                }
+            && let Some(ts) = seg.timestamp
+        {
+            let d = self.ts_now(now).wrapping_sub(ts.tsecr);
+            if ts.tsecr != 0 && (d as i32) >= 0 && d < 120_000 {
+                self.rtt.sample(Duration::from_millis(u64::from(d)));
+                sampled = true;
             }
+        }
         if let Some((s, t)) = self.rtt_probe
-            && ack > s {
-                if !sampled {
-                    self.rtt.sample(now - t);
-                }
-                self.rtt_probe = None;
+            && ack > s
+        {
+            if !sampled {
+                self.rtt.sample(now - t);
             }
+            self.rtt_probe = None;
+        }
         self.retransmits = 0;
         // RFC 6298 5.2 / 5.3: stop the timer when all is acked, else restart it.
-        self.rto_at = if self.snd_una == self.snd_max { None } else { Some(now + self.rtt.rto()) };
+        self.rto_at = if self.snd_una == self.snd_max {
+            None
+        } else {
+            Some(now + self.rtt.rto())
+        };
         let mss = self.data_mss();
         if self.in_recovery {
             if ack >= self.recover {
@@ -884,8 +977,10 @@ impl Connection {
                 // segment, deflate by the amount acked and add back one SMSS.
                 if !self.sack_ok {
                     self.rexmit_una = true;
-                    self.inflation = self.inflation.saturating_sub(acked) + if acked >= mss { mss } else { 0 };
-                } else if !self.scoreboard.is_sacked(self.snd_una) && self.high_rxt <= self.snd_una {
+                    self.inflation =
+                        self.inflation.saturating_sub(acked) + if acked >= mss { mss } else { 0 };
+                } else if !self.scoreboard.is_sacked(self.snd_una) && self.high_rxt <= self.snd_una
+                {
                     self.rexmit_una = true;
                 }
             }
@@ -1121,7 +1216,14 @@ impl Connection {
 
     /// Build and write one segment. `data`: bytes of the send buffer from `seq` (at most
     /// `len`), trimmed to what fits. Returns (packet length, payload length).
-    fn emit(&mut self, ctx: &mut Ctx<'_>, buf: &mut [u8], seq: SeqNumber, flags: Flags, data_len: usize) -> Option<(usize, usize)> {
+    fn emit(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        buf: &mut [u8],
+        seq: SeqNumber,
+        flags: Flags,
+        data_len: usize,
+    ) -> Option<(usize, usize)> {
         let now = ctx.now;
         let mut repr = self.base_repr();
         repr.seq_number = seq.0;
@@ -1141,27 +1243,38 @@ impl Connection {
             }
             repr.sack_permitted = self.sack_ok;
             if self.ts_ok {
-                repr.timestamp = Some(Timestamp { tsval: self.ts_now(now), tsecr: if flags.ack() { self.ts_recent } else { 0 } });
+                repr.timestamp = Some(Timestamp {
+                    tsval: self.ts_now(now),
+                    tsecr: if flags.ack() { self.ts_recent } else { 0 },
+                });
             }
         } else {
             if flags.ack() {
                 repr.window_len = self.advertise();
             }
             if self.ts_ok {
-                repr.timestamp = Some(Timestamp { tsval: self.ts_now(now), tsecr: self.ts_recent });
+                repr.timestamp = Some(Timestamp {
+                    tsval: self.ts_now(now),
+                    tsecr: self.ts_recent,
+                });
             }
             if self.sack_ok && flags.ack() && self.recv_buf.has_out_of_order() {
                 let mut ranges: [Option<Range>; 4] = [None; 4];
                 let n = self.recv_buf.sack_ranges(&mut ranges);
                 for (slot, r) in repr.sack_blocks.iter_mut().zip(ranges.iter().take(n)) {
-                    *slot = r.map(|r| SackBlock { left: r.left.0, right: r.right.0 });
+                    *slot = r.map(|r| SackBlock {
+                        left: r.left.0,
+                        right: r.right.0,
+                    });
                 }
             }
         }
         let hl = repr.header_len();
         let room = buf.len().checked_sub(ipv4::HEADER_LEN + hl)?;
         let opt_len = hl - tcp::HEADER_LEN;
-        let mut len = data_len.min(self.mss_budget.saturating_sub(opt_len)).min(room);
+        let mut len = data_len
+            .min(self.mss_budget.saturating_sub(opt_len))
+            .min(room);
         let off = ipv4::HEADER_LEN + hl;
         if len > 0 {
             let start = seq - self.data_start();
@@ -1200,7 +1313,14 @@ impl Connection {
     }
 
     /// Send a segment of data (and FIN) starting at `seq`; advances snd_nxt/snd_max when new.
-    fn send_data(&mut self, ctx: &mut Ctx<'_>, buf: &mut [u8], seq: SeqNumber, len: usize, fin: bool) -> Option<usize> {
+    fn send_data(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        buf: &mut [u8],
+        seq: SeqNumber,
+        len: usize,
+        fin: bool,
+    ) -> Option<usize> {
         let mut flags = Flags::ACK;
         if fin {
             flags |= Flags::FIN;
@@ -1236,7 +1356,11 @@ impl Connection {
             State::Closed | State::Listen => return None,
             State::SynSent | State::SynReceived => {
                 if self.snd_nxt == self.iss {
-                    let flags = if self.state == State::SynSent { Flags::SYN } else { Flags::SYN | Flags::ACK };
+                    let flags = if self.state == State::SynSent {
+                        Flags::SYN
+                    } else {
+                        Flags::SYN | Flags::ACK
+                    };
                     let (n, _) = self.emit(ctx, buf, self.iss, flags, 0)?;
                     self.snd_nxt = self.iss + 1;
                     if self.snd_max < self.snd_nxt {
@@ -1249,7 +1373,9 @@ impl Connection {
                     return Some(n);
                 }
                 if self.state == State::SynReceived && self.ack_now {
-                    return self.emit(ctx, buf, self.snd_nxt, Flags::ACK, 0).map(|x| x.0);
+                    return self
+                        .emit(ctx, buf, self.snd_nxt, Flags::ACK, 0)
+                        .map(|x| x.0);
                 }
                 return None;
             }
@@ -1257,13 +1383,27 @@ impl Connection {
         }
         let mss = self.data_mss();
         let data_end = self.data_end();
-        let sending = matches!(self.state, State::Established | State::CloseWait | State::FinWait1 | State::Closing | State::LastAck);
-        let fin_state = self.fin_queued && !self.fin_acked && matches!(self.state, State::FinWait1 | State::Closing | State::LastAck);
+        let sending = matches!(
+            self.state,
+            State::Established
+                | State::CloseWait
+                | State::FinWait1
+                | State::Closing
+                | State::LastAck
+        );
+        let fin_state = self.fin_queued
+            && !self.fin_acked
+            && matches!(
+                self.state,
+                State::FinWait1 | State::Closing | State::LastAck
+            );
         if sending && self.snd_max > self.snd_una {
             // Fast retransmit of the first unacknowledged segment (RFC 5681 3.2 step 2, RFC 6582).
             if self.rexmit_una {
                 self.rexmit_una = false;
-                let len = (self.snd_max - self.snd_una).min(mss).min(data_end - self.snd_una);
+                let len = (self.snd_max - self.snd_una)
+                    .min(mss)
+                    .min(data_end - self.snd_una);
                 let fin = fin_state && self.snd_una + len == data_end;
                 if len > 0 || fin {
                     let n = self.send_data(ctx, buf, self.snd_una, len, fin)?;
@@ -1274,26 +1414,30 @@ impl Connection {
             }
             // RFC 6675 5 (C): while pipe < cwnd, retransmit NextSeg.
             if self.in_recovery && self.sack_ok {
-                let pipe = self.scoreboard.pipe(self.snd_una, self.snd_max, self.high_rxt, mss);
+                let pipe = self
+                    .scoreboard
+                    .pipe(self.snd_una, self.snd_max, self.high_rxt, mss);
                 if pipe < self.cc.cwnd()
-                    && let Some((s, l)) = self.scoreboard.next_seg(self.snd_una, self.high_rxt, mss) {
-                        let len = l.min(data_end - s);
-                        let fin = fin_state && s + len == data_end && l > len;
-                        if len > 0 || fin {
-                            let n = self.send_data(ctx, buf, s, len, fin)?;
-                            self.high_rxt = s + len.max(1);
-                            ctx.stats.retransmits_sack += 1;
-                            return Some(n);
-                        }
-                        self.high_rxt = s + l;
+                    && let Some((s, l)) = self.scoreboard.next_seg(self.snd_una, self.high_rxt, mss)
+                {
+                    let len = l.min(data_end - s);
+                    let fin = fin_state && s + len == data_end && l > len;
+                    if len > 0 || fin {
+                        let n = self.send_data(ctx, buf, s, len, fin)?;
+                        self.high_rxt = s + len.max(1);
+                        ctx.stats.retransmits_sack += 1;
+                        return Some(n);
                     }
+                    self.high_rxt = s + l;
+                }
             }
         }
         if sending {
             // New data (or data again after an RTO), then the FIN.
             let available = data_end - self.snd_nxt;
             let flight = if self.in_recovery && self.sack_ok {
-                self.scoreboard.pipe(self.snd_una, self.snd_max, self.high_rxt, mss)
+                self.scoreboard
+                    .pipe(self.snd_una, self.snd_max, self.high_rxt, mss)
             } else {
                 self.snd_nxt - self.snd_una
             };
@@ -1304,7 +1448,10 @@ impl Connection {
             if len > 0 {
                 // Sender SWS avoidance (RFC 9293 3.8.6.2.1) without Nagle: a full segment, all
                 // that is queued, half the largest window, or nothing outstanding.
-                let ok = len == mss || len == available || len >= self.max_snd_wnd / 2 || self.snd_nxt == self.snd_una;
+                let ok = len == mss
+                    || len == available
+                    || len >= self.max_snd_wnd / 2
+                    || self.snd_nxt == self.snd_una;
                 if ok {
                     let fin = fin_state && self.snd_nxt + len == data_end;
                     let seq = self.snd_nxt;
@@ -1344,7 +1491,9 @@ impl Connection {
 impl Connection {
     pub(crate) fn send(&mut self, data: &[u8]) -> Result<usize, StreamError> {
         let open = match self.state {
-            State::SynSent | State::SynReceived | State::Established | State::CloseWait => !self.fin_queued,
+            State::SynSent | State::SynReceived | State::Established | State::CloseWait => {
+                !self.fin_queued
+            }
             _ => false,
         };
         if !open {
@@ -1398,7 +1547,10 @@ impl Connection {
 
     /// RFC 9293 3.10.5 ABORT: RST in synchronized states, then CLOSED.
     pub(crate) fn abort(&mut self) {
-        let rst = !matches!(self.state, State::SynSent | State::Closed | State::Listen | State::TimeWait);
+        let rst = !matches!(
+            self.state,
+            State::SynSent | State::Closed | State::Listen | State::TimeWait
+        );
         self.state = State::Closed;
         self.rst_pending = rst;
         self.clear_timers();

@@ -20,7 +20,10 @@
 //! every call with it returns `InvalidHandle` or `None`.
 
 use crate::config::RateLimiter;
-pub use crate::config::{Config, ConnectError, ConnectionHandle, DropReason, Event, FourTuple, Keepalive, ListenError, Stats, StreamError};
+pub use crate::config::{
+    Config, ConnectError, ConnectionHandle, DropReason, Event, FourTuple, Keepalive, ListenError,
+    Stats, StreamError,
+};
 use crate::connection::{Buffers, Connection, Ctx, PeerSyn, State};
 use crate::isn::IsnGenerator;
 use crate::syncookie::{CookieOptions, SynCookies};
@@ -121,13 +124,25 @@ impl Endpoint {
         if self.listeners.iter().any(|l| l.addr == local) {
             return Err(ListenError::AddrInUse);
         }
-        self.listeners.push(Listener { addr: local, half_open: 0 });
+        self.listeners.push(Listener {
+            addr: local,
+            half_open: 0,
+        });
         Ok(())
     }
 
     /// Active open: the SYN leaves on the next `poll_transmit`.
-    pub fn connect(&mut self, now: Instant, local: SocketAddrV4, remote: SocketAddrV4) -> Result<ConnectionHandle, ConnectError> {
-        if local.port() == 0 || remote.port() == 0 || local.ip().is_unspecified() || remote.ip().is_unspecified() {
+    pub fn connect(
+        &mut self,
+        now: Instant,
+        local: SocketAddrV4,
+        remote: SocketAddrV4,
+    ) -> Result<ConnectionHandle, ConnectError> {
+        if local.port() == 0
+            || remote.port() == 0
+            || local.ip().is_unspecified()
+            || remote.ip().is_unspecified()
+        {
             return Err(ConnectError::InvalidAddress);
         }
         let tuple = FourTuple { local, remote };
@@ -148,14 +163,25 @@ impl Endpoint {
     }
 
     fn take_buffers(&mut self) -> Buffers {
-        self.spare.pop().unwrap_or_else(|| Buffers::new(&self.config))
+        self.spare
+            .pop()
+            .unwrap_or_else(|| Buffers::new(&self.config))
     }
 
     fn handle_of(&self, slot: u32) -> ConnectionHandle {
-        ConnectionHandle { slot, generation: self.slots[slot as usize].generation }
+        ConnectionHandle {
+            slot,
+            generation: self.slots[slot as usize].generation,
+        }
     }
 
-    fn insert(&mut self, tuple: FourTuple, conn: Connection, listener: Option<usize>, announced: bool) -> u32 {
+    fn insert(
+        &mut self,
+        tuple: FourTuple,
+        conn: Connection,
+        listener: Option<usize>,
+        announced: bool,
+    ) -> u32 {
         let slot = match self.free.pop() {
             Some(s) => s,
             None => {
@@ -178,14 +204,26 @@ impl Endpoint {
         self.listeners
             .iter()
             .position(|l| l.addr == local)
-            .or_else(|| self.listeners.iter().position(|l| l.addr.port() == local.port() && l.addr.ip().is_unspecified()))
+            .or_else(|| {
+                self.listeners
+                    .iter()
+                    .position(|l| l.addr.port() == local.port() && l.addr.ip().is_unspecified())
+            })
     }
 
     /// Run `f` on the connection of `slot` with a context, then update the endpoint's view.
-    fn with_conn<R>(&mut self, slot: u32, now: Instant, f: impl FnOnce(&mut Connection, &mut Ctx<'_>) -> R) -> Option<R> {
+    fn with_conn<R>(
+        &mut self,
+        slot: u32,
+        now: Instant,
+        f: impl FnOnce(&mut Connection, &mut Ctx<'_>) -> R,
+    ) -> Option<R> {
         let s = self.slots.get_mut(slot as usize)?;
         let conn = s.conn.as_mut()?;
-        let handle = ConnectionHandle { slot, generation: s.generation };
+        let handle = ConnectionHandle {
+            slot,
+            generation: s.generation,
+        };
         let before = self.events.len();
         let mut ctx = Ctx {
             now,
@@ -221,7 +259,9 @@ impl Endpoint {
     /// Bookkeeping after any call into a connection: SYN queue accounting, counters, freeing,
     /// the timer entry and the transmit queue.
     fn after(&mut self, slot: u32, requeue: bool) {
-        let Some(s) = self.slots.get_mut(slot as usize) else { return };
+        let Some(s) = self.slots.get_mut(slot as usize) else {
+            return;
+        };
         let Some(conn) = s.conn.as_mut() else { return };
         if conn.counted_in_syn_queue && conn.state() != State::SynReceived {
             conn.counted_in_syn_queue = false;
@@ -229,7 +269,12 @@ impl Endpoint {
                 l.half_open = l.half_open.saturating_sub(1);
             }
         }
-        if !s.counted_open && !matches!(conn.state(), State::SynSent | State::SynReceived | State::Closed | State::Listen) {
+        if !s.counted_open
+            && !matches!(
+                conn.state(),
+                State::SynSent | State::SynReceived | State::Closed | State::Listen
+            )
+        {
             s.counted_open = true;
             self.stats.connections_opened += 1;
             let (ws, sack, ts) = conn.negotiated();
@@ -245,7 +290,11 @@ impl Endpoint {
         if d != s.deadline {
             s.deadline = d;
             if let Some(deadline) = d {
-                self.timers.push(Entry { deadline, slot, generation: s.generation });
+                self.timers.push(Entry {
+                    deadline,
+                    slot,
+                    generation: s.generation,
+                });
             }
         }
         if requeue && !s.queued {
@@ -259,11 +308,18 @@ impl Endpoint {
         let Some(conn) = s.conn.take() else { return };
         self.table.remove(&conn.four_tuple());
         if conn.counted_in_syn_queue
-            && let Some(l) = s.listener.and_then(|l| self.listeners.get_mut(l)) {
-                l.half_open = l.half_open.saturating_sub(1);
-            }
+            && let Some(l) = s.listener.and_then(|l| self.listeners.get_mut(l))
+        {
+            l.half_open = l.half_open.saturating_sub(1);
+        }
         if s.announced {
-            self.events.push_back((ConnectionHandle { slot, generation: s.generation }, Event::Closed));
+            self.events.push_back((
+                ConnectionHandle {
+                    slot,
+                    generation: s.generation,
+                },
+                Event::Closed,
+            ));
         }
         self.stats.connections_closed += 1;
         let bufs = conn.into_buffers();
@@ -284,15 +340,19 @@ impl Endpoint {
             self.timers = TimerQueue::new();
             for (i, s) in self.slots.iter().enumerate() {
                 if let (Some(_), Some(deadline)) = (&s.conn, s.deadline) {
-                    self.timers.push(Entry { deadline, slot: i as u32, generation: s.generation });
+                    self.timers.push(Entry {
+                        deadline,
+                        slot: i as u32,
+                        generation: s.generation,
+                    });
                 }
             }
         }
         let slots = &self.slots;
         self.timers.prune(|e| {
-            slots
-                .get(e.slot as usize)
-                .is_some_and(|s| s.conn.is_some() && s.generation == e.generation && s.deadline == Some(e.deadline))
+            slots.get(e.slot as usize).is_some_and(|s| {
+                s.conn.is_some() && s.generation == e.generation && s.deadline == Some(e.deadline)
+            })
         });
     }
 
@@ -364,16 +424,33 @@ impl Endpoint {
             if !f.syn() && self.config.syn_cookies {
                 let peer_isn = seg.seq_number.wrapping_sub(1);
                 let cookie = seg.ack_number.wrapping_sub(1);
-                if let Some(opts) = self.cookies.validate(now, tuple.local, tuple.remote, peer_isn, cookie) {
+                if let Some(opts) =
+                    self.cookies
+                        .validate(now, tuple.local, tuple.remote, peer_isn, cookie)
+                {
                     if self.table.len() >= self.config.max_connections {
                         self.stats.drop(DropReason::SynQueueFull);
                         return;
                     }
                     self.stats.syn_cookies_validated += 1;
-                    let peer = PeerSyn { mss: Some(opts.mss), window_scale: opts.window_scale, sack_permitted: opts.sack_permitted, timestamp: None };
+                    let peer = PeerSyn {
+                        mss: Some(opts.mss),
+                        window_scale: opts.window_scale,
+                        sack_permitted: opts.sack_permitted,
+                        timestamp: None,
+                    };
                     let ts = self.isn.ts_offset(tuple.local, tuple.remote);
                     let bufs = self.take_buffers();
-                    let conn = Connection::from_cookie(&self.config, bufs, now, tuple, cookie, peer_isn, peer, ts);
+                    let conn = Connection::from_cookie(
+                        &self.config,
+                        bufs,
+                        now,
+                        tuple,
+                        cookie,
+                        peer_isn,
+                        peer,
+                        ts,
+                    );
                     let slot = self.insert(tuple, conn, Some(li), true);
                     let handle = self.handle_of(slot);
                     self.events.push_back((handle, Event::Established));
@@ -410,11 +487,22 @@ impl Endpoint {
             }
             let opts = CookieOptions {
                 mss: seg.max_seg_size.unwrap_or(536),
-                window_scale: if self.config.window_scale { seg.window_scale } else { None },
+                window_scale: if self.config.window_scale {
+                    seg.window_scale
+                } else {
+                    None
+                },
                 sack_permitted: self.config.sack && seg.sack_permitted,
             };
-            let iss = self.cookies.generate(now, tuple.local, tuple.remote, seg.seq_number, opts);
-            self.synacks.push_back(CookieSynAck { tuple, iss, ack: seg.seq_number.wrapping_add(1), opts });
+            let iss = self
+                .cookies
+                .generate(now, tuple.local, tuple.remote, seg.seq_number, opts);
+            self.synacks.push_back(CookieSynAck {
+                tuple,
+                iss,
+                ack: seg.seq_number.wrapping_add(1),
+                opts,
+            });
             self.stats.syn_cookies_sent += 1;
             return;
         }
@@ -437,10 +525,9 @@ impl Endpoint {
             }
             budget -= 1;
             self.timers.pop();
-            let current = self
-                .slots
-                .get(e.slot as usize)
-                .is_some_and(|s| s.conn.is_some() && s.generation == e.generation && s.deadline == Some(e.deadline));
+            let current = self.slots.get(e.slot as usize).is_some_and(|s| {
+                s.conn.is_some() && s.generation == e.generation && s.deadline == Some(e.deadline)
+            });
             if !current {
                 continue;
             }
@@ -462,16 +549,41 @@ impl Endpoint {
     #[must_use]
     pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<usize> {
         if let Some((tuple, seq, ack)) = self.rsts.pop_front()
-            && let Some(n) = emit_stateless(buf, tuple, seq, ack.unwrap_or(0), if ack.is_some() { Flags::RST | Flags::ACK } else { Flags::RST }, None, 0) {
-                self.stats.rsts_sent += 1;
-                self.stats.segments_out += 1;
-                return Some(n);
-            }
+            && let Some(n) = emit_stateless(
+                buf,
+                tuple,
+                seq,
+                ack.unwrap_or(0),
+                if ack.is_some() {
+                    Flags::RST | Flags::ACK
+                } else {
+                    Flags::RST
+                },
+                None,
+                0,
+            )
+        {
+            self.stats.rsts_sent += 1;
+            self.stats.segments_out += 1;
+            return Some(n);
+        }
         if let Some(sa) = self.synacks.pop_front() {
             let window = self.config.recv_buffer.min(65_535) as u16;
             let wscale = sa.opts.window_scale.map(|_| self.config.rcv_wscale());
-            let syn = SynOpts { mss: self.config.mss().min(65_535) as u16, window_scale: wscale, sack_permitted: sa.opts.sack_permitted };
-            if let Some(n) = emit_stateless(buf, sa.tuple, sa.iss, sa.ack, Flags::SYN | Flags::ACK, Some(syn), window) {
+            let syn = SynOpts {
+                mss: self.config.mss().min(65_535) as u16,
+                window_scale: wscale,
+                sack_permitted: sa.opts.sack_permitted,
+            };
+            if let Some(n) = emit_stateless(
+                buf,
+                sa.tuple,
+                sa.iss,
+                sa.ack,
+                Flags::SYN | Flags::ACK,
+                Some(syn),
+                window,
+            ) {
                 self.stats.segments_out += 1;
                 return Some(n);
             }
@@ -480,7 +592,9 @@ impl Endpoint {
             if let Some(s) = self.slots.get_mut(slot as usize) {
                 s.queued = false;
             }
-            let r = self.with_conn(slot, now, |c, ctx| c.poll_transmit(ctx, buf)).flatten();
+            let r = self
+                .with_conn(slot, now, |c, ctx| c.poll_transmit(ctx, buf))
+                .flatten();
             match r {
                 Some(n) => {
                     let s = &mut self.slots[slot as usize];
@@ -518,7 +632,9 @@ impl Endpoint {
     /// full: wait for `Writable`).
     pub fn send(&mut self, h: ConnectionHandle, data: &[u8]) -> Result<usize, StreamError> {
         let slot = self.slot_of(h).ok_or(StreamError::InvalidHandle)?;
-        let r = self.with_conn(slot, Instant::ZERO, |c, _| c.send(data)).ok_or(StreamError::InvalidHandle)?;
+        let r = self
+            .with_conn(slot, Instant::ZERO, |c, _| c.send(data))
+            .ok_or(StreamError::InvalidHandle)?;
         self.after(slot, true);
         r
     }
@@ -526,7 +642,9 @@ impl Endpoint {
     /// Read in-order bytes. `Ok(0)`: nothing now; `Err(Finished)`: the peer's FIN was reached.
     pub fn recv(&mut self, h: ConnectionHandle, buf: &mut [u8]) -> Result<usize, StreamError> {
         let slot = self.slot_of(h).ok_or(StreamError::InvalidHandle)?;
-        let r = self.with_conn(slot, Instant::ZERO, |c, _| c.recv(buf)).ok_or(StreamError::InvalidHandle)?;
+        let r = self
+            .with_conn(slot, Instant::ZERO, |c, _| c.recv(buf))
+            .ok_or(StreamError::InvalidHandle)?;
         self.after(slot, true);
         r
     }
@@ -587,7 +705,15 @@ impl Endpoint {
     pub fn connections_by_state(&self) -> Vec<(State, usize)> {
         State::ALL
             .iter()
-            .map(|&st| (st, self.slots.iter().filter(|s| s.conn.as_ref().is_some_and(|c| c.state() == st)).count()))
+            .map(|&st| {
+                (
+                    st,
+                    self.slots
+                        .iter()
+                        .filter(|s| s.conn.as_ref().is_some_and(|c| c.state() == st))
+                        .count(),
+                )
+            })
             .collect()
     }
 
@@ -605,28 +731,44 @@ impl Endpoint {
                 return Err(format!("slot {i}: not in the table"));
             }
             if s.deadline != c.next_deadline() {
-                return Err(format!("slot {i}: deadline {:?} != connection's {:?}", s.deadline, c.next_deadline()));
+                return Err(format!(
+                    "slot {i}: deadline {:?} != connection's {:?}",
+                    s.deadline,
+                    c.next_deadline()
+                ));
             }
             if c.counted_in_syn_queue
-                && let Some(l) = s.listener {
-                    half_open[l] += 1;
-                }
+                && let Some(l) = s.listener
+            {
+                half_open[l] += 1;
+            }
             if c.is_finished() {
                 return Err(format!("slot {i}: finished but not freed"));
             }
         }
         if live != self.table.len() {
-            return Err(format!("{live} live slots, {} table entries", self.table.len()));
+            return Err(format!(
+                "{live} live slots, {} table entries",
+                self.table.len()
+            ));
         }
         for (l, n) in self.listeners.iter().zip(half_open) {
             if l.half_open != n {
-                return Err(format!("listener {}: half_open {} != {}", l.addr, l.half_open, n));
+                return Err(format!(
+                    "listener {}: half_open {} != {}",
+                    l.addr, l.half_open, n
+                ));
             }
             if l.half_open > self.config.syn_queue_len {
                 return Err("SYN queue over its bound".into());
             }
         }
-        let earliest = self.slots.iter().filter(|s| s.conn.is_some()).filter_map(|s| s.deadline).min();
+        let earliest = self
+            .slots
+            .iter()
+            .filter(|s| s.conn.is_some())
+            .filter_map(|s| s.deadline)
+            .min();
         match (earliest, self.poll_timeout()) {
             (Some(a), Some(b)) if a == b => {}
             (None, None) => {}
@@ -645,7 +787,15 @@ struct SynOpts {
     sack_permitted: bool,
 }
 
-fn emit_stateless(buf: &mut [u8], tuple: FourTuple, seq: u32, ack: u32, flags: Flags, syn: Option<SynOpts>, window: u16) -> Option<usize> {
+fn emit_stateless(
+    buf: &mut [u8],
+    tuple: FourTuple,
+    seq: u32,
+    ack: u32,
+    flags: Flags,
+    syn: Option<SynOpts>,
+    window: u16,
+) -> Option<usize> {
     let mut repr = tcp::Repr {
         src_port: tuple.local.port(),
         dst_port: tuple.remote.port(),

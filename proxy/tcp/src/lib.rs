@@ -11,6 +11,8 @@ pub mod config;
 pub mod congestion;
 pub mod connection;
 pub mod endpoint;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzz;
 pub mod isn;
 pub mod ranges;
 pub mod recv_buffer;
@@ -18,17 +20,18 @@ pub mod ring;
 pub mod rtt;
 pub mod sack;
 pub mod seq;
+#[cfg(any(test, feature = "sim"))]
+pub mod sim;
 pub mod syncookie;
 pub mod time;
 pub mod timer;
-#[cfg(any(test, feature = "sim"))]
-pub mod sim;
-#[cfg(any(test, feature = "fuzzing"))]
-pub mod fuzz;
 
-pub use connection::State;
-pub use config::{Config, ConnectError, ConnectionHandle, DropReason, Event, FourTuple, Keepalive, ListenError, Stats, StreamError};
+pub use config::{
+    Config, ConnectError, ConnectionHandle, DropReason, Event, FourTuple, Keepalive, ListenError,
+    Stats, StreamError,
+};
 pub use congestion::Algorithm;
+pub use connection::State;
 pub use endpoint::Endpoint;
 pub use seq::SeqNumber;
 pub use time::Instant;

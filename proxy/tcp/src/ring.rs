@@ -15,7 +15,11 @@ pub struct Ring {
 impl Ring {
     #[must_use]
     pub fn new(capacity: usize) -> Self {
-        Ring { buf: vec![0; capacity].into_boxed_slice(), head: 0, len: 0 }
+        Ring {
+            buf: vec![0; capacity].into_boxed_slice(),
+            head: 0,
+            len: 0,
+        }
     }
     #[must_use]
     pub fn capacity(&self) -> usize {

@@ -135,7 +135,9 @@ impl Pair {
         for to_b in [true, false] {
             loop {
                 let ep = if to_b { &mut self.a } else { &mut self.b };
-                let Some(n) = ep.poll_transmit(self.now, &mut self.buf) else { break };
+                let Some(n) = ep.poll_transmit(self.now, &mut self.buf) else {
+                    break;
+                };
                 let bytes = self.buf[..n].to_vec();
                 self.put_on_link(to_b, bytes);
             }
@@ -156,7 +158,9 @@ impl Pair {
                 self.stats.queue_drops += 1;
                 return;
             }
-            let tx = Duration::from_nanos((bytes.len() as u64 * 8).saturating_mul(1_000_000_000) / bps.max(1));
+            let tx = Duration::from_nanos(
+                (bytes.len() as u64 * 8).saturating_mul(1_000_000_000) / bps.max(1),
+            );
             depart += tx;
             self.link_free[dir] = depart;
         }
@@ -173,21 +177,43 @@ impl Pair {
         };
         for _ in 0..copies {
             self.order += 1;
-            self.queue.push(Reverse(InFlight { at, order: self.order, to_b, bytes: bytes.clone() }));
+            self.queue.push(Reverse(InFlight {
+                at,
+                order: self.order,
+                to_b,
+                bytes: bytes.clone(),
+            }));
         }
     }
 
     /// Parse a packet with the real wire code and hand it to `ep`.
     pub fn deliver(ep: &mut Endpoint, now: Instant, bytes: &[u8]) -> bool {
-        let Ok(ipp) = ipv4::Packet::new_checked(bytes) else { return false };
-        let Ok(ip) = ipv4::Repr::parse(&ipp, Checksum::Verify) else { return false };
-        let Ok(tp) = tcp::Packet::new_checked(ipp.payload()) else { return false };
-        let Ok(seg) = tcp::Repr::parse(&tp, ip.src_addr, ip.dst_addr, Checksum::Verify) else { return false };
+        let Ok(ipp) = ipv4::Packet::new_checked(bytes) else {
+            return false;
+        };
+        let Ok(ip) = ipv4::Repr::parse(&ipp, Checksum::Verify) else {
+            return false;
+        };
+        let Ok(tp) = tcp::Packet::new_checked(ipp.payload()) else {
+            return false;
+        };
+        let Ok(seg) = tcp::Repr::parse(&tp, ip.src_addr, ip.dst_addr, Checksum::Verify) else {
+            return false;
+        };
         if std::env::var_os("SIM_TRACE").is_some() {
             std::println!(
                 "{now:?} {}:{} > {}:{} [{}] seq {} ack {} win {} len {} sack {:?} ts {:?}",
-                ip.src_addr, seg.src_port, ip.dst_addr, seg.dst_port, seg.flags, seg.seq_number, seg.ack_number,
-                seg.window_len, seg.payload.len(), seg.sack_blocks, seg.timestamp
+                ip.src_addr,
+                seg.src_port,
+                ip.dst_addr,
+                seg.dst_port,
+                seg.flags,
+                seg.seq_number,
+                seg.ack_number,
+                seg.window_len,
+                seg.payload.len(),
+                seg.sack_blocks,
+                seg.timestamp
             );
         }
         ep.handle_segment(now, &ip, &seg);
@@ -197,16 +223,27 @@ impl Pair {
     /// The next instant something happens (a delivery or a timer), if any.
     #[must_use]
     pub fn next_event(&self) -> Option<Instant> {
-        [self.queue.peek().map(|r| r.0.at), self.a.poll_timeout(), self.b.poll_timeout()].into_iter().flatten().min()
+        [
+            self.queue.peek().map(|r| r.0.at),
+            self.a.poll_timeout(),
+            self.b.poll_timeout(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// Advance to the next event and process everything due then. Returns false when idle.
     pub fn step(&mut self) -> bool {
         self.transmit();
-        let Some(t) = self.next_event() else { return false };
+        let Some(t) = self.next_event() else {
+            return false;
+        };
         self.now = self.now.max(t);
         while self.queue.peek().is_some_and(|r| r.0.at <= self.now) {
-            let Some(Reverse(p)) = self.queue.pop() else { break };
+            let Some(Reverse(p)) = self.queue.pop() else {
+                break;
+            };
             let ep = if p.to_b { &mut self.b } else { &mut self.a };
             if Self::deliver(ep, self.now, &p.bytes) {
                 self.stats.delivered += 1;
@@ -244,7 +281,11 @@ pub struct StreamApp {
 impl StreamApp {
     #[must_use]
     pub fn new(data: Vec<u8>) -> Self {
-        StreamApp { data, close_when_done: true, ..Default::default() }
+        StreamApp {
+            data,
+            close_when_done: true,
+            ..Default::default()
+        }
     }
 
     /// Drain events, read, write, close.
@@ -280,7 +321,11 @@ impl StreamApp {
                 Ok(n) => self.sent += n,
             }
         }
-        if self.established && self.sent == self.data.len() && !self.closed_sent && self.close_when_done {
+        if self.established
+            && self.sent == self.data.len()
+            && !self.closed_sent
+            && self.close_when_done
+        {
             self.closed_sent = true;
             ep.close(h);
         }
@@ -301,13 +346,23 @@ pub struct Transfer {
 
 /// Connect A to B, move `a_data` A->B and `b_data` B->A, close both ways, and run until both
 /// endpoints are empty (TIME-WAIT expired) or `limit` of virtual time passed.
-pub fn run_transfer(config: Config, link: LinkConfig, seed: u64, a_data: Vec<u8>, b_data: Vec<u8>, limit: Duration) -> Transfer {
+pub fn run_transfer(
+    config: Config,
+    link: LinkConfig,
+    seed: u64,
+    a_data: Vec<u8>,
+    b_data: Vec<u8>,
+    limit: Duration,
+) -> Transfer {
     let mut pair = Pair::new(config.clone(), config, link, seed);
     let server_addr = SocketAddrV4::new(B_ADDR, 443);
     let client_addr = SocketAddrV4::new(A_ADDR, 40_000 + (seed % 20_000) as u16);
     pair.b.listen(server_addr).expect("listen");
     let start = pair.now;
-    let h = pair.a.connect(pair.now, client_addr, server_addr).expect("connect");
+    let h = pair
+        .a
+        .connect(pair.now, client_addr, server_addr)
+        .expect("connect");
     let mut client = StreamApp::new(a_data);
     client.handle = Some(h);
     let mut server = StreamApp::new(b_data);
@@ -315,7 +370,10 @@ pub fn run_transfer(config: Config, link: LinkConfig, seed: u64, a_data: Vec<u8>
     loop {
         client.drive(&mut pair.a);
         server.drive(&mut pair.b);
-        if data_done.is_none() && server.received.len() == client.data.len() && client.received.len() == server.data.len() {
+        if data_done.is_none()
+            && server.received.len() == client.data.len()
+            && client.received.len() == server.data.len()
+        {
             data_done = Some(pair.now - start);
         }
         if pair.now - start > limit {
@@ -331,5 +389,11 @@ pub fn run_transfer(config: Config, link: LinkConfig, seed: u64, a_data: Vec<u8>
         }
     }
     let elapsed = pair.now - start;
-    Transfer { pair, client, server, elapsed, data_done }
+    Transfer {
+        pair,
+        client,
+        server,
+        elapsed,
+        data_done,
+    }
 }

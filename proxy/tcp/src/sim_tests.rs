@@ -3,7 +3,7 @@
 
 use crate::config::Config;
 use crate::congestion::Algorithm;
-use crate::sim::{LinkConfig, run_transfer, Transfer};
+use crate::sim::{LinkConfig, Transfer, run_transfer};
 use core::time::Duration;
 
 fn data(seed: u64, len: usize) -> Vec<u8> {
@@ -13,19 +13,39 @@ fn data(seed: u64, len: usize) -> Vec<u8> {
 
 fn check(t: &Transfer, a: &[u8], b: &[u8]) -> Result<(), String> {
     if t.server.received != a {
-        return Err(format!("server got {} of {} bytes (equal prefix: {})", t.server.received.len(), a.len(), t.server.received.iter().zip(a).take_while(|(x, y)| x == y).count()));
+        return Err(format!(
+            "server got {} of {} bytes (equal prefix: {})",
+            t.server.received.len(),
+            a.len(),
+            t.server
+                .received
+                .iter()
+                .zip(a)
+                .take_while(|(x, y)| x == y)
+                .count()
+        ));
     }
     if t.client.received != b {
-        return Err(format!("client got {} of {} bytes", t.client.received.len(), b.len()));
+        return Err(format!(
+            "client got {} of {} bytes",
+            t.client.received.len(),
+            b.len()
+        ));
     }
     if !t.client.finished || !t.server.finished {
-        return Err(format!("FIN not seen: client {} server {}", t.client.finished, t.server.finished));
+        return Err(format!(
+            "FIN not seen: client {} server {}",
+            t.client.finished, t.server.finished
+        ));
     }
     if t.client.reset || t.server.reset || t.client.timed_out || t.server.timed_out {
         return Err("reset or timeout".into());
     }
     if !t.client.freed || !t.server.freed {
-        return Err(format!("TCB not freed: client {} server {}", t.client.freed, t.server.freed));
+        return Err(format!(
+            "TCB not freed: client {} server {}",
+            t.client.freed, t.server.freed
+        ));
     }
     if t.pair.a.connection_count() != 0 || t.pair.b.connection_count() != 0 {
         return Err("connections left".into());
@@ -39,31 +59,74 @@ fn check(t: &Transfer, a: &[u8], b: &[u8]) -> Result<(), String> {
 }
 
 fn small_config() -> Config {
-    Config { recv_buffer: 64 * 1024, send_buffer: 64 * 1024, time_wait: Duration::from_secs(2), handshake_timeout: Duration::from_secs(300), ..Config::default() }
+    Config {
+        recv_buffer: 64 * 1024,
+        send_buffer: 64 * 1024,
+        time_wait: Duration::from_secs(2),
+        handshake_timeout: Duration::from_secs(300),
+        ..Config::default()
+    }
 }
 
 #[test]
 fn clean_transfer_both_ways() {
     let a = data(1, 200_000);
     let b = data(2, 50_000);
-    let t = run_transfer(small_config(), LinkConfig::default(), 1, a.clone(), b.clone(), Duration::from_secs(600));
+    let t = run_transfer(
+        small_config(),
+        LinkConfig::default(),
+        1,
+        a.clone(),
+        b.clone(),
+        Duration::from_secs(600),
+    );
     check(&t, &a, &b).unwrap();
     let s = t.pair.a.stats();
-    assert_eq!(s.retransmits_rto + s.retransmits_fast + s.retransmits_sack, 0, "{s:?}");
+    assert_eq!(
+        s.retransmits_rto + s.retransmits_fast + s.retransmits_sack,
+        0,
+        "{s:?}"
+    );
     assert_eq!(s.negotiated_sack, 1);
     assert_eq!(s.negotiated_timestamps, 1);
     assert_eq!(s.negotiated_wscale, 1);
 }
 
 fn lossy(loss: f64, reorder: f64, dup: f64) -> LinkConfig {
-    LinkConfig { loss, reorder, duplicate: dup, bandwidth: Some(20_000_000), ..LinkConfig::default() }
+    LinkConfig {
+        loss,
+        reorder,
+        duplicate: dup,
+        bandwidth: Some(20_000_000),
+        ..LinkConfig::default()
+    }
 }
 
-fn run_case(config: Config, link: LinkConfig, seed: u64, la: usize, lb: usize) -> Result<Transfer, String> {
+fn run_case(
+    config: Config,
+    link: LinkConfig,
+    seed: u64,
+    la: usize,
+    lb: usize,
+) -> Result<Transfer, String> {
     let a = data(seed, la);
     let b = data(seed + 1, lb);
-    let t = run_transfer(config, link, seed, a.clone(), b.clone(), Duration::from_secs(3600));
-    check(&t, &a, &b).map_err(|e| format!("seed {seed}: {e}; a={:?} b={:?} link={:?}", t.pair.a.stats(), t.pair.b.stats(), t.pair.stats))?;
+    let t = run_transfer(
+        config,
+        link,
+        seed,
+        a.clone(),
+        b.clone(),
+        Duration::from_secs(3600),
+    );
+    check(&t, &a, &b).map_err(|e| {
+        format!(
+            "seed {seed}: {e}; a={:?} b={:?} link={:?}",
+            t.pair.a.stats(),
+            t.pair.b.stats(),
+            t.pair.stats
+        )
+    })?;
     Ok(t)
 }
 
@@ -77,7 +140,12 @@ fn lossy_transfer_sack_cubic() {
 
 #[test]
 fn lossy_transfer_newreno_no_sack_no_ts() {
-    let cfg = Config { sack: false, timestamps: false, congestion: Algorithm::NewReno, ..small_config() };
+    let cfg = Config {
+        sack: false,
+        timestamps: false,
+        congestion: Algorithm::NewReno,
+        ..small_config()
+    };
     let t = run_case(cfg, lossy(0.05, 0.05, 0.01), 8, 200_000, 100_000).unwrap();
     let s = t.pair.a.stats();
     assert_eq!(s.negotiated_sack, 0);
@@ -87,13 +155,24 @@ fn lossy_transfer_newreno_no_sack_no_ts() {
 #[test]
 fn heavy_loss_twenty_percent() {
     for seed in 0..4 {
-        run_case(small_config(), lossy(0.2, 0.1, 0.02), 100 + seed, 60_000, 30_000).unwrap();
+        run_case(
+            small_config(),
+            lossy(0.2, 0.1, 0.02),
+            100 + seed,
+            60_000,
+            30_000,
+        )
+        .unwrap();
     }
 }
 
 #[test]
 fn tiny_buffers_force_zero_window() {
-    let cfg = Config { recv_buffer: 3000, send_buffer: 4000, ..small_config() };
+    let cfg = Config {
+        recv_buffer: 3000,
+        send_buffer: 4000,
+        ..small_config()
+    };
     run_case(cfg, lossy(0.02, 0.02, 0.0), 9, 100_000, 20_000).unwrap();
 }
 
@@ -139,24 +218,46 @@ proptest::proptest! {
 
 #[test]
 fn debug_one() {
-    let Ok(seed) = std::env::var("SIM_SEED") else { return };
+    let Ok(seed) = std::env::var("SIM_SEED") else {
+        return;
+    };
     let seed: u64 = seed.parse().unwrap();
-    let cfg = Config { recv_buffer: 8 * 1024, send_buffer: 8 * 1024, sack: true, timestamps: false, window_scale: false, ..small_config() };
-    run_case(cfg, lossy(0.16765616255021115, 0.06704212191720779, 0.014288499267192582), seed, 11111, 9651).unwrap();
+    let cfg = Config {
+        recv_buffer: 8 * 1024,
+        send_buffer: 8 * 1024,
+        sack: true,
+        timestamps: false,
+        window_scale: false,
+        ..small_config()
+    };
+    run_case(
+        cfg,
+        lossy(
+            0.16765616255021115,
+            0.06704212191720779,
+            0.014288499267192582,
+        ),
+        seed,
+        11111,
+        9651,
+    )
+    .unwrap();
 }
 
 /// The classic Nagle + delayed-ACK stall (write, write, read): the second small write must
 /// not wait for the ACK of the first, which the peer delays. Virtual time, so deterministic.
 #[test]
 fn no_nagle_delayed_ack_stall() {
-    use crate::sim::{A_ADDR, B_ADDR, Pair};
     use crate::config::Event;
+    use crate::sim::{A_ADDR, B_ADDR, Pair};
     use core::net::SocketAddrV4;
     let cfg = small_config();
     let mut p = Pair::new(cfg.clone(), cfg.clone(), LinkConfig::default(), 5);
     let server = SocketAddrV4::new(B_ADDR, 443);
     p.b.listen(server).unwrap();
-    let h = p.a.connect(p.now, SocketAddrV4::new(A_ADDR, 40_000), server).unwrap();
+    let h =
+        p.a.connect(p.now, SocketAddrV4::new(A_ADDR, 40_000), server)
+            .unwrap();
     let mut sh = None;
     while sh.is_none() {
         assert!(p.step());
@@ -188,5 +289,9 @@ fn no_nagle_delayed_ack_stall() {
     }
     let took = p.now - start;
     assert!(took < cfg.delayed_ack, "second write stalled: {took:?}");
-    assert_eq!(took, LinkConfig::default().delay, "both writes arrive after one one-way delay");
+    assert_eq!(
+        took,
+        LinkConfig::default().delay,
+        "both writes arrive after one one-way delay"
+    );
 }

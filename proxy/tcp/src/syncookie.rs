@@ -48,10 +48,19 @@ impl SynCookies {
         for b in &mut k {
             *b ^= 0x5c;
         }
-        SynCookies { hasher: SipHasher24::new(k) }
+        SynCookies {
+            hasher: SipHasher24::new(k),
+        }
     }
 
-    fn mac(&self, local: SocketAddrV4, remote: SocketAddrV4, peer_isn: u32, t: u32, data: u32) -> u32 {
+    fn mac(
+        &self,
+        local: SocketAddrV4,
+        remote: SocketAddrV4,
+        peer_isn: u32,
+        t: u32,
+        data: u32,
+    ) -> u32 {
         let mut b = [0u8; 24];
         b[..12].copy_from_slice(&tuple_bytes(local, remote));
         b[12..16].copy_from_slice(&peer_isn.to_be_bytes());
@@ -68,7 +77,14 @@ impl SynCookies {
 
     /// The cookie (our ISN) for a SYN from `remote` with sequence number `peer_isn`.
     #[must_use]
-    pub fn generate(&self, now: Instant, local: SocketAddrV4, remote: SocketAddrV4, peer_isn: u32, opts: CookieOptions) -> u32 {
+    pub fn generate(
+        &self,
+        now: Instant,
+        local: SocketAddrV4,
+        remote: SocketAddrV4,
+        peer_isn: u32,
+        opts: CookieOptions,
+    ) -> u32 {
         let t = period(now);
         let data = Self::encode(opts);
         (t << 27) | (data << MAC_BITS) | self.mac(local, remote, peer_isn, t, data)
@@ -76,7 +92,14 @@ impl SynCookies {
 
     /// Validate the final ACK: `cookie` is SEG.ACK - 1, `peer_isn` is SEG.SEQ - 1.
     #[must_use]
-    pub fn validate(&self, now: Instant, local: SocketAddrV4, remote: SocketAddrV4, peer_isn: u32, cookie: u32) -> Option<CookieOptions> {
+    pub fn validate(
+        &self,
+        now: Instant,
+        local: SocketAddrV4,
+        remote: SocketAddrV4,
+        peer_isn: u32,
+        cookie: u32,
+    ) -> Option<CookieOptions> {
         let t = cookie >> 27;
         let data = (cookie >> MAC_BITS) & 0xff;
         let cur = period(now);
@@ -114,15 +137,43 @@ mod tests {
         let (l, r) = tuple();
         let c = SynCookies::new([7; 16]);
         let now = Instant::from_millis(1_000_000);
-        for (mss, ws, sack) in [(1460, Some(7), true), (536, None, false), (1400, Some(14), true), (9000, Some(0), false), (100, None, true)] {
-            let opts = CookieOptions { mss, window_scale: ws, sack_permitted: sack };
+        for (mss, ws, sack) in [
+            (1460, Some(7), true),
+            (536, None, false),
+            (1400, Some(14), true),
+            (9000, Some(0), false),
+            (100, None, true),
+        ] {
+            let opts = CookieOptions {
+                mss,
+                window_scale: ws,
+                sack_permitted: sack,
+            };
             let cookie = c.generate(now, l, r, 12345, opts);
             let got = c.validate(now, l, r, 12345, cookie).expect("valid");
             assert_eq!(got.window_scale, ws);
             assert_eq!(got.sack_permitted, sack);
             assert!(got.mss <= mss.max(536));
         }
-        let got = c.validate(now, l, r, 12345, c.generate(now, l, r, 12345, CookieOptions { mss: 1400, window_scale: None, sack_permitted: false })).unwrap();
+        let got = c
+            .validate(
+                now,
+                l,
+                r,
+                12345,
+                c.generate(
+                    now,
+                    l,
+                    r,
+                    12345,
+                    CookieOptions {
+                        mss: 1400,
+                        window_scale: None,
+                        sack_permitted: false,
+                    },
+                ),
+            )
+            .unwrap();
         assert_eq!(got.mss, 1300);
     }
 
@@ -131,7 +182,11 @@ mod tests {
         let (l, r) = tuple();
         let c = SynCookies::new([7; 16]);
         let now = Instant::from_millis(1_000_000);
-        let opts = CookieOptions { mss: 1460, window_scale: Some(7), sack_permitted: true };
+        let opts = CookieOptions {
+            mss: 1460,
+            window_scale: Some(7),
+            sack_permitted: true,
+        };
         let cookie = c.generate(now, l, r, 999, opts);
         // Wrong peer ISN, wrong tuple, flipped bits, other key.
         assert!(c.validate(now, l, r, 998, cookie).is_none());
@@ -139,7 +194,11 @@ mod tests {
         assert!(c.validate(now, l, r2, 999, cookie).is_none());
         assert!(c.validate(now, l, r, 999, cookie ^ 1).is_none());
         assert!(c.validate(now, l, r, 999, cookie ^ (1 << 22)).is_none());
-        assert!(SynCookies::new([8; 16]).validate(now, l, r, 999, cookie).is_none());
+        assert!(
+            SynCookies::new([8; 16])
+                .validate(now, l, r, 999, cookie)
+                .is_none()
+        );
         // Still valid in the next period, not two periods later.
         let next = now + core::time::Duration::from_secs(64);
         assert!(c.validate(next, l, r, 999, cookie).is_some());

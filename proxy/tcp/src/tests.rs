@@ -71,13 +71,21 @@ fn config() -> Config {
 }
 
 fn tuple() -> FourTuple {
-    FourTuple { local: SocketAddrV4::new(LOCAL_IP, LOCAL_PORT), remote: SocketAddrV4::new(REMOTE_IP, REMOTE_PORT) }
+    FourTuple {
+        local: SocketAddrV4::new(LOCAL_IP, LOCAL_PORT),
+        remote: SocketAddrV4::new(REMOTE_IP, REMOTE_PORT),
+    }
 }
 
 impl T {
     fn new(config: Config) -> T {
         let now = Instant::from_millis(100_000);
-        T { ep: Endpoint::new(config, now), now, iss: 0, h: None }
+        T {
+            ep: Endpoint::new(config, now),
+            now,
+            iss: 0,
+            h: None,
+        }
     }
     fn send(&mut self, seg: &tcp::Repr<'_>) {
         self.send_from(REMOTE_IP, seg);
@@ -89,7 +97,13 @@ impl T {
             seg.ack_number = self.iss1();
         }
         let seg = &seg;
-        let ip = ipv4::Repr { src_addr: src, dst_addr: LOCAL_IP, protocol: ipv4::Protocol::Tcp, payload_len: seg.buffer_len(), hop_limit: 64 };
+        let ip = ipv4::Repr {
+            src_addr: src,
+            dst_addr: LOCAL_IP,
+            protocol: ipv4::Protocol::Tcp,
+            payload_len: seg.buffer_len(),
+            hop_limit: 64,
+        };
         self.ep.handle_segment(self.now, &ip, seg);
         self.ep.check_invariants().unwrap();
     }
@@ -198,7 +212,8 @@ macro_rules! recv_nothing {
 
 fn listening_with(config: Config) -> T {
     let mut t = T::new(config);
-    t.ep.listen(SocketAddrV4::new(LOCAL_IP, LOCAL_PORT)).unwrap();
+    t.ep.listen(SocketAddrV4::new(LOCAL_IP, LOCAL_PORT))
+        .unwrap();
     t
 }
 
@@ -230,7 +245,13 @@ fn established() -> T {
 
 fn syn_sent_with(config: Config) -> T {
     let mut t = T::new(config);
-    let h = t.ep.connect(t.now, SocketAddrV4::new(LOCAL_IP, LOCAL_PORT), SocketAddrV4::new(REMOTE_IP, REMOTE_PORT)).unwrap();
+    let h =
+        t.ep.connect(
+            t.now,
+            SocketAddrV4::new(LOCAL_IP, LOCAL_PORT),
+            SocketAddrV4::new(REMOTE_IP, REMOTE_PORT),
+        )
+        .unwrap();
     t.h = Some(h);
     let o = recv!(t, flags: Flags::SYN, ack: 0);
     t.iss = o.seq;
@@ -286,7 +307,11 @@ fn time_wait() -> T {
 
 #[test]
 fn listen_syn_gets_syn_ack_with_offered_options_only() {
-    let mut t = listening_with(Config { window_scale: true, timestamps: true, ..config() });
+    let mut t = listening_with(Config {
+        window_scale: true,
+        timestamps: true,
+        ..config()
+    });
     send!(t, seq_number: REMOTE_SEQ, flags: Flags::SYN, max_seg_size: Some(1400));
     let o = recv!(t, flags: Flags::SYN | Flags::ACK, ack: REMOTE_SEQ + 1, mss: Some(1460));
     // The peer offered no window scale, SACK or timestamps: we answer with none.
@@ -297,7 +322,12 @@ fn listen_syn_gets_syn_ack_with_offered_options_only() {
 
 #[test]
 fn listen_syn_with_all_options() {
-    let mut t = listening_with(Config { window_scale: true, timestamps: true, recv_buffer: 1 << 20, ..config() });
+    let mut t = listening_with(Config {
+        window_scale: true,
+        timestamps: true,
+        recv_buffer: 1 << 20,
+        ..config()
+    });
     send!(t, seq_number: REMOTE_SEQ, flags: Flags::SYN, max_seg_size: Some(1460), window_scale: Some(7),
         sack_permitted: true, timestamp: Some(Timestamp { tsval: 777, tsecr: 0 }));
     let o = recv!(t, flags: Flags::SYN | Flags::ACK);
@@ -310,7 +340,10 @@ fn listen_syn_with_all_options() {
 
 #[test]
 fn listen_ignores_rst_and_resets_ack() {
-    let mut t = listening_with(Config { syn_cookies: false, ..config() });
+    let mut t = listening_with(Config {
+        syn_cookies: false,
+        ..config()
+    });
     send!(t, flags: Flags::RST);
     recv_nothing!(t);
     // "any acknowledgment is bad if it arrives on a connection still in the LISTEN state"
@@ -334,7 +367,10 @@ fn no_listener_syn_gets_rst_ack() {
 
 #[test]
 fn rsts_to_unknown_flows_are_rate_limited() {
-    let mut t = T::new(Config { rst_limit: 3, ..config() });
+    let mut t = T::new(Config {
+        rst_limit: 3,
+        ..config()
+    });
     for i in 0..10 {
         send!(t, seq_number: i, flags: Flags::SYN);
     }
@@ -348,8 +384,12 @@ fn rsts_to_unknown_flows_are_rate_limited() {
 #[test]
 fn listen_on_unspecified_address() {
     let mut t = T::new(config());
-    t.ep.listen(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, LOCAL_PORT)).unwrap();
-    assert_eq!(t.ep.listen(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, LOCAL_PORT)), Err(crate::ListenError::AddrInUse));
+    t.ep.listen(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, LOCAL_PORT))
+        .unwrap();
+    assert_eq!(
+        t.ep.listen(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, LOCAL_PORT)),
+        Err(crate::ListenError::AddrInUse)
+    );
     send!(t, seq_number: REMOTE_SEQ, flags: Flags::SYN);
     recv!(t, flags: Flags::SYN | Flags::ACK);
 }
@@ -359,7 +399,10 @@ fn listen_on_unspecified_address() {
 #[test]
 fn syn_received_ack_establishes() {
     let mut t = syn_received();
-    assert!(t.events().is_empty(), "a half-open connection is not announced");
+    assert!(
+        t.events().is_empty(),
+        "a half-open connection is not announced"
+    );
     let iss1 = t.iss1();
     send!(t, ack_number: iss1);
     assert_eq!(t.state(), Some(State::Established));
@@ -395,7 +438,10 @@ fn syn_received_retransmitted_syn_repeats_syn_ack() {
 
 #[test]
 fn syn_received_syn_ack_retransmitted_with_backoff_then_times_out() {
-    let mut t = syn_received_with(Config { handshake_timeout: Duration::from_secs(10), ..config() });
+    let mut t = syn_received_with(Config {
+        handshake_timeout: Duration::from_secs(10),
+        ..config()
+    });
     let start = t.now;
     t.fire();
     assert_eq!(t.now - start, Duration::from_secs(1));
@@ -428,8 +474,18 @@ fn syn_received_close_sends_fin_after_establishment() {
 
 #[test]
 fn syn_sent_offers_options() {
-    let mut t = T::new(Config { window_scale: true, timestamps: true, ..config() });
-    let h = t.ep.connect(t.now, SocketAddrV4::new(LOCAL_IP, LOCAL_PORT), SocketAddrV4::new(REMOTE_IP, REMOTE_PORT)).unwrap();
+    let mut t = T::new(Config {
+        window_scale: true,
+        timestamps: true,
+        ..config()
+    });
+    let h =
+        t.ep.connect(
+            t.now,
+            SocketAddrV4::new(LOCAL_IP, LOCAL_PORT),
+            SocketAddrV4::new(REMOTE_IP, REMOTE_PORT),
+        )
+        .unwrap();
     let o = recv!(t, flags: Flags::SYN);
     assert_eq!(o.mss, Some(1460));
     assert_eq!(o.wscale, Some(1));
@@ -437,7 +493,11 @@ fn syn_sent_offers_options() {
     assert_eq!(o.ts.map(|t| t.tsecr), Some(0));
     assert_eq!(t.ep.state(h), Some(State::SynSent));
     assert_eq!(
-        t.ep.connect(t.now, SocketAddrV4::new(LOCAL_IP, LOCAL_PORT), SocketAddrV4::new(REMOTE_IP, REMOTE_PORT)),
+        t.ep.connect(
+            t.now,
+            SocketAddrV4::new(LOCAL_IP, LOCAL_PORT),
+            SocketAddrV4::new(REMOTE_IP, REMOTE_PORT)
+        ),
         Err(crate::ConnectError::AddrInUse)
     );
 }
@@ -469,7 +529,11 @@ fn syn_sent_bad_ack_gets_rst() {
 fn syn_sent_rst_with_acceptable_ack_resets() {
     let mut t = syn_sent();
     send!(t, seq_number: 0, flags: Flags::RST, ack_number: 0);
-    assert_eq!(t.state(), Some(State::SynSent), "a RST without ACK is dropped");
+    assert_eq!(
+        t.state(),
+        Some(State::SynSent),
+        "a RST without ACK is dropped"
+    );
     let iss1 = t.iss1();
     send!(t, seq_number: 0, flags: Flags::RST | Flags::ACK, ack_number: iss1);
     assert_eq!(t.events(), vec![Event::Reset, Event::Closed]);
@@ -490,7 +554,10 @@ fn syn_sent_simultaneous_open() {
 
 #[test]
 fn syn_sent_retransmits_and_times_out() {
-    let mut t = syn_sent_with(Config { handshake_timeout: Duration::from_secs(5), ..config() });
+    let mut t = syn_sent_with(Config {
+        handshake_timeout: Duration::from_secs(5),
+        ..config()
+    });
     let iss = t.iss;
     t.fire();
     recv!(t, flags: Flags::SYN, seq: iss);
@@ -513,7 +580,10 @@ fn syn_sent_close_deletes() {
 
 #[test]
 fn syn_ack_window_is_not_scaled_later_ones_are() {
-    let mut t = syn_sent_with(Config { window_scale: true, ..config() });
+    let mut t = syn_sent_with(Config {
+        window_scale: true,
+        ..config()
+    });
     let iss1 = t.iss1();
     send!(t, seq_number: REMOTE_SEQ, flags: Flags::SYN | Flags::ACK, ack_number: iss1, window_scale: Some(2), window_len: 1000, max_seg_size: Some(1460));
     recv!(t);
@@ -556,16 +626,40 @@ fn established_out_of_order_acks_at_once_with_sack() {
     let mut t = established();
     send!(t, seq_number: REMOTE_SEQ + 101, payload: &[2u8; 100]);
     let o = recv!(t, flags: Flags::ACK, ack: REMOTE_SEQ + 1);
-    assert_eq!(o.sack, vec![SackBlock { left: REMOTE_SEQ + 101, right: REMOTE_SEQ + 201 }]);
+    assert_eq!(
+        o.sack,
+        vec![SackBlock {
+            left: REMOTE_SEQ + 101,
+            right: REMOTE_SEQ + 201
+        }]
+    );
     send!(t, seq_number: REMOTE_SEQ + 301, payload: &[4u8; 100]);
     let o = recv!(t, ack: REMOTE_SEQ + 1);
     // Most recent block first (RFC 2018 4).
-    assert_eq!(o.sack[0], SackBlock { left: REMOTE_SEQ + 301, right: REMOTE_SEQ + 401 });
-    assert_eq!(o.sack[1], SackBlock { left: REMOTE_SEQ + 101, right: REMOTE_SEQ + 201 });
+    assert_eq!(
+        o.sack[0],
+        SackBlock {
+            left: REMOTE_SEQ + 301,
+            right: REMOTE_SEQ + 401
+        }
+    );
+    assert_eq!(
+        o.sack[1],
+        SackBlock {
+            left: REMOTE_SEQ + 101,
+            right: REMOTE_SEQ + 201
+        }
+    );
     // Filling the first hole acks at once, up to the next hole.
     send!(t, seq_number: REMOTE_SEQ + 1, payload: &[1u8; 100]);
     let o = recv!(t, ack: REMOTE_SEQ + 201);
-    assert_eq!(o.sack, vec![SackBlock { left: REMOTE_SEQ + 301, right: REMOTE_SEQ + 401 }]);
+    assert_eq!(
+        o.sack,
+        vec![SackBlock {
+            left: REMOTE_SEQ + 301,
+            right: REMOTE_SEQ + 401
+        }]
+    );
     let mut expect = vec![1u8; 100];
     expect.extend([2u8; 100]);
     assert_eq!(t.read_all(), expect);
@@ -581,7 +675,11 @@ fn established_send_and_ack() {
     send!(t, ack_number: iss1 + 6);
     let c = t.ep.connection(t.h()).unwrap();
     assert_eq!(c.snd_una(), c.snd_nxt());
-    assert_eq!(t.ep.poll_timeout().map(|_| ()), None, "no timer once everything is acked");
+    assert_eq!(
+        t.ep.poll_timeout().map(|_| ()),
+        None,
+        "no timer once everything is acked"
+    );
 }
 
 #[test]
@@ -608,7 +706,10 @@ fn established_out_of_window_segment_is_acked_and_dropped() {
 
 #[test]
 fn ack_at_right_window_edge_and_old_retransmission_carry_acks() {
-    let mut t = established_with(Config { recv_buffer: 4000, ..config() });
+    let mut t = established_with(Config {
+        recv_buffer: 4000,
+        ..config()
+    });
     let iss1 = t.iss1();
     t.ep.send(t.h(), b"0123456789").unwrap();
     recv!(t);
@@ -650,7 +751,10 @@ fn established_rst_in_window_gets_challenge_ack() {
 
 #[test]
 fn established_syn_gets_challenge_ack_rate_limited() {
-    let mut t = established_with(Config { challenge_ack_limit: 2, ..config() });
+    let mut t = established_with(Config {
+        challenge_ack_limit: 2,
+        ..config()
+    });
     for _ in 0..5 {
         send!(t, flags: Flags::SYN, seq_number: REMOTE_SEQ + 1);
         let _ = t.recv_all();
@@ -689,7 +793,10 @@ fn established_no_ack_flag_is_dropped() {
 
 #[test]
 fn paws_drops_old_timestamps() {
-    let mut t = listening_with(Config { timestamps: true, ..config() });
+    let mut t = listening_with(Config {
+        timestamps: true,
+        ..config()
+    });
     send!(t, seq_number: REMOTE_SEQ, flags: Flags::SYN, timestamp: Some(Timestamp { tsval: 1000, tsecr: 0 }));
     let o = recv!(t);
     t.iss = o.seq;
@@ -713,7 +820,10 @@ fn paws_drops_old_timestamps() {
 
 #[test]
 fn rto_retransmits_with_backoff_and_gives_up() {
-    let mut t = established_with(Config { max_retransmits: 3, ..config() });
+    let mut t = established_with(Config {
+        max_retransmits: 3,
+        ..config()
+    });
     t.ep.send(t.h(), b"data").unwrap();
     let iss1 = t.iss1();
     recv!(t, seq: iss1);
@@ -736,7 +846,10 @@ fn rto_retransmits_with_backoff_and_gives_up() {
 
 #[test]
 fn fast_retransmit_after_three_dup_acks() {
-    let mut t = established_with(Config { sack: false, ..config() });
+    let mut t = established_with(Config {
+        sack: false,
+        ..config()
+    });
     t.ep.send(t.h(), &[9u8; 1460 * 5]).unwrap();
     let segs = t.recv_all();
     assert_eq!(segs.len(), 5);
@@ -812,7 +925,10 @@ fn zero_window_probe_and_reopen() {
 
 #[test]
 fn zero_window_with_outstanding_data_never_times_out_while_acked() {
-    let mut t = established_with(Config { max_retransmits: 3, ..config() });
+    let mut t = established_with(Config {
+        max_retransmits: 3,
+        ..config()
+    });
     let iss1 = t.iss1();
     t.ep.send(t.h(), &[1u8; 3000]).unwrap();
     assert_eq!(t.recv_all().len(), 3);
@@ -821,8 +937,17 @@ fn zero_window_with_outstanding_data_never_times_out_while_acked() {
     for k in 0..10 {
         t.fire();
         let o = recv!(t);
-        assert!(o.payload.is_empty(), "round {k}: {} bytes at {}, iss1 {iss1}", o.payload.len(), o.seq);
-        assert_eq!(o.seq, (iss1 + 1000).wrapping_sub(1), "a probe, not a retransmission into the zero window");
+        assert!(
+            o.payload.is_empty(),
+            "round {k}: {} bytes at {}, iss1 {iss1}",
+            o.payload.len(),
+            o.seq
+        );
+        assert_eq!(
+            o.seq,
+            (iss1 + 1000).wrapping_sub(1),
+            "a probe, not a retransmission into the zero window"
+        );
         send!(t, ack_number: iss1 + 1000, window_len: 0);
     }
     assert_eq!(t.state(), Some(State::Established));
@@ -850,7 +975,11 @@ fn sender_sws_avoidance_waits_for_a_useful_window() {
 fn big_buffer_without_window_scaling_is_quiet() {
     // 1 MiB of buffer but the peer offered no window scale: the field caps at 65535, and no
     // window update may look due forever (an ACK storm).
-    let mut t = established_with(Config { recv_buffer: 1 << 20, window_scale: true, ..config() });
+    let mut t = established_with(Config {
+        recv_buffer: 1 << 20,
+        window_scale: true,
+        ..config()
+    });
     send!(t, payload: &[1u8; 1000]);
     t.read_all();
     recv_nothing!(t);
@@ -873,7 +1002,10 @@ fn readable_is_edge_triggered() {
 
 #[test]
 fn receive_window_fills_then_update_after_read() {
-    let mut t = established_with(Config { recv_buffer: 4000, ..config() });
+    let mut t = established_with(Config {
+        recv_buffer: 4000,
+        ..config()
+    });
     for k in 0..4u32 {
         send!(t, seq_number: REMOTE_SEQ + 1 + 1000 * k, payload: &[1u8; 1000]);
     }
@@ -889,7 +1021,10 @@ fn receive_window_fills_then_update_after_read() {
 
 #[test]
 fn receiver_sws_avoidance_small_read_no_update() {
-    let mut t = established_with(Config { recv_buffer: 8000, ..config() });
+    let mut t = established_with(Config {
+        recv_buffer: 8000,
+        ..config()
+    });
     for k in 0..8u32 {
         send!(t, seq_number: REMOTE_SEQ + 1 + 1000 * k, payload: &[1u8; 1000]);
     }
@@ -947,13 +1082,23 @@ fn abort_sends_rst() {
     recv!(t, flags: Flags::RST | Flags::ACK, seq: iss1);
     assert_eq!(t.events(), vec![Event::Closed]);
     assert_eq!(t.ep.connection_count(), 0);
-    assert_eq!(t.ep.send(t.h(), b"x"), Err(crate::StreamError::InvalidHandle));
+    assert_eq!(
+        t.ep.send(t.h(), b"x"),
+        Err(crate::StreamError::InvalidHandle)
+    );
 }
 
 #[test]
 fn keepalive_probes_then_times_out() {
-    let ka = Keepalive { idle: Duration::from_secs(10), interval: Duration::from_secs(2), probes: 2 };
-    let mut t = established_with(Config { keepalive: Some(ka), ..config() });
+    let ka = Keepalive {
+        idle: Duration::from_secs(10),
+        interval: Duration::from_secs(2),
+        probes: 2,
+    };
+    let mut t = established_with(Config {
+        keepalive: Some(ka),
+        ..config()
+    });
     let start = t.now;
     t.fire();
     assert_eq!(t.now - start, Duration::from_secs(10));
@@ -969,8 +1114,15 @@ fn keepalive_probes_then_times_out() {
 
 #[test]
 fn keepalive_answer_resets_probes() {
-    let ka = Keepalive { idle: Duration::from_secs(10), interval: Duration::from_secs(2), probes: 1 };
-    let mut t = established_with(Config { keepalive: Some(ka), ..config() });
+    let ka = Keepalive {
+        idle: Duration::from_secs(10),
+        interval: Duration::from_secs(2),
+        probes: 1,
+    };
+    let mut t = established_with(Config {
+        keepalive: Some(ka),
+        ..config()
+    });
     t.fire();
     recv!(t);
     let iss1 = t.iss1();
@@ -982,7 +1134,10 @@ fn keepalive_answer_resets_probes() {
 
 #[test]
 fn idle_timeout_resets() {
-    let mut t = established_with(Config { idle_timeout: Some(Duration::from_secs(30)), ..config() });
+    let mut t = established_with(Config {
+        idle_timeout: Some(Duration::from_secs(30)),
+        ..config()
+    });
     t.advance(Duration::from_secs(20));
     let iss1 = t.iss1();
     send!(t, ack_number: iss1, payload: b"x");
@@ -1093,7 +1248,10 @@ fn time_wait_acks_retransmitted_fin_and_restarts_timer() {
     let a = t.iss1() + 1;
     send!(t, seq_number: REMOTE_SEQ + 1, ack_number: a, flags: Flags::FIN | Flags::ACK);
     recv!(t, flags: Flags::ACK, ack: REMOTE_SEQ + 2);
-    assert_eq!(t.ep.poll_timeout().unwrap() - t.now, Duration::from_secs(10));
+    assert_eq!(
+        t.ep.poll_timeout().unwrap() - t.now,
+        Duration::from_secs(10)
+    );
 }
 
 #[test]
@@ -1126,12 +1284,24 @@ fn time_wait_rst_closes() {
 // ---- SYN queue and SYN cookies ----
 
 fn syn_from(t: &mut T, port: u16, seq: u32, ws: Option<u8>, sack: bool) {
-    t.send(&tcp::Repr { src_port: port, seq_number: seq, flags: Flags::SYN, max_seg_size: Some(1460), window_scale: ws, sack_permitted: sack, ..TEMPL });
+    t.send(&tcp::Repr {
+        src_port: port,
+        seq_number: seq,
+        flags: Flags::SYN,
+        max_seg_size: Some(1460),
+        window_scale: ws,
+        sack_permitted: sack,
+        ..TEMPL
+    });
 }
 
 #[test]
 fn syn_cookies_when_queue_full() {
-    let mut t = listening_with(Config { syn_queue_len: 1, window_scale: true, ..config() });
+    let mut t = listening_with(Config {
+        syn_queue_len: 1,
+        window_scale: true,
+        ..config()
+    });
     syn_from(&mut t, 1000, 500, Some(7), true);
     recv!(t, flags: Flags::SYN | Flags::ACK);
     assert_eq!(t.ep.connection_count(), 1);
@@ -1143,9 +1313,19 @@ fn syn_cookies_when_queue_full() {
     assert_eq!(t.ep.connection_count(), 1);
     assert_eq!(t.ep.stats().syn_cookies_sent, 1);
     // The final ACK recreates the connection with what the cookie carried.
-    t.send(&tcp::Repr { src_port: 1001, seq_number: 701, ack_number: o.seq.wrapping_add(1), window_len: 100, payload: b"GET", ..TEMPL });
+    t.send(&tcp::Repr {
+        src_port: 1001,
+        seq_number: 701,
+        ack_number: o.seq.wrapping_add(1),
+        window_len: 100,
+        payload: b"GET",
+        ..TEMPL
+    });
     assert_eq!(t.ep.stats().syn_cookies_validated, 1);
-    let tup = FourTuple { local: SocketAddrV4::new(LOCAL_IP, LOCAL_PORT), remote: SocketAddrV4::new(REMOTE_IP, 1001) };
+    let tup = FourTuple {
+        local: SocketAddrV4::new(LOCAL_IP, LOCAL_PORT),
+        remote: SocketAddrV4::new(REMOTE_IP, 1001),
+    };
     let h = t.ep.lookup(&tup).unwrap();
     assert_eq!(t.ep.state(h), Some(State::Established));
     let evs: Vec<_> = std::iter::from_fn(|| t.ep.poll_event()).collect();
@@ -1156,16 +1336,29 @@ fn syn_cookies_when_queue_full() {
     // as 8 full segments of the cookie's MSS (1460); the 1120-byte tail waits (sender SWS
     // avoidance, RFC 9293 3.8.6.2.1).
     t.ep.send(h, &vec![0u8; 20_000]).unwrap();
-    let segs: Vec<usize> = t.recv_all().iter().filter(|o| o.dst_port == 1001).map(|o| o.payload.len()).collect();
+    let segs: Vec<usize> = t
+        .recv_all()
+        .iter()
+        .filter(|o| o.dst_port == 1001)
+        .map(|o| o.payload.len())
+        .collect();
     assert_eq!(segs, vec![1460; 8]);
 }
 
 #[test]
 fn syn_cookie_forged_ack_is_reset() {
-    let mut t = listening_with(Config { syn_queue_len: 0, ..config() });
+    let mut t = listening_with(Config {
+        syn_queue_len: 0,
+        ..config()
+    });
     syn_from(&mut t, 1001, 700, None, false);
     let o = recv!(t, flags: Flags::SYN | Flags::ACK);
-    t.send(&tcp::Repr { src_port: 1001, seq_number: 701, ack_number: o.seq.wrapping_add(2), ..TEMPL });
+    t.send(&tcp::Repr {
+        src_port: 1001,
+        seq_number: 701,
+        ack_number: o.seq.wrapping_add(2),
+        ..TEMPL
+    });
     recv!(t, flags: Flags::RST);
     assert_eq!(t.drops(DropReason::BadCookie), 1);
     assert_eq!(t.ep.connection_count(), 0);
@@ -1173,17 +1366,37 @@ fn syn_cookie_forged_ack_is_reset() {
 
 #[test]
 fn syn_flood_does_not_grow_memory() {
-    let mut t = listening_with(Config { syn_queue_len: 16, ..config() });
+    let mut t = listening_with(Config {
+        syn_queue_len: 16,
+        ..config()
+    });
     for i in 0..5000u32 {
         let src = Ipv4Addr::from(0xC633_6400u32 | (i & 0xff));
-        t.send_from(src, &tcp::Repr { src_port: 1024 + (i >> 8) as u16, seq_number: i, flags: Flags::SYN, ..TEMPL });
+        t.send_from(
+            src,
+            &tcp::Repr {
+                src_port: 1024 + (i >> 8) as u16,
+                seq_number: i,
+                flags: Flags::SYN,
+                ..TEMPL
+            },
+        );
         while t.ep.poll_transmit(t.now, &mut [0u8; 1600]).is_some() {}
     }
     assert_eq!(t.ep.connection_count(), 16);
     assert_eq!(t.ep.stats().syn_cookies_sent, 5000 - 16);
-    let mut t2 = listening_with(Config { syn_queue_len: 16, syn_cookies: false, ..config() });
+    let mut t2 = listening_with(Config {
+        syn_queue_len: 16,
+        syn_cookies: false,
+        ..config()
+    });
     for i in 0..100u32 {
-        t2.send(&tcp::Repr { src_port: 1024 + i as u16, seq_number: i, flags: Flags::SYN, ..TEMPL });
+        t2.send(&tcp::Repr {
+            src_port: 1024 + i as u16,
+            seq_number: i,
+            flags: Flags::SYN,
+            ..TEMPL
+        });
     }
     assert_eq!(t2.ep.connection_count(), 16);
     assert_eq!(t2.drops(DropReason::SynQueueFull), 84);
@@ -1191,21 +1404,32 @@ fn syn_flood_does_not_grow_memory() {
 
 #[test]
 fn max_connections_bounds_the_table() {
-    let mut t = listening_with(Config { max_connections: 3, ..config() });
+    let mut t = listening_with(Config {
+        max_connections: 3,
+        ..config()
+    });
     for i in 0..10u16 {
         syn_from(&mut t, 3000 + i, 1, None, false);
     }
     assert_eq!(t.ep.connection_count(), 3);
     assert_eq!(t.drops(DropReason::SynQueueFull), 7);
     assert_eq!(
-        t.ep.connect(t.now, SocketAddrV4::new(LOCAL_IP, 5000), SocketAddrV4::new(REMOTE_IP, 80)),
+        t.ep.connect(
+            t.now,
+            SocketAddrV4::new(LOCAL_IP, 5000),
+            SocketAddrV4::new(REMOTE_IP, 80)
+        ),
         Err(crate::ConnectError::TooManyConnections)
     );
 }
 
 #[test]
 fn syn_queue_frees_on_establishment() {
-    let mut t = listening_with(Config { syn_queue_len: 1, syn_cookies: false, ..config() });
+    let mut t = listening_with(Config {
+        syn_queue_len: 1,
+        syn_cookies: false,
+        ..config()
+    });
     send!(t, seq_number: REMOTE_SEQ, flags: Flags::SYN);
     let o = recv!(t);
     send!(t, ack_number: o.seq.wrapping_add(1));
@@ -1222,7 +1446,12 @@ fn poll_timeout_is_the_earliest_of_thousands() {
     let mut t = T::new(config());
     let start = t.now;
     for i in 0..3000u16 {
-        t.ep.connect(t.now, SocketAddrV4::new(LOCAL_IP, 10_000 + i), SocketAddrV4::new(REMOTE_IP, 80)).unwrap();
+        t.ep.connect(
+            t.now,
+            SocketAddrV4::new(LOCAL_IP, 10_000 + i),
+            SocketAddrV4::new(REMOTE_IP, 80),
+        )
+        .unwrap();
         if i % 100 == 99 {
             assert_eq!(t.recv_all().len(), 100);
             t.now += Duration::from_millis(1);
@@ -1232,11 +1461,21 @@ fn poll_timeout_is_the_earliest_of_thousands() {
     // The first batch of SYNs went out at `start`: its RTO (1 s) is the earliest timer.
     assert_eq!(t.ep.poll_timeout(), Some(start + Duration::from_secs(1)));
     t.fire();
-    assert_eq!(t.recv_all().len(), 100, "exactly the SYNs due were retransmitted");
-    assert_eq!(t.ep.poll_timeout(), Some(start + Duration::from_millis(1001)));
+    assert_eq!(
+        t.recv_all().len(),
+        100,
+        "exactly the SYNs due were retransmitted"
+    );
+    assert_eq!(
+        t.ep.poll_timeout(),
+        Some(start + Duration::from_millis(1001))
+    );
     // Closing them all leaves nothing behind.
     for i in 0..3000u16 {
-        let tup = FourTuple { local: SocketAddrV4::new(LOCAL_IP, 10_000 + i), remote: SocketAddrV4::new(REMOTE_IP, 80) };
+        let tup = FourTuple {
+            local: SocketAddrV4::new(LOCAL_IP, 10_000 + i),
+            remote: SocketAddrV4::new(REMOTE_IP, 80),
+        };
         let h = t.ep.lookup(&tup).unwrap();
         t.ep.close(h);
     }
@@ -1250,7 +1489,13 @@ fn stale_handles_are_rejected() {
     let old = t.h();
     send!(t, flags: Flags::RST, seq_number: REMOTE_SEQ + 1);
     // A new connection may reuse the slot; the old handle must not reach it.
-    let h = t.ep.connect(t.now, SocketAddrV4::new(LOCAL_IP, 5555), SocketAddrV4::new(REMOTE_IP, 80)).unwrap();
+    let h =
+        t.ep.connect(
+            t.now,
+            SocketAddrV4::new(LOCAL_IP, 5555),
+            SocketAddrV4::new(REMOTE_IP, 80),
+        )
+        .unwrap();
     assert_ne!(h, old);
     assert_eq!(t.ep.state(old), None);
     assert_eq!(t.ep.send(old, b"x"), Err(crate::StreamError::InvalidHandle));
