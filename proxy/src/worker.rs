@@ -77,6 +77,19 @@ pub struct QueueCounters {
     /// UMEM frames on the free list and in total.
     pub umem_frames_free: u64,
     pub umem_frames_total: u64,
+    /// The AF_XDP socket's own counters: replies refused for a full TX ring or no free frame,
+    /// fill-ring refills short of frames, descriptors the kernel got wrong.
+    pub xsk_tx_ring_full: u64,
+    pub xsk_tx_no_frame: u64,
+    pub xsk_fill_starved: u64,
+    pub xsk_invalid_descs: u64,
+    /// The kernel's counters for the socket (XDP_STATISTICS): frames it dropped because the RX
+    /// ring was full or the fill ring empty (the worker did not keep up).
+    pub kernel_rx_dropped: u64,
+    pub kernel_rx_ring_full: u64,
+    pub kernel_rx_fill_ring_empty: u64,
+    pub kernel_rx_invalid_descs: u64,
+    pub kernel_tx_invalid_descs: u64,
 }
 
 /// What a worker publishes for the admin endpoint: its counters and its TCP stack's. The fast
@@ -209,8 +222,11 @@ impl Dispatch {
         }
     }
 
-    /// Handles one frame (received, or handed over by another worker).
-    pub fn on_frame(&mut self, now: Instant, frame: &[u8], out: &mut [u8]) -> Verdict {
+    /// Handles one frame of `len` bytes at the start of `buf` (received, or handed over by
+    /// another worker). A stateless reply is written in place over it (`buf` extends to the end
+    /// of the UMEM frame), so answering costs no second frame and no copy.
+    pub fn on_frame(&mut self, now: Instant, buf: &mut [u8], len: usize) -> Verdict {
+        let frame = &buf[..len.min(buf.len())];
         let seg = match parse_frame(frame, self.checksum) {
             Ok(seg) => seg,
             Err(e) => {
@@ -231,7 +247,7 @@ impl Dispatch {
                     self.counters.dropped_rst += 1;
                     Verdict::Consumed
                 }
-                Some(rst) => match emit_frame(out, &rst.eth, &rst.ip, &rst.tcp) {
+                Some(rst) => match emit_frame(buf, &rst.eth, &rst.ip, &rst.tcp) {
                     Ok(len) => {
                         self.counters.rst_sent += 1;
                         Verdict::Reply(len)
@@ -353,6 +369,8 @@ impl Dispatch {
 const RX_BATCH: u32 = 64;
 /// Longest sleep while idle: how soon a stop request is noticed.
 const IDLE_POLL: Duration = Duration::from_millis(100);
+/// How long a worker keeps polling empty rings before it sleeps.
+const SPIN_BEFORE_SLEEP: Duration = Duration::from_micros(200);
 
 /// Runs one queue's worker until `stop` is set.
 pub fn run(
@@ -366,23 +384,17 @@ pub fn run(
 ) {
     let now = || Instant::from_micros(clock.elapsed().as_micros() as u64);
     let mut last_publish = now();
+    let mut idle_since: Option<Instant> = None;
     while !stop.load(Ordering::Relaxed) {
         let t = now();
         sock.reap_completions();
         sock.refill_fill_ring();
         let mut handoffs = 0u64;
-        let received = sock.recv_batch(RX_BATCH, |rx, tx| {
+        let received = sock.recv_batch(RX_BATCH, |mut rx, _tx| {
             dispatch.counters.rx_frames += 1;
-            let Some(mut out) = tx.frame() else {
-                dispatch.counters.dropped_tx_full += 1;
-                return RxVerdict::Recycle;
-            };
-            match dispatch.on_frame(t, rx.data(), out.buf_mut()) {
-                Verdict::Reply(len) => {
-                    if out.submit(len).is_err() {
-                        dispatch.counters.dropped_tx_full += 1;
-                    }
-                }
+            let len = rx.len();
+            match dispatch.on_frame(t, rx.buf_mut(), len) {
+                Verdict::Reply(n) => RxVerdict::Transmit(n),
                 Verdict::HandOff(owner) => {
                     match peers.senders[owner].try_send(rx.data().to_vec()) {
                         Ok(()) => {
@@ -393,17 +405,19 @@ pub fn run(
                             dispatch.counters.dropped_handoff_full += 1
                         }
                     }
+                    RxVerdict::Recycle
                 }
-                Verdict::Consumed => {}
+                Verdict::Consumed => RxVerdict::Recycle,
             }
-            RxVerdict::Recycle
         });
         dispatch.counters.handoff_out += handoffs;
         let mut handed_in = 0u32;
-        while let Ok(frame) = inbox.rx.try_recv() {
+        while let Ok(mut frame) = inbox.rx.try_recv() {
             handed_in += 1;
-            // The owner never hands a frame on: it is the owner.
-            let _ = dispatch.on_frame(t, &frame, &mut []);
+            // The owner never hands a frame on: it is the owner. (Only stateful flows are handed
+            // over, and they answer through the TCP stack, not in place.)
+            let len = frame.len();
+            let _ = dispatch.on_frame(t, &mut frame, len);
             if handed_in >= RX_BATCH * 4 {
                 break;
             }
@@ -430,7 +444,15 @@ pub fn run(
             publish(&sock, &mut dispatch, &shared);
             last_publish = t;
         }
-        if !busy && sock.tx_in_flight() == 0 {
+        if busy || sock.tx_in_flight() > 0 {
+            idle_since = None;
+            continue;
+        }
+        // Busy-poll a little before sleeping: a wake-up from poll costs far more than a few
+        // empty looks at the rings, and frames arriving meanwhile would wait in the RX ring.
+        let idle_for = t.saturating_duration_since(*idle_since.get_or_insert(t));
+        if idle_for >= SPIN_BEFORE_SLEEP {
+            idle_since = None;
             dispatch.counters.idle_sleeps += 1;
             let timeout = dispatch
                 .poll_timeout()
@@ -463,7 +485,19 @@ fn sleep(sock: &Socket, inbox: &Inbox, timeout: Duration) {
 fn publish(sock: &Socket, dispatch: &mut Dispatch, shared: &SharedCounters) {
     let frames = sock.frame_stats();
     let c = &mut dispatch.counters;
-    c.tx_frames = sock.stats().tx_frames;
+    let xsk = sock.stats();
+    c.tx_frames = xsk.tx_frames;
+    c.xsk_tx_ring_full = xsk.tx_ring_full;
+    c.xsk_tx_no_frame = xsk.tx_no_frame;
+    c.xsk_fill_starved = xsk.fill_starved;
+    c.xsk_invalid_descs = xsk.invalid_descs;
+    if let Ok(k) = sock.kernel_stats() {
+        c.kernel_rx_dropped = k.rx_dropped;
+        c.kernel_rx_ring_full = k.rx_ring_full;
+        c.kernel_rx_fill_ring_empty = k.rx_fill_ring_empty_descs;
+        c.kernel_rx_invalid_descs = k.rx_invalid_descs;
+        c.kernel_tx_invalid_descs = k.tx_invalid_descs;
+    }
     c.umem_frames_free = u64::from(frames.free);
     c.umem_frames_total = u64::from(frames.total);
     if let Ok(mut s) = shared.try_lock() {
@@ -535,9 +569,17 @@ mod tests {
         frame(Seg { src_port: 40000, dst_port, flags: Flags::SYN, seq: 1000, ack: 0, payload: &[] })
     }
 
+    /// Hands `f` to the dispatcher in a frame-sized buffer, as the RX ring does.
+    fn on(d: &mut Dispatch, f: &[u8]) -> (Verdict, Vec<u8>) {
+        let mut buf = vec![0u8; 2048];
+        buf[..f.len()].copy_from_slice(f);
+        let v = d.on_frame(T0, &mut buf, f.len());
+        (v, buf)
+    }
+
     fn reply(d: &mut Dispatch, f: &[u8]) -> Option<Vec<u8>> {
-        let mut out = vec![0u8; 2048];
-        match d.on_frame(T0, f, &mut out) {
+        let (v, out) = on(d, f);
+        match v {
             Verdict::Reply(n) => Some(out[..n].to_vec()),
             _ => None,
         }
@@ -592,15 +634,12 @@ mod tests {
         }
         let c = d.counters;
         assert_eq!(c.dropped_malformed + c.dropped_unsupported + c.dropped_checksum, 1 + f.len() as u64);
-        let mut out = [0u8; 10];
-        assert_eq!(d.on_frame(T0, &syn(443), &mut out), Verdict::Consumed, "no room for the RST");
-        assert_eq!(d.counters.dropped_tx_full, 1);
     }
 
     #[test]
     fn echo_listener_handshakes_and_echoes_through_frames() {
         let mut d = dispatch(0, 1);
-        assert_eq!(d.on_frame(T0, &syn(7), &mut []), Verdict::Consumed);
+        assert_eq!(on(&mut d, &syn(7)).0, Verdict::Consumed);
         let out = transmit(&mut d, T0);
         assert_eq!(out.len(), 1);
         let synack = parse_frame(&out[0], Checksum::Verify).unwrap();
@@ -609,7 +648,7 @@ mod tests {
         assert_eq!((synack.eth.src_addr, synack.eth.dst_addr), (PROXY_MAC, CLIENT_MAC));
         let iss = synack.tcp.seq_number;
         let data = frame(Seg { src_port: 40000, dst_port: 7, flags: Flags::ACK | Flags::PSH, seq: 1001, ack: iss.wrapping_add(1), payload: b"ping" });
-        let _ = d.on_frame(T0, &data, &mut []);
+        let _ = on(&mut d, &data);
         let out = transmit(&mut d, T0);
         let echoed: Vec<u8> = out
             .iter()
@@ -628,15 +667,14 @@ mod tests {
         let port = (40000..41000).find(|p| owner(SocketAddrV4::new(CLIENT, *p), local, 2) == 1).unwrap();
         let mut d0 = dispatch(0, 2);
         let f = frame(Seg { src_port: port, dst_port: 7, flags: Flags::SYN, seq: 1, ack: 0, payload: &[] });
-        assert_eq!(d0.on_frame(T0, &f, &mut []), Verdict::HandOff(1));
+        assert_eq!(on(&mut d0, &f).0, Verdict::HandOff(1));
         assert_eq!(d0.tcp().connection_count(), 0);
         let mut d1 = dispatch(1, 2);
-        assert_eq!(d1.on_frame(T0, &f, &mut []), Verdict::Consumed);
+        assert_eq!(on(&mut d1, &f).0, Verdict::Consumed);
         assert_eq!(d1.tcp().connection_count(), 1);
         // Refusals are stateless: answered where they land.
-        let mut out = vec![0u8; 2048];
         let f = frame(Seg { src_port: port, dst_port: 443, flags: Flags::SYN, seq: 1, ack: 0, payload: &[] });
-        assert!(matches!(d0.on_frame(T0, &f, &mut out), Verdict::Reply(_)));
+        assert!(matches!(on(&mut d0, &f).0, Verdict::Reply(_)));
     }
 
     #[test]
