@@ -45,6 +45,13 @@ pub struct Config {
     pub handshake_timeout: Duration,
     /// Drop a synchronized connection after this long without receiving anything (None: never).
     pub idle_timeout: Option<Duration>,
+    /// Drop a connection idle this long in FIN-WAIT-2 (our FIN acknowledged, the peer silent),
+    /// with a RST, as Linux's `tcp_fin_timeout` does for orphaned sockets; a peer that keeps
+    /// sending (half-close) keeps it alive. None (the default): wait forever, because a live
+    /// half-closed peer under heavy loss can be silent for longer than any fixed bound (RTO
+    /// backoff reaches 60 s); a relay whose application has finished with the connection
+    /// should set it (or `idle_timeout`) so that a vanished peer cannot pin a TCB.
+    pub fin_wait_2_timeout: Option<Duration>,
     /// Keepalive probes (None: off).
     pub keepalive: Option<Keepalive>,
     /// Delayed-ACK timer (RFC 9293 3.8.6.3: less than 0.5 s; RFC 5681 4.2: at most every
@@ -84,6 +91,7 @@ impl Default for Config {
             time_wait: Duration::from_secs(60),
             handshake_timeout: Duration::from_secs(75),
             idle_timeout: None,
+            fin_wait_2_timeout: None,
             keepalive: None,
             delayed_ack: Duration::from_millis(40),
             initial_rto: Duration::from_secs(1),

@@ -217,6 +217,7 @@ pub struct Connection {
 
     hs_timeout: Duration,
     idle_timeout: Option<Duration>,
+    fin_wait_2_timeout: Option<Duration>,
     keepalive: Option<crate::config::Keepalive>,
     time_wait: Duration,
     delayed_ack: Duration,
@@ -298,6 +299,7 @@ impl Connection {
             counted_in_syn_queue: false,
             hs_timeout: config.handshake_timeout,
             idle_timeout: config.idle_timeout,
+            fin_wait_2_timeout: config.fin_wait_2_timeout,
             keepalive: config.keepalive,
             time_wait: config.time_wait,
             delayed_ack: config.delayed_ack,
@@ -511,7 +513,15 @@ impl Connection {
         if !self.state.synchronized() || self.state == State::TimeWait {
             return None;
         }
-        self.idle_timeout.map(|t| self.last_rx + t)
+        let idle = self.idle_timeout.map(|t| self.last_rx + t);
+        let fw2 = (self.state == State::FinWait2)
+            .then_some(self.fin_wait_2_timeout)
+            .flatten()
+            .map(|t| self.last_rx + t);
+        match (idle, fw2) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
     fn keepalive_deadline(&self) -> Option<Instant> {
         if !matches!(

@@ -1209,6 +1209,31 @@ fn fin_wait_2_half_close_receives_then_fin() {
     recv!(t, flags: Flags::ACK, ack: REMOTE_SEQ + 18);
 }
 
+#[test]
+fn fin_wait_2_silent_peer_times_out() {
+    let mut t = established_with(Config {
+        fin_wait_2_timeout: Some(Duration::from_secs(60)),
+        ..config()
+    });
+    t.ep.close(t.h());
+    t.recv_all();
+    let a = t.iss1() + 1;
+    send!(t, ack_number: a);
+    assert_eq!(t.state(), Some(State::FinWait2));
+    let a = t.iss1() + 1;
+    t.advance(Duration::from_secs(50));
+    // Data keeps a half-closed connection alive.
+    send!(t, ack_number: a, payload: b"still here");
+    t.read_all();
+    t.advance(Duration::from_secs(50));
+    assert_eq!(t.state(), Some(State::FinWait2));
+    t.recv_all();
+    t.fire();
+    recv!(t, flags: Flags::RST | Flags::ACK);
+    assert!(t.events().contains(&Event::TimedOut));
+    assert_eq!(t.ep.connection_count(), 0);
+}
+
 // ---- Tests for the CLOSE-WAIT and LAST-ACK states ----
 
 #[test]
