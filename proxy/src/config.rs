@@ -99,6 +99,11 @@ pub struct Tcp {
     pub idle_timeout_ms: u64,
     /// `cubic` (RFC 9438) or `newreno` (RFC 5681, RFC 6582).
     pub congestion: Congestion,
+    /// Keepalive (RFC 9293 3.8.4): idle time before the first probe (0: off), time between
+    /// unanswered probes, and how many go unanswered before the connection is dropped.
+    pub keepalive_idle_ms: u64,
+    pub keepalive_interval_ms: u64,
+    pub keepalive_probes: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -122,6 +127,9 @@ impl Default for Tcp {
             handshake_timeout_ms: 10_000,
             idle_timeout_ms: 300_000,
             congestion: Congestion::Cubic,
+            keepalive_idle_ms: 0,
+            keepalive_interval_ms: 75_000,
+            keepalive_probes: 9,
         }
     }
 }
@@ -262,6 +270,12 @@ impl Config {
         }
         if t.time_wait_ms > 240_000 {
             return Err(("tcp.time_wait_ms".into(), "at most 240000 (2 MSL of RFC 9293)".into()));
+        }
+        if t.keepalive_idle_ms > 0 && (t.keepalive_interval_ms == 0 || t.keepalive_probes == 0) {
+            return Err((
+                "tcp.keepalive_interval_ms".into(),
+                "keepalive needs an interval and at least one probe".into(),
+            ));
         }
         if t.handshake_timeout_ms == 0 {
             return Err(("tcp.handshake_timeout_ms".into(), "must be more than 0".into()));
@@ -410,7 +424,7 @@ echo = true
 
     #[test]
     fn shipped_configs_are_valid() {
-        for f in ["netns.toml"] {
+        for f in ["netns.toml", "example.toml"] {
             let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs").join(f);
             Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
         }

@@ -196,6 +196,11 @@ fn tcp_config(config: &Config, ifname: &str) -> Result<sluice_tcp::Config> {
             Congestion::Cubic => sluice_tcp::Algorithm::Cubic,
             Congestion::Newreno => sluice_tcp::Algorithm::NewReno,
         },
+        keepalive: (t.keepalive_idle_ms > 0).then(|| sluice_tcp::Keepalive {
+            idle: ms(t.keepalive_idle_ms),
+            interval: ms(t.keepalive_interval_ms),
+            probes: t.keepalive_probes,
+        }),
         secret,
         ..sluice_tcp::Config::default()
     })
