@@ -597,6 +597,28 @@ fn syn_ack_window_is_not_scaled_later_ones_are() {
     assert_eq!(sent, 4000);
 }
 
+#[test]
+fn syn_ack_without_window_scale_disables_it_both_ways() {
+    let mut t = syn_sent_with(Config {
+        window_scale: true,
+        recv_buffer: 1 << 20,
+        ..config()
+    });
+    let iss1 = t.iss1();
+    send!(t, seq_number: REMOTE_SEQ, flags: Flags::SYN | Flags::ACK, ack_number: iss1, window_len: 3000, max_seg_size: Some(1460));
+    let o = recv!(t, flags: Flags::ACK);
+    // We offered a shift of 5 but the peer did not: our window field is unscaled and capped.
+    assert_eq!(o.window, 65_535);
+    // And the peer's windows are taken as they are.
+    send!(t, seq_number: REMOTE_SEQ + 1, ack_number: iss1, window_len: 2920);
+    t.ep.send(t.h(), &[0u8; 10_000]).unwrap();
+    assert_eq!(
+        t.recv_all().iter().map(|o| o.payload.len()).sum::<usize>(),
+        2920
+    );
+    assert_eq!(t.ep.stats().negotiated_wscale, 0);
+}
+
 // ---- Tests for the ESTABLISHED state ----
 
 #[test]
