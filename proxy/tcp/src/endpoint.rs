@@ -15,9 +15,12 @@
 //! 4. Call [`Endpoint::poll_transmit`] until it returns `None`, sending each packet.
 //! 5. Sleep until the next packet or [`Endpoint::poll_timeout`], whichever is first.
 //!
-//! Calls in steps 1-3 only queue work; nothing is sent before step 4. A handle stays valid
-//! until its `Event::Closed` has been returned by `poll_event`... and no longer: after that,
-//! every call with it returns `InvalidHandle` or `None`.
+//! Calls in steps 1-3 only queue work; nothing is sent before step 4. A handle is valid from
+//! `connect` (active) or its `Event::Established` (passive) until the TCB is freed, which is
+//! when `Event::Closed` is queued; after that every call with it returns `InvalidHandle` or
+//! `None` (stale handles never reach a newer connection in the same slot). `Readable` is
+//! edge-triggered: after it, `recv` until `Ok(0)`. `Writable` follows a short `send`.
+//! `poll_transmit` writes IPv4 + TCP (no Ethernet header): pass `&mut frame[14..]`.
 
 use crate::config::RateLimiter;
 pub use crate::config::{

@@ -3,8 +3,15 @@
 //! NewReno and CUBIC congestion control, SYN cookies, RFC 5961 hardening).
 //!
 //! Nothing here reads a clock, touches a socket, spawns a thread or allocates per packet on the
-//! fast path: buffers are allocated once per connection, sized by [`Config`]. The entry point is
-//! [`Endpoint`]; see its documentation for the order of calls.
+//! fast path: buffers are allocated once per connection, sized by [`Config`] (and recycled). The
+//! entry point is [`Endpoint`]; see the `endpoint` module for the order of calls.
+//!
+//! Modules: `seq` (sequence arithmetic), `time` (the caller's clock), `rtt` (RFC 6298),
+//! `congestion` (NewReno, CUBIC, RFC 6928 IW), `ranges`/`recv_buffer` (reassembly, SACK blocks),
+//! `ring` (stream buffers), `sack` (RFC 6675 scoreboard), `isn` (RFC 6528, SipHash-2-4),
+//! `syncookie`, `timer` (the endpoint's timer heap), `connection` (one TCB, the RFC 9293 state
+//! machine), `endpoint` (demultiplexing, listeners, SYN queue and cookies). `sim` (feature
+//! `sim`) is a deterministic two-endpoint simulator; `fuzz` (feature `fuzzing`) the fuzz body.
 #![forbid(unsafe_code)]
 
 pub mod config;
