@@ -295,3 +295,140 @@ fn no_nagle_delayed_ack_stall() {
         "both writes arrive after one one-way delay"
     );
 }
+
+/// Many connections at once through one pair of endpoints, under loss and reordering:
+/// demultiplexing, the shared timer heap and the transmit queue, with every stream checked.
+#[test]
+fn many_concurrent_connections() {
+    use crate::config::{ConnectionHandle, Event, StreamError};
+    use crate::sim::{A_ADDR, B_ADDR, Pair};
+    use core::net::SocketAddrV4;
+    use std::collections::HashMap;
+
+    #[derive(Default)]
+    struct Side {
+        data: Vec<u8>,
+        sent: usize,
+        got: Vec<u8>,
+        closed: bool,
+        finished: bool,
+        established: bool,
+        port: u16,
+    }
+    fn drive(
+        ep: &mut crate::Endpoint,
+        sides: &mut HashMap<ConnectionHandle, Side>,
+        server: bool,
+        n: usize,
+        freed: &mut usize,
+    ) {
+        while let Some((h, e)) = ep.poll_event() {
+            match e {
+                Event::Established => {
+                    let s = sides.entry(h).or_default();
+                    s.established = true;
+                    if server {
+                        s.port = ep.four_tuple(h).unwrap().remote.port();
+                        s.data = data(u64::from(s.port), 3000 + n * 7);
+                    }
+                }
+                Event::Closed => *freed += 1,
+                Event::Reset | Event::TimedOut => panic!("connection failed: {e:?}"),
+                _ => {}
+            }
+        }
+        let mut buf = [0u8; 4096];
+        for (&h, s) in sides.iter_mut() {
+            loop {
+                match ep.recv(h, &mut buf) {
+                    Ok(0) => break,
+                    Ok(k) => s.got.extend_from_slice(&buf[..k]),
+                    Err(StreamError::Finished) => {
+                        s.finished = true;
+                        break;
+                    }
+                    Err(_) => break,
+                }
+            }
+            while s.sent < s.data.len() {
+                match ep.send(h, &s.data[s.sent..]) {
+                    Ok(0) | Err(_) => break,
+                    Ok(k) => s.sent += k,
+                }
+            }
+            if s.established && s.sent == s.data.len() && !s.closed {
+                s.closed = true;
+                ep.close(h);
+            }
+        }
+    }
+
+    const N: usize = 150;
+    let cfg = Config {
+        recv_buffer: 16 * 1024,
+        send_buffer: 16 * 1024,
+        ..small_config()
+    };
+    let link = LinkConfig {
+        loss: 0.05,
+        reorder: 0.05,
+        duplicate: 0.01,
+        bandwidth: Some(50_000_000),
+        ..LinkConfig::default()
+    };
+    let mut p = Pair::new(cfg.clone(), cfg, link, 77);
+    let server = SocketAddrV4::new(B_ADDR, 443);
+    p.b.listen(server).unwrap();
+    let mut clients: HashMap<ConnectionHandle, Side> = HashMap::new();
+    let mut servers: HashMap<ConnectionHandle, Side> = HashMap::new();
+    let mut expected = HashMap::new();
+    for i in 0..N {
+        let port = 20_000 + i as u16;
+        let h =
+            p.a.connect(p.now, SocketAddrV4::new(A_ADDR, port), server)
+                .unwrap();
+        let d = data(i as u64, 1000 + i * 500);
+        expected.insert(port, d.clone());
+        clients.insert(
+            h,
+            Side {
+                data: d,
+                port,
+                ..Side::default()
+            },
+        );
+    }
+    let (mut freed_a, mut freed_b) = (0, 0);
+    let start = p.now;
+    loop {
+        drive(&mut p.a, &mut clients, false, 0, &mut freed_a);
+        drive(&mut p.b, &mut servers, true, N, &mut freed_b);
+        p.a.check_invariants().unwrap();
+        p.b.check_invariants().unwrap();
+        if !p.step() {
+            break;
+        }
+        assert!(p.now - start < Duration::from_secs(3600), "did not finish");
+    }
+    assert_eq!(servers.len(), N);
+    for s in servers.values() {
+        assert!(s.finished);
+    }
+    for (h, s) in &clients {
+        assert!(s.finished, "{h:?}");
+    }
+    // Every server got its client's bytes; every client got its server's.
+    for s in servers.values() {
+        assert!(expected[&s.port] == s.got, "server side of port {}", s.port);
+    }
+    for c in clients.values() {
+        assert!(
+            c.got == data(u64::from(c.port), 3000 + N * 7),
+            "client port {}",
+            c.port
+        );
+    }
+    assert_eq!((freed_a, freed_b), (N, N));
+    assert_eq!(p.a.connection_count() + p.b.connection_count(), 0);
+    assert_eq!((p.a.poll_timeout(), p.b.poll_timeout()), (None, None));
+}
