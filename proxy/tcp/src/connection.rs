@@ -589,25 +589,31 @@ impl Connection {
         let now = ctx.now;
         let seq = SeqNumber(seg.seq_number);
         let f = seg.flags;
-        match self.state {
-            State::Closed | State::Listen => {
+        // Which rules apply: RFC 9293 3.10.7.1 (CLOSED), 3.10.7.3 (SYN-SENT), 3.10.7.4 (others).
+        match (self.state, f.syn(), f.ack(), f.rst()) {
+            // "If the state is CLOSED ... all data in the incoming segment is discarded"
+            // (the endpoint answers unknown flows; a TCB only lingers here to send its RST).
+            (State::Closed | State::Listen, ..) => {
                 ctx.stats.drop(DropReason::NoListener);
                 return;
             }
-            State::SynSent => {
+            // 3.10.7.3 "If the state is SYN-SENT then ..."
+            (State::SynSent, ..) => {
                 self.handle_syn_sent(ctx, seg);
                 return;
             }
-            _ => {}
-        }
-        // SYN-RECEIVED: a retransmitted SYN means our SYN-ACK was lost; send it again.
-        if self.state == State::SynReceived && f.syn() && !f.ack() && !f.rst() {
-            if seq == self.irs {
+            // SYN-RECEIVED and the peer repeats its SYN (same ISN): our SYN-ACK was lost.
+            (State::SynReceived, true, false, false) if seq == self.irs => {
                 self.snd_nxt = self.iss;
-            } else {
-                ctx.stats.drop(DropReason::InvalidSequence);
+                return;
             }
-            return;
+            // SYN-RECEIVED and a SYN with another ISN: not ours; drop.
+            (State::SynReceived, true, false, false) => {
+                ctx.stats.drop(DropReason::InvalidSequence);
+                return;
+            }
+            // Synchronized states: the acceptability test and the steps below.
+            _ => {}
         }
         // RFC 7323 5.3 R1 (PAWS): a timestamp older than TS.Recent is a duplicate; ACK and drop.
         if self.ts_ok
@@ -666,33 +672,45 @@ impl Connection {
             ctx.stats.drop(DropReason::InvalidSequence);
             return;
         }
-        // Second: RST (RFC 5961 3.2): exactly RCV.NXT resets; elsewhere in the window, challenge.
-        if f.rst() {
-            if seq == self.rcv_nxt {
+        // RFC 9293 3.10.7.4 second to fifth steps, hardened by RFC 5961.
+        match (self.state, f.rst(), f.syn(), f.ack()) {
+            // "CLOSING, LAST-ACK, TIME-WAIT: If the RST bit is set, then enter the CLOSED state,
+            // delete the TCB, and return" (RFC 5961 3.2: only a RST at exactly RCV.NXT).
+            (State::Closing | State::LastAck | State::TimeWait, true, _, _)
+                if seq == self.rcv_nxt =>
+            {
                 ctx.stats.rsts_received += 1;
-                match self.state {
-                    // "If the RST bit is set ... enter the CLOSED state, delete the TCB, and return."
-                    State::Closing | State::LastAck | State::TimeWait => {
-                        self.terminate(ctx, None, false)
-                    }
-                    _ => self.terminate(ctx, Some(Event::Reset), false),
-                }
-            } else {
+                self.terminate(ctx, None, false);
+                return;
+            }
+            // "If the RST bit is set ... users should also receive an unsolicited general
+            // 'connection reset' signal" (RFC 5961 3.2: exactly RCV.NXT).
+            (_, true, _, _) if seq == self.rcv_nxt => {
+                ctx.stats.rsts_received += 1;
+                self.terminate(ctx, Some(Event::Reset), false);
+                return;
+            }
+            // RFC 5961 3.2: "If the RST bit is set and the sequence number does not exactly match
+            // ... but is within the acceptable window, TCP MUST send an ACK (challenge ACK)".
+            (_, true, _, _) => {
                 ctx.stats.drop(DropReason::RstOutOfWindow);
                 self.challenge_ack(ctx);
+                return;
             }
-            return;
-        }
-        // Fourth: SYN in a synchronized state (RFC 5961 4.2): challenge ACK, drop.
-        if f.syn() {
-            ctx.stats.drop(DropReason::SynInWindow);
-            self.challenge_ack(ctx);
-            return;
-        }
-        // Fifth: "if the ACK bit is off, drop the segment and return".
-        if !f.ack() {
-            ctx.stats.drop(DropReason::NoAck);
-            return;
+            // RFC 5961 4.2: "If the SYN bit is set, irrespective of the sequence number, TCP MUST
+            // send an ACK (also referred to as challenge ACK) to the remote peer".
+            (_, false, true, _) => {
+                ctx.stats.drop(DropReason::SynInWindow);
+                self.challenge_ack(ctx);
+                return;
+            }
+            // "fifth, check the ACK field: if the ACK bit is off, drop the segment and return".
+            (_, false, false, false) => {
+                ctx.stats.drop(DropReason::NoAck);
+                return;
+            }
+            // "if the ACK bit is on": the ACK, text and FIN steps follow.
+            (_, false, false, true) => {}
         }
         self.last_rx = now;
         self.keepalive_probes = 0;
