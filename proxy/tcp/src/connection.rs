@@ -1013,6 +1013,7 @@ impl Connection {
                 }
             }
         } else {
+            self.inflation = 0;
             self.cc.on_ack(now, acked, &self.rtt);
         }
         self.dupacks = 0;
@@ -1034,6 +1035,9 @@ impl Connection {
             }
             return;
         }
+        // RFC 3042 Limited Transmit: the first two duplicate ACKs each let one new segment go,
+        // beyond cwnd by at most 2 * SMSS.
+        self.inflation = (self.dupacks.min(2) as usize) * mss;
         let lost = self.sack_ok && self.scoreboard.is_lost(self.snd_una, mss);
         // RFC 6582 3.2 step 2: only if the ACK covers more than `recover` (no second reduction
         // for losses of one window); RFC 6675 5 (IsLost(HighACK + 1)) with SACK.
@@ -1045,9 +1049,7 @@ impl Connection {
             self.high_rxt = self.snd_una;
             self.rexmit_una = true;
             self.rtt_probe = None;
-            if !self.sack_ok {
-                self.inflation = 3 * mss;
-            }
+            self.inflation = if self.sack_ok { 0 } else { 3 * mss };
         }
     }
 

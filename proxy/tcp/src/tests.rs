@@ -894,6 +894,29 @@ fn fast_retransmit_after_three_dup_acks() {
 }
 
 #[test]
+fn limited_transmit_on_first_two_dup_acks() {
+    let mut t = established_with(Config {
+        sack: false,
+        ..config()
+    });
+    t.ep.send(t.h(), &[9u8; 1460 * 20]).unwrap();
+    // The initial window: 10 segments.
+    assert_eq!(t.recv_all().len(), 10);
+    let iss1 = t.iss1();
+    // RFC 3042: one new segment per each of the first two duplicate ACKs.
+    send!(t, ack_number: iss1);
+    recv!(t, seq: iss1 + 1460 * 10);
+    recv_nothing!(t);
+    send!(t, ack_number: iss1);
+    recv!(t, seq: iss1 + 1460 * 11);
+    recv_nothing!(t);
+    // The third: fast retransmit of the first segment.
+    send!(t, ack_number: iss1);
+    recv!(t, seq: iss1);
+    assert_eq!(t.ep.stats().retransmits_fast, 1);
+}
+
+#[test]
 fn sack_recovery_retransmits_only_holes() {
     let mut t = syn_received_with(config());
     let iss1 = t.iss1();
