@@ -689,6 +689,29 @@ fn established_out_of_order_acks_at_once_with_sack() {
 }
 
 #[test]
+fn reassembly_holds_a_bounded_number_of_holes() {
+    let mut t = established();
+    // 40 one-byte segments, each leaving a hole before it.
+    for k in 0..40u32 {
+        send!(t, seq_number: REMOTE_SEQ + 1 + 2 * (k + 1), payload: b"x");
+    }
+    t.recv_all();
+    assert_eq!(
+        t.drops(DropReason::ReassemblyFull),
+        40 - crate::ranges::MAX_RANGES as u64
+    );
+    let c = t.ep.connection(t.h()).unwrap();
+    assert_eq!(c.recv_buffered(), crate::ranges::MAX_RANGES);
+    // Filling the holes in order still yields the held bytes.
+    send!(t, seq_number: REMOTE_SEQ + 1, payload: b"y");
+    for k in 0..crate::ranges::MAX_RANGES as u32 {
+        send!(t, seq_number: REMOTE_SEQ + 1 + 2 * k + 1, payload: b"y");
+    }
+    let got = t.read_all();
+    assert_eq!(got.len(), 2 * crate::ranges::MAX_RANGES + 1);
+}
+
+#[test]
 fn established_send_and_ack() {
     let mut t = established();
     assert_eq!(t.ep.send(t.h(), b"abcdef").unwrap(), 6);
