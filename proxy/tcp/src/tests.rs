@@ -1593,3 +1593,11 @@ fn stale_handles_are_rejected() {
     assert_eq!(t.ep.state(old), None);
     assert_eq!(t.ep.send(old, b"x"), Err(crate::StreamError::InvalidHandle));
 }
+
+#[test]
+fn connection_size_is_modest() {
+    // A TCB lives in a Box; keep it small enough that moving it is cheap.
+    let size = core::mem::size_of::<crate::connection::Connection>();
+    assert!(size < 2048, "Connection is {size} bytes");
+    println!("Connection: {size} bytes");
+}
