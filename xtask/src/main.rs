@@ -3,6 +3,8 @@
 //! - `cargo xtask netns up|down`: the test topology of ../shared/DESIGN.md (idempotent).
 //! - `cargo xtask test`: builds everything (the XDP program included) and runs every test:
 //!   unit, property, and the integration tests that need root and namespaces.
+//! - `cargo xtask bench rst|tcp|wire`: the benchmark programs (release builds); they print
+//!   figures and ratios against a baseline measured in the same run.
 
 use std::process::Command;
 
@@ -24,12 +26,28 @@ enum Task {
         #[command(subcommand)]
         action: NetnsAction,
     },
+    /// Run a benchmark: `rst` (RSTs/s of one worker vs the kernel, in the test topology),
+    /// `tcp` (sluice's TCP vs smoltcp in memory, simulator throughput), `wire` (parse/emit).
+    Bench {
+        #[arg(value_enum)]
+        which: Bench,
+        /// Extra arguments for the benchmark program.
+        #[arg(last = true)]
+        extra: Vec<String>,
+    },
     /// Build everything and run all tests (unit, property, root integration tests).
     Test {
         /// Extra arguments passed to every `cargo test` invocation after `--` (e.g. a test name filter).
         #[arg(last = true)]
         extra: Vec<String>,
     },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Bench {
+    Rst,
+    Tcp,
+    Wire,
 }
 
 #[derive(Subcommand)]
@@ -52,6 +70,7 @@ fn main() -> Result<()> {
             println!("topology down");
         }
         Task::Test { extra } => test(&extra)?,
+        Task::Bench { which, extra } => bench(which, &extra)?,
     }
     Ok(())
 }
@@ -66,6 +85,27 @@ fn test(extra: &[String]) -> Result<()> {
     let mut serial = vec!["--test-threads=1".to_owned()];
     serial.extend_from_slice(extra);
     cargo(&["test", "--workspace", "--tests", "--exclude", "xtask"], &serial)?;
+    Ok(())
+}
+
+fn bench(which: Bench, extra: &[String]) -> Result<()> {
+    match which {
+        Bench::Rst => {
+            sluice_testbed::require_root().context("the RST benchmark runs in network namespaces")?;
+            cargo(&["build", "--release", "-p", "sluice", "-p", "sluice-bench"], &[])?;
+            let target = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".into());
+            let status = Command::new(format!("{target}/release/sluice-bench"))
+                .args(["rst-rate", "--sluice", &format!("{target}/release/sluice")])
+                .args(extra)
+                .status()
+                .context("running sluice-bench")?;
+            if !status.success() {
+                bail!("sluice-bench rst-rate failed: {status}");
+            }
+        }
+        Bench::Tcp => cargo(&["bench", "-p", "sluice-bench", "--bench", "tcp_endpoints"], extra)?,
+        Bench::Wire => cargo(&["bench", "-p", "sluice-wire", "--bench", "parse"], extra)?,
+    }
     Ok(())
 }
 
