@@ -73,6 +73,10 @@ impl State {
 /// PAWS: timestamps older than this are not compared (RFC 7323 5.5, 24 days).
 const PAWS_IDLE: Duration = Duration::from_secs(24 * 24 * 3600);
 
+/// PAWS: how many ticks older than TS.Recent a TSval may be and still pass (Linux's
+/// `TCP_PAWS_WINDOW`): segments reordered around a retransmission (see `handle_segment`).
+const PAWS_WINDOW: i32 = 1;
+
 /// What a connection needs from its endpoint while it runs.
 pub(crate) struct Ctx<'a> {
     pub now: Instant,
@@ -541,6 +545,23 @@ impl Connection {
         (now.as_millis() as u32).wrapping_add(self.ts_offset)
     }
 
+    /// Linux's `tcp_disordered_ack()`: `seg`, whose TSval is `behind` ticks older than
+    /// TS.Recent, is a pure duplicate ACK that updates nothing, reordered within one RTO
+    /// (counted in milliseconds, Linux's assumption about the peer's tick).
+    fn disordered_ack(&self, seg: &tcp::Repr<'_>, behind: u32) -> bool {
+        let seq = SeqNumber(seg.seq_number);
+        let f = seg.flags;
+        let wnd = usize::from(seg.window_len) << self.snd_wscale;
+        // 1. A pure ACK with the right sequence number.
+        f.ack() && !f.syn() && !f.fin() && seg.payload.is_empty() && seq == self.rcv_nxt
+            // 2. ... and a duplicate ACK.
+            && SeqNumber(seg.ack_number) == self.snd_una
+            // 3. ... that does not update the window (RFC 9293 3.10.7.4 SND.WL1 rule).
+            && !(self.snd_wl1 < seq || (self.snd_wl1 == seq && wnd > self.snd_wnd))
+            // 4. ... and sits in the replay window.
+            && u128::from(behind) <= self.rtt.rto().as_millis()
+    }
+
     fn challenge_ack(&mut self, ctx: &mut Ctx<'_>) {
         if ctx.challenge.allow(ctx.now) {
             self.ack_now = true;
@@ -615,12 +636,29 @@ impl Connection {
             // Synchronized states: the acceptability test and the steps below.
             _ => {}
         }
-        // RFC 7323 5.3 R1 (PAWS): a timestamp older than TS.Recent is a duplicate; ACK and drop.
+        // RFC 7323 5.3 R1 (PAWS): "If there is a Timestamps option in the arriving segment,
+        // SEG.TSval < TS.Recent, TS.Recent is valid (see later discussion), and if the RST bit
+        // is not set, then treat the arriving segment as not acceptable: Send an acknowledgment
+        // in reply as specified in Section 3.10.7.4 of [RFC9293] and drop the segment."
+        //
+        // Read literally, R1 also discards segments that are merely reordered: once a
+        // retransmission filling a hole (a newer TSval) moved TS.Recent, an original sent a
+        // moment earlier and delayed on the path fails R1 although it is valid, and must be
+        // sent again. Like Linux (`tcp_paws_discard()`), we are lenient in two ways:
+        // - `tcp_paws_check(.., TCP_PAWS_WINDOW)`: a TSval at most `PAWS_WINDOW` tick older than
+        //   TS.Recent passes. PAWS exists for old duplicates from 2^31 bytes of sequence space
+        //   ago (RFC 7323 5.1); no path we serve wraps that within one tick of the peer's clock
+        //   (RFC 7323 5.4: 1 ms to 1 s), so those are still rejected.
+        // - `tcp_disordered_ack()`: a pure duplicate ACK (SEG.SEQ = RCV.NXT, SEG.ACK = SND.UNA,
+        //   no window update) less than one RTO old in TSval ticks (Linux assumes 1 ms ticks)
+        //   is only a reordered ACK. It carries nothing to discard, and dropping it would only
+        //   hide the duplicate ACKs and SACK blocks that loss recovery needs.
         if self.ts_ok
             && !f.rst()
             && let Some(ts) = seg.timestamp
-            && (ts.tsval.wrapping_sub(self.ts_recent) as i32) < 0
+            && self.ts_recent.wrapping_sub(ts.tsval) as i32 > PAWS_WINDOW
             && now - self.ts_recent_time < PAWS_IDLE
+            && !self.disordered_ack(seg, self.ts_recent.wrapping_sub(ts.tsval))
         {
             ctx.stats.drop(DropReason::Paws);
             self.ack_now = true;

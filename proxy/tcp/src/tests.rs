@@ -863,6 +863,101 @@ fn paws_drops_old_timestamps() {
     assert_eq!(t.read_all(), b"ok");
 }
 
+/// ESTABLISHED with timestamps negotiated; the peer's last TSval is 1001.
+fn established_ts() -> T {
+    let mut t = listening_with(Config {
+        timestamps: true,
+        ..config()
+    });
+    send!(t, seq_number: REMOTE_SEQ, flags: Flags::SYN, timestamp: Some(Timestamp { tsval: 1000, tsecr: 0 }));
+    let o = recv!(t);
+    t.iss = o.seq;
+    t.h = t.ep.lookup(&tuple());
+    send!(t, timestamp: Some(Timestamp { tsval: 1001, tsecr: 0 }));
+    assert_eq!(t.state(), Some(State::Established));
+    t
+}
+
+fn ts(v: u32) -> Option<Timestamp> {
+    Some(Timestamp { tsval: v, tsecr: 0 })
+}
+
+/// The case seen through the impairment bridge: segment 1 is lost, segments 2 and 3 were sent
+/// right before the retransmission of 1, and 3 was held back on the path. The retransmission
+/// (newer TSval) moves TS.Recent; 3 arrives after it with a TSval one tick older. Literal
+/// RFC 7323 R1 would discard it; like Linux (TCP_PAWS_WINDOW) we accept it.
+#[test]
+fn paws_accepts_segment_reordered_around_a_retransmission() {
+    let mut t = established_ts();
+    // Segment 1 (REMOTE_SEQ+1, "aaa", TSval 1002) is lost; 2 arrives out of order.
+    send!(t, seq_number: REMOTE_SEQ + 4, timestamp: ts(1009), payload: b"bbb");
+    t.recv_all();
+    // The retransmission of 1 fills the hole: TS.Recent becomes 1010.
+    send!(t, seq_number: REMOTE_SEQ + 1, timestamp: ts(1010), payload: b"aaa");
+    assert_eq!(t.read_all(), b"aaabbb");
+    let o = t.recv_all().pop().unwrap();
+    assert_eq!(o.ts.unwrap().tsecr, 1010);
+    // 3, sent one tick before the retransmission, arrives late.
+    send!(t, seq_number: REMOTE_SEQ + 7, timestamp: ts(1009), payload: b"ccc");
+    assert_eq!(t.drops(DropReason::Paws), 0);
+    assert_eq!(t.read_all(), b"ccc");
+    t.advance(Duration::from_millis(500));
+    let o = t.recv_all().pop().unwrap();
+    assert_eq!(o.ack, REMOTE_SEQ + 10);
+    assert_eq!(
+        o.ts.unwrap().tsecr,
+        1010,
+        "an older TSval does not move TS.Recent back"
+    );
+    // Two ticks older is beyond the window: R1 applies.
+    send!(t, seq_number: REMOTE_SEQ + 10, timestamp: ts(1008), payload: b"ddd");
+    assert_eq!(t.drops(DropReason::Paws), 1);
+    assert_eq!(t.read_all(), b"");
+}
+
+/// Linux's tcp_disordered_ack(): a pure duplicate ACK that updates nothing, reordered behind
+/// a newer segment, is not a PAWS drop; an ancient one still is.
+#[test]
+fn paws_accepts_disordered_pure_ack_within_rto() {
+    let mut t = established_ts();
+    // The peer only acknowledges (a one-way transfer from us): its ACKs all carry
+    // SEG.SEQ = RCV.NXT = SND.WL1, and the newest moved TS.Recent to 1050.
+    send!(t, timestamp: ts(1050));
+    // A pure duplicate ACK from 40 ticks earlier (less than the 1 s initial RTO).
+    send!(t, timestamp: ts(1010));
+    assert_eq!(t.drops(DropReason::Paws), 0);
+    recv_nothing!(t);
+    // The same ACK with a window update is not merely reordered: dropped.
+    send!(t, timestamp: ts(1010), window_len: 65_000);
+    assert_eq!(t.drops(DropReason::Paws), 1);
+    t.recv_all();
+    // A pure ACK older than one RTO (in milliseconds) is an old duplicate: dropped.
+    send!(t, timestamp: ts(1050u32.wrapping_sub(5_000)));
+    assert_eq!(t.drops(DropReason::Paws), 2);
+}
+
+/// What PAWS exists for (RFC 7323 5.1): an old duplicate from 2^32 bytes of sequence space
+/// ago, whose sequence number lands in the current window again, must still be rejected.
+#[test]
+fn paws_still_rejects_wrapped_old_duplicate() {
+    let mut t = established_ts();
+    let tsval = 1001u32;
+    // Moving 2^32 bytes through the endpoint is too slow for a unit test; what R1 sees is the
+    // same: a segment in the window now whose TSval is far older than TS.Recent (it was sent
+    // one sequence wrap ago).
+    send!(t, seq_number: REMOTE_SEQ + 1, timestamp: ts(tsval + 100), payload: b"now");
+    assert_eq!(t.read_all(), b"now");
+    t.recv_all();
+    send!(t, seq_number: REMOTE_SEQ + 4, timestamp: ts((tsval + 100).wrapping_sub(1_000_000)), payload: b"old");
+    assert_eq!(t.drops(DropReason::Paws), 1);
+    assert_eq!(t.read_all(), b"");
+    let o = t.recv_all().pop().unwrap();
+    assert_eq!(o.ack, REMOTE_SEQ + 4, "ACK sent, RCV.NXT unchanged");
+    // And a pure ACK from that old incarnation too (older than any RTO).
+    send!(t, seq_number: REMOTE_SEQ + 4, timestamp: ts((tsval + 100).wrapping_sub(1_000_000)));
+    assert_eq!(t.drops(DropReason::Paws), 2);
+}
+
 #[test]
 fn rto_retransmits_with_backoff_and_gives_up() {
     let mut t = established_with(Config {
