@@ -28,6 +28,8 @@ pub struct Config {
     pub admin: Admin,
     #[serde(default)]
     pub tcp: Tcp,
+    #[serde(default)]
+    pub relay: Relay,
     #[serde(default, rename = "listener")]
     pub listeners: Vec<Listener>,
 }
@@ -134,6 +136,23 @@ impl Default for Tcp {
     }
 }
 
+/// Relaying to backends.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Relay {
+    /// Bytes queued per direction and connection before the other side is paused.
+    pub buffer: usize,
+    /// Give up on a backend that has not accepted the connection after this long (the client
+    /// is reset).
+    pub backend_connect_timeout_ms: u64,
+}
+
+impl Default for Relay {
+    fn default() -> Self {
+        Self { buffer: 64 * 1024, backend_connect_timeout_ms: 5_000 }
+    }
+}
+
 /// The admin endpoint (a kernel socket): `/stats.json`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -152,6 +171,8 @@ impl Default for Admin {
 /// What a listener does with the connections it accepts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ListenerMode {
+    /// Relay the connection's bytes to this backend over a kernel TCP socket.
+    Relay(SocketAddrV4),
     /// Answer every SYN with a RST (connection refused): the listener is steered to sluice but
     /// serves nothing. The datapath's first form, and what tests of the datapath alone use.
     Refuse,
@@ -170,6 +191,9 @@ pub struct Listener {
     /// Refuse every connection with a RST.
     #[serde(default)]
     pub refuse: bool,
+    /// Relay accepted connections to this backend (`ip:port`, reached through the kernel).
+    #[serde(default)]
+    pub backend: Option<String>,
 }
 
 impl Listener {
@@ -179,7 +203,12 @@ impl Listener {
     }
 
     pub fn mode(&self) -> ListenerMode {
-        if self.echo { ListenerMode::Echo } else { ListenerMode::Refuse }
+        match &self.backend {
+            // Validated in `Config::validate`.
+            Some(b) => ListenerMode::Relay(b.parse().unwrap_or_else(|_| SocketAddrV4::new([0, 0, 0, 0].into(), 0))),
+            None if self.echo => ListenerMode::Echo,
+            None => ListenerMode::Refuse,
+        }
     }
 }
 
@@ -280,6 +309,12 @@ impl Config {
         if t.handshake_timeout_ms == 0 {
             return Err(("tcp.handshake_timeout_ms".into(), "must be more than 0".into()));
         }
+        if !(4096..=16 << 20).contains(&self.relay.buffer) {
+            return Err(("relay.buffer".into(), format!("{} must be from 4096 to 16777216", self.relay.buffer)));
+        }
+        if self.relay.backend_connect_timeout_ms == 0 {
+            return Err(("relay.backend_connect_timeout_ms".into(), "must be more than 0".into()));
+        }
         if self.listeners.is_empty() {
             return Err(("listener".into(), "at least one [[listener]] is needed".into()));
         }
@@ -296,8 +331,16 @@ impl Config {
             if !seen.insert(addr) {
                 return Err((field, format!("{addr} is listed twice")));
             }
-            if l.echo && l.refuse {
-                return Err((format!("listener[{i}]"), "`echo` and `refuse` exclude each other".into()));
+            if usize::from(l.echo) + usize::from(l.refuse) + usize::from(l.backend.is_some()) != 1 {
+                return Err((format!("listener[{i}]"), "needs exactly one of `backend`, `echo`, `refuse`".into()));
+            }
+            if let Some(b) = &l.backend {
+                let b: SocketAddrV4 = b.parse().map_err(|_| {
+                    (format!("listener[{i}].backend"), format!("{b:?} is not an IPv4 address and port (ip:port)"))
+                })?;
+                if b.port() == 0 || b.ip().is_unspecified() {
+                    return Err((format!("listener[{i}].backend"), format!("{b}: needs a concrete address and port")));
+                }
             }
         }
         Ok(())
@@ -417,9 +460,17 @@ echo = true
     }
 
     #[test]
-    fn echo_and_refuse_exclude_each_other() {
+    fn a_listener_does_exactly_one_thing() {
         let e = error(&GOOD.replace("refuse = true", "refuse = true\necho = true"));
-        assert!(e.contains("listener[0]") && e.contains("exclude"), "{e}");
+        assert!(e.contains("listener[0]") && e.contains("exactly one"), "{e}");
+        let e = error(&GOOD.replace("refuse = true", "backend = \"203.0.113.2:8080\"\nrefuse = true"));
+        assert!(e.contains("listener[0]") && e.contains("exactly one"), "{e}");
+        let e = error(&GOOD.replace("refuse = true", ""));
+        assert!(e.contains("listener[0]") && e.contains("exactly one"), "{e}");
+        let e = error(&GOOD.replace("refuse = true", "backend = \"backend:80\""));
+        assert!(e.contains("listener[0].backend") && e.contains("backend:80"), "{e}");
+        let c = parse(&GOOD.replace("refuse = true", "backend = \"203.0.113.2:8080\"")).unwrap();
+        assert_eq!(c.listeners[0].mode(), ListenerMode::Relay("203.0.113.2:8080".parse().unwrap()));
     }
 
     #[test]

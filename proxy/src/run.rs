@@ -91,7 +91,15 @@ pub fn run(config: Config) -> Result<()> {
         let shared = SharedCounters::default();
         shared_counters.push(Arc::clone(&shared));
         let endpoint = sluice_tcp::Endpoint::new(tcp_config.clone(), sluice_tcp::Instant::ZERO);
-        let dispatch = Dispatch::new(i, workers_n, listeners.clone(), d.verify_checksums, endpoint, local_mac);
+        let dispatch = Dispatch::new(
+            i,
+            workers_n,
+            listeners.clone(),
+            d.verify_checksums,
+            endpoint,
+            local_mac,
+            config.relay.clone(),
+        )?;
         let (stop, peers) = (Arc::clone(&stop), peers.clone());
         let core = (!cores.is_empty()).then(|| cores[i % cores.len()]);
         workers.push(std::thread::Builder::new().name(format!("sluice-q{i}")).spawn(move || {

@@ -25,7 +25,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
-use nix::poll::{PollFd, PollFlags, PollTimeout};
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 use nix::sys::eventfd::{EfdFlags, EventFd};
 use serde::Serialize;
 use sluice_tcp::{ConnectionHandle, Endpoint, Event, Instant, StreamError};
@@ -34,6 +34,7 @@ use sluice_wire::{Checksum, Error as WireError, emit_frame, parse_frame, rst_rep
 use sluice_xsk::{RxVerdict, Socket};
 
 use crate::config::ListenerMode;
+use crate::relay::{Relay, RelayEnd};
 
 /// Counters of one queue. Written by its worker only; published to [`SharedCounters`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -72,6 +73,16 @@ pub struct QueueCounters {
     pub connections_open: u64,
     /// Bytes echoed by echo listeners.
     pub echo_bytes: u64,
+    /// Relays to backends: opened, open now, and how they ended.
+    pub relays_opened: u64,
+    pub relays_open: u64,
+    pub relays_clean: u64,
+    pub relays_backend_failed: u64,
+    pub relays_backend_timeout: u64,
+    pub relays_client_gone: u64,
+    /// Relayed bytes.
+    pub relay_bytes_to_backend: u64,
+    pub relay_bytes_to_client: u64,
     /// Loop iterations that slept in poll.
     pub idle_sleeps: u64,
     /// UMEM frames on the free list and in total.
@@ -183,8 +194,22 @@ pub struct Dispatch {
     neighbors: HashMap<Ipv4Addr, MacAddress>,
     local_mac: MacAddress,
     scratch: Vec<u8>,
+    relays: HashMap<ConnectionHandle, Relay>,
+    /// epoll token of a relay's backend socket -> its connection.
+    relay_tokens: HashMap<u64, ConnectionHandle>,
+    relay_token_of: HashMap<ConnectionHandle, u64>,
+    next_token: u64,
+    /// Relays whose backend connect is under way (checked against their deadline).
+    connecting: Vec<ConnectionHandle>,
+    relay_settings: crate::config::Relay,
+    /// The worker's readiness set: its AF_XDP socket, its inbox and every backend socket.
+    pub epoll: Epoll,
     pub counters: QueueCounters,
 }
+
+/// epoll tokens of the worker's own descriptors; backend sockets get tokens below these.
+pub const TOKEN_XSK: u64 = u64::MAX;
+pub const TOKEN_INBOX: u64 = u64::MAX - 1;
 
 /// Which worker owns a flow: the same answer on every worker. `DefaultHasher::default()` is
 /// SipHash with fixed keys: deterministic across threads and runs.
@@ -201,14 +226,15 @@ impl Dispatch {
         verify_checksums: bool,
         mut tcp: Endpoint,
         local_mac: MacAddress,
-    ) -> Self {
+        relay_settings: crate::config::Relay,
+    ) -> std::io::Result<Self> {
         for (addr, mode) in &listeners {
-            if *mode == ListenerMode::Echo {
+            if *mode != ListenerMode::Refuse {
                 // Every worker listens: whichever owns a flow accepts it.
                 let _ = tcp.listen(*addr);
             }
         }
-        Self {
+        Ok(Self {
             worker,
             workers,
             listeners,
@@ -218,8 +244,15 @@ impl Dispatch {
             neighbors: HashMap::new(),
             local_mac,
             scratch: vec![0; 64 * 1024],
+            relays: HashMap::new(),
+            relay_tokens: HashMap::new(),
+            relay_token_of: HashMap::new(),
+            next_token: 0,
+            connecting: Vec::new(),
+            relay_settings,
+            epoll: Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?,
             counters: QueueCounters { queue: worker as u32, ..Default::default() },
-        }
+        })
     }
 
     /// Handles one frame of `len` bytes at the start of `buf` (received, or handed over by
@@ -258,7 +291,7 @@ impl Dispatch {
                     }
                 },
             },
-            Some(ListenerMode::Echo) => {
+            Some(ListenerMode::Echo | ListenerMode::Relay(_)) => {
                 let owner = owner(remote, local, self.workers);
                 if owner != self.worker {
                     return Verdict::HandOff(owner);
@@ -285,26 +318,121 @@ impl Dispatch {
             match event {
                 Event::Established => {
                     self.counters.connections_established += 1;
-                    self.echo.insert(h, Echo::default());
-                    self.pump(h);
+                    let local = self.tcp.four_tuple(h).map(|t| t.local);
+                    match local.and_then(|l| self.listeners.get(&l).copied()) {
+                        Some(ListenerMode::Relay(backend)) => self.open_relay(h, backend, now),
+                        _ => {
+                            self.echo.insert(h, Echo::default());
+                        }
+                    }
+                    self.on_connection_event(h, now);
                 }
-                Event::Readable | Event::Writable => self.pump(h),
+                Event::Readable | Event::Writable => self.on_connection_event(h, now),
                 Event::PeerClosed => {
                     if let Some(e) = self.echo.get_mut(&h) {
                         e.peer_closed = true;
                     }
-                    self.pump(h);
+                    self.on_connection_event(h, now);
                 }
                 Event::Reset | Event::TimedOut => {
                     self.echo.remove(&h);
+                    if let Some(r) = self.relays.get_mut(&h) {
+                        r.client_gone();
+                    }
                 }
                 Event::Closed => {
                     self.counters.connections_closed += 1;
                     self.echo.remove(&h);
+                    self.close_relay(h);
+                }
+            }
+        }
+        // Backend connects past their deadline.
+        if !self.connecting.is_empty() {
+            let mut i = 0;
+            while i < self.connecting.len() {
+                let h = self.connecting[i];
+                match self.relays.get_mut(&h) {
+                    Some(r) if r.deadline().is_some() => {
+                        if r.deadline().is_some_and(|d| d <= now) {
+                            r.pump(&mut self.tcp, now);
+                        }
+                        i += 1;
+                    }
+                    _ => {
+                        self.connecting.swap_remove(i);
+                    }
                 }
             }
         }
         self.counters.connections_open = self.tcp.connection_count() as u64;
+        self.counters.relays_open = self.relays.len() as u64;
+    }
+
+    fn on_connection_event(&mut self, h: ConnectionHandle, now: Instant) {
+        if let Some(r) = self.relays.get_mut(&h) {
+            r.pump(&mut self.tcp, now);
+        } else {
+            self.pump(h);
+        }
+    }
+
+    /// A backend socket became readable and/or writable (edge-triggered).
+    pub fn on_backend_event(&mut self, token: u64, flags: EpollFlags, now: Instant) {
+        let Some(h) = self.relay_tokens.get(&token).copied() else { return };
+        let Some(r) = self.relays.get_mut(&h) else { return };
+        let err = EpollFlags::EPOLLERR | EpollFlags::EPOLLHUP;
+        if flags.intersects(EpollFlags::EPOLLIN | EpollFlags::EPOLLRDHUP | err) {
+            r.readable = true;
+        }
+        if flags.intersects(EpollFlags::EPOLLOUT | err) {
+            r.writable = true;
+        }
+        r.pump(&mut self.tcp, now);
+    }
+
+    fn open_relay(&mut self, h: ConnectionHandle, backend: SocketAddrV4, now: Instant) {
+        let timeout = Duration::from_millis(self.relay_settings.backend_connect_timeout_ms);
+        let relay = match Relay::connect(h, backend, now, timeout, self.relay_settings.buffer) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::debug!(%backend, "backend connect: {e}");
+                self.counters.relays_backend_failed += 1;
+                self.tcp.abort(h);
+                return;
+            }
+        };
+        let token = self.next_token;
+        self.next_token += 1;
+        let interest = EpollFlags::EPOLLIN | EpollFlags::EPOLLOUT | EpollFlags::EPOLLRDHUP | EpollFlags::EPOLLET;
+        if let Err(e) = self.epoll.add(relay.backend(), EpollEvent::new(interest, token)) {
+            tracing::warn!("epoll add: {e}");
+            self.counters.relays_backend_failed += 1;
+            self.tcp.abort(h);
+            return;
+        }
+        self.counters.relays_opened += 1;
+        self.relay_tokens.insert(token, h);
+        self.connecting.push(h);
+        self.relays.insert(h, relay);
+        self.relay_token_of.insert(h, token);
+    }
+
+    fn close_relay(&mut self, h: ConnectionHandle) {
+        let Some(r) = self.relays.remove(&h) else { return };
+        if let Some(token) = self.relay_token_of.remove(&h) {
+            self.relay_tokens.remove(&token);
+        }
+        let _ = self.epoll.delete(r.backend());
+        let c = &mut self.counters;
+        c.relay_bytes_to_backend += r.bytes_to_backend;
+        c.relay_bytes_to_client += r.bytes_to_client;
+        match r.end {
+            Some(RelayEnd::Clean) => c.relays_clean += 1,
+            Some(RelayEnd::BackendFailed) => c.relays_backend_failed += 1,
+            Some(RelayEnd::BackendTimeout) => c.relays_backend_timeout += 1,
+            Some(RelayEnd::ClientGone) | None => c.relays_client_gone += 1,
+        }
     }
 
     /// Echo: read what arrived and send it back; what `send` does not take waits in `pending`
@@ -356,8 +484,14 @@ impl Dispatch {
         }
     }
 
+    /// The earliest of the TCP stack's timers and the relays' connect deadlines.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.tcp.poll_timeout()
+        let connects = self.connecting.iter().filter_map(|h| self.relays.get(h)?.deadline());
+        self.tcp.poll_timeout().into_iter().chain(connects).min()
+    }
+
+    pub fn has_relays(&self) -> bool {
+        !self.relays.is_empty()
     }
 
     pub fn tcp(&self) -> &Endpoint {
@@ -383,6 +517,11 @@ pub fn run(
     stop: Arc<AtomicBool>,
 ) {
     let now = || Instant::from_micros(clock.elapsed().as_micros() as u64);
+    for (fd, token) in [(sock.as_fd(), TOKEN_XSK), (inbox.wake.eventfd.as_fd(), TOKEN_INBOX)] {
+        if let Err(e) = dispatch.epoll.add(fd, EpollEvent::new(EpollFlags::EPOLLIN, token)) {
+            tracing::error!(queue = sock.queue_id(), "epoll: {e}; the worker cannot sleep");
+        }
+    }
     let mut last_publish = now();
     let mut idle_since: Option<Instant> = None;
     while !stop.load(Ordering::Relaxed) {
@@ -423,6 +562,7 @@ pub fn run(
             }
         }
         dispatch.counters.handoff_in += u64::from(handed_in);
+        let backend = if dispatch.has_relays() { backend_events(&mut dispatch, Duration::ZERO, now) } else { 0 };
         dispatch.process(t);
         let mut sent = 0u32;
         while let Some(mut out) = sock.tx_frame() {
@@ -439,7 +579,7 @@ pub fn run(
         if let Err(e) = sock.flush_tx() {
             tracing::warn!(queue = sock.queue_id(), "TX wakeup failed: {e}");
         }
-        let busy = received > 0 || handed_in > 0 || sent > 0;
+        let busy = received > 0 || handed_in > 0 || sent > 0 || backend > 0;
         if t.saturating_duration_since(last_publish) >= Duration::from_millis(100) || !busy {
             publish(&sock, &mut dispatch, &shared);
             last_publish = t;
@@ -457,7 +597,7 @@ pub fn run(
             let timeout = dispatch
                 .poll_timeout()
                 .map_or(IDLE_POLL, |deadline| deadline.saturating_duration_since(now()).min(IDLE_POLL));
-            sleep(&sock, &inbox, timeout);
+            sleep(&mut dispatch, &inbox, timeout, now);
         }
     }
     publish(&sock, &mut dispatch, &shared);
@@ -466,20 +606,31 @@ pub fn run(
     }
 }
 
-/// Sleeps until the socket has frames, another worker hands one over, or `timeout`.
-fn sleep(sock: &Socket, inbox: &Inbox, timeout: Duration) {
+/// Sleeps until the socket has frames, another worker hands one over, a backend socket is
+/// ready, or `timeout`; then handles the backends' readiness.
+fn sleep(dispatch: &mut Dispatch, inbox: &Inbox, timeout: Duration, now: impl Fn() -> Instant) {
     inbox.wake.sleeping.store(true, Ordering::SeqCst);
     fence(Ordering::SeqCst);
-    if inbox.rx.is_empty() {
-        let mut fds = [
-            PollFd::new(sock.as_fd(), PollFlags::POLLIN),
-            PollFd::new(inbox.wake.eventfd.as_fd(), PollFlags::POLLIN),
-        ];
-        let ms = PollTimeout::try_from(timeout.as_millis().max(1) as i32).unwrap_or(PollTimeout::MAX);
-        let _ = nix::poll::poll(&mut fds, ms);
-    }
+    let timeout = if inbox.rx.is_empty() { timeout } else { Duration::ZERO };
+    backend_events(dispatch, timeout, now);
     inbox.wake.sleeping.store(false, Ordering::SeqCst);
     let _ = inbox.wake.eventfd.read(); // reset (EAGAIN when nobody wrote)
+}
+
+/// Waits up to `timeout` on the worker's epoll set and hands backend readiness to the relays.
+fn backend_events(dispatch: &mut Dispatch, timeout: Duration, now: impl Fn() -> Instant) -> usize {
+    let mut events = [EpollEvent::empty(); 64];
+    let timeout = EpollTimeout::try_from(timeout).unwrap_or(EpollTimeout::NONE);
+    let n = dispatch.epoll.wait(&mut events, timeout).unwrap_or(0);
+    let t = now();
+    let mut backend = 0;
+    for e in &events[..n] {
+        if e.data() < TOKEN_INBOX {
+            dispatch.on_backend_event(e.data(), e.events(), t);
+            backend += 1;
+        }
+    }
+    backend
 }
 
 fn publish(sock: &Socket, dispatch: &mut Dispatch, shared: &SharedCounters) {
@@ -519,12 +670,19 @@ mod tests {
     const PROXY_MAC: Address = Address([2, 0, 0, 0, 0, 2]);
     const T0: Instant = Instant::from_millis(1);
 
-    fn dispatch(worker: usize, workers: usize) -> Dispatch {
+    fn dispatch_with(worker: usize, workers: usize, extra: &[(u16, ListenerMode)]) -> Dispatch {
         let mut listeners = HashMap::new();
         listeners.insert(SocketAddrV4::new(PROXY, 443), ListenerMode::Refuse);
         listeners.insert(SocketAddrV4::new(PROXY, 7), ListenerMode::Echo);
+        for (port, mode) in extra {
+            listeners.insert(SocketAddrV4::new(PROXY, *port), *mode);
+        }
         let tcp = Endpoint::new(sluice_tcp::Config::default(), Instant::ZERO);
-        Dispatch::new(worker, workers, listeners, true, tcp, PROXY_MAC)
+        Dispatch::new(worker, workers, listeners, true, tcp, PROXY_MAC, crate::config::Relay::default()).unwrap()
+    }
+
+    fn dispatch(worker: usize, workers: usize) -> Dispatch {
+        dispatch_with(worker, workers, &[])
     }
 
     struct Seg<'a> {
@@ -658,6 +816,86 @@ mod tests {
         assert_eq!(echoed, b"ping");
         assert_eq!(d.counters.connections_established, 1);
         assert_eq!(d.counters.echo_bytes, 4);
+    }
+
+    /// Payload bytes of the frames, in order.
+    fn payload(frames: &[Vec<u8>]) -> Vec<u8> {
+        frames.iter().flat_map(|f| parse_frame(f, Checksum::Verify).unwrap().tcp.payload.to_vec()).collect()
+    }
+
+    /// A relay listener whose backend is a kernel socket on loopback: bytes go both ways and the
+    /// backend's EOF becomes sluice's FIN.
+    #[test]
+    fn relay_listener_moves_bytes_to_a_kernel_backend_and_back() {
+        use std::io::{Read, Write};
+        let backend = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let std::net::SocketAddr::V4(backend_addr) = backend.local_addr().unwrap() else { panic!() };
+        let mut d = dispatch_with(0, 1, &[(80, ListenerMode::Relay(backend_addr))]);
+        let t = |ms| Instant::from_millis(ms);
+        let _ = on(&mut d, &syn(80));
+        let iss = parse_frame(&transmit(&mut d, t(1))[0], Checksum::Verify).unwrap().tcp.seq_number;
+        let ack = |seq: u32, flags: Flags, data: &[u8]| {
+            frame(Seg { src_port: 40000, dst_port: 80, flags, seq, ack: iss.wrapping_add(1), payload: data })
+        };
+        let _ = on(&mut d, &ack(1001, Flags::ACK | Flags::PSH, b"GET / HTTP/1.1\r\n\r\n"));
+        d.process(t(2));
+        let (mut conn, _) = backend.accept().unwrap();
+        conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        // Let the worker see the connect complete and flush the queued request.
+        let mut got = Vec::new();
+        let mut buf = [0u8; 64];
+        for i in 0..100 {
+            let _ = backend_events(&mut d, Duration::from_millis(10), || t(3 + i));
+            d.process(t(3 + i));
+            conn.set_nonblocking(true).unwrap();
+            if let Ok(n) = conn.read(&mut buf) {
+                got.extend_from_slice(&buf[..n]);
+            }
+            if got.len() >= 18 {
+                break;
+            }
+        }
+        assert_eq!(got, b"GET / HTTP/1.1\r\n\r\n");
+        conn.set_nonblocking(false).unwrap();
+        conn.write_all(b"HTTP/1.1 200 OK\r\n\r\n").unwrap();
+        conn.shutdown(std::net::Shutdown::Write).unwrap();
+        let mut out = Vec::new();
+        for i in 0..100 {
+            let _ = backend_events(&mut d, Duration::from_millis(10), || t(200 + i));
+            out.extend(transmit(&mut d, t(200 + i)));
+            if out.iter().any(|f| parse_frame(f, Checksum::Verify).unwrap().tcp.flags.fin()) {
+                break;
+            }
+        }
+        assert_eq!(payload(&out), b"HTTP/1.1 200 OK\r\n\r\n");
+        assert!(out.iter().any(|f| parse_frame(f, Checksum::Verify).unwrap().tcp.flags.fin()), "backend EOF -> FIN");
+        assert_eq!(d.counters.relays_opened, 1);
+    }
+
+    /// A backend that refuses: the client is reset and the relay counted as failed.
+    #[test]
+    fn refusing_backend_resets_the_client() {
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let std::net::SocketAddr::V4(addr) = closed.local_addr().unwrap() else { panic!() };
+        drop(closed);
+        let mut d = dispatch_with(0, 1, &[(80, ListenerMode::Relay(addr))]);
+        let _ = on(&mut d, &syn(80));
+        let iss = parse_frame(&transmit(&mut d, T0)[0], Checksum::Verify).unwrap().tcp.seq_number;
+        let f = frame(Seg { src_port: 40000, dst_port: 80, flags: Flags::ACK, seq: 1001, ack: iss.wrapping_add(1), payload: &[] });
+        let _ = on(&mut d, &f);
+        let mut out = transmit(&mut d, T0);
+        for i in 0..100 {
+            let _ = backend_events(&mut d, Duration::from_millis(10), || Instant::from_millis(2 + i));
+            out.extend(transmit(&mut d, Instant::from_millis(2 + i)));
+            if out.iter().any(|f| parse_frame(f, Checksum::Verify).unwrap().tcp.flags.rst()) {
+                break;
+            }
+        }
+        assert!(out.iter().any(|f| parse_frame(f, Checksum::Verify).unwrap().tcp.flags.rst()), "client reset");
+        // The TCB is gone: the relay is closed and counted.
+        d.process(Instant::from_millis(200));
+        assert_eq!(d.counters.relays_open, 0);
+        assert_eq!(d.counters.relays_backend_failed, 1);
     }
 
     #[test]

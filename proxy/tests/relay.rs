@@ -1,0 +1,217 @@
+//! The relay against real kernels (issue 4, plain TCP before TLS): Linux's TCP in `{p}client`
+//! talks to sluice's listener on 198.51.100.2:80, which relays to a kernel echo server in
+//! `{p}backend` (203.0.113.2:8080) over a kernel socket.
+
+mod common;
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail, ensure};
+use common::{Sluice, config};
+use sha2::{Digest, Sha256};
+use sluice_testbed::in_netns;
+
+const LISTENER: &str = "198.51.100.2:80";
+
+fn relay_config() -> String {
+    config(
+        "native",
+        "[[listener]]\naddress = \"198.51.100.2:80\"\nbackend = \"203.0.113.2:8080\"\n\n\
+         [tcp]\ntime_wait_ms = 1000\n\n[relay]\nbackend_connect_timeout_ms = 2000\n",
+    )
+}
+
+/// An echo server in the backend namespace: echoes every byte, and after the client's FIN
+/// finishes echoing and closes its side (half-close passed through).
+fn echo_backend(ns: &str) -> Result<()> {
+    let listener = in_netns(ns, || TcpListener::bind("203.0.113.2:8080"))??;
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            std::thread::spawn(move || {
+                let mut buf = vec![0u8; 1 << 16];
+                loop {
+                    match conn.read(&mut buf) {
+                        Ok(0) => break,
+                        Ok(n) => {
+                            if conn.write_all(&buf[..n]).is_err() {
+                                return;
+                            }
+                        }
+                        Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                        Err(_) => return,
+                    }
+                }
+                let _ = conn.shutdown(Shutdown::Write);
+            });
+        }
+    });
+    Ok(())
+}
+
+fn addr() -> SocketAddr {
+    LISTENER.parse().unwrap()
+}
+
+/// Sends `len` bytes and reads the echo concurrently; returns both sha256s.
+fn stream(len: usize) -> Result<([u8; 32], [u8; 32], Duration)> {
+    let mut s = TcpStream::connect_timeout(&addr(), Duration::from_secs(5))?;
+    s.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let mut r = s.try_clone()?;
+    let start = Instant::now();
+    let reader = std::thread::spawn(move || -> std::io::Result<([u8; 32], usize)> {
+        let (mut h, mut buf, mut total) = (Sha256::new(), vec![0u8; 1 << 16], 0);
+        loop {
+            match r.read(&mut buf)? {
+                0 => return Ok((h.finalize().into(), total)),
+                n => {
+                    h.update(&buf[..n]);
+                    total += n;
+                }
+            }
+        }
+    });
+    let (mut h, mut chunk, mut x) = (Sha256::new(), vec![0u8; 1 << 16], 0x9e37_79b9_7f4a_7c15u64);
+    let mut sent = 0;
+    while sent < len {
+        let n = chunk.len().min(len - sent);
+        for b in &mut chunk[..n] {
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            *b = (x >> 56) as u8;
+        }
+        s.write_all(&chunk[..n])?;
+        h.update(&chunk[..n]);
+        sent += n;
+    }
+    s.shutdown(Shutdown::Write)?;
+    let (back, total) = reader.join().map_err(|_| anyhow::anyhow!("reader panicked"))??;
+    ensure!(total == len, "{total} of {len} bytes came back");
+    Ok((h.finalize().into(), back, start.elapsed()))
+}
+
+fn wait_relays_closed(sluice: &Sluice) -> Result<serde_json::Value> {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let stats = sluice.stats()?;
+        if sluice.queue_total(&stats, "relays_open") == 0 && sluice.queue_total(&stats, "connections_open") == 0 {
+            return Ok(stats);
+        }
+        if Instant::now() > deadline {
+            bail!("relays still open after 15 s: {stats:#}");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn relays_256_mib_each_way_intact_with_half_close() -> Result<()> {
+    let sluice = Sluice::start("sl-rl1-", &relay_config())?;
+    echo_backend(&sluice.topology.topology.backend())?;
+    let mib: usize = std::env::var("SLUICE_TEST_TRANSFER_MIB").ok().and_then(|v| v.parse().ok()).unwrap_or(256);
+    let (sent, back, elapsed) = in_netns(&sluice.client(), move || stream(mib << 20))??;
+    ensure!(sent == back, "sha256 differs");
+    eprintln!("{mib} MiB relayed each way in {elapsed:.2?} ({:.1} MB/s)", (mib << 20) as f64 / elapsed.as_secs_f64() / 1e6);
+    let stats = wait_relays_closed(&sluice)?;
+    ensure!(sluice.queue_total(&stats, "relays_clean") == 1, "{stats:#}");
+    ensure!(sluice.queue_total(&stats, "relay_bytes_to_backend") == (mib as u64) << 20, "{stats:#}");
+    ensure!(sluice.queue_total(&stats, "relay_bytes_to_client") == (mib as u64) << 20, "{stats:#}");
+    Ok(())
+}
+
+#[test]
+fn two_hundred_concurrent_relayed_connections() -> Result<()> {
+    let sluice = Sluice::start("sl-rl2-", &relay_config())?;
+    echo_backend(&sluice.topology.topology.backend())?;
+    let ns = sluice.client();
+    let handles: Vec<_> = (0..200)
+        .map(|i| {
+            let ns = ns.clone();
+            std::thread::spawn(move || in_netns(&ns, move || stream(10_000 + i * 101)))
+        })
+        .collect();
+    let mut failures = Vec::new();
+    for (i, h) in handles.into_iter().enumerate() {
+        match h.join() {
+            Ok(Ok(Ok((a, b, _)))) if a == b => {}
+            other => failures.push(format!("{i}: {other:?}")),
+        }
+    }
+    ensure!(failures.is_empty(), "{} of 200 failed: {:?}", failures.len(), &failures[..failures.len().min(3)]);
+    let stats = wait_relays_closed(&sluice)?;
+    ensure!(sluice.queue_total(&stats, "relays_clean") == 200, "{stats:#}");
+    Ok(())
+}
+
+/// No backend listening: the client's connection is reset, counted, and sluice serves on.
+#[test]
+fn refusing_backend_resets_the_client() -> Result<()> {
+    let sluice = Sluice::start("sl-rl3-", &relay_config())?;
+    let result = in_netns(&sluice.client(), || -> std::io::Result<usize> {
+        let mut s = TcpStream::connect_timeout(&addr(), Duration::from_secs(5))?;
+        s.set_read_timeout(Some(Duration::from_secs(5)))?;
+        let _ = s.write_all(b"hello");
+        s.read(&mut [0u8; 16])
+    })?;
+    match result {
+        Err(e) if e.kind() == ErrorKind::ConnectionReset => {}
+        other => bail!("expected a reset, got {other:?}"),
+    }
+    let stats = wait_relays_closed(&sluice)?;
+    ensure!(sluice.queue_total(&stats, "relays_backend_failed") == 1, "{stats:#}");
+    // The backend appears: the next connection is relayed.
+    echo_backend(&sluice.topology.topology.backend())?;
+    let (a, b, _) = in_netns(&sluice.client(), || stream(100_000))??;
+    ensure!(a == b);
+    Ok(())
+}
+
+/// Client data waits (bounded) while the backend is slow to read: back-pressure, no loss.
+#[test]
+fn slow_backend_pauses_the_client_without_loss() -> Result<()> {
+    let sluice = Sluice::start("sl-rl4-", &relay_config())?;
+    let listener = in_netns(&sluice.topology.topology.backend(), || TcpListener::bind("203.0.113.2:8080"))??;
+    let server = std::thread::spawn(move || -> Result<([u8; 32], usize)> {
+        let (mut conn, _) = listener.accept()?;
+        // Read nothing for a while: everything queues up in sluice and the kernels' windows.
+        std::thread::sleep(Duration::from_secs(2));
+        let (mut h, mut buf, mut total) = (Sha256::new(), vec![0u8; 4096], 0);
+        loop {
+            match conn.read(&mut buf)? {
+                0 => return Ok((h.finalize().into(), total)),
+                n => {
+                    h.update(&buf[..n]);
+                    total += n;
+                    std::thread::sleep(Duration::from_micros(50));
+                }
+            }
+        }
+    });
+    const LEN: usize = 16 << 20;
+    let sent = in_netns(&sluice.client(), || -> Result<[u8; 32]> {
+        let mut s = TcpStream::connect_timeout(&addr(), Duration::from_secs(5))?;
+        let (mut h, chunk) = (Sha256::new(), (0..=255u8).cycle().take(1 << 16).collect::<Vec<_>>());
+        for _ in 0..LEN / chunk.len() {
+            s.write_all(&chunk)?;
+            h.update(&chunk);
+        }
+        s.shutdown(Shutdown::Write)?;
+        // The backend never answers; wait for sluice's FIN after the backend's EOF.
+        s.set_read_timeout(Some(Duration::from_secs(60)))?;
+        let _ = s.read(&mut [0u8; 1]);
+        Ok(h.finalize().into())
+    })??;
+    let stats_mid = sluice.stats()?;
+    let (got, total) = server.join().map_err(|_| anyhow::anyhow!("server panicked"))??;
+    ensure!(total == LEN && got == sent, "backend got {total} bytes of {LEN}, sha256 equal: {}", got == sent);
+    // sluice never held more than its two bounded queues per relay.
+    let frames_out: u64 = stats_mid["queues"]
+        .as_array()
+        .context("queues")?
+        .iter()
+        .map(|q| q["umem_frames_total"].as_u64().unwrap_or(0) - q["umem_frames_free"].as_u64().unwrap_or(0))
+        .sum();
+    ensure!(frames_out <= 2 * 2048 + 64, "UMEM frames held: {frames_out}");
+    Ok(())
+}
