@@ -42,7 +42,7 @@ fn main() -> ExitCode {
         }).map_err(anyhow::Error::from),
         (None, Some(file)) => Config::load(&file)
             .map_err(anyhow::Error::from)
-            .and_then(|config| sluice::run::run(config)),
+            .and_then(sluice::run::run),
         (None, None) => Err(anyhow::anyhow!("nothing to do: give --config FILE or a subcommand (see --help)")),
     };
     match result {

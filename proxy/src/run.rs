@@ -33,15 +33,15 @@ pub fn run(config: Config) -> Result<()> {
     };
     let queues = loader::queue_count(&d.interface)?;
     let queues = u32::try_from(queues).context("queue count")?;
-    if let Some(wanted) = d.queues {
-        if wanted != queues {
-            bail!(
-                "datapath.queues = {wanted} but {} has {queues} RX queues: every queue needs a socket \
-                 (or the kernel answers sluice's flows); set queues = {queues} or change the NIC's \
-                 queues with `ethtool -L`",
-                d.interface
-            );
-        }
+    if let Some(wanted) = d.queues
+        && wanted != queues
+    {
+        bail!(
+            "datapath.queues = {wanted} but {} has {queues} RX queues: every queue needs a socket \
+             (or the kernel answers sluice's flows); set queues = {queues} or change the NIC's \
+             queues with `ethtool -L`",
+            d.interface
+        );
     }
     let mut attached = Loader::attach(&d.interface, mode, d.force)?;
     tracing::info!(

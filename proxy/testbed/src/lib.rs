@@ -138,7 +138,7 @@ impl Topology {
     pub fn down(&self) -> Result<()> {
         let existing = list_namespaces()?;
         for ns in self.namespaces() {
-            if existing.iter().any(|e| *e == ns) {
+            if existing.contains(&ns) {
                 run("ip", &["netns", "del", &ns])?;
             }
         }
