@@ -704,11 +704,9 @@ mod tests {
             flags: s.flags,
             window_len: 64240,
             max_seg_size: s.flags.syn().then_some(1460),
-            window_scale: None,
             sack_permitted: s.flags.syn(),
-            sack_blocks: [None; 4],
-            timestamp: None,
             payload: s.payload,
+            ..Default::default()
         };
         let ip = ipv4::Repr {
             src_addr: CLIENT,

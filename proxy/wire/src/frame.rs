@@ -146,13 +146,7 @@ pub fn rst_reply<'a>(seg: &ParsedSegment<'_>) -> Option<ParsedSegment<'a>> {
         seq_number,
         ack_number,
         flags,
-        window_len: 0,
-        max_seg_size: None,
-        window_scale: None,
-        sack_permitted: false,
-        sack_blocks: [None; 4],
-        timestamp: None,
-        payload: &[],
+        ..Default::default()
     };
     Some(ParsedSegment {
         eth: ethernet::Repr {

@@ -508,7 +508,10 @@ impl<T: AsRef<[u8]>> AsRef<[u8]> for Packet<T> {
 }
 
 /// The meaning of a TCP segment: header fields, the options sluice uses, and the payload.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+///
+/// `Default` is an empty segment (ports, numbers, flags and window zero, no options, no
+/// payload): a template to fill with `..Default::default()`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Repr<'a> {
     /// Source port.
     pub src_port: u16,
