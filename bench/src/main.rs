@@ -5,11 +5,15 @@
 //! Subcommands:
 //! - `rst-rate`: frames/s that one sluice worker receives and answers with a RST, against the
 //!   proxy namespace's own kernel answering the same SYNs (issue 2). Needs root.
+//! - `backend`: the plaintext backend for tests, the demo and benchmarks: an HTTP/1.1 responder
+//!   or an echo server, optionally behind a PROXY protocol v2 header (issue 4).
+//! - `certs`: a demo CA and leaf certificates (rcgen), never overwriting existing files.
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod backend;
 mod rst_rate;
 
 #[derive(Parser)]
@@ -26,12 +30,18 @@ struct Cli {
 enum Command {
     /// SYNs at full rate from one client TX queue; RSTs/s from one sluice worker vs the kernel.
     RstRate(rst_rate::Args),
+    /// A plaintext HTTP/1.1 or echo backend on kernel sockets; final counters as JSON on exit.
+    Backend(backend::Args),
+    /// A demo CA and ECDSA P-256 (and one RSA-2048) leaf certificates; never overwrites.
+    Certs(backend::certs::Args),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::RstRate(args) => rst_rate::run(&args),
+        Command::Backend(args) => backend::run(&args),
+        Command::Certs(args) => backend::certs::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
