@@ -189,40 +189,99 @@ pub enum DropReason {
 
 impl DropReason {
     pub const COUNT: usize = 12;
+    /// Every reason, in `repr` order (`ALL[r as usize] == r`).
+    pub const ALL: [DropReason; DropReason::COUNT] = [
+        DropReason::InvalidSequence,
+        DropReason::Paws,
+        DropReason::NoListener,
+        DropReason::BadAck,
+        DropReason::NoAck,
+        DropReason::RstOutOfWindow,
+        DropReason::SynInWindow,
+        DropReason::SynQueueFull,
+        DropReason::BadCookie,
+        DropReason::ReassemblyFull,
+        DropReason::BadFlags,
+        DropReason::AfterFin,
+    ];
+
+    /// The reason's snake_case name (the key in counters exported by the proxy).
+    #[must_use]
+    pub const fn name(self) -> &'static str {
+        match self {
+            DropReason::InvalidSequence => "invalid_sequence",
+            DropReason::Paws => "paws",
+            DropReason::NoListener => "no_listener",
+            DropReason::BadAck => "bad_ack",
+            DropReason::NoAck => "no_ack",
+            DropReason::RstOutOfWindow => "rst_out_of_window",
+            DropReason::SynInWindow => "syn_in_window",
+            DropReason::SynQueueFull => "syn_queue_full",
+            DropReason::BadCookie => "bad_cookie",
+            DropReason::ReassemblyFull => "reassembly_full",
+            DropReason::BadFlags => "bad_flags",
+            DropReason::AfterFin => "after_fin",
+        }
+    }
 }
 
-/// Endpoint counters.
-#[derive(Debug, Clone, Default)]
-pub struct Stats {
-    pub segments_in: u64,
-    pub segments_out: u64,
-    pub bytes_in: u64,
-    pub bytes_out: u64,
-    pub retransmits_rto: u64,
-    pub retransmits_fast: u64,
-    pub retransmits_sack: u64,
-    pub dup_acks: u64,
-    pub syn_cookies_sent: u64,
-    pub syn_cookies_validated: u64,
-    pub challenge_acks: u64,
-    pub rsts_sent: u64,
-    pub rsts_received: u64,
-    pub rsts_rate_limited: u64,
-    pub zero_window_probes: u64,
-    pub keepalives_sent: u64,
-    pub sack_blocks_sent: u64,
-    pub sack_blocks_received: u64,
-    pub negotiated_wscale: u64,
-    pub negotiated_sack: u64,
-    pub negotiated_timestamps: u64,
-    pub connections_opened: u64,
-    pub connections_closed: u64,
-    pub timeouts: u64,
-    /// Indexed by `DropReason as usize`.
-    pub drops: [u64; DropReason::COUNT],
+/// Declares `Stats` and `Stats::iter` from one list of counters, so a counter and its name
+/// cannot drift apart.
+macro_rules! stats {
+    ($($f:ident),* $(,)?) => {
+        /// Endpoint counters.
+        #[derive(Debug, Clone, Default)]
+        pub struct Stats {
+            $(pub $f: u64,)*
+            /// Indexed by `DropReason as usize`.
+            pub drops: [u64; DropReason::COUNT],
+        }
+
+        impl Stats {
+            /// Every scalar counter with its snake_case name (the field's), in declaration
+            /// order. Drops are apart: `drops_iter`, `DropReason::ALL`, `DropReason::name`.
+            pub fn iter(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+                [$((stringify!($f), self.$f)),*].into_iter()
+            }
+        }
+    };
 }
+
+stats!(
+    segments_in,
+    segments_out,
+    bytes_in,
+    bytes_out,
+    retransmits_rto,
+    retransmits_fast,
+    retransmits_sack,
+    dup_acks,
+    syn_cookies_sent,
+    syn_cookies_validated,
+    challenge_acks,
+    rsts_sent,
+    rsts_received,
+    rsts_rate_limited,
+    zero_window_probes,
+    keepalives_sent,
+    sack_blocks_sent,
+    sack_blocks_received,
+    negotiated_wscale,
+    negotiated_sack,
+    negotiated_timestamps,
+    connections_opened,
+    connections_closed,
+    timeouts,
+);
 
 impl Stats {
+    /// Drops by reason, with the reason's name.
+    pub fn drops_iter(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+        DropReason::ALL
+            .iter()
+            .map(|r| (r.name(), self.drops[*r as usize]))
+    }
+
     pub(crate) fn drop(&mut self, r: DropReason) {
         self.drops[r as usize] += 1;
     }
@@ -294,5 +353,44 @@ impl RateLimiter {
         } else {
             false
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{DropReason, Stats};
+
+    #[test]
+    fn drop_reasons_all_in_repr_order_with_unique_snake_case_names() {
+        let mut names = std::collections::HashSet::new();
+        for (i, r) in DropReason::ALL.iter().enumerate() {
+            assert_eq!(*r as usize, i);
+            let n = r.name();
+            assert!(
+                n.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'),
+                "{n}"
+            );
+            assert!(names.insert(n), "duplicate {n}");
+        }
+        assert_eq!(DropReason::Paws.name(), "paws");
+    }
+
+    #[test]
+    fn stats_iter_names_every_counter() {
+        let mut s = Stats {
+            segments_in: 1,
+            timeouts: 2,
+            retransmits_sack: 3,
+            ..Stats::default()
+        };
+        s.drop(DropReason::AfterFin);
+        let v: Vec<_> = s.iter().collect();
+        assert_eq!(v.len(), 24);
+        assert_eq!(v[0], ("segments_in", 1));
+        assert_eq!(v.last(), Some(&("timeouts", 2)));
+        assert!(v.contains(&("retransmits_sack", 3)));
+        assert_eq!(v.iter().map(|(_, c)| c).sum::<u64>(), 6);
+        let d: Vec<_> = s.drops_iter().filter(|(_, c)| *c > 0).collect();
+        assert_eq!(d, [("after_fin", 1)]);
     }
 }
