@@ -14,6 +14,7 @@
 
 pub mod admin;
 pub mod config;
+pub mod latency;
 pub mod relay;
 pub mod loader;
 pub mod run;

@@ -102,8 +102,11 @@ pub struct Relay {
     pub started: Instant,
     /// Set once: how the relay ended (the worker removes it when the TCB is freed).
     pub end: Option<RelayEnd>,
-    /// Backend connect latency, once connected.
-    pub connect_time: Option<Duration>,
+    /// Backend connect latency and time to the backend's first byte (from the client's
+    /// connection being established), each handed out once by `take_timings`.
+    connect_time: Option<Duration>,
+    first_byte_time: Option<Duration>,
+    timings_taken: (bool, bool),
     pub bytes_to_backend: u64,
     pub bytes_to_client: u64,
 }
@@ -140,6 +143,8 @@ impl Relay {
             started: now,
             end: None,
             connect_time: None,
+            first_byte_time: None,
+            timings_taken: (false, false),
             bytes_to_backend: 0,
             bytes_to_client: 0,
         })
@@ -160,6 +165,15 @@ impl Relay {
     /// Bytes held in the two queues (for the idle accounting).
     pub fn buffered(&self) -> usize {
         self.to_backend.len() + self.to_client.len()
+    }
+
+    /// The backend connect time and the time to the backend's first byte, each once, when known.
+    pub fn take_timings(&mut self) -> (Option<Duration>, Option<Duration>) {
+        let connect = self.connect_time.filter(|_| !self.timings_taken.0);
+        let first = self.first_byte_time.filter(|_| !self.timings_taken.1);
+        self.timings_taken.0 |= connect.is_some();
+        self.timings_taken.1 |= first.is_some();
+        (connect, first)
     }
 
     /// The client reset or timed out: reset the backend too.
@@ -249,6 +263,9 @@ impl Relay {
                         }
                         Ok(n) => {
                             self.to_client.commit(n);
+                            if self.first_byte_time.is_none() {
+                                self.first_byte_time = Some(now.saturating_duration_since(self.started));
+                            }
                             progress = true;
                         }
                         Err(e) if e.kind() == ErrorKind::WouldBlock => self.readable = false,

@@ -149,12 +149,17 @@ fn stats_json(attached: &Mutex<loader::Attached>, queues: &[SharedCounters]) -> 
     };
     let queues: Vec<worker::Published> =
         queues.iter().map(|q| q.lock().unwrap_or_else(|e| e.into_inner()).clone()).collect();
+    let mut latencies = crate::latency::Latencies::default();
+    for q in &queues {
+        latencies.merge(&q.latencies);
+    }
     serde_json::json!({
         "xdp": {
             "mode": mode,
             "counters": counters.unwrap_or_default(),
         },
         "queues": queues,
+        "latency": crate::latency::json(&latencies),
     })
 }
 

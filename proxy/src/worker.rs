@@ -110,6 +110,8 @@ pub struct Published {
     #[serde(flatten)]
     pub queue: QueueCounters,
     pub tcp: serde_json::Value,
+    #[serde(skip)]
+    pub latencies: crate::latency::Latencies,
 }
 
 pub type SharedCounters = Arc<Mutex<Published>>;
@@ -205,6 +207,7 @@ pub struct Dispatch {
     /// The worker's readiness set: its AF_XDP socket, its inbox and every backend socket.
     pub epoll: Epoll,
     pub counters: QueueCounters,
+    pub latencies: crate::latency::Latencies,
 }
 
 /// epoll tokens of the worker's own descriptors; backend sockets get tokens below these.
@@ -252,6 +255,7 @@ impl Dispatch {
             relay_settings,
             epoll: Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?,
             counters: QueueCounters { queue: worker as u32, ..Default::default() },
+            latencies: Default::default(),
         })
     }
 
@@ -352,10 +356,10 @@ impl Dispatch {
             let mut i = 0;
             while i < self.connecting.len() {
                 let h = self.connecting[i];
-                match self.relays.get_mut(&h) {
-                    Some(r) if r.deadline().is_some() => {
-                        if r.deadline().is_some_and(|d| d <= now) {
-                            r.pump(&mut self.tcp, now);
+                match self.relays.get(&h).map(Relay::deadline) {
+                    Some(Some(deadline)) => {
+                        if deadline <= now {
+                            self.pump_relay(h, now);
                         }
                         i += 1;
                     }
@@ -370,10 +374,23 @@ impl Dispatch {
     }
 
     fn on_connection_event(&mut self, h: ConnectionHandle, now: Instant) {
-        if let Some(r) = self.relays.get_mut(&h) {
-            r.pump(&mut self.tcp, now);
+        if self.relays.contains_key(&h) {
+            self.pump_relay(h, now);
         } else {
             self.pump(h);
+        }
+    }
+
+    /// Moves a relay's bytes and records the latencies it learnt.
+    fn pump_relay(&mut self, h: ConnectionHandle, now: Instant) {
+        let Some(r) = self.relays.get_mut(&h) else { return };
+        r.pump(&mut self.tcp, now);
+        let (connect, first_byte) = r.take_timings();
+        if let Some(d) = connect {
+            crate::latency::record(&mut self.latencies.backend_connect, d);
+        }
+        if let Some(d) = first_byte {
+            crate::latency::record(&mut self.latencies.first_backend_byte, d);
         }
     }
 
@@ -388,7 +405,7 @@ impl Dispatch {
         if flags.intersects(EpollFlags::EPOLLOUT | err) {
             r.writable = true;
         }
-        r.pump(&mut self.tcp, now);
+        self.pump_relay(h, now);
     }
 
     fn open_relay(&mut self, h: ConnectionHandle, backend: SocketAddrV4, now: Instant) {
@@ -654,6 +671,7 @@ fn publish(sock: &Socket, dispatch: &mut Dispatch, shared: &SharedCounters) {
     if let Ok(mut s) = shared.try_lock() {
         s.queue = *c;
         s.tcp = crate::stats::tcp_json(dispatch.tcp.stats());
+        s.latencies.clone_from(&dispatch.latencies);
     }
 }
 

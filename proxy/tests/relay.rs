@@ -141,6 +141,11 @@ fn two_hundred_concurrent_relayed_connections() -> Result<()> {
     ensure!(failures.is_empty(), "{} of 200 failed: {:?}", failures.len(), &failures[..failures.len().min(3)]);
     let stats = wait_relays_closed(&sluice)?;
     ensure!(sluice.queue_total(&stats, "relays_clean") == 200, "{stats:#}");
+    // Every relay's backend connect and first backend byte is in the merged histograms.
+    ensure!(stats["latency"]["backend_connect"]["count"] == 200, "{:#}", stats["latency"]);
+    ensure!(stats["latency"]["first_backend_byte"]["count"] == 200, "{:#}", stats["latency"]);
+    let p50 = stats["latency"]["backend_connect"]["p50_us"].as_u64().unwrap_or(0);
+    ensure!(p50 > 0, "{:#}", stats["latency"]);
     Ok(())
 }
 

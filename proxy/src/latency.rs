@@ -1,0 +1,97 @@
+//! Latency histograms of one worker (HdrHistogram, microseconds, 3 significant digits from
+//! 1 µs to 60 s), and their merge across workers for the admin endpoint.
+//!
+//! Each worker records into its own histograms (no sharing on the fast path) and publishes a
+//! copy with its counters; the admin endpoint adds the copies up. Values past 60 s are clamped
+//! to 60 s and counted as such.
+
+use hdrhistogram::Histogram;
+use serde_json::{Value, json};
+
+/// Highest trackable value: 60 s in microseconds.
+pub const MAX_MICROS: u64 = 60_000_000;
+
+/// The histograms a worker keeps, by name.
+#[derive(Debug, Clone)]
+pub struct Latencies {
+    /// Client connected to sluice to sluice's connection to the backend established.
+    pub backend_connect: Histogram<u64>,
+    /// Client connection established to the first byte from the backend.
+    pub first_backend_byte: Histogram<u64>,
+}
+
+fn histogram() -> Histogram<u64> {
+    // 1 µs .. 60 s at 3 significant digits always fits: the constructor cannot fail here.
+    Histogram::new_with_bounds(1, MAX_MICROS, 3).unwrap_or_else(|_| Histogram::new(3).expect("3 sigfig"))
+}
+
+impl Default for Latencies {
+    fn default() -> Self {
+        Self { backend_connect: histogram(), first_backend_byte: histogram() }
+    }
+}
+
+impl Latencies {
+    /// Every histogram with its name.
+    pub fn iter(&self) -> impl Iterator<Item = (&'static str, &Histogram<u64>)> {
+        [("backend_connect", &self.backend_connect), ("first_backend_byte", &self.first_backend_byte)].into_iter()
+    }
+
+    /// Adds `other`'s counts into `self` (same bounds, so this cannot fail).
+    pub fn merge(&mut self, other: &Latencies) {
+        let _ = self.backend_connect.add(&other.backend_connect);
+        let _ = self.first_backend_byte.add(&other.first_backend_byte);
+    }
+}
+
+/// Records `d` into `h` in microseconds, clamped to the histogram's range.
+pub fn record(h: &mut Histogram<u64>, d: std::time::Duration) {
+    let us = u64::try_from(d.as_micros()).unwrap_or(u64::MAX).clamp(1, MAX_MICROS);
+    let _ = h.record(us);
+}
+
+/// Count and percentiles of one histogram, in microseconds.
+pub fn summary(h: &Histogram<u64>) -> Value {
+    let q = |q: f64| if h.is_empty() { 0 } else { h.value_at_quantile(q) };
+    json!({
+        "count": h.len(),
+        "p50_us": q(0.50),
+        "p90_us": q(0.90),
+        "p99_us": q(0.99),
+        "p999_us": q(0.999),
+        "max_us": if h.is_empty() { 0 } else { h.max() },
+    })
+}
+
+/// All histograms of `l` as a JSON object of summaries.
+pub fn json(l: &Latencies) -> Value {
+    Value::Object(l.iter().map(|(name, h)| (name.to_owned(), summary(h))).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn records_clamps_merges_and_summarises() {
+        let mut a = Latencies::default();
+        for us in 1..=1000 {
+            record(&mut a.backend_connect, Duration::from_micros(us));
+        }
+        record(&mut a.backend_connect, Duration::from_secs(3600)); // clamped to 60 s
+        record(&mut a.backend_connect, Duration::ZERO); // clamped to 1 µs
+        let mut b = Latencies::default();
+        record(&mut b.backend_connect, Duration::from_millis(5));
+        a.merge(&b);
+        let s = summary(&a.backend_connect);
+        assert_eq!(s["count"], 1003);
+        let p50 = s["p50_us"].as_u64().unwrap();
+        assert!((495..=505).contains(&p50), "{s}");
+        // 3 significant digits: the 60 s value reads back within 0.1 %.
+        let max = s["max_us"].as_u64().unwrap();
+        assert!(max.abs_diff(MAX_MICROS) <= MAX_MICROS / 1000, "{s}");
+        assert_eq!(summary(&a.first_backend_byte)["count"], 0);
+        assert_eq!(json(&a)["first_backend_byte"]["p99_us"], 0);
+    }
+}
