@@ -1,0 +1,619 @@
+//! `SessionCache`: the server-side TLS session store shared by every worker thread.
+//!
+//! What it is: an implementation of rustls's [`StoresServerSessions`] that serves TLS 1.2
+//! session IDs (RFC 5246 §7.4.1.2, looked up with `get`) and TLS 1.3 stateful resumption
+//! (RFC 8446 §4.6.1 / §2.2, single use: rustls calls `take`, which must delete reliably).
+//! It is sharded by a keyed hash of the session key (`shards` power of two, 32 by default); each
+//! shard is one `Mutex` over a slab of entries threaded on two intrusive lists: recency (LRU)
+//! and age (insertion order, i.e. expiry order, since every entry has the same lifetime).
+//! It is bounded by entries and by bytes (key + value). When a put needs room, expired entries
+//! are evicted first (oldest insertion), then the least-recently-used. An expired entry is never
+//! returned.
+//!
+//! What it is not: persistent, or shared across processes. Its clock is a rustls
+//! [`TimeProvider`] (seconds resolution): the worker may pass a [`ManualClock`] that it advances
+//! with its own `now`, and tests do, so nothing here depends on wall time unless asked to.
+//!
+//! Counters are per shard, written under the shard lock (plain relaxed load+store, no lock
+//! prefix) and read without locks by [`SessionCache::stats`].
+
+use std::collections::HashMap;
+use std::fmt;
+use std::hash::{BuildHasher, RandomState};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use rustls::server::StoresServerSessions;
+use rustls::time_provider::TimeProvider;
+use rustls_pki_types::UnixTime;
+
+/// Sizes and lifetime of a [`SessionCache`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SessionCacheConfig {
+    /// Maximum live entries over all shards (each shard gets `ceil(entries / shards)`).
+    pub max_entries: usize,
+    /// Maximum bytes (key + value) over all shards (each shard gets `ceil(bytes / shards)`).
+    pub max_bytes: usize,
+    /// Seconds an entry stays usable after its insertion.
+    pub lifetime_secs: u64,
+    /// Number of shards; rounded up to a power of two, at least 1.
+    pub shards: usize,
+}
+
+impl Default for SessionCacheConfig {
+    fn default() -> Self {
+        Self { max_entries: 100_000, max_bytes: 64 << 20, lifetime_secs: 7200, shards: 32 }
+    }
+}
+
+/// A clock for the cache that the caller sets: seconds since the Unix epoch, stored atomically.
+/// Workers advance it with their `now`; tests move it by hand.
+#[derive(Debug, Default)]
+pub struct ManualClock(AtomicU64);
+
+impl ManualClock {
+    /// A clock reading `secs`.
+    pub fn new(secs: u64) -> Arc<Self> {
+        Arc::new(Self(AtomicU64::new(secs)))
+    }
+    /// Set the time (seconds since the Unix epoch).
+    pub fn set(&self, secs: u64) {
+        self.0.store(secs, Ordering::Relaxed);
+    }
+    /// Move the time forward by `secs`.
+    pub fn advance(&self, secs: u64) {
+        self.0.fetch_add(secs, Ordering::Relaxed);
+    }
+}
+
+impl TimeProvider for ManualClock {
+    fn current_time(&self) -> Option<UnixTime> {
+        Some(UnixTime::since_unix_epoch(std::time::Duration::from_secs(self.0.load(Ordering::Relaxed))))
+    }
+}
+
+/// A snapshot of the cache's counters (sums over shards).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CacheStats {
+    /// `get`/`take` that found a live entry.
+    pub hits: u64,
+    /// `get`/`take` that found nothing (or only an expired entry).
+    pub misses: u64,
+    /// Successful `put`s (including overwrites).
+    pub inserts: u64,
+    /// `put`s refused (value larger than a shard's byte budget).
+    pub rejected: u64,
+    /// Entries evicted because the shard was full by count.
+    pub evicted_capacity: u64,
+    /// Entries evicted because the shard was full by bytes.
+    pub evicted_bytes: u64,
+    /// Entries dropped because their lifetime had passed.
+    pub evicted_expired: u64,
+    /// Live entries now.
+    pub entries: u64,
+    /// Bytes (key + value) held now.
+    pub bytes: u64,
+}
+
+const NIL: u32 = u32::MAX;
+
+#[derive(Default)]
+struct Counters {
+    hits: AtomicU64,
+    misses: AtomicU64,
+    inserts: AtomicU64,
+    rejected: AtomicU64,
+    evicted_capacity: AtomicU64,
+    evicted_bytes: AtomicU64,
+    evicted_expired: AtomicU64,
+    entries: AtomicU64,
+    bytes: AtomicU64,
+}
+
+/// Increment a counter that only the shard-lock holder writes: no locked RMW needed.
+#[inline]
+fn bump(c: &AtomicU64, by: u64) {
+    c.store(c.load(Ordering::Relaxed).wrapping_add(by), Ordering::Relaxed);
+}
+#[inline]
+fn set(c: &AtomicU64, v: u64) {
+    c.store(v, Ordering::Relaxed);
+}
+
+#[derive(Clone, Copy)]
+enum Why {
+    Capacity,
+    Bytes,
+    Expired,
+}
+
+struct Entry {
+    key: Box<[u8]>,
+    value: Vec<u8>,
+    inserted: u64,
+    // Recency list: head = most recently used.
+    lru_prev: u32,
+    lru_next: u32,
+    // Age list: head = oldest insertion.
+    age_prev: u32,
+    age_next: u32,
+}
+
+/// One shard: slab + index + two intrusive lists.
+struct Shard {
+    index: HashMap<Box<[u8]>, u32>,
+    slab: Vec<Option<Entry>>,
+    free: Vec<u32>,
+    lru_head: u32,
+    lru_tail: u32,
+    age_head: u32,
+    age_tail: u32,
+    bytes: usize,
+}
+
+impl Shard {
+    fn new() -> Self {
+        Self {
+            index: HashMap::new(),
+            slab: Vec::new(),
+            free: Vec::new(),
+            lru_head: NIL,
+            lru_tail: NIL,
+            age_head: NIL,
+            age_tail: NIL,
+            bytes: 0,
+        }
+    }
+
+    fn e(&self, i: u32) -> &Entry {
+        self.slab[i as usize].as_ref().expect("linked slot is occupied")
+    }
+    fn e_mut(&mut self, i: u32) -> &mut Entry {
+        self.slab[i as usize].as_mut().expect("linked slot is occupied")
+    }
+
+    fn lru_unlink(&mut self, i: u32) {
+        let (p, n) = {
+            let e = self.e(i);
+            (e.lru_prev, e.lru_next)
+        };
+        if p == NIL { self.lru_head = n } else { self.e_mut(p).lru_next = n }
+        if n == NIL { self.lru_tail = p } else { self.e_mut(n).lru_prev = p }
+    }
+    fn lru_push_front(&mut self, i: u32) {
+        let h = self.lru_head;
+        {
+            let e = self.e_mut(i);
+            e.lru_prev = NIL;
+            e.lru_next = h;
+        }
+        if h == NIL { self.lru_tail = i } else { self.e_mut(h).lru_prev = i }
+        self.lru_head = i;
+    }
+    fn age_unlink(&mut self, i: u32) {
+        let (p, n) = {
+            let e = self.e(i);
+            (e.age_prev, e.age_next)
+        };
+        if p == NIL { self.age_head = n } else { self.e_mut(p).age_next = n }
+        if n == NIL { self.age_tail = p } else { self.e_mut(n).age_prev = p }
+    }
+    fn age_push_back(&mut self, i: u32) {
+        let t = self.age_tail;
+        {
+            let e = self.e_mut(i);
+            e.age_next = NIL;
+            e.age_prev = t;
+        }
+        if t == NIL { self.age_head = i } else { self.e_mut(t).age_next = i }
+        self.age_tail = i;
+    }
+
+    /// Unlink and free slot `i`, returning its value.
+    fn remove_slot(&mut self, i: u32) -> Vec<u8> {
+        self.lru_unlink(i);
+        self.age_unlink(i);
+        let e = self.slab[i as usize].take().expect("linked slot is occupied");
+        self.index.remove(&e.key);
+        self.bytes -= e.key.len() + e.value.len();
+        self.free.push(i);
+        e.value
+    }
+
+    fn expired(&self, i: u32, now: u64, lifetime: u64) -> bool {
+        now.saturating_sub(self.e(i).inserted) >= lifetime
+    }
+}
+
+#[repr(align(128))]
+struct PaddedShard {
+    shard: Mutex<Shard>,
+    counters: Counters,
+}
+
+/// The shared, sharded, bounded session store. See the module doc.
+pub struct SessionCache {
+    shards: Box<[PaddedShard]>,
+    mask: usize,
+    hasher: RandomState,
+    per_shard_entries: usize,
+    per_shard_bytes: usize,
+    lifetime: u64,
+    clock: Arc<dyn TimeProvider>,
+}
+
+impl fmt::Debug for SessionCache {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SessionCache")
+            .field("shards", &self.shards.len())
+            .field("per_shard_entries", &self.per_shard_entries)
+            .field("per_shard_bytes", &self.per_shard_bytes)
+            .field("lifetime", &self.lifetime)
+            .field("stats", &self.stats())
+            .finish()
+    }
+}
+
+impl SessionCache {
+    /// A cache with the given bounds, reading time from `clock`.
+    pub fn new(config: SessionCacheConfig, clock: Arc<dyn TimeProvider>) -> Arc<Self> {
+        let n = config.shards.max(1).next_power_of_two();
+        let shards = (0..n)
+            .map(|_| PaddedShard { shard: Mutex::new(Shard::new()), counters: Counters::default() })
+            .collect::<Vec<_>>()
+            .into_boxed_slice();
+        Arc::new(Self {
+            shards,
+            mask: n - 1,
+            hasher: RandomState::new(),
+            per_shard_entries: config.max_entries.div_ceil(n).clamp(1, NIL as usize - 1),
+            per_shard_bytes: config.max_bytes.div_ceil(n).max(1),
+            lifetime: config.lifetime_secs,
+            clock,
+        })
+    }
+
+    /// Sum of the per-shard counters (lock-free; a consistent snapshot per counter, not across).
+    pub fn stats(&self) -> CacheStats {
+        let mut s = CacheStats::default();
+        for sh in self.shards.iter() {
+            let c = &sh.counters;
+            let r = |a: &AtomicU64| a.load(Ordering::Relaxed);
+            s.hits += r(&c.hits);
+            s.misses += r(&c.misses);
+            s.inserts += r(&c.inserts);
+            s.rejected += r(&c.rejected);
+            s.evicted_capacity += r(&c.evicted_capacity);
+            s.evicted_bytes += r(&c.evicted_bytes);
+            s.evicted_expired += r(&c.evicted_expired);
+            s.entries += r(&c.entries);
+            s.bytes += r(&c.bytes);
+        }
+        s
+    }
+
+    /// Drop every expired entry (for a periodic sweep by a worker; never required for correctness).
+    pub fn purge_expired(&self) {
+        let now = self.now();
+        for sh in self.shards.iter() {
+            let mut s = lock(&sh.shard);
+            while s.age_head != NIL && s.expired(s.age_head, now, self.lifetime) {
+                let h = s.age_head;
+                s.remove_slot(h);
+                bump(&sh.counters.evicted_expired, 1);
+            }
+            publish(&s, &sh.counters);
+        }
+    }
+
+    fn now(&self) -> u64 {
+        self.clock.current_time().map_or(0, |t| t.as_secs())
+    }
+
+    fn shard(&self, key: &[u8]) -> &PaddedShard {
+        let h = self.hasher.hash_one(key) as usize;
+        &self.shards[h & self.mask]
+    }
+
+    /// Look `key` up; on a live entry apply `f` (which may remove it). Expired entries are removed.
+    fn lookup<R>(&self, key: &[u8], f: impl FnOnce(&mut Shard, u32) -> R) -> Option<R> {
+        let sh = self.shard(key);
+        let now = self.now();
+        let mut s = lock(&sh.shard);
+        let Some(&i) = s.index.get(key) else {
+            bump(&sh.counters.misses, 1);
+            return None;
+        };
+        if s.expired(i, now, self.lifetime) {
+            s.remove_slot(i);
+            bump(&sh.counters.evicted_expired, 1);
+            bump(&sh.counters.misses, 1);
+            publish(&s, &sh.counters);
+            return None;
+        }
+        bump(&sh.counters.hits, 1);
+        let r = f(&mut s, i);
+        publish(&s, &sh.counters);
+        Some(r)
+    }
+}
+
+fn lock(m: &Mutex<Shard>) -> MutexGuard<'_, Shard> {
+    // A panic while holding a shard lock cannot leave the lists half-linked in a way that matters
+    // more than losing the cache; keep serving.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn publish(s: &Shard, c: &Counters) {
+    set(&c.entries, s.index.len() as u64);
+    set(&c.bytes, s.bytes as u64);
+}
+
+impl StoresServerSessions for SessionCache {
+    fn put(&self, key: Vec<u8>, value: Vec<u8>) -> bool {
+        let size = key.len() + value.len();
+        let sh = self.shard(&key);
+        if size > self.per_shard_bytes {
+            bump(&sh.counters.rejected, 1);
+            return false;
+        }
+        let now = self.now();
+        let mut s = lock(&sh.shard);
+        // An overwrite is a remove then an insert.
+        if let Some(&i) = s.index.get(key.as_slice()) {
+            s.remove_slot(i);
+        }
+        // Make room: expired first (oldest insertion), then least recently used.
+        while s.index.len() >= self.per_shard_entries || s.bytes + size > self.per_shard_bytes {
+            let why = if s.age_head != NIL && s.expired(s.age_head, now, self.lifetime) {
+                Why::Expired
+            } else if s.index.len() >= self.per_shard_entries {
+                Why::Capacity
+            } else {
+                Why::Bytes
+            };
+            let victim = match why {
+                Why::Expired => s.age_head,
+                _ => s.lru_tail,
+            };
+            if victim == NIL {
+                break;
+            }
+            s.remove_slot(victim);
+            bump(
+                match why {
+                    Why::Expired => &sh.counters.evicted_expired,
+                    Why::Capacity => &sh.counters.evicted_capacity,
+                    Why::Bytes => &sh.counters.evicted_bytes,
+                },
+                1,
+            );
+        }
+        // Opportunistically drop a couple of expired entries so dead sessions do not linger.
+        for _ in 0..2 {
+            if s.age_head != NIL && s.expired(s.age_head, now, self.lifetime) {
+                let h = s.age_head;
+                s.remove_slot(h);
+                bump(&sh.counters.evicted_expired, 1);
+            }
+        }
+        let key: Box<[u8]> = key.into_boxed_slice();
+        let entry = Entry {
+            key: key.clone(),
+            value,
+            inserted: now,
+            lru_prev: NIL,
+            lru_next: NIL,
+            age_prev: NIL,
+            age_next: NIL,
+        };
+        let i = match s.free.pop() {
+            Some(i) => {
+                s.slab[i as usize] = Some(entry);
+                i
+            }
+            None => {
+                s.slab.push(Some(entry));
+                (s.slab.len() - 1) as u32
+            }
+        };
+        s.index.insert(key, i);
+        s.bytes += size;
+        s.lru_push_front(i);
+        s.age_push_back(i);
+        bump(&sh.counters.inserts, 1);
+        publish(&s, &sh.counters);
+        true
+    }
+
+    fn get(&self, key: &[u8]) -> Option<Vec<u8>> {
+        self.lookup(key, |s, i| {
+            s.lru_unlink(i);
+            s.lru_push_front(i);
+            s.e(i).value.clone()
+        })
+    }
+
+    fn take(&self, key: &[u8]) -> Option<Vec<u8>> {
+        self.lookup(key, |s, i| s.remove_slot(i))
+    }
+
+    fn can_cache(&self) -> bool {
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cache(entries: usize, bytes: usize, lifetime: u64, shards: usize) -> (Arc<SessionCache>, Arc<ManualClock>) {
+        let clock = ManualClock::new(1_000_000);
+        let c = SessionCache::new(
+            SessionCacheConfig { max_entries: entries, max_bytes: bytes, lifetime_secs: lifetime, shards },
+            clock.clone(),
+        );
+        (c, clock)
+    }
+
+    fn k(i: u32) -> Vec<u8> {
+        let mut v = vec![0u8; 32];
+        v[..4].copy_from_slice(&i.to_le_bytes());
+        v
+    }
+
+    #[test]
+    fn put_get_take() {
+        let (c, _) = cache(100, 1 << 20, 100, 4);
+        assert!(c.put(k(1), b"one".to_vec()));
+        assert_eq!(c.get(&k(1)).as_deref(), Some(&b"one"[..]));
+        assert_eq!(c.get(&k(1)).as_deref(), Some(&b"one"[..]));
+        assert_eq!(c.take(&k(1)).as_deref(), Some(&b"one"[..]));
+        // take deletes reliably.
+        assert_eq!(c.take(&k(1)), None);
+        assert_eq!(c.get(&k(1)), None);
+        let s = c.stats();
+        assert_eq!((s.hits, s.misses, s.inserts, s.entries, s.bytes), (3, 2, 1, 0, 0));
+        assert!(c.can_cache());
+    }
+
+    #[test]
+    fn overwrite_replaces_and_accounts_bytes() {
+        let (c, _) = cache(100, 1 << 20, 100, 1);
+        c.put(k(1), vec![1; 10]);
+        c.put(k(1), vec![2; 20]);
+        assert_eq!(c.get(&k(1)), Some(vec![2; 20]));
+        let s = c.stats();
+        assert_eq!((s.entries, s.bytes), (1, 32 + 20));
+    }
+
+    #[test]
+    fn lru_evicts_least_recently_used_by_count() {
+        let (c, _) = cache(3, 1 << 20, 100, 1);
+        c.put(k(1), vec![1]);
+        c.put(k(2), vec![2]);
+        c.put(k(3), vec![3]);
+        // Touch 1 so 2 is the least recently used.
+        assert!(c.get(&k(1)).is_some());
+        c.put(k(4), vec![4]);
+        assert!(c.get(&k(2)).is_none());
+        assert!(c.get(&k(1)).is_some());
+        assert!(c.get(&k(3)).is_some());
+        assert!(c.get(&k(4)).is_some());
+        let s = c.stats();
+        assert_eq!((s.evicted_capacity, s.evicted_bytes, s.evicted_expired, s.entries), (1, 0, 0, 3));
+    }
+
+    #[test]
+    fn bytes_bound_evicts() {
+        // Entries are 32 + 68 = 100 bytes; the shard holds 250 bytes, so at most two.
+        let (c, _) = cache(100, 250, 100, 1);
+        c.put(k(1), vec![0; 68]);
+        c.put(k(2), vec![0; 68]);
+        c.put(k(3), vec![0; 68]);
+        assert!(c.get(&k(1)).is_none());
+        let s = c.stats();
+        assert_eq!((s.entries, s.bytes, s.evicted_bytes), (2, 200, 1));
+        // A value larger than the whole budget is refused, not stored.
+        assert!(!c.put(k(9), vec![0; 300]));
+        assert_eq!(c.stats().rejected, 1);
+        assert!(c.get(&k(2)).is_some());
+    }
+
+    #[test]
+    fn expired_entries_are_not_returned_and_go_first() {
+        let (c, clock) = cache(3, 1 << 20, 10, 1);
+        c.put(k(1), vec![1]);
+        clock.advance(5);
+        c.put(k(2), vec![2]);
+        c.put(k(3), vec![3]);
+        // 1 is now the most recently used, but the oldest insertion.
+        assert!(c.get(&k(1)).is_some());
+        clock.advance(6); // 1 is 11 s old (expired), 2 and 3 are 6 s old.
+        c.put(k(4), vec![4]);
+        let s = c.stats();
+        assert_eq!((s.evicted_expired, s.evicted_capacity), (1, 0), "expired first, not LRU");
+        assert!(c.get(&k(2)).is_some());
+        clock.advance(4); // 2 and 3 are 10 s old: expired.
+        assert!(c.get(&k(2)).is_none());
+        assert!(c.take(&k(3)).is_none());
+        assert!(c.get(&k(4)).is_some());
+        let s = c.stats();
+        assert_eq!((s.evicted_expired, s.entries), (3, 1));
+        clock.advance(100);
+        c.purge_expired();
+        assert_eq!(c.stats().entries, 0);
+    }
+
+    #[test]
+    fn bounds_hold_under_churn() {
+        let (c, _) = cache(64, 64 * 150, 1000, 8);
+        for i in 0..10_000u32 {
+            c.put(k(i), vec![0; (i % 200) as usize]);
+            if i % 3 == 0 {
+                c.take(&k(i / 2));
+            }
+            let s = c.stats();
+            assert!(s.entries <= 64, "{s:?}");
+            assert!(s.bytes <= 64 * 150 + 8 * 150, "{s:?}");
+        }
+        // Slab slots are reused: the slab never grows past the per-shard bound.
+        for sh in c.shards.iter() {
+            let s = lock(&sh.shard);
+            assert!(s.slab.len() <= c.per_shard_entries);
+            assert_eq!(s.index.len(), s.slab.iter().filter(|e| e.is_some()).count());
+        }
+    }
+
+    #[test]
+    fn many_threads_insert_get_take() {
+        let (c, _) = cache(1 << 20, 1 << 30, 1000, 16);
+        let threads = 8u32;
+        let per = 5_000u32;
+        std::thread::scope(|s| {
+            for t in 0..threads {
+                let c = &c;
+                s.spawn(move || {
+                    for i in 0..per {
+                        let key = k(t * per + i);
+                        assert!(c.put(key.clone(), key.clone()));
+                        assert_eq!(c.get(&key).as_ref(), Some(&key));
+                        if i % 2 == 0 {
+                            assert_eq!(c.take(&key).as_ref(), Some(&key));
+                            assert_eq!(c.take(&key), None);
+                        }
+                    }
+                });
+            }
+        });
+        let s = c.stats();
+        let n = u64::from(threads * per);
+        assert_eq!(s.inserts, n);
+        assert_eq!(s.entries, n / 2);
+        assert_eq!(s.hits, n + n / 2);
+        assert_eq!(s.misses, n / 2);
+        for i in 0..threads * per {
+            assert_eq!(c.get(&k(i)).is_some(), i % per % 2 == 1);
+        }
+    }
+
+    #[test]
+    fn concurrent_take_is_single_use() {
+        // TLS 1.3 single-use tickets (RFC 8446 §8.1): of many racing takers exactly one wins.
+        let (c, _) = cache(1 << 16, 1 << 26, 1000, 4);
+        for round in 0..200u32 {
+            c.put(k(round), vec![7; 100]);
+            let wins = AtomicU64::new(0);
+            std::thread::scope(|s| {
+                for _ in 0..4 {
+                    s.spawn(|| {
+                        if c.take(&k(round)).is_some() {
+                            wins.fetch_add(1, Ordering::Relaxed);
+                        }
+                    });
+                }
+            });
+            assert_eq!(wins.load(Ordering::Relaxed), 1);
+        }
+    }
+}

@@ -1,0 +1,29 @@
+//! sluice's TLS layer: rustls glue for the bypass path.
+//!
+//! - [`config`]: `TlsSettings` (the per-listener TOML table) and [`config::build`], which makes
+//!   the rustls `ServerConfig`: SNI certificate choice, ALPN, versions, groups, suites, mTLS,
+//!   resumption mode.
+//! - [`cache`]: [`SessionCache`], the sharded, bounded session store shared by every worker
+//!   (TLS 1.2 session IDs and TLS 1.3 stateful resumption).
+//! - [`session`]: [`TlsSession`], one server connection driven sans-IO from the TCP byte stream,
+//!   with handshake timestamps and [`HandshakeInfo`].
+//! - `testcerts` (feature `testcerts`): demo and test certificates.
+//!
+//! Provider: rustls 0.23 with aws-lc-rs. Nothing here reads a clock except through the
+//! `TimeProvider` given to the cache (and rustls's own validity checks).
+
+#![forbid(unsafe_code)]
+
+pub mod cache;
+pub mod config;
+pub mod session;
+#[cfg(any(test, feature = "testcerts"))]
+pub mod testcerts;
+
+#[cfg(test)]
+mod tests;
+
+pub use cache::{CacheStats, ManualClock, SessionCache, SessionCacheConfig};
+pub use config::{CertSettings, Resumption, TlsConfigError, TlsSettings, build};
+pub use session::{DEFAULT_BUFFER_LIMIT, HandshakeInfo, TlsError, TlsSession};
+pub use rustls;

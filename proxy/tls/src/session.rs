@@ -1,0 +1,238 @@
+//! `TlsSession`: one server-side TLS connection, driven from a TCP byte stream (sans-IO).
+//!
+//! What it is: a thin owner of a `rustls::ServerConnection` that the relay feeds with the
+//! in-order bytes the TCP connection delivered ([`TlsSession::feed`]), drains of ciphertext to
+//! send ([`TlsSession::write_ciphertext`]), and exchanges plaintext with
+//! ([`TlsSession::read_plaintext`] / [`TlsSession::write_plaintext`]). `now` is an argument and
+//! of the caller's time type `I` (sluice passes `sluice_tcp::Instant`); it only timestamps the
+//! handshake: the first ClientHello byte and the completion (RFC 8446 §4 / RFC 5246 §7.3).
+//!
+//! Copies: ciphertext is copied once from the caller's slice into rustls's deframer and once from
+//! rustls's output queue into the caller's transmit buffer; plaintext once each way. rustls
+//! decrypts in place. Memory: rustls buffers at most `buffer_limit` bytes of unsent TLS records
+//! (so a slow client cannot make it queue without bound) and 16 KiB of received plaintext; `feed`
+//! then consumes less than it was given, and the caller keeps the rest in its TCP receive buffer.
+//!
+//! What it is not: a socket wrapper, a timer (handshake timeouts belong to the relay), or a
+//! policy on errors: after a fatal error the alert rustls queued is still available through
+//! `write_ciphertext`, and the caller decides to flush it and close.
+
+use std::io::{self, Read, Write};
+use std::sync::Arc;
+
+use rustls::{CipherSuite, HandshakeKind, NamedGroup, ProtocolVersion, ServerConfig, ServerConnection};
+
+/// What the handshake agreed on. Available once [`TlsSession::is_handshaking`] is false.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HandshakeInfo {
+    pub version: ProtocolVersion,
+    pub cipher_suite: CipherSuite,
+    /// The SNI name the client sent (RFC 6066 §3), if any.
+    pub sni: Option<String>,
+    /// The ALPN protocol agreed (RFC 7301), if any.
+    pub alpn: Option<Vec<u8>>,
+    /// A resumed handshake (session ID, stateful or stateless ticket).
+    pub resumed: bool,
+    /// Full, resumed, or full after a HelloRetryRequest.
+    pub kind: HandshakeKind,
+    /// The key-exchange group; `None` for a TLS 1.2 resumption (no key exchange).
+    pub kx_group: Option<NamedGroup>,
+    /// The client presented a certificate (mTLS).
+    pub client_cert: bool,
+}
+
+/// Why [`TlsSession::new`] or [`TlsSession::feed`] failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TlsError {
+    /// The peer broke the protocol or the handshake failed (rustls's reason). An alert is
+    /// usually queued: flush [`TlsSession::write_ciphertext`] then close.
+    #[error("tls: {0}")]
+    Protocol(#[from] rustls::Error),
+}
+
+/// Default bound on rustls's unsent TLS records (and pre-handshake plaintext).
+pub const DEFAULT_BUFFER_LIMIT: usize = 64 * 1024;
+
+/// One server TLS connection. See the module doc for the call order.
+pub struct TlsSession<I: Copy> {
+    conn: ServerConnection,
+    first_byte_at: Option<I>,
+    handshake_done_at: Option<I>,
+    info: Option<HandshakeInfo>,
+    peer_closed: bool,
+    failed: bool,
+}
+
+impl<I: Copy> std::fmt::Debug for TlsSession<I> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsSession")
+            .field("handshaking", &self.conn.is_handshaking())
+            .field("info", &self.info)
+            .field("peer_closed", &self.peer_closed)
+            .field("failed", &self.failed)
+            .finish()
+    }
+}
+
+impl<I: Copy> TlsSession<I> {
+    /// A new server connection on `config`, with rustls's send buffer bounded by `buffer_limit`
+    /// bytes ([`DEFAULT_BUFFER_LIMIT`] is a fair choice).
+    pub fn new(config: Arc<ServerConfig>, buffer_limit: usize) -> Result<Self, TlsError> {
+        let mut conn = ServerConnection::new(config)?;
+        conn.set_buffer_limit(Some(buffer_limit.max(1)));
+        Ok(Self { conn, first_byte_at: None, handshake_done_at: None, info: None, peer_closed: false, failed: false })
+    }
+
+    /// Hand rustls the next in-order bytes from the TCP stream and process them. Returns how many
+    /// bytes were consumed: fewer than given when rustls's buffers are full (read plaintext first,
+    /// then feed the rest again) or after the peer's close_notify (later bytes are ignored).
+    ///
+    /// On `Err` the connection is dead; rustls has queued an alert when the protocol asks for one
+    /// (RFC 8446 §6.2): drain [`Self::write_ciphertext`] and close.
+    pub fn feed(&mut self, now: I, ciphertext: &[u8]) -> Result<usize, TlsError> {
+        if !ciphertext.is_empty() && self.first_byte_at.is_none() {
+            self.first_byte_at = Some(now);
+        }
+        let mut consumed = 0;
+        while consumed < ciphertext.len() {
+            let mut rest = &ciphertext[consumed..];
+            // Err: the received-plaintext or deframer buffer is full; Ok(0): close_notify seen.
+            let n = match self.conn.read_tls(&mut rest) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            consumed += n;
+            self.process(now)?;
+        }
+        if consumed == 0 && !self.failed {
+            // Nothing new, but a previous partial feed may have left records to process.
+            self.process(now)?;
+        }
+        Ok(consumed)
+    }
+
+    /// The TCP stream ended (FIN received). After this, [`Self::read_plaintext`] drains what is
+    /// left; whether the close was clean is [`Self::peer_closed`].
+    pub fn feed_eof(&mut self, now: I) -> Result<(), TlsError> {
+        let _ = self.conn.read_tls(&mut io::empty());
+        self.process(now)
+    }
+
+    fn process(&mut self, now: I) -> Result<(), TlsError> {
+        match self.conn.process_new_packets() {
+            Ok(state) => {
+                if state.peer_has_closed() {
+                    self.peer_closed = true;
+                }
+                if self.info.is_none() && !self.conn.is_handshaking() {
+                    self.handshake_done_at = Some(now);
+                    self.info = Some(self.collect_info());
+                }
+                Ok(())
+            }
+            Err(e) => {
+                self.failed = true;
+                Err(e.into())
+            }
+        }
+    }
+
+    fn collect_info(&self) -> HandshakeInfo {
+        let kind = self.conn.handshake_kind().unwrap_or(HandshakeKind::Full);
+        HandshakeInfo {
+            version: self.conn.protocol_version().unwrap_or(ProtocolVersion::Unknown(0)),
+            cipher_suite: self.conn.negotiated_cipher_suite().map_or(CipherSuite::Unknown(0), |s| s.suite()),
+            sni: self.conn.server_name().map(str::to_owned),
+            alpn: self.conn.alpn_protocol().map(<[u8]>::to_vec),
+            resumed: kind == HandshakeKind::Resumed,
+            kind,
+            kx_group: self.conn.negotiated_key_exchange_group().map(|g| g.name()),
+            client_cert: self.conn.peer_certificates().is_some_and(|c| !c.is_empty()),
+        }
+    }
+
+    /// Whether there is ciphertext to send (handshake messages, records, alerts).
+    pub fn wants_write(&self) -> bool {
+        self.conn.wants_write()
+    }
+
+    /// Move queued ciphertext into `buf`; returns the bytes written (0 when nothing is queued).
+    pub fn write_ciphertext(&mut self, buf: &mut [u8]) -> usize {
+        let mut total = 0;
+        while total < buf.len() && self.conn.wants_write() {
+            let mut out = &mut buf[total..];
+            match self.conn.write_tls(&mut out) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => total += n,
+            }
+        }
+        total
+    }
+
+    /// Move queued ciphertext into `out` (for callers whose transmit buffer is a `Write`).
+    pub fn pending_ciphertext(&mut self, out: &mut dyn Write) -> io::Result<usize> {
+        let mut total = 0;
+        while self.conn.wants_write() {
+            match self.conn.write_tls(out)? {
+                0 => break,
+                n => total += n,
+            }
+        }
+        Ok(total)
+    }
+
+    /// Copy received plaintext into `buf`; 0 when none is available (see [`Self::peer_closed`]).
+    pub fn read_plaintext(&mut self, buf: &mut [u8]) -> usize {
+        self.conn.reader().read(buf).unwrap_or(0)
+    }
+
+    /// Queue plaintext for encryption; returns how much was accepted, bounded by the buffer limit
+    /// (0 when rustls's queue is full: wait until `write_ciphertext` has drained it). Before the
+    /// handshake completes the bytes wait in rustls, within the same limit.
+    pub fn write_plaintext(&mut self, data: &[u8]) -> usize {
+        if self.failed {
+            return 0;
+        }
+        self.conn.writer().write(data).unwrap_or(0)
+    }
+
+    /// Queue a close_notify alert (RFC 8446 §6.1); flush it with `write_ciphertext`.
+    pub fn send_close_notify(&mut self) {
+        self.conn.send_close_notify();
+    }
+
+    pub fn is_handshaking(&self) -> bool {
+        self.conn.is_handshaking()
+    }
+
+    /// The peer sent close_notify (a clean end of its half of the stream).
+    pub fn peer_closed(&self) -> bool {
+        self.peer_closed
+    }
+
+    /// A fatal error happened; only the queued alert remains to be sent.
+    pub fn failed(&self) -> bool {
+        self.failed
+    }
+
+    /// `now` of the first ClientHello byte fed.
+    pub fn first_byte_at(&self) -> Option<I> {
+        self.first_byte_at
+    }
+
+    /// `now` of the `feed` that completed the handshake.
+    pub fn handshake_done_at(&self) -> Option<I> {
+        self.handshake_done_at
+    }
+
+    /// What the handshake agreed on, once it completed.
+    pub fn handshake_info(&self) -> Option<&HandshakeInfo> {
+        self.info.as_ref()
+    }
+
+    /// The rustls connection, for anything this wrapper does not expose.
+    pub fn connection(&self) -> &ServerConnection {
+        &self.conn
+    }
+}
