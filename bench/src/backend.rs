@@ -335,6 +335,8 @@ fn read_proxy_header(stream: &mut TcpStream, inbuf: &mut InBuf, shared: &Shared)
             }
             Ok(None) => match inbuf.fill(stream, stats, proxy_v2::MAX_LEN)? {
                 Fill::Read => {}
+                // Connected and closed without a byte (a port probe): nothing to reject.
+                Fill::Eof if inbuf.bytes().is_empty() => return Ok(false),
                 Fill::Eof | Fill::Full => {
                     stats.proxy_rejected.fetch_add(1, Relaxed);
                     eprintln!("sluice-bench backend: PROXY v2 header truncated");
