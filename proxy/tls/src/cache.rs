@@ -21,9 +21,9 @@ use std::collections::HashMap;
 use std::fmt;
 use std::hash::{BuildHasher, RandomState};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
-use rustls::server::StoresServerSessions;
+use rustls::server::{ProducesTickets, StoresServerSessions};
 use rustls::time_provider::TimeProvider;
 use rustls_pki_types::UnixTime;
 
@@ -240,6 +240,10 @@ pub struct SessionCache {
     per_shard_bytes: usize,
     lifetime: u64,
     clock: Arc<dyn TimeProvider>,
+    /// Stateless-ticket keys (`resumption = "tickets"`), made on first use and shared by every
+    /// `ServerConfig` built with this cache, so a ticket issued on one worker (or before a
+    /// reload) decrypts on any other.
+    ticketer: OnceLock<Arc<dyn ProducesTickets>>,
 }
 
 impl fmt::Debug for SessionCache {
@@ -270,7 +274,21 @@ impl SessionCache {
             per_shard_bytes: config.max_bytes.div_ceil(n).max(1),
             lifetime: config.lifetime_secs,
             clock,
+            ticketer: OnceLock::new(),
         })
+    }
+
+    /// The shared stateless-ticket producer, created by `make` on first call; later calls
+    /// return the same one (their `make` is ignored).
+    pub fn ticketer<E>(
+        &self,
+        make: impl FnOnce() -> Result<Arc<dyn ProducesTickets>, E>,
+    ) -> Result<Arc<dyn ProducesTickets>, E> {
+        if let Some(t) = self.ticketer.get() {
+            return Ok(t.clone());
+        }
+        let t = make()?;
+        Ok(self.ticketer.get_or_init(|| t).clone())
     }
 
     /// Sum of the per-shard counters (lock-free; a consistent snapshot per counter, not across).

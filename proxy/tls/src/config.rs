@@ -378,7 +378,9 @@ fn make_ticketer() -> Result<Box<dyn ProducesTickets>, GetRandomFailed> {
 }
 
 /// Build the rustls `ServerConfig` for one listener. Relative paths are taken from `base_dir`
-/// (the directory of the TOML file). `cache` is used when `resumption = "session_id"`; build it
+/// (the directory of the TOML file). `cache` stores sessions when `resumption = "session_id"`
+/// and holds the shared ticket keys when `resumption = "tickets"` (the first `build` that needs
+/// them fixes `ticket_rotation_secs`); build it
 /// with `SessionCache::new(settings.session_cache_config(), clock)` (one per process, shared by
 /// every listener and worker that should resume each other's sessions).
 pub fn build(
@@ -430,10 +432,12 @@ pub fn build(
         Resumption::Tickets => {
             cfg.session_storage = Arc::new(NoServerSessionStorage {});
             let secs = settings.ticket_rotation_secs.max(1);
-            cfg.ticketer = Arc::new(
-                rustls::ticketer::TicketRotator::new(secs, make_ticketer)
-                    .map_err(|e| TlsConfigError::Tickets(e.to_string()))?,
-            );
+            cfg.ticketer = cache
+                .ticketer(|| {
+                    rustls::ticketer::TicketRotator::new(secs, make_ticketer)
+                        .map(|t| Arc::new(t) as Arc<dyn ProducesTickets>)
+                })
+                .map_err(|e| TlsConfigError::Tickets(e.to_string()))?;
             cfg.send_tls13_tickets = settings.tls13_tickets;
         }
         Resumption::None => {

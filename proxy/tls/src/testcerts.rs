@@ -176,7 +176,7 @@ pub fn generate(dir: &Path, names: &[&str]) -> Result<Generated, TestCertError> 
     let ca_cert = dir.join("ca.pem");
     let ca_key = dir.join("ca.key");
     let mut ca: Option<Ca> = None;
-    let mut get_ca = |ca: &mut Option<Ca>| -> Result<(), TestCertError> {
+    let get_ca = |ca: &mut Option<Ca>| -> Result<(), TestCertError> {
         if ca.is_some() {
             return Ok(());
         }
