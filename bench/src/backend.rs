@@ -93,7 +93,9 @@ struct Stats {
     truncated_requests: AtomicU64,
     proxy_headers: AtomicU64,
     proxy_rejected: AtomicU64,
+    /// Resets, broken pipes and other socket errors (idle timeouts apart).
     io_errors: AtomicU64,
+    idle_timeouts: AtomicU64,
     last_proxy: Mutex<Option<serde_json::Value>>,
 }
 
@@ -121,6 +123,7 @@ impl Shared {
             "proxy_headers": s.proxy_headers.load(Relaxed),
             "proxy_rejected": s.proxy_rejected.load(Relaxed),
             "io_errors": s.io_errors.load(Relaxed),
+            "idle_timeouts": s.idle_timeouts.load(Relaxed),
             "last_proxy": last_proxy,
         })
     }
@@ -220,13 +223,25 @@ fn accept_loop(listener: &std::net::TcpListener, shared: &Arc<Shared>, term: &At
             .stack_size(256 * 1024)
             .spawn(move || {
                 let shared = conn_shared;
-                if let Err(e) = serve(stream, &shared) {
-                    shared.stats.io_errors.fetch_add(1, Relaxed);
-                    if !matches!(
-                        e.kind(),
-                        io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe
-                    ) {
-                        eprintln!("sluice-bench backend: connection: {e}");
+                match serve(stream, &shared) {
+                    Ok(()) => {}
+                    // SO_RCVTIMEO/SO_SNDTIMEO expired: --idle-timeout-secs.
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                        ) =>
+                    {
+                        shared.stats.idle_timeouts.fetch_add(1, Relaxed);
+                    }
+                    Err(e) => {
+                        shared.stats.io_errors.fetch_add(1, Relaxed);
+                        if !matches!(
+                            e.kind(),
+                            io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe
+                        ) {
+                            eprintln!("sluice-bench backend: connection: {e}");
+                        }
                     }
                 }
                 shared.stats.connections_active.fetch_sub(1, Relaxed);
