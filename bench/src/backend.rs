@@ -427,8 +427,8 @@ fn serve_echo(mut stream: TcpStream, inbuf: InBuf, shared: &Shared) -> io::Resul
 /// Sends a final response, then closes without resetting: half-close, then read and drop what the
 /// client still sends for a moment, so that unread input does not turn our close into a RST that
 /// could destroy the response before the client reads it.
-fn reject(out: &mut Out<'_>, status: u16, reason: &str) -> io::Result<()> {
-    let body = format!("{status} {reason}\n");
+fn reject(out: &mut Out<'_>, status: u16, reason: &str, detail: &str) -> io::Result<()> {
+    let body = format!("{status} {reason}: {detail}\n");
     let head = format!(
         "HTTP/1.1 {status} {reason}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
@@ -480,7 +480,12 @@ fn serve_http(mut stream: TcpStream, mut inbuf: InBuf, shared: &Shared) -> io::R
                         // parse_head reports TooLarge before the buffer can fill up.
                         Fill::Full => {
                             stats.heads_too_large.fetch_add(1, Relaxed);
-                            return reject(&mut out, 431, "Request Header Fields Too Large");
+                            return reject(
+                                &mut out,
+                                431,
+                                "Request Header Fields Too Large",
+                                "request head too large",
+                            );
                         }
                     }
                 }
@@ -491,17 +496,22 @@ fn serve_http(mut stream: TcpStream, mut inbuf: InBuf, shared: &Shared) -> io::R
                     } else {
                         stats.bad_requests.fetch_add(1, Relaxed);
                     }
-                    return reject(&mut out, status, reason);
+                    return reject(&mut out, status, reason, &e.to_string());
                 }
             }
         };
         stats.requests.fetch_add(1, Relaxed);
+        if let Err(e) = head.check_host() {
+            stats.bad_requests.fetch_add(1, Relaxed);
+            let (status, reason) = e.status();
+            return reject(&mut out, status, reason, &e.to_string());
+        }
         let mut body = match head.body() {
             Ok(body) => body,
             Err(e) => {
                 stats.bad_requests.fetch_add(1, Relaxed);
                 let (status, reason) = e.status();
-                return reject(&mut out, status, reason);
+                return reject(&mut out, status, reason, &e.to_string());
             }
         };
         let upload = head.method == "POST" && head.path() == "/upload";
@@ -522,7 +532,7 @@ fn serve_http(mut stream: TcpStream, mut inbuf: InBuf, shared: &Shared) -> io::R
                 Err(e) => {
                     stats.bad_requests.fetch_add(1, Relaxed);
                     let (status, reason) = e.status();
-                    return reject(&mut out, status, reason);
+                    return reject(&mut out, status, reason, &e.to_string());
                 }
             };
             inbuf.consume(used);
@@ -747,6 +757,8 @@ pub mod http {
         Field,
         #[error("bare LF or CR in the head")]
         LineEnding,
+        #[error("no Host header, more than one, or an invalid one (RFC 9112 §3.2)")]
+        Host,
     }
 
     #[derive(Debug, Error, Clone, Copy, PartialEq, Eq)]
@@ -922,6 +934,25 @@ pub mod http {
                 .flat_map(|(_, v)| v.split(','))
                 .map(str::trim)
                 .filter(|v| !v.is_empty())
+        }
+
+        /// RFC 9112 §3.2: "A server MUST respond with a 400 (Bad Request) status code to any
+        /// HTTP/1.1 request message that lacks a Host header field and to any request message that
+        /// contains more than one Host header field line or a Host header field with an invalid
+        /// field value." (An empty value is valid: RFC 9110 §7.2.)
+        pub fn check_host(&self) -> Result<(), HeadError> {
+            let hosts: Vec<&str> = self
+                .headers
+                .iter()
+                .filter(|(n, _)| n == "host")
+                .map(|(_, v)| v.as_str())
+                .collect();
+            let valid = |h: &str| !h.bytes().any(|b| b.is_ascii_whitespace() || b == b',');
+            match hosts.as_slice() {
+                [] if self.minor == 0 => Ok(()),
+                [h] if valid(h) => Ok(()),
+                _ => Err(HeadError::Host),
+            }
         }
 
         /// The target without its query.
@@ -1212,6 +1243,26 @@ pub mod http {
             let (c, n2) = parse_head(&rest[n + used..]).unwrap().unwrap();
             assert_eq!(c.target, "/c");
             assert_eq!(n + used + n2, rest.len());
+        }
+
+        #[test]
+        fn host_is_required_once_in_http_1_1() {
+            assert_eq!(
+                head("GET / HTTP/1.1\r\nHost: a.test:443\r\n\r\n").check_host(),
+                Ok(())
+            );
+            assert_eq!(head("GET / HTTP/1.1\r\nHost:\r\n\r\n").check_host(), Ok(()));
+            assert_eq!(head("GET / HTTP/1.0\r\n\r\n").check_host(), Ok(()));
+            for bad in [
+                "GET / HTTP/1.1\r\n\r\n",
+                "GET / HTTP/1.1\r\nHost: a\r\nHost: a\r\n\r\n",
+                "GET / HTTP/1.1\r\nHost: a b\r\n\r\n",
+                "GET / HTTP/1.1\r\nHost: a, b\r\n\r\n",
+                "GET / HTTP/1.0\r\nHost: a\r\nHost: b\r\n\r\n",
+            ] {
+                assert_eq!(head(bad).check_host(), Err(HeadError::Host), "{bad:?}");
+            }
+            assert_eq!(HeadError::Host.status().0, 400);
         }
 
         #[test]

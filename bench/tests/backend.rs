@@ -313,6 +313,15 @@ fn http_mode_in_namespaces() {
         assert_eq!((head.status, head.header("connection")), (431, Some("close")));
         assert!(reads_to_eof(&mut r));
 
+        // HTTP/1.1 without Host (RFC 9112 §3.2): 400, saying why, then a clean close.
+        let mut nohost = connect();
+        nohost.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
+        let mut r = BufReader::new(nohost);
+        let (head, body) = read_response(&mut r);
+        assert_eq!(head.status, 400);
+        assert!(String::from_utf8_lossy(&body).contains("Host"), "{body:?}");
+        assert!(reads_to_eof(&mut r));
+
         // 200 concurrent keep-alive connections of 10 requests each.
         const CONNS: usize = 200;
         const REQS: usize = 10;
@@ -362,7 +371,7 @@ fn http_mode_in_namespaces() {
             std::thread::sleep(Duration::from_millis(50));
         };
         assert_eq!(v["connections_active"], 1, "{v}");
-        assert_eq!(v["bad_requests"], 1, "{v}");
+        assert_eq!(v["bad_requests"], 2, "{v}");
         assert_eq!(v["heads_too_large"], 1, "{v}");
         assert_eq!(v["id"], "bk-test");
         // 1 + 4 + 2 + 1 + 3 + 1 on the first connection, 2000 concurrent, 2000 sequential, /stats.
@@ -632,10 +641,17 @@ fn max_connections_bound() {
                 std::thread::sleep(Duration::from_millis(20));
             }
         }
-        assert_eq!(served.len(), 2, "two connections within the bound are served");
+        assert_eq!(
+            served.len(),
+            2,
+            "two connections within the bound are served"
+        );
         // A third is accepted and closed: no echo, EOF.
         let mut third = connect();
-        assert!(!echoes(&mut third, b'c'), "a connection over the bound is closed");
+        assert!(
+            !echoes(&mut third, b'c'),
+            "a connection over the bound is closed"
+        );
         // Closing one frees its slot.
         let mut first = served.remove(0);
         first.shutdown(Shutdown::Write).unwrap();
@@ -652,5 +668,8 @@ fn max_connections_bound() {
         assert!(freed, "a slot is free again after a connection ended");
     });
     let last = running.stop();
-    assert!(last["connections_rejected"].as_u64().unwrap() >= 1, "{last}");
+    assert!(
+        last["connections_rejected"].as_u64().unwrap() >= 1,
+        "{last}"
+    );
 }
