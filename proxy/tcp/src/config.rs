@@ -65,6 +65,10 @@ pub struct Config {
     pub max_rto: Duration,
     /// Consecutive retransmission timeouts before the connection is dropped.
     pub max_retransmits: u32,
+    /// Loss probes after RFC 8985 (RACK-TLP; see the `rack` module) on SACK connections:
+    /// a lost retransmission or a tail loss is repaired after about 2 * SRTT instead of an
+    /// RTO. Off: RFC 6675 and RFC 6298 only.
+    pub loss_probes: bool,
     /// Challenge ACKs per second, endpoint-wide (RFC 5961 section 7).
     pub challenge_ack_limit: u32,
     /// RSTs per second for segments of unknown flows, endpoint-wide.
@@ -98,6 +102,7 @@ impl Default for Config {
             min_rto: Duration::from_millis(200),
             max_rto: Duration::from_secs(60),
             max_retransmits: 15,
+            loss_probes: true,
             challenge_ack_limit: 1000,
             rst_limit: 1000,
             congestion: Algorithm::Cubic,
@@ -255,6 +260,8 @@ stats!(
     retransmits_rto,
     retransmits_fast,
     retransmits_sack,
+    retransmits_rack,
+    retransmits_tlp,
     dup_acks,
     syn_cookies_sent,
     syn_cookies_validated,
@@ -385,7 +392,7 @@ mod tests {
         };
         s.drop(DropReason::AfterFin);
         let v: Vec<_> = s.iter().collect();
-        assert_eq!(v.len(), 24);
+        assert_eq!(v.len(), 26);
         assert_eq!(v[0], ("segments_in", 1));
         assert_eq!(v.last(), Some(&("timeouts", 2)));
         assert!(v.contains(&("retransmits_sack", 3)));

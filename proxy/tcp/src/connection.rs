@@ -12,6 +12,7 @@ use crate::config::{
     Config, ConnectionHandle, DropReason, Event, FourTuple, RateLimiter, Stats, StreamError,
 };
 use crate::congestion::{CongestionControl, Controller};
+use crate::rack::{LossProbe, Probe};
 use crate::ranges::Range;
 use crate::recv_buffer::RecvBuffer;
 use crate::ring::Ring;
@@ -214,6 +215,12 @@ pub struct Connection {
     high_rxt: SeqNumber,
     /// NewReno's window inflation during fast recovery without SACK (RFC 5681 3.2 steps 3-5).
     inflation: usize,
+    /// The loss-probe timer (RFC 8985 after `rack`); SACK connections only.
+    probe: LossProbe,
+    /// The pending `rexmit_una` comes from the probe timer (counted as `retransmits_rack`).
+    rexmit_rack: bool,
+    /// Send a tail loss probe (RFC 8985 7.3): the last segment again.
+    tlp_pending: bool,
 
     want_writable: bool,
     /// Counted in its listener's SYN queue (passive, not yet established).
@@ -227,6 +234,8 @@ pub struct Connection {
     delayed_ack: Duration,
     max_retransmits: u32,
     mtu: usize,
+    /// `Config::loss_probes` (and SACK negotiated): the `rack` timer runs.
+    loss_probes: bool,
 }
 
 impl Connection {
@@ -296,6 +305,9 @@ impl Connection {
             scoreboard: Scoreboard::new(),
             dupacks: 0,
             in_recovery: false,
+            probe: LossProbe::default(),
+            rexmit_rack: false,
+            tlp_pending: false,
             recover: iss,
             high_rxt: iss,
             inflation: 0,
@@ -308,6 +320,7 @@ impl Connection {
             time_wait: config.time_wait,
             delayed_ack: config.delayed_ack,
             max_retransmits: config.max_retransmits,
+            loss_probes: config.loss_probes,
             mtu: config.mtu,
         }
     }
@@ -500,6 +513,7 @@ impl Connection {
             }
         };
         put(self.rto_at);
+        put(self.probe.deadline());
         put(self.delack_at);
         put(self.persist_at);
         put(self.time_wait_at);
@@ -571,6 +585,7 @@ impl Connection {
 
     fn clear_timers(&mut self) {
         self.rto_at = None;
+        self.probe.clear();
         self.delack_at = None;
         self.persist_at = None;
         self.time_wait_at = None;
@@ -1031,6 +1046,14 @@ impl Connection {
             Some(now + self.rtt.rto())
         };
         let mss = self.data_mss();
+        let outstanding = self.snd_max - self.snd_una;
+        let probing = self.sack_ok && self.loss_probes;
+        self.probe.on_progress(
+            now,
+            probing && outstanding > 0,
+            &self.rtt,
+            outstanding <= mss,
+        );
         if self.in_recovery {
             if ack >= self.recover {
                 // RFC 6582 3.2 step 3: full acknowledgment, leave fast recovery.
@@ -1080,14 +1103,61 @@ impl Connection {
         // RFC 6582 3.2 step 2: only if the ACK covers more than `recover` (no second reduction
         // for losses of one window); RFC 6675 5 (IsLost(HighACK + 1)) with SACK.
         if (self.dupacks >= 3 || lost) && self.snd_una >= self.recover {
-            self.in_recovery = true;
-            self.recover = self.snd_max;
-            let flight = self.snd_max - self.snd_una;
-            self.cc.on_loss(now, flight);
-            self.high_rxt = self.snd_una;
-            self.rexmit_una = true;
-            self.rtt_probe = None;
-            self.inflation = if self.sack_ok { 0 } else { 3 * mss };
+            self.enter_recovery(now);
+        }
+    }
+
+    /// RFC 6582 3.2 step 2 / RFC 6675 5 step 4: fast retransmit and enter loss recovery.
+    fn enter_recovery(&mut self, now: Instant) {
+        let mss = self.data_mss();
+        self.in_recovery = true;
+        self.recover = self.snd_max;
+        let flight = self.snd_max - self.snd_una;
+        self.cc.on_loss(now, flight);
+        self.high_rxt = self.snd_una;
+        self.rexmit_una = true;
+        self.rtt_probe = None;
+        self.inflation = if self.sack_ok { 0 } else { 3 * mss };
+    }
+
+    /// The loss-probe timer expired without cumulative progress (see `rack`).
+    fn on_probe_timeout(&mut self, now: Instant) {
+        let mss = self.data_mss();
+        let outstanding = self.snd_max - self.snd_una;
+        let sending = matches!(
+            self.state,
+            State::Established
+                | State::CloseWait
+                | State::FinWait1
+                | State::Closing
+                | State::LastAck
+        );
+        // Not while a zero window is probed or an RTO's go-back is under way.
+        if !sending
+            || !self.sack_ok
+            || outstanding == 0
+            || self.snd_wnd == 0
+            || self.snd_nxt < self.snd_max
+        {
+            self.probe.clear();
+            return;
+        }
+        let hole_known = self.in_recovery || !self.scoreboard.is_empty();
+        match self
+            .probe
+            .on_expiry(now, hole_known, &self.rtt, outstanding <= mss)
+        {
+            // RFC 8985 6.2: the first hole was sent before data the peer has (or, in
+            // recovery, its retransmission had its RACK.rtt and more): presumed lost.
+            Probe::FirstHole => {
+                if !self.in_recovery {
+                    self.enter_recovery(now);
+                }
+                self.rexmit_una = true;
+                self.rexmit_rack = true;
+            }
+            // RFC 8985 7.3: no SACK information; probe with the last segment.
+            Probe::Tail => self.tlp_pending = true,
         }
     }
 
@@ -1181,6 +1251,8 @@ impl Connection {
             if self.state == State::Closed {
                 return;
             }
+        } else if due(self.probe.deadline()) {
+            self.on_probe_timeout(now);
         }
         if due(self.delack_at) {
             self.delack_at = None;
@@ -1223,6 +1295,9 @@ impl Connection {
         self.inflation = 0;
         self.dupacks = 0;
         self.rexmit_una = false;
+        self.rexmit_rack = false;
+        self.tlp_pending = false;
+        self.probe.clear();
         self.recover = self.snd_max;
         self.high_rxt = self.snd_una;
         // Go back: resend from SND.UNA (the SYN in SYN-SENT / SYN-RECEIVED).
@@ -1395,6 +1470,7 @@ impl Connection {
         }
         let (n, seg_len) = self.emit(ctx, buf, seq, flags, len)?;
         let end = seq + seg_len;
+        let new_data = end > self.snd_max;
         if seq == self.snd_nxt {
             self.snd_nxt = end;
         }
@@ -1407,6 +1483,10 @@ impl Connection {
         }
         if seg_len > 0 {
             self.arm_rto(ctx.now);
+            if self.sack_ok && self.loss_probes {
+                let one = self.snd_max - self.snd_una <= self.data_mss();
+                self.probe.on_send(ctx.now, new_data, &self.rtt, one);
+            }
         }
         Some(n)
     }
@@ -1476,7 +1556,23 @@ impl Connection {
                 if len > 0 || fin {
                     let n = self.send_data(ctx, buf, self.snd_una, len, fin)?;
                     self.high_rxt = self.high_rxt.max(self.snd_una + len.max(1));
-                    ctx.stats.retransmits_fast += 1;
+                    if core::mem::take(&mut self.rexmit_rack) {
+                        ctx.stats.retransmits_rack += 1;
+                    } else {
+                        ctx.stats.retransmits_fast += 1;
+                    }
+                    return Some(n);
+                }
+            }
+            self.rexmit_rack = false;
+            // RFC 8985 7.3 tail loss probe: the last segment sent (with our FIN if it was sent).
+            if core::mem::take(&mut self.tlp_pending) {
+                let end = self.snd_max.min(data_end);
+                let len = (end - self.snd_una).min(mss);
+                let fin = fin_state && self.snd_max > data_end;
+                if len > 0 || fin {
+                    let n = self.send_data(ctx, buf, end - len, len, fin)?;
+                    ctx.stats.retransmits_tlp += 1;
                     return Some(n);
                 }
             }

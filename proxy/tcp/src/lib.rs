@@ -8,7 +8,7 @@
 //!
 //! Modules: `seq` (sequence arithmetic), `time` (the caller's clock), `rtt` (RFC 6298),
 //! `congestion` (NewReno, CUBIC, RFC 6928 IW), `ranges`/`recv_buffer` (reassembly, SACK blocks),
-//! `ring` (stream buffers), `sack` (RFC 6675 scoreboard), `isn` (RFC 6528, SipHash-2-4),
+//! `ring` (stream buffers), `sack` (RFC 6675 scoreboard), `rack` (RFC 8985 loss-probe timer), `isn` (RFC 6528, SipHash-2-4),
 //! `syncookie`, `timer` (the endpoint's timer heap), `connection` (one TCB, the RFC 9293 state
 //! machine), `endpoint` (demultiplexing, listeners, SYN queue and cookies). `sim` (feature
 //! `sim`) is a deterministic two-endpoint simulator; `fuzz` (feature `fuzzing`) the fuzz body.
@@ -21,6 +21,7 @@ pub mod endpoint;
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzz;
 pub mod isn;
+pub mod rack;
 pub mod ranges;
 pub mod recv_buffer;
 pub mod ring;

@@ -484,3 +484,76 @@ fn reordering_around_retransmissions_is_not_paws() {
         b.segments_in
     );
 }
+
+/// Measurement (prints, asserts only integrity): the bridge's impairment on both directions,
+/// `SIM_MIB` MiB each way (default 1). `cargo test -p sluice-tcp bridge_both_ways -- --nocapture`.
+#[test]
+fn bridge_both_ways_figures() {
+    let mib: usize = std::env::var("SIM_MIB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1);
+    let mut rtos = 0;
+    for seed in 0..4 {
+        let t = run_case(
+            bridge_config(),
+            bridge_like(),
+            30 + seed,
+            mib << 20,
+            mib << 20,
+        )
+        .unwrap();
+        let done = t.data_done.unwrap();
+        for (side, s) in [("a", t.pair.a.stats()), ("b", t.pair.b.stats())] {
+            rtos += s.retransmits_rto;
+            eprintln!(
+                "seed {seed} {side}: rto {} fast {} sack {} rack {} tlp {} paws {} goodput {:.2} MB/s",
+                s.retransmits_rto,
+                s.retransmits_fast,
+                s.retransmits_sack,
+                s.retransmits_rack,
+                s.retransmits_tlp,
+                s.drops_for(crate::config::DropReason::Paws),
+                (mib << 20) as f64 / done.as_secs_f64() / 1e6
+            );
+        }
+    }
+    eprintln!("total RTOs {rtos}");
+}
+
+/// RFC 8985 loss probes (`rack`): under the bridge's impairment both ways, lost
+/// retransmissions and tail losses are repaired without most of the RTOs that RFC 6675 alone
+/// needs (each at least `min_rto`, 200 ms, against a path RTT of about 1 ms).
+#[test]
+fn loss_probes_replace_most_rtos_under_bridge_impairment() {
+    let run = |loss_probes: bool| {
+        let mut rtos = 0;
+        let mut probes = 0;
+        let mut time = Duration::ZERO;
+        for seed in 0..3 {
+            let cfg = Config {
+                loss_probes,
+                ..bridge_config()
+            };
+            let t = run_case(cfg, bridge_like(), 40 + seed, 1 << 20, 1 << 20).unwrap();
+            for s in [t.pair.a.stats(), t.pair.b.stats()] {
+                rtos += s.retransmits_rto;
+                probes += s.retransmits_rack + s.retransmits_tlp;
+            }
+            time += t.data_done.unwrap();
+        }
+        (rtos, probes, time)
+    };
+    let (rto_off, probes_off, time_off) = run(false);
+    let (rto_on, probes_on, time_on) = run(true);
+    eprintln!(
+        "RTOs {rto_off} -> {rto_on}, probes {probes_off} -> {probes_on}, time {time_off:?} -> {time_on:?}"
+    );
+    assert_eq!(probes_off, 0);
+    assert!(probes_on > 0);
+    assert!(
+        rto_off >= 10,
+        "the impairment should cost RTOs without probes: {rto_off}"
+    );
+    assert!(rto_on * 3 <= rto_off, "RTOs {rto_off} -> {rto_on}");
+}

@@ -66,6 +66,8 @@ fn config() -> Config {
         timestamps: false,
         time_wait: Duration::from_secs(10),
         secret: [3; 16],
+        // The RTO tests below time the RTO alone; loss probes have their own tests.
+        loss_probes: false,
         ..Config::default()
     }
 }
@@ -1064,6 +1066,80 @@ fn sack_recovery_retransmits_only_holes() {
     recv_nothing!(t);
     assert!(t.ep.stats().retransmits_sack >= 1);
     assert_eq!(t.ep.stats().sack_blocks_received, 5);
+}
+
+fn probing() -> Config {
+    Config {
+        loss_probes: true,
+        ..config()
+    }
+}
+
+fn sack1(left: u32, right: u32) -> [Option<SackBlock>; 4] {
+    [Some(SackBlock { left, right }), None, None, None]
+}
+
+/// RFC 8985 (see `rack`): the retransmission of the only hole is lost and everything else is
+/// SACKed; nothing sent after it can reveal the loss, so the probe timer does, long before
+/// the RTO.
+#[test]
+fn loss_probe_repairs_a_lost_retransmission_before_the_rto() {
+    let mut t = established_with(probing());
+    let iss1 = t.iss1();
+    let s = |k: u32| iss1 + 1460 * k;
+    t.ep.send(t.h(), &[9u8; 1460 * 5]).unwrap();
+    assert_eq!(t.recv_all().len(), 5);
+    // Segment 0 lost, 1..5 SACKed: it IsLost (RFC 6675 4), retransmitted at once.
+    send!(t, ack_number: iss1, sack_blocks: sack1(s(1), s(5)));
+    recv!(t, seq: s(0));
+    recv_nothing!(t);
+    assert_eq!(t.ep.stats().retransmits_fast, 1);
+    // That retransmission is lost too. The next timer is the loss probe, before the RTO.
+    let rto_at = t.now + t.ep.connection(t.h()).unwrap().rto();
+    t.fire();
+    assert!(t.now < rto_at);
+    recv!(t, seq: s(0), payload: vec![9u8; 1460]);
+    recv_nothing!(t);
+    assert_eq!(t.ep.stats().retransmits_rack, 1);
+    assert_eq!(t.ep.stats().retransmits_rto, 0);
+    // It arrives: all acknowledged, no probe or RTO left.
+    send!(t, ack_number: s(5));
+    assert_eq!(t.ep.poll_timeout(), None);
+}
+
+/// RFC 8985 7.3: a tail loss without any SACK information: the probe is the last segment;
+/// its ACK SACKs it, and the next expiry retransmits the hole that this revealed.
+#[test]
+fn tail_loss_probe_resends_the_last_segment() {
+    let mut t = established_with(probing());
+    let iss1 = t.iss1();
+    t.ep.send(t.h(), &[9u8; 1460 * 2]).unwrap();
+    assert_eq!(t.recv_all().len(), 2);
+    t.fire();
+    recv!(t, seq: iss1 + 1460);
+    recv_nothing!(t);
+    assert_eq!(t.ep.stats().retransmits_tlp, 1);
+    send!(t, ack_number: iss1, sack_blocks: sack1(iss1 + 1460, iss1 + 2920));
+    recv_nothing!(t);
+    t.fire();
+    recv!(t, seq: iss1);
+    assert_eq!(t.ep.stats().retransmits_rack, 1);
+    assert_eq!(t.ep.stats().retransmits_rto, 0);
+}
+
+/// Without SACK (or with `loss_probes` off) there is no probe: the next timer is the RTO.
+#[test]
+fn no_loss_probe_without_sack() {
+    let mut t = established_with(Config {
+        sack: false,
+        ..probing()
+    });
+    t.ep.send(t.h(), &[9u8; 1460 * 2]).unwrap();
+    assert_eq!(t.recv_all().len(), 2);
+    t.fire();
+    recv!(t, seq: t.iss1());
+    assert_eq!(t.ep.stats().retransmits_rto, 1);
+    assert_eq!(t.ep.stats().retransmits_tlp, 0);
 }
 
 #[test]
