@@ -17,9 +17,10 @@
 //! Counters are per shard, written under the shard lock (plain relaxed load+store, no lock
 //! prefix) and read without locks by [`SessionCache::stats`].
 
-use std::collections::HashMap;
 use std::fmt;
 use std::hash::{BuildHasher, RandomState};
+
+use hashbrown::HashTable;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
@@ -42,7 +43,12 @@ pub struct SessionCacheConfig {
 
 impl Default for SessionCacheConfig {
     fn default() -> Self {
-        Self { max_entries: 100_000, max_bytes: 64 << 20, lifetime_secs: 7200, shards: 32 }
+        Self {
+            max_entries: 100_000,
+            max_bytes: 64 << 20,
+            lifetime_secs: 7200,
+            shards: 32,
+        }
     }
 }
 
@@ -68,7 +74,9 @@ impl ManualClock {
 
 impl TimeProvider for ManualClock {
     fn current_time(&self) -> Option<UnixTime> {
-        Some(UnixTime::since_unix_epoch(std::time::Duration::from_secs(self.0.load(Ordering::Relaxed))))
+        Some(UnixTime::since_unix_epoch(std::time::Duration::from_secs(
+            self.0.load(Ordering::Relaxed),
+        )))
     }
 }
 
@@ -113,7 +121,10 @@ struct Counters {
 /// Increment a counter that only the shard-lock holder writes: no locked RMW needed.
 #[inline]
 fn bump(c: &AtomicU64, by: u64) {
-    c.store(c.load(Ordering::Relaxed).wrapping_add(by), Ordering::Relaxed);
+    c.store(
+        c.load(Ordering::Relaxed).wrapping_add(by),
+        Ordering::Relaxed,
+    );
 }
 #[inline]
 fn set(c: &AtomicU64, v: u64) {
@@ -128,7 +139,8 @@ enum Why {
 }
 
 struct Entry {
-    key: Box<[u8]>,
+    key: Vec<u8>,
+    hash: u64,
     value: Vec<u8>,
     inserted: u64,
     // Recency list: head = most recently used.
@@ -141,7 +153,8 @@ struct Entry {
 
 /// One shard: slab + index + two intrusive lists.
 struct Shard {
-    index: HashMap<Box<[u8]>, u32>,
+    /// Slab indices, hashed by their entry's key hash.
+    index: HashTable<u32>,
     slab: Vec<Option<Entry>>,
     free: Vec<u32>,
     lru_head: u32,
@@ -154,7 +167,7 @@ struct Shard {
 impl Shard {
     fn new() -> Self {
         Self {
-            index: HashMap::new(),
+            index: HashTable::new(),
             slab: Vec::new(),
             free: Vec::new(),
             lru_head: NIL,
@@ -166,10 +179,14 @@ impl Shard {
     }
 
     fn e(&self, i: u32) -> &Entry {
-        self.slab[i as usize].as_ref().expect("linked slot is occupied")
+        self.slab[i as usize]
+            .as_ref()
+            .expect("linked slot is occupied")
     }
     fn e_mut(&mut self, i: u32) -> &mut Entry {
-        self.slab[i as usize].as_mut().expect("linked slot is occupied")
+        self.slab[i as usize]
+            .as_mut()
+            .expect("linked slot is occupied")
     }
 
     fn lru_unlink(&mut self, i: u32) {
@@ -177,8 +194,16 @@ impl Shard {
             let e = self.e(i);
             (e.lru_prev, e.lru_next)
         };
-        if p == NIL { self.lru_head = n } else { self.e_mut(p).lru_next = n }
-        if n == NIL { self.lru_tail = p } else { self.e_mut(n).lru_prev = p }
+        if p == NIL {
+            self.lru_head = n
+        } else {
+            self.e_mut(p).lru_next = n
+        }
+        if n == NIL {
+            self.lru_tail = p
+        } else {
+            self.e_mut(n).lru_prev = p
+        }
     }
     fn lru_push_front(&mut self, i: u32) {
         let h = self.lru_head;
@@ -187,7 +212,11 @@ impl Shard {
             e.lru_prev = NIL;
             e.lru_next = h;
         }
-        if h == NIL { self.lru_tail = i } else { self.e_mut(h).lru_prev = i }
+        if h == NIL {
+            self.lru_tail = i
+        } else {
+            self.e_mut(h).lru_prev = i
+        }
         self.lru_head = i;
     }
     fn age_unlink(&mut self, i: u32) {
@@ -195,8 +224,16 @@ impl Shard {
             let e = self.e(i);
             (e.age_prev, e.age_next)
         };
-        if p == NIL { self.age_head = n } else { self.e_mut(p).age_next = n }
-        if n == NIL { self.age_tail = p } else { self.e_mut(n).age_prev = p }
+        if p == NIL {
+            self.age_head = n
+        } else {
+            self.e_mut(p).age_next = n
+        }
+        if n == NIL {
+            self.age_tail = p
+        } else {
+            self.e_mut(n).age_prev = p
+        }
     }
     fn age_push_back(&mut self, i: u32) {
         let t = self.age_tail;
@@ -205,7 +242,11 @@ impl Shard {
             e.age_next = NIL;
             e.age_prev = t;
         }
-        if t == NIL { self.age_head = i } else { self.e_mut(t).age_next = i }
+        if t == NIL {
+            self.age_head = i
+        } else {
+            self.e_mut(t).age_next = i
+        }
         self.age_tail = i;
     }
 
@@ -213,11 +254,23 @@ impl Shard {
     fn remove_slot(&mut self, i: u32) -> Vec<u8> {
         self.lru_unlink(i);
         self.age_unlink(i);
-        let e = self.slab[i as usize].take().expect("linked slot is occupied");
-        self.index.remove(&e.key);
+        let e = self.slab[i as usize]
+            .take()
+            .expect("linked slot is occupied");
+        if let Ok(found) = self.index.find_entry(e.hash, |&j| j == i) {
+            found.remove();
+        }
         self.bytes -= e.key.len() + e.value.len();
         self.free.push(i);
         e.value
+    }
+
+    fn find(&self, hash: u64, key: &[u8]) -> Option<u32> {
+        self.index
+            .find(hash, |&j| {
+                self.slab[j as usize].as_ref().is_some_and(|e| e.key == key)
+            })
+            .copied()
     }
 
     fn expired(&self, i: u32, now: u64, lifetime: u64) -> bool {
@@ -235,7 +288,7 @@ struct PaddedShard {
 pub struct SessionCache {
     shards: Box<[PaddedShard]>,
     mask: usize,
-    hasher: RandomState,
+    seed: u64,
     per_shard_entries: usize,
     per_shard_bytes: usize,
     lifetime: u64,
@@ -263,13 +316,16 @@ impl SessionCache {
     pub fn new(config: SessionCacheConfig, clock: Arc<dyn TimeProvider>) -> Arc<Self> {
         let n = config.shards.max(1).next_power_of_two();
         let shards = (0..n)
-            .map(|_| PaddedShard { shard: Mutex::new(Shard::new()), counters: Counters::default() })
+            .map(|_| PaddedShard {
+                shard: Mutex::new(Shard::new()),
+                counters: Counters::default(),
+            })
             .collect::<Vec<_>>()
             .into_boxed_slice();
         Arc::new(Self {
             shards,
             mask: n - 1,
-            hasher: RandomState::new(),
+            seed: RandomState::new().hash_one(0x5e55_10c4_u64) | 1,
             per_shard_entries: config.max_entries.div_ceil(n).clamp(1, NIL as usize - 1),
             per_shard_bytes: config.max_bytes.div_ceil(n).max(1),
             lifetime: config.lifetime_secs,
@@ -328,17 +384,38 @@ impl SessionCache {
         self.clock.current_time().map_or(0, |t| t.as_secs())
     }
 
-    fn shard(&self, key: &[u8]) -> &PaddedShard {
-        let h = self.hasher.hash_one(key) as usize;
-        &self.shards[h & self.mask]
+    /// A keyed multiply-fold hash. The stored keys are 32 random bytes that rustls chose (a
+    /// session ID or a stateful ticket); a client can only look keys up, never choose the ones
+    /// stored, so a fast keyed mix is enough: a lookup probes one run of buckets whatever its key.
+    fn hash(&self, key: &[u8]) -> u64 {
+        const K: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut h = self.seed ^ (key.len() as u64).wrapping_mul(K);
+        let mut chunks = key.chunks_exact(8);
+        for c in &mut chunks {
+            let w = u64::from_le_bytes(c.try_into().expect("8-byte chunk"));
+            h = (h ^ w).wrapping_mul(K).rotate_left(29);
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut b = [0u8; 8];
+            b[..rest.len()].copy_from_slice(rest);
+            h = (h ^ u64::from_le_bytes(b)).wrapping_mul(K).rotate_left(29);
+        }
+        h ^ (h >> 32)
+    }
+
+    fn shard(&self, hash: u64) -> &PaddedShard {
+        // hashbrown uses the low bits (bucket) and the top 7 (tag); pick the shard in between.
+        &self.shards[(hash >> 40) as usize & self.mask]
     }
 
     /// Look `key` up; on a live entry apply `f` (which may remove it). Expired entries are removed.
     fn lookup<R>(&self, key: &[u8], f: impl FnOnce(&mut Shard, u32) -> R) -> Option<R> {
-        let sh = self.shard(key);
+        let hash = self.hash(key);
+        let sh = self.shard(hash);
         let now = self.now();
         let mut s = lock(&sh.shard);
-        let Some(&i) = s.index.get(key) else {
+        let Some(i) = s.find(hash, key) else {
             bump(&sh.counters.misses, 1);
             return None;
         };
@@ -370,7 +447,8 @@ fn publish(s: &Shard, c: &Counters) {
 impl StoresServerSessions for SessionCache {
     fn put(&self, key: Vec<u8>, value: Vec<u8>) -> bool {
         let size = key.len() + value.len();
-        let sh = self.shard(&key);
+        let hash = self.hash(&key);
+        let sh = self.shard(hash);
         if size > self.per_shard_bytes {
             bump(&sh.counters.rejected, 1);
             return false;
@@ -378,7 +456,7 @@ impl StoresServerSessions for SessionCache {
         let now = self.now();
         let mut s = lock(&sh.shard);
         // An overwrite is a remove then an insert.
-        if let Some(&i) = s.index.get(key.as_slice()) {
+        if let Some(i) = s.find(hash, &key) {
             s.remove_slot(i);
         }
         // Make room: expired first (oldest insertion), then least recently used.
@@ -415,9 +493,9 @@ impl StoresServerSessions for SessionCache {
                 bump(&sh.counters.evicted_expired, 1);
             }
         }
-        let key: Box<[u8]> = key.into_boxed_slice();
         let entry = Entry {
-            key: key.clone(),
+            key,
+            hash,
             value,
             inserted: now,
             lru_prev: NIL,
@@ -435,7 +513,10 @@ impl StoresServerSessions for SessionCache {
                 (s.slab.len() - 1) as u32
             }
         };
-        s.index.insert(key, i);
+        let Shard { index, slab, .. } = &mut *s;
+        index.insert_unique(hash, i, |&j| {
+            slab[j as usize].as_ref().map_or(0, |e| e.hash)
+        });
         s.bytes += size;
         s.lru_push_front(i);
         s.age_push_back(i);
@@ -465,10 +546,20 @@ impl StoresServerSessions for SessionCache {
 mod tests {
     use super::*;
 
-    fn cache(entries: usize, bytes: usize, lifetime: u64, shards: usize) -> (Arc<SessionCache>, Arc<ManualClock>) {
+    fn cache(
+        entries: usize,
+        bytes: usize,
+        lifetime: u64,
+        shards: usize,
+    ) -> (Arc<SessionCache>, Arc<ManualClock>) {
         let clock = ManualClock::new(1_000_000);
         let c = SessionCache::new(
-            SessionCacheConfig { max_entries: entries, max_bytes: bytes, lifetime_secs: lifetime, shards },
+            SessionCacheConfig {
+                max_entries: entries,
+                max_bytes: bytes,
+                lifetime_secs: lifetime,
+                shards,
+            },
             clock.clone(),
         );
         (c, clock)
@@ -491,7 +582,10 @@ mod tests {
         assert_eq!(c.take(&k(1)), None);
         assert_eq!(c.get(&k(1)), None);
         let s = c.stats();
-        assert_eq!((s.hits, s.misses, s.inserts, s.entries, s.bytes), (3, 2, 1, 0, 0));
+        assert_eq!(
+            (s.hits, s.misses, s.inserts, s.entries, s.bytes),
+            (3, 2, 1, 0, 0)
+        );
         assert!(c.can_cache());
     }
 
@@ -519,7 +613,15 @@ mod tests {
         assert!(c.get(&k(3)).is_some());
         assert!(c.get(&k(4)).is_some());
         let s = c.stats();
-        assert_eq!((s.evicted_capacity, s.evicted_bytes, s.evicted_expired, s.entries), (1, 0, 0, 3));
+        assert_eq!(
+            (
+                s.evicted_capacity,
+                s.evicted_bytes,
+                s.evicted_expired,
+                s.entries
+            ),
+            (1, 0, 0, 3)
+        );
     }
 
     #[test]
@@ -550,7 +652,11 @@ mod tests {
         clock.advance(6); // 1 is 11 s old (expired), 2 and 3 are 6 s old.
         c.put(k(4), vec![4]);
         let s = c.stats();
-        assert_eq!((s.evicted_expired, s.evicted_capacity), (1, 0), "expired first, not LRU");
+        assert_eq!(
+            (s.evicted_expired, s.evicted_capacity),
+            (1, 0),
+            "expired first, not LRU"
+        );
         assert!(c.get(&k(2)).is_some());
         clock.advance(4); // 2 and 3 are 10 s old: expired.
         assert!(c.get(&k(2)).is_none());

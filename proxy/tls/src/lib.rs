@@ -25,5 +25,5 @@ mod tests;
 
 pub use cache::{CacheStats, ManualClock, SessionCache, SessionCacheConfig};
 pub use config::{CertSettings, Resumption, TlsConfigError, TlsSettings, build};
-pub use session::{DEFAULT_BUFFER_LIMIT, HandshakeInfo, TlsError, TlsSession};
 pub use rustls;
+pub use session::{DEFAULT_BUFFER_LIMIT, HandshakeInfo, TlsError, TlsSession};

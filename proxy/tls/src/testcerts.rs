@@ -67,7 +67,11 @@ fn ca_params() -> CertificateParams {
     dn.push(DnType::OrganizationName, "sluice");
     p.distinguished_name = dn;
     p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+    p.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
     p
 }
 
@@ -94,11 +98,20 @@ impl Ca {
         self.cert.der().clone()
     }
 
-    fn sign(&self, names: &[&str], kind: KeyKind, eku: ExtendedKeyUsagePurpose) -> Result<Leaf, TestCertError> {
+    fn sign(
+        &self,
+        names: &[&str],
+        kind: KeyKind,
+        eku: ExtendedKeyUsagePurpose,
+    ) -> Result<Leaf, TestCertError> {
         let key = KeyPair::generate_for(kind.alg())?;
-        let mut p = CertificateParams::new(names.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>())?;
+        let mut p =
+            CertificateParams::new(names.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>())?;
         let mut dn = DistinguishedName::new();
-        dn.push(DnType::CommonName, names.first().copied().unwrap_or("sluice client"));
+        dn.push(
+            DnType::CommonName,
+            names.first().copied().unwrap_or("sluice client"),
+        );
         p.distinguished_name = dn;
         p.extended_key_usages = vec![eku];
         p.use_authority_key_identifier_extension = true;
@@ -145,7 +158,10 @@ pub struct Generated {
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> TestCertError + '_ {
-    move |source| TestCertError::Io { path: path.to_path_buf(), source }
+    move |source| TestCertError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// Write `data` to `path` unless it exists. Returns whether it wrote.
@@ -221,7 +237,11 @@ pub fn generate(dir: &Path, names: &[&str]) -> Result<Generated, TestCertError> 
         }
         leaves.push(lp);
     }
-    Ok(Generated { ca_cert, ca_key, leaves })
+    Ok(Generated {
+        ca_cert,
+        ca_key,
+        leaves,
+    })
 }
 
 #[cfg(test)]
@@ -239,13 +259,19 @@ mod tests {
         {
             use std::os::unix::fs::PermissionsExt;
             for k in [&g.ca_key, &g.leaves[0].ecdsa_key, &g.leaves[0].rsa_key] {
-                assert_eq!(std::fs::metadata(k).unwrap().permissions().mode() & 0o777, 0o600);
+                assert_eq!(
+                    std::fs::metadata(k).unwrap().permissions().mode() & 0o777,
+                    0o600
+                );
             }
         }
         // A second run with one more name keeps the old files and signs the new one with the same CA.
         let g2 = generate(&dir, &["a.example", "b.example"]).unwrap();
         assert_eq!(std::fs::read(&g2.ca_cert).unwrap(), ca_before);
-        assert_eq!(std::fs::read(&g2.leaves[0].ecdsa_cert).unwrap(), leaf_before);
+        assert_eq!(
+            std::fs::read(&g2.leaves[0].ecdsa_cert).unwrap(),
+            leaf_before
+        );
         assert!(g2.leaves[1].rsa_cert.exists());
         // The new leaf verifies against the CA written by the first run.
         let ca = CertificateDer::from_pem_file_compat(&g.ca_cert);
@@ -260,7 +286,10 @@ mod tests {
     impl PemCompat for CertificateDer<'static> {
         fn from_pem_file_compat(p: &Path) -> Vec<CertificateDer<'static>> {
             use rustls_pki_types::pem::PemObject;
-            CertificateDer::pem_file_iter(p).unwrap().collect::<Result<Vec<_>, _>>().unwrap()
+            CertificateDer::pem_file_iter(p)
+                .unwrap()
+                .collect::<Result<Vec<_>, _>>()
+                .unwrap()
         }
     }
 }
