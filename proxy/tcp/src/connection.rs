@@ -3,10 +3,10 @@
 //! Incoming segments go through `handle_segment` in the order of RFC 9293 3.10.7.4: PAWS
 //! (RFC 7323 5.3), the acceptability test, RST (RFC 5961 3.2), SYN (RFC 5961 4.2), ACK (with
 //! the RFC 5961 5.2 range check), text, FIN. Outgoing segments come from `poll_transmit`, one at
-//! a time: RST, SYN/SYN-ACK, loss-recovery retransmissions (RFC 5681 / 6582 / 6675), new data and
-//! FIN (congestion and send windows, sender SWS avoidance, no Nagle), probes, then ACKs.
-//! Timers (retransmission, delayed ACK, persist, keepalive, idle, handshake, TIME-WAIT) fold
-//! into `next_deadline`. What this is not: demultiplexing, listeners, SYN cookies (`endpoint`).
+//! a time: RST, SYN/SYN-ACK, loss-recovery retransmissions (RFC 5681 / 6582 / 6675, and the
+//! RFC 8985 loss probes of `rack`), new data and FIN (congestion and send windows, sender SWS
+//! avoidance, no Nagle), probes, then ACKs. Timers (retransmission, loss probe, delayed ACK,
+//! persist, keepalive, idle, handshake, TIME-WAIT) fold into `next_deadline`. What this is not: demultiplexing, listeners, SYN cookies (`endpoint`).
 
 use crate::config::{
     Config, ConnectionHandle, DropReason, Event, FourTuple, RateLimiter, Stats, StreamError,

@@ -1,6 +1,7 @@
 //! sluice's TCP: a sans-IO implementation of RFC 9293 with the extensions a Linux peer
-//! expects (window scale, timestamps and PAWS per RFC 7323, SACK per RFC 2018 and RFC 6675,
-//! NewReno and CUBIC congestion control, SYN cookies, RFC 5961 hardening).
+//! expects (window scale, timestamps and PAWS per RFC 7323 with Linux's leniency for reordering,
+//! SACK per RFC 2018 and RFC 6675, loss probes after RFC 8985 RACK-TLP, NewReno and CUBIC
+//! congestion control, SYN cookies, RFC 5961 hardening).
 //!
 //! Nothing here reads a clock, touches a socket, spawns a thread or allocates per packet on the
 //! fast path: buffers are allocated once per connection, sized by [`Config`] (and recycled). The
