@@ -54,7 +54,9 @@ pub struct CertSettings {
     #[serde(default)]
     pub sni: Vec<String>,
     /// Serve this chain to clients without SNI or with an unknown name. At most one entry may set
-    /// it; when none does, the first entry is the default.
+    /// it; when none does, the first entry is the default. Entries with exactly the same `sni`
+    /// list as the default entry are defaults too (an ECDSA + RSA pair), picked by the client's
+    /// signature schemes.
     #[serde(default)]
     pub default: bool,
 }
@@ -234,7 +236,7 @@ impl SniResolver {
         first
     }
 
-    fn matches(pattern: &str, name: &str) -> bool {
+    pub(crate) fn matches(pattern: &str, name: &str) -> bool {
         match pattern.strip_prefix("*.") {
             // One label only: `*.example` matches `a.example`, not `a.b.example` nor `example`.
             Some(suffix) => name
@@ -326,19 +328,19 @@ fn build_resolver(
             }
             by_name.push((name, ck.clone()));
         }
-        if c.default {
-            defaults.push(ck.clone());
-        }
         all.push(ck);
     }
-    if defaults.is_empty() {
-        // No explicit default: the first entry, plus every entry serving exactly the same names
-        // (so an ECDSA + RSA pair stays a pair for clients without SNI).
-        let first_sni = &settings.certificates[0].sni;
-        for (c, ck) in settings.certificates.iter().zip(&all) {
-            if c.sni == *first_sni {
-                defaults.push(ck.clone());
-            }
+    // The default entry (explicit, else the first) plus every entry serving exactly the same
+    // names, so an ECDSA + RSA pair stays a pair for clients without SNI.
+    let d = settings
+        .certificates
+        .iter()
+        .position(|c| c.default)
+        .unwrap_or(0);
+    let d_sni = &settings.certificates[d].sni;
+    for (i, (c, ck)) in settings.certificates.iter().zip(&all).enumerate() {
+        if i == d || (!d_sni.is_empty() && c.sni == *d_sni) {
+            defaults.push(ck.clone());
         }
     }
     Ok(SniResolver { by_name, defaults })

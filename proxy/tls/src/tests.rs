@@ -103,6 +103,7 @@ struct Client {
     auth: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
     tickets: bool,
     rsa_only: bool,
+    sni: bool,
 }
 
 impl Default for Client {
@@ -113,6 +114,7 @@ impl Default for Client {
             auth: None,
             tickets: false,
             rsa_only: false,
+            sni: true,
         }
     }
 }
@@ -162,9 +164,7 @@ impl Client {
             } else {
                 Tls12Resumption::SessionIdOnly
             });
-        if !self.tickets {
-            cfg.enable_sni = true;
-        }
+        cfg.enable_sni = self.sni;
         Arc::new(cfg)
     }
 }
@@ -401,6 +401,55 @@ fn alpn_negotiated() {
     );
     let cc = Client::default().build();
     assert_eq!(info(&connect(&cc, &sc, "a.example").unwrap()).alpn, None);
+}
+
+#[test]
+fn no_sni_gets_the_default_certificate() {
+    let mut s = settings();
+    // Make b.example's ECDSA chain the default instead of the first entry.
+    s.certificates[0].default = false;
+    s.certificates[2].default = true;
+    let sc = server(&s, new_cache());
+    let cc = Client {
+        sni: false,
+        ..Client::default()
+    }
+    .build();
+    let d = connect(&cc, &sc, "b.example").unwrap();
+    assert_eq!(
+        d.client.peer_certificates().unwrap()[0],
+        leaf_of("b.example.ecdsa")
+    );
+    assert_eq!(info(&d).sni, None);
+    // Without an explicit default, the first entry (and its same-names RSA twin) is the default.
+    let sc = server(&settings(), new_cache());
+    let d = connect(&cc, &sc, "a.example").unwrap();
+    assert_eq!(
+        d.client.peer_certificates().unwrap()[0],
+        leaf_of("a.example.ecdsa")
+    );
+    let rsa = Client {
+        sni: false,
+        rsa_only: true,
+        ..Client::default()
+    }
+    .build();
+    let d = connect(&rsa, &sc, "a.example").unwrap();
+    assert_eq!(
+        d.client.peer_certificates().unwrap()[0],
+        leaf_of("a.example.rsa")
+    );
+}
+
+#[test]
+fn wildcard_sni_matches_one_label() {
+    use crate::config::SniResolver;
+    assert!(SniResolver::matches("*.example", "a.example"));
+    assert!(!SniResolver::matches("*.example", "a.b.example"));
+    assert!(!SniResolver::matches("*.example", "example"));
+    assert!(!SniResolver::matches("*.example", ".example"));
+    assert!(SniResolver::matches("a.example", "a.example"));
+    assert!(!SniResolver::matches("a.example", "b.example"));
 }
 
 // ---------------------------------------------------------------- resumption
