@@ -8,6 +8,26 @@
 //! when `client_ca` is set); resumption by session ID / TLS 1.3 stateful tickets through the
 //! shared [`SessionCache`], by stateless tickets (RFC 5077, rotating keys), or none.
 //!
+//! ```toml
+//! [listeners.tls]                      # the table sluice's config embeds per listener
+//! certificates = [
+//!   { cert = "a.ecdsa.pem", key = "a.ecdsa.key", sni = ["a.example"], default = true },
+//!   { cert = "a.rsa.pem",   key = "a.rsa.key",   sni = ["a.example"] },
+//!   { cert = "b.pem",       key = "b.key",       sni = ["b.example", "*.b.example"] },
+//! ]
+//! alpn = ["h2", "http/1.1"]
+//! tls12 = true
+//! tls13 = true
+//! groups = ["x25519", "secp256r1"]     # empty: provider defaults
+//! cipher_suites = []                   # e.g. "TLS13_AES_128_GCM_SHA256"; empty: defaults
+//! # client_ca = "clients-ca.pem"       # mTLS: client certificates required
+//! resumption = "session_id"            # or "tickets" or "none"
+//! session_cache_entries = 100000
+//! session_cache_bytes = 67108864
+//! session_lifetime_secs = 7200
+//! ticket_rotation_secs = 21600
+//! ```
+//!
 //! What it is not: a reloader. Building is done once per (re)load; errors name the field and
 //! the file so an operator can fix the TOML without reading code.
 

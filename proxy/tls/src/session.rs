@@ -13,6 +13,14 @@
 //! (so a slow client cannot make it queue without bound) and 16 KiB of received plaintext; `feed`
 //! then consumes less than it was given, and the caller keeps the rest in its TCP receive buffer.
 //!
+//! Call order, each time the relay wakes for this connection:
+//! 1. `feed(now, bytes)` with what TCP delivered in order (keep what was not consumed);
+//!    `feed_eof(now)` once TCP delivered a FIN;
+//! 2. `read_plaintext` until it returns 0, and hand that to the backend;
+//! 3. `write_plaintext` with backend bytes while it accepts them;
+//! 4. `write_ciphertext` into the TCP send buffer while it returns > 0 (also after an error:
+//!    that flushes the alert).
+//!
 //! What it is not: a socket wrapper, a timer (handshake timeouts belong to the relay), or a
 //! policy on errors: after a fatal error the alert rustls queued is still available through
 //! `write_ciphertext`, and the caller decides to flush it and close.
@@ -95,7 +103,8 @@ impl<I: Copy> TlsSession<I> {
 
     /// Hand rustls the next in-order bytes from the TCP stream and process them. Returns how many
     /// bytes were consumed: fewer than given when rustls's buffers are full (read plaintext first,
-    /// then feed the rest again) or after the peer's close_notify (later bytes are ignored).
+    /// then feed the rest again) or after the peer's close_notify (bytes after it are discarded:
+    /// those in the same call may be counted as consumed, later calls consume nothing).
     ///
     /// On `Err` the connection is dead; rustls has queued an alert when the protocol asks for one
     /// (RFC 8446 §6.2): drain [`Self::write_ciphertext`] and close.

@@ -873,3 +873,101 @@ fn settings_parse_from_toml_with_defaults_and_reject_unknown_fields() {
     assert!(e.contains("sin"), "{e}");
     assert!(toml::from_str::<TlsSettings>("resumption = \"maybe\"").is_err());
 }
+
+// ---------------------------------------------------------------- hostile input
+
+struct XorShift(u64);
+impl XorShift {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+#[test]
+fn random_input_never_panics() {
+    let sc = server(&settings(), new_cache());
+    // A real ClientHello to mutate.
+    let mut c = ClientConnection::new(
+        Client::default().build(),
+        ServerName::try_from("a.example").unwrap(),
+    )
+    .unwrap();
+    let mut hello = Vec::new();
+    c.write_tls(&mut hello).unwrap();
+    let mut rng = XorShift(0x1234_5678_9abc_def1);
+    let mut errors = 0;
+    for round in 0..3000 {
+        let mut s = TlsSession::<u64>::new(sc.clone(), DEFAULT_BUFFER_LIMIT).unwrap();
+        let mut input = if round % 2 == 0 {
+            let mut h = hello.clone();
+            for _ in 0..1 + rng.next() % 8 {
+                let i = (rng.next() as usize) % h.len();
+                h[i] = rng.next() as u8;
+            }
+            h.truncate(1 + (rng.next() as usize) % h.len());
+            h
+        } else {
+            let mut v = vec![0x16, 0x03, 0x01];
+            v.extend((0..(rng.next() % 600)).map(|_| rng.next() as u8));
+            v
+        };
+        input.extend((0..(rng.next() % 64)).map(|_| rng.next() as u8));
+        let mut off = 0;
+        let mut out = [0u8; 4096];
+        while off < input.len() {
+            let step = 1 + (rng.next() as usize) % 300;
+            let end = (off + step).min(input.len());
+            match s.feed(round, &input[off..end]) {
+                Ok(n) if n > 0 => off += n,
+                Ok(_) => break,
+                Err(_) => {
+                    errors += 1;
+                    break;
+                }
+            }
+            s.write_ciphertext(&mut out);
+        }
+        let _ = s.feed_eof(round);
+        s.write_ciphertext(&mut out);
+        s.read_plaintext(&mut out);
+    }
+    assert!(
+        errors > 1000,
+        "most mutated inputs must be refused: {errors}"
+    );
+}
+
+#[test]
+fn unclean_eof_and_bytes_after_close_notify() {
+    let sc = server(&settings(), new_cache());
+    // Unclean: FIN without close_notify.
+    let cc = Client::v13().build();
+    let mut client =
+        ClientConnection::new(cc.clone(), ServerName::try_from("a.example").unwrap()).unwrap();
+    let mut s = TlsSession::<u64>::new(sc.clone(), DEFAULT_BUFFER_LIMIT).unwrap();
+    let mut now = 0;
+    pump(&mut client, &mut s, &mut now).unwrap();
+    s.feed_eof(now).unwrap();
+    assert!(!s.peer_closed());
+    assert_eq!(s.read_plaintext(&mut [0u8; 8]), 0);
+    // Clean: close_notify, then bytes after it are not consumed.
+    let mut client = ClientConnection::new(cc, ServerName::try_from("a.example").unwrap()).unwrap();
+    let mut s = TlsSession::<u64>::new(sc, DEFAULT_BUFFER_LIMIT).unwrap();
+    pump(&mut client, &mut s, &mut now).unwrap();
+    client.send_close_notify();
+    let mut wire = Vec::new();
+    while client.wants_write() {
+        client.write_tls(&mut wire).unwrap();
+    }
+    let len = wire.len();
+    wire.extend_from_slice(&[0x17, 0x03, 0x03, 0x00, 0x05, 1, 2, 3, 4, 5]);
+    let n = s.feed(now, &wire).unwrap();
+    assert!(s.peer_closed());
+    // rustls reads what it is given before it sees the alert; later feeds take nothing.
+    assert!(n >= len);
+    assert_eq!(s.feed(now, &[0x17, 0x03, 0x03, 0x00, 0x01, 9]).unwrap(), 0);
+    assert_eq!(s.read_plaintext(&mut [0u8; 8]), 0);
+}
