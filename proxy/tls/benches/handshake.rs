@@ -3,7 +3,7 @@
 //! `ServerConfig`. A rustls client runs in the same loop; the server's own time is measured
 //! around the server calls only, so "server-side handshakes/s" is what one core could serve.
 //!
-//! Usage: `cargo bench -p sluice-tls --bench handshake [-- SECONDS_PER_CASE]`
+//! Usage: `cargo bench -p sluice-tls --bench handshake [-- SECONDS_PER_ROUND ROUNDS]`
 
 use std::io::{Read, Write};
 use std::sync::Arc;
@@ -123,13 +123,13 @@ fn handshake(cc: &Arc<ClientConfig>, server: &mut dyn Server) -> Duration {
     }
 }
 
-fn case(
-    name: &str,
+/// Handshakes for `secs`; returns (server-side handshakes/s, client+server loop handshakes/s).
+fn measure(
     secs: f64,
     cc: &Arc<ClientConfig>,
     make: &dyn Fn() -> Box<dyn Server>,
     expect_resumed: bool,
-) {
+) -> (f64, f64) {
     // Warm-up (and, for resumption, the session the client will resume).
     let mut s = make();
     handshake(cc, s.as_mut());
@@ -138,23 +138,63 @@ fn case(
     while start.elapsed().as_secs_f64() < secs {
         let mut s = make();
         server_time += handshake(cc, s.as_mut());
-        assert_eq!(s.resumed(), expect_resumed, "{name}");
+        assert_eq!(s.resumed(), expect_resumed);
         n += 1;
     }
-    let wall = start.elapsed().as_secs_f64();
-    println!(
-        "{name:<44} {:>8.0} handshakes/s server-side ({:>6.1} us each)   {:>7.0}/s client+server loop",
+    (
         n as f64 / server_time.as_secs_f64(),
-        server_time.as_secs_f64() * 1e6 / n as f64,
-        n as f64 / wall
+        n as f64 / start.elapsed().as_secs_f64(),
+    )
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// Interleaved rounds of TlsSession and plain rustls; prints medians.
+fn case(
+    name: &str,
+    secs: f64,
+    rounds: usize,
+    cc: &Arc<ClientConfig>,
+    ours: &dyn Fn() -> Box<dyn Server>,
+    plain: &dyn Fn() -> Box<dyn Server>,
+    expect_resumed: bool,
+) {
+    let (mut a, mut b, mut la, mut lb) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for r in 0..rounds {
+        // Alternate which goes first.
+        let (x, y) = if r % 2 == 0 {
+            let x = measure(secs, cc, ours, expect_resumed);
+            (x, measure(secs, cc, plain, expect_resumed))
+        } else {
+            let y = measure(secs, cc, plain, expect_resumed);
+            (measure(secs, cc, ours, expect_resumed), y)
+        };
+        a.push(x.0);
+        la.push(x.1);
+        b.push(y.0);
+        lb.push(y.1);
+    }
+    let (a, b) = (median(a), median(b));
+    println!(
+        "{name:<32} TlsSession {a:>7.0}/s ({:>6.1} us)  plain rustls {b:>7.0}/s ({:>6.1} us)  server-side; \
+         client+server loop {:>6.0}/s vs {:>6.0}/s",
+        1e6 / a,
+        1e6 / b,
+        median(la),
+        median(lb)
     );
 }
 
 fn main() {
-    let secs: f64 = std::env::args()
+    let args: Vec<f64> = std::env::args()
         .skip(1)
-        .find_map(|a| a.parse().ok())
-        .unwrap_or(2.0);
+        .filter_map(|a| a.parse().ok())
+        .collect();
+    let secs = args.first().copied().unwrap_or(1.0);
+    let rounds = args.get(1).copied().unwrap_or(3.0) as usize;
     let dir = std::env::temp_dir().join(format!("sluice-tls-bench-{}", std::process::id()));
     let ca = certs(&dir);
     let settings = TlsSettings {
@@ -187,7 +227,7 @@ fn main() {
         Arc::new(c)
     };
     println!(
-        "in-memory handshakes, ECDSA P-256 certificate, X25519, {secs} s per case (one thread)"
+        "in-memory handshakes, ECDSA P-256 certificate, X25519, one thread, {rounds} interleaved rounds of {secs} s, medians"
     );
     let full13 = client(&[&rustls::version::TLS13], false);
     let res12 = client(&[&rustls::version::TLS12], true);
@@ -199,39 +239,30 @@ fn main() {
         )) as Box<dyn Server>
     };
     let plain = || Box::new(Plain(ServerConnection::new(sc.clone()).unwrap())) as Box<dyn Server>;
-    case("TLS 1.3 full, TlsSession", secs, &full13, &ours, false);
     case(
-        "TLS 1.3 full, plain rustls ServerConnection",
+        "TLS 1.3 full handshake",
         secs,
+        rounds,
         &full13,
+        &ours,
         &plain,
         false,
     );
     case(
-        "TLS 1.2 session-ID resumption, TlsSession",
+        "TLS 1.2 session-ID resumption",
         secs,
+        rounds,
         &res12,
         &ours,
-        true,
-    );
-    case(
-        "TLS 1.2 session-ID resumption, plain rustls",
-        secs,
-        &res12,
         &plain,
         true,
     );
     case(
-        "TLS 1.3 stateful resumption, TlsSession",
+        "TLS 1.3 stateful resumption",
         secs,
+        rounds,
         &res13,
         &ours,
-        true,
-    );
-    case(
-        "TLS 1.3 stateful resumption, plain rustls",
-        secs,
-        &res13,
         &plain,
         true,
     );
