@@ -194,6 +194,10 @@ pub struct Listener {
     /// Relay accepted connections to this backend (`ip:port`, reached through the kernel).
     #[serde(default)]
     pub backend: Option<String>,
+    /// Terminate TLS on this listener (needs `backend`): certificates, versions, ALPN,
+    /// resumption. Relative paths are taken from the configuration file's directory.
+    #[serde(default)]
+    pub tls: Option<sluice_tls::TlsSettings>,
 }
 
 impl Listener {
@@ -334,6 +338,14 @@ impl Config {
             if usize::from(l.echo) + usize::from(l.refuse) + usize::from(l.backend.is_some()) != 1 {
                 return Err((format!("listener[{i}]"), "needs exactly one of `backend`, `echo`, `refuse`".into()));
             }
+            if l.tls.is_some() && l.backend.is_none() {
+                return Err((format!("listener[{i}].tls"), "TLS termination needs a `backend` to relay to".into()));
+            }
+            if let Some(tls) = &l.tls
+                && tls.certificates.is_empty()
+            {
+                return Err((format!("listener[{i}].tls.certificates"), "at least one certificate is needed".into()));
+            }
             if let Some(b) = &l.backend {
                 let b: SocketAddrV4 = b.parse().map_err(|_| {
                     (format!("listener[{i}].backend"), format!("{b:?} is not an IPv4 address and port (ip:port)"))
@@ -471,6 +483,19 @@ echo = true
         assert!(e.contains("listener[0].backend") && e.contains("backend:80"), "{e}");
         let c = parse(&GOOD.replace("refuse = true", "backend = \"203.0.113.2:8080\"")).unwrap();
         assert_eq!(c.listeners[0].mode(), ListenerMode::Relay("203.0.113.2:8080".parse().unwrap()));
+    }
+
+    #[test]
+    fn tls_needs_a_backend_and_a_certificate() {
+        let tls = "\n[listener.tls]\ncertificates = [{ cert = \"a.pem\", key = \"a.key\" }]\n";
+        let e = error(&GOOD.replace("refuse = true", &format!("refuse = true{tls}")));
+        assert!(e.contains("listener[0].tls") && e.contains("backend"), "{e}");
+        let e = error(&GOOD.replace("refuse = true", "backend = \"203.0.113.2:8080\"\n[listener.tls]\nalpn = [\"h2\"]\n"));
+        assert!(e.contains("listener[0].tls.certificates"), "{e}");
+        let c = parse(&GOOD.replace("refuse = true", &format!("backend = \"203.0.113.2:8080\"{tls}"))).unwrap();
+        let t = c.listeners[0].tls.as_ref().unwrap();
+        assert_eq!(t.certificates[0].cert, std::path::PathBuf::from("a.pem"));
+        assert!(t.tls12 && t.tls13, "defaults");
     }
 
     #[test]

@@ -18,6 +18,11 @@ pub struct Latencies {
     pub backend_connect: Histogram<u64>,
     /// Client connection established to the first byte from the backend.
     pub first_backend_byte: Histogram<u64>,
+    /// TLS handshakes, first ClientHello byte to handshake complete, by version and kind.
+    pub tls13_full: Histogram<u64>,
+    pub tls13_resumed: Histogram<u64>,
+    pub tls12_full: Histogram<u64>,
+    pub tls12_resumed: Histogram<u64>,
 }
 
 fn histogram() -> Histogram<u64> {
@@ -27,20 +32,59 @@ fn histogram() -> Histogram<u64> {
 
 impl Default for Latencies {
     fn default() -> Self {
-        Self { backend_connect: histogram(), first_backend_byte: histogram() }
+        Self {
+            backend_connect: histogram(),
+            first_backend_byte: histogram(),
+            tls13_full: histogram(),
+            tls13_resumed: histogram(),
+            tls12_full: histogram(),
+            tls12_resumed: histogram(),
+        }
     }
 }
 
 impl Latencies {
     /// Every histogram with its name.
     pub fn iter(&self) -> impl Iterator<Item = (&'static str, &Histogram<u64>)> {
-        [("backend_connect", &self.backend_connect), ("first_backend_byte", &self.first_backend_byte)].into_iter()
+        [
+            ("backend_connect", &self.backend_connect),
+            ("first_backend_byte", &self.first_backend_byte),
+            ("tls13_handshake_full", &self.tls13_full),
+            ("tls13_handshake_resumed", &self.tls13_resumed),
+            ("tls12_handshake_full", &self.tls12_full),
+            ("tls12_handshake_resumed", &self.tls12_resumed),
+        ]
+        .into_iter()
+    }
+
+    fn iter_mut(&mut self) -> impl Iterator<Item = &mut Histogram<u64>> {
+        [
+            &mut self.backend_connect,
+            &mut self.first_backend_byte,
+            &mut self.tls13_full,
+            &mut self.tls13_resumed,
+            &mut self.tls12_full,
+            &mut self.tls12_resumed,
+        ]
+        .into_iter()
     }
 
     /// Adds `other`'s counts into `self` (same bounds, so this cannot fail).
     pub fn merge(&mut self, other: &Latencies) {
-        let _ = self.backend_connect.add(&other.backend_connect);
-        let _ = self.first_backend_byte.add(&other.first_backend_byte);
+        for (mine, (_, theirs)) in self.iter_mut().zip(other.iter()) {
+            let _ = mine.add(theirs);
+        }
+    }
+
+    /// The histogram for a TLS handshake of this version and kind.
+    pub fn tls_handshake(&mut self, info: &sluice_tls::HandshakeInfo) -> &mut Histogram<u64> {
+        let tls13 = info.version == sluice_tls::rustls::ProtocolVersion::TLSv1_3;
+        match (tls13, info.resumed) {
+            (true, false) => &mut self.tls13_full,
+            (true, true) => &mut self.tls13_resumed,
+            (false, false) => &mut self.tls12_full,
+            (false, true) => &mut self.tls12_resumed,
+        }
     }
 }
 

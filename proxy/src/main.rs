@@ -40,9 +40,10 @@ fn main() -> ExitCode {
         (Some(Command::CheckConfig { file }), _) => Config::load(&file).map(|_| {
             println!("{}: ok", file.display());
         }).map_err(anyhow::Error::from),
-        (None, Some(file)) => Config::load(&file)
-            .map_err(anyhow::Error::from)
-            .and_then(sluice::run::run),
+        (None, Some(file)) => Config::load(&file).map_err(anyhow::Error::from).and_then(|config| {
+            let dir = file.parent().map(std::path::Path::to_path_buf).unwrap_or_default();
+            sluice::run::run(config, &dir)
+        }),
         (None, None) => Err(anyhow::anyhow!("nothing to do: give --config FILE or a subcommand (see --help)")),
     };
     match result {

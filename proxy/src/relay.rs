@@ -1,5 +1,12 @@
-//! One proxied connection: the client's TCP connection on sluice's stack, relayed to a backend
-//! over a non-blocking kernel TCP socket (TLS termination slots in between in a later step).
+//! One proxied connection: the client's TCP connection on sluice's stack, optionally terminated
+//! with TLS (rustls, through `sluice_tls::TlsSession`), relayed to a backend over a non-blocking
+//! kernel TCP socket.
+//!
+//! With TLS the client side has two more bounded queues: ciphertext received from the client and
+//! not yet taken by rustls, and ciphertext rustls produced and the TCP send buffer did not take
+//! yet. rustls's own buffers are bounded by `TlsSession::new`'s limit. A TLS error (garbage
+//! instead of a ClientHello, a bad certificate, ...) sends rustls's alert, closes the client
+//! connection and resets the backend.
 //!
 //! Bytes move both ways through bounded queues with back-pressure: when the queue towards the
 //! backend is full, sluice stops reading from the client connection, so its receive window
@@ -18,7 +25,11 @@ use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddrV4, TcpStream};
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use sluice_tcp::{ConnectionHandle, Endpoint, Instant, StreamError};
+use sluice_tls::rustls::ServerConfig;
+use sluice_tls::{HandshakeInfo, TlsSession};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
 /// A fixed-capacity byte queue: data is appended at the end and consumed from the front.
@@ -84,6 +95,30 @@ pub enum RelayEnd {
     BackendTimeout,
     /// The client reset or timed out; the backend was reset.
     ClientGone,
+    /// The TLS handshake or a record failed: an alert was sent, the backend reset.
+    TlsFailed,
+}
+
+/// A finished TLS handshake, for the histograms and counters: its duration from the first
+/// ClientHello byte, and what was agreed.
+#[derive(Debug, Clone)]
+pub struct Handshake {
+    pub duration: Duration,
+    pub info: HandshakeInfo,
+}
+
+/// The TLS side of a relay.
+#[derive(Debug)]
+struct Tls {
+    session: TlsSession<Instant>,
+    /// Ciphertext from the client not yet taken by rustls.
+    cipher_in: ByteQueue,
+    /// Ciphertext for the client not yet taken by the TCP send buffer.
+    cipher_out: ByteQueue,
+    tcp_eof: bool,
+    eof_fed: bool,
+    close_notify_sent: bool,
+    handshake_reported: bool,
 }
 
 #[derive(Debug)]
@@ -99,6 +134,7 @@ pub struct Relay {
     backend_write_shut: bool,
     backend_eof: bool,
     client_closed: bool,
+    tls: Option<Box<Tls>>,
     pub started: Instant,
     /// Set once: how the relay ended (the worker removes it when the TCB is freed).
     pub end: Option<RelayEnd>,
@@ -119,7 +155,20 @@ impl Relay {
         now: Instant,
         connect_timeout: Duration,
         buffer: usize,
+        tls: Option<Arc<ServerConfig>>,
     ) -> std::io::Result<Self> {
+        let tls = match tls {
+            None => None,
+            Some(config) => Some(Box::new(Tls {
+                session: TlsSession::new(config, buffer).map_err(std::io::Error::other)?,
+                cipher_in: ByteQueue::new(buffer),
+                cipher_out: ByteQueue::new(buffer),
+                tcp_eof: false,
+                eof_fed: false,
+                close_notify_sent: false,
+                handshake_reported: false,
+            })),
+        };
         let socket = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP))?;
         socket.set_nonblocking(true)?;
         socket.set_tcp_nodelay(true)?;
@@ -140,6 +189,7 @@ impl Relay {
             backend_write_shut: false,
             backend_eof: false,
             client_closed: false,
+            tls,
             started: now,
             end: None,
             connect_time: None,
@@ -176,6 +226,18 @@ impl Relay {
         (connect, first)
     }
 
+    /// A TLS handshake that completed since the last call, once.
+    pub fn take_handshake(&mut self) -> Option<Handshake> {
+        let tls = self.tls.as_mut()?;
+        if tls.handshake_reported {
+            return None;
+        }
+        let (first, done) = (tls.session.first_byte_at()?, tls.session.handshake_done_at()?);
+        let info = tls.session.handshake_info()?.clone();
+        tls.handshake_reported = true;
+        Some(Handshake { duration: done.saturating_duration_since(first), info })
+    }
+
     /// The client reset or timed out: reset the backend too.
     pub fn client_gone(&mut self) {
         if self.end.is_none() {
@@ -191,6 +253,133 @@ impl Relay {
             let _ = socket2::SockRef::from(&self.backend).set_linger(Some(Duration::ZERO));
             self.end = Some(why);
         }
+    }
+
+    /// Takes what the client sent into `to_backend` (through rustls with TLS). `Err` on a TLS
+    /// failure. Returns whether anything moved.
+    fn from_client(&mut self, tcp: &mut Endpoint, now: Instant) -> Result<bool, ()> {
+        let Some(tls) = self.tls.as_deref_mut() else {
+            if self.client_eof {
+                return Ok(false);
+            }
+            let space = self.to_backend.space_mut();
+            if space.is_empty() {
+                return Ok(false);
+            }
+            return Ok(match tcp.recv(self.handle, space) {
+                Ok(n) => {
+                    self.to_backend.commit(n);
+                    n > 0
+                }
+                Err(StreamError::Finished) => {
+                    self.client_eof = true;
+                    true
+                }
+                Err(_) => false,
+            });
+        };
+        let mut progress = false;
+        if !tls.tcp_eof {
+            let space = tls.cipher_in.space_mut();
+            if !space.is_empty() {
+                match tcp.recv(self.handle, space) {
+                    Ok(n) => {
+                        tls.cipher_in.commit(n);
+                        progress |= n > 0;
+                    }
+                    Err(StreamError::Finished) => {
+                        tls.tcp_eof = true;
+                        progress = true;
+                    }
+                    Err(_) => {}
+                }
+            }
+        }
+        while !tls.cipher_in.is_empty() {
+            let n = tls.session.feed(now, tls.cipher_in.data()).map_err(|_| ())?;
+            tls.cipher_in.consume(n);
+            progress |= n > 0;
+            // Plaintext out first, so that rustls can take more.
+            let space = self.to_backend.space_mut();
+            let m = tls.session.read_plaintext(space);
+            self.to_backend.commit(m);
+            progress |= m > 0;
+            if n == 0 && m == 0 {
+                break;
+            }
+        }
+        if tls.tcp_eof && tls.cipher_in.is_empty() && !tls.eof_fed {
+            tls.session.feed_eof(now).map_err(|_| ())?;
+            tls.eof_fed = true;
+            progress = true;
+        }
+        let m = tls.session.read_plaintext(self.to_backend.space_mut());
+        self.to_backend.commit(m);
+        progress |= m > 0;
+        if !self.client_eof && m == 0 && (tls.session.peer_closed() || tls.eof_fed) {
+            // close_notify, or the TCP stream ended: the plaintext stream to the backend ends.
+            self.client_eof = true;
+            progress = true;
+        }
+        progress |= Self::flush_ciphertext(tls, tcp, self.handle)?;
+        Ok(progress)
+    }
+
+    /// Sends `to_client` to the client (through rustls with TLS). `Err` when the client
+    /// connection no longer takes data.
+    fn to_client(&mut self, tcp: &mut Endpoint) -> Result<bool, ()> {
+        let Some(tls) = self.tls.as_deref_mut() else {
+            if self.to_client.is_empty() {
+                return Ok(false);
+            }
+            let n = tcp.send(self.handle, self.to_client.data()).map_err(|_| ())?;
+            self.to_client.consume(n);
+            self.bytes_to_client += n as u64;
+            return Ok(n > 0);
+        };
+        let mut progress = false;
+        if !self.to_client.is_empty() && !tls.close_notify_sent {
+            let n = tls.session.write_plaintext(self.to_client.data());
+            self.to_client.consume(n);
+            self.bytes_to_client += n as u64;
+            progress |= n > 0;
+        }
+        progress |= Self::flush_ciphertext(tls, tcp, self.handle)?;
+        Ok(progress)
+    }
+
+    /// rustls's records -> `cipher_out` -> the TCP send buffer.
+    fn flush_ciphertext(tls: &mut Tls, tcp: &mut Endpoint, h: ConnectionHandle) -> Result<bool, ()> {
+        let mut progress = false;
+        loop {
+            let n = tls.session.write_ciphertext(tls.cipher_out.space_mut());
+            tls.cipher_out.commit(n);
+            if tls.cipher_out.is_empty() {
+                break;
+            }
+            let sent = tcp.send(h, tls.cipher_out.data()).map_err(|_| ())?;
+            tls.cipher_out.consume(sent);
+            progress |= sent > 0 || n > 0;
+            if sent == 0 {
+                break;
+            }
+        }
+        Ok(progress)
+    }
+
+    /// A TLS failure: send rustls's alert (if any), close the client connection after it,
+    /// reset the backend.
+    fn tls_failed(&mut self, tcp: &mut Endpoint) {
+        if let Some(tls) = self.tls.as_deref_mut() {
+            let _ = Self::flush_ciphertext(tls, tcp, self.handle);
+        }
+        if !self.client_closed {
+            tcp.close(self.handle);
+            self.client_closed = true;
+        }
+        let _ = socket2::SockRef::from(&self.backend).set_linger(Some(Duration::ZERO));
+        let _ = self.backend.shutdown(Shutdown::Both);
+        self.end = Some(RelayEnd::TlsFailed);
     }
 
     /// Moves every byte that can move now, both ways. Call on any TCP event of the connection,
@@ -219,22 +408,9 @@ impl Relay {
         loop {
             let mut progress = false;
             // Client -> backend.
-            if !self.client_eof {
-                let space = self.to_backend.space_mut();
-                if !space.is_empty() {
-                    match tcp.recv(self.handle, space) {
-                        Ok(0) => {}
-                        Ok(n) => {
-                            self.to_backend.commit(n);
-                            progress = true;
-                        }
-                        Err(StreamError::Finished) => {
-                            self.client_eof = true;
-                            progress = true;
-                        }
-                        Err(_) => {}
-                    }
-                }
+            match self.from_client(tcp, now) {
+                Ok(p) => progress |= p,
+                Err(()) => return self.tls_failed(tcp),
             }
             if connected && self.writable && !self.to_backend.is_empty() {
                 match self.backend.write(self.to_backend.data()) {
@@ -274,19 +450,27 @@ impl Relay {
                     }
                 }
             }
-            if !self.to_client.is_empty() {
-                match tcp.send(self.handle, self.to_client.data()) {
-                    Ok(n) => {
-                        self.to_client.consume(n);
-                        self.bytes_to_client += n as u64;
-                        progress |= n > 0;
-                    }
-                    Err(_) => return self.fail(tcp, RelayEnd::ClientGone),
-                }
+            match self.to_client(tcp) {
+                Ok(p) => progress |= p,
+                Err(()) => return self.fail(tcp, RelayEnd::ClientGone),
             }
             if self.backend_eof && self.to_client.is_empty() && !self.client_closed {
-                tcp.close(self.handle);
-                self.client_closed = true;
+                match self.tls.as_deref_mut() {
+                    None => {
+                        tcp.close(self.handle);
+                        self.client_closed = true;
+                    }
+                    Some(tls) => {
+                        if !tls.close_notify_sent {
+                            tls.session.send_close_notify();
+                            tls.close_notify_sent = true;
+                            progress = true;
+                        } else if tls.cipher_out.is_empty() && !tls.session.wants_write() {
+                            tcp.close(self.handle);
+                            self.client_closed = true;
+                        }
+                    }
+                }
             }
             if !progress {
                 break;

@@ -20,7 +20,8 @@ use crate::loader::{self, Loader, XdpMode};
 use crate::config::Congestion;
 use crate::worker::{self, Dispatch, SharedCounters};
 
-pub fn run(config: Config) -> Result<()> {
+/// `config` was read from `config_dir` (relative certificate paths are taken from there).
+pub fn run(config: Config, config_dir: &std::path::Path) -> Result<()> {
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(signal, Arc::clone(&stop)).context("installing signal handlers")?;
@@ -79,6 +80,19 @@ pub fn run(config: Config) -> Result<()> {
         tracing::info!(%addr, "listening");
     }
 
+    // TLS: one ServerConfig per listener, its session cache shared by every worker.
+    let mut tls_configs = HashMap::new();
+    let mut session_caches = Vec::new();
+    for (i, l) in config.listeners.iter().enumerate() {
+        if let Some(settings) = &l.tls {
+            let clock = Arc::new(sluice_tls::rustls::time_provider::DefaultTimeProvider);
+            let cache = sluice_tls::SessionCache::new(settings.session_cache_config(), clock);
+            let server = sluice_tls::build(settings, config_dir, Arc::clone(&cache))
+                .with_context(|| format!("listener[{i}] ({})", l.address))?;
+            tls_configs.insert(l.socket_addr(), server);
+            session_caches.push((l.socket_addr(), cache));
+        }
+    }
     let local_mac = interface_mac(&d.interface)?;
     let tcp_config = tcp_config(&config, &d.interface)?;
     let workers_n = sockets.len();
@@ -99,6 +113,7 @@ pub fn run(config: Config) -> Result<()> {
             endpoint,
             local_mac,
             config.relay.clone(),
+            tls_configs.clone(),
         )?;
         let (stop, peers) = (Arc::clone(&stop), peers.clone());
         let core = (!cores.is_empty()).then(|| cores[i % cores.len()]);
@@ -114,7 +129,7 @@ pub fn run(config: Config) -> Result<()> {
     let stats = {
         let attached = Arc::clone(&attached);
         let shared_counters = shared_counters.clone();
-        Arc::new(move || stats_json(&attached, &shared_counters)) as crate::admin::StatsSource
+        Arc::new(move || stats_json(&attached, &shared_counters, &session_caches)) as crate::admin::StatsSource
     };
     let admin = AdminServer::spawn(config.admin.address, stats, Arc::clone(&stop))?;
     tracing::info!(address = %admin.local_addr, "admin endpoint serving /stats.json");
@@ -134,7 +149,11 @@ pub fn run(config: Config) -> Result<()> {
     Ok(())
 }
 
-fn stats_json(attached: &Mutex<loader::Attached>, queues: &[SharedCounters]) -> serde_json::Value {
+fn stats_json(
+    attached: &Mutex<loader::Attached>,
+    queues: &[SharedCounters],
+    caches: &[(std::net::SocketAddrV4, Arc<sluice_tls::SessionCache>)],
+) -> serde_json::Value {
     let (mode, counters) = match attached.lock() {
         Ok(a) => (
             a.mode().as_str(),
@@ -160,6 +179,15 @@ fn stats_json(attached: &Mutex<loader::Attached>, queues: &[SharedCounters]) -> 
         },
         "queues": queues,
         "latency": crate::latency::json(&latencies),
+        "session_caches": caches.iter().map(|(addr, c)| {
+            let s = c.stats();
+            serde_json::json!({
+                "listener": addr.to_string(),
+                "hits": s.hits, "misses": s.misses, "inserts": s.inserts, "rejected": s.rejected,
+                "evicted_capacity": s.evicted_capacity, "evicted_bytes": s.evicted_bytes,
+                "evicted_expired": s.evicted_expired, "entries": s.entries, "bytes": s.bytes,
+            })
+        }).collect::<Vec<_>>(),
     })
 }
 

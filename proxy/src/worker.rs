@@ -80,9 +80,13 @@ pub struct QueueCounters {
     pub relays_backend_failed: u64,
     pub relays_backend_timeout: u64,
     pub relays_client_gone: u64,
-    /// Relayed bytes.
+    /// Relayed bytes (plaintext, with TLS).
     pub relay_bytes_to_backend: u64,
     pub relay_bytes_to_client: u64,
+    /// TLS handshakes completed, full and resumed; connections ended by a TLS error (alert sent).
+    pub tls_handshakes_full: u64,
+    pub tls_handshakes_resumed: u64,
+    pub tls_failed: u64,
     /// Loop iterations that slept in poll.
     pub idle_sleeps: u64,
     /// UMEM frames on the free list and in total.
@@ -204,6 +208,8 @@ pub struct Dispatch {
     /// Relays whose backend connect is under way (checked against their deadline).
     connecting: Vec<ConnectionHandle>,
     relay_settings: crate::config::Relay,
+    /// TLS termination per listener address.
+    tls: HashMap<SocketAddrV4, Arc<sluice_tls::rustls::ServerConfig>>,
     /// The worker's readiness set: its AF_XDP socket, its inbox and every backend socket.
     pub epoll: Epoll,
     pub counters: QueueCounters,
@@ -230,6 +236,7 @@ impl Dispatch {
         mut tcp: Endpoint,
         local_mac: MacAddress,
         relay_settings: crate::config::Relay,
+        tls: HashMap<SocketAddrV4, Arc<sluice_tls::rustls::ServerConfig>>,
     ) -> std::io::Result<Self> {
         for (addr, mode) in &listeners {
             if *mode != ListenerMode::Refuse {
@@ -253,6 +260,7 @@ impl Dispatch {
             next_token: 0,
             connecting: Vec::new(),
             relay_settings,
+            tls,
             epoll: Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?,
             counters: QueueCounters { queue: worker as u32, ..Default::default() },
             latencies: Default::default(),
@@ -324,7 +332,10 @@ impl Dispatch {
                     self.counters.connections_established += 1;
                     let local = self.tcp.four_tuple(h).map(|t| t.local);
                     match local.and_then(|l| self.listeners.get(&l).copied()) {
-                        Some(ListenerMode::Relay(backend)) => self.open_relay(h, backend, now),
+                        Some(ListenerMode::Relay(backend)) => {
+                            let tls = local.and_then(|l| self.tls.get(&l).cloned());
+                            self.open_relay(h, backend, tls, now)
+                        }
                         _ => {
                             self.echo.insert(h, Echo::default());
                         }
@@ -392,6 +403,11 @@ impl Dispatch {
         if let Some(d) = first_byte {
             crate::latency::record(&mut self.latencies.first_backend_byte, d);
         }
+        if let Some(hs) = r.take_handshake() {
+            let c = &mut self.counters;
+            if hs.info.resumed { c.tls_handshakes_resumed += 1 } else { c.tls_handshakes_full += 1 }
+            crate::latency::record(self.latencies.tls_handshake(&hs.info), hs.duration);
+        }
     }
 
     /// A backend socket became readable and/or writable (edge-triggered).
@@ -408,9 +424,15 @@ impl Dispatch {
         self.pump_relay(h, now);
     }
 
-    fn open_relay(&mut self, h: ConnectionHandle, backend: SocketAddrV4, now: Instant) {
+    fn open_relay(
+        &mut self,
+        h: ConnectionHandle,
+        backend: SocketAddrV4,
+        tls: Option<Arc<sluice_tls::rustls::ServerConfig>>,
+        now: Instant,
+    ) {
         let timeout = Duration::from_millis(self.relay_settings.backend_connect_timeout_ms);
-        let relay = match Relay::connect(h, backend, now, timeout, self.relay_settings.buffer) {
+        let relay = match Relay::connect(h, backend, now, timeout, self.relay_settings.buffer, tls) {
             Ok(r) => r,
             Err(e) => {
                 tracing::debug!(%backend, "backend connect: {e}");
@@ -448,6 +470,7 @@ impl Dispatch {
             Some(RelayEnd::Clean) => c.relays_clean += 1,
             Some(RelayEnd::BackendFailed) => c.relays_backend_failed += 1,
             Some(RelayEnd::BackendTimeout) => c.relays_backend_timeout += 1,
+            Some(RelayEnd::TlsFailed) => c.tls_failed += 1,
             Some(RelayEnd::ClientGone) | None => c.relays_client_gone += 1,
         }
     }
@@ -696,7 +719,8 @@ mod tests {
             listeners.insert(SocketAddrV4::new(PROXY, *port), *mode);
         }
         let tcp = Endpoint::new(sluice_tcp::Config::default(), Instant::ZERO);
-        Dispatch::new(worker, workers, listeners, true, tcp, PROXY_MAC, crate::config::Relay::default()).unwrap()
+        Dispatch::new(worker, workers, listeners, true, tcp, PROXY_MAC, crate::config::Relay::default(), HashMap::new())
+            .unwrap()
     }
 
     fn dispatch(worker: usize, workers: usize) -> Dispatch {

@@ -9,7 +9,7 @@ use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
-use common::{Sluice, config};
+use common::{Sluice, config, echo_backend};
 use sha2::{Digest, Sha256};
 use sluice_testbed::in_netns;
 
@@ -21,34 +21,6 @@ fn relay_config() -> String {
         "[[listener]]\naddress = \"198.51.100.2:80\"\nbackend = \"203.0.113.2:8080\"\n\n\
          [tcp]\ntime_wait_ms = 1000\n\n[relay]\nbackend_connect_timeout_ms = 2000\n",
     )
-}
-
-/// An echo server in the backend namespace: echoes every byte, and after the client's FIN
-/// finishes echoing and closes its side (half-close passed through).
-fn echo_backend(ns: &str) -> Result<()> {
-    let listener = in_netns(ns, || TcpListener::bind("203.0.113.2:8080"))??;
-    std::thread::spawn(move || {
-        for conn in listener.incoming() {
-            let Ok(mut conn) = conn else { continue };
-            std::thread::spawn(move || {
-                let mut buf = vec![0u8; 1 << 16];
-                loop {
-                    match conn.read(&mut buf) {
-                        Ok(0) => break,
-                        Ok(n) => {
-                            if conn.write_all(&buf[..n]).is_err() {
-                                return;
-                            }
-                        }
-                        Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                        Err(_) => return,
-                    }
-                }
-                let _ = conn.shutdown(Shutdown::Write);
-            });
-        }
-    });
-    Ok(())
 }
 
 fn addr() -> SocketAddr {
@@ -91,20 +63,6 @@ fn stream(len: usize) -> Result<([u8; 32], [u8; 32], Duration)> {
     Ok((h.finalize().into(), back, start.elapsed()))
 }
 
-fn wait_relays_closed(sluice: &Sluice) -> Result<serde_json::Value> {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let stats = sluice.stats()?;
-        if sluice.queue_total(&stats, "relays_open") == 0 && sluice.queue_total(&stats, "connections_open") == 0 {
-            return Ok(stats);
-        }
-        if Instant::now() > deadline {
-            bail!("relays still open after 15 s: {stats:#}");
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
 #[test]
 fn relays_256_mib_each_way_intact_with_half_close() -> Result<()> {
     let sluice = Sluice::start("sl-rl1-", &relay_config())?;
@@ -113,7 +71,7 @@ fn relays_256_mib_each_way_intact_with_half_close() -> Result<()> {
     let (sent, back, elapsed) = in_netns(&sluice.client(), move || stream(mib << 20))??;
     ensure!(sent == back, "sha256 differs");
     eprintln!("{mib} MiB relayed each way in {elapsed:.2?} ({:.1} MB/s)", (mib << 20) as f64 / elapsed.as_secs_f64() / 1e6);
-    let stats = wait_relays_closed(&sluice)?;
+    let stats = sluice.wait_relays_closed()?;
     ensure!(sluice.queue_total(&stats, "relays_clean") == 1, "{stats:#}");
     ensure!(sluice.queue_total(&stats, "relay_bytes_to_backend") == (mib as u64) << 20, "{stats:#}");
     ensure!(sluice.queue_total(&stats, "relay_bytes_to_client") == (mib as u64) << 20, "{stats:#}");
@@ -139,7 +97,7 @@ fn two_hundred_concurrent_relayed_connections() -> Result<()> {
         }
     }
     ensure!(failures.is_empty(), "{} of 200 failed: {:?}", failures.len(), &failures[..failures.len().min(3)]);
-    let stats = wait_relays_closed(&sluice)?;
+    let stats = sluice.wait_relays_closed()?;
     ensure!(sluice.queue_total(&stats, "relays_clean") == 200, "{stats:#}");
     // Every relay's backend connect and first backend byte is in the merged histograms.
     ensure!(stats["latency"]["backend_connect"]["count"] == 200, "{:#}", stats["latency"]);
@@ -163,7 +121,7 @@ fn refusing_backend_resets_the_client() -> Result<()> {
         Err(e) if e.kind() == ErrorKind::ConnectionReset => {}
         other => bail!("expected a reset, got {other:?}"),
     }
-    let stats = wait_relays_closed(&sluice)?;
+    let stats = sluice.wait_relays_closed()?;
     ensure!(sluice.queue_total(&stats, "relays_backend_failed") == 1, "{stats:#}");
     // The backend appears: the next connection is relayed.
     echo_backend(&sluice.topology.topology.backend())?;

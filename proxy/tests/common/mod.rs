@@ -86,6 +86,22 @@ impl Sluice {
         sluice_testbed::get_json(&self.proxy(), ADMIN)
     }
 
+    /// Waits until no relay and no connection is open (their ends are counted when the TCB is
+    /// freed) and returns the stats then.
+    pub fn wait_relays_closed(&self) -> Result<serde_json::Value> {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let stats = self.stats()?;
+            if self.queue_total(&stats, "relays_open") == 0 && self.queue_total(&stats, "connections_open") == 0 {
+                return Ok(stats);
+            }
+            if Instant::now() > deadline {
+                bail!("relays still open after 15 s: {stats:#}");
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
     /// Sum of one per-queue counter over all queues.
     pub fn queue_total(&self, stats: &serde_json::Value, counter: &str) -> u64 {
         stats["queues"].as_array().map_or(0, |qs| qs.iter().map(|q| q[counter].as_u64().unwrap_or(0)).sum())
@@ -97,4 +113,69 @@ pub fn config(xdp_mode: &str, listeners: &str) -> String {
     format!(
         "[datapath]\ninterface = \"px0\"\nxdp_mode = \"{xdp_mode}\"\nframes_per_queue = 8192\n\n{listeners}\n"
     )
+}
+
+/// An echo server in the backend namespace (203.0.113.2:8080): echoes every byte, and after the
+/// client's FIN finishes echoing and closes its side (half-close passed through).
+pub fn echo_backend(ns: &str) -> Result<()> {
+    use std::io::{ErrorKind, Read, Write};
+    let listener = sluice_testbed::in_netns(ns, || std::net::TcpListener::bind("203.0.113.2:8080"))??;
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            std::thread::spawn(move || {
+                let mut buf = vec![0u8; 1 << 16];
+                loop {
+                    match conn.read(&mut buf) {
+                        Ok(0) => break,
+                        Ok(n) => {
+                            if conn.write_all(&buf[..n]).is_err() {
+                                return;
+                            }
+                        }
+                        Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                        Err(_) => return,
+                    }
+                }
+                let _ = conn.shutdown(std::net::Shutdown::Write);
+            });
+        }
+    });
+    Ok(())
+}
+
+/// A minimal HTTP/1.1 backend (203.0.113.2:8080): answers every request head with
+/// `200 OK` and the body `backend saw Host: <host>`, then closes.
+pub fn http_backend(ns: &str) -> Result<()> {
+    use std::io::{Read, Write};
+    let listener = sluice_testbed::in_netns(ns, || std::net::TcpListener::bind("203.0.113.2:8080"))??;
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            std::thread::spawn(move || {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 65536 {
+                    match conn.read(&mut buf) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let text = String::from_utf8_lossy(&head);
+                let host = text
+                    .lines()
+                    .find_map(|l| l.strip_prefix("Host: ").or_else(|| l.strip_prefix("host: ")))
+                    .unwrap_or("-")
+                    .trim()
+                    .to_owned();
+                let body = format!("backend saw Host: {host}\n");
+                let _ = write!(
+                    conn,
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            });
+        }
+    });
+    Ok(())
 }

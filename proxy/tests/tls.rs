@@ -1,0 +1,146 @@
+//! TLS termination on the bypass path against real clients (issue 4): curl and openssl in
+//! `{p}client` (Linux's TCP), sluice terminating TLS on 198.51.100.2:443 with its own TCP, and a
+//! plaintext HTTP backend in `{p}backend`.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context, Result, ensure};
+use common::{Sluice, config, http_backend};
+use sluice_testbed::{in_netns, in_ns};
+use sluice_tls::testcerts::{Ca, KeyKind};
+
+/// A CA, `a.test` (ECDSA) and `b.test` (RSA) certificates in `dir`.
+fn certificates(dir: &Path) -> Result<()> {
+    let ca = Ca::new()?;
+    std::fs::write(dir.join("ca.pem"), ca.cert_pem())?;
+    for (name, kind) in [("a.test", KeyKind::EcdsaP256), ("b.test", KeyKind::Rsa2048)] {
+        let leaf = ca.server(&[name], kind)?;
+        std::fs::write(dir.join(format!("{name}.pem")), &leaf.cert_pem)?;
+        std::fs::write(dir.join(format!("{name}.key")), &leaf.key_pem)?;
+    }
+    Ok(())
+}
+
+fn tls_config(dir: &Path) -> String {
+    let d = dir.display();
+    config(
+        "native",
+        &format!(
+            "[[listener]]\naddress = \"198.51.100.2:443\"\nbackend = \"203.0.113.2:8080\"\n\n\
+             [listener.tls]\ncertificates = [\n  \
+             {{ cert = \"{d}/a.test.pem\", key = \"{d}/a.test.key\", sni = [\"a.test\"], default = true }},\n  \
+             {{ cert = \"{d}/b.test.pem\", key = \"{d}/b.test.key\", sni = [\"b.test\"] }},\n]\n\
+             alpn = [\"http/1.1\"]\n\n[tcp]\ntime_wait_ms = 1000\n"
+        ),
+    )
+}
+
+/// Starts sluice with TLS on 443 and an HTTP backend; the certificates live in a fresh directory.
+fn start(prefix: &str) -> Result<(Sluice, std::path::PathBuf)> {
+    let dir = std::env::temp_dir().join(format!("{prefix}certs-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    certificates(&dir)?;
+    let sluice = Sluice::start(prefix, &tls_config(&dir))?;
+    http_backend(&sluice.topology.topology.backend())?;
+    Ok((sluice, dir))
+}
+
+#[test]
+fn curl_gets_the_backend_through_tls_for_two_names_and_both_versions() -> Result<()> {
+    let (sluice, dir) = start("sl-tl1-")?;
+    let ca = dir.join("ca.pem");
+    for name in ["a.test", "b.test"] {
+        for version in [["--tlsv1.2", "--tls-max", "1.2"], ["--tlsv1.3", "--tls-max", "1.3"]] {
+            let resolve = format!("{name}:443:198.51.100.2");
+            let url = format!("https://{name}/");
+            let mut args = vec!["-sS", "-v", "--max-time", "10", "--cacert", ca.to_str().context("path")?];
+            args.extend(["--resolve", &resolve]);
+            args.extend(version);
+            args.push(&url);
+            let out = in_ns(&sluice.client(), "curl", &args).with_context(|| format!("curl {name} {version:?}"))?;
+            let body = String::from_utf8_lossy(&out.stdout);
+            let log = String::from_utf8_lossy(&out.stderr);
+            ensure!(body == format!("backend saw Host: {name}\n"), "{name} {version:?}: body {body:?}");
+            // curl verified the chain against the CA (it fails otherwise) and shows the subject.
+            ensure!(log.contains(&format!("CN={name}")), "{name}: certificate subject not {name}:\n{log}");
+            let want = if version[0] == "--tlsv1.2" { "TLSv1.2" } else { "TLSv1.3" };
+            ensure!(log.contains(want), "{name}: not {want}:\n{log}");
+        }
+    }
+    let stats = sluice.wait_relays_closed()?;
+    ensure!(sluice.queue_total(&stats, "tls_handshakes_full") == 4, "{stats:#}");
+    ensure!(sluice.queue_total(&stats, "relays_clean") == 4, "{stats:#}");
+    let l = &stats["latency"];
+    ensure!(l["tls12_handshake_full"]["count"] == 2 && l["tls13_handshake_full"]["count"] == 2, "{l:#}");
+    Ok(())
+}
+
+/// `openssl s_client -sess_out` then `-sess_in`: the second connection is resumed, with TLS 1.2
+/// session IDs (tickets off) and with TLS 1.3.
+#[test]
+fn openssl_resumes_sessions_tls12_and_tls13() -> Result<()> {
+    let (sluice, dir) = start("sl-tl2-")?;
+    let ca = dir.join("ca.pem");
+    for version in ["-tls1_2", "-tls1_3"] {
+        let sess = dir.join(format!("session{version}.pem"));
+        let s_client = |io: &str| -> Result<String> {
+            let mut args = vec![
+                "s_client", "-connect", "198.51.100.2:443", "-servername", "a.test", version, "-CAfile",
+                ca.to_str().context("path")?, "-verify_return_error",
+            ];
+            if version == "-tls1_2" {
+                args.push("-no_ticket");
+            }
+            args.extend([io, sess.to_str().context("path")?]);
+            // stdin stays open for a second, so that the TLS 1.3 NewSessionTicket (sent after the
+            // handshake) arrives before s_client ends the session.
+            let cmd = format!("sleep 1 | timeout 10 openssl {}", args.join(" "));
+            let out = in_ns(&sluice.client(), "sh", &["-c", &cmd])
+                .or_else(|e| anyhow::bail!("openssl s_client {version} {io}: {e:#}"))?;
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        };
+        let first = s_client("-sess_out")?;
+        ensure!(first.contains("New, TLSv1"), "{version}: first handshake not new:\n{first}");
+        ensure!(first.contains("Verify return code: 0 (ok)"), "{version}: chain did not verify:\n{first}");
+        let second = s_client("-sess_in")?;
+        ensure!(second.contains("Reused, TLSv1"), "{version}: second handshake not resumed:\n{second}");
+    }
+    let stats = sluice.stats()?;
+    ensure!(sluice.queue_total(&stats, "tls_handshakes_resumed") == 2, "{stats:#}");
+    ensure!(sluice.queue_total(&stats, "tls_handshakes_full") == 2, "{stats:#}");
+    let l = &stats["latency"];
+    ensure!(l["tls12_handshake_resumed"]["count"] == 1 && l["tls13_handshake_resumed"]["count"] == 1, "{l:#}");
+    ensure!(stats["session_caches"][0]["hits"].as_u64() >= Some(2), "{stats:#}");
+    Ok(())
+}
+
+/// Plain HTTP instead of a ClientHello: an alert and a close, counted; the next client is fine.
+#[test]
+fn garbage_instead_of_a_client_hello_gets_an_alert() -> Result<()> {
+    let (sluice, dir) = start("sl-tl3-")?;
+    let answer = in_netns(&sluice.client(), || -> std::io::Result<Vec<u8>> {
+        let mut s = TcpStream::connect_timeout(&"198.51.100.2:443".parse().unwrap(), Duration::from_secs(5))?;
+        s.set_read_timeout(Some(Duration::from_secs(5)))?;
+        s.write_all(b"GET / HTTP/1.1\r\nHost: a.test\r\n\r\n")?;
+        let mut answer = Vec::new();
+        s.read_to_end(&mut answer)?;
+        Ok(answer)
+    })??;
+    // A TLS alert record: content type 21.
+    ensure!(answer.first() == Some(&21), "expected a TLS alert, got {answer:02x?}");
+    let stats = sluice.wait_relays_closed()?;
+    ensure!(sluice.queue_total(&stats, "tls_failed") == 1, "{stats:#}");
+    let ca = dir.join("ca.pem");
+    let out = in_ns(
+        &sluice.client(),
+        "curl",
+        &["-sS", "--max-time", "10", "--cacert", ca.to_str().context("path")?, "--resolve", "a.test:443:198.51.100.2", "https://a.test/"],
+    )?;
+    ensure!(out.stdout == b"backend saw Host: a.test\n");
+    Ok(())
+}
