@@ -110,7 +110,7 @@ fn openssl_resumes_sessions_tls12_and_tls13() -> Result<()> {
         let second = s_client("-sess_in")?;
         ensure!(second.contains("Reused, TLSv1"), "{version}: second handshake not resumed:\n{second}");
     }
-    let stats = sluice.stats()?;
+    let stats = sluice.wait_relays_closed()?;
     ensure!(sluice.queue_total(&stats, "tls_handshakes_resumed") == 2, "{stats:#}");
     ensure!(sluice.queue_total(&stats, "tls_handshakes_full") == 2, "{stats:#}");
     let l = &stats["latency"];
