@@ -311,7 +311,14 @@ impl Dispatch {
                 if self.neighbors.len() < MAX_NEIGHBORS || self.neighbors.contains_key(&seg.ip.src_addr) {
                     self.neighbors.insert(seg.ip.src_addr, seg.eth.src_addr);
                 }
+                let data = !seg.tcp.payload.is_empty();
                 self.tcp.handle_segment(now, &seg.ip, &seg.tcp);
+                if data {
+                    // Let the application take these bytes before the next segment of the batch
+                    // is handled: a RST right behind them (an abortive close, as `openssl s_time`
+                    // does after its Finished) would flush them unread (RFC 9293 3.10.7.4).
+                    self.process(now);
+                }
                 Verdict::Consumed
             }
             None => {

@@ -1,5 +1,7 @@
 //! `cargo xtask`: sluice's orchestration. Everything a newcomer or CI runs goes through here.
 //!
+//! - `cargo xtask demo`: sluice in the test topology terminating TLS in front of a backend, a
+//!   short load of full and resumed handshakes from the client namespace, the histograms.
 //! - `cargo xtask netns up|down`: the test topology of ../shared/DESIGN.md (idempotent).
 //! - `cargo xtask test`: builds everything (the XDP program included) and runs every test:
 //!   unit, property, and the integration tests that need root and namespaces.
@@ -21,6 +23,13 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Task {
+    /// Build sluice, bring up the topology, run a short TLS handshake load through sluice, print
+    /// the latency histograms, tear everything down.
+    Demo {
+        /// Seconds of load per handshake kind.
+        #[arg(long, default_value_t = 3)]
+        seconds: u32,
+    },
     /// Create or remove the test topology (namespaces sluice-client, sluice-proxy, sluice-backend).
     Netns {
         #[command(subcommand)]
@@ -70,6 +79,7 @@ fn main() -> Result<()> {
             println!("topology down");
         }
         Task::Test { extra } => test(&extra)?,
+        Task::Demo { seconds } => demo(seconds)?,
         Task::Bench { which, extra } => bench(which, &extra)?,
     }
     Ok(())
@@ -88,12 +98,104 @@ fn test(extra: &[String]) -> Result<()> {
     Ok(())
 }
 
+fn target_dir() -> String {
+    std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".into())
+}
+
+fn demo(seconds: u32) -> Result<()> {
+    use sluice_testbed::{NsProcess, TopologyGuard};
+    sluice_testbed::require_root().context("the demo runs sluice in network namespaces")?;
+    cargo(&["build", "--release", "-p", "sluice", "-p", "sluice-bench"], &[])?;
+    let bin = |name: &str| format!("{}/release/{name}", target_dir());
+    std::fs::create_dir_all("run/certs")?;
+    // Demo certificates, made once (never overwritten; keys stay out of git in run/).
+    let status = Command::new(bin("sluice-bench"))
+        .args(["certs", "--dir", "run/certs", "--names", "a.test,b.test"])
+        .stdout(std::process::Stdio::null())
+        .status()?;
+    if !status.success() {
+        bail!("sluice-bench certs failed: {status}");
+    }
+    // Field order = drop order: sluice and the backend stop before the namespaces go.
+    struct Demo {
+        sluice: NsProcess,
+        _backend: NsProcess,
+        topology: TopologyGuard,
+    }
+    let topology = TopologyGuard::up("sluice-")?;
+    let backend = NsProcess::spawn(
+        &topology.topology.backend(),
+        &bin("sluice-bench"),
+        &["backend", "--listen", "203.0.113.2:8080", "--id", "demo"],
+        "run/backend.log".into(),
+    )?;
+    let sluice = NsProcess::spawn(
+        &topology.topology.proxy(),
+        &bin("sluice"),
+        &["--config", "configs/netns.toml"],
+        "run/sluice.log".into(),
+    )?;
+    let mut demo = Demo { sluice, _backend: backend, topology };
+    let (proxy, client) = (demo.topology.topology.proxy(), demo.topology.topology.client());
+    let stats = || sluice_testbed::get_json(&proxy, "http://127.0.0.1:9090/stats.json");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while stats().is_err() {
+        if let Some(status) = demo.sluice.try_wait()? {
+            bail!("sluice exited ({status}):\n{}", demo.sluice.log());
+        }
+        if std::time::Instant::now() > deadline {
+            bail!("sluice not ready after 20 s:\n{}", demo.sluice.log());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    println!("sluice terminates TLS on 198.51.100.2:443 (namespace {proxy}), backend 203.0.113.2:8080\n");
+    println!("load from {client}: openssl s_time -www /, {seconds} s per kind, one connection at a time");
+    println!("(a client's word is not proof: sluice's own counts below say which handshakes were full and which resumed)");
+    let secs = seconds.to_string();
+    for (label, args) in [
+        ("TLS 1.3 -new", &["-tls1_3", "-new"][..]),
+        ("TLS 1.3 -reuse", &["-tls1_3", "-reuse"][..]),
+        ("TLS 1.2 -new", &["-tls1_2", "-new"][..]),
+        ("TLS 1.2 -reuse", &["-tls1_2", "-reuse"][..]),
+    ] {
+        let mut all =
+            vec!["s_time", "-connect", "198.51.100.2:443", "-CAfile", "run/certs/ca.pem", "-www", "/", "-time", &secs];
+        all.extend_from_slice(args);
+        let out = sluice_testbed::in_ns(&client, "openssl", &all)?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let line = text.lines().find(|l| l.contains("connections in") && l.contains("real")).unwrap_or("(no result)");
+        println!("  {label:<16} {line}");
+    }
+    let s = stats()?;
+    let total = |k: &str| s["queues"].as_array().map_or(0, |q| q.iter().map(|q| q[k].as_u64().unwrap_or(0)).sum::<u64>());
+    println!(
+        "\nsluice counted {} full and {} resumed TLS handshakes, {} TLS failures, {} relays\n",
+        total("tls_handshakes_full"),
+        total("tls_handshakes_resumed"),
+        total("tls_failed"),
+        total("relays_opened"),
+    );
+    println!("{:<26} {:>8} {:>9} {:>9} {:>9} {:>9} {:>9}", "latency (µs)", "count", "p50", "p90", "p99", "p99.9", "max");
+    if let Some(hists) = s["latency"].as_object() {
+        for (name, h) in hists {
+            let f = |k: &str| h[k].as_u64().unwrap_or(0);
+            println!(
+                "{name:<26} {:>8} {:>9} {:>9} {:>9} {:>9} {:>9}",
+                f("count"), f("p50_us"), f("p90_us"), f("p99_us"), f("p999_us"), f("max_us")
+            );
+        }
+    }
+    demo.sluice.signal_and_wait(nix::sys::signal::Signal::SIGTERM, std::time::Duration::from_secs(10))?;
+    println!("\nsluice stopped; removing the topology");
+    Ok(())
+}
+
 fn bench(which: Bench, extra: &[String]) -> Result<()> {
     match which {
         Bench::Rst => {
             sluice_testbed::require_root().context("the RST benchmark runs in network namespaces")?;
             cargo(&["build", "--release", "-p", "sluice", "-p", "sluice-bench"], &[])?;
-            let target = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".into());
+            let target = target_dir();
             let status = Command::new(format!("{target}/release/sluice-bench"))
                 .args(["rst-rate", "--sluice", &format!("{target}/release/sluice")])
                 .args(extra)
