@@ -74,6 +74,45 @@ impl State {
 /// PAWS: timestamps older than this are not compared (RFC 7323 5.5, 24 days).
 const PAWS_IDLE: Duration = Duration::from_secs(24 * 24 * 3600);
 
+/// Sequence space between two PAWS anchors (see `PawsAnchors`).
+const PAWS_ANCHOR_BYTES: u32 = 1 << 28;
+
+/// Two (TSval, RCV.NXT) points of the peer's stream at least `PAWS_ANCHOR_BYTES` apart, the
+/// older at most 2 * `PAWS_ANCHOR_BYTES` = 2^29 behind RCV.NXT. A segment whose TSval is not
+/// older than the older anchor's was sent after the peer had reached that point of its
+/// stream, so it cannot be an old duplicate from an earlier sequence wrap, whatever its
+/// TSval's age relative to TS.Recent (see the PAWS step of `handle_segment`).
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct PawsAnchors {
+    /// (TSval, RCV.NXT, when): `[older, newer]`.
+    points: [(u32, SeqNumber, Instant); 2],
+    valid: bool,
+}
+
+impl PawsAnchors {
+    pub(crate) fn new(tsval: u32, rcv_nxt: SeqNumber, now: Instant) -> Self {
+        PawsAnchors {
+            points: [(tsval, rcv_nxt, now); 2],
+            valid: true,
+        }
+    }
+    /// TS.Recent was updated to `tsval` with RCV.NXT at `rcv_nxt`.
+    pub(crate) fn on_ts_recent(&mut self, tsval: u32, rcv_nxt: SeqNumber, now: Instant) {
+        if !self.valid {
+            *self = Self::new(tsval, rcv_nxt, now);
+        } else if rcv_nxt.0.wrapping_sub(self.points[1].1.0) >= PAWS_ANCHOR_BYTES
+            || now - self.points[1].2 >= PAWS_IDLE / 4
+        {
+            self.points = [self.points[1], (tsval, rcv_nxt, now)];
+        }
+    }
+    /// `tsval` is not older than the older anchor (whose TSval is still comparable).
+    pub(crate) fn covers(&self, tsval: u32, now: Instant) -> bool {
+        let (anchor, _, at) = self.points[0];
+        self.valid && now - at < PAWS_IDLE / 2 && (tsval.wrapping_sub(anchor) as i32) >= 0
+    }
+}
+
 /// PAWS: how many ticks older than TS.Recent a TSval may be and still pass (Linux's
 /// `TCP_PAWS_WINDOW`): segments reordered around a retransmission (see `handle_segment`).
 const PAWS_WINDOW: i32 = 1;
@@ -173,6 +212,7 @@ pub struct Connection {
     ts_ok: bool,
     ts_recent: u32,
     ts_recent_time: Instant,
+    paws_anchors: PawsAnchors,
     ts_offset: u32,
 
     send_buf: Ring,
@@ -278,6 +318,7 @@ impl Connection {
             ts_ok: config.timestamps,
             ts_recent: 0,
             ts_recent_time: now,
+            paws_anchors: PawsAnchors::default(),
             ts_offset,
             send_buf: bufs.send,
             recv_buf: bufs.recv,
@@ -668,11 +709,20 @@ impl Connection {
         //   no window update) less than one RTO old in TSval ticks (Linux assumes 1 ms ticks)
         //   is only a reordered ACK. It carries nothing to discard, and dropping it would only
         //   hide the duplicate ACKs and SACK blocks that loss recovery needs.
+        // And beyond Linux, because a reordering path may hold a segment back for more than one
+        // tick of the peer's clock (the impairment bridge's 1 ms holds often take 2 ms):
+        // - `PawsAnchors::covers`: a TSval no older than one recorded less than 2^29 bytes of
+        //   sequence space ago was sent after that point, so its sequence number cannot be from
+        //   an earlier wrap (it lies within 2^29 + one window, < 2^31, of RCV.NXT): the
+        //   acceptability test alone judges it. This is exactly the hazard of RFC 7323 5.1
+        //   ("old duplicate segments ... from an earlier incarnation of the sequence space"),
+        //   measured in bytes instead of ticks, so it holds whatever the peer's clock rate.
         if self.ts_ok
             && !f.rst()
             && let Some(ts) = seg.timestamp
             && self.ts_recent.wrapping_sub(ts.tsval) as i32 > PAWS_WINDOW
             && now - self.ts_recent_time < PAWS_IDLE
+            && !self.paws_anchors.covers(ts.tsval, now)
             && !self.disordered_ack(seg, self.ts_recent.wrapping_sub(ts.tsval))
         {
             ctx.stats.drop(DropReason::Paws);
@@ -775,6 +825,7 @@ impl Connection {
         {
             self.ts_recent = ts.tsval;
             self.ts_recent_time = now;
+            self.paws_anchors.on_ts_recent(ts.tsval, self.rcv_nxt, now);
         }
         if !self.process_ack(ctx, seg) {
             return;
@@ -901,6 +952,7 @@ impl Connection {
             Some(ts) if self.ts_ok => {
                 self.ts_recent = ts.tsval;
                 self.ts_recent_time = self.last_rx;
+                self.paws_anchors = PawsAnchors::new(ts.tsval, self.rcv_nxt, self.last_rx);
             }
             _ => self.ts_ok = false,
         }

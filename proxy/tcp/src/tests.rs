@@ -885,9 +885,10 @@ fn ts(v: u32) -> Option<Timestamp> {
 }
 
 /// The case seen through the impairment bridge: segment 1 is lost, segments 2 and 3 were sent
-/// right before the retransmission of 1, and 3 was held back on the path. The retransmission
-/// (newer TSval) moves TS.Recent; 3 arrives after it with a TSval one tick older. Literal
-/// RFC 7323 R1 would discard it; like Linux (TCP_PAWS_WINDOW) we accept it.
+/// before the retransmission of 1, and 3 was held back on the path. The retransmission
+/// (newer TSval) moves TS.Recent; 3 arrives after it with an older TSval. Literal RFC 7323 R1
+/// would discard it; Linux accepts it if one tick older (TCP_PAWS_WINDOW); we accept it
+/// because its TSval is newer than a PAWS anchor less than 2^29 bytes back (here the SYN's).
 #[test]
 fn paws_accepts_segment_reordered_around_a_retransmission() {
     let mut t = established_ts();
@@ -899,8 +900,8 @@ fn paws_accepts_segment_reordered_around_a_retransmission() {
     assert_eq!(t.read_all(), b"aaabbb");
     let o = t.recv_all().pop().unwrap();
     assert_eq!(o.ts.unwrap().tsecr, 1010);
-    // 3, sent one tick before the retransmission, arrives late.
-    send!(t, seq_number: REMOTE_SEQ + 7, timestamp: ts(1009), payload: b"ccc");
+    // 3, sent seven ticks before the retransmission, arrives late.
+    send!(t, seq_number: REMOTE_SEQ + 7, timestamp: ts(1003), payload: b"ccc");
     assert_eq!(t.drops(DropReason::Paws), 0);
     assert_eq!(t.read_all(), b"ccc");
     t.advance(Duration::from_millis(500));
@@ -911,10 +912,57 @@ fn paws_accepts_segment_reordered_around_a_retransmission() {
         1010,
         "an older TSval does not move TS.Recent back"
     );
-    // Two ticks older is beyond the window: R1 applies.
-    send!(t, seq_number: REMOTE_SEQ + 10, timestamp: ts(1008), payload: b"ddd");
+    // Older than the anchor (sent before the SYN: impossible but for an old duplicate) and
+    // beyond TCP_PAWS_WINDOW: R1 applies.
+    send!(t, seq_number: REMOTE_SEQ + 10, timestamp: ts(999), payload: b"ddd");
     assert_eq!(t.drops(DropReason::Paws), 1);
     assert_eq!(t.read_all(), b"");
+}
+
+/// Linux's TCP_PAWS_WINDOW on its own: TS.Recent equal to the anchor, a TSval one tick older
+/// passes, two ticks older does not.
+#[test]
+fn paws_window_of_one_tick() {
+    let mut t = listening_with(Config {
+        timestamps: true,
+        ..config()
+    });
+    send!(t, seq_number: REMOTE_SEQ, flags: Flags::SYN, timestamp: ts(1000));
+    let o = recv!(t);
+    t.iss = o.seq;
+    t.h = t.ep.lookup(&tuple());
+    send!(t, timestamp: ts(1000));
+    assert_eq!(t.state(), Some(State::Established));
+    send!(t, timestamp: ts(999), payload: b"one");
+    assert_eq!(t.drops(DropReason::Paws), 0);
+    assert_eq!(t.read_all(), b"one");
+    send!(t, seq_number: REMOTE_SEQ + 4, timestamp: ts(998), payload: b"two");
+    assert_eq!(t.drops(DropReason::Paws), 1);
+    assert_eq!(t.read_all(), b"");
+}
+
+/// The anchors move along the stream: after 2^28 bytes a new point is recorded, and after
+/// another 2^28 the first is forgotten, so `covers` never reaches back more than 2^29 bytes.
+#[test]
+fn paws_anchors_rotate_every_2_28_bytes() {
+    use crate::connection::PawsAnchors;
+    use crate::seq::SeqNumber;
+    let now = Instant::from_millis(1_000);
+    let mut a = PawsAnchors::new(100, SeqNumber(u32::MAX - 10), now);
+    assert!(a.covers(100, now) && a.covers(5_000, now) && !a.covers(99, now));
+    // Less than 2^28 bytes later: no new point.
+    a.on_ts_recent(200, SeqNumber((1 << 28) - 20), now);
+    assert!(a.covers(150, now));
+    // 2^28 bytes (across the wrap of u32): a new point; the older is still the first.
+    a.on_ts_recent(300, SeqNumber((1 << 28) - 10), now);
+    assert!(a.covers(150, now));
+    // Another 2^28: the first point is forgotten.
+    a.on_ts_recent(400, SeqNumber((1 << 29) - 10), now);
+    assert!(!a.covers(150, now), "older than the anchor 2^28 bytes back");
+    assert!(a.covers(300, now));
+    // An anchor too old in time for its TSval to be compared is not used.
+    let later = now + Duration::from_secs(13 * 24 * 3600);
+    assert!(!a.covers(300, later));
 }
 
 /// Linux's tcp_disordered_ack(): a pure duplicate ACK that updates nothing, reordered behind
@@ -925,12 +973,13 @@ fn paws_accepts_disordered_pure_ack_within_rto() {
     // The peer only acknowledges (a one-way transfer from us): its ACKs all carry
     // SEG.SEQ = RCV.NXT = SND.WL1, and the newest moved TS.Recent to 1050.
     send!(t, timestamp: ts(1050));
-    // A pure duplicate ACK from 40 ticks earlier (less than the 1 s initial RTO).
-    send!(t, timestamp: ts(1010));
+    // A pure duplicate ACK from 60 ticks earlier (less than the 1 s initial RTO; older than
+    // the PAWS anchor, the SYN's 1000, so only tcp_disordered_ack's rule can accept it).
+    send!(t, timestamp: ts(990));
     assert_eq!(t.drops(DropReason::Paws), 0);
     recv_nothing!(t);
     // The same ACK with a window update is not merely reordered: dropped.
-    send!(t, timestamp: ts(1010), window_len: 65_000);
+    send!(t, timestamp: ts(990), window_len: 65_000);
     assert_eq!(t.drops(DropReason::Paws), 1);
     t.recv_all();
     // A pure ACK older than one RTO (in milliseconds) is an old duplicate: dropped.
