@@ -145,11 +145,13 @@ pub struct Relay {
     /// Give up on a backend that has not accepted the connection after this long (the client
     /// is reset).
     pub backend_connect_timeout_ms: u64,
+    /// Close a client that has not completed its TLS handshake this long after connecting.
+    pub tls_handshake_timeout_ms: u64,
 }
 
 impl Default for Relay {
     fn default() -> Self {
-        Self { buffer: 64 * 1024, backend_connect_timeout_ms: 5_000 }
+        Self { buffer: 64 * 1024, backend_connect_timeout_ms: 5_000, tls_handshake_timeout_ms: 10_000 }
     }
 }
 
@@ -318,6 +320,9 @@ impl Config {
         }
         if self.relay.backend_connect_timeout_ms == 0 {
             return Err(("relay.backend_connect_timeout_ms".into(), "must be more than 0".into()));
+        }
+        if self.relay.tls_handshake_timeout_ms == 0 {
+            return Err(("relay.tls_handshake_timeout_ms".into(), "must be more than 0".into()));
         }
         if self.listeners.is_empty() {
             return Err(("listener".into(), "at least one [[listener]] is needed".into()));

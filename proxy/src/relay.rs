@@ -97,6 +97,8 @@ pub enum RelayEnd {
     ClientGone,
     /// The TLS handshake or a record failed: an alert was sent, the backend reset.
     TlsFailed,
+    /// The client did not finish the TLS handshake in time: closed, the backend reset.
+    HandshakeTimeout,
 }
 
 /// A finished TLS handshake, for the histograms and counters: its duration from the first
@@ -119,6 +121,8 @@ struct Tls {
     eof_fed: bool,
     close_notify_sent: bool,
     handshake_reported: bool,
+    /// The handshake must be done by then.
+    handshake_deadline: Instant,
 }
 
 #[derive(Debug)]
@@ -155,11 +159,11 @@ impl Relay {
         now: Instant,
         connect_timeout: Duration,
         buffer: usize,
-        tls: Option<Arc<ServerConfig>>,
+        tls: Option<(Arc<ServerConfig>, Duration)>,
     ) -> std::io::Result<Self> {
         let tls = match tls {
             None => None,
-            Some(config) => Some(Box::new(Tls {
+            Some((config, handshake_timeout)) => Some(Box::new(Tls {
                 session: TlsSession::new(config, buffer).map_err(std::io::Error::other)?,
                 cipher_in: ByteQueue::new(buffer),
                 cipher_out: ByteQueue::new(buffer),
@@ -167,6 +171,7 @@ impl Relay {
                 eof_fed: false,
                 close_notify_sent: false,
                 handshake_reported: false,
+                handshake_deadline: now + handshake_timeout,
             })),
         };
         let socket = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP))?;
@@ -204,12 +209,18 @@ impl Relay {
         &self.backend
     }
 
-    /// The connect deadline while connecting.
+    /// The next deadline: the backend connect's while connecting, the TLS handshake's while
+    /// handshaking, whichever is earlier.
     pub fn deadline(&self) -> Option<Instant> {
-        match self.state {
+        if self.end.is_some() {
+            return None;
+        }
+        let connect = match self.state {
             BackendState::Connecting { deadline } => Some(deadline),
             BackendState::Connected => None,
-        }
+        };
+        let handshake = self.tls.as_ref().filter(|t| t.session.is_handshaking()).map(|t| t.handshake_deadline);
+        connect.into_iter().chain(handshake).min()
     }
 
     /// Bytes held in the two queues (for the idle accounting).
@@ -386,6 +397,20 @@ impl Relay {
     /// any readiness event of the backend socket, and at the connect deadline.
     pub fn pump(&mut self, tcp: &mut Endpoint, now: Instant) {
         if self.end.is_some() {
+            return;
+        }
+        if let Some(tls) = self.tls.as_deref()
+            && tls.session.is_handshaking()
+            && now >= tls.handshake_deadline
+        {
+            // A client stalled mid-handshake: close it, free the backend.
+            if !self.client_closed {
+                tcp.close(self.handle);
+                self.client_closed = true;
+            }
+            let _ = socket2::SockRef::from(&self.backend).set_linger(Some(Duration::ZERO));
+            let _ = self.backend.shutdown(Shutdown::Both);
+            self.end = Some(RelayEnd::HandshakeTimeout);
             return;
         }
         if let BackendState::Connecting { deadline } = self.state {

@@ -87,6 +87,8 @@ pub struct QueueCounters {
     pub tls_handshakes_full: u64,
     pub tls_handshakes_resumed: u64,
     pub tls_failed: u64,
+    /// Clients closed for not completing the TLS handshake within `relay.tls_handshake_timeout_ms`.
+    pub tls_handshake_timeouts: u64,
     /// Loop iterations that slept in poll.
     pub idle_sleeps: u64,
     /// UMEM frames on the free list and in total.
@@ -205,8 +207,8 @@ pub struct Dispatch {
     relay_tokens: HashMap<u64, ConnectionHandle>,
     relay_token_of: HashMap<ConnectionHandle, u64>,
     next_token: u64,
-    /// Relays whose backend connect is under way (checked against their deadline).
-    connecting: Vec<ConnectionHandle>,
+    /// Relays with a deadline (backend connect, TLS handshake), checked each `process`.
+    deadlines: Vec<ConnectionHandle>,
     relay_settings: crate::config::Relay,
     /// TLS termination per listener address.
     tls: HashMap<SocketAddrV4, Arc<sluice_tls::rustls::ServerConfig>>,
@@ -258,7 +260,7 @@ impl Dispatch {
             relay_tokens: HashMap::new(),
             relay_token_of: HashMap::new(),
             next_token: 0,
-            connecting: Vec::new(),
+            deadlines: Vec::new(),
             relay_settings,
             tls,
             epoll: Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?,
@@ -369,11 +371,11 @@ impl Dispatch {
                 }
             }
         }
-        // Backend connects past their deadline.
-        if !self.connecting.is_empty() {
+        // Backend connects and TLS handshakes past their deadline.
+        if !self.deadlines.is_empty() {
             let mut i = 0;
-            while i < self.connecting.len() {
-                let h = self.connecting[i];
+            while i < self.deadlines.len() {
+                let h = self.deadlines[i];
                 match self.relays.get(&h).map(Relay::deadline) {
                     Some(Some(deadline)) => {
                         if deadline <= now {
@@ -382,7 +384,7 @@ impl Dispatch {
                         i += 1;
                     }
                     _ => {
-                        self.connecting.swap_remove(i);
+                        self.deadlines.swap_remove(i);
                     }
                 }
             }
@@ -439,6 +441,7 @@ impl Dispatch {
         now: Instant,
     ) {
         let timeout = Duration::from_millis(self.relay_settings.backend_connect_timeout_ms);
+        let tls = tls.map(|c| (c, Duration::from_millis(self.relay_settings.tls_handshake_timeout_ms)));
         let relay = match Relay::connect(h, backend, now, timeout, self.relay_settings.buffer, tls) {
             Ok(r) => r,
             Err(e) => {
@@ -459,7 +462,7 @@ impl Dispatch {
         }
         self.counters.relays_opened += 1;
         self.relay_tokens.insert(token, h);
-        self.connecting.push(h);
+        self.deadlines.push(h);
         self.relays.insert(h, relay);
         self.relay_token_of.insert(h, token);
     }
@@ -478,6 +481,7 @@ impl Dispatch {
             Some(RelayEnd::BackendFailed) => c.relays_backend_failed += 1,
             Some(RelayEnd::BackendTimeout) => c.relays_backend_timeout += 1,
             Some(RelayEnd::TlsFailed) => c.tls_failed += 1,
+            Some(RelayEnd::HandshakeTimeout) => c.tls_handshake_timeouts += 1,
             Some(RelayEnd::ClientGone) | None => c.relays_client_gone += 1,
         }
     }
@@ -533,7 +537,7 @@ impl Dispatch {
 
     /// The earliest of the TCP stack's timers and the relays' connect deadlines.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let connects = self.connecting.iter().filter_map(|h| self.relays.get(h)?.deadline());
+        let connects = self.deadlines.iter().filter_map(|h| self.relays.get(h)?.deadline());
         self.tcp.poll_timeout().into_iter().chain(connects).min()
     }
 

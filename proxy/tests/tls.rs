@@ -35,7 +35,7 @@ fn tls_config(dir: &Path) -> String {
              [listener.tls]\ncertificates = [\n  \
              {{ cert = \"{d}/a.test.pem\", key = \"{d}/a.test.key\", sni = [\"a.test\"], default = true }},\n  \
              {{ cert = \"{d}/b.test.pem\", key = \"{d}/b.test.key\", sni = [\"b.test\"] }},\n]\n\
-             alpn = [\"http/1.1\"]\n\n[tcp]\ntime_wait_ms = 1000\n"
+             alpn = [\"http/1.1\"]\n\n[tcp]\ntime_wait_ms = 1000\n\n[relay]\ntls_handshake_timeout_ms = 1500\n"
         ),
     )
 }
@@ -142,5 +142,26 @@ fn garbage_instead_of_a_client_hello_gets_an_alert() -> Result<()> {
         &["-sS", "--max-time", "10", "--cacert", ca.to_str().context("path")?, "--resolve", "a.test:443:198.51.100.2", "https://a.test/"],
     )?;
     ensure!(out.stdout == b"backend saw Host: a.test\n");
+    Ok(())
+}
+
+/// A client that connects and sends half a ClientHello, then nothing: closed after the handshake
+/// timeout, counted; the backend connection is freed.
+#[test]
+fn client_stalled_mid_handshake_is_closed() -> Result<()> {
+    let (sluice, _dir) = start("sl-tl4-")?;
+    let waited = in_netns(&sluice.client(), || -> std::io::Result<Duration> {
+        let mut s = TcpStream::connect_timeout(&"198.51.100.2:443".parse().unwrap(), Duration::from_secs(5))?;
+        s.set_read_timeout(Some(Duration::from_secs(10)))?;
+        // The first 5 bytes of a TLS record header promising a 512-byte handshake message.
+        s.write_all(&[0x16, 0x03, 0x01, 0x02, 0x00])?;
+        let start = std::time::Instant::now();
+        let mut rest = Vec::new();
+        s.read_to_end(&mut rest)?;
+        Ok(start.elapsed())
+    })??;
+    ensure!(waited >= Duration::from_millis(1000), "closed too early ({waited:?}), before the timeout");
+    let stats = sluice.wait_relays_closed()?;
+    ensure!(sluice.queue_total(&stats, "tls_handshake_timeouts") == 1, "{stats:#}");
     Ok(())
 }
