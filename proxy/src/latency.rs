@@ -14,6 +14,8 @@ pub const MAX_MICROS: u64 = 60_000_000;
 /// The histograms a worker keeps, by name.
 #[derive(Debug, Clone)]
 pub struct Latencies {
+    /// TCP handshake on sluice's stack: SYN received to the handshake's final ACK.
+    pub tcp_handshake: Histogram<u64>,
     /// Client connected to sluice to sluice's connection to the backend established.
     pub backend_connect: Histogram<u64>,
     /// Client connection established to the first byte from the backend.
@@ -33,6 +35,7 @@ fn histogram() -> Histogram<u64> {
 impl Default for Latencies {
     fn default() -> Self {
         Self {
+            tcp_handshake: histogram(),
             backend_connect: histogram(),
             first_backend_byte: histogram(),
             tls13_full: histogram(),
@@ -47,6 +50,7 @@ impl Latencies {
     /// Every histogram with its name.
     pub fn iter(&self) -> impl Iterator<Item = (&'static str, &Histogram<u64>)> {
         [
+            ("tcp_handshake", &self.tcp_handshake),
             ("backend_connect", &self.backend_connect),
             ("first_backend_byte", &self.first_backend_byte),
             ("tls13_handshake_full", &self.tls13_full),
@@ -59,6 +63,7 @@ impl Latencies {
 
     fn iter_mut(&mut self) -> impl Iterator<Item = &mut Histogram<u64>> {
         [
+            &mut self.tcp_handshake,
             &mut self.backend_connect,
             &mut self.first_backend_byte,
             &mut self.tls13_full,

@@ -339,6 +339,12 @@ impl Dispatch {
             match event {
                 Event::Established => {
                     self.counters.connections_established += 1;
+                    if let Some(c) = self.tcp.connection(h) {
+                        crate::latency::record(
+                            &mut self.latencies.tcp_handshake,
+                            now.saturating_duration_since(c.created()),
+                        );
+                    }
                     let local = self.tcp.four_tuple(h).map(|t| t.local);
                     match local.and_then(|l| self.listeners.get(&l).copied()) {
                         Some(ListenerMode::Relay(backend)) => {

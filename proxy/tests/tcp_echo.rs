@@ -131,6 +131,7 @@ fn thousand_sequential_connections() -> Result<()> {
     ensure!(tcp_total(&stats, "negotiated_wscale") == 1000, "window scaling not negotiated: {stats:#}");
     ensure!(tcp_total(&stats, "negotiated_sack") == 1000, "SACK not negotiated: {stats:#}");
     ensure!(tcp_total(&stats, "negotiated_timestamps") == 1000, "timestamps not negotiated: {stats:#}");
+    ensure!(stats["latency"]["tcp_handshake"]["count"] == 1000, "{:#}", stats["latency"]);
     Ok(())
 }
 

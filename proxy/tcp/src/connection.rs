@@ -452,6 +452,13 @@ impl Connection {
         self.state
     }
     #[must_use]
+    /// When the TCB was made: the SYN's arrival for a passive open (the final ACK's for a
+    /// connection rebuilt from a SYN cookie), the `connect` call for an active one.
+    #[must_use]
+    pub fn created(&self) -> Instant {
+        self.created
+    }
+
     pub fn four_tuple(&self) -> FourTuple {
         self.tuple
     }
