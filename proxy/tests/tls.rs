@@ -14,8 +14,8 @@ use common::{Sluice, config, http_backend};
 use sluice_testbed::{in_netns, in_ns};
 use sluice_tls::testcerts::{Ca, KeyKind};
 
-/// A CA, `a.test` (ECDSA) and `b.test` (RSA) certificates in `dir`.
-fn certificates(dir: &Path) -> Result<()> {
+/// A CA, `a.test` (ECDSA) and `b.test` (RSA) certificates in `dir`; returns the CA certificate.
+fn certificates(dir: &Path) -> Result<sluice_tls::rustls::pki_types::CertificateDer<'static>> {
     let ca = Ca::new()?;
     std::fs::write(dir.join("ca.pem"), ca.cert_pem())?;
     for (name, kind) in [("a.test", KeyKind::EcdsaP256), ("b.test", KeyKind::Rsa2048)] {
@@ -23,7 +23,7 @@ fn certificates(dir: &Path) -> Result<()> {
         std::fs::write(dir.join(format!("{name}.pem")), &leaf.cert_pem)?;
         std::fs::write(dir.join(format!("{name}.key")), &leaf.key_pem)?;
     }
-    Ok(())
+    Ok(ca.cert_der())
 }
 
 fn tls_config(dir: &Path) -> String {
@@ -42,12 +42,18 @@ fn tls_config(dir: &Path) -> String {
 
 /// Starts sluice with TLS on 443 and an HTTP backend; the certificates live in a fresh directory.
 fn start(prefix: &str) -> Result<(Sluice, std::path::PathBuf)> {
+    start_with_ca(prefix).map(|(s, d, _)| (s, d))
+}
+
+fn start_with_ca(
+    prefix: &str,
+) -> Result<(Sluice, std::path::PathBuf, sluice_tls::rustls::pki_types::CertificateDer<'static>)> {
     let dir = std::env::temp_dir().join(format!("{prefix}certs-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
-    certificates(&dir)?;
+    let ca = certificates(&dir)?;
     let sluice = Sluice::start(prefix, &tls_config(&dir))?;
     http_backend(&sluice.topology.topology.backend())?;
-    Ok((sluice, dir))
+    Ok((sluice, dir, ca))
 }
 
 #[test]
@@ -163,5 +169,46 @@ fn client_stalled_mid_handshake_is_closed() -> Result<()> {
     ensure!(waited >= Duration::from_millis(1000), "closed too early ({waited:?}), before the timeout");
     let stats = sluice.wait_relays_closed()?;
     ensure!(sluice.queue_total(&stats, "tls_handshake_timeouts") == 1, "{stats:#}");
+    Ok(())
+}
+
+/// 1,000 resumptions (500 with TLS 1.2 session IDs, 500 with TLS 1.3 tickets) from a rustls
+/// client, each on a new connection (a new source port, so flows land on both workers): every
+/// one resumes, and both workers served resumptions of sessions the other may have made.
+#[test]
+fn thousand_resumptions_spread_over_both_workers() -> Result<()> {
+    use sluice_tls::rustls::{self, ClientConfig, ClientConnection, RootCertStore, StreamOwned};
+    let (sluice, _dir, ca) = start_with_ca("sl-tl5-")?;
+    let mut roots = RootCertStore::empty();
+    roots.add(ca)?;
+    for version in [&rustls::version::TLS12, &rustls::version::TLS13] {
+        let mut config = ClientConfig::builder_with_protocol_versions(&[version])
+            .with_root_certificates(roots.clone())
+            .with_no_client_auth();
+        config.resumption = rustls::client::Resumption::in_memory_sessions(64);
+        let config = std::sync::Arc::new(config);
+        let kinds = in_netns(&sluice.client(), move || -> Result<Vec<rustls::HandshakeKind>> {
+            let mut kinds = Vec::new();
+            for _ in 0..501 {
+                let tcp = TcpStream::connect_timeout(&"198.51.100.2:443".parse()?, Duration::from_secs(5))?;
+                tcp.set_read_timeout(Some(Duration::from_secs(5)))?;
+                let conn = ClientConnection::new(config.clone(), "a.test".try_into()?)?;
+                let mut tls = StreamOwned::new(conn, tcp);
+                tls.write_all(b"GET / HTTP/1.1\r\nHost: a.test\r\n\r\n")?;
+                let mut body = Vec::new();
+                let _ = tls.read_to_end(&mut body); // the backend closes; no close_notify needed
+                ensure!(body.ends_with(b"backend saw Host: a.test\n"), "bad answer {body:?}");
+                kinds.push(tls.conn.handshake_kind().context("no handshake")?);
+            }
+            Ok(kinds)
+        })??;
+        let resumed = kinds.iter().filter(|k| **k == rustls::HandshakeKind::Resumed).count();
+        ensure!(resumed == 500, "{version:?}: {resumed} of 500 resumed: {:?}", &kinds[..5]);
+    }
+    let stats = sluice.wait_relays_closed()?;
+    ensure!(sluice.queue_total(&stats, "tls_handshakes_resumed") == 1000, "{stats:#}");
+    for q in stats["queues"].as_array().context("queues")? {
+        ensure!(q["tls_handshakes_resumed"].as_u64() > Some(100), "a worker resumed too few: {stats:#}");
+    }
     Ok(())
 }
