@@ -201,7 +201,7 @@ fn transfer(prefix: &str, mib: usize, impairment: Option<(Impairment, Impairment
             ensure!(counts["b2a"]["lost"].as_u64() > Some(0), "the bridge lost nothing: {counts}");
             // sluice's own segments were lost: Linux's SACKs arrive and sluice retransmits.
             ensure!(tcp_total(&stats, "sack_blocks_received") > 0, "no SACK blocks from Linux: {stats:#}");
-            let rexmit = ["retransmits_rto", "retransmits_fast", "retransmits_sack"]
+            let rexmit = ["retransmits_rto", "retransmits_fast", "retransmits_sack", "retransmits_rack", "retransmits_tlp"]
                 .iter()
                 .map(|c| tcp_total(&stats, c))
                 .sum::<u64>();
@@ -222,8 +222,8 @@ fn transfer_256_mib_intact_under_loss_reordering_duplication() -> Result<()> {
 }
 
 /// The same impairment on sluice's egress too: its retransmissions (RTO, fast retransmit, SACK
-/// recovery) against Linux's receiver. 16 MiB: through this bridge Linux to Linux moves about
-/// 0.8 MB/s each way (sluice about 0.6), so 256 MiB would take minutes.
+/// recovery, RFC 8985 loss probes) against Linux's receiver. 16 MiB: through this bridge Linux
+/// to Linux moves about 0.8 MB/s each way (sluice 2-5 MB/s), so 256 MiB would take minutes.
 #[test]
 fn transfer_16_mib_intact_under_loss_both_ways() -> Result<()> {
     transfer("sl-te5-", 16, Some((LOSSY, LOSSY)))
