@@ -144,8 +144,9 @@ pub fn echo_backend(ns: &str) -> Result<()> {
     Ok(())
 }
 
-/// A minimal HTTP/1.1 backend (203.0.113.2:8080): answers every request head with
-/// `200 OK` and the body `backend saw Host: <host>`, then closes.
+/// A minimal HTTP/1.1 backend (203.0.113.2:8080): answers every request head with `200 OK` and
+/// the body `backend saw Host: <host>`; keeps the connection for the next request (HTTP/1.1)
+/// unless the request says `Connection: close` or is HTTP/1.0.
 pub fn http_backend(ns: &str) -> Result<()> {
     use std::io::{Read, Write};
     let listener = sluice_testbed::in_netns(ns, || std::net::TcpListener::bind("203.0.113.2:8080"))??;
@@ -153,27 +154,39 @@ pub fn http_backend(ns: &str) -> Result<()> {
         for conn in listener.incoming() {
             let Ok(mut conn) = conn else { continue };
             std::thread::spawn(move || {
-                let mut head = Vec::new();
+                let mut pending = Vec::new();
                 let mut buf = [0u8; 4096];
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 65536 {
-                    match conn.read(&mut buf) {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                loop {
+                    let Some(end) = pending.windows(4).position(|w| w == b"\r\n\r\n") else {
+                        if pending.len() > 65536 {
+                            return;
+                        }
+                        match conn.read(&mut buf) {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => pending.extend_from_slice(&buf[..n]),
+                        }
+                        continue;
+                    };
+                    let head = String::from_utf8_lossy(&pending[..end]).into_owned();
+                    pending.drain(..end + 4);
+                    let host = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("Host: ").or_else(|| l.strip_prefix("host: ")))
+                        .unwrap_or("-")
+                        .trim()
+                        .to_owned();
+                    let close = head.lines().next().is_some_and(|l| l.ends_with("HTTP/1.0"))
+                        || head.to_ascii_lowercase().contains("connection: close");
+                    let body = format!("backend saw Host: {host}\n");
+                    let connection = if close { "close" } else { "keep-alive" };
+                    let answer = format!(
+                        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: {connection}\r\n\r\n{body}",
+                        body.len()
+                    );
+                    if conn.write_all(answer.as_bytes()).is_err() || close {
+                        return;
                     }
                 }
-                let text = String::from_utf8_lossy(&head);
-                let host = text
-                    .lines()
-                    .find_map(|l| l.strip_prefix("Host: ").or_else(|| l.strip_prefix("host: ")))
-                    .unwrap_or("-")
-                    .trim()
-                    .to_owned();
-                let body = format!("backend saw Host: {host}\n");
-                let _ = write!(
-                    conn,
-                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                    body.len()
-                );
             });
         }
     });
