@@ -178,3 +178,42 @@ fn slow_backend_pauses_the_client_without_loss() -> Result<()> {
     ensure!(frames_out <= 2 * 2048 + 64, "UMEM frames held: {frames_out}");
     Ok(())
 }
+
+/// A backend that resets mid-stream: the client's connection is reset too, counted; sluice
+/// serves the next connection.
+#[test]
+fn backend_reset_mid_stream_resets_the_client() -> Result<()> {
+    let sluice = Sluice::start("sl-rl5-", &relay_config())?;
+    let listener = in_netns(&sluice.topology.topology.backend(), || TcpListener::bind("203.0.113.2:8080"))??;
+    std::thread::spawn(move || -> std::io::Result<()> {
+        let (mut conn, _) = listener.accept()?;
+        let mut buf = [0u8; 5];
+        conn.read_exact(&mut buf)?;
+        conn.write_all(b"partial")?;
+        // Abortive close: RST.
+        socket2::SockRef::from(&conn).set_linger(Some(Duration::ZERO))?;
+        drop(conn);
+        Ok(())
+    });
+    let result = in_netns(&sluice.client(), || -> std::io::Result<Vec<u8>> {
+        let mut s = TcpStream::connect_timeout(&addr(), Duration::from_secs(5))?;
+        s.set_read_timeout(Some(Duration::from_secs(5)))?;
+        s.write_all(b"hello")?;
+        let mut got = Vec::new();
+        let mut buf = [0u8; 64];
+        loop {
+            match s.read(&mut buf) {
+                Ok(0) => return Ok(got),
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+                Err(e) => return Err(e),
+            }
+        }
+    })?;
+    match result {
+        Err(e) if e.kind() == ErrorKind::ConnectionReset => {}
+        other => bail!("expected a reset after the backend's, got {other:?}"),
+    }
+    let stats = sluice.wait_relays_closed()?;
+    ensure!(sluice.queue_total(&stats, "relays_backend_failed") == 1, "{stats:#}");
+    Ok(())
+}
