@@ -6,6 +6,7 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
@@ -36,7 +37,9 @@ impl AdminServer {
                         }
                     }
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                        std::thread::sleep(Duration::from_millis(50))
+                        // Wait for a connection (or 250 ms, to notice a stop request).
+                        let mut fds = [nix::poll::PollFd::new(listener.as_fd(), nix::poll::PollFlags::POLLIN)];
+                        let _ = nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(250u16));
                     }
                     Err(e) => tracing::warn!("admin: accept: {e}"),
                 }

@@ -135,7 +135,7 @@ pub fn run(config: Config, config_dir: &std::path::Path) -> Result<()> {
     tracing::info!(address = %admin.local_addr, "admin endpoint serving /stats.json");
 
     while !stop.load(Ordering::Relaxed) {
-        std::thread::sleep(Duration::from_millis(50));
+        std::thread::sleep(Duration::from_millis(200));
     }
     tracing::info!("stopping");
     for w in workers {

@@ -559,7 +559,7 @@ impl Dispatch {
 /// Frames received per batch.
 const RX_BATCH: u32 = 64;
 /// Longest sleep while idle: how soon a stop request is noticed.
-const IDLE_POLL: Duration = Duration::from_millis(100);
+const IDLE_POLL: Duration = Duration::from_millis(250);
 /// How long a worker keeps polling empty rings before it sleeps.
 const SPIN_BEFORE_SLEEP: Duration = Duration::from_micros(200);
 
@@ -581,6 +581,7 @@ pub fn run(
     }
     let mut last_publish = now();
     let mut idle_since: Option<Instant> = None;
+    let mut woke_idle = false;
     while !stop.load(Ordering::Relaxed) {
         let t = now();
         sock.reap_completions();
@@ -643,13 +644,16 @@ pub fn run(
         }
         if busy || sock.tx_in_flight() > 0 {
             idle_since = None;
+            woke_idle = false;
             continue;
         }
         // Busy-poll a little before sleeping: a wake-up from poll costs far more than a few
         // empty looks at the rings, and frames arriving meanwhile would wait in the RX ring.
+        // Not after a wake-up that brought nothing (a timeout): then sleep again at once.
         let idle_for = t.saturating_duration_since(*idle_since.get_or_insert(t));
-        if idle_for >= SPIN_BEFORE_SLEEP {
+        if woke_idle || idle_for >= SPIN_BEFORE_SLEEP {
             idle_since = None;
+            woke_idle = true;
             dispatch.counters.idle_sleeps += 1;
             let timeout = dispatch
                 .poll_timeout()
