@@ -451,7 +451,6 @@ impl Connection {
     pub fn state(&self) -> State {
         self.state
     }
-    #[must_use]
     /// When the TCB was made: the SYN's arrival for a passive open (the final ACK's for a
     /// connection rebuilt from a SYN cookie), the `connect` call for an active one.
     #[must_use]
@@ -459,6 +458,7 @@ impl Connection {
         self.created
     }
 
+    #[must_use]
     pub fn four_tuple(&self) -> FourTuple {
         self.tuple
     }
@@ -1407,12 +1407,7 @@ impl Connection {
             ack_number: 0,
             flags: Flags::empty(),
             window_len: 0,
-            max_seg_size: None,
-            window_scale: None,
-            sack_permitted: false,
-            sack_blocks: [None; 4],
-            timestamp: None,
-            payload: &[],
+            ..Default::default()
         }
     }
 

@@ -806,12 +806,7 @@ fn emit_stateless(
         ack_number: ack,
         flags,
         window_len: window,
-        max_seg_size: None,
-        window_scale: None,
-        sack_permitted: false,
-        sack_blocks: [None; 4],
-        timestamp: None,
-        payload: &[],
+        ..Default::default()
     };
     if let Some(s) = syn {
         repr.max_seg_size = Some(s.mss);
