@@ -268,7 +268,7 @@ impl Relay {
 
     /// Takes what the client sent into `to_backend` (through rustls with TLS). `Err` on a TLS
     /// failure. Returns whether anything moved.
-    fn from_client(&mut self, tcp: &mut Endpoint, now: Instant) -> Result<bool, ()> {
+    fn pull_from_client(&mut self, tcp: &mut Endpoint, now: Instant) -> Result<bool, ()> {
         let Some(tls) = self.tls.as_deref_mut() else {
             if self.client_eof {
                 return Ok(false);
@@ -338,7 +338,7 @@ impl Relay {
 
     /// Sends `to_client` to the client (through rustls with TLS). `Err` when the client
     /// connection no longer takes data.
-    fn to_client(&mut self, tcp: &mut Endpoint) -> Result<bool, ()> {
+    fn push_to_client(&mut self, tcp: &mut Endpoint) -> Result<bool, ()> {
         let Some(tls) = self.tls.as_deref_mut() else {
             if self.to_client.is_empty() {
                 return Ok(false);
@@ -433,7 +433,7 @@ impl Relay {
         loop {
             let mut progress = false;
             // Client -> backend.
-            match self.from_client(tcp, now) {
+            match self.pull_from_client(tcp, now) {
                 Ok(p) => progress |= p,
                 Err(()) => return self.tls_failed(tcp),
             }
@@ -475,7 +475,7 @@ impl Relay {
                     }
                 }
             }
-            match self.to_client(tcp) {
+            match self.push_to_client(tcp) {
                 Ok(p) => progress |= p,
                 Err(()) => return self.fail(tcp, RelayEnd::ClientGone),
             }

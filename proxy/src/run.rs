@@ -93,6 +93,8 @@ pub fn run(config: Config, config_dir: &std::path::Path) -> Result<()> {
             session_caches.push((l.socket_addr(), cache));
         }
     }
+    let services =
+        worker::Services { listeners: listeners.clone(), tls: tls_configs, relay: config.relay.clone() };
     let local_mac = interface_mac(&d.interface)?;
     let tcp_config = tcp_config(&config, &d.interface)?;
     let workers_n = sockets.len();
@@ -105,16 +107,7 @@ pub fn run(config: Config, config_dir: &std::path::Path) -> Result<()> {
         let shared = SharedCounters::default();
         shared_counters.push(Arc::clone(&shared));
         let endpoint = sluice_tcp::Endpoint::new(tcp_config.clone(), sluice_tcp::Instant::ZERO);
-        let dispatch = Dispatch::new(
-            i,
-            workers_n,
-            listeners.clone(),
-            d.verify_checksums,
-            endpoint,
-            local_mac,
-            config.relay.clone(),
-            tls_configs.clone(),
-        )?;
+        let dispatch = Dispatch::new(i, workers_n, services.clone(), d.verify_checksums, endpoint, local_mac)?;
         let (stop, peers) = (Arc::clone(&stop), peers.clone());
         let core = (!cores.is_empty()).then(|| cores[i % cores.len()]);
         workers.push(std::thread::Builder::new().name(format!("sluice-q{i}")).spawn(move || {

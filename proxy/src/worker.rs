@@ -188,6 +188,14 @@ struct Echo {
     closing: bool,
 }
 
+/// What a worker serves: its listeners, their TLS configurations, and how relays behave.
+#[derive(Clone)]
+pub struct Services {
+    pub listeners: HashMap<SocketAddrV4, ListenerMode>,
+    pub tls: HashMap<SocketAddrV4, Arc<sluice_tls::rustls::ServerConfig>>,
+    pub relay: crate::config::Relay,
+}
+
 /// Remembered neighbours (IPv4 -> MAC), learned from received frames; bounded.
 const MAX_NEIGHBORS: usize = 65_536;
 
@@ -233,13 +241,12 @@ impl Dispatch {
     pub fn new(
         worker: usize,
         workers: usize,
-        listeners: HashMap<SocketAddrV4, ListenerMode>,
+        services: Services,
         verify_checksums: bool,
         mut tcp: Endpoint,
         local_mac: MacAddress,
-        relay_settings: crate::config::Relay,
-        tls: HashMap<SocketAddrV4, Arc<sluice_tls::rustls::ServerConfig>>,
     ) -> std::io::Result<Self> {
+        let Services { listeners, tls, relay: relay_settings } = services;
         for (addr, mode) in &listeners {
             if *mode != ListenerMode::Refuse {
                 // Every worker listens: whichever owns a flow accepts it.
@@ -740,8 +747,8 @@ mod tests {
             listeners.insert(SocketAddrV4::new(PROXY, *port), *mode);
         }
         let tcp = Endpoint::new(sluice_tcp::Config::default(), Instant::ZERO);
-        Dispatch::new(worker, workers, listeners, true, tcp, PROXY_MAC, crate::config::Relay::default(), HashMap::new())
-            .unwrap()
+        let services = Services { listeners, tls: HashMap::new(), relay: crate::config::Relay::default() };
+        Dispatch::new(worker, workers, services, true, tcp, PROXY_MAC).unwrap()
     }
 
     fn dispatch(worker: usize, workers: usize) -> Dispatch {

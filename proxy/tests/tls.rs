@@ -236,7 +236,7 @@ fn tls_echo_stream(
     while back < len {
         ensure!(std::time::Instant::now() < deadline, "stalled: sent {sent}, back {back}");
         // Plaintext in while rustls's buffer is small (bounded memory, back-pressure).
-        if !tls.is_handshaking() && sent < len && tls.wants_write() == false {
+        if !tls.is_handshaking() && sent < len && !tls.wants_write() {
             let n = chunk.len().min(len - sent);
             for b in chunk[..n].chunks_mut(8) {
                 x ^= x << 13;
