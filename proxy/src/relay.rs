@@ -249,10 +249,15 @@ impl Relay {
         Some(Handshake { duration: done.saturating_duration_since(first), info })
     }
 
+    /// SO_LINGER 0: closing the backend socket sends a RST, not a FIN.
+    fn reset_backend(&self) {
+        let _ = socket2::SockRef::from(&self.backend).set_linger(Some(Duration::ZERO));
+    }
+
     /// The client reset or timed out: reset the backend too.
     pub fn client_gone(&mut self) {
         if self.end.is_none() {
-            let _ = socket2::SockRef::from(&self.backend).set_linger(Some(Duration::ZERO));
+            self.reset_backend();
             let _ = self.backend.shutdown(Shutdown::Both);
             self.end = Some(RelayEnd::ClientGone);
         }
@@ -261,7 +266,7 @@ impl Relay {
     fn fail(&mut self, tcp: &mut Endpoint, why: RelayEnd) {
         if self.end.is_none() {
             tcp.abort(self.handle);
-            let _ = socket2::SockRef::from(&self.backend).set_linger(Some(Duration::ZERO));
+            self.reset_backend();
             self.end = Some(why);
         }
     }
@@ -388,7 +393,7 @@ impl Relay {
             tcp.close(self.handle);
             self.client_closed = true;
         }
-        let _ = socket2::SockRef::from(&self.backend).set_linger(Some(Duration::ZERO));
+        self.reset_backend();
         let _ = self.backend.shutdown(Shutdown::Both);
         self.end = Some(RelayEnd::TlsFailed);
     }
@@ -408,7 +413,7 @@ impl Relay {
                 tcp.close(self.handle);
                 self.client_closed = true;
             }
-            let _ = socket2::SockRef::from(&self.backend).set_linger(Some(Duration::ZERO));
+            self.reset_backend();
             let _ = self.backend.shutdown(Shutdown::Both);
             self.end = Some(RelayEnd::HandshakeTimeout);
             return;
