@@ -6,7 +6,7 @@ mod common;
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
 use common::{Sluice, config, echo_backend};
@@ -27,51 +27,15 @@ fn addr() -> SocketAddr {
     LISTENER.parse().unwrap()
 }
 
-/// Sends `len` bytes and reads the echo concurrently; returns both sha256s.
-fn stream(len: usize) -> Result<([u8; 32], [u8; 32], Duration)> {
-    let mut s = TcpStream::connect_timeout(&addr(), Duration::from_secs(5))?;
-    s.set_read_timeout(Some(Duration::from_secs(30)))?;
-    let mut r = s.try_clone()?;
-    let start = Instant::now();
-    let reader = std::thread::spawn(move || -> std::io::Result<([u8; 32], usize)> {
-        let (mut h, mut buf, mut total) = (Sha256::new(), vec![0u8; 1 << 16], 0);
-        loop {
-            match r.read(&mut buf)? {
-                0 => return Ok((h.finalize().into(), total)),
-                n => {
-                    h.update(&buf[..n]);
-                    total += n;
-                }
-            }
-        }
-    });
-    let (mut h, mut chunk, mut x) = (Sha256::new(), vec![0u8; 1 << 16], 0x9e37_79b9_7f4a_7c15u64);
-    let mut sent = 0;
-    while sent < len {
-        let n = chunk.len().min(len - sent);
-        for b in &mut chunk[..n] {
-            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            *b = (x >> 56) as u8;
-        }
-        s.write_all(&chunk[..n])?;
-        h.update(&chunk[..n]);
-        sent += n;
-    }
-    s.shutdown(Shutdown::Write)?;
-    let (back, total) = reader.join().map_err(|_| anyhow::anyhow!("reader panicked"))??;
-    ensure!(total == len, "{total} of {len} bytes came back");
-    Ok((h.finalize().into(), back, start.elapsed()))
-}
-
 #[test]
 fn relays_256_mib_each_way_intact_with_half_close() -> Result<()> {
     let sluice = Sluice::start("sl-rl1-", &relay_config())?;
     echo_backend(&sluice.topology.topology.backend())?;
-    let mib: usize = std::env::var("SLUICE_TEST_TRANSFER_MIB").ok().and_then(|v| v.parse().ok()).unwrap_or(256);
-    let (sent, back, elapsed) = in_netns(&sluice.client(), move || stream(mib << 20))??;
+    let mib = common::transfer_mib(256);
+    let (sent, back, elapsed) = in_netns(&sluice.client(), move || common::echo_stream(LISTENER, mib << 20))??;
     ensure!(sent == back, "sha256 differs");
     eprintln!("{mib} MiB relayed each way in {elapsed:.2?} ({:.1} MB/s)", (mib << 20) as f64 / elapsed.as_secs_f64() / 1e6);
-    let stats = sluice.wait_relays_closed()?;
+    let stats = sluice.wait_idle()?;
     ensure!(sluice.queue_total(&stats, "relays_clean") == 1, "{stats:#}");
     ensure!(sluice.queue_total(&stats, "relay_bytes_to_backend") == (mib as u64) << 20, "{stats:#}");
     ensure!(sluice.queue_total(&stats, "relay_bytes_to_client") == (mib as u64) << 20, "{stats:#}");
@@ -86,7 +50,7 @@ fn two_hundred_concurrent_relayed_connections() -> Result<()> {
     let handles: Vec<_> = (0..200)
         .map(|i| {
             let ns = ns.clone();
-            std::thread::spawn(move || in_netns(&ns, move || stream(10_000 + i * 101)))
+            std::thread::spawn(move || in_netns(&ns, move || common::echo_stream(LISTENER, 10_000 + i * 101)))
         })
         .collect();
     let mut failures = Vec::new();
@@ -97,7 +61,7 @@ fn two_hundred_concurrent_relayed_connections() -> Result<()> {
         }
     }
     ensure!(failures.is_empty(), "{} of 200 failed: {:?}", failures.len(), &failures[..failures.len().min(3)]);
-    let stats = sluice.wait_relays_closed()?;
+    let stats = sluice.wait_idle()?;
     ensure!(sluice.queue_total(&stats, "relays_clean") == 200, "{stats:#}");
     // Every relay's backend connect and first backend byte is in the merged histograms.
     ensure!(stats["latency"]["backend_connect"]["count"] == 200, "{:#}", stats["latency"]);
@@ -121,11 +85,11 @@ fn refusing_backend_resets_the_client() -> Result<()> {
         Err(e) if e.kind() == ErrorKind::ConnectionReset => {}
         other => bail!("expected a reset, got {other:?}"),
     }
-    let stats = sluice.wait_relays_closed()?;
+    let stats = sluice.wait_idle()?;
     ensure!(sluice.queue_total(&stats, "relays_backend_failed") == 1, "{stats:#}");
     // The backend appears: the next connection is relayed.
     echo_backend(&sluice.topology.topology.backend())?;
-    let (a, b, _) = in_netns(&sluice.client(), || stream(100_000))??;
+    let (a, b, _) = in_netns(&sluice.client(), || common::echo_stream(LISTENER, 100_000))??;
     ensure!(a == b);
     Ok(())
 }
@@ -213,7 +177,7 @@ fn backend_reset_mid_stream_resets_the_client() -> Result<()> {
         Err(e) if e.kind() == ErrorKind::ConnectionReset => {}
         other => bail!("expected a reset after the backend's, got {other:?}"),
     }
-    let stats = sluice.wait_relays_closed()?;
+    let stats = sluice.wait_idle()?;
     ensure!(sluice.queue_total(&stats, "relays_backend_failed") == 1, "{stats:#}");
     Ok(())
 }

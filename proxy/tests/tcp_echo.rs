@@ -3,13 +3,12 @@
 
 mod common;
 
-use std::io::{ErrorKind, Read, Write};
+use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Context, Result, ensure};
 use common::{Sluice, config};
-use sha2::{Digest, Sha256};
 use sluice_testbed::{Impairment, in_netns};
 
 const ECHO: &str = "198.51.100.2:7";
@@ -45,80 +44,6 @@ fn ping(msg: &[u8]) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Streams `len` pseudo-random bytes through the echo, reading concurrently; returns the
-/// sha256 of what was sent and of what came back, and the elapsed time.
-fn stream(len: usize, seed: u64) -> Result<([u8; 32], [u8; 32], Duration)> {
-    let mut s = TcpStream::connect_timeout(&echo_addr(), Duration::from_secs(5))?;
-    s.set_read_timeout(Some(Duration::from_secs(30)))?;
-    let mut reader = s.try_clone()?;
-    let start = Instant::now();
-    let read = std::thread::spawn(move || -> std::io::Result<([u8; 32], usize)> {
-        let mut h = Sha256::new();
-        let mut buf = vec![0u8; 1 << 16];
-        let mut total = 0;
-        loop {
-            match reader.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => {
-                    h.update(&buf[..n]);
-                    total += n;
-                }
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok((h.finalize().into(), total))
-    });
-    let mut h = Sha256::new();
-    let mut rng = seed;
-    let mut chunk = vec![0u8; 1 << 16];
-    let mut sent = 0;
-    while sent < len {
-        let n = chunk.len().min(len - sent);
-        for b in chunk[..n].chunks_mut(8) {
-            rng ^= rng << 13;
-            rng ^= rng >> 7;
-            rng ^= rng << 17;
-            b.copy_from_slice(&rng.to_le_bytes()[..b.len()]);
-        }
-        s.write_all(&chunk[..n])?;
-        h.update(&chunk[..n]);
-        sent += n;
-    }
-    s.shutdown(Shutdown::Write)?;
-    let (back, total) = read.join().map_err(|_| anyhow::anyhow!("reader panicked"))??;
-    ensure!(total == len, "{total} bytes came back of {len}");
-    Ok((h.finalize().into(), back, start.elapsed()))
-}
-
-/// Waits until every connection of every worker is gone (TIME-WAIT is 1 s here) and the UMEM
-/// frames are back on the free lists: nothing left behind.
-fn wait_idle(sluice: &Sluice) -> Result<serde_json::Value> {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let stats = sluice.stats()?;
-        let open = sluice.queue_total(&stats, "connections_open");
-        let frames_out: u64 = stats["queues"]
-            .as_array()
-            .context("queues")?
-            .iter()
-            .map(|q| q["umem_frames_total"].as_u64().unwrap_or(0) - q["umem_frames_free"].as_u64().unwrap_or(0))
-            .sum();
-        // At idle the only frames not free are those lent to the kernel's fill ring.
-        if open == 0 && frames_out <= 2 * 2048 {
-            return Ok(stats);
-        }
-        if Instant::now() > deadline {
-            bail!("not idle after 15 s: {open} connections open, {frames_out} frames out: {stats:#}");
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
-fn tcp_total(stats: &serde_json::Value, counter: &str) -> u64 {
-    stats["queues"].as_array().map_or(0, |qs| qs.iter().map(|q| q["tcp"][counter].as_u64().unwrap_or(0)).sum())
-}
-
 #[test]
 fn thousand_sequential_connections() -> Result<()> {
     let sluice = Sluice::start("sl-te1-", &echo_config())?;
@@ -126,11 +51,11 @@ fn thousand_sequential_connections() -> Result<()> {
         (0..1000).filter_map(|i| ping(format!("ping {i}").as_bytes()).err().map(|e| format!("{i}: {e}"))).collect::<Vec<_>>()
     })?;
     ensure!(failures.is_empty(), "{} of 1000 failed: {:?}", failures.len(), &failures[..failures.len().min(5)]);
-    let stats = wait_idle(&sluice)?;
+    let stats = sluice.wait_idle()?;
     ensure!(sluice.queue_total(&stats, "connections_established") == 1000, "{stats:#}");
-    ensure!(tcp_total(&stats, "negotiated_wscale") == 1000, "window scaling not negotiated: {stats:#}");
-    ensure!(tcp_total(&stats, "negotiated_sack") == 1000, "SACK not negotiated: {stats:#}");
-    ensure!(tcp_total(&stats, "negotiated_timestamps") == 1000, "timestamps not negotiated: {stats:#}");
+    ensure!(sluice.tcp_total(&stats, "negotiated_wscale") == 1000, "window scaling not negotiated: {stats:#}");
+    ensure!(sluice.tcp_total(&stats, "negotiated_sack") == 1000, "SACK not negotiated: {stats:#}");
+    ensure!(sluice.tcp_total(&stats, "negotiated_timestamps") == 1000, "timestamps not negotiated: {stats:#}");
     ensure!(stats["latency"]["tcp_handshake"]["count"] == 1000, "{:#}", stats["latency"]);
     Ok(())
 }
@@ -154,7 +79,7 @@ fn two_hundred_concurrent_connections() -> Result<()> {
         }
     }
     ensure!(failures.is_empty(), "{} of 200 failed: {:?}", failures.len(), &failures[..failures.len().min(5)]);
-    let stats = wait_idle(&sluice)?;
+    let stats = sluice.wait_idle()?;
     ensure!(sluice.queue_total(&stats, "connections_established") == 200, "{stats:#}");
     // Both workers served connections (flows are owned by hash of the 4-tuple).
     for q in stats["queues"].as_array().context("queues")? {
@@ -173,17 +98,17 @@ fn transfer(prefix: &str, mib: usize, impairment: Option<(Impairment, Impairment
         Some((client, proxy)) => Sluice::start_impaired(prefix, &echo_config(), 0x5eed, client, proxy)?,
     };
     // SLUICE_TEST_TRANSFER_MIB overrides the size while developing.
-    let mib: usize = std::env::var("SLUICE_TEST_TRANSFER_MIB").ok().and_then(|v| v.parse().ok()).unwrap_or(mib);
+    let mib = common::transfer_mib(mib);
     let len = mib << 20;
-    let (sent, back, elapsed) = in_netns(&sluice.client(), move || stream(len, 0x5eed))??;
+    let (sent, back, elapsed) = in_netns(&sluice.client(), move || common::echo_stream(ECHO, len))??;
     ensure!(sent == back, "sha256 differs: sent {sent:02x?}, got back {back:02x?}");
     eprintln!(
         "{mib} MiB echoed in {elapsed:.2?} ({:.1} MB/s each way) with impairment {impairment:?}",
         len as f64 / elapsed.as_secs_f64() / 1e6
     );
-    let stats = wait_idle(&sluice)?;
-    ensure!(tcp_total(&stats, "bytes_in") == len as u64, "{stats:#}");
-    ensure!(tcp_total(&stats, "bytes_out") >= len as u64, "{stats:#}");
+    let stats = sluice.wait_idle()?;
+    ensure!(sluice.tcp_total(&stats, "bytes_in") == len as u64, "{stats:#}");
+    ensure!(sluice.tcp_total(&stats, "bytes_out") >= len as u64, "{stats:#}");
     if let Some((client, proxy)) = impairment {
         let bridge = sluice.bridge.as_mut().context("bridge")?;
         bridge.signal_and_wait(nix::sys::signal::Signal::SIGTERM, Duration::from_secs(5))?;
@@ -195,15 +120,15 @@ fn transfer(prefix: &str, mib: usize, impairment: Option<(Impairment, Impairment
         if client.loss > 0.0 {
             ensure!(counts["a2b"]["lost"].as_u64() > Some(0), "the bridge lost nothing: {counts}");
             // Holes in what sluice receives: SACK blocks say so (RFC 2018).
-            ensure!(tcp_total(&stats, "sack_blocks_sent") > 0, "no SACK blocks sent under loss: {stats:#}");
+            ensure!(sluice.tcp_total(&stats, "sack_blocks_sent") > 0, "no SACK blocks sent under loss: {stats:#}");
         }
         if proxy.loss > 0.0 {
             ensure!(counts["b2a"]["lost"].as_u64() > Some(0), "the bridge lost nothing: {counts}");
             // sluice's own segments were lost: Linux's SACKs arrive and sluice retransmits.
-            ensure!(tcp_total(&stats, "sack_blocks_received") > 0, "no SACK blocks from Linux: {stats:#}");
+            ensure!(sluice.tcp_total(&stats, "sack_blocks_received") > 0, "no SACK blocks from Linux: {stats:#}");
             let rexmit = ["retransmits_rto", "retransmits_fast", "retransmits_sack", "retransmits_rack", "retransmits_tlp"]
                 .iter()
-                .map(|c| tcp_total(&stats, c))
+                .map(|c| sluice.tcp_total(&stats, c))
                 .sum::<u64>();
             ensure!(rexmit > 0, "no retransmissions under loss: {stats:#}");
         }

@@ -78,7 +78,7 @@ fn curl_gets_the_backend_through_tls_for_two_names_and_both_versions() -> Result
             ensure!(log.contains(want), "{name}: not {want}:\n{log}");
         }
     }
-    let stats = sluice.wait_relays_closed()?;
+    let stats = sluice.wait_idle()?;
     ensure!(sluice.queue_total(&stats, "tls_handshakes_full") == 4, "{stats:#}");
     ensure!(sluice.queue_total(&stats, "relays_clean") == 4, "{stats:#}");
     let l = &stats["latency"];
@@ -116,7 +116,7 @@ fn openssl_resumes_sessions_tls12_and_tls13() -> Result<()> {
         let second = s_client("-sess_in")?;
         ensure!(second.contains("Reused, TLSv1"), "{version}: second handshake not resumed:\n{second}");
     }
-    let stats = sluice.wait_relays_closed()?;
+    let stats = sluice.wait_idle()?;
     ensure!(sluice.queue_total(&stats, "tls_handshakes_resumed") == 2, "{stats:#}");
     ensure!(sluice.queue_total(&stats, "tls_handshakes_full") == 2, "{stats:#}");
     let l = &stats["latency"];
@@ -139,7 +139,7 @@ fn garbage_instead_of_a_client_hello_gets_an_alert() -> Result<()> {
     })??;
     // A TLS alert record: content type 21.
     ensure!(answer.first() == Some(&21), "expected a TLS alert, got {answer:02x?}");
-    let stats = sluice.wait_relays_closed()?;
+    let stats = sluice.wait_idle()?;
     ensure!(sluice.queue_total(&stats, "tls_failed") == 1, "{stats:#}");
     let ca = dir.join("ca.pem");
     let out = in_ns(
@@ -167,7 +167,7 @@ fn client_stalled_mid_handshake_is_closed() -> Result<()> {
         Ok(start.elapsed())
     })??;
     ensure!(waited >= Duration::from_millis(1000), "closed too early ({waited:?}), before the timeout");
-    let stats = sluice.wait_relays_closed()?;
+    let stats = sluice.wait_idle()?;
     ensure!(sluice.queue_total(&stats, "tls_handshake_timeouts") == 1, "{stats:#}");
     Ok(())
 }
@@ -205,7 +205,7 @@ fn thousand_resumptions_spread_over_both_workers() -> Result<()> {
         let resumed = kinds.iter().filter(|k| **k == rustls::HandshakeKind::Resumed).count();
         ensure!(resumed == 500, "{version:?}: {resumed} of 500 resumed: {:?}", &kinds[..5]);
     }
-    let stats = sluice.wait_relays_closed()?;
+    let stats = sluice.wait_idle()?;
     ensure!(sluice.queue_total(&stats, "tls_handshakes_resumed") == 1000, "{stats:#}");
     for q in stats["queues"].as_array().context("queues")? {
         ensure!(q["tls_handshakes_resumed"].as_u64() > Some(100), "a worker resumed too few: {stats:#}");
@@ -307,12 +307,12 @@ fn client_config(
 fn one_gib_each_way_through_tls_intact() -> Result<()> {
     let (sluice, _dir, ca) = start_echo("sl-tl6-", None)?;
     let config = client_config(ca)?;
-    let mib: usize = std::env::var("SLUICE_TEST_TRANSFER_MIB").ok().and_then(|v| v.parse().ok()).unwrap_or(1024);
+    let mib = common::transfer_mib(1024);
     let t = std::time::Instant::now();
     let (sent, back) = in_netns(&sluice.client(), move || tls_echo_stream(config, mib << 20))??;
     ensure!(sent == back, "sha256 differs");
     eprintln!("{mib} MiB each way through TLS in {:.2?}", t.elapsed());
-    let stats = sluice.wait_relays_closed()?;
+    let stats = sluice.wait_idle()?;
     ensure!(sluice.queue_total(&stats, "relay_bytes_to_backend") == (mib as u64) << 20, "{stats:#}");
     Ok(())
 }
@@ -325,7 +325,7 @@ fn tls_transfer_256_mib_intact_under_loss_and_reordering() -> Result<()> {
         sluice_testbed::Impairment { loss: 2.0, reorder: 10.0, duplicate: 0.0, hold_ms: 1.0 };
     let (sluice, _dir, ca) = start_echo("sl-tl7-", Some((LOSSY, LOSSY)))?;
     let config = client_config(ca)?;
-    let mib: usize = std::env::var("SLUICE_TEST_TRANSFER_MIB").ok().and_then(|v| v.parse().ok()).unwrap_or(256);
+    let mib = common::transfer_mib(256);
     let t = std::time::Instant::now();
     let (sent, back) = in_netns(&sluice.client(), move || tls_echo_stream(config, mib << 20))??;
     ensure!(sent == back, "sha256 differs");
@@ -427,7 +427,7 @@ fn five_hundred_concurrent_tls_connections_of_ten_requests() -> Result<()> {
     let mut stats = Vec::new();
     for _ in 0..3 {
         burst(&sluice, &config, 500)?;
-        stats.push(sluice.wait_relays_closed()?);
+        stats.push(sluice.wait_idle()?);
         rss.push(rss_kib(sluice.process.pid())?);
     }
     eprintln!("RSS at start {rss_start} KiB, after each burst of 500 x 10: {rss:?} KiB");

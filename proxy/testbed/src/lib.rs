@@ -144,13 +144,6 @@ impl Topology {
         }
         Ok(())
     }
-
-    /// A command to run inside namespace `ns` (one of this topology's).
-    pub fn command(ns: &str, program: &str) -> Command {
-        let mut c = Command::new("ip");
-        c.args(["netns", "exec", ns, program]);
-        c
-    }
 }
 
 /// Brings a topology up and takes it down again when dropped, also on panic: what an

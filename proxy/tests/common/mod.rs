@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, bail, ensure};
 use sluice_testbed::{Impairment, NsProcess, Topology, TopologyGuard};
 
 pub const ADMIN: &str = "http://127.0.0.1:9090/stats.json";
@@ -86,20 +86,30 @@ impl Sluice {
         sluice_testbed::get_json(&self.proxy(), ADMIN)
     }
 
-    /// Waits until no relay and no connection is open (their ends are counted when the TCB is
-    /// freed) and returns the stats then.
-    pub fn wait_relays_closed(&self) -> Result<serde_json::Value> {
+    /// Waits until nothing is left behind: no relay and no connection open on any worker (their
+    /// ends are counted when the TCB is freed), the UMEM frames back on the free lists but for
+    /// those lent to the kernel's fill rings; returns the stats then.
+    pub fn wait_idle(&self) -> Result<serde_json::Value> {
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
             let stats = self.stats()?;
-            if self.queue_total(&stats, "relays_open") == 0 && self.queue_total(&stats, "connections_open") == 0 {
+            let open = self.queue_total(&stats, "connections_open");
+            let relays = self.queue_total(&stats, "relays_open");
+            let frames_out =
+                self.queue_total(&stats, "umem_frames_total") - self.queue_total(&stats, "umem_frames_free");
+            if open == 0 && relays == 0 && frames_out <= 2 * 2048 {
                 return Ok(stats);
             }
             if Instant::now() > deadline {
-                bail!("relays still open after 15 s: {stats:#}");
+                bail!("not idle after 15 s: {open} connections, {relays} relays open, {frames_out} frames out: {stats:#}");
             }
             std::thread::sleep(Duration::from_millis(200));
         }
+    }
+
+    /// Sum of one TCP-stack counter over all workers.
+    pub fn tcp_total(&self, stats: &serde_json::Value, counter: &str) -> u64 {
+        stats["queues"].as_array().map_or(0, |qs| qs.iter().map(|q| q["tcp"][counter].as_u64().unwrap_or(0)).sum())
     }
 
     /// Sum of one per-queue counter over all queues.
@@ -191,4 +201,53 @@ pub fn http_backend(ns: &str) -> Result<()> {
         }
     });
     Ok(())
+}
+
+/// The size of a bulk transfer in MiB: `default`, or `SLUICE_TEST_TRANSFER_MIB` while developing.
+pub fn transfer_mib(default: usize) -> usize {
+    std::env::var("SLUICE_TEST_TRANSFER_MIB").ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+/// Streams `len` pseudo-random bytes to `addr` (an echo, directly or through sluice), reading the
+/// echo concurrently and half-closing after the last byte; returns the sha256 of what was sent,
+/// of what came back (after the echo's EOF), and the time it took.
+pub fn echo_stream(addr: &str, len: usize) -> Result<([u8; 32], [u8; 32], Duration)> {
+    use sha2::{Digest, Sha256};
+    use std::io::{ErrorKind, Read, Write};
+    let mut s = std::net::TcpStream::connect_timeout(&addr.parse()?, Duration::from_secs(5))?;
+    s.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let mut reader = s.try_clone()?;
+    let start = Instant::now();
+    let read = std::thread::spawn(move || -> std::io::Result<([u8; 32], usize)> {
+        let (mut h, mut buf, mut total) = (Sha256::new(), vec![0u8; 1 << 16], 0);
+        loop {
+            match reader.read(&mut buf) {
+                Ok(0) => return Ok((h.finalize().into(), total)),
+                Ok(n) => {
+                    h.update(&buf[..n]);
+                    total += n;
+                }
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    });
+    let (mut h, mut chunk, mut rng) = (Sha256::new(), vec![0u8; 1 << 16], 0x5eed_u64);
+    let mut sent = 0;
+    while sent < len {
+        let n = chunk.len().min(len - sent);
+        for b in chunk[..n].chunks_mut(8) {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            b.copy_from_slice(&rng.to_le_bytes()[..b.len()]);
+        }
+        s.write_all(&chunk[..n])?;
+        h.update(&chunk[..n]);
+        sent += n;
+    }
+    s.shutdown(std::net::Shutdown::Write)?;
+    let (back, total) = read.join().map_err(|_| anyhow::anyhow!("reader panicked"))??;
+    ensure!(total == len, "{total} of {len} bytes came back");
+    Ok((h.finalize().into(), back, start.elapsed()))
 }
