@@ -20,6 +20,9 @@
 //!
 //! Readiness is edge-triggered (epoll, owned by the worker): `readable`/`writable` are set by
 //! events and cleared when an operation would block, as mio does.
+//!
+//! The client side is a [`Client`]: a connection on sluice's TCP stack ([`OnStack`]) or, with
+//! the kernel transport, a kernel socket. The relay itself does not know which.
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddrV4, TcpStream};
@@ -78,6 +81,41 @@ impl ByteQueue {
     }
 }
 
+/// The client's side of a relay: a byte stream that can be read, written, closed and reset.
+pub trait Client {
+    /// Reads what the client sent: `Ok(0)` when nothing is there now, `Err(Finished)` once the
+    /// client finished sending and every byte was read; other errors when the stream is gone.
+    fn recv(&mut self, buf: &mut [u8]) -> Result<usize, StreamError>;
+    /// Queues bytes for the client: how many were taken (0 when the send buffer is full); an
+    /// error when the stream no longer takes data.
+    fn send(&mut self, data: &[u8]) -> Result<usize, StreamError>;
+    /// Closes the sending side after what was queued (FIN).
+    fn close(&mut self);
+    /// Resets the connection (RST).
+    fn abort(&mut self);
+}
+
+/// A client connection on sluice's own TCP stack.
+pub struct OnStack<'a> {
+    pub tcp: &'a mut Endpoint,
+    pub handle: ConnectionHandle,
+}
+
+impl Client for OnStack<'_> {
+    fn recv(&mut self, buf: &mut [u8]) -> Result<usize, StreamError> {
+        self.tcp.recv(self.handle, buf)
+    }
+    fn send(&mut self, data: &[u8]) -> Result<usize, StreamError> {
+        self.tcp.send(self.handle, data)
+    }
+    fn close(&mut self) {
+        self.tcp.close(self.handle)
+    }
+    fn abort(&mut self) {
+        self.tcp.abort(self.handle)
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum BackendState {
     Connecting { deadline: Instant },
@@ -127,7 +165,6 @@ struct Tls {
 
 #[derive(Debug)]
 pub struct Relay {
-    pub handle: ConnectionHandle,
     backend: TcpStream,
     state: BackendState,
     pub readable: bool,
@@ -152,9 +189,8 @@ pub struct Relay {
 }
 
 impl Relay {
-    /// Starts a non-blocking connect to `backend` for the client connection `handle`.
+    /// Starts a non-blocking connect to `backend` for a client connection.
     pub fn connect(
-        handle: ConnectionHandle,
         backend: SocketAddrV4,
         now: Instant,
         connect_timeout: Duration,
@@ -183,7 +219,6 @@ impl Relay {
             Err(e) => return Err(e),
         }
         Ok(Self {
-            handle,
             backend: socket.into(),
             state: BackendState::Connecting { deadline: now + connect_timeout },
             readable: false,
@@ -263,9 +298,9 @@ impl Relay {
         }
     }
 
-    fn fail(&mut self, tcp: &mut Endpoint, why: RelayEnd) {
+    fn fail(&mut self, client: &mut impl Client, why: RelayEnd) {
         if self.end.is_none() {
-            tcp.abort(self.handle);
+            client.abort();
             self.reset_backend();
             self.end = Some(why);
         }
@@ -273,7 +308,7 @@ impl Relay {
 
     /// Takes what the client sent into `to_backend` (through rustls with TLS). `Err` on a TLS
     /// failure. Returns whether anything moved.
-    fn pull_from_client(&mut self, tcp: &mut Endpoint, now: Instant) -> Result<bool, ()> {
+    fn pull_from_client(&mut self, client: &mut impl Client, now: Instant) -> Result<bool, ()> {
         let Some(tls) = self.tls.as_deref_mut() else {
             if self.client_eof {
                 return Ok(false);
@@ -282,7 +317,7 @@ impl Relay {
             if space.is_empty() {
                 return Ok(false);
             }
-            return Ok(match tcp.recv(self.handle, space) {
+            return Ok(match client.recv(space) {
                 Ok(n) => {
                     self.to_backend.commit(n);
                     n > 0
@@ -298,7 +333,7 @@ impl Relay {
         if !tls.tcp_eof {
             let space = tls.cipher_in.space_mut();
             if !space.is_empty() {
-                match tcp.recv(self.handle, space) {
+                match client.recv(space) {
                     Ok(n) => {
                         tls.cipher_in.commit(n);
                         progress |= n > 0;
@@ -337,18 +372,18 @@ impl Relay {
             self.client_eof = true;
             progress = true;
         }
-        progress |= Self::flush_ciphertext(tls, tcp, self.handle)?;
+        progress |= Self::flush_ciphertext(tls, client)?;
         Ok(progress)
     }
 
     /// Sends `to_client` to the client (through rustls with TLS). `Err` when the client
     /// connection no longer takes data.
-    fn push_to_client(&mut self, tcp: &mut Endpoint) -> Result<bool, ()> {
+    fn push_to_client(&mut self, client: &mut impl Client) -> Result<bool, ()> {
         let Some(tls) = self.tls.as_deref_mut() else {
             if self.to_client.is_empty() {
                 return Ok(false);
             }
-            let n = tcp.send(self.handle, self.to_client.data()).map_err(|_| ())?;
+            let n = client.send(self.to_client.data()).map_err(|_| ())?;
             self.to_client.consume(n);
             self.bytes_to_client += n as u64;
             return Ok(n > 0);
@@ -360,12 +395,12 @@ impl Relay {
             self.bytes_to_client += n as u64;
             progress |= n > 0;
         }
-        progress |= Self::flush_ciphertext(tls, tcp, self.handle)?;
+        progress |= Self::flush_ciphertext(tls, client)?;
         Ok(progress)
     }
 
     /// rustls's records -> `cipher_out` -> the TCP send buffer.
-    fn flush_ciphertext(tls: &mut Tls, tcp: &mut Endpoint, h: ConnectionHandle) -> Result<bool, ()> {
+    fn flush_ciphertext(tls: &mut Tls, client: &mut impl Client) -> Result<bool, ()> {
         let mut progress = false;
         loop {
             let n = tls.session.write_ciphertext(tls.cipher_out.space_mut());
@@ -373,7 +408,7 @@ impl Relay {
             if tls.cipher_out.is_empty() {
                 break;
             }
-            let sent = tcp.send(h, tls.cipher_out.data()).map_err(|_| ())?;
+            let sent = client.send(tls.cipher_out.data()).map_err(|_| ())?;
             tls.cipher_out.consume(sent);
             progress |= sent > 0 || n > 0;
             if sent == 0 {
@@ -385,12 +420,12 @@ impl Relay {
 
     /// A TLS failure: send rustls's alert (if any), close the client connection after it,
     /// reset the backend.
-    fn tls_failed(&mut self, tcp: &mut Endpoint) {
+    fn tls_failed(&mut self, client: &mut impl Client) {
         if let Some(tls) = self.tls.as_deref_mut() {
-            let _ = Self::flush_ciphertext(tls, tcp, self.handle);
+            let _ = Self::flush_ciphertext(tls, client);
         }
         if !self.client_closed {
-            tcp.close(self.handle);
+            client.close();
             self.client_closed = true;
         }
         self.reset_backend();
@@ -400,7 +435,7 @@ impl Relay {
 
     /// Moves every byte that can move now, both ways. Call on any TCP event of the connection,
     /// any readiness event of the backend socket, and at the connect deadline.
-    pub fn pump(&mut self, tcp: &mut Endpoint, now: Instant) {
+    pub fn pump(&mut self, client: &mut impl Client, now: Instant) {
         if self.end.is_some() {
             return;
         }
@@ -410,7 +445,7 @@ impl Relay {
         {
             // A client stalled mid-handshake: close it, free the backend.
             if !self.client_closed {
-                tcp.close(self.handle);
+                client.close();
                 self.client_closed = true;
             }
             self.reset_backend();
@@ -421,7 +456,7 @@ impl Relay {
         if let BackendState::Connecting { deadline } = self.state {
             if !self.writable {
                 if now >= deadline {
-                    self.fail(tcp, RelayEnd::BackendTimeout);
+                    self.fail(client, RelayEnd::BackendTimeout);
                 }
                 // Meanwhile the client's bytes queue up (bounded) below.
             } else {
@@ -430,7 +465,7 @@ impl Relay {
                         self.state = BackendState::Connected;
                         self.connect_time = Some(now.saturating_duration_since(self.started));
                     }
-                    _ => return self.fail(tcp, RelayEnd::BackendFailed),
+                    _ => return self.fail(client, RelayEnd::BackendFailed),
                 }
             }
         }
@@ -438,9 +473,9 @@ impl Relay {
         loop {
             let mut progress = false;
             // Client -> backend.
-            match self.pull_from_client(tcp, now) {
+            match self.pull_from_client(client, now) {
                 Ok(p) => progress |= p,
-                Err(()) => return self.tls_failed(tcp),
+                Err(()) => return self.tls_failed(client),
             }
             if connected && self.writable && !self.to_backend.is_empty() {
                 match self.backend.write(self.to_backend.data()) {
@@ -451,7 +486,7 @@ impl Relay {
                     }
                     Err(e) if e.kind() == ErrorKind::WouldBlock => self.writable = false,
                     Err(e) if e.kind() == ErrorKind::Interrupted => progress = true,
-                    Err(_) => return self.fail(tcp, RelayEnd::BackendFailed),
+                    Err(_) => return self.fail(client, RelayEnd::BackendFailed),
                 }
             }
             if connected && self.client_eof && self.to_backend.is_empty() && !self.backend_write_shut {
@@ -476,18 +511,18 @@ impl Relay {
                         }
                         Err(e) if e.kind() == ErrorKind::WouldBlock => self.readable = false,
                         Err(e) if e.kind() == ErrorKind::Interrupted => progress = true,
-                        Err(_) => return self.fail(tcp, RelayEnd::BackendFailed),
+                        Err(_) => return self.fail(client, RelayEnd::BackendFailed),
                     }
                 }
             }
-            match self.push_to_client(tcp) {
+            match self.push_to_client(client) {
                 Ok(p) => progress |= p,
-                Err(()) => return self.fail(tcp, RelayEnd::ClientGone),
+                Err(()) => return self.fail(client, RelayEnd::ClientGone),
             }
             if self.backend_eof && self.to_client.is_empty() && !self.client_closed {
                 match self.tls.as_deref_mut() {
                     None => {
-                        tcp.close(self.handle);
+                        client.close();
                         self.client_closed = true;
                     }
                     Some(tls) => {
@@ -496,7 +531,7 @@ impl Relay {
                             tls.close_notify_sent = true;
                             progress = true;
                         } else if tls.cipher_out.is_empty() && !tls.session.wants_write() {
-                            tcp.close(self.handle);
+                            client.close();
                             self.client_closed = true;
                         }
                     }

@@ -44,6 +44,9 @@ pub fn run(config: Config, config_dir: &std::path::Path) -> Result<()> {
             d.interface
         );
     }
+    // Certificates and keys first: a broken one stops sluice before anything is attached.
+    let session_caches: SessionCaches = Default::default();
+    let services = services(&config, config_dir, &session_caches)?;
     let mut attached = Loader::attach(&d.interface, mode, d.force)?;
     tracing::info!(
         interface = %d.interface,
@@ -74,27 +77,12 @@ pub fn run(config: Config, config_dir: &std::path::Path) -> Result<()> {
         attached.register_xsk(q, sock.as_fd())?;
         sockets.push(sock);
     }
-    let listeners: HashMap<_, _> = config.listeners.iter().map(|l| (l.socket_addr(), l.mode())).collect();
-    for addr in listeners.keys() {
+    let listeners: Vec<_> = config.listeners.iter().map(|l| l.socket_addr()).collect();
+    for addr in &listeners {
         attached.add_listener(*addr.ip(), addr.port())?;
         tracing::info!(%addr, "listening");
     }
 
-    // TLS: one ServerConfig per listener, its session cache shared by every worker.
-    let mut tls_configs = HashMap::new();
-    let mut session_caches = Vec::new();
-    for (i, l) in config.listeners.iter().enumerate() {
-        if let Some(settings) = &l.tls {
-            let clock = Arc::new(sluice_tls::rustls::time_provider::DefaultTimeProvider);
-            let cache = sluice_tls::SessionCache::new(settings.session_cache_config(), clock);
-            let server = sluice_tls::build(settings, config_dir, Arc::clone(&cache))
-                .with_context(|| format!("listener[{i}] ({})", l.address))?;
-            tls_configs.insert(l.socket_addr(), server);
-            session_caches.push((l.socket_addr(), cache));
-        }
-    }
-    let services =
-        worker::Services { listeners: listeners.clone(), tls: tls_configs, relay: config.relay.clone() };
     let local_mac = interface_mac(&d.interface)?;
     let tcp_config = tcp_config(&config, &d.interface)?;
     let workers_n = sockets.len();
@@ -122,7 +110,7 @@ pub fn run(config: Config, config_dir: &std::path::Path) -> Result<()> {
     let stats = {
         let attached = Arc::clone(&attached);
         let shared_counters = shared_counters.clone();
-        Arc::new(move || stats_json(&attached, &shared_counters, &session_caches)) as crate::admin::StatsSource
+        Arc::new(move || stats_json(&attached, &shared_counters, &session_caches.lock().unwrap_or_else(|e| e.into_inner()))) as crate::admin::StatsSource
     };
     let admin = AdminServer::spawn(config.admin.address, stats, Arc::clone(&stop))?;
     tracing::info!(address = %admin.local_addr, "admin endpoint serving /stats.json");
@@ -145,7 +133,7 @@ pub fn run(config: Config, config_dir: &std::path::Path) -> Result<()> {
 fn stats_json(
     attached: &Mutex<loader::Attached>,
     queues: &[SharedCounters],
-    caches: &[(std::net::SocketAddrV4, Arc<sluice_tls::SessionCache>)],
+    caches: &HashMap<std::net::SocketAddrV4, Arc<sluice_tls::SessionCache>>,
 ) -> serde_json::Value {
     let (mode, counters) = match attached.lock() {
         Ok(a) => (
@@ -182,6 +170,33 @@ fn stats_json(
             })
         }).collect::<Vec<_>>(),
     })
+}
+
+/// A TLS listener's session cache, kept across reloads (by listener address).
+type SessionCaches = Arc<Mutex<HashMap<std::net::SocketAddrV4, Arc<sluice_tls::SessionCache>>>>;
+
+/// What the workers serve, built from `config`: the listeners, a TLS ServerConfig per TLS
+/// listener (its session cache taken from `caches`, or made and added there), the relay settings.
+/// Certificates and keys are read here; any error names the listener.
+pub fn services(config: &Config, config_dir: &std::path::Path, caches: &SessionCaches) -> Result<worker::Services> {
+    let listeners: HashMap<_, _> = config.listeners.iter().map(|l| (l.socket_addr(), l.mode())).collect();
+    let mut tls = HashMap::new();
+    let mut caches = caches.lock().unwrap_or_else(|e| e.into_inner());
+    for (i, l) in config.listeners.iter().enumerate() {
+        if let Some(settings) = &l.tls {
+            let cache = caches
+                .entry(l.socket_addr())
+                .or_insert_with(|| {
+                    let clock = Arc::new(sluice_tls::rustls::time_provider::DefaultTimeProvider);
+                    sluice_tls::SessionCache::new(settings.session_cache_config(), clock)
+                })
+                .clone();
+            let server = sluice_tls::build(settings, config_dir, cache)
+                .with_context(|| format!("listener[{i}] ({})", l.address))?;
+            tls.insert(l.socket_addr(), server);
+        }
+    }
+    Ok(worker::Services { listeners, tls, relay: config.relay.clone() })
 }
 
 /// The interface's MAC address: the source of every frame sluice sends.

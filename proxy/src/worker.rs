@@ -34,7 +34,7 @@ use sluice_wire::{Checksum, Error as WireError, emit_frame, parse_frame, rst_rep
 use sluice_xsk::{RxVerdict, Socket};
 
 use crate::config::ListenerMode;
-use crate::relay::{Relay, RelayEnd};
+use crate::relay::{OnStack, Relay, RelayEnd};
 
 /// Counters of one queue. Written by its worker only; published to [`SharedCounters`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -417,7 +417,7 @@ impl Dispatch {
     /// Moves a relay's bytes and records the latencies it learnt.
     fn pump_relay(&mut self, h: ConnectionHandle, now: Instant) {
         let Some(r) = self.relays.get_mut(&h) else { return };
-        r.pump(&mut self.tcp, now);
+        r.pump(&mut OnStack { tcp: &mut self.tcp, handle: h }, now);
         let (connect, first_byte) = r.take_timings();
         if let Some(d) = connect {
             crate::latency::record(&mut self.latencies.backend_connect, d);
@@ -455,7 +455,7 @@ impl Dispatch {
     ) {
         let timeout = Duration::from_millis(self.relay_settings.backend_connect_timeout_ms);
         let tls = tls.map(|c| (c, Duration::from_millis(self.relay_settings.tls_handshake_timeout_ms)));
-        let relay = match Relay::connect(h, backend, now, timeout, self.relay_settings.buffer, tls) {
+        let relay = match Relay::connect(backend, now, timeout, self.relay_settings.buffer, tls) {
             Ok(r) => r,
             Err(e) => {
                 tracing::debug!(%backend, "backend connect: {e}");
