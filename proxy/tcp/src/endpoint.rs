@@ -44,6 +44,9 @@ const CTRL_QUEUE_LEN: usize = 1024;
 struct Listener {
     addr: SocketAddrV4,
     half_open: usize,
+    /// `false` after `unlisten`: new SYNs are answered as on a closed port; connections it
+    /// accepted before live on. (Kept in the list: connections refer to it by index.)
+    open: bool,
 }
 
 #[derive(Debug, Default)]
@@ -124,14 +127,32 @@ impl Endpoint {
         if local.port() == 0 {
             return Err(ListenError::InvalidPort);
         }
-        if self.listeners.iter().any(|l| l.addr == local) {
-            return Err(ListenError::AddrInUse);
+        if let Some(l) = self.listeners.iter_mut().find(|l| l.addr == local) {
+            if l.open {
+                return Err(ListenError::AddrInUse);
+            }
+            l.open = true;
+            return Ok(());
         }
         self.listeners.push(Listener {
             addr: local,
             half_open: 0,
+            open: true,
         });
         Ok(())
+    }
+
+    /// Stops accepting on `local` (RFC 9293 3.10.7.1: new SYNs get a RST, as on a closed port).
+    /// Established connections and handshakes already under way are not touched. Returns
+    /// whether `local` was listening.
+    pub fn unlisten(&mut self, local: SocketAddrV4) -> bool {
+        match self.listeners.iter_mut().find(|l| l.addr == local && l.open) {
+            Some(l) => {
+                l.open = false;
+                true
+            }
+            None => false,
+        }
     }
 
     /// Active open: the SYN leaves on the next `poll_transmit`.
@@ -206,11 +227,11 @@ impl Endpoint {
     fn find_listener(&self, local: SocketAddrV4) -> Option<usize> {
         self.listeners
             .iter()
-            .position(|l| l.addr == local)
+            .position(|l| l.open && l.addr == local)
             .or_else(|| {
-                self.listeners
-                    .iter()
-                    .position(|l| l.addr.port() == local.port() && l.addr.ip().is_unspecified())
+                self.listeners.iter().position(|l| {
+                    l.open && l.addr.port() == local.port() && l.addr.ip().is_unspecified()
+                })
             })
     }
 

@@ -396,6 +396,28 @@ fn listen_on_unspecified_address() {
     recv!(t, flags: Flags::SYN | Flags::ACK);
 }
 
+#[test]
+fn unlisten_refuses_new_syns_and_keeps_established_connections() {
+    let mut t = established();
+    let local = SocketAddrV4::new(LOCAL_IP, LOCAL_PORT);
+    assert!(t.ep.unlisten(local));
+    assert!(!t.ep.unlisten(local), "already closed");
+    // The established connection still carries data.
+    send!(t, flags: Flags::ACK | Flags::PSH, payload: b"still here");
+    assert_eq!(t.read_all(), b"still here");
+    // A SYN from another port is answered as on a closed port.
+    send!(t, src_port: REMOTE_PORT + 1, seq_number: 7, flags: Flags::SYN, ack_number: 0);
+    recv!(t, flags: Flags::RST | Flags::ACK, seq: 0, ack: 8);
+    assert_eq!(t.drops(DropReason::NoListener), 1);
+    assert_eq!(t.ep.connection_count(), 1);
+    // Listening again accepts again.
+    t.ep.listen(local).unwrap();
+    assert_eq!(t.ep.listen(local), Err(crate::ListenError::AddrInUse));
+    send!(t, src_port: REMOTE_PORT + 2, seq_number: 7, flags: Flags::SYN, ack_number: 0);
+    recv!(t, flags: Flags::SYN | Flags::ACK, ack: 8);
+    assert_eq!(t.ep.connection_count(), 2);
+}
+
 // ---- Tests for the SYN-RECEIVED state ----
 
 #[test]
