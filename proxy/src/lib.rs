@@ -15,6 +15,8 @@
 pub mod admin;
 pub mod config;
 pub mod latency;
+pub mod limits;
+pub mod privileges;
 pub mod relay;
 pub mod loader;
 pub mod run;

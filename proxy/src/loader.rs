@@ -145,6 +145,7 @@ pub struct XdpCounters {
     pub pass_malformed_ipv4: u64,
     pub pass_truncated_tcp: u64,
     pub pass_malformed_tcp: u64,
+    pub pass_draining: u64,
 }
 
 impl XdpCounters {
@@ -167,6 +168,7 @@ impl XdpCounters {
             Counter::PassMalformedIpv4 => self.pass_malformed_ipv4,
             Counter::PassTruncatedTcp => self.pass_truncated_tcp,
             Counter::PassMalformedTcp => self.pass_malformed_tcp,
+            Counter::PassDraining => self.pass_draining,
         }
     }
 
@@ -188,6 +190,7 @@ impl XdpCounters {
             Counter::PassMalformedIpv4 => &mut self.pass_malformed_ipv4,
             Counter::PassTruncatedTcp => &mut self.pass_truncated_tcp,
             Counter::PassMalformedTcp => &mut self.pass_malformed_tcp,
+            Counter::PassDraining => &mut self.pass_draining,
         }
     }
 
@@ -407,6 +410,19 @@ impl Attached {
         self.maps
             .listeners
             .insert(key, ENTRY_ACTIVE, 0)
+            .map_err(|e| LoadError::Map {
+                map: sluice_ebpf::MAP_LISTENERS,
+                reason: e.to_string(),
+            })
+    }
+
+    /// Drains `addr:port`: connection requests (SYN without ACK) go to the kernel from now on,
+    /// every other segment still to sluice, so established connections finish.
+    pub fn drain_listener(&mut self, addr: Ipv4Addr, port: u16) -> Result<(), LoadError> {
+        let key = endpoint_key(u32::from(addr), port);
+        self.maps
+            .listeners
+            .insert(key, sluice_ebpf::ENTRY_DRAINING, 0)
             .map_err(|e| LoadError::Map {
                 map: sluice_ebpf::MAP_LISTENERS,
                 reason: e.to_string(),

@@ -28,22 +28,18 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
     let result = match (cli.command, cli.config) {
-        (Some(Command::CheckConfig { file }), _) => Config::load(&file).map(|_| {
-            println!("{}: ok", file.display());
-        }).map_err(anyhow::Error::from),
-        (None, Some(file)) => Config::load(&file).map_err(anyhow::Error::from).and_then(|config| {
-            let dir = file.parent().map(std::path::Path::to_path_buf).unwrap_or_default();
-            sluice::run::run(config, &dir)
-        }),
+        (Some(Command::CheckConfig { file }), _) => {
+            init_logging(&sluice::config::Log::default());
+            check(&file).map(|()| println!("{}: ok", file.display()))
+        }
+        (None, Some(file)) => match Config::load(&file) {
+            Ok(config) => {
+                init_logging(&config.log);
+                sluice::run::run(config, &file)
+            }
+            Err(e) => Err(e.into()),
+        },
         (None, None) => Err(anyhow::anyhow!("nothing to do: give --config FILE or a subcommand (see --help)")),
     };
     match result {
@@ -51,6 +47,30 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!("sluice: {e:#}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// Everything `check-config` can check without attaching anything: the file, and the user to
+/// switch to.
+fn check(file: &std::path::Path) -> anyhow::Result<()> {
+    let config = Config::load(file)?;
+    if let Some(user) = &config.process.user {
+        sluice::privileges::check(user, config.process.group.as_deref())?;
+    }
+    Ok(())
+}
+
+/// Logs to standard error: the level from `SLUICE_LOG` if set, else from the configuration.
+fn init_logging(log: &sluice::config::Log) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG")
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(&log.level))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match log.format {
+        sluice::config::LogFormat::Json => builder.json().init(),
+        sluice::config::LogFormat::Text => {
+            builder.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).init()
         }
     }
 }

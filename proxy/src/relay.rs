@@ -186,6 +186,8 @@ pub struct Relay {
     timings_taken: (bool, bool),
     pub bytes_to_backend: u64,
     pub bytes_to_client: u64,
+    /// The client's address and the listener's, for the access log.
+    pub peers: Option<(SocketAddrV4, SocketAddrV4)>,
 }
 
 impl Relay {
@@ -237,6 +239,7 @@ impl Relay {
             timings_taken: (false, false),
             bytes_to_backend: 0,
             bytes_to_client: 0,
+            peers: None,
         })
     }
 
@@ -282,6 +285,13 @@ impl Relay {
         let info = tls.session.handshake_info()?.clone();
         tls.handshake_reported = true;
         Some(Handshake { duration: done.saturating_duration_since(first), info })
+    }
+
+    /// What the TLS handshake agreed and how long it took, once it is done.
+    pub fn tls_summary(&self) -> Option<(&HandshakeInfo, Duration)> {
+        let s = &self.tls.as_ref()?.session;
+        let took = s.handshake_done_at()?.saturating_duration_since(s.first_byte_at()?);
+        Some((s.handshake_info()?, took))
     }
 
     /// SO_LINGER 0: closing the backend socket sends a RST, not a FIN.

@@ -1,12 +1,16 @@
-//! Starting and stopping sluice: attach XDP, open a socket per queue, spawn the workers, serve
-//! the admin endpoint; on SIGINT or SIGTERM stop the workers and detach.
+//! Starting, reloading and stopping sluice: read the keys, attach XDP, open a socket per queue,
+//! serve the admin endpoint, drop privileges, spawn the workers; then SIGHUP reloads the
+//! configuration, SIGTERM or SIGINT drains (a second one stops at once), and at the end the
+//! XDP program is detached.
 //!
 //! Order matters at start: every queue's socket is in the XSKMAP before any listener is in the
 //! listener map, so no listener frame is ever redirected to a queue without a socket (which the
 //! kernel would answer with its own RST).
 
 use std::collections::HashMap;
+use std::net::SocketAddrV4;
 use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -15,17 +19,17 @@ use anyhow::{Context, Result, bail};
 use sluice_xsk::{BindMode, Socket, XskConfig};
 
 use crate::admin::AdminServer;
-use crate::config::{Config, XdpModeSetting};
+use crate::config::{Config, DrainNew, XdpModeSetting};
 use crate::loader::{self, Loader, XdpMode};
 use crate::config::Congestion;
 use crate::worker::{self, Dispatch, SharedCounters};
 
-/// `config` was read from `config_dir` (relative certificate paths are taken from there).
-pub fn run(config: Config, config_dir: &std::path::Path) -> Result<()> {
+/// Runs sluice with `config`, read from `config_path` (relative certificate paths are taken
+/// from its directory; SIGHUP reads it again).
+pub fn run(config: Config, config_path: &Path) -> Result<()> {
+    let config_dir = config_path.parent().unwrap_or(Path::new(""));
+    // Workers stop when this is set (after a drain, or at once on a second signal).
     let stop = Arc::new(AtomicBool::new(false));
-    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(signal, Arc::clone(&stop)).context("installing signal handlers")?;
-    }
     let d = &config.datapath;
     let mode = match d.xdp_mode {
         XdpModeSetting::Auto => XdpMode::Auto,
@@ -86,16 +90,46 @@ pub fn run(config: Config, config_dir: &std::path::Path) -> Result<()> {
     let local_mac = interface_mac(&d.interface)?;
     let tcp_config = tcp_config(&config, &d.interface)?;
     let workers_n = sockets.len();
-    let (inboxes, peers) = worker::inboxes(workers_n, 8192)?;
+    let (inboxes, peers, controls) = worker::inboxes(workers_n, 8192)?;
+    let conn_counts = Arc::new(crate::limits::ConnCounts::default());
+    let attached = Arc::new(Mutex::new(attached));
+    let shared_counters: Vec<SharedCounters> = (0..workers_n).map(|_| SharedCounters::default()).collect();
+    let reloads = Arc::new(Mutex::new(ReloadStats::default()));
+    let stats = {
+        let (attached, shared_counters, caches) =
+            (Arc::clone(&attached), shared_counters.clone(), Arc::clone(&session_caches));
+        let reloads = Arc::clone(&reloads);
+        Arc::new(move || {
+            let mut v = stats_json(&attached, &shared_counters, &caches.lock().unwrap_or_else(|e| e.into_inner()));
+            v["reloads"] = serde_json::to_value(&*reloads.lock().unwrap_or_else(|e| e.into_inner())).unwrap_or_default();
+            v
+        }) as crate::admin::StatsSource
+    };
+    let admin_stop = Arc::new(AtomicBool::new(false));
+    let admin = AdminServer::spawn(config.admin.address, stats, Arc::clone(&admin_stop))?;
+    tracing::info!(address = %admin.local_addr, "admin endpoint serving /stats.json");
+
+    // Everything privileged is done: XDP attached, sockets open, keys read, admin bound.
+    if let Some(user) = &config.process.user {
+        let dropped = crate::privileges::drop_to(user, config.process.group.as_deref(), &[])?;
+        tracing::info!(user = %dropped.user, uid = dropped.uid, gid = dropped.gid, kept = ?dropped.kept, "privileges dropped");
+    }
+
     let clock = std::time::Instant::now();
     let cores = core_affinity::get_core_ids().unwrap_or_default();
     let mut workers = Vec::new();
-    let mut shared_counters: Vec<SharedCounters> = Vec::new();
     for (i, (sock, inbox)) in sockets.into_iter().zip(inboxes).enumerate() {
-        let shared = SharedCounters::default();
-        shared_counters.push(Arc::clone(&shared));
+        let shared = Arc::clone(&shared_counters[i]);
         let endpoint = sluice_tcp::Endpoint::new(tcp_config.clone(), sluice_tcp::Instant::ZERO);
-        let dispatch = Dispatch::new(i, workers_n, services.clone(), d.verify_checksums, endpoint, local_mac)?;
+        let dispatch = Dispatch::new(
+            i,
+            workers_n,
+            services.clone(),
+            Arc::clone(&conn_counts),
+            d.verify_checksums,
+            endpoint,
+            local_mac,
+        )?;
         let (stop, peers) = (Arc::clone(&stop), peers.clone());
         let core = (!cores.is_empty()).then(|| cores[i % cores.len()]);
         workers.push(std::thread::Builder::new().name(format!("sluice-q{i}")).spawn(move || {
@@ -106,28 +140,205 @@ pub fn run(config: Config, config_dir: &std::path::Path) -> Result<()> {
         })?);
     }
 
-    let attached = Arc::new(Mutex::new(attached));
-    let stats = {
-        let attached = Arc::clone(&attached);
-        let shared_counters = shared_counters.clone();
-        Arc::new(move || stats_json(&attached, &shared_counters, &session_caches.lock().unwrap_or_else(|e| e.into_inner()))) as crate::admin::StatsSource
+    let mut supervisor = Supervisor {
+        config,
+        config_path: config_path.to_path_buf(),
+        session_caches,
+        attached: Arc::clone(&attached),
+        controls,
+        shared_counters,
+        reloads,
+        retiring: Vec::new(),
     };
-    let admin = AdminServer::spawn(config.admin.address, stats, Arc::clone(&stop))?;
-    tracing::info!(address = %admin.local_addr, "admin endpoint serving /stats.json");
-
-    while !stop.load(Ordering::Relaxed) {
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    tracing::info!("stopping");
+    supervisor.serve(&stop)?;
+    stop.store(true, Ordering::Relaxed);
     for w in workers {
         if w.join().is_err() {
             tracing::error!("a worker panicked");
         }
     }
+    admin_stop.store(true, Ordering::Relaxed);
     drop(admin);
+    drop(supervisor);
     drop(attached); // detaches the XDP program
     tracing::info!("XDP program detached; bye");
     Ok(())
+}
+
+/// Reloads so far, for `/stats.json`.
+#[derive(Debug, Default, serde::Serialize)]
+struct ReloadStats {
+    ok: u64,
+    refused: u64,
+    /// Why the last refused reload was refused.
+    last_error: Option<String>,
+}
+
+/// The main thread once workers run: reacts to signals (SIGHUP reloads; SIGTERM and SIGINT
+/// drain, a second one stops at once) and finishes listener removals.
+struct Supervisor {
+    config: Config,
+    config_path: PathBuf,
+    session_caches: SessionCaches,
+    attached: Arc<Mutex<loader::Attached>>,
+    controls: worker::Controls,
+    shared_counters: Vec<SharedCounters>,
+    reloads: Arc<Mutex<ReloadStats>>,
+    /// Listeners a reload removed, draining in the XDP program until then.
+    retiring: Vec<(SocketAddrV4, std::time::Instant)>,
+}
+
+impl Supervisor {
+    /// Runs until sluice should stop: a drain finished or timed out, or a second signal came.
+    fn serve(&mut self, stop: &AtomicBool) -> Result<()> {
+        use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+        let mut signals = signal_hook::iterator::Signals::new([SIGHUP, SIGINT, SIGTERM])
+            .context("installing signal handlers")?;
+        let mut drain_deadline: Option<std::time::Instant> = None;
+        loop {
+            for signal in signals.pending() {
+                match signal {
+                    SIGHUP if drain_deadline.is_none() => self.reload(),
+                    SIGHUP => tracing::warn!("SIGHUP while draining: ignored"),
+                    _ if drain_deadline.is_some() => {
+                        tracing::warn!("second stop signal: stopping now");
+                        return Ok(());
+                    }
+                    _ => {
+                        let deadline = Duration::from_millis(self.config.drain.deadline_ms);
+                        tracing::info!(deadline_ms = deadline.as_millis() as u64, new_connections = ?self.config.drain.new_connections, "draining");
+                        self.start_drain();
+                        drain_deadline = Some(std::time::Instant::now() + deadline);
+                    }
+                }
+            }
+            if stop.load(Ordering::Relaxed) {
+                return Ok(());
+            }
+            if let Some(deadline) = drain_deadline {
+                let active = self.active_connections();
+                if active == 0 {
+                    tracing::info!("drained: every connection finished");
+                    return Ok(());
+                }
+                if std::time::Instant::now() >= deadline {
+                    tracing::warn!(connections = active, "drain deadline passed: resetting the rest");
+                    self.controls.broadcast(|_| worker::Control::Abort);
+                    // Let the workers send their RSTs.
+                    std::thread::sleep(Duration::from_millis(200));
+                    return Ok(());
+                }
+            }
+            self.retire_listeners();
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Connections of every worker that still carry a conversation (TIME-WAIT not counted), as
+    /// last published; a worker that has not published since the drain began counts as busy.
+    fn active_connections(&self) -> u64 {
+        self.shared_counters
+            .iter()
+            .map(|q| {
+                let q = q.lock().unwrap_or_else(|e| e.into_inner());
+                if q.draining { q.queue.connections_active } else { 1 }
+            })
+            .sum()
+    }
+
+    fn start_drain(&mut self) {
+        if self.config.drain.new_connections == DrainNew::Pass {
+            let mut attached = self.attached.lock().unwrap_or_else(|e| e.into_inner());
+            for l in &self.config.listeners {
+                let addr = l.socket_addr();
+                if let Err(e) = attached.drain_listener(*addr.ip(), addr.port()) {
+                    tracing::error!(%addr, "drain: {e}");
+                }
+            }
+        }
+        self.controls.broadcast(|_| worker::Control::Drain);
+    }
+
+    /// SIGHUP: read the configuration file again and serve it, or keep serving the old one and
+    /// say why.
+    fn reload(&mut self) {
+        let result = self.try_reload();
+        let mut stats = self.reloads.lock().unwrap_or_else(|e| e.into_inner());
+        match result {
+            Ok(summary) => {
+                stats.ok += 1;
+                tracing::info!("configuration reloaded: {summary}");
+            }
+            Err(e) => {
+                stats.refused += 1;
+                let why = format!("{e:#}");
+                tracing::error!("reload refused, still serving the previous configuration: {why}");
+                stats.last_error = Some(why);
+            }
+        }
+    }
+
+    fn try_reload(&mut self) -> Result<String> {
+        let new = Config::load(&self.config_path)?;
+        let old = &self.config;
+        for (section, same) in [
+            ("datapath", new.datapath == old.datapath),
+            ("admin", new.admin == old.admin),
+            ("process", new.process == old.process),
+            ("log", new.log.level == old.log.level && new.log.format == old.log.format),
+        ] {
+            if !same {
+                bail!("{}: [{section}] changed; that needs a restart", self.config_path.display());
+            }
+        }
+        let dir = self.config_path.parent().map(std::path::Path::to_path_buf).unwrap_or_default();
+        let services = services(&new, &dir, &self.session_caches)?;
+        // Workers first, so that no SYN reaches a worker that does not listen yet.
+        let (done_tx, done_rx) = crossbeam_channel::unbounded();
+        self.controls.broadcast(|_| worker::Control::Reload(services.clone(), done_tx.clone()));
+        for _ in 0..self.controls.senders.len() {
+            done_rx.recv_timeout(Duration::from_secs(5)).context("a worker did not take the new configuration")?;
+        }
+        let old_addrs: Vec<_> = old.listeners.iter().map(|l| l.socket_addr()).collect();
+        let new_addrs: Vec<_> = new.listeners.iter().map(|l| l.socket_addr()).collect();
+        let mut attached = self.attached.lock().unwrap_or_else(|e| e.into_inner());
+        let (mut added, mut removed) = (0, 0);
+        for addr in new_addrs.iter().filter(|a| !old_addrs.contains(a)) {
+            attached.add_listener(*addr.ip(), addr.port())?;
+            self.retiring.retain(|(a, _)| a != addr);
+            added += 1;
+        }
+        // A removed listener's connections finish: only its SYNs go to the kernel, until the
+        // drain deadline.
+        let until = std::time::Instant::now() + Duration::from_millis(new.drain.deadline_ms);
+        for addr in old_addrs.iter().filter(|a| !new_addrs.contains(a)) {
+            attached.drain_listener(*addr.ip(), addr.port())?;
+            self.retiring.push((*addr, until));
+            removed += 1;
+        }
+        drop(attached);
+        let summary = format!("{} listeners ({added} added, {removed} removed)", new.listeners.len());
+        self.config = new;
+        Ok(summary)
+    }
+
+    /// Removed listeners whose time is up leave the XDP program's listener map.
+    fn retire_listeners(&mut self) {
+        let now = std::time::Instant::now();
+        if !self.retiring.iter().any(|(_, t)| *t <= now) {
+            return;
+        }
+        let mut attached = self.attached.lock().unwrap_or_else(|e| e.into_inner());
+        self.retiring.retain(|(addr, until)| {
+            if *until > now {
+                return true;
+            }
+            if let Err(e) = attached.remove_listener(*addr.ip(), addr.port()) {
+                tracing::error!(%addr, "removing a retired listener: {e}");
+            }
+            false
+        });
+    }
 }
 
 fn stats_json(
@@ -196,7 +407,13 @@ pub fn services(config: &Config, config_dir: &std::path::Path, caches: &SessionC
             tls.insert(l.socket_addr(), server);
         }
     }
-    Ok(worker::Services { listeners, tls, relay: config.relay.clone() })
+    Ok(worker::Services {
+        listeners,
+        tls,
+        relay: config.relay.clone(),
+        limits: config.limits,
+        access_log: config.log.access_log,
+    })
 }
 
 /// The interface's MAC address: the source of every frame sluice sends.

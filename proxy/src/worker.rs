@@ -16,7 +16,7 @@
 //! What a frame gets is decided by [`Dispatch`], which knows nothing of sockets or clocks and is
 //! tested here with frames built by `sluice-wire`. Drops are counted with a reason.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::os::fd::AsFd;
@@ -30,10 +30,11 @@ use nix::sys::eventfd::{EfdFlags, EventFd};
 use serde::Serialize;
 use sluice_tcp::{ConnectionHandle, Endpoint, Event, Instant, StreamError};
 use sluice_wire::ethernet::{self, Address as MacAddress, EtherType};
-use sluice_wire::{Checksum, Error as WireError, emit_frame, parse_frame, rst_reply};
+use sluice_wire::{Checksum, Error as WireError, ParsedSegment, emit_frame, parse_frame, rst_reply};
 use sluice_xsk::{RxVerdict, Socket};
 
 use crate::config::ListenerMode;
+use crate::limits::{ConnCounts, Refusal, Slot};
 use crate::relay::{OnStack, Relay, RelayEnd};
 
 /// Counters of one queue. Written by its worker only; published to [`SharedCounters`].
@@ -71,6 +72,13 @@ pub struct QueueCounters {
     pub connections_closed: u64,
     /// Connections open now (all states).
     pub connections_open: u64,
+    /// Connections open now, TIME-WAIT not counted (what a drain waits for).
+    pub connections_active: u64,
+    /// Connections refused with a RST because a `[limits]` limit was reached: over all
+    /// workers, on this worker, from one client address.
+    pub refused_limit_total: u64,
+    pub refused_limit_worker: u64,
+    pub refused_limit_client: u64,
     /// Bytes echoed by echo listeners.
     pub echo_bytes: u64,
     /// Relays to backends: opened, open now, and how they ended.
@@ -116,16 +124,47 @@ pub struct Published {
     #[serde(flatten)]
     pub queue: QueueCounters,
     pub tcp: serde_json::Value,
+    /// The worker took the drain order (and `connections_active` counts what it waits for).
+    pub draining: bool,
     #[serde(skip)]
     pub latencies: crate::latency::Latencies,
 }
 
 pub type SharedCounters = Arc<Mutex<Published>>;
 
-/// A worker's inbox: frames handed over by other workers, and how to wake the owner.
+/// A worker's inbox: frames handed over by other workers, orders from the main thread, and
+/// how to wake the owner.
 pub struct Inbox {
     pub rx: Receiver<Vec<u8>>,
+    pub control: Receiver<Control>,
     pub wake: Arc<Waker>,
+}
+
+/// Orders from the main thread (signals).
+pub enum Control {
+    /// SIGHUP: serve this from now on (connections already open keep what they had); the
+    /// sender is told once the worker took it.
+    Reload(Services, Sender<usize>),
+    /// SIGTERM/SIGINT: stop accepting, let open connections finish.
+    Drain,
+    /// The drain deadline passed: reset every connection still open.
+    Abort,
+}
+
+/// How the main thread reaches each worker.
+pub struct Controls {
+    pub senders: Vec<Sender<Control>>,
+    pub wakers: Vec<Arc<Waker>>,
+}
+
+impl Controls {
+    /// Sends `c(i)` to every worker `i` and wakes it.
+    pub fn broadcast(&self, c: impl Fn(usize) -> Control) {
+        for (i, (tx, waker)) in self.senders.iter().zip(&self.wakers).enumerate() {
+            let _ = tx.send(c(i));
+            waker.wake();
+        }
+    }
 }
 
 /// Wakes a worker sleeping in poll. The eventfd is written only while the owner sleeps.
@@ -140,7 +179,7 @@ impl Waker {
         Ok(Self { eventfd, sleeping: AtomicBool::new(false) })
     }
 
-    fn wake(&self) {
+    pub fn wake(&self) {
         fence(Ordering::SeqCst);
         if self.sleeping.load(Ordering::SeqCst) {
             let _ = self.eventfd.write(1);
@@ -155,18 +194,23 @@ pub struct Peers {
     pub wakers: Vec<Arc<Waker>>,
 }
 
-/// Creates the inboxes of `n` workers: the `Inbox` each owns and the `Peers` all share.
-pub fn inboxes(n: usize, capacity: usize) -> std::io::Result<(Vec<Inbox>, Peers)> {
+/// Creates the inboxes of `n` workers: the `Inbox` each owns, the `Peers` all share, and the
+/// main thread's `Controls`.
+pub fn inboxes(n: usize, capacity: usize) -> std::io::Result<(Vec<Inbox>, Peers, Controls)> {
     let mut inboxes = Vec::new();
     let mut peers = Peers { senders: Vec::new(), wakers: Vec::new() };
+    let mut controls = Controls { senders: Vec::new(), wakers: Vec::new() };
     for _ in 0..n {
         let (tx, rx) = crossbeam_channel::bounded(capacity);
+        let (control_tx, control) = crossbeam_channel::unbounded();
         let wake = Arc::new(Waker::new()?);
         peers.senders.push(tx);
         peers.wakers.push(Arc::clone(&wake));
-        inboxes.push(Inbox { rx, wake });
+        controls.senders.push(control_tx);
+        controls.wakers.push(Arc::clone(&wake));
+        inboxes.push(Inbox { rx, control, wake });
     }
-    Ok((inboxes, peers))
+    Ok((inboxes, peers, controls))
 }
 
 /// What became of one received frame.
@@ -188,12 +232,16 @@ struct Echo {
     closing: bool,
 }
 
-/// What a worker serves: its listeners, their TLS configurations, and how relays behave.
+/// What a worker serves: its listeners, their TLS configurations, how relays behave, the
+/// connection limits. Replaced as a whole on reload.
 #[derive(Clone)]
 pub struct Services {
     pub listeners: HashMap<SocketAddrV4, ListenerMode>,
     pub tls: HashMap<SocketAddrV4, Arc<sluice_tls::rustls::ServerConfig>>,
     pub relay: crate::config::Relay,
+    pub limits: crate::config::Limits,
+    /// Log one line per connection when it ends.
+    pub access_log: bool,
 }
 
 /// Remembered neighbours (IPv4 -> MAC), learned from received frames; bounded.
@@ -204,6 +252,15 @@ pub struct Dispatch {
     worker: usize,
     workers: usize,
     listeners: HashMap<SocketAddrV4, ListenerMode>,
+    /// Listeners a reload removed: no new connections, but their open ones are still served.
+    retired: HashSet<SocketAddrV4>,
+    /// Draining: no listener accepts any more.
+    draining: bool,
+    limits: crate::config::Limits,
+    conn_counts: Arc<ConnCounts>,
+    /// Connections admitted under the limits, with their claim.
+    admitted: HashMap<ConnectionHandle, Slot>,
+    access_log: bool,
     checksum: Checksum,
     tcp: Endpoint,
     echo: HashMap<ConnectionHandle, Echo>,
@@ -242,11 +299,12 @@ impl Dispatch {
         worker: usize,
         workers: usize,
         services: Services,
+        conn_counts: Arc<ConnCounts>,
         verify_checksums: bool,
         mut tcp: Endpoint,
         local_mac: MacAddress,
     ) -> std::io::Result<Self> {
-        let Services { listeners, tls, relay: relay_settings } = services;
+        let Services { listeners, tls, relay: relay_settings, limits, access_log } = services;
         for (addr, mode) in &listeners {
             if *mode != ListenerMode::Refuse {
                 // Every worker listens: whichever owns a flow accepts it.
@@ -257,6 +315,12 @@ impl Dispatch {
             worker,
             workers,
             listeners,
+            retired: HashSet::new(),
+            draining: false,
+            limits,
+            conn_counts,
+            admitted: HashMap::new(),
+            access_log,
             checksum: if verify_checksums { Checksum::Verify } else { Checksum::Ignore },
             tcp,
             echo: HashMap::new(),
@@ -294,28 +358,34 @@ impl Dispatch {
         };
         let local = SocketAddrV4::new(seg.ip.dst_addr, seg.tcp.dst_port);
         let remote = SocketAddrV4::new(seg.ip.src_addr, seg.tcp.src_port);
-        match self.listeners.get(&local) {
+        let mode = self.listeners.get(&local).copied();
+        if mode.is_none() && !self.retired.contains(&local) {
+            self.counters.dropped_no_listener += 1;
+            return Verdict::Consumed;
+        }
+        match mode {
             // RFC 9293 3.10.7.1: a closed port answers anything but a RST with a RST.
-            Some(ListenerMode::Refuse) => match rst_reply(&seg) {
-                None => {
-                    self.counters.dropped_rst += 1;
-                    Verdict::Consumed
-                }
-                Some(rst) => match emit_frame(buf, &rst.eth, &rst.ip, &rst.tcp) {
-                    Ok(len) => {
-                        self.counters.rst_sent += 1;
-                        Verdict::Reply(len)
-                    }
-                    Err(_) => {
-                        self.counters.dropped_tx_full += 1;
-                        Verdict::Consumed
-                    }
-                },
-            },
-            Some(ListenerMode::Echo | ListenerMode::Relay(_)) => {
+            Some(ListenerMode::Refuse) => {
+                let rst = rst_reply(&seg);
+                self.refuse(buf, rst)
+            }
+            // Accepting listeners, and retired ones whose connections may still be open.
+            _ => {
                 let owner = owner(remote, local, self.workers);
                 if owner != self.worker {
                     return Verdict::HandOff(owner);
+                }
+                let syn = seg.tcp.flags.syn() && !seg.tcp.flags.ack();
+                if syn && mode.is_some() && !self.draining && self.limits != Default::default() {
+                    let known = self.tcp.lookup(&sluice_tcp::FourTuple { local, remote }).is_some();
+                    if !known
+                        && let Err(why) =
+                            self.conn_counts.check(&self.limits, self.admitted.len() as u64, seg.ip.src_addr)
+                    {
+                        self.count_refusal(why);
+                        let rst = rst_reply(&seg);
+                        return self.refuse(buf, rst);
+                    }
                 }
                 if self.neighbors.len() < MAX_NEIGHBORS || self.neighbors.contains_key(&seg.ip.src_addr) {
                     self.neighbors.insert(seg.ip.src_addr, seg.eth.src_addr);
@@ -330,11 +400,80 @@ impl Dispatch {
                 }
                 Verdict::Consumed
             }
+        }
+    }
+
+    /// Writes `rst` (the answer to a refused segment; none to a RST) in place over the frame in `buf`.
+    fn refuse(&mut self, buf: &mut [u8], rst: Option<ParsedSegment<'_>>) -> Verdict {
+        match rst {
             None => {
-                self.counters.dropped_no_listener += 1;
+                self.counters.dropped_rst += 1;
                 Verdict::Consumed
             }
+            Some(rst) => match emit_frame(buf, &rst.eth, &rst.ip, &rst.tcp) {
+                Ok(len) => {
+                    self.counters.rst_sent += 1;
+                    Verdict::Reply(len)
+                }
+                Err(_) => {
+                    self.counters.dropped_tx_full += 1;
+                    Verdict::Consumed
+                }
+            },
         }
+    }
+
+    fn count_refusal(&mut self, why: Refusal) {
+        let c = &mut self.counters;
+        match why {
+            Refusal::Total => c.refused_limit_total += 1,
+            Refusal::Worker => c.refused_limit_worker += 1,
+            Refusal::Client => c.refused_limit_client += 1,
+        }
+    }
+
+    /// Serves `services` from now on. Connections already open keep their TLS configuration
+    /// and backend; a listener that is gone stops accepting but its connections are served
+    /// until they end.
+    pub fn reload(&mut self, services: Services) {
+        let Services { listeners, tls, relay, limits, access_log } = services;
+        let accepting = |m: Option<&ListenerMode>| matches!(m, Some(ListenerMode::Echo | ListenerMode::Relay(_)));
+        for (addr, mode) in &self.listeners {
+            if accepting(Some(mode)) && !accepting(listeners.get(addr)) {
+                self.tcp.unlisten(*addr);
+                self.retired.insert(*addr);
+            }
+        }
+        for (addr, mode) in &listeners {
+            if accepting(Some(mode)) && !accepting(self.listeners.get(addr)) && !self.draining {
+                let _ = self.tcp.listen(*addr);
+                self.retired.remove(addr);
+            }
+        }
+        self.listeners = listeners;
+        self.tls = tls;
+        self.relay_settings = relay;
+        self.limits = limits;
+        self.access_log = access_log;
+    }
+
+    /// Stops accepting on every listener: a SYN now gets a RST from the TCP stack (or, when the
+    /// XDP program passes them to the kernel, never arrives). Open connections carry on.
+    pub fn drain(&mut self) {
+        self.draining = true;
+        for addr in self.listeners.keys() {
+            self.tcp.unlisten(*addr);
+        }
+        self.counters.connections_active = self.tcp.active_count() as u64;
+    }
+
+    /// Resets every connection still open (the drain deadline passed).
+    pub fn abort_all(&mut self, now: Instant) {
+        let handles: Vec<_> = self.tcp.handles().collect();
+        for h in handles {
+            self.tcp.abort(h);
+        }
+        self.process(now);
     }
 
     /// After input: due timers, then the applications (echo) react to the stack's events.
@@ -346,6 +485,21 @@ impl Dispatch {
             match event {
                 Event::Established => {
                     self.counters.connections_established += 1;
+                    if self.limits != Default::default()
+                        && let Some(t) = self.tcp.four_tuple(h)
+                    {
+                        match self.conn_counts.admit(&self.limits, self.admitted.len() as u64, *t.remote.ip()) {
+                            Ok(slot) => {
+                                self.admitted.insert(h, slot);
+                            }
+                            Err(why) => {
+                                // Another worker took the last place since the SYN was checked.
+                                self.count_refusal(why);
+                                self.tcp.abort(h);
+                                continue;
+                            }
+                        }
+                    }
                     if let Some(c) = self.tcp.connection(h) {
                         crate::latency::record(
                             &mut self.latencies.tcp_handshake,
@@ -358,7 +512,9 @@ impl Dispatch {
                             let tls = local.and_then(|l| self.tls.get(&l).cloned());
                             self.open_relay(h, backend, tls, now)
                         }
-                        _ => {
+                        // A handshake that completed after its listener was removed.
+                        None | Some(ListenerMode::Refuse) => self.tcp.abort(h),
+                        Some(ListenerMode::Echo) => {
                             self.echo.insert(h, Echo::default());
                         }
                     }
@@ -379,8 +535,11 @@ impl Dispatch {
                 }
                 Event::Closed => {
                     self.counters.connections_closed += 1;
+                    if let Some(slot) = self.admitted.remove(&h) {
+                        self.conn_counts.release(slot);
+                    }
                     self.echo.remove(&h);
-                    self.close_relay(h);
+                    self.close_relay(h, now);
                 }
             }
         }
@@ -403,6 +562,9 @@ impl Dispatch {
             }
         }
         self.counters.connections_open = self.tcp.connection_count() as u64;
+        if self.draining {
+            self.counters.connections_active = self.tcp.active_count() as u64;
+        }
         self.counters.relays_open = self.relays.len() as u64;
     }
 
@@ -474,18 +636,23 @@ impl Dispatch {
             return;
         }
         self.counters.relays_opened += 1;
+        let mut relay = relay;
+        relay.peers = self.tcp.four_tuple(h).map(|t| (t.remote, t.local));
         self.relay_tokens.insert(token, h);
         self.deadlines.push(h);
         self.relays.insert(h, relay);
         self.relay_token_of.insert(h, token);
     }
 
-    fn close_relay(&mut self, h: ConnectionHandle) {
+    fn close_relay(&mut self, h: ConnectionHandle, now: Instant) {
         let Some(r) = self.relays.remove(&h) else { return };
         if let Some(token) = self.relay_token_of.remove(&h) {
             self.relay_tokens.remove(&token);
         }
         let _ = self.epoll.delete(r.backend());
+        if self.access_log {
+            access_log(&r, now);
+        }
         let c = &mut self.counters;
         c.relay_bytes_to_backend += r.bytes_to_backend;
         c.relay_bytes_to_client += r.bytes_to_client;
@@ -563,6 +730,35 @@ impl Dispatch {
     }
 }
 
+/// One line for a relayed connection that ended (target `sluice::access`).
+fn access_log(r: &Relay, now: Instant) {
+    let (client, listener) = r.peers.map_or((None, None), |(c, l)| (Some(c), Some(l)));
+    let tls = r.tls_summary();
+    let version = tls.and_then(|(i, _)| i.version.as_str()).unwrap_or("-");
+    let sni = tls.and_then(|(i, _)| i.sni.as_deref()).unwrap_or("-");
+    let end = match r.end {
+        Some(RelayEnd::Clean) => "clean",
+        Some(RelayEnd::BackendFailed) => "backend_failed",
+        Some(RelayEnd::BackendTimeout) => "backend_timeout",
+        Some(RelayEnd::ClientGone) | None => "client_gone",
+        Some(RelayEnd::TlsFailed) => "tls_failed",
+        Some(RelayEnd::HandshakeTimeout) => "handshake_timeout",
+    };
+    tracing::info!(
+        target: "sluice::access",
+        client = %client.map_or("-".into(), |c| c.to_string()),
+        listener = %listener.map_or("-".into(), |l| l.to_string()),
+        sni,
+        version,
+        resumed = tls.is_some_and(|(i, _)| i.resumed),
+        handshake_us = tls.map_or(0, |(_, d)| d.as_micros() as u64),
+        bytes_in = r.bytes_to_backend,
+        bytes_out = r.bytes_to_client,
+        duration_ms = now.saturating_duration_since(r.started).as_millis() as u64,
+        end,
+    );
+}
+
 /// Frames received per batch.
 const RX_BATCH: u32 = 64;
 /// Longest sleep while idle: how soon a stop request is noticed.
@@ -591,6 +787,16 @@ pub fn run(
     let mut woke_idle = false;
     while !stop.load(Ordering::Relaxed) {
         let t = now();
+        while let Ok(c) = inbox.control.try_recv() {
+            match c {
+                Control::Reload(services, done) => {
+                    dispatch.reload(services);
+                    let _ = done.send(dispatch.worker);
+                }
+                Control::Drain => dispatch.drain(),
+                Control::Abort => dispatch.abort_all(t),
+            }
+        }
         sock.reap_completions();
         sock.refill_fill_ring();
         let mut handoffs = 0u64;
@@ -721,6 +927,7 @@ fn publish(sock: &Socket, dispatch: &mut Dispatch, shared: &SharedCounters) {
     c.umem_frames_total = u64::from(frames.total);
     if let Ok(mut s) = shared.try_lock() {
         s.queue = *c;
+        s.draining = dispatch.draining;
         s.tcp = crate::stats::tcp_json(dispatch.tcp.stats());
         s.latencies.clone_from(&dispatch.latencies);
     }
@@ -747,8 +954,14 @@ mod tests {
             listeners.insert(SocketAddrV4::new(PROXY, *port), *mode);
         }
         let tcp = Endpoint::new(sluice_tcp::Config::default(), Instant::ZERO);
-        let services = Services { listeners, tls: HashMap::new(), relay: crate::config::Relay::default() };
-        Dispatch::new(worker, workers, services, true, tcp, PROXY_MAC).unwrap()
+        let services = Services {
+            listeners,
+            tls: HashMap::new(),
+            relay: crate::config::Relay::default(),
+            limits: Default::default(),
+            access_log: false,
+        };
+        Dispatch::new(worker, workers, services, Arc::default(), true, tcp, PROXY_MAC).unwrap()
     }
 
     fn dispatch(worker: usize, workers: usize) -> Dispatch {

@@ -718,6 +718,26 @@ impl Endpoint {
         &self.stats
     }
 
+    /// Handles of every live connection (every state), e.g. to reset them all at shutdown.
+    pub fn handles(&self) -> impl Iterator<Item = ConnectionHandle> + '_ {
+        self.table.values().map(|&slot| self.handle_of(slot))
+    }
+
+    /// Live TCBs that still carry a conversation: every state but TIME-WAIT (whose only job is
+    /// to absorb stray segments; a draining server need not wait for it).
+    #[must_use]
+    pub fn active_count(&self) -> usize {
+        self.table
+            .values()
+            .filter(|&&slot| {
+                self.slots[slot as usize]
+                    .conn
+                    .as_ref()
+                    .is_some_and(|c| c.state() != State::TimeWait)
+            })
+            .count()
+    }
+
     /// Live TCBs (every state, TIME-WAIT included).
     #[must_use]
     pub fn connection_count(&self) -> usize {

@@ -118,10 +118,12 @@ impl Sluice {
     }
 }
 
-/// A configuration for the test topology with the given xdp mode and extra TOML appended.
+/// A configuration for the test topology with the given xdp mode and extra TOML appended. Like
+/// `configs/netns.toml`, sluice drops to `nobody` once set up: every test runs it unprivileged.
 pub fn config(xdp_mode: &str, listeners: &str) -> String {
     format!(
-        "[datapath]\ninterface = \"px0\"\nxdp_mode = \"{xdp_mode}\"\nframes_per_queue = 8192\n\n{listeners}\n"
+        "[datapath]\ninterface = \"px0\"\nxdp_mode = \"{xdp_mode}\"\nframes_per_queue = 8192\n\n\
+         [process]\nuser = \"nobody\"\n\n{listeners}\n"
     )
 }
 

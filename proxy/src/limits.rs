@@ -1,0 +1,157 @@
+//! Connection limits: in total, per worker and per client address (the `[limits]` section).
+//!
+//! A worker asks [`ConnCounts::admit`] before it takes a connection and gets a [`Slot`] back,
+//! or the limit that refused it; the slot is handed back with [`ConnCounts::release`] when the
+//! connection is gone. The total is one atomic; the per-client counts live in sharded maps
+//! (a client's connections may land on any worker), touched once at admission and once at
+//! release, never per packet. What a refusal looks like on the wire (a RST) and how it is
+//! counted is the worker's business.
+
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::config::Limits;
+
+/// Which limit refused a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    Total,
+    Worker,
+    Client,
+}
+
+/// An admitted connection's claim on the counts; give it back with [`ConnCounts::release`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use]
+pub struct Slot {
+    client: Ipv4Addr,
+}
+
+const SHARDS: usize = 16;
+
+/// Open-connection counts shared by every worker.
+#[derive(Debug, Default)]
+pub struct ConnCounts {
+    total: AtomicU64,
+    per_client: [Mutex<HashMap<Ipv4Addr, u64>>; SHARDS],
+}
+
+impl ConnCounts {
+    fn shard(&self, client: Ipv4Addr) -> &Mutex<HashMap<Ipv4Addr, u64>> {
+        let o = client.octets();
+        &self.per_client[usize::from(o[3] ^ o[2]) % SHARDS]
+    }
+
+    /// Whether a new connection from `client` would pass `limits`, given that the asking worker
+    /// has `worker_open` connections (a cheap look, for refusing a SYN before any state exists).
+    pub fn check(&self, limits: &Limits, worker_open: u64, client: Ipv4Addr) -> Result<(), Refusal> {
+        if limits.max_connections_per_worker > 0 && worker_open >= limits.max_connections_per_worker {
+            return Err(Refusal::Worker);
+        }
+        if limits.max_connections > 0 && self.total.load(Ordering::Relaxed) >= limits.max_connections {
+            return Err(Refusal::Total);
+        }
+        if limits.max_connections_per_client > 0 {
+            let map = self.shard(client).lock().unwrap_or_else(|e| e.into_inner());
+            if map.get(&client).copied().unwrap_or(0) >= limits.max_connections_per_client {
+                return Err(Refusal::Client);
+            }
+        }
+        Ok(())
+    }
+
+    /// Admits a connection from `client` if every limit allows it (exactly: two workers racing
+    /// for the last place cannot both get it).
+    pub fn admit(&self, limits: &Limits, worker_open: u64, client: Ipv4Addr) -> Result<Slot, Refusal> {
+        if limits.max_connections_per_worker > 0 && worker_open >= limits.max_connections_per_worker {
+            return Err(Refusal::Worker);
+        }
+        let max = if limits.max_connections > 0 { limits.max_connections } else { u64::MAX };
+        self.total
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < max).then_some(n + 1))
+            .map_err(|_| Refusal::Total)?;
+        let mut map = self.shard(client).lock().unwrap_or_else(|e| e.into_inner());
+        let n = map.entry(client).or_insert(0);
+        if limits.max_connections_per_client > 0 && *n >= limits.max_connections_per_client {
+            drop(map);
+            self.total.fetch_sub(1, Ordering::AcqRel);
+            return Err(Refusal::Client);
+        }
+        *n += 1;
+        Ok(Slot { client })
+    }
+
+    /// Gives back an admitted connection's place.
+    pub fn release(&self, slot: Slot) {
+        self.total.fetch_sub(1, Ordering::AcqRel);
+        let mut map = self.shard(slot.client).lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = map.get_mut(&slot.client) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                map.remove(&slot.client);
+            }
+        }
+    }
+
+    /// Connections admitted and not yet released, over all workers.
+    pub fn total(&self) -> u64 {
+        self.total.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const A: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
+    const B: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 7);
+
+    #[test]
+    fn no_limits_admit_everything() {
+        let c = ConnCounts::default();
+        let l = Limits::default();
+        let slots: Vec<_> = (0..1000).map(|i| c.admit(&l, i, A).unwrap()).collect();
+        assert_eq!(c.total(), 1000);
+        slots.into_iter().for_each(|s| c.release(s));
+        assert_eq!(c.total(), 0);
+        assert!(c.per_client.iter().all(|m| m.lock().unwrap().is_empty()), "released clients are forgotten");
+    }
+
+    #[test]
+    fn each_limit_refuses_with_its_reason_and_frees_on_release() {
+        let c = ConnCounts::default();
+        let l = Limits { max_connections: 5, max_connections_per_worker: 4, max_connections_per_client: 3 };
+        let a: Vec<_> = (0..3).map(|i| c.admit(&l, i, A).unwrap()).collect();
+        assert_eq!(c.check(&l, 0, A), Err(Refusal::Client));
+        assert_eq!(c.admit(&l, 0, A), Err(Refusal::Client));
+        assert_eq!(c.total(), 3, "a refusal takes no place");
+        assert_eq!(c.admit(&l, 4, B), Err(Refusal::Worker));
+        let b1 = c.admit(&l, 0, B).unwrap();
+        let b2 = c.admit(&l, 0, B).unwrap();
+        assert_eq!(c.check(&l, 0, B), Err(Refusal::Total));
+        assert_eq!(c.admit(&l, 0, B), Err(Refusal::Total));
+        c.release(b1);
+        assert_eq!(c.check(&l, 0, B), Ok(()));
+        c.release(b2);
+        a.into_iter().for_each(|s| c.release(s));
+        assert_eq!(c.total(), 0);
+        assert!(c.admit(&l, 0, A).is_ok());
+    }
+
+    #[test]
+    fn racing_workers_never_pass_the_total() {
+        let c = std::sync::Arc::new(ConnCounts::default());
+        let l = Limits { max_connections: 100, ..Limits::default() };
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let c = std::sync::Arc::clone(&c);
+                std::thread::spawn(move || (0..1000).filter(|_| c.admit(&l, 0, A).is_ok()).count())
+            })
+            .collect();
+        let admitted: usize = threads.into_iter().map(|t| t.join().unwrap()).sum();
+        assert_eq!(admitted, 100);
+        assert_eq!(c.total(), 100);
+    }
+}
