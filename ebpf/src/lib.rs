@@ -30,6 +30,22 @@ pub const MAP_BACKEND_FLOWS: &str = "BACKEND_FLOWS";
 /// Capacity of [`MAP_BACKEND_FLOWS`] (one per local port of outgoing flows).
 pub const BACKEND_FLOWS_MAX: u32 = 16384;
 
+/// `HashMap<u64, u32>`: sluice's own connections on listeners being drained. Key:
+/// [`flow_key`] of the remote end and the local port. A segment to an [`ENTRY_DRAINING`]
+/// listener goes to sluice only if its flow is here; all others (new connections and everything
+/// after their SYN) go to the kernel.
+pub const MAP_DRAIN_FLOWS: &str = "DRAIN_FLOWS";
+/// Capacity of [`MAP_DRAIN_FLOWS`].
+pub const DRAIN_FLOWS_MAX: u32 = 262_144;
+
+/// Key of [`MAP_DRAIN_FLOWS`]: remote IPv4 address (host order) << 32 | remote port << 16 |
+/// local port. (The local address is left out: two draining listeners on one port but different
+/// addresses share keys, which at worst steers a flow to sluice that it then resets.)
+#[inline(always)]
+pub const fn flow_key(remote_addr: u32, remote_port: u16, local_port: u16) -> u64 {
+    ((remote_addr as u64) << 32) | ((remote_port as u64) << 16) | local_port as u64
+}
+
 /// `XskMap`: AF_XDP socket per RX queue, indexed by `rx_queue_index`.
 pub const MAP_XSKS: &str = "XSKS";
 /// Capacity of [`MAP_XSKS`]: the highest queue index sluice can serve, plus one.
@@ -40,6 +56,9 @@ pub const MAP_COUNTERS: &str = "COUNTERS";
 
 /// Value stored in [`MAP_LISTENERS`] and [`MAP_BACKEND_FLOWS`] for a live entry.
 pub const ENTRY_ACTIVE: u32 = 1;
+/// Value of a [`MAP_LISTENERS`] entry being drained: segments of the flows in
+/// [`MAP_DRAIN_FLOWS`] still go to sluice, so its connections finish; all others go to the kernel.
+pub const ENTRY_DRAINING: u32 = 2;
 
 /// Key of [`MAP_LISTENERS`] and [`MAP_BACKEND_FLOWS`]: the IPv4 address in
 /// host order (`u32::from(Ipv4Addr)`, i.e. big-endian interpretation of the
@@ -86,11 +105,14 @@ pub enum Counter {
     PassTruncatedTcp = 14,
     /// TCP data offset < 5: passed.
     PassMalformedTcp = 15,
+    /// A segment to a listener being drained ([`ENTRY_DRAINING`]) of a flow that is not one of
+    /// sluice's ([`MAP_DRAIN_FLOWS`]): passed to the kernel.
+    PassDraining = 16,
 }
 
 impl Counter {
     /// Number of counters (slots of [`MAP_COUNTERS`]).
-    pub const COUNT: u32 = 16;
+    pub const COUNT: u32 = 17;
 
     /// Every counter, in index order.
     pub const ALL: [Counter; Self::COUNT as usize] = [
@@ -110,6 +132,7 @@ impl Counter {
         Counter::PassMalformedIpv4,
         Counter::PassTruncatedTcp,
         Counter::PassMalformedTcp,
+        Counter::PassDraining,
     ];
 
     /// Index of this counter in [`MAP_COUNTERS`].
@@ -137,6 +160,7 @@ impl Counter {
             Counter::PassMalformedIpv4 => "pass_malformed_ipv4",
             Counter::PassTruncatedTcp => "pass_truncated_tcp",
             Counter::PassMalformedTcp => "pass_malformed_tcp",
+            Counter::PassDraining => "pass_draining",
         }
     }
 }

@@ -13,7 +13,7 @@ use aya_ebpf::{
 };
 use sluice_ebpf::{
     BACKEND_FLOWS_MAX, Counter, ETHERTYPE_ARP, ETHERTYPE_IPV4, ETHERTYPE_IPV6, IPPROTO_ICMP,
-    IPPROTO_TCP, IPPROTO_UDP, LISTENERS_MAX, XSKS_MAX, endpoint_key,
+    DRAIN_FLOWS_MAX, ENTRY_DRAINING, IPPROTO_TCP, IPPROTO_UDP, LISTENERS_MAX, XSKS_MAX, endpoint_key, flow_key,
 };
 
 /// Listener endpoints (`sluice_ebpf::MAP_LISTENERS`).
@@ -27,6 +27,10 @@ static LISTENERS: HashMap<u64, u32> = HashMap::with_max_entries(LISTENERS_MAX, 0
 /// removes it when the connection is gone. Empty until issue 4 uses it.
 #[map]
 static BACKEND_FLOWS: HashMap<u64, u32> = HashMap::with_max_entries(BACKEND_FLOWS_MAX, 0);
+
+/// sluice's own flows on draining listeners (`sluice_ebpf::MAP_DRAIN_FLOWS`).
+#[map]
+static DRAIN_FLOWS: HashMap<u64, u32> = HashMap::with_max_entries(DRAIN_FLOWS_MAX, 0);
 
 /// AF_XDP socket per RX queue (`sluice_ebpf::MAP_XSKS`).
 #[map]
@@ -146,7 +150,17 @@ fn classify(ctx: &XdpContext) -> (u32, Counter) {
     }
     let key = endpoint_key(dst_addr, be16(tcp, 2));
 
-    if LISTENERS.get_ptr(key).is_some() {
+    if let Some(entry) = LISTENERS.get_ptr(key) {
+        // SAFETY: a pointer to a map value returned by the kernel for this key, valid for the
+        // program's run; a u32 is read whole.
+        let draining = unsafe { *entry } == ENTRY_DRAINING;
+        if draining {
+            let src_addr = u32::from_be_bytes([at(ip, 12), at(ip, 13), at(ip, 14), at(ip, 15)]);
+            let flow = flow_key(src_addr, be16(tcp, 0), be16(tcp, 2));
+            if DRAIN_FLOWS.get_ptr(flow).is_none() {
+                return (XDP_PASS, Counter::PassDraining);
+            }
+        }
         return redirect(ctx, Counter::Redirected);
     }
     // Return traffic of sluice's own backend connections (issue 4).

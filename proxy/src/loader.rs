@@ -355,6 +355,7 @@ pub struct Attached {
 struct Maps {
     listeners: HashMap<MapData, u64, u32>,
     backend_flows: HashMap<MapData, u64, u32>,
+    drain_flows: HashMap<MapData, u64, u32>,
     xsks: XskMap<MapData>,
     counters: PerCpuArray<MapData, u64>,
 }
@@ -377,6 +378,7 @@ impl Maps {
         Ok(Maps {
             listeners: take(ebpf, sluice_ebpf::MAP_LISTENERS)?,
             backend_flows: take(ebpf, sluice_ebpf::MAP_BACKEND_FLOWS)?,
+            drain_flows: take(ebpf, sluice_ebpf::MAP_DRAIN_FLOWS)?,
             xsks: take(ebpf, sluice_ebpf::MAP_XSKS)?,
             counters: take(ebpf, sluice_ebpf::MAP_COUNTERS)?,
         })
@@ -416,8 +418,24 @@ impl Attached {
             })
     }
 
-    /// Drains `addr:port`: connection requests (SYN without ACK) go to the kernel from now on,
-    /// every other segment still to sluice, so established connections finish.
+    /// Keeps steering one of sluice's flows (`remote` to local port `local_port`) to sluice while
+    /// its listener drains. Add them before [`Attached::drain_listener`].
+    pub fn add_drain_flow(&mut self, remote: std::net::SocketAddrV4, local_port: u16) -> Result<(), LoadError> {
+        let key = sluice_ebpf::flow_key(u32::from(*remote.ip()), remote.port(), local_port);
+        self.maps.drain_flows.insert(key, ENTRY_ACTIVE, 0).map_err(|e| LoadError::Map {
+            map: sluice_ebpf::MAP_DRAIN_FLOWS,
+            reason: e.to_string(),
+        })
+    }
+
+    /// Forgets a flow added with [`Attached::add_drain_flow`].
+    pub fn remove_drain_flow(&mut self, remote: std::net::SocketAddrV4, local_port: u16) -> Result<(), LoadError> {
+        let key = sluice_ebpf::flow_key(u32::from(*remote.ip()), remote.port(), local_port);
+        remove_key(&mut self.maps.drain_flows, sluice_ebpf::MAP_DRAIN_FLOWS, key)
+    }
+
+    /// Drains `addr:port`: from now on only the flows added with [`Attached::add_drain_flow`]
+    /// still go to sluice (so its connections finish); everything else goes to the kernel.
     pub fn drain_listener(&mut self, addr: Ipv4Addr, port: u16) -> Result<(), LoadError> {
         let key = endpoint_key(u32::from(addr), port);
         self.maps

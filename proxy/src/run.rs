@@ -23,6 +23,7 @@ use crate::config::{Config, DrainNew, XdpModeSetting};
 use crate::loader::{self, Loader, XdpMode};
 use crate::config::Congestion;
 use crate::worker::{self, Dispatch, SharedCounters};
+use sluice_tcp::FourTuple;
 
 /// Runs sluice with `config`, read from `config_path` (relative certificate paths are taken
 /// from its directory; SIGHUP reads it again).
@@ -184,8 +185,8 @@ struct Supervisor {
     controls: worker::Controls,
     shared_counters: Vec<SharedCounters>,
     reloads: Arc<Mutex<ReloadStats>>,
-    /// Listeners a reload removed, draining in the XDP program until then.
-    retiring: Vec<(SocketAddrV4, std::time::Instant)>,
+    /// Listeners a reload removed, draining in the XDP program until then, with their flows.
+    retiring: Vec<(SocketAddrV4, std::time::Instant, Vec<FourTuple>)>,
 }
 
 impl Supervisor {
@@ -247,16 +248,36 @@ impl Supervisor {
     }
 
     fn start_drain(&mut self) {
-        if self.config.drain.new_connections == DrainNew::Pass {
-            let mut attached = self.attached.lock().unwrap_or_else(|e| e.into_inner());
-            for l in &self.config.listeners {
-                let addr = l.socket_addr();
-                if let Err(e) = attached.drain_listener(*addr.ip(), addr.port()) {
-                    tracing::error!(%addr, "drain: {e}");
-                }
+        if self.config.drain.new_connections == DrainNew::Reset {
+            self.controls.broadcast(|_| worker::Control::Drain(None));
+            return;
+        }
+        // Pass: the workers stop accepting and name their flows; those keep reaching sluice,
+        // everything else to the listeners goes to the kernel.
+        let (tx, rx) = crossbeam_channel::unbounded();
+        self.controls.broadcast(|_| worker::Control::Drain(Some(tx.clone())));
+        let flows = self.collect_flows(&rx);
+        let mut attached = self.attached.lock().unwrap_or_else(|e| e.into_inner());
+        add_drain_flows(&mut attached, &flows);
+        for l in &self.config.listeners {
+            let addr = l.socket_addr();
+            if let Err(e) = attached.drain_listener(*addr.ip(), addr.port()) {
+                tracing::error!(%addr, "drain: {e}");
             }
         }
-        self.controls.broadcast(|_| worker::Control::Drain);
+    }
+
+    /// Every worker's answer to a `Drain` or `Reload` order (a worker that does not answer
+    /// within 5 s is reported).
+    fn collect_flows(&self, rx: &crossbeam_channel::Receiver<Vec<FourTuple>>) -> Vec<FourTuple> {
+        let mut flows = Vec::new();
+        for _ in 0..self.controls.senders.len() {
+            match rx.recv_timeout(Duration::from_secs(5)) {
+                Ok(f) => flows.extend(f),
+                Err(_) => tracing::error!("a worker did not answer within 5 s"),
+            }
+        }
+        flows
     }
 
     /// SIGHUP: read the configuration file again and serve it, or keep serving the old one and
@@ -296,24 +317,24 @@ impl Supervisor {
         // Workers first, so that no SYN reaches a worker that does not listen yet.
         let (done_tx, done_rx) = crossbeam_channel::unbounded();
         self.controls.broadcast(|_| worker::Control::Reload(services.clone(), done_tx.clone()));
-        for _ in 0..self.controls.senders.len() {
-            done_rx.recv_timeout(Duration::from_secs(5)).context("a worker did not take the new configuration")?;
-        }
+        let flows = self.collect_flows(&done_rx);
         let old_addrs: Vec<_> = old.listeners.iter().map(|l| l.socket_addr()).collect();
         let new_addrs: Vec<_> = new.listeners.iter().map(|l| l.socket_addr()).collect();
         let mut attached = self.attached.lock().unwrap_or_else(|e| e.into_inner());
         let (mut added, mut removed) = (0, 0);
         for addr in new_addrs.iter().filter(|a| !old_addrs.contains(a)) {
             attached.add_listener(*addr.ip(), addr.port())?;
-            self.retiring.retain(|(a, _)| a != addr);
+            self.retiring.retain(|(a, _, _)| a != addr);
             added += 1;
         }
-        // A removed listener's connections finish: only its SYNs go to the kernel, until the
-        // drain deadline.
+        // A removed listener's connections finish (their flows still reach sluice); everything
+        // else to it goes to the kernel; at the drain deadline it is gone.
+        add_drain_flows(&mut attached, &flows);
         let until = std::time::Instant::now() + Duration::from_millis(new.drain.deadline_ms);
         for addr in old_addrs.iter().filter(|a| !new_addrs.contains(a)) {
             attached.drain_listener(*addr.ip(), addr.port())?;
-            self.retiring.push((*addr, until));
+            let mine = flows.iter().filter(|t| t.local == *addr).copied().collect();
+            self.retiring.push((*addr, until, mine));
             removed += 1;
         }
         drop(attached);
@@ -325,16 +346,19 @@ impl Supervisor {
     /// Removed listeners whose time is up leave the XDP program's listener map.
     fn retire_listeners(&mut self) {
         let now = std::time::Instant::now();
-        if !self.retiring.iter().any(|(_, t)| *t <= now) {
+        if !self.retiring.iter().any(|(_, t, _)| *t <= now) {
             return;
         }
         let mut attached = self.attached.lock().unwrap_or_else(|e| e.into_inner());
-        self.retiring.retain(|(addr, until)| {
+        self.retiring.retain(|(addr, until, flows)| {
             if *until > now {
                 return true;
             }
             if let Err(e) = attached.remove_listener(*addr.ip(), addr.port()) {
                 tracing::error!(%addr, "removing a retired listener: {e}");
+            }
+            for t in flows {
+                let _ = attached.remove_drain_flow(t.remote, t.local.port());
             }
             false
         });
@@ -381,6 +405,19 @@ fn stats_json(
             })
         }).collect::<Vec<_>>(),
     })
+}
+
+/// Keeps `flows` steered to sluice while their listeners drain.
+fn add_drain_flows(attached: &mut loader::Attached, flows: &[FourTuple]) {
+    let mut failed = 0;
+    for t in flows {
+        if attached.add_drain_flow(t.remote, t.local.port()).is_err() {
+            failed += 1;
+        }
+    }
+    if failed > 0 {
+        tracing::error!(failed, "drain: flows that did not fit the XDP program's map go to the kernel (reset)");
+    }
 }
 
 /// A TLS listener's session cache, kept across reloads (by listener address).

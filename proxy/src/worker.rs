@@ -28,7 +28,7 @@ use crossbeam_channel::{Receiver, Sender, TrySendError};
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 use nix::sys::eventfd::{EfdFlags, EventFd};
 use serde::Serialize;
-use sluice_tcp::{ConnectionHandle, Endpoint, Event, Instant, StreamError};
+use sluice_tcp::{ConnectionHandle, Endpoint, Event, FourTuple, Instant, StreamError};
 use sluice_wire::ethernet::{self, Address as MacAddress, EtherType};
 use sluice_wire::{Checksum, Error as WireError, ParsedSegment, emit_frame, parse_frame, rst_reply};
 use sluice_xsk::{RxVerdict, Socket};
@@ -142,11 +142,13 @@ pub struct Inbox {
 
 /// Orders from the main thread (signals).
 pub enum Control {
-    /// SIGHUP: serve this from now on (connections already open keep what they had); the
-    /// sender is told once the worker took it.
-    Reload(Services, Sender<usize>),
-    /// SIGTERM/SIGINT: stop accepting, let open connections finish.
-    Drain,
+    /// SIGHUP: serve this from now on (connections already open keep what they had). Once the
+    /// worker took it, it answers with its connections on the listeners this reload removed
+    /// (they must keep reaching sluice while those listeners drain).
+    Reload(Services, Sender<Vec<FourTuple>>),
+    /// SIGTERM/SIGINT: stop accepting, let open connections finish; answer with every
+    /// connection of a listener when asked (to keep them steered to sluice).
+    Drain(Option<Sender<Vec<FourTuple>>>),
     /// The drain deadline passed: reset every connection still open.
     Abort,
 }
@@ -435,13 +437,16 @@ impl Dispatch {
     /// Serves `services` from now on. Connections already open keep their TLS configuration
     /// and backend; a listener that is gone stops accepting but its connections are served
     /// until they end.
-    pub fn reload(&mut self, services: Services) {
+    /// Returns the connections of the listeners this reload removed.
+    pub fn reload(&mut self, services: Services) -> Vec<FourTuple> {
         let Services { listeners, tls, relay, limits, access_log } = services;
         let accepting = |m: Option<&ListenerMode>| matches!(m, Some(ListenerMode::Echo | ListenerMode::Relay(_)));
+        let mut removed = HashSet::new();
         for (addr, mode) in &self.listeners {
             if accepting(Some(mode)) && !accepting(listeners.get(addr)) {
                 self.tcp.unlisten(*addr);
                 self.retired.insert(*addr);
+                removed.insert(*addr);
             }
         }
         for (addr, mode) in &listeners {
@@ -455,16 +460,24 @@ impl Dispatch {
         self.relay_settings = relay;
         self.limits = limits;
         self.access_log = access_log;
+        self.flows_on(|local| removed.contains(&local))
+    }
+
+    /// The 4-tuples of this worker's connections whose local end passes `on`.
+    fn flows_on(&self, on: impl Fn(SocketAddrV4) -> bool) -> Vec<FourTuple> {
+        self.tcp.handles().filter_map(|h| self.tcp.four_tuple(h)).filter(|t| on(t.local)).collect()
     }
 
     /// Stops accepting on every listener: a SYN now gets a RST from the TCP stack (or, when the
     /// XDP program passes them to the kernel, never arrives). Open connections carry on.
-    pub fn drain(&mut self) {
+    /// Returns every connection of a listener (to keep them steered to sluice).
+    pub fn drain(&mut self) -> Vec<FourTuple> {
         self.draining = true;
         for addr in self.listeners.keys() {
             self.tcp.unlisten(*addr);
         }
         self.counters.connections_active = self.tcp.active_count() as u64;
+        self.flows_on(|local| self.listeners.contains_key(&local) || self.retired.contains(&local))
     }
 
     /// Resets every connection still open (the drain deadline passed).
@@ -790,10 +803,14 @@ pub fn run(
         while let Ok(c) = inbox.control.try_recv() {
             match c {
                 Control::Reload(services, done) => {
-                    dispatch.reload(services);
-                    let _ = done.send(dispatch.worker);
+                    let _ = done.send(dispatch.reload(services));
                 }
-                Control::Drain => dispatch.drain(),
+                Control::Drain(flows) => {
+                    let mine = dispatch.drain();
+                    if let Some(tx) = flows {
+                        let _ = tx.send(mine);
+                    }
+                }
                 Control::Abort => dispatch.abort_all(t),
             }
         }
@@ -824,10 +841,21 @@ pub fn run(
         let mut handed_in = 0u32;
         while let Ok(mut frame) = inbox.rx.try_recv() {
             handed_in += 1;
-            // The owner never hands a frame on: it is the owner. (Only stateful flows are handed
-            // over, and they answer through the TCP stack, not in place.)
+            // The owner never hands a frame on: it is the owner. A stateless answer (a RST for a
+            // connection past a limit) is sent from here.
             let len = frame.len();
-            let _ = dispatch.on_frame(t, &mut frame, len);
+            if let Verdict::Reply(n) = dispatch.on_frame(t, &mut frame, len) {
+                let sent = sock.tx_frame().is_some_and(|mut out| {
+                    let fits = out.buf_mut().len() >= n;
+                    if fits {
+                        out.buf_mut()[..n].copy_from_slice(&frame[..n]);
+                    }
+                    fits && out.submit(n).is_ok()
+                });
+                if !sent {
+                    dispatch.counters.dropped_tx_full += 1;
+                }
+            }
             if handed_in >= RX_BATCH * 4 {
                 break;
             }

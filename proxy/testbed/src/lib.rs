@@ -266,7 +266,7 @@ pub fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'sta
 }
 
 /// A process started inside a namespace (e.g. sluice in `{p}proxy`), stopped by pid when dropped:
-/// SIGTERM, then SIGKILL after a grace period. Its stderr goes to a file that `log()` reads back.
+/// SIGTERM, a second SIGTERM after 2 s, then SIGKILL after a grace period. Its stderr goes to a file that `log()` reads back.
 pub struct NsProcess {
     child: std::process::Child,
     log: std::path::PathBuf,
@@ -325,7 +325,11 @@ impl NsProcess {
 impl Drop for NsProcess {
     fn drop(&mut self) {
         use nix::sys::signal::Signal;
-        if self.signal_and_wait(Signal::SIGTERM, std::time::Duration::from_secs(5)).is_err() {
+        use std::time::Duration;
+        // SIGTERM drains (sluice waits for open connections); a second one stops at once.
+        if self.signal_and_wait(Signal::SIGTERM, Duration::from_secs(2)).is_err()
+            && self.signal_and_wait(Signal::SIGTERM, Duration::from_secs(3)).is_err()
+        {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
