@@ -305,6 +305,7 @@ impl Supervisor {
         for (section, same) in [
             ("datapath", new.datapath == old.datapath),
             ("admin", new.admin == old.admin),
+            ("tcp", new.tcp == old.tcp),
             ("process", new.process == old.process),
             ("log", new.log.level == old.log.level && new.log.format == old.log.format),
         ] {
