@@ -1207,6 +1207,90 @@ mod tests {
         assert_eq!(d.counters.relays_backend_failed, 1);
     }
 
+    /// Completes a handshake from `src_port` to `dst_port`; returns sluice's ISS.
+    fn establish(d: &mut Dispatch, src_port: u16, dst_port: u16, now: Instant) -> u32 {
+        let syn = frame(Seg { src_port, dst_port, flags: Flags::SYN, seq: 1000, ack: 0, payload: &[] });
+        let _ = on(d, &syn);
+        let out = transmit(d, now);
+        let synack = parse_frame(&out[0], Checksum::Verify).unwrap();
+        assert_eq!(synack.tcp.flags, Flags::SYN | Flags::ACK);
+        let iss = synack.tcp.seq_number;
+        let ack = frame(Seg { src_port, dst_port, flags: Flags::ACK, seq: 1001, ack: iss.wrapping_add(1), payload: &[] });
+        let _ = on(d, &ack);
+        d.process(now);
+        iss
+    }
+
+    fn services(d: &Dispatch, listeners: &[(u16, ListenerMode)]) -> Services {
+        Services {
+            listeners: listeners.iter().map(|(p, m)| (SocketAddrV4::new(PROXY, *p), *m)).collect(),
+            tls: HashMap::new(),
+            relay: d.relay_settings.clone(),
+            limits: Default::default(),
+            access_log: false,
+        }
+    }
+
+    fn is_rst(frames: &[Vec<u8>]) -> bool {
+        frames.iter().any(|f| parse_frame(f, Checksum::Verify).unwrap().tcp.flags.rst())
+    }
+
+    #[test]
+    fn reload_retires_a_listener_without_touching_its_connections() {
+        let mut d = dispatch(0, 1);
+        let iss = establish(&mut d, 40000, 7, T0);
+        let s = services(&d, &[(9, ListenerMode::Echo)]);
+        let retired = d.reload(s);
+        assert_eq!(retired.len(), 1, "the open connection on :7 is reported");
+        assert_eq!(retired[0].remote, SocketAddrV4::new(CLIENT, 40000));
+        // The connection on the removed listener still echoes.
+        let data = frame(Seg { src_port: 40000, dst_port: 7, flags: Flags::ACK | Flags::PSH, seq: 1001, ack: iss.wrapping_add(1), payload: b"ping" });
+        let _ = on(&mut d, &data);
+        assert_eq!(payload(&transmit(&mut d, T0)), b"ping");
+        // A new SYN to :7 is refused by the stack; :9 accepts.
+        let _ = on(&mut d, &frame(Seg { src_port: 40001, dst_port: 7, flags: Flags::SYN, seq: 5, ack: 0, payload: &[] }));
+        assert!(is_rst(&transmit(&mut d, T0)));
+        establish(&mut d, 40002, 9, T0);
+        assert_eq!(d.counters.connections_established, 2);
+        // A frame to an address that never was a listener is still dropped.
+        assert!(reply(&mut d, &syn(80)).is_none());
+        assert_eq!(d.counters.dropped_no_listener, 1);
+    }
+
+    #[test]
+    fn draining_refuses_syns_and_names_open_flows() {
+        let mut d = dispatch(0, 1);
+        establish(&mut d, 40000, 7, T0);
+        let flows = d.drain();
+        assert_eq!(flows.len(), 1);
+        assert_eq!(d.counters.connections_active, 1);
+        let _ = on(&mut d, &frame(Seg { src_port: 40001, dst_port: 7, flags: Flags::SYN, seq: 5, ack: 0, payload: &[] }));
+        assert!(is_rst(&transmit(&mut d, T0)));
+        assert_eq!(d.tcp().connection_count(), 1);
+        // A reload while draining does not reopen the listener.
+        let s = services(&d, &[(7, ListenerMode::Echo)]);
+        d.reload(s);
+        let _ = on(&mut d, &frame(Seg { src_port: 40002, dst_port: 7, flags: Flags::SYN, seq: 5, ack: 0, payload: &[] }));
+        assert!(is_rst(&transmit(&mut d, T0)));
+        d.abort_all(T0);
+        assert!(is_rst(&transmit(&mut d, T0)), "the open connection is reset");
+    }
+
+    #[test]
+    fn a_syn_past_the_per_client_limit_gets_a_rst_in_place_and_is_counted() {
+        let mut d = dispatch(0, 1);
+        let mut s = services(&d, &[(7, ListenerMode::Echo)]);
+        s.limits = crate::config::Limits { max_connections_per_client: 1, ..Default::default() };
+        d.reload(s);
+        establish(&mut d, 40000, 7, T0);
+        assert_eq!(d.conn_counts.total(), 1);
+        let out = reply(&mut d, &frame(Seg { src_port: 40001, dst_port: 7, flags: Flags::SYN, seq: 5, ack: 0, payload: &[] }))
+            .expect("a RST written in place");
+        assert_eq!(parse_frame(&out, Checksum::Verify).unwrap().tcp.flags, Flags::RST | Flags::ACK);
+        assert_eq!(d.counters.refused_limit_client, 1);
+        assert_eq!(d.tcp().connection_count(), 1, "no state for the refused SYN");
+    }
+
     #[test]
     fn frames_of_flows_owned_elsewhere_are_handed_off() {
         // Find a source port whose flow worker 1 (of 2) owns, and show worker 0 hands it over.
