@@ -42,8 +42,8 @@ use sluice_tls::rustls::{
 };
 use sluice_tls::testcerts::{Ca, KeyKind};
 use sluice_tls::{
-    CacheStats, CertSettings, Resumption, SessionCache, TlsSession, TlsSettings,
-    DEFAULT_BUFFER_LIMIT,
+    CacheStats, CertSettings, DEFAULT_BUFFER_LIMIT, Resumption, SessionCache, TlsSession,
+    TlsSettings,
 };
 use sluice_wire::{Checksum, ipv4, tcp};
 
@@ -321,7 +321,12 @@ impl Fixture {
             s.kx_group,
             kind.group()
         );
-        ensure!(s.sni.as_deref() == Some(NAME), "{}: SNI {:?}", kind.name(), s.sni);
+        ensure!(
+            s.sni.as_deref() == Some(NAME),
+            "{}: SNI {:?}",
+            kind.name(),
+            s.sni
+        );
         Ok(())
     }
 
@@ -634,8 +639,8 @@ impl Tcp {
     ) -> Result<u64> {
         let mut n = 0;
         while let Some(len) = from.poll_transmit(now, frame) {
-            let ipp = ipv4::Packet::new_checked(&frame[..len])
-                .map_err(|e| anyhow!("ipv4: {e:?}"))?;
+            let ipp =
+                ipv4::Packet::new_checked(&frame[..len]).map_err(|e| anyhow!("ipv4: {e:?}"))?;
             let ip = ipv4::Repr::parse(&ipp, Checksum::Verify)
                 .map_err(|e| anyhow!("ipv4 repr: {e:?}"))?;
             let tp = tcp::Packet::new_checked(ipp.payload()).map_err(|e| anyhow!("tcp: {e:?}"))?;
@@ -650,7 +655,11 @@ impl Tcp {
     /// One connection: SYN, handshake, request, response, close_notify, FIN both ways,
     /// TIME-WAIT expired; both endpoints are empty again afterwards.
     pub fn connect(&mut self, fx: &Fixture, kind: Kind) -> Result<Outcome> {
-        self.port = if self.port >= 61_000 { 1024 } else { self.port + 1 };
+        self.port = if self.port >= 61_000 {
+            1024
+        } else {
+            self.port + 1
+        };
         let local = SocketAddrV4::new(Ipv4Addr::new(198, 51, 100, 1), self.port);
         let ch = self.client.connect(self.now, local, self.server_addr)?;
         let mut client = new_client(fx, kind)?;
@@ -669,8 +678,17 @@ impl Tcp {
                     progress |= n > 0;
                 }
             }
-            let moved = Self::carry(&mut self.frame, self.now, &mut self.client, &mut self.server)?
-                + Self::carry(&mut self.frame, self.now, &mut self.server, &mut self.client)?;
+            let moved = Self::carry(
+                &mut self.frame,
+                self.now,
+                &mut self.client,
+                &mut self.server,
+            )? + Self::carry(
+                &mut self.frame,
+                self.now,
+                &mut self.server,
+                &mut self.client,
+            )?;
             self.segments += moved;
             progress |= moved > 0;
             while let Some((h, e)) = self.server.poll_event() {
@@ -723,7 +741,9 @@ impl Tcp {
                     got == RESPONSE.len() && tls_closed,
                     "response of {got} bytes, close_notify {tls_closed}"
                 );
-                let s = server.as_ref().ok_or_else(|| anyhow!("no server connection"))?;
+                let s = server
+                    .as_ref()
+                    .ok_or_else(|| anyhow!("no server connection"))?;
                 let o = outcome(&client, &s.session)?;
                 // TIME-WAIT (the server closed first) expires: both endpoints empty again.
                 self.now += self.server.config().time_wait;
@@ -744,7 +764,9 @@ impl Tcp {
                     .flatten()
                     .min()
                     .ok_or_else(|| {
-                        anyhow!("stuck without timers: got {got}, fin {fin}, tls_closed {tls_closed}")
+                        anyhow!(
+                            "stuck without timers: got {got}, fin {fin}, tls_closed {tls_closed}"
+                        )
                     })?;
                 self.now = self.now.max(t);
                 self.client.handle_timeout(self.now);
