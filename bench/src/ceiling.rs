@@ -10,7 +10,7 @@
 //!   as `proxy/src/relay.rs` drives it: TCP `recv` into a ciphertext queue, `TlsSession::feed`,
 //!   `read_plaintext`, `write_plaintext`, `write_ciphertext` into a queue, TCP `send`.
 //!
-//! Both run the same connection: handshake, a 37-byte HTTP/1.1 request, a 64-byte response, the
+//! Both run the same connection: handshake, a 36-byte HTTP/1.1 request, a 65-byte response, the
 //! server's close_notify. The server is built exactly as sluice builds it: `sluice_tls::build`
 //! with a `sluice_tls::SessionCache` (`resumption = "session_id"`: TLS 1.2 session IDs and TLS
 //! 1.3 tickets that are IDs into the cache; no stateless tickets), and every server connection is
@@ -71,7 +71,7 @@ pub struct Args {
     #[arg(long, default_value_t = 1.0)]
     pub seconds: f64,
     /// Rounds; (a) and (b) alternate which goes first. Best and median are printed.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 5)]
     pub rounds: usize,
     /// Certificate key type.
     #[arg(long, value_enum, default_value_t = KeyArg::Ecdsa)]
@@ -79,10 +79,13 @@ pub struct Args {
     /// Also write the figures as JSON to this file.
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// Measure only these kinds (comma-separated); all four by default.
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub kinds: Vec<Kind>,
 }
 
 /// The four handshake kinds measured.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
     Tls13Full,
     Tls13Resumed,
@@ -780,7 +783,9 @@ impl Tcp {
 // ---------------------------------------------------------------- measurement
 
 /// Connections for `secs` on one path; returns connections per second. Every outcome is checked.
-fn measure(fx: &Fixture, kind: Kind, path: Via, secs: f64) -> Result<f64> {
+/// Connections for `secs` on one path; returns connections per second and, for (b), segments
+/// per connection. Every outcome is checked.
+fn measure(fx: &Fixture, kind: Kind, path: Via, secs: f64) -> Result<(f64, f64)> {
     let mut mem = Memory::default();
     let mut tcp = Tcp::new()?;
     let one = |mem: &mut Memory, tcp: &mut Tcp| -> Result<()> {
@@ -794,13 +799,17 @@ fn measure(fx: &Fixture, kind: Kind, path: Via, secs: f64) -> Result<f64> {
     for _ in 0..10 {
         one(&mut mem, &mut tcp)?;
     }
+    let segments = tcp.segments;
     let start = Instant::now();
     let mut n = 0u64;
     while start.elapsed().as_secs_f64() < secs || n == 0 {
         one(&mut mem, &mut tcp)?;
         n += 1;
     }
-    Ok(n as f64 / start.elapsed().as_secs_f64())
+    Ok((
+        n as f64 / start.elapsed().as_secs_f64(),
+        (tcp.segments - segments) as f64 / n as f64,
+    ))
 }
 
 fn median(v: &[f64]) -> f64 {
@@ -833,41 +842,59 @@ pub fn run(args: &Args) -> Result<()> {
         RESPONSE.len()
     );
     println!(
-        "{:<34} {:>22} {:>22} {:>15}",
-        "kind", "(a) rustls in memory", "(b) sluice TCP+TLS", "(b)/(a)"
+        "{:<34} {:>21} {:>21} {:>21} {:>9} {:>5}",
+        "kind (best round)",
+        "(a) rustls in memory",
+        "(b) sluice TCP + TLS",
+        "(b)/(a) best (median)",
+        "(b)-(a)",
+        "segs"
     );
     let mut rows = Vec::new();
-    for kind in Kind::ALL {
+    let kinds = if args.kinds.is_empty() {
+        Kind::ALL.to_vec()
+    } else {
+        args.kinds.clone()
+    };
+    for kind in kinds {
         if kind.resumed() {
             fx.prime(kind)?;
         }
         let before = fx.cache_stats();
-        let (mut a, mut b) = (Vec::new(), Vec::new());
+        let (mut a, mut b, mut segments) = (Vec::new(), Vec::new(), 0.0);
         for r in 0..args.rounds {
+            let mut tcp = || -> Result<()> {
+                let (rate, segs) = measure(&fx, kind, Via::Tcp, args.seconds)?;
+                b.push(rate);
+                segments = segs;
+                Ok(())
+            };
             if r % 2 == 0 {
-                a.push(measure(&fx, kind, Via::Memory, args.seconds)?);
-                b.push(measure(&fx, kind, Via::Tcp, args.seconds)?);
+                a.push(measure(&fx, kind, Via::Memory, args.seconds)?.0);
+                tcp()?;
             } else {
-                b.push(measure(&fx, kind, Via::Tcp, args.seconds)?);
-                a.push(measure(&fx, kind, Via::Memory, args.seconds)?);
+                tcp()?;
+                a.push(measure(&fx, kind, Via::Memory, args.seconds)?.0);
             }
         }
         let after = fx.cache_stats();
         let (a_best, a_med, b_best, b_med) = (best(&a), median(&a), best(&b), median(&b));
         println!(
-            "{:<34} {:>9.0}/s {:>7.1} us {:>9.0}/s {:>7.1} us {:>6.2} (median {:.2})",
+            "{:<34} {:>8.0}/s {:>7.1} us {:>8.0}/s {:>7.1} us {:>13.2} ({:.2}) {:>6.1} us {:>5.1}",
             kind.label(),
             a_best,
             1e6 / a_best,
             b_best,
             1e6 / b_best,
             b_best / a_best,
-            b_med / a_med
+            b_med / a_med,
+            1e6 / b_best - 1e6 / a_best,
+            segments
         );
         rows.push(json!({
             "kind": kind.name(),
             "memory": { "per_sec_best": a_best, "per_sec_median": a_med, "us_best": 1e6 / a_best, "rounds": a },
-            "tcp": { "per_sec_best": b_best, "per_sec_median": b_med, "us_best": 1e6 / b_best, "rounds": b },
+            "tcp": { "per_sec_best": b_best, "per_sec_median": b_med, "us_best": 1e6 / b_best, "rounds": b, "segments_per_connection": segments },
             "ratio_best": b_best / a_best,
             "ratio_median": b_med / a_med,
             "session_cache_hits": after.hits - before.hits,
@@ -1031,6 +1058,7 @@ mod tests {
             rounds: 1,
             key: KeyArg::Ecdsa,
             json: Some(path.clone()),
+            kinds: Vec::new(),
         })
         .unwrap();
         let v: serde_json::Value =
