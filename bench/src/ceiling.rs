@@ -28,7 +28,7 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail, ensure};
 use serde_json::json;
@@ -782,10 +782,27 @@ impl Tcp {
 
 // ---------------------------------------------------------------- measurement
 
-/// Connections for `secs` on one path; returns connections per second. Every outcome is checked.
-/// Connections for `secs` on one path; returns connections per second and, for (b), segments
-/// per connection. Every outcome is checked.
-fn measure(fx: &Fixture, kind: Kind, path: Via, secs: f64) -> Result<(f64, f64)> {
+/// This thread's CPU time (CLOCK_THREAD_CPUTIME_ID): what the handshakes cost, whatever else
+/// runs on the machine.
+fn thread_cpu() -> Result<Duration> {
+    let t = nix::time::clock_gettime(nix::time::ClockId::CLOCK_THREAD_CPUTIME_ID)
+        .context("clock_gettime(CLOCK_THREAD_CPUTIME_ID)")?;
+    Ok(Duration::from(t))
+}
+
+/// One measurement of one kind on one path.
+#[derive(Clone, Copy, Debug)]
+struct Sample {
+    /// Connections per CPU-second of this thread.
+    per_cpu_sec: f64,
+    /// Connections per wall-clock second.
+    per_wall_sec: f64,
+    /// TCP segments per connection (0 for (a)).
+    segments: f64,
+}
+
+/// Connections for `secs` of wall time on one path. Every outcome is checked.
+fn measure(fx: &Fixture, kind: Kind, path: Via, secs: f64) -> Result<Sample> {
     let mut mem = Memory::default();
     let mut tcp = Tcp::new()?;
     let one = |mem: &mut Memory, tcp: &mut Tcp| -> Result<()> {
@@ -800,16 +817,18 @@ fn measure(fx: &Fixture, kind: Kind, path: Via, secs: f64) -> Result<(f64, f64)>
         one(&mut mem, &mut tcp)?;
     }
     let segments = tcp.segments;
-    let start = Instant::now();
+    let (start, cpu) = (Instant::now(), thread_cpu()?);
     let mut n = 0u64;
     while start.elapsed().as_secs_f64() < secs || n == 0 {
         one(&mut mem, &mut tcp)?;
         n += 1;
     }
-    Ok((
-        n as f64 / start.elapsed().as_secs_f64(),
-        (tcp.segments - segments) as f64 / n as f64,
-    ))
+    let (wall, cpu) = (start.elapsed(), thread_cpu()? - cpu);
+    Ok(Sample {
+        per_cpu_sec: n as f64 / cpu.as_secs_f64().max(1e-9),
+        per_wall_sec: n as f64 / wall.as_secs_f64(),
+        segments: (tcp.segments - segments) as f64 / n as f64,
+    })
 }
 
 fn median(v: &[f64]) -> f64 {
@@ -834,6 +853,9 @@ pub fn run(args: &Args) -> Result<()> {
         "ceiling: in-memory handshakes, one thread, {key} certificate, X25519, \
          TLS13_AES_128_GCM_SHA256 / {:?}; {} rounds of {} s per kind and path",
         fx.tls12_suite, args.rounds, args.seconds
+    );
+    println!(
+        "  rates per CPU-second of this thread (CLOCK_THREAD_CPUTIME_ID; wall-clock rates in --json)"
     );
     println!(
         "  per connection: handshake, {} B request, {} B response, close_notify; \
@@ -861,23 +883,21 @@ pub fn run(args: &Args) -> Result<()> {
             fx.prime(kind)?;
         }
         let before = fx.cache_stats();
-        let (mut a, mut b, mut segments) = (Vec::new(), Vec::new(), 0.0);
+        let (mut sa, mut sb) = (Vec::new(), Vec::new());
         for r in 0..args.rounds {
-            let mut tcp = || -> Result<()> {
-                let (rate, segs) = measure(&fx, kind, Via::Tcp, args.seconds)?;
-                b.push(rate);
-                segments = segs;
-                Ok(())
-            };
             if r % 2 == 0 {
-                a.push(measure(&fx, kind, Via::Memory, args.seconds)?.0);
-                tcp()?;
+                sa.push(measure(&fx, kind, Via::Memory, args.seconds)?);
+                sb.push(measure(&fx, kind, Via::Tcp, args.seconds)?);
             } else {
-                tcp()?;
-                a.push(measure(&fx, kind, Via::Memory, args.seconds)?.0);
+                sb.push(measure(&fx, kind, Via::Tcp, args.seconds)?);
+                sa.push(measure(&fx, kind, Via::Memory, args.seconds)?);
             }
         }
         let after = fx.cache_stats();
+        let cpu = |v: &[Sample]| v.iter().map(|s| s.per_cpu_sec).collect::<Vec<_>>();
+        let wall = |v: &[Sample]| v.iter().map(|s| s.per_wall_sec).collect::<Vec<_>>();
+        let (a, b) = (cpu(&sa), cpu(&sb));
+        let segments = sb.last().map_or(0.0, |s| s.segments);
         let (a_best, a_med, b_best, b_med) = (best(&a), median(&a), best(&b), median(&b));
         println!(
             "{:<34} {:>8.0}/s {:>7.1} us {:>8.0}/s {:>7.1} us {:>13.2} ({:.2}) {:>6.1} us {:>5.1}",
@@ -893,8 +913,8 @@ pub fn run(args: &Args) -> Result<()> {
         );
         rows.push(json!({
             "kind": kind.name(),
-            "memory": { "per_sec_best": a_best, "per_sec_median": a_med, "us_best": 1e6 / a_best, "rounds": a },
-            "tcp": { "per_sec_best": b_best, "per_sec_median": b_med, "us_best": 1e6 / b_best, "rounds": b, "segments_per_connection": segments },
+            "memory": { "per_sec_best": a_best, "per_sec_median": a_med, "us_best": 1e6 / a_best, "rounds": a, "rounds_wall": wall(&sa) },
+            "tcp": { "per_sec_best": b_best, "per_sec_median": b_med, "us_best": 1e6 / b_best, "rounds": b, "rounds_wall": wall(&sb), "segments_per_connection": segments },
             "ratio_best": b_best / a_best,
             "ratio_median": b_med / a_med,
             "session_cache_hits": after.hits - before.hits,
@@ -915,6 +935,7 @@ pub fn run(args: &Args) -> Result<()> {
             "tls12_suite": format!("{:?}", fx.tls12_suite),
             "seconds": args.seconds,
             "rounds": args.rounds,
+            "rate": "connections per CPU-second of the measuring thread (per_sec_*, rounds); rounds_wall: per wall-clock second",
             "results": rows,
         });
         std::fs::write(path, serde_json::to_string_pretty(&doc)? + "\n")
