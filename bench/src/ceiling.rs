@@ -681,16 +681,13 @@ impl Tcp {
                     progress |= n > 0;
                 }
             }
+            // As a worker does: the segments that arrived, then the relay, then transmit, so
+            // that ACKs and window updates ride on the server's next flight.
             let moved = Self::carry(
                 &mut self.frame,
                 self.now,
                 &mut self.client,
                 &mut self.server,
-            )? + Self::carry(
-                &mut self.frame,
-                self.now,
-                &mut self.server,
-                &mut self.client,
             )?;
             self.segments += moved;
             progress |= moved > 0;
@@ -708,10 +705,18 @@ impl Tcp {
                     progress = true;
                 }
             }
-            while self.client.poll_event().is_some() {}
             if let Some(s) = server.as_mut() {
                 progress |= s.pump(&mut self.server, self.now, &mut self.scratch)?;
             }
+            let moved = Self::carry(
+                &mut self.frame,
+                self.now,
+                &mut self.server,
+                &mut self.client,
+            )?;
+            self.segments += moved;
+            progress |= moved > 0;
+            while self.client.poll_event().is_some() {}
             // Client: TCP -> rustls -> plaintext; close after the server's FIN.
             if !fin {
                 loop {
