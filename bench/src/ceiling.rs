@@ -427,6 +427,8 @@ impl ServerApp {
 pub struct Memory {
     wire: Vec<u8>,
     scratch: Vec<u8>,
+    /// Time spent in server-side calls (`TlsSession` and the relay's plaintext side).
+    pub server_time: Duration,
 }
 
 impl Default for Memory {
@@ -434,6 +436,7 @@ impl Default for Memory {
         Self {
             wire: Vec::with_capacity(RELAY_BUFFER),
             scratch: vec![0; RELAY_BUFFER],
+            server_time: Duration::ZERO,
         }
     }
 }
@@ -442,8 +445,10 @@ impl Memory {
     /// One connection: handshake, request, response, close_notify.
     pub fn connect(&mut self, fx: &Fixture, kind: Kind) -> Result<Outcome> {
         let mut client = new_client(fx, kind)?;
+        let t = Instant::now();
         let mut server = TlsSession::<u64>::new(fx.server.clone(), DEFAULT_BUFFER_LIMIT)?;
         let mut app = ServerApp::new();
+        self.server_time += t.elapsed();
         let (mut got, mut closed) = (0usize, false);
         for _ in 0..MAX_STEPS {
             let mut progress = false;
@@ -452,6 +457,7 @@ impl Memory {
             while client.wants_write() {
                 client.write_tls(&mut self.wire)?;
             }
+            let t = Instant::now();
             let mut data = &self.wire[..];
             while !data.is_empty() {
                 let n = server.feed(0, data)?;
@@ -462,9 +468,12 @@ impl Memory {
                 ensure!(n > 0 || m, "server stopped taking bytes");
             }
             progress |= app.step(&mut server, &mut self.scratch)?;
+            self.server_time += t.elapsed();
             // server -> client
             loop {
+                let t = Instant::now();
                 let n = server.write_ciphertext(&mut self.scratch);
+                self.server_time += t.elapsed();
                 if n == 0 {
                     break;
                 }
@@ -607,6 +616,9 @@ pub struct Tcp {
     cipher: Vec<u8>,
     /// Segments carried, for the report.
     pub segments: u64,
+    /// Time spent on the server's side: its `Endpoint` (segments in after parsing them,
+    /// segments out, timers) and the relay-style TLS pump.
+    pub server_time: Duration,
 }
 
 impl Tcp {
@@ -630,18 +642,31 @@ impl Tcp {
             scratch: vec![0; RELAY_BUFFER],
             cipher: Vec::with_capacity(RELAY_BUFFER),
             segments: 0,
+            server_time: Duration::ZERO,
         })
     }
 
-    /// Move every pending segment from `from` to `to` through emit, parse and checksums.
+    /// Move every pending segment from `from` to `to` through emit, parse and checksums. The
+    /// server's share (emitting when it is `from`, parsing and handling when it is `to`) is
+    /// added to `server_time`.
     fn carry(
         frame: &mut [u8],
         now: sluice_tcp::Instant,
         from: &mut Endpoint,
         to: &mut Endpoint,
+        server_is_from: bool,
+        server_time: &mut Duration,
     ) -> Result<u64> {
         let mut n = 0;
-        while let Some(len) = from.poll_transmit(now, frame) {
+        loop {
+            let t0 = Instant::now();
+            let Some(len) = from.poll_transmit(now, frame) else {
+                if server_is_from {
+                    *server_time += t0.elapsed();
+                }
+                break;
+            };
+            let t1 = Instant::now();
             let ipp =
                 ipv4::Packet::new_checked(&frame[..len]).map_err(|e| anyhow!("ipv4: {e:?}"))?;
             let ip = ipv4::Repr::parse(&ipp, Checksum::Verify)
@@ -650,6 +675,11 @@ impl Tcp {
             let seg = tcp::Repr::parse(&tp, ip.src_addr, ip.dst_addr, Checksum::Verify)
                 .map_err(|e| anyhow!("tcp repr: {e:?}"))?;
             to.handle_segment(now, &ip, &seg);
+            *server_time += if server_is_from {
+                t1 - t0
+            } else {
+                t1.elapsed()
+            };
             n += 1;
         }
         Ok(n)
@@ -688,9 +718,12 @@ impl Tcp {
                 self.now,
                 &mut self.client,
                 &mut self.server,
+                false,
+                &mut self.server_time,
             )?;
             self.segments += moved;
             progress |= moved > 0;
+            let t = Instant::now();
             while let Some((h, e)) = self.server.poll_event() {
                 if e == Event::Established && server.is_none() {
                     // relay.rs: a passive connection appears with Established.
@@ -708,11 +741,14 @@ impl Tcp {
             if let Some(s) = server.as_mut() {
                 progress |= s.pump(&mut self.server, self.now, &mut self.scratch)?;
             }
+            self.server_time += t.elapsed();
             let moved = Self::carry(
                 &mut self.frame,
                 self.now,
                 &mut self.server,
                 &mut self.client,
+                true,
+                &mut self.server_time,
             )?;
             self.segments += moved;
             progress |= moved > 0;
@@ -755,9 +791,11 @@ impl Tcp {
                 let o = outcome(&client, &s.session)?;
                 // TIME-WAIT (the server closed first) expires: both endpoints empty again.
                 self.now += self.server.config().time_wait;
+                let t = Instant::now();
                 self.server.handle_timeout(self.now);
-                self.client.handle_timeout(self.now);
                 while self.server.poll_event().is_some() {}
+                self.server_time += t.elapsed();
+                self.client.handle_timeout(self.now);
                 while self.client.poll_event().is_some() {}
                 ensure!(
                     self.server.connection_count() == 0,
@@ -778,7 +816,9 @@ impl Tcp {
                     })?;
                 self.now = self.now.max(t);
                 self.client.handle_timeout(self.now);
+                let t = Instant::now();
                 self.server.handle_timeout(self.now);
+                self.server_time += t.elapsed();
             }
         }
         bail!("did not finish in {MAX_STEPS} steps")
@@ -804,6 +844,10 @@ struct Sample {
     per_wall_sec: f64,
     /// TCP segments per connection (0 for (a)).
     segments: f64,
+    /// 1 / the median connection's server-side time: what one core running only the server
+    /// side would serve. The median, because a wall-clock interval that the scheduler
+    /// interrupted is much longer than the work in it, and that happens to few connections.
+    per_server_sec: f64,
 }
 
 /// Connections for `secs` of wall time on one path. Every outcome is checked.
@@ -822,10 +866,13 @@ fn measure(fx: &Fixture, kind: Kind, path: Via, secs: f64) -> Result<Sample> {
         one(&mut mem, &mut tcp)?;
     }
     let segments = tcp.segments;
+    let mut server = Vec::new();
     let (start, cpu) = (Instant::now(), thread_cpu()?);
     let mut n = 0u64;
     while start.elapsed().as_secs_f64() < secs || n == 0 {
+        let before = mem.server_time + tcp.server_time;
         one(&mut mem, &mut tcp)?;
+        server.push((mem.server_time + tcp.server_time - before).as_secs_f64());
         n += 1;
     }
     let (wall, cpu) = (start.elapsed(), thread_cpu()? - cpu);
@@ -833,6 +880,7 @@ fn measure(fx: &Fixture, kind: Kind, path: Via, secs: f64) -> Result<Sample> {
         per_cpu_sec: n as f64 / cpu.as_secs_f64().max(1e-9),
         per_wall_sec: n as f64 / wall.as_secs_f64(),
         segments: (tcp.segments - segments) as f64 / n as f64,
+        per_server_sec: 1.0 / median(&server).max(1e-9),
     })
 }
 
@@ -878,6 +926,7 @@ pub fn run(args: &Args) -> Result<()> {
         "segs"
     );
     let mut rows = Vec::new();
+    let mut server_side = Vec::new();
     let kinds = if args.kinds.is_empty() {
         Kind::ALL.to_vec()
     } else {
@@ -903,6 +952,9 @@ pub fn run(args: &Args) -> Result<()> {
         let wall = |v: &[Sample]| v.iter().map(|s| s.per_wall_sec).collect::<Vec<_>>();
         let (a, b) = (cpu(&sa), cpu(&sb));
         let segments = sb.last().map_or(0.0, |s| s.segments);
+        let srv = |v: &[Sample]| v.iter().map(|s| s.per_server_sec).collect::<Vec<_>>();
+        let (sa_best, sb_best) = (best(&srv(&sa)), best(&srv(&sb)));
+        server_side.push((kind, sa_best, sb_best));
         let (a_best, a_med, b_best, b_med) = (best(&a), median(&a), best(&b), median(&b));
         println!(
             "{:<34} {:>8.0}/s {:>7.1} us {:>8.0}/s {:>7.1} us {:>13.2} ({:.2}) {:>6.1} us {:>5.1}",
@@ -922,9 +974,30 @@ pub fn run(args: &Args) -> Result<()> {
             "tcp": { "per_sec_best": b_best, "per_sec_median": b_med, "us_best": 1e6 / b_best, "rounds": b, "rounds_wall": wall(&sb), "segments_per_connection": segments },
             "ratio_best": b_best / a_best,
             "ratio_median": b_med / a_med,
+            "server_side": {
+                "memory_per_sec_best": sa_best,
+                "tcp_per_sec_best": sb_best,
+                "ratio_best": sb_best / sa_best,
+            },
             "session_cache_hits": after.hits - before.hits,
             "session_cache_misses": after.misses - before.misses,
         }));
+    }
+    println!(
+        "server side only (its TlsSession, relay pump and Endpoint, timed around each call): \
+         what one core serving these clients could do"
+    );
+    for (kind, a, b) in &server_side {
+        println!(
+            "{:<34} {:>8.0}/s {:>7.1} us {:>8.0}/s {:>7.1} us {:>13.2} {:>14.1} us",
+            kind.label(),
+            a,
+            1e6 / a,
+            b,
+            1e6 / b,
+            b / a,
+            1e6 / b - 1e6 / a
+        );
     }
     let s = fx.cache_stats();
     println!(
@@ -940,7 +1013,7 @@ pub fn run(args: &Args) -> Result<()> {
             "tls12_suite": format!("{:?}", fx.tls12_suite),
             "seconds": args.seconds,
             "rounds": args.rounds,
-            "rate": "connections per CPU-second of the measuring thread (per_sec_*, rounds); rounds_wall: per wall-clock second",
+            "rate": "connections per CPU-second of the measuring thread, client and server (per_sec_*, rounds); rounds_wall: per wall-clock second; server_side: per second of time inside the server's calls",
             "results": rows,
         });
         std::fs::write(path, serde_json::to_string_pretty(&doc)? + "\n")
