@@ -8,12 +8,14 @@
 //! - `backend`: the plaintext backend for tests, the demo and benchmarks: an HTTP/1.1 responder
 //!   or an echo server, optionally behind a PROXY protocol v2 header (issue 4).
 //! - `certs`: a demo CA and leaf certificates (rcgen), never overwriting existing files.
+//! - `ceiling`: handshakes/s in memory, rustls alone vs through sluice's TCP, per handshake kind.
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
 mod backend;
+mod ceiling;
 mod rst_rate;
 
 #[derive(Parser)]
@@ -34,6 +36,8 @@ enum Command {
     Backend(backend::Args),
     /// A demo CA and ECDSA P-256 (and one RSA-2048) leaf certificates; never overwrites.
     Certs(backend::certs::Args),
+    /// In-memory ceilings: handshakes/s of rustls alone vs through sluice's TCP, and the ratio.
+    Ceiling(ceiling::Args),
 }
 
 fn main() -> ExitCode {
@@ -42,6 +46,7 @@ fn main() -> ExitCode {
         Command::RstRate(args) => rst_rate::run(&args),
         Command::Backend(args) => backend::run(&args),
         Command::Certs(args) => backend::certs::run(&args),
+        Command::Ceiling(args) => ceiling::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

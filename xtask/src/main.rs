@@ -5,7 +5,7 @@
 //! - `cargo xtask netns up|down`: the test topology of ../shared/DESIGN.md (idempotent).
 //! - `cargo xtask test`: builds everything (the XDP program included) and runs every test:
 //!   unit, property, and the integration tests that need root and namespaces.
-//! - `cargo xtask bench rst|tcp|wire`: the benchmark programs (release builds); they print
+//! - `cargo xtask bench rst|tcp|wire|ceiling`: the benchmark programs (release builds); they print
 //!   figures and ratios against a baseline measured in the same run.
 
 use std::process::Command;
@@ -36,7 +36,8 @@ enum Task {
         action: NetnsAction,
     },
     /// Run a benchmark: `rst` (RSTs/s of one worker vs the kernel, in the test topology),
-    /// `tcp` (sluice's TCP vs smoltcp in memory, simulator throughput), `wire` (parse/emit).
+    /// `tcp` (sluice's TCP vs smoltcp in memory, simulator throughput), `wire` (parse/emit),
+    /// `ceiling` (handshakes/s in memory: rustls alone vs through sluice's TCP).
     Bench {
         #[arg(value_enum)]
         which: Bench,
@@ -57,6 +58,7 @@ enum Bench {
     Rst,
     Tcp,
     Wire,
+    Ceiling,
 }
 
 #[derive(Subcommand)]
@@ -207,6 +209,17 @@ fn bench(which: Bench, extra: &[String]) -> Result<()> {
         }
         Bench::Tcp => cargo(&["bench", "-p", "sluice-bench", "--bench", "tcp_endpoints"], extra)?,
         Bench::Wire => cargo(&["bench", "-p", "sluice-wire", "--bench", "parse"], extra)?,
+        Bench::Ceiling => {
+            cargo(&["build", "--release", "-p", "sluice-bench"], &[])?;
+            let status = Command::new(format!("{}/release/sluice-bench", target_dir()))
+                .arg("ceiling")
+                .args(extra)
+                .status()
+                .context("running sluice-bench")?;
+            if !status.success() {
+                bail!("sluice-bench ceiling failed: {status}");
+            }
+        }
     }
     Ok(())
 }
