@@ -26,6 +26,9 @@ pub fn run(config: Config, config_dir: &std::path::Path) -> Result<()> {
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(signal, Arc::clone(&stop)).context("installing signal handlers")?;
     }
+    if config.datapath.transport == crate::config::Transport::Kernel {
+        return crate::kernel::run(&config, config_dir, stop);
+    }
     let d = &config.datapath;
     let mode = match d.xdp_mode {
         XdpModeSetting::Auto => XdpMode::Auto,
