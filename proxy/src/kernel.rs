@@ -657,7 +657,13 @@ mod tests {
 
     /// A port free on 127.0.0.1 just now (every worker then binds it with SO_REUSEPORT).
     fn free_port() -> u16 {
-        TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+        free_ports::<1>()[0]
+    }
+
+    /// `N` different ports free on 127.0.0.1 just now.
+    fn free_ports<const N: usize>() -> [u16; N] {
+        let held: Vec<_> = (0..N).map(|_| TcpListener::bind("127.0.0.1:0").unwrap()).collect();
+        std::array::from_fn(|i| held[i].local_addr().unwrap().port())
     }
 
     fn scratch_dir(name: &str) -> PathBuf {
@@ -835,8 +841,7 @@ mod tests {
     #[test]
     fn plain_relay_moves_bytes_intact_refuses_and_resets() {
         let backend = echo_backend();
-        let closed = free_port(); // nothing listens there
-        let (relay, refuse, dead) = (free_port(), free_port(), free_port());
+        let [closed, relay, refuse, dead] = free_ports(); // nothing listens on `closed`
         let listeners = format!(
             "[[listener]]\naddress = \"127.0.0.1:{relay}\"\nbackend = \"{backend}\"\n\n\
              [[listener]]\naddress = \"127.0.0.1:{refuse}\"\nrefuse = true\n\n\
@@ -850,10 +855,10 @@ mod tests {
         // A refusing listener is not listened on: the kernel answers the SYN with a RST.
         let e = TcpStream::connect(SocketAddrV4::new(ip, refuse)).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::ConnectionRefused);
-        // A backend that refuses: the client is reset.
+        // A backend that refuses: the client is reset. (Nothing is written first: a write that
+        // meets the RST would take the error, and the read after it would see an EOF.)
         let mut s = TcpStream::connect(SocketAddrV4::new(ip, dead)).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        let _ = s.write_all(b"hello");
         let e = s.read(&mut [0u8; 16]).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::ConnectionReset);
         let p = running.stop();
@@ -932,5 +937,53 @@ mod tests {
         p.iter().for_each(|p| l.merge(&p.latencies));
         let counts = [l.tls12_full.len(), l.tls12_resumed.len(), l.tls13_full.len(), l.tls13_resumed.len()];
         assert_eq!(counts, [1, 1, 1, 1]);
+    }
+
+    #[test]
+    fn hundred_concurrent_relays_over_two_workers() {
+        let backend = echo_backend();
+        let port = free_port();
+        let listeners = format!("[[listener]]\naddress = \"127.0.0.1:{port}\"\nbackend = \"{backend}\"\n");
+        let running = Running::start(2, &listeners, &scratch_dir("many"));
+        let addr = SocketAddrV4::new([127, 0, 0, 1].into(), port);
+        let clients: Vec<_> = (0..100).map(|i| std::thread::spawn(move || echo_stream(addr, 100_000 + i * 1013))).collect();
+        for (i, c) in clients.into_iter().enumerate() {
+            let (sent, back) = c.join().unwrap();
+            assert_eq!(sent, back, "connection {i}");
+        }
+        let p = running.stop();
+        assert_eq!(total(&p, |c| c.relays_clean), 100);
+        assert_eq!(total(&p, |c| c.connections_open), 0);
+        let bytes: u64 = (0..100).map(|i| 100_000 + i * 1013).sum();
+        assert_eq!(total(&p, |c| c.relay_bytes_to_client), bytes);
+    }
+
+    #[test]
+    fn stalled_tls_handshake_is_closed_after_the_timeout() {
+        let dir = scratch_dir("stall");
+        let ca = sluice_tls::testcerts::Ca::new().unwrap();
+        let leaf = ca.server(&["a.test"], sluice_tls::testcerts::KeyKind::EcdsaP256).unwrap();
+        std::fs::write(dir.join("a.pem"), &leaf.cert_pem).unwrap();
+        std::fs::write(dir.join("a.key"), &leaf.key_pem).unwrap();
+        let backend = echo_backend();
+        let port = free_port();
+        let listeners = format!(
+            "[relay]\ntls_handshake_timeout_ms = 300\n\n\
+             [[listener]]\naddress = \"127.0.0.1:{port}\"\nbackend = \"{backend}\"\n\
+             [listener.tls]\ncertificates = [{{ cert = \"a.pem\", key = \"a.key\" }}]\n"
+        );
+        let running = Running::start(1, &listeners, &dir);
+        let mut s = TcpStream::connect(SocketAddrV4::new([127, 0, 0, 1].into(), port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        // A TLS record header promising a 512-byte handshake message, then nothing.
+        s.write_all(&[0x16, 0x03, 0x01, 0x02, 0x00]).unwrap();
+        let mut rest = Vec::new();
+        s.read_to_end(&mut rest).unwrap();
+        assert!(rest.is_empty(), "closed without an answer: {rest:02x?}");
+        drop(s);
+        running.wait_closed(1);
+        let p = running.stop();
+        assert_eq!(total(&p, |c| c.tls_handshake_timeouts), 1);
+        assert_eq!(total(&p, |c| c.relays_open), 0);
     }
 }
