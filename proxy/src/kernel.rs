@@ -50,6 +50,8 @@ pub const LISTEN_BACKLOG: i32 = 4096;
 const IDLE_POLL: Duration = Duration::from_millis(250);
 /// How often the counters are published while there is work.
 const PUBLISH_EVERY: Duration = Duration::from_millis(100);
+/// How soon to publish again when the admin endpoint held the counters' lock.
+const RETRY_PUBLISH: Duration = Duration::from_millis(10);
 /// How long a connection whose sending side sluice closed waits for the client's FIN.
 pub const DRAIN: Duration = Duration::from_secs(5);
 /// Connections accepted per readiness event of a listener before other sockets get a turn.
@@ -298,7 +300,7 @@ impl Worker {
     }
 
     /// Waits up to `timeout` for readiness and handles it, then the deadlines that passed.
-    /// Returns how many events there were.
+    /// Returns how many events and deadlines there were.
     pub fn poll(&mut self, timeout: Duration, now: impl Fn() -> Instant) -> usize {
         let mut events = [EpollEvent::empty(); 128];
         let timeout = EpollTimeout::try_from(timeout).unwrap_or(EpollTimeout::NONE);
@@ -313,8 +315,7 @@ impl Worker {
                 self.on_event(token >> 1, token & 1 == 1, e.events(), t);
             }
         }
-        self.run_deadlines(t);
-        n
+        n + self.run_deadlines(t)
     }
 
     /// The earliest deadline of any connection.
@@ -482,8 +483,9 @@ impl Worker {
         drop(client);
     }
 
-    /// Steps the connections whose deadline passed; forgets those without one.
-    fn run_deadlines(&mut self, now: Instant) {
+    /// Steps the connections whose deadline passed; forgets those without one. Returns how many
+    /// were due.
+    fn run_deadlines(&mut self, now: Instant) -> usize {
         let mut due = Vec::new();
         self.deadlines.retain(|id| match self.conns.get(id).and_then(Conn::deadline) {
             Some(d) => {
@@ -494,9 +496,11 @@ impl Worker {
             }
             None => false,
         });
+        let n = due.len();
         for id in due {
             self.step(id, now);
         }
+        n
     }
 
     /// Counts and latencies as the admin endpoint shows them. The one place that publishes:
@@ -511,33 +515,30 @@ impl Worker {
         true
     }
 
-    /// Runs until `stop` is set: waits in epoll (at most [`IDLE_POLL`], less when a deadline or
-    /// an unpublished change is due), handles readiness and deadlines, publishes the counters
-    /// at most every [`PUBLISH_EVERY`] and within that of any change.
+    /// Runs until `stop` is set: looks for work without sleeping, and when there is none
+    /// publishes what changed and sleeps in epoll (at most [`IDLE_POLL`], less when a deadline is
+    /// due). While busy it publishes every [`PUBLISH_EVERY`], so the stats are current whenever
+    /// the worker sleeps and at most that old while it works.
     pub fn run(mut self, shared: SharedCounters, clock: std::time::Instant, stop: Arc<AtomicBool>) {
         let now = || Instant::from_micros(clock.elapsed().as_micros() as u64);
         let mut last_publish = now();
         let mut dirty = true;
         while !stop.load(Ordering::Relaxed) {
-            // Look without sleeping first; sleep only when that found nothing.
-            let mut n = self.poll(Duration::ZERO, now);
+            let busy = self.poll(Duration::ZERO, now) > 0;
+            dirty |= busy;
             let t = now();
-            if dirty && t.saturating_duration_since(last_publish) >= PUBLISH_EVERY {
+            if dirty && (!busy || t.saturating_duration_since(last_publish) >= PUBLISH_EVERY) {
                 dirty = !self.publish(&shared);
                 last_publish = t;
             }
-            if n == 0 {
-                let mut wake = t + IDLE_POLL;
+            if !busy {
+                let mut wake = t + if dirty { RETRY_PUBLISH } else { IDLE_POLL };
                 if let Some(d) = self.poll_timeout() {
                     wake = wake.min(d);
                 }
-                if dirty {
-                    wake = wake.min(last_publish + PUBLISH_EVERY);
-                }
                 self.counters.idle_sleeps += 1;
-                n = self.poll(wake.saturating_duration_since(t), now);
+                dirty |= self.poll(wake.saturating_duration_since(t), now) > 0;
             }
-            dirty |= n > 0;
         }
         self.publish(&shared);
     }

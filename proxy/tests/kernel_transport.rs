@@ -26,6 +26,20 @@ fn certificates(dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Waits (up to 15 s) until the workers published `n` closed connections and none open; returns
+/// the stats then.
+fn wait_closed(sluice: &Sluice, n: u64) -> Result<serde_json::Value> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let stats = sluice.wait_idle()?;
+        if sluice.queue_total(&stats, "connections_closed") == n {
+            return Ok(stats);
+        }
+        ensure!(std::time::Instant::now() < deadline, "not {n} connections closed after 15 s: {stats:#}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// What every kernel-transport run shows: no XDP on px0, the transport named, two workers, no
 /// TCP handshake timings (not visible from user space on kernel sockets), nothing left open.
 fn common_checks(sluice: &Sluice, stats: &serde_json::Value) -> Result<()> {
@@ -107,7 +121,7 @@ fn tls_terminated_on_kernel_sockets_with_resumption() -> Result<()> {
         let second = s_client("-sess_in")?;
         ensure!(second.contains("Reused, TLSv1"), "{version}: second handshake not resumed:\n{second}");
     }
-    let stats = sluice.wait_idle()?;
+    let stats = wait_closed(&sluice, 8)?;
     common_checks(&sluice, &stats)?;
     let total = |c| sluice.queue_total(&stats, c);
     ensure!(total("connections_established") == 8, "{stats:#}");
@@ -152,7 +166,7 @@ fn plain_relay_echo_and_refuse_on_kernel_sockets() -> Result<()> {
         Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {}
         other => bail!("expected a refused connection, got {other:?}"),
     }
-    let stats = sluice.wait_idle()?;
+    let stats = wait_closed(&sluice, 2)?;
     common_checks(&sluice, &stats)?;
     let total = |c| sluice.queue_total(&stats, c);
     let bytes = (mib as u64) << 20;
