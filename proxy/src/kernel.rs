@@ -594,6 +594,14 @@ pub fn run(config: &Config, config_dir: &std::path::Path, stop: Arc<AtomicBool>)
         .datapath
         .workers
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, std::num::NonZero::get));
+    // SO_REUSEPORT would let the workers join another process's listeners on the same address
+    // (same user) and share its connections: make sure nobody listens there yet.
+    for l in config.listeners.iter().filter(|l| l.mode() != ListenerMode::Refuse) {
+        let addr = l.socket_addr();
+        let probe = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP))?;
+        probe.set_reuse_address(true)?;
+        probe.bind(&SockAddr::from(addr)).with_context(|| format!("listener {addr}: cannot bind (in use?)"))?;
+    }
     let mut workers = Vec::new();
     for i in 0..n {
         workers.push(Worker::new(i, services.clone(), LISTEN_BACKLOG).with_context(|| format!("kernel worker {i}"))?);
