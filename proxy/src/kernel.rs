@@ -294,16 +294,13 @@ impl Worker {
         })
     }
 
-    /// The addresses this worker listens on.
-    pub fn local_addrs(&self) -> impl Iterator<Item = SocketAddrV4> + '_ {
-        self.listeners.iter().map(|(_, a, _)| *a)
-    }
-
     /// Waits up to `timeout` for readiness and handles it, then the deadlines that passed.
     /// Returns how many events and deadlines there were.
     pub fn poll(&mut self, timeout: Duration, now: impl Fn() -> Instant) -> usize {
         let mut events = [EpollEvent::empty(); 128];
-        let timeout = EpollTimeout::try_from(timeout).unwrap_or(EpollTimeout::NONE);
+        // Whole milliseconds, rounded up (a deadline 0.4 ms away must not spin), at most IDLE_POLL.
+        let ms = timeout.min(IDLE_POLL).as_micros().div_ceil(1000);
+        let timeout = EpollTimeout::from(u16::try_from(ms).unwrap_or(u16::MAX));
         let n = self.epoll.wait(&mut events, timeout).unwrap_or(0);
         let t = now();
         for e in &events[..n] {
