@@ -672,10 +672,26 @@ mod tests {
         std::array::from_fn(|i| held[i].local_addr().unwrap().port())
     }
 
-    fn scratch_dir(name: &str) -> PathBuf {
+    /// A fresh directory for a test's files, removed when dropped.
+    struct Scratch(PathBuf);
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    impl std::ops::Deref for Scratch {
+        type Target = Path;
+        fn deref(&self) -> &Path {
+            &self.0
+        }
+    }
+
+    fn scratch_dir(name: &str) -> Scratch {
         let dir = std::env::temp_dir().join(format!("kt-unit-{}-{name}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        dir
+        Scratch(dir)
     }
 
     /// Kernel-transport workers serving `listeners` (TOML) on loopback, in this process.

@@ -135,6 +135,7 @@ fn tls_terminated_on_kernel_sockets_with_resumption() -> Result<()> {
     ensure!(l["tls12_handshake_resumed"]["count"] == 1 && l["tls13_handshake_resumed"]["count"] == 1, "{l:#}");
     ensure!(l["backend_connect"]["count"] == 8, "{l:#}");
     ensure!(stats["session_caches"][0]["hits"].as_u64() >= Some(2), "{stats:#}");
+    let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }
 
