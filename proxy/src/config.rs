@@ -128,11 +128,31 @@ pub enum XdpModeSetting {
     Skb,
 }
 
+/// Which TCP stack serves the listeners.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    /// XDP steers the listeners' packets to AF_XDP sockets; sluice's own TCP stack serves them.
+    #[default]
+    Xdp,
+    /// Kernel sockets (one SO_REUSEPORT listener per worker and listener): the same TLS, cache,
+    /// relay and stats on Linux's TCP stack. The baseline, and the fallback without AF_XDP.
+    Kernel,
+}
+
 /// Where and how sluice takes its packets.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Datapath {
-    /// The interface whose traffic XDP steers (e.g. `px0`).
+    /// `xdp` (default) or `kernel`. With `kernel`, `interface` may be omitted and the XDP and
+    /// AF_XDP fields below are not used.
+    #[serde(default)]
+    pub transport: Transport,
+    /// Kernel transport: worker threads (pinned to cores in turn). Default: one per CPU.
+    #[serde(default)]
+    pub workers: Option<usize>,
+    /// The interface whose traffic XDP steers (e.g. `px0`); required with the XDP transport.
+    #[serde(default)]
     pub interface: String,
     #[serde(default)]
     pub xdp_mode: XdpModeSetting,
@@ -348,8 +368,14 @@ impl Config {
     fn validate(&self) -> Result<(), (String, String)> {
         let d = &self.datapath;
         let f = |name: &str| format!("datapath.{name}");
-        if d.interface.is_empty() || d.interface.len() > 15 || d.interface.contains(['/', ' ']) {
+        let xdp = d.transport == Transport::Xdp;
+        if (xdp || !d.interface.is_empty())
+            && (d.interface.is_empty() || d.interface.len() > 15 || d.interface.contains(['/', ' ']))
+        {
             return Err((f("interface"), format!("{:?} is not an interface name", d.interface)));
+        }
+        if d.workers.is_some_and(|w| !(1..=1024).contains(&w)) {
+            return Err((f("workers"), format!("{} must be from 1 to 1024", d.workers.unwrap_or(0))));
         }
         if d.queues == Some(0) {
             return Err((f("queues"), "must be at least 1".into()));
@@ -594,6 +620,22 @@ echo = true
         let t = c.listeners[0].tls.as_ref().unwrap();
         assert_eq!(t.certificates[0].cert, std::path::PathBuf::from("a.pem"));
         assert!(t.tls12 && t.tls13, "defaults");
+    }
+
+    #[test]
+    fn kernel_transport_needs_no_interface() {
+        let kernel = GOOD.replace("interface = \"px0\"\nxdp_mode = \"native\"", "transport = \"kernel\"");
+        let c = parse(&kernel).unwrap();
+        assert_eq!((c.datapath.transport, c.datapath.workers), (Transport::Kernel, None));
+        assert_eq!(parse(GOOD).unwrap().datapath.transport, Transport::Xdp);
+        let c = parse(&kernel.replace("transport", "workers = 3\ntransport")).unwrap();
+        assert_eq!(c.datapath.workers, Some(3));
+        let e = error(&kernel.replace("transport", "workers = 0\ntransport"));
+        assert!(e.contains("datapath.workers"), "{e}");
+        let e = error(&kernel.replace("\"kernel\"", "\"dpdk\""));
+        assert!(e.contains("dpdk"), "{e}");
+        let e = error("[datapath]\nxdp_mode = \"native\"\n[[listener]]\naddress = \"198.51.100.2:7\"\necho = true\n");
+        assert!(e.contains("datapath.interface"), "{e}");
     }
 
     #[test]

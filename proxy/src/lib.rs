@@ -9,11 +9,13 @@
 //! - [`sluice_xsk`]: AF_XDP sockets and their rings: the only code of sluice with `unsafe`.
 //! - [`loader`]: loads and attaches the XDP program (aya), fills its maps.
 //! - [`worker`]: the per-queue loop that joins the above.
+//! - [`kernel`]: the same TLS, relay and stats on kernel sockets (`transport = "kernel"`).
 //! - [`config`]: the TOML configuration.
 #![forbid(unsafe_code)]
 
 pub mod admin;
 pub mod config;
+pub mod kernel;
 pub mod latency;
 pub mod limits;
 pub mod privileges;

@@ -31,6 +31,13 @@ pub fn run(config: Config, config_path: &Path) -> Result<()> {
     let config_dir = config_path.parent().unwrap_or(Path::new(""));
     // Workers stop when this is set (after a drain, or at once on a second signal).
     let stop = Arc::new(AtomicBool::new(false));
+    if config.datapath.transport == crate::config::Transport::Kernel {
+        // The kernel transport stops at the first signal (no reload or drain yet).
+        for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+            signal_hook::flag::register(signal, Arc::clone(&stop)).context("installing signal handlers")?;
+        }
+        return crate::kernel::run(&config, config_dir, stop);
+    }
     let d = &config.datapath;
     let mode = match d.xdp_mode {
         XdpModeSetting::Auto => XdpMode::Auto,

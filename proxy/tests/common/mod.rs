@@ -127,6 +127,12 @@ pub fn config(xdp_mode: &str, listeners: &str) -> String {
     )
 }
 
+/// A configuration for the kernel transport (`transport = "kernel"`, `workers` threads, no
+/// interface) with extra TOML appended.
+pub fn kernel_config(workers: usize, listeners: &str) -> String {
+    format!("[datapath]\ntransport = \"kernel\"\nworkers = {workers}\n\n{listeners}\n")
+}
+
 /// An echo server in the backend namespace (203.0.113.2:8080): echoes every byte, and after the
 /// client's FIN finishes echoing and closes its side (half-close passed through).
 pub fn echo_backend(ns: &str) -> Result<()> {

@@ -1,0 +1,182 @@
+//! The kernel transport (`[datapath] transport = "kernel"`) against real clients: sluice in
+//! `{p}proxy` serves 198.51.100.2 on Linux's TCP stack (one SO_REUSEPORT listener per worker)
+//! with the same TLS, session cache, relay and `/stats.json` as the XDP transport, and attaches
+//! no XDP program.
+
+mod common;
+
+use std::net::TcpStream;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail, ensure};
+use common::{Sluice, echo_backend, http_backend, kernel_config};
+use sluice_testbed::{in_netns, in_ns, xdp_attached};
+use sluice_tls::testcerts::{Ca, KeyKind};
+
+/// A CA (`ca.pem`) and an ECDSA `a.test` and an RSA `b.test` certificate in `dir`.
+fn certificates(dir: &Path) -> Result<()> {
+    let ca = Ca::new()?;
+    std::fs::write(dir.join("ca.pem"), ca.cert_pem())?;
+    for (name, kind) in [("a.test", KeyKind::EcdsaP256), ("b.test", KeyKind::Rsa2048)] {
+        let leaf = ca.server(&[name], kind)?;
+        std::fs::write(dir.join(format!("{name}.pem")), &leaf.cert_pem)?;
+        std::fs::write(dir.join(format!("{name}.key")), &leaf.key_pem)?;
+    }
+    Ok(())
+}
+
+/// Waits (up to 15 s) until the workers published `n` closed connections and none open; returns
+/// the stats then.
+fn wait_closed(sluice: &Sluice, n: u64) -> Result<serde_json::Value> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let stats = sluice.wait_idle()?;
+        if sluice.queue_total(&stats, "connections_closed") == n {
+            return Ok(stats);
+        }
+        ensure!(std::time::Instant::now() < deadline, "not {n} connections closed after 15 s: {stats:#}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// What every kernel-transport run shows: no XDP on px0, the transport named, two workers, no
+/// TCP handshake timings (not visible from user space on kernel sockets), nothing left open.
+fn common_checks(sluice: &Sluice, stats: &serde_json::Value) -> Result<()> {
+    ensure!(!xdp_attached(&sluice.proxy(), "px0")?, "an XDP program is attached to px0");
+    ensure!(stats["transport"] == "kernel", "{stats:#}");
+    let queues = stats["queues"].as_array().context("queues")?;
+    ensure!(queues.len() == 2, "two workers: {stats:#}");
+    for (i, q) in queues.iter().enumerate() {
+        ensure!(q["queue"] == i, "{stats:#}");
+    }
+    ensure!(stats["latency"]["tcp_handshake"]["count"] == 0, "{:#}", stats["latency"]);
+    let (established, closed) =
+        (sluice.queue_total(stats, "connections_established"), sluice.queue_total(stats, "connections_closed"));
+    ensure!(established == closed, "{established} established, {closed} closed: {stats:#}");
+    Ok(())
+}
+
+/// curl with SNI gets the backend's answer for both names and both TLS versions; openssl
+/// `-sess_out`/`-sess_in` resumes (TLS 1.2 session ID, TLS 1.3 ticket through the shared cache);
+/// `/stats.json` counts exactly that.
+#[test]
+fn tls_terminated_on_kernel_sockets_with_resumption() -> Result<()> {
+    let dir = std::env::temp_dir().join(format!("kt1-certs-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    certificates(&dir)?;
+    let d = dir.display();
+    let sluice = Sluice::start(
+        "kt1-",
+        &kernel_config(
+            2,
+            &format!(
+                "[[listener]]\naddress = \"198.51.100.2:443\"\nbackend = \"203.0.113.2:8080\"\n\n\
+                 [listener.tls]\ncertificates = [\n  \
+                 {{ cert = \"{d}/a.test.pem\", key = \"{d}/a.test.key\", sni = [\"a.test\"], default = true }},\n  \
+                 {{ cert = \"{d}/b.test.pem\", key = \"{d}/b.test.key\", sni = [\"b.test\"] }},\n]\n\
+                 alpn = [\"http/1.1\"]\n"
+            ),
+        ),
+    )?;
+    http_backend(&sluice.topology.topology.backend())?;
+    let ca = dir.join("ca.pem");
+    let ca = ca.to_str().context("path")?;
+    for name in ["a.test", "b.test"] {
+        for version in [["--tlsv1.2", "--tls-max", "1.2"], ["--tlsv1.3", "--tls-max", "1.3"]] {
+            let resolve = format!("{name}:443:198.51.100.2");
+            let url = format!("https://{name}/");
+            let mut args = vec!["-sS", "-v", "--max-time", "10", "--cacert", ca, "--resolve", &resolve];
+            args.extend(version);
+            args.push(&url);
+            let out = in_ns(&sluice.client(), "curl", &args).with_context(|| format!("curl {name} {version:?}"))?;
+            let body = String::from_utf8_lossy(&out.stdout);
+            let log = String::from_utf8_lossy(&out.stderr);
+            ensure!(body == format!("backend saw Host: {name}\n"), "{name} {version:?}: body {body:?}");
+            ensure!(log.contains(&format!("CN={name}")), "{name}: certificate subject not {name}:\n{log}");
+            let want = if version[0] == "--tlsv1.2" { "TLSv1.2" } else { "TLSv1.3" };
+            ensure!(log.contains(want), "{name}: not {want}:\n{log}");
+        }
+    }
+    for version in ["-tls1_2", "-tls1_3"] {
+        let sess = dir.join(format!("session{version}.pem"));
+        let s_client = |io: &str| -> Result<String> {
+            let mut args = vec![
+                "s_client", "-connect", "198.51.100.2:443", "-servername", "a.test", version, "-CAfile", ca,
+                "-verify_return_error",
+            ];
+            if version == "-tls1_2" {
+                args.push("-no_ticket");
+            }
+            args.extend([io, sess.to_str().context("path")?]);
+            // stdin stays open for a second: the TLS 1.3 ticket comes after the handshake.
+            let cmd = format!("sleep 1 | timeout 10 openssl {}", args.join(" "));
+            let out = in_ns(&sluice.client(), "sh", &["-c", &cmd])
+                .or_else(|e| bail!("openssl s_client {version} {io}: {e:#}"))?;
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        };
+        let first = s_client("-sess_out")?;
+        ensure!(first.contains("New, TLSv1"), "{version}: first handshake not new:\n{first}");
+        ensure!(first.contains("Verify return code: 0 (ok)"), "{version}: chain did not verify:\n{first}");
+        let second = s_client("-sess_in")?;
+        ensure!(second.contains("Reused, TLSv1"), "{version}: second handshake not resumed:\n{second}");
+    }
+    let stats = wait_closed(&sluice, 8)?;
+    common_checks(&sluice, &stats)?;
+    let total = |c| sluice.queue_total(&stats, c);
+    ensure!(total("connections_established") == 8, "{stats:#}");
+    ensure!(total("relays_opened") == 8, "{stats:#}");
+    ensure!(total("relays_clean") >= 4, "the curl relays end cleanly: {stats:#}");
+    ensure!(total("relays_backend_failed") + total("tls_failed") + total("tls_handshake_timeouts") == 0, "{stats:#}");
+    ensure!(total("tls_handshakes_full") == 6, "{stats:#}");
+    ensure!(total("tls_handshakes_resumed") == 2, "{stats:#}");
+    let l = &stats["latency"];
+    ensure!(l["tls12_handshake_full"]["count"] == 3 && l["tls13_handshake_full"]["count"] == 3, "{l:#}");
+    ensure!(l["tls12_handshake_resumed"]["count"] == 1 && l["tls13_handshake_resumed"]["count"] == 1, "{l:#}");
+    ensure!(l["backend_connect"]["count"] == 8, "{l:#}");
+    ensure!(stats["session_caches"][0]["hits"].as_u64() >= Some(2), "{stats:#}");
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+/// 64 MiB each way through a plain relay listener arrive intact; an echo listener echoes; a
+/// refusing listener's SYN gets the kernel's RST; SIGTERM stops sluice cleanly.
+#[test]
+fn plain_relay_echo_and_refuse_on_kernel_sockets() -> Result<()> {
+    let mut sluice = Sluice::start(
+        "kt2-",
+        &kernel_config(
+            2,
+            "[[listener]]\naddress = \"198.51.100.2:80\"\nbackend = \"203.0.113.2:8080\"\n\n\
+             [[listener]]\naddress = \"198.51.100.2:7\"\necho = true\n\n\
+             [[listener]]\naddress = \"198.51.100.2:443\"\nrefuse = true\n",
+        ),
+    )?;
+    echo_backend(&sluice.topology.topology.backend())?;
+    let mib = common::transfer_mib(64);
+    let (sent, back, elapsed) =
+        in_netns(&sluice.client(), move || common::echo_stream("198.51.100.2:80", mib << 20))??;
+    ensure!(sent == back, "sha256 of the relayed stream differs");
+    eprintln!("{mib} MiB relayed each way in {elapsed:.2?} ({:.1} MB/s)", (mib << 20) as f64 / elapsed.as_secs_f64() / 1e6);
+    let (sent, back, _) = in_netns(&sluice.client(), || common::echo_stream("198.51.100.2:7", 1 << 20))??;
+    ensure!(sent == back, "sha256 of the echoed stream differs");
+    let refused = in_netns(&sluice.client(), || {
+        TcpStream::connect_timeout(&"198.51.100.2:443".parse().unwrap(), Duration::from_secs(5))
+    })?;
+    match refused {
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {}
+        other => bail!("expected a refused connection, got {other:?}"),
+    }
+    let stats = wait_closed(&sluice, 2)?;
+    common_checks(&sluice, &stats)?;
+    let total = |c| sluice.queue_total(&stats, c);
+    let bytes = (mib as u64) << 20;
+    ensure!(total("connections_established") == 2, "{stats:#}");
+    ensure!(total("relays_opened") == 1 && total("relays_clean") == 1, "{stats:#}");
+    ensure!(total("relay_bytes_to_backend") == bytes && total("relay_bytes_to_client") == bytes, "{stats:#}");
+    ensure!(total("echo_bytes") == 1 << 20, "{stats:#}");
+    ensure!(stats["latency"]["first_backend_byte"]["count"] == 1, "{:#}", stats["latency"]);
+    let status = sluice.process.signal_and_wait(nix::sys::signal::Signal::SIGTERM, Duration::from_secs(5))?;
+    ensure!(status.success(), "sluice exited with {status}:\n{}", sluice.process.log());
+    Ok(())
+}
