@@ -13,10 +13,12 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod backend;
 pub mod config;
 pub mod latency;
 pub mod relay;
 pub mod loader;
+pub mod proxy_protocol;
 pub mod run;
 pub mod stats;
 pub mod worker;

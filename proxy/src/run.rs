@@ -15,6 +15,7 @@ use anyhow::{Context, Result, bail};
 use sluice_xsk::{BindMode, Socket, XskConfig};
 
 use crate::admin::AdminServer;
+use crate::backend::{ListenerBackends, Pool, Route};
 use crate::config::{Config, XdpModeSetting};
 use crate::loader::{self, Loader, XdpMode};
 use crate::config::Congestion;
@@ -110,7 +111,16 @@ pub fn run(config: Config, config_dir: &std::path::Path) -> Result<()> {
     let stats = {
         let attached = Arc::clone(&attached);
         let shared_counters = shared_counters.clone();
-        Arc::new(move || stats_json(&attached, &shared_counters, &session_caches.lock().unwrap_or_else(|e| e.into_inner()))) as crate::admin::StatsSource
+        let backends = services.backends.clone();
+        Arc::new(move || {
+            let mut json = stats_json(&attached, &shared_counters, &session_caches.lock().unwrap_or_else(|e| e.into_inner()));
+            json["backends"] = backends.iter().map(|(addr, b)| {
+                let mut j = b.json();
+                j["listener"] = addr.to_string().into();
+                j
+            }).collect();
+            json
+        }) as crate::admin::StatsSource
     };
     let admin = AdminServer::spawn(config.admin.address, stats, Arc::clone(&stop))?;
     tracing::info!(address = %admin.local_addr, "admin endpoint serving /stats.json");
@@ -196,7 +206,41 @@ pub fn services(config: &Config, config_dir: &std::path::Path, caches: &SessionC
             tls.insert(l.socket_addr(), server);
         }
     }
-    Ok(worker::Services { listeners, tls, relay: config.relay.clone() })
+    let backends = backend_pools(config)?;
+    Ok(worker::Services { listeners, tls, relay: config.relay.clone(), backends })
+}
+
+/// The backend pools of the relay listeners (and their routes); starts their health checkers,
+/// which end when the pools are dropped (a reload that replaces them stops the old checkers).
+fn backend_pools(config: &Config) -> Result<HashMap<std::net::SocketAddrV4, Arc<ListenerBackends>>> {
+    let epoch = std::time::Instant::now();
+    let mut out = HashMap::new();
+    for (i, l) in config.listeners.iter().enumerate() {
+        let addrs = l.backend_addrs();
+        if addrs.is_empty() {
+            continue;
+        }
+        let cooldown = Duration::from_millis(l.cooldown_ms);
+        let pool = |addrs: &[std::net::SocketAddrV4]| -> Result<Arc<Pool>> {
+            let pool = Arc::new(Pool::new(addrs, l.balance, cooldown, epoch));
+            if let Some(h) = &l.health_check {
+                pool.spawn_health_check(Duration::from_millis(h.interval_ms), Duration::from_millis(h.timeout_ms))
+                    .with_context(|| format!("listener[{i}] ({}): health check thread", l.address))?;
+            }
+            Ok(pool)
+        };
+        let mut routes = Vec::new();
+        for r in &l.routes {
+            routes.push(Route {
+                sni: r.sni.clone(),
+                alpn: r.alpn.as_ref().map(|a| a.as_bytes().to_vec()),
+                pool: pool(&crate::config::Listener::route_addrs(r))?,
+            });
+        }
+        let backends = ListenerBackends { default: pool(&addrs)?, routes, proxy_protocol: l.proxy_protocol };
+        out.insert(l.socket_addr(), Arc::new(backends));
+    }
+    Ok(out)
 }
 
 /// The interface's MAC address: the source of every frame sluice sends.

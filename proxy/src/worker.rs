@@ -33,6 +33,7 @@ use sluice_wire::ethernet::{self, Address as MacAddress, EtherType};
 use sluice_wire::{Checksum, Error as WireError, emit_frame, parse_frame, rst_reply};
 use sluice_xsk::{RxVerdict, Socket};
 
+use crate::backend::{Lease, ListenerBackends, Pool};
 use crate::config::ListenerMode;
 use crate::relay::{OnStack, Relay, RelayEnd};
 
@@ -80,6 +81,8 @@ pub struct QueueCounters {
     pub relays_backend_failed: u64,
     pub relays_backend_timeout: u64,
     pub relays_client_gone: u64,
+    /// Backend connects that failed before any byte went through and were retried elsewhere.
+    pub backend_retries: u64,
     /// Relayed bytes (plaintext, with TLS).
     pub relay_bytes_to_backend: u64,
     pub relay_bytes_to_client: u64,
@@ -189,11 +192,25 @@ struct Echo {
 }
 
 /// What a worker serves: its listeners, their TLS configurations, and how relays behave.
-#[derive(Clone)]
+#[derive(Clone, Default)]
 pub struct Services {
     pub listeners: HashMap<SocketAddrV4, ListenerMode>,
     pub tls: HashMap<SocketAddrV4, Arc<sluice_tls::rustls::ServerConfig>>,
     pub relay: crate::config::Relay,
+    /// The backend pools of relay listeners, shared by all workers. A relay listener missing
+    /// here gets a pool of its one `ListenerMode::Relay` backend.
+    pub backends: HashMap<SocketAddrV4, Arc<ListenerBackends>>,
+}
+
+/// A relay's way through its listener's backends: the pool (chosen by route once the
+/// handshake is known), the backends tried, and the claim on the one being connected.
+struct Attempt {
+    backends: Arc<ListenerBackends>,
+    pool: Option<Arc<Pool>>,
+    tried: u64,
+    lease: Option<Lease>,
+    client: SocketAddrV4,
+    listener: SocketAddrV4,
 }
 
 /// Remembered neighbours (IPv4 -> MAC), learned from received frames; bounded.
@@ -211,6 +228,8 @@ pub struct Dispatch {
     local_mac: MacAddress,
     scratch: Vec<u8>,
     relays: HashMap<ConnectionHandle, Relay>,
+    attempts: HashMap<ConnectionHandle, Attempt>,
+    backends: HashMap<SocketAddrV4, Arc<ListenerBackends>>,
     /// epoll token of a relay's backend socket -> its connection.
     relay_tokens: HashMap<u64, ConnectionHandle>,
     relay_token_of: HashMap<ConnectionHandle, u64>,
@@ -246,11 +265,16 @@ impl Dispatch {
         mut tcp: Endpoint,
         local_mac: MacAddress,
     ) -> std::io::Result<Self> {
-        let Services { listeners, tls, relay: relay_settings } = services;
+        let Services { listeners, tls, relay: relay_settings, mut backends } = services;
         for (addr, mode) in &listeners {
             if *mode != ListenerMode::Refuse {
                 // Every worker listens: whichever owns a flow accepts it.
                 let _ = tcp.listen(*addr);
+            }
+            if let ListenerMode::Relay(backend) = mode {
+                backends
+                    .entry(*addr)
+                    .or_insert_with(|| Arc::new(ListenerBackends::single(*backend, std::time::Instant::now())));
             }
         }
         Ok(Self {
@@ -264,6 +288,8 @@ impl Dispatch {
             local_mac,
             scratch: vec![0; 64 * 1024],
             relays: HashMap::new(),
+            attempts: HashMap::new(),
+            backends,
             relay_tokens: HashMap::new(),
             relay_token_of: HashMap::new(),
             next_token: 0,
@@ -352,11 +378,12 @@ impl Dispatch {
                             now.saturating_duration_since(c.created()),
                         );
                     }
-                    let local = self.tcp.four_tuple(h).map(|t| t.local);
+                    let tuple = self.tcp.four_tuple(h);
+                    let local = tuple.map(|t| t.local);
                     match local.and_then(|l| self.listeners.get(&l).copied()) {
-                        Some(ListenerMode::Relay(backend)) => {
-                            let tls = local.and_then(|l| self.tls.get(&l).cloned());
-                            self.open_relay(h, backend, tls, now)
+                        Some(ListenerMode::Relay(_)) if let Some(t) = tuple => {
+                            let tls = self.tls.get(&t.local).cloned();
+                            self.open_relay(h, t.remote, t.local, tls, now)
                         }
                         _ => {
                             self.echo.insert(h, Echo::default());
@@ -418,6 +445,10 @@ impl Dispatch {
     fn pump_relay(&mut self, h: ConnectionHandle, now: Instant) {
         let Some(r) = self.relays.get_mut(&h) else { return };
         r.pump(&mut OnStack { tcp: &mut self.tcp, handle: h }, now);
+        if r.needs_backend() {
+            self.assign_backend(h, now);
+        }
+        let Some(r) = self.relays.get_mut(&h) else { return };
         let (connect, first_byte) = r.take_timings();
         if let Some(d) = connect {
             crate::latency::record(&mut self.latencies.backend_connect, d);
@@ -446,19 +477,27 @@ impl Dispatch {
         self.pump_relay(h, now);
     }
 
+    /// A relay for a new client connection. Its backend is chosen at once, or (when a route or
+    /// the PROXY header needs the TLS handshake's facts) once the handshake is done.
     fn open_relay(
         &mut self,
         h: ConnectionHandle,
-        backend: SocketAddrV4,
+        client: SocketAddrV4,
+        listener: SocketAddrV4,
         tls: Option<Arc<sluice_tls::rustls::ServerConfig>>,
         now: Instant,
     ) {
+        let Some(backends) = self.backends.get(&listener).cloned() else {
+            self.counters.relays_backend_failed += 1;
+            self.tcp.abort(h);
+            return;
+        };
         let timeout = Duration::from_millis(self.relay_settings.backend_connect_timeout_ms);
         let tls = tls.map(|c| (c, Duration::from_millis(self.relay_settings.tls_handshake_timeout_ms)));
-        let relay = match Relay::connect(backend, now, timeout, self.relay_settings.buffer, tls) {
+        let relay = match Relay::new(now, timeout, self.relay_settings.buffer, tls) {
             Ok(r) => r,
             Err(e) => {
-                tracing::debug!(%backend, "backend connect: {e}");
+                tracing::debug!("relay: {e}");
                 self.counters.relays_backend_failed += 1;
                 self.tcp.abort(h);
                 return;
@@ -466,26 +505,87 @@ impl Dispatch {
         };
         let token = self.next_token;
         self.next_token += 1;
-        let interest = EpollFlags::EPOLLIN | EpollFlags::EPOLLOUT | EpollFlags::EPOLLRDHUP | EpollFlags::EPOLLET;
-        if let Err(e) = self.epoll.add(relay.backend(), EpollEvent::new(interest, token)) {
-            tracing::warn!("epoll add: {e}");
-            self.counters.relays_backend_failed += 1;
-            self.tcp.abort(h);
-            return;
-        }
         self.counters.relays_opened += 1;
         self.relay_tokens.insert(token, h);
         self.deadlines.push(h);
         self.relays.insert(h, relay);
         self.relay_token_of.insert(h, token);
+        self.attempts.insert(h, Attempt { backends, pool: None, tried: 0, lease: None, client, listener });
+        self.assign_backend(h, now);
+    }
+
+    /// Connects a relay that needs a backend: after a failed connect the failed backend cools
+    /// down and the next untried one of the pool is connected (the client's bytes wait in the
+    /// relay); once every backend of the pool was tried, the client is reset. With routes or a
+    /// PROXY header, waits for the TLS handshake.
+    fn assign_backend(&mut self, h: ConnectionHandle, now: Instant) {
+        let (Some(r), Some(a)) = (self.relays.get_mut(&h), self.attempts.get_mut(&h)) else { return };
+        if !r.needs_backend() || (a.backends.needs_handshake() && r.is_handshaking()) {
+            return;
+        }
+        let wall = std::time::Instant::now();
+        if let Some(lease) = a.lease.take() {
+            // The connect to it failed before any byte went through.
+            tracing::debug!(backend = ?lease.addr(), why = ?r.last_failure(), "backend connect failed");
+            lease.failed(wall);
+            self.counters.backend_retries += 1;
+        }
+        let info = r.tls_session().and_then(|s| s.handshake_info());
+        let pool = Arc::clone(a.pool.get_or_insert_with(|| {
+            let (sni, alpn) = (info.and_then(|i| i.sni.as_deref()), info.and_then(|i| i.alpn.as_deref()));
+            Arc::clone(a.backends.route(sni, alpn))
+        }));
+        let preamble = if a.backends.proxy_protocol {
+            let facts = r.tls_session().and_then(|s| {
+                let chain = s.connection().peer_certificates();
+                Some(crate::proxy_protocol::TlsFacts::new(s.handshake_info()?, chain))
+            });
+            crate::proxy_protocol::encode(a.client, a.listener, facts.as_ref())
+        } else {
+            Vec::new()
+        };
+        if let Some(old) = r.backend() {
+            let _ = self.epoll.delete(old);
+        }
+        loop {
+            let Some(i) = pool.pick(wall, a.tried) else {
+                r.give_up(&mut OnStack { tcp: &mut self.tcp, handle: h });
+                return;
+            };
+            a.tried |= 1 << i;
+            let lease = pool.lease(i);
+            let Some(addr) = lease.addr() else { continue };
+            if let Err(e) = r.start_connect(addr, now, preamble.clone()) {
+                tracing::debug!(backend = %addr, "backend connect: {e}");
+                lease.failed(wall);
+                continue;
+            }
+            a.lease = Some(lease);
+            break;
+        }
+        let token = self.relay_token_of.get(&h).copied().unwrap_or(u64::MAX);
+        let interest = EpollFlags::EPOLLIN | EpollFlags::EPOLLOUT | EpollFlags::EPOLLRDHUP | EpollFlags::EPOLLET;
+        if let Some(b) = r.backend()
+            && let Err(e) = self.epoll.add(b, EpollEvent::new(interest, token))
+        {
+            tracing::warn!("epoll add: {e}");
+            r.give_up(&mut OnStack { tcp: &mut self.tcp, handle: h });
+            return;
+        }
+        if !self.deadlines.contains(&h) {
+            self.deadlines.push(h);
+        }
     }
 
     fn close_relay(&mut self, h: ConnectionHandle) {
         let Some(r) = self.relays.remove(&h) else { return };
+        self.attempts.remove(&h);
         if let Some(token) = self.relay_token_of.remove(&h) {
             self.relay_tokens.remove(&token);
         }
-        let _ = self.epoll.delete(r.backend());
+        if let Some(b) = r.backend() {
+            let _ = self.epoll.delete(b);
+        }
         let c = &mut self.counters;
         c.relay_bytes_to_backend += r.bytes_to_backend;
         c.relay_bytes_to_client += r.bytes_to_client;
@@ -747,7 +847,7 @@ mod tests {
             listeners.insert(SocketAddrV4::new(PROXY, *port), *mode);
         }
         let tcp = Endpoint::new(sluice_tcp::Config::default(), Instant::ZERO);
-        let services = Services { listeners, tls: HashMap::new(), relay: crate::config::Relay::default() };
+        let services = Services { listeners, ..Default::default() };
         Dispatch::new(worker, workers, services, true, tcp, PROXY_MAC).unwrap()
     }
 
