@@ -1066,6 +1066,66 @@ mod tests {
         assert_eq!(d.counters.relays_backend_failed, 1);
     }
 
+    /// Two backends, the first refusing: the client's request is not lost, the relay connects
+    /// the second, which gets the PROXY header first, then the request; the refusing backend
+    /// is counted as failed and cools down.
+    #[test]
+    fn a_refused_connect_is_retried_on_the_next_backend_with_the_proxy_header_first() {
+        use std::io::Read;
+        let v4 = |l: &std::net::TcpListener| match l.local_addr().unwrap() {
+            std::net::SocketAddr::V4(a) => a,
+            _ => unreachable!(),
+        };
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let dead = v4(&closed);
+        drop(closed);
+        let backend = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let live = v4(&backend);
+        let listener = SocketAddrV4::new(PROXY, 80);
+        let pool = Arc::new(Pool::new(&[dead, live], crate::backend::Balance::RoundRobin, Duration::from_secs(60), std::time::Instant::now()));
+        let backends = ListenerBackends { default: Arc::clone(&pool), routes: vec![], proxy_protocol: true };
+        let mut services = Services::default();
+        services.listeners.insert(listener, ListenerMode::Relay(dead));
+        services.backends.insert(listener, Arc::new(backends));
+        let tcp = Endpoint::new(sluice_tcp::Config::default(), Instant::ZERO);
+        let mut d = Dispatch::new(0, 1, services, true, tcp, PROXY_MAC).unwrap();
+        let t = |ms| Instant::from_millis(ms);
+        let _ = on(&mut d, &syn(80));
+        let iss = parse_frame(&transmit(&mut d, t(1))[0], Checksum::Verify).unwrap().tcp.seq_number;
+        let f = frame(Seg { src_port: 40000, dst_port: 80, flags: Flags::ACK | Flags::PSH, seq: 1001, ack: iss.wrapping_add(1), payload: b"hello" });
+        let _ = on(&mut d, &f);
+        backend.set_nonblocking(true).unwrap();
+        let mut got = Vec::new();
+        let mut conn: Option<std::net::TcpStream> = None;
+        for i in 0..200 {
+            let _ = backend_events(&mut d, Duration::from_millis(10), || t(2 + i));
+            d.process(t(2 + i));
+            if conn.is_none() {
+                conn = backend.accept().ok().map(|(c, _)| c);
+            }
+            if let Some(c) = conn.as_mut() {
+                c.set_nonblocking(true).unwrap();
+                let mut buf = [0u8; 256];
+                if let Ok(n) = c.read(&mut buf) {
+                    got.extend_from_slice(&buf[..n]);
+                }
+            }
+            if got.ends_with(b"hello") {
+                break;
+            }
+        }
+        let header = crate::proxy_protocol::encode(SocketAddrV4::new(CLIENT, 40000), listener, None);
+        assert_eq!(got, [&header[..], b"hello"].concat(), "the header, then the client's bytes");
+        let stats = pool.stats();
+        assert_eq!((stats[0].failures, stats[0].active), (1, 0), "{stats:?}");
+        assert_eq!((stats[1].connects, stats[1].active), (1, 1), "{stats:?}");
+        assert_eq!(d.counters.backend_retries, 1);
+        assert_eq!(d.counters.relays_backend_failed, 0);
+        // The next connection goes straight to the live backend: the dead one cools down.
+        assert_eq!(pool.pick(std::time::Instant::now(), 0), Some(1));
+        assert_eq!(pool.pick(std::time::Instant::now(), 0), Some(1));
+    }
+
     #[test]
     fn frames_of_flows_owned_elsewhere_are_handed_off() {
         // Find a source port whose flow worker 1 (of 2) owns, and show worker 0 hands it over.
