@@ -322,6 +322,12 @@ mod tests {
             let _ = subject_common_name(&bad);
         }
         assert_eq!(subject_common_name(&[]), None);
+        proptest::proptest!(|(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512))| {
+            let _ = subject_common_name(&bytes);
+            let mut framed = vec![0x30, 0x82, (bytes.len() >> 8) as u8, bytes.len() as u8];
+            framed.extend_from_slice(&bytes);
+            let _ = subject_common_name(&framed);
+        });
         assert_eq!(subject_common_name(&[0x30, 0x84, 0xff, 0xff, 0xff, 0xff]), None);
     }
 }

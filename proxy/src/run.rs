@@ -108,12 +108,16 @@ pub fn run(config: Config, config_dir: &std::path::Path) -> Result<()> {
     }
 
     let attached = Arc::new(Mutex::new(attached));
+    // The backend pools /stats.json shows: a reload must store its new pools here (the old
+    // ones, once no worker holds them, are dropped and their health checkers end).
+    let backend_view = Arc::new(Mutex::new(services.backends.clone()));
     let stats = {
         let attached = Arc::clone(&attached);
         let shared_counters = shared_counters.clone();
-        let backends = services.backends.clone();
+        let backends = Arc::clone(&backend_view);
         Arc::new(move || {
             let mut json = stats_json(&attached, &shared_counters, &session_caches.lock().unwrap_or_else(|e| e.into_inner()));
+            let backends = backends.lock().unwrap_or_else(|e| e.into_inner());
             json["backends"] = backends.iter().map(|(addr, b)| {
                 let mut j = b.json();
                 j["listener"] = addr.to_string().into();

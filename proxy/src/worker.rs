@@ -402,6 +402,7 @@ impl Dispatch {
                     self.echo.remove(&h);
                     if let Some(r) = self.relays.get_mut(&h) {
                         r.client_gone();
+                        self.attempts.remove(&h);
                     }
                 }
                 Event::Closed => {
@@ -449,6 +450,10 @@ impl Dispatch {
             self.assign_backend(h, now);
         }
         let Some(r) = self.relays.get_mut(&h) else { return };
+        if r.end.is_some() {
+            // Done with the backend (the TCB may linger in TIME-WAIT): no longer active on it.
+            self.attempts.remove(&h);
+        }
         let (connect, first_byte) = r.take_timings();
         if let Some(d) = connect {
             crate::latency::record(&mut self.latencies.backend_connect, d);

@@ -144,6 +144,7 @@ fn with_one_of_two_backends_down_every_request_succeeds_and_traffic_returns() ->
     let b = &stats["backends"][0]["backends"];
     ensure!(b[1]["failures"].as_u64() >= Some(1), "the down backend's failures are counted: {b:#}");
     ensure!(b[1]["connects"] == b[1]["failures"], "{b:#}");
+    ensure!(b[0]["active"] == 0 && b[1]["active"] == 0, "no connection left active: {b:#}");
     ensure!(sluice.queue_total(&stats, "relays_backend_failed") == 0, "{stats:#}");
     ensure!(sluice.queue_total(&stats, "relays_clean") == 50, "{stats:#}");
     ensure!(sluice.queue_total(&stats, "backend_retries") == b[1]["failures"].as_u64().unwrap_or(0), "{stats:#}");
@@ -277,5 +278,47 @@ fn sni_routes_pick_the_backend() -> Result<()> {
     ensure!(routes[0]["backends"][0]["connects"] == 3, "{routes:#}");
     ensure!(routes[1]["backends"][0]["connects"] == 0, "{routes:#}");
     ensure!(stats["backends"][0]["backends"][0]["connects"] == 3, "{stats:#}");
+    Ok(())
+}
+
+/// Polls sluice's `/stats.json` until backend `i` of the first listener has health `healthy`.
+fn wait_health(sluice: &Sluice, i: usize, healthy: bool) -> Result<serde_json::Value> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let stats = sluice.stats()?;
+        if stats["backends"][0]["backends"][i]["healthy"] == healthy {
+            return Ok(stats);
+        }
+        ensure!(Instant::now() < deadline, "backend {i} not healthy={healthy} after 10 s: {stats:#}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// With the active health check, a backend that is down is marked so and skipped without a
+/// failed connect (least-connections balance); once it is up the check marks it healthy and it
+/// gets traffic again, without waiting for a cool-down.
+#[test]
+fn health_check_skips_a_down_backend_and_sees_it_return() -> Result<()> {
+    let certs = certs_dir("bk4-");
+    certificates(&certs)?;
+    let listener = format!(
+        "[[listener]]\naddress = \"198.51.100.2:443\"\n\
+         backends = [\"203.0.113.2:8080\", \"203.0.113.2:8081\"]\nbalance = \"least-connections\"\n\
+         cooldown_ms = 60000\n{}\n[listener.health_check]\ninterval_ms = 100\ntimeout_ms = 500\n\n\
+         [tcp]\ntime_wait_ms = 1000\n",
+        tls_section(&certs)
+    );
+    let sluice = Sluice::start("bk4-", &config("native", &listener))?;
+    let _one = bench_backend(&sluice, 8080, "one", false)?;
+    wait_health(&sluice, 1, false)?;
+    let (one, two) = requests(&sluice, &certs, 20)?;
+    ensure!((one, two) == (20, 0), "{one} + {two}");
+    let stats = sluice.wait_idle()?;
+    let down = &stats["backends"][0]["backends"][1];
+    ensure!(down["connects"] == 0 && down["failures"] == 0, "skipped, never connected: {down:#}");
+    let _two = bench_backend(&sluice, 8081, "two", false)?;
+    wait_health(&sluice, 1, true)?;
+    let (one, two) = requests(&sluice, &certs, 20)?;
+    ensure!(one > 0 && two > 0, "traffic back on both: {one} + {two}");
     Ok(())
 }
