@@ -138,10 +138,16 @@ fn with_one_of_two_backends_down_every_request_succeeds_and_traffic_returns() ->
     );
     let sluice = Sluice::start("bk1-", &config("native", &listener))?;
     let _one = bench_backend(&sluice, 8080, "one", false)?;
+    let t = Instant::now();
     let (one, two) = requests(&sluice, &certs, 50)?;
+    let down_time = t.elapsed();
     ensure!((one, two) == (50, 0), "one backend down: {one} + {two} of 50");
     let stats = sluice.wait_idle()?;
     let b = &stats["backends"][0]["backends"];
+    eprintln!(
+        "one backend down: 50 of 50 requests answered in {down_time:.2?}, {} connects to the down backend retried",
+        b[1]["failures"]
+    );
     ensure!(b[1]["failures"].as_u64() >= Some(1), "the down backend's failures are counted: {b:#}");
     ensure!(b[1]["connects"] == b[1]["failures"], "{b:#}");
     ensure!(b[0]["active"] == 0 && b[1]["active"] == 0, "no connection left active: {b:#}");
@@ -151,8 +157,9 @@ fn with_one_of_two_backends_down_every_request_succeeds_and_traffic_returns() ->
 
     let _two = bench_backend(&sluice, 8081, "two", false)?;
     std::thread::sleep(Duration::from_millis(1100));
+    let t = Instant::now();
     let (one, two) = requests(&sluice, &certs, 50)?;
-    eprintln!("after the second backend came back: {one} + {two} of 50");
+    eprintln!("after the second backend came back: {one} + {two} of 50 in {:.2?}", t.elapsed());
     ensure!(one > 0 && two > 0 && one + two == 50, "traffic back on both: {one} + {two}");
     // The backends' own counts agree with the answers (+1: the /stats request itself).
     let served = |port| -> Result<u64> { Ok(backend_stats(&sluice, port)?["requests"].as_u64().unwrap_or(0)) };
