@@ -300,25 +300,109 @@ pub struct Listener {
     /// Relay accepted connections to this backend (`ip:port`, reached through the kernel).
     #[serde(default)]
     pub backend: Option<String>,
+    /// Relay to several backends (`ip:port` each, at most 64): the one-backend form is `backend`.
+    #[serde(default)]
+    pub backends: Vec<String>,
+    /// `round-robin` (default) or `least-connections`.
+    #[serde(default)]
+    pub balance: crate::backend::Balance,
+    /// After a failed connect, skip that backend for this long (milliseconds).
+    #[serde(default = "defaults::cooldown_ms")]
+    pub cooldown_ms: u64,
+    /// An active health check of the backends (a TCP connect each interval); absent: none.
+    #[serde(default)]
+    pub health_check: Option<HealthCheck>,
+    /// Send a PROXY protocol v2 header first on every backend connection.
+    #[serde(default)]
+    pub proxy_protocol: bool,
+    /// Routes by SNI and/or ALPN (first match wins; no match: the listener's backends).
+    #[serde(default, rename = "route")]
+    pub routes: Vec<Route>,
     /// Terminate TLS on this listener (needs `backend`): certificates, versions, ALPN,
     /// resumption. Relative paths are taken from the configuration file's directory.
     #[serde(default)]
     pub tls: Option<sluice_tls::TlsSettings>,
 }
 
+/// `[listener.health_check]`: a TCP connect to every backend each `interval_ms`; one that does
+/// not connect within `timeout_ms` is skipped until it does.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheck {
+    #[serde(default = "defaults::health_interval_ms")]
+    pub interval_ms: u64,
+    #[serde(default = "defaults::health_timeout_ms")]
+    pub timeout_ms: u64,
+}
+
+/// `[[listener.route]]`: connections whose TLS handshake agreed on `sni` and/or `alpn` go to
+/// `backends`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Route {
+    #[serde(default)]
+    pub sni: Option<String>,
+    #[serde(default)]
+    pub alpn: Option<String>,
+    pub backends: Vec<String>,
+}
+
+/// Parses a backend list (validated in `Config::validate`; unparsable entries are skipped).
+fn addrs(list: &[String]) -> Vec<SocketAddrV4> {
+    list.iter().filter_map(|b| b.parse().ok()).collect()
+}
+
+/// Checks a backend list: IPv4 `ip:port` each, concrete, no duplicates, 1 to 64 entries.
+fn check_backends(field: &str, list: &[String]) -> Result<(), (String, String)> {
+    if list.is_empty() || list.len() > crate::backend::MAX_BACKENDS {
+        return Err((field.into(), format!("needs 1 to {} backends, not {}", crate::backend::MAX_BACKENDS, list.len())));
+    }
+    let mut seen = HashSet::new();
+    for (j, b) in list.iter().enumerate() {
+        let f = format!("{field}[{j}]");
+        let a: SocketAddrV4 =
+            b.parse().map_err(|_| (f.clone(), format!("{b:?} is not an IPv4 address and port (ip:port)")))?;
+        if a.port() == 0 || a.ip().is_unspecified() {
+            return Err((f, format!("{a}: needs a concrete address and port")));
+        }
+        if !seen.insert(a) {
+            return Err((f, format!("{a} is listed twice")));
+        }
+    }
+    Ok(())
+}
+
 impl Listener {
+    /// The default backends: `backend`, or `backends`.
+    pub fn backend_addrs(&self) -> Vec<SocketAddrV4> {
+        match &self.backend {
+            Some(b) => addrs(std::slice::from_ref(b)),
+            None => addrs(&self.backends),
+        }
+    }
+
+    /// A route's backends.
+    pub fn route_addrs(route: &Route) -> Vec<SocketAddrV4> {
+        addrs(&route.backends)
+    }
+
     pub fn socket_addr(&self) -> SocketAddrV4 {
         // Validated in `Config::validate`.
         self.address.parse().unwrap_or_else(|_| SocketAddrV4::new([0, 0, 0, 0].into(), 0))
     }
 
+    /// `Relay` carries the first backend (all of them: [`Self::backend_addrs`]).
     pub fn mode(&self) -> ListenerMode {
-        match &self.backend {
+        match self.backend_addrs().first() {
             // Validated in `Config::validate`.
-            Some(b) => ListenerMode::Relay(b.parse().unwrap_or_else(|_| SocketAddrV4::new([0, 0, 0, 0].into(), 0))),
+            Some(b) => ListenerMode::Relay(*b),
             None if self.echo => ListenerMode::Echo,
             None => ListenerMode::Refuse,
         }
+    }
+
+    fn relays(&self) -> bool {
+        self.backend.is_some() || !self.backends.is_empty()
     }
 }
 
@@ -337,6 +421,15 @@ mod defaults {
     }
     pub fn yes() -> bool {
         true
+    }
+    pub fn cooldown_ms() -> u64 {
+        5_000
+    }
+    pub fn health_interval_ms() -> u64 {
+        2_000
+    }
+    pub fn health_timeout_ms() -> u64 {
+        1_000
     }
 }
 
@@ -459,10 +552,54 @@ impl Config {
             if !seen.insert(addr) {
                 return Err((field, format!("{addr} is listed twice")));
             }
-            if usize::from(l.echo) + usize::from(l.refuse) + usize::from(l.backend.is_some()) != 1 {
-                return Err((format!("listener[{i}]"), "needs exactly one of `backend`, `echo`, `refuse`".into()));
+            if l.backend.is_some() && !l.backends.is_empty() {
+                return Err((format!("listener[{i}].backends"), "give either `backend` or `backends`, not both".into()));
             }
-            if l.tls.is_some() && l.backend.is_none() {
+            if usize::from(l.echo) + usize::from(l.refuse) + usize::from(l.relays()) != 1 {
+                return Err((
+                    format!("listener[{i}]"),
+                    "needs exactly one of `backend` (or `backends`), `echo`, `refuse`".into(),
+                ));
+            }
+            if !l.backends.is_empty() {
+                check_backends(&format!("listener[{i}].backends"), &l.backends)?;
+            }
+            if !l.relays() {
+                for (set, name) in [
+                    (l.proxy_protocol, "proxy_protocol"),
+                    (l.health_check.is_some(), "health_check"),
+                    (!l.routes.is_empty(), "route"),
+                ] {
+                    if set {
+                        return Err((format!("listener[{i}].{name}"), "needs `backend` or `backends`".into()));
+                    }
+                }
+            }
+            if let Some(h) = &l.health_check {
+                if h.interval_ms == 0 {
+                    return Err((format!("listener[{i}].health_check.interval_ms"), "must be more than 0".into()));
+                }
+                if h.timeout_ms == 0 {
+                    return Err((format!("listener[{i}].health_check.timeout_ms"), "must be more than 0".into()));
+                }
+            }
+            for (j, r) in l.routes.iter().enumerate() {
+                let f = format!("listener[{i}].route[{j}]");
+                if r.sni.is_none() && r.alpn.is_none() {
+                    return Err((f, "needs `sni` and/or `alpn` to match".into()));
+                }
+                if l.tls.is_none() {
+                    return Err((f, "SNI and ALPN routes need `[listener.tls]`".into()));
+                }
+                if r.sni.as_deref() == Some("") || r.alpn.as_deref() == Some("") {
+                    return Err((f, "`sni` and `alpn` must not be empty".into()));
+                }
+                if r.alpn.as_ref().is_some_and(|a| a.len() > 255) {
+                    return Err((format!("{f}.alpn"), "at most 255 bytes (RFC 7301)".into()));
+                }
+                check_backends(&format!("{f}.backends"), &r.backends)?;
+            }
+            if l.tls.is_some() && !l.relays() {
                 return Err((format!("listener[{i}].tls"), "TLS termination needs a `backend` to relay to".into()));
             }
             if let Some(tls) = &l.tls
@@ -636,6 +773,67 @@ echo = true
         assert!(e.contains("dpdk"), "{e}");
         let e = error("[datapath]\nxdp_mode = \"native\"\n[[listener]]\naddress = \"198.51.100.2:7\"\necho = true\n");
         assert!(e.contains("datapath.interface"), "{e}");
+    }
+
+    #[test]
+    fn several_backends_routes_and_health_check() {
+        let tls = "[listener.tls]\ncertificates = [{ cert = \"a.pem\", key = \"a.key\" }]\n";
+        let text = GOOD.replace(
+            "refuse = true",
+            &format!(
+                "backends = [\"203.0.113.2:8080\", \"203.0.113.2:8081\"]\nbalance = \"least-connections\"\n\
+                 proxy_protocol = true\n{tls}[listener.health_check]\ninterval_ms = 500\n\
+                 [[listener.route]]\nsni = \"b.test\"\nbackends = [\"203.0.113.2:9000\"]\n\
+                 [[listener.route]]\nalpn = \"h2\"\nbackends = [\"203.0.113.2:9001\"]\n"
+            ),
+        );
+        let c = parse(&text).unwrap();
+        let l = &c.listeners[0];
+        assert_eq!(l.backend_addrs(), ["203.0.113.2:8080".parse().unwrap(), "203.0.113.2:8081".parse().unwrap()]);
+        assert_eq!(l.mode(), ListenerMode::Relay("203.0.113.2:8080".parse().unwrap()));
+        assert_eq!(l.balance, crate::backend::Balance::LeastConnections);
+        assert_eq!(l.cooldown_ms, 5_000, "default");
+        assert!(l.proxy_protocol);
+        assert_eq!(l.health_check, Some(HealthCheck { interval_ms: 500, timeout_ms: 1_000 }));
+        assert_eq!(l.routes.len(), 2);
+        assert_eq!(l.routes[0].sni.as_deref(), Some("b.test"));
+        assert_eq!(Listener::route_addrs(&l.routes[1]), ["203.0.113.2:9001".parse::<SocketAddrV4>().unwrap()]);
+        // The defaults of a one-backend listener.
+        let c = parse(&GOOD.replace("refuse = true", "backend = \"203.0.113.2:8080\"")).unwrap();
+        let l = &c.listeners[0];
+        assert!(!l.proxy_protocol && l.health_check.is_none() && l.routes.is_empty());
+        assert_eq!(l.balance, crate::backend::Balance::RoundRobin);
+    }
+
+    #[test]
+    fn backend_lists_and_routes_are_checked() {
+        let with = |extra: &str| error(&GOOD.replace("refuse = true", extra));
+        let e = with("backend = \"203.0.113.2:1\"\nbackends = [\"203.0.113.2:2\"]");
+        assert!(e.contains("listener[0].backends") && e.contains("not both"), "{e}");
+        let e = with("backends = []");
+        assert!(e.contains("listener[0]") && e.contains("exactly one"), "{e}");
+        let e = with("backends = [\"203.0.113.2:1\", \"nope\"]");
+        assert!(e.contains("listener[0].backends[1]") && e.contains("nope"), "{e}");
+        let e = with("backends = [\"203.0.113.2:1\", \"203.0.113.2:1\"]");
+        assert!(e.contains("listener[0].backends[1]") && e.contains("twice"), "{e}");
+        let many: Vec<String> = (1..=65).map(|p| format!("\"203.0.113.2:{p}\"")).collect();
+        let e = with(&format!("backends = [{}]", many.join(", ")));
+        assert!(e.contains("listener[0].backends") && e.contains("65"), "{e}");
+        let e = with("backend = \"203.0.113.2:1\"\nbalance = \"random\"");
+        assert!(e.contains("random"), "{e}");
+        let e = with("refuse = true\nproxy_protocol = true");
+        assert!(e.contains("listener[0].proxy_protocol"), "{e}");
+        let e = with("backend = \"203.0.113.2:1\"\n[listener.health_check]\ninterval_ms = 0");
+        assert!(e.contains("listener[0].health_check.interval_ms"), "{e}");
+        let e = with("backend = \"203.0.113.2:1\"\n[[listener.route]]\nsni = \"a.test\"\nbackends = [\"203.0.113.2:2\"]");
+        assert!(e.contains("listener[0].route[0]") && e.contains("tls"), "{e}");
+        let tls = "[listener.tls]\ncertificates = [{ cert = \"a.pem\", key = \"a.key\" }]\n";
+        let e = with(&format!("backend = \"203.0.113.2:1\"\n{tls}[[listener.route]]\nbackends = [\"203.0.113.2:2\"]"));
+        assert!(e.contains("listener[0].route[0]") && e.contains("sni"), "{e}");
+        let e = with(&format!("backend = \"203.0.113.2:1\"\n{tls}[[listener.route]]\nsni = \"a.test\"\nbackends = []"));
+        assert!(e.contains("listener[0].route[0].backends"), "{e}");
+        let e = with(&format!("backend = \"203.0.113.2:1\"\n{tls}[[listener.route]]\nsni = \"a.test\"\nbackends = [\"x\"]"));
+        assert!(e.contains("listener[0].route[0].backends[0]"), "{e}");
     }
 
     #[test]

@@ -260,6 +260,7 @@ pub struct Worker {
     /// Connections that may have a deadline (backend connect, TLS handshake, drain).
     deadlines: Vec<u64>,
     relays_open: u64,
+    access_log: bool,
     pub counters: QueueCounters,
     pub latencies: crate::latency::Latencies,
 }
@@ -268,7 +269,7 @@ impl Worker {
     /// Worker `index`: opens its listening sockets (refusing listeners get none). Errors name
     /// the listener address.
     pub fn new(index: usize, services: Services, backlog: i32) -> Result<Self> {
-        let Services { listeners, tls, relay: relay_settings, .. } = services;
+        let Services { listeners, tls, relay: relay_settings, access_log, .. } = services;
         let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).context("epoll_create")?;
         let mut sockets = Vec::new();
         let mut addrs: Vec<_> = listeners.into_iter().filter(|(_, m)| *m != ListenerMode::Refuse).collect();
@@ -289,6 +290,7 @@ impl Worker {
             next_id: 0,
             deadlines: Vec::new(),
             relays_open: 0,
+            access_log,
             counters: QueueCounters { queue: index as u32, ..Default::default() },
             latencies: Default::default(),
         })
@@ -366,7 +368,7 @@ impl Worker {
         let s = &self.relay_settings;
         let timeout = Duration::from_millis(s.backend_connect_timeout_ms);
         let tls = self.tls.get(&local).map(|c| (Arc::clone(c), Duration::from_millis(s.tls_handshake_timeout_ms)));
-        let relay = match Relay::connect(backend, now, timeout, s.buffer, tls) {
+        let mut relay = match Relay::connect(backend, now, timeout, s.buffer, tls) {
             Ok(r) => r,
             Err(e) => {
                 tracing::debug!(%backend, "backend connect: {e}");
@@ -376,8 +378,12 @@ impl Worker {
                 return;
             }
         };
+        if let Ok(std::net::SocketAddr::V4(peer)) = client.stream().peer_addr() {
+            relay.peers = Some((peer, local));
+        }
         let interest = EpollFlags::EPOLLIN | EpollFlags::EPOLLOUT | EpollFlags::EPOLLRDHUP | EpollFlags::EPOLLET;
-        if let Err(e) = self.epoll.add(relay.backend(), EpollEvent::new(interest, id << 1 | 1)) {
+        let Some(backend_socket) = relay.backend() else { return };
+        if let Err(e) = self.epoll.add(backend_socket, EpollEvent::new(interest, id << 1 | 1)) {
             tracing::warn!("epoll add: {e}");
             self.counters.relays_backend_failed += 1;
             client.abort();
@@ -418,6 +424,10 @@ impl Worker {
             Conn::Echo(e) => e.pump(&mut self.counters.echo_bytes),
             Conn::Relay { client, relay } => {
                 relay.pump(client, now);
+                if relay.needs_backend() {
+                    // One backend per listener on this transport: its failure ends the relay.
+                    relay.give_up(client);
+                }
                 if client.gone {
                     relay.client_gone();
                 }
@@ -449,7 +459,12 @@ impl Worker {
             Conn::Echo(e) => self.close_client(e.client),
             Conn::Draining { client, .. } => self.close_client(client),
             Conn::Relay { client, relay } => {
-                let _ = self.epoll.delete(relay.backend());
+                if let Some(b) = relay.backend() {
+                    let _ = self.epoll.delete(b);
+                }
+                if self.access_log {
+                    crate::worker::access_log(&relay, now);
+                }
                 self.relays_open -= 1;
                 let c = &mut self.counters;
                 c.relay_bytes_to_backend += relay.bytes_to_backend;
@@ -585,6 +600,18 @@ pub fn stats_json(
 /// worker's listening sockets, spawns the workers pinned to cores, serves the admin endpoint,
 /// and stops them when `stop` is set.
 pub fn run(config: &Config, config_dir: &std::path::Path, stop: Arc<AtomicBool>) -> Result<()> {
+    // What this transport does not do (yet): refused, not ignored.
+    for (i, l) in config.listeners.iter().enumerate() {
+        if l.backend_addrs().len() > 1 || !l.routes.is_empty() || l.proxy_protocol {
+            anyhow::bail!(
+                "listener[{i}] ({}): several backends, routes and proxy_protocol need transport = \"xdp\"",
+                l.address
+            );
+        }
+    }
+    if config.limits != Default::default() {
+        anyhow::bail!("limits: connection limits need transport = \"xdp\"");
+    }
     let caches: Arc<Mutex<HashMap<SocketAddrV4, Arc<sluice_tls::SessionCache>>>> = Default::default();
     let services = crate::run::services(config, config_dir, &caches)?;
     let n = config

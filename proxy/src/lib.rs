@@ -14,6 +14,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod backend;
 pub mod config;
 pub mod kernel;
 pub mod latency;
@@ -21,6 +22,7 @@ pub mod limits;
 pub mod privileges;
 pub mod relay;
 pub mod loader;
+pub mod proxy_protocol;
 pub mod run;
 pub mod stats;
 pub mod worker;

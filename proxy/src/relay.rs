@@ -23,6 +23,14 @@
 //!
 //! The client side is a [`Client`]: a connection on sluice's TCP stack ([`OnStack`]) or, with
 //! the kernel transport, a kernel socket. The relay itself does not know which.
+//!
+//! Choosing a backend is the caller's (the worker's, with `crate::backend`): a relay may start
+//! without one ([`Relay::new`]) and queue the client's bytes (and, with TLS, finish the
+//! handshake) until the caller calls [`Relay::start_connect`]. A connect that fails (refused,
+//! reset, timed out) before any byte reached the backend does not fail the client: the relay
+//! goes back to wanting a backend ([`Relay::needs_backend`]), keeps the client's bytes queued, and
+//! the caller connects it elsewhere or gives up ([`Relay::give_up`]). A preamble (the PROXY
+//! header) goes first on every backend connection.
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddrV4, TcpStream};
@@ -118,6 +126,8 @@ impl Client for OnStack<'_> {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum BackendState {
+    /// No backend yet, or the last connect failed before any byte reached it.
+    Unassigned,
     Connecting { deadline: Instant },
     Connected,
 }
@@ -165,8 +175,16 @@ struct Tls {
 
 #[derive(Debug)]
 pub struct Relay {
-    backend: TcpStream,
+    /// The backend socket (the one registered with the worker's epoll); the failed one is kept
+    /// until the next connect replaces it.
+    backend: Option<TcpStream>,
     state: BackendState,
+    connect_timeout: Duration,
+    /// How the last connect failed, while `Unassigned` after a failure.
+    last_failure: Option<RelayEnd>,
+    /// Bytes sent before the relayed stream on every backend connection (a PROXY header).
+    preamble: Vec<u8>,
+    preamble_sent: usize,
     pub readable: bool,
     pub writable: bool,
     to_backend: ByteQueue,
@@ -199,6 +217,18 @@ impl Relay {
         buffer: usize,
         tls: Option<(Arc<ServerConfig>, Duration)>,
     ) -> std::io::Result<Self> {
+        let mut relay = Self::new(now, connect_timeout, buffer, tls)?;
+        relay.start_connect(backend, now, Vec::new())?;
+        Ok(relay)
+    }
+
+    /// A relay for a client connection, without a backend yet: see [`Self::start_connect`].
+    pub fn new(
+        now: Instant,
+        connect_timeout: Duration,
+        buffer: usize,
+        tls: Option<(Arc<ServerConfig>, Duration)>,
+    ) -> std::io::Result<Self> {
         let tls = match tls {
             None => None,
             Some((config, handshake_timeout)) => Some(Box::new(Tls {
@@ -212,17 +242,13 @@ impl Relay {
                 handshake_deadline: now + handshake_timeout,
             })),
         };
-        let socket = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP))?;
-        socket.set_nonblocking(true)?;
-        socket.set_tcp_nodelay(true)?;
-        match socket.connect(&SockAddr::from(backend)) {
-            Ok(()) => {}
-            Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
-            Err(e) => return Err(e),
-        }
         Ok(Self {
-            backend: socket.into(),
-            state: BackendState::Connecting { deadline: now + connect_timeout },
+            backend: None,
+            state: BackendState::Unassigned,
+            connect_timeout,
+            last_failure: None,
+            preamble: Vec::new(),
+            preamble_sent: 0,
             readable: false,
             writable: false,
             to_backend: ByteQueue::new(buffer),
@@ -243,8 +269,73 @@ impl Relay {
         })
     }
 
-    pub fn backend(&self) -> &TcpStream {
-        &self.backend
+    /// Starts a non-blocking connect to `backend` (replacing a failed one: deregister the old
+    /// socket from epoll first, register the new one after). `preamble` goes first on it.
+    pub fn start_connect(&mut self, backend: SocketAddrV4, now: Instant, preamble: Vec<u8>) -> std::io::Result<()> {
+        let socket = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP))?;
+        socket.set_nonblocking(true)?;
+        socket.set_tcp_nodelay(true)?;
+        match socket.connect(&SockAddr::from(backend)) {
+            Ok(()) => {}
+            Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+            Err(e) => return Err(e),
+        }
+        self.backend = Some(socket.into());
+        self.state = BackendState::Connecting { deadline: now + self.connect_timeout };
+        (self.readable, self.writable) = (false, false);
+        self.last_failure = None;
+        self.preamble = preamble;
+        self.preamble_sent = 0;
+        Ok(())
+    }
+
+    pub fn backend(&self) -> Option<&TcpStream> {
+        self.backend.as_ref()
+    }
+
+    /// The relay waits for a backend: none was given yet, or the last connect failed before
+    /// any byte reached it (see [`Self::last_failure`]).
+    pub fn needs_backend(&self) -> bool {
+        self.end.is_none() && self.state == BackendState::Unassigned
+    }
+
+    /// How the last connect failed, while [`Self::needs_backend`].
+    pub fn last_failure(&self) -> Option<RelayEnd> {
+        self.last_failure
+    }
+
+    /// The TLS handshake is still going on (false without TLS).
+    pub fn is_handshaking(&self) -> bool {
+        self.tls.as_ref().is_some_and(|t| t.session.is_handshaking())
+    }
+
+    /// The TLS session, for what the handshake agreed (SNI, ALPN, client certificate).
+    pub fn tls_session(&self) -> Option<&TlsSession<Instant>> {
+        self.tls.as_ref().map(|t| &t.session)
+    }
+
+    /// No backend will take this connection: reset the client (counted as the last failure).
+    pub fn give_up(&mut self, client: &mut impl Client) {
+        let why = self.last_failure.unwrap_or(RelayEnd::BackendFailed);
+        self.fail(client, why);
+    }
+
+    /// Nothing reached the backend and nothing came from it: another backend may take over.
+    fn untouched(&self) -> bool {
+        self.bytes_to_backend == 0 && self.preamble_sent == 0 && self.first_byte_time.is_none() && !self.backend_eof
+    }
+
+    /// A connect failed: back to `Unassigned` (the client's bytes stay queued) when nothing was
+    /// exchanged yet, else fail the relay.
+    fn backend_failed(&mut self, client: &mut impl Client, why: RelayEnd) {
+        if self.untouched() {
+            self.reset_backend();
+            self.state = BackendState::Unassigned;
+            (self.readable, self.writable) = (false, false);
+            self.last_failure = Some(why);
+        } else {
+            self.fail(client, why);
+        }
     }
 
     /// The next deadline: the backend connect's while connecting, the TLS handshake's while
@@ -255,7 +346,7 @@ impl Relay {
         }
         let connect = match self.state {
             BackendState::Connecting { deadline } => Some(deadline),
-            BackendState::Connected => None,
+            BackendState::Connected | BackendState::Unassigned => None,
         };
         let handshake = self.tls.as_ref().filter(|t| t.session.is_handshaking()).map(|t| t.handshake_deadline);
         connect.into_iter().chain(handshake).min()
@@ -296,14 +387,22 @@ impl Relay {
 
     /// SO_LINGER 0: closing the backend socket sends a RST, not a FIN.
     fn reset_backend(&self) {
-        let _ = socket2::SockRef::from(&self.backend).set_linger(Some(Duration::ZERO));
+        if let Some(b) = &self.backend {
+            let _ = socket2::SockRef::from(b).set_linger(Some(Duration::ZERO));
+        }
+    }
+
+    fn shutdown_backend(&self, how: Shutdown) {
+        if let Some(b) = &self.backend {
+            let _ = b.shutdown(how);
+        }
     }
 
     /// The client reset or timed out: reset the backend too.
     pub fn client_gone(&mut self) {
         if self.end.is_none() {
             self.reset_backend();
-            let _ = self.backend.shutdown(Shutdown::Both);
+            self.shutdown_backend(Shutdown::Both);
             self.end = Some(RelayEnd::ClientGone);
         }
     }
@@ -439,7 +538,7 @@ impl Relay {
             self.client_closed = true;
         }
         self.reset_backend();
-        let _ = self.backend.shutdown(Shutdown::Both);
+        self.shutdown_backend(Shutdown::Both);
         self.end = Some(RelayEnd::TlsFailed);
     }
 
@@ -459,27 +558,41 @@ impl Relay {
                 self.client_closed = true;
             }
             self.reset_backend();
-            let _ = self.backend.shutdown(Shutdown::Both);
+            self.shutdown_backend(Shutdown::Both);
             self.end = Some(RelayEnd::HandshakeTimeout);
             return;
         }
         if let BackendState::Connecting { deadline } = self.state {
             if !self.writable {
                 if now >= deadline {
-                    self.fail(client, RelayEnd::BackendTimeout);
+                    self.backend_failed(client, RelayEnd::BackendTimeout);
                 }
                 // Meanwhile the client's bytes queue up (bounded) below.
             } else {
-                match self.backend.take_error() {
-                    Ok(None) if self.backend.peer_addr().is_ok() => {
+                let b = self.backend.as_ref();
+                match b.map(TcpStream::take_error) {
+                    Some(Ok(None)) if b.is_some_and(|b| b.peer_addr().is_ok()) => {
                         self.state = BackendState::Connected;
                         self.connect_time = Some(now.saturating_duration_since(self.started));
                     }
-                    _ => return self.fail(client, RelayEnd::BackendFailed),
+                    _ => self.backend_failed(client, RelayEnd::BackendFailed),
                 }
+            }
+            if self.end.is_some() {
+                return;
             }
         }
         let connected = self.state == BackendState::Connected;
+        if !connected || self.backend.is_none() {
+            // No backend yet: take what the client sends (bounded) and finish the handshake.
+            loop {
+                match self.pull_from_client(client, now) {
+                    Ok(true) => {}
+                    Ok(false) => return,
+                    Err(()) => return self.tls_failed(client),
+                }
+            }
+        }
         loop {
             let mut progress = false;
             // Client -> backend.
@@ -487,8 +600,20 @@ impl Relay {
                 Ok(p) => progress |= p,
                 Err(()) => return self.tls_failed(client),
             }
-            if connected && self.writable && !self.to_backend.is_empty() {
-                match self.backend.write(self.to_backend.data()) {
+            if self.writable && self.preamble_sent < self.preamble.len() {
+                match io(&self.backend).and_then(|mut b| b.write(&self.preamble[self.preamble_sent..])) {
+                    Ok(n) => {
+                        self.preamble_sent += n;
+                        progress |= n > 0;
+                    }
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => self.writable = false,
+                    Err(e) if e.kind() == ErrorKind::Interrupted => progress = true,
+                    Err(_) => return self.backend_failed(client, RelayEnd::BackendFailed),
+                }
+            }
+            let preamble_done = self.preamble_sent == self.preamble.len();
+            if self.writable && preamble_done && !self.to_backend.is_empty() {
+                match io(&self.backend).and_then(|mut b| b.write(self.to_backend.data())) {
                     Ok(n) => {
                         self.to_backend.consume(n);
                         self.bytes_to_backend += n as u64;
@@ -496,18 +621,18 @@ impl Relay {
                     }
                     Err(e) if e.kind() == ErrorKind::WouldBlock => self.writable = false,
                     Err(e) if e.kind() == ErrorKind::Interrupted => progress = true,
-                    Err(_) => return self.fail(client, RelayEnd::BackendFailed),
+                    Err(_) => return self.backend_failed(client, RelayEnd::BackendFailed),
                 }
             }
-            if connected && self.client_eof && self.to_backend.is_empty() && !self.backend_write_shut {
-                let _ = self.backend.shutdown(Shutdown::Write);
+            if preamble_done && self.client_eof && self.to_backend.is_empty() && !self.backend_write_shut {
+                self.shutdown_backend(Shutdown::Write);
                 self.backend_write_shut = true;
             }
             // Backend -> client.
-            if connected && self.readable && !self.backend_eof {
+            if self.readable && !self.backend_eof {
                 let space = self.to_client.space_mut();
                 if !space.is_empty() {
-                    match self.backend.read(space) {
+                    match io(&self.backend).and_then(|mut b| b.read(space)) {
                         Ok(0) => {
                             self.backend_eof = true;
                             progress = true;
@@ -521,7 +646,7 @@ impl Relay {
                         }
                         Err(e) if e.kind() == ErrorKind::WouldBlock => self.readable = false,
                         Err(e) if e.kind() == ErrorKind::Interrupted => progress = true,
-                        Err(_) => return self.fail(client, RelayEnd::BackendFailed),
+                        Err(_) => return self.backend_failed(client, RelayEnd::BackendFailed),
                     }
                 }
             }
@@ -555,6 +680,11 @@ impl Relay {
             self.end = Some(RelayEnd::Clean);
         }
     }
+}
+
+/// The backend socket for an IO call, or `NotConnected`.
+fn io(backend: &Option<TcpStream>) -> std::io::Result<&TcpStream> {
+    backend.as_ref().ok_or_else(|| std::io::Error::from(ErrorKind::NotConnected))
 }
 
 #[cfg(test)]

@@ -19,6 +19,7 @@ use anyhow::{Context, Result, bail};
 use sluice_xsk::{BindMode, Socket, XskConfig};
 
 use crate::admin::AdminServer;
+use crate::backend::{ListenerBackends, Pool, Route};
 use crate::config::{Config, DrainNew, XdpModeSetting};
 use crate::loader::{self, Loader, XdpMode};
 use crate::config::Congestion;
@@ -103,13 +104,25 @@ pub fn run(config: Config, config_path: &Path) -> Result<()> {
     let attached = Arc::new(Mutex::new(attached));
     let shared_counters: Vec<SharedCounters> = (0..workers_n).map(|_| SharedCounters::default()).collect();
     let reloads = Arc::new(Mutex::new(ReloadStats::default()));
+    // The backend pools /stats.json shows: a reload stores its new pools here (the old ones,
+    // once no worker holds them, are dropped and their health checkers end).
+    let backend_view = Arc::new(Mutex::new(services.backends.clone()));
     let stats = {
         let (attached, shared_counters, caches) =
             (Arc::clone(&attached), shared_counters.clone(), Arc::clone(&session_caches));
-        let reloads = Arc::clone(&reloads);
+        let (reloads, backends) = (Arc::clone(&reloads), Arc::clone(&backend_view));
         Arc::new(move || {
             let mut v = stats_json(&attached, &shared_counters, &caches.lock().unwrap_or_else(|e| e.into_inner()));
             v["reloads"] = serde_json::to_value(&*reloads.lock().unwrap_or_else(|e| e.into_inner())).unwrap_or_default();
+            let backends = backends.lock().unwrap_or_else(|e| e.into_inner());
+            v["backends"] = backends
+                .iter()
+                .map(|(addr, b)| {
+                    let mut j = b.json();
+                    j["listener"] = addr.to_string().into();
+                    j
+                })
+                .collect();
             v
         }) as crate::admin::StatsSource
     };
@@ -156,6 +169,7 @@ pub fn run(config: Config, config_path: &Path) -> Result<()> {
         controls,
         shared_counters,
         reloads,
+        backend_view,
         retiring: Vec::new(),
     };
     supervisor.serve(&stop)?;
@@ -192,6 +206,8 @@ struct Supervisor {
     controls: worker::Controls,
     shared_counters: Vec<SharedCounters>,
     reloads: Arc<Mutex<ReloadStats>>,
+    /// The backend pools /stats.json shows.
+    backend_view: Arc<Mutex<HashMap<SocketAddrV4, Arc<crate::backend::ListenerBackends>>>>,
     /// Listeners a reload removed, draining in the XDP program until then, with their flows.
     retiring: Vec<(SocketAddrV4, std::time::Instant, Vec<FourTuple>)>,
 }
@@ -326,6 +342,7 @@ impl Supervisor {
         let (done_tx, done_rx) = crossbeam_channel::unbounded();
         self.controls.broadcast(|_| worker::Control::Reload(services.clone(), done_tx.clone()));
         let flows = self.collect_flows(&done_rx);
+        *self.backend_view.lock().unwrap_or_else(|e| e.into_inner()) = services.backends.clone();
         let old_addrs: Vec<_> = old.listeners.iter().map(|l| l.socket_addr()).collect();
         let new_addrs: Vec<_> = new.listeners.iter().map(|l| l.socket_addr()).collect();
         let mut attached = self.attached.lock().unwrap_or_else(|e| e.into_inner());
@@ -458,7 +475,41 @@ pub fn services(config: &Config, config_dir: &std::path::Path, caches: &SessionC
         relay: config.relay.clone(),
         limits: config.limits,
         access_log: config.log.access_log,
+        backends: backend_pools(config)?,
     })
+}
+
+/// The backend pools of the relay listeners (and their routes); starts their health checkers,
+/// which end when the pools are dropped (a reload that replaces them stops the old checkers).
+fn backend_pools(config: &Config) -> Result<HashMap<std::net::SocketAddrV4, Arc<ListenerBackends>>> {
+    let epoch = std::time::Instant::now();
+    let mut out = HashMap::new();
+    for (i, l) in config.listeners.iter().enumerate() {
+        let addrs = l.backend_addrs();
+        if addrs.is_empty() {
+            continue;
+        }
+        let cooldown = Duration::from_millis(l.cooldown_ms);
+        let pool = |addrs: &[std::net::SocketAddrV4]| -> Result<Arc<Pool>> {
+            let pool = Arc::new(Pool::new(addrs, l.balance, cooldown, epoch));
+            if let Some(h) = &l.health_check {
+                pool.spawn_health_check(Duration::from_millis(h.interval_ms), Duration::from_millis(h.timeout_ms))
+                    .with_context(|| format!("listener[{i}] ({}): health check thread", l.address))?;
+            }
+            Ok(pool)
+        };
+        let mut routes = Vec::new();
+        for r in &l.routes {
+            routes.push(Route {
+                sni: r.sni.clone(),
+                alpn: r.alpn.as_ref().map(|a| a.as_bytes().to_vec()),
+                pool: pool(&crate::config::Listener::route_addrs(r))?,
+            });
+        }
+        let backends = ListenerBackends { default: pool(&addrs)?, routes, proxy_protocol: l.proxy_protocol };
+        out.insert(l.socket_addr(), Arc::new(backends));
+    }
+    Ok(out)
 }
 
 /// The interface's MAC address: the source of every frame sluice sends.

@@ -33,6 +33,7 @@ use sluice_wire::ethernet::{self, Address as MacAddress, EtherType};
 use sluice_wire::{Checksum, Error as WireError, ParsedSegment, emit_frame, parse_frame, rst_reply};
 use sluice_xsk::{RxVerdict, Socket};
 
+use crate::backend::{Lease, ListenerBackends, Pool};
 use crate::config::ListenerMode;
 use crate::limits::{ConnCounts, Refusal, Slot};
 use crate::relay::{OnStack, Relay, RelayEnd};
@@ -88,6 +89,8 @@ pub struct QueueCounters {
     pub relays_backend_failed: u64,
     pub relays_backend_timeout: u64,
     pub relays_client_gone: u64,
+    /// Backend connects that failed before any byte went through and were retried elsewhere.
+    pub backend_retries: u64,
     /// Relayed bytes (plaintext, with TLS).
     pub relay_bytes_to_backend: u64,
     pub relay_bytes_to_client: u64,
@@ -235,8 +238,8 @@ struct Echo {
 }
 
 /// What a worker serves: its listeners, their TLS configurations, how relays behave, the
-/// connection limits. Replaced as a whole on reload.
-#[derive(Clone)]
+/// connection limits, the backend pools. Replaced as a whole on reload.
+#[derive(Clone, Default)]
 pub struct Services {
     pub listeners: HashMap<SocketAddrV4, ListenerMode>,
     pub tls: HashMap<SocketAddrV4, Arc<sluice_tls::rustls::ServerConfig>>,
@@ -244,6 +247,20 @@ pub struct Services {
     pub limits: crate::config::Limits,
     /// Log one line per connection when it ends.
     pub access_log: bool,
+    /// The backend pools of relay listeners, shared by all workers. A relay listener missing
+    /// here gets a pool of its one `ListenerMode::Relay` backend.
+    pub backends: HashMap<SocketAddrV4, Arc<ListenerBackends>>,
+}
+
+/// A relay's way through its listener's backends: the pool (chosen by route once the
+/// handshake is known), the backends tried, and the claim on the one being connected.
+struct Attempt {
+    backends: Arc<ListenerBackends>,
+    pool: Option<Arc<Pool>>,
+    tried: u64,
+    lease: Option<Lease>,
+    client: SocketAddrV4,
+    listener: SocketAddrV4,
 }
 
 /// Remembered neighbours (IPv4 -> MAC), learned from received frames; bounded.
@@ -270,6 +287,8 @@ pub struct Dispatch {
     local_mac: MacAddress,
     scratch: Vec<u8>,
     relays: HashMap<ConnectionHandle, Relay>,
+    attempts: HashMap<ConnectionHandle, Attempt>,
+    backends: HashMap<SocketAddrV4, Arc<ListenerBackends>>,
     /// epoll token of a relay's backend socket -> its connection.
     relay_tokens: HashMap<u64, ConnectionHandle>,
     relay_token_of: HashMap<ConnectionHandle, u64>,
@@ -306,13 +325,14 @@ impl Dispatch {
         mut tcp: Endpoint,
         local_mac: MacAddress,
     ) -> std::io::Result<Self> {
-        let Services { listeners, tls, relay: relay_settings, limits, access_log } = services;
+        let Services { listeners, tls, relay: relay_settings, limits, access_log, backends } = services;
         for (addr, mode) in &listeners {
             if *mode != ListenerMode::Refuse {
                 // Every worker listens: whichever owns a flow accepts it.
                 let _ = tcp.listen(*addr);
             }
         }
+        let backends = with_single_backends(&listeners, backends);
         Ok(Self {
             worker,
             workers,
@@ -330,6 +350,8 @@ impl Dispatch {
             local_mac,
             scratch: vec![0; 64 * 1024],
             relays: HashMap::new(),
+            attempts: HashMap::new(),
+            backends,
             relay_tokens: HashMap::new(),
             relay_token_of: HashMap::new(),
             next_token: 0,
@@ -439,7 +461,7 @@ impl Dispatch {
     /// until they end.
     /// Returns the connections of the listeners this reload removed.
     pub fn reload(&mut self, services: Services) -> Vec<FourTuple> {
-        let Services { listeners, tls, relay, limits, access_log } = services;
+        let Services { listeners, tls, relay, limits, access_log, backends } = services;
         let accepting = |m: Option<&ListenerMode>| matches!(m, Some(ListenerMode::Echo | ListenerMode::Relay(_)));
         let mut removed = HashSet::new();
         for (addr, mode) in &self.listeners {
@@ -455,6 +477,7 @@ impl Dispatch {
                 self.retired.remove(addr);
             }
         }
+        self.backends = with_single_backends(&listeners, backends);
         self.listeners = listeners;
         self.tls = tls;
         self.relay_settings = relay;
@@ -519,17 +542,18 @@ impl Dispatch {
                             now.saturating_duration_since(c.created()),
                         );
                     }
-                    let local = self.tcp.four_tuple(h).map(|t| t.local);
+                    let tuple = self.tcp.four_tuple(h);
+                    let local = tuple.map(|t| t.local);
                     match local.and_then(|l| self.listeners.get(&l).copied()) {
-                        Some(ListenerMode::Relay(backend)) => {
-                            let tls = local.and_then(|l| self.tls.get(&l).cloned());
-                            self.open_relay(h, backend, tls, now)
+                        Some(ListenerMode::Relay(_)) if let Some(t) = tuple => {
+                            let tls = self.tls.get(&t.local).cloned();
+                            self.open_relay(h, t.remote, t.local, tls, now)
                         }
-                        // A handshake that completed after its listener was removed.
-                        None | Some(ListenerMode::Refuse) => self.tcp.abort(h),
                         Some(ListenerMode::Echo) => {
                             self.echo.insert(h, Echo::default());
                         }
+                        // A handshake that completed after its listener was removed.
+                        _ => self.tcp.abort(h),
                     }
                     self.on_connection_event(h, now);
                 }
@@ -544,6 +568,7 @@ impl Dispatch {
                     self.echo.remove(&h);
                     if let Some(r) = self.relays.get_mut(&h) {
                         r.client_gone();
+                        self.attempts.remove(&h);
                     }
                 }
                 Event::Closed => {
@@ -593,6 +618,14 @@ impl Dispatch {
     fn pump_relay(&mut self, h: ConnectionHandle, now: Instant) {
         let Some(r) = self.relays.get_mut(&h) else { return };
         r.pump(&mut OnStack { tcp: &mut self.tcp, handle: h }, now);
+        if r.needs_backend() {
+            self.assign_backend(h, now);
+        }
+        let Some(r) = self.relays.get_mut(&h) else { return };
+        if r.end.is_some() {
+            // Done with the backend (the TCB may linger in TIME-WAIT): no longer active on it.
+            self.attempts.remove(&h);
+        }
         let (connect, first_byte) = r.take_timings();
         if let Some(d) = connect {
             crate::latency::record(&mut self.latencies.backend_connect, d);
@@ -621,19 +654,27 @@ impl Dispatch {
         self.pump_relay(h, now);
     }
 
+    /// A relay for a new client connection. Its backend is chosen at once, or (when a route or
+    /// the PROXY header needs the TLS handshake's facts) once the handshake is done.
     fn open_relay(
         &mut self,
         h: ConnectionHandle,
-        backend: SocketAddrV4,
+        client: SocketAddrV4,
+        listener: SocketAddrV4,
         tls: Option<Arc<sluice_tls::rustls::ServerConfig>>,
         now: Instant,
     ) {
+        let Some(backends) = self.backends.get(&listener).cloned() else {
+            self.counters.relays_backend_failed += 1;
+            self.tcp.abort(h);
+            return;
+        };
         let timeout = Duration::from_millis(self.relay_settings.backend_connect_timeout_ms);
         let tls = tls.map(|c| (c, Duration::from_millis(self.relay_settings.tls_handshake_timeout_ms)));
-        let relay = match Relay::connect(backend, now, timeout, self.relay_settings.buffer, tls) {
+        let relay = match Relay::new(now, timeout, self.relay_settings.buffer, tls) {
             Ok(r) => r,
             Err(e) => {
-                tracing::debug!(%backend, "backend connect: {e}");
+                tracing::debug!("relay: {e}");
                 self.counters.relays_backend_failed += 1;
                 self.tcp.abort(h);
                 return;
@@ -641,28 +682,89 @@ impl Dispatch {
         };
         let token = self.next_token;
         self.next_token += 1;
-        let interest = EpollFlags::EPOLLIN | EpollFlags::EPOLLOUT | EpollFlags::EPOLLRDHUP | EpollFlags::EPOLLET;
-        if let Err(e) = self.epoll.add(relay.backend(), EpollEvent::new(interest, token)) {
-            tracing::warn!("epoll add: {e}");
-            self.counters.relays_backend_failed += 1;
-            self.tcp.abort(h);
-            return;
-        }
         self.counters.relays_opened += 1;
         let mut relay = relay;
-        relay.peers = self.tcp.four_tuple(h).map(|t| (t.remote, t.local));
+        relay.peers = Some((client, listener));
         self.relay_tokens.insert(token, h);
         self.deadlines.push(h);
         self.relays.insert(h, relay);
         self.relay_token_of.insert(h, token);
+        self.attempts.insert(h, Attempt { backends, pool: None, tried: 0, lease: None, client, listener });
+        self.assign_backend(h, now);
+    }
+
+    /// Connects a relay that needs a backend: after a failed connect the failed backend cools
+    /// down and the next untried one of the pool is connected (the client's bytes wait in the
+    /// relay); once every backend of the pool was tried, the client is reset. With routes or a
+    /// PROXY header, waits for the TLS handshake.
+    fn assign_backend(&mut self, h: ConnectionHandle, now: Instant) {
+        let (Some(r), Some(a)) = (self.relays.get_mut(&h), self.attempts.get_mut(&h)) else { return };
+        if !r.needs_backend() || (a.backends.needs_handshake() && r.is_handshaking()) {
+            return;
+        }
+        let wall = std::time::Instant::now();
+        if let Some(lease) = a.lease.take() {
+            // The connect to it failed before any byte went through.
+            tracing::debug!(backend = ?lease.addr(), why = ?r.last_failure(), "backend connect failed");
+            lease.failed(wall);
+            self.counters.backend_retries += 1;
+        }
+        let info = r.tls_session().and_then(|s| s.handshake_info());
+        let pool = Arc::clone(a.pool.get_or_insert_with(|| {
+            let (sni, alpn) = (info.and_then(|i| i.sni.as_deref()), info.and_then(|i| i.alpn.as_deref()));
+            Arc::clone(a.backends.route(sni, alpn))
+        }));
+        let preamble = if a.backends.proxy_protocol {
+            let facts = r.tls_session().and_then(|s| {
+                let chain = s.connection().peer_certificates();
+                Some(crate::proxy_protocol::TlsFacts::new(s.handshake_info()?, chain))
+            });
+            crate::proxy_protocol::encode(a.client, a.listener, facts.as_ref())
+        } else {
+            Vec::new()
+        };
+        if let Some(old) = r.backend() {
+            let _ = self.epoll.delete(old);
+        }
+        loop {
+            let Some(i) = pool.pick(wall, a.tried) else {
+                r.give_up(&mut OnStack { tcp: &mut self.tcp, handle: h });
+                return;
+            };
+            a.tried |= 1 << i;
+            let lease = pool.lease(i);
+            let Some(addr) = lease.addr() else { continue };
+            if let Err(e) = r.start_connect(addr, now, preamble.clone()) {
+                tracing::debug!(backend = %addr, "backend connect: {e}");
+                lease.failed(wall);
+                continue;
+            }
+            a.lease = Some(lease);
+            break;
+        }
+        let token = self.relay_token_of.get(&h).copied().unwrap_or(u64::MAX);
+        let interest = EpollFlags::EPOLLIN | EpollFlags::EPOLLOUT | EpollFlags::EPOLLRDHUP | EpollFlags::EPOLLET;
+        if let Some(b) = r.backend()
+            && let Err(e) = self.epoll.add(b, EpollEvent::new(interest, token))
+        {
+            tracing::warn!("epoll add: {e}");
+            r.give_up(&mut OnStack { tcp: &mut self.tcp, handle: h });
+            return;
+        }
+        if !self.deadlines.contains(&h) {
+            self.deadlines.push(h);
+        }
     }
 
     fn close_relay(&mut self, h: ConnectionHandle, now: Instant) {
         let Some(r) = self.relays.remove(&h) else { return };
+        self.attempts.remove(&h);
         if let Some(token) = self.relay_token_of.remove(&h) {
             self.relay_tokens.remove(&token);
         }
-        let _ = self.epoll.delete(r.backend());
+        if let Some(b) = r.backend() {
+            let _ = self.epoll.delete(b);
+        }
         if self.access_log {
             access_log(&r, now);
         }
@@ -743,8 +845,23 @@ impl Dispatch {
     }
 }
 
+/// `backends`, plus a one-backend pool for each relay listener it lacks.
+fn with_single_backends(
+    listeners: &HashMap<SocketAddrV4, ListenerMode>,
+    mut backends: HashMap<SocketAddrV4, Arc<ListenerBackends>>,
+) -> HashMap<SocketAddrV4, Arc<ListenerBackends>> {
+    for (addr, mode) in listeners {
+        if let ListenerMode::Relay(backend) = mode {
+            backends
+                .entry(*addr)
+                .or_insert_with(|| Arc::new(ListenerBackends::single(*backend, std::time::Instant::now())));
+        }
+    }
+    backends
+}
+
 /// One line for a relayed connection that ended (target `sluice::access`).
-fn access_log(r: &Relay, now: Instant) {
+pub(crate) fn access_log(r: &Relay, now: Instant) {
     let (client, listener) = r.peers.map_or((None, None), |(c, l)| (Some(c), Some(l)));
     let tls = r.tls_summary();
     let version = tls.and_then(|(i, _)| i.version.as_str()).unwrap_or("-");
@@ -982,13 +1099,7 @@ mod tests {
             listeners.insert(SocketAddrV4::new(PROXY, *port), *mode);
         }
         let tcp = Endpoint::new(sluice_tcp::Config::default(), Instant::ZERO);
-        let services = Services {
-            listeners,
-            tls: HashMap::new(),
-            relay: crate::config::Relay::default(),
-            limits: Default::default(),
-            access_log: false,
-        };
+        let services = Services { listeners, ..Default::default() };
         Dispatch::new(worker, workers, services, Arc::default(), true, tcp, PROXY_MAC).unwrap()
     }
 
@@ -1226,8 +1337,7 @@ mod tests {
             listeners: listeners.iter().map(|(p, m)| (SocketAddrV4::new(PROXY, *p), *m)).collect(),
             tls: HashMap::new(),
             relay: d.relay_settings.clone(),
-            limits: Default::default(),
-            access_log: false,
+            ..Default::default()
         }
     }
 
@@ -1289,6 +1399,66 @@ mod tests {
         assert_eq!(parse_frame(&out, Checksum::Verify).unwrap().tcp.flags, Flags::RST | Flags::ACK);
         assert_eq!(d.counters.refused_limit_client, 1);
         assert_eq!(d.tcp().connection_count(), 1, "no state for the refused SYN");
+    }
+
+    /// Two backends, the first refusing: the client's request is not lost, the relay connects
+    /// the second, which gets the PROXY header first, then the request; the refusing backend
+    /// is counted as failed and cools down.
+    #[test]
+    fn a_refused_connect_is_retried_on_the_next_backend_with_the_proxy_header_first() {
+        use std::io::Read;
+        let v4 = |l: &std::net::TcpListener| match l.local_addr().unwrap() {
+            std::net::SocketAddr::V4(a) => a,
+            _ => unreachable!(),
+        };
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let dead = v4(&closed);
+        drop(closed);
+        let backend = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let live = v4(&backend);
+        let listener = SocketAddrV4::new(PROXY, 80);
+        let pool = Arc::new(Pool::new(&[dead, live], crate::backend::Balance::RoundRobin, Duration::from_secs(60), std::time::Instant::now()));
+        let backends = ListenerBackends { default: Arc::clone(&pool), routes: vec![], proxy_protocol: true };
+        let mut services = Services::default();
+        services.listeners.insert(listener, ListenerMode::Relay(dead));
+        services.backends.insert(listener, Arc::new(backends));
+        let tcp = Endpoint::new(sluice_tcp::Config::default(), Instant::ZERO);
+        let mut d = Dispatch::new(0, 1, services, Arc::default(), true, tcp, PROXY_MAC).unwrap();
+        let t = |ms| Instant::from_millis(ms);
+        let _ = on(&mut d, &syn(80));
+        let iss = parse_frame(&transmit(&mut d, t(1))[0], Checksum::Verify).unwrap().tcp.seq_number;
+        let f = frame(Seg { src_port: 40000, dst_port: 80, flags: Flags::ACK | Flags::PSH, seq: 1001, ack: iss.wrapping_add(1), payload: b"hello" });
+        let _ = on(&mut d, &f);
+        backend.set_nonblocking(true).unwrap();
+        let mut got = Vec::new();
+        let mut conn: Option<std::net::TcpStream> = None;
+        for i in 0..200 {
+            let _ = backend_events(&mut d, Duration::from_millis(10), || t(2 + i));
+            d.process(t(2 + i));
+            if conn.is_none() {
+                conn = backend.accept().ok().map(|(c, _)| c);
+            }
+            if let Some(c) = conn.as_mut() {
+                c.set_nonblocking(true).unwrap();
+                let mut buf = [0u8; 256];
+                if let Ok(n) = c.read(&mut buf) {
+                    got.extend_from_slice(&buf[..n]);
+                }
+            }
+            if got.ends_with(b"hello") {
+                break;
+            }
+        }
+        let header = crate::proxy_protocol::encode(SocketAddrV4::new(CLIENT, 40000), listener, None);
+        assert_eq!(got, [&header[..], b"hello"].concat(), "the header, then the client's bytes");
+        let stats = pool.stats();
+        assert_eq!((stats[0].failures, stats[0].active), (1, 0), "{stats:?}");
+        assert_eq!((stats[1].connects, stats[1].active), (1, 1), "{stats:?}");
+        assert_eq!(d.counters.backend_retries, 1);
+        assert_eq!(d.counters.relays_backend_failed, 0);
+        // The next connection goes straight to the live backend: the dead one cools down.
+        assert_eq!(pool.pick(std::time::Instant::now(), 0), Some(1));
+        assert_eq!(pool.pick(std::time::Instant::now(), 0), Some(1));
     }
 
     #[test]
