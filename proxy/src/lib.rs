@@ -14,9 +14,12 @@
 
 pub mod admin;
 pub mod config;
+pub mod hlog;
 pub mod latency;
 pub mod relay;
 pub mod loader;
+pub mod metrics;
 pub mod run;
 pub mod stats;
+pub mod stats_cli;
 pub mod worker;

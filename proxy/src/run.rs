@@ -18,6 +18,7 @@ use crate::admin::AdminServer;
 use crate::config::{Config, XdpModeSetting};
 use crate::loader::{self, Loader, XdpMode};
 use crate::config::Congestion;
+use crate::stats::{Snapshot, StatsThread};
 use crate::worker::{self, Dispatch, SharedCounters};
 
 /// `config` was read from `config_dir` (relative certificate paths are taken from there).
@@ -119,13 +120,22 @@ pub fn run(config: Config, config_dir: &std::path::Path) -> Result<()> {
     }
 
     let attached = Arc::new(Mutex::new(attached));
+    let stats_thread = StatsThread::spawn(
+        shared_counters.clone(),
+        config.stats.interval_log().map(|l| crate::stats::IntervalLogSettings { path: config_dir.join(&l.path), ..l }),
+    )?;
     let stats = {
-        let attached = Arc::clone(&attached);
+        let (attached, cumulative, started) = (Arc::clone(&attached), stats_thread.cumulative(), stats_thread.started);
         let shared_counters = shared_counters.clone();
-        Arc::new(move || stats_json(&attached, &shared_counters, &session_caches)) as crate::admin::StatsSource
+        Arc::new(move || {
+            let mut s = snapshot(&attached, &shared_counters, &session_caches);
+            s.latencies = cumulative.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            s.started = Some(started);
+            s
+        }) as crate::admin::StatsSource
     };
     let admin = AdminServer::spawn(config.admin.address, stats, Arc::clone(&stop))?;
-    tracing::info!(address = %admin.local_addr, "admin endpoint serving /stats.json");
+    tracing::info!(address = %admin.local_addr, "admin endpoint serving /metrics, /stats.json, /histograms/");
 
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(200));
@@ -136,52 +146,34 @@ pub fn run(config: Config, config_dir: &std::path::Path) -> Result<()> {
             tracing::error!("a worker panicked");
         }
     }
+    drop(stats_thread); // takes the workers' last intervals, writes the last log interval
     drop(admin);
     drop(attached); // detaches the XDP program
     tracing::info!("XDP program detached; bye");
     Ok(())
 }
 
-fn stats_json(
+/// Counters of the XDP program, the workers and the session caches (latencies: the stats
+/// thread's).
+fn snapshot(
     attached: &Mutex<loader::Attached>,
     queues: &[SharedCounters],
     caches: &[(std::net::SocketAddrV4, Arc<sluice_tls::SessionCache>)],
-) -> serde_json::Value {
-    let (mode, counters) = match attached.lock() {
-        Ok(a) => (
-            a.mode().as_str(),
-            a.counters().map(|c| {
-                let mut m: serde_json::Map<String, serde_json::Value> =
-                    c.iter().map(|(name, v)| (name.to_owned(), v.into())).collect();
-                m.insert("pass_malformed".into(), c.pass_malformed().into());
-                m
-            }),
-        ),
-        Err(_) => ("unknown", Ok(Default::default())),
-    };
-    let queues: Vec<worker::Published> =
-        queues.iter().map(|q| q.lock().unwrap_or_else(|e| e.into_inner()).clone()).collect();
-    let mut latencies = crate::latency::Latencies::default();
-    for q in &queues {
-        latencies.merge(&q.latencies);
+) -> Snapshot {
+    let mut s = Snapshot::default();
+    match attached.lock() {
+        Ok(a) => {
+            s.xdp_mode = a.mode().as_str().to_owned();
+            if let Ok(c) = a.counters() {
+                s.xdp = c.iter().collect();
+                s.xdp_pass_malformed = c.pass_malformed();
+            }
+        }
+        Err(_) => s.xdp_mode = "unknown".to_owned(),
     }
-    serde_json::json!({
-        "xdp": {
-            "mode": mode,
-            "counters": counters.unwrap_or_default(),
-        },
-        "queues": queues,
-        "latency": crate::latency::json(&latencies),
-        "session_caches": caches.iter().map(|(addr, c)| {
-            let s = c.stats();
-            serde_json::json!({
-                "listener": addr.to_string(),
-                "hits": s.hits, "misses": s.misses, "inserts": s.inserts, "rejected": s.rejected,
-                "evicted_capacity": s.evicted_capacity, "evicted_bytes": s.evicted_bytes,
-                "evicted_expired": s.evicted_expired, "entries": s.entries, "bytes": s.bytes,
-            })
-        }).collect::<Vec<_>>(),
-    })
+    s.queues = queues.iter().map(|q| q.snapshot()).collect();
+    s.session_caches = caches.iter().map(|(addr, c)| (addr.to_string(), c.stats())).collect();
+    s
 }
 
 /// The interface's MAC address: the source of every frame sluice sends.

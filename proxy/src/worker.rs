@@ -21,7 +21,7 @@ use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicBool, Ordering, fence};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
@@ -109,18 +109,18 @@ pub struct QueueCounters {
     pub kernel_tx_invalid_descs: u64,
 }
 
-/// What a worker publishes for the admin endpoint: its counters and its TCP stack's. The fast
-/// path only ever `try_lock`s it, so a reader never stalls a worker.
+/// What a worker publishes for the admin endpoint: its counters and its TCP stack's (see
+/// [`crate::stats::WorkerStats::publish`]; latencies go by `send_interval`).
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Published {
     #[serde(flatten)]
     pub queue: QueueCounters,
-    pub tcp: serde_json::Value,
-    #[serde(skip)]
-    pub latencies: crate::latency::Latencies,
+    #[serde(serialize_with = "crate::stats::serialize_tcp")]
+    pub tcp: sluice_tcp::Stats,
 }
 
-pub type SharedCounters = Arc<Mutex<Published>>;
+/// A worker's share of the statistics: counters and latency hand-offs, never blocking it.
+pub type SharedCounters = Arc<crate::stats::WorkerStats>;
 
 /// A worker's inbox: frames handed over by other workers, and how to wake the owner.
 pub struct Inbox {
@@ -669,6 +669,7 @@ pub fn run(
         }
     }
     publish(&sock, &mut dispatch, &shared);
+    shared.finish(&mut dispatch.latencies);
     if let Err(e) = sock.check_accounting() {
         tracing::error!(queue = sock.queue_id(), "UMEM frame accounting: {e}");
     }
@@ -719,11 +720,8 @@ fn publish(sock: &Socket, dispatch: &mut Dispatch, shared: &SharedCounters) {
     }
     c.umem_frames_free = u64::from(frames.free);
     c.umem_frames_total = u64::from(frames.total);
-    if let Ok(mut s) = shared.try_lock() {
-        s.queue = *c;
-        s.tcp = crate::stats::tcp_json(dispatch.tcp.stats());
-        s.latencies.clone_from(&dispatch.latencies);
-    }
+    shared.publish(c, dispatch.tcp.stats());
+    shared.send_interval(&mut dispatch.latencies);
 }
 
 #[cfg(test)]
