@@ -86,9 +86,14 @@ impl Latencies {
         self.iter().all(|(_, h)| h.is_empty())
     }
 
-    /// Forgets every count (keeps the memory).
+    /// Values recorded, over all histograms.
+    pub fn count(&self) -> u64 {
+        self.iter().map(|(_, h)| h.len()).sum()
+    }
+
+    /// Forgets every count (keeps the memory; an empty histogram is left as it is).
     pub fn reset(&mut self) {
-        for h in self.iter_mut() {
+        for h in self.iter_mut().filter(|h| !h.is_empty()) {
             h.reset();
         }
     }
@@ -178,6 +183,7 @@ mod tests {
         assert!(a.get("nope").is_none());
         assert_eq!(Latencies::names().count(), a.iter().count());
         assert!(!a.is_empty());
+        assert_eq!(a.count(), 1003);
         a.reset();
         assert!(a.is_empty());
     }

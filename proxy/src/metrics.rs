@@ -7,7 +7,7 @@
 //! HdrHistogram (`1` is the maximum). Counters per queue carry a `queue` label and are named
 //! after their field: every `QueueCounters` field becomes `sluice_<field>_total` (but `dropped_*`,
 //! which become `sluice_drops_total{layer="worker",reason}`, and the gauges `*_open`,
-//! `umem_frames_*`); every TCP counter `sluice_tcp_<name>_total` (retransmissions as
+//! `umem_frames_free`, `umem_frames_capacity`); every TCP counter `sluice_tcp_<name>_total` (retransmissions as
 //! `sluice_tcp_retransmits_total{kind}`, drops as `sluice_drops_total{layer="tcp",reason}`).
 //! XDP outcomes: `sluice_xdp_packets_total{outcome}`; session caches per `listener`.
 //!
@@ -153,11 +153,9 @@ fn queue_counters(s: &Snapshot, enc: &mut DescriptorEncoder) -> fmt::Result {
     let names: Vec<&str> = first.iter().map(|(k, _)| k.as_str()).collect();
     let value = |fields: &[(String, u64)], name: &str| fields.iter().find(|(k, _)| k == name).map_or(0, |(_, v)| *v);
     for name in names.iter().filter(|n| !n.starts_with("dropped_")) {
-        let (metric, kind) = if is_gauge(name) {
-            (format!("sluice_{name}"), MetricType::Gauge)
-        } else {
-            (format!("sluice_{name}"), MetricType::Counter)
-        };
+        // OpenMetrics keeps `_total` for counters.
+        let metric = format!("sluice_{}", if *name == "umem_frames_total" { "umem_frames_capacity" } else { name });
+        let kind = if is_gauge(name) { MetricType::Gauge } else { MetricType::Counter };
         let help = format!("Per-queue {} `{name}`", if is_gauge(name) { "level" } else { "counter" });
         family(
             enc,
@@ -355,5 +353,7 @@ mod tests {
         assert_eq!(value(&s, "sluice_session_cache_evictions_total", &[("reason", "bytes")]), 1.0);
         assert!(text.contains("# TYPE sluice_tls13_handshake_full_seconds histogram"), "{text}");
         assert!(text.contains("# TYPE sluice_handoff_out counter"), "{text}");
+        assert!(text.contains("# TYPE sluice_umem_frames_capacity gauge"), "{text}");
+        assert!(!text.contains("sluice_umem_frames_total"), "{text}");
     }
 }

@@ -160,7 +160,7 @@ fn snapshot(
     queues: &[SharedCounters],
     caches: &[(std::net::SocketAddrV4, Arc<sluice_tls::SessionCache>)],
 ) -> Snapshot {
-    let mut s = Snapshot::default();
+    let mut s = Snapshot { transport: "xdp", ..Snapshot::default() };
     match attached.lock() {
         Ok(a) => {
             s.xdp_mode = a.mode().as_str().to_owned();

@@ -68,6 +68,10 @@ pub struct WorkerStats {
     sets: AtomicUsize,
     created: Instant,
     last_handoff_us: AtomicU64,
+    /// Values in the worker's current set at its last `send_interval`, and handed off but not
+    /// merged yet.
+    unsent: AtomicU64,
+    in_flight: AtomicU64,
     /// What a stopping worker recorded last ([`WorkerStats::finish`]).
     leftover: Mutex<Option<Latencies>>,
 }
@@ -85,6 +89,8 @@ impl Default for WorkerStats {
             sets: AtomicUsize::new(1),
             created: Instant::now(),
             last_handoff_us: AtomicU64::new(NEVER),
+            unsent: AtomicU64::new(0),
+            in_flight: AtomicU64::new(0),
             leftover: Mutex::new(None),
         }
     }
@@ -106,9 +112,13 @@ impl WorkerStats {
         }
     }
 
-    /// The counters last published.
+    /// The counters last published, with the latency values still on their way
+    /// (`latency_pending`; read before the cumulative histograms, 0 means they hold everything
+    /// these counters count).
     pub fn snapshot(&self) -> Published {
-        self.published.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        let mut p = self.published.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        p.latency_pending = self.pending();
+        p
     }
 
     /// Hands `current` (the latencies recorded since the last hand-off) to the stats thread and
@@ -116,6 +126,14 @@ impl WorkerStats {
     /// [`HANDOFF_PERIOD`] ago, nothing was recorded, the channel is full or no spare set is at
     /// hand, `current` keeps accumulating. Returns whether it was handed off.
     pub fn send_interval(&self, current: &mut Latencies) -> bool {
+        let sent = self.try_send_interval(current);
+        // Published after the hand-off, before the counters (the caller publishes them next):
+        // a reader that sees these counters sees at least this much pending.
+        self.unsent.store(current.count(), Ordering::SeqCst);
+        sent
+    }
+
+    fn try_send_interval(&self, current: &mut Latencies) -> bool {
         let now_us = u64::try_from(self.created.elapsed().as_micros()).unwrap_or(u64::MAX);
         let last = self.last_handoff_us.load(Ordering::Relaxed);
         if (last != NEVER && now_us.saturating_sub(last) < HANDOFF_PERIOD.as_micros() as u64)
@@ -133,6 +151,8 @@ impl WorkerStats {
             Err(_) => return false,
         };
         let full = std::mem::replace(current, spare);
+        let n = full.count();
+        self.in_flight.fetch_add(n, Ordering::SeqCst);
         match self.full_tx.try_send(full) {
             Ok(()) => {
                 self.last_handoff_us.store(now_us, Ordering::Relaxed);
@@ -140,6 +160,7 @@ impl WorkerStats {
             }
             Err(TrySendError::Full(full) | TrySendError::Disconnected(full)) => {
                 // Only this worker sends here, so this does not happen; stay correct anyway.
+                self.in_flight.fetch_sub(n, Ordering::SeqCst);
                 let spare = std::mem::replace(current, full);
                 let _ = self.spare_tx.try_send(spare);
                 false
@@ -150,15 +171,22 @@ impl WorkerStats {
     /// Hands off what `current` holds whatever the period and the channel (a worker that
     /// stops calls this last; it may block briefly on a reader).
     pub fn finish(&self, current: &mut Latencies) {
-        if current.is_empty() {
-            return;
+        if !current.is_empty() {
+            self.in_flight.fetch_add(current.count(), Ordering::SeqCst);
+            let mut leftover = self.leftover.lock().unwrap_or_else(|e| e.into_inner());
+            match &mut *leftover {
+                Some(l) => l.merge(current),
+                None => *leftover = Some(current.clone()),
+            }
+            current.reset();
         }
-        let mut leftover = self.leftover.lock().unwrap_or_else(|e| e.into_inner());
-        match &mut *leftover {
-            Some(l) => l.merge(current),
-            None => *leftover = Some(current.clone()),
-        }
-        current.reset();
+        self.unsent.store(0, Ordering::SeqCst);
+    }
+
+    /// Values the worker recorded that are not in the cumulative histograms yet (still in its
+    /// interval set, or handed off and not merged).
+    pub fn pending(&self) -> u64 {
+        self.unsent.load(Ordering::SeqCst) + self.in_flight.load(Ordering::SeqCst)
     }
 
     /// A set handed off by the worker, if one is waiting (stats thread).
@@ -166,8 +194,10 @@ impl WorkerStats {
         self.full_rx.try_recv().ok().or_else(|| self.leftover.try_lock().ok()?.take())
     }
 
-    /// Gives an emptied set back to the worker (stats thread).
+    /// Gives a set back to the worker once it is merged into the cumulative histograms (stats
+    /// thread).
     pub fn recycle(&self, mut l: Latencies) {
+        let _ = self.in_flight.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| Some(n.saturating_sub(l.count())));
         l.reset();
         if self.spare_tx.try_send(l).is_err() {
             let _ = self.sets.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
@@ -274,6 +304,8 @@ fn stats_loop(
 /// Everything the admin endpoint exports, taken at one request.
 #[derive(Debug, Clone, Default)]
 pub struct Snapshot {
+    /// `xdp` (AF_XDP queues and sluice's TCP) or `kernel` (kernel sockets).
+    pub transport: &'static str,
     /// The XDP program's mode and per-outcome counters (empty for a kernel-socket transport).
     pub xdp_mode: String,
     pub xdp: Vec<(&'static str, u64)>,
@@ -301,8 +333,14 @@ impl Snapshot {
         if !self.xdp.is_empty() {
             xdp.insert("pass_malformed".into(), self.xdp_pass_malformed.into());
         }
+        let xdp = if self.xdp_mode.is_empty() {
+            Value::Null
+        } else {
+            json!({ "mode": self.xdp_mode, "counters": xdp })
+        };
         json!({
-            "xdp": { "mode": self.xdp_mode, "counters": xdp },
+            "transport": self.transport,
+            "xdp": xdp,
             "queues": self.queues,
             "latency": crate::latency::json(&self.latencies),
             "session_caches": self.session_caches.iter().map(|(addr, s)| json!({
@@ -378,13 +416,17 @@ mod tests {
         }
         record(&mut current, 5);
         recorded += 5;
+        w.send_interval(&mut current); // too soon: stays unsent
+        assert_eq!(w.pending(), 5);
         w.finish(&mut current);
         assert!(current.is_empty());
+        assert_eq!(w.pending(), 5);
         while let Some(l) = w.take_interval() {
             received.merge(&l);
             w.recycle(l);
         }
         assert_eq!(received.tls13_full.len(), recorded);
+        assert_eq!(w.pending(), 0);
     }
 
     #[test]

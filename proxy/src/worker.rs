@@ -117,6 +117,8 @@ pub struct Published {
     pub queue: QueueCounters,
     #[serde(serialize_with = "crate::stats::serialize_tcp")]
     pub tcp: sluice_tcp::Stats,
+    /// Latency values recorded but not yet in the exported histograms (0: they are complete).
+    pub latency_pending: u64,
 }
 
 /// A worker's share of the statistics: counters and latency hand-offs, never blocking it.
@@ -720,8 +722,8 @@ fn publish(sock: &Socket, dispatch: &mut Dispatch, shared: &SharedCounters) {
     }
     c.umem_frames_free = u64::from(frames.free);
     c.umem_frames_total = u64::from(frames.total);
-    shared.publish(c, dispatch.tcp.stats());
     shared.send_interval(&mut dispatch.latencies);
+    shared.publish(c, dispatch.tcp.stats());
 }
 
 #[cfg(test)]
