@@ -125,14 +125,10 @@ pub fn run(config: Config, config_dir: &std::path::Path) -> Result<()> {
         config.stats.interval_log().map(|l| crate::stats::IntervalLogSettings { path: config_dir.join(&l.path), ..l }),
     )?;
     let stats = {
-        let (attached, cumulative, started) = (Arc::clone(&attached), stats_thread.cumulative(), stats_thread.started);
-        let shared_counters = shared_counters.clone();
-        Arc::new(move || {
-            let mut s = snapshot(&attached, &shared_counters, &session_caches);
-            s.latencies = cumulative.lock().unwrap_or_else(|e| e.into_inner()).clone();
-            s.started = Some(started);
-            s
-        }) as crate::admin::StatsSource
+        let attached = Arc::clone(&attached);
+        crate::stats::admin_source(&stats_thread, shared_counters.clone(), move |s| {
+            snapshot(&attached, &session_caches, s)
+        })
     };
     let admin = AdminServer::spawn(config.admin.address, stats, Arc::clone(&stop))?;
     tracing::info!(address = %admin.local_addr, "admin endpoint serving /metrics, /stats.json, /histograms/");
@@ -153,14 +149,14 @@ pub fn run(config: Config, config_dir: &std::path::Path) -> Result<()> {
     Ok(())
 }
 
-/// Counters of the XDP program, the workers and the session caches (latencies: the stats
-/// thread's).
+/// The XDP program's counters and the session caches' (the workers' and the latencies are
+/// added by [`crate::stats::admin_source`]).
 fn snapshot(
     attached: &Mutex<loader::Attached>,
-    queues: &[SharedCounters],
     caches: &[(std::net::SocketAddrV4, Arc<sluice_tls::SessionCache>)],
-) -> Snapshot {
-    let mut s = Snapshot { transport: "xdp", ..Snapshot::default() };
+    s: &mut Snapshot,
+) {
+    s.transport = "xdp";
     match attached.lock() {
         Ok(a) => {
             s.xdp_mode = a.mode().as_str().to_owned();
@@ -171,9 +167,7 @@ fn snapshot(
         }
         Err(_) => s.xdp_mode = "unknown".to_owned(),
     }
-    s.queues = queues.iter().map(|q| q.snapshot()).collect();
     s.session_caches = caches.iter().map(|(addr, c)| (addr.to_string(), c.stats())).collect();
-    s
 }
 
 /// The interface's MAC address: the source of every frame sluice sends.

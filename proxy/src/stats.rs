@@ -301,6 +301,26 @@ fn stats_loop(
     }
 }
 
+/// The admin endpoint's source for any transport: each request fills a [`Snapshot`] with
+/// `fill` (transport, XDP counters, session caches), then the workers' counters, then the
+/// stats thread's histograms (in that order, so that `latency_pending == 0` means the
+/// histograms hold everything the counters count).
+pub fn admin_source(
+    thread: &StatsThread,
+    workers: Vec<Arc<WorkerStats>>,
+    fill: impl Fn(&mut Snapshot) + Send + Sync + 'static,
+) -> crate::admin::StatsSource {
+    let (cumulative, started) = (thread.cumulative(), thread.started);
+    Arc::new(move || {
+        let mut s = Snapshot::default();
+        fill(&mut s);
+        s.queues = workers.iter().map(|w| w.snapshot()).collect();
+        s.latencies = cumulative.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        s.started = Some(started);
+        s
+    })
+}
+
 /// Everything the admin endpoint exports, taken at one request.
 #[derive(Debug, Clone, Default)]
 pub struct Snapshot {
