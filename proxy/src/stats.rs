@@ -342,11 +342,6 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    /// Sum of one per-queue counter over all queues.
-    pub fn queue_total(&self, f: impl Fn(&QueueCounters) -> u64) -> u64 {
-        self.queues.iter().map(|q| f(&q.queue)).sum()
-    }
-
     /// The body of `/stats.json`.
     pub fn json(&self) -> Value {
         let mut xdp: Map<String, Value> = self.xdp.iter().map(|(n, v)| ((*n).to_owned(), (*v).into())).collect();
