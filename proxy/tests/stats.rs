@@ -222,6 +222,14 @@ fn metrics_hlog_interval_log_and_sluice_stats_count_the_handshakes() -> Result<(
     let line = table.lines().find(|l| l.starts_with("tls handshakes resumed")).context(table.clone())?;
     ensure!(line.split_whitespace().nth(3) == Some(resumed.to_string().as_str()), "{table}");
 
+    // --watch redraws in place (home, clear) every interval until stopped.
+    let cmd = format!("timeout 1.5 {} stats --watch --interval 200ms; true", env!("CARGO_BIN_EXE_sluice"));
+    let out = in_ns(&sluice.proxy(), "sh", &["-c", &cmd])?;
+    let watched = String::from_utf8_lossy(&out.stdout);
+    let redraws = watched.matches("\x1b[H\x1b[2J").count();
+    ensure!(redraws >= 2, "--watch drew {redraws} times:\n{watched}");
+    ensure!(watched.matches("tls13_handshake_full").count() == redraws, "{watched}");
+
     // The interval log, after a clean stop (which writes the last interval): every handshake
     // is in exactly one interval.
     let status = sluice.process.signal_and_wait(nix::sys::signal::Signal::SIGTERM, Duration::from_secs(10))?;
