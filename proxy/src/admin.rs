@@ -93,6 +93,7 @@ fn route(method: &str, path: &str, stats: &StatsSource) -> anyhow::Result<(&'sta
     if method != "GET" {
         return Ok(("405 Method Not Allowed", "text/plain", b"GET only\n".to_vec()));
     }
+    let path = path.split('?').next().unwrap_or(path);
     Ok(match path {
         "/stats.json" => ("200 OK", "application/json", (serde_json::to_string_pretty(&stats().json())? + "\n").into_bytes()),
         "/metrics" => ("200 OK", crate::metrics::CONTENT_TYPE, crate::metrics::encode(stats()).into_bytes()),
@@ -140,6 +141,7 @@ mod tests {
         assert_eq!(route("GET", "/histograms/nope.hlog", &s).unwrap().0, "404 Not Found");
         assert_eq!(route("GET", "/histograms/../etc/passwd", &s).unwrap().0, "404 Not Found");
         assert_eq!(route("GET", "/", &s).unwrap().0, "404 Not Found");
+        assert_eq!(route("GET", "/metrics?name[]=x", &s).unwrap().0, "200 OK");
         assert_eq!(route("POST", "/metrics", &s).unwrap().0, "405 Method Not Allowed");
     }
 }

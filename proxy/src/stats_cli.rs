@@ -69,7 +69,12 @@ pub fn render(stats: &Value) -> String {
         "latency (µs)", "count", "p50", "p90", "p99", "p99.9", "max"
     );
     if let Some(latency) = stats["latency"].as_object() {
-        for (name, h) in latency {
+        // sluice's order first (TCP, backend, TLS), then any other.
+        let known: Vec<&str> = crate::latency::Latencies::names().collect();
+        let mut names: Vec<&String> = latency.keys().collect();
+        names.sort_by_key(|n| known.iter().position(|k| k == n).unwrap_or(usize::MAX));
+        for name in names {
+            let h = &latency[name];
             let v = |k: &str| h[k].as_u64().unwrap_or(0);
             let _ = writeln!(
                 out,
@@ -197,6 +202,8 @@ mod tests {
             ],
             "latency": {
                 "tls13_handshake_full": { "count": 3, "p50_us": 1052, "p90_us": 1372, "p99_us": 1755, "p999_us": 5235, "max_us": 6987 },
+                "backend_connect": { "count": 1 },
+                "tcp_handshake": { "count": 2 },
             },
             "session_caches": [ { "listener": "198.51.100.2:443", "hits": 4, "misses": 1, "entries": 2 } ],
         });
@@ -206,6 +213,8 @@ mod tests {
             line("tls13_handshake_full").split_whitespace().collect::<Vec<_>>(),
             ["tls13_handshake_full", "3", "1052", "1372", "1755", "5235", "6987"]
         );
+        let pos = |name: &str| t.find(&format!("\n{name} ")).unwrap_or_else(|| panic!("{name}:\n{t}"));
+        assert!(pos("tcp_handshake") < pos("backend_connect") && pos("backend_connect") < pos("tls13_handshake_full"), "{t}");
         assert_eq!(line("counters").split_whitespace().collect::<Vec<_>>(), ["counters", "total", "q0", "q1"]);
         assert!(line("rx frames").ends_with("        12         5         7"), "{t}");
         assert!(line("tls handshakes full").contains(" 3 "), "{t}");
