@@ -1,8 +1,10 @@
 //! The admin endpoint: a small HTTP/1.1 server on a kernel socket (default 127.0.0.1:9090).
 //!
-//! `GET /stats.json` returns the counters of every queue and of the XDP program. It is
-//! read-only and serves no secrets. One request per connection; anything else gets 404/405.
-//! (Prometheus text and histograms come with the stats export.)
+//! `GET /stats.json` (counters of every queue and of the XDP program, latency summaries),
+//! `GET /metrics` (OpenMetrics text for Prometheus, [`crate::metrics`]) and
+//! `GET /histograms/<name>.hlog` (a cumulative histogram as an HdrHistogram log,
+//! [`crate::hlog`]). Read-only, no secrets. One request per connection; anything else gets
+//! 404/405.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -14,8 +16,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 
-/// Produces the body of `/stats.json` on each request.
-pub type StatsSource = Arc<dyn Fn() -> serde_json::Value + Send + Sync>;
+/// Takes a snapshot of the statistics on each request.
+pub type StatsSource = Arc<dyn Fn() -> crate::stats::Snapshot + Send + Sync>;
 
 pub struct AdminServer {
     pub local_addr: SocketAddr,
@@ -74,18 +76,72 @@ fn serve(stream: TcpStream, stats: &StatsSource) -> anyhow::Result<()> {
     }
     let mut parts = request_line.split_whitespace();
     let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-    let (status, content_type, body) = match (method, path) {
-        ("GET", "/stats.json") => {
-            ("200 OK", "application/json", serde_json::to_string_pretty(&stats())? + "\n")
-        }
-        ("GET", _) => ("404 Not Found", "text/plain", "not found; try /stats.json\n".to_owned()),
-        _ => ("405 Method Not Allowed", "text/plain", "GET only\n".to_owned()),
-    };
+    let (status, content_type, body) = route(method, path, stats)?;
     let mut stream = stream;
     write!(
         stream,
-        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     )?;
+    stream.write_all(&body)?;
     Ok(())
+}
+
+/// Status line, content type and body for one request.
+fn route(method: &str, path: &str, stats: &StatsSource) -> anyhow::Result<(&'static str, &'static str, Vec<u8>)> {
+    const NOT_FOUND: &str = "not found; try /metrics, /stats.json or /histograms/<name>.hlog\n";
+    if method != "GET" {
+        return Ok(("405 Method Not Allowed", "text/plain", b"GET only\n".to_vec()));
+    }
+    let path = path.split('?').next().unwrap_or(path);
+    Ok(match path {
+        "/stats.json" => ("200 OK", "application/json", (serde_json::to_string_pretty(&stats().json())? + "\n").into_bytes()),
+        "/metrics" => ("200 OK", crate::metrics::CONTENT_TYPE, crate::metrics::encode(stats()).into_bytes()),
+        _ => match path.strip_prefix("/histograms/").and_then(|p| p.strip_suffix(".hlog")) {
+            Some(name) if crate::latency::Latencies::names().any(|n| n == name) => {
+                let s = stats();
+                let h = s.latencies.get(name).context("histogram")?;
+                let now = std::time::SystemTime::now();
+                let log = crate::hlog::histogram_log(name, h, s.started.unwrap_or(now), now)?;
+                ("200 OK", "text/plain; charset=utf-8", log)
+            }
+            Some(_) => {
+                let names: Vec<&str> = crate::latency::Latencies::names().collect();
+                ("404 Not Found", "text/plain", format!("no such histogram; there are: {}\n", names.join(", ")).into_bytes())
+            }
+            None => ("404 Not Found", "text/plain", NOT_FOUND.as_bytes().to_vec()),
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn source() -> StatsSource {
+        Arc::new(|| {
+            let mut s = crate::stats::Snapshot { started: Some(std::time::SystemTime::now()), ..Default::default() };
+            s.latencies.tcp_handshake.record(42).unwrap();
+            s
+        })
+    }
+
+    #[test]
+    fn routes() {
+        let s = source();
+        let (status, ct, body) = route("GET", "/metrics", &s).unwrap();
+        assert_eq!((status, ct), ("200 OK", crate::metrics::CONTENT_TYPE));
+        assert!(String::from_utf8(body).unwrap().contains("sluice_tcp_handshake_seconds_count 1"));
+        let (status, _, body) = route("GET", "/stats.json", &s).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!((status, v["latency"]["tcp_handshake"]["count"].as_u64()), ("200 OK", Some(1)));
+        let (status, _, body) = route("GET", "/histograms/tcp_handshake.hlog", &s).unwrap();
+        assert_eq!(status, "200 OK");
+        assert_eq!(crate::hlog::read_totals(&body).unwrap().get("tcp_handshake"), Some(&1));
+        assert_eq!(route("GET", "/histograms/nope.hlog", &s).unwrap().0, "404 Not Found");
+        assert_eq!(route("GET", "/histograms/../etc/passwd", &s).unwrap().0, "404 Not Found");
+        assert_eq!(route("GET", "/", &s).unwrap().0, "404 Not Found");
+        assert_eq!(route("GET", "/metrics?name[]=x", &s).unwrap().0, "200 OK");
+        assert_eq!(route("POST", "/metrics", &s).unwrap().0, "405 Method Not Allowed");
+    }
 }

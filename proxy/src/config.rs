@@ -27,6 +27,8 @@ pub struct Config {
     #[serde(default)]
     pub admin: Admin,
     #[serde(default)]
+    pub stats: Stats,
+    #[serde(default)]
     pub tcp: Tcp,
     #[serde(default)]
     pub relay: Relay,
@@ -274,6 +276,34 @@ impl Default for Admin {
     }
 }
 
+/// The statistics export beyond the admin endpoint: an HdrHistogram interval log.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Stats {
+    /// Append every histogram's interval to this file (created anew at start; a relative path
+    /// is taken from the configuration file's directory) every `interval_log_secs`.
+    #[serde(default)]
+    pub interval_log: Option<PathBuf>,
+    #[serde(default = "defaults::interval_log_secs")]
+    pub interval_log_secs: u64,
+}
+
+impl Default for Stats {
+    fn default() -> Self {
+        Self { interval_log: None, interval_log_secs: defaults::interval_log_secs() }
+    }
+}
+
+impl Stats {
+    /// The stats thread's interval log settings, if a log is configured.
+    pub fn interval_log(&self) -> Option<crate::stats::IntervalLogSettings> {
+        self.interval_log.as_ref().map(|path| crate::stats::IntervalLogSettings {
+            path: path.clone(),
+            every: std::time::Duration::from_secs(self.interval_log_secs),
+        })
+    }
+}
+
 /// What a listener does with the connections it accepts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ListenerMode {
@@ -419,6 +449,9 @@ mod defaults {
     pub fn admin_address() -> std::net::SocketAddr {
         std::net::SocketAddr::from(([127, 0, 0, 1], 9090))
     }
+    pub fn interval_log_secs() -> u64 {
+        10
+    }
     pub fn yes() -> bool {
         true
     }
@@ -526,6 +559,15 @@ impl Config {
         }
         if self.relay.tls_handshake_timeout_ms == 0 {
             return Err(("relay.tls_handshake_timeout_ms".into(), "must be more than 0".into()));
+        }
+        if !(1..=3600).contains(&self.stats.interval_log_secs) {
+            return Err((
+                "stats.interval_log_secs".into(),
+                format!("{} must be from 1 to 3600", self.stats.interval_log_secs),
+            ));
+        }
+        if self.stats.interval_log.as_ref().is_some_and(|p| p.as_os_str().is_empty()) {
+            return Err(("stats.interval_log".into(), "an empty path; leave it out for no log".into()));
         }
         if self.listeners.is_empty() {
             return Err(("listener".into(), "at least one [[listener]] is needed".into()));
@@ -834,6 +876,21 @@ echo = true
         assert!(e.contains("listener[0].route[0].backends"), "{e}");
         let e = with(&format!("backend = \"203.0.113.2:1\"\n{tls}[[listener.route]]\nsni = \"a.test\"\nbackends = [\"x\"]"));
         assert!(e.contains("listener[0].route[0].backends[0]"), "{e}");
+    }
+
+    #[test]
+    fn stats_section_is_checked() {
+        assert_eq!(parse(GOOD).unwrap().stats, Stats::default());
+        assert!(parse(GOOD).unwrap().stats.interval_log().is_none());
+        let c = parse(&format!("{GOOD}\n[stats]\ninterval_log = \"/tmp/s.hlog\"\ninterval_log_secs = 5\n")).unwrap();
+        let log = c.stats.interval_log().unwrap();
+        assert_eq!((log.path, log.every), (PathBuf::from("/tmp/s.hlog"), std::time::Duration::from_secs(5)));
+        let e = error(&format!("{GOOD}\n[stats]\ninterval_log_secs = 0\n"));
+        assert!(e.contains("stats.interval_log_secs"), "{e}");
+        let e = error(&format!("{GOOD}\n[stats]\ninterval_log = \"\"\n"));
+        assert!(e.contains("stats.interval_log"), "{e}");
+        let e = error(&format!("{GOOD}\n[stats]\ninterval = 3\n"));
+        assert!(e.contains("interval"), "{e}");
     }
 
     #[test]

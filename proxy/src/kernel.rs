@@ -42,7 +42,7 @@ use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
 use crate::config::{Config, ListenerMode};
 use crate::relay::{ByteQueue, Client, Relay, RelayEnd};
-use crate::worker::{Published, QueueCounters, Services, SharedCounters};
+use crate::worker::{QueueCounters, Services, SharedCounters};
 
 /// Listen backlog of every listening socket (the kernel caps it at `net.core.somaxconn`).
 pub const LISTEN_BACKLOG: i32 = 4096;
@@ -520,11 +520,9 @@ impl Worker {
     pub fn publish(&mut self, shared: &SharedCounters) -> bool {
         self.counters.connections_open = self.conns.len() as u64;
         self.counters.relays_open = self.relays_open;
-        let Ok(mut s) = shared.try_lock() else { return false };
-        s.queue = self.counters;
-        s.tcp = serde_json::json!({});
-        s.latencies.clone_from(&self.latencies);
-        true
+        let handed = shared.send_interval(&mut self.latencies) || self.latencies.is_empty();
+        shared.publish(&self.counters, &sluice_tcp::Stats::default());
+        handed
     }
 
     /// Runs until `stop` is set: looks for work without sleeping, and when there is none
@@ -553,6 +551,7 @@ impl Worker {
             }
         }
         self.publish(&shared);
+        shared.finish(&mut self.latencies);
     }
 }
 
@@ -566,34 +565,6 @@ fn drain(client: &mut KernelClient) -> bool {
             Err(_) => return true,
         }
     }
-}
-
-/// What `/stats.json` shows with the kernel transport: the shape of the XDP transport's, with
-/// `"transport": "kernel"` and no XDP counters.
-pub fn stats_json(
-    queues: &[SharedCounters],
-    caches: &HashMap<SocketAddrV4, Arc<sluice_tls::SessionCache>>,
-) -> serde_json::Value {
-    let queues: Vec<Published> = queues.iter().map(|q| q.lock().unwrap_or_else(|e| e.into_inner()).clone()).collect();
-    let mut latencies = crate::latency::Latencies::default();
-    for q in &queues {
-        latencies.merge(&q.latencies);
-    }
-    serde_json::json!({
-        "transport": "kernel",
-        "xdp": null,
-        "queues": queues,
-        "latency": crate::latency::json(&latencies),
-        "session_caches": caches.iter().map(|(addr, c)| {
-            let s = c.stats();
-            serde_json::json!({
-                "listener": addr.to_string(),
-                "hits": s.hits, "misses": s.misses, "inserts": s.inserts, "rejected": s.rejected,
-                "evicted_capacity": s.evicted_capacity, "evicted_bytes": s.evicted_bytes,
-                "evicted_expired": s.evicted_expired, "entries": s.entries, "bytes": s.bytes,
-            })
-        }).collect::<Vec<_>>(),
-    })
 }
 
 /// The kernel transport's `run`: builds the services (certificates first), opens every
@@ -659,11 +630,17 @@ pub fn run(config: &Config, config_dir: &std::path::Path, stop: Arc<AtomicBool>)
             worker.run(shared, clock, stop)
         })?);
     }
+    let stats_thread = crate::stats::StatsThread::spawn(
+        shared_counters.clone(),
+        config.stats.interval_log().map(|l| crate::stats::IntervalLogSettings { path: config_dir.join(&l.path), ..l }),
+    )?;
     let stats = {
-        let shared_counters = shared_counters.clone();
         let caches = Arc::clone(&caches);
-        Arc::new(move || stats_json(&shared_counters, &caches.lock().unwrap_or_else(|e| e.into_inner())))
-            as crate::admin::StatsSource
+        crate::stats::admin_source(&stats_thread, shared_counters.clone(), move |s| {
+            s.transport = "kernel";
+            let caches = caches.lock().unwrap_or_else(|e| e.into_inner());
+            s.session_caches = caches.iter().map(|(addr, c)| (addr.to_string(), c.stats())).collect();
+        })
     };
     let admin = crate::admin::AdminServer::spawn(config.admin.address, stats, Arc::clone(&stop));
     let admin = match admin {
@@ -683,6 +660,7 @@ pub fn run(config: &Config, config_dir: &std::path::Path, stop: Arc<AtomicBool>)
             tracing::error!("a worker panicked");
         }
     }
+    drop(stats_thread); // the workers' last intervals, the last interval log entry
     drop(admin);
     tracing::info!("bye");
     Ok(())
@@ -691,6 +669,7 @@ pub fn run(config: &Config, config_dir: &std::path::Path, stop: Arc<AtomicBool>)
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::worker::Published;
     use sha2::{Digest, Sha256};
     use std::path::{Path, PathBuf};
     use std::thread::JoinHandle;
@@ -758,7 +737,7 @@ mod tests {
         fn wait_closed(&self, n: u64) {
             let deadline = std::time::Instant::now() + Duration::from_secs(10);
             loop {
-                let p: Vec<Published> = self.shared.iter().map(|s| s.lock().unwrap().clone()).collect();
+                let p: Vec<Published> = self.shared.iter().map(|s| s.snapshot()).collect();
                 if total(&p, |c| c.connections_closed) == n && total(&p, |c| c.connections_open) == 0 {
                     return;
                 }
@@ -767,13 +746,20 @@ mod tests {
             }
         }
 
-        /// Stops the workers (each publishes once more) and returns what they published.
-        fn stop(self) -> Vec<Published> {
+        /// Stops the workers (each publishes once more) and returns what they published and
+        /// every latency they handed over.
+        fn stop(self) -> (Vec<Published>, crate::latency::Latencies) {
             self.stop.store(true, Ordering::Relaxed);
             for t in self.threads {
                 t.join().unwrap();
             }
-            self.shared.iter().map(|s| s.lock().unwrap().clone()).collect()
+            let mut l = crate::latency::Latencies::default();
+            for s in &self.shared {
+                while let Some(i) = s.take_interval() {
+                    l.merge(&i);
+                }
+            }
+            (self.shared.iter().map(|s| s.snapshot()).collect(), l)
         }
     }
 
@@ -881,7 +867,7 @@ mod tests {
             assert_eq!(sent, back, "connection {i}");
             bytes += len as u64;
         }
-        let p = running.stop();
+        let (p, _) = running.stop();
         assert_eq!(total(&p, |c| c.connections_established), 32);
         assert_eq!(total(&p, |c| c.connections_closed), 32);
         assert_eq!(total(&p, |c| c.connections_open), 0);
@@ -917,7 +903,7 @@ mod tests {
         s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
         let e = s.read(&mut [0u8; 16]).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::ConnectionReset);
-        let p = running.stop();
+        let (p, l) = running.stop();
         assert_eq!(total(&p, |c| c.relays_opened), 2);
         assert_eq!(total(&p, |c| c.relays_clean), 1);
         assert_eq!(total(&p, |c| c.relays_backend_failed), 1);
@@ -925,8 +911,6 @@ mod tests {
         assert_eq!(total(&p, |c| c.connections_open), 0);
         assert_eq!(total(&p, |c| c.relay_bytes_to_backend), LEN as u64);
         assert_eq!(total(&p, |c| c.relay_bytes_to_client), LEN as u64);
-        let mut l = crate::latency::Latencies::default();
-        p.iter().for_each(|p| l.merge(&p.latencies));
         assert_eq!((l.backend_connect.len(), l.first_backend_byte.len()), (1, 1));
         assert_eq!(l.tcp_handshake.len(), 0, "not visible on kernel sockets");
     }
@@ -983,14 +967,12 @@ mod tests {
         drop(s);
         // The draining connections see the clients' FINs and close.
         running.wait_closed(5);
-        let p = running.stop();
+        let (p, l) = running.stop();
         assert_eq!(total(&p, |c| c.tls_handshakes_full), 2);
         assert_eq!(total(&p, |c| c.tls_handshakes_resumed), 2);
         assert_eq!(total(&p, |c| c.tls_failed), 1);
         assert_eq!(total(&p, |c| c.relays_clean), 4);
         assert_eq!(total(&p, |c| c.connections_open), 0);
-        let mut l = crate::latency::Latencies::default();
-        p.iter().for_each(|p| l.merge(&p.latencies));
         let counts = [l.tls12_full.len(), l.tls12_resumed.len(), l.tls13_full.len(), l.tls13_resumed.len()];
         assert_eq!(counts, [1, 1, 1, 1]);
     }
@@ -1007,7 +989,7 @@ mod tests {
             let (sent, back) = c.join().unwrap();
             assert_eq!(sent, back, "connection {i}");
         }
-        let p = running.stop();
+        let (p, _) = running.stop();
         assert_eq!(total(&p, |c| c.relays_clean), 100);
         assert_eq!(total(&p, |c| c.connections_open), 0);
         let bytes: u64 = (0..100).map(|i| 100_000 + i * 1013).sum();
@@ -1038,7 +1020,7 @@ mod tests {
         assert!(rest.is_empty(), "closed without an answer: {rest:02x?}");
         drop(s);
         running.wait_closed(1);
-        let p = running.stop();
+        let (p, _) = running.stop();
         assert_eq!(total(&p, |c| c.tls_handshake_timeouts), 1);
         assert_eq!(total(&p, |c| c.relays_open), 0);
     }

@@ -1,9 +1,10 @@
 //! Latency histograms of one worker (HdrHistogram, microseconds, 3 significant digits from
 //! 1 µs to 60 s), and their merge across workers for the admin endpoint.
 //!
-//! Each worker records into its own histograms (no sharing on the fast path) and publishes a
-//! copy with its counters; the admin endpoint adds the copies up. Values past 60 s are clamped
-//! to 60 s and counted as such.
+//! Each worker records into its own interval histograms (no sharing on the fast path) and hands
+//! them off to the stats thread now and then ([`crate::stats::WorkerStats::send_interval`]),
+//! which adds them to the cumulative set the admin endpoint exports. Values past 60 s are
+//! clamped to 60 s and counted as such.
 
 use hdrhistogram::Histogram;
 use serde_json::{Value, json};
@@ -49,16 +50,52 @@ impl Default for Latencies {
 impl Latencies {
     /// Every histogram with its name.
     pub fn iter(&self) -> impl Iterator<Item = (&'static str, &Histogram<u64>)> {
-        [
-            ("tcp_handshake", &self.tcp_handshake),
-            ("backend_connect", &self.backend_connect),
-            ("first_backend_byte", &self.first_backend_byte),
-            ("tls13_handshake_full", &self.tls13_full),
-            ("tls13_handshake_resumed", &self.tls13_resumed),
-            ("tls12_handshake_full", &self.tls12_full),
-            ("tls12_handshake_resumed", &self.tls12_resumed),
-        ]
-        .into_iter()
+        Self::NAMES.into_iter().zip([
+            &self.tcp_handshake,
+            &self.backend_connect,
+            &self.first_backend_byte,
+            &self.tls13_full,
+            &self.tls13_resumed,
+            &self.tls12_full,
+            &self.tls12_resumed,
+        ])
+    }
+
+    /// The names of the histograms, in [`Latencies::iter`] order.
+    pub fn names() -> impl Iterator<Item = &'static str> {
+        Self::NAMES.into_iter()
+    }
+
+    const NAMES: [&'static str; 7] = [
+        "tcp_handshake",
+        "backend_connect",
+        "first_backend_byte",
+        "tls13_handshake_full",
+        "tls13_handshake_resumed",
+        "tls12_handshake_full",
+        "tls12_handshake_resumed",
+    ];
+
+    /// The histogram called `name`, if there is one.
+    pub fn get(&self, name: &str) -> Option<&Histogram<u64>> {
+        self.iter().find(|(n, _)| *n == name).map(|(_, h)| h)
+    }
+
+    /// True when nothing was recorded.
+    pub fn is_empty(&self) -> bool {
+        self.iter().all(|(_, h)| h.is_empty())
+    }
+
+    /// Values recorded, over all histograms.
+    pub fn count(&self) -> u64 {
+        self.iter().map(|(_, h)| h.len()).sum()
+    }
+
+    /// Forgets every count (keeps the memory; an empty histogram is left as it is).
+    pub fn reset(&mut self) {
+        for h in self.iter_mut().filter(|h| !h.is_empty()) {
+            h.reset();
+        }
     }
 
     fn iter_mut(&mut self) -> impl Iterator<Item = &mut Histogram<u64>> {
@@ -142,5 +179,12 @@ mod tests {
         assert!(max.abs_diff(MAX_MICROS) <= MAX_MICROS / 1000, "{s}");
         assert_eq!(summary(&a.first_backend_byte)["count"], 0);
         assert_eq!(json(&a)["first_backend_byte"]["p99_us"], 0);
+        assert_eq!(a.get("backend_connect").map(Histogram::len), Some(1003));
+        assert!(a.get("nope").is_none());
+        assert_eq!(Latencies::names().count(), a.iter().count());
+        assert!(!a.is_empty());
+        assert_eq!(a.count(), 1003);
+        a.reset();
+        assert!(a.is_empty());
     }
 }

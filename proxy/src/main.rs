@@ -1,4 +1,5 @@
-//! The `sluice` binary: `sluice --config FILE` runs the proxy, `sluice check-config FILE` validates.
+//! The `sluice` binary: `sluice --config FILE` runs the proxy, `sluice check-config FILE` validates,
+//! `sluice stats [--watch]` shows a running sluice's latencies and counters.
 #![forbid(unsafe_code)]
 
 use std::path::PathBuf;
@@ -24,6 +25,18 @@ struct Cli {
 enum Command {
     /// Validate a configuration file and exit (0: valid; 1: the error, naming file and field).
     CheckConfig { file: PathBuf },
+    /// Show a running sluice's latency percentiles and main counters (from its admin endpoint).
+    Stats {
+        /// The admin endpoint (run in sluice's network namespace for its loopback).
+        #[arg(long, default_value = "127.0.0.1:9090")]
+        admin: std::net::SocketAddr,
+        /// Redraw the table in place every interval until interrupted.
+        #[arg(long, short)]
+        watch: bool,
+        /// Refresh interval with --watch (e.g. 1s, 500ms).
+        #[arg(long, default_value = "1s", value_parser = sluice::stats_cli::parse_interval)]
+        interval: std::time::Duration,
+    },
 }
 
 fn main() -> ExitCode {
@@ -40,6 +53,7 @@ fn main() -> ExitCode {
             }
             Err(e) => Err(e.into()),
         },
+        (Some(Command::Stats { admin, watch, interval }), _) => sluice::stats_cli::run(admin, watch, interval),
         (None, None) => Err(anyhow::anyhow!("nothing to do: give --config FILE or a subcommand (see --help)")),
     };
     match result {

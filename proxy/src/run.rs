@@ -23,6 +23,7 @@ use crate::backend::{ListenerBackends, Pool, Route};
 use crate::config::{Config, DrainNew, XdpModeSetting};
 use crate::loader::{self, Loader, XdpMode};
 use crate::config::Congestion;
+use crate::stats::{Snapshot, StatsThread};
 use crate::worker::{self, Dispatch, SharedCounters};
 use sluice_tcp::FourTuple;
 
@@ -107,28 +108,29 @@ pub fn run(config: Config, config_path: &Path) -> Result<()> {
     // The backend pools /stats.json shows: a reload stores its new pools here (the old ones,
     // once no worker holds them, are dropped and their health checkers end).
     let backend_view = Arc::new(Mutex::new(services.backends.clone()));
+    let stats_thread = StatsThread::spawn(
+        shared_counters.clone(),
+        config.stats.interval_log().map(|l| crate::stats::IntervalLogSettings { path: config_dir.join(&l.path), ..l }),
+    )?;
     let stats = {
-        let (attached, shared_counters, caches) =
-            (Arc::clone(&attached), shared_counters.clone(), Arc::clone(&session_caches));
+        let (attached, caches) = (Arc::clone(&attached), Arc::clone(&session_caches));
         let (reloads, backends) = (Arc::clone(&reloads), Arc::clone(&backend_view));
-        Arc::new(move || {
-            let mut v = stats_json(&attached, &shared_counters, &caches.lock().unwrap_or_else(|e| e.into_inner()));
-            v["reloads"] = serde_json::to_value(&*reloads.lock().unwrap_or_else(|e| e.into_inner())).unwrap_or_default();
+        crate::stats::admin_source(&stats_thread, shared_counters.clone(), move |s| {
+            snapshot(&attached, &caches.lock().unwrap_or_else(|e| e.into_inner()), s);
+            let reloads = serde_json::to_value(&*reloads.lock().unwrap_or_else(|e| e.into_inner()));
+            s.extra.push(("reloads", reloads.unwrap_or_default()));
             let backends = backends.lock().unwrap_or_else(|e| e.into_inner());
-            v["backends"] = backends
-                .iter()
-                .map(|(addr, b)| {
-                    let mut j = b.json();
-                    j["listener"] = addr.to_string().into();
-                    j
-                })
-                .collect();
-            v
-        }) as crate::admin::StatsSource
+            let backends = backends.iter().map(|(addr, b)| {
+                let mut j = b.json();
+                j["listener"] = addr.to_string().into();
+                j
+            });
+            s.extra.push(("backends", backends.collect()));
+        })
     };
     let admin_stop = Arc::new(AtomicBool::new(false));
     let admin = AdminServer::spawn(config.admin.address, stats, Arc::clone(&admin_stop))?;
-    tracing::info!(address = %admin.local_addr, "admin endpoint serving /stats.json");
+    tracing::info!(address = %admin.local_addr, "admin endpoint serving /metrics, /stats.json, /histograms/");
 
     // Everything privileged is done: XDP attached, sockets open, keys read, admin bound.
     if let Some(user) = &config.process.user {
@@ -179,6 +181,7 @@ pub fn run(config: Config, config_path: &Path) -> Result<()> {
             tracing::error!("a worker panicked");
         }
     }
+    drop(stats_thread); // takes the workers' last intervals, writes the last log interval
     admin_stop.store(true, Ordering::Relaxed);
     drop(admin);
     drop(supervisor);
@@ -264,8 +267,8 @@ impl Supervisor {
         self.shared_counters
             .iter()
             .map(|q| {
-                let q = q.lock().unwrap_or_else(|e| e.into_inner());
-                if q.draining { q.queue.connections_active } else { 1 }
+                let q = q.snapshot().queue;
+                if q.draining == 1 { q.connections_active } else { 1 }
             })
             .sum()
     }
@@ -390,46 +393,25 @@ impl Supervisor {
     }
 }
 
-fn stats_json(
+/// The XDP program's counters and the session caches' (the workers' and the latencies are
+/// added by [`crate::stats::admin_source`]).
+fn snapshot(
     attached: &Mutex<loader::Attached>,
-    queues: &[SharedCounters],
-    caches: &HashMap<std::net::SocketAddrV4, Arc<sluice_tls::SessionCache>>,
-) -> serde_json::Value {
-    let (mode, counters) = match attached.lock() {
-        Ok(a) => (
-            a.mode().as_str(),
-            a.counters().map(|c| {
-                let mut m: serde_json::Map<String, serde_json::Value> =
-                    c.iter().map(|(name, v)| (name.to_owned(), v.into())).collect();
-                m.insert("pass_malformed".into(), c.pass_malformed().into());
-                m
-            }),
-        ),
-        Err(_) => ("unknown", Ok(Default::default())),
-    };
-    let queues: Vec<worker::Published> =
-        queues.iter().map(|q| q.lock().unwrap_or_else(|e| e.into_inner()).clone()).collect();
-    let mut latencies = crate::latency::Latencies::default();
-    for q in &queues {
-        latencies.merge(&q.latencies);
+    caches: &HashMap<SocketAddrV4, Arc<sluice_tls::SessionCache>>,
+    s: &mut Snapshot,
+) {
+    s.transport = "xdp";
+    match attached.lock() {
+        Ok(a) => {
+            s.xdp_mode = a.mode().as_str().to_owned();
+            if let Ok(c) = a.counters() {
+                s.xdp = c.iter().collect();
+                s.xdp_pass_malformed = c.pass_malformed();
+            }
+        }
+        Err(_) => s.xdp_mode = "unknown".to_owned(),
     }
-    serde_json::json!({
-        "xdp": {
-            "mode": mode,
-            "counters": counters.unwrap_or_default(),
-        },
-        "queues": queues,
-        "latency": crate::latency::json(&latencies),
-        "session_caches": caches.iter().map(|(addr, c)| {
-            let s = c.stats();
-            serde_json::json!({
-                "listener": addr.to_string(),
-                "hits": s.hits, "misses": s.misses, "inserts": s.inserts, "rejected": s.rejected,
-                "evicted_capacity": s.evicted_capacity, "evicted_bytes": s.evicted_bytes,
-                "evicted_expired": s.evicted_expired, "entries": s.entries, "bytes": s.bytes,
-            })
-        }).collect::<Vec<_>>(),
-    })
+    s.session_caches = caches.iter().map(|(addr, c)| (addr.to_string(), c.stats())).collect();
 }
 
 /// Keeps `flows` steered to sluice while their listeners drain.

@@ -21,7 +21,7 @@ use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicBool, Ordering, fence};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
@@ -73,8 +73,10 @@ pub struct QueueCounters {
     pub connections_closed: u64,
     /// Connections open now (all states).
     pub connections_open: u64,
-    /// Connections open now, TIME-WAIT not counted (what a drain waits for).
+    /// Connections open now, TIME-WAIT not counted (what a drain waits for), and whether the
+    /// worker took the drain order (1) or not (0).
     pub connections_active: u64,
+    pub draining: u64,
     /// Connections refused with a RST because a `[limits]` limit was reached: over all
     /// workers, on this worker, from one client address.
     pub refused_limit_total: u64,
@@ -120,20 +122,20 @@ pub struct QueueCounters {
     pub kernel_tx_invalid_descs: u64,
 }
 
-/// What a worker publishes for the admin endpoint: its counters and its TCP stack's. The fast
-/// path only ever `try_lock`s it, so a reader never stalls a worker.
+/// What a worker publishes for the admin endpoint: its counters and its TCP stack's (see
+/// [`crate::stats::WorkerStats::publish`]; latencies go by `send_interval`).
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Published {
     #[serde(flatten)]
     pub queue: QueueCounters,
-    pub tcp: serde_json::Value,
-    /// The worker took the drain order (and `connections_active` counts what it waits for).
-    pub draining: bool,
-    #[serde(skip)]
-    pub latencies: crate::latency::Latencies,
+    #[serde(serialize_with = "crate::stats::serialize_tcp")]
+    pub tcp: sluice_tcp::Stats,
+    /// Latency values recorded but not yet in the exported histograms (0: they are complete).
+    pub latency_pending: u64,
 }
 
-pub type SharedCounters = Arc<Mutex<Published>>;
+/// A worker's share of the statistics: counters and latency hand-offs, never blocking it.
+pub type SharedCounters = Arc<crate::stats::WorkerStats>;
 
 /// A worker's inbox: frames handed over by other workers, orders from the main thread, and
 /// how to wake the owner.
@@ -1020,6 +1022,7 @@ pub fn run(
         }
     }
     publish(&sock, &mut dispatch, &shared);
+    shared.finish(&mut dispatch.latencies);
     if let Err(e) = sock.check_accounting() {
         tracing::error!(queue = sock.queue_id(), "UMEM frame accounting: {e}");
     }
@@ -1070,12 +1073,9 @@ fn publish(sock: &Socket, dispatch: &mut Dispatch, shared: &SharedCounters) {
     }
     c.umem_frames_free = u64::from(frames.free);
     c.umem_frames_total = u64::from(frames.total);
-    if let Ok(mut s) = shared.try_lock() {
-        s.queue = *c;
-        s.draining = dispatch.draining;
-        s.tcp = crate::stats::tcp_json(dispatch.tcp.stats());
-        s.latencies.clone_from(&dispatch.latencies);
-    }
+    c.draining = u64::from(dispatch.draining);
+    shared.send_interval(&mut dispatch.latencies);
+    shared.publish(c, dispatch.tcp.stats());
 }
 
 #[cfg(test)]

@@ -168,7 +168,16 @@ fn demo(seconds: u32) -> Result<()> {
         let line = text.lines().find(|l| l.contains("connections in") && l.contains("real")).unwrap_or("(no result)");
         println!("  {label:<16} {line}");
     }
-    let s = stats()?;
+    // The histograms trail the counters by the workers' hand-off (at most a few hundred ms).
+    let mut s = stats()?;
+    for _ in 0..20 {
+        let pending = s["queues"].as_array().map_or(0, |q| q.iter().map(|q| q["latency_pending"].as_u64().unwrap_or(0)).sum::<u64>());
+        if pending == 0 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        s = stats()?;
+    }
     let total = |k: &str| s["queues"].as_array().map_or(0, |q| q.iter().map(|q| q[k].as_u64().unwrap_or(0)).sum::<u64>());
     println!(
         "\nsluice counted {} full and {} resumed TLS handshakes, {} TLS failures, {} relays\n",

@@ -88,7 +88,8 @@ impl Sluice {
 
     /// Waits until nothing is left behind: no relay and no connection open on any worker (their
     /// ends are counted when the TCB is freed), the UMEM frames back on the free lists but for
-    /// those lent to the kernel's fill rings; returns the stats then.
+    /// those lent to the kernel's fill rings, every latency in the histograms; returns the
+    /// stats then.
     pub fn wait_idle(&self) -> Result<serde_json::Value> {
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
@@ -97,11 +98,14 @@ impl Sluice {
             let relays = self.queue_total(&stats, "relays_open");
             let frames_out =
                 self.queue_total(&stats, "umem_frames_total") - self.queue_total(&stats, "umem_frames_free");
-            if open == 0 && relays == 0 && frames_out <= 2 * 2048 {
+            // Latencies reach the histograms a little after the counters (hand-off to the stats
+            // thread): wait until none is on its way.
+            let latency_pending = self.queue_total(&stats, "latency_pending");
+            if open == 0 && relays == 0 && frames_out <= 2 * 2048 && latency_pending == 0 {
                 return Ok(stats);
             }
             if Instant::now() > deadline {
-                bail!("not idle after 15 s: {open} connections, {relays} relays open, {frames_out} frames out: {stats:#}");
+                bail!("not idle after 15 s: {open} connections, {relays} relays open, {frames_out} frames out, {latency_pending} latencies pending: {stats:#}");
             }
             std::thread::sleep(Duration::from_millis(200));
         }
