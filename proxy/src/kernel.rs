@@ -41,7 +41,7 @@ use sluice_tcp::{Instant, StreamError};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
 use crate::config::{Config, ListenerMode};
-use crate::relay::{ByteQueue, Client, Relay, RelayEnd};
+use crate::relay::{ByteQueue, Client, Relay};
 use crate::worker::{QueueCounters, Services, SharedCounters};
 
 /// Listen backlog of every listening socket (the kernel caps it at `net.core.somaxconn`).
@@ -431,18 +431,7 @@ impl Worker {
                 if client.gone {
                     relay.client_gone();
                 }
-                let (connect, first_byte) = relay.take_timings();
-                if let Some(d) = connect {
-                    crate::latency::record(&mut self.latencies.backend_connect, d);
-                }
-                if let Some(d) = first_byte {
-                    crate::latency::record(&mut self.latencies.first_backend_byte, d);
-                }
-                if let Some(hs) = relay.take_handshake() {
-                    let c = &mut self.counters;
-                    if hs.info.resumed { c.tls_handshakes_resumed += 1 } else { c.tls_handshakes_full += 1 }
-                    crate::latency::record(self.latencies.tls_handshake(&hs.info), hs.duration);
-                }
+                self.counters.relay_progress(relay, &mut self.latencies);
                 relay.end.is_some()
             }
             Conn::Draining { client, until } => drain(client) || now >= *until,
@@ -462,21 +451,8 @@ impl Worker {
                 if let Some(b) = relay.backend() {
                     let _ = self.epoll.delete(b);
                 }
-                if self.access_log {
-                    crate::worker::access_log(&relay, now);
-                }
                 self.relays_open -= 1;
-                let c = &mut self.counters;
-                c.relay_bytes_to_backend += relay.bytes_to_backend;
-                c.relay_bytes_to_client += relay.bytes_to_client;
-                match relay.end {
-                    Some(RelayEnd::Clean) => c.relays_clean += 1,
-                    Some(RelayEnd::BackendFailed) => c.relays_backend_failed += 1,
-                    Some(RelayEnd::BackendTimeout) => c.relays_backend_timeout += 1,
-                    Some(RelayEnd::TlsFailed) => c.tls_failed += 1,
-                    Some(RelayEnd::HandshakeTimeout) => c.tls_handshake_timeouts += 1,
-                    Some(RelayEnd::ClientGone) | None => c.relays_client_gone += 1,
-                }
+                self.counters.relay_ended(&relay, self.access_log, now);
                 drop(relay); // closes the backend socket (a RST where the relay armed SO_LINGER 0)
                 if client.aborted || client.gone || client.eof {
                     self.close_client(client);

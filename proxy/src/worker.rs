@@ -122,6 +122,41 @@ pub struct QueueCounters {
     pub kernel_tx_invalid_descs: u64,
 }
 
+impl QueueCounters {
+    /// What a relay learnt since the last look, into the counters and `latencies`: backend
+    /// connect and first-byte times, a finished TLS handshake.
+    pub fn relay_progress(&mut self, r: &mut Relay, latencies: &mut crate::latency::Latencies) {
+        let (connect, first_byte) = r.take_timings();
+        if let Some(d) = connect {
+            crate::latency::record(&mut latencies.backend_connect, d);
+        }
+        if let Some(d) = first_byte {
+            crate::latency::record(&mut latencies.first_backend_byte, d);
+        }
+        if let Some(hs) = r.take_handshake() {
+            if hs.info.resumed { self.tls_handshakes_resumed += 1 } else { self.tls_handshakes_full += 1 }
+            crate::latency::record(latencies.tls_handshake(&hs.info), hs.duration);
+        }
+    }
+
+    /// A relay ended: its bytes and how it ended; its access log line if asked.
+    pub fn relay_ended(&mut self, r: &Relay, access_log: bool, now: Instant) {
+        if access_log {
+            self::access_log(r, now);
+        }
+        self.relay_bytes_to_backend += r.bytes_to_backend;
+        self.relay_bytes_to_client += r.bytes_to_client;
+        match r.end {
+            Some(RelayEnd::Clean) => self.relays_clean += 1,
+            Some(RelayEnd::BackendFailed) => self.relays_backend_failed += 1,
+            Some(RelayEnd::BackendTimeout) => self.relays_backend_timeout += 1,
+            Some(RelayEnd::TlsFailed) => self.tls_failed += 1,
+            Some(RelayEnd::HandshakeTimeout) => self.tls_handshake_timeouts += 1,
+            Some(RelayEnd::ClientGone) | None => self.relays_client_gone += 1,
+        }
+    }
+}
+
 /// What a worker publishes for the admin endpoint: its counters and its TCP stack's (see
 /// [`crate::stats::WorkerStats::publish`]; latencies go by `send_interval`).
 #[derive(Debug, Clone, Default, Serialize)]
@@ -628,18 +663,7 @@ impl Dispatch {
             // Done with the backend (the TCB may linger in TIME-WAIT): no longer active on it.
             self.attempts.remove(&h);
         }
-        let (connect, first_byte) = r.take_timings();
-        if let Some(d) = connect {
-            crate::latency::record(&mut self.latencies.backend_connect, d);
-        }
-        if let Some(d) = first_byte {
-            crate::latency::record(&mut self.latencies.first_backend_byte, d);
-        }
-        if let Some(hs) = r.take_handshake() {
-            let c = &mut self.counters;
-            if hs.info.resumed { c.tls_handshakes_resumed += 1 } else { c.tls_handshakes_full += 1 }
-            crate::latency::record(self.latencies.tls_handshake(&hs.info), hs.duration);
-        }
+        self.counters.relay_progress(r, &mut self.latencies);
     }
 
     /// A backend socket became readable and/or writable (edge-triggered).
@@ -767,20 +791,7 @@ impl Dispatch {
         if let Some(b) = r.backend() {
             let _ = self.epoll.delete(b);
         }
-        if self.access_log {
-            access_log(&r, now);
-        }
-        let c = &mut self.counters;
-        c.relay_bytes_to_backend += r.bytes_to_backend;
-        c.relay_bytes_to_client += r.bytes_to_client;
-        match r.end {
-            Some(RelayEnd::Clean) => c.relays_clean += 1,
-            Some(RelayEnd::BackendFailed) => c.relays_backend_failed += 1,
-            Some(RelayEnd::BackendTimeout) => c.relays_backend_timeout += 1,
-            Some(RelayEnd::TlsFailed) => c.tls_failed += 1,
-            Some(RelayEnd::HandshakeTimeout) => c.tls_handshake_timeouts += 1,
-            Some(RelayEnd::ClientGone) | None => c.relays_client_gone += 1,
-        }
+        self.counters.relay_ended(&r, self.access_log, now);
     }
 
     /// Echo: read what arrived and send it back; what `send` does not take waits in `pending`
@@ -863,7 +874,7 @@ fn with_single_backends(
 }
 
 /// One line for a relayed connection that ended (target `sluice::access`).
-pub(crate) fn access_log(r: &Relay, now: Instant) {
+fn access_log(r: &Relay, now: Instant) {
     let (client, listener) = r.peers.map_or((None, None), |(c, l)| (Some(c), Some(l)));
     let tls = r.tls_summary();
     let version = tls.and_then(|(i, _)| i.version.as_str()).unwrap_or("-");

@@ -118,7 +118,7 @@ fn tls_config(dir: &Path, extra: &str) -> String {
 fn wait_stats(sluice: &Sluice, what: &str, f: impl Fn(&serde_json::Value) -> bool) -> Result<serde_json::Value> {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let stats = sluice.stats()?;
+        let stats = sluice.stats().with_context(|| format!("sluice's log:\n{}", sluice.process.log()))?;
         if f(&stats) {
             return Ok(stats);
         }
@@ -271,7 +271,7 @@ fn sigterm_drains_open_connections_then_detaches() -> Result<()> {
         s["queues"].as_array().is_some_and(|q| q.iter().map(|q| q["relays_open"].as_u64().unwrap_or(0)).sum::<u64>() == 50)
     })?;
     signal(&sluice, Signal::SIGTERM)?;
-    wait_stats(&sluice, "draining", |s| s["queues"].as_array().is_some_and(|q| q.iter().all(|q| q["draining"] == true)))?;
+    wait_stats(&sluice, "draining", |s| s["queues"].as_array().is_some_and(|q| q.iter().all(|q| q["draining"] == 1)))?;
     let refused = in_netns(&sluice.client(), || connect_80().map_err(|e| e.kind()))?;
     ensure!(refused.as_ref().err() == Some(&ErrorKind::ConnectionRefused), "a new connection while draining: {refused:?}");
     for (i, t) in streams.into_iter().enumerate() {
@@ -298,7 +298,7 @@ fn drain_passes_syns_to_the_kernel_resets_at_the_deadline_and_a_second_signal_st
     let mut buf = [0u8; 4];
     idle.read_exact(&mut buf)?;
     signal(&sluice, Signal::SIGTERM)?;
-    wait_stats(&sluice, "draining", |s| s["queues"].as_array().is_some_and(|q| q.iter().all(|q| q["draining"] == true)))?;
+    wait_stats(&sluice, "draining", |s| s["queues"].as_array().is_some_and(|q| q.iter().all(|q| q["draining"] == 1)))?;
     let _new = in_netns(&sluice.client(), connect_80)?.context("a new connection while draining in pass mode")?;
     successor.set_nonblocking(false)?;
     let (_taken, from) = successor.accept()?;
