@@ -42,7 +42,8 @@ use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
 use crate::config::{Config, ListenerMode};
 use crate::relay::{ByteQueue, Client, Relay};
-use crate::worker::{QueueCounters, Services, SharedCounters};
+use crate::worker::{Control, QueueCounters, Services, SharedCounters};
+use crossbeam_channel::Receiver;
 
 /// Listen backlog of every listening socket (the kernel caps it at `net.core.somaxconn`).
 pub const LISTEN_BACKLOG: i32 = 4096;
@@ -261,6 +262,10 @@ pub struct Worker {
     deadlines: Vec<u64>,
     relays_open: u64,
     access_log: bool,
+    backlog: i32,
+    /// Draining: every listening socket is closed (the kernel answers SYNs), open connections
+    /// finish.
+    draining: bool,
     pub counters: QueueCounters,
     pub latencies: crate::latency::Latencies,
 }
@@ -271,19 +276,9 @@ impl Worker {
     pub fn new(index: usize, services: Services, backlog: i32) -> Result<Self> {
         let Services { listeners, tls, relay: relay_settings, access_log, .. } = services;
         let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).context("epoll_create")?;
-        let mut sockets = Vec::new();
-        let mut addrs: Vec<_> = listeners.into_iter().filter(|(_, m)| *m != ListenerMode::Refuse).collect();
-        addrs.sort_by_key(|(a, _)| (*a.ip(), a.port()));
-        for (i, (addr, mode)) in addrs.into_iter().enumerate() {
-            let socket = listen(addr, backlog).with_context(|| format!("listening on {addr}"))?;
-            epoll
-                .add(&socket, EpollEvent::new(EpollFlags::EPOLLIN, LISTENER_TOKEN - i as u64))
-                .with_context(|| format!("epoll add of listener {addr}"))?;
-            sockets.push((socket, addr, mode));
-        }
-        Ok(Self {
+        let mut w = Self {
             epoll,
-            listeners: sockets,
+            listeners: Vec::new(),
             tls,
             relay_settings,
             conns: HashMap::new(),
@@ -291,9 +286,76 @@ impl Worker {
             deadlines: Vec::new(),
             relays_open: 0,
             access_log,
+            backlog,
+            draining: false,
             counters: QueueCounters { queue: index as u32, ..Default::default() },
             latencies: Default::default(),
-        })
+        };
+        w.set_listeners(&listeners)?;
+        Ok(w)
+    }
+
+    /// Listens on the accepting listeners of `listeners` (keeping the sockets of those it
+    /// already has, closing those no longer wanted; their accepted connections live on).
+    fn set_listeners(&mut self, listeners: &HashMap<SocketAddrV4, ListenerMode>) -> Result<()> {
+        let mut wanted: Vec<_> = listeners.iter().filter(|(_, m)| **m != ListenerMode::Refuse).collect();
+        wanted.sort_by_key(|(a, _)| (*a.ip(), a.port()));
+        let mut old: HashMap<_, _> = self.listeners.drain(..).map(|(s, a, _)| (a, s)).collect();
+        for s in old.values() {
+            let _ = self.epoll.delete(s);
+        }
+        for (i, (addr, mode)) in wanted.into_iter().enumerate() {
+            let socket = match old.remove(addr) {
+                Some(s) => s,
+                None => listen(*addr, self.backlog).with_context(|| format!("listening on {addr}"))?,
+            };
+            self.epoll
+                .add(&socket, EpollEvent::new(EpollFlags::EPOLLIN, LISTENER_TOKEN - i as u64))
+                .with_context(|| format!("epoll add of listener {addr}"))?;
+            self.listeners.push((socket, *addr, *mode));
+        }
+        Ok(())
+    }
+
+    /// An order from the main thread (see [`crate::worker::Control`]). There are no flows to
+    /// name: the kernel owns them.
+    fn control(&mut self, c: Control, now: Instant) {
+        match c {
+            Control::Reload(services, done) => {
+                let Services { listeners, tls, relay, access_log, .. } = services;
+                if !self.draining
+                    && let Err(e) = self.set_listeners(&listeners)
+                {
+                    tracing::error!(queue = self.counters.queue, "reload: {e:#}");
+                }
+                (self.tls, self.relay_settings, self.access_log) = (tls, relay, access_log);
+                let _ = done.send(Vec::new());
+            }
+            Control::Drain(done) => {
+                self.draining = true;
+                for (s, _, _) in self.listeners.drain(..) {
+                    let _ = self.epoll.delete(&s);
+                }
+                if let Some(done) = done {
+                    let _ = done.send(Vec::new());
+                }
+            }
+            Control::Abort => {
+                let ids: Vec<u64> = self.conns.keys().copied().collect();
+                for id in ids {
+                    match self.conns.get_mut(&id) {
+                        Some(Conn::Relay { client, relay }) => {
+                            relay.client_gone();
+                            client.abort();
+                        }
+                        Some(Conn::Echo(e)) => e.client.abort(),
+                        Some(Conn::Draining { client, .. }) => client.abort(),
+                        None => {}
+                    }
+                    self.finish(id, now);
+                }
+            }
+        }
     }
 
     /// Waits up to `timeout` for readiness and handles it, then the deadlines that passed.
@@ -495,6 +557,8 @@ impl Worker {
     /// returns whether `shared` was free to take them.
     pub fn publish(&mut self, shared: &SharedCounters) -> bool {
         self.counters.connections_open = self.conns.len() as u64;
+        self.counters.connections_active = self.conns.len() as u64;
+        self.counters.draining = u64::from(self.draining);
         self.counters.relays_open = self.relays_open;
         let handed = shared.send_interval(&mut self.latencies) || self.latencies.is_empty();
         shared.publish(&self.counters, &sluice_tcp::Stats::default());
@@ -505,11 +569,22 @@ impl Worker {
     /// publishes what changed and sleeps in epoll (at most [`IDLE_POLL`], less when a deadline is
     /// due). While busy it publishes every [`PUBLISH_EVERY`], so the stats are current whenever
     /// the worker sleeps and at most that old while it works.
-    pub fn run(mut self, shared: SharedCounters, clock: std::time::Instant, stop: Arc<AtomicBool>) {
+    pub fn run(
+        mut self,
+        shared: SharedCounters,
+        control: Receiver<Control>,
+        clock: std::time::Instant,
+        stop: Arc<AtomicBool>,
+    ) {
         let now = || Instant::from_micros(clock.elapsed().as_micros() as u64);
         let mut last_publish = now();
         let mut dirty = true;
         while !stop.load(Ordering::Relaxed) {
+            // Orders wait at most one idle poll (250 ms).
+            while let Ok(c) = control.try_recv() {
+                self.control(c, now());
+                dirty = true;
+            }
             let busy = self.poll(Duration::ZERO, now) > 0;
             dirty |= busy;
             let t = now();
@@ -543,11 +618,8 @@ fn drain(client: &mut KernelClient) -> bool {
     }
 }
 
-/// The kernel transport's `run`: builds the services (certificates first), opens every
-/// worker's listening sockets, spawns the workers pinned to cores, serves the admin endpoint,
-/// and stops them when `stop` is set.
-pub fn run(config: &Config, config_dir: &std::path::Path, stop: Arc<AtomicBool>) -> Result<()> {
-    // What this transport does not do (yet): refused, not ignored.
+/// What this transport does not do (yet): refused with the reason, not ignored.
+pub fn check(config: &Config) -> Result<()> {
     for (i, l) in config.listeners.iter().enumerate() {
         if l.backend_addrs().len() > 1 || !l.routes.is_empty() || l.proxy_protocol {
             anyhow::bail!(
@@ -559,20 +631,38 @@ pub fn run(config: &Config, config_dir: &std::path::Path, stop: Arc<AtomicBool>)
     if config.limits != Default::default() {
         anyhow::bail!("limits: connection limits need transport = \"xdp\"");
     }
+    Ok(())
+}
+
+/// Fails if something already listens on one of `config`'s listener addresses that is not in
+/// `mine`: SO_REUSEPORT would let the workers join another process's listeners on the same
+/// address (same user) and share its connections.
+pub fn probe_listeners(config: &Config, mine: &[SocketAddrV4]) -> Result<()> {
+    for l in config.listeners.iter().filter(|l| l.mode() != ListenerMode::Refuse) {
+        let addr = l.socket_addr();
+        if mine.contains(&addr) {
+            continue;
+        }
+        let probe = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP))?;
+        probe.set_reuse_address(true)?;
+        probe.bind(&SockAddr::from(addr)).with_context(|| format!("listener {addr}: cannot bind (in use?)"))?;
+    }
+    Ok(())
+}
+
+/// The kernel transport's `run`: builds the services (certificates first), opens every
+/// worker's listening sockets, spawns the workers pinned to cores, serves the admin endpoint,
+/// and stops them when `stop` is set.
+pub fn run(config: &Config, config_path: &std::path::Path, stop: Arc<AtomicBool>) -> Result<()> {
+    let config_dir = config_path.parent().unwrap_or(std::path::Path::new(""));
+    check(config)?;
     let caches: Arc<Mutex<HashMap<SocketAddrV4, Arc<sluice_tls::SessionCache>>>> = Default::default();
     let services = crate::run::services(config, config_dir, &caches)?;
     let n = config
         .datapath
         .workers
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, std::num::NonZero::get));
-    // SO_REUSEPORT would let the workers join another process's listeners on the same address
-    // (same user) and share its connections: make sure nobody listens there yet.
-    for l in config.listeners.iter().filter(|l| l.mode() != ListenerMode::Refuse) {
-        let addr = l.socket_addr();
-        let probe = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP))?;
-        probe.set_reuse_address(true)?;
-        probe.bind(&SockAddr::from(addr)).with_context(|| format!("listener {addr}: cannot bind (in use?)"))?;
-    }
+    probe_listeners(config, &[])?;
     let mut workers = Vec::new();
     for i in 0..n {
         workers.push(Worker::new(i, services.clone(), LISTEN_BACKLOG).with_context(|| format!("kernel worker {i}"))?);
@@ -594,7 +684,8 @@ pub fn run(config: &Config, config_dir: &std::path::Path, stop: Arc<AtomicBool>)
     let cores = core_affinity::get_core_ids().unwrap_or_default();
     let mut shared_counters: Vec<SharedCounters> = Vec::new();
     let mut threads = Vec::new();
-    for (i, worker) in workers.into_iter().enumerate() {
+    let (inboxes, _, controls) = crate::worker::inboxes(n, 1)?;
+    for (i, (worker, inbox)) in workers.into_iter().zip(inboxes).enumerate() {
         let shared = SharedCounters::default();
         shared_counters.push(Arc::clone(&shared));
         let stop = Arc::clone(&stop);
@@ -603,19 +694,22 @@ pub fn run(config: &Config, config_dir: &std::path::Path, stop: Arc<AtomicBool>)
             if let Some(core) = core {
                 core_affinity::set_for_current(core);
             }
-            worker.run(shared, clock, stop)
+            worker.run(shared, inbox.control, clock, stop)
         })?);
     }
     let stats_thread = crate::stats::StatsThread::spawn(
         shared_counters.clone(),
         config.stats.interval_log().map(|l| crate::stats::IntervalLogSettings { path: config_dir.join(&l.path), ..l }),
     )?;
+    let reloads: Arc<Mutex<crate::run::ReloadStats>> = Default::default();
     let stats = {
-        let caches = Arc::clone(&caches);
+        let (caches, reloads) = (Arc::clone(&caches), Arc::clone(&reloads));
         crate::stats::admin_source(&stats_thread, shared_counters.clone(), move |s| {
             s.transport = "kernel";
             let caches = caches.lock().unwrap_or_else(|e| e.into_inner());
             s.session_caches = caches.iter().map(|(addr, c)| (addr.to_string(), c.stats())).collect();
+            let reloads = serde_json::to_value(&*reloads.lock().unwrap_or_else(|e| e.into_inner()));
+            s.extra.push(("reloads", reloads.unwrap_or_default()));
         })
     };
     let admin = crate::admin::AdminServer::spawn(config.admin.address, stats, Arc::clone(&stop));
@@ -626,10 +720,21 @@ pub fn run(config: &Config, config_dir: &std::path::Path, stop: Arc<AtomicBool>)
             return Err(e);
         }
     };
-    tracing::info!(address = %admin.local_addr, "admin endpoint serving /stats.json");
-    while !stop.load(Ordering::Relaxed) {
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    tracing::info!(address = %admin.local_addr, "admin endpoint serving /metrics, /stats.json, /histograms/");
+    let backend_view = Arc::new(Mutex::new(services.backends.clone()));
+    let mut supervisor = crate::run::Supervisor {
+        config: config.clone(),
+        config_path: config_path.to_path_buf(),
+        session_caches: caches,
+        attached: None,
+        controls,
+        shared_counters,
+        reloads,
+        backend_view,
+        retiring: Vec::new(),
+    };
+    let served = supervisor.serve(&stop);
+    stop.store(true, Ordering::Relaxed);
     tracing::info!("stopping");
     for t in threads {
         if t.join().is_err() {
@@ -639,7 +744,7 @@ pub fn run(config: &Config, config_dir: &std::path::Path, stop: Arc<AtomicBool>)
     drop(stats_thread); // the workers' last intervals, the last interval log entry
     drop(admin);
     tracing::info!("bye");
-    Ok(())
+    served
 }
 
 #[cfg(test)]
@@ -704,7 +809,7 @@ mod tests {
                 let counters = SharedCounters::default();
                 shared.push(Arc::clone(&counters));
                 let stop = Arc::clone(&stop);
-                threads.push(std::thread::spawn(move || worker.run(counters, clock, stop)));
+                threads.push(std::thread::spawn(move || worker.run(counters, crossbeam_channel::never(), clock, stop)));
             }
             Self { shared, stop, threads }
         }

@@ -34,11 +34,7 @@ pub fn run(config: Config, config_path: &Path) -> Result<()> {
     // Workers stop when this is set (after a drain, or at once on a second signal).
     let stop = Arc::new(AtomicBool::new(false));
     if config.datapath.transport == crate::config::Transport::Kernel {
-        // The kernel transport stops at the first signal (no reload or drain yet).
-        for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-            signal_hook::flag::register(signal, Arc::clone(&stop)).context("installing signal handlers")?;
-        }
-        return crate::kernel::run(&config, config_dir, stop);
+        return crate::kernel::run(&config, config_path, stop);
     }
     let d = &config.datapath;
     let mode = match d.xdp_mode {
@@ -167,7 +163,7 @@ pub fn run(config: Config, config_path: &Path) -> Result<()> {
         config,
         config_path: config_path.to_path_buf(),
         session_caches,
-        attached: Arc::clone(&attached),
+        attached: Some(Arc::clone(&attached)),
         controls,
         shared_counters,
         reloads,
@@ -192,32 +188,33 @@ pub fn run(config: Config, config_path: &Path) -> Result<()> {
 
 /// Reloads so far, for `/stats.json`.
 #[derive(Debug, Default, serde::Serialize)]
-struct ReloadStats {
+pub struct ReloadStats {
     ok: u64,
     refused: u64,
     /// Why the last refused reload was refused.
     last_error: Option<String>,
 }
 
-/// The main thread once workers run: reacts to signals (SIGHUP reloads; SIGTERM and SIGINT
-/// drain, a second one stops at once) and finishes listener removals.
-struct Supervisor {
-    config: Config,
-    config_path: PathBuf,
-    session_caches: SessionCaches,
-    attached: Arc<Mutex<loader::Attached>>,
-    controls: worker::Controls,
-    shared_counters: Vec<SharedCounters>,
-    reloads: Arc<Mutex<ReloadStats>>,
+/// The main thread once workers run, for either transport: reacts to signals (SIGHUP reloads;
+/// SIGTERM and SIGINT drain, a second one stops at once) and finishes listener removals.
+pub(crate) struct Supervisor {
+    pub config: Config,
+    pub config_path: PathBuf,
+    pub session_caches: SessionCaches,
+    /// The XDP program (none with the kernel transport).
+    pub attached: Option<Arc<Mutex<loader::Attached>>>,
+    pub controls: worker::Controls,
+    pub shared_counters: Vec<SharedCounters>,
+    pub reloads: Arc<Mutex<ReloadStats>>,
     /// The backend pools /stats.json shows.
-    backend_view: Arc<Mutex<HashMap<SocketAddrV4, Arc<crate::backend::ListenerBackends>>>>,
+    pub backend_view: Arc<Mutex<HashMap<SocketAddrV4, Arc<crate::backend::ListenerBackends>>>>,
     /// Listeners a reload removed, draining in the XDP program until then, with their flows.
-    retiring: Vec<(SocketAddrV4, std::time::Instant, Vec<FourTuple>)>,
+    pub retiring: Vec<(SocketAddrV4, std::time::Instant, Vec<FourTuple>)>,
 }
 
 impl Supervisor {
     /// Runs until sluice should stop: a drain finished or timed out, or a second signal came.
-    fn serve(&mut self, stop: &AtomicBool) -> Result<()> {
+    pub fn serve(&mut self, stop: &AtomicBool) -> Result<()> {
         use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
         let mut signals = signal_hook::iterator::Signals::new([SIGHUP, SIGINT, SIGTERM])
             .context("installing signal handlers")?;
@@ -274,6 +271,12 @@ impl Supervisor {
     }
 
     fn start_drain(&mut self) {
+        let Some(attached) = self.attached.clone() else {
+            // Kernel sockets: the workers close their listening sockets; the kernel answers SYNs
+            // (a RST, or a successor's listener takes them): both settings mean the same here.
+            self.controls.broadcast(|_| worker::Control::Drain(None));
+            return;
+        };
         if self.config.drain.new_connections == DrainNew::Reset {
             self.controls.broadcast(|_| worker::Control::Drain(None));
             return;
@@ -283,7 +286,7 @@ impl Supervisor {
         let (tx, rx) = crossbeam_channel::unbounded();
         self.controls.broadcast(|_| worker::Control::Drain(Some(tx.clone())));
         let flows = self.collect_flows(&rx);
-        let mut attached = self.attached.lock().unwrap_or_else(|e| e.into_inner());
+        let mut attached = attached.lock().unwrap_or_else(|e| e.into_inner());
         add_drain_flows(&mut attached, &flows);
         for l in &self.config.listeners {
             let addr = l.socket_addr();
@@ -341,6 +344,11 @@ impl Supervisor {
         }
         let dir = self.config_path.parent().map(std::path::Path::to_path_buf).unwrap_or_default();
         let services = services(&new, &dir, &self.session_caches)?;
+        if self.attached.is_none() {
+            crate::kernel::check(&new)?;
+            let mine: Vec<_> = old.listeners.iter().map(|l| l.socket_addr()).collect();
+            crate::kernel::probe_listeners(&new, &mine)?;
+        }
         // Workers first, so that no SYN reaches a worker that does not listen yet.
         let (done_tx, done_rx) = crossbeam_channel::unbounded();
         self.controls.broadcast(|_| worker::Control::Reload(services.clone(), done_tx.clone()));
@@ -348,8 +356,13 @@ impl Supervisor {
         *self.backend_view.lock().unwrap_or_else(|e| e.into_inner()) = services.backends.clone();
         let old_addrs: Vec<_> = old.listeners.iter().map(|l| l.socket_addr()).collect();
         let new_addrs: Vec<_> = new.listeners.iter().map(|l| l.socket_addr()).collect();
-        let mut attached = self.attached.lock().unwrap_or_else(|e| e.into_inner());
         let (mut added, mut removed) = (0, 0);
+        let Some(attached) = self.attached.clone() else {
+            let summary = format!("{} listeners", new.listeners.len());
+            self.config = new;
+            return Ok(summary);
+        };
+        let mut attached = attached.lock().unwrap_or_else(|e| e.into_inner());
         for addr in new_addrs.iter().filter(|a| !old_addrs.contains(a)) {
             attached.add_listener(*addr.ip(), addr.port())?;
             self.retiring.retain(|(a, _, _)| a != addr);
@@ -377,7 +390,8 @@ impl Supervisor {
         if !self.retiring.iter().any(|(_, t, _)| *t <= now) {
             return;
         }
-        let mut attached = self.attached.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(attached) = &self.attached else { return };
+        let mut attached = attached.lock().unwrap_or_else(|e| e.into_inner());
         self.retiring.retain(|(addr, until, flows)| {
             if *until > now {
                 return true;
@@ -428,7 +442,7 @@ fn add_drain_flows(attached: &mut loader::Attached, flows: &[FourTuple]) {
 }
 
 /// A TLS listener's session cache, kept across reloads (by listener address).
-type SessionCaches = Arc<Mutex<HashMap<std::net::SocketAddrV4, Arc<sluice_tls::SessionCache>>>>;
+pub(crate) type SessionCaches = Arc<Mutex<HashMap<std::net::SocketAddrV4, Arc<sluice_tls::SessionCache>>>>;
 
 /// What the workers serve, built from `config`: the listeners, a TLS ServerConfig per TLS
 /// listener (its session cache taken from `caches`, or made and added there), the relay settings.

@@ -180,3 +180,70 @@ fn plain_relay_echo_and_refuse_on_kernel_sockets() -> Result<()> {
     ensure!(status.success(), "sluice exited with {status}:\n{}", sluice.process.log());
     Ok(())
 }
+
+/// Operations on kernel sockets: running as nobody with only CAP_NET_BIND_SERVICE, SIGHUP adds a
+/// listener on a privileged port, SIGTERM drains (new connections refused by the kernel, the
+/// open one finishes) and sluice exits by itself.
+#[test]
+fn reload_and_drain_on_kernel_sockets_as_nobody() -> Result<()> {
+    use std::io::{Read, Write};
+    let relay = "[[listener]]\naddress = \"198.51.100.2:80\"\nbackend = \"203.0.113.2:8080\"\n";
+    let mut sluice = Sluice::start("kt3-", &kernel_config(2, relay))?;
+    echo_backend(&sluice.topology.topology.backend())?;
+    let status = std::fs::read_to_string(format!("/proc/{}/status", sluice.process.pid()))?;
+    let cap = |name: &str| status.lines().find_map(|l| l.strip_prefix(name)).map(str::trim).unwrap_or("").to_owned();
+    ensure!(cap("Uid:").starts_with("65534"), "{status}");
+    // Bit 10: CAP_NET_BIND_SERVICE, kept so that a reload can listen below 1024.
+    ensure!(cap("CapEff:") == "0000000000000400" && cap("CapPrm:") == "0000000000000400", "{status}");
+    let connect = |port: u16| move || -> std::io::Result<TcpStream> {
+        let s = TcpStream::connect_timeout(&format!("198.51.100.2:{port}").parse().expect("addr"), Duration::from_secs(3))?;
+        s.set_read_timeout(Some(Duration::from_secs(10)))?;
+        Ok(s)
+    };
+    let ping = |s: &mut TcpStream| -> Result<()> {
+        s.write_all(b"ping")?;
+        let mut b = [0u8; 4];
+        s.read_exact(&mut b)?;
+        ensure!(&b == b"ping");
+        Ok(())
+    };
+    let mut open = in_netns(&sluice.client(), connect(80))??;
+    ping(&mut open)?;
+
+    let path = sluice.dir.join("sluice.toml");
+    let config = std::fs::read_to_string(&path)?;
+    std::fs::write(&path, format!("{config}\n[[listener]]\naddress = \"198.51.100.2:7\"\necho = true\n"))?;
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(sluice.process.pid() as i32), nix::sys::signal::Signal::SIGHUP)?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while sluice.stats()?["reloads"]["ok"] != 1 {
+        ensure!(std::time::Instant::now() < deadline, "no reload:\n{}", sluice.process.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let mut echo = in_netns(&sluice.client(), connect(7))?.context("the listener the reload added")?;
+    ping(&mut echo)?;
+    drop(echo);
+
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(sluice.process.pid() as i32), nix::sys::signal::Signal::SIGTERM)?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let stats = sluice.stats()?;
+        if stats["queues"].as_array().is_some_and(|q| q.iter().all(|q| q["draining"] == 1)) {
+            break;
+        }
+        ensure!(std::time::Instant::now() < deadline, "not draining: {stats:#}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let refused = in_netns(&sluice.client(), connect(80))?;
+    ensure!(
+        refused.as_ref().err().map(std::io::Error::kind) == Some(std::io::ErrorKind::ConnectionRefused),
+        "a new connection while draining: {refused:?}"
+    );
+    ping(&mut open)?;
+    open.shutdown(std::net::Shutdown::Write)?;
+    let mut rest = Vec::new();
+    open.read_to_end(&mut rest)?;
+    let status = sluice.process.signal_and_wait(nix::sys::signal::Signal::SIGCONT, Duration::from_secs(10))?;
+    ensure!(status.success(), "{status}:\n{}", sluice.process.log());
+    ensure!(sluice.process.log().contains("drained: every connection finished"), "{}", sluice.process.log());
+    Ok(())
+}

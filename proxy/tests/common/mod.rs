@@ -134,7 +134,7 @@ pub fn config(xdp_mode: &str, listeners: &str) -> String {
 /// A configuration for the kernel transport (`transport = "kernel"`, `workers` threads, no
 /// interface) with extra TOML appended.
 pub fn kernel_config(workers: usize, listeners: &str) -> String {
-    format!("[datapath]\ntransport = \"kernel\"\nworkers = {workers}\n\n{listeners}\n")
+    format!("[datapath]\ntransport = \"kernel\"\nworkers = {workers}\n\n[process]\nuser = \"nobody\"\n\n{listeners}\n")
 }
 
 /// An echo server in the backend namespace (203.0.113.2:8080): echoes every byte, and after the
