@@ -8,13 +8,20 @@
 //! - `backend`: the plaintext backend for tests, the demo and benchmarks: an HTTP/1.1 responder
 //!   or an echo server, optionally behind a PROXY protocol v2 header (issue 4).
 //! - `certs`: a demo CA and leaf certificates (rcgen), never overwriting existing files.
+//! - `load`: a TLS load generator (open or closed loop; full, resumed, keep-alive) with
+//!   client-side HdrHistograms, JSON and an SVG percentile plot (issue 5).
+//! - `compare`: the same loads against sluice (AF_XDP and kernel sockets), nginx and HAProxy in
+//!   the test topology; one table, JSON and a plot (issue 5). Needs root.
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
 mod backend;
+mod compare;
 mod rst_rate;
+
+use sluice_bench::load;
 
 #[derive(Parser)]
 #[command(
@@ -34,6 +41,10 @@ enum Command {
     Backend(backend::Args),
     /// A demo CA and ECDSA P-256 (and one RSA-2048) leaf certificates; never overwrites.
     Certs(backend::certs::Args),
+    /// TLS handshakes/requests at a fixed rate (open loop) or flat out (closed loop).
+    Load(load::LoadArgs),
+    /// sluice (AF_XDP, kernel sockets) vs nginx vs HAProxy under the same loads; one table.
+    Compare(compare::Args),
 }
 
 fn main() -> ExitCode {
@@ -42,6 +53,8 @@ fn main() -> ExitCode {
         Command::RstRate(args) => rst_rate::run(&args),
         Command::Backend(args) => backend::run(&args),
         Command::Certs(args) => backend::certs::run(&args),
+        Command::Load(args) => load::main(&args),
+        Command::Compare(args) => compare::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

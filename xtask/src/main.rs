@@ -7,6 +7,8 @@
 //!   unit, property, and the integration tests that need root and namespaces.
 //! - `cargo xtask bench rst|tcp|wire`: the benchmark programs (release builds); they print
 //!   figures and ratios against a baseline measured in the same run.
+//! - `cargo xtask bench compare [--quick]`: TLS loads against sluice (AF_XDP, kernel sockets),
+//!   nginx and HAProxy in the test topology; one table, JSON and plots in target/bench-compare.
 
 use std::process::Command;
 
@@ -36,10 +38,14 @@ enum Task {
         action: NetnsAction,
     },
     /// Run a benchmark: `rst` (RSTs/s of one worker vs the kernel, in the test topology),
-    /// `tcp` (sluice's TCP vs smoltcp in memory, simulator throughput), `wire` (parse/emit).
+    /// `tcp` (sluice's TCP vs smoltcp in memory, simulator throughput), `wire` (parse/emit),
+    /// `compare` (TLS load: sluice on AF_XDP and on kernel sockets vs nginx vs HAProxy).
     Bench {
         #[arg(value_enum)]
         which: Bench,
+        /// compare: short runs at two rates (under 3 minutes).
+        #[arg(long)]
+        quick: bool,
         /// Extra arguments for the benchmark program.
         #[arg(last = true)]
         extra: Vec<String>,
@@ -57,6 +63,7 @@ enum Bench {
     Rst,
     Tcp,
     Wire,
+    Compare,
 }
 
 #[derive(Subcommand)]
@@ -80,7 +87,7 @@ fn main() -> Result<()> {
         }
         Task::Test { extra } => test(&extra)?,
         Task::Demo { seconds } => demo(seconds)?,
-        Task::Bench { which, extra } => bench(which, &extra)?,
+        Task::Bench { which, quick, extra } => bench(which, quick, &extra)?,
     }
     Ok(())
 }
@@ -190,7 +197,7 @@ fn demo(seconds: u32) -> Result<()> {
     Ok(())
 }
 
-fn bench(which: Bench, extra: &[String]) -> Result<()> {
+fn bench(which: Bench, quick: bool, extra: &[String]) -> Result<()> {
     match which {
         Bench::Rst => {
             sluice_testbed::require_root().context("the RST benchmark runs in network namespaces")?;
@@ -203,6 +210,20 @@ fn bench(which: Bench, extra: &[String]) -> Result<()> {
                 .context("running sluice-bench")?;
             if !status.success() {
                 bail!("sluice-bench rst-rate failed: {status}");
+            }
+        }
+        Bench::Compare => {
+            sluice_testbed::require_root().context("the comparison runs servers in network namespaces")?;
+            cargo(&["build", "--release", "-p", "sluice", "-p", "sluice-bench"], &[])?;
+            let target = target_dir();
+            let status = Command::new(format!("{target}/release/sluice-bench"))
+                .args(["compare", "--sluice", &format!("{target}/release/sluice"), "--out", &format!("{target}/bench-compare")])
+                .args(quick.then_some("--quick"))
+                .args(extra)
+                .status()
+                .context("running sluice-bench compare")?;
+            if !status.success() {
+                bail!("sluice-bench compare failed: {status}");
             }
         }
         Bench::Tcp => cargo(&["bench", "-p", "sluice-bench", "--bench", "tcp_endpoints"], extra)?,
