@@ -3,8 +3,9 @@
 //! What it is: many TLS client connections from one process, each thread one non-blocking event
 //! loop (mio over epoll, a timerfd for the schedule), rustls as the client with the key exchange
 //! group and the cipher suite pinned (X25519; TLS13_AES_128_GCM_SHA256, or for TLS 1.2
-//! ECDHE_{ECDSA,RSA}_WITH_AES_128_GCM_SHA256, whichever the certificate's key allows). What was
-//! negotiated is recorded, as is every handshake's kind (full or resumed) as rustls saw it.
+//! ECDHE_{ECDSA,RSA}_WITH_AES_128_GCM_SHA256, whichever the certificate's key allows; TLS 1.2
+//! also lists secp256r1, see [`client_config`]). What was negotiated is recorded, as is every
+//! handshake's kind (full or resumed) as rustls saw it.
 //!
 //! Modes:
 //! - `full`: every connection a full handshake (resumption disabled in the client), one
@@ -266,7 +267,14 @@ pub fn client_config(args: &LoadArgs, store: Option<Arc<TicketPool>>) -> Result<
     use rustls::pki_types::CertificateDer;
     use rustls::pki_types::pem::PemObject;
     let mut prov = provider::default_provider();
-    prov.kx_groups = vec![provider::kx_group::X25519];
+    // TLS 1.2: RFC 8422 §5.1 has the client's supported_groups also name the curves it accepts
+    // for the server's ECDSA certificate, so P-256 must be listed for a P-256 certificate
+    // (OpenSSL refuses with "no shared cipher" otherwise). X25519 stays first, the servers in
+    // the comparison allow only X25519 for the key exchange, and the negotiated group is recorded.
+    prov.kx_groups = match args.tls {
+        TlsVersion::Tls13 => vec![provider::kx_group::X25519],
+        TlsVersion::Tls12 => vec![provider::kx_group::X25519, provider::kx_group::SECP256R1],
+    };
     prov.cipher_suites = match args.tls {
         TlsVersion::Tls13 => vec![cs::TLS13_AES_128_GCM_SHA256],
         TlsVersion::Tls12 => {
@@ -491,7 +499,7 @@ impl LoadReport {
         json!({
             "config": self.args.to_json(),
             "pinned": {
-                "group": "X25519",
+                "group": "X25519 (TLS 1.2 also lists secp256r1 for the ECDSA certificate's curve, RFC 8422 §5.1)",
                 "suites": match self.args.tls {
                     TlsVersion::Tls13 => vec!["TLS13_AES_128_GCM_SHA256"],
                     TlsVersion::Tls12 => vec!["TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256", "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256"],
