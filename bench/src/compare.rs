@@ -5,9 +5,9 @@
 //! tickets, two workers each, relaying to the same `sluice-bench backend`.
 //!
 //! The client's word is not proof: after every run the server's own counts of full and resumed
-//! handshakes (sluice's `/stats.json`; nginx's `$ssl_session_reused` and HAProxy's
-//! `%[ssl_fc_is_resumed]` in their connection logs) are compared with the load generator's, and a
-//! mismatch is shown in the table.
+//! handshakes (sluice's `/stats.json`; nginx's `$ssl_session_reused` in its stream access log;
+//! HAProxy's `ssl_sess` and `ssl_reused_sess` on its stats socket) are compared with the load
+//! generator's, and a mismatch is shown in the table.
 //!
 //! Out: one Markdown table on stdout (handshakes/s, handshake latency p50/p99/p99.9 from the
 //! intended start, whole-machine CPU per connection at fixed rates, ratios against nginx),
@@ -124,7 +124,7 @@ struct Server {
     process: NsProcess,
     /// The configuration file it was started with (recorded in the JSON).
     config_text: String,
-    /// nginx/HAProxy: the connection log the counts come from.
+    /// nginx: the access log the counts come from; HAProxy: its stats socket.
     log: PathBuf,
     proxy_ns: String,
 }
@@ -202,16 +202,18 @@ impl Server {
                      global\n    nbthread 2\n    maxconn 9000\n    tune.ssl.cachesize 200000\n    tune.ssl.lifetime 7200\n\
                      \x20   ssl-default-bind-options ssl-min-ver TLSv1.2 no-tls-tickets\n\
                      \x20   log stdout format raw local0 info\n\
+                     \x20   stats socket {} mode 600 level admin\n\
                      defaults\n    mode tcp\n    log global\n    timeout connect 5s\n    timeout client 30s\n    timeout server 30s\n\
                      frontend tls\n    bind {LISTEN} ssl crt {} curves X25519 no-tls-tickets alpn http/1.1\n\
                      \x20   log-format \"%[ssl_fc_is_resumed] %[ssl_fc_protocol] %[ssl_fc_cipher]\"\n\
                      \x20   default_backend be\n\
                      backend be\n    server b1 203.0.113.2:8080\n",
+                    dir.join("haproxy.sock").display(),
                     pem.display()
                 );
                 let file = dir.join("haproxy.cfg");
                 std::fs::write(&file, &text)?;
-                ("haproxy".into(), vec!["-f".into(), file.display().to_string(), "-db".into()], text, log.clone())
+                ("haproxy".into(), vec!["-f".into(), file.display().to_string(), "-db".into()], text, dir.join("haproxy.sock"))
             }
         };
         let argv: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -248,7 +250,23 @@ impl Server {
                 };
                 Ok((total("tls_handshakes_full"), total("tls_handshakes_resumed")))
             }
-            Target::Nginx | Target::Haproxy => {
+            // HAProxy's own counters (stats socket, `show stat`, the frontend's row): `ssl_sess`
+            // counts new sessions (full handshakes), `ssl_reused_sess` resumed ones. Its
+            // connection log (`%[ssl_fc_is_resumed]`) lost a few lines per run under load.
+            Target::Haproxy => {
+                let stat = haproxy_command(&self.log, "show stat")?;
+                let mut lines = stat.lines();
+                let header: Vec<&str> = lines.next().context("show stat: empty")?.trim_start_matches("# ").split(',').collect();
+                let col = |name: &str| header.iter().position(|h| *h == name).with_context(|| format!("show stat: no {name}"));
+                let (sess, reused) = (col("ssl_sess")?, col("ssl_reused_sess")?);
+                let row: Vec<&str> = lines
+                    .map(|l| l.split(',').collect::<Vec<_>>())
+                    .find(|r| r.first() == Some(&"tls") && r.get(1) == Some(&"FRONTEND"))
+                    .context("show stat: no FRONTEND row for tls")?;
+                let num = |i: usize| row.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+                Ok((num(sess), num(reused)))
+            }
+            Target::Nginx => {
                 let text = std::fs::read_to_string(&self.log).unwrap_or_default();
                 let (mut full, mut resumed) = (0, 0);
                 for line in text.lines() {
@@ -257,10 +275,9 @@ impl Server {
                     if !proto.starts_with("TLSv") {
                         continue;
                     }
-                    // nginx: "r" or "."; HAProxy: "1" or "0".
                     match reused {
-                        "r" | "1" => resumed += 1,
-                        "." | "0" => full += 1,
+                        "r" => resumed += 1,
+                        "." => full += 1,
                         _ => {}
                     }
                 }
@@ -278,6 +295,17 @@ impl Server {
         self.process.signal_and_wait(nix::sys::signal::Signal::SIGTERM, Duration::from_secs(10))?;
         Ok(())
     }
+}
+
+/// One command on HAProxy's stats socket; the whole answer.
+fn haproxy_command(socket: &Path, command: &str) -> Result<String> {
+    use std::io::{Read, Write};
+    let mut s = std::os::unix::net::UnixStream::connect(socket).with_context(|| format!("connecting {}", socket.display()))?;
+    s.set_read_timeout(Some(Duration::from_secs(2)))?;
+    s.write_all(format!("{command}\n").as_bytes())?;
+    let mut out = String::new();
+    s.read_to_string(&mut out)?;
+    Ok(out)
 }
 
 fn process_tree(pid: u32) -> Vec<u32> {

@@ -208,6 +208,8 @@ pub fn latencies_us(intended: Instant, started: Instant, done: Instant) -> (u64,
 #[derive(Debug, Default)]
 pub struct TicketPool {
     inner: Mutex<PoolInner>,
+    /// TLS 1.3 connections that found no ticket to offer (so they could only be full).
+    empty: AtomicU64,
 }
 
 #[derive(Debug, Default)]
@@ -222,6 +224,11 @@ const POOL_MAX: usize = 20_000;
 impl TicketPool {
     pub fn tickets(&self) -> usize {
         self.inner.lock().map(|g| g.tls13.len()).unwrap_or(0)
+    }
+
+    /// How many times a TLS 1.3 connection found the pool empty.
+    pub fn empty_takes(&self) -> u64 {
+        self.empty.load(Relaxed)
     }
 }
 
@@ -256,7 +263,11 @@ impl ClientSessionStore for TicketPool {
         }
     }
     fn take_tls13_ticket(&self, _: &ServerName<'static>) -> Option<Tls13ClientSessionValue> {
-        self.inner.lock().ok()?.tls13.pop_back()
+        let ticket = self.inner.lock().ok()?.tls13.pop_back();
+        if ticket.is_none() {
+            self.empty.fetch_add(1, Relaxed);
+        }
+        ticket
     }
 }
 
@@ -405,7 +416,9 @@ impl Tally {
         }
         match (&self.negotiated, &o.negotiated) {
             (None, n) => self.negotiated = n.clone(),
-            (Some(a), Some(b)) if a != b => self.negotiated_other += o.handshakes_full + o.handshakes_resumed,
+            (Some(a), Some(b)) if !same_parameters(a, b) => {
+                self.negotiated_other += o.handshakes_full + o.handshakes_resumed
+            }
             _ => {}
         }
         self.negotiated_other += o.negotiated_other;
@@ -449,6 +462,12 @@ impl Tally {
     }
 }
 
+/// Same protocol and suite, and the same group unless one of them had no key exchange (a
+/// TLS 1.2 resumption).
+fn same_parameters(a: &(String, String, String), b: &(String, String, String)) -> bool {
+    a.0 == b.0 && a.1 == b.1 && (a.2 == b.2 || a.2.is_empty() || b.2.is_empty())
+}
+
 /// count, mean, p50, p90, p99, p99.9, max of a histogram (microseconds).
 pub fn hist_json(h: &Histogram<u64>) -> Value {
     json!({
@@ -482,6 +501,9 @@ pub struct LoadReport {
     pub machine_cpu_s: f64,
     /// This process's CPU time (user + system, seconds) during the measured phase.
     pub generator_cpu_s: f64,
+    /// Resume TLS 1.3: measured connections that had no ticket to offer (the server had sent
+    /// fewer than were used); their full handshakes are the client's doing, not the server's.
+    pub no_ticket_offered: u64,
     /// A `full` run in which the server resumed something: not a full-handshake result.
     pub flagged: Vec<String>,
 }
@@ -510,6 +532,7 @@ impl LoadReport {
             "measured": self.measured.to_json(),
             "machine_cpu_s": self.machine_cpu_s,
             "generator_cpu_s": self.generator_cpu_s,
+            "no_ticket_offered": self.no_ticket_offered,
             "flagged": self.flagged,
             "handshake_percentiles_us": percentile_points(&self.measured.handshake),
         })
@@ -646,8 +669,14 @@ pub fn run(args: &LoadArgs) -> Result<LoadReport> {
             bail!("priming: the server sent no TLS 1.3 ticket, nothing to resume");
         }
     }
+    let empty0 = store.as_ref().map_or(0, |s| s.empty_takes());
     let cpu0 = (machine_cpu_seconds(), process_cpu_seconds(std::process::id()).unwrap_or(0.0));
     let measured = run_phase(args, &config, false)?;
+    // rustls asks for a TLS 1.3 ticket even when only TLS 1.2 is enabled: count 1.3 runs only.
+    let no_ticket_offered = match args.tls {
+        TlsVersion::Tls13 => store.as_ref().map_or(0, |s| s.empty_takes()) - empty0,
+        TlsVersion::Tls12 => 0,
+    };
     let cpu1 = (machine_cpu_seconds(), process_cpu_seconds(std::process::id()).unwrap_or(0.0));
     let mut flagged = Vec::new();
     if args.mode != Mode::Resume && measured.handshakes_resumed > 0 {
@@ -657,7 +686,10 @@ pub fn run(args: &LoadArgs) -> Result<LoadReport> {
         ));
     }
     if args.mode == Mode::Resume && measured.handshakes_full > 0 {
-        flagged.push(format!("{} of the resume run's handshakes were full", measured.handshakes_full));
+        flagged.push(format!(
+            "{} of the resume run's handshakes were full ({} offered no ticket)",
+            measured.handshakes_full, no_ticket_offered
+        ));
     }
     if measured.negotiated_other > 0 {
         flagged.push(format!("{} handshakes negotiated other parameters", measured.negotiated_other));
@@ -668,6 +700,7 @@ pub fn run(args: &LoadArgs) -> Result<LoadReport> {
         measured,
         machine_cpu_s: cpu1.0 - cpu0.0,
         generator_cpu_s: cpu1.1 - cpu0.1,
+        no_ticket_offered,
         flagged,
     };
     if let Some(path) = &args.json {
@@ -1208,9 +1241,11 @@ impl EventLoop {
             c.tls.negotiated_cipher_suite().map(|s| format!("{:?}", s.suite())).unwrap_or_default(),
             c.tls.negotiated_key_exchange_group().map(|g| format!("{:?}", g.name())).unwrap_or_default(),
         );
-        match &self.tally.negotiated {
+        match &mut self.tally.negotiated {
             None => self.tally.negotiated = Some(negotiated),
-            Some(n) if *n != negotiated => self.tally.negotiated_other += 1,
+            Some(n) if !same_parameters(n, &negotiated) => self.tally.negotiated_other += 1,
+            // A TLS 1.2 resumption has no key exchange: keep the group a full handshake showed.
+            Some(n) if n.2.is_empty() => n.2 = negotiated.2,
             _ => {}
         }
         self.progress.handshakes.fetch_add(1, Relaxed);
