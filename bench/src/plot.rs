@@ -1,5 +1,5 @@
 //! Percentile plots as SVG, written by hand (no plotting crate): one line per series, latency
-//! (milliseconds, linear) against percentile on the `1/(1-p)` axis that HdrHistogram plots use,
+//! (milliseconds, logarithmic) against percentile on the `1/(1-p)` axis that HdrHistogram plots use,
 //! so the tail (99 %, 99.9 %, 99.99 %) gets as much room as the median.
 //!
 //! What it is not: a general plotting library. Fixed size, fixed palette, no interactivity.
@@ -23,22 +23,24 @@ pub fn percentile_axis(p: f64) -> f64 {
     (1.0 / tail).log10()
 }
 
-/// A round upper bound for the y axis (1, 2 or 5 times a power of ten, at least `max`).
-pub fn nice_ceiling(max: f64) -> f64 {
-    if max <= 0.0 {
-        return 1.0;
+/// The decades (powers of ten) of a log axis that holds `[min, max]`: at least one decade.
+pub fn decades(min: f64, max: f64) -> (i32, i32) {
+    if !(min > 0.0 && max >= min && max.is_finite()) {
+        return (-1, 0);
     }
-    let p = 10f64.powf(max.log10().floor());
-    [1.0, 2.0, 5.0, 10.0].iter().map(|m| m * p).find(|v| *v >= max).unwrap_or(10.0 * p)
+    let lo = min.log10().floor() as i32;
+    let hi = (max.log10().ceil() as i32).max(lo + 1);
+    (lo, hi)
 }
 
-/// The SVG text: `series` are (label, [(percentile, microseconds)]).
+/// The SVG text: `series` are (label, [(percentile, microseconds)]). The latency axis is
+/// logarithmic (whole decades), so a saturated target does not flatten the others.
 pub fn svg(title: &str, series: &[(String, Vec<(f64, u64)>)]) -> String {
-    let max_us = series.iter().flat_map(|(_, p)| p.iter().map(|(_, v)| *v)).max().unwrap_or(1) as f64;
-    let y_max = nice_ceiling(max_us / 1000.0);
+    let values = || series.iter().flat_map(|(_, p)| p.iter().map(|(_, v)| (*v).max(1) as f64 / 1000.0));
+    let (lo, hi) = decades(values().fold(f64::INFINITY, f64::min), values().fold(0.0, f64::max));
     let (pw, ph) = (W - LEFT - RIGHT, H - TOP - BOTTOM);
     let x = |p: f64| LEFT + percentile_axis(p) / 5.0 * pw;
-    let y = |ms: f64| TOP + ph - (ms / y_max).min(1.0) * ph;
+    let y = |ms: f64| TOP + ph - ((ms.max(1e-3).log10() - lo as f64) / (hi - lo) as f64).clamp(0.0, 1.0) * ph;
     let mut s = String::new();
     let _ = writeln!(
         s,
@@ -52,8 +54,8 @@ pub fn svg(title: &str, series: &[(String, Vec<(f64, u64)>)]) -> String {
         let _ = writeln!(s, r##"<line x1="{xp:.1}" y1="{TOP}" x2="{xp:.1}" y2="{:.1}" stroke="#ddd"/>"##, TOP + ph);
         let _ = writeln!(s, r#"<text x="{xp:.1}" y="{:.1}" text-anchor="middle">{label}</text>"#, TOP + ph + 18.0);
     }
-    for i in 0..=5 {
-        let ms = y_max * i as f64 / 5.0;
+    for d in lo..=hi {
+        let ms = 10f64.powi(d);
         let yp = y(ms);
         let _ = writeln!(s, r##"<line x1="{LEFT}" y1="{yp:.1}" x2="{:.1}" y2="{yp:.1}" stroke="#ddd"/>"##, LEFT + pw);
         let _ = writeln!(s, r#"<text x="{:.1}" y="{:.1}" text-anchor="end">{}</text>"#, LEFT - 6.0, yp + 4.0, trim(ms));
@@ -101,9 +103,9 @@ mod tests {
         assert_eq!(percentile_axis(0.0), 0.0);
         assert!((percentile_axis(99.0) - 2.0).abs() < 1e-9);
         assert!((percentile_axis(100.0) - 5.0).abs() < 1e-9);
-        assert_eq!(nice_ceiling(3.2), 5.0);
-        assert_eq!(nice_ceiling(0.7), 1.0);
-        assert_eq!(nice_ceiling(12.0), 20.0);
+        assert_eq!(decades(0.3, 45.0), (-1, 2));
+        assert_eq!(decades(1.0, 1.0), (0, 1));
+        assert_eq!(decades(0.0, 5.0), (-1, 0));
     }
 
     #[test]
