@@ -917,6 +917,8 @@ impl EventLoop {
             }
             // Sleep until the next intended start (timerfd: microsecond precision) or an event.
             let timeout = match (&self.schedule, schedule_done) {
+                // At the in-flight cap, a finished connection (an event) makes room.
+                (Some(_), false) if self.live >= self.args.max_in_flight && !keepalive => Some(Duration::from_millis(5)),
                 (Some(s), false) => {
                     let next = s.intended(self.issued);
                     let wait = next.saturating_duration_since(Instant::now());
@@ -1174,7 +1176,8 @@ impl EventLoop {
                 return Err(Failure::Tls);
             }
             if c.state == State::Handshaking && !c.tls.is_handshaking() {
-                self.handshake_done(slot, now);
+                // A fresh clock: this step may have run long (several reads, a preemption).
+                self.handshake_done(slot, Instant::now());
                 progressed = true;
             }
             let c = self.conns[slot].as_mut().ok_or(Failure::Io)?;
@@ -1212,7 +1215,7 @@ impl EventLoop {
                 return Err(Failure::Eof);
             }
             if c.state == State::Open && keepalive_ready && c.outstanding.is_none() && !c.queued.is_empty() {
-                self.send_next(slot, now);
+                self.send_next(slot, Instant::now());
                 progressed = true;
             }
             if !progressed {
@@ -1226,6 +1229,7 @@ impl EventLoop {
         c.state = State::Open;
         let (corrected, _) = latencies_us(c.intended, c.started, now);
         let (_, tls) = latencies_us(c.connected, c.connected, now);
+
         let _ = self.tally.handshake.record(corrected);
         let _ = self.tally.tls_handshake.record(tls);
         match c.tls.handshake_kind() {
