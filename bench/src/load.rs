@@ -686,10 +686,11 @@ pub fn run(args: &LoadArgs) -> Result<LoadReport> {
         ));
     }
     if args.mode == Mode::Resume && measured.handshakes_full > 0 {
-        flagged.push(format!(
-            "{} of the resume run's handshakes were full ({} offered no ticket)",
-            measured.handshakes_full, no_ticket_offered
-        ));
+        let why = match args.tls {
+            TlsVersion::Tls13 => format!(" ({no_ticket_offered} had no ticket to offer)"),
+            TlsVersion::Tls12 => String::new(),
+        };
+        flagged.push(format!("{} of the resume run's handshakes were full{why}", measured.handshakes_full));
     }
     if measured.negotiated_other > 0 {
         flagged.push(format!("{} handshakes negotiated other parameters", measured.negotiated_other));
