@@ -366,8 +366,10 @@ impl Measured {
         let n = self.report.measured.completed;
         (n > 0).then(|| self.report.machine_cpu_s * 1e6 / n as f64)
     }
+    /// Server CPU per connection; per request for a keep-alive run.
     fn server_cpu_us_per_conn(&self) -> Option<f64> {
-        let n = self.report.measured.completed;
+        let m = &self.report.measured;
+        let n = if self.report.args.mode == Mode::Keepalive { m.requests } else { m.completed };
         (n > 0).then(|| self.server_cpu_s * 1e6 / n as f64)
     }
 }
@@ -564,7 +566,7 @@ fn table(outcomes: &[Outcome], matrix: &[Run]) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "| run | target | handshakes/s (keep-alive: requests/s) | x nginx | p50 ms | p99 ms | p99.9 ms | x nginx (p99) | CPU µs/conn (machine) | x nginx | server CPU µs/conn | server full/resumed | check |"
+        "| run | target | handshakes/s (keep-alive: requests/s) | x nginx | p50 ms | p99 ms | p99.9 ms | x nginx (p99) | CPU µs/conn (machine) | x nginx | server CPU µs/conn (keep-alive: /request) | server full/resumed | check |"
     );
     let _ = writeln!(s, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|");
     for run in matrix {
