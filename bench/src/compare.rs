@@ -101,11 +101,23 @@ fn runs(args: &Args) -> (Vec<Run>, f64) {
             Mode::Resume => "resumed",
             Mode::Keepalive => "keepalive",
         };
-        let v = if tls == TlsVersion::Tls12 { "1.2" } else { "1.3" };
+        let v = if tls == TlsVersion::Tls12 {
+            "1.2"
+        } else {
+            "1.3"
+        };
         let r = rate.map_or("max".to_owned(), |r| format!("{r}/s"));
-        Run { name: format!("{m} {v} @ {r}"), mode, tls, rate }
+        Run {
+            name: format!("{m} {v} @ {r}"),
+            mode,
+            tls,
+            rate,
+        }
     };
-    let mut out: Vec<Run> = rates.iter().map(|r| run(Mode::Full, TlsVersion::Tls13, Some(*r))).collect();
+    let mut out: Vec<Run> = rates
+        .iter()
+        .map(|r| run(Mode::Full, TlsVersion::Tls13, Some(*r)))
+        .collect();
     out.push(run(Mode::Full, TlsVersion::Tls13, None));
     if !args.quick {
         out.push(run(Mode::Full, TlsVersion::Tls12, None));
@@ -133,30 +145,43 @@ const ADMIN: &str = "http://127.0.0.1:9090/stats.json";
 const LISTEN: &str = "198.51.100.2:443";
 
 impl Server {
-    fn start(target: Target, sluice_bin: &Path, dir: &Path, certs: &Path, proxy_ns: &str, client_ns: &str) -> Result<Self> {
+    fn start(
+        target: Target,
+        sluice_bin: &Path,
+        dir: &Path,
+        certs: &Path,
+        proxy_ns: &str,
+        client_ns: &str,
+    ) -> Result<Self> {
         let d = certs.display();
         let log = dir.join(format!("{target:?}.log").to_lowercase());
-        let (program, args, config_text, conn_log): (String, Vec<String>, String, PathBuf) = match target {
-            Target::SluiceXdp | Target::SluiceKernel => {
-                let datapath = if target == Target::SluiceXdp {
-                    "[datapath]\ninterface = \"px0\"\nxdp_mode = \"native\"\nframes_per_queue = 8192\n"
-                } else {
-                    "[datapath]\ntransport = \"kernel\"\n"
-                };
-                let text = format!(
-                    "{datapath}\n[[listener]]\naddress = \"{LISTEN}\"\nbackend = \"203.0.113.2:8080\"\n\n[listener.tls]\n\
+        let (program, args, config_text, conn_log): (String, Vec<String>, String, PathBuf) =
+            match target {
+                Target::SluiceXdp | Target::SluiceKernel => {
+                    let datapath = if target == Target::SluiceXdp {
+                        "[datapath]\ninterface = \"px0\"\nxdp_mode = \"native\"\nframes_per_queue = 8192\n"
+                    } else {
+                        "[datapath]\ntransport = \"kernel\"\n"
+                    };
+                    let text = format!(
+                        "{datapath}\n[[listener]]\naddress = \"{LISTEN}\"\nbackend = \"203.0.113.2:8080\"\n\n[listener.tls]\n\
                      certificates = [{{ cert = \"{d}/a.test.pem\", key = \"{d}/a.test.key\", sni = [\"a.test\"], default = true }}]\n\
                      alpn = [\"http/1.1\"]\ngroups = [\"x25519\"]\nresumption = \"session_id\"\n"
-                );
-                let file = dir.join(format!("{target:?}.toml").to_lowercase());
-                std::fs::write(&file, &text)?;
-                (sluice_bin.display().to_string(), vec!["--config".into(), file.display().to_string()], text, log.clone())
-            }
-            Target::Nginx => {
-                let dir_s = dir.display();
-                let access = dir.join("nginx-access.log");
-                let text = format!(
-                    "# nginx from Debian: stream TLS termination, 2 workers, shared session cache, no tickets.\n\
+                    );
+                    let file = dir.join(format!("{target:?}.toml").to_lowercase());
+                    std::fs::write(&file, &text)?;
+                    (
+                        sluice_bin.display().to_string(),
+                        vec!["--config".into(), file.display().to_string()],
+                        text,
+                        log.clone(),
+                    )
+                }
+                Target::Nginx => {
+                    let dir_s = dir.display();
+                    let access = dir.join("nginx-access.log");
+                    let text = format!(
+                        "# nginx from Debian: stream TLS termination, 2 workers, shared session cache, no tickets.\n\
                      load_module /usr/lib/nginx/modules/ngx_stream_module.so;\n\
                      worker_processes 2;\nworker_rlimit_nofile 65536;\npid {dir_s}/nginx.pid;\n\
                      error_log {dir_s}/nginx-error.log warn;\n\
@@ -176,29 +201,36 @@ impl Server {
                      \x20       proxy_pass 203.0.113.2:8080;\n\
                      \x20   }}\n\
                      }}\n",
-                    access.display()
-                );
-                let file = dir.join("nginx.conf");
-                std::fs::write(&file, &text)?;
-                (
-                    "nginx".into(),
-                    vec!["-p".into(), dir.display().to_string(), "-c".into(), file.display().to_string(), "-g".into(), "daemon off;".into()],
-                    text,
-                    access,
-                )
-            }
-            Target::Haproxy => {
-                let pem = dir.join("haproxy.pem");
-                std::fs::write(
-                    &pem,
-                    format!(
-                        "{}{}",
-                        std::fs::read_to_string(certs.join("a.test.pem"))?,
-                        std::fs::read_to_string(certs.join("a.test.key"))?
-                    ),
-                )?;
-                let text = format!(
-                    "# HAProxy from Debian: mode tcp TLS termination, 2 threads, shared session cache, no tickets.\n\
+                        access.display()
+                    );
+                    let file = dir.join("nginx.conf");
+                    std::fs::write(&file, &text)?;
+                    (
+                        "nginx".into(),
+                        vec![
+                            "-p".into(),
+                            dir.display().to_string(),
+                            "-c".into(),
+                            file.display().to_string(),
+                            "-g".into(),
+                            "daemon off;".into(),
+                        ],
+                        text,
+                        access,
+                    )
+                }
+                Target::Haproxy => {
+                    let pem = dir.join("haproxy.pem");
+                    std::fs::write(
+                        &pem,
+                        format!(
+                            "{}{}",
+                            std::fs::read_to_string(certs.join("a.test.pem"))?,
+                            std::fs::read_to_string(certs.join("a.test.key"))?
+                        ),
+                    )?;
+                    let text = format!(
+                        "# HAProxy from Debian: mode tcp TLS termination, 2 threads, shared session cache, no tickets.\n\
                      global\n    nbthread 2\n    maxconn 9000\n    tune.ssl.cachesize 200000\n    tune.ssl.lifetime 7200\n\
                      \x20   ssl-default-bind-options ssl-min-ver TLSv1.2 no-tls-tickets\n\
                      \x20   log stdout format raw local0 info\n\
@@ -208,36 +240,58 @@ impl Server {
                      \x20   log-format \"%[ssl_fc_is_resumed] %[ssl_fc_protocol] %[ssl_fc_cipher]\"\n\
                      \x20   default_backend be\n\
                      backend be\n    server b1 203.0.113.2:8080\n",
-                    dir.join("haproxy.sock").display(),
-                    pem.display()
-                );
-                let file = dir.join("haproxy.cfg");
-                std::fs::write(&file, &text)?;
-                ("haproxy".into(), vec!["-f".into(), file.display().to_string(), "-db".into()], text, dir.join("haproxy.sock"))
-            }
-        };
+                        dir.join("haproxy.sock").display(),
+                        pem.display()
+                    );
+                    let file = dir.join("haproxy.cfg");
+                    std::fs::write(&file, &text)?;
+                    (
+                        "haproxy".into(),
+                        vec!["-f".into(), file.display().to_string(), "-db".into()],
+                        text,
+                        dir.join("haproxy.sock"),
+                    )
+                }
+            };
         let argv: Vec<&str> = args.iter().map(String::as_str).collect();
         let mut process = NsProcess::spawn(proxy_ns, &program, &argv, log)?;
         // Ready when the listener accepts a TCP connection from the client namespace.
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Some(status) = process.try_wait()? {
-                bail!("{} exited ({status}) before it was ready:\n{}", target.label(), tail(&process.log(), 15));
+                bail!(
+                    "{} exited ({status}) before it was ready:\n{}",
+                    target.label(),
+                    tail(&process.log(), 15)
+                );
             }
             let ok = sluice_testbed::in_netns(client_ns, || {
-                std::net::TcpStream::connect_timeout(&LISTEN.parse::<SocketAddr>().expect("static"), Duration::from_millis(300))
-                    .is_ok()
+                std::net::TcpStream::connect_timeout(
+                    &LISTEN.parse::<SocketAddr>().expect("static"),
+                    Duration::from_millis(300),
+                )
+                .is_ok()
             })?;
             if ok {
                 break;
             }
             if Instant::now() > deadline {
-                bail!("{} not ready after 20 s:\n{}", target.label(), tail(&process.log(), 15));
+                bail!(
+                    "{} not ready after 20 s:\n{}",
+                    target.label(),
+                    tail(&process.log(), 15)
+                );
             }
             std::thread::sleep(Duration::from_millis(100));
         }
         std::thread::sleep(Duration::from_millis(300));
-        Ok(Self { target, process, config_text, log: conn_log, proxy_ns: proxy_ns.to_owned() })
+        Ok(Self {
+            target,
+            process,
+            config_text,
+            log: conn_log,
+            proxy_ns: proxy_ns.to_owned(),
+        })
     }
 
     /// The server's own cumulative count of (full, resumed) TLS handshakes.
@@ -246,9 +300,14 @@ impl Server {
             Target::SluiceXdp | Target::SluiceKernel => {
                 let s = sluice_testbed::get_json(&self.proxy_ns, ADMIN)?;
                 let total = |k: &str| {
-                    s["queues"].as_array().map_or(0, |q| q.iter().map(|q| q[k].as_u64().unwrap_or(0)).sum::<u64>())
+                    s["queues"].as_array().map_or(0, |q| {
+                        q.iter().map(|q| q[k].as_u64().unwrap_or(0)).sum::<u64>()
+                    })
                 };
-                Ok((total("tls_handshakes_full"), total("tls_handshakes_resumed")))
+                Ok((
+                    total("tls_handshakes_full"),
+                    total("tls_handshakes_resumed"),
+                ))
             }
             // HAProxy's own counters (stats socket, `show stat`, the frontend's row): `ssl_sess`
             // counts new sessions (full handshakes), `ssl_reused_sess` resumed ones. Its
@@ -256,8 +315,18 @@ impl Server {
             Target::Haproxy => {
                 let stat = haproxy_command(&self.log, "show stat")?;
                 let mut lines = stat.lines();
-                let header: Vec<&str> = lines.next().context("show stat: empty")?.trim_start_matches("# ").split(',').collect();
-                let col = |name: &str| header.iter().position(|h| *h == name).with_context(|| format!("show stat: no {name}"));
+                let header: Vec<&str> = lines
+                    .next()
+                    .context("show stat: empty")?
+                    .trim_start_matches("# ")
+                    .split(',')
+                    .collect();
+                let col = |name: &str| {
+                    header
+                        .iter()
+                        .position(|h| *h == name)
+                        .with_context(|| format!("show stat: no {name}"))
+                };
                 let (sess, reused) = (col("ssl_sess")?, col("ssl_reused_sess")?);
                 let row: Vec<&str> = lines
                     .map(|l| l.split(',').collect::<Vec<_>>())
@@ -271,7 +340,9 @@ impl Server {
                 let (mut full, mut resumed) = (0, 0);
                 for line in text.lines() {
                     let mut f = line.split_whitespace();
-                    let (Some(reused), Some(proto)) = (f.next(), f.next()) else { continue };
+                    let (Some(reused), Some(proto)) = (f.next(), f.next()) else {
+                        continue;
+                    };
                     if !proto.starts_with("TLSv") {
                         continue;
                     }
@@ -288,11 +359,15 @@ impl Server {
 
     /// CPU seconds of the server's process tree (nginx's master and workers).
     fn cpu_seconds(&self) -> f64 {
-        process_tree(self.process.pid()).into_iter().filter_map(load::process_cpu_seconds).sum()
+        process_tree(self.process.pid())
+            .into_iter()
+            .filter_map(load::process_cpu_seconds)
+            .sum()
     }
 
     fn stop(mut self) -> Result<()> {
-        self.process.signal_and_wait(nix::sys::signal::Signal::SIGTERM, Duration::from_secs(10))?;
+        self.process
+            .signal_and_wait(nix::sys::signal::Signal::SIGTERM, Duration::from_secs(10))?;
         Ok(())
     }
 }
@@ -300,7 +375,8 @@ impl Server {
 /// One command on HAProxy's stats socket; the whole answer.
 fn haproxy_command(socket: &Path, command: &str) -> Result<String> {
     use std::io::{Read, Write};
-    let mut s = std::os::unix::net::UnixStream::connect(socket).with_context(|| format!("connecting {}", socket.display()))?;
+    let mut s = std::os::unix::net::UnixStream::connect(socket)
+        .with_context(|| format!("connecting {}", socket.display()))?;
     s.set_read_timeout(Some(Duration::from_secs(2)))?;
     s.write_all(format!("{command}\n").as_bytes())?;
     let mut out = String::new();
@@ -315,8 +391,13 @@ fn process_tree(pid: u32) -> Vec<u32> {
         let p = out[i];
         if let Ok(tasks) = std::fs::read_dir(format!("/proc/{p}/task")) {
             for t in tasks.flatten() {
-                let children = std::fs::read_to_string(t.path().join("children")).unwrap_or_default();
-                out.extend(children.split_whitespace().filter_map(|c| c.parse::<u32>().ok()));
+                let children =
+                    std::fs::read_to_string(t.path().join("children")).unwrap_or_default();
+                out.extend(
+                    children
+                        .split_whitespace()
+                        .filter_map(|c| c.parse::<u32>().ok()),
+                );
             }
         }
         i += 1;
@@ -348,18 +429,27 @@ struct Measured {
 impl Measured {
     /// Client and server agree on every handshake (priming included) and on their kinds.
     fn agrees(&self) -> bool {
-        self.server_full == self.report.handshakes_full() && self.server_resumed == self.report.handshakes_resumed()
+        self.server_full == self.report.handshakes_full()
+            && self.server_resumed == self.report.handshakes_resumed()
     }
     /// Handshakes/s; requests/s for a keep-alive run (its handshakes happen before the clock).
     fn hs_per_s(&self) -> f64 {
         let m = &self.report.measured;
-        let n = if self.report.args.mode == Mode::Keepalive { m.requests } else { m.handshakes() };
+        let n = if self.report.args.mode == Mode::Keepalive {
+            m.requests
+        } else {
+            m.handshakes()
+        };
         n as f64 / m.elapsed.as_secs_f64().max(1e-9)
     }
     /// Handshake latency (keep-alive: request latency) at quantile `q`, in milliseconds.
     fn pct_ms(&self, q: f64) -> f64 {
         let m = &self.report.measured;
-        let h = if self.report.args.mode == Mode::Keepalive { &m.request } else { &m.handshake };
+        let h = if self.report.args.mode == Mode::Keepalive {
+            &m.request
+        } else {
+            &m.handshake
+        };
         h.value_at_quantile(q) as f64 / 1000.0
     }
     fn cpu_us_per_conn(&self) -> Option<f64> {
@@ -369,7 +459,11 @@ impl Measured {
     /// Server CPU per connection; per request for a keep-alive run.
     fn server_cpu_us_per_conn(&self) -> Option<f64> {
         let m = &self.report.measured;
-        let n = if self.report.args.mode == Mode::Keepalive { m.requests } else { m.completed };
+        let n = if self.report.args.mode == Mode::Keepalive {
+            m.requests
+        } else {
+            m.completed
+        };
         (n > 0).then(|| self.server_cpu_s * 1e6 / n as f64)
     }
 }
@@ -380,7 +474,11 @@ fn versions(sluice: &Path) -> Value {
             .args(a)
             .output()
             .map(|o| {
-                let s = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+                let s = format!(
+                    "{}{}",
+                    String::from_utf8_lossy(&o.stdout),
+                    String::from_utf8_lossy(&o.stderr)
+                );
                 s.lines().next().unwrap_or("").trim().to_owned()
             })
             .unwrap_or_else(|e| format!("unavailable: {e}"))
@@ -401,14 +499,23 @@ pub fn run(args: &Args) -> Result<()> {
     let started = Instant::now();
     std::fs::create_dir_all(&args.out)?;
     let out = std::fs::canonicalize(&args.out)?;
-    let sluice_bin = std::fs::canonicalize(&args.sluice).with_context(|| format!("sluice binary {}", args.sluice.display()))?;
+    let sluice_bin = std::fs::canonicalize(&args.sluice)
+        .with_context(|| format!("sluice binary {}", args.sluice.display()))?;
     let certs = out.join("certs");
     let work = out.join("run");
     std::fs::create_dir_all(&work)?;
-    crate::backend::certs::run(&crate::backend::certs::Args { dir: certs.clone(), names: vec!["a.test".into()] })?;
+    crate::backend::certs::run(&crate::backend::certs::Args {
+        dir: certs.clone(),
+        names: vec!["a.test".into()],
+    })?;
     let (matrix, seconds) = runs(args);
     let versions = versions(&sluice_bin);
-    eprintln!("compare: {} targets x {} runs of {seconds} s; results in {}", args.targets.len(), matrix.len(), out.display());
+    eprintln!(
+        "compare: {} targets x {} runs of {seconds} s; results in {}",
+        args.targets.len(),
+        matrix.len(),
+        out.display()
+    );
 
     // Field order = drop order: the backend stops before the namespaces go.
     struct Bed {
@@ -416,20 +523,43 @@ pub fn run(args: &Args) -> Result<()> {
         _topology: TopologyGuard,
     }
     let topology = TopologyGuard::up(&args.prefix)?;
-    let (client, proxy, backend_ns) =
-        (topology.topology.client(), topology.topology.proxy(), topology.topology.backend());
+    let (client, proxy, backend_ns) = (
+        topology.topology.client(),
+        topology.topology.proxy(),
+        topology.topology.backend(),
+    );
     // Ephemeral ports: tens of thousands of connections per run from one client address.
     for ns in [&client, &proxy] {
-        sluice_testbed::in_ns(ns, "sysctl", &["-q", "-w", "net.ipv4.ip_local_port_range=10000 65000", "net.ipv4.tcp_tw_reuse=1"])?;
+        sluice_testbed::in_ns(
+            ns,
+            "sysctl",
+            &[
+                "-q",
+                "-w",
+                "net.ipv4.ip_local_port_range=10000 65000",
+                "net.ipv4.tcp_tw_reuse=1",
+            ],
+        )?;
     }
     let exe = std::env::current_exe()?;
     let backend = NsProcess::spawn(
         &backend_ns,
         &exe.display().to_string(),
-        &["backend", "--listen", "203.0.113.2:8080", "--id", "compare", "--max-connections", "30000"],
+        &[
+            "backend",
+            "--listen",
+            "203.0.113.2:8080",
+            "--id",
+            "compare",
+            "--max-connections",
+            "30000",
+        ],
         work.join("backend.log"),
     )?;
-    let bed = Bed { _backend: backend, _topology: topology };
+    let bed = Bed {
+        _backend: backend,
+        _topology: topology,
+    };
     std::thread::sleep(Duration::from_millis(300));
 
     let mut outcomes = Vec::new();
@@ -445,14 +575,19 @@ pub fn run(args: &Args) -> Result<()> {
                 let msg = format!("{e:#}");
                 eprintln!("compare: {} did not start: {msg}", target.label());
                 for run in &matrix {
-                    outcomes.push(Outcome { target, run: run.clone(), result: Err(format!("did not start: {}", first_line(&msg))) });
+                    outcomes.push(Outcome {
+                        target,
+                        run: run.clone(),
+                        result: Err(format!("did not start: {}", first_line(&msg))),
+                    });
                 }
                 continue;
             }
         };
         configs.insert(target.label().to_owned(), json!(server.config_text));
         for run in &matrix {
-            let result = measure(&server, run, args, seconds, &client).map_err(|e| format!("{e:#}"));
+            let result =
+                measure(&server, run, args, seconds, &client).map_err(|e| format!("{e:#}"));
             match &result {
                 Ok(m) => eprintln!(
                     "  {:<22} {:>8.0} hs/s  p99 {:>7.2} ms  client {}/{} server {}/{} (full/resumed){}",
@@ -467,7 +602,11 @@ pub fn run(args: &Args) -> Result<()> {
                 ),
                 Err(e) => eprintln!("  {:<22} failed: {e}", run.name),
             }
-            outcomes.push(Outcome { target, run: run.clone(), result });
+            outcomes.push(Outcome {
+                target,
+                run: run.clone(),
+                result,
+            });
         }
         if let Err(e) = server.stop() {
             eprintln!("compare: stopping {}: {e:#}", target.label());
@@ -483,10 +622,20 @@ pub fn run(args: &Args) -> Result<()> {
         let series: Vec<(String, Vec<(f64, u64)>)> = outcomes
             .iter()
             .filter(|o| o.run.name == run.name)
-            .filter_map(|o| o.result.as_ref().ok().map(|m| (o.target.label().to_owned(), load::percentile_points(&m.report.measured.handshake))))
+            .filter_map(|o| {
+                o.result.as_ref().ok().map(|m| {
+                    (
+                        o.target.label().to_owned(),
+                        load::percentile_points(&m.report.measured.handshake),
+                    )
+                })
+            })
             .collect();
         let file = out.join(format!("handshake-latency-{}.svg", run.rate.unwrap_or(0.0)));
-        let title = format!("TLS 1.3 full handshake latency at {}/s (from intended start)", run.rate.unwrap_or(0.0));
+        let title = format!(
+            "TLS 1.3 full handshake latency at {}/s (from intended start)",
+            run.rate.unwrap_or(0.0)
+        );
         sluice_bench::plot::write_svg(&file, &title, &series)?;
         plots.push(file.display().to_string());
     }
@@ -527,7 +676,13 @@ fn first_line(s: &str) -> String {
     s.lines().next().unwrap_or("").to_owned()
 }
 
-fn measure(server: &Server, run: &Run, args: &Args, seconds: f64, client: &str) -> Result<Measured> {
+fn measure(
+    server: &Server,
+    run: &Run,
+    args: &Args,
+    seconds: f64,
+    client: &str,
+) -> Result<Measured> {
     let before = server.handshakes()?;
     let cpu0 = server.cpu_seconds();
     let mut load = LoadArgs::new(LISTEN.parse()?, PathBuf::new());
@@ -556,10 +711,18 @@ fn measure(server: &Server, run: &Run, args: &Args, seconds: f64, client: &str) 
         after = now;
     }
     let server_stats = match server.target {
-        Target::SluiceXdp | Target::SluiceKernel => sluice_testbed::get_json(&server.proxy_ns, ADMIN).ok(),
+        Target::SluiceXdp | Target::SluiceKernel => {
+            sluice_testbed::get_json(&server.proxy_ns, ADMIN).ok()
+        }
         _ => None,
     };
-    Ok(Measured { report, server_full: after.0 - before.0, server_resumed: after.1 - before.1, server_cpu_s, server_stats })
+    Ok(Measured {
+        report,
+        server_full: after.0 - before.0,
+        server_resumed: after.1 - before.1,
+        server_cpu_s,
+        server_stats,
+    })
 }
 
 fn table(outcomes: &[Outcome], matrix: &[Run]) -> String {
@@ -568,7 +731,10 @@ fn table(outcomes: &[Outcome], matrix: &[Run]) -> String {
         s,
         "| run | target | handshakes/s (keep-alive: requests/s) | x nginx | p50 ms | p99 ms | p99.9 ms | x nginx (p99) | CPU µs/conn (machine) | x nginx | server CPU µs/conn (keep-alive: /request) | server full/resumed | check |"
     );
-    let _ = writeln!(s, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|");
+    let _ = writeln!(
+        s,
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|"
+    );
     for run in matrix {
         let nginx = outcomes
             .iter()
@@ -578,14 +744,27 @@ fn table(outcomes: &[Outcome], matrix: &[Run]) -> String {
             let m = match &o.result {
                 Ok(m) => m,
                 Err(e) => {
-                    let _ = writeln!(s, "| {} | {} | error: {} | | | | | | | | | | |", run.name, o.target.label(), e.replace('|', "/"));
+                    let _ = writeln!(
+                        s,
+                        "| {} | {} | error: {} | | | | | | | | | | |",
+                        run.name,
+                        o.target.label(),
+                        e.replace('|', "/")
+                    );
                     continue;
                 }
             };
-            let ratio = |a: f64, b: Option<f64>| b.filter(|b| *b > 0.0).map_or("".to_owned(), |b| format!("{:.2}", a / b));
+            let ratio = |a: f64, b: Option<f64>| {
+                b.filter(|b| *b > 0.0)
+                    .map_or("".to_owned(), |b| format!("{:.2}", a / b))
+            };
             let fixed = run.rate.is_some();
             let cpu = m.cpu_us_per_conn().filter(|_| fixed);
-            let mut check = if m.agrees() { "ok".to_owned() } else { "MISMATCH".to_owned() };
+            let mut check = if m.agrees() {
+                "ok".to_owned()
+            } else {
+                "MISMATCH".to_owned()
+            };
             let failed = m.report.measured.failed_total();
             if failed > 0 {
                 check += &format!(", {failed} failed");
@@ -605,8 +784,12 @@ fn table(outcomes: &[Outcome], matrix: &[Run]) -> String {
                 m.pct_ms(0.999),
                 ratio(m.pct_ms(0.99), nginx.map(|n| n.pct_ms(0.99))),
                 cpu.map_or("".to_owned(), |c| format!("{c:.0}")),
-                cpu.map_or("".to_owned(), |c| ratio(c, nginx.and_then(|n| n.cpu_us_per_conn()))),
-                m.server_cpu_us_per_conn().map_or("".to_owned(), |c| format!("{c:.0}")),
+                cpu.map_or("".to_owned(), |c| ratio(
+                    c,
+                    nginx.and_then(|n| n.cpu_us_per_conn())
+                )),
+                m.server_cpu_us_per_conn()
+                    .map_or("".to_owned(), |c| format!("{c:.0}")),
                 m.server_full,
                 m.server_resumed,
                 check.replace('|', "/"),

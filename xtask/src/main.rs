@@ -216,8 +216,11 @@ fn bench(which: Bench, quick: bool, extra: &[String]) -> Result<()> {
             sluice_testbed::require_root().context("the comparison runs servers in network namespaces")?;
             cargo(&["build", "--release", "-p", "sluice", "-p", "sluice-bench"], &[])?;
             let target = target_dir();
+            let out = format!("{target}/bench-compare");
+            let default_out = (!extra.iter().any(|a| a.starts_with("--out"))).then_some(["--out", out.as_str()]);
             let status = Command::new(format!("{target}/release/sluice-bench"))
-                .args(["compare", "--sluice", &format!("{target}/release/sluice"), "--out", &format!("{target}/bench-compare")])
+                .args(["compare", "--sluice", &format!("{target}/release/sluice")])
+                .args(default_out.into_iter().flatten())
                 .args(quick.then_some("--quick"))
                 .args(extra)
                 .status()
