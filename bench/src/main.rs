@@ -9,6 +9,10 @@
 //!   or an echo server, optionally behind a PROXY protocol v2 header (issue 4).
 //! - `certs`: a demo CA and leaf certificates (rcgen), never overwriting existing files.
 //! - `ceiling`: handshakes/s in memory, rustls alone vs through sluice's TCP, per handshake kind.
+//! - `load`: a TLS load generator (open or closed loop; full, resumed, keep-alive) with
+//!   client-side HdrHistograms, JSON and an SVG percentile plot (issue 5).
+//! - `compare`: the same loads against sluice (AF_XDP and kernel sockets), nginx and HAProxy in
+//!   the test topology; one table, JSON and a plot (issue 5). Needs root.
 
 use std::process::ExitCode;
 
@@ -16,7 +20,10 @@ use clap::{Parser, Subcommand};
 
 mod backend;
 mod ceiling;
+mod compare;
 mod rst_rate;
+
+use sluice_bench::load;
 
 #[derive(Parser)]
 #[command(
@@ -38,6 +45,10 @@ enum Command {
     Certs(backend::certs::Args),
     /// In-memory ceilings: handshakes/s of rustls alone vs through sluice's TCP, and the ratio.
     Ceiling(ceiling::Args),
+    /// TLS handshakes/requests at a fixed rate (open loop) or flat out (closed loop).
+    Load(load::LoadArgs),
+    /// sluice (AF_XDP, kernel sockets) vs nginx vs HAProxy under the same loads; one table.
+    Compare(compare::Args),
 }
 
 fn main() -> ExitCode {
@@ -47,6 +58,8 @@ fn main() -> ExitCode {
         Command::Backend(args) => backend::run(&args),
         Command::Certs(args) => backend::certs::run(&args),
         Command::Ceiling(args) => ceiling::run(&args),
+        Command::Load(args) => load::main(&args),
+        Command::Compare(args) => compare::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -7,6 +7,8 @@
 //!   unit, property, and the integration tests that need root and namespaces.
 //! - `cargo xtask bench rst|tcp|wire|ceiling`: the benchmark programs (release builds); they print
 //!   figures and ratios against a baseline measured in the same run.
+//! - `cargo xtask bench compare [--quick]`: TLS loads against sluice (AF_XDP, kernel sockets),
+//!   nginx and HAProxy in the test topology; one table, JSON and plots in target/bench-compare.
 
 use std::process::Command;
 
@@ -38,9 +40,13 @@ enum Task {
     /// Run a benchmark: `rst` (RSTs/s of one worker vs the kernel, in the test topology),
     /// `tcp` (sluice's TCP vs smoltcp in memory, simulator throughput), `wire` (parse/emit),
     /// `ceiling` (handshakes/s in memory: rustls alone vs through sluice's TCP).
+    /// `compare` (TLS load: sluice on AF_XDP and on kernel sockets vs nginx vs HAProxy).
     Bench {
         #[arg(value_enum)]
         which: Bench,
+        /// compare: short runs at two rates (under 3 minutes).
+        #[arg(long)]
+        quick: bool,
         /// Extra arguments for the benchmark program.
         #[arg(last = true)]
         extra: Vec<String>,
@@ -59,6 +65,7 @@ enum Bench {
     Tcp,
     Wire,
     Ceiling,
+    Compare,
 }
 
 #[derive(Subcommand)]
@@ -82,7 +89,7 @@ fn main() -> Result<()> {
         }
         Task::Test { extra } => test(&extra)?,
         Task::Demo { seconds } => demo(seconds)?,
-        Task::Bench { which, extra } => bench(which, &extra)?,
+        Task::Bench { which, quick, extra } => bench(which, quick, &extra)?,
     }
     Ok(())
 }
@@ -201,7 +208,7 @@ fn demo(seconds: u32) -> Result<()> {
     Ok(())
 }
 
-fn bench(which: Bench, extra: &[String]) -> Result<()> {
+fn bench(which: Bench, quick: bool, extra: &[String]) -> Result<()> {
     match which {
         Bench::Rst => {
             sluice_testbed::require_root().context("the RST benchmark runs in network namespaces")?;
@@ -214,6 +221,23 @@ fn bench(which: Bench, extra: &[String]) -> Result<()> {
                 .context("running sluice-bench")?;
             if !status.success() {
                 bail!("sluice-bench rst-rate failed: {status}");
+            }
+        }
+        Bench::Compare => {
+            sluice_testbed::require_root().context("the comparison runs servers in network namespaces")?;
+            cargo(&["build", "--release", "-p", "sluice", "-p", "sluice-bench"], &[])?;
+            let target = target_dir();
+            let out = format!("{target}/bench-compare");
+            let default_out = (!extra.iter().any(|a| a.starts_with("--out"))).then_some(["--out", out.as_str()]);
+            let status = Command::new(format!("{target}/release/sluice-bench"))
+                .args(["compare", "--sluice", &format!("{target}/release/sluice")])
+                .args(default_out.into_iter().flatten())
+                .args(quick.then_some("--quick"))
+                .args(extra)
+                .status()
+                .context("running sluice-bench compare")?;
+            if !status.success() {
+                bail!("sluice-bench compare failed: {status}");
             }
         }
         Bench::Tcp => cargo(&["bench", "-p", "sluice-bench", "--bench", "tcp_endpoints"], extra)?,
