@@ -75,6 +75,9 @@ pub struct Args {
     /// Namespace prefix of the topology.
     #[arg(long, default_value = "scmp-")]
     pub prefix: String,
+    /// sluice's `datapath.busy_poll_us` (how long an idle worker polls before it sleeps).
+    #[arg(long, default_value_t = 200)]
+    pub busy_poll_us: u64,
 }
 
 /// One load of the matrix.
@@ -152,6 +155,7 @@ impl Server {
         certs: &Path,
         proxy_ns: &str,
         client_ns: &str,
+        busy_poll_us: u64,
     ) -> Result<Self> {
         let d = certs.display();
         let log = dir.join(format!("{target:?}.log").to_lowercase());
@@ -159,9 +163,13 @@ impl Server {
             match target {
                 Target::SluiceXdp | Target::SluiceKernel => {
                     let datapath = if target == Target::SluiceXdp {
-                        "[datapath]\ninterface = \"px0\"\nxdp_mode = \"native\"\nframes_per_queue = 8192\n"
+                        format!(
+                            "[datapath]\ninterface = \"px0\"\nxdp_mode = \"native\"\nframes_per_queue = 8192\n\
+                             busy_poll_us = {}\n",
+                            busy_poll_us
+                        )
                     } else {
-                        "[datapath]\ntransport = \"kernel\"\n"
+                        "[datapath]\ntransport = \"kernel\"\n".to_owned()
                     };
                     let text = format!(
                         "{datapath}\n[[listener]]\naddress = \"{LISTEN}\"\nbackend = \"203.0.113.2:8080\"\n\n[listener.tls]\n\

@@ -184,6 +184,11 @@ pub struct Datapath {
     /// Verify IPv4 and TCP checksums of received frames (drop and count failures).
     #[serde(default = "defaults::yes")]
     pub verify_checksums: bool,
+    /// How long a worker keeps polling its empty rings before it sleeps (a wake-up from sleep
+    /// costs more than a few looks at the rings; on a host whose cores are shared, spinning
+    /// costs the other threads). 0: sleep at once.
+    #[serde(default = "defaults::busy_poll_us")]
+    pub busy_poll_us: u64,
 }
 
 /// sluice's TCP stack (every field optional; defaults follow Linux where RFCs leave a choice).
@@ -451,6 +456,9 @@ mod defaults {
     }
     pub fn interval_log_secs() -> u64 {
         10
+    }
+    pub fn busy_poll_us() -> u64 {
+        200
     }
     pub fn yes() -> bool {
         true

@@ -140,7 +140,7 @@ pub fn run(config: Config, config_path: &Path) -> Result<()> {
     for (i, (sock, inbox)) in sockets.into_iter().zip(inboxes).enumerate() {
         let shared = Arc::clone(&shared_counters[i]);
         let endpoint = sluice_tcp::Endpoint::new(tcp_config.clone(), sluice_tcp::Instant::ZERO);
-        let dispatch = Dispatch::new(
+        let mut dispatch = Dispatch::new(
             i,
             workers_n,
             services.clone(),
@@ -149,6 +149,7 @@ pub fn run(config: Config, config_path: &Path) -> Result<()> {
             endpoint,
             local_mac,
         )?;
+        dispatch.busy_poll = Duration::from_micros(d.busy_poll_us);
         let (stop, peers) = (Arc::clone(&stop), peers.clone());
         let core = (!cores.is_empty()).then(|| cores[i % cores.len()]);
         workers.push(std::thread::Builder::new().name(format!("sluice-q{i}")).spawn(move || {

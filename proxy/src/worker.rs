@@ -337,6 +337,8 @@ pub struct Dispatch {
     tls: HashMap<SocketAddrV4, Arc<sluice_tls::rustls::ServerConfig>>,
     /// The worker's readiness set: its AF_XDP socket, its inbox and every backend socket.
     pub epoll: Epoll,
+    /// How long the loop polls empty rings before it sleeps (`datapath.busy_poll_us`).
+    pub busy_poll: Duration,
     pub counters: QueueCounters,
     pub latencies: crate::latency::Latencies,
 }
@@ -396,6 +398,7 @@ impl Dispatch {
             relay_settings,
             tls,
             epoll: Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?,
+            busy_poll: Duration::from_micros(200),
             counters: QueueCounters { queue: worker as u32, ..Default::default() },
             latencies: Default::default(),
         })
@@ -906,8 +909,6 @@ fn access_log(r: &Relay, now: Instant) {
 const RX_BATCH: u32 = 64;
 /// Longest sleep while idle: how soon a stop request is noticed.
 const IDLE_POLL: Duration = Duration::from_millis(250);
-/// How long a worker keeps polling empty rings before it sleeps.
-const SPIN_BEFORE_SLEEP: Duration = Duration::from_micros(200);
 
 /// Runs one queue's worker until `stop` is set.
 pub fn run(
@@ -1022,7 +1023,7 @@ pub fn run(
         // empty looks at the rings, and frames arriving meanwhile would wait in the RX ring.
         // Not after a wake-up that brought nothing (a timeout): then sleep again at once.
         let idle_for = t.saturating_duration_since(*idle_since.get_or_insert(t));
-        if woke_idle || idle_for >= SPIN_BEFORE_SLEEP {
+        if woke_idle || idle_for >= dispatch.busy_poll {
             idle_since = None;
             woke_idle = true;
             dispatch.counters.idle_sleeps += 1;
