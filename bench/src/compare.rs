@@ -577,7 +577,7 @@ pub fn run(args: &Args) -> Result<()> {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir)?;
         eprintln!("compare: {}", target.label());
-        let server = match Server::start(target, &sluice_bin, &dir, &certs, &proxy, &client) {
+        let server = match Server::start(target, &sluice_bin, &dir, &certs, &proxy, &client, args.busy_poll_us) {
             Ok(s) => s,
             Err(e) => {
                 let msg = format!("{e:#}");
