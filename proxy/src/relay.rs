@@ -51,9 +51,24 @@ pub struct ByteQueue {
     end: usize,
 }
 
+/// Storage of dropped queues, per thread (a worker's relays never leave its thread), for the
+/// next relays: a handshake-heavy load would otherwise allocate and fault in four fresh queues
+/// per connection. Bounded.
+const SPARE_QUEUES: usize = 256;
+
+thread_local! {
+    static SPARE: std::cell::RefCell<Vec<Box<[u8]>>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 impl ByteQueue {
     pub fn new(capacity: usize) -> Self {
-        Self { buf: vec![0; capacity].into_boxed_slice(), start: 0, end: 0 }
+        let reused = SPARE.with_borrow_mut(|spare| match spare.last() {
+            Some(b) if b.len() == capacity => spare.pop(),
+            _ => None,
+        });
+        // Old bytes in reused storage are never exposed: only committed bytes are `data`.
+        let buf = reused.unwrap_or_else(|| vec![0; capacity].into_boxed_slice());
+        Self { buf, start: 0, end: 0 }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -121,6 +136,19 @@ impl Client for OnStack<'_> {
     }
     fn abort(&mut self) {
         self.tcp.abort(self.handle)
+    }
+}
+
+impl Drop for ByteQueue {
+    fn drop(&mut self) {
+        let buf = std::mem::take(&mut self.buf);
+        if !buf.is_empty() {
+            SPARE.with_borrow_mut(|spare| {
+                if spare.len() < SPARE_QUEUES {
+                    spare.push(buf);
+                }
+            });
+        }
     }
 }
 
@@ -690,6 +718,19 @@ fn io(backend: &Option<TcpStream>) -> std::io::Result<&TcpStream> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dropped_queues_are_reused_empty() {
+        let mut q = ByteQueue::new(4096);
+        q.space_mut()[..6].copy_from_slice(b"secret");
+        q.commit(6);
+        let storage = q.buf.as_ptr();
+        drop(q);
+        let q = ByteQueue::new(4096);
+        assert_eq!(q.buf.as_ptr(), storage, "the storage is reused");
+        assert!(q.is_empty() && q.data().is_empty(), "no old byte is exposed");
+        assert_ne!(ByteQueue::new(8192).buf.as_ptr(), storage, "another size is not taken");
+    }
 
     #[test]
     fn byte_queue_is_bounded_and_compacts() {

@@ -534,6 +534,22 @@ impl Connection {
         self.snd_max > self.snd_una && !matches!(self.state, State::TimeWait | State::Closed)
     }
 
+    /// In TIME-WAIT nothing is sent or read any more (RFC 9293 3.10.7.4: it only acknowledges
+    /// a retransmitted FIN): hand the buffers back now, emptied, instead of holding them for
+    /// 2 MSL; the TCB keeps one-byte ones. `None` outside TIME-WAIT, while received bytes wait to
+    /// be read, or when already done.
+    pub(crate) fn release_buffers(&mut self) -> Option<Buffers> {
+        // Bytes the application has not read yet stay until it has.
+        if self.state != State::TimeWait || self.send_buf.capacity() <= 1 || self.recv_buf.readable() > 0 {
+            return None;
+        }
+        let mut send = std::mem::replace(&mut self.send_buf, Ring::new(1));
+        send.clear();
+        let mut recv = std::mem::replace(&mut self.recv_buf, RecvBuffer::new(1));
+        recv.clear();
+        Some(Buffers { send, recv })
+    }
+
     /// Give the buffers back for reuse (emptied).
     pub(crate) fn into_buffers(self) -> Buffers {
         let mut send = self.send_buf;

@@ -310,6 +310,12 @@ impl Endpoint {
             self.free_slot(slot);
             return;
         }
+        if let Some(bufs) = conn.release_buffers()
+            && self.spare.len() < SPARE_BUFFERS
+            && bufs.fits(&self.config)
+        {
+            self.spare.push(bufs);
+        }
         let d = conn.next_deadline();
         if d != s.deadline {
             s.deadline = d;
@@ -736,6 +742,12 @@ impl Endpoint {
                     .is_some_and(|c| c.state() != State::TimeWait)
             })
             .count()
+    }
+
+    /// Buffers kept for the next connections.
+    #[cfg(test)]
+    pub(crate) fn spare_buffers(&self) -> usize {
+        self.spare.len()
     }
 
     /// Live TCBs (every state, TIME-WAIT included).
