@@ -76,8 +76,11 @@ pub struct Args {
     #[arg(long, default_value = "scmp-")]
     pub prefix: String,
     /// sluice's `datapath.busy_poll_us` (how long an idle worker polls before it sleeps).
-    #[arg(long, default_value_t = 200)]
+    #[arg(long, default_value_t = 0)]
     pub busy_poll_us: u64,
+    /// sluice's `datapath.pin_workers` (worker i on core i).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub pin_workers: bool,
 }
 
 /// One load of the matrix.
@@ -155,7 +158,7 @@ impl Server {
         certs: &Path,
         proxy_ns: &str,
         client_ns: &str,
-        busy_poll_us: u64,
+        sluice: &Args,
     ) -> Result<Self> {
         let d = certs.display();
         let log = dir.join(format!("{target:?}.log").to_lowercase());
@@ -165,11 +168,11 @@ impl Server {
                     let datapath = if target == Target::SluiceXdp {
                         format!(
                             "[datapath]\ninterface = \"px0\"\nxdp_mode = \"native\"\nframes_per_queue = 8192\n\
-                             busy_poll_us = {}\n",
-                            busy_poll_us
+                             busy_poll_us = {}\npin_workers = {}\n",
+                            sluice.busy_poll_us, sluice.pin_workers
                         )
                     } else {
-                        "[datapath]\ntransport = \"kernel\"\n".to_owned()
+                        format!("[datapath]\ntransport = \"kernel\"\npin_workers = {}\n", sluice.pin_workers)
                     };
                     let text = format!(
                         "{datapath}\n[[listener]]\naddress = \"{LISTEN}\"\nbackend = \"203.0.113.2:8080\"\n\n[listener.tls]\n\
@@ -577,7 +580,7 @@ pub fn run(args: &Args) -> Result<()> {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir)?;
         eprintln!("compare: {}", target.label());
-        let server = match Server::start(target, &sluice_bin, &dir, &certs, &proxy, &client, args.busy_poll_us) {
+        let server = match Server::start(target, &sluice_bin, &dir, &certs, &proxy, &client, args) {
             Ok(s) => s,
             Err(e) => {
                 let msg = format!("{e:#}");

@@ -184,11 +184,17 @@ pub struct Datapath {
     /// Verify IPv4 and TCP checksums of received frames (drop and count failures).
     #[serde(default = "defaults::yes")]
     pub verify_checksums: bool,
-    /// How long a worker keeps polling its empty rings before it sleeps (a wake-up from sleep
-    /// costs more than a few looks at the rings; on a host whose cores are shared, spinning
-    /// costs the other threads). 0: sleep at once.
+    /// How long a worker keeps polling its empty rings before it sleeps. A wake-up costs more
+    /// than a few looks at the rings, but where cores are shared spinning costs the other
+    /// threads: 0 (sleep at once) measured best on the 2-core test machine (half the CPU per
+    /// connection at a fixed rate, the same latency); raise it on cores dedicated to sluice.
     #[serde(default = "defaults::busy_poll_us")]
     pub busy_poll_us: u64,
+    /// Pin worker `i` to core `i` (modulo the cores). Best on a host whose cores serve sluice
+    /// alone; where other busy processes share the cores, leaving placement to the scheduler
+    /// keeps a worker from waiting behind them on its one core.
+    #[serde(default = "defaults::yes")]
+    pub pin_workers: bool,
 }
 
 /// sluice's TCP stack (every field optional; defaults follow Linux where RFCs leave a choice).
@@ -458,7 +464,7 @@ mod defaults {
         10
     }
     pub fn busy_poll_us() -> u64 {
-        200
+        0
     }
     pub fn yes() -> bool {
         true

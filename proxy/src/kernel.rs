@@ -681,7 +681,7 @@ pub fn run(config: &Config, config_path: &std::path::Path, stop: Arc<AtomicBool>
         tracing::info!(user = %dropped.user, uid = dropped.uid, kept = ?dropped.kept, "privileges dropped");
     }
     let clock = std::time::Instant::now();
-    let cores = core_affinity::get_core_ids().unwrap_or_default();
+    let cores = if config.datapath.pin_workers { core_affinity::get_core_ids().unwrap_or_default() } else { Vec::new() };
     let mut shared_counters: Vec<SharedCounters> = Vec::new();
     let mut threads = Vec::new();
     let (inboxes, _, controls) = crate::worker::inboxes(n, 1)?;

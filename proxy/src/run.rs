@@ -135,7 +135,7 @@ pub fn run(config: Config, config_path: &Path) -> Result<()> {
     }
 
     let clock = std::time::Instant::now();
-    let cores = core_affinity::get_core_ids().unwrap_or_default();
+    let cores = if config.datapath.pin_workers { core_affinity::get_core_ids().unwrap_or_default() } else { Vec::new() };
     let mut workers = Vec::new();
     for (i, (sock, inbox)) in sockets.into_iter().zip(inboxes).enumerate() {
         let shared = Arc::clone(&shared_counters[i]);

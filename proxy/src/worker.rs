@@ -398,7 +398,7 @@ impl Dispatch {
             relay_settings,
             tls,
             epoll: Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?,
-            busy_poll: Duration::from_micros(200),
+            busy_poll: Duration::ZERO,
             counters: QueueCounters { queue: worker as u32, ..Default::default() },
             latencies: Default::default(),
         })
