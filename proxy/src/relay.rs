@@ -501,10 +501,14 @@ impl Relay {
             tls.eof_fed = true;
             progress = true;
         }
-        let m = tls.session.read_plaintext(self.to_backend.space_mut());
+        let space = self.to_backend.space_mut();
+        let had_space = !space.is_empty();
+        let m = tls.session.read_plaintext(space);
         self.to_backend.commit(m);
         progress |= m > 0;
-        if !self.client_eof && m == 0 && (tls.session.peer_closed() || tls.eof_fed) {
+        // The stream to the backend ends only once rustls has no plaintext left: a 0 read into a
+        // full queue says nothing (ending it then sent the backend a FIN before the last bytes).
+        if !self.client_eof && m == 0 && had_space && (tls.session.peer_closed() || tls.eof_fed) {
             // close_notify, or the TCP stream ended: the plaintext stream to the backend ends.
             self.client_eof = true;
             progress = true;
@@ -636,7 +640,10 @@ impl Relay {
                     }
                     Err(e) if e.kind() == ErrorKind::WouldBlock => self.writable = false,
                     Err(e) if e.kind() == ErrorKind::Interrupted => progress = true,
-                    Err(_) => return self.backend_failed(client, RelayEnd::BackendFailed),
+                    Err(e) => {
+                        tracing::debug!(error = %e, "backend I/O failed");
+                        return self.backend_failed(client, RelayEnd::BackendFailed);
+                    }
                 }
             }
             let preamble_done = self.preamble_sent == self.preamble.len();
@@ -649,7 +656,10 @@ impl Relay {
                     }
                     Err(e) if e.kind() == ErrorKind::WouldBlock => self.writable = false,
                     Err(e) if e.kind() == ErrorKind::Interrupted => progress = true,
-                    Err(_) => return self.backend_failed(client, RelayEnd::BackendFailed),
+                    Err(e) => {
+                        tracing::debug!(error = %e, "backend I/O failed");
+                        return self.backend_failed(client, RelayEnd::BackendFailed);
+                    }
                 }
             }
             if preamble_done && self.client_eof && self.to_backend.is_empty() && !self.backend_write_shut {
@@ -674,7 +684,10 @@ impl Relay {
                         }
                         Err(e) if e.kind() == ErrorKind::WouldBlock => self.readable = false,
                         Err(e) if e.kind() == ErrorKind::Interrupted => progress = true,
-                        Err(_) => return self.backend_failed(client, RelayEnd::BackendFailed),
+                        Err(e) => {
+                        tracing::debug!(error = %e, "backend I/O failed");
+                        return self.backend_failed(client, RelayEnd::BackendFailed);
+                    }
                     }
                 }
             }
