@@ -6,25 +6,11 @@
 mod common;
 
 use std::net::TcpStream;
-use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
-use common::{Sluice, echo_backend, http_backend, kernel_config};
+use common::{Sluice, certificates, curl_both_names_and_versions, echo_backend, http_backend, kernel_config};
 use sluice_testbed::{in_netns, in_ns, xdp_attached};
-use sluice_tls::testcerts::{Ca, KeyKind};
-
-/// A CA (`ca.pem`) and an ECDSA `a.test` and an RSA `b.test` certificate in `dir`.
-fn certificates(dir: &Path) -> Result<()> {
-    let ca = Ca::new()?;
-    std::fs::write(dir.join("ca.pem"), ca.cert_pem())?;
-    for (name, kind) in [("a.test", KeyKind::EcdsaP256), ("b.test", KeyKind::Rsa2048)] {
-        let leaf = ca.server(&[name], kind)?;
-        std::fs::write(dir.join(format!("{name}.pem")), &leaf.cert_pem)?;
-        std::fs::write(dir.join(format!("{name}.key")), &leaf.key_pem)?;
-    }
-    Ok(())
-}
 
 /// Waits (up to 15 s) until the workers published `n` closed connections and none open; returns
 /// the stats then.
@@ -80,24 +66,9 @@ fn tls_terminated_on_kernel_sockets_with_resumption() -> Result<()> {
         ),
     )?;
     http_backend(&sluice.topology.topology.backend())?;
+    curl_both_names_and_versions(&sluice, &dir.join("ca.pem"))?;
     let ca = dir.join("ca.pem");
     let ca = ca.to_str().context("path")?;
-    for name in ["a.test", "b.test"] {
-        for version in [["--tlsv1.2", "--tls-max", "1.2"], ["--tlsv1.3", "--tls-max", "1.3"]] {
-            let resolve = format!("{name}:443:198.51.100.2");
-            let url = format!("https://{name}/");
-            let mut args = vec!["-sS", "-v", "--max-time", "10", "--cacert", ca, "--resolve", &resolve];
-            args.extend(version);
-            args.push(&url);
-            let out = in_ns(&sluice.client(), "curl", &args).with_context(|| format!("curl {name} {version:?}"))?;
-            let body = String::from_utf8_lossy(&out.stdout);
-            let log = String::from_utf8_lossy(&out.stderr);
-            ensure!(body == format!("backend saw Host: {name}\n"), "{name} {version:?}: body {body:?}");
-            ensure!(log.contains(&format!("CN={name}")), "{name}: certificate subject not {name}:\n{log}");
-            let want = if version[0] == "--tlsv1.2" { "TLSv1.2" } else { "TLSv1.3" };
-            ensure!(log.contains(want), "{name}: not {want}:\n{log}");
-        }
-    }
     for version in ["-tls1_2", "-tls1_3"] {
         let sess = dir.join(format!("session{version}.pem"));
         let s_client = |io: &str| -> Result<String> {

@@ -13,21 +13,11 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
-use common::{Sluice, config, http_backend};
+use common::{Sluice, certificates, config, http_backend};
 use sluice_testbed::{in_netns, in_ns};
 use sluice_tls::rustls::{self, ClientConfig, ClientConnection, RootCertStore, StreamOwned};
-use sluice_tls::testcerts::{Ca, KeyKind};
 
 const ADMIN: &str = "127.0.0.1:9090";
-
-/// A CA and an `a.test` ECDSA certificate in `dir`; returns the CA certificate.
-fn certificates(dir: &Path) -> Result<rustls::pki_types::CertificateDer<'static>> {
-    let ca = Ca::new()?;
-    let leaf = ca.server(&["a.test"], KeyKind::EcdsaP256)?;
-    std::fs::write(dir.join("a.test.pem"), &leaf.cert_pem)?;
-    std::fs::write(dir.join("a.test.key"), &leaf.key_pem)?;
-    Ok(ca.cert_der())
-}
 
 fn stats_config(dir: &Path, log: &Path) -> String {
     let d = dir.display();

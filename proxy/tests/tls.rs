@@ -10,21 +10,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
-use common::{Sluice, config, http_backend};
+use common::{Sluice, certificates, config, curl_both_names_and_versions, http_backend};
 use sluice_testbed::{in_netns, in_ns};
-use sluice_tls::testcerts::{Ca, KeyKind};
-
-/// A CA, `a.test` (ECDSA) and `b.test` (RSA) certificates in `dir`; returns the CA certificate.
-fn certificates(dir: &Path) -> Result<sluice_tls::rustls::pki_types::CertificateDer<'static>> {
-    let ca = Ca::new()?;
-    std::fs::write(dir.join("ca.pem"), ca.cert_pem())?;
-    for (name, kind) in [("a.test", KeyKind::EcdsaP256), ("b.test", KeyKind::Rsa2048)] {
-        let leaf = ca.server(&[name], kind)?;
-        std::fs::write(dir.join(format!("{name}.pem")), &leaf.cert_pem)?;
-        std::fs::write(dir.join(format!("{name}.key")), &leaf.key_pem)?;
-    }
-    Ok(ca.cert_der())
-}
 
 fn tls_config(dir: &Path) -> String {
     let d = dir.display();
@@ -59,25 +46,7 @@ fn start_with_ca(
 #[test]
 fn curl_gets_the_backend_through_tls_for_two_names_and_both_versions() -> Result<()> {
     let (sluice, dir) = start("sl-tl1-")?;
-    let ca = dir.join("ca.pem");
-    for name in ["a.test", "b.test"] {
-        for version in [["--tlsv1.2", "--tls-max", "1.2"], ["--tlsv1.3", "--tls-max", "1.3"]] {
-            let resolve = format!("{name}:443:198.51.100.2");
-            let url = format!("https://{name}/");
-            let mut args = vec!["-sS", "-v", "--max-time", "10", "--cacert", ca.to_str().context("path")?];
-            args.extend(["--resolve", &resolve]);
-            args.extend(version);
-            args.push(&url);
-            let out = in_ns(&sluice.client(), "curl", &args).with_context(|| format!("curl {name} {version:?}"))?;
-            let body = String::from_utf8_lossy(&out.stdout);
-            let log = String::from_utf8_lossy(&out.stderr);
-            ensure!(body == format!("backend saw Host: {name}\n"), "{name} {version:?}: body {body:?}");
-            // curl verified the chain against the CA (it fails otherwise) and shows the subject.
-            ensure!(log.contains(&format!("CN={name}")), "{name}: certificate subject not {name}:\n{log}");
-            let want = if version[0] == "--tlsv1.2" { "TLSv1.2" } else { "TLSv1.3" };
-            ensure!(log.contains(want), "{name}: not {want}:\n{log}");
-        }
-    }
+    curl_both_names_and_versions(&sluice, &dir.join("ca.pem"))?;
     let stats = sluice.wait_idle()?;
     ensure!(sluice.queue_total(&stats, "tls_handshakes_full") == 4, "{stats:#}");
     ensure!(sluice.queue_total(&stats, "relays_clean") == 4, "{stats:#}");

@@ -3,7 +3,7 @@
 //! failure. Without root or namespaces a test fails; it never skips.
 #![allow(dead_code)]
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
@@ -262,4 +262,43 @@ pub fn echo_stream(addr: &str, len: usize) -> Result<([u8; 32], [u8; 32], Durati
     let (back, total) = read.join().map_err(|_| anyhow::anyhow!("reader panicked"))??;
     ensure!(total == len, "{total} of {len} bytes came back");
     Ok((h.finalize().into(), back, start.elapsed()))
+}
+
+/// A CA (`ca.pem`), an ECDSA `a.test` and an RSA `b.test` certificate with their keys in `dir`;
+/// returns the CA certificate.
+pub fn certificates(dir: &Path) -> Result<sluice_tls::rustls::pki_types::CertificateDer<'static>> {
+    use sluice_tls::testcerts::{Ca, KeyKind};
+    let ca = Ca::new()?;
+    std::fs::write(dir.join("ca.pem"), ca.cert_pem())?;
+    for (name, kind) in [("a.test", KeyKind::EcdsaP256), ("b.test", KeyKind::Rsa2048)] {
+        let leaf = ca.server(&[name], kind)?;
+        std::fs::write(dir.join(format!("{name}.pem")), &leaf.cert_pem)?;
+        std::fs::write(dir.join(format!("{name}.key")), &leaf.key_pem)?;
+    }
+    Ok(ca.cert_der())
+}
+
+/// curl from the client namespace to `https://{a,b}.test/` (198.51.100.2:443) over TLS 1.2 and
+/// 1.3, verifying against `ca`: each gets the HTTP backend's answer, the certificate of its name
+/// (curl verified the chain, it fails otherwise) and the version asked.
+pub fn curl_both_names_and_versions(sluice: &Sluice, ca: &Path) -> Result<()> {
+    let ca = ca.to_str().context("path")?;
+    for name in ["a.test", "b.test"] {
+        for version in [["--tlsv1.2", "--tls-max", "1.2"], ["--tlsv1.3", "--tls-max", "1.3"]] {
+            let resolve = format!("{name}:443:198.51.100.2");
+            let url = format!("https://{name}/");
+            let mut args = vec!["-sS", "-v", "--max-time", "10", "--cacert", ca, "--resolve", &resolve];
+            args.extend(version);
+            args.push(&url);
+            let out = sluice_testbed::in_ns(&sluice.client(), "curl", &args)
+                .with_context(|| format!("curl {name} {version:?}"))?;
+            let body = String::from_utf8_lossy(&out.stdout);
+            let log = String::from_utf8_lossy(&out.stderr);
+            ensure!(body == format!("backend saw Host: {name}\n"), "{name} {version:?}: body {body:?}");
+            ensure!(log.contains(&format!("CN={name}")), "{name}: certificate subject not {name}:\n{log}");
+            let want = if version[0] == "--tlsv1.2" { "TLSv1.2" } else { "TLSv1.3" };
+            ensure!(log.contains(want), "{name}: not {want}:\n{log}");
+        }
+    }
+    Ok(())
 }
