@@ -565,13 +565,25 @@ impl Relay {
         if let Some(tls) = self.tls.as_deref_mut() {
             let _ = Self::flush_ciphertext(tls, client);
         }
+        self.close_client_reset_backend(client, RelayEnd::TlsFailed);
+    }
+
+    /// Ends the relay with `why`: the client connection is closed (FIN, after what is queued),
+    /// the backend reset.
+    fn close_client_reset_backend(&mut self, client: &mut impl Client, why: RelayEnd) {
         if !self.client_closed {
             client.close();
             self.client_closed = true;
         }
         self.reset_backend();
         self.shutdown_backend(Shutdown::Both);
-        self.end = Some(RelayEnd::TlsFailed);
+        self.end = Some(why);
+    }
+
+    /// A read or write on the backend socket failed.
+    fn backend_io_failed(&mut self, client: &mut impl Client, e: &std::io::Error) {
+        tracing::debug!(error = %e, "backend I/O failed");
+        self.backend_failed(client, RelayEnd::BackendFailed);
     }
 
     /// Moves every byte that can move now, both ways. Call on any TCP event of the connection,
@@ -585,14 +597,7 @@ impl Relay {
             && now >= tls.handshake_deadline
         {
             // A client stalled mid-handshake: close it, free the backend.
-            if !self.client_closed {
-                client.close();
-                self.client_closed = true;
-            }
-            self.reset_backend();
-            self.shutdown_backend(Shutdown::Both);
-            self.end = Some(RelayEnd::HandshakeTimeout);
-            return;
+            return self.close_client_reset_backend(client, RelayEnd::HandshakeTimeout);
         }
         if let BackendState::Connecting { deadline } = self.state {
             if !self.writable {
@@ -640,10 +645,7 @@ impl Relay {
                     }
                     Err(e) if e.kind() == ErrorKind::WouldBlock => self.writable = false,
                     Err(e) if e.kind() == ErrorKind::Interrupted => progress = true,
-                    Err(e) => {
-                        tracing::debug!(error = %e, "backend I/O failed");
-                        return self.backend_failed(client, RelayEnd::BackendFailed);
-                    }
+                    Err(e) => return self.backend_io_failed(client, &e),
                 }
             }
             let preamble_done = self.preamble_sent == self.preamble.len();
@@ -656,10 +658,7 @@ impl Relay {
                     }
                     Err(e) if e.kind() == ErrorKind::WouldBlock => self.writable = false,
                     Err(e) if e.kind() == ErrorKind::Interrupted => progress = true,
-                    Err(e) => {
-                        tracing::debug!(error = %e, "backend I/O failed");
-                        return self.backend_failed(client, RelayEnd::BackendFailed);
-                    }
+                    Err(e) => return self.backend_io_failed(client, &e),
                 }
             }
             if preamble_done && self.client_eof && self.to_backend.is_empty() && !self.backend_write_shut {
@@ -684,10 +683,7 @@ impl Relay {
                         }
                         Err(e) if e.kind() == ErrorKind::WouldBlock => self.readable = false,
                         Err(e) if e.kind() == ErrorKind::Interrupted => progress = true,
-                        Err(e) => {
-                        tracing::debug!(error = %e, "backend I/O failed");
-                        return self.backend_failed(client, RelayEnd::BackendFailed);
-                    }
+                        Err(e) => return self.backend_io_failed(client, &e),
                     }
                 }
             }

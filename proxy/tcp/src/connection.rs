@@ -62,6 +62,13 @@ impl State {
             State::Closed | State::Listen | State::SynSent | State::SynReceived
         )
     }
+    /// States in which we may still send data (or a FIN) and so retransmit it.
+    fn may_send(self) -> bool {
+        matches!(
+            self,
+            State::Established | State::CloseWait | State::FinWait1 | State::Closing | State::LastAck
+        )
+    }
     /// States in which the peer may still send us data.
     fn can_receive(self) -> bool {
         matches!(
@@ -1199,14 +1206,7 @@ impl Connection {
     fn on_probe_timeout(&mut self, now: Instant) {
         let mss = self.data_mss();
         let outstanding = self.snd_max - self.snd_una;
-        let sending = matches!(
-            self.state,
-            State::Established
-                | State::CloseWait
-                | State::FinWait1
-                | State::Closing
-                | State::LastAck
-        );
+        let sending = self.state.may_send();
         // Not while a zero window is probed or an RTO's go-back is under way.
         if !sending
             || !self.sack_ok
@@ -1601,14 +1601,7 @@ impl Connection {
         }
         let mss = self.data_mss();
         let data_end = self.data_end();
-        let sending = matches!(
-            self.state,
-            State::Established
-                | State::CloseWait
-                | State::FinWait1
-                | State::Closing
-                | State::LastAck
-        );
+        let sending = self.state.may_send();
         let fin_state = self.fin_queued
             && !self.fin_acked
             && matches!(
