@@ -9,8 +9,11 @@ use std::net::TcpStream;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
-use common::{Sluice, certificates, curl_both_names_and_versions, echo_backend, http_backend, kernel_config};
-use sluice_testbed::{in_netns, in_ns, xdp_attached};
+use common::{
+    Sluice, certificates, curl_both_names_and_versions, echo_backend, http_backend, kernel_config,
+    openssl_resumes_tls12_and_tls13,
+};
+use sluice_testbed::{in_netns, xdp_attached};
 
 /// Waits (up to 15 s) until the workers published `n` closed connections and none open; returns
 /// the stats then.
@@ -67,31 +70,7 @@ fn tls_terminated_on_kernel_sockets_with_resumption() -> Result<()> {
     )?;
     http_backend(&sluice.topology.topology.backend())?;
     curl_both_names_and_versions(&sluice, &dir.join("ca.pem"))?;
-    let ca = dir.join("ca.pem");
-    let ca = ca.to_str().context("path")?;
-    for version in ["-tls1_2", "-tls1_3"] {
-        let sess = dir.join(format!("session{version}.pem"));
-        let s_client = |io: &str| -> Result<String> {
-            let mut args = vec![
-                "s_client", "-connect", "198.51.100.2:443", "-servername", "a.test", version, "-CAfile", ca,
-                "-verify_return_error",
-            ];
-            if version == "-tls1_2" {
-                args.push("-no_ticket");
-            }
-            args.extend([io, sess.to_str().context("path")?]);
-            // stdin stays open for a second: the TLS 1.3 ticket comes after the handshake.
-            let cmd = format!("sleep 1 | timeout 10 openssl {}", args.join(" "));
-            let out = in_ns(&sluice.client(), "sh", &["-c", &cmd])
-                .or_else(|e| bail!("openssl s_client {version} {io}: {e:#}"))?;
-            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-        };
-        let first = s_client("-sess_out")?;
-        ensure!(first.contains("New, TLSv1"), "{version}: first handshake not new:\n{first}");
-        ensure!(first.contains("Verify return code: 0 (ok)"), "{version}: chain did not verify:\n{first}");
-        let second = s_client("-sess_in")?;
-        ensure!(second.contains("Reused, TLSv1"), "{version}: second handshake not resumed:\n{second}");
-    }
+    openssl_resumes_tls12_and_tls13(&sluice, &dir)?;
     let stats = wait_closed(&sluice, 8)?;
     common_checks(&sluice, &stats)?;
     let total = |c| sluice.queue_total(&stats, c);

@@ -7,15 +7,13 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
-use common::{Sluice, certificates, config, http_backend};
+use common::{Sluice, certificates, config, handshakes, http_backend};
 use sluice_testbed::{in_netns, in_ns};
-use sluice_tls::rustls::{self, ClientConfig, ClientConnection, RootCertStore, StreamOwned};
+use sluice_tls::rustls::{self, ClientConfig, RootCertStore};
 
 const ADMIN: &str = "127.0.0.1:9090";
 
@@ -36,27 +34,6 @@ fn stats_config(dir: &Path, log: &Path) -> String {
 fn admin_get(sluice: &Sluice, path: &str) -> Result<Vec<u8>> {
     let path = path.to_owned();
     in_netns(&sluice.proxy(), move || sluice::stats_cli::fetch(ADMIN.parse().expect("address"), &path))?
-}
-
-/// `n` HTTPS requests on new connections with one client config (its own session store):
-/// the kinds of handshake the client saw, in order.
-fn handshakes(sluice: &Sluice, config: ClientConfig, n: usize) -> Result<Vec<rustls::HandshakeKind>> {
-    let config = std::sync::Arc::new(config);
-    in_netns(&sluice.client(), move || -> Result<Vec<rustls::HandshakeKind>> {
-        let mut kinds = Vec::new();
-        for _ in 0..n {
-            let tcp = TcpStream::connect_timeout(&"198.51.100.2:443".parse()?, Duration::from_secs(5))?;
-            tcp.set_read_timeout(Some(Duration::from_secs(5)))?;
-            let conn = ClientConnection::new(config.clone(), "a.test".try_into()?)?;
-            let mut tls = StreamOwned::new(conn, tcp);
-            tls.write_all(b"GET / HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n")?;
-            let mut body = Vec::new();
-            let _ = tls.read_to_end(&mut body); // the backend closes; no close_notify needed
-            ensure!(body.ends_with(b"backend saw Host: a.test\n"), "bad answer {body:?}");
-            kinds.push(tls.conn.handshake_kind().context("no handshake")?);
-        }
-        Ok(kinds)
-    })?
 }
 
 /// Histogram name -> how many handshakes of that kind the clients made.

@@ -10,7 +10,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
-use common::{Sluice, certificates, config, curl_both_names_and_versions, http_backend};
+use common::{
+    Sluice, certificates, config, curl_both_names_and_versions, handshakes, http_backend, openssl_resumes_tls12_and_tls13,
+};
 use sluice_testbed::{in_netns, in_ns};
 
 fn tls_config(dir: &Path) -> String {
@@ -60,31 +62,7 @@ fn curl_gets_the_backend_through_tls_for_two_names_and_both_versions() -> Result
 #[test]
 fn openssl_resumes_sessions_tls12_and_tls13() -> Result<()> {
     let (sluice, dir) = start("sl-tl2-")?;
-    let ca = dir.join("ca.pem");
-    for version in ["-tls1_2", "-tls1_3"] {
-        let sess = dir.join(format!("session{version}.pem"));
-        let s_client = |io: &str| -> Result<String> {
-            let mut args = vec![
-                "s_client", "-connect", "198.51.100.2:443", "-servername", "a.test", version, "-CAfile",
-                ca.to_str().context("path")?, "-verify_return_error",
-            ];
-            if version == "-tls1_2" {
-                args.push("-no_ticket");
-            }
-            args.extend([io, sess.to_str().context("path")?]);
-            // stdin stays open for a second, so that the TLS 1.3 NewSessionTicket (sent after the
-            // handshake) arrives before s_client ends the session.
-            let cmd = format!("sleep 1 | timeout 10 openssl {}", args.join(" "));
-            let out = in_ns(&sluice.client(), "sh", &["-c", &cmd])
-                .or_else(|e| anyhow::bail!("openssl s_client {version} {io}: {e:#}"))?;
-            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-        };
-        let first = s_client("-sess_out")?;
-        ensure!(first.contains("New, TLSv1"), "{version}: first handshake not new:\n{first}");
-        ensure!(first.contains("Verify return code: 0 (ok)"), "{version}: chain did not verify:\n{first}");
-        let second = s_client("-sess_in")?;
-        ensure!(second.contains("Reused, TLSv1"), "{version}: second handshake not resumed:\n{second}");
-    }
+    openssl_resumes_tls12_and_tls13(&sluice, &dir)?;
     let stats = sluice.wait_idle()?;
     ensure!(sluice.queue_total(&stats, "tls_handshakes_resumed") == 2, "{stats:#}");
     ensure!(sluice.queue_total(&stats, "tls_handshakes_full") == 2, "{stats:#}");
@@ -146,7 +124,7 @@ fn client_stalled_mid_handshake_is_closed() -> Result<()> {
 /// one resumes, and both workers served resumptions of sessions the other may have made.
 #[test]
 fn thousand_resumptions_spread_over_both_workers() -> Result<()> {
-    use sluice_tls::rustls::{self, ClientConfig, ClientConnection, RootCertStore, StreamOwned};
+    use sluice_tls::rustls::{self, ClientConfig, RootCertStore};
     let (sluice, _dir, ca) = start_with_ca("sl-tl5-")?;
     let mut roots = RootCertStore::empty();
     roots.add(ca)?;
@@ -155,22 +133,7 @@ fn thousand_resumptions_spread_over_both_workers() -> Result<()> {
             .with_root_certificates(roots.clone())
             .with_no_client_auth();
         config.resumption = rustls::client::Resumption::in_memory_sessions(64);
-        let config = std::sync::Arc::new(config);
-        let kinds = in_netns(&sluice.client(), move || -> Result<Vec<rustls::HandshakeKind>> {
-            let mut kinds = Vec::new();
-            for _ in 0..501 {
-                let tcp = TcpStream::connect_timeout(&"198.51.100.2:443".parse()?, Duration::from_secs(5))?;
-                tcp.set_read_timeout(Some(Duration::from_secs(5)))?;
-                let conn = ClientConnection::new(config.clone(), "a.test".try_into()?)?;
-                let mut tls = StreamOwned::new(conn, tcp);
-                tls.write_all(b"GET / HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n")?;
-                let mut body = Vec::new();
-                let _ = tls.read_to_end(&mut body); // the backend closes; no close_notify needed
-                ensure!(body.ends_with(b"backend saw Host: a.test\n"), "bad answer {body:?}");
-                kinds.push(tls.conn.handshake_kind().context("no handshake")?);
-            }
-            Ok(kinds)
-        })??;
+        let kinds = handshakes(&sluice, config, 501)?;
         let resumed = kinds.iter().filter(|k| **k == rustls::HandshakeKind::Resumed).count();
         ensure!(resumed == 500, "{version:?}: {resumed} of 500 resumed: {:?}", &kinds[..5]);
     }

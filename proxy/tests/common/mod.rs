@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use sluice_testbed::{Impairment, NsProcess, Topology, TopologyGuard};
+use sluice_tls::rustls::{ClientConfig, HandshakeKind};
 
 pub const ADMIN: &str = "http://127.0.0.1:9090/stats.json";
 
@@ -299,6 +300,64 @@ pub fn curl_both_names_and_versions(sluice: &Sluice, ca: &Path) -> Result<()> {
             let want = if version[0] == "--tlsv1.2" { "TLSv1.2" } else { "TLSv1.3" };
             ensure!(log.contains(want), "{name}: not {want}:\n{log}");
         }
+    }
+    Ok(())
+}
+
+/// `n` HTTPS requests to a.test on 198.51.100.2:443 from the client namespace, each on a new
+/// connection with one client config (its own session store): the kinds of handshake the client
+/// saw, in order. Every answer must be the HTTP backend's.
+pub fn handshakes(sluice: &Sluice, config: ClientConfig, n: usize) -> Result<Vec<HandshakeKind>> {
+    use sluice_tls::rustls::{ClientConnection, StreamOwned};
+    use std::io::{Read, Write};
+    let config = std::sync::Arc::new(config);
+    sluice_testbed::in_netns(&sluice.client(), move || -> Result<Vec<HandshakeKind>> {
+        let mut kinds = Vec::new();
+        for _ in 0..n {
+            let tcp = std::net::TcpStream::connect_timeout(&"198.51.100.2:443".parse()?, Duration::from_secs(5))?;
+            tcp.set_read_timeout(Some(Duration::from_secs(5)))?;
+            let conn = ClientConnection::new(config.clone(), "a.test".try_into()?)?;
+            let mut tls = StreamOwned::new(conn, tcp);
+            tls.write_all(b"GET / HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n")?;
+            let mut body = Vec::new();
+            let _ = tls.read_to_end(&mut body); // the backend closes; no close_notify needed
+            ensure!(body.ends_with(b"backend saw Host: a.test\n"), "bad answer {body:?}");
+            kinds.push(tls.conn.handshake_kind().context("no handshake")?);
+        }
+        Ok(kinds)
+    })?
+}
+
+/// `openssl s_client -sess_out` then `-sess_in` from the client namespace to a.test on
+/// 198.51.100.2:443, for TLS 1.2 (session IDs: tickets off) and TLS 1.3, verifying against
+/// `dir/ca.pem` (the session files go to `dir` too): the first handshake of each is new and
+/// verified, the second resumed.
+pub fn openssl_resumes_tls12_and_tls13(sluice: &Sluice, dir: &Path) -> Result<()> {
+    let ca = dir.join("ca.pem");
+    let ca = ca.to_str().context("path")?;
+    for version in ["-tls1_2", "-tls1_3"] {
+        let sess = dir.join(format!("session{version}.pem"));
+        let s_client = |io: &str| -> Result<String> {
+            let mut args = vec![
+                "s_client", "-connect", "198.51.100.2:443", "-servername", "a.test", version, "-CAfile", ca,
+                "-verify_return_error",
+            ];
+            if version == "-tls1_2" {
+                args.push("-no_ticket");
+            }
+            args.extend([io, sess.to_str().context("path")?]);
+            // stdin stays open for a second, so that the TLS 1.3 NewSessionTicket (sent after the
+            // handshake) arrives before s_client ends the session.
+            let cmd = format!("sleep 1 | timeout 10 openssl {}", args.join(" "));
+            let out = sluice_testbed::in_ns(&sluice.client(), "sh", &["-c", &cmd])
+                .or_else(|e| bail!("openssl s_client {version} {io}: {e:#}"))?;
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        };
+        let first = s_client("-sess_out")?;
+        ensure!(first.contains("New, TLSv1"), "{version}: first handshake not new:\n{first}");
+        ensure!(first.contains("Verify return code: 0 (ok)"), "{version}: chain did not verify:\n{first}");
+        let second = s_client("-sess_in")?;
+        ensure!(second.contains("Reused, TLSv1"), "{version}: second handshake not resumed:\n{second}");
     }
     Ok(())
 }
