@@ -19,6 +19,9 @@ use anyhow::Context;
 /// Takes a snapshot of the statistics on each request.
 pub type StatsSource = Arc<dyn Fn() -> crate::stats::Snapshot + Send + Sync>;
 
+/// How long the admin thread waits after a failed `accept` (out of descriptors) before retrying.
+const ACCEPT_RETRY: Duration = Duration::from_millis(100);
+
 pub struct AdminServer {
     pub local_addr: SocketAddr,
     thread: Option<JoinHandle<()>>,
@@ -31,9 +34,12 @@ impl AdminServer {
         listener.set_nonblocking(true)?;
         let local_addr = listener.local_addr()?;
         let thread = std::thread::Builder::new().name("sluice-admin".into()).spawn(move || {
+            // Warned about a failing accept since the last one that worked.
+            let mut warned = false;
             while !stop.load(Ordering::Relaxed) {
                 match listener.accept() {
                     Ok((stream, _)) => {
+                        warned = false;
                         if let Err(e) = serve(stream, &stats) {
                             tracing::debug!("admin: {e:#}");
                         }
@@ -43,7 +49,14 @@ impl AdminServer {
                         let mut fds = [nix::poll::PollFd::new(listener.as_fd(), nix::poll::PollFlags::POLLIN)];
                         let _ = nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(250u16));
                     }
-                    Err(e) => tracing::warn!("admin: accept: {e}"),
+                    Err(e) => {
+                        // EMFILE and the like: the listener stays readable, so wait instead of
+                        // spinning; warn once until an accept works again.
+                        if !std::mem::replace(&mut warned, true) {
+                            tracing::warn!("admin: accept: {e}; retrying every {ACCEPT_RETRY:?}");
+                        }
+                        std::thread::sleep(ACCEPT_RETRY);
+                    }
                 }
             }
         })?;

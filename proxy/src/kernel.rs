@@ -55,6 +55,9 @@ const PUBLISH_EVERY: Duration = Duration::from_millis(100);
 const RETRY_PUBLISH: Duration = Duration::from_millis(10);
 /// How long a connection whose sending side sluice closed waits for the client's FIN.
 pub const DRAIN: Duration = Duration::from_secs(5);
+/// How long a worker stops accepting after `accept` failed for want of descriptors or memory.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+
 /// Connections accepted per readiness event of a listener before other sockets get a turn.
 const ACCEPT_BATCH: usize = 64;
 
@@ -266,6 +269,11 @@ pub struct Worker {
     /// Draining: every listening socket is closed (the kernel answers SYNs), open connections
     /// finish.
     draining: bool,
+    /// Out of descriptors (or at `max_conns`): the listeners are out of the epoll set until
+    /// then, so the level-triggered readiness of a full backlog cannot spin the worker.
+    accept_paused_until: Option<Instant>,
+    /// Most connections open at once: this worker's share of the descriptors (two each).
+    pub max_conns: usize,
     pub counters: QueueCounters,
     pub latencies: crate::latency::Latencies,
 }
@@ -288,6 +296,8 @@ impl Worker {
             access_log,
             backlog,
             draining: false,
+            accept_paused_until: None,
+            max_conns: usize::MAX,
             counters: QueueCounters { queue: index as u32, ..Default::default() },
             latencies: Default::default(),
         };
@@ -309,9 +319,11 @@ impl Worker {
                 Some(s) => s,
                 None => listen(*addr, self.backlog).with_context(|| format!("listening on {addr}"))?,
             };
-            self.epoll
-                .add(&socket, EpollEvent::new(EpollFlags::EPOLLIN, LISTENER_TOKEN - i as u64))
-                .with_context(|| format!("epoll add of listener {addr}"))?;
+            if self.accept_paused_until.is_none() {
+                self.epoll
+                    .add(&socket, EpollEvent::new(EpollFlags::EPOLLIN, LISTENER_TOKEN - i as u64))
+                    .with_context(|| format!("epoll add of listener {addr}"))?;
+            }
             self.listeners.push((socket, *addr, *mode));
         }
         Ok(())
@@ -358,6 +370,28 @@ impl Worker {
         }
     }
 
+    /// Takes the listeners out of the epoll set for [`ACCEPT_BACKOFF`].
+    fn pause_accepting(&mut self, now: Instant) {
+        if self.accept_paused_until.is_none() {
+            for (s, _, _) in &self.listeners {
+                let _ = self.epoll.delete(s);
+            }
+        }
+        self.accept_paused_until = Some(now + ACCEPT_BACKOFF);
+    }
+
+    /// Puts the listeners back once the back-off is over.
+    fn resume_accepting(&mut self, now: Instant) {
+        if self.accept_paused_until.is_some_and(|t| t <= now) {
+            self.accept_paused_until = None;
+            for (i, (s, addr, _)) in self.listeners.iter().enumerate() {
+                if let Err(e) = self.epoll.add(s, EpollEvent::new(EpollFlags::EPOLLIN, LISTENER_TOKEN - i as u64)) {
+                    tracing::warn!(%addr, "epoll add of listener: {e}");
+                }
+            }
+        }
+    }
+
     /// Waits up to `timeout` for readiness and handles it, then the deadlines that passed.
     /// Returns how many events and deadlines there were.
     pub fn poll(&mut self, timeout: Duration, now: impl Fn() -> Instant) -> usize {
@@ -379,13 +413,19 @@ impl Worker {
         n + self.run_deadlines(t)
     }
 
-    /// The earliest deadline of any connection.
+    /// The earliest deadline of any connection, or the end of an accept back-off.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.deadlines.iter().filter_map(|id| self.conns.get(id)?.deadline()).min()
+        let conns = self.deadlines.iter().filter_map(|id| self.conns.get(id)?.deadline());
+        conns.chain(self.accept_paused_until).min()
     }
 
     fn accept(&mut self, i: usize, now: Instant) {
         for _ in 0..ACCEPT_BATCH {
+            if self.conns.len() >= self.max_conns {
+                // The connections wait in the backlog until a place frees.
+                self.counters.refused_descriptors += 1;
+                return self.pause_accepting(now);
+            }
             let (listener, local, mode) = &self.listeners[i];
             let (local, mode) = (*local, *mode);
             let stream = match listener.accept() {
@@ -393,9 +433,11 @@ impl Worker {
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return,
                 Err(e) if matches!(e.kind(), ErrorKind::Interrupted | ErrorKind::ConnectionAborted) => continue,
                 Err(e) => {
-                    // EMFILE, ENOBUFS, ...: the connection waits in the backlog.
-                    tracing::warn!(%local, "accept: {e}");
-                    return;
+                    // EMFILE, ENFILE, ENOBUFS, ...: the connection waits in the backlog; try
+                    // again a little later instead of spinning on a readable listener.
+                    tracing::debug!(%local, "accept: {e}");
+                    self.counters.accept_backoffs += 1;
+                    return self.pause_accepting(now);
                 }
             };
             self.counters.connections_established += 1;
@@ -536,6 +578,7 @@ impl Worker {
     /// Steps the connections whose deadline passed; forgets those without one. Returns how many
     /// were due.
     fn run_deadlines(&mut self, now: Instant) -> usize {
+        self.resume_accepting(now);
         let mut due = Vec::new();
         self.deadlines.retain(|id| match self.conns.get(id).and_then(Conn::deadline) {
             Some(d) => {
@@ -663,9 +706,13 @@ pub fn run(config: &Config, config_path: &std::path::Path, stop: Arc<AtomicBool>
         .workers
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, std::num::NonZero::get));
     probe_listeners(config, &[])?;
+    // Each connection holds two descriptors: the client's socket and the backend's.
+    let max_conns = crate::run::descriptor_budget(n, 2);
     let mut workers = Vec::new();
     for i in 0..n {
-        workers.push(Worker::new(i, services.clone(), LISTEN_BACKLOG).with_context(|| format!("kernel worker {i}"))?);
+        let mut w = Worker::new(i, services.clone(), LISTEN_BACKLOG).with_context(|| format!("kernel worker {i}"))?;
+        w.max_conns = max_conns;
+        workers.push(w);
     }
     for l in &config.listeners {
         match l.mode() {

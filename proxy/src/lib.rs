@@ -16,6 +16,7 @@
 pub mod admin;
 pub mod backend;
 pub mod config;
+pub mod flows;
 pub mod kernel;
 pub mod hlog;
 pub mod latency;

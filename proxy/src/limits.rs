@@ -14,6 +14,29 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::config::Limits;
 
+/// Descriptors kept back from the connection budget: logs, the admin endpoint and its clients,
+/// health checks, epoll and eventfds, XDP maps and links, a reload's files.
+pub const RESERVED_DESCRIPTORS: u64 = 256;
+
+/// The descriptors sluice may open: raises the soft `RLIMIT_NOFILE` to the hard limit (as nginx's
+/// `worker_rlimit_nofile` would) and returns `(soft limit now, soft limit before)`. A failure
+/// leaves the limit as it was.
+pub fn raise_descriptor_limit() -> (u64, u64) {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else { return (1024, 1024) };
+    if soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() {
+        return (hard, soft);
+    }
+    (soft, soft)
+}
+
+/// How many connections one of `workers` workers may hold when each holds `per_connection`
+/// descriptors and the process may open `limit`: past it, new connections are refused (counted
+/// `refused_descriptors`) instead of failing a backend connect with EMFILE.
+pub fn connections_per_worker(limit: u64, workers: usize, per_connection: u64) -> u64 {
+    limit.saturating_sub(RESERVED_DESCRIPTORS) / (workers.max(1) as u64) / per_connection.max(1)
+}
+
 /// Which limit refused a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refusal {
@@ -104,6 +127,15 @@ impl ConnCounts {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_descriptor_budget_keeps_a_reserve_and_splits_over_workers() {
+        assert_eq!(connections_per_worker(20_000, 2, 1), (20_000 - RESERVED_DESCRIPTORS) / 2);
+        assert_eq!(connections_per_worker(20_000, 2, 2), (20_000 - RESERVED_DESCRIPTORS) / 4);
+        assert_eq!(connections_per_worker(100, 2, 1), 0, "below the reserve nothing is left");
+        let (now, before) = raise_descriptor_limit();
+        assert!(now >= before);
+    }
 
     const A: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
     const B: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 7);

@@ -98,6 +98,9 @@ pub fn run(config: Config, config_path: &Path) -> Result<()> {
     let workers_n = sockets.len();
     let (inboxes, peers, controls) = worker::inboxes(workers_n, 8192)?;
     let conn_counts = Arc::new(crate::limits::ConnCounts::default());
+    let flows = Arc::new(crate::flows::FlowIndex::new(workers_n * tcp_config.max_connections));
+    // Each relay holds one descriptor (its backend socket).
+    let max_relays = descriptor_budget(workers_n, 1);
     let attached = Arc::new(Mutex::new(attached));
     let shared_counters: Vec<SharedCounters> = (0..workers_n).map(|_| SharedCounters::default()).collect();
     let reloads = Arc::new(Mutex::new(ReloadStats::default()));
@@ -142,7 +145,7 @@ pub fn run(config: Config, config_path: &Path) -> Result<()> {
         let endpoint = sluice_tcp::Endpoint::new(tcp_config.clone(), sluice_tcp::Instant::ZERO);
         let mut dispatch = Dispatch::new(
             i,
-            workers_n,
+            Arc::clone(&flows),
             services.clone(),
             Arc::clone(&conn_counts),
             d.verify_checksums,
@@ -150,6 +153,7 @@ pub fn run(config: Config, config_path: &Path) -> Result<()> {
             local_mac,
         )?;
         dispatch.busy_poll = Duration::from_micros(d.busy_poll_us);
+        dispatch.max_relays = max_relays;
         let (stop, peers) = (Arc::clone(&stop), peers.clone());
         let core = (!cores.is_empty()).then(|| cores[i % cores.len()]);
         workers.push(std::thread::Builder::new().name(format!("sluice-q{i}")).spawn(move || {
@@ -185,6 +189,20 @@ pub fn run(config: Config, config_path: &Path) -> Result<()> {
     drop(attached); // detaches the XDP program
     tracing::info!("XDP program detached; bye");
     Ok(())
+}
+
+/// Raises the descriptor limit and returns how many connections, each holding `per_connection`
+/// descriptors, one of `workers` may hold; logs both.
+pub(crate) fn descriptor_budget(workers: usize, per_connection: u64) -> usize {
+    let (limit, before) = crate::limits::raise_descriptor_limit();
+    let per_worker = crate::limits::connections_per_worker(limit, workers, per_connection);
+    tracing::info!(
+        limit,
+        raised_from = before,
+        connections_per_worker = per_worker,
+        "descriptors (RLIMIT_NOFILE): past this many connections a worker refuses new ones (refused_descriptors)"
+    );
+    usize::try_from(per_worker).unwrap_or(usize::MAX)
 }
 
 /// Reloads so far, for `/stats.json`.

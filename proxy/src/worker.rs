@@ -1,11 +1,12 @@
 //! The per-queue worker: one thread per NIC queue, owning that queue's AF_XDP socket and one
 //! `sluice_tcp::Endpoint`.
 //!
-//! Flow ownership: the worker that owns a connection is `hash(4-tuple) % workers`. The NIC (on
-//! veth: the sender's queue choice, which Linux re-hashes after an RTO) may deliver a flow's
-//! frames to any queue, so a worker hands a frame it does not own to the owner's inbox (a
-//! crossbeam channel) and wakes the owner if it sleeps. Stateless answers (RSTs of a refusing
-//! listener) need no owner and are sent at once.
+//! Flow ownership: the worker whose queue received a flow's SYN owns it ([`crate::flows`]). The
+//! NIC (on veth: the sender's transmit queue) delivers a flow's frames on one queue, so they are
+//! almost always handled where they arrive. When the sender changes queue (Linux re-hashes after
+//! an RTO), the worker that got the frame finds the owner in the shared flow index and hands the
+//! frame to its inbox (a crossbeam channel), waking it if it sleeps. Stateless answers (RSTs of
+//! a refusing listener) need no owner and are sent at once.
 //!
 //! Each loop iteration: take back sent frames, refill the fill ring, receive a batch, drain the
 //! inbox, run due timers, serve the listeners' connections (echo), transmit what the TCP stack
@@ -17,7 +18,6 @@
 //! tested here with frames built by `sluice-wire`. Drops are counted with a reason.
 
 use std::collections::{HashMap, HashSet};
-use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicBool, Ordering, fence};
@@ -35,6 +35,7 @@ use sluice_xsk::{RxVerdict, Socket};
 
 use crate::backend::{Lease, ListenerBackends, Pool};
 use crate::config::ListenerMode;
+use crate::flows::{ClaimError, FlowIndex};
 use crate::limits::{ConnCounts, Refusal, Slot};
 use crate::relay::{OnStack, Relay, RelayEnd};
 
@@ -48,12 +49,23 @@ pub struct QueueCounters {
     pub tx_frames: u64,
     /// RSTs sent by a refusing listener.
     pub rst_sent: u64,
-    /// Frames handed to the worker that owns their flow.
+    /// Frames handed to the worker that owns their flow, in all and by reason: the flow's
+    /// frames moved to this queue (the sender changed queue: RTO, RSS change), or a SYN found
+    /// its flow claimed by another worker a moment earlier (a retransmitted SYN on two queues).
     pub handoff_out: u64,
+    pub handoff_moved: u64,
+    pub handoff_syn_race: u64,
     /// Frames received from other workers' hand-offs.
     pub handoff_in: u64,
     /// Hand-offs dropped because the owner's inbox was full.
     pub dropped_handoff_full: u64,
+    /// Handed-over frames whose flow changed owner meanwhile (never handed on twice).
+    pub dropped_handoff_stale: u64,
+    /// SYNs dropped because the flow index was full.
+    pub dropped_flow_index_full: u64,
+    /// A connection rebuilt from a SYN cookie whose flow another worker opened at the same
+    /// moment (a duplicated ACK on two queues): reset, never owned twice.
+    pub flow_claim_conflicts: u64,
     /// Frames whose headers did not parse (truncated, bad lengths, options past the header).
     pub dropped_malformed: u64,
     /// Frames with a wrong IPv4 or TCP checksum.
@@ -82,6 +94,12 @@ pub struct QueueCounters {
     pub refused_limit_total: u64,
     pub refused_limit_worker: u64,
     pub refused_limit_client: u64,
+    /// Connections refused because the worker holds as many relays (each a backend socket) as
+    /// its share of the process's descriptors allows (`RLIMIT_NOFILE`).
+    pub refused_descriptors: u64,
+    /// Kernel transport: times `accept` failed (EMFILE, ENFILE, ENOBUFS) and the worker stopped
+    /// accepting for a moment instead of spinning.
+    pub accept_backoffs: u64,
     /// Bytes echoed by echo listeners.
     pub echo_bytes: u64,
     /// Relays to backends: opened, open now, and how they ended.
@@ -255,6 +273,13 @@ pub fn inboxes(n: usize, capacity: usize) -> std::io::Result<(Vec<Inbox>, Peers,
     Ok((inboxes, peers, controls))
 }
 
+/// Where a frame comes from: this worker's RX ring, or another worker's hand-off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    Rx,
+    HandOff,
+}
+
 /// What became of one received frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
@@ -306,7 +331,8 @@ const MAX_NEIGHBORS: usize = 65_536;
 /// The socket-free half of a worker.
 pub struct Dispatch {
     worker: usize,
-    workers: usize,
+    /// Which worker owns each flow (see [`crate::flows`]), shared by all workers.
+    flows: Arc<FlowIndex>,
     listeners: HashMap<SocketAddrV4, ListenerMode>,
     /// Listeners a reload removed: no new connections, but their open ones are still served.
     retired: HashSet<SocketAddrV4>,
@@ -339,6 +365,9 @@ pub struct Dispatch {
     pub epoll: Epoll,
     /// How long the loop polls empty rings before it sleeps (`datapath.busy_poll_us`).
     pub busy_poll: Duration,
+    /// Most relays open at once (each holds a backend socket): this worker's share of the
+    /// descriptors ([`crate::limits::connections_per_worker`]).
+    pub max_relays: usize,
     pub counters: QueueCounters,
     pub latencies: crate::latency::Latencies,
 }
@@ -347,17 +376,10 @@ pub struct Dispatch {
 pub const TOKEN_XSK: u64 = u64::MAX;
 pub const TOKEN_INBOX: u64 = u64::MAX - 1;
 
-/// Which worker owns a flow: the same answer on every worker. `DefaultHasher::default()` is
-/// SipHash with fixed keys: deterministic across threads and runs.
-pub fn owner(remote: SocketAddrV4, local: SocketAddrV4, workers: usize) -> usize {
-    let h = BuildHasherDefault::<DefaultHasher>::default().hash_one((remote, local));
-    (h % workers.max(1) as u64) as usize
-}
-
 impl Dispatch {
     pub fn new(
         worker: usize,
-        workers: usize,
+        flows: Arc<FlowIndex>,
         services: Services,
         conn_counts: Arc<ConnCounts>,
         verify_checksums: bool,
@@ -374,7 +396,7 @@ impl Dispatch {
         let backends = with_single_backends(&listeners, backends);
         Ok(Self {
             worker,
-            workers,
+            flows,
             listeners,
             retired: HashSet::new(),
             draining: false,
@@ -399,6 +421,7 @@ impl Dispatch {
             tls,
             epoll: Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?,
             busy_poll: Duration::ZERO,
+            max_relays: usize::MAX,
             counters: QueueCounters { queue: worker as u32, ..Default::default() },
             latencies: Default::default(),
         })
@@ -407,7 +430,7 @@ impl Dispatch {
     /// Handles one frame of `len` bytes at the start of `buf` (received, or handed over by
     /// another worker). A stateless reply is written in place over it (`buf` extends to the end
     /// of the UMEM frame), so answering costs no second frame and no copy.
-    pub fn on_frame(&mut self, now: Instant, buf: &mut [u8], len: usize) -> Verdict {
+    pub fn on_frame(&mut self, now: Instant, buf: &mut [u8], len: usize, source: Source) -> Verdict {
         let frame = &buf[..len.min(buf.len())];
         let seg = match parse_frame(frame, self.checksum) {
             Ok(seg) => seg,
@@ -435,20 +458,40 @@ impl Dispatch {
             }
             // Accepting listeners, and retired ones whose connections may still be open.
             _ => {
-                let owner = owner(remote, local, self.workers);
-                if owner != self.worker {
-                    return Verdict::HandOff(owner);
-                }
+                let tuple = FourTuple { local, remote };
+                let known = self.tcp.lookup(&tuple).is_some();
                 let syn = seg.tcp.flags.syn() && !seg.tcp.flags.ack();
-                if syn && mode.is_some() && !self.draining && self.limits != Default::default() {
-                    let known = self.tcp.lookup(&sluice_tcp::FourTuple { local, remote }).is_some();
-                    if !known
-                        && let Err(why) =
-                            self.conn_counts.check(&self.limits, self.admitted.len() as u64, seg.ip.src_addr)
-                    {
-                        self.count_refusal(why);
-                        let rst = rst_reply(&seg);
-                        return self.refuse(buf, rst);
+                let mut claimed = false;
+                if !known {
+                    // Not ours (yet): a flow another worker owns goes there; a new SYN claims
+                    // its flow for this worker before the TCB exists.
+                    match self.flows.owner(&tuple) {
+                        Some(o) if o != self.worker => return self.hand_off(o, source, false),
+                        Some(_) => {}
+                        None if syn && mode.is_some() && !self.draining => {
+                            if self.limits != Default::default()
+                                && let Err(why) =
+                                    self.conn_counts.check(&self.limits, self.admitted.len() as u64, seg.ip.src_addr)
+                            {
+                                self.count_refusal(why);
+                                let rst = rst_reply(&seg);
+                                return self.refuse(buf, rst);
+                            }
+                            if matches!(mode, Some(ListenerMode::Relay(_))) && self.relays.len() >= self.max_relays {
+                                self.counters.refused_descriptors += 1;
+                                let rst = rst_reply(&seg);
+                                return self.refuse(buf, rst);
+                            }
+                            match self.flows.claim(tuple, self.worker) {
+                                Ok(()) => claimed = true,
+                                Err(ClaimError::Owned(o)) => return self.hand_off(o, source, true),
+                                Err(ClaimError::Full) => {
+                                    self.counters.dropped_flow_index_full += 1;
+                                    return Verdict::Consumed;
+                                }
+                            }
+                        }
+                        None => {}
                     }
                 }
                 if self.neighbors.len() < MAX_NEIGHBORS || self.neighbors.contains_key(&seg.ip.src_addr) {
@@ -456,6 +499,10 @@ impl Dispatch {
                 }
                 let data = !seg.tcp.payload.is_empty();
                 self.tcp.handle_segment(now, &seg.ip, &seg.tcp);
+                if !known {
+                    self.index_new_flow(tuple, claimed);
+                }
+                self.release_freed_flows();
                 if data {
                     // Let the application take these bytes before the next segment of the batch
                     // is handled: a RST right behind them (an abortive close, as `openssl s_time`
@@ -463,6 +510,44 @@ impl Dispatch {
                     self.process(now);
                 }
                 Verdict::Consumed
+            }
+        }
+    }
+
+    /// A frame of a flow that worker `owner` holds: handed over, counted by reason. A frame
+    /// that was itself handed over is never handed on (the owner changed meanwhile): dropped,
+    /// counted; TCP recovers it.
+    fn hand_off(&mut self, owner: usize, source: Source, syn_race: bool) -> Verdict {
+        if source == Source::HandOff {
+            self.counters.dropped_handoff_stale += 1;
+            return Verdict::Consumed;
+        }
+        if syn_race { self.counters.handoff_syn_race += 1 } else { self.counters.handoff_moved += 1 }
+        Verdict::HandOff(owner)
+    }
+
+    /// After a segment of a flow this worker had no TCB for: an unused claim is given back; a
+    /// connection rebuilt from a SYN cookie (no claim at its SYN: the SYN left no state) claims
+    /// its flow now.
+    fn index_new_flow(&mut self, tuple: FourTuple, claimed: bool) {
+        match (claimed, self.tcp.lookup(&tuple)) {
+            (true, None) => self.flows.release(&tuple, self.worker),
+            (false, Some(h)) => {
+                if self.flows.claim(tuple, self.worker).is_err() {
+                    self.counters.flow_claim_conflicts += 1;
+                    self.tcp.abort(h);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Gives back the index entries of the TCBs the stack freed (unless the same 4-tuple was
+    /// reopened here meanwhile, as a SYN may reopen a TIME-WAIT connection).
+    fn release_freed_flows(&mut self) {
+        while let Some(t) = self.tcp.take_freed() {
+            if self.tcp.lookup(&t).is_none() {
+                self.flows.release(&t, self.worker);
             }
         }
     }
@@ -557,6 +642,7 @@ impl Dispatch {
         if self.tcp.poll_timeout().is_some_and(|t| t <= now) {
             self.tcp.handle_timeout(now);
         }
+        self.release_freed_flows();
         while let Some((h, event)) = self.tcp.poll_event() {
             match event {
                 Event::Established => {
@@ -608,7 +694,7 @@ impl Dispatch {
                     self.echo.remove(&h);
                     if let Some(r) = self.relays.get_mut(&h) {
                         r.client_gone();
-                        self.attempts.remove(&h);
+                        self.close_relay(h, now);
                     }
                 }
                 Event::Closed => {
@@ -654,7 +740,9 @@ impl Dispatch {
         }
     }
 
-    /// Moves a relay's bytes and records the latencies it learnt.
+    /// Moves a relay's bytes and records the latencies it learnt. A relay whose work ended is
+    /// closed at once (its backend socket, its buffers): the client's TCB may linger for its
+    /// FIN exchange and TIME-WAIT, but needs nothing of the relay.
     fn pump_relay(&mut self, h: ConnectionHandle, now: Instant) {
         let Some(r) = self.relays.get_mut(&h) else { return };
         r.pump(&mut OnStack { tcp: &mut self.tcp, handle: h }, now);
@@ -662,11 +750,10 @@ impl Dispatch {
             self.assign_backend(h, now);
         }
         let Some(r) = self.relays.get_mut(&h) else { return };
-        if r.end.is_some() {
-            // Done with the backend (the TCB may linger in TIME-WAIT): no longer active on it.
-            self.attempts.remove(&h);
-        }
         self.counters.relay_progress(r, &mut self.latencies);
+        if r.end.is_some() {
+            self.close_relay(h, now);
+        }
     }
 
     /// A backend socket became readable and/or writable (edge-triggered).
@@ -698,6 +785,12 @@ impl Dispatch {
             self.tcp.abort(h);
             return;
         };
+        if self.relays.len() >= self.max_relays {
+            // Handshakes that were under way when the last place was taken.
+            self.counters.refused_descriptors += 1;
+            self.tcp.abort(h);
+            return;
+        }
         let timeout = Duration::from_millis(self.relay_settings.backend_connect_timeout_ms);
         let tls = tls.map(|c| (c, Duration::from_millis(self.relay_settings.tls_handshake_timeout_ms)));
         let relay = match Relay::new(now, timeout, self.relay_settings.buffer, tls) {
@@ -764,6 +857,12 @@ impl Dispatch {
             let lease = pool.lease(i);
             let Some(addr) = lease.addr() else { continue };
             if let Err(e) = r.start_connect(addr, now, preamble.clone()) {
+                if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) {
+                    // Out of descriptors: not the backend's fault, and no other backend helps.
+                    self.counters.refused_descriptors += 1;
+                    r.give_up(&mut OnStack { tcp: &mut self.tcp, handle: h });
+                    return;
+                }
                 tracing::debug!(backend = %addr, "backend connect: {e}");
                 lease.failed(wall);
                 continue;
@@ -951,7 +1050,7 @@ pub fn run(
         let received = sock.recv_batch(RX_BATCH, |mut rx, _tx| {
             dispatch.counters.rx_frames += 1;
             let len = rx.len();
-            match dispatch.on_frame(t, rx.buf_mut(), len) {
+            match dispatch.on_frame(t, rx.buf_mut(), len, Source::Rx) {
                 Verdict::Reply(n) => RxVerdict::Transmit(n),
                 Verdict::HandOff(owner) => {
                     match peers.senders[owner].try_send(rx.data().to_vec()) {
@@ -972,10 +1071,10 @@ pub fn run(
         let mut handed_in = 0u32;
         while let Ok(mut frame) = inbox.rx.try_recv() {
             handed_in += 1;
-            // The owner never hands a frame on: it is the owner. A stateless answer (a RST for a
-            // connection past a limit) is sent from here.
+            // A handed-over frame is never handed on. A stateless answer (a RST for a connection
+            // past a limit) is sent from here.
             let len = frame.len();
-            if let Verdict::Reply(n) = dispatch.on_frame(t, &mut frame, len) {
+            if let Verdict::Reply(n) = dispatch.on_frame(t, &mut frame, len, Source::HandOff) {
                 let sent = sock.tx_frame().is_some_and(|mut out| {
                     let fits = out.buf_mut().len() >= n;
                     if fits {
@@ -1103,7 +1202,7 @@ mod tests {
     const PROXY_MAC: Address = Address([2, 0, 0, 0, 0, 2]);
     const T0: Instant = Instant::from_millis(1);
 
-    fn dispatch_with(worker: usize, workers: usize, extra: &[(u16, ListenerMode)]) -> Dispatch {
+    fn dispatch_with(worker: usize, flows: Arc<FlowIndex>, extra: &[(u16, ListenerMode)]) -> Dispatch {
         let mut listeners = HashMap::new();
         listeners.insert(SocketAddrV4::new(PROXY, 443), ListenerMode::Refuse);
         listeners.insert(SocketAddrV4::new(PROXY, 7), ListenerMode::Echo);
@@ -1112,11 +1211,12 @@ mod tests {
         }
         let tcp = Endpoint::new(sluice_tcp::Config::default(), Instant::ZERO);
         let services = Services { listeners, ..Default::default() };
-        Dispatch::new(worker, workers, services, Arc::default(), true, tcp, PROXY_MAC).unwrap()
+        Dispatch::new(worker, flows, services, Arc::default(), true, tcp, PROXY_MAC).unwrap()
     }
 
-    fn dispatch(worker: usize, workers: usize) -> Dispatch {
-        dispatch_with(worker, workers, &[])
+    /// Worker 0 of 1.
+    fn dispatch() -> Dispatch {
+        dispatch_with(0, Arc::default(), &[])
     }
 
     struct Seg<'a> {
@@ -1163,7 +1263,7 @@ mod tests {
     fn on(d: &mut Dispatch, f: &[u8]) -> (Verdict, Vec<u8>) {
         let mut buf = vec![0u8; 2048];
         buf[..f.len()].copy_from_slice(f);
-        let v = d.on_frame(T0, &mut buf, f.len());
+        let v = d.on_frame(T0, &mut buf, f.len(), Source::Rx);
         (v, buf)
     }
 
@@ -1189,7 +1289,7 @@ mod tests {
 
     #[test]
     fn syn_to_refusing_listener_gets_rst_ack() {
-        let mut d = dispatch(0, 1);
+        let mut d = dispatch();
         let out = reply(&mut d, &syn(443)).expect("a RST");
         let seg = parse_frame(&out, Checksum::Verify).unwrap();
         assert_eq!(seg.tcp.flags, Flags::RST | Flags::ACK);
@@ -1202,7 +1302,7 @@ mod tests {
 
     #[test]
     fn rst_to_refusing_listener_is_never_answered() {
-        let mut d = dispatch(0, 1);
+        let mut d = dispatch();
         let rst = frame(Seg { src_port: 40000, dst_port: 443, flags: Flags::RST, seq: 5, ack: 0, payload: &[] });
         assert!(reply(&mut d, &rst).is_none());
         assert_eq!((d.counters.dropped_rst, d.counters.rst_sent), (1, 0));
@@ -1210,7 +1310,7 @@ mod tests {
 
     #[test]
     fn drops_are_counted_by_reason() {
-        let mut d = dispatch(0, 1);
+        let mut d = dispatch();
         assert!(reply(&mut d, &syn(80)).is_none());
         assert_eq!(d.counters.dropped_no_listener, 1);
         let mut f = frame(Seg { src_port: 40000, dst_port: 443, flags: Flags::ACK, seq: 1, ack: 1, payload: b"hello" });
@@ -1228,7 +1328,7 @@ mod tests {
 
     #[test]
     fn echo_listener_handshakes_and_echoes_through_frames() {
-        let mut d = dispatch(0, 1);
+        let mut d = dispatch();
         assert_eq!(on(&mut d, &syn(7)).0, Verdict::Consumed);
         let out = transmit(&mut d, T0);
         assert_eq!(out.len(), 1);
@@ -1262,7 +1362,7 @@ mod tests {
         use std::io::{Read, Write};
         let backend = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let std::net::SocketAddr::V4(backend_addr) = backend.local_addr().unwrap() else { panic!() };
-        let mut d = dispatch_with(0, 1, &[(80, ListenerMode::Relay(backend_addr))]);
+        let mut d = dispatch_with(0, Arc::default(), &[(80, ListenerMode::Relay(backend_addr))]);
         let t = |ms| Instant::from_millis(ms);
         let _ = on(&mut d, &syn(80));
         let iss = parse_frame(&transmit(&mut d, t(1))[0], Checksum::Verify).unwrap().tcp.seq_number;
@@ -1302,6 +1402,20 @@ mod tests {
         assert_eq!(payload(&out), b"HTTP/1.1 200 OK\r\n\r\n");
         assert!(out.iter().any(|f| parse_frame(f, Checksum::Verify).unwrap().tcp.flags.fin()), "backend EOF -> FIN");
         assert_eq!(d.counters.relays_opened, 1);
+        // The client ACKs sluice's FIN and sends its own: both directions are done. The relay
+        // and its backend socket end now, while the client's TCB lingers in TIME-WAIT (the
+        // relay used to live, holding a descriptor, until TIME-WAIT was over).
+        let fin_seq = out.iter().map(|f| parse_frame(f, Checksum::Verify).unwrap().tcp).find(|t| t.flags.fin()).unwrap();
+        let sluice_fin_end = fin_seq.seq_number.wrapping_add(fin_seq.segment_len() as u32);
+        let fin = frame(Seg { src_port: 40000, dst_port: 80, flags: Flags::FIN | Flags::ACK, seq: 1019, ack: sluice_fin_end, payload: &[] });
+        let _ = on(&mut d, &fin);
+        let _ = transmit(&mut d, t(400));
+        assert_eq!(d.tcp().connection_count(), 1, "the TCB is in TIME-WAIT");
+        assert_eq!(d.tcp().active_count(), 0);
+        assert_eq!((d.counters.relays_open, d.counters.relays_clean), (0, 1), "the relay ended with its work");
+        assert!(d.relay_tokens.is_empty() && d.attempts.is_empty());
+        let mut rest = Vec::new();
+        assert_eq!(conn.read_to_end(&mut rest).unwrap(), 0, "the backend saw its EOF");
     }
 
     /// A backend that refuses: the client is reset and the relay counted as failed.
@@ -1310,7 +1424,7 @@ mod tests {
         let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let std::net::SocketAddr::V4(addr) = closed.local_addr().unwrap() else { panic!() };
         drop(closed);
-        let mut d = dispatch_with(0, 1, &[(80, ListenerMode::Relay(addr))]);
+        let mut d = dispatch_with(0, Arc::default(), &[(80, ListenerMode::Relay(addr))]);
         let _ = on(&mut d, &syn(80));
         let iss = parse_frame(&transmit(&mut d, T0)[0], Checksum::Verify).unwrap().tcp.seq_number;
         let f = frame(Seg { src_port: 40000, dst_port: 80, flags: Flags::ACK, seq: 1001, ack: iss.wrapping_add(1), payload: &[] });
@@ -1359,7 +1473,7 @@ mod tests {
 
     #[test]
     fn reload_retires_a_listener_without_touching_its_connections() {
-        let mut d = dispatch(0, 1);
+        let mut d = dispatch();
         let iss = establish(&mut d, 40000, 7, T0);
         let s = services(&d, &[(9, ListenerMode::Echo)]);
         let retired = d.reload(s);
@@ -1381,7 +1495,7 @@ mod tests {
 
     #[test]
     fn draining_refuses_syns_and_names_open_flows() {
-        let mut d = dispatch(0, 1);
+        let mut d = dispatch();
         establish(&mut d, 40000, 7, T0);
         let flows = d.drain();
         assert_eq!(flows.len(), 1);
@@ -1400,7 +1514,7 @@ mod tests {
 
     #[test]
     fn a_syn_past_the_per_client_limit_gets_a_rst_in_place_and_is_counted() {
-        let mut d = dispatch(0, 1);
+        let mut d = dispatch();
         let mut s = services(&d, &[(7, ListenerMode::Echo)]);
         s.limits = crate::config::Limits { max_connections_per_client: 1, ..Default::default() };
         d.reload(s);
@@ -1435,7 +1549,7 @@ mod tests {
         services.listeners.insert(listener, ListenerMode::Relay(dead));
         services.backends.insert(listener, Arc::new(backends));
         let tcp = Endpoint::new(sluice_tcp::Config::default(), Instant::ZERO);
-        let mut d = Dispatch::new(0, 1, services, Arc::default(), true, tcp, PROXY_MAC).unwrap();
+        let mut d = Dispatch::new(0, Arc::default(), services, Arc::default(), true, tcp, PROXY_MAC).unwrap();
         let t = |ms| Instant::from_millis(ms);
         let _ = on(&mut d, &syn(80));
         let iss = parse_frame(&transmit(&mut d, t(1))[0], Checksum::Verify).unwrap().tcp.seq_number;
@@ -1473,30 +1587,128 @@ mod tests {
         assert_eq!(pool.pick(std::time::Instant::now(), 0), Some(1));
     }
 
-    #[test]
-    fn frames_of_flows_owned_elsewhere_are_handed_off() {
-        // Find a source port whose flow worker 1 (of 2) owns, and show worker 0 hands it over.
-        let local = SocketAddrV4::new(PROXY, 7);
-        let port = (40000..41000).find(|p| owner(SocketAddrV4::new(CLIENT, *p), local, 2) == 1).unwrap();
-        let mut d0 = dispatch(0, 2);
-        let f = frame(Seg { src_port: port, dst_port: 7, flags: Flags::SYN, seq: 1, ack: 0, payload: &[] });
-        assert_eq!(on(&mut d0, &f).0, Verdict::HandOff(1));
-        assert_eq!(d0.tcp().connection_count(), 0);
-        let mut d1 = dispatch(1, 2);
-        assert_eq!(on(&mut d1, &f).0, Verdict::Consumed);
-        assert_eq!(d1.tcp().connection_count(), 1);
-        // Refusals are stateless: answered where they land.
-        let f = frame(Seg { src_port: port, dst_port: 443, flags: Flags::SYN, seq: 1, ack: 0, payload: &[] });
-        assert!(matches!(on(&mut d0, &f).0, Verdict::Reply(_)));
+    /// `n` workers sharing one flow index, fed as a NIC with `n` queues would: each frame on
+    /// the queue its test chooses; hand-offs delivered to the owner's inbox at once.
+    struct Queues {
+        workers: Vec<Dispatch>,
+        now: Instant,
+    }
+
+    impl Queues {
+        fn new(n: usize) -> Self {
+            let flows = Arc::new(FlowIndex::new(1 << 16));
+            Self { workers: (0..n).map(|w| dispatch_with(w, Arc::clone(&flows), &[])).collect(), now: T0 }
+        }
+
+        /// `f` arrives on queue `q`; returns the frames every worker sends in answer.
+        fn arrive(&mut self, q: usize, f: &[u8]) -> Vec<Vec<u8>> {
+            let mut buf = vec![0u8; 2048];
+            buf[..f.len()].copy_from_slice(f);
+            match self.workers[q].on_frame(self.now, &mut buf, f.len(), Source::Rx) {
+                Verdict::HandOff(owner) => {
+                    self.workers[q].counters.handoff_out += 1;
+                    let mut copy = f.to_vec();
+                    let v = self.workers[owner].on_frame(self.now, &mut copy, f.len(), Source::HandOff);
+                    assert!(!matches!(v, Verdict::HandOff(_)), "a handed-over frame is never handed on");
+                    self.workers[owner].counters.handoff_in += 1;
+                }
+                Verdict::Reply(n) => return vec![buf[..n].to_vec()],
+                Verdict::Consumed => {}
+            }
+            self.now = self.now + Duration::from_micros(100);
+            let now = self.now;
+            self.workers.iter_mut().flat_map(|d| transmit(d, now)).collect()
+        }
+
+        fn handoffs(&self) -> u64 {
+            self.workers.iter().map(|d| d.counters.handoff_out).sum()
+        }
+    }
+
+    fn tcp_of(f: &[u8]) -> (Flags, u32, u32, Vec<u8>) {
+        let s = parse_frame(f, Checksum::Verify).unwrap();
+        (s.tcp.flags, s.tcp.seq_number, s.tcp.ack_number, s.tcp.payload.to_vec())
+    }
+
+    /// A client of the echo listener: handshake and data, each frame on the queue `queue`
+    /// gives; returns the bytes echoed back, in order.
+    fn echo_client(qs: &mut Queues, port: u16, chunks: &[(&[u8], usize)]) -> Vec<u8> {
+        let first_q = chunks[0].1;
+        let out = qs.arrive(first_q, &frame(Seg { src_port: port, dst_port: 7, flags: Flags::SYN, seq: 1000, ack: 0, payload: &[] }));
+        let (flags, iss, _, _) = tcp_of(&out[0]);
+        assert_eq!(flags, Flags::SYN | Flags::ACK);
+        let (mut seq, ack) = (1001u32, iss.wrapping_add(1));
+        let _ = qs.arrive(first_q, &frame(Seg { src_port: port, dst_port: 7, flags: Flags::ACK, seq, ack, payload: &[] }));
+        let mut echoed = Vec::new();
+        for (data, q) in chunks {
+            let out = qs.arrive(*q, &frame(Seg { src_port: port, dst_port: 7, flags: Flags::ACK | Flags::PSH, seq, ack, payload: data }));
+            seq = seq.wrapping_add(data.len() as u32);
+            for f in out {
+                let (_, _, _, payload) = tcp_of(&f);
+                echoed.extend_from_slice(&payload);
+            }
+        }
+        echoed
     }
 
     #[test]
-    fn ownership_spreads_flows_over_workers() {
-        let local = SocketAddrV4::new(PROXY, 7);
-        let mut per_worker = [0u32; 2];
-        for p in 30000..32000 {
-            per_worker[owner(SocketAddrV4::new(CLIENT, p), local, 2)] += 1;
+    fn flows_that_stay_on_their_queue_are_never_handed_off() {
+        let mut qs = Queues::new(8);
+        for i in 0..400u16 {
+            // A NIC hashes each flow to one queue; any spread will do, as long as it stays.
+            let q = usize::from(i) * 5 % 8;
+            let msg = format!("flow {i} says hello");
+            let echoed = echo_client(&mut qs, 20_000 + i, &[(msg.as_bytes(), q), (b" and more", q)]);
+            assert_eq!(echoed, [msg.as_bytes(), b" and more"].concat());
         }
-        assert!(per_worker.iter().all(|&n| n > 800), "{per_worker:?}");
+        assert_eq!(qs.handoffs(), 0);
+        for (w, d) in qs.workers.iter().enumerate() {
+            assert_eq!(d.tcp().connection_count(), 50, "worker {w} owns the flows of its queue");
+        }
+    }
+
+    #[test]
+    fn a_flow_that_moves_to_another_queue_keeps_its_owner_and_every_byte_in_order() {
+        let mut qs = Queues::new(8);
+        let chunks: [(&[u8], usize); 4] = [(b"one ", 3), (b"two ", 5), (b"three ", 5), (b"four", 3)];
+        let echoed = echo_client(&mut qs, 40_000, &chunks);
+        assert_eq!(echoed, b"one two three four");
+        assert_eq!(qs.workers[3].tcp().connection_count(), 1);
+        assert_eq!(qs.workers[5].tcp().connection_count(), 0, "never owned twice");
+        assert_eq!(qs.workers[5].counters.handoff_moved, 2);
+        assert_eq!(qs.handoffs(), 2);
+    }
+
+    #[test]
+    fn a_retransmitted_syn_on_another_queue_goes_to_the_first_owner() {
+        let mut qs = Queues::new(2);
+        let syn = frame(Seg { src_port: 40_000, dst_port: 7, flags: Flags::SYN, seq: 1000, ack: 0, payload: &[] });
+        let first = qs.arrive(0, &syn);
+        let again = qs.arrive(1, &syn);
+        assert_eq!(tcp_of(&first[0]).1, tcp_of(&again[0]).1, "the same SYN-ACK, from the owner");
+        assert_eq!(qs.workers[1].tcp().connection_count(), 0);
+        assert_eq!(qs.workers[1].counters.handoff_moved, 1);
+    }
+
+    #[test]
+    fn a_freed_flow_leaves_the_index_and_may_open_elsewhere() {
+        let mut qs = Queues::new(2);
+        let syn = frame(Seg { src_port: 40_000, dst_port: 7, flags: Flags::SYN, seq: 1000, ack: 0, payload: &[] });
+        let _ = qs.arrive(0, &syn);
+        let rst = frame(Seg { src_port: 40_000, dst_port: 7, flags: Flags::RST, seq: 1001, ack: 0, payload: &[] });
+        let _ = qs.arrive(0, &rst);
+        assert_eq!(qs.workers[0].tcp().connection_count(), 0);
+        assert!(qs.workers[0].flows.is_empty(), "a TCB freed in SYN-RECEIVED gives its flow back");
+        let _ = qs.arrive(1, &syn);
+        assert_eq!(qs.workers[1].tcp().connection_count(), 1, "the same 4-tuple opens on queue 1");
+        assert_eq!(qs.handoffs(), 0);
+    }
+
+    #[test]
+    fn refusals_are_answered_where_they_land() {
+        let mut qs = Queues::new(2);
+        let f = frame(Seg { src_port: 40_000, dst_port: 443, flags: Flags::SYN, seq: 1, ack: 0, payload: &[] });
+        assert!(is_rst(&qs.arrive(1, &f)));
+        assert!(qs.workers[1].flows.is_empty());
     }
 }

@@ -89,7 +89,12 @@ pub struct Endpoint {
     rst_limit: RateLimiter,
     /// Buffers of freed connections, for reuse.
     spare: Vec<Buffers>,
+    /// 4-tuples whose TCB was freed since the last [`Endpoint::take_freed`] (bounded).
+    freed: VecDeque<FourTuple>,
 }
+
+/// Most freed 4-tuples remembered for [`Endpoint::take_freed`]; the oldest go first.
+const FREED_QUEUE_LEN: usize = 1 << 16;
 
 /// Buffers kept for reuse after connections close.
 const SPARE_BUFFERS: usize = 64;
@@ -114,6 +119,7 @@ impl Endpoint {
             events: VecDeque::new(),
             stats: Stats::default(),
             spare: Vec::new(),
+            freed: VecDeque::new(),
         }
     }
 
@@ -337,6 +343,10 @@ impl Endpoint {
         let s = &mut self.slots[slot as usize];
         let Some(conn) = s.conn.take() else { return };
         self.table.remove(&conn.four_tuple());
+        if self.freed.len() >= FREED_QUEUE_LEN {
+            self.freed.pop_front();
+        }
+        self.freed.push_back(conn.four_tuple());
         if conn.counted_in_syn_queue
             && let Some(l) = s.listener.and_then(|l| self.listeners.get_mut(l))
         {
@@ -403,6 +413,13 @@ impl Endpoint {
             let ack = seg.seq_number.wrapping_add(seg.segment_len() as u32);
             self.rsts.push_back((tuple, 0, Some(ack)));
         }
+    }
+
+    /// The next 4-tuple whose TCB was freed (any state, announced or not), oldest first. For a
+    /// caller that mirrors the flow table elsewhere (a flow index shared by workers): drain it
+    /// after every call that may free a connection. At most 65,536 are kept.
+    pub fn take_freed(&mut self) -> Option<FourTuple> {
+        self.freed.pop_front()
     }
 
     /// Process one received segment. `ip` and `seg` come from the wire parsers with checksums
