@@ -28,7 +28,7 @@ use crossbeam_channel::{Receiver, Sender, TrySendError};
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 use nix::sys::eventfd::{EfdFlags, EventFd};
 use serde::Serialize;
-use sluice_tcp::{ConnectionHandle, Endpoint, Event, FourTuple, Instant, StreamError};
+use sluice_tcp::{ConnectionHandle, Endpoint, Event, FourTuple, Instant, State as TcpState, StreamError};
 use sluice_wire::ethernet::{self, Address as MacAddress, EtherType};
 use sluice_wire::{Checksum, Error as WireError, ParsedSegment, emit_frame, parse_frame, rst_reply};
 use sluice_xsk::{RxVerdict, Socket};
@@ -459,16 +459,25 @@ impl Dispatch {
             // Accepting listeners, and retired ones whose connections may still be open.
             _ => {
                 let tuple = FourTuple { local, remote };
-                let known = self.tcp.lookup(&tuple).is_some();
+                let local_tcb = self.tcp.lookup(&tuple);
+                // A TCB in TIME-WAIT is out of the index: another worker may have reopened its
+                // 4-tuple (a new SYN that arrived on another queue).
+                let time_wait = local_tcb.is_some_and(|h| self.tcp.state(h) == Some(TcpState::TimeWait));
                 let syn = seg.tcp.flags.syn() && !seg.tcp.flags.ack();
                 let mut claimed = false;
-                if !known {
+                if local_tcb.is_none() || time_wait {
                     // Not ours (yet): a flow another worker owns goes there; a new SYN claims
                     // its flow for this worker before the TCB exists.
                     match self.flows.owner(&tuple) {
-                        Some(o) if o != self.worker => return self.hand_off(o, source, false),
+                        Some(o) if o != self.worker => {
+                            if let Some(h) = local_tcb {
+                                // The old connection's TIME-WAIT is moot: the 4-tuple lives on.
+                                self.tcp.forget_time_wait(h);
+                            }
+                            return self.hand_off(o, source, false);
+                        }
                         Some(_) => {}
-                        None if syn && mode.is_some() && !self.draining => {
+                        None if local_tcb.is_none() && syn && mode.is_some() && !self.draining => {
                             if self.limits != Default::default()
                                 && let Err(why) =
                                     self.conn_counts.check(&self.limits, self.admitted.len() as u64, seg.ip.src_addr)
@@ -499,10 +508,10 @@ impl Dispatch {
                 }
                 let data = !seg.tcp.payload.is_empty();
                 self.tcp.handle_segment(now, &seg.ip, &seg.tcp);
-                if !known {
+                if local_tcb.is_none() || time_wait {
                     self.index_new_flow(tuple, claimed);
                 }
-                self.release_freed_flows();
+                self.release_flows();
                 if data {
                     // Let the application take these bytes before the next segment of the batch
                     // is handled: a RST right behind them (an abortive close, as `openssl s_time`
@@ -526,13 +535,18 @@ impl Dispatch {
         Verdict::HandOff(owner)
     }
 
-    /// After a segment of a flow this worker had no TCB for: an unused claim is given back; a
-    /// connection rebuilt from a SYN cookie (no claim at its SYN: the SYN left no state) claims
-    /// its flow now.
+    /// Whether this worker serves `tuple` actively (a TCB not in TIME-WAIT).
+    fn serves(&self, tuple: &FourTuple) -> Option<ConnectionHandle> {
+        self.tcp.lookup(tuple).filter(|h| self.tcp.state(*h) != Some(TcpState::TimeWait))
+    }
+
+    /// After a segment of a flow this worker did not serve actively: an unused claim is given
+    /// back; a connection rebuilt from a SYN cookie (its SYN left no state, so no claim) or
+    /// reopened from TIME-WAIT claims its flow now.
     fn index_new_flow(&mut self, tuple: FourTuple, claimed: bool) {
-        match (claimed, self.tcp.lookup(&tuple)) {
-            (true, None) => self.flows.release(&tuple, self.worker),
-            (false, Some(h)) => {
+        match self.serves(&tuple) {
+            None if claimed => self.flows.release(&tuple, self.worker),
+            Some(h) if !claimed => {
                 if self.flows.claim(tuple, self.worker).is_err() {
                     self.counters.flow_claim_conflicts += 1;
                     self.tcp.abort(h);
@@ -542,11 +556,11 @@ impl Dispatch {
         }
     }
 
-    /// Gives back the index entries of the TCBs the stack freed (unless the same 4-tuple was
-    /// reopened here meanwhile, as a SYN may reopen a TIME-WAIT connection).
-    fn release_freed_flows(&mut self) {
-        while let Some(t) = self.tcp.take_freed() {
-            if self.tcp.lookup(&t).is_none() {
+    /// Gives back the index entries of the flows the stack released (freed, or in TIME-WAIT)
+    /// unless the same 4-tuple was reopened here meanwhile.
+    fn release_flows(&mut self) {
+        while let Some(t) = self.tcp.take_released() {
+            if self.serves(&t).is_none() {
                 self.flows.release(&t, self.worker);
             }
         }
@@ -642,7 +656,7 @@ impl Dispatch {
         if self.tcp.poll_timeout().is_some_and(|t| t <= now) {
             self.tcp.handle_timeout(now);
         }
-        self.release_freed_flows();
+        self.release_flows();
         while let Some((h, event)) = self.tcp.poll_event() {
             match event {
                 Event::Established => {
@@ -1596,8 +1610,12 @@ mod tests {
 
     impl Queues {
         fn new(n: usize) -> Self {
+            Self::with(n, &[])
+        }
+
+        fn with(n: usize, extra: &[(u16, ListenerMode)]) -> Self {
             let flows = Arc::new(FlowIndex::new(1 << 16));
-            Self { workers: (0..n).map(|w| dispatch_with(w, Arc::clone(&flows), &[])).collect(), now: T0 }
+            Self { workers: (0..n).map(|w| dispatch_with(w, Arc::clone(&flows), extra)).collect(), now: T0 }
         }
 
         /// `f` arrives on queue `q`; returns the frames every worker sends in answer.
@@ -1702,6 +1720,48 @@ mod tests {
         let _ = qs.arrive(1, &syn);
         assert_eq!(qs.workers[1].tcp().connection_count(), 1, "the same 4-tuple opens on queue 1");
         assert_eq!(qs.handoffs(), 0);
+    }
+
+    /// sluice closed first (the backend's EOF), so its TCB waits in TIME-WAIT on worker 0; the
+    /// client reuses the 4-tuple on queue 1: worker 1 opens it, and a frame of the new
+    /// connection that lands on queue 0 ends the old TIME-WAIT there and goes to worker 1.
+    #[test]
+    fn a_4_tuple_in_time_wait_reopens_on_the_queue_of_its_new_syn() {
+        use std::io::Write;
+        let backend = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let std::net::SocketAddr::V4(backend_addr) = backend.local_addr().unwrap() else { panic!() };
+        let mut qs = Queues::with(2, &[(80, ListenerMode::Relay(backend_addr))]);
+        let seg = |flags, seq, ack, payload| frame(Seg { src_port: 40_000, dst_port: 80, flags, seq, ack, payload });
+        let out = qs.arrive(0, &seg(Flags::SYN, 1000, 0, &[]));
+        let ack = tcp_of(&out[0]).1.wrapping_add(1);
+        let _ = qs.arrive(0, &seg(Flags::ACK | Flags::PSH, 1001, ack, b"hi"));
+        let (mut conn, _) = backend.accept().unwrap();
+        conn.write_all(b"bye").unwrap();
+        conn.shutdown(std::net::Shutdown::Write).unwrap();
+        let mut fin = None;
+        for i in 0..200 {
+            let _ = backend_events(&mut qs.workers[0], Duration::from_millis(5), || Instant::from_millis(10 + i));
+            let out = transmit(&mut qs.workers[0], Instant::from_millis(10 + i));
+            fin = fin.or(out.iter().map(|f| tcp_of(f)).find(|t| t.0.fin()));
+            if fin.is_some() {
+                break;
+            }
+        }
+        let (_, fin_seq, _, data) = fin.expect("sluice's FIN after the backend's EOF");
+        let _ = qs.arrive(0, &seg(Flags::FIN | Flags::ACK, 1003, fin_seq.wrapping_add(data.len() as u32 + 1), &[]));
+        let tw = qs.workers[0].tcp().handles().next().unwrap();
+        assert_eq!(qs.workers[0].tcp().state(tw), Some(TcpState::TimeWait));
+        assert!(qs.workers[0].flows.is_empty(), "a flow in TIME-WAIT is out of the index");
+
+        let out = qs.arrive(1, &seg(Flags::SYN, 5000, 0, &[]));
+        let (flags, iss, _, _) = tcp_of(&out[0]);
+        assert_eq!(flags, Flags::SYN | Flags::ACK, "worker 1 opens the reused 4-tuple");
+        let tuple = FourTuple { local: SocketAddrV4::new(PROXY, 80), remote: SocketAddrV4::new(CLIENT, 40_000) };
+        assert_eq!(qs.workers[1].flows.owner(&tuple), Some(1));
+        let _ = qs.arrive(0, &seg(Flags::ACK, 5001, iss.wrapping_add(1), &[]));
+        assert_eq!(qs.workers[0].tcp().connection_count(), 0, "the old TIME-WAIT is gone");
+        assert_eq!(qs.workers[1].tcp().active_count(), 1);
+        assert_eq!(qs.workers[0].counters.handoff_moved, 1);
     }
 
     #[test]

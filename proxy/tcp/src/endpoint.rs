@@ -59,6 +59,8 @@ struct Slot {
     /// The application has seen this handle (active opens, or `Established` emitted).
     announced: bool,
     counted_open: bool,
+    /// Reported by [`Endpoint::take_released`] (on entering TIME-WAIT, or when freed).
+    released: bool,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -89,12 +91,12 @@ pub struct Endpoint {
     rst_limit: RateLimiter,
     /// Buffers of freed connections, for reuse.
     spare: Vec<Buffers>,
-    /// 4-tuples whose TCB was freed since the last [`Endpoint::take_freed`] (bounded).
-    freed: VecDeque<FourTuple>,
+    /// 4-tuples released since the last [`Endpoint::take_released`] (bounded).
+    released: VecDeque<FourTuple>,
 }
 
-/// Most freed 4-tuples remembered for [`Endpoint::take_freed`]; the oldest go first.
-const FREED_QUEUE_LEN: usize = 1 << 16;
+/// Most released 4-tuples remembered for [`Endpoint::take_released`]; the oldest go first.
+const RELEASED_QUEUE_LEN: usize = 1 << 16;
 
 /// Buffers kept for reuse after connections close.
 const SPARE_BUFFERS: usize = 64;
@@ -119,7 +121,7 @@ impl Endpoint {
             events: VecDeque::new(),
             stats: Stats::default(),
             spare: Vec::new(),
-            freed: VecDeque::new(),
+            released: VecDeque::new(),
         }
     }
 
@@ -226,6 +228,7 @@ impl Endpoint {
         s.listener = listener;
         s.announced = announced;
         s.counted_open = false;
+        s.released = false;
         self.table.insert(tuple, slot);
         slot
     }
@@ -316,6 +319,9 @@ impl Endpoint {
             self.free_slot(slot);
             return;
         }
+        if conn.state() == State::TimeWait && !std::mem::replace(&mut s.released, true) {
+            Self::release(&mut self.released, conn.four_tuple());
+        }
         if let Some(bufs) = conn.release_buffers()
             && self.spare.len() < SPARE_BUFFERS
             && bufs.fits(&self.config)
@@ -343,10 +349,9 @@ impl Endpoint {
         let s = &mut self.slots[slot as usize];
         let Some(conn) = s.conn.take() else { return };
         self.table.remove(&conn.four_tuple());
-        if self.freed.len() >= FREED_QUEUE_LEN {
-            self.freed.pop_front();
+        if !std::mem::replace(&mut s.released, true) {
+            Self::release(&mut self.released, conn.four_tuple());
         }
-        self.freed.push_back(conn.four_tuple());
         if conn.counted_in_syn_queue
             && let Some(l) = s.listener.and_then(|l| self.listeners.get_mut(l))
         {
@@ -415,11 +420,31 @@ impl Endpoint {
         }
     }
 
-    /// The next 4-tuple whose TCB was freed (any state, announced or not), oldest first. For a
-    /// caller that mirrors the flow table elsewhere (a flow index shared by workers): drain it
-    /// after every call that may free a connection. At most 65,536 are kept.
-    pub fn take_freed(&mut self) -> Option<FourTuple> {
-        self.freed.pop_front()
+    fn release(queue: &mut VecDeque<FourTuple>, tuple: FourTuple) {
+        if queue.len() >= RELEASED_QUEUE_LEN {
+            queue.pop_front();
+        }
+        queue.push_back(tuple);
+    }
+
+    /// The next 4-tuple this endpoint no longer serves actively, oldest first: its TCB entered
+    /// TIME-WAIT (where a new SYN may reopen the 4-tuple, RFC 6191) or was freed in any state,
+    /// announced or not; each TCB once. For a caller that mirrors the flow table elsewhere (a
+    /// flow index shared by workers): drain it after every call. At most 65,536 are kept.
+    pub fn take_released(&mut self) -> Option<FourTuple> {
+        self.released.pop_front()
+    }
+
+    /// Frees a connection in TIME-WAIT without sending anything (its 4-tuple was reopened
+    /// elsewhere: the caller knows better than the 2 MSL rule). Returns whether it did.
+    pub fn forget_time_wait(&mut self, h: ConnectionHandle) -> bool {
+        match self.slot_of(h) {
+            Some(slot) if self.state(h) == Some(State::TimeWait) => {
+                self.free_slot(slot);
+                true
+            }
+            _ => false,
+        }
     }
 
     /// Process one received segment. `ip` and `seg` come from the wire parsers with checksums
