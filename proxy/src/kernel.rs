@@ -36,7 +36,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
 use sluice_tcp::{Instant, StreamError};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
@@ -396,10 +396,7 @@ impl Worker {
     /// Returns how many events and deadlines there were.
     pub fn poll(&mut self, timeout: Duration, now: impl Fn() -> Instant) -> usize {
         let mut events = [EpollEvent::empty(); 128];
-        // Whole milliseconds, rounded up (a deadline 0.4 ms away must not spin), at most IDLE_POLL.
-        let ms = timeout.min(IDLE_POLL).as_micros().div_ceil(1000);
-        let timeout = EpollTimeout::from(u16::try_from(ms).unwrap_or(u16::MAX));
-        let n = self.epoll.wait(&mut events, timeout).unwrap_or(0);
+        let n = self.epoll.wait(&mut events, crate::worker::epoll_timeout(timeout)).unwrap_or(0);
         let t = now();
         for e in &events[..n] {
             let token = e.data();

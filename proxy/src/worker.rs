@@ -1164,10 +1164,18 @@ fn sleep(dispatch: &mut Dispatch, inbox: &Inbox, timeout: Duration, now: impl Fn
     let _ = inbox.wake.eventfd.read(); // reset (EAGAIN when nobody wrote)
 }
 
+/// An epoll timeout of whole milliseconds, rounded up, at most [`IDLE_POLL`]: a timer 0.4 ms
+/// away must not turn a sleep into a spin (rounded down, thousands of TIME-WAIT timers a few µs
+/// apart kept both cores busy for the 2 MSL after a load).
+pub fn epoll_timeout(timeout: Duration) -> EpollTimeout {
+    let ms = timeout.min(IDLE_POLL).as_micros().div_ceil(1000);
+    EpollTimeout::from(u16::try_from(ms).unwrap_or(u16::MAX))
+}
+
 /// Waits up to `timeout` on the worker's epoll set and hands backend readiness to the relays.
 fn backend_events(dispatch: &mut Dispatch, timeout: Duration, now: impl Fn() -> Instant) -> usize {
     let mut events = [EpollEvent::empty(); 64];
-    let timeout = EpollTimeout::try_from(timeout).unwrap_or(EpollTimeout::NONE);
+    let timeout = epoll_timeout(timeout);
     let n = dispatch.epoll.wait(&mut events, timeout).unwrap_or(0);
     let t = now();
     let mut backend = 0;
