@@ -38,7 +38,7 @@ pub enum Target {
 }
 
 impl Target {
-    fn label(self) -> &'static str {
+    pub(crate) fn label(self) -> &'static str {
         match self {
             Self::SluiceXdp => "sluice AF_XDP",
             Self::SluiceKernel => "sluice kernel",
@@ -138,8 +138,17 @@ fn runs(args: &Args) -> (Vec<Run>, f64) {
     (out, seconds)
 }
 
+/// sluice's datapath knobs that the benchmarks set from their command lines.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Tuning {
+    /// `datapath.busy_poll_us`.
+    pub busy_poll_us: u64,
+    /// `datapath.pin_workers`.
+    pub pin_workers: bool,
+}
+
 /// A server under test, running in the proxy namespace.
-struct Server {
+pub(crate) struct Server {
     target: Target,
     process: NsProcess,
     /// The configuration file it was started with (recorded in the JSON).
@@ -149,18 +158,22 @@ struct Server {
     proxy_ns: String,
 }
 
-const ADMIN: &str = "http://127.0.0.1:9090/stats.json";
-const LISTEN: &str = "198.51.100.2:443";
+/// sluice's admin endpoint, reachable inside the proxy namespace.
+pub(crate) const ADMIN: &str = "http://127.0.0.1:9090/stats.json";
+/// Where every server under test listens (in the proxy namespace).
+pub(crate) const LISTEN: &str = "198.51.100.2:443";
 
 impl Server {
-    fn start(
+    /// Writes `target`'s configuration under `dir`, starts it in `proxy_ns` and waits until its
+    /// listener accepts a connection from `client_ns`.
+    pub(crate) fn start(
         target: Target,
         sluice_bin: &Path,
         dir: &Path,
         certs: &Path,
         proxy_ns: &str,
         client_ns: &str,
-        sluice: &Args,
+        sluice: Tuning,
     ) -> Result<Self> {
         let d = certs.display();
         let log = dir.join(format!("{target:?}.log").to_lowercase());
@@ -311,10 +324,10 @@ impl Server {
     }
 
     /// The server's own cumulative count of (full, resumed) TLS handshakes.
-    fn handshakes(&self) -> Result<(u64, u64)> {
+    pub(crate) fn handshakes(&self) -> Result<(u64, u64)> {
         match self.target {
             Target::SluiceXdp | Target::SluiceKernel => {
-                let s = sluice_testbed::get_json(&self.proxy_ns, ADMIN)?;
+                let s = self.stats()?;
                 let total = |k: &str| {
                     s["queues"].as_array().map_or(0, |q| {
                         q.iter().map(|q| q[k].as_u64().unwrap_or(0)).sum::<u64>()
@@ -381,7 +394,22 @@ impl Server {
             .sum()
     }
 
-    fn stop(mut self) -> Result<()> {
+    /// sluice's `/stats.json` now (sluice targets only).
+    pub(crate) fn stats(&self) -> Result<Value> {
+        sluice_testbed::get_json(&self.proxy_ns, ADMIN)
+    }
+
+    /// The configuration file it was started with.
+    pub(crate) fn config_text(&self) -> &str {
+        &self.config_text
+    }
+
+    /// The server's process id (its main process: nginx's master).
+    pub(crate) fn pid(&self) -> u32 {
+        self.process.pid()
+    }
+
+    pub(crate) fn stop(mut self) -> Result<()> {
         self.process
             .signal_and_wait(nix::sys::signal::Signal::SIGTERM, Duration::from_secs(10))?;
         Ok(())
@@ -539,7 +567,7 @@ fn outcome_failure(result: &Result<Measured, String>) -> Option<String> {
     }
 }
 
-fn versions(sluice: &Path) -> Value {
+pub(crate) fn versions(sluice: &Path) -> Value {
     let out = |p: &str, a: &[&str]| -> String {
         std::process::Command::new(p)
             .args(a)
@@ -565,20 +593,96 @@ fn versions(sluice: &Path) -> Value {
     })
 }
 
+/// The results directory of a benchmark: `out` made absolute, the certificates (`a.test` and
+/// its CA, made once and never overwritten) in `certs/`, working files in `run/`.
+pub(crate) struct Dirs {
+    pub out: PathBuf,
+    pub certs: PathBuf,
+    pub work: PathBuf,
+}
+
+impl Dirs {
+    pub(crate) fn make(out: &Path) -> Result<Self> {
+        std::fs::create_dir_all(out)?;
+        let out = std::fs::canonicalize(out)?;
+        let certs = out.join("certs");
+        let work = out.join("run");
+        std::fs::create_dir_all(&work)?;
+        crate::backend::certs::run(&crate::backend::certs::Args {
+            dir: certs.clone(),
+            names: vec!["a.test".into()],
+        })?;
+        Ok(Self { out, certs, work })
+    }
+}
+
+/// The test topology of prefix `prefix` with `sluice-bench backend` running in its backend
+/// namespace on 203.0.113.2:8080. Dropping it stops the backend, then removes the namespaces.
+pub(crate) struct Bed {
+    // Field order = drop order: the backend stops before the namespaces go.
+    _backend: NsProcess,
+    topology: TopologyGuard,
+}
+
+impl Bed {
+    /// `id` names the backend in its responses; its log goes to `work/backend.log`.
+    pub(crate) fn up(prefix: &str, id: &str, work: &Path) -> Result<Self> {
+        let topology = TopologyGuard::up(prefix)?;
+        let (client, proxy, backend_ns) = (
+            topology.topology.client(),
+            topology.topology.proxy(),
+            topology.topology.backend(),
+        );
+        // Ephemeral ports: tens of thousands of connections per run from one client address.
+        for ns in [&client, &proxy] {
+            sluice_testbed::in_ns(
+                ns,
+                "sysctl",
+                &[
+                    "-q",
+                    "-w",
+                    "net.ipv4.ip_local_port_range=10000 65000",
+                    "net.ipv4.tcp_tw_reuse=1",
+                ],
+            )?;
+        }
+        let exe = std::env::current_exe()?;
+        let backend = NsProcess::spawn(
+            &backend_ns,
+            &exe.display().to_string(),
+            &[
+                "backend",
+                "--listen",
+                "203.0.113.2:8080",
+                "--id",
+                id,
+                "--max-connections",
+                "30000",
+            ],
+            work.join("backend.log"),
+        )?;
+        std::thread::sleep(Duration::from_millis(300));
+        Ok(Self {
+            _backend: backend,
+            topology,
+        })
+    }
+
+    pub(crate) fn client(&self) -> String {
+        self.topology.topology.client()
+    }
+
+    pub(crate) fn proxy(&self) -> String {
+        self.topology.topology.proxy()
+    }
+}
+
 pub fn run(args: &Args) -> Result<()> {
     sluice_testbed::require_root().context("compare runs servers in network namespaces")?;
     let started = Instant::now();
-    std::fs::create_dir_all(&args.out)?;
-    let out = std::fs::canonicalize(&args.out)?;
+    let Dirs { out, certs, work } = Dirs::make(&args.out)?;
     let sluice_bin = std::fs::canonicalize(&args.sluice)
         .with_context(|| format!("sluice binary {}", args.sluice.display()))?;
-    let certs = out.join("certs");
-    let work = out.join("run");
-    std::fs::create_dir_all(&work)?;
-    crate::backend::certs::run(&crate::backend::certs::Args {
-        dir: certs.clone(),
-        names: vec!["a.test".into()],
-    })?;
     let (matrix, seconds) = runs(args);
     let versions = versions(&sluice_bin);
     eprintln!(
@@ -587,51 +691,12 @@ pub fn run(args: &Args) -> Result<()> {
         matrix.len(),
         out.display()
     );
-
-    // Field order = drop order: the backend stops before the namespaces go.
-    struct Bed {
-        _backend: NsProcess,
-        _topology: TopologyGuard,
-    }
-    let topology = TopologyGuard::up(&args.prefix)?;
-    let (client, proxy, backend_ns) = (
-        topology.topology.client(),
-        topology.topology.proxy(),
-        topology.topology.backend(),
-    );
-    // Ephemeral ports: tens of thousands of connections per run from one client address.
-    for ns in [&client, &proxy] {
-        sluice_testbed::in_ns(
-            ns,
-            "sysctl",
-            &[
-                "-q",
-                "-w",
-                "net.ipv4.ip_local_port_range=10000 65000",
-                "net.ipv4.tcp_tw_reuse=1",
-            ],
-        )?;
-    }
-    let exe = std::env::current_exe()?;
-    let backend = NsProcess::spawn(
-        &backend_ns,
-        &exe.display().to_string(),
-        &[
-            "backend",
-            "--listen",
-            "203.0.113.2:8080",
-            "--id",
-            "compare",
-            "--max-connections",
-            "30000",
-        ],
-        work.join("backend.log"),
-    )?;
-    let bed = Bed {
-        _backend: backend,
-        _topology: topology,
+    let bed = Bed::up(&args.prefix, "compare", &work)?;
+    let (client, proxy) = (bed.client(), bed.proxy());
+    let tuning = Tuning {
+        busy_poll_us: args.busy_poll_us,
+        pin_workers: args.pin_workers,
     };
-    std::thread::sleep(Duration::from_millis(300));
 
     let mut outcomes = Vec::new();
     let mut configs = serde_json::Map::new();
@@ -640,7 +705,8 @@ pub fn run(args: &Args) -> Result<()> {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir)?;
         eprintln!("compare: {}", target.label());
-        let server = match Server::start(target, &sluice_bin, &dir, &certs, &proxy, &client, args) {
+        let server = match Server::start(target, &sluice_bin, &dir, &certs, &proxy, &client, tuning)
+        {
             Ok(s) => s,
             Err(e) => {
                 let msg = format!("{e:#}");
