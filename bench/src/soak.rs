@@ -24,7 +24,9 @@
 //! After the load: a drain (connections back to zero once TIME-WAIT ends, up to
 //! `--drain-seconds`), then the verdict: no failure; RSS flat (the last minute's mean within 10 %
 //! of the second minute's; under 3 minutes the last fifth's against the second fifth's); every
-//! UMEM frame back on every queue; no connection or relay open. PASS only when all four hold, and
+//! UMEM frame back on every queue (as many free as when sluice was idle before the load: the
+//! fill ring always owns some, so free never equals total while sluice runs); no connection or
+//! relay open. PASS only when all four hold, and
 //! the command exits non-zero otherwise.
 //!
 //! Out: the samples, the rates, each part's totals and the verdict in `--out` (JSON), and an SVG
@@ -218,18 +220,16 @@ impl ServerSample {
         }
     }
 
-    /// Every queue's UMEM frames are on its free list (trivially so without a UMEM).
-    fn umem_all_back(&self) -> bool {
-        self.umem_free.len() == self.umem_total.len()
-            && self
-                .umem_free
-                .iter()
-                .zip(&self.umem_total)
-                .all(|(f, t)| f == t)
+    /// Every queue has at least as many UMEM frames free as `idle` says it had before the load
+    /// (trivially so without a UMEM). Not `free == total`: while sluice runs, its fill ring
+    /// owns `datapath.fill_ring` frames of every queue, and `/stats.json` counts only the free
+    /// list.
+    fn umem_back(&self, idle: &[u64]) -> bool {
+        self.umem_free.len() == idle.len() && self.umem_free.iter().zip(idle).all(|(f, i)| f >= i)
     }
 
-    fn drained(&self) -> bool {
-        self.connections_open == 0 && self.relays_open == 0 && self.umem_all_back()
+    fn drained(&self, umem_idle: &[u64]) -> bool {
+        self.connections_open == 0 && self.relays_open == 0 && self.umem_back(umem_idle)
     }
 }
 
@@ -310,9 +310,10 @@ pub(crate) fn rss_windows(load_s: f64) -> ((f64, f64), (f64, f64), &'static str)
 const RSS_TOLERANCE: f64 = 0.10;
 
 /// The verdict on a soak whose load lasted `load_s` seconds, from its samples in time order
-/// (the last one taken after the drain): no failure, RSS flat, every UMEM frame back, no
+/// (the last one taken after the drain): no failure, RSS flat, every UMEM frame back (as many
+/// free on every queue as `umem_idle`, the free counts of the idle sluice before any load), no
 /// connection left open.
-pub(crate) fn verdict(samples: &[Sample], load_s: f64) -> Verdict {
+pub(crate) fn verdict(samples: &[Sample], load_s: f64, umem_idle: &[u64]) -> Verdict {
     let last = samples.last();
     let last_server = last.and_then(|s| s.server.as_ref());
     let mut checks = Vec::new();
@@ -391,15 +392,22 @@ pub(crate) fn verdict(samples: &[Sample], load_s: f64) -> Verdict {
         },
         Some(srv) => Check {
             name: "UMEM frames back",
-            pass: srv.umem_all_back(),
-            detail: srv
-                .umem_free
-                .iter()
-                .zip(&srv.umem_total)
-                .enumerate()
-                .map(|(q, (f, t))| format!("queue {q}: {f}/{t} free"))
-                .collect::<Vec<_>>()
-                .join(", "),
+            pass: srv.umem_back(umem_idle),
+            detail: format!(
+                "free/total after the drain {} (idle before the load: {} free, the rest in the fill ring)",
+                srv.umem_free
+                    .iter()
+                    .zip(&srv.umem_total)
+                    .enumerate()
+                    .map(|(q, (f, t))| format!("queue {q} {f}/{t}"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                umem_idle
+                    .iter()
+                    .map(u64::to_string)
+                    .collect::<Vec<_>>()
+                    .join("/"),
+            ),
         },
         None => Check {
             name: "UMEM frames back",
@@ -518,6 +526,24 @@ impl PartTotals {
     }
 }
 
+/// Every queue's free UMEM frames while sluice is idle (just started, before any load): what a
+/// drained sluice must have again. Two equal readings 300 ms apart, so that no refill of the
+/// fill ring is in progress.
+fn idle_umem_free(server: &Server) -> Result<Vec<u64>> {
+    let read =
+        || -> Result<Vec<u64>> { Ok(ServerSample::from_stats(&server.stats()?, 0).umem_free) };
+    let mut last = read()?;
+    for _ in 0..10 {
+        std::thread::sleep(Duration::from_millis(300));
+        let now = read()?;
+        if now == last {
+            return Ok(now);
+        }
+        last = now;
+    }
+    bail!("sluice's free UMEM frames did not settle while idle: {last:?}")
+}
+
 /// The load arguments of `part` against sluice from `client_ns`.
 fn part_args(part: Part, ca: &Path, client_ns: &str, concurrency: usize) -> Result<LoadArgs> {
     let mut a = LoadArgs::new(LISTEN.parse()?, ca.to_owned());
@@ -630,6 +656,7 @@ pub fn run(args: &Args) -> Result<()> {
         tuning,
     )?;
     let pid = server.pid();
+    let umem_idle = idle_umem_free(&server)?;
     let ca = certs.join("ca.pem");
     let base: Vec<LoadArgs> = PARTS
         .iter()
@@ -770,7 +797,7 @@ pub fn run(args: &Args) -> Result<()> {
         tick += Duration::from_secs(1);
         std::thread::sleep(tick.saturating_duration_since(Instant::now()));
         let s = sample(true);
-        let done = s.server.as_ref().is_some_and(ServerSample::drained);
+        let done = s.server.as_ref().is_some_and(|v| v.drained(&umem_idle));
         samples.push(s);
         if done || Instant::now() >= drain_deadline {
             break;
@@ -781,7 +808,7 @@ pub fn run(args: &Args) -> Result<()> {
     }
     let stats_after = server.stats().ok();
 
-    let verdict = verdict(&samples, args.duration);
+    let verdict = verdict(&samples, args.duration, &umem_idle);
     let parts: Vec<Value> = totals
         .iter()
         .zip(PARTS)
@@ -853,6 +880,7 @@ pub fn run(args: &Args) -> Result<()> {
         "versions": versions,
         "machine": { "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0) },
         "max_of_mix": max_json,
+        "umem_frames_free_idle": umem_idle,
         "parts": parts,
         "load_stopped_s": load_end,
         "server": {
@@ -1135,6 +1163,9 @@ fn legend(s: &mut String, i: usize, label: &str, color: &str, pw: f64) {
 mod tests {
     use super::*;
 
+    /// Free UMEM frames per queue of an idle sluice: 8192 less a fill ring of 2048.
+    const IDLE: &[u64] = &[6144, 6144];
+
     /// A quiet second of an AF_XDP soak: two queues, `open` connections, RSS `rss_kib`.
     fn sample(t_s: f64, rss_kib: u64, open: u64) -> Sample {
         Sample {
@@ -1145,7 +1176,7 @@ mod tests {
                 connections_open: open,
                 connections_active: open / 2,
                 relays_open: open / 2,
-                umem_free: vec![8000, 8100],
+                umem_free: vec![5000, 5100],
                 umem_total: vec![8192, 8192],
                 failures: 0,
             }),
@@ -1161,8 +1192,7 @@ mod tests {
             .collect();
         let mut last = sample(load_s as f64 + 11.0, 49_000, 0);
         last.draining = true;
-        let srv = last.server.as_mut().unwrap();
-        srv.umem_free = srv.umem_total.clone();
+        last.server.as_mut().unwrap().umem_free = IDLE.to_vec();
         v.push(last);
         v
     }
@@ -1173,7 +1203,7 @@ mod tests {
 
     #[test]
     fn a_clean_soak_passes_every_check() {
-        let v = verdict(&clean_soak(300), 300.0);
+        let v = verdict(&clean_soak(300), 300.0, IDLE);
         assert!(v.pass, "{}", v.text());
         assert_eq!(v.checks.len(), 4);
         assert!(
@@ -1183,7 +1213,7 @@ mod tests {
         );
         assert_eq!(
             check(&v, "UMEM frames back").detail,
-            "queue 0: 8192/8192 free, queue 1: 8192/8192 free"
+            "free/total after the drain queue 0 6144/8192, queue 1 6144/8192 (idle before the load: 6144/6144 free, the rest in the fill ring)"
         );
         assert!(
             v.text()
@@ -1195,13 +1225,13 @@ mod tests {
     fn any_failure_fails() {
         let mut s = clean_soak(60);
         s.last_mut().unwrap().client_failed = 1;
-        let v = verdict(&s, 60.0);
+        let v = verdict(&s, 60.0, IDLE);
         assert!(!v.pass && !check(&v, "zero failures").pass);
         assert!(check(&v, "RSS flat").pass && check(&v, "connections drained").pass);
 
         let mut s = clean_soak(60);
         s.last_mut().unwrap().server.as_mut().unwrap().failures = 3;
-        let v = verdict(&s, 60.0);
+        let v = verdict(&s, 60.0, IDLE);
         assert!(!check(&v, "zero failures").pass);
         assert!(check(&v, "zero failures").detail.contains("sluice 3"));
     }
@@ -1214,7 +1244,7 @@ mod tests {
         for x in s.iter_mut().filter(|x| !x.draining) {
             x.rss_kib = Some(50_000 + (x.t_s * 50.0) as u64);
         }
-        let v = verdict(&s, 300.0);
+        let v = verdict(&s, 300.0, IDLE);
         let c = check(&v, "RSS flat");
         assert!(!c.pass && !v.pass, "{}", c.detail);
         assert!(c.detail.contains("+16."), "{}", c.detail);
@@ -1222,11 +1252,11 @@ mod tests {
         for x in s.iter_mut().filter(|x| !x.draining) {
             x.rss_kib = Some(if x.t_s < 150.0 { 60_000 } else { 50_000 });
         }
-        assert!(!check(&verdict(&s, 300.0), "RSS flat").pass);
+        assert!(!check(&verdict(&s, 300.0, IDLE), "RSS flat").pass);
         for x in s.iter_mut().filter(|x| !x.draining) {
             x.rss_kib = Some(if x.t_s < 150.0 { 60_000 } else { 55_000 });
         }
-        assert!(check(&verdict(&s, 300.0), "RSS flat").pass);
+        assert!(check(&verdict(&s, 300.0, IDLE), "RSS flat").pass);
     }
 
     #[test]
@@ -1247,7 +1277,7 @@ mod tests {
             x.rss_kib = Some(10_000);
         }
         s.last_mut().unwrap().rss_kib = Some(1_000);
-        let v = verdict(&s, 40.0);
+        let v = verdict(&s, 40.0, IDLE);
         assert!(v.pass, "{}", v.text());
         assert!(
             check(&v, "RSS flat")
@@ -1255,22 +1285,25 @@ mod tests {
                 .starts_with("last fifth vs second fifth")
         );
         // No samples in a window: not a pass.
-        let v = verdict(&s[30..], 40.0);
+        let v = verdict(&s[30..], 40.0, IDLE);
         assert!(!check(&v, "RSS flat").pass);
     }
 
     #[test]
     fn frames_and_connections_must_come_back() {
         let mut s = clean_soak(60);
-        s.last_mut().unwrap().server.as_mut().unwrap().umem_free = vec![8192, 8190];
-        let v = verdict(&s, 60.0);
+        s.last_mut().unwrap().server.as_mut().unwrap().umem_free = vec![6144, 6142];
+        let v = verdict(&s, 60.0, IDLE);
         let c = check(&v, "UMEM frames back");
         assert!(!c.pass && !v.pass);
-        assert_eq!(c.detail, "queue 0: 8192/8192 free, queue 1: 8190/8192 free");
+        assert!(c.detail.contains("queue 1 6142/8192"), "{}", c.detail);
+        // More free than when idle (the fill ring not yet topped up) is every frame back.
+        s.last_mut().unwrap().server.as_mut().unwrap().umem_free = vec![6144, 6200];
+        assert!(check(&verdict(&s, 60.0, IDLE), "UMEM frames back").pass);
 
         let mut s = clean_soak(60);
         s.last_mut().unwrap().server.as_mut().unwrap().relays_open = 2;
-        let v = verdict(&s, 60.0);
+        let v = verdict(&s, 60.0, IDLE);
         let c = check(&v, "connections drained");
         assert!(!c.pass, "{}", c.detail);
         assert_eq!(
@@ -1281,11 +1314,11 @@ mod tests {
         // sluice gone at the end: nothing can be said to have come back.
         let mut s = clean_soak(60);
         s.last_mut().unwrap().server = None;
-        let v = verdict(&s, 60.0);
+        let v = verdict(&s, 60.0, IDLE);
         assert_eq!(v.checks.iter().filter(|c| c.pass).count(), 1);
         assert!(check(&v, "RSS flat").pass);
         // No samples at all.
-        assert!(verdict(&[], 60.0).checks.iter().all(|c| !c.pass));
+        assert!(verdict(&[], 60.0, IDLE).checks.iter().all(|c| !c.pass));
     }
 
     #[test]
@@ -1294,7 +1327,7 @@ mod tests {
         let srv = s.last_mut().unwrap().server.as_mut().unwrap();
         srv.umem_free = vec![0, 0];
         srv.umem_total = vec![0, 0];
-        let v = verdict(&s, 60.0);
+        let v = verdict(&s, 60.0, &[0, 0]);
         assert!(v.pass);
         assert_eq!(
             check(&v, "UMEM frames back").detail,
@@ -1324,7 +1357,13 @@ mod tests {
                 failures: 4,
             }
         );
-        assert!(!s.drained());
+        assert!(!s.drained(&[8000, 8192]));
+        let idle = ServerSample {
+            connections_open: 0,
+            relays_open: 0,
+            ..s
+        };
+        assert!(idle.drained(&[8000, 8192]) && !idle.drained(&[8001, 8192]));
         let status = "Name:\tsluice\nVmPeak:\t  123 kB\nVmRSS:\t   48112 kB\nRssAnon:\t 1 kB\n";
         assert_eq!(vm_rss_kib(status), Some(48_112));
         assert_eq!(vm_rss_kib("Name:\tx\n"), None);
