@@ -149,8 +149,9 @@ impl Part {
     }
 }
 
-/// sluice's counters (summed over its queues) that count a failure.
-const SERVER_FAILURES: [&str; 7] = [
+/// sluice's counters (summed over its queues) that count a failure. A counter this sluice does
+/// not have counts zero.
+const SERVER_FAILURES: [&str; 8] = [
     "tls_failed",
     "tls_handshake_timeouts",
     "relays_backend_failed",
@@ -158,6 +159,7 @@ const SERVER_FAILURES: [&str; 7] = [
     "refused_limit_total",
     "refused_limit_worker",
     "refused_limit_client",
+    "refused_descriptors",
 ];
 
 /// One second of the soak.
@@ -454,6 +456,8 @@ struct PartTotals {
     requests: u64,
     first_error: Option<String>,
     flagged: Vec<String>,
+    /// Failed connections by kind (the load generator's names: connect, tls, timeout, ...).
+    failed_by_kind: std::collections::BTreeMap<String, u64>,
     handshake: Histogram<u64>,
     request: Histogram<u64>,
 }
@@ -472,6 +476,7 @@ impl PartTotals {
             requests: 0,
             first_error: None,
             flagged: Vec::new(),
+            failed_by_kind: Default::default(),
             handshake: hist(),
             request: hist(),
         }
@@ -498,6 +503,17 @@ impl PartTotals {
                 self.first_error = t.first_error.clone();
             }
         }
+        if r.measured.failed_total() + r.priming.failed_total() > 0 {
+            let j = r.to_json();
+            for phase in ["priming", "measured"] {
+                for (kind, n) in j[phase]["failed"].as_object().into_iter().flatten() {
+                    let n = n.as_u64().unwrap_or(0);
+                    if n > 0 {
+                        *self.failed_by_kind.entry(kind.clone()).or_default() += n;
+                    }
+                }
+            }
+        }
         let _ = self.handshake.add(&r.measured.handshake);
         let _ = self.request.add(&r.measured.request);
         // The same warning slice after slice: keep the first few.
@@ -516,6 +532,7 @@ impl PartTotals {
             "slice_errors": self.errors.iter().take(10).collect::<Vec<_>>(),
             "slice_errors_total": self.errors.len(),
             "started": self.started, "completed": self.completed, "failed": self.failed,
+            "failed_by_kind": self.failed_by_kind,
             "handshakes_full": self.handshakes_full, "handshakes_resumed": self.handshakes_resumed,
             "requests": self.requests, "first_error": self.first_error, "flagged": self.flagged,
             "latency_us": {
@@ -832,6 +849,27 @@ pub fn run(args: &Args) -> Result<()> {
                 .as_str()
                 .map_or(String::new(), |e| format!("  first error: {e}")),
         );
+        let kinds = p["failed_by_kind"].as_object().cloned().unwrap_or_default();
+        let errors = p["slice_errors_total"].as_u64().unwrap_or(0);
+        if !kinds.is_empty() || errors > 0 {
+            println!(
+                "  {:<15} failed: {}{}",
+                "",
+                kinds
+                    .iter()
+                    .map(|(k, n)| format!("{k} {n}"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                if errors > 0 {
+                    format!(
+                        "; {errors} slices ended in an error, first: {}",
+                        p["slice_errors"][0]
+                    )
+                } else {
+                    String::new()
+                }
+            );
+        }
     }
     let client_hs = parts.iter().fold((0, 0), |(f, r), p| {
         (
@@ -1086,61 +1124,77 @@ pub(crate) fn svg(samples: &[Sample], load_s: f64) -> String {
     let series: [(&str, &str, SeriesOf<'_>, f64); 3] = [
         ("RSS (MiB, left)", "#1f77b4", &rss, rss_top),
         ("connections open (right)", "#2ca02c", &conns, conn_top),
-        ("relays open (right)", "#ff7f0e", &relays, conn_top),
+        ("relays open (right, dashed)", "#ff7f0e", &relays, conn_top),
     ];
     for (i, (label, color, f, top)) in series.iter().enumerate() {
         let points: Vec<String> = samples
             .iter()
             .filter_map(|smp| f(smp).map(|v| format!("{:.1},{:.1}", x(smp.t_s), y(v, *top))))
             .collect();
+        // Relays often equal connections: the relays' line is dashed so both show.
+        let style = match i {
+            1 => r#"stroke-width="4""#,
+            2 => r#"stroke-width="2" stroke-dasharray="6 4""#,
+            _ => r#"stroke-width="2""#,
+        };
         let _ = writeln!(
             s,
-            r#"<polyline fill="none" stroke="{color}" stroke-width="2" points="{}"/>"#,
+            r#"<polyline fill="none" stroke="{color}" {style} points="{}"/>"#,
             points.join(" ")
         );
         legend(&mut s, i, label, color, pw);
     }
-    // Failures: a red mark at every sample where the count rose, with the count so far.
-    let failures = |smp: &Sample| smp.client_failed + smp.server.as_ref().map_or(0, |v| v.failures);
-    let mut before = 0;
-    let mut marked = false;
-    for smp in samples {
-        let now = failures(smp);
-        if now > before {
-            let xp = x(smp.t_s);
-            let _ = writeln!(
-                s,
-                r##"<line x1="{xp:.1}" y1="{TOP}" x2="{xp:.1}" y2="{:.1}" stroke="#d62728" stroke-width="1"/>"##,
-                TOP + ph
-            );
-            let _ = writeln!(
-                s,
-                r##"<circle cx="{xp:.1}" cy="{:.1}" r="4" fill="#d62728"/><text x="{:.1}" y="{:.1}" fill="#d62728">{now}</text>"##,
-                TOP + ph - 6.0,
-                xp + 5.0,
-                TOP + ph - 10.0
-            );
-            marked = true;
+    // Failures: a mark wherever a count rose, with the count so far: the load generator's at
+    // the bottom, sluice's at the top (one failure is often seen by both).
+    let marks: [(&str, &str, f64, CountOf<'_>); 2] = [
+        ("client failures", "#d62728", TOP + ph - 6.0, &|smp| {
+            smp.client_failed
+        }),
+        ("sluice failures", "#8c1c13", TOP + 6.0, &|smp| {
+            smp.server.as_ref().map_or(0, |v| v.failures)
+        }),
+    ];
+    for (k, (label, color, my, count)) in marks.iter().enumerate() {
+        let mut before = 0;
+        let mut marked = 0;
+        for smp in samples {
+            let now = count(smp);
+            if now > before {
+                let xp = x(smp.t_s);
+                let ty = if k == 0 {
+                    my - 6.0 - 14.0 * (marked % 3) as f64
+                } else {
+                    my + 14.0 + 14.0 * (marked % 3) as f64
+                };
+                let _ = writeln!(
+                    s,
+                    r##"<line x1="{xp:.1}" y1="{TOP}" x2="{xp:.1}" y2="{:.1}" stroke="{color}" stroke-width="1" stroke-opacity="0.5"/>"##,
+                    TOP + ph
+                );
+                let _ = writeln!(
+                    s,
+                    r##"<circle cx="{xp:.1}" cy="{my:.1}" r="4" fill="{color}"/><text x="{:.1}" y="{ty:.1}" fill="{color}">{now}</text>"##,
+                    xp + 5.0,
+                );
+                marked += 1;
+            }
+            before = now;
         }
-        before = now;
-    }
-    legend(
-        &mut s,
-        series.len(),
-        if marked {
-            "failures (count so far)"
+        let text = if marked > 0 {
+            format!("{label} (count so far)")
         } else {
-            "failures: none"
-        },
-        "#d62728",
-        pw,
-    );
+            format!("{label}: none")
+        };
+        legend(&mut s, series.len() + k, &text, color, pw);
+    }
     s.push_str("</svg>\n");
     s
 }
 
 /// What one line of the plot draws from a sample.
 type SeriesOf<'a> = &'a dyn Fn(&Sample) -> Option<f64>;
+/// A failure count the plot marks.
+type CountOf<'a> = &'a dyn Fn(&Sample) -> u64;
 
 fn legend(s: &mut String, i: usize, label: &str, color: &str, pw: f64) {
     let ly = TOP + 10.0 + 20.0 * i as f64;
@@ -1377,7 +1431,7 @@ mod tests {
         let mut s = clean_soak(40);
         let svg_clean = svg(&s, 40.0);
         assert_eq!(svg_clean.matches("<polyline").count(), 3);
-        assert!(svg_clean.contains("failures: none") && !svg_clean.contains("<circle"));
+        assert!(svg_clean.contains("client failures: none") && !svg_clean.contains("<circle"));
         // Failures rise at 10 s and 20 s: two marks.
         for x in s.iter_mut() {
             x.client_failed = if x.t_s >= 20.0 {
