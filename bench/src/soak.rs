@@ -77,9 +77,9 @@ pub struct Args {
     /// The sluice binary.
     #[arg(long, default_value = "target/release/sluice")]
     pub sluice: PathBuf,
-    /// sluice's transport: `sluice-xdp` (AF_XDP) or `sluice-kernel` (kernel sockets, no UMEM).
-    #[arg(long, value_enum, default_value_t = Target::SluiceXdp)]
-    pub target: Target,
+    /// sluice's transport.
+    #[arg(long, value_enum, default_value_t = Transport::SluiceXdp)]
+    pub target: Transport,
     /// Namespace prefix of the topology.
     #[arg(long, default_value = "ssoak-")]
     pub prefix: String,
@@ -89,6 +89,24 @@ pub struct Args {
     /// sluice's `datapath.pin_workers`.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub pin_workers: bool,
+}
+
+/// The sluice under test: the compare targets that have a `/stats.json`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transport {
+    /// AF_XDP (the soak's point: UMEM frames are watched).
+    SluiceXdp,
+    /// Kernel sockets (no UMEM).
+    SluiceKernel,
+}
+
+impl Transport {
+    fn target(self) -> Target {
+        match self {
+            Self::SluiceXdp => Target::SluiceXdp,
+            Self::SluiceKernel => Target::SluiceKernel,
+        }
+    }
 }
 
 /// One part of the mix.
@@ -624,9 +642,6 @@ fn run_part(args: LoadArgs, rate: f64, slice: f64, end: Instant, totals: &Mutex<
 
 pub fn run(args: &Args) -> Result<()> {
     sluice_testbed::require_root().context("the soak runs sluice in network namespaces")?;
-    if !matches!(args.target, Target::SluiceXdp | Target::SluiceKernel) {
-        bail!("--target: the soak reads sluice's /stats.json; sluice-xdp or sluice-kernel");
-    }
     if !(args.duration >= 10.0 && args.duration.is_finite()) {
         bail!("--duration: at least 10 s");
     }
@@ -656,7 +671,7 @@ pub fn run(args: &Args) -> Result<()> {
 
     let bed = Bed::up(&args.prefix, "soak", &work)?;
     let (client, proxy) = (bed.client(), bed.proxy());
-    let sdir = work.join(format!("soak-{:?}", args.target).to_lowercase());
+    let sdir = work.join(format!("soak-{:?}", args.target.target()).to_lowercase());
     let _ = std::fs::remove_dir_all(&sdir);
     std::fs::create_dir_all(&sdir)?;
     let tuning = Tuning {
@@ -664,7 +679,7 @@ pub fn run(args: &Args) -> Result<()> {
         pin_workers: args.pin_workers,
     };
     let server = Server::start(
-        args.target,
+        args.target.target(),
         &sluice_bin,
         &sdir,
         &certs,
@@ -911,7 +926,7 @@ pub fn run(args: &Args) -> Result<()> {
             "duration_s": args.duration, "rate": args.rate, "fraction": args.fraction,
             "measure_seconds": args.measure_seconds, "slice_s": args.slice,
             "concurrency": args.concurrency, "drain_seconds": args.drain_seconds,
-            "target": args.target.label(), "prefix": args.prefix,
+            "target": args.target.target().label(), "prefix": args.prefix,
             "sluice_config": server.config_text(),
             "loads": base.iter().map(|a| format!("{:?} {} timeout {} ms prime {:?}", a.mode, a.tls.name(), a.timeout_ms, a.prime)).collect::<Vec<_>>(),
         },
