@@ -7,12 +7,14 @@
 //! The client's word is not proof: after every run the server's own counts of full and resumed
 //! handshakes (sluice's `/stats.json`; nginx's `$ssl_session_reused` in its stream access log;
 //! HAProxy's `ssl_sess` and `ssl_reused_sess` on its stats socket) are compared with the load
-//! generator's, and a mismatch is shown in the table.
+//! generator's. A run with a mismatch, with any failed connection, or that ended in an error is
+//! FAILED: its check column and its `compare.json` entry say why, and once the table and the JSON
+//! are written the command exits non-zero. A FAILED run's figures are shown but are no result.
 //!
 //! Out: one Markdown table on stdout (handshakes/s, handshake latency p50/p99/p99.9 from the
-//! intended start, whole-machine CPU per connection at fixed rates, ratios against nginx),
-//! `compare.json` (every run with its exact configuration and versions) and one SVG percentile
-//! plot per fixed rate, under `--out`.
+//! intended start, whole-machine and server CPU per connection (keep-alive: per request), ratios
+//! against nginx), `compare.json` (every run with its exact configuration and versions) and one
+//! SVG percentile plot per fixed rate, under `--out`.
 //!
 //! What it is not: a NIC benchmark. Everything runs on one 2-core machine over veth; the load
 //! generator and the server share the cores.
@@ -36,7 +38,7 @@ pub enum Target {
 }
 
 impl Target {
-    fn label(self) -> &'static str {
+    pub(crate) fn label(self) -> &'static str {
         match self {
             Self::SluiceXdp => "sluice AF_XDP",
             Self::SluiceKernel => "sluice kernel",
@@ -136,8 +138,17 @@ fn runs(args: &Args) -> (Vec<Run>, f64) {
     (out, seconds)
 }
 
+/// sluice's datapath knobs that the benchmarks set from their command lines.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Tuning {
+    /// `datapath.busy_poll_us`.
+    pub busy_poll_us: u64,
+    /// `datapath.pin_workers`.
+    pub pin_workers: bool,
+}
+
 /// A server under test, running in the proxy namespace.
-struct Server {
+pub(crate) struct Server {
     target: Target,
     process: NsProcess,
     /// The configuration file it was started with (recorded in the JSON).
@@ -147,18 +158,22 @@ struct Server {
     proxy_ns: String,
 }
 
-const ADMIN: &str = "http://127.0.0.1:9090/stats.json";
-const LISTEN: &str = "198.51.100.2:443";
+/// sluice's admin endpoint, reachable inside the proxy namespace.
+pub(crate) const ADMIN: &str = "http://127.0.0.1:9090/stats.json";
+/// Where every server under test listens (in the proxy namespace).
+pub(crate) const LISTEN: &str = "198.51.100.2:443";
 
 impl Server {
-    fn start(
+    /// Writes `target`'s configuration under `dir`, starts it in `proxy_ns` and waits until its
+    /// listener accepts a connection from `client_ns`.
+    pub(crate) fn start(
         target: Target,
         sluice_bin: &Path,
         dir: &Path,
         certs: &Path,
         proxy_ns: &str,
         client_ns: &str,
-        sluice: &Args,
+        sluice: Tuning,
     ) -> Result<Self> {
         let d = certs.display();
         let log = dir.join(format!("{target:?}.log").to_lowercase());
@@ -172,7 +187,10 @@ impl Server {
                             sluice.busy_poll_us, sluice.pin_workers
                         )
                     } else {
-                        format!("[datapath]\ntransport = \"kernel\"\npin_workers = {}\n", sluice.pin_workers)
+                        format!(
+                            "[datapath]\ntransport = \"kernel\"\npin_workers = {}\n",
+                            sluice.pin_workers
+                        )
                     };
                     let text = format!(
                         "{datapath}\n[[listener]]\naddress = \"{LISTEN}\"\nbackend = \"203.0.113.2:8080\"\n\n[listener.tls]\n\
@@ -306,10 +324,10 @@ impl Server {
     }
 
     /// The server's own cumulative count of (full, resumed) TLS handshakes.
-    fn handshakes(&self) -> Result<(u64, u64)> {
+    pub(crate) fn handshakes(&self) -> Result<(u64, u64)> {
         match self.target {
             Target::SluiceXdp | Target::SluiceKernel => {
-                let s = sluice_testbed::get_json(&self.proxy_ns, ADMIN)?;
+                let s = self.stats()?;
                 let total = |k: &str| {
                     s["queues"].as_array().map_or(0, |q| {
                         q.iter().map(|q| q[k].as_u64().unwrap_or(0)).sum::<u64>()
@@ -376,7 +394,22 @@ impl Server {
             .sum()
     }
 
-    fn stop(mut self) -> Result<()> {
+    /// sluice's `/stats.json` now (sluice targets only).
+    pub(crate) fn stats(&self) -> Result<Value> {
+        sluice_testbed::get_json(&self.proxy_ns, ADMIN)
+    }
+
+    /// The configuration file it was started with.
+    pub(crate) fn config_text(&self) -> &str {
+        &self.config_text
+    }
+
+    /// The server's process id (its main process: nginx's master).
+    pub(crate) fn pid(&self) -> u32 {
+        self.process.pid()
+    }
+
+    pub(crate) fn stop(mut self) -> Result<()> {
         self.process
             .signal_and_wait(nix::sys::signal::Signal::SIGTERM, Duration::from_secs(10))?;
         Ok(())
@@ -443,6 +476,18 @@ impl Measured {
         self.server_full == self.report.handshakes_full()
             && self.server_resumed == self.report.handshakes_resumed()
     }
+    /// Why this run is FAILED, if it is: see [`run_failure`].
+    fn failure(&self) -> Option<String> {
+        run_failure(
+            self.report.measured.failed_total(),
+            self.report.priming.failed_total(),
+            (self.server_full, self.server_resumed),
+            (
+                self.report.handshakes_full(),
+                self.report.handshakes_resumed(),
+            ),
+        )
+    }
     /// Handshakes/s; requests/s for a keep-alive run (its handshakes happen before the clock).
     fn hs_per_s(&self) -> f64 {
         let m = &self.report.measured;
@@ -463,23 +508,66 @@ impl Measured {
         };
         h.value_at_quantile(q) as f64 / 1000.0
     }
+    /// Whole-machine CPU (server, load generator, kernel) per connection; per request for a
+    /// keep-alive run, as [`Self::server_cpu_us_per_conn`].
     fn cpu_us_per_conn(&self) -> Option<f64> {
-        let n = self.report.measured.completed;
+        let n = self.per_what();
         (n > 0).then(|| self.report.machine_cpu_s * 1e6 / n as f64)
     }
     /// Server CPU per connection; per request for a keep-alive run.
     fn server_cpu_us_per_conn(&self) -> Option<f64> {
+        let n = self.per_what();
+        (n > 0).then(|| self.server_cpu_s * 1e6 / n as f64)
+    }
+    /// What CPU is divided by: completed connections; requests for a keep-alive run.
+    fn per_what(&self) -> u64 {
         let m = &self.report.measured;
-        let n = if self.report.args.mode == Mode::Keepalive {
+        if self.report.args.mode == Mode::Keepalive {
             m.requests
         } else {
             m.completed
-        };
-        (n > 0).then(|| self.server_cpu_s * 1e6 / n as f64)
+        }
     }
 }
 
-fn versions(sluice: &Path) -> Value {
+/// Why a run is FAILED, or `None` when it is not: any failed connection of the load generator
+/// (measured phase or priming), or the server's own counts of (full, resumed) handshakes
+/// differing from the client's. A number that comes with failures is not a result.
+fn run_failure(
+    failed: u64,
+    failed_priming: u64,
+    server: (u64, u64),
+    client: (u64, u64),
+) -> Option<String> {
+    let mut why = Vec::new();
+    if failed + failed_priming > 0 {
+        let priming = if failed_priming > 0 {
+            format!(" ({failed_priming} while priming)")
+        } else {
+            String::new()
+        };
+        let n = failed + failed_priming;
+        let s = if n == 1 { "" } else { "s" };
+        why.push(format!("{n} failed handshake{s}{priming}"));
+    }
+    if server != client {
+        why.push(format!(
+            "server counts {}/{} vs client {}/{}",
+            server.0, server.1, client.0, client.1
+        ));
+    }
+    (!why.is_empty()).then(|| why.join("; "))
+}
+
+/// Why an outcome is FAILED: its error, or [`Measured::failure`].
+fn outcome_failure(result: &Result<Measured, String>) -> Option<String> {
+    match result {
+        Ok(m) => m.failure(),
+        Err(e) => Some(format!("error: {}", first_line(e))),
+    }
+}
+
+pub(crate) fn versions(sluice: &Path) -> Value {
     let out = |p: &str, a: &[&str]| -> String {
         std::process::Command::new(p)
             .args(a)
@@ -505,20 +593,96 @@ fn versions(sluice: &Path) -> Value {
     })
 }
 
+/// The results directory of a benchmark: `out` made absolute, the certificates (`a.test` and
+/// its CA, made once and never overwritten) in `certs/`, working files in `run/`.
+pub(crate) struct Dirs {
+    pub out: PathBuf,
+    pub certs: PathBuf,
+    pub work: PathBuf,
+}
+
+impl Dirs {
+    pub(crate) fn make(out: &Path) -> Result<Self> {
+        std::fs::create_dir_all(out)?;
+        let out = std::fs::canonicalize(out)?;
+        let certs = out.join("certs");
+        let work = out.join("run");
+        std::fs::create_dir_all(&work)?;
+        crate::backend::certs::run(&crate::backend::certs::Args {
+            dir: certs.clone(),
+            names: vec!["a.test".into()],
+        })?;
+        Ok(Self { out, certs, work })
+    }
+}
+
+/// The test topology of prefix `prefix` with `sluice-bench backend` running in its backend
+/// namespace on 203.0.113.2:8080. Dropping it stops the backend, then removes the namespaces.
+pub(crate) struct Bed {
+    // Field order = drop order: the backend stops before the namespaces go.
+    _backend: NsProcess,
+    topology: TopologyGuard,
+}
+
+impl Bed {
+    /// `id` names the backend in its responses; its log goes to `work/backend.log`.
+    pub(crate) fn up(prefix: &str, id: &str, work: &Path) -> Result<Self> {
+        let topology = TopologyGuard::up(prefix)?;
+        let (client, proxy, backend_ns) = (
+            topology.topology.client(),
+            topology.topology.proxy(),
+            topology.topology.backend(),
+        );
+        // Ephemeral ports: tens of thousands of connections per run from one client address.
+        for ns in [&client, &proxy] {
+            sluice_testbed::in_ns(
+                ns,
+                "sysctl",
+                &[
+                    "-q",
+                    "-w",
+                    "net.ipv4.ip_local_port_range=10000 65000",
+                    "net.ipv4.tcp_tw_reuse=1",
+                ],
+            )?;
+        }
+        let exe = std::env::current_exe()?;
+        let backend = NsProcess::spawn(
+            &backend_ns,
+            &exe.display().to_string(),
+            &[
+                "backend",
+                "--listen",
+                "203.0.113.2:8080",
+                "--id",
+                id,
+                "--max-connections",
+                "30000",
+            ],
+            work.join("backend.log"),
+        )?;
+        std::thread::sleep(Duration::from_millis(300));
+        Ok(Self {
+            _backend: backend,
+            topology,
+        })
+    }
+
+    pub(crate) fn client(&self) -> String {
+        self.topology.topology.client()
+    }
+
+    pub(crate) fn proxy(&self) -> String {
+        self.topology.topology.proxy()
+    }
+}
+
 pub fn run(args: &Args) -> Result<()> {
     sluice_testbed::require_root().context("compare runs servers in network namespaces")?;
     let started = Instant::now();
-    std::fs::create_dir_all(&args.out)?;
-    let out = std::fs::canonicalize(&args.out)?;
+    let Dirs { out, certs, work } = Dirs::make(&args.out)?;
     let sluice_bin = std::fs::canonicalize(&args.sluice)
         .with_context(|| format!("sluice binary {}", args.sluice.display()))?;
-    let certs = out.join("certs");
-    let work = out.join("run");
-    std::fs::create_dir_all(&work)?;
-    crate::backend::certs::run(&crate::backend::certs::Args {
-        dir: certs.clone(),
-        names: vec!["a.test".into()],
-    })?;
     let (matrix, seconds) = runs(args);
     let versions = versions(&sluice_bin);
     eprintln!(
@@ -527,51 +691,12 @@ pub fn run(args: &Args) -> Result<()> {
         matrix.len(),
         out.display()
     );
-
-    // Field order = drop order: the backend stops before the namespaces go.
-    struct Bed {
-        _backend: NsProcess,
-        _topology: TopologyGuard,
-    }
-    let topology = TopologyGuard::up(&args.prefix)?;
-    let (client, proxy, backend_ns) = (
-        topology.topology.client(),
-        topology.topology.proxy(),
-        topology.topology.backend(),
-    );
-    // Ephemeral ports: tens of thousands of connections per run from one client address.
-    for ns in [&client, &proxy] {
-        sluice_testbed::in_ns(
-            ns,
-            "sysctl",
-            &[
-                "-q",
-                "-w",
-                "net.ipv4.ip_local_port_range=10000 65000",
-                "net.ipv4.tcp_tw_reuse=1",
-            ],
-        )?;
-    }
-    let exe = std::env::current_exe()?;
-    let backend = NsProcess::spawn(
-        &backend_ns,
-        &exe.display().to_string(),
-        &[
-            "backend",
-            "--listen",
-            "203.0.113.2:8080",
-            "--id",
-            "compare",
-            "--max-connections",
-            "30000",
-        ],
-        work.join("backend.log"),
-    )?;
-    let bed = Bed {
-        _backend: backend,
-        _topology: topology,
+    let bed = Bed::up(&args.prefix, "compare", &work)?;
+    let (client, proxy) = (bed.client(), bed.proxy());
+    let tuning = Tuning {
+        busy_poll_us: args.busy_poll_us,
+        pin_workers: args.pin_workers,
     };
-    std::thread::sleep(Duration::from_millis(300));
 
     let mut outcomes = Vec::new();
     let mut configs = serde_json::Map::new();
@@ -580,7 +705,8 @@ pub fn run(args: &Args) -> Result<()> {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir)?;
         eprintln!("compare: {}", target.label());
-        let server = match Server::start(target, &sluice_bin, &dir, &certs, &proxy, &client, args) {
+        let server = match Server::start(target, &sluice_bin, &dir, &certs, &proxy, &client, tuning)
+        {
             Ok(s) => s,
             Err(e) => {
                 let msg = format!("{e:#}");
@@ -609,7 +735,8 @@ pub fn run(args: &Args) -> Result<()> {
                     m.report.handshakes_resumed(),
                     m.server_full,
                     m.server_resumed,
-                    if m.agrees() { "" } else { "  MISMATCH" }
+                    m.failure()
+                        .map_or(String::new(), |f| format!("  FAILED: {f}"))
                 ),
                 Err(e) => eprintln!("  {:<22} failed: {e}", run.name),
             }
@@ -653,7 +780,11 @@ pub fn run(args: &Args) -> Result<()> {
     let results: Vec<Value> = outcomes
         .iter()
         .map(|o| {
-            let mut v = json!({ "target": o.target.label(), "run": o.run.name });
+            let failure = outcome_failure(&o.result);
+            let mut v = json!({
+                "target": o.target.label(), "run": o.run.name,
+                "failed": failure.is_some(), "failure": failure,
+            });
             match &o.result {
                 Ok(m) => {
                     v["load"] = m.report.to_json();
@@ -670,7 +801,12 @@ pub fn run(args: &Args) -> Result<()> {
             v
         })
         .collect();
+    let failed_runs = outcomes
+        .iter()
+        .filter(|o| outcome_failure(&o.result).is_some())
+        .count();
     let doc = json!({
+        "failed_runs": failed_runs,
         "quick": args.quick, "seconds_per_run": seconds, "concurrency": args.concurrency, "threads": args.threads,
         "versions": versions, "server_configs": configs, "plots": plots, "table_markdown": table,
         "machine": { "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0) },
@@ -680,6 +816,12 @@ pub fn run(args: &Args) -> Result<()> {
     std::fs::write(&json_path, serde_json::to_string_pretty(&doc)?)?;
     println!("results: {} and {}", json_path.display(), plots.join(", "));
     println!("compare took {:.0} s", started.elapsed().as_secs_f64());
+    if failed_runs > 0 {
+        bail!(
+            "{failed_runs} of {} runs FAILED (see the check column)",
+            outcomes.len()
+        );
+    }
     Ok(())
 }
 
@@ -740,7 +882,7 @@ fn table(outcomes: &[Outcome], matrix: &[Run]) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "| run | target | handshakes/s (keep-alive: requests/s) | x nginx | p50 ms | p99 ms | p99.9 ms | x nginx (p99) | CPU µs/conn (machine) | x nginx | server CPU µs/conn (keep-alive: /request) | server full/resumed | check |"
+        "| run | target | handshakes/s (keep-alive: requests/s) | x nginx | p50 ms | p99 ms | p99.9 ms | x nginx (p99) | machine CPU µs/conn (keep-alive: /request) | x nginx | server CPU µs/conn (keep-alive: /request) | server full/resumed | check |"
     );
     let _ = writeln!(
         s,
@@ -757,10 +899,10 @@ fn table(outcomes: &[Outcome], matrix: &[Run]) -> String {
                 Err(e) => {
                     let _ = writeln!(
                         s,
-                        "| {} | {} | error: {} | | | | | | | | | | |",
+                        "| {} | {} | error: {} | | | | | | | | | | FAILED: error |",
                         run.name,
                         o.target.label(),
-                        e.replace('|', "/")
+                        e.replace('|', "/").replace('\n', " ")
                     );
                     continue;
                 }
@@ -769,17 +911,11 @@ fn table(outcomes: &[Outcome], matrix: &[Run]) -> String {
                 b.filter(|b| *b > 0.0)
                     .map_or("".to_owned(), |b| format!("{:.2}", a / b))
             };
-            let fixed = run.rate.is_some();
-            let cpu = m.cpu_us_per_conn().filter(|_| fixed);
-            let mut check = if m.agrees() {
-                "ok".to_owned()
-            } else {
-                "MISMATCH".to_owned()
+            let cpu = m.cpu_us_per_conn();
+            let mut check = match m.failure() {
+                Some(why) => format!("FAILED: {why}"),
+                None => "ok".to_owned(),
             };
-            let failed = m.report.measured.failed_total();
-            if failed > 0 {
-                check += &format!(", {failed} failed");
-            }
             for f in &m.report.flagged {
                 check += &format!(", {f}");
             }
@@ -808,4 +944,121 @@ fn table(outcomes: &[Outcome], matrix: &[Run]) -> String {
         }
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sluice_bench::load::Tally;
+
+    /// A measured full-handshake run: `full` handshakes the client saw, `failed` failed
+    /// connections, and the server's count of full handshakes.
+    fn measured(full: u64, failed: u64, server_full: u64) -> Measured {
+        let measured = Tally {
+            started: full + failed,
+            completed: full,
+            failed: [0, 0, 0, 0, 0, failed],
+            handshakes_full: full,
+            elapsed: Duration::from_secs(1),
+            ..Tally::default()
+        };
+        Measured {
+            report: LoadReport {
+                args: LoadArgs::new(LISTEN.parse().expect("static"), PathBuf::new()),
+                priming: Tally::default(),
+                measured,
+                machine_cpu_s: 0.5,
+                generator_cpu_s: 0.1,
+                no_ticket_offered: 0,
+                flagged: Vec::new(),
+            },
+            server_full,
+            server_resumed: 0,
+            server_cpu_s: 0.2,
+            server_stats: None,
+        }
+    }
+
+    fn outcome(result: Result<Measured, String>) -> (Outcome, Run) {
+        let run = Run {
+            name: "full 1.3 @ max".into(),
+            mode: Mode::Full,
+            tls: TlsVersion::Tls13,
+            rate: None,
+        };
+        let o = Outcome {
+            target: Target::SluiceXdp,
+            run: run.clone(),
+            result,
+        };
+        (o, run)
+    }
+
+    /// The check column of the table's only row.
+    fn check_column(result: Result<Measured, String>) -> String {
+        let (o, run) = outcome(result);
+        let t = table(&[o], &[run]);
+        let row = t.lines().nth(2).expect("one row");
+        row.trim_end_matches(" |")
+            .rsplit(" | ")
+            .next()
+            .expect("columns")
+            .to_owned()
+    }
+
+    #[test]
+    fn a_clean_run_is_ok() {
+        assert_eq!(run_failure(0, 0, (100, 7), (100, 7)), None);
+        assert_eq!(measured(100, 0, 100).failure(), None);
+        assert_eq!(check_column(Ok(measured(100, 0, 100))), "ok");
+    }
+
+    #[test]
+    fn failed_handshakes_fail_the_run() {
+        assert_eq!(
+            run_failure(13_833, 0, (100, 0), (100, 0)).as_deref(),
+            Some("13833 failed handshakes")
+        );
+        assert_eq!(
+            run_failure(2, 1, (5, 0), (5, 0)).as_deref(),
+            Some("3 failed handshakes (1 while priming)")
+        );
+        assert_eq!(
+            check_column(Ok(measured(100, 13_833, 100))),
+            "FAILED: 13833 failed handshakes"
+        );
+    }
+
+    #[test]
+    fn disagreeing_counts_fail_the_run() {
+        assert_eq!(
+            run_failure(0, 0, (100, 0), (99, 0)).as_deref(),
+            Some("server counts 100/0 vs client 99/0")
+        );
+        assert_eq!(
+            check_column(Ok(measured(99, 1, 100))),
+            "FAILED: 1 failed handshake; server counts 100/0 vs client 99/0"
+        );
+    }
+
+    #[test]
+    fn an_error_fails_the_run_and_is_never_ok() {
+        let e = Err("priming: no connection completed\nmore".to_owned());
+        assert_eq!(
+            outcome_failure(&e).as_deref(),
+            Some("error: priming: no connection completed")
+        );
+        let col = check_column(e);
+        assert!(col.starts_with("FAILED"), "{col}");
+    }
+
+    #[test]
+    fn machine_cpu_is_shown_for_closed_loop_runs() {
+        // 0.5 s of machine CPU over 100 connections: 5000 µs each, in a max-rate row.
+        let (o, run) = outcome(Ok(measured(100, 0, 100)));
+        let t = table(&[o], &[run]);
+        let row: Vec<&str> = t.lines().nth(2).expect("one row").split(" | ").collect();
+        assert_eq!(row[8], "5000");
+        assert_eq!(row[10], "2000");
+    }
 }

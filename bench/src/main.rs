@@ -12,7 +12,11 @@
 //! - `load`: a TLS load generator (open or closed loop; full, resumed, keep-alive) with
 //!   client-side HdrHistograms, JSON and an SVG percentile plot (issue 5).
 //! - `compare`: the same loads against sluice (AF_XDP and kernel sockets), nginx and HAProxy in
-//!   the test topology; one table, JSON and a plot (issue 5). Needs root.
+//!   the test topology; one table, JSON and a plot (issue 5). A run with failures is FAILED and
+//!   the command exits non-zero. Needs root.
+//! - `soak`: sluice on AF_XDP under a mixed TLS load at 70 % of its measured maximum for minutes,
+//!   sampled every second (RSS, connections, UMEM frames, failures), drained, and a PASS/FAIL
+//!   verdict; JSON and a plot. Needs root.
 
 use std::process::ExitCode;
 
@@ -22,6 +26,7 @@ mod backend;
 mod ceiling;
 mod compare;
 mod rst_rate;
+mod soak;
 
 use sluice_bench::load;
 
@@ -49,6 +54,8 @@ enum Command {
     Load(load::LoadArgs),
     /// sluice (AF_XDP, kernel sockets) vs nginx vs HAProxy under the same loads; one table.
     Compare(compare::Args),
+    /// sluice under a steady mixed TLS load for minutes: RSS, connections, UMEM, failures; a verdict.
+    Soak(soak::Args),
 }
 
 fn main() -> ExitCode {
@@ -60,6 +67,7 @@ fn main() -> ExitCode {
         Command::Ceiling(args) => ceiling::run(&args),
         Command::Load(args) => load::main(&args),
         Command::Compare(args) => compare::run(&args),
+        Command::Soak(args) => soak::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

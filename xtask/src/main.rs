@@ -9,6 +9,10 @@
 //!   figures and ratios against a baseline measured in the same run.
 //! - `cargo xtask bench compare [--quick]`: TLS loads against sluice (AF_XDP, kernel sockets),
 //!   nginx and HAProxy in the test topology; one table, JSON and plots in target/bench-compare.
+//!   Exits non-zero if any run FAILED (failed handshakes, counts that disagree, an error).
+//! - `cargo xtask bench soak [-- --duration S ...]`: sluice on AF_XDP under a mixed TLS load at
+//!   70 % of its measured maximum, sampled every second, drained, judged PASS or FAIL (non-zero
+//!   exit); JSON and a plot in target/bench-soak.
 
 use std::process::Command;
 
@@ -41,6 +45,7 @@ enum Task {
     /// `tcp` (sluice's TCP vs smoltcp in memory, simulator throughput), `wire` (parse/emit),
     /// `ceiling` (handshakes/s in memory: rustls alone vs through sluice's TCP).
     /// `compare` (TLS load: sluice on AF_XDP and on kernel sockets vs nginx vs HAProxy).
+    /// `soak` (sluice under a mixed TLS load for minutes: RSS, connections, UMEM, failures).
     Bench {
         #[arg(value_enum)]
         which: Bench,
@@ -66,6 +71,7 @@ enum Bench {
     Wire,
     Ceiling,
     Compare,
+    Soak,
 }
 
 #[derive(Subcommand)]
@@ -232,12 +238,28 @@ fn bench(which: Bench, quick: bool, extra: &[String]) -> Result<()> {
             let status = Command::new(format!("{target}/release/sluice-bench"))
                 .args(["compare", "--sluice", &format!("{target}/release/sluice")])
                 .args(default_out.into_iter().flatten())
-                .args(quick.then_some("--quick"))
+                .args((quick && !extra.iter().any(|a| a == "--quick")).then_some("--quick"))
                 .args(extra)
                 .status()
                 .context("running sluice-bench compare")?;
             if !status.success() {
                 bail!("sluice-bench compare failed: {status}");
+            }
+        }
+        Bench::Soak => {
+            sluice_testbed::require_root().context("the soak runs sluice in network namespaces")?;
+            cargo(&["build", "--release", "-p", "sluice", "-p", "sluice-bench"], &[])?;
+            let target = target_dir();
+            let out = format!("{target}/bench-soak/soak.json");
+            let default_out = (!extra.iter().any(|a| a.starts_with("--out"))).then_some(["--out", out.as_str()]);
+            let status = Command::new(format!("{target}/release/sluice-bench"))
+                .args(["soak", "--sluice", &format!("{target}/release/sluice")])
+                .args(default_out.into_iter().flatten())
+                .args(extra)
+                .status()
+                .context("running sluice-bench soak")?;
+            if !status.success() {
+                bail!("sluice-bench soak failed: {status}");
             }
         }
         Bench::Tcp => cargo(&["bench", "-p", "sluice-bench", "--bench", "tcp_endpoints"], extra)?,
