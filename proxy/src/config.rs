@@ -98,7 +98,7 @@ pub struct Limits {
 #[serde(deny_unknown_fields, default)]
 pub struct Log {
     /// A `tracing` filter: `error`, `warn`, `info`, `debug`, `trace`, or per module
-    /// (`info,sluice::worker=debug`). The environment variable `SLUICE_LOG` overrides it.
+    /// (`info,sluice::datapath::xdp::worker=debug`). The environment variable `SLUICE_LOG` overrides it.
     pub level: String,
     /// One line per connection when it ends (target `sluice::access`): client, listener, SNI,
     /// TLS version, resumed, handshake time, bytes each way, duration, how it ended.
@@ -307,8 +307,8 @@ impl Default for Stats {
 
 impl Stats {
     /// The stats thread's interval log settings, if a log is configured.
-    pub fn interval_log(&self) -> Option<crate::stats::IntervalLogSettings> {
-        self.interval_log.as_ref().map(|path| crate::stats::IntervalLogSettings {
+    pub fn interval_log(&self) -> Option<crate::observe::stats::IntervalLogSettings> {
+        self.interval_log.as_ref().map(|path| crate::observe::stats::IntervalLogSettings {
             path: path.clone(),
             every: std::time::Duration::from_secs(self.interval_log_secs),
         })
@@ -346,7 +346,7 @@ pub struct Listener {
     pub backends: Vec<String>,
     /// `round-robin` (default) or `least-connections`.
     #[serde(default)]
-    pub balance: crate::backend::Balance,
+    pub balance: crate::session::backend::Balance,
     /// After a failed connect, skip that backend for this long (milliseconds).
     #[serde(default = "defaults::cooldown_ms")]
     pub cooldown_ms: u64,
@@ -395,8 +395,8 @@ fn addrs(list: &[String]) -> Vec<SocketAddrV4> {
 
 /// Checks a backend list: IPv4 `ip:port` each, concrete, no duplicates, 1 to 64 entries.
 fn check_backends(field: &str, list: &[String]) -> Result<(), (String, String)> {
-    if list.is_empty() || list.len() > crate::backend::MAX_BACKENDS {
-        return Err((field.into(), format!("needs 1 to {} backends, not {}", crate::backend::MAX_BACKENDS, list.len())));
+    if list.is_empty() || list.len() > crate::session::backend::MAX_BACKENDS {
+        return Err((field.into(), format!("needs 1 to {} backends, not {}", crate::session::backend::MAX_BACKENDS, list.len())));
     }
     let mut seen = HashSet::new();
     for (j, b) in list.iter().enumerate() {
@@ -847,7 +847,7 @@ echo = true
         let l = &c.listeners[0];
         assert_eq!(l.backend_addrs(), ["203.0.113.2:8080".parse().unwrap(), "203.0.113.2:8081".parse().unwrap()]);
         assert_eq!(l.mode(), ListenerMode::Relay("203.0.113.2:8080".parse().unwrap()));
-        assert_eq!(l.balance, crate::backend::Balance::LeastConnections);
+        assert_eq!(l.balance, crate::session::backend::Balance::LeastConnections);
         assert_eq!(l.cooldown_ms, 5_000, "default");
         assert!(l.proxy_protocol);
         assert_eq!(l.health_check, Some(HealthCheck { interval_ms: 500, timeout_ms: 1_000 }));
@@ -858,7 +858,7 @@ echo = true
         let c = parse(&GOOD.replace("refuse = true", "backend = \"203.0.113.2:8080\"")).unwrap();
         let l = &c.listeners[0];
         assert!(!l.proxy_protocol && l.health_check.is_none() && l.routes.is_empty());
-        assert_eq!(l.balance, crate::backend::Balance::RoundRobin);
+        assert_eq!(l.balance, crate::session::backend::Balance::RoundRobin);
     }
 
     #[test]

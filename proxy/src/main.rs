@@ -34,7 +34,7 @@ enum Command {
         #[arg(long, short)]
         watch: bool,
         /// Refresh interval with --watch (e.g. 1s, 500ms).
-        #[arg(long, default_value = "1s", value_parser = sluice::stats_cli::parse_interval)]
+        #[arg(long, default_value = "1s", value_parser = sluice::observe::stats_cli::parse_interval)]
         interval: std::time::Duration,
     },
 }
@@ -59,7 +59,7 @@ fn main() -> ExitCode {
             }
             Err(e) => Err(e.into()),
         },
-        (Some(Command::Stats { admin, watch, interval }), _) => sluice::stats_cli::run(admin, watch, interval),
+        (Some(Command::Stats { admin, watch, interval }), _) => sluice::observe::stats_cli::run(admin, watch, interval),
         (None, None) => Err(anyhow::anyhow!("nothing to do: give --config FILE or a subcommand (see --help)")),
     };
     match result {
@@ -76,7 +76,7 @@ fn main() -> ExitCode {
 fn check(file: &std::path::Path) -> anyhow::Result<()> {
     let config = Config::load(file)?;
     if let Some(user) = &config.process.user {
-        sluice::privileges::check(user, config.process.group.as_deref())?;
+        sluice::run::privileges::check(user, config.process.group.as_deref())?;
     }
     Ok(())
 }

@@ -1,4 +1,4 @@
-//! Integration tests of `sluice::loader` and the XDP program, on a veth pair between two network
+//! Integration tests of `sluice::datapath::xdp::loader` and the XDP program, on a veth pair between two network
 //! namespaces made here: `sluice-hl-a` (hla0, 198.51.100.201/24, where the program is attached)
 //! and `sluice-hl-b` (hlb0, 198.51.100.202/24, the peer that sends traffic). Two queues per end,
 //! MTU 1500. The namespaces are removed when a test ends, also on panic.
@@ -18,7 +18,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use sluice::loader::{Attached, LoadError, Loader, XDP_OBJECT, XdpCounters, XdpMode, queue_count};
+use sluice::datapath::xdp::loader::{Attached, LoadError, Loader, XDP_OBJECT, XdpCounters, XdpMode, queue_count};
 use sluice_testbed::{in_netns, in_ns, ip, require_root, run};
 
 const NS_A: &str = "sluice-hl-a";

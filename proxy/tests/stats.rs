@@ -33,7 +33,7 @@ fn stats_config(dir: &Path, log: &Path) -> String {
 /// `GET path` from the admin endpoint, from inside the proxy namespace.
 fn admin_get(sluice: &Sluice, path: &str) -> Result<Vec<u8>> {
     let path = path.to_owned();
-    in_netns(&sluice.proxy(), move || sluice::stats_cli::fetch(ADMIN.parse().expect("address"), &path))?
+    in_netns(&sluice.proxy(), move || sluice::observe::stats_cli::fetch(ADMIN.parse().expect("address"), &path))?
 }
 
 /// Histogram name -> how many handshakes of that kind the clients made.

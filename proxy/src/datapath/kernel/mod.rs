@@ -32,7 +32,7 @@ use std::collections::HashMap;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddrV4, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -41,8 +41,10 @@ use sluice_tcp::{Instant, StreamError};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
 use crate::config::{Config, ListenerMode};
-use crate::relay::{ByteQueue, Client, Relay};
-use crate::worker::{Control, QueueCounters, Services, SharedCounters};
+use crate::session::relay::{ByteQueue, Client, Relay};
+use crate::datapath::{Control, Services, Transport};
+use crate::observe::counters::QueueCounters;
+use crate::observe::stats::SharedCounters;
 use crossbeam_channel::Receiver;
 
 /// Listen backlog of every listening socket (the kernel caps it at `net.core.somaxconn`).
@@ -275,7 +277,7 @@ pub struct Worker {
     /// Most connections open at once: this worker's share of the descriptors (two each).
     pub max_conns: usize,
     pub counters: QueueCounters,
-    pub latencies: crate::latency::Latencies,
+    pub latencies: crate::observe::latency::Latencies,
 }
 
 impl Worker {
@@ -329,7 +331,7 @@ impl Worker {
         Ok(())
     }
 
-    /// An order from the main thread (see [`crate::worker::Control`]). There are no flows to
+    /// An order from the main thread (see [`crate::datapath::xdp::worker::Control`]). There are no flows to
     /// name: the kernel owns them.
     fn control(&mut self, c: Control, now: Instant) {
         match c {
@@ -396,7 +398,7 @@ impl Worker {
     /// Returns how many events and deadlines there were.
     pub fn poll(&mut self, timeout: Duration, now: impl Fn() -> Instant) -> usize {
         let mut events = [EpollEvent::empty(); 128];
-        let n = self.epoll.wait(&mut events, crate::worker::epoll_timeout(timeout)).unwrap_or(0);
+        let n = self.epoll.wait(&mut events, crate::datapath::xdp::worker::epoll_timeout(timeout)).unwrap_or(0);
         let t = now();
         for e in &events[..n] {
             let token = e.data();
@@ -690,26 +692,24 @@ pub fn probe_listeners(config: &Config, mine: &[SocketAddrV4]) -> Result<()> {
     Ok(())
 }
 
-/// The kernel transport's `run`: builds the services (certificates first), opens every
-/// worker's listening sockets, spawns the workers pinned to cores, serves the admin endpoint,
-/// and stops them when `stop` is set.
-pub fn run(config: &Config, config_path: &std::path::Path, stop: Arc<AtomicBool>) -> Result<()> {
-    let config_dir = config_path.parent().unwrap_or(std::path::Path::new(""));
+/// The kernel transport: checks that it can serve `config`, opens every worker's listening
+/// sockets (so a port taken elsewhere fails the start) and prepares a worker per CPU (or
+/// `datapath.workers`) serving `services`.
+pub fn prepare(config: &Config, services: &Services) -> Result<Transport> {
     check(config)?;
-    let caches: Arc<Mutex<HashMap<SocketAddrV4, Arc<sluice_tls::SessionCache>>>> = Default::default();
-    let services = crate::run::services(config, config_dir, &caches)?;
     let n = config
         .datapath
         .workers
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, std::num::NonZero::get));
     probe_listeners(config, &[])?;
     // Each connection holds two descriptors: the client's socket and the backend's.
-    let max_conns = crate::run::descriptor_budget(n, 2);
-    let mut workers = Vec::new();
-    for i in 0..n {
+    let max_conns = crate::session::limits::descriptor_budget(n, 2);
+    let (orders, controls) = crate::datapath::control_channels(n)?;
+    let mut workers: Vec<Box<dyn FnOnce(crate::datapath::Worker) + Send>> = Vec::new();
+    for (i, (control, _wake)) in orders.into_iter().enumerate() {
         let mut w = Worker::new(i, services.clone(), LISTEN_BACKLOG).with_context(|| format!("kernel worker {i}"))?;
         w.max_conns = max_conns;
-        workers.push(w);
+        workers.push(Box::new(move |ctx: crate::datapath::Worker| w.run(ctx.shared, control, ctx.clock, ctx.stop)));
     }
     for l in &config.listeners {
         match l.mode() {
@@ -719,82 +719,13 @@ pub fn run(config: &Config, config_path: &std::path::Path, stop: Arc<AtomicBool>
     }
     // Listeners bound, keys read: the rest needs only CAP_NET_BIND_SERVICE (kept for a listener
     // below 1024 that a future reload adds).
-    if let Some(user) = &config.process.user {
-        let keep = [caps::Capability::CAP_NET_BIND_SERVICE];
-        let dropped = crate::privileges::drop_to(user, config.process.group.as_deref(), &keep)?;
-        tracing::info!(user = %dropped.user, uid = dropped.uid, kept = ?dropped.kept, "privileges dropped");
-    }
-    let clock = std::time::Instant::now();
-    let cores = if config.datapath.pin_workers { core_affinity::get_core_ids().unwrap_or_default() } else { Vec::new() };
-    let mut shared_counters: Vec<SharedCounters> = Vec::new();
-    let mut threads = Vec::new();
-    let (inboxes, _, controls) = crate::worker::inboxes(n, 1)?;
-    for (i, (worker, inbox)) in workers.into_iter().zip(inboxes).enumerate() {
-        let shared = SharedCounters::default();
-        shared_counters.push(Arc::clone(&shared));
-        let stop = Arc::clone(&stop);
-        let core = (!cores.is_empty()).then(|| cores[i % cores.len()]);
-        threads.push(std::thread::Builder::new().name(format!("sluice-k{i}")).spawn(move || {
-            if let Some(core) = core {
-                core_affinity::set_for_current(core);
-            }
-            worker.run(shared, inbox.control, clock, stop)
-        })?);
-    }
-    let stats_thread = crate::stats::StatsThread::spawn(
-        shared_counters.clone(),
-        config.stats.interval_log().map(|l| crate::stats::IntervalLogSettings { path: config_dir.join(&l.path), ..l }),
-    )?;
-    let reloads: Arc<Mutex<crate::run::ReloadStats>> = Default::default();
-    let stats = {
-        let (caches, reloads) = (Arc::clone(&caches), Arc::clone(&reloads));
-        crate::stats::admin_source(&stats_thread, shared_counters.clone(), move |s| {
-            s.transport = "kernel";
-            let caches = caches.lock().unwrap_or_else(|e| e.into_inner());
-            s.session_caches = caches.iter().map(|(addr, c)| (addr.to_string(), c.stats())).collect();
-            let reloads = serde_json::to_value(&*reloads.lock().unwrap_or_else(|e| e.into_inner()));
-            s.extra.push(("reloads", reloads.unwrap_or_default()));
-        })
-    };
-    let admin = crate::admin::AdminServer::spawn(config.admin.address, stats, Arc::clone(&stop));
-    let admin = match admin {
-        Ok(a) => a,
-        Err(e) => {
-            stop.store(true, Ordering::Relaxed);
-            return Err(e);
-        }
-    };
-    tracing::info!(address = %admin.local_addr, "admin endpoint serving /metrics, /stats.json, /histograms/");
-    let backend_view = Arc::new(Mutex::new(services.backends.clone()));
-    let mut supervisor = crate::run::Supervisor {
-        config: config.clone(),
-        config_path: config_path.to_path_buf(),
-        session_caches: caches,
-        attached: None,
-        controls,
-        shared_counters,
-        reloads,
-        backend_view,
-        retiring: Vec::new(),
-    };
-    let served = supervisor.serve(&stop);
-    stop.store(true, Ordering::Relaxed);
-    tracing::info!("stopping");
-    for t in threads {
-        if t.join().is_err() {
-            tracing::error!("a worker panicked");
-        }
-    }
-    drop(stats_thread); // the workers' last intervals, the last interval log entry
-    drop(admin);
-    tracing::info!("bye");
-    served
+    Ok(Transport { name: "k", workers, controls, attached: None, keep: &[caps::Capability::CAP_NET_BIND_SERVICE] })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::worker::Published;
+    use crate::observe::counters::Published;
     use sha2::{Digest, Sha256};
     use std::path::{Path, PathBuf};
     use std::thread::JoinHandle;
@@ -873,12 +804,12 @@ mod tests {
 
         /// Stops the workers (each publishes once more) and returns what they published and
         /// every latency they handed over.
-        fn stop(self) -> (Vec<Published>, crate::latency::Latencies) {
+        fn stop(self) -> (Vec<Published>, crate::observe::latency::Latencies) {
             self.stop.store(true, Ordering::Relaxed);
             for t in self.threads {
                 t.join().unwrap();
             }
-            let mut l = crate::latency::Latencies::default();
+            let mut l = crate::observe::latency::Latencies::default();
             for s in &self.shared {
                 while let Some(i) = s.take_interval() {
                     l.merge(&i);

@@ -23,7 +23,7 @@ use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::{Registry, Unit};
 
-use crate::stats::Snapshot;
+use crate::observe::stats::Snapshot;
 
 /// The Content-Type of `/metrics`.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -263,7 +263,7 @@ fn session_caches(s: &Snapshot, enc: &mut DescriptorEncoder) -> fmt::Result {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::worker::{Published, QueueCounters};
+    use crate::observe::counters::{Published, QueueCounters};
     use std::time::Duration;
 
     fn snapshot() -> Snapshot {
@@ -279,9 +279,9 @@ mod tests {
             s.queues.push(p);
         }
         for us in [40, 60, 150, 999, 1000, 20_000, 70_000_000] {
-            crate::latency::record(&mut s.latencies.tls13_full, Duration::from_micros(us));
+            crate::observe::latency::record(&mut s.latencies.tls13_full, Duration::from_micros(us));
         }
-        crate::latency::record(&mut s.latencies.tls13_resumed, Duration::from_micros(300));
+        crate::observe::latency::record(&mut s.latencies.tls13_resumed, Duration::from_micros(300));
         s.xdp = vec![("redirected", 5), ("pass_arp", 1)];
         s.session_caches = vec![("198.51.100.2:443".into(), sluice_tls::CacheStats { hits: 3, evicted_bytes: 1, ..Default::default() })];
         s.started = Some(std::time::SystemTime::now());

@@ -2,7 +2,7 @@
 //! 1 µs to 60 s), and their merge across workers for the admin endpoint.
 //!
 //! Each worker records into its own interval histograms (no sharing on the fast path) and hands
-//! them off to the stats thread now and then ([`crate::stats::WorkerStats::send_interval`]),
+//! them off to the stats thread now and then ([`crate::observe::stats::WorkerStats::send_interval`]),
 //! which adds them to the cumulative set the admin endpoint exports. Values past 60 s are
 //! clamped to 60 s and counted as such.
 

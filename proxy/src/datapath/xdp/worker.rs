@@ -1,7 +1,7 @@
 //! The per-queue worker: one thread per NIC queue, owning that queue's AF_XDP socket and one
 //! `sluice_tcp::Endpoint`.
 //!
-//! Flow ownership: the worker whose queue received a flow's SYN owns it ([`crate::flows`]). The
+//! Flow ownership: the worker whose queue received a flow's SYN owns it ([`crate::datapath::xdp::flows`]). The
 //! NIC (on veth: the sender's transmit queue) delivers a flow's frames on one queue, so they are
 //! almost always handled where they arrive. When the sender changes queue (Linux re-hashes after
 //! an RTO), the worker that got the frame finds the owner in the shared flow index and hands the
@@ -20,175 +20,25 @@
 use std::collections::{HashMap, HashSet};
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::os::fd::AsFd;
-use std::sync::atomic::{AtomicBool, Ordering, fence};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
-use nix::sys::eventfd::{EfdFlags, EventFd};
-use serde::Serialize;
 use sluice_tcp::{ConnectionHandle, Endpoint, Event, FourTuple, Instant, State as TcpState, StreamError};
 use sluice_wire::ethernet::{self, Address as MacAddress, EtherType};
 use sluice_wire::{Checksum, Error as WireError, ParsedSegment, emit_frame, parse_frame, rst_reply};
 use sluice_xsk::{RxVerdict, Socket};
 
-use crate::backend::{Lease, ListenerBackends, Pool};
+use crate::session::backend::{Lease, ListenerBackends, Pool};
 use crate::config::ListenerMode;
-use crate::flows::{ClaimError, FlowIndex};
-use crate::limits::{ConnCounts, Refusal, Slot};
-use crate::relay::{OnStack, Relay, RelayEnd};
-
-/// Counters of one queue. Written by its worker only; published to [`SharedCounters`].
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-pub struct QueueCounters {
-    pub queue: u32,
-    /// Frames received from the RX ring.
-    pub rx_frames: u64,
-    /// Frames put on the TX ring.
-    pub tx_frames: u64,
-    /// RSTs sent by a refusing listener.
-    pub rst_sent: u64,
-    /// Frames handed to the worker that owns their flow, in all and by reason: the flow's
-    /// frames moved to this queue (the sender changed queue: RTO, RSS change), or a SYN found
-    /// its flow claimed by another worker a moment earlier (a retransmitted SYN on two queues).
-    pub handoff_out: u64,
-    pub handoff_moved: u64,
-    pub handoff_syn_race: u64,
-    /// Frames received from other workers' hand-offs.
-    pub handoff_in: u64,
-    /// Hand-offs dropped because the owner's inbox was full.
-    pub dropped_handoff_full: u64,
-    /// Handed-over frames whose flow changed owner meanwhile (never handed on twice).
-    pub dropped_handoff_stale: u64,
-    /// SYNs dropped because the flow index was full.
-    pub dropped_flow_index_full: u64,
-    /// A connection rebuilt from a SYN cookie whose flow another worker opened at the same
-    /// moment (a duplicated ACK on two queues): reset, never owned twice.
-    pub flow_claim_conflicts: u64,
-    /// Frames whose headers did not parse (truncated, bad lengths, options past the header).
-    pub dropped_malformed: u64,
-    /// Frames with a wrong IPv4 or TCP checksum.
-    pub dropped_checksum: u64,
-    /// IPv4 fragments, non-IPv4 or non-TCP frames (the XDP program passes those to the kernel).
-    pub dropped_unsupported: u64,
-    /// TCP segments for an address that is not a listener here.
-    pub dropped_no_listener: u64,
-    /// Incoming RSTs to a refusing listener (nothing to answer).
-    pub dropped_rst: u64,
-    /// Outgoing frames that found no free frame or no room on the TX ring.
-    pub dropped_tx_full: u64,
-    /// Outgoing segments to an address whose MAC was never seen.
-    pub dropped_no_neighbor: u64,
-    /// Connections established / closed (TCB freed) on this worker.
-    pub connections_established: u64,
-    pub connections_closed: u64,
-    /// Connections open now (all states).
-    pub connections_open: u64,
-    /// Connections open now, TIME-WAIT not counted (what a drain waits for), and whether the
-    /// worker took the drain order (1) or not (0).
-    pub connections_active: u64,
-    pub draining: u64,
-    /// Connections refused with a RST because a `[limits]` limit was reached: over all
-    /// workers, on this worker, from one client address.
-    pub refused_limit_total: u64,
-    pub refused_limit_worker: u64,
-    pub refused_limit_client: u64,
-    /// Connections refused because the worker holds as many relays (each a backend socket) as
-    /// its share of the process's descriptors allows (`RLIMIT_NOFILE`).
-    pub refused_descriptors: u64,
-    /// Kernel transport: times `accept` failed (EMFILE, ENFILE, ENOBUFS) and the worker stopped
-    /// accepting for a moment instead of spinning.
-    pub accept_backoffs: u64,
-    /// Bytes echoed by echo listeners.
-    pub echo_bytes: u64,
-    /// Relays to backends: opened, open now, and how they ended.
-    pub relays_opened: u64,
-    pub relays_open: u64,
-    pub relays_clean: u64,
-    pub relays_backend_failed: u64,
-    pub relays_backend_timeout: u64,
-    pub relays_client_gone: u64,
-    /// Backend connects that failed before any byte went through and were retried elsewhere.
-    pub backend_retries: u64,
-    /// Relayed bytes (plaintext, with TLS).
-    pub relay_bytes_to_backend: u64,
-    pub relay_bytes_to_client: u64,
-    /// TLS handshakes completed, full and resumed; connections ended by a TLS error (alert sent).
-    pub tls_handshakes_full: u64,
-    pub tls_handshakes_resumed: u64,
-    pub tls_failed: u64,
-    /// Clients closed for not completing the TLS handshake within `relay.tls_handshake_timeout_ms`.
-    pub tls_handshake_timeouts: u64,
-    /// Loop iterations that slept in poll.
-    pub idle_sleeps: u64,
-    /// UMEM frames on the free list and in total.
-    pub umem_frames_free: u64,
-    pub umem_frames_total: u64,
-    /// The AF_XDP socket's own counters: replies refused for a full TX ring or no free frame,
-    /// fill-ring refills short of frames, descriptors the kernel got wrong.
-    pub xsk_tx_ring_full: u64,
-    pub xsk_tx_no_frame: u64,
-    pub xsk_fill_starved: u64,
-    pub xsk_invalid_descs: u64,
-    /// The kernel's counters for the socket (XDP_STATISTICS): frames it dropped because the RX
-    /// ring was full or the fill ring empty (the worker did not keep up).
-    pub kernel_rx_dropped: u64,
-    pub kernel_rx_ring_full: u64,
-    pub kernel_rx_fill_ring_empty: u64,
-    pub kernel_rx_invalid_descs: u64,
-    pub kernel_tx_invalid_descs: u64,
-}
-
-impl QueueCounters {
-    /// What a relay learnt since the last look, into the counters and `latencies`: backend
-    /// connect and first-byte times, a finished TLS handshake.
-    pub fn relay_progress(&mut self, r: &mut Relay, latencies: &mut crate::latency::Latencies) {
-        let (connect, first_byte) = r.take_timings();
-        if let Some(d) = connect {
-            crate::latency::record(&mut latencies.backend_connect, d);
-        }
-        if let Some(d) = first_byte {
-            crate::latency::record(&mut latencies.first_backend_byte, d);
-        }
-        if let Some(hs) = r.take_handshake() {
-            if hs.info.resumed { self.tls_handshakes_resumed += 1 } else { self.tls_handshakes_full += 1 }
-            crate::latency::record(latencies.tls_handshake(&hs.info), hs.duration);
-        }
-    }
-
-    /// A relay ended: its bytes and how it ended; its access log line if asked.
-    pub fn relay_ended(&mut self, r: &Relay, access_log: bool, now: Instant) {
-        if access_log {
-            self::access_log(r, now);
-        }
-        self.relay_bytes_to_backend += r.bytes_to_backend;
-        self.relay_bytes_to_client += r.bytes_to_client;
-        match r.end {
-            Some(RelayEnd::Clean) => self.relays_clean += 1,
-            Some(RelayEnd::BackendFailed) => self.relays_backend_failed += 1,
-            Some(RelayEnd::BackendTimeout) => self.relays_backend_timeout += 1,
-            Some(RelayEnd::TlsFailed) => self.tls_failed += 1,
-            Some(RelayEnd::HandshakeTimeout) => self.tls_handshake_timeouts += 1,
-            Some(RelayEnd::ClientGone) | None => self.relays_client_gone += 1,
-        }
-    }
-}
-
-/// What a worker publishes for the admin endpoint: its counters and its TCP stack's (see
-/// [`crate::stats::WorkerStats::publish`]; latencies go by `send_interval`).
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct Published {
-    #[serde(flatten)]
-    pub queue: QueueCounters,
-    #[serde(serialize_with = "crate::stats::serialize_tcp")]
-    pub tcp: sluice_tcp::Stats,
-    /// Latency values recorded but not yet in the exported histograms (0: they are complete).
-    pub latency_pending: u64,
-}
-
-/// A worker's share of the statistics: counters and latency hand-offs, never blocking it.
-pub type SharedCounters = Arc<crate::stats::WorkerStats>;
+use crate::datapath::xdp::flows::{ClaimError, FlowIndex};
+use crate::session::limits::{ConnCounts, Refusal, Slot};
+use crate::datapath::{Control, Controls, Services, Waker};
+use crate::observe::counters::QueueCounters;
+use crate::observe::stats::SharedCounters;
+use crate::session::relay::{OnStack, Relay};
 
 /// A worker's inbox: frames handed over by other workers, orders from the main thread, and
 /// how to wake the owner.
@@ -196,55 +46,6 @@ pub struct Inbox {
     pub rx: Receiver<Vec<u8>>,
     pub control: Receiver<Control>,
     pub wake: Arc<Waker>,
-}
-
-/// Orders from the main thread (signals).
-pub enum Control {
-    /// SIGHUP: serve this from now on (connections already open keep what they had). Once the
-    /// worker took it, it answers with its connections on the listeners this reload removed
-    /// (they must keep reaching sluice while those listeners drain).
-    Reload(Services, Sender<Vec<FourTuple>>),
-    /// SIGTERM/SIGINT: stop accepting, let open connections finish; answer with every
-    /// connection of a listener when asked (to keep them steered to sluice).
-    Drain(Option<Sender<Vec<FourTuple>>>),
-    /// The drain deadline passed: reset every connection still open.
-    Abort,
-}
-
-/// How the main thread reaches each worker.
-pub struct Controls {
-    pub senders: Vec<Sender<Control>>,
-    pub wakers: Vec<Arc<Waker>>,
-}
-
-impl Controls {
-    /// Sends `c(i)` to every worker `i` and wakes it.
-    pub fn broadcast(&self, c: impl Fn(usize) -> Control) {
-        for (i, (tx, waker)) in self.senders.iter().zip(&self.wakers).enumerate() {
-            let _ = tx.send(c(i));
-            waker.wake();
-        }
-    }
-}
-
-/// Wakes a worker sleeping in poll. The eventfd is written only while the owner sleeps.
-pub struct Waker {
-    eventfd: EventFd,
-    sleeping: AtomicBool,
-}
-
-impl Waker {
-    pub fn new() -> std::io::Result<Self> {
-        let eventfd = EventFd::from_value_and_flags(0, EfdFlags::EFD_NONBLOCK | EfdFlags::EFD_CLOEXEC)?;
-        Ok(Self { eventfd, sleeping: AtomicBool::new(false) })
-    }
-
-    pub fn wake(&self) {
-        fence(Ordering::SeqCst);
-        if self.sleeping.load(Ordering::SeqCst) {
-            let _ = self.eventfd.write(1);
-        }
-    }
 }
 
 /// The other workers' inboxes, indexed by worker.
@@ -257,17 +58,13 @@ pub struct Peers {
 /// Creates the inboxes of `n` workers: the `Inbox` each owns, the `Peers` all share, and the
 /// main thread's `Controls`.
 pub fn inboxes(n: usize, capacity: usize) -> std::io::Result<(Vec<Inbox>, Peers, Controls)> {
+    let (orders, controls) = crate::datapath::control_channels(n)?;
     let mut inboxes = Vec::new();
     let mut peers = Peers { senders: Vec::new(), wakers: Vec::new() };
-    let mut controls = Controls { senders: Vec::new(), wakers: Vec::new() };
-    for _ in 0..n {
+    for (control, wake) in orders {
         let (tx, rx) = crossbeam_channel::bounded(capacity);
-        let (control_tx, control) = crossbeam_channel::unbounded();
-        let wake = Arc::new(Waker::new()?);
         peers.senders.push(tx);
         peers.wakers.push(Arc::clone(&wake));
-        controls.senders.push(control_tx);
-        controls.wakers.push(Arc::clone(&wake));
         inboxes.push(Inbox { rx, control, wake });
     }
     Ok((inboxes, peers, controls))
@@ -299,20 +96,6 @@ struct Echo {
     closing: bool,
 }
 
-/// What a worker serves: its listeners, their TLS configurations, how relays behave, the
-/// connection limits, the backend pools. Replaced as a whole on reload.
-#[derive(Clone, Default)]
-pub struct Services {
-    pub listeners: HashMap<SocketAddrV4, ListenerMode>,
-    pub tls: HashMap<SocketAddrV4, Arc<sluice_tls::rustls::ServerConfig>>,
-    pub relay: crate::config::Relay,
-    pub limits: crate::config::Limits,
-    /// Log one line per connection when it ends.
-    pub access_log: bool,
-    /// The backend pools of relay listeners, shared by all workers. A relay listener missing
-    /// here gets a pool of its one `ListenerMode::Relay` backend.
-    pub backends: HashMap<SocketAddrV4, Arc<ListenerBackends>>,
-}
 
 /// A relay's way through its listener's backends: the pool (chosen by route once the
 /// handshake is known), the backends tried, and the claim on the one being connected.
@@ -331,7 +114,7 @@ const MAX_NEIGHBORS: usize = 65_536;
 /// The socket-free half of a worker.
 pub struct Dispatch {
     worker: usize,
-    /// Which worker owns each flow (see [`crate::flows`]), shared by all workers.
+    /// Which worker owns each flow (see [`crate::datapath::xdp::flows`]), shared by all workers.
     flows: Arc<FlowIndex>,
     listeners: HashMap<SocketAddrV4, ListenerMode>,
     /// Listeners a reload removed: no new connections, but their open ones are still served.
@@ -366,10 +149,10 @@ pub struct Dispatch {
     /// How long the loop polls empty rings before it sleeps (`datapath.busy_poll_us`).
     pub busy_poll: Duration,
     /// Most relays open at once (each holds a backend socket): this worker's share of the
-    /// descriptors ([`crate::limits::connections_per_worker`]).
+    /// descriptors ([`crate::session::limits::connections_per_worker`]).
     pub max_relays: usize,
     pub counters: QueueCounters,
-    pub latencies: crate::latency::Latencies,
+    pub latencies: crate::observe::latency::Latencies,
 }
 
 /// epoll tokens of the worker's own descriptors; backend sockets get tokens below these.
@@ -677,7 +460,7 @@ impl Dispatch {
                         }
                     }
                     if let Some(c) = self.tcp.connection(h) {
-                        crate::latency::record(
+                        crate::observe::latency::record(
                             &mut self.latencies.tcp_handshake,
                             now.saturating_duration_since(c.created()),
                         );
@@ -853,9 +636,9 @@ impl Dispatch {
         let preamble = if a.backends.proxy_protocol {
             let facts = r.tls_session().and_then(|s| {
                 let chain = s.connection().peer_certificates();
-                Some(crate::proxy_protocol::TlsFacts::new(s.handshake_info()?, chain))
+                Some(crate::session::proxy_protocol::TlsFacts::new(s.handshake_info()?, chain))
             });
-            crate::proxy_protocol::encode(a.client, a.listener, facts.as_ref())
+            crate::session::proxy_protocol::encode(a.client, a.listener, facts.as_ref())
         } else {
             Vec::new()
         };
@@ -989,34 +772,6 @@ fn with_single_backends(
     backends
 }
 
-/// One line for a relayed connection that ended (target `sluice::access`).
-fn access_log(r: &Relay, now: Instant) {
-    let (client, listener) = r.peers.map_or((None, None), |(c, l)| (Some(c), Some(l)));
-    let tls = r.tls_summary();
-    let version = tls.and_then(|(i, _)| i.version.as_str()).unwrap_or("-");
-    let sni = tls.and_then(|(i, _)| i.sni.as_deref()).unwrap_or("-");
-    let end = match r.end {
-        Some(RelayEnd::Clean) => "clean",
-        Some(RelayEnd::BackendFailed) => "backend_failed",
-        Some(RelayEnd::BackendTimeout) => "backend_timeout",
-        Some(RelayEnd::ClientGone) | None => "client_gone",
-        Some(RelayEnd::TlsFailed) => "tls_failed",
-        Some(RelayEnd::HandshakeTimeout) => "handshake_timeout",
-    };
-    tracing::info!(
-        target: "sluice::access",
-        client = %client.map_or("-".into(), |c| c.to_string()),
-        listener = %listener.map_or("-".into(), |l| l.to_string()),
-        sni,
-        version,
-        resumed = tls.is_some_and(|(i, _)| i.resumed),
-        handshake_us = tls.map_or(0, |(_, d)| d.as_micros() as u64),
-        bytes_in = r.bytes_to_backend,
-        bytes_out = r.bytes_to_client,
-        duration_ms = now.saturating_duration_since(r.started).as_millis() as u64,
-        end,
-    );
-}
 
 /// Frames received per batch.
 const RX_BATCH: u32 = 64;
@@ -1024,17 +779,10 @@ const RX_BATCH: u32 = 64;
 const IDLE_POLL: Duration = Duration::from_millis(250);
 
 /// Runs one queue's worker until `stop` is set.
-pub fn run(
-    mut sock: Socket,
-    mut dispatch: Dispatch,
-    inbox: Inbox,
-    peers: Peers,
-    shared: SharedCounters,
-    clock: std::time::Instant,
-    stop: Arc<AtomicBool>,
-) {
+pub fn run(mut sock: Socket, mut dispatch: Dispatch, inbox: Inbox, peers: Peers, worker: crate::datapath::Worker) {
+    let crate::datapath::Worker { shared, clock, stop } = worker;
     let now = || Instant::from_micros(clock.elapsed().as_micros() as u64);
-    for (fd, token) in [(sock.as_fd(), TOKEN_XSK), (inbox.wake.eventfd.as_fd(), TOKEN_INBOX)] {
+    for (fd, token) in [(sock.as_fd(), TOKEN_XSK), (inbox.wake.fd(), TOKEN_INBOX)] {
         if let Err(e) = dispatch.epoll.add(fd, EpollEvent::new(EpollFlags::EPOLLIN, token)) {
             tracing::error!(queue = sock.queue_id(), "epoll: {e}; the worker cannot sleep");
         }
@@ -1156,12 +904,11 @@ pub fn run(
 /// Sleeps until the socket has frames, another worker hands one over, a backend socket is
 /// ready, or `timeout`; then handles the backends' readiness.
 fn sleep(dispatch: &mut Dispatch, inbox: &Inbox, timeout: Duration, now: impl Fn() -> Instant) {
-    inbox.wake.sleeping.store(true, Ordering::SeqCst);
-    fence(Ordering::SeqCst);
+    inbox.wake.set_sleeping(true);
     let timeout = if inbox.rx.is_empty() { timeout } else { Duration::ZERO };
     backend_events(dispatch, timeout, now);
-    inbox.wake.sleeping.store(false, Ordering::SeqCst);
-    let _ = inbox.wake.eventfd.read(); // reset (EAGAIN when nobody wrote)
+    inbox.wake.set_sleeping(false);
+    inbox.wake.reset();
 }
 
 /// An epoll timeout of whole milliseconds, rounded up, at most [`IDLE_POLL`]: a timer 0.4 ms
@@ -1565,7 +1312,7 @@ mod tests {
         let backend = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let live = v4(&backend);
         let listener = SocketAddrV4::new(PROXY, 80);
-        let pool = Arc::new(Pool::new(&[dead, live], crate::backend::Balance::RoundRobin, Duration::from_secs(60), std::time::Instant::now()));
+        let pool = Arc::new(Pool::new(&[dead, live], crate::session::backend::Balance::RoundRobin, Duration::from_secs(60), std::time::Instant::now()));
         let backends = ListenerBackends { default: Arc::clone(&pool), routes: vec![], proxy_protocol: true };
         let mut services = Services::default();
         services.listeners.insert(listener, ListenerMode::Relay(dead));
@@ -1597,7 +1344,7 @@ mod tests {
                 break;
             }
         }
-        let header = crate::proxy_protocol::encode(SocketAddrV4::new(CLIENT, 40000), listener, None);
+        let header = crate::session::proxy_protocol::encode(SocketAddrV4::new(CLIENT, 40000), listener, None);
         assert_eq!(got, [&header[..], b"hello"].concat(), "the header, then the client's bytes");
         let stats = pool.stats();
         assert_eq!((stats[0].failures, stats[0].active), (1, 0), "{stats:?}");

@@ -1,6 +1,6 @@
 //! Statistics of the running proxy: what workers share, the stats thread that merges it, and
-//! the snapshot the admin endpoint exports (JSON here, Prometheus text in [`crate::metrics`],
-//! HdrHistogram logs in [`crate::hlog`]).
+//! the snapshot the admin endpoint exports (JSON here, Prometheus text in [`crate::observe::metrics`],
+//! HdrHistogram logs in [`crate::observe::hlog`]).
 //!
 //! The fast path takes no lock that a reader could hold for long: a worker of any kind (AF_XDP
 //! queue or kernel socket) records latencies into its own interval [`Latencies`] and calls
@@ -23,25 +23,14 @@ use crossbeam_channel::{Receiver, Sender, TrySendError};
 use serde_json::{Map, Value, json};
 use sluice_tcp::Stats;
 
-use crate::latency::Latencies;
-use crate::worker::{Published, QueueCounters};
+use crate::observe::latency::Latencies;
+use crate::observe::counters::{Published, QueueCounters};
 
-/// The TCP stack's counters of one worker: every counter at the top level, drops in `drops`
-/// keyed by reason. Names come from `Stats::iter` and `DropReason::name`.
-pub fn tcp_json(s: &Stats) -> Value {
-    let drops: Map<String, Value> = s
-        .drops_iter()
-        .map(|(n, v)| (n.to_owned(), v.into()))
-        .collect();
-    let mut m: Map<String, Value> = s.iter().map(|(n, v)| (n.to_owned(), v.into())).collect();
-    m.insert("drops".to_owned(), Value::Object(drops));
-    Value::Object(m)
-}
+/// Takes a snapshot of the statistics on each request of the admin endpoint.
+pub type StatsSource = std::sync::Arc<dyn Fn() -> Snapshot + Send + Sync>;
 
-/// `serialize_with` for a worker's TCP counters: [`tcp_json`].
-pub fn serialize_tcp<S: serde::Serializer>(s: &Stats, ser: S) -> Result<S::Ok, S::Error> {
-    serde::Serialize::serialize(&tcp_json(s), ser)
-}
+/// A worker's share of the statistics: counters and latency hand-offs, never blocking it.
+pub type SharedCounters = std::sync::Arc<WorkerStats>;
 
 /// Full interval sets a worker may leave waiting for the stats thread.
 const HANDOFF_SLOTS: usize = 2;
@@ -228,7 +217,7 @@ impl StatsThread {
         let started = SystemTime::now();
         let log = match log {
             Some(s) => {
-                let file = crate::hlog::IntervalLog::create(&s.path, started)
+                let file = crate::observe::hlog::IntervalLog::create(&s.path, started)
                     .with_context(|| format!("interval log {}", s.path.display()))?;
                 Some((file, s))
             }
@@ -268,7 +257,7 @@ impl Drop for StatsThread {
 fn stats_loop(
     workers: &[Arc<WorkerStats>],
     cumulative: &Mutex<Latencies>,
-    mut log: Option<(crate::hlog::IntervalLog, IntervalLogSettings)>,
+    mut log: Option<(crate::observe::hlog::IntervalLog, IntervalLogSettings)>,
     stop: &AtomicBool,
 ) {
     let mut interval = Latencies::default();
@@ -309,7 +298,7 @@ pub fn admin_source(
     thread: &StatsThread,
     workers: Vec<Arc<WorkerStats>>,
     fill: impl Fn(&mut Snapshot) + Send + Sync + 'static,
-) -> crate::admin::StatsSource {
+) -> StatsSource {
     let (cumulative, started) = (thread.cumulative(), thread.started);
     Arc::new(move || {
         let mut s = Snapshot::default();
@@ -359,7 +348,7 @@ impl Snapshot {
             "transport": self.transport,
             "xdp": xdp,
             "queues": self.queues,
-            "latency": crate::latency::json(&self.latencies),
+            "latency": crate::observe::latency::json(&self.latencies),
             "session_caches": self.session_caches.iter().map(|(addr, s)| json!({
                 "listener": addr,
                 "hits": s.hits, "misses": s.misses, "inserts": s.inserts, "rejected": s.rejected,
@@ -385,7 +374,7 @@ mod tests {
             drops: [1, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 3],
             ..Stats::default()
         };
-        let v = tcp_json(&s);
+        let v = crate::observe::counters::tcp_json(&s);
         assert_eq!(v["retransmits_rto"], 4);
         assert_eq!(v["segments_in"], 0);
         assert_eq!(v["drops"]["invalid_sequence"], 1);
@@ -400,7 +389,7 @@ mod tests {
 
     fn record(l: &mut Latencies, n: u64) {
         for i in 0..n {
-            crate::latency::record(&mut l.tls13_full, Duration::from_micros(100 + i));
+            crate::observe::latency::record(&mut l.tls13_full, Duration::from_micros(100 + i));
         }
     }
 
@@ -483,7 +472,7 @@ mod tests {
         drop(t); // drains, writes the last interval
         assert_eq!(cumulative.lock().unwrap().tls13_full.len(), 20);
         let text = std::fs::read(&path).unwrap();
-        let totals = crate::hlog::read_totals(&text).unwrap();
+        let totals = crate::observe::hlog::read_totals(&text).unwrap();
         assert_eq!(totals.get("tls13_handshake_full"), Some(&20));
         assert_eq!(totals.get("tcp_handshake"), Some(&0));
         let _ = std::fs::remove_dir_all(&dir);

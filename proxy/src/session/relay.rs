@@ -24,7 +24,7 @@
 //! The client side is a [`Client`]: a connection on sluice's TCP stack ([`OnStack`]) or, with
 //! the kernel transport, a kernel socket. The relay itself does not know which.
 //!
-//! Choosing a backend is the caller's (the worker's, with `crate::backend`): a relay may start
+//! Choosing a backend is the caller's (the worker's, with `crate::session::backend`): a relay may start
 //! without one ([`Relay::new`]) and queue the client's bytes (and, with TLS, finish the
 //! handshake) until the caller calls [`Relay::start_connect`]. A connect that fails (refused,
 //! reset, timed out) before any byte reached the backend does not fail the client: the relay

@@ -124,6 +124,20 @@ impl ConnCounts {
     }
 }
 
+/// Raises the descriptor limit and returns how many connections, each holding `per_connection`
+/// descriptors, one of `workers` may hold; logs both.
+pub fn descriptor_budget(workers: usize, per_connection: u64) -> usize {
+    let (limit, before) = raise_descriptor_limit();
+    let per_worker = connections_per_worker(limit, workers, per_connection);
+    tracing::info!(
+        limit,
+        raised_from = before,
+        connections_per_worker = per_worker,
+        "descriptors (RLIMIT_NOFILE): past this many connections a worker refuses new ones (refused_descriptors)"
+    );
+    usize::try_from(per_worker).unwrap_or(usize::MAX)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

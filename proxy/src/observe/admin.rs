@@ -1,9 +1,9 @@
 //! The admin endpoint: a small HTTP/1.1 server on a kernel socket (default 127.0.0.1:9090).
 //!
 //! `GET /stats.json` (counters of every queue and of the XDP program, latency summaries),
-//! `GET /metrics` (OpenMetrics text for Prometheus, [`crate::metrics`]) and
+//! `GET /metrics` (OpenMetrics text for Prometheus, [`crate::observe::metrics`]) and
 //! `GET /histograms/<name>.hlog` (a cumulative histogram as an HdrHistogram log,
-//! [`crate::hlog`]). Read-only, no secrets. One request per connection; anything else gets
+//! [`crate::observe::hlog`]). Read-only, no secrets. One request per connection; anything else gets
 //! 404/405.
 
 use std::io::{BufRead, BufReader, Write};
@@ -16,8 +16,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 
-/// Takes a snapshot of the statistics on each request.
-pub type StatsSource = Arc<dyn Fn() -> crate::stats::Snapshot + Send + Sync>;
+pub use crate::observe::stats::StatsSource;
+
 
 /// How long the admin thread waits after a failed `accept` (out of descriptors) before retrying.
 const ACCEPT_RETRY: Duration = Duration::from_millis(100);
@@ -109,17 +109,17 @@ fn route(method: &str, path: &str, stats: &StatsSource) -> anyhow::Result<(&'sta
     let path = path.split('?').next().unwrap_or(path);
     Ok(match path {
         "/stats.json" => ("200 OK", "application/json", (serde_json::to_string_pretty(&stats().json())? + "\n").into_bytes()),
-        "/metrics" => ("200 OK", crate::metrics::CONTENT_TYPE, crate::metrics::encode(stats()).into_bytes()),
+        "/metrics" => ("200 OK", crate::observe::metrics::CONTENT_TYPE, crate::observe::metrics::encode(stats()).into_bytes()),
         _ => match path.strip_prefix("/histograms/").and_then(|p| p.strip_suffix(".hlog")) {
-            Some(name) if crate::latency::Latencies::names().any(|n| n == name) => {
+            Some(name) if crate::observe::latency::Latencies::names().any(|n| n == name) => {
                 let s = stats();
                 let h = s.latencies.get(name).context("histogram")?;
                 let now = std::time::SystemTime::now();
-                let log = crate::hlog::histogram_log(name, h, s.started.unwrap_or(now), now)?;
+                let log = crate::observe::hlog::histogram_log(name, h, s.started.unwrap_or(now), now)?;
                 ("200 OK", "text/plain; charset=utf-8", log)
             }
             Some(_) => {
-                let names: Vec<&str> = crate::latency::Latencies::names().collect();
+                let names: Vec<&str> = crate::observe::latency::Latencies::names().collect();
                 ("404 Not Found", "text/plain", format!("no such histogram; there are: {}\n", names.join(", ")).into_bytes())
             }
             None => ("404 Not Found", "text/plain", NOT_FOUND.as_bytes().to_vec()),
@@ -133,7 +133,7 @@ mod tests {
 
     fn source() -> StatsSource {
         Arc::new(|| {
-            let mut s = crate::stats::Snapshot { started: Some(std::time::SystemTime::now()), ..Default::default() };
+            let mut s = crate::observe::stats::Snapshot { started: Some(std::time::SystemTime::now()), ..Default::default() };
             s.latencies.tcp_handshake.record(42).unwrap();
             s
         })
@@ -143,14 +143,14 @@ mod tests {
     fn routes() {
         let s = source();
         let (status, ct, body) = route("GET", "/metrics", &s).unwrap();
-        assert_eq!((status, ct), ("200 OK", crate::metrics::CONTENT_TYPE));
+        assert_eq!((status, ct), ("200 OK", crate::observe::metrics::CONTENT_TYPE));
         assert!(String::from_utf8(body).unwrap().contains("sluice_tcp_handshake_seconds_count 1"));
         let (status, _, body) = route("GET", "/stats.json", &s).unwrap();
         let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
         assert_eq!((status, v["latency"]["tcp_handshake"]["count"].as_u64()), ("200 OK", Some(1)));
         let (status, _, body) = route("GET", "/histograms/tcp_handshake.hlog", &s).unwrap();
         assert_eq!(status, "200 OK");
-        assert_eq!(crate::hlog::read_totals(&body).unwrap().get("tcp_handshake"), Some(&1));
+        assert_eq!(crate::observe::hlog::read_totals(&body).unwrap().get("tcp_handshake"), Some(&1));
         assert_eq!(route("GET", "/histograms/nope.hlog", &s).unwrap().0, "404 Not Found");
         assert_eq!(route("GET", "/histograms/../etc/passwd", &s).unwrap().0, "404 Not Found");
         assert_eq!(route("GET", "/", &s).unwrap().0, "404 Not Found");

@@ -70,7 +70,7 @@ pub fn render(stats: &Value) -> String {
     );
     if let Some(latency) = stats["latency"].as_object() {
         // sluice's order first (TCP, backend, TLS), then any other.
-        let known: Vec<&str> = crate::latency::Latencies::names().collect();
+        let known: Vec<&str> = crate::observe::latency::Latencies::names().collect();
         let mut names: Vec<&String> = latency.keys().collect();
         names.sort_by_key(|n| known.iter().position(|k| k == n).unwrap_or(usize::MAX));
         for name in names {

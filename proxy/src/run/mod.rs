@@ -1,121 +1,58 @@
-//! Starting, reloading and stopping sluice: read the keys, attach XDP, open a socket per queue,
-//! serve the admin endpoint, drop privileges, spawn the workers; then SIGHUP reloads the
-//! configuration, SIGTERM or SIGINT drains (a second one stops at once), and at the end the
-//! XDP program is detached.
-//!
-//! Order matters at start: every queue's socket is in the XSKMAP before any listener is in the
-//! listener map, so no listener frame is ever redirected to a queue without a socket (which the
-//! kernel would answer with its own RST).
+//! Starting, reloading and stopping sluice, for either transport: read the keys, let the
+//! transport set itself up ([`crate::datapath::Transport`]: XDP attached and a socket per queue,
+//! or listening sockets), start the stats thread and the admin endpoint, drop privileges, run
+//! the workers on pinned threads; then SIGHUP reloads the configuration, SIGTERM or SIGINT
+//! drains (a second one stops at once), and at the end the XDP program is detached.
 
 use std::collections::HashMap;
 use std::net::SocketAddrV4;
-use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use sluice_xsk::{BindMode, Socket, XskConfig};
-
-use crate::admin::AdminServer;
-use crate::backend::{ListenerBackends, Pool, Route};
-use crate::config::{Config, DrainNew, XdpModeSetting};
-use crate::loader::{self, Loader, XdpMode};
-use crate::config::Congestion;
-use crate::stats::{Snapshot, StatsThread};
-use crate::worker::{self, Dispatch, SharedCounters};
 use sluice_tcp::FourTuple;
 
+use crate::config::{Config, DrainNew, Transport as TransportKind};
+use crate::datapath::xdp::loader;
+use crate::datapath::{Control, Controls, Services, Transport, Worker};
+use crate::observe::admin::AdminServer;
+use crate::observe::stats::SharedCounters;
+use crate::observe::stats::{Snapshot, StatsThread};
+use crate::session::backend::{ListenerBackends, Pool, Route};
+
+pub mod privileges;
+
 /// Runs sluice with `config`, read from `config_path` (relative certificate paths are taken
-/// from its directory; SIGHUP reads it again).
+/// from its directory; SIGHUP reads it again), on the transport it names.
 pub fn run(config: Config, config_path: &Path) -> Result<()> {
     let config_dir = config_path.parent().unwrap_or(Path::new(""));
     // Workers stop when this is set (after a drain, or at once on a second signal).
     let stop = Arc::new(AtomicBool::new(false));
-    if config.datapath.transport == crate::config::Transport::Kernel {
-        return crate::kernel::run(&config, config_path, stop);
-    }
-    let d = &config.datapath;
-    let mode = match d.xdp_mode {
-        XdpModeSetting::Auto => XdpMode::Auto,
-        XdpModeSetting::Native => XdpMode::Native,
-        XdpModeSetting::Skb => XdpMode::Skb,
-    };
-    let queues = loader::queue_count(&d.interface)?;
-    let queues = u32::try_from(queues).context("queue count")?;
-    if let Some(wanted) = d.queues
-        && wanted != queues
-    {
-        bail!(
-            "datapath.queues = {wanted} but {} has {queues} RX queues: every queue needs a socket \
-             (or the kernel answers sluice's flows); set queues = {queues} or change the NIC's \
-             queues with `ethtool -L`",
-            d.interface
-        );
-    }
     // Certificates and keys first: a broken one stops sluice before anything is attached.
     let session_caches: SessionCaches = Default::default();
     let services = services(&config, config_dir, &session_caches)?;
-    let mut attached = Loader::attach(&d.interface, mode, d.force)?;
-    tracing::info!(
-        interface = %d.interface,
-        mode = attached.mode().as_str(),
-        load_ms = attached.load_time().as_millis() as u64,
-        "XDP program attached"
-    );
-
-    let xsk_config = XskConfig {
-        frame_size: d.frame_size,
-        frame_count: d.frames_per_queue,
-        headroom: 0,
-        fill_size: d.fill_ring,
-        comp_size: d.completion_ring,
-        rx_size: d.rx_ring,
-        tx_size: d.tx_ring,
-        tx_reserve: d.tx_ring.min(d.frames_per_queue - d.fill_ring),
-        mode: if d.zero_copy { BindMode::Auto } else { BindMode::Copy },
+    let transport = match config.datapath.transport {
+        TransportKind::Kernel => crate::datapath::kernel::prepare(&config, &services)?,
+        TransportKind::Xdp => crate::datapath::xdp::prepare(&config, &services)?,
     };
-    let mut sockets = Vec::new();
-    for q in 0..queues {
-        let (sock, info) = Socket::new(&d.interface, q, &xsk_config)
-            .with_context(|| format!("AF_XDP socket on {} queue {q}", d.interface))?;
-        if let Some(why) = &info.zero_copy_refused {
-            tracing::info!(queue = q, "zero-copy refused, using copy mode: {why}");
-        }
-        tracing::info!(queue = q, mode = %sock.mode(), "AF_XDP socket bound");
-        attached.register_xsk(q, sock.as_fd())?;
-        sockets.push(sock);
-    }
-    let listeners: Vec<_> = config.listeners.iter().map(|l| l.socket_addr()).collect();
-    for addr in &listeners {
-        attached.add_listener(*addr.ip(), addr.port())?;
-        tracing::info!(%addr, "listening");
-    }
+    let Transport { name, workers: bodies, controls, attached, keep } = transport;
 
-    let local_mac = interface_mac(&d.interface)?;
-    let tcp_config = tcp_config(&config, &d.interface)?;
-    let workers_n = sockets.len();
-    let (inboxes, peers, controls) = worker::inboxes(workers_n, 8192)?;
-    let conn_counts = Arc::new(crate::limits::ConnCounts::default());
-    let flows = Arc::new(crate::flows::FlowIndex::new(workers_n * tcp_config.max_connections));
-    // Each relay holds one descriptor (its backend socket).
-    let max_relays = descriptor_budget(workers_n, 1);
-    let attached = Arc::new(Mutex::new(attached));
-    let shared_counters: Vec<SharedCounters> = (0..workers_n).map(|_| SharedCounters::default()).collect();
+    let shared_counters: Vec<SharedCounters> = (0..bodies.len()).map(|_| SharedCounters::default()).collect();
     let reloads = Arc::new(Mutex::new(ReloadStats::default()));
     // The backend pools /stats.json shows: a reload stores its new pools here (the old ones,
     // once no worker holds them, are dropped and their health checkers end).
     let backend_view = Arc::new(Mutex::new(services.backends.clone()));
     let stats_thread = StatsThread::spawn(
         shared_counters.clone(),
-        config.stats.interval_log().map(|l| crate::stats::IntervalLogSettings { path: config_dir.join(&l.path), ..l }),
+        config.stats.interval_log().map(|l| crate::observe::stats::IntervalLogSettings { path: config_dir.join(&l.path), ..l }),
     )?;
     let stats = {
-        let (attached, caches) = (Arc::clone(&attached), Arc::clone(&session_caches));
+        let (attached, caches) = (attached.clone(), Arc::clone(&session_caches));
         let (reloads, backends) = (Arc::clone(&reloads), Arc::clone(&backend_view));
-        crate::stats::admin_source(&stats_thread, shared_counters.clone(), move |s| {
-            snapshot(&attached, &caches.lock().unwrap_or_else(|e| e.into_inner()), s);
+        crate::observe::stats::admin_source(&stats_thread, shared_counters.clone(), move |s| {
+            snapshot(attached.as_deref(), &caches.lock().unwrap_or_else(|e| e.into_inner()), s);
             let reloads = serde_json::to_value(&*reloads.lock().unwrap_or_else(|e| e.into_inner()));
             s.extra.push(("reloads", reloads.unwrap_or_default()));
             let backends = backends.lock().unwrap_or_else(|e| e.into_inner());
@@ -133,49 +70,43 @@ pub fn run(config: Config, config_path: &Path) -> Result<()> {
 
     // Everything privileged is done: XDP attached, sockets open, keys read, admin bound.
     if let Some(user) = &config.process.user {
-        let dropped = crate::privileges::drop_to(user, config.process.group.as_deref(), &[])?;
+        let dropped = privileges::drop_to(user, config.process.group.as_deref(), keep)?;
         tracing::info!(user = %dropped.user, uid = dropped.uid, gid = dropped.gid, kept = ?dropped.kept, "privileges dropped");
     }
 
     let clock = std::time::Instant::now();
     let cores = if config.datapath.pin_workers { core_affinity::get_core_ids().unwrap_or_default() } else { Vec::new() };
     let mut workers = Vec::new();
-    for (i, (sock, inbox)) in sockets.into_iter().zip(inboxes).enumerate() {
-        let shared = Arc::clone(&shared_counters[i]);
-        let endpoint = sluice_tcp::Endpoint::new(tcp_config.clone(), sluice_tcp::Instant::ZERO);
-        let mut dispatch = Dispatch::new(
-            i,
-            Arc::clone(&flows),
-            services.clone(),
-            Arc::clone(&conn_counts),
-            d.verify_checksums,
-            endpoint,
-            local_mac,
-        )?;
-        dispatch.busy_poll = Duration::from_micros(d.busy_poll_us);
-        dispatch.max_relays = max_relays;
-        let (stop, peers) = (Arc::clone(&stop), peers.clone());
+    for (i, body) in bodies.into_iter().enumerate() {
+        let worker = Worker { shared: Arc::clone(&shared_counters[i]), clock, stop: Arc::clone(&stop) };
         let core = (!cores.is_empty()).then(|| cores[i % cores.len()]);
-        workers.push(std::thread::Builder::new().name(format!("sluice-q{i}")).spawn(move || {
+        let spawned = std::thread::Builder::new().name(format!("sluice-{name}{i}")).spawn(move || {
             if let Some(core) = core {
                 core_affinity::set_for_current(core);
             }
-            worker::run(sock, dispatch, inbox, peers, shared, clock, stop)
-        })?);
+            body(worker)
+        });
+        match spawned {
+            Ok(t) => workers.push(t),
+            Err(e) => {
+                stop.store(true, Ordering::Relaxed);
+                return Err(e).context("spawning a worker");
+            }
+        }
     }
 
     let mut supervisor = Supervisor {
         config,
         config_path: config_path.to_path_buf(),
         session_caches,
-        attached: Some(Arc::clone(&attached)),
+        attached: attached.clone(),
         controls,
         shared_counters,
         reloads,
         backend_view,
         retiring: Vec::new(),
     };
-    supervisor.serve(&stop)?;
+    let served = supervisor.serve(&stop);
     stop.store(true, Ordering::Relaxed);
     for w in workers {
         if w.join().is_err() {
@@ -186,23 +117,12 @@ pub fn run(config: Config, config_path: &Path) -> Result<()> {
     admin_stop.store(true, Ordering::Relaxed);
     drop(admin);
     drop(supervisor);
-    drop(attached); // detaches the XDP program
-    tracing::info!("XDP program detached; bye");
-    Ok(())
-}
-
-/// Raises the descriptor limit and returns how many connections, each holding `per_connection`
-/// descriptors, one of `workers` may hold; logs both.
-pub(crate) fn descriptor_budget(workers: usize, per_connection: u64) -> usize {
-    let (limit, before) = crate::limits::raise_descriptor_limit();
-    let per_worker = crate::limits::connections_per_worker(limit, workers, per_connection);
-    tracing::info!(
-        limit,
-        raised_from = before,
-        connections_per_worker = per_worker,
-        "descriptors (RLIMIT_NOFILE): past this many connections a worker refuses new ones (refused_descriptors)"
-    );
-    usize::try_from(per_worker).unwrap_or(usize::MAX)
+    if attached.is_some() {
+        drop(attached); // detaches the XDP program
+        tracing::info!("XDP program detached");
+    }
+    tracing::info!("bye");
+    served
 }
 
 /// Reloads so far, for `/stats.json`.
@@ -222,11 +142,11 @@ pub(crate) struct Supervisor {
     pub session_caches: SessionCaches,
     /// The XDP program (none with the kernel transport).
     pub attached: Option<Arc<Mutex<loader::Attached>>>,
-    pub controls: worker::Controls,
+    pub controls: Controls,
     pub shared_counters: Vec<SharedCounters>,
     pub reloads: Arc<Mutex<ReloadStats>>,
     /// The backend pools /stats.json shows.
-    pub backend_view: Arc<Mutex<HashMap<SocketAddrV4, Arc<crate::backend::ListenerBackends>>>>,
+    pub backend_view: Arc<Mutex<HashMap<SocketAddrV4, Arc<crate::session::backend::ListenerBackends>>>>,
     /// Listeners a reload removed, draining in the XDP program until then, with their flows.
     pub retiring: Vec<(SocketAddrV4, std::time::Instant, Vec<FourTuple>)>,
 }
@@ -266,7 +186,7 @@ impl Supervisor {
                 }
                 if std::time::Instant::now() >= deadline {
                     tracing::warn!(connections = active, "drain deadline passed: resetting the rest");
-                    self.controls.broadcast(|_| worker::Control::Abort);
+                    self.controls.broadcast(|_| Control::Abort);
                     // Let the workers send their RSTs.
                     std::thread::sleep(Duration::from_millis(200));
                     return Ok(());
@@ -293,17 +213,17 @@ impl Supervisor {
         let Some(attached) = self.attached.clone() else {
             // Kernel sockets: the workers close their listening sockets; the kernel answers SYNs
             // (a RST, or a successor's listener takes them): both settings mean the same here.
-            self.controls.broadcast(|_| worker::Control::Drain(None));
+            self.controls.broadcast(|_| Control::Drain(None));
             return;
         };
         if self.config.drain.new_connections == DrainNew::Reset {
-            self.controls.broadcast(|_| worker::Control::Drain(None));
+            self.controls.broadcast(|_| Control::Drain(None));
             return;
         }
         // Pass: the workers stop accepting and name their flows; those keep reaching sluice,
         // everything else to the listeners goes to the kernel.
         let (tx, rx) = crossbeam_channel::unbounded();
-        self.controls.broadcast(|_| worker::Control::Drain(Some(tx.clone())));
+        self.controls.broadcast(|_| Control::Drain(Some(tx.clone())));
         let flows = self.collect_flows(&rx);
         let mut attached = attached.lock().unwrap_or_else(|e| e.into_inner());
         add_drain_flows(&mut attached, &flows);
@@ -364,13 +284,13 @@ impl Supervisor {
         let dir = self.config_path.parent().map(std::path::Path::to_path_buf).unwrap_or_default();
         let services = services(&new, &dir, &self.session_caches)?;
         if self.attached.is_none() {
-            crate::kernel::check(&new)?;
+            crate::datapath::kernel::check(&new)?;
             let mine: Vec<_> = old.listeners.iter().map(|l| l.socket_addr()).collect();
-            crate::kernel::probe_listeners(&new, &mine)?;
+            crate::datapath::kernel::probe_listeners(&new, &mine)?;
         }
         // Workers first, so that no SYN reaches a worker that does not listen yet.
         let (done_tx, done_rx) = crossbeam_channel::unbounded();
-        self.controls.broadcast(|_| worker::Control::Reload(services.clone(), done_tx.clone()));
+        self.controls.broadcast(|_| Control::Reload(services.clone(), done_tx.clone()));
         let flows = self.collect_flows(&done_rx);
         *self.backend_view.lock().unwrap_or_else(|e| e.into_inner()) = services.backends.clone();
         let old_addrs: Vec<_> = old.listeners.iter().map(|l| l.socket_addr()).collect();
@@ -426,23 +346,24 @@ impl Supervisor {
     }
 }
 
-/// The XDP program's counters and the session caches' (the workers' and the latencies are
-/// added by [`crate::stats::admin_source`]).
+/// The XDP program's counters (none on kernel sockets) and the session caches' (the workers'
+/// and the latencies are added by [`crate::observe::stats::admin_source`]).
 fn snapshot(
-    attached: &Mutex<loader::Attached>,
+    attached: Option<&Mutex<loader::Attached>>,
     caches: &HashMap<SocketAddrV4, Arc<sluice_tls::SessionCache>>,
     s: &mut Snapshot,
 ) {
-    s.transport = "xdp";
-    match attached.lock() {
-        Ok(a) => {
+    s.transport = if attached.is_some() { "xdp" } else { "kernel" };
+    match attached.map(Mutex::lock) {
+        None => {}
+        Some(Ok(a)) => {
             s.xdp_mode = a.mode().as_str().to_owned();
             if let Ok(c) = a.counters() {
                 s.xdp = c.iter().collect();
                 s.xdp_pass_malformed = c.pass_malformed();
             }
         }
-        Err(_) => s.xdp_mode = "unknown".to_owned(),
+        Some(Err(_)) => s.xdp_mode = "unknown".to_owned(),
     }
     s.session_caches = caches.iter().map(|(addr, c)| (addr.to_string(), c.stats())).collect();
 }
@@ -466,7 +387,7 @@ pub(crate) type SessionCaches = Arc<Mutex<HashMap<std::net::SocketAddrV4, Arc<sl
 /// What the workers serve, built from `config`: the listeners, a TLS ServerConfig per TLS
 /// listener (its session cache taken from `caches`, or made and added there), the relay settings.
 /// Certificates and keys are read here; any error names the listener.
-pub fn services(config: &Config, config_dir: &std::path::Path, caches: &SessionCaches) -> Result<worker::Services> {
+pub fn services(config: &Config, config_dir: &std::path::Path, caches: &SessionCaches) -> Result<Services> {
     let listeners: HashMap<_, _> = config.listeners.iter().map(|l| (l.socket_addr(), l.mode())).collect();
     let mut tls = HashMap::new();
     let mut caches = caches.lock().unwrap_or_else(|e| e.into_inner());
@@ -484,7 +405,7 @@ pub fn services(config: &Config, config_dir: &std::path::Path, caches: &SessionC
             tls.insert(l.socket_addr(), server);
         }
     }
-    Ok(worker::Services {
+    Ok(Services {
         listeners,
         tls,
         relay: config.relay.clone(),
@@ -527,58 +448,3 @@ fn backend_pools(config: &Config) -> Result<HashMap<std::net::SocketAddrV4, Arc<
     Ok(out)
 }
 
-/// The interface's MAC address: the source of every frame sluice sends.
-fn interface_mac(ifname: &str) -> Result<sluice_wire::ethernet::Address> {
-    let path = format!("/sys/class/net/{ifname}/address");
-    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
-    let mut mac = [0u8; 6];
-    let mut parts = text.trim().split(':');
-    for b in &mut mac {
-        *b = parts
-            .next()
-            .and_then(|p| u8::from_str_radix(p, 16).ok())
-            .with_context(|| format!("{path}: {:?} is not a MAC address", text.trim()))?;
-    }
-    Ok(sluice_wire::ethernet::Address(mac))
-}
-
-/// The TCP stack's configuration: sluice's `[tcp]` section, the interface's MTU, a random secret.
-fn tcp_config(config: &Config, ifname: &str) -> Result<sluice_tcp::Config> {
-    let t = &config.tcp;
-    let mtu_path = format!("/sys/class/net/{ifname}/mtu");
-    let mtu: usize = std::fs::read_to_string(&mtu_path)
-        .with_context(|| format!("reading {mtu_path}"))?
-        .trim()
-        .parse()
-        .with_context(|| format!("{mtu_path}: not a number"))?;
-    let mut secret = [0u8; 16];
-    use std::io::Read;
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut secret))
-        .context("reading /dev/urandom for the ISN and SYN cookie secret")?;
-    let ms = Duration::from_millis;
-    Ok(sluice_tcp::Config {
-        mtu,
-        recv_buffer: t.recv_buffer,
-        send_buffer: t.send_buffer,
-        window_scale: t.window_scale,
-        sack: t.sack,
-        timestamps: t.timestamps,
-        syn_queue_len: t.syn_queue,
-        syn_cookies: t.syn_cookies,
-        time_wait: ms(t.time_wait_ms),
-        handshake_timeout: ms(t.handshake_timeout_ms),
-        idle_timeout: (t.idle_timeout_ms > 0).then(|| ms(t.idle_timeout_ms)),
-        congestion: match t.congestion {
-            Congestion::Cubic => sluice_tcp::Algorithm::Cubic,
-            Congestion::Newreno => sluice_tcp::Algorithm::NewReno,
-        },
-        keepalive: (t.keepalive_idle_ms > 0).then(|| sluice_tcp::Keepalive {
-            idle: ms(t.keepalive_idle_ms),
-            interval: ms(t.keepalive_interval_ms),
-            probes: t.keepalive_probes,
-        }),
-        secret,
-        ..sluice_tcp::Config::default()
-    })
-}

@@ -20,7 +20,7 @@ use hdrhistogram::Histogram;
 use hdrhistogram::serialization::V2DeflateSerializer;
 use hdrhistogram::serialization::interval_log::{IntervalLogWriterBuilder, Tag};
 
-use crate::latency::Latencies;
+use crate::observe::latency::Latencies;
 
 /// The legend line of the Java writer (readers skip it).
 pub const LEGEND: &str = "\"StartTimestamp\",\"Interval_Length\",\"Interval_Max\",\"Interval_Compressed_Histogram\"";
@@ -140,9 +140,9 @@ mod tests {
     fn intervals_round_trip_through_the_crates_reader() {
         let mut l = Latencies::default();
         for us in [5, 50, 500, 5_000, 50_000] {
-            crate::latency::record(&mut l.tcp_handshake, Duration::from_micros(us));
+            crate::observe::latency::record(&mut l.tcp_handshake, Duration::from_micros(us));
         }
-        crate::latency::record(&mut l.tls12_resumed, Duration::from_millis(3));
+        crate::observe::latency::record(&mut l.tls12_resumed, Duration::from_millis(3));
         let start = SystemTime::now();
         let mut out = Vec::new();
         write_header(&mut out, start).unwrap();
@@ -168,7 +168,7 @@ mod tests {
 
     #[test]
     fn one_histogram_log_and_the_file() {
-        let mut h = Histogram::<u64>::new_with_bounds(1, crate::latency::MAX_MICROS, 3).unwrap();
+        let mut h = Histogram::<u64>::new_with_bounds(1, crate::observe::latency::MAX_MICROS, 3).unwrap();
         h.record(1234).unwrap();
         let start = SystemTime::now();
         let log = histogram_log("tls13_handshake_full", &h, start, start + Duration::from_secs(2)).unwrap();
