@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
-use common::{Sluice, config};
+use common::{Sluice, Transport};
 use sluice_testbed::{NsProcess, in_ns};
 use sluice_tls::testcerts::{Ca, KeyKind};
 
@@ -126,9 +126,8 @@ fn requests(sluice: &Sluice, certs: &Path, n: usize) -> Result<(usize, usize)> {
 /// Two backends, the second not started: all 50 requests succeed (the failed connects are
 /// retried on the first backend), then, once the second is up and its cool-down is over,
 /// traffic goes to both again.
-#[test]
-fn with_one_of_two_backends_down_every_request_succeeds_and_traffic_returns() -> Result<()> {
-    let certs = certs_dir("bk1-");
+fn with_one_of_two_backends_down_every_request_succeeds_and_traffic_returns(t: Transport) -> Result<()> {
+    let certs = certs_dir(&t.prefix("bk1-"));
     certificates(&certs)?;
     let listener = format!(
         "[[listener]]\naddress = \"198.51.100.2:443\"\n\
@@ -136,7 +135,7 @@ fn with_one_of_two_backends_down_every_request_succeeds_and_traffic_returns() ->
          [tcp]\ntime_wait_ms = 1000\n",
         tls_section(&certs)
     );
-    let sluice = Sluice::start("bk1-", &config("native", &listener))?;
+    let sluice = Sluice::start(&t.prefix("bk1-"), &t.config(&listener))?;
     let _one = bench_backend(&sluice, 8080, "one", false)?;
     let t = Instant::now();
     let (one, two) = requests(&sluice, &certs, 50)?;
@@ -193,9 +192,8 @@ fn ssl_subtlvs(ssl: &[u8]) -> Result<Vec<(u8, String)>> {
 /// `sluice-bench backend --accept-proxy`. Asking the backend for `/stats` through sluice shows
 /// the header of that very connection: the client's address and port, SNI, ALPN, TLS version
 /// and cipher, and with mTLS the client certificate's CN; the plain listener sends addresses only.
-#[test]
-fn backend_receives_a_valid_proxy_v2_header_with_the_tls_facts() -> Result<()> {
-    let certs = certs_dir("bk2-");
+fn backend_receives_a_valid_proxy_v2_header_with_the_tls_facts(t: Transport) -> Result<()> {
+    let certs = certs_dir(&t.prefix("bk2-"));
     certificates(&certs)?;
     let tls = tls_section(&certs);
     let mtls = format!("{tls}client_ca = \"{}/ca.pem\"\n", certs.display());
@@ -205,7 +203,7 @@ fn backend_receives_a_valid_proxy_v2_header_with_the_tls_facts() -> Result<()> {
          [[listener]]\naddress = \"198.51.100.2:80\"\nbackend = \"203.0.113.2:8080\"\nproxy_protocol = true\n\n\
          [tcp]\ntime_wait_ms = 1000\n"
     );
-    let sluice = Sluice::start("bk2-", &config("native", &listeners))?;
+    let sluice = Sluice::start(&t.prefix("bk2-"), &t.config(&listeners))?;
     let _backend = bench_backend(&sluice, 8080, "pp", true)?;
 
     for (port, local_port, version, mutual) in
@@ -260,9 +258,8 @@ fn backend_receives_a_valid_proxy_v2_header_with_the_tls_facts() -> Result<()> {
 }
 
 /// Two SNI names routed to two backends; a name without a route goes to the listener's backends.
-#[test]
-fn sni_routes_pick_the_backend() -> Result<()> {
-    let certs = certs_dir("bk3-");
+fn sni_routes_pick_the_backend(t: Transport) -> Result<()> {
+    let certs = certs_dir(&t.prefix("bk3-"));
     certificates(&certs)?;
     let listener = format!(
         "[[listener]]\naddress = \"198.51.100.2:443\"\nbackend = \"203.0.113.2:8080\"\n{}\n\
@@ -271,7 +268,7 @@ fn sni_routes_pick_the_backend() -> Result<()> {
          [tcp]\ntime_wait_ms = 1000\n",
         tls_section(&certs)
     );
-    let sluice = Sluice::start("bk3-", &config("native", &listener))?;
+    let sluice = Sluice::start(&t.prefix("bk3-"), &t.config(&listener))?;
     let _one = bench_backend(&sluice, 8080, "one", false)?;
     let _two = bench_backend(&sluice, 8081, "two", false)?;
     for _ in 0..3 {
@@ -304,9 +301,8 @@ fn wait_health(sluice: &Sluice, i: usize, healthy: bool) -> Result<serde_json::V
 /// With the active health check, a backend that is down is marked so and skipped without a
 /// failed connect (least-connections balance); once it is up the check marks it healthy and it
 /// gets traffic again, without waiting for a cool-down.
-#[test]
-fn health_check_skips_a_down_backend_and_sees_it_return() -> Result<()> {
-    let certs = certs_dir("bk4-");
+fn health_check_skips_a_down_backend_and_sees_it_return(t: Transport) -> Result<()> {
+    let certs = certs_dir(&t.prefix("bk4-"));
     certificates(&certs)?;
     let listener = format!(
         "[[listener]]\naddress = \"198.51.100.2:443\"\n\
@@ -315,8 +311,10 @@ fn health_check_skips_a_down_backend_and_sees_it_return() -> Result<()> {
          [tcp]\ntime_wait_ms = 1000\n",
         tls_section(&certs)
     );
-    let sluice = Sluice::start("bk4-", &config("native", &listener))?;
+    let sluice = Sluice::start(&t.prefix("bk4-"), &t.config(&listener))?;
     let _one = bench_backend(&sluice, 8080, "one", false)?;
+    // Both verdicts in: the first check may have found "one" not yet listening.
+    wait_health(&sluice, 0, true)?;
     wait_health(&sluice, 1, false)?;
     let (one, two) = requests(&sluice, &certs, 20)?;
     ensure!((one, two) == (20, 0), "{one} + {two}");
@@ -329,3 +327,10 @@ fn health_check_skips_a_down_backend_and_sees_it_return() -> Result<()> {
     ensure!(one > 0 && two > 0, "traffic back on both: {one} + {two}");
     Ok(())
 }
+
+on_both_transports!(
+    with_one_of_two_backends_down_every_request_succeeds_and_traffic_returns,
+    backend_receives_a_valid_proxy_v2_header_with_the_tls_facts,
+    sni_routes_pick_the_backend,
+    health_check_skips_a_down_backend_and_sees_it_return,
+);

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
-use common::{Sluice, config, echo_backend, http_backend};
+use common::{Sluice, Transport, config, echo_backend, http_backend};
 use nix::sys::signal::Signal;
 use sluice_testbed::{in_netns, in_ns};
 use sluice_tls::rustls::pki_types::{CertificateDer, ServerName};
@@ -384,12 +384,15 @@ fn runs_as_nobody_without_capabilities_and_logs_each_connection() -> Result<()> 
 }
 
 /// Past a limit, new connections get a RST and are counted; open ones are untouched.
-#[test]
-fn connection_limits_refuse_new_connections_and_keep_open_ones() -> Result<()> {
-    let sluice = Sluice::start(
-        "op-lm-",
-        &plain_config("[limits]\nmax_connections = 5\nmax_connections_per_client = 3\n"),
-    )?;
+fn connection_limits_refuse_new_connections_and_keep_open_ones(t: Transport) -> Result<()> {
+    let limits = "[limits]\nmax_connections = 5\nmax_connections_per_client = 3\n";
+    let listener = format!("[[listener]]\naddress = \"198.51.100.2:80\"\nbackend = \"203.0.113.2:8080\"\n\n{limits}");
+    let sluice = Sluice::start(&t.prefix("op-lm-"), &t.config(&listener))?;
+    // sluice's stack refuses the SYN; the kernel transport resets what the kernel accepted.
+    let refusal = match t {
+        Transport::Xdp => ErrorKind::ConnectionRefused,
+        Transport::Kernel => ErrorKind::ConnectionReset,
+    };
     echo_backend(&sluice.topology.topology.backend())?;
     // A second client address.
     sluice_testbed::ip(&sluice.client(), &["addr", "add", "198.51.100.3/24", "dev", "cli0"])?;
@@ -412,13 +415,13 @@ fn connection_limits_refuse_new_connections_and_keep_open_ones() -> Result<()> {
         a.push(open_from("198.51.100.1")??);
     }
     let refused = open_from("198.51.100.1")?;
-    ensure!(refused.as_ref().err().map(|e| e.kind()) == Some(ErrorKind::ConnectionRefused), "4th from one client: {refused:?}");
+    ensure!(refused.as_ref().err().map(|e| e.kind()) == Some(refusal), "4th from one client: {refused:?}");
     let mut b = Vec::new();
     for _ in 0..2 {
         b.push(open_from("198.51.100.3")??);
     }
     let refused = open_from("198.51.100.3")?;
-    ensure!(refused.as_ref().err().map(|e| e.kind()) == Some(ErrorKind::ConnectionRefused), "6th in total: {refused:?}");
+    ensure!(refused.as_ref().err().map(|e| e.kind()) == Some(refusal), "6th in total: {refused:?}");
     // The open ones are untouched.
     for (i, s) in a.iter_mut().chain(b.iter_mut()).enumerate() {
         s.write_all(b"still")?;
@@ -444,3 +447,5 @@ fn connection_limits_refuse_new_connections_and_keep_open_ones() -> Result<()> {
     }
     Ok(())
 }
+
+on_both_transports!(connection_limits_refuse_new_connections_and_keep_open_ones);

@@ -13,17 +13,19 @@ pub mod kernel;
 pub mod xdp;
 
 use std::collections::HashMap;
-use std::net::SocketAddrV4;
+use std::net::{SocketAddrV4, TcpStream};
 use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::atomic::{AtomicBool, Ordering, fence};
 use std::sync::{Arc, Mutex};
 
 use crossbeam_channel::{Receiver, Sender};
+use nix::sys::epoll::{Epoll, EpollEvent, EpollFlags};
 use nix::sys::eventfd::{EfdFlags, EventFd};
 use sluice_tcp::FourTuple;
 
 use crate::config::ListenerMode;
 use crate::observe::stats::SharedCounters;
+use crate::session::Readiness;
 use crate::session::backend::ListenerBackends;
 
 /// A transport, set up and ready to run (see the module documentation).
@@ -145,4 +147,29 @@ pub fn control_channels(n: usize) -> std::io::Result<(Vec<(Receiver<Control>, Ar
         orders.push((rx, wake));
     }
     Ok((orders, controls))
+}
+
+/// A session's backend socket in a transport's epoll set, under `token`: edge-triggered, for
+/// reading, writing and the peer's half-close.
+pub struct EpollSlot<'a> {
+    pub epoll: &'a Epoll,
+    pub token: u64,
+}
+
+impl Readiness for EpollSlot<'_> {
+    fn register(&mut self, backend: &TcpStream) -> std::io::Result<()> {
+        let interest = EpollFlags::EPOLLIN | EpollFlags::EPOLLOUT | EpollFlags::EPOLLRDHUP | EpollFlags::EPOLLET;
+        self.epoll.add(backend, EpollEvent::new(interest, self.token)).map_err(std::io::Error::from)
+    }
+
+    fn deregister(&mut self, backend: &TcpStream) {
+        let _ = self.epoll.delete(backend);
+    }
+}
+
+/// What an epoll event says of a socket: `(readable, writable)`; an error or a hang-up makes it
+/// both (the next read or write finds out).
+pub fn backend_readiness(flags: EpollFlags) -> (bool, bool) {
+    let err = EpollFlags::EPOLLERR | EpollFlags::EPOLLHUP;
+    (flags.intersects(EpollFlags::EPOLLIN | EpollFlags::EPOLLRDHUP | err), flags.intersects(EpollFlags::EPOLLOUT | err))
 }

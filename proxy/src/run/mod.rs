@@ -284,7 +284,6 @@ impl Supervisor {
         let dir = self.config_path.parent().map(std::path::Path::to_path_buf).unwrap_or_default();
         let services = services(&new, &dir, &self.session_caches)?;
         if self.attached.is_none() {
-            crate::datapath::kernel::check(&new)?;
             let mine: Vec<_> = old.listeners.iter().map(|l| l.socket_addr()).collect();
             crate::datapath::kernel::probe_listeners(&new, &mine)?;
         }

@@ -19,6 +19,7 @@
 //! retry policy for bytes already sent (the worker retries only connects that failed before any
 //! byte reached the backend).
 
+use std::collections::HashMap;
 use std::net::{SocketAddrV4, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Weak};
@@ -289,6 +290,21 @@ impl ListenerBackends {
             .collect();
         serde_json::json!({ "backends": self.default.stats(), "routes": routes })
     }
+}
+
+/// `backends`, plus a one-backend pool for each relay listener it lacks.
+pub fn with_single_backends(
+    listeners: &HashMap<SocketAddrV4, crate::config::ListenerMode>,
+    mut backends: HashMap<SocketAddrV4, Arc<ListenerBackends>>,
+) -> HashMap<SocketAddrV4, Arc<ListenerBackends>> {
+    for (addr, mode) in listeners {
+        if let crate::config::ListenerMode::Relay(backend) = mode {
+            backends
+                .entry(*addr)
+                .or_insert_with(|| Arc::new(ListenerBackends::single(*backend, std::time::Instant::now())));
+        }
+    }
+    backends
 }
 
 #[cfg(test)]

@@ -1,9 +1,168 @@
 //! One proxied connection, whatever transport carries it: TLS termination and the relay to a
 //! backend ([`relay`]), the choice of backend ([`backend`]: pools, routes, health), the PROXY v2
-//! preamble ([`proxy_protocol`]) and the connection limits ([`limits`]).
+//! preamble ([`proxy_protocol`]), the connection limits ([`limits`]), the echo service
+//! ([`echo`]) and how a session reports itself ([`report`]).
+//!
+//! [`Session`] joins them: a relay and its way through the listener's backends. A transport
+//! opens one when a client connection is established, calls [`Session::pump`] on every event of
+//! the client or the backend socket and at the deadline, and [`Session::close`] once it ended.
+//! The client is any [`relay::Client`] (a connection on sluice's TCP stack, a kernel socket);
+//! the backend socket enters and leaves the transport's readiness set through [`Readiness`].
 
 pub mod backend;
+pub mod echo;
 pub mod limits;
 pub mod proxy_protocol;
 pub mod relay;
 pub mod report;
+
+use std::net::{SocketAddrV4, TcpStream};
+use std::sync::Arc;
+use std::time::Duration;
+
+use sluice_tcp::Instant;
+use sluice_tls::rustls::ServerConfig;
+
+use crate::observe::counters::QueueCounters;
+use crate::observe::latency::Latencies;
+use backend::{Lease, ListenerBackends, Pool};
+use relay::{Client, Relay};
+
+/// How a transport watches backend sockets (its epoll set).
+pub trait Readiness {
+    /// Watch `backend` (a fresh non-blocking connect) for this session.
+    fn register(&mut self, backend: &TcpStream) -> std::io::Result<()>;
+    /// Stop watching `backend` (replaced, or the session ended).
+    fn deregister(&mut self, backend: &TcpStream);
+}
+
+/// One proxied connection: its relay and its way through the listener's backends.
+#[derive(Debug)]
+pub struct Session {
+    pub relay: Relay,
+    backends: Arc<ListenerBackends>,
+    /// The pool, chosen by route once the handshake's SNI and ALPN are known.
+    pool: Option<Arc<Pool>>,
+    /// Backends of the pool tried so far (bit i: backend i).
+    tried: u64,
+    /// The claim on the backend being connected (counts as active in the pool).
+    lease: Option<Lease>,
+    client: SocketAddrV4,
+    listener: SocketAddrV4,
+}
+
+impl Session {
+    /// A session for a client connection from `client` to `listener`, relaying to `backends`
+    /// (with TLS when `tls` is given). Its backend is connected by the first [`Self::pump`].
+    pub fn new(
+        now: Instant,
+        client: SocketAddrV4,
+        listener: SocketAddrV4,
+        backends: Arc<ListenerBackends>,
+        tls: Option<Arc<ServerConfig>>,
+        settings: &crate::config::Relay,
+    ) -> std::io::Result<Self> {
+        let timeout = Duration::from_millis(settings.backend_connect_timeout_ms);
+        let tls = tls.map(|c| (c, Duration::from_millis(settings.tls_handshake_timeout_ms)));
+        let mut relay = Relay::new(now, timeout, settings.buffer, tls)?;
+        relay.peers = Some((client, listener));
+        Ok(Self { relay, backends, pool: None, tried: 0, lease: None, client, listener })
+    }
+
+    /// Moves what can move, connects a backend when the relay needs one, and records what the
+    /// relay learnt. Returns whether the session ended (then [`Self::close`] it).
+    pub fn pump(
+        &mut self,
+        client: &mut impl Client,
+        now: Instant,
+        readiness: &mut impl Readiness,
+        counters: &mut QueueCounters,
+        latencies: &mut Latencies,
+    ) -> bool {
+        self.relay.pump(client, now);
+        if self.relay.needs_backend() {
+            self.assign_backend(client, now, readiness, counters);
+        }
+        counters.relay_progress(&mut self.relay, latencies);
+        self.relay.end.is_some()
+    }
+
+    /// Connects a relay that needs a backend: after a failed connect the failed backend cools
+    /// down and the next untried one of the pool is connected (the client's bytes wait in the
+    /// relay); once every backend of the pool was tried, the client is reset. With routes or a
+    /// PROXY header, waits for the TLS handshake.
+    fn assign_backend(
+        &mut self,
+        client: &mut impl Client,
+        now: Instant,
+        readiness: &mut impl Readiness,
+        counters: &mut QueueCounters,
+    ) {
+        let r = &mut self.relay;
+        if !r.needs_backend() || (self.backends.needs_handshake() && r.is_handshaking()) {
+            return;
+        }
+        let wall = std::time::Instant::now();
+        if let Some(lease) = self.lease.take() {
+            // The connect to it failed before any byte went through.
+            tracing::debug!(backend = ?lease.addr(), why = ?r.last_failure(), "backend connect failed");
+            lease.failed(wall);
+            counters.backend_retries += 1;
+        }
+        let info = r.tls_session().and_then(|s| s.handshake_info());
+        let backends = &self.backends;
+        let pool = Arc::clone(self.pool.get_or_insert_with(|| {
+            let (sni, alpn) = (info.and_then(|i| i.sni.as_deref()), info.and_then(|i| i.alpn.as_deref()));
+            Arc::clone(backends.route(sni, alpn))
+        }));
+        let preamble = if self.backends.proxy_protocol {
+            let facts = r.tls_session().and_then(|s| {
+                let chain = s.connection().peer_certificates();
+                Some(proxy_protocol::TlsFacts::new(s.handshake_info()?, chain))
+            });
+            proxy_protocol::encode(self.client, self.listener, facts.as_ref())
+        } else {
+            Vec::new()
+        };
+        if let Some(old) = r.backend() {
+            readiness.deregister(old);
+        }
+        loop {
+            let Some(i) = pool.pick(wall, self.tried) else {
+                r.give_up(client);
+                return;
+            };
+            self.tried |= 1 << i;
+            let lease = pool.lease(i);
+            let Some(addr) = lease.addr() else { continue };
+            if let Err(e) = r.start_connect(addr, now, preamble.clone()) {
+                if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) {
+                    // Out of descriptors: not the backend's fault, and no other backend helps.
+                    counters.refused_descriptors += 1;
+                    r.give_up(client);
+                    return;
+                }
+                tracing::debug!(backend = %addr, "backend connect: {e}");
+                lease.failed(wall);
+                continue;
+            }
+            self.lease = Some(lease);
+            break;
+        }
+        if let Some(b) = r.backend()
+            && let Err(e) = readiness.register(b)
+        {
+            tracing::warn!("epoll add: {e}");
+            r.give_up(client);
+        }
+    }
+
+    /// The session is over: its backend socket leaves the readiness set and closes, its end is
+    /// counted (and logged with `access_log`).
+    pub fn close(self, readiness: &mut impl Readiness, counters: &mut QueueCounters, access_log: bool, now: Instant) {
+        if let Some(b) = self.relay.backend() {
+            readiness.deregister(b);
+        }
+        counters.relay_ended(&self.relay, access_log, now);
+    }
+}

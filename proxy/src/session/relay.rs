@@ -317,6 +317,13 @@ impl Relay {
         Ok(())
     }
 
+    /// The backend socket's readiness from the transport: `(readable, writable)` (edge-triggered:
+    /// a flag stays set until an operation would block).
+    pub fn on_backend_ready(&mut self, (readable, writable): (bool, bool)) {
+        self.readable |= readable;
+        self.writable |= writable;
+    }
+
     pub fn backend(&self) -> Option<&TcpStream> {
         self.backend.as_ref()
     }

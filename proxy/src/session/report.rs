@@ -5,9 +5,19 @@ use sluice_tcp::Instant;
 
 use crate::observe::counters::QueueCounters;
 use crate::observe::latency::{self, Latencies};
+use crate::session::limits::Refusal;
 use crate::session::relay::{Relay, RelayEnd};
 
 impl QueueCounters {
+    /// A connection refused by a `[limits]` limit.
+    pub fn count_refusal(&mut self, why: Refusal) {
+        match why {
+            Refusal::Total => self.refused_limit_total += 1,
+            Refusal::Worker => self.refused_limit_worker += 1,
+            Refusal::Client => self.refused_limit_client += 1,
+        }
+    }
+
     /// What a relay learnt since the last look, into the counters and `latencies`: backend
     /// connect and first-byte times, a finished TLS handshake.
     pub fn relay_progress(&mut self, r: &mut Relay, latencies: &mut Latencies) {

@@ -361,3 +361,48 @@ pub fn openssl_resumes_tls12_and_tls13(sluice: &Sluice, dir: &Path) -> Result<()
     }
     Ok(())
 }
+
+/// The transport a test body runs sluice on (see [`on_both_transports!`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    Xdp,
+    Kernel,
+}
+
+impl Transport {
+    /// The test topology's configuration for this transport (XDP: native mode on px0; kernel:
+    /// two workers), with `listeners` (extra TOML) appended.
+    pub fn config(self, listeners: &str) -> String {
+        match self {
+            Transport::Xdp => config("native", listeners),
+            Transport::Kernel => kernel_config(2, listeners),
+        }
+    }
+
+    /// A namespace prefix of its own per transport: `bk1-` stays for XDP, `bk1k-` on kernel
+    /// sockets.
+    pub fn prefix(self, prefix: &str) -> String {
+        match self {
+            Transport::Xdp => prefix.to_owned(),
+            Transport::Kernel => format!("{}k-", prefix.trim_end_matches('-')),
+        }
+    }
+}
+
+/// One test body, two transports: `on_both_transports!(body)` makes the tests `body::xdp` and
+/// `body::kernel`, each calling `body(Transport)`.
+#[macro_export]
+macro_rules! on_both_transports {
+    ($($body:ident),+ $(,)?) => {$(
+        mod $body {
+            #[test]
+            fn xdp() -> anyhow::Result<()> {
+                super::$body(super::common::Transport::Xdp)
+            }
+            #[test]
+            fn kernel() -> anyhow::Result<()> {
+                super::$body(super::common::Transport::Kernel)
+            }
+        }
+    )+};
+}

@@ -41,7 +41,12 @@ use sluice_tcp::{Instant, StreamError};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
 use crate::config::{Config, ListenerMode};
-use crate::session::relay::{ByteQueue, Client, Relay};
+use crate::datapath::EpollSlot;
+use crate::session::Session;
+use crate::session::backend::ListenerBackends;
+use crate::session::echo::Echo;
+use crate::session::limits::{ConnCounts, Slot};
+use crate::session::relay::Client;
 use crate::datapath::{Control, Services, Transport};
 use crate::observe::counters::QueueCounters;
 use crate::observe::stats::SharedCounters;
@@ -183,48 +188,11 @@ impl Client for KernelClient {
     }
 }
 
-/// An echo listener's connection: bytes read and not yet taken by the send buffer wait in
-/// `pending`, and nothing more is read until they went (back-pressure).
-#[derive(Debug)]
-struct Echo {
-    client: KernelClient,
-    pending: ByteQueue,
-}
-
-impl Echo {
-    /// Echoes what can move now; whether the connection is done (EOF echoed, or gone).
-    fn pump(&mut self, echoed: &mut u64) -> bool {
-        loop {
-            if !self.pending.is_empty() {
-                match self.client.send(self.pending.data()) {
-                    Ok(n) => {
-                        self.pending.consume(n);
-                        *echoed += n as u64;
-                    }
-                    Err(_) => return true,
-                }
-                if !self.pending.is_empty() {
-                    return false;
-                }
-            }
-            match self.client.recv(self.pending.space_mut()) {
-                Ok(0) => return false,
-                Ok(n) => self.pending.commit(n),
-                Err(StreamError::Finished) => {
-                    self.client.close();
-                    return true;
-                }
-                Err(_) => return true,
-            }
-        }
-    }
-}
-
 /// One accepted connection.
 #[derive(Debug)]
 enum Conn {
-    Echo(Echo),
-    Relay { client: KernelClient, relay: Box<Relay> },
+    Echo { client: KernelClient, echo: Echo },
+    Relay { client: KernelClient, session: Box<Session> },
     /// Sluice closed its sending side: read and discard until the client's FIN or `until`.
     Draining { client: KernelClient, until: Instant },
 }
@@ -232,8 +200,8 @@ enum Conn {
 impl Conn {
     fn deadline(&self) -> Option<Instant> {
         match self {
-            Conn::Echo(_) => None,
-            Conn::Relay { relay, .. } => relay.deadline(),
+            Conn::Echo { .. } => None,
+            Conn::Relay { session, .. } => session.relay.deadline(),
             Conn::Draining { until, .. } => Some(*until),
         }
     }
@@ -267,6 +235,12 @@ pub struct Worker {
     deadlines: Vec<u64>,
     relays_open: u64,
     access_log: bool,
+    /// The backend pools of relay listeners (shared by all workers).
+    backends: HashMap<SocketAddrV4, Arc<ListenerBackends>>,
+    limits: crate::config::Limits,
+    conn_counts: Arc<ConnCounts>,
+    /// Connections admitted under the limits, with their claim.
+    admitted: HashMap<u64, Slot>,
     backlog: i32,
     /// Draining: every listening socket is closed (the kernel answers SYNs), open connections
     /// finish.
@@ -283,8 +257,9 @@ pub struct Worker {
 impl Worker {
     /// Worker `index`: opens its listening sockets (refusing listeners get none). Errors name
     /// the listener address.
-    pub fn new(index: usize, services: Services, backlog: i32) -> Result<Self> {
-        let Services { listeners, tls, relay: relay_settings, access_log, .. } = services;
+    pub fn new(index: usize, services: Services, conn_counts: Arc<ConnCounts>, backlog: i32) -> Result<Self> {
+        let Services { listeners, tls, relay: relay_settings, limits, access_log, backends } = services;
+        let backends = crate::session::backend::with_single_backends(&listeners, backends);
         let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).context("epoll_create")?;
         let mut w = Self {
             epoll,
@@ -296,6 +271,10 @@ impl Worker {
             deadlines: Vec::new(),
             relays_open: 0,
             access_log,
+            backends,
+            limits,
+            conn_counts,
+            admitted: HashMap::new(),
             backlog,
             draining: false,
             accept_paused_until: None,
@@ -336,13 +315,14 @@ impl Worker {
     fn control(&mut self, c: Control, now: Instant) {
         match c {
             Control::Reload(services, done) => {
-                let Services { listeners, tls, relay, access_log, .. } = services;
+                let Services { listeners, tls, relay, limits, access_log, backends } = services;
                 if !self.draining
                     && let Err(e) = self.set_listeners(&listeners)
                 {
                     tracing::error!(queue = self.counters.queue, "reload: {e:#}");
                 }
-                (self.tls, self.relay_settings, self.access_log) = (tls, relay, access_log);
+                self.backends = crate::session::backend::with_single_backends(&listeners, backends);
+                (self.tls, self.relay_settings, self.limits, self.access_log) = (tls, relay, limits, access_log);
                 let _ = done.send(Vec::new());
             }
             Control::Drain(done) => {
@@ -358,11 +338,11 @@ impl Worker {
                 let ids: Vec<u64> = self.conns.keys().copied().collect();
                 for id in ids {
                     match self.conns.get_mut(&id) {
-                        Some(Conn::Relay { client, relay }) => {
-                            relay.client_gone();
+                        Some(Conn::Relay { client, session }) => {
+                            session.relay.client_gone();
                             client.abort();
                         }
-                        Some(Conn::Echo(e)) => e.client.abort(),
+                        Some(Conn::Echo { client, .. }) => client.abort(),
                         Some(Conn::Draining { client, .. }) => client.abort(),
                         None => {}
                     }
@@ -440,6 +420,24 @@ impl Worker {
                 }
             };
             self.counters.connections_established += 1;
+            let peer = match stream.peer_addr() {
+                Ok(std::net::SocketAddr::V4(peer)) => peer,
+                _ => SocketAddrV4::new(std::net::Ipv4Addr::UNSPECIFIED, 0),
+            };
+            let slot = if self.limits == Default::default() {
+                None
+            } else {
+                match self.conn_counts.admit(&self.limits, self.admitted.len() as u64, *peer.ip()) {
+                    Ok(slot) => Some(slot),
+                    Err(why) => {
+                        // Refused: closed with a RST, counted as on the XDP transport.
+                        self.counters.count_refusal(why);
+                        let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
+                        self.counters.connections_closed += 1;
+                        continue;
+                    }
+                }
+            };
             let client = match KernelClient::new(stream) {
                 Ok(c) => c,
                 Err(e) => {
@@ -450,6 +448,9 @@ impl Worker {
             };
             let id = self.next_id;
             self.next_id += 1;
+            if let Some(slot) = slot {
+                self.admitted.insert(id, slot);
+            }
             let interest = EpollFlags::EPOLLIN | EpollFlags::EPOLLOUT | EpollFlags::EPOLLRDHUP | EpollFlags::EPOLLET;
             if let Err(e) = self.epoll.add(client.stream(), EpollEvent::new(interest, id << 1)) {
                 tracing::warn!("epoll add: {e}");
@@ -457,60 +458,43 @@ impl Worker {
                 continue;
             }
             match mode {
-                ListenerMode::Relay(backend) => self.open_relay(id, client, local, backend, now),
+                ListenerMode::Relay(_) => self.open_session(id, client, peer, local, now),
                 ListenerMode::Echo | ListenerMode::Refuse => {
-                    let pending = ByteQueue::new(self.relay_settings.buffer);
-                    self.conns.insert(id, Conn::Echo(Echo { client, pending }));
+                    let echo = Echo::new(self.relay_settings.buffer);
+                    self.conns.insert(id, Conn::Echo { client, echo });
                 }
             }
             self.step(id, now);
         }
     }
 
-    fn open_relay(&mut self, id: u64, mut client: KernelClient, local: SocketAddrV4, backend: SocketAddrV4, now: Instant) {
-        let s = &self.relay_settings;
-        let timeout = Duration::from_millis(s.backend_connect_timeout_ms);
-        let tls = self.tls.get(&local).map(|c| (Arc::clone(c), Duration::from_millis(s.tls_handshake_timeout_ms)));
-        let mut relay = match Relay::connect(backend, now, timeout, s.buffer, tls) {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::debug!(%backend, "backend connect: {e}");
-                self.counters.relays_backend_failed += 1;
-                client.abort();
-                self.close_client(client);
-                return;
-            }
-        };
-        if let Ok(std::net::SocketAddr::V4(peer)) = client.stream().peer_addr() {
-            relay.peers = Some((peer, local));
-        }
-        let interest = EpollFlags::EPOLLIN | EpollFlags::EPOLLOUT | EpollFlags::EPOLLRDHUP | EpollFlags::EPOLLET;
-        let Some(backend_socket) = relay.backend() else { return };
-        if let Err(e) = self.epoll.add(backend_socket, EpollEvent::new(interest, id << 1 | 1)) {
-            tracing::warn!("epoll add: {e}");
+    /// A session for an accepted connection; its backend is connected by its first step.
+    fn open_session(&mut self, id: u64, mut client: KernelClient, peer: SocketAddrV4, local: SocketAddrV4, now: Instant) {
+        let tls = self.tls.get(&local).cloned();
+        let session = self
+            .backends
+            .get(&local)
+            .cloned()
+            .map(|backends| Session::new(now, peer, local, backends, tls, &self.relay_settings));
+        let Some(Ok(session)) = session else {
             self.counters.relays_backend_failed += 1;
             client.abort();
+            self.admitted.remove(&id).map(|slot| self.conn_counts.release(slot));
             self.close_client(client);
             return;
-        }
+        };
         self.counters.relays_opened += 1;
         self.relays_open += 1;
         self.deadlines.push(id);
-        self.conns.insert(id, Conn::Relay { client, relay: Box::new(relay) });
+        self.conns.insert(id, Conn::Relay { client, session: Box::new(session) });
     }
 
     fn on_event(&mut self, id: u64, backend: bool, flags: EpollFlags, now: Instant) {
         match self.conns.get_mut(&id) {
-            Some(Conn::Relay { relay, .. }) if backend => {
-                let err = EpollFlags::EPOLLERR | EpollFlags::EPOLLHUP;
-                if flags.intersects(EpollFlags::EPOLLIN | EpollFlags::EPOLLRDHUP | err) {
-                    relay.readable = true;
-                }
-                if flags.intersects(EpollFlags::EPOLLOUT | err) {
-                    relay.writable = true;
-                }
+            Some(Conn::Relay { session, .. }) if backend => {
+                session.relay.on_backend_ready(crate::datapath::backend_readiness(flags));
             }
-            Some(Conn::Echo(Echo { client, .. }) | Conn::Relay { client, .. } | Conn::Draining { client, .. })
+            Some(Conn::Echo { client, .. } | Conn::Relay { client, .. } | Conn::Draining { client, .. })
                 if !backend =>
             {
                 client.on_event(flags)
@@ -524,18 +508,14 @@ impl Worker {
     fn step(&mut self, id: u64, now: Instant) {
         let Some(conn) = self.conns.get_mut(&id) else { return };
         let done = match conn {
-            Conn::Echo(e) => e.pump(&mut self.counters.echo_bytes),
-            Conn::Relay { client, relay } => {
-                relay.pump(client, now);
-                if relay.needs_backend() {
-                    // One backend per listener on this transport: its failure ends the relay.
-                    relay.give_up(client);
-                }
+            Conn::Echo { client, echo } => echo.pump(client, &mut self.counters.echo_bytes),
+            Conn::Relay { client, session } => {
+                let mut readiness = EpollSlot { epoll: &self.epoll, token: id << 1 | 1 };
+                session.pump(client, now, &mut readiness, &mut self.counters, &mut self.latencies);
                 if client.gone {
-                    relay.client_gone();
+                    session.relay.client_gone();
                 }
-                self.counters.relay_progress(relay, &mut self.latencies);
-                relay.end.is_some()
+                session.relay.end.is_some()
             }
             Conn::Draining { client, until } => drain(client) || now >= *until,
         };
@@ -547,16 +527,15 @@ impl Worker {
     /// Connection `id` is done: count how it ended and close it, or let it drain.
     fn finish(&mut self, id: u64, now: Instant) {
         let Some(conn) = self.conns.remove(&id) else { return };
+        if let Some(slot) = self.admitted.remove(&id) {
+            self.conn_counts.release(slot);
+        }
         match conn {
-            Conn::Echo(e) => self.close_client(e.client),
-            Conn::Draining { client, .. } => self.close_client(client),
-            Conn::Relay { client, relay } => {
-                if let Some(b) = relay.backend() {
-                    let _ = self.epoll.delete(b);
-                }
+            Conn::Echo { client, .. } | Conn::Draining { client, .. } => self.close_client(client),
+            Conn::Relay { client, session } => {
                 self.relays_open -= 1;
-                self.counters.relay_ended(&relay, self.access_log, now);
-                drop(relay); // closes the backend socket (a RST where the relay armed SO_LINGER 0)
+                // Closes the backend socket (a RST where the relay armed SO_LINGER 0).
+                session.close(&mut EpollSlot { epoll: &self.epoll, token: id << 1 | 1 }, &mut self.counters, self.access_log, now);
                 if client.aborted || client.gone || client.eof {
                     self.close_client(client);
                 } else {
@@ -660,21 +639,6 @@ fn drain(client: &mut KernelClient) -> bool {
     }
 }
 
-/// What this transport does not do (yet): refused with the reason, not ignored.
-pub fn check(config: &Config) -> Result<()> {
-    for (i, l) in config.listeners.iter().enumerate() {
-        if l.backend_addrs().len() > 1 || !l.routes.is_empty() || l.proxy_protocol {
-            anyhow::bail!(
-                "listener[{i}] ({}): several backends, routes and proxy_protocol need transport = \"xdp\"",
-                l.address
-            );
-        }
-    }
-    if config.limits != Default::default() {
-        anyhow::bail!("limits: connection limits need transport = \"xdp\"");
-    }
-    Ok(())
-}
 
 /// Fails if something already listens on one of `config`'s listener addresses that is not in
 /// `mine`: SO_REUSEPORT would let the workers join another process's listeners on the same
@@ -692,11 +656,10 @@ pub fn probe_listeners(config: &Config, mine: &[SocketAddrV4]) -> Result<()> {
     Ok(())
 }
 
-/// The kernel transport: checks that it can serve `config`, opens every worker's listening
+/// The kernel transport: opens every worker's listening
 /// sockets (so a port taken elsewhere fails the start) and prepares a worker per CPU (or
 /// `datapath.workers`) serving `services`.
 pub fn prepare(config: &Config, services: &Services) -> Result<Transport> {
-    check(config)?;
     let n = config
         .datapath
         .workers
@@ -705,9 +668,10 @@ pub fn prepare(config: &Config, services: &Services) -> Result<Transport> {
     // Each connection holds two descriptors: the client's socket and the backend's.
     let max_conns = crate::session::limits::descriptor_budget(n, 2);
     let (orders, controls) = crate::datapath::control_channels(n)?;
+    let conn_counts = Arc::new(ConnCounts::default());
     let mut workers: Vec<Box<dyn FnOnce(crate::datapath::Worker) + Send>> = Vec::new();
     for (i, (control, _wake)) in orders.into_iter().enumerate() {
-        let mut w = Worker::new(i, services.clone(), LISTEN_BACKLOG).with_context(|| format!("kernel worker {i}"))?;
+        let mut w = Worker::new(i, services.clone(), Arc::clone(&conn_counts), LISTEN_BACKLOG).with_context(|| format!("kernel worker {i}"))?;
         w.max_conns = max_conns;
         workers.push(Box::new(move |ctx: crate::datapath::Worker| w.run(ctx.shared, control, ctx.clock, ctx.stop)));
     }
@@ -780,7 +744,7 @@ mod tests {
             let clock = std::time::Instant::now();
             let (mut shared, mut threads) = (Vec::new(), Vec::new());
             for i in 0..workers {
-                let worker = Worker::new(i, services.clone(), 128).unwrap();
+                let worker = Worker::new(i, services.clone(), Arc::default(), 128).unwrap();
                 let counters = SharedCounters::default();
                 shared.push(Arc::clone(&counters));
                 let stop = Arc::clone(&stop);

@@ -26,19 +26,22 @@ use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
-use sluice_tcp::{ConnectionHandle, Endpoint, Event, FourTuple, Instant, State as TcpState, StreamError};
+use sluice_tcp::{ConnectionHandle, Endpoint, Event, FourTuple, Instant, State as TcpState};
 use sluice_wire::ethernet::{self, Address as MacAddress, EtherType};
 use sluice_wire::{Checksum, Error as WireError, ParsedSegment, emit_frame, parse_frame, rst_reply};
 use sluice_xsk::{RxVerdict, Socket};
 
-use crate::session::backend::{Lease, ListenerBackends, Pool};
+use crate::session::backend::ListenerBackends;
 use crate::config::ListenerMode;
 use crate::datapath::xdp::flows::{ClaimError, FlowIndex};
-use crate::session::limits::{ConnCounts, Refusal, Slot};
+use crate::session::limits::{ConnCounts, Slot};
 use crate::datapath::{Control, Controls, Services, Waker};
 use crate::observe::counters::QueueCounters;
 use crate::observe::stats::SharedCounters;
-use crate::session::relay::{OnStack, Relay};
+use crate::session::echo::Echo;
+use crate::session::relay::OnStack;
+use crate::session::Session;
+use crate::datapath::EpollSlot;
 
 /// A worker's inbox: frames handed over by other workers, orders from the main thread, and
 /// how to wake the owner.
@@ -88,26 +91,6 @@ pub enum Verdict {
     Consumed,
 }
 
-/// Per-connection state of an echo listener: bytes read but not yet accepted by `send`.
-#[derive(Debug, Default)]
-struct Echo {
-    pending: Vec<u8>,
-    peer_closed: bool,
-    closing: bool,
-}
-
-
-/// A relay's way through its listener's backends: the pool (chosen by route once the
-/// handshake is known), the backends tried, and the claim on the one being connected.
-struct Attempt {
-    backends: Arc<ListenerBackends>,
-    pool: Option<Arc<Pool>>,
-    tried: u64,
-    lease: Option<Lease>,
-    client: SocketAddrV4,
-    listener: SocketAddrV4,
-}
-
 /// Remembered neighbours (IPv4 -> MAC), learned from received frames; bounded.
 const MAX_NEIGHBORS: usize = 65_536;
 
@@ -131,9 +114,7 @@ pub struct Dispatch {
     echo: HashMap<ConnectionHandle, Echo>,
     neighbors: HashMap<Ipv4Addr, MacAddress>,
     local_mac: MacAddress,
-    scratch: Vec<u8>,
-    relays: HashMap<ConnectionHandle, Relay>,
-    attempts: HashMap<ConnectionHandle, Attempt>,
+    sessions: HashMap<ConnectionHandle, Session>,
     backends: HashMap<SocketAddrV4, Arc<ListenerBackends>>,
     /// epoll token of a relay's backend socket -> its connection.
     relay_tokens: HashMap<u64, ConnectionHandle>,
@@ -176,7 +157,7 @@ impl Dispatch {
                 let _ = tcp.listen(*addr);
             }
         }
-        let backends = with_single_backends(&listeners, backends);
+        let backends = crate::session::backend::with_single_backends(&listeners, backends);
         Ok(Self {
             worker,
             flows,
@@ -192,9 +173,7 @@ impl Dispatch {
             echo: HashMap::new(),
             neighbors: HashMap::new(),
             local_mac,
-            scratch: vec![0; 64 * 1024],
-            relays: HashMap::new(),
-            attempts: HashMap::new(),
+            sessions: HashMap::new(),
             backends,
             relay_tokens: HashMap::new(),
             relay_token_of: HashMap::new(),
@@ -265,11 +244,11 @@ impl Dispatch {
                                 && let Err(why) =
                                     self.conn_counts.check(&self.limits, self.admitted.len() as u64, seg.ip.src_addr)
                             {
-                                self.count_refusal(why);
+                                self.counters.count_refusal(why);
                                 let rst = rst_reply(&seg);
                                 return self.refuse(buf, rst);
                             }
-                            if matches!(mode, Some(ListenerMode::Relay(_))) && self.relays.len() >= self.max_relays {
+                            if matches!(mode, Some(ListenerMode::Relay(_))) && self.sessions.len() >= self.max_relays {
                                 self.counters.refused_descriptors += 1;
                                 let rst = rst_reply(&seg);
                                 return self.refuse(buf, rst);
@@ -369,14 +348,6 @@ impl Dispatch {
         }
     }
 
-    fn count_refusal(&mut self, why: Refusal) {
-        let c = &mut self.counters;
-        match why {
-            Refusal::Total => c.refused_limit_total += 1,
-            Refusal::Worker => c.refused_limit_worker += 1,
-            Refusal::Client => c.refused_limit_client += 1,
-        }
-    }
 
     /// Serves `services` from now on. Connections already open keep their TLS configuration
     /// and backend; a listener that is gone stops accepting but its connections are served
@@ -399,7 +370,7 @@ impl Dispatch {
                 self.retired.remove(addr);
             }
         }
-        self.backends = with_single_backends(&listeners, backends);
+        self.backends = crate::session::backend::with_single_backends(&listeners, backends);
         self.listeners = listeners;
         self.tls = tls;
         self.relay_settings = relay;
@@ -453,7 +424,7 @@ impl Dispatch {
                             }
                             Err(why) => {
                                 // Another worker took the last place since the SYN was checked.
-                                self.count_refusal(why);
+                                self.counters.count_refusal(why);
                                 self.tcp.abort(h);
                                 continue;
                             }
@@ -473,7 +444,7 @@ impl Dispatch {
                             self.open_relay(h, t.remote, t.local, tls, now)
                         }
                         Some(ListenerMode::Echo) => {
-                            self.echo.insert(h, Echo::default());
+                            self.echo.insert(h, Echo::new(self.relay_settings.buffer));
                         }
                         // A handshake that completed after its listener was removed.
                         _ => self.tcp.abort(h),
@@ -481,16 +452,11 @@ impl Dispatch {
                     self.on_connection_event(h, now);
                 }
                 Event::Readable | Event::Writable => self.on_connection_event(h, now),
-                Event::PeerClosed => {
-                    if let Some(e) = self.echo.get_mut(&h) {
-                        e.peer_closed = true;
-                    }
-                    self.on_connection_event(h, now);
-                }
+                Event::PeerClosed => self.on_connection_event(h, now),
                 Event::Reset | Event::TimedOut => {
                     self.echo.remove(&h);
-                    if let Some(r) = self.relays.get_mut(&h) {
-                        r.client_gone();
+                    if let Some(s) = self.sessions.get_mut(&h) {
+                        s.relay.client_gone();
                         self.close_relay(h, now);
                     }
                 }
@@ -509,7 +475,7 @@ impl Dispatch {
             let mut i = 0;
             while i < self.deadlines.len() {
                 let h = self.deadlines[i];
-                match self.relays.get(&h).map(Relay::deadline) {
+                match self.sessions.get(&h).map(|s| s.relay.deadline()) {
                     Some(Some(deadline)) => {
                         if deadline <= now {
                             self.pump_relay(h, now);
@@ -526,49 +492,45 @@ impl Dispatch {
         if self.draining {
             self.counters.connections_active = self.tcp.active_count() as u64;
         }
-        self.counters.relays_open = self.relays.len() as u64;
+        self.counters.relays_open = self.sessions.len() as u64;
     }
 
     fn on_connection_event(&mut self, h: ConnectionHandle, now: Instant) {
-        if self.relays.contains_key(&h) {
+        if self.sessions.contains_key(&h) {
             self.pump_relay(h, now);
-        } else {
-            self.pump(h);
+        } else if let Some(e) = self.echo.get_mut(&h)
+            && e.pump(&mut OnStack { tcp: &mut self.tcp, handle: h }, &mut self.counters.echo_bytes)
+        {
+            // FIN echoed (or the stream is gone): the TCB finishes the close alone.
+            self.echo.remove(&h);
         }
     }
 
-    /// Moves a relay's bytes and records the latencies it learnt. A relay whose work ended is
-    /// closed at once (its backend socket, its buffers): the client's TCB may linger for its
-    /// FIN exchange and TIME-WAIT, but needs nothing of the relay.
+    /// Moves a session's bytes (connecting its backend when it needs one) and records what it
+    /// learnt. A session whose work ended is closed at once (its backend socket, its buffers):
+    /// the client's TCB may linger for its FIN exchange and TIME-WAIT, but needs nothing of it.
     fn pump_relay(&mut self, h: ConnectionHandle, now: Instant) {
-        let Some(r) = self.relays.get_mut(&h) else { return };
-        r.pump(&mut OnStack { tcp: &mut self.tcp, handle: h }, now);
-        if r.needs_backend() {
-            self.assign_backend(h, now);
-        }
-        let Some(r) = self.relays.get_mut(&h) else { return };
-        self.counters.relay_progress(r, &mut self.latencies);
-        if r.end.is_some() {
+        let Some(s) = self.sessions.get_mut(&h) else { return };
+        let token = self.relay_token_of.get(&h).copied().unwrap_or(u64::MAX);
+        let mut readiness = EpollSlot { epoll: &self.epoll, token };
+        let client = &mut OnStack { tcp: &mut self.tcp, handle: h };
+        if s.pump(client, now, &mut readiness, &mut self.counters, &mut self.latencies) {
             self.close_relay(h, now);
+        } else if s.relay.deadline().is_some() && !self.deadlines.contains(&h) {
+            self.deadlines.push(h);
         }
     }
 
     /// A backend socket became readable and/or writable (edge-triggered).
     pub fn on_backend_event(&mut self, token: u64, flags: EpollFlags, now: Instant) {
         let Some(h) = self.relay_tokens.get(&token).copied() else { return };
-        let Some(r) = self.relays.get_mut(&h) else { return };
-        let err = EpollFlags::EPOLLERR | EpollFlags::EPOLLHUP;
-        if flags.intersects(EpollFlags::EPOLLIN | EpollFlags::EPOLLRDHUP | err) {
-            r.readable = true;
-        }
-        if flags.intersects(EpollFlags::EPOLLOUT | err) {
-            r.writable = true;
-        }
+        let Some(s) = self.sessions.get_mut(&h) else { return };
+        s.relay.on_backend_ready(crate::datapath::backend_readiness(flags));
         self.pump_relay(h, now);
     }
 
-    /// A relay for a new client connection. Its backend is chosen at once, or (when a route or
-    /// the PROXY header needs the TLS handshake's facts) once the handshake is done.
+    /// A session for a new client connection. Its backend is chosen at once, or (when a route
+    /// or the PROXY header needs the TLS handshake's facts) once the handshake is done.
     fn open_relay(
         &mut self,
         h: ConnectionHandle,
@@ -582,16 +544,14 @@ impl Dispatch {
             self.tcp.abort(h);
             return;
         };
-        if self.relays.len() >= self.max_relays {
+        if self.sessions.len() >= self.max_relays {
             // Handshakes that were under way when the last place was taken.
             self.counters.refused_descriptors += 1;
             self.tcp.abort(h);
             return;
         }
-        let timeout = Duration::from_millis(self.relay_settings.backend_connect_timeout_ms);
-        let tls = tls.map(|c| (c, Duration::from_millis(self.relay_settings.tls_handshake_timeout_ms)));
-        let relay = match Relay::new(now, timeout, self.relay_settings.buffer, tls) {
-            Ok(r) => r,
+        let session = match Session::new(now, client, listener, backends, tls, &self.relay_settings) {
+            Ok(s) => s,
             Err(e) => {
                 tracing::debug!("relay: {e}");
                 self.counters.relays_backend_failed += 1;
@@ -602,128 +562,17 @@ impl Dispatch {
         let token = self.next_token;
         self.next_token += 1;
         self.counters.relays_opened += 1;
-        let mut relay = relay;
-        relay.peers = Some((client, listener));
         self.relay_tokens.insert(token, h);
-        self.deadlines.push(h);
-        self.relays.insert(h, relay);
         self.relay_token_of.insert(h, token);
-        self.attempts.insert(h, Attempt { backends, pool: None, tried: 0, lease: None, client, listener });
-        self.assign_backend(h, now);
-    }
-
-    /// Connects a relay that needs a backend: after a failed connect the failed backend cools
-    /// down and the next untried one of the pool is connected (the client's bytes wait in the
-    /// relay); once every backend of the pool was tried, the client is reset. With routes or a
-    /// PROXY header, waits for the TLS handshake.
-    fn assign_backend(&mut self, h: ConnectionHandle, now: Instant) {
-        let (Some(r), Some(a)) = (self.relays.get_mut(&h), self.attempts.get_mut(&h)) else { return };
-        if !r.needs_backend() || (a.backends.needs_handshake() && r.is_handshaking()) {
-            return;
-        }
-        let wall = std::time::Instant::now();
-        if let Some(lease) = a.lease.take() {
-            // The connect to it failed before any byte went through.
-            tracing::debug!(backend = ?lease.addr(), why = ?r.last_failure(), "backend connect failed");
-            lease.failed(wall);
-            self.counters.backend_retries += 1;
-        }
-        let info = r.tls_session().and_then(|s| s.handshake_info());
-        let pool = Arc::clone(a.pool.get_or_insert_with(|| {
-            let (sni, alpn) = (info.and_then(|i| i.sni.as_deref()), info.and_then(|i| i.alpn.as_deref()));
-            Arc::clone(a.backends.route(sni, alpn))
-        }));
-        let preamble = if a.backends.proxy_protocol {
-            let facts = r.tls_session().and_then(|s| {
-                let chain = s.connection().peer_certificates();
-                Some(crate::session::proxy_protocol::TlsFacts::new(s.handshake_info()?, chain))
-            });
-            crate::session::proxy_protocol::encode(a.client, a.listener, facts.as_ref())
-        } else {
-            Vec::new()
-        };
-        if let Some(old) = r.backend() {
-            let _ = self.epoll.delete(old);
-        }
-        loop {
-            let Some(i) = pool.pick(wall, a.tried) else {
-                r.give_up(&mut OnStack { tcp: &mut self.tcp, handle: h });
-                return;
-            };
-            a.tried |= 1 << i;
-            let lease = pool.lease(i);
-            let Some(addr) = lease.addr() else { continue };
-            if let Err(e) = r.start_connect(addr, now, preamble.clone()) {
-                if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) {
-                    // Out of descriptors: not the backend's fault, and no other backend helps.
-                    self.counters.refused_descriptors += 1;
-                    r.give_up(&mut OnStack { tcp: &mut self.tcp, handle: h });
-                    return;
-                }
-                tracing::debug!(backend = %addr, "backend connect: {e}");
-                lease.failed(wall);
-                continue;
-            }
-            a.lease = Some(lease);
-            break;
-        }
-        let token = self.relay_token_of.get(&h).copied().unwrap_or(u64::MAX);
-        let interest = EpollFlags::EPOLLIN | EpollFlags::EPOLLOUT | EpollFlags::EPOLLRDHUP | EpollFlags::EPOLLET;
-        if let Some(b) = r.backend()
-            && let Err(e) = self.epoll.add(b, EpollEvent::new(interest, token))
-        {
-            tracing::warn!("epoll add: {e}");
-            r.give_up(&mut OnStack { tcp: &mut self.tcp, handle: h });
-            return;
-        }
-        if !self.deadlines.contains(&h) {
-            self.deadlines.push(h);
-        }
+        self.sessions.insert(h, session);
+        self.pump_relay(h, now);
     }
 
     fn close_relay(&mut self, h: ConnectionHandle, now: Instant) {
-        let Some(r) = self.relays.remove(&h) else { return };
-        self.attempts.remove(&h);
-        if let Some(token) = self.relay_token_of.remove(&h) {
-            self.relay_tokens.remove(&token);
-        }
-        if let Some(b) = r.backend() {
-            let _ = self.epoll.delete(b);
-        }
-        self.counters.relay_ended(&r, self.access_log, now);
-    }
-
-    /// Echo: read what arrived and send it back; what `send` does not take waits in `pending`
-    /// (and nothing more is read until it went: the receive window closes, back-pressure).
-    fn pump(&mut self, h: ConnectionHandle) {
-        let Some(e) = self.echo.get_mut(&h) else { return };
-        loop {
-            if !e.pending.is_empty() {
-                match self.tcp.send(h, &e.pending) {
-                    Ok(n) => {
-                        self.counters.echo_bytes += n as u64;
-                        e.pending.drain(..n);
-                    }
-                    Err(_) => return,
-                }
-                if !e.pending.is_empty() {
-                    return;
-                }
-            }
-            match self.tcp.recv(h, &mut self.scratch) {
-                Ok(0) => break,
-                Ok(n) => e.pending.extend_from_slice(&self.scratch[..n]),
-                Err(StreamError::Finished) => {
-                    e.peer_closed = true;
-                    break;
-                }
-                Err(_) => return,
-            }
-        }
-        if e.peer_closed && e.pending.is_empty() && !e.closing {
-            e.closing = true;
-            self.tcp.close(h);
-        }
+        let Some(s) = self.sessions.remove(&h) else { return };
+        let token = self.relay_token_of.remove(&h).unwrap_or(u64::MAX);
+        self.relay_tokens.remove(&token);
+        s.close(&mut EpollSlot { epoll: &self.epoll, token }, &mut self.counters, self.access_log, now);
     }
 
     /// The next Ethernet frame the TCP stack wants sent, written into `out`.
@@ -744,12 +593,12 @@ impl Dispatch {
 
     /// The earliest of the TCP stack's timers and the relays' connect deadlines.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let connects = self.deadlines.iter().filter_map(|h| self.relays.get(h)?.deadline());
+        let connects = self.deadlines.iter().filter_map(|h| self.sessions.get(h)?.relay.deadline());
         self.tcp.poll_timeout().into_iter().chain(connects).min()
     }
 
     pub fn has_relays(&self) -> bool {
-        !self.relays.is_empty()
+        !self.sessions.is_empty()
     }
 
     pub fn tcp(&self) -> &Endpoint {
@@ -757,20 +606,6 @@ impl Dispatch {
     }
 }
 
-/// `backends`, plus a one-backend pool for each relay listener it lacks.
-fn with_single_backends(
-    listeners: &HashMap<SocketAddrV4, ListenerMode>,
-    mut backends: HashMap<SocketAddrV4, Arc<ListenerBackends>>,
-) -> HashMap<SocketAddrV4, Arc<ListenerBackends>> {
-    for (addr, mode) in listeners {
-        if let ListenerMode::Relay(backend) = mode {
-            backends
-                .entry(*addr)
-                .or_insert_with(|| Arc::new(ListenerBackends::single(*backend, std::time::Instant::now())));
-        }
-    }
-    backends
-}
 
 
 /// Frames received per batch.
@@ -1182,7 +1017,7 @@ mod tests {
         assert_eq!(d.tcp().connection_count(), 1, "the TCB is in TIME-WAIT");
         assert_eq!(d.tcp().active_count(), 0);
         assert_eq!((d.counters.relays_open, d.counters.relays_clean), (0, 1), "the relay ended with its work");
-        assert!(d.relay_tokens.is_empty() && d.attempts.is_empty());
+        assert!(d.relay_tokens.is_empty() && d.sessions.is_empty());
         let mut rest = Vec::new();
         assert_eq!(conn.read_to_end(&mut rest).unwrap(), 0, "the backend saw its EOF");
     }
@@ -1312,7 +1147,7 @@ mod tests {
         let backend = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let live = v4(&backend);
         let listener = SocketAddrV4::new(PROXY, 80);
-        let pool = Arc::new(Pool::new(&[dead, live], crate::session::backend::Balance::RoundRobin, Duration::from_secs(60), std::time::Instant::now()));
+        let pool = Arc::new(crate::session::backend::Pool::new(&[dead, live], crate::session::backend::Balance::RoundRobin, Duration::from_secs(60), std::time::Instant::now()));
         let backends = ListenerBackends { default: Arc::clone(&pool), routes: vec![], proxy_protocol: true };
         let mut services = Services::default();
         services.listeners.insert(listener, ListenerMode::Relay(dead));
