@@ -66,7 +66,11 @@ impl State {
     fn may_send(self) -> bool {
         matches!(
             self,
-            State::Established | State::CloseWait | State::FinWait1 | State::Closing | State::LastAck
+            State::Established
+                | State::CloseWait
+                | State::FinWait1
+                | State::Closing
+                | State::LastAck
         )
     }
     /// States in which the peer may still send us data.
@@ -547,7 +551,10 @@ impl Connection {
     /// be read, or when already done.
     pub(crate) fn release_buffers(&mut self) -> Option<Buffers> {
         // Bytes the application has not read yet stay until it has.
-        if self.state != State::TimeWait || self.send_buf.capacity() <= 1 || self.recv_buf.readable() > 0 {
+        if self.state != State::TimeWait
+            || self.send_buf.capacity() <= 1
+            || self.recv_buf.readable() > 0
+        {
             return None;
         }
         let mut send = std::mem::replace(&mut self.send_buf, Ring::new(1));

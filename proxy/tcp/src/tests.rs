@@ -422,8 +422,16 @@ fn unlisten_refuses_new_syns_and_keeps_established_connections() {
 fn time_wait_hands_its_buffers_back_at_once() {
     let mut t = time_wait();
     assert_eq!(t.state(), Some(State::TimeWait));
-    assert_eq!(t.ep.spare_buffers(), 1, "the buffers are back before the 2 MSL are over");
-    assert_eq!(t.ep.connection_count(), 1, "the TCB itself stays in TIME-WAIT");
+    assert_eq!(
+        t.ep.spare_buffers(),
+        1,
+        "the buffers are back before the 2 MSL are over"
+    );
+    assert_eq!(
+        t.ep.connection_count(),
+        1,
+        "the TCB itself stays in TIME-WAIT"
+    );
     // A retransmitted FIN is still acknowledged.
     let o = recv_all_after_fin_retransmit(&mut t);
     assert!(o.iter().any(|s| s.flags.contains(Flags::ACK)), "{o:?}");
