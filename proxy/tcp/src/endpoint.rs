@@ -154,7 +154,11 @@ impl Endpoint {
     /// Established connections and handshakes already under way are not touched. Returns
     /// whether `local` was listening.
     pub fn unlisten(&mut self, local: SocketAddrV4) -> bool {
-        match self.listeners.iter_mut().find(|l| l.addr == local && l.open) {
+        match self
+            .listeners
+            .iter_mut()
+            .find(|l| l.addr == local && l.open)
+        {
             Some(l) => {
                 l.open = false;
                 true

@@ -1,0 +1,128 @@
+//! Tests for flow control: zero windows and their probes (RFC 9293 3.8.6.1), sender and receiver
+//! SWS avoidance (3.8.6.2.1, 3.8.6.2.2), window updates after reads, and a window field that
+//! cannot carry the buffer (no window scaling).
+
+use super::*;
+
+#[test]
+fn zero_window_probe_and_reopen() {
+    let mut t = established();
+    let iss1 = t.iss1();
+    send!(t, ack_number: iss1, window_len: 0);
+    t.ep.send(t.h(), b"waiting").unwrap();
+    recv_nothing!(t);
+    t.fire();
+    // Probe: <SEQ=SND.UNA-1>, no data.
+    recv!(t, flags: Flags::ACK, seq: iss1.wrapping_sub(1), payload: vec![]);
+    assert_eq!(t.ep.stats().zero_window_probes, 1);
+    let first = t.ep.poll_timeout().unwrap() - t.now;
+    t.fire();
+    recv!(t, seq: iss1.wrapping_sub(1));
+    let second = t.ep.poll_timeout().unwrap() - t.now;
+    assert_eq!(second, first * 2, "probe interval backs off");
+    send!(t, ack_number: iss1, window_len: 1000);
+    recv!(t, seq: iss1, payload: b"waiting".to_vec());
+}
+
+#[test]
+fn zero_window_with_outstanding_data_never_times_out_while_acked() {
+    let mut t = established_with(Config {
+        max_retransmits: 3,
+        ..config()
+    });
+    let iss1 = t.iss1();
+    t.ep.send(t.h(), &[1u8; 3000]).unwrap();
+    assert_eq!(t.recv_all().len(), 3);
+    // The peer takes the first segment and closes its window.
+    send!(t, ack_number: iss1 + 1000, window_len: 0);
+    for k in 0..10 {
+        t.fire();
+        let o = recv!(t);
+        assert!(
+            o.payload.is_empty(),
+            "round {k}: {} bytes at {}, iss1 {iss1}",
+            o.payload.len(),
+            o.seq
+        );
+        assert_eq!(
+            o.seq,
+            (iss1 + 1000).wrapping_sub(1),
+            "a probe, not a retransmission into the zero window"
+        );
+        send!(t, ack_number: iss1 + 1000, window_len: 0);
+    }
+    assert_eq!(t.state(), Some(State::Established));
+    send!(t, ack_number: iss1 + 1000, window_len: 8000);
+    let segs = t.recv_all();
+    assert_eq!(segs.iter().map(|o| o.payload.len()).sum::<usize>(), 2000);
+}
+
+#[test]
+fn sender_sws_avoidance_waits_for_a_useful_window() {
+    let mut t = established();
+    let iss1 = t.iss1();
+    t.ep.send(t.h(), &[1u8; 1460]).unwrap();
+    recv!(t);
+    t.ep.send(t.h(), &[2u8; 5000]).unwrap();
+    // The window's right edge moves by only 100 bytes with data still outstanding: wait.
+    send!(t, ack_number: iss1, window_len: 1560);
+    recv_nothing!(t);
+    // A full segment's worth opens: send it.
+    send!(t, ack_number: iss1 + 1460, window_len: 1460);
+    recv!(t, seq: iss1 + 1460);
+}
+
+#[test]
+fn big_buffer_without_window_scaling_is_quiet() {
+    // 1 MiB of buffer but the peer offered no window scale: the field caps at 65535, and no
+    // window update may look due forever (an ACK storm).
+    let mut t = established_with(Config {
+        recv_buffer: 1 << 20,
+        window_scale: true,
+        ..config()
+    });
+    send!(t, payload: &[1u8; 1000]);
+    t.read_all();
+    recv_nothing!(t);
+    t.fire();
+    let o = recv!(t, flags: Flags::ACK);
+    assert_eq!(o.window, 65_535);
+    recv_nothing!(t);
+}
+
+#[test]
+fn receive_window_fills_then_update_after_read() {
+    let mut t = established_with(Config {
+        recv_buffer: 4000,
+        ..config()
+    });
+    for k in 0..4u32 {
+        send!(t, seq_number: REMOTE_SEQ + 1 + 1000 * k, payload: &[1u8; 1000]);
+    }
+    let last = t.recv_all().pop().unwrap();
+    assert_eq!(last.ack, REMOTE_SEQ + 4001);
+    assert_eq!(last.window, 0);
+    // More data beyond the window is not accepted.
+    send!(t, seq_number: REMOTE_SEQ + 4001, payload: b"x");
+    recv!(t, window: 0, ack: REMOTE_SEQ + 4001);
+    assert_eq!(t.read_all().len(), 4000);
+    recv!(t, flags: Flags::ACK, window: 4000);
+}
+
+#[test]
+fn receiver_sws_avoidance_small_read_no_update() {
+    let mut t = established_with(Config {
+        recv_buffer: 8000,
+        ..config()
+    });
+    for k in 0..8u32 {
+        send!(t, seq_number: REMOTE_SEQ + 1 + 1000 * k, payload: &[1u8; 1000]);
+    }
+    t.recv_all();
+    let mut b = [0u8; 100];
+    t.ep.recv(t.h(), &mut b).unwrap();
+    recv_nothing!(t);
+    let mut b = [0u8; 4000];
+    t.ep.recv(t.h(), &mut b).unwrap();
+    recv!(t, window: 4100);
+}
