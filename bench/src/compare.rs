@@ -182,7 +182,7 @@ impl Server {
                 Target::SluiceXdp | Target::SluiceKernel => {
                     let datapath = if target == Target::SluiceXdp {
                         format!(
-                            "[datapath]\ninterface = \"px0\"\nxdp_mode = \"native\"\nframes_per_queue = 8192\n\
+                            "[datapath]\ninterface = \"px0\"\nxdp_mode = \"native\"\nframes_per_queue = 16384\n\
                              busy_poll_us = {}\npin_workers = {}\n",
                             sluice.busy_poll_us, sluice.pin_workers
                         )

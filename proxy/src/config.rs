@@ -173,11 +173,11 @@ pub struct Datapath {
     pub frames_per_queue: u32,
     #[serde(default = "defaults::frame_size")]
     pub frame_size: u32,
-    #[serde(default = "defaults::ring_size")]
+    #[serde(default = "defaults::rx_ring_size")]
     pub rx_ring: u32,
     #[serde(default = "defaults::ring_size")]
     pub tx_ring: u32,
-    #[serde(default = "defaults::ring_size")]
+    #[serde(default = "defaults::rx_ring_size")]
     pub fill_ring: u32,
     #[serde(default = "defaults::ring_size")]
     pub completion_ring: u32,
@@ -449,13 +449,19 @@ impl Listener {
 
 mod defaults {
     pub fn frames_per_queue() -> u32 {
-        8192
+        16384
     }
     pub fn frame_size() -> u32 {
         2048
     }
     pub fn ring_size() -> u32 {
         2048
+    }
+    /// RX and fill rings: what the kernel can queue for a worker that is busy for a moment. A
+    /// frame that finds them full is dropped, and the client's retransmission timeout (200 ms
+    /// and more; 1 s for a SYN) turns a short stall into a long one: deep rings queue instead.
+    pub fn rx_ring_size() -> u32 {
+        8192
     }
     pub fn admin_address() -> std::net::SocketAddr {
         std::net::SocketAddr::from(([127, 0, 0, 1], 9090))
@@ -725,7 +731,8 @@ echo = true
         let c = parse(GOOD).unwrap();
         assert_eq!(c.datapath.interface, "px0");
         assert_eq!(c.datapath.xdp_mode, XdpModeSetting::Native);
-        assert_eq!(c.datapath.frames_per_queue, 8192);
+        assert_eq!(c.datapath.frames_per_queue, 16384);
+        assert_eq!((c.datapath.rx_ring, c.datapath.fill_ring, c.datapath.tx_ring), (8192, 8192, 2048));
         assert_eq!(c.tcp, Tcp::default());
         assert!(c.datapath.verify_checksums);
         assert_eq!(c.listeners[0].mode(), ListenerMode::Refuse);

@@ -139,7 +139,7 @@ fn slow_backend_pauses_the_client_without_loss() -> Result<()> {
         .iter()
         .map(|q| q["umem_frames_total"].as_u64().unwrap_or(0) - q["umem_frames_free"].as_u64().unwrap_or(0))
         .sum();
-    ensure!(frames_out <= 2 * 2048 + 64, "UMEM frames held: {frames_out}");
+    ensure!(frames_out <= 2 * 8192 + 64, "UMEM frames held: {frames_out}");
     Ok(())
 }
 

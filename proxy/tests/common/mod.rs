@@ -102,7 +102,7 @@ impl Sluice {
             // Latencies reach the histograms a little after the counters (hand-off to the stats
             // thread): wait until none is on its way.
             let latency_pending = self.queue_total(&stats, "latency_pending");
-            if open == 0 && relays == 0 && frames_out <= 2 * 2048 && latency_pending == 0 {
+            if open == 0 && relays == 0 && frames_out <= 2 * 8192 && latency_pending == 0 {
                 return Ok(stats);
             }
             if Instant::now() > deadline {
@@ -127,7 +127,7 @@ impl Sluice {
 /// `configs/netns.toml`, sluice drops to `nobody` once set up: every test runs it unprivileged.
 pub fn config(xdp_mode: &str, listeners: &str) -> String {
     format!(
-        "[datapath]\ninterface = \"px0\"\nxdp_mode = \"{xdp_mode}\"\nframes_per_queue = 8192\n\n\
+        "[datapath]\ninterface = \"px0\"\nxdp_mode = \"{xdp_mode}\"\nframes_per_queue = 16384\n\n\
          [process]\nuser = \"nobody\"\n\n{listeners}\n"
     )
 }
