@@ -1108,21 +1108,7 @@ pub(crate) fn svg(samples: &[Sample], load_s: f64) -> String {
         );
         c += conn_step;
     }
-    let _ = writeln!(
-        s,
-        r##"<rect x="{LEFT}" y="{TOP}" width="{pw}" height="{ph}" fill="none" stroke="#333"/>"##
-    );
-    let _ = writeln!(
-        s,
-        r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">seconds since the load began</text>"#,
-        LEFT + pw / 2.0,
-        H - 15.0
-    );
-    let _ = writeln!(
-        s,
-        r#"<text transform="translate(22 {:.1}) rotate(-90)" text-anchor="middle">RSS (MiB)</text>"#,
-        TOP + ph / 2.0
-    );
+    sluice_bench::plot::frame(&mut s, pw, ph, "seconds since the load began", "RSS (MiB)");
     // The load's end.
     let xe = x(load_s);
     let _ = writeln!(
