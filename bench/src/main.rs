@@ -17,6 +17,7 @@
 //! - `soak`: sluice on AF_XDP under a mixed TLS load at 70 % of its measured maximum for minutes,
 //!   sampled every second (RSS, connections, UMEM frames, failures), drained, and a PASS/FAIL
 //!   verdict; JSON and a plot. Needs root.
+#![forbid(unsafe_code)]
 
 use std::process::ExitCode;
 

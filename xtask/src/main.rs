@@ -13,6 +13,7 @@
 //! - `cargo xtask bench soak [-- --duration S ...]`: sluice on AF_XDP under a mixed TLS load at
 //!   70 % of its measured maximum, sampled every second, drained, judged PASS or FAIL (non-zero
 //!   exit); JSON and a plot in target/bench-soak.
+#![forbid(unsafe_code)]
 
 use std::process::Command;
 

@@ -14,6 +14,7 @@
 //! address: `down` deletes exactly the three namespaces of its prefix, and with them their veths.
 //!
 //! This is test and demo tooling, not part of the proxy: it shells out to `ip`, `ethtool` and `tc`.
+#![forbid(unsafe_code)]
 
 use std::process::{Command, Output, Stdio};
 
