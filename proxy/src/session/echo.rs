@@ -4,7 +4,8 @@
 
 use sluice_tcp::StreamError;
 
-use crate::session::relay::{ByteQueue, Client};
+use crate::session::byte_queue::ByteQueue;
+use crate::session::relay::Client;
 
 /// One echo connection's bytes read and not yet taken by the send buffer.
 #[derive(Debug)]

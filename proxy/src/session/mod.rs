@@ -10,6 +10,7 @@
 //! the backend socket enters and leaves the transport's readiness set through [`Readiness`].
 
 pub mod backend;
+pub mod byte_queue;
 pub mod echo;
 pub mod limits;
 pub mod proxy_protocol;

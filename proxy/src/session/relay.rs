@@ -11,7 +11,8 @@
 //! Bytes move both ways through bounded queues with back-pressure: when the queue towards the
 //! backend is full, sluice stops reading from the client connection, so its receive window
 //! closes; when the queue towards the client is full, sluice stops reading the backend socket,
-//! so the kernel's window towards the backend closes. Memory per relay is two queues.
+//! so the kernel's window towards the backend closes. Memory per relay is two queues (four with
+//! TLS), each holding storage only for the bytes it queues ([`ByteQueue`]).
 //!
 //! Half-close passes through both ways (RFC 9293 3.6): the client's FIN becomes a `shutdown(Write)`
 //! on the backend once every byte before it was written; the backend's EOF becomes sluice's FIN
@@ -43,66 +44,7 @@ use sluice_tls::rustls::ServerConfig;
 use sluice_tls::{HandshakeInfo, TlsSession};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
-/// A fixed-capacity byte queue: data is appended at the end and consumed from the front.
-#[derive(Debug)]
-pub struct ByteQueue {
-    buf: Box<[u8]>,
-    start: usize,
-    end: usize,
-}
-
-/// Storage of dropped queues, per thread (a worker's relays never leave its thread), for the
-/// next relays: a handshake-heavy load would otherwise allocate and fault in four fresh queues
-/// per connection. Bounded.
-const SPARE_QUEUES: usize = 256;
-
-thread_local! {
-    static SPARE: std::cell::RefCell<Vec<Box<[u8]>>> = const { std::cell::RefCell::new(Vec::new()) };
-}
-
-impl ByteQueue {
-    pub fn new(capacity: usize) -> Self {
-        let reused = SPARE.with_borrow_mut(|spare| match spare.last() {
-            Some(b) if b.len() == capacity => spare.pop(),
-            _ => None,
-        });
-        // Old bytes in reused storage are never exposed: only committed bytes are `data`.
-        let buf = reused.unwrap_or_else(|| vec![0; capacity].into_boxed_slice());
-        Self { buf, start: 0, end: 0 }
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.start == self.end
-    }
-
-    pub fn len(&self) -> usize {
-        self.end - self.start
-    }
-
-    pub fn data(&self) -> &[u8] {
-        &self.buf[self.start..self.end]
-    }
-
-    pub fn consume(&mut self, n: usize) {
-        self.start += n.min(self.len());
-        if self.start == self.end {
-            (self.start, self.end) = (0, 0);
-        }
-    }
-
-    /// Free space at the end (the data moves to the front first when that makes room).
-    pub fn space_mut(&mut self) -> &mut [u8] {
-        if self.end == self.buf.len() && self.start > 0 {
-            self.buf.copy_within(self.start..self.end, 0);
-            (self.start, self.end) = (0, self.end - self.start);
-        }
-        &mut self.buf[self.end..]
-    }
-
-    pub fn commit(&mut self, n: usize) {
-        self.end = (self.end + n).min(self.buf.len());
-    }
-}
+use super::byte_queue::ByteQueue;
 
 /// The client's side of a relay: a byte stream that can be read, written, closed and reset.
 pub trait Client {
@@ -136,19 +78,6 @@ impl Client for OnStack<'_> {
     }
     fn abort(&mut self) {
         self.tcp.abort(self.handle)
-    }
-}
-
-impl Drop for ByteQueue {
-    fn drop(&mut self) {
-        let buf = std::mem::take(&mut self.buf);
-        if !buf.is_empty() {
-            SPARE.with_borrow_mut(|spare| {
-                if spare.len() < SPARE_QUEUES {
-                    spare.push(buf);
-                }
-            });
-        }
     }
 }
 
@@ -823,39 +752,5 @@ mod tests {
         }
         assert_eq!(got.len(), LEN, "the backend's EOF came before the last byte");
         assert!(got == data, "bytes differ");
-    }
-
-    #[test]
-    fn dropped_queues_are_reused_empty() {
-        let mut q = ByteQueue::new(4096);
-        q.space_mut()[..6].copy_from_slice(b"secret");
-        q.commit(6);
-        let storage = q.buf.as_ptr();
-        drop(q);
-        let q = ByteQueue::new(4096);
-        assert_eq!(q.buf.as_ptr(), storage, "the storage is reused");
-        assert!(q.is_empty() && q.data().is_empty(), "no old byte is exposed");
-        assert_ne!(ByteQueue::new(8192).buf.as_ptr(), storage, "another size is not taken");
-    }
-
-    #[test]
-    fn byte_queue_is_bounded_and_compacts() {
-        let mut q = ByteQueue::new(8);
-        assert_eq!(q.space_mut().len(), 8);
-        q.space_mut()[..5].copy_from_slice(b"hello");
-        q.commit(5);
-        assert_eq!(q.data(), b"hello");
-        q.consume(3);
-        assert_eq!(q.data(), b"lo");
-        assert_eq!(q.space_mut().len(), 3, "no compaction while the end has room");
-        q.space_mut()[..3].copy_from_slice(b"abc");
-        q.commit(3);
-        assert_eq!(q.space_mut().len(), 3, "compacted: the consumed front is free again");
-        assert_eq!(q.data(), b"loabc");
-        q.commit(100);
-        assert_eq!(q.len(), 8, "commit never runs past the capacity");
-        q.consume(100);
-        assert!(q.is_empty());
-        assert_eq!(q.space_mut().len(), 8);
     }
 }

@@ -122,8 +122,19 @@ impl RecvBuffer {
     }
 
     /// Copy out and consume up to `buf.len()` in-order bytes.
+    /// Storage goes back once nothing is held, in order or not.
     pub fn read(&mut self, buf: &mut [u8]) -> usize {
-        self.ring.pop(buf)
+        let n = self.ring.pop(buf);
+        if self.ooo.is_empty() {
+            self.ring.release();
+        }
+        n
+    }
+
+    /// Bytes of storage allocated now (grows with the bytes held, up to the capacity).
+    #[must_use]
+    pub fn storage(&self) -> usize {
+        self.ring.storage()
     }
 }
 

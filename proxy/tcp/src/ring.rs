@@ -1,13 +1,23 @@
-//! A fixed-capacity byte ring, allocated once per connection, used by both stream buffers.
+//! A bounded byte ring, used by both stream buffers.
 //!
 //! Offsets are relative to the head (the oldest byte). Writing past `len` (for out-of-order
 //! reassembly) is allowed up to the capacity; `commit` then makes those bytes part of `len`.
 //! No method panics on any offset or length: out-of-range requests are clipped.
+//!
+//! The capacity is a bound, not an allocation: storage starts empty and doubles (from
+//! [`MIN_STORAGE`]) only as far as the bytes written need, so a connection that carries a
+//! handshake and a short request holds a few KiB, not its whole window. [`Ring::release`] gives
+//! the storage back once its owner knows no byte is held.
 
-/// Fixed-capacity ring of bytes.
+/// The first storage a ring allocates.
+pub const MIN_STORAGE: usize = 1024;
+
+/// Bounded ring of bytes.
 #[derive(Debug, Clone)]
 pub struct Ring {
-    buf: Box<[u8]>,
+    /// Storage, `<= capacity` long; positions wrap modulo its length.
+    buf: Vec<u8>,
+    capacity: usize,
     head: usize,
     len: usize,
 }
@@ -16,13 +26,19 @@ impl Ring {
     #[must_use]
     pub fn new(capacity: usize) -> Self {
         Ring {
-            buf: vec![0; capacity].into_boxed_slice(),
+            buf: Vec::new(),
+            capacity,
             head: 0,
             len: 0,
         }
     }
     #[must_use]
     pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+    /// Bytes of storage allocated now.
+    #[must_use]
+    pub fn storage(&self) -> usize {
         self.buf.len()
     }
     #[must_use]
@@ -35,17 +51,49 @@ impl Ring {
     }
     #[must_use]
     pub fn free(&self) -> usize {
-        self.capacity() - self.len
+        self.capacity - self.len
+    }
+
+    /// Make the storage at least `needed` bytes long (bounded by the capacity), keeping every
+    /// byte it held, in order from the head.
+    fn reserve(&mut self, needed: usize) {
+        let old = self.buf.len();
+        if needed <= old {
+            return;
+        }
+        let size = needed
+            .next_power_of_two()
+            .max(MIN_STORAGE)
+            .max(old * 2)
+            .min(self.capacity);
+        let mut grown = vec![0; size];
+        let first = old - self.head;
+        grown[..first].copy_from_slice(&self.buf[self.head..]);
+        grown[first..old].copy_from_slice(&self.buf[..self.head]);
+        self.buf = grown;
+        self.head = 0;
+    }
+
+    /// Give the storage back when no byte is held (the owner knows nothing lies beyond `len`).
+    pub fn release(&mut self) {
+        if self.len == 0 {
+            self.buf = Vec::new();
+            self.head = 0;
+        }
     }
 
     /// Copy `data` at `offset` from the head (may be beyond `len`); clipped to the capacity.
     /// Returns the number of bytes written.
     pub fn write_at(&mut self, offset: usize, data: &[u8]) -> usize {
-        let cap = self.capacity();
-        if offset >= cap {
+        if offset >= self.capacity {
             return 0;
         }
-        let n = data.len().min(cap - offset);
+        let n = data.len().min(self.capacity - offset);
+        if n == 0 {
+            return 0;
+        }
+        self.reserve(offset + n);
+        let cap = self.buf.len();
         let start = (self.head + offset) % cap;
         let first = n.min(cap - start);
         self.buf[start..start + first].copy_from_slice(&data[..first]);
@@ -63,7 +111,8 @@ impl Ring {
 
     /// Make `n` bytes beyond `len` (already written with `write_at`) readable.
     pub fn commit(&mut self, n: usize) {
-        self.len = (self.len + n).min(self.capacity());
+        // Only bytes that were written can become readable.
+        self.len = (self.len + n).min(self.buf.len());
     }
 
     /// Copy bytes at `offset` from the head, up to `len`; returns the number copied.
@@ -72,7 +121,7 @@ impl Ring {
         if offset >= self.len {
             return 0;
         }
-        let cap = self.capacity();
+        let cap = self.buf.len();
         let n = out.len().min(self.len - offset);
         let start = (self.head + offset) % cap;
         let first = n.min(cap - start);
@@ -84,18 +133,18 @@ impl Ring {
     /// Drop `n` bytes from the head.
     pub fn consume(&mut self, n: usize) {
         let n = n.min(self.len);
-        if self.capacity() > 0 {
-            self.head = (self.head + n) % self.capacity();
+        if !self.buf.is_empty() {
+            self.head = (self.head + n) % self.buf.len();
         }
         // The head is not reset when the ring empties: bytes written beyond `len`
         // (out-of-order data) stay where they are.
         self.len -= n;
     }
 
-    /// Forget every byte.
+    /// Forget every byte (and the storage).
     pub fn clear(&mut self) {
-        self.head = 0;
         self.len = 0;
+        self.release();
     }
 
     /// Read and consume.
@@ -154,6 +203,43 @@ mod tests {
         let mut out = [0u8; 4];
         assert_eq!(r.pop(&mut out), 4);
         assert_eq!(&out, b"01xy");
+    }
+
+    #[test]
+    fn storage_grows_with_the_bytes_held_and_is_released() {
+        let mut r = Ring::new(256 * 1024);
+        assert_eq!(r.storage(), 0, "nothing is allocated before a byte arrives");
+        r.push(&[7; 100]);
+        assert_eq!(r.storage(), MIN_STORAGE);
+        r.push(&[8; 5000]);
+        assert_eq!(r.storage(), 8192, "doubled as far as needed");
+        let mut out = vec![0; 5100];
+        assert_eq!(r.pop(&mut out), 5100);
+        assert!(out[..100].iter().all(|&b| b == 7) && out[100..].iter().all(|&b| b == 8));
+        r.release();
+        assert_eq!(r.storage(), 0);
+        r.push(b"x");
+        r.release();
+        assert_eq!(r.storage(), MIN_STORAGE, "not released while a byte is held");
+    }
+
+    #[test]
+    fn growing_keeps_wrapped_and_out_of_order_bytes_in_place() {
+        let mut r = Ring::new(1 << 20);
+        let fill: Vec<u8> = (0..MIN_STORAGE).map(|i| i as u8).collect();
+        r.push(&fill);
+        r.consume(1000);
+        r.push(&[0xaa; 500]); // wraps in the first storage
+        r.write_at(MIN_STORAGE, b"hole then"); // beyond len: out-of-order
+        assert!(r.storage() > MIN_STORAGE);
+        r.write_at(524, &[0xbb; 500]);
+        r.commit(MIN_STORAGE + 9 - r.len());
+        let mut out = vec![0; MIN_STORAGE + 9];
+        assert_eq!(r.pop(&mut out), MIN_STORAGE + 9);
+        assert_eq!(out[..24], fill[1000..]);
+        assert!(out[24..524].iter().all(|&b| b == 0xaa));
+        assert!(out[524..MIN_STORAGE].iter().all(|&b| b == 0xbb));
+        assert_eq!(&out[MIN_STORAGE..], b"hole then");
     }
 
     #[test]

@@ -84,6 +84,8 @@ impl SendSpace {
             acked = buffered;
         }
         self.buf.consume(acked);
+        // Every byte acknowledged: the storage goes back (a send ring holds nothing beyond len).
+        self.buf.release();
         self.snd_una = ack;
         self.snd_nxt = self.snd_nxt.max(ack);
         acked
