@@ -25,7 +25,8 @@ use sluice_tcp::FourTuple;
 
 use crate::config::ListenerMode;
 use crate::observe::stats::SharedCounters;
-use crate::session::Readiness;
+use crate::session::BackendLink;
+use crate::session::relay::connect_kernel;
 use crate::session::backend::ListenerBackends;
 
 /// A transport, set up and ready to run (see the module documentation).
@@ -134,9 +135,12 @@ impl Waker {
     }
 }
 
+/// One worker's end of its order channel: the receiver and the waker that interrupts its sleep.
+pub type Orders = (Receiver<Control>, Arc<Waker>);
+
 /// The order channels of `n` workers: each worker's receiver and waker, and the runtime's
 /// [`Controls`].
-pub fn control_channels(n: usize) -> std::io::Result<(Vec<(Receiver<Control>, Arc<Waker>)>, Controls)> {
+pub fn control_channels(n: usize) -> std::io::Result<(Vec<Orders>, Controls)> {
     let mut orders = Vec::new();
     let mut controls = Controls { senders: Vec::new(), wakers: Vec::new() };
     for _ in 0..n {
@@ -149,14 +153,20 @@ pub fn control_channels(n: usize) -> std::io::Result<(Vec<(Receiver<Control>, Ar
     Ok((orders, controls))
 }
 
-/// A session's backend socket in a transport's epoll set, under `token`: edge-triggered, for
-/// reading, writing and the peer's half-close.
+/// A session's backend socket: a kernel TCP socket in a transport's epoll set, under `token`:
+/// edge-triggered, for reading, writing and the peer's half-close.
 pub struct EpollSlot<'a> {
     pub epoll: &'a Epoll,
     pub token: u64,
 }
 
-impl Readiness for EpollSlot<'_> {
+impl BackendLink for EpollSlot<'_> {
+    type Stream = TcpStream;
+
+    fn connect(&mut self, addr: SocketAddrV4) -> std::io::Result<TcpStream> {
+        connect_kernel(addr)
+    }
+
     fn register(&mut self, backend: &TcpStream) -> std::io::Result<()> {
         let interest = EpollFlags::EPOLLIN | EpollFlags::EPOLLOUT | EpollFlags::EPOLLRDHUP | EpollFlags::EPOLLET;
         self.epoll.add(backend, EpollEvent::new(interest, self.token)).map_err(std::io::Error::from)

@@ -54,46 +54,17 @@ impl Echo {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// A client in memory whose send buffer takes `room` bytes per call.
-    struct Memory {
-        inbox: Vec<u8>,
-        fin: bool,
-        out: Vec<u8>,
-        room: usize,
-        closed: bool,
-    }
-
-    impl Client for Memory {
-        fn recv(&mut self, buf: &mut [u8]) -> Result<usize, StreamError> {
-            if self.inbox.is_empty() && self.fin {
-                return Err(StreamError::Finished);
-            }
-            let n = buf.len().min(self.inbox.len());
-            buf[..n].copy_from_slice(&self.inbox[..n]);
-            self.inbox.drain(..n);
-            Ok(n)
-        }
-        fn send(&mut self, data: &[u8]) -> Result<usize, StreamError> {
-            let n = data.len().min(self.room);
-            self.out.extend_from_slice(&data[..n]);
-            Ok(n)
-        }
-        fn close(&mut self) {
-            self.closed = true;
-        }
-        fn abort(&mut self) {}
-    }
+    use crate::session::memory::MemoryClient;
 
     #[test]
     fn echoes_everything_with_back_pressure_then_closes_after_the_fin() {
         let data: Vec<u8> = (0..10_000u32).map(|i| i as u8).collect();
-        let mut c = Memory { inbox: data.clone(), fin: true, out: Vec::new(), room: 0, closed: false };
+        let mut c = MemoryClient { inbox: data.clone(), fin: true, room: Some(0), ..Default::default() };
         let mut e = Echo::new(1024);
         let mut echoed = 0;
         assert!(!e.pump(&mut c, &mut echoed), "a full send buffer holds the echo back");
         assert_eq!(c.inbox.len(), data.len() - 1024, "and nothing more is read meanwhile");
-        c.room = 300;
+        c.room = Some(300);
         let mut rounds = 0;
         while !e.pump(&mut c, &mut echoed) {
             rounds += 1;

@@ -7,17 +7,20 @@
 //! opens one when a client connection is established, calls [`Session::pump`] on every event of
 //! the client or the backend socket and at the deadline, and [`Session::close`] once it ended.
 //! The client is any [`relay::Client`] (a connection on sluice's TCP stack, a kernel socket);
-//! the backend socket enters and leaves the transport's readiness set through [`Readiness`].
+//! the backend is any [`relay::Backend`], opened by the transport's [`BackendLink`] and
+//! entering and leaving its readiness set through it (a kernel socket in an epoll set in
+//! sluice, an in-memory stream in the tests).
 
 pub mod backend;
 pub mod byte_queue;
 pub mod echo;
 pub mod limits;
+pub mod memory;
 pub mod proxy_protocol;
 pub mod relay;
 pub mod report;
 
-use std::net::{SocketAddrV4, TcpStream};
+use std::net::SocketAddrV4;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,20 +30,23 @@ use sluice_tls::rustls::ServerConfig;
 use crate::observe::counters::QueueCounters;
 use crate::observe::latency::Latencies;
 use backend::{Lease, ListenerBackends, Pool};
-use relay::{Client, Relay};
+use relay::{Backend, Client, Relay};
 
-/// How a transport watches backend sockets (its epoll set).
-pub trait Readiness {
-    /// Watch `backend` (a fresh non-blocking connect) for this session.
-    fn register(&mut self, backend: &TcpStream) -> std::io::Result<()>;
+/// How a transport opens backend streams and watches their readiness (its epoll set).
+pub trait BackendLink {
+    type Stream: Backend;
+    /// Starts a non-blocking connect to `addr`.
+    fn connect(&mut self, addr: SocketAddrV4) -> std::io::Result<Self::Stream>;
+    /// Watch `backend` (a fresh connect) for this session.
+    fn register(&mut self, backend: &Self::Stream) -> std::io::Result<()>;
     /// Stop watching `backend` (replaced, or the session ended).
-    fn deregister(&mut self, backend: &TcpStream);
+    fn deregister(&mut self, backend: &Self::Stream);
 }
 
 /// One proxied connection: its relay and its way through the listener's backends.
 #[derive(Debug)]
-pub struct Session {
-    pub relay: Relay,
+pub struct Session<B = std::net::TcpStream> {
+    pub relay: Relay<B>,
     backends: Arc<ListenerBackends>,
     /// The pool, chosen by route once the handshake's SNI and ALPN are known.
     pool: Option<Arc<Pool>>,
@@ -48,11 +54,13 @@ pub struct Session {
     tried: u64,
     /// The claim on the backend being connected (counts as active in the pool).
     lease: Option<Lease>,
+    /// The relay's backend stream is in the transport's readiness set.
+    registered: bool,
     client: SocketAddrV4,
     listener: SocketAddrV4,
 }
 
-impl Session {
+impl<B: Backend> Session<B> {
     /// A session for a client connection from `client` to `listener`, relaying to `backends`
     /// (with TLS when `tls` is given). Its backend is connected by the first [`Self::pump`].
     pub fn new(
@@ -67,7 +75,7 @@ impl Session {
         let tls = tls.map(|c| (c, Duration::from_millis(settings.tls_handshake_timeout_ms)));
         let mut relay = Relay::new(now, timeout, settings.buffer, tls)?;
         relay.peers = Some((client, listener));
-        Ok(Self { relay, backends, pool: None, tried: 0, lease: None, client, listener })
+        Ok(Self { relay, backends, pool: None, tried: 0, lease: None, registered: false, client, listener })
     }
 
     /// Moves what can move, connects a backend when the relay needs one, and records what the
@@ -76,13 +84,13 @@ impl Session {
         &mut self,
         client: &mut impl Client,
         now: Instant,
-        readiness: &mut impl Readiness,
+        link: &mut impl BackendLink<Stream = B>,
         counters: &mut QueueCounters,
         latencies: &mut Latencies,
     ) -> bool {
         self.relay.pump(client, now);
         if self.relay.needs_backend() {
-            self.assign_backend(client, now, readiness, counters);
+            self.assign_backend(client, now, link, counters);
         }
         counters.relay_progress(&mut self.relay, latencies);
         self.relay.end.is_some()
@@ -96,7 +104,7 @@ impl Session {
         &mut self,
         client: &mut impl Client,
         now: Instant,
-        readiness: &mut impl Readiness,
+        link: &mut impl BackendLink<Stream = B>,
         counters: &mut QueueCounters,
     ) {
         let r = &mut self.relay;
@@ -125,8 +133,9 @@ impl Session {
         } else {
             Vec::new()
         };
-        if let Some(old) = r.backend() {
-            readiness.deregister(old);
+        if let Some(old) = r.backend().filter(|_| self.registered) {
+            link.deregister(old);
+            self.registered = false;
         }
         loop {
             let Some(i) = pool.pick(wall, self.tried) else {
@@ -136,34 +145,44 @@ impl Session {
             self.tried |= 1 << i;
             let lease = pool.lease(i);
             let Some(addr) = lease.addr() else { continue };
-            if let Err(e) = r.start_connect(addr, now, preamble.clone()) {
-                if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) {
-                    // Out of descriptors: not the backend's fault, and no other backend helps.
-                    counters.refused_descriptors += 1;
-                    r.give_up(client);
-                    return;
+            let stream = match link.connect(addr) {
+                Ok(stream) => stream,
+                Err(e) => {
+                    if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) {
+                        // Out of descriptors: not the backend's fault, and no other backend helps.
+                        counters.refused_descriptors += 1;
+                        r.give_up(client);
+                        return;
+                    }
+                    tracing::debug!(backend = %addr, "backend connect: {e}");
+                    lease.failed(wall);
+                    continue;
                 }
-                tracing::debug!(backend = %addr, "backend connect: {e}");
-                lease.failed(wall);
-                continue;
-            }
+            };
+            r.start_connect(stream, now, preamble.clone());
             self.lease = Some(lease);
             break;
         }
-        if let Some(b) = r.backend()
-            && let Err(e) = readiness.register(b)
-        {
-            tracing::warn!("epoll add: {e}");
-            r.give_up(client);
+        if let Some(b) = r.backend() {
+            match link.register(b) {
+                Ok(()) => self.registered = true,
+                Err(e) => {
+                    tracing::warn!("epoll add: {e}");
+                    r.give_up(client);
+                }
+            }
         }
     }
 
-    /// The session is over: its backend socket leaves the readiness set and closes, its end is
+    /// The session is over: its backend stream leaves the readiness set and closes, its end is
     /// counted (and logged with `access_log`).
-    pub fn close(self, readiness: &mut impl Readiness, counters: &mut QueueCounters, access_log: bool, now: Instant) {
-        if let Some(b) = self.relay.backend() {
-            readiness.deregister(b);
+    pub fn close(self, link: &mut impl BackendLink<Stream = B>, counters: &mut QueueCounters, access_log: bool, now: Instant) {
+        if let Some(b) = self.relay.backend().filter(|_| self.registered) {
+            link.deregister(b);
         }
         counters.relay_ended(&self.relay, access_log, now);
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -23,7 +23,10 @@
 //! events and cleared when an operation would block, as mio does.
 //!
 //! The client side is a [`Client`]: a connection on sluice's TCP stack ([`OnStack`]) or, with
-//! the kernel transport, a kernel socket. The relay itself does not know which.
+//! the kernel transport, a kernel socket. The backend side is a [`Backend`]: a non-blocking
+//! kernel socket ([`connect_kernel`]) in sluice, an in-memory stream in tests and in the ceiling
+//! benchmark. The relay itself knows neither: it is sans-IO, readiness and `now` come in as
+//! arguments.
 //!
 //! Choosing a backend is the caller's (the worker's, with `crate::session::backend`): a relay may start
 //! without one ([`Relay::new`]) and queue the client's bytes (and, with TLS, finish the
@@ -58,6 +61,48 @@ pub trait Client {
     fn close(&mut self);
     /// Resets the connection (RST).
     fn abort(&mut self);
+}
+
+/// The backend's side of a relay: a byte stream the transport opened (non-blocking: reads and
+/// writes that would block say `WouldBlock`).
+pub trait Backend: Read + Write {
+    /// Called once the transport reported the connecting stream writable: `Ok` when it is
+    /// connected, the connect's error when it failed.
+    fn finish_connect(&self) -> std::io::Result<()>;
+    /// Ends one or both directions (a FIN for `Write`).
+    fn shutdown(&self, how: Shutdown);
+    /// Closing the stream resets it (RST) instead of ending it.
+    fn reset_on_close(&self);
+}
+
+/// A backend on a non-blocking kernel TCP socket.
+impl Backend for TcpStream {
+    fn finish_connect(&self) -> std::io::Result<()> {
+        match self.take_error()? {
+            Some(e) => Err(e),
+            None => self.peer_addr().map(|_| ()),
+        }
+    }
+    fn shutdown(&self, how: Shutdown) {
+        let _ = TcpStream::shutdown(self, how);
+    }
+    fn reset_on_close(&self) {
+        // SO_LINGER 0.
+        let _ = socket2::SockRef::from(self).set_linger(Some(Duration::ZERO));
+    }
+}
+
+/// Starts a non-blocking connect of a kernel TCP socket to `backend` (TCP_NODELAY).
+pub fn connect_kernel(backend: SocketAddrV4) -> std::io::Result<TcpStream> {
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_nonblocking(true)?;
+    socket.set_tcp_nodelay(true)?;
+    match socket.connect(&SockAddr::from(backend)) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+        Err(e) => return Err(e),
+    }
+    Ok(socket.into())
 }
 
 /// A client connection on sluice's own TCP stack.
@@ -131,10 +176,10 @@ struct Tls {
 }
 
 #[derive(Debug)]
-pub struct Relay {
-    /// The backend socket (the one registered with the worker's epoll); the failed one is kept
+pub struct Relay<B = TcpStream> {
+    /// The backend stream (the one in the transport's readiness set); the failed one is kept
     /// until the next connect replaces it.
-    backend: Option<TcpStream>,
+    backend: Option<B>,
     state: BackendState,
     connect_timeout: Duration,
     /// How the last connect failed, while `Unassigned` after a failure.
@@ -165,20 +210,7 @@ pub struct Relay {
     pub peers: Option<(SocketAddrV4, SocketAddrV4)>,
 }
 
-impl Relay {
-    /// Starts a non-blocking connect to `backend` for a client connection.
-    pub fn connect(
-        backend: SocketAddrV4,
-        now: Instant,
-        connect_timeout: Duration,
-        buffer: usize,
-        tls: Option<(Arc<ServerConfig>, Duration)>,
-    ) -> std::io::Result<Self> {
-        let mut relay = Self::new(now, connect_timeout, buffer, tls)?;
-        relay.start_connect(backend, now, Vec::new())?;
-        Ok(relay)
-    }
-
+impl<B: Backend> Relay<B> {
     /// A relay for a client connection, without a backend yet: see [`Self::start_connect`].
     pub fn new(
         now: Instant,
@@ -226,24 +258,16 @@ impl Relay {
         })
     }
 
-    /// Starts a non-blocking connect to `backend` (replacing a failed one: deregister the old
-    /// socket from epoll first, register the new one after). `preamble` goes first on it.
-    pub fn start_connect(&mut self, backend: SocketAddrV4, now: Instant, preamble: Vec<u8>) -> std::io::Result<()> {
-        let socket = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP))?;
-        socket.set_nonblocking(true)?;
-        socket.set_tcp_nodelay(true)?;
-        match socket.connect(&SockAddr::from(backend)) {
-            Ok(()) => {}
-            Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
-            Err(e) => return Err(e),
-        }
-        self.backend = Some(socket.into());
+    /// Relays to `backend`, a stream whose connect has started (replacing a failed one: take
+    /// the old stream out of the readiness set first, put the new one in after). `preamble`
+    /// goes first on it.
+    pub fn start_connect(&mut self, backend: B, now: Instant, preamble: Vec<u8>) {
+        self.backend = Some(backend);
         self.state = BackendState::Connecting { deadline: now + self.connect_timeout };
         (self.readable, self.writable) = (false, false);
         self.last_failure = None;
         self.preamble = preamble;
         self.preamble_sent = 0;
-        Ok(())
     }
 
     /// The backend socket's readiness from the transport: `(readable, writable)` (edge-triggered:
@@ -253,7 +277,7 @@ impl Relay {
         self.writable |= writable;
     }
 
-    pub fn backend(&self) -> Option<&TcpStream> {
+    pub fn backend(&self) -> Option<&B> {
         self.backend.as_ref()
     }
 
@@ -349,16 +373,16 @@ impl Relay {
         Some((s.handshake_info()?, took))
     }
 
-    /// SO_LINGER 0: closing the backend socket sends a RST, not a FIN.
+    /// Closing the backend stream sends a RST, not a FIN.
     fn reset_backend(&self) {
         if let Some(b) = &self.backend {
-            let _ = socket2::SockRef::from(b).set_linger(Some(Duration::ZERO));
+            b.reset_on_close();
         }
     }
 
     fn shutdown_backend(&self, how: Shutdown) {
         if let Some(b) = &self.backend {
-            let _ = b.shutdown(how);
+            b.shutdown(how);
         }
     }
 
@@ -542,9 +566,8 @@ impl Relay {
                 }
                 // Meanwhile the client's bytes queue up (bounded) below.
             } else {
-                let b = self.backend.as_ref();
-                match b.map(TcpStream::take_error) {
-                    Some(Ok(None)) if b.is_some_and(|b| b.peer_addr().is_ok()) => {
+                match self.backend.as_ref().map(B::finish_connect) {
+                    Some(Ok(())) => {
                         self.state = BackendState::Connected;
                         self.connect_time = Some(now.saturating_duration_since(self.started));
                     }
@@ -574,7 +597,7 @@ impl Relay {
                 Err(()) => return self.tls_failed(client),
             }
             if self.writable && self.preamble_sent < self.preamble.len() {
-                match io(&self.backend).and_then(|mut b| b.write(&self.preamble[self.preamble_sent..])) {
+                match io(&mut self.backend).and_then(|b| b.write(&self.preamble[self.preamble_sent..])) {
                     Ok(n) => {
                         self.preamble_sent += n;
                         progress |= n > 0;
@@ -586,7 +609,7 @@ impl Relay {
             }
             let preamble_done = self.preamble_sent == self.preamble.len();
             if self.writable && preamble_done && !self.to_backend.is_empty() {
-                match io(&self.backend).and_then(|mut b| b.write(self.to_backend.data())) {
+                match io(&mut self.backend).and_then(|b| b.write(self.to_backend.data())) {
                     Ok(n) => {
                         self.to_backend.consume(n);
                         self.bytes_to_backend += n as u64;
@@ -605,7 +628,7 @@ impl Relay {
             if self.readable && !self.backend_eof {
                 let space = self.to_client.space_mut();
                 if !space.is_empty() {
-                    match io(&self.backend).and_then(|mut b| b.read(space)) {
+                    match io(&mut self.backend).and_then(|b| b.read(space)) {
                         Ok(0) => {
                             self.backend_eof = true;
                             progress = true;
@@ -655,42 +678,16 @@ impl Relay {
     }
 }
 
-/// The backend socket for an IO call, or `NotConnected`.
-fn io(backend: &Option<TcpStream>) -> std::io::Result<&TcpStream> {
-    backend.as_ref().ok_or_else(|| std::io::Error::from(ErrorKind::NotConnected))
+/// The backend stream for an IO call, or `NotConnected`.
+fn io<B>(backend: &mut Option<B>) -> std::io::Result<&mut B> {
+    backend.as_mut().ok_or_else(|| std::io::Error::from(ErrorKind::NotConnected))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::session::memory::MemoryClient as Memory;
     use sluice_tls::rustls::{ClientConfig, ClientConnection, RootCertStore};
-
-    /// The client side in memory: `inbox` is what the client sent, `out` what the relay sent it.
-    #[derive(Default)]
-    struct Memory {
-        inbox: Vec<u8>,
-        out: Vec<u8>,
-        closed: bool,
-    }
-
-    impl Client for Memory {
-        fn recv(&mut self, buf: &mut [u8]) -> Result<usize, StreamError> {
-            let n = buf.len().min(self.inbox.len());
-            buf[..n].copy_from_slice(&self.inbox[..n]);
-            self.inbox.drain(..n);
-            Ok(n)
-        }
-        fn send(&mut self, data: &[u8]) -> Result<usize, StreamError> {
-            self.out.extend_from_slice(data);
-            Ok(data.len())
-        }
-        fn close(&mut self) {
-            self.closed = true;
-        }
-        fn abort(&mut self) {
-            self.closed = true;
-        }
-    }
 
     /// A TLS client sends 16 MiB and close_notify at once while the backend does not read: the
     /// relay's queue to the backend fills with rustls still holding plaintext when it reads the
@@ -711,7 +708,8 @@ mod tests {
         let std::net::SocketAddr::V4(addr) = listener.local_addr().unwrap() else { panic!() };
         let tls_timeout = Duration::from_secs(60);
         let mut relay =
-            Relay::connect(addr, Instant::ZERO, Duration::from_secs(5), 4096, Some((Arc::new(server), tls_timeout))).unwrap();
+            Relay::new(Instant::ZERO, Duration::from_secs(5), 4096, Some((Arc::new(server), tls_timeout))).unwrap();
+        relay.start_connect(connect_kernel(addr).unwrap(), Instant::ZERO, Vec::new());
         let (mut backend, _) = listener.accept().unwrap();
         let mut mem = Memory::default();
         let pump = |relay: &mut Relay, mem: &mut Memory, tls: &mut ClientConnection| {

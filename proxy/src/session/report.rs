@@ -6,7 +6,7 @@ use sluice_tcp::Instant;
 use crate::observe::counters::QueueCounters;
 use crate::observe::latency::{self, Latencies};
 use crate::session::limits::Refusal;
-use crate::session::relay::{Relay, RelayEnd};
+use crate::session::relay::{Backend, Relay, RelayEnd};
 
 impl QueueCounters {
     /// A connection refused by a `[limits]` limit.
@@ -20,7 +20,7 @@ impl QueueCounters {
 
     /// What a relay learnt since the last look, into the counters and `latencies`: backend
     /// connect and first-byte times, a finished TLS handshake.
-    pub fn relay_progress(&mut self, r: &mut Relay, latencies: &mut Latencies) {
+    pub fn relay_progress<B: Backend>(&mut self, r: &mut Relay<B>, latencies: &mut Latencies) {
         let (connect, first_byte) = r.take_timings();
         if let Some(d) = connect {
             latency::record(&mut latencies.backend_connect, d);
@@ -35,7 +35,7 @@ impl QueueCounters {
     }
 
     /// A relay ended: its bytes and how it ended; its access log line if asked.
-    pub fn relay_ended(&mut self, r: &Relay, access_log: bool, now: Instant) {
+    pub fn relay_ended<B: Backend>(&mut self, r: &Relay<B>, access_log: bool, now: Instant) {
         if access_log {
             self::access_log(r, now);
         }
@@ -54,7 +54,7 @@ impl QueueCounters {
 
 
 /// One line for a relayed connection that ended (target `sluice::access`).
-pub fn access_log(r: &Relay, now: Instant) {
+pub fn access_log<B: Backend>(r: &Relay<B>, now: Instant) {
     let (client, listener) = r.peers.map_or((None, None), |(c, l)| (Some(c), Some(l)));
     let tls = r.tls_summary();
     let version = tls.and_then(|(i, _)| i.version.as_str()).unwrap_or("-");

@@ -479,7 +479,9 @@ impl Worker {
         let Some(Ok(session)) = session else {
             self.counters.relays_backend_failed += 1;
             client.abort();
-            self.admitted.remove(&id).map(|slot| self.conn_counts.release(slot));
+            if let Some(slot) = self.admitted.remove(&id) {
+                self.conn_counts.release(slot);
+            }
             self.close_client(client);
             return;
         };

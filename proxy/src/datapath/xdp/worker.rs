@@ -308,11 +308,9 @@ impl Dispatch {
     fn index_new_flow(&mut self, tuple: FourTuple, claimed: bool) {
         match self.serves(&tuple) {
             None if claimed => self.flows.release(&tuple, self.worker),
-            Some(h) if !claimed => {
-                if self.flows.claim(tuple, self.worker).is_err() {
-                    self.counters.flow_claim_conflicts += 1;
-                    self.tcp.abort(h);
-                }
+            Some(h) if !claimed && self.flows.claim(tuple, self.worker).is_err() => {
+                self.counters.flow_claim_conflicts += 1;
+                self.tcp.abort(h);
             }
             _ => {}
         }
@@ -1223,7 +1221,7 @@ mod tests {
                 Verdict::Reply(n) => return vec![buf[..n].to_vec()],
                 Verdict::Consumed => {}
             }
-            self.now = self.now + Duration::from_micros(100);
+            self.now += Duration::from_micros(100);
             let now = self.now;
             self.workers.iter_mut().flat_map(|d| transmit(d, now)).collect()
         }
