@@ -1,6 +1,6 @@
-//! The relay against real kernels (issue 4, plain TCP before TLS): Linux's TCP in `{p}client`
-//! talks to sluice's listener on 198.51.100.2:80, which relays to a kernel echo server in
-//! `{p}backend` (203.0.113.2:8080) over a kernel socket.
+//! The relay against real kernels, on both transports: Linux's TCP in `{p}client` talks to
+//! sluice's listener on 198.51.100.2:80 (on sluice's TCP over AF_XDP, or on kernel sockets), which
+//! relays to a kernel server in `{p}backend` (203.0.113.2:8080) over a kernel socket.
 
 mod common;
 
@@ -9,27 +9,30 @@ use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
-use common::{Sluice, config, echo_backend};
+use common::{Sluice, Transport, echo_backend};
 use sha2::{Digest, Sha256};
 use sluice_testbed::in_netns;
 
 const LISTENER: &str = "198.51.100.2:80";
 
-fn relay_config() -> String {
-    config(
-        "native",
+/// A relay listener on `t`; on sluice's own TCP a short TIME-WAIT too.
+fn relay_config(t: Transport) -> String {
+    let tcp = match t {
+        Transport::Xdp => "[tcp]\ntime_wait_ms = 1000\n\n",
+        Transport::Kernel => "",
+    };
+    t.config(&format!(
         "[[listener]]\naddress = \"198.51.100.2:80\"\nbackend = \"203.0.113.2:8080\"\n\n\
-         [tcp]\ntime_wait_ms = 1000\n\n[relay]\nbackend_connect_timeout_ms = 2000\n",
-    )
+         {tcp}[relay]\nbackend_connect_timeout_ms = 2000\n"
+    ))
 }
 
 fn addr() -> SocketAddr {
     LISTENER.parse().unwrap()
 }
 
-#[test]
-fn relays_256_mib_each_way_intact_with_half_close() -> Result<()> {
-    let sluice = Sluice::start("sl-rl1-", &relay_config())?;
+fn relays_256_mib_each_way_intact_with_half_close(t: Transport) -> Result<()> {
+    let sluice = Sluice::start(&t.prefix("sl-rl1-"), &relay_config(t))?;
     echo_backend(&sluice.topology.topology.backend())?;
     let mib = common::transfer_mib(256);
     let (sent, back, elapsed) = in_netns(&sluice.client(), move || common::echo_stream(LISTENER, mib << 20))??;
@@ -42,9 +45,8 @@ fn relays_256_mib_each_way_intact_with_half_close() -> Result<()> {
     Ok(())
 }
 
-#[test]
-fn two_hundred_concurrent_relayed_connections() -> Result<()> {
-    let sluice = Sluice::start("sl-rl2-", &relay_config())?;
+fn two_hundred_concurrent_relayed_connections(t: Transport) -> Result<()> {
+    let sluice = Sluice::start(&t.prefix("sl-rl2-"), &relay_config(t))?;
     echo_backend(&sluice.topology.topology.backend())?;
     let ns = sluice.client();
     let handles: Vec<_> = (0..200)
@@ -72,9 +74,8 @@ fn two_hundred_concurrent_relayed_connections() -> Result<()> {
 }
 
 /// No backend listening: the client's connection is reset, counted, and sluice serves on.
-#[test]
-fn refusing_backend_resets_the_client() -> Result<()> {
-    let sluice = Sluice::start("sl-rl3-", &relay_config())?;
+fn refusing_backend_resets_the_client(t: Transport) -> Result<()> {
+    let sluice = Sluice::start(&t.prefix("sl-rl3-"), &relay_config(t))?;
     let result = in_netns(&sluice.client(), || -> std::io::Result<usize> {
         let mut s = TcpStream::connect_timeout(&addr(), Duration::from_secs(5))?;
         s.set_read_timeout(Some(Duration::from_secs(5)))?;
@@ -95,9 +96,8 @@ fn refusing_backend_resets_the_client() -> Result<()> {
 }
 
 /// Client data waits (bounded) while the backend is slow to read: back-pressure, no loss.
-#[test]
-fn slow_backend_pauses_the_client_without_loss() -> Result<()> {
-    let sluice = Sluice::start("sl-rl4-", &relay_config())?;
+fn slow_backend_pauses_the_client_without_loss(t: Transport) -> Result<()> {
+    let sluice = Sluice::start(&t.prefix("sl-rl4-"), &relay_config(t))?;
     let listener = in_netns(&sluice.topology.topology.backend(), || TcpListener::bind("203.0.113.2:8080"))??;
     let server = std::thread::spawn(move || -> Result<([u8; 32], usize)> {
         let (mut conn, _) = listener.accept()?;
@@ -145,9 +145,8 @@ fn slow_backend_pauses_the_client_without_loss() -> Result<()> {
 
 /// A backend that resets mid-stream: the client's connection is reset too, counted; sluice
 /// serves the next connection.
-#[test]
-fn backend_reset_mid_stream_resets_the_client() -> Result<()> {
-    let sluice = Sluice::start("sl-rl5-", &relay_config())?;
+fn backend_reset_mid_stream_resets_the_client(t: Transport) -> Result<()> {
+    let sluice = Sluice::start(&t.prefix("sl-rl5-"), &relay_config(t))?;
     let listener = in_netns(&sluice.topology.topology.backend(), || TcpListener::bind("203.0.113.2:8080"))??;
     std::thread::spawn(move || -> std::io::Result<()> {
         let (mut conn, _) = listener.accept()?;
@@ -181,3 +180,11 @@ fn backend_reset_mid_stream_resets_the_client() -> Result<()> {
     ensure!(sluice.queue_total(&stats, "relays_backend_failed") == 1, "{stats:#}");
     Ok(())
 }
+
+on_both_transports!(
+    relays_256_mib_each_way_intact_with_half_close,
+    two_hundred_concurrent_relayed_connections,
+    refusing_backend_resets_the_client,
+    slow_backend_pauses_the_client_without_loss,
+    backend_reset_mid_stream_resets_the_client,
+);
