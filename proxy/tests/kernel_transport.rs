@@ -1,7 +1,7 @@
-//! The kernel transport (`[datapath] transport = "kernel"`) against real clients: sluice in
-//! `{p}proxy` serves 198.51.100.2 on Linux's TCP stack (one SO_REUSEPORT listener per worker)
-//! with the same TLS, session cache, relay and `/stats.json` as the XDP transport, and attaches
-//! no XDP program.
+//! What is the kernel transport's own (`[datapath] transport = "kernel"`): sluice in `{p}proxy`
+//! serves 198.51.100.2 on Linux's TCP stack (one SO_REUSEPORT listener per worker), attaches no
+//! XDP program, echoes and refuses, reloads and drains as nobody. TLS, the relay, backends and
+//! limits are tested on both transports in their own files (`on_both_transports!`).
 
 mod common;
 
@@ -9,10 +9,7 @@ use std::net::TcpStream;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
-use common::{
-    Sluice, certificates, curl_both_names_and_versions, echo_backend, http_backend, kernel_config,
-    openssl_resumes_tls12_and_tls13,
-};
+use common::{Sluice, echo_backend, kernel_config};
 use sluice_testbed::{in_netns, xdp_attached};
 
 /// Waits (up to 15 s) until the workers published `n` closed connections and none open; returns
@@ -43,49 +40,6 @@ fn common_checks(sluice: &Sluice, stats: &serde_json::Value) -> Result<()> {
     let (established, closed) =
         (sluice.queue_total(stats, "connections_established"), sluice.queue_total(stats, "connections_closed"));
     ensure!(established == closed, "{established} established, {closed} closed: {stats:#}");
-    Ok(())
-}
-
-/// curl with SNI gets the backend's answer for both names and both TLS versions; openssl
-/// `-sess_out`/`-sess_in` resumes (TLS 1.2 session ID, TLS 1.3 ticket through the shared cache);
-/// `/stats.json` counts exactly that.
-#[test]
-fn tls_terminated_on_kernel_sockets_with_resumption() -> Result<()> {
-    let dir = std::env::temp_dir().join(format!("kt1-certs-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    certificates(&dir)?;
-    let d = dir.display();
-    let sluice = Sluice::start(
-        "kt1-",
-        &kernel_config(
-            2,
-            &format!(
-                "[[listener]]\naddress = \"198.51.100.2:443\"\nbackend = \"203.0.113.2:8080\"\n\n\
-                 [listener.tls]\ncertificates = [\n  \
-                 {{ cert = \"{d}/a.test.pem\", key = \"{d}/a.test.key\", sni = [\"a.test\"], default = true }},\n  \
-                 {{ cert = \"{d}/b.test.pem\", key = \"{d}/b.test.key\", sni = [\"b.test\"] }},\n]\n\
-                 alpn = [\"http/1.1\"]\n"
-            ),
-        ),
-    )?;
-    http_backend(&sluice.topology.topology.backend())?;
-    curl_both_names_and_versions(&sluice, &dir.join("ca.pem"))?;
-    openssl_resumes_tls12_and_tls13(&sluice, &dir)?;
-    let stats = wait_closed(&sluice, 8)?;
-    common_checks(&sluice, &stats)?;
-    let total = |c| sluice.queue_total(&stats, c);
-    ensure!(total("connections_established") == 8, "{stats:#}");
-    ensure!(total("relays_opened") == 8, "{stats:#}");
-    ensure!(total("relays_clean") >= 4, "the curl relays end cleanly: {stats:#}");
-    ensure!(total("relays_backend_failed") + total("tls_failed") + total("tls_handshake_timeouts") == 0, "{stats:#}");
-    ensure!(total("tls_handshakes_full") == 6, "{stats:#}");
-    ensure!(total("tls_handshakes_resumed") == 2, "{stats:#}");
-    let l = &stats["latency"];
-    ensure!(l["tls12_handshake_full"]["count"] == 3 && l["tls13_handshake_full"]["count"] == 3, "{l:#}");
-    ensure!(l["tls12_handshake_resumed"]["count"] == 1 && l["tls13_handshake_resumed"]["count"] == 1, "{l:#}");
-    ensure!(l["backend_connect"]["count"] == 8, "{l:#}");
-    ensure!(stats["session_caches"][0]["hits"].as_u64() >= Some(2), "{stats:#}");
-    let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }
 

@@ -1,6 +1,7 @@
-//! TLS termination on the bypass path against real clients (issue 4): curl and openssl in
-//! `{p}client` (Linux's TCP), sluice terminating TLS on 198.51.100.2:443 with its own TCP, and a
-//! plaintext HTTP backend in `{p}backend`.
+//! TLS termination against real clients: curl and openssl in `{p}client` (Linux's TCP), sluice
+//! terminating TLS on 198.51.100.2:443 (the handshake, resumption, alert and timeout tests on both
+//! transports: its own TCP over AF_XDP and kernel sockets), and a plaintext HTTP backend in
+//! `{p}backend`.
 
 mod common;
 
@@ -11,43 +12,47 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
 use common::{
-    Sluice, certificates, config, curl_both_names_and_versions, handshakes, http_backend, openssl_resumes_tls12_and_tls13,
+    Sluice, Transport, certificates, curl_both_names_and_versions, handshakes, http_backend, openssl_resumes_tls12_and_tls13,
 };
 use sluice_testbed::{in_netns, in_ns};
 
-fn tls_config(dir: &Path) -> String {
+fn tls_config(dir: &Path, t: Transport) -> String {
     let d = dir.display();
-    config(
-        "native",
+    let tcp = match t {
+        Transport::Xdp => "[tcp]\ntime_wait_ms = 1000\n\n",
+        Transport::Kernel => "",
+    };
+    t.config(
         &format!(
             "[[listener]]\naddress = \"198.51.100.2:443\"\nbackend = \"203.0.113.2:8080\"\n\n\
              [listener.tls]\ncertificates = [\n  \
              {{ cert = \"{d}/a.test.pem\", key = \"{d}/a.test.key\", sni = [\"a.test\"], default = true }},\n  \
              {{ cert = \"{d}/b.test.pem\", key = \"{d}/b.test.key\", sni = [\"b.test\"] }},\n]\n\
-             alpn = [\"http/1.1\"]\n\n[tcp]\ntime_wait_ms = 1000\n\n[relay]\ntls_handshake_timeout_ms = 1500\n"
+             alpn = [\"http/1.1\"]\n\n{tcp}[relay]\ntls_handshake_timeout_ms = 1500\n"
         ),
     )
 }
 
-/// Starts sluice with TLS on 443 and an HTTP backend; the certificates live in a fresh directory.
-fn start(prefix: &str) -> Result<(Sluice, std::path::PathBuf)> {
-    start_with_ca(prefix).map(|(s, d, _)| (s, d))
+/// Starts sluice on `t` with TLS on 443 and an HTTP backend; the certificates live in a fresh
+/// directory.
+fn start_on(prefix: &str, t: Transport) -> Result<(Sluice, std::path::PathBuf)> {
+    start_with_ca(&t.prefix(prefix), t).map(|(s, d, _)| (s, d))
 }
 
 fn start_with_ca(
     prefix: &str,
+    t: Transport,
 ) -> Result<(Sluice, std::path::PathBuf, sluice_tls::rustls::pki_types::CertificateDer<'static>)> {
     let dir = std::env::temp_dir().join(format!("{prefix}certs-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let ca = certificates(&dir)?;
-    let sluice = Sluice::start(prefix, &tls_config(&dir))?;
+    let sluice = Sluice::start(prefix, &tls_config(&dir, t))?;
     http_backend(&sluice.topology.topology.backend())?;
     Ok((sluice, dir, ca))
 }
 
-#[test]
-fn curl_gets_the_backend_through_tls_for_two_names_and_both_versions() -> Result<()> {
-    let (sluice, dir) = start("sl-tl1-")?;
+fn curl_gets_the_backend_through_tls_for_two_names_and_both_versions(t: Transport) -> Result<()> {
+    let (sluice, dir) = start_on("sl-tl1-", t)?;
     curl_both_names_and_versions(&sluice, &dir.join("ca.pem"))?;
     let stats = sluice.wait_idle()?;
     ensure!(sluice.queue_total(&stats, "tls_handshakes_full") == 4, "{stats:#}");
@@ -59,9 +64,8 @@ fn curl_gets_the_backend_through_tls_for_two_names_and_both_versions() -> Result
 
 /// `openssl s_client -sess_out` then `-sess_in`: the second connection is resumed, with TLS 1.2
 /// session IDs (tickets off) and with TLS 1.3.
-#[test]
-fn openssl_resumes_sessions_tls12_and_tls13() -> Result<()> {
-    let (sluice, dir) = start("sl-tl2-")?;
+fn openssl_resumes_sessions_tls12_and_tls13(t: Transport) -> Result<()> {
+    let (sluice, dir) = start_on("sl-tl2-", t)?;
     openssl_resumes_tls12_and_tls13(&sluice, &dir)?;
     let stats = sluice.wait_idle()?;
     ensure!(sluice.queue_total(&stats, "tls_handshakes_resumed") == 2, "{stats:#}");
@@ -73,9 +77,8 @@ fn openssl_resumes_sessions_tls12_and_tls13() -> Result<()> {
 }
 
 /// Plain HTTP instead of a ClientHello: an alert and a close, counted; the next client is fine.
-#[test]
-fn garbage_instead_of_a_client_hello_gets_an_alert() -> Result<()> {
-    let (sluice, dir) = start("sl-tl3-")?;
+fn garbage_instead_of_a_client_hello_gets_an_alert(t: Transport) -> Result<()> {
+    let (sluice, dir) = start_on("sl-tl3-", t)?;
     let answer = in_netns(&sluice.client(), || -> std::io::Result<Vec<u8>> {
         let mut s = TcpStream::connect_timeout(&"198.51.100.2:443".parse().unwrap(), Duration::from_secs(5))?;
         s.set_read_timeout(Some(Duration::from_secs(5)))?;
@@ -100,9 +103,8 @@ fn garbage_instead_of_a_client_hello_gets_an_alert() -> Result<()> {
 
 /// A client that connects and sends half a ClientHello, then nothing: closed after the handshake
 /// timeout, counted; the backend connection is freed.
-#[test]
-fn client_stalled_mid_handshake_is_closed() -> Result<()> {
-    let (sluice, _dir) = start("sl-tl4-")?;
+fn client_stalled_mid_handshake_is_closed(t: Transport) -> Result<()> {
+    let (sluice, _dir) = start_on("sl-tl4-", t)?;
     let waited = in_netns(&sluice.client(), || -> std::io::Result<Duration> {
         let mut s = TcpStream::connect_timeout(&"198.51.100.2:443".parse().unwrap(), Duration::from_secs(5))?;
         s.set_read_timeout(Some(Duration::from_secs(10)))?;
@@ -125,7 +127,7 @@ fn client_stalled_mid_handshake_is_closed() -> Result<()> {
 #[test]
 fn thousand_resumptions_spread_over_both_workers() -> Result<()> {
     use sluice_tls::rustls::{self, ClientConfig, RootCertStore};
-    let (sluice, _dir, ca) = start_with_ca("sl-tl5-")?;
+    let (sluice, _dir, ca) = start_with_ca("sl-tl5-", Transport::Xdp)?;
     let mut roots = RootCertStore::empty();
     roots.add(ca)?;
     for version in [&rustls::version::TLS12, &rustls::version::TLS13] {
@@ -274,8 +276,8 @@ fn start_echo(
     std::fs::create_dir_all(&dir)?;
     let ca = certificates(&dir)?;
     let sluice = match impairment {
-        None => Sluice::start(prefix, &tls_config(&dir))?,
-        Some((c, p)) => Sluice::start_impaired(prefix, &tls_config(&dir), 0x7e5, c, p)?,
+        None => Sluice::start(prefix, &tls_config(&dir, Transport::Xdp))?,
+        Some((c, p)) => Sluice::start_impaired(prefix, &tls_config(&dir, Transport::Xdp), 0x7e5, c, p)?,
     };
     common::echo_backend(&sluice.topology.topology.backend())?;
     Ok((sluice, dir, ca))
@@ -352,7 +354,7 @@ fn rss_kib(pid: u32) -> Result<u64> {
 /// sluice's resident memory beyond the second's (no per-connection leak).
 #[test]
 fn five_hundred_concurrent_tls_connections_of_ten_requests() -> Result<()> {
-    let (sluice, _dir, ca) = start_with_ca("sl-tl8-")?;
+    let (sluice, _dir, ca) = start_with_ca("sl-tl8-", Transport::Xdp)?;
     let config = client_config(ca)?;
     let rss_start = rss_kib(sluice.process.pid())?;
     let mut rss = Vec::new();
@@ -384,3 +386,10 @@ fn five_hundred_concurrent_tls_connections_of_ten_requests() -> Result<()> {
     }
     Ok(())
 }
+
+on_both_transports!(
+    curl_gets_the_backend_through_tls_for_two_names_and_both_versions,
+    openssl_resumes_sessions_tls12_and_tls13,
+    garbage_instead_of_a_client_hello_gets_an_alert,
+    client_stalled_mid_handshake_is_closed,
+);
