@@ -1,0 +1,151 @@
+//! `[datapath]`: the transport (XDP or kernel sockets), the interface, XDP mode, AF_XDP rings
+//! and workers; and `[tcp]`: sluice's TCP stack.
+
+use std::fmt;
+
+use serde::Deserialize;
+
+use super::defaults;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum XdpModeSetting {
+    /// Driver mode, falling back to generic (SKB) mode when the driver refuses.
+    #[default]
+    Auto,
+    Native,
+    Skb,
+}
+
+impl fmt::Display for XdpModeSetting {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Auto => "auto",
+            Self::Native => "native",
+            Self::Skb => "skb",
+        })
+    }
+}
+
+/// Which TCP stack serves the listeners.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    /// XDP steers the listeners' packets to AF_XDP sockets; sluice's own TCP stack serves them.
+    #[default]
+    Xdp,
+    /// Kernel sockets (one SO_REUSEPORT listener per worker and listener): the same TLS, cache,
+    /// relay and stats on Linux's TCP stack. The baseline, and the fallback without AF_XDP.
+    Kernel,
+}
+
+/// Where and how sluice takes its packets.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Datapath {
+    /// `xdp` (default) or `kernel`. With `kernel`, `interface` may be omitted and the XDP and
+    /// AF_XDP fields below are not used.
+    #[serde(default)]
+    pub transport: Transport,
+    /// Kernel transport: worker threads (pinned to cores in turn). Default: one per CPU.
+    #[serde(default)]
+    pub workers: Option<usize>,
+    /// The interface whose traffic XDP steers (e.g. `px0`); required with the XDP transport.
+    #[serde(default)]
+    pub interface: String,
+    #[serde(default)]
+    pub xdp_mode: XdpModeSetting,
+    /// Replace an XDP program that is already attached to the interface.
+    #[serde(default)]
+    pub force: bool,
+    /// Queues to bind (one AF_XDP socket and one worker each). Default: every RX queue of the
+    /// interface. Fewer than the interface has is refused: the XDP program would redirect to a
+    /// queue without a socket and the kernel would answer sluice's flows itself.
+    #[serde(default)]
+    pub queues: Option<u32>,
+    /// Ask for zero-copy AF_XDP; falls back to copy mode (logged) where the driver lacks it.
+    #[serde(default)]
+    pub zero_copy: bool,
+    #[serde(default = "defaults::frames_per_queue")]
+    pub frames_per_queue: u32,
+    #[serde(default = "defaults::frame_size")]
+    pub frame_size: u32,
+    #[serde(default = "defaults::rx_ring_size")]
+    pub rx_ring: u32,
+    #[serde(default = "defaults::ring_size")]
+    pub tx_ring: u32,
+    #[serde(default = "defaults::rx_ring_size")]
+    pub fill_ring: u32,
+    #[serde(default = "defaults::ring_size")]
+    pub completion_ring: u32,
+    /// Verify IPv4 and TCP checksums of received frames (drop and count failures).
+    #[serde(default = "defaults::yes")]
+    pub verify_checksums: bool,
+    /// How long a worker keeps polling its empty rings before it sleeps. A wake-up costs more
+    /// than a few looks at the rings, but where cores are shared spinning costs the other
+    /// threads: 0 (sleep at once) measured best on the 2-core test machine (half the CPU per
+    /// connection at a fixed rate, the same latency); raise it on cores dedicated to sluice.
+    #[serde(default = "defaults::busy_poll_us")]
+    pub busy_poll_us: u64,
+    /// Pin worker `i` to core `i` (modulo the cores). Best on a host whose cores serve sluice
+    /// alone; where other busy processes share the cores, leaving placement to the scheduler
+    /// keeps a worker from waiting behind them on its one core.
+    #[serde(default = "defaults::yes")]
+    pub pin_workers: bool,
+}
+
+/// sluice's TCP stack (every field optional; defaults follow Linux where RFCs leave a choice).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Tcp {
+    /// Receive buffer per connection (bytes): the largest window sluice advertises.
+    pub recv_buffer: usize,
+    /// Send buffer per connection (bytes).
+    pub send_buffer: usize,
+    /// Offer window scaling (RFC 7323), SACK (RFC 2018), timestamps (RFC 7323).
+    pub window_scale: bool,
+    pub sack: bool,
+    pub timestamps: bool,
+    /// Half-open connections per listener before SYN cookies answer.
+    pub syn_queue: usize,
+    pub syn_cookies: bool,
+    /// TIME-WAIT, handshake timeout and idle timeout (0: none), in milliseconds.
+    pub time_wait_ms: u64,
+    pub handshake_timeout_ms: u64,
+    pub idle_timeout_ms: u64,
+    /// `cubic` (RFC 9438) or `newreno` (RFC 5681, RFC 6582).
+    pub congestion: Congestion,
+    /// Keepalive (RFC 9293 3.8.4): idle time before the first probe (0: off), time between
+    /// unanswered probes, and how many go unanswered before the connection is dropped.
+    pub keepalive_idle_ms: u64,
+    pub keepalive_interval_ms: u64,
+    pub keepalive_probes: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Congestion {
+    Cubic,
+    Newreno,
+}
+
+impl Default for Tcp {
+    fn default() -> Self {
+        Self {
+            recv_buffer: 256 * 1024,
+            send_buffer: 256 * 1024,
+            window_scale: true,
+            sack: true,
+            timestamps: true,
+            syn_queue: 1024,
+            syn_cookies: true,
+            time_wait_ms: 10_000,
+            handshake_timeout_ms: 10_000,
+            idle_timeout_ms: 300_000,
+            congestion: Congestion::Cubic,
+            keepalive_idle_ms: 0,
+            keepalive_interval_ms: 75_000,
+            keepalive_probes: 9,
+        }
+    }
+}

@@ -1,0 +1,161 @@
+//! `[[listener]]`: what each listener serves (relay, echo or refuse), its backends,
+//! `[[listener.route]]` (SNI and ALPN routes) and `[listener.health_check]`; and `[relay]`, the
+//! relaying to backends. The backend lists' checks used by `Config::validate` live here.
+
+use std::collections::HashSet;
+use std::net::SocketAddrV4;
+
+use serde::Deserialize;
+
+use super::defaults;
+
+/// Relaying to backends.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Relay {
+    /// Bytes queued per direction and connection before the other side is paused.
+    pub buffer: usize,
+    /// Give up on a backend that has not accepted the connection after this long (the client
+    /// is reset).
+    pub backend_connect_timeout_ms: u64,
+    /// Close a client that has not completed its TLS handshake this long after connecting.
+    pub tls_handshake_timeout_ms: u64,
+}
+
+impl Default for Relay {
+    fn default() -> Self {
+        Self { buffer: 64 * 1024, backend_connect_timeout_ms: 5_000, tls_handshake_timeout_ms: 10_000 }
+    }
+}
+
+/// What a listener does with the connections it accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListenerMode {
+    /// Relay the connection's bytes to this backend over a kernel TCP socket.
+    Relay(SocketAddrV4),
+    /// Answer every SYN with a RST (connection refused): the listener is steered to sluice but
+    /// serves nothing. The datapath's first form, and what tests of the datapath alone use.
+    Refuse,
+    /// TCP echo on sluice's own stack, no TLS, no backend (tests and benchmarks of the TCP stack).
+    Echo,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Listener {
+    /// `ip:port` that clients connect to; the IP must be an address of `datapath.interface`.
+    pub address: String,
+    /// Serve TCP echo (no TLS, no backend).
+    #[serde(default)]
+    pub echo: bool,
+    /// Refuse every connection with a RST.
+    #[serde(default)]
+    pub refuse: bool,
+    /// Relay accepted connections to this backend (`ip:port`, reached through the kernel).
+    #[serde(default)]
+    pub backend: Option<String>,
+    /// Relay to several backends (`ip:port` each, at most 64): the one-backend form is `backend`.
+    #[serde(default)]
+    pub backends: Vec<String>,
+    /// `round-robin` (default) or `least-connections`.
+    #[serde(default)]
+    pub balance: crate::session::backend::Balance,
+    /// After a failed connect, skip that backend for this long (milliseconds).
+    #[serde(default = "defaults::cooldown_ms")]
+    pub cooldown_ms: u64,
+    /// An active health check of the backends (a TCP connect each interval); absent: none.
+    #[serde(default)]
+    pub health_check: Option<HealthCheck>,
+    /// Send a PROXY protocol v2 header first on every backend connection.
+    #[serde(default)]
+    pub proxy_protocol: bool,
+    /// Routes by SNI and/or ALPN (first match wins; no match: the listener's backends).
+    #[serde(default, rename = "route")]
+    pub routes: Vec<Route>,
+    /// Terminate TLS on this listener (needs `backend`): certificates, versions, ALPN,
+    /// resumption. Relative paths are taken from the configuration file's directory.
+    #[serde(default)]
+    pub tls: Option<sluice_tls::TlsSettings>,
+}
+
+/// `[listener.health_check]`: a TCP connect to every backend each `interval_ms`; one that does
+/// not connect within `timeout_ms` is skipped until it does.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheck {
+    #[serde(default = "defaults::health_interval_ms")]
+    pub interval_ms: u64,
+    #[serde(default = "defaults::health_timeout_ms")]
+    pub timeout_ms: u64,
+}
+
+/// `[[listener.route]]`: connections whose TLS handshake agreed on `sni` and/or `alpn` go to
+/// `backends`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Route {
+    #[serde(default)]
+    pub sni: Option<String>,
+    #[serde(default)]
+    pub alpn: Option<String>,
+    pub backends: Vec<String>,
+}
+
+/// Parses a backend list (validated in `Config::validate`; unparsable entries are skipped).
+fn addrs(list: &[String]) -> Vec<SocketAddrV4> {
+    list.iter().filter_map(|b| b.parse().ok()).collect()
+}
+
+/// Checks a backend list: IPv4 `ip:port` each, concrete, no duplicates, 1 to 64 entries.
+pub(super) fn check_backends(field: &str, list: &[String]) -> Result<(), (String, String)> {
+    if list.is_empty() || list.len() > crate::session::backend::MAX_BACKENDS {
+        return Err((field.into(), format!("needs 1 to {} backends, not {}", crate::session::backend::MAX_BACKENDS, list.len())));
+    }
+    let mut seen = HashSet::new();
+    for (j, b) in list.iter().enumerate() {
+        let f = format!("{field}[{j}]");
+        let a: SocketAddrV4 =
+            b.parse().map_err(|_| (f.clone(), format!("{b:?} is not an IPv4 address and port (ip:port)")))?;
+        if a.port() == 0 || a.ip().is_unspecified() {
+            return Err((f, format!("{a}: needs a concrete address and port")));
+        }
+        if !seen.insert(a) {
+            return Err((f, format!("{a} is listed twice")));
+        }
+    }
+    Ok(())
+}
+
+impl Listener {
+    /// The default backends: `backend`, or `backends`.
+    pub fn backend_addrs(&self) -> Vec<SocketAddrV4> {
+        match &self.backend {
+            Some(b) => addrs(std::slice::from_ref(b)),
+            None => addrs(&self.backends),
+        }
+    }
+
+    /// A route's backends.
+    pub fn route_addrs(route: &Route) -> Vec<SocketAddrV4> {
+        addrs(&route.backends)
+    }
+
+    pub fn socket_addr(&self) -> SocketAddrV4 {
+        // Validated in `Config::validate`.
+        self.address.parse().unwrap_or_else(|_| SocketAddrV4::new([0, 0, 0, 0].into(), 0))
+    }
+
+    /// `Relay` carries the first backend (all of them: [`Self::backend_addrs`]).
+    pub fn mode(&self) -> ListenerMode {
+        match self.backend_addrs().first() {
+            // Validated in `Config::validate`.
+            Some(b) => ListenerMode::Relay(*b),
+            None if self.echo => ListenerMode::Echo,
+            None => ListenerMode::Refuse,
+        }
+    }
+
+    pub(super) fn relays(&self) -> bool {
+        self.backend.is_some() || !self.backends.is_empty()
+    }
+}
