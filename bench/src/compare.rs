@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
 use sluice_bench::load::{self, LoadArgs, LoadReport, Mode, TlsVersion};
+use sluice_bench::probe;
 use sluice_testbed::{NsProcess, TopologyGuard};
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -390,7 +391,7 @@ impl Server {
     fn cpu_seconds(&self) -> f64 {
         process_tree(self.process.pid())
             .into_iter()
-            .filter_map(load::process_cpu_seconds)
+            .filter_map(probe::process_cpu_seconds)
             .sum()
     }
 

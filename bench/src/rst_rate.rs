@@ -48,6 +48,8 @@ use sluice_wire::tcp::{self, Flags};
 use sluice_wire::{Error as WireError, emit_frame};
 use sluice_xsk::{BindMode, KernelStats, Socket, XskConfig, XskStats};
 
+use sluice_bench::probe::{self, CpuTimes, USER_HZ, read_task_stat};
+
 /// The namespace prefix of this benchmark's topology.
 pub const PREFIX: &str = "sluice-rb-";
 const CLIENT_IF: &str = "cli0";
@@ -55,8 +57,6 @@ const PROXY_IF: &str = "px0";
 const CLIENT_IP: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
 const LISTENER: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(198, 51, 100, 2), 443);
 const ADMIN: &str = "127.0.0.1:9090";
-/// `USER_HZ`: the unit of CPU times in /proc/stat and /proc/PID/stat (100 on every Linux ABI).
-const USER_HZ: f64 = 100.0;
 
 /// `sluice-bench rst-rate` options.
 #[derive(clap::Args, Debug, Clone)]
@@ -227,80 +227,6 @@ pub fn net_dev(text: &str, ifname: &str) -> Option<DevCounters> {
     })
 }
 
-/// The machine's CPU times (the aggregate `cpu` line of `/proc/stat`), in `USER_HZ` ticks.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct CpuTimes {
-    pub user: u64,
-    pub nice: u64,
-    pub system: u64,
-    pub idle: u64,
-    pub iowait: u64,
-    pub irq: u64,
-    pub softirq: u64,
-    pub steal: u64,
-}
-
-impl CpuTimes {
-    /// Ticks not idle (iowait counts as idle).
-    pub fn busy(&self) -> u64 {
-        self.user + self.nice + self.system + self.irq + self.softirq + self.steal
-    }
-
-    pub fn total(&self) -> u64 {
-        self.busy() + self.idle + self.iowait
-    }
-
-    fn delta(&self, earlier: &CpuTimes) -> CpuTimes {
-        CpuTimes {
-            user: self.user.saturating_sub(earlier.user),
-            nice: self.nice.saturating_sub(earlier.nice),
-            system: self.system.saturating_sub(earlier.system),
-            idle: self.idle.saturating_sub(earlier.idle),
-            iowait: self.iowait.saturating_sub(earlier.iowait),
-            irq: self.irq.saturating_sub(earlier.irq),
-            softirq: self.softirq.saturating_sub(earlier.softirq),
-            steal: self.steal.saturating_sub(earlier.steal),
-        }
-    }
-}
-
-/// The aggregate line of `/proc/stat`.
-pub fn proc_stat_cpu(text: &str) -> Option<CpuTimes> {
-    let line = text
-        .lines()
-        .find(|l| l.split_whitespace().next() == Some("cpu"))?;
-    let v: Vec<u64> = line
-        .split_whitespace()
-        .skip(1)
-        .map(str::parse)
-        .collect::<Result<_, _>>()
-        .ok()?;
-    let at = |i: usize| v.get(i).copied().unwrap_or(0);
-    (v.len() >= 4).then(|| CpuTimes {
-        user: at(0),
-        nice: at(1),
-        system: at(2),
-        idle: at(3),
-        iowait: at(4),
-        irq: at(5),
-        softirq: at(6),
-        steal: at(7),
-    })
-}
-
-/// `(comm, utime + stime)` from a `/proc/PID/task/TID/stat` line. The name is in parentheses and
-/// may itself contain spaces and parentheses: the fields start after the last `)`.
-pub fn task_stat(text: &str) -> Option<(String, u64)> {
-    let open = text.find('(')?;
-    let close = text.rfind(')')?;
-    let comm = text.get(open + 1..close)?.to_owned();
-    let fields: Vec<&str> = text.get(close + 1..)?.split_whitespace().collect();
-    // fields[0] is field 3 (state); utime and stime are fields 14 and 15.
-    let utime: u64 = fields.get(11)?.parse().ok()?;
-    let stime: u64 = fields.get(12)?.parse().ok()?;
-    Some((comm, utime + stime))
-}
-
 /// Sets the nice value of thread (or process) `id` with `renice`.
 fn renice(id: u32, nice: i32) -> Result<()> {
     sluice_testbed::run("renice", &["-n", &nice.to_string(), "-p", &id.to_string()])
@@ -327,11 +253,7 @@ fn all_thread_ticks() -> BTreeMap<u32, (String, u64)> {
             let Some(tid) = t.file_name().to_str().and_then(|n| n.parse().ok()) else {
                 continue;
             };
-            if let Some(stat) = std::fs::read_to_string(t.path().join("stat"))
-                .ok()
-                .as_deref()
-                .and_then(task_stat)
-            {
+            if let Some(stat) = read_task_stat(t.path().join("stat")) {
                 out.insert(tid, stat);
             }
         }
@@ -427,11 +349,7 @@ fn thread_ticks(pid: u32) -> BTreeMap<String, u64> {
         return out;
     };
     for entry in dir.flatten() {
-        if let Some((comm, ticks)) = std::fs::read_to_string(entry.path().join("stat"))
-            .ok()
-            .as_deref()
-            .and_then(task_stat)
-        {
+        if let Some((comm, ticks)) = read_task_stat(entry.path().join("stat")) {
             *out.entry(comm).or_insert(0) += ticks;
         }
     }
@@ -687,11 +605,7 @@ impl Generator {
     }
 
     fn cpu_ticks(&self) -> u64 {
-        std::fs::read_to_string(format!("/proc/self/task/{}/stat", self.tid))
-            .ok()
-            .as_deref()
-            .and_then(task_stat)
-            .map_or(0, |(_, t)| t)
+        read_task_stat(format!("/proc/self/task/{}/stat", self.tid)).map_or(0, |(_, t)| t)
     }
 
     fn finish(mut self) -> Result<GenReport> {
@@ -746,8 +660,7 @@ impl Ctx<'_> {
     fn sample(&self, generator: &Generator, sluice_pid: Option<u32>) -> Result<Sample> {
         let at = Instant::now();
         let gen_sent = generator.sent();
-        let machine =
-            proc_stat_cpu(&std::fs::read_to_string("/proc/stat")?).context("parsing /proc/stat")?;
+        let machine = probe::machine_cpu().context("reading /proc/stat")?;
         let gen_ticks = generator.cpu_ticks();
         let threads = all_thread_ticks();
         let sluice = match sluice_pid {
@@ -1424,45 +1337,6 @@ Inter-|   Receive                                                |  Transmit
         assert_eq!(net_dev(text, "lo"), Some(DevCounters::default()));
         assert_eq!(net_dev(text, "px0"), None);
         assert_eq!(net_dev("  cli0: 1 2 3\n", "cli0"), None);
-    }
-
-    #[test]
-    fn proc_stat() {
-        let text =
-            "cpu  100 5 200 1000 10 3 40 0 0 0\ncpu0 50 2 100 500 5 1 20 0 0 0\nintr 1 2 3\n";
-        let c = proc_stat_cpu(text).unwrap();
-        assert_eq!(
-            c,
-            CpuTimes {
-                user: 100,
-                nice: 5,
-                system: 200,
-                idle: 1000,
-                iowait: 10,
-                irq: 3,
-                softirq: 40,
-                steal: 0
-            }
-        );
-        assert_eq!(c.busy(), 348);
-        assert_eq!(c.total(), 1358);
-        let later = CpuTimes { user: 150, ..c };
-        assert_eq!(later.delta(&c).busy(), 50);
-        assert_eq!(proc_stat_cpu("cpu0 1 2 3 4\n"), None);
-    }
-
-    #[test]
-    fn task_stat_lines() {
-        let line =
-            "4242 (sluice-q0) R 1 4242 4242 0 -1 4194560 100 0 0 0 731 268 0 0 20 0 4 0 123 0 0";
-        assert_eq!(task_stat(line), Some(("sluice-q0".into(), 999)));
-        // A name with spaces and a parenthesis.
-        let line = "7 (a b) c) S 1 7 7 0 -1 0 0 0 0 0 5 6 0 0 20 0 1 0 1 0 0";
-        assert_eq!(task_stat(line), Some(("a b) c".into(), 11)));
-        assert_eq!(task_stat("7 (x) S 1"), None);
-        // Our own thread reads back.
-        let me = std::fs::read_to_string("/proc/thread-self/stat").unwrap();
-        assert!(task_stat(&me).is_some());
     }
 
     #[test]
