@@ -389,7 +389,7 @@ impl Server {
 
     /// CPU seconds of the server's process tree (nginx's master and workers).
     fn cpu_seconds(&self) -> f64 {
-        process_tree(self.process.pid())
+        probe::process_tree(self.process.pid())
             .into_iter()
             .filter_map(probe::process_cpu_seconds)
             .sum()
@@ -427,27 +427,6 @@ fn haproxy_command(socket: &Path, command: &str) -> Result<String> {
     let mut out = String::new();
     s.read_to_string(&mut out)?;
     Ok(out)
-}
-
-fn process_tree(pid: u32) -> Vec<u32> {
-    let mut out = vec![pid];
-    let mut i = 0;
-    while i < out.len() {
-        let p = out[i];
-        if let Ok(tasks) = std::fs::read_dir(format!("/proc/{p}/task")) {
-            for t in tasks.flatten() {
-                let children =
-                    std::fs::read_to_string(t.path().join("children")).unwrap_or_default();
-                out.extend(
-                    children
-                        .split_whitespace()
-                        .filter_map(|c| c.parse::<u32>().ok()),
-                );
-            }
-        }
-        i += 1;
-    }
-    out
 }
 
 fn tail(text: &str, n: usize) -> String {

@@ -1,10 +1,12 @@
 //! Readers of `/proc`: the machine's CPU times (`/proc/stat`), a process's or thread's
-//! (`/proc/PID/stat`, `/proc/PID/task/TID/stat`). Each benchmark program samples what it
-//! needs from here; nothing here knows sluice.
+//! (`/proc/PID/stat`, `/proc/PID/task/TID/stat`), the threads of a process and the children of
+//! a process tree (`/proc/PID/task`). Each benchmark program samples what it needs from here;
+//! nothing here knows sluice.
 //!
 //! Parsers take the file's text and readers read it, so that the parsers are tested on captured
 //! text and on this process's own files.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 /// `USER_HZ`: the unit of CPU times in /proc/stat and /proc/PID/stat (100 on every Linux ABI).
@@ -110,6 +112,102 @@ pub fn process_cpu_seconds(pid: u32) -> Option<f64> {
     read_task_stat(format!("/proc/{pid}/stat")).map(|(_, t)| t as f64 / USER_HZ)
 }
 
+/// The thread ids of process `pid` (empty if it is gone).
+pub fn threads_of(pid: u32) -> Vec<u32> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| e.file_name().to_str()?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The ids of every process on the machine.
+fn pids() -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| {
+                    let name = e.file_name();
+                    let name = name.to_str()?;
+                    name.bytes()
+                        .all(|b| b.is_ascii_digit())
+                        .then(|| name.parse().ok())?
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// CPU ticks of every thread of process `pid`, by thread name (same-named threads summed).
+pub fn thread_ticks(pid: u32) -> BTreeMap<String, u64> {
+    let mut out = BTreeMap::new();
+    for tid in threads_of(pid) {
+        if let Some((comm, ticks)) = read_task_stat(format!("/proc/{pid}/task/{tid}/stat")) {
+            *out.entry(comm).or_insert(0) += ticks;
+        }
+    }
+    out
+}
+
+/// CPU ticks of every thread on the machine, by thread id, with its name (what else ran).
+pub fn all_thread_ticks() -> BTreeMap<u32, (String, u64)> {
+    let mut out = BTreeMap::new();
+    for pid in pids() {
+        for tid in threads_of(pid) {
+            if let Some(stat) = read_task_stat(format!("/proc/{pid}/task/{tid}/stat")) {
+                out.insert(tid, stat);
+            }
+        }
+    }
+    out
+}
+
+/// The `n` threads that used the most CPU between two [`all_thread_ticks`] snapshots:
+/// `(name, tid, ticks)`, most first.
+pub fn top_threads(
+    before: &BTreeMap<u32, (String, u64)>,
+    after: &BTreeMap<u32, (String, u64)>,
+    n: usize,
+) -> Vec<(String, u32, u64)> {
+    let mut v: Vec<(String, u32, u64)> = after
+        .iter()
+        .map(|(tid, (name, t))| {
+            (
+                name.clone(),
+                *tid,
+                t.saturating_sub(before.get(tid).map_or(0, |b| b.1)),
+            )
+        })
+        .filter(|r| r.2 > 0)
+        .collect();
+    v.sort_by(|a, b| b.2.cmp(&a.2).then(a.1.cmp(&b.1)));
+    v.truncate(n);
+    v
+}
+
+/// Process `pid` and every descendant (the `children` of each of its threads, recursively):
+/// nginx's master and its workers.
+pub fn process_tree(pid: u32) -> Vec<u32> {
+    let mut out = vec![pid];
+    let mut i = 0;
+    while i < out.len() {
+        let p = out[i];
+        for tid in threads_of(p) {
+            let children = std::fs::read_to_string(format!("/proc/{p}/task/{tid}/children"))
+                .unwrap_or_default();
+            out.extend(
+                children
+                    .split_whitespace()
+                    .filter_map(|c| c.parse::<u32>().ok()),
+            );
+        }
+        i += 1;
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -167,5 +265,79 @@ mod tests {
         let s = process_cpu_seconds(std::process::id()).unwrap();
         assert!(s.is_finite() && s >= 0.0);
         assert_eq!(process_cpu_seconds(u32::MAX), None);
+    }
+
+    #[test]
+    fn threads_and_their_ticks_read_back() {
+        let me = std::process::id();
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        let (ready, started) = std::sync::mpsc::channel::<()>();
+        // The thread names itself once it runs: wait for that.
+        let worker = std::thread::Builder::new()
+            .name("probe-test".into())
+            .spawn(move || {
+                ready.send(()).unwrap();
+                stopped.recv()
+            })
+            .unwrap();
+        started.recv().unwrap();
+        let tids = threads_of(me);
+        assert!(
+            tids.contains(&me),
+            "the main thread's id is the process id: {tids:?}"
+        );
+        assert!(tids.len() >= 2, "{tids:?}");
+        let ticks = thread_ticks(me);
+        assert!(ticks.contains_key("probe-test"), "{ticks:?}");
+        let all = all_thread_ticks();
+        // Other tests' threads come and go: check the two that stay.
+        assert!(ticks.contains_key(&all[&me].0));
+        assert!(all.values().any(|(name, _)| name == "probe-test"));
+        drop(stop);
+        let _ = worker.join().unwrap();
+        assert!(threads_of(u32::MAX).is_empty());
+        assert!(thread_ticks(u32::MAX).is_empty());
+    }
+
+    #[test]
+    fn top_threads_by_delta() {
+        let before: BTreeMap<u32, (String, u64)> = [
+            (1, ("a".into(), 100)),
+            (2, ("b".into(), 5)),
+            (3, ("c".into(), 7)),
+        ]
+        .into_iter()
+        .collect();
+        let after: BTreeMap<u32, (String, u64)> = [
+            (1, ("a".into(), 101)),
+            (2, ("b".into(), 50)),
+            (3, ("c".into(), 7)),
+            (4, ("new".into(), 20)),
+        ]
+        .into_iter()
+        .collect();
+        assert_eq!(
+            top_threads(&before, &after, 8),
+            vec![
+                ("b".into(), 2, 45),
+                ("new".into(), 4, 20),
+                ("a".into(), 1, 1)
+            ]
+        );
+        assert_eq!(top_threads(&before, &after, 1), vec![("b".into(), 2, 45)]);
+    }
+
+    #[test]
+    fn a_process_tree_holds_its_children() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("5")
+            .spawn()
+            .unwrap();
+        let tree = process_tree(std::process::id());
+        let _ = child.kill();
+        let _ = child.wait();
+        assert_eq!(tree[0], std::process::id());
+        assert!(tree.contains(&child.id()), "{tree:?}");
+        assert_eq!(process_tree(u32::MAX), vec![u32::MAX]);
     }
 }

@@ -41,14 +41,16 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use serde_json::Value;
+use sluice_bench::probe::{
+    self, CpuTimes, USER_HZ, all_thread_ticks, read_task_stat, thread_ticks, threads_of,
+    top_threads,
+};
 use sluice_testbed::{NsProcess, TopologyGuard, in_netns, in_ns, xdp_attached};
 use sluice_wire::ethernet::{self, Address, EtherType};
 use sluice_wire::ipv4::{self, Protocol};
 use sluice_wire::tcp::{self, Flags};
 use sluice_wire::{Error as WireError, emit_frame};
 use sluice_xsk::{BindMode, KernelStats, Socket, XskConfig, XskStats};
-
-use sluice_bench::probe::{self, CpuTimes, USER_HZ, read_task_stat};
 
 /// The namespace prefix of this benchmark's topology.
 pub const PREFIX: &str = "sluice-rb-";
@@ -232,58 +234,6 @@ fn renice(id: u32, nice: i32) -> Result<()> {
     sluice_testbed::run("renice", &["-n", &nice.to_string(), "-p", &id.to_string()])
 }
 
-/// CPU ticks of every thread on the machine, by thread id, with its name (what else ran).
-fn all_thread_ticks() -> BTreeMap<u32, (String, u64)> {
-    let mut out = BTreeMap::new();
-    let Ok(procs) = std::fs::read_dir("/proc") else {
-        return out;
-    };
-    for p in procs.flatten() {
-        if !p
-            .file_name()
-            .to_str()
-            .is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()))
-        {
-            continue;
-        }
-        let Ok(tasks) = std::fs::read_dir(p.path().join("task")) else {
-            continue;
-        };
-        for t in tasks.flatten() {
-            let Some(tid) = t.file_name().to_str().and_then(|n| n.parse().ok()) else {
-                continue;
-            };
-            if let Some(stat) = read_task_stat(t.path().join("stat")) {
-                out.insert(tid, stat);
-            }
-        }
-    }
-    out
-}
-
-/// The `n` threads that used the most CPU between two [`all_thread_ticks`] snapshots:
-/// `(name, tid, ticks)`, most first.
-pub fn top_threads(
-    before: &BTreeMap<u32, (String, u64)>,
-    after: &BTreeMap<u32, (String, u64)>,
-    n: usize,
-) -> Vec<(String, u32, u64)> {
-    let mut v: Vec<(String, u32, u64)> = after
-        .iter()
-        .map(|(tid, (name, t))| {
-            (
-                name.clone(),
-                *tid,
-                t.saturating_sub(before.get(tid).map_or(0, |b| b.1)),
-            )
-        })
-        .filter(|r| r.2 > 0)
-        .collect();
-    v.sort_by(|a, b| b.2.cmp(&a.2).then(a.1.cmp(&b.1)));
-    v.truncate(n);
-    v
-}
-
 /// The nice value of an autogroup, from `/proc/PID/autogroup` (`/autogroup-25 nice 0`).
 pub fn autogroup_nice(text: &str) -> Option<i32> {
     let mut it = text.split_whitespace();
@@ -329,31 +279,6 @@ fn set_rps(proxy_ns: &str, mask: u64) -> Result<()> {
     in_ns(proxy_ns, "sh", &["-c", &cmd])
         .map(drop)
         .context("setting RPS on px0 rx-0")
-}
-
-/// The thread ids of process `pid`.
-fn threads_of(pid: u32) -> Vec<u32> {
-    std::fs::read_dir(format!("/proc/{pid}/task"))
-        .map(|d| {
-            d.flatten()
-                .filter_map(|e| e.file_name().to_str()?.parse().ok())
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-/// CPU ticks of every thread of process `pid`, by thread name (same-named threads summed).
-fn thread_ticks(pid: u32) -> BTreeMap<String, u64> {
-    let mut out = BTreeMap::new();
-    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return out;
-    };
-    for entry in dir.flatten() {
-        if let Some((comm, ticks)) = read_task_stat(entry.path().join("stat")) {
-            *out.entry(comm).or_insert(0) += ticks;
-        }
-    }
-    out
 }
 
 /// The counters of one sluice queue in `/stats.json`.
@@ -1368,34 +1293,6 @@ Inter-|   Receive                                                |  Transmit
         assert!(
             sluice_sample(&serde_json::json!({"xdp": {"counters": {"redirected": 1}}})).is_err()
         );
-    }
-
-    #[test]
-    fn top_threads_by_delta() {
-        let before: BTreeMap<u32, (String, u64)> = [
-            (1, ("a".into(), 100)),
-            (2, ("b".into(), 5)),
-            (3, ("c".into(), 7)),
-        ]
-        .into_iter()
-        .collect();
-        let after: BTreeMap<u32, (String, u64)> = [
-            (1, ("a".into(), 101)),
-            (2, ("b".into(), 50)),
-            (3, ("c".into(), 7)),
-            (4, ("new".into(), 20)),
-        ]
-        .into_iter()
-        .collect();
-        assert_eq!(
-            top_threads(&before, &after, 8),
-            vec![
-                ("b".into(), 2, 45),
-                ("new".into(), 4, 20),
-                ("a".into(), 1, 1)
-            ]
-        );
-        assert_eq!(top_threads(&before, &after, 1), vec![("b".into(), 2, 45)]);
     }
 
     #[test]
