@@ -1,7 +1,9 @@
 //! Readers of `/proc`: the machine's CPU times (`/proc/stat`), a process's or thread's
 //! (`/proc/PID/stat`, `/proc/PID/task/TID/stat`), the threads of a process and the children of
-//! a process tree (`/proc/PID/task`). Each benchmark program samples what it needs from here;
-//! nothing here knows sluice.
+//! a process tree (`/proc/PID/task`), a process's resident set (`/proc/PID/status`), the load
+//! average, and a network namespace's TCP and interface counters (`/proc/net/snmp`,
+//! `/proc/net/dev`). Each benchmark program samples what it needs from here; nothing here knows
+//! sluice.
 //!
 //! Parsers take the file's text and readers read it, so that the parsers are tested on captured
 //! text and on this process's own files.
@@ -208,9 +210,158 @@ pub fn process_tree(pid: u32) -> Vec<u32> {
     out
 }
 
+/// `VmRSS` of a `/proc/<pid>/status` text, in KiB.
+pub fn vm_rss_kib(status: &str) -> Option<u64> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// The resident set of process `pid` (`VmRSS`), KiB; `None` if it is gone.
+pub fn rss_kib(pid: u32) -> Option<u64> {
+    vm_rss_kib(&std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?)
+}
+
+/// The calling thread's id (`/proc/thread-self` links to `PID/task/TID`).
+pub fn current_thread_id() -> Option<u32> {
+    std::fs::read_link("/proc/thread-self")
+        .ok()
+        .and_then(|p| p.file_name()?.to_str()?.parse().ok())
+}
+
+/// The 1, 5 and 15 minute load averages as `/proc/loadavg` gives them, `?` if unreadable.
+pub fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "?".into())
+}
+
+/// One counter of `/proc/net/snmp` (a header line `Group: Name ...` followed by a value line).
+pub fn snmp_value(text: &str, group: &str, name: &str) -> Option<u64> {
+    let prefix = format!("{group}:");
+    let mut lines = text.lines().filter(|l| l.starts_with(&prefix));
+    let (header, values) = (lines.next()?, lines.next()?);
+    let idx = header.split_whitespace().position(|h| h == name)?;
+    values.split_whitespace().nth(idx)?.parse().ok()
+}
+
+/// The counters of one interface in `/proc/net/dev`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DevCounters {
+    pub rx_packets: u64,
+    pub rx_dropped: u64,
+    pub tx_packets: u64,
+    pub tx_dropped: u64,
+}
+
+/// Interface `ifname`'s line of `/proc/net/dev`.
+pub fn net_dev(text: &str, ifname: &str) -> Option<DevCounters> {
+    let line = text.lines().find_map(|l| {
+        let (name, rest) = l.split_once(':')?;
+        (name.trim() == ifname).then_some(rest)
+    })?;
+    let f: Vec<u64> = line
+        .split_whitespace()
+        .map(str::parse)
+        .collect::<Result<_, _>>()
+        .ok()?;
+    // rx: bytes packets errs drop fifo frame compressed multicast; tx: bytes packets errs drop ...
+    (f.len() >= 12).then(|| DevCounters {
+        rx_packets: f[1],
+        rx_dropped: f[3],
+        tx_packets: f[9],
+        tx_dropped: f[11],
+    })
+}
+
+/// `/proc/net/snmp` and `/proc/net/dev` of the calling thread's network namespace
+/// (`/proc/thread-self/net`: a thread that joined a namespace sees that namespace's).
+pub fn net_snmp_and_dev() -> std::io::Result<(String, String)> {
+    Ok((
+        std::fs::read_to_string("/proc/thread-self/net/snmp")?,
+        std::fs::read_to_string("/proc/thread-self/net/dev")?,
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const SNMP: &str = "\
+Ip: Forwarding DefaultTTL InReceives
+Ip: 2 64 17
+Tcp: RtoAlgorithm RtoMin RtoMax MaxConn ActiveOpens PassiveOpens AttemptFails EstabResets CurrEstab InSegs OutSegs RetransSegs InErrs OutRsts InCsumErrors
+Tcp: 1 200 120000 -1 0 0 0 0 0 123456 5 0 2 98765 3
+Udp: InDatagrams NoPorts
+Udp: 0 0
+";
+
+    #[test]
+    fn snmp_counters() {
+        assert_eq!(snmp_value(SNMP, "Tcp", "InSegs"), Some(123_456));
+        assert_eq!(snmp_value(SNMP, "Tcp", "OutRsts"), Some(98_765));
+        assert_eq!(snmp_value(SNMP, "Tcp", "InCsumErrors"), Some(3));
+        assert_eq!(snmp_value(SNMP, "Ip", "InReceives"), Some(17));
+        // MaxConn is -1: not a counter.
+        assert_eq!(snmp_value(SNMP, "Tcp", "MaxConn"), None);
+        assert_eq!(snmp_value(SNMP, "Tcp", "NoSuch"), None);
+        assert_eq!(snmp_value(SNMP, "Icmp", "InMsgs"), None);
+        // "TcpExt:" is another group, not "Tcp:".
+        assert_eq!(
+            snmp_value("TcpExt: InSegs\nTcpExt: 5\n", "Tcp", "InSegs"),
+            None
+        );
+    }
+
+    #[test]
+    fn net_dev_lines() {
+        let text = "\
+Inter-|   Receive                                                |  Transmit
+ face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets errs drop fifo colls carrier compressed
+    lo:       0       0    0    0    0     0          0         0        0       0    0    0    0     0       0          0
+  cli0: 1000000   20000    0    7    0     0          0         0 58000000 1000000    0   42    0     0       0          0
+";
+        assert_eq!(
+            net_dev(text, "cli0"),
+            Some(DevCounters {
+                rx_packets: 20_000,
+                rx_dropped: 7,
+                tx_packets: 1_000_000,
+                tx_dropped: 42
+            })
+        );
+        assert_eq!(net_dev(text, "lo"), Some(DevCounters::default()));
+        assert_eq!(net_dev(text, "px0"), None);
+        assert_eq!(net_dev("  cli0: 1 2 3\n", "cli0"), None);
+    }
+
+    #[test]
+    fn this_network_namespace_reads_back() {
+        let (snmp, dev) = net_snmp_and_dev().unwrap();
+        assert!(snmp_value(&snmp, "Tcp", "InSegs").is_some());
+        assert!(net_dev(&dev, "lo").is_some());
+    }
+
+    #[test]
+    fn rss_and_load_read_back() {
+        let status = "Name:\tsluice\nVmPeak:\t  123 kB\nVmRSS:\t   48112 kB\nRssAnon:\t 1 kB\n";
+        assert_eq!(vm_rss_kib(status), Some(48_112));
+        assert_eq!(vm_rss_kib("Name:\tx\n"), None);
+        assert!(rss_kib(std::process::id()).is_some_and(|k| k > 0));
+        assert_eq!(rss_kib(u32::MAX), None);
+        let load = loadavg();
+        assert_eq!(load.split(' ').count(), 3, "{load:?}");
+        assert!(
+            load.split(' ').all(|x| x.parse::<f64>().is_ok()),
+            "{load:?}"
+        );
+        let tid = current_thread_id().unwrap();
+        assert!(threads_of(std::process::id()).contains(&tid));
+    }
 
     #[test]
     fn proc_stat() {

@@ -42,8 +42,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail, ensure};
 use serde_json::Value;
 use sluice_bench::probe::{
-    self, CpuTimes, USER_HZ, all_thread_ticks, read_task_stat, thread_ticks, threads_of,
-    top_threads,
+    self, CpuTimes, DevCounters, USER_HZ, all_thread_ticks, net_dev, read_task_stat, snmp_value,
+    thread_ticks, threads_of, top_threads,
 };
 use sluice_testbed::{NsProcess, TopologyGuard, in_netns, in_ns, xdp_attached};
 use sluice_wire::ethernet::{self, Address, EtherType};
@@ -189,45 +189,7 @@ pub fn parse_mac(text: &str) -> Option<Address> {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Counter sources, parsed.
-
-/// One counter of `/proc/net/snmp` (a header line `Group: Name ...` followed by a value line).
-pub fn snmp_value(text: &str, group: &str, name: &str) -> Option<u64> {
-    let prefix = format!("{group}:");
-    let mut lines = text.lines().filter(|l| l.starts_with(&prefix));
-    let (header, values) = (lines.next()?, lines.next()?);
-    let idx = header.split_whitespace().position(|h| h == name)?;
-    values.split_whitespace().nth(idx)?.parse().ok()
-}
-
-/// The counters of one interface in `/proc/net/dev`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct DevCounters {
-    pub rx_packets: u64,
-    pub rx_dropped: u64,
-    pub tx_packets: u64,
-    pub tx_dropped: u64,
-}
-
-/// Interface `ifname`'s line of `/proc/net/dev`.
-pub fn net_dev(text: &str, ifname: &str) -> Option<DevCounters> {
-    let line = text.lines().find_map(|l| {
-        let (name, rest) = l.split_once(':')?;
-        (name.trim() == ifname).then_some(rest)
-    })?;
-    let f: Vec<u64> = line
-        .split_whitespace()
-        .map(str::parse)
-        .collect::<Result<_, _>>()
-        .ok()?;
-    // rx: bytes packets errs drop fifo frame compressed multicast; tx: bytes packets errs drop ...
-    (f.len() >= 12).then(|| DevCounters {
-        rx_packets: f[1],
-        rx_dropped: f[3],
-        tx_packets: f[9],
-        tx_dropped: f[11],
-    })
-}
+// Priorities, RPS, and the counters of sluice's /stats.json.
 
 /// Sets the nice value of thread (or process) `id` with `renice`.
 fn renice(id: u32, nice: i32) -> Result<()> {
@@ -360,16 +322,9 @@ pub fn http_body(response: &[u8]) -> Result<&[u8]> {
 // ---------------------------------------------------------------------------------------------
 // Reading the namespaces.
 
-/// `/proc/net/snmp` and `/proc/net/dev` of namespace `ns`, read by a thread inside it
-/// (`/proc/thread-self/net` is the calling thread's namespace).
+/// `/proc/net/snmp` and `/proc/net/dev` of namespace `ns`, read by a thread inside it.
 fn ns_net(ns: &str) -> Result<(String, String)> {
-    in_netns(ns, || -> std::io::Result<(String, String)> {
-        Ok((
-            std::fs::read_to_string("/proc/thread-self/net/snmp")?,
-            std::fs::read_to_string("/proc/thread-self/net/dev")?,
-        ))
-    })?
-    .with_context(|| format!("reading /proc/net of {ns}"))
+    in_netns(ns, probe::net_snmp_and_dev)?.with_context(|| format!("reading /proc/net of {ns}"))
 }
 
 /// `GET /stats.json` from sluice's admin endpoint inside the proxy namespace.
@@ -396,12 +351,6 @@ fn mac_of(ns: &str, dev: &str) -> Result<Address> {
         .as_str()
         .and_then(parse_mac)
         .with_context(|| format!("no MAC address for {dev} in {ns}"))
-}
-
-fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_else(|_| "?".into())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -474,10 +423,7 @@ impl Generator {
                             Err(e) => return Err(e).context("AF_XDP socket on cli0 queue 0"),
                         }
                     };
-                    let tid = std::fs::read_link("/proc/thread-self")
-                        .ok()
-                        .and_then(|p| p.file_name()?.to_str()?.parse().ok())
-                        .context("reading /proc/thread-self")?;
+                    let tid = probe::current_thread_id().context("reading /proc/thread-self")?;
                     Ok((sock, tid))
                 };
                 let mut sock = match setup() {
@@ -1024,7 +970,7 @@ pub fn run(args: &Args) -> Result<()> {
         signal_hook::flag::register(signal, Arc::clone(&interrupted))
             .context("installing signal handlers")?;
     }
-    let load_before = loadavg();
+    let load_before = probe::loadavg();
     let _autogroup = match args.nice {
         Some(nice) => AutogroupNice::set(nice)?,
         None => None,
@@ -1093,7 +1039,11 @@ pub fn run(args: &Args) -> Result<()> {
         print!("{}", m.details());
         runs.push(m);
         if args.rounds > 1 {
-            println!("-- round {} done; load average {}", round + 1, loadavg());
+            println!(
+                "-- round {} done; load average {}",
+                round + 1,
+                probe::loadavg()
+            );
         }
     }
     let _ = std::fs::remove_dir_all(&dir);
@@ -1129,7 +1079,7 @@ pub fn run(args: &Args) -> Result<()> {
             }
         );
     }
-    println!("load average after: {}", loadavg());
+    println!("load average after: {}", probe::loadavg());
     println!(
         "(sent/s: frames the generator put on cli0's TX ring; answered/s: RSTs sent by sluice queue 0, or by \
          the proxy kernel (Tcp OutRsts); back@cli/s: Tcp InSegs in the client namespace. CPU-seconds per \
@@ -1214,54 +1164,6 @@ mod tests {
         assert_eq!(parse_mac("02:0a:ff:00:10"), None);
         assert_eq!(parse_mac("02:0a:ff:00:10:01:02"), None);
         assert_eq!(parse_mac("zz:0a:ff:00:10:01"), None);
-    }
-
-    const SNMP: &str = "\
-Ip: Forwarding DefaultTTL InReceives
-Ip: 2 64 17
-Tcp: RtoAlgorithm RtoMin RtoMax MaxConn ActiveOpens PassiveOpens AttemptFails EstabResets CurrEstab InSegs OutSegs RetransSegs InErrs OutRsts InCsumErrors
-Tcp: 1 200 120000 -1 0 0 0 0 0 123456 5 0 2 98765 3
-Udp: InDatagrams NoPorts
-Udp: 0 0
-";
-
-    #[test]
-    fn snmp_counters() {
-        assert_eq!(snmp_value(SNMP, "Tcp", "InSegs"), Some(123_456));
-        assert_eq!(snmp_value(SNMP, "Tcp", "OutRsts"), Some(98_765));
-        assert_eq!(snmp_value(SNMP, "Tcp", "InCsumErrors"), Some(3));
-        assert_eq!(snmp_value(SNMP, "Ip", "InReceives"), Some(17));
-        // MaxConn is -1: not a counter.
-        assert_eq!(snmp_value(SNMP, "Tcp", "MaxConn"), None);
-        assert_eq!(snmp_value(SNMP, "Tcp", "NoSuch"), None);
-        assert_eq!(snmp_value(SNMP, "Icmp", "InMsgs"), None);
-        // "TcpExt:" is another group, not "Tcp:".
-        assert_eq!(
-            snmp_value("TcpExt: InSegs\nTcpExt: 5\n", "Tcp", "InSegs"),
-            None
-        );
-    }
-
-    #[test]
-    fn net_dev_lines() {
-        let text = "\
-Inter-|   Receive                                                |  Transmit
- face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets errs drop fifo colls carrier compressed
-    lo:       0       0    0    0    0     0          0         0        0       0    0    0    0     0       0          0
-  cli0: 1000000   20000    0    7    0     0          0         0 58000000 1000000    0   42    0     0       0          0
-";
-        assert_eq!(
-            net_dev(text, "cli0"),
-            Some(DevCounters {
-                rx_packets: 20_000,
-                rx_dropped: 7,
-                tx_packets: 1_000_000,
-                tx_dropped: 42
-            })
-        );
-        assert_eq!(net_dev(text, "lo"), Some(DevCounters::default()));
-        assert_eq!(net_dev(text, "px0"), None);
-        assert_eq!(net_dev("  cli0: 1 2 3\n", "cli0"), None);
     }
 
     #[test]

@@ -44,6 +44,7 @@ use anyhow::{Context, Result, bail};
 use hdrhistogram::Histogram;
 use serde_json::{Value, json};
 use sluice_bench::load::{self, LoadArgs, LoadReport, Mode, TlsVersion};
+use sluice_bench::probe;
 
 use crate::compare::{Bed, Dirs, LISTEN, Server, Target, Tuning};
 
@@ -251,17 +252,6 @@ impl ServerSample {
     fn drained(&self, umem_idle: &[u64]) -> bool {
         self.connections_open == 0 && self.relays_open == 0 && self.umem_back(umem_idle)
     }
-}
-
-/// `VmRSS` of a `/proc/<pid>/status` text, in KiB.
-pub(crate) fn vm_rss_kib(status: &str) -> Option<u64> {
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))?
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()
 }
 
 /// One check of the verdict, with the figures it was decided on.
@@ -794,9 +784,7 @@ pub fn run(args: &Args) -> Result<()> {
         Sample {
             t_s: t0.elapsed().as_secs_f64(),
             draining,
-            rss_kib: std::fs::read_to_string(format!("/proc/{pid}/status"))
-                .ok()
-                .and_then(|s| vm_rss_kib(&s)),
+            rss_kib: probe::rss_kib(pid),
             server: server
                 .stats()
                 .ok()
@@ -1391,7 +1379,7 @@ mod tests {
     }
 
     #[test]
-    fn stats_json_and_proc_status_are_read() {
+    fn stats_json_is_read() {
         let stats = json!({ "queues": [
             { "connections_open": 5, "connections_active": 2, "relays_open": 2,
               "umem_frames_free": 8000, "umem_frames_total": 8192,
@@ -1419,9 +1407,6 @@ mod tests {
             ..s
         };
         assert!(idle.drained(&[8000, 8192]) && !idle.drained(&[8001, 8192]));
-        let status = "Name:\tsluice\nVmPeak:\t  123 kB\nVmRSS:\t   48112 kB\nRssAnon:\t 1 kB\n";
-        assert_eq!(vm_rss_kib(status), Some(48_112));
-        assert_eq!(vm_rss_kib("Name:\tx\n"), None);
     }
 
     #[test]
