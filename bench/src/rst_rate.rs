@@ -31,8 +31,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddrV4, TcpStream};
+use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -41,6 +40,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use serde_json::Value;
+use sluice_bench::admin;
 use sluice_bench::probe::{
     self, CpuTimes, DevCounters, USER_HZ, all_thread_ticks, net_dev, read_task_stat, snmp_value,
     thread_ticks, threads_of, top_threads,
@@ -58,7 +58,6 @@ const CLIENT_IF: &str = "cli0";
 const PROXY_IF: &str = "px0";
 const CLIENT_IP: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
 const LISTENER: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(198, 51, 100, 2), 443);
-const ADMIN: &str = "127.0.0.1:9090";
 
 /// `sluice-bench rst-rate` options.
 #[derive(clap::Args, Debug, Clone)]
@@ -300,48 +299,12 @@ pub fn sluice_sample(v: &Value) -> Result<SluiceSample> {
     })
 }
 
-/// The body of an HTTP/1.x response, which must have status 200.
-pub fn http_body(response: &[u8]) -> Result<&[u8]> {
-    let at = response
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .context("HTTP response without a header end")?;
-    let status = String::from_utf8_lossy(&response[..at]);
-    let code = status
-        .lines()
-        .next()
-        .and_then(|l| l.split_whitespace().nth(1));
-    ensure!(
-        code == Some("200"),
-        "HTTP status line {:?}",
-        status.lines().next().unwrap_or("")
-    );
-    Ok(&response[at + 4..])
-}
-
 // ---------------------------------------------------------------------------------------------
 // Reading the namespaces.
 
 /// `/proc/net/snmp` and `/proc/net/dev` of namespace `ns`, read by a thread inside it.
 fn ns_net(ns: &str) -> Result<(String, String)> {
     in_netns(ns, probe::net_snmp_and_dev)?.with_context(|| format!("reading /proc/net of {ns}"))
-}
-
-/// `GET /stats.json` from sluice's admin endpoint inside the proxy namespace.
-fn get_stats(proxy_ns: &str) -> Result<Value> {
-    let response = in_netns(proxy_ns, || -> std::io::Result<Vec<u8>> {
-        let mut s = TcpStream::connect_timeout(
-            &ADMIN.parse().expect("a socket address"),
-            Duration::from_secs(2),
-        )?;
-        s.set_read_timeout(Some(Duration::from_secs(2)))?;
-        s.write_all(b"GET /stats.json HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")?;
-        let mut buf = Vec::new();
-        s.read_to_end(&mut buf)?;
-        Ok(buf)
-    })?
-    .context("GET /stats.json")?;
-    serde_json::from_slice(http_body(&response)?).context("parsing /stats.json")
 }
 
 fn mac_of(ns: &str, dev: &str) -> Result<Address> {
@@ -535,7 +498,10 @@ impl Ctx<'_> {
         let gen_ticks = generator.cpu_ticks();
         let threads = all_thread_ticks();
         let sluice = match sluice_pid {
-            Some(pid) => Some((sluice_sample(&get_stats(&self.proxy)?)?, thread_ticks(pid))),
+            Some(pid) => Some((
+                sluice_sample(&admin::stats(&self.proxy)?)?,
+                thread_ticks(pid),
+            )),
             None => None,
         };
         let (csnmp, cdev) = ns_net(&self.client)?;
@@ -911,7 +877,7 @@ fn start_sluice(ctx: &Ctx<'_>, binary: &Path, dir: &Path) -> Result<NsProcess> {
         if let Some(status) = p.try_wait()? {
             bail!("sluice exited ({status}) before it was ready:\n{}", p.log());
         }
-        if let Ok(v) = get_stats(&ctx.proxy) {
+        if let Ok(v) = admin::stats(&ctx.proxy) {
             let s = sluice_sample(&v)?;
             ensure!(
                 s.mode == "native",
@@ -1191,6 +1157,13 @@ mod tests {
             }
         );
         assert_eq!(s.queues[1], QueueSample::default());
+        // A whole /stats.json of sluice on AF_XDP (after a soak, so no RSTs).
+        let captured: Value = serde_json::from_str(include_str!("testdata/stats.json")).unwrap();
+        let s = sluice_sample(&captured).unwrap();
+        assert_eq!((s.mode.as_str(), s.redirected), ("native", 7_563_709));
+        assert_eq!(s.queues.len(), 2);
+        assert_eq!(s.queues[0].rx_frames, 3_785_805);
+        assert_eq!(s.queues[1].rst_sent, 0);
         assert!(sluice_sample(&serde_json::json!({"queues": []})).is_err());
         assert!(
             sluice_sample(&serde_json::json!({"xdp": {"counters": {"redirected": 1}}})).is_err()
@@ -1202,14 +1175,6 @@ mod tests {
         assert_eq!(autogroup_nice("/autogroup-25 nice 0\n"), Some(0));
         assert_eq!(autogroup_nice("/autogroup-3 nice -10\n"), Some(-10));
         assert_eq!(autogroup_nice("/autogroup-3\n"), None);
-    }
-
-    #[test]
-    fn http_bodies() {
-        let ok = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\r\n{\"a\":1}";
-        assert_eq!(http_body(ok).unwrap(), b"{\"a\":1}");
-        assert!(http_body(b"HTTP/1.1 404 Not Found\r\n\r\nno").is_err());
-        assert!(http_body(b"HTTP/1.1 200 OK\r\nContent-Type: x").is_err());
     }
 
     #[test]

@@ -44,7 +44,7 @@ use anyhow::{Context, Result, bail};
 use hdrhistogram::Histogram;
 use serde_json::{Value, json};
 use sluice_bench::load::{self, LoadArgs, LoadReport, Mode, TlsVersion};
-use sluice_bench::probe;
+use sluice_bench::{admin, probe};
 
 use crate::compare::{Bed, Dirs, LISTEN, Server, Target, Tuning};
 
@@ -212,31 +212,22 @@ pub(crate) struct ServerSample {
     pub failures: u64,
 }
 
-/// The sum over `stats`'s queues of counter `key`.
-fn total(stats: &Value, key: &str) -> u64 {
-    stats["queues"]
-        .as_array()
-        .map_or(0, |q| q.iter().map(|q| q[key].as_u64().unwrap_or(0)).sum())
-}
-
 fn server_failures(stats: &Value) -> u64 {
-    SERVER_FAILURES.iter().map(|k| total(stats, k)).sum()
+    SERVER_FAILURES
+        .iter()
+        .map(|k| admin::queue_total(stats, k))
+        .sum()
 }
 
 impl ServerSample {
     /// From one `/stats.json`, failures counted from `failures_before` (the soak's start).
     pub(crate) fn from_stats(stats: &Value, failures_before: u64) -> Self {
-        let per_queue = |key: &str| -> Vec<u64> {
-            stats["queues"].as_array().map_or(Vec::new(), |q| {
-                q.iter().map(|q| q[key].as_u64().unwrap_or(0)).collect()
-            })
-        };
         Self {
-            connections_open: total(stats, "connections_open"),
-            connections_active: total(stats, "connections_active"),
-            relays_open: total(stats, "relays_open"),
-            umem_free: per_queue("umem_frames_free"),
-            umem_total: per_queue("umem_frames_total"),
+            connections_open: admin::queue_total(stats, "connections_open"),
+            connections_active: admin::queue_total(stats, "connections_active"),
+            relays_open: admin::queue_total(stats, "relays_open"),
+            umem_free: admin::per_queue(stats, "umem_frames_free"),
+            umem_total: admin::per_queue(stats, "umem_frames_total"),
             failures: server_failures(stats).saturating_sub(failures_before),
         }
     }
@@ -752,10 +743,7 @@ pub fn run(args: &Args) -> Result<()> {
         .stats()
         .context("sluice's /stats.json before the soak")?;
     let failures0 = server_failures(&stats0);
-    let handshakes0 = (
-        total(&stats0, "tls_handshakes_full"),
-        total(&stats0, "tls_handshakes_resumed"),
-    );
+    let handshakes0 = admin::handshakes(&stats0);
     let totals: Arc<Vec<Mutex<PartTotals>>> = Arc::new(
         PARTS
             .iter()
@@ -881,10 +869,8 @@ pub fn run(args: &Args) -> Result<()> {
         )
     });
     let server_hs = stats_after.as_ref().map(|s| {
-        (
-            total(s, "tls_handshakes_full") - handshakes0.0,
-            total(s, "tls_handshakes_resumed") - handshakes0.1,
-        )
+        let (full, resumed) = admin::handshakes(s);
+        (full - handshakes0.0, resumed - handshakes0.1)
     });
     println!(
         "  handshakes full/resumed: client {}/{}, sluice {}",
@@ -897,10 +883,10 @@ pub fn run(args: &Args) -> Result<()> {
     let failure_breakdown: serde_json::Map<String, Value> = SERVER_FAILURES
         .iter()
         .map(|k| {
-            let now = stats_after.as_ref().map_or(0, |s| total(s, k));
+            let now = stats_after.as_ref().map_or(0, |s| admin::queue_total(s, k));
             (
                 (*k).to_owned(),
-                json!(now.saturating_sub(total(&stats0, k))),
+                json!(now.saturating_sub(admin::queue_total(&stats0, k))),
             )
         })
         .collect();
