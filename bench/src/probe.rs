@@ -109,6 +109,11 @@ pub fn read_task_stat(path: impl AsRef<Path>) -> Option<(String, u64)> {
         .and_then(task_stat)
 }
 
+/// CPU ticks (user + system) of thread `tid` of this process, `None` if it is gone.
+pub fn own_thread_ticks(tid: u32) -> Option<u64> {
+    read_task_stat(format!("/proc/self/task/{tid}/stat")).map(|(_, t)| t)
+}
+
 /// CPU time (user + system, seconds) of process `pid` (all its threads), `None` if gone.
 pub fn process_cpu_seconds(pid: u32) -> Option<f64> {
     read_task_stat(format!("/proc/{pid}/stat")).map(|(_, t)| t as f64 / USER_HZ)
@@ -361,6 +366,8 @@ Inter-|   Receive                                                |  Transmit
         );
         let tid = current_thread_id().unwrap();
         assert!(threads_of(std::process::id()).contains(&tid));
+        assert!(own_thread_ticks(tid).is_some());
+        assert_eq!(own_thread_ticks(u32::MAX), None);
     }
 
     #[test]

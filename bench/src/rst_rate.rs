@@ -42,8 +42,8 @@ use anyhow::{Context, Result, bail, ensure};
 use serde_json::Value;
 use sluice_bench::admin;
 use sluice_bench::probe::{
-    self, CpuTimes, DevCounters, USER_HZ, all_thread_ticks, net_dev, read_task_stat, snmp_value,
-    thread_ticks, threads_of, top_threads,
+    self, CpuTimes, DevCounters, USER_HZ, all_thread_ticks, net_dev, snmp_value, thread_ticks,
+    threads_of, top_threads,
 };
 use sluice_testbed::{NsProcess, TopologyGuard, in_netns, in_ns, xdp_attached};
 use sluice_wire::ethernet::{self, Address, EtherType};
@@ -439,7 +439,7 @@ impl Generator {
     }
 
     fn cpu_ticks(&self) -> u64 {
-        read_task_stat(format!("/proc/self/task/{}/stat", self.tid)).map_or(0, |(_, t)| t)
+        probe::own_thread_ticks(self.tid).unwrap_or(0)
     }
 
     fn finish(mut self) -> Result<GenReport> {
