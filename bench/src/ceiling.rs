@@ -7,8 +7,9 @@
 //! - (b) `tcp`: the same handshakes, with every byte carried by two `sluice_tcp::Endpoint`s (the
 //!   client's and the server's): SYN, SYN-ACK, ACK, the TLS flights, FIN both ways, TIME-WAIT
 //!   expired, every segment emitted and parsed with checksums verified. The server side is driven
-//!   as `proxy/src/relay.rs` drives it: TCP `recv` into a ciphertext queue, `TlsSession::feed`,
-//!   `read_plaintext`, `write_plaintext`, `write_ciphertext` into a queue, TCP `send`.
+//!   as `proxy/src/session/relay.rs` drives it: TCP `recv` into a ciphertext queue (the relay's
+//!   own `ByteQueue`), `TlsSession::feed`, `read_plaintext`, `write_plaintext`,
+//!   `write_ciphertext` into a queue, TCP `send`.
 //!
 //! Both run the same connection: handshake, a 36-byte HTTP/1.1 request, a 65-byte response, the
 //! server's close_notify. The server is built exactly as sluice builds it: `sluice_tls::build`
@@ -37,6 +38,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail, ensure};
 use serde_json::json;
+use sluice::session::byte_queue::ByteQueue;
 use sluice_tcp::{Config as TcpConfig, ConnectionHandle, Endpoint, Event, State, StreamError};
 use sluice_tls::rustls::client::{Resumption as ClientResumption, Tls12Resumption};
 use sluice_tls::rustls::crypto::aws_lc_rs;
@@ -498,51 +500,12 @@ impl Memory {
 
 // ---------------------------------------------------------------- (b) through sluice's TCP
 
-/// A bounded byte queue like relay.rs's `ByteQueue`.
-struct Queue {
-    buf: Box<[u8]>,
-    start: usize,
-    end: usize,
-}
-
-impl Queue {
-    fn new(cap: usize) -> Self {
-        Self {
-            buf: vec![0; cap].into_boxed_slice(),
-            start: 0,
-            end: 0,
-        }
-    }
-    fn is_empty(&self) -> bool {
-        self.start == self.end
-    }
-    fn data(&self) -> &[u8] {
-        &self.buf[self.start..self.end]
-    }
-    fn consume(&mut self, n: usize) {
-        self.start = (self.start + n).min(self.end);
-        if self.start == self.end {
-            (self.start, self.end) = (0, 0);
-        }
-    }
-    fn space_mut(&mut self) -> &mut [u8] {
-        if self.end == self.buf.len() && self.start > 0 {
-            self.buf.copy_within(self.start..self.end, 0);
-            (self.start, self.end) = (0, self.end - self.start);
-        }
-        &mut self.buf[self.end..]
-    }
-    fn commit(&mut self, n: usize) {
-        self.end = (self.end + n).min(self.buf.len());
-    }
-}
-
 /// The server side of one connection, driven as relay.rs drives a TLS relay.
 struct ServerConn {
     h: ConnectionHandle,
     session: TlsSession<sluice_tcp::Instant>,
-    cipher_in: Queue,
-    cipher_out: Queue,
+    cipher_in: ByteQueue,
+    cipher_out: ByteQueue,
     app: ServerApp,
     closed: bool,
 }
@@ -735,8 +698,8 @@ impl Tcp {
                     server = Some(ServerConn {
                         h,
                         session: TlsSession::new(fx.server.clone(), DEFAULT_BUFFER_LIMIT)?,
-                        cipher_in: Queue::new(RELAY_BUFFER),
-                        cipher_out: Queue::new(RELAY_BUFFER),
+                        cipher_in: ByteQueue::new(RELAY_BUFFER),
+                        cipher_out: ByteQueue::new(RELAY_BUFFER),
                         app: ServerApp::new(),
                         closed: false,
                     });
