@@ -59,10 +59,13 @@ const NAME: &str = "bench.test";
 const REQUEST: &[u8] = b"GET / HTTP/1.1\r\nHost: bench.test\r\n\r\n";
 const RESPONSE: &[u8] =
     b"HTTP/1.1 200 OK\r\nContent-Length: 8\r\nConnection: close\r\n\r\nceiling\n";
-/// relay.rs's per-direction queues (`relay.buffer` default).
-const RELAY_BUFFER: usize = 64 * 1024;
 /// Steps without progress-or-timer before a connection is declared stuck.
 const MAX_STEPS: usize = 10_000;
+
+/// The bound of relay.rs's per-direction queues: sluice's `relay.buffer` default.
+fn relay_buffer() -> usize {
+    sluice::config::Relay::default().buffer
+}
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum KeyArg {
@@ -441,8 +444,8 @@ pub struct Memory {
 impl Default for Memory {
     fn default() -> Self {
         Self {
-            wire: Vec::with_capacity(RELAY_BUFFER),
-            scratch: vec![0; RELAY_BUFFER],
+            wire: Vec::with_capacity(relay_buffer()),
+            scratch: vec![0; relay_buffer()],
             server_time: Duration::ZERO,
         }
     }
@@ -582,6 +585,8 @@ pub struct Tcp {
     frame: Vec<u8>,
     scratch: Vec<u8>,
     cipher: Vec<u8>,
+    /// The bound of the server's ciphertext queues.
+    buffer: usize,
     /// Segments carried, for the report.
     pub segments: u64,
     /// Time spent on the server's side: its `Endpoint` (segments in after parsing them,
@@ -600,6 +605,7 @@ impl Tcp {
         let mut server = Endpoint::new(cfg.clone(), now);
         let server_addr = SocketAddrV4::new(Ipv4Addr::new(198, 51, 100, 2), 443);
         server.listen(server_addr)?;
+        let buffer = relay_buffer();
         Ok(Self {
             client: Endpoint::new(cfg, now),
             server,
@@ -607,8 +613,9 @@ impl Tcp {
             server_addr,
             port: 1024,
             frame: vec![0; 2048],
-            scratch: vec![0; RELAY_BUFFER],
-            cipher: Vec::with_capacity(RELAY_BUFFER),
+            scratch: vec![0; buffer],
+            cipher: Vec::with_capacity(buffer),
+            buffer,
             segments: 0,
             server_time: Duration::ZERO,
         })
@@ -698,8 +705,8 @@ impl Tcp {
                     server = Some(ServerConn {
                         h,
                         session: TlsSession::new(fx.server.clone(), DEFAULT_BUFFER_LIMIT)?,
-                        cipher_in: ByteQueue::new(RELAY_BUFFER),
-                        cipher_out: ByteQueue::new(RELAY_BUFFER),
+                        cipher_in: ByteQueue::new(self.buffer),
+                        cipher_out: ByteQueue::new(self.buffer),
                         app: ServerApp::new(),
                         closed: false,
                     });
