@@ -9,9 +9,11 @@ use std::time::Duration;
 use anyhow::{Context, Result, ensure};
 use serde_json::Value;
 
-/// Where sluice's admin endpoint listens: its default, which the benchmarks' configurations
-/// keep.
-pub const ADDRESS: &str = "127.0.0.1:9090";
+/// Where sluice's admin endpoint listens: its default (127.0.0.1:9090), which the benchmarks'
+/// configurations keep.
+pub fn address() -> SocketAddr {
+    sluice::config::Admin::default().address
+}
 
 /// Connect and read timeout of one request.
 const TIMEOUT: Duration = Duration::from_secs(2);
@@ -54,9 +56,9 @@ pub fn fetch_stats(addr: SocketAddr) -> Result<Value> {
     serde_json::from_slice(http_body(&response)?).context("parsing /stats.json")
 }
 
-/// sluice's `/stats.json` now, from its admin endpoint ([`ADDRESS`]) in network namespace `ns`.
+/// sluice's `/stats.json` now, from its admin endpoint ([`address`]) in network namespace `ns`.
 pub fn stats(ns: &str) -> Result<Value> {
-    let addr = ADDRESS.parse().expect("a socket address");
+    let addr = address();
     sluice_testbed::in_netns(ns, move || fetch_stats(addr))?
 }
 
