@@ -7,8 +7,9 @@
 //! - (b) `tcp`: the same handshakes, with every byte carried by two `sluice_tcp::Endpoint`s (the
 //!   client's and the server's): SYN, SYN-ACK, ACK, the TLS flights, FIN both ways, TIME-WAIT
 //!   expired, every segment emitted and parsed with checksums verified. The server side is driven
-//!   as `proxy/src/relay.rs` drives it: TCP `recv` into a ciphertext queue, `TlsSession::feed`,
-//!   `read_plaintext`, `write_plaintext`, `write_ciphertext` into a queue, TCP `send`.
+//!   as `proxy/src/session/relay.rs` drives it: TCP `recv` into a ciphertext queue (the relay's
+//!   own `ByteQueue`), `TlsSession::feed`, `read_plaintext`, `write_plaintext`,
+//!   `write_ciphertext` into a queue, TCP `send`.
 //!
 //! Both run the same connection: handshake, a 36-byte HTTP/1.1 request, a 65-byte response, the
 //! server's close_notify. The server is built exactly as sluice builds it: `sluice_tls::build`
@@ -37,6 +38,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail, ensure};
 use serde_json::json;
+use sluice::session::byte_queue::ByteQueue;
 use sluice_tcp::{Config as TcpConfig, ConnectionHandle, Endpoint, Event, State, StreamError};
 use sluice_tls::rustls::client::{Resumption as ClientResumption, Tls12Resumption};
 use sluice_tls::rustls::crypto::aws_lc_rs;
@@ -57,10 +59,13 @@ const NAME: &str = "bench.test";
 const REQUEST: &[u8] = b"GET / HTTP/1.1\r\nHost: bench.test\r\n\r\n";
 const RESPONSE: &[u8] =
     b"HTTP/1.1 200 OK\r\nContent-Length: 8\r\nConnection: close\r\n\r\nceiling\n";
-/// relay.rs's per-direction queues (`relay.buffer` default).
-const RELAY_BUFFER: usize = 64 * 1024;
 /// Steps without progress-or-timer before a connection is declared stuck.
 const MAX_STEPS: usize = 10_000;
+
+/// The bound of relay.rs's per-direction queues: sluice's `relay.buffer` default.
+fn relay_buffer() -> usize {
+    sluice::config::Relay::default().buffer
+}
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum KeyArg {
@@ -439,8 +444,8 @@ pub struct Memory {
 impl Default for Memory {
     fn default() -> Self {
         Self {
-            wire: Vec::with_capacity(RELAY_BUFFER),
-            scratch: vec![0; RELAY_BUFFER],
+            wire: Vec::with_capacity(relay_buffer()),
+            scratch: vec![0; relay_buffer()],
             server_time: Duration::ZERO,
         }
     }
@@ -498,51 +503,12 @@ impl Memory {
 
 // ---------------------------------------------------------------- (b) through sluice's TCP
 
-/// A bounded byte queue like relay.rs's `ByteQueue`.
-struct Queue {
-    buf: Box<[u8]>,
-    start: usize,
-    end: usize,
-}
-
-impl Queue {
-    fn new(cap: usize) -> Self {
-        Self {
-            buf: vec![0; cap].into_boxed_slice(),
-            start: 0,
-            end: 0,
-        }
-    }
-    fn is_empty(&self) -> bool {
-        self.start == self.end
-    }
-    fn data(&self) -> &[u8] {
-        &self.buf[self.start..self.end]
-    }
-    fn consume(&mut self, n: usize) {
-        self.start = (self.start + n).min(self.end);
-        if self.start == self.end {
-            (self.start, self.end) = (0, 0);
-        }
-    }
-    fn space_mut(&mut self) -> &mut [u8] {
-        if self.end == self.buf.len() && self.start > 0 {
-            self.buf.copy_within(self.start..self.end, 0);
-            (self.start, self.end) = (0, self.end - self.start);
-        }
-        &mut self.buf[self.end..]
-    }
-    fn commit(&mut self, n: usize) {
-        self.end = (self.end + n).min(self.buf.len());
-    }
-}
-
 /// The server side of one connection, driven as relay.rs drives a TLS relay.
 struct ServerConn {
     h: ConnectionHandle,
     session: TlsSession<sluice_tcp::Instant>,
-    cipher_in: Queue,
-    cipher_out: Queue,
+    cipher_in: ByteQueue,
+    cipher_out: ByteQueue,
     app: ServerApp,
     closed: bool,
 }
@@ -619,6 +585,8 @@ pub struct Tcp {
     frame: Vec<u8>,
     scratch: Vec<u8>,
     cipher: Vec<u8>,
+    /// The bound of the server's ciphertext queues.
+    buffer: usize,
     /// Segments carried, for the report.
     pub segments: u64,
     /// Time spent on the server's side: its `Endpoint` (segments in after parsing them,
@@ -637,6 +605,7 @@ impl Tcp {
         let mut server = Endpoint::new(cfg.clone(), now);
         let server_addr = SocketAddrV4::new(Ipv4Addr::new(198, 51, 100, 2), 443);
         server.listen(server_addr)?;
+        let buffer = relay_buffer();
         Ok(Self {
             client: Endpoint::new(cfg, now),
             server,
@@ -644,8 +613,9 @@ impl Tcp {
             server_addr,
             port: 1024,
             frame: vec![0; 2048],
-            scratch: vec![0; RELAY_BUFFER],
-            cipher: Vec::with_capacity(RELAY_BUFFER),
+            scratch: vec![0; buffer],
+            cipher: Vec::with_capacity(buffer),
+            buffer,
             segments: 0,
             server_time: Duration::ZERO,
         })
@@ -735,8 +705,8 @@ impl Tcp {
                     server = Some(ServerConn {
                         h,
                         session: TlsSession::new(fx.server.clone(), DEFAULT_BUFFER_LIMIT)?,
-                        cipher_in: Queue::new(RELAY_BUFFER),
-                        cipher_out: Queue::new(RELAY_BUFFER),
+                        cipher_in: ByteQueue::new(self.buffer),
+                        cipher_out: ByteQueue::new(self.buffer),
                         app: ServerApp::new(),
                         closed: false,
                     });

@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
 use sluice_bench::load::{self, LoadArgs, LoadReport, Mode, TlsVersion};
+use sluice_bench::{admin, probe};
 use sluice_testbed::{NsProcess, TopologyGuard};
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -158,8 +159,6 @@ pub(crate) struct Server {
     proxy_ns: String,
 }
 
-/// sluice's admin endpoint, reachable inside the proxy namespace.
-pub(crate) const ADMIN: &str = "http://127.0.0.1:9090/stats.json";
 /// Where every server under test listens (in the proxy namespace).
 pub(crate) const LISTEN: &str = "198.51.100.2:443";
 
@@ -326,18 +325,7 @@ impl Server {
     /// The server's own cumulative count of (full, resumed) TLS handshakes.
     pub(crate) fn handshakes(&self) -> Result<(u64, u64)> {
         match self.target {
-            Target::SluiceXdp | Target::SluiceKernel => {
-                let s = self.stats()?;
-                let total = |k: &str| {
-                    s["queues"].as_array().map_or(0, |q| {
-                        q.iter().map(|q| q[k].as_u64().unwrap_or(0)).sum::<u64>()
-                    })
-                };
-                Ok((
-                    total("tls_handshakes_full"),
-                    total("tls_handshakes_resumed"),
-                ))
-            }
+            Target::SluiceXdp | Target::SluiceKernel => Ok(admin::handshakes(&self.stats()?)),
             // HAProxy's own counters (stats socket, `show stat`, the frontend's row): `ssl_sess`
             // counts new sessions (full handshakes), `ssl_reused_sess` resumed ones. Its
             // connection log (`%[ssl_fc_is_resumed]`) lost a few lines per run under load.
@@ -388,15 +376,15 @@ impl Server {
 
     /// CPU seconds of the server's process tree (nginx's master and workers).
     fn cpu_seconds(&self) -> f64 {
-        process_tree(self.process.pid())
+        probe::process_tree(self.process.pid())
             .into_iter()
-            .filter_map(load::process_cpu_seconds)
+            .filter_map(probe::process_cpu_seconds)
             .sum()
     }
 
     /// sluice's `/stats.json` now (sluice targets only).
     pub(crate) fn stats(&self) -> Result<Value> {
-        sluice_testbed::get_json(&self.proxy_ns, ADMIN)
+        admin::stats(&self.proxy_ns)
     }
 
     /// The configuration file it was started with.
@@ -426,27 +414,6 @@ fn haproxy_command(socket: &Path, command: &str) -> Result<String> {
     let mut out = String::new();
     s.read_to_string(&mut out)?;
     Ok(out)
-}
-
-fn process_tree(pid: u32) -> Vec<u32> {
-    let mut out = vec![pid];
-    let mut i = 0;
-    while i < out.len() {
-        let p = out[i];
-        if let Ok(tasks) = std::fs::read_dir(format!("/proc/{p}/task")) {
-            for t in tasks.flatten() {
-                let children =
-                    std::fs::read_to_string(t.path().join("children")).unwrap_or_default();
-                out.extend(
-                    children
-                        .split_whitespace()
-                        .filter_map(|c| c.parse::<u32>().ok()),
-                );
-            }
-        }
-        i += 1;
-    }
-    out
 }
 
 fn tail(text: &str, n: usize) -> String {
@@ -864,9 +831,7 @@ fn measure(
         after = now;
     }
     let server_stats = match server.target {
-        Target::SluiceXdp | Target::SluiceKernel => {
-            sluice_testbed::get_json(&server.proxy_ns, ADMIN).ok()
-        }
+        Target::SluiceXdp | Target::SluiceKernel => server.stats().ok(),
         _ => None,
     };
     Ok(Measured {

@@ -53,6 +53,8 @@ use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, ClientConnection, HandshakeKind, NamedGroup};
 use serde_json::{Value, json};
 
+use crate::probe::{machine_cpu_seconds, process_cpu_seconds};
+
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
     /// Full handshakes only (the client never offers a session).
@@ -622,42 +624,6 @@ impl LoadReport {
         }
         out
     }
-}
-
-/// Whole-machine busy CPU time (seconds, all cores) from the first line of /proc/stat.
-pub fn machine_cpu_seconds() -> f64 {
-    let text = std::fs::read_to_string("/proc/stat").unwrap_or_default();
-    let Some(line) = text.lines().next() else {
-        return 0.0;
-    };
-    // user nice system idle iowait irq softirq steal ...: busy = all but idle and iowait.
-    let v: Vec<u64> = line
-        .split_whitespace()
-        .skip(1)
-        .filter_map(|x| x.parse().ok())
-        .collect();
-    let busy: u64 = v
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| *i != 3 && *i != 4 && *i < 8)
-        .map(|(_, x)| x)
-        .sum();
-    busy as f64 / clk_tck()
-}
-
-/// USER_HZ: /proc reports CPU times in these ticks; 100 on every Linux architecture we run on.
-fn clk_tck() -> f64 {
-    100.0
-}
-
-/// CPU time (user + system, seconds) of process `pid` (all its threads), `None` if gone.
-pub fn process_cpu_seconds(pid: u32) -> Option<f64> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the command name (which may hold spaces) start at ") ".
-    let rest = &text[text.rfind(')')? + 2..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let (utime, stime): (u64, u64) = (f.get(11)?.parse().ok()?, f.get(12)?.parse().ok()?);
-    Some((utime + stime) as f64 / clk_tck())
 }
 
 /// Shared progress counters for the progress bar.

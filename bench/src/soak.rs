@@ -44,6 +44,7 @@ use anyhow::{Context, Result, bail};
 use hdrhistogram::Histogram;
 use serde_json::{Value, json};
 use sluice_bench::load::{self, LoadArgs, LoadReport, Mode, TlsVersion};
+use sluice_bench::{admin, probe};
 
 use crate::compare::{Bed, Dirs, LISTEN, Server, Target, Tuning};
 
@@ -211,31 +212,22 @@ pub(crate) struct ServerSample {
     pub failures: u64,
 }
 
-/// The sum over `stats`'s queues of counter `key`.
-fn total(stats: &Value, key: &str) -> u64 {
-    stats["queues"]
-        .as_array()
-        .map_or(0, |q| q.iter().map(|q| q[key].as_u64().unwrap_or(0)).sum())
-}
-
 fn server_failures(stats: &Value) -> u64 {
-    SERVER_FAILURES.iter().map(|k| total(stats, k)).sum()
+    SERVER_FAILURES
+        .iter()
+        .map(|k| admin::queue_total(stats, k))
+        .sum()
 }
 
 impl ServerSample {
     /// From one `/stats.json`, failures counted from `failures_before` (the soak's start).
     pub(crate) fn from_stats(stats: &Value, failures_before: u64) -> Self {
-        let per_queue = |key: &str| -> Vec<u64> {
-            stats["queues"].as_array().map_or(Vec::new(), |q| {
-                q.iter().map(|q| q[key].as_u64().unwrap_or(0)).collect()
-            })
-        };
         Self {
-            connections_open: total(stats, "connections_open"),
-            connections_active: total(stats, "connections_active"),
-            relays_open: total(stats, "relays_open"),
-            umem_free: per_queue("umem_frames_free"),
-            umem_total: per_queue("umem_frames_total"),
+            connections_open: admin::queue_total(stats, "connections_open"),
+            connections_active: admin::queue_total(stats, "connections_active"),
+            relays_open: admin::queue_total(stats, "relays_open"),
+            umem_free: admin::per_queue(stats, "umem_frames_free"),
+            umem_total: admin::per_queue(stats, "umem_frames_total"),
             failures: server_failures(stats).saturating_sub(failures_before),
         }
     }
@@ -251,17 +243,6 @@ impl ServerSample {
     fn drained(&self, umem_idle: &[u64]) -> bool {
         self.connections_open == 0 && self.relays_open == 0 && self.umem_back(umem_idle)
     }
-}
-
-/// `VmRSS` of a `/proc/<pid>/status` text, in KiB.
-pub(crate) fn vm_rss_kib(status: &str) -> Option<u64> {
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))?
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()
 }
 
 /// One check of the verdict, with the figures it was decided on.
@@ -762,10 +743,7 @@ pub fn run(args: &Args) -> Result<()> {
         .stats()
         .context("sluice's /stats.json before the soak")?;
     let failures0 = server_failures(&stats0);
-    let handshakes0 = (
-        total(&stats0, "tls_handshakes_full"),
-        total(&stats0, "tls_handshakes_resumed"),
-    );
+    let handshakes0 = admin::handshakes(&stats0);
     let totals: Arc<Vec<Mutex<PartTotals>>> = Arc::new(
         PARTS
             .iter()
@@ -794,9 +772,7 @@ pub fn run(args: &Args) -> Result<()> {
         Sample {
             t_s: t0.elapsed().as_secs_f64(),
             draining,
-            rss_kib: std::fs::read_to_string(format!("/proc/{pid}/status"))
-                .ok()
-                .and_then(|s| vm_rss_kib(&s)),
+            rss_kib: probe::rss_kib(pid),
             server: server
                 .stats()
                 .ok()
@@ -893,10 +869,8 @@ pub fn run(args: &Args) -> Result<()> {
         )
     });
     let server_hs = stats_after.as_ref().map(|s| {
-        (
-            total(s, "tls_handshakes_full") - handshakes0.0,
-            total(s, "tls_handshakes_resumed") - handshakes0.1,
-        )
+        let (full, resumed) = admin::handshakes(s);
+        (full - handshakes0.0, resumed - handshakes0.1)
     });
     println!(
         "  handshakes full/resumed: client {}/{}, sluice {}",
@@ -909,10 +883,10 @@ pub fn run(args: &Args) -> Result<()> {
     let failure_breakdown: serde_json::Map<String, Value> = SERVER_FAILURES
         .iter()
         .map(|k| {
-            let now = stats_after.as_ref().map_or(0, |s| total(s, k));
+            let now = stats_after.as_ref().map_or(0, |s| admin::queue_total(s, k));
             (
                 (*k).to_owned(),
-                json!(now.saturating_sub(total(&stats0, k))),
+                json!(now.saturating_sub(admin::queue_total(&stats0, k))),
             )
         })
         .collect();
@@ -1391,7 +1365,7 @@ mod tests {
     }
 
     #[test]
-    fn stats_json_and_proc_status_are_read() {
+    fn stats_json_is_read() {
         let stats = json!({ "queues": [
             { "connections_open": 5, "connections_active": 2, "relays_open": 2,
               "umem_frames_free": 8000, "umem_frames_total": 8192,
@@ -1419,9 +1393,6 @@ mod tests {
             ..s
         };
         assert!(idle.drained(&[8000, 8192]) && !idle.drained(&[8001, 8192]));
-        let status = "Name:\tsluice\nVmPeak:\t  123 kB\nVmRSS:\t   48112 kB\nRssAnon:\t 1 kB\n";
-        assert_eq!(vm_rss_kib(status), Some(48_112));
-        assert_eq!(vm_rss_kib("Name:\tx\n"), None);
     }
 
     #[test]
