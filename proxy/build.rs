@@ -1,6 +1,6 @@
 //! Builds sluice's XDP program (crate `sluice-ebpf`, binary `sluice-xdp`) for
 //! `bpfel-unknown-none` with aya-build, on the stable toolchain, and leaves the
-//! object at `$OUT_DIR/sluice-xdp` for `loader.rs` to embed.
+//! object at `$OUT_DIR/sluice-xdp` for `datapath/xdp/loader` to embed.
 //!
 //! `-Z build-std=core` on stable needs `RUSTC_BOOTSTRAP=1` in the nested cargo
 //! (aya-build reads the variable from this process's environment to decide on

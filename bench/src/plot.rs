@@ -148,6 +148,24 @@ fn escape(s: &str) -> String {
         .replace('>', "&gt;")
 }
 
+
+/// The plot area's border and the two axis labels of a chart whose plot area (`pw` x `ph`)
+/// starts at (`LEFT`, `TOP`) in an SVG of height `H` (the same margins for every chart here).
+pub fn frame(s: &mut String, pw: f64, ph: f64, x_label: &str, y_label: &str) {
+    let _ = writeln!(s, r##"<rect x="{LEFT}" y="{TOP}" width="{pw}" height="{ph}" fill="none" stroke="#333"/>"##);
+    let _ = writeln!(
+        s,
+        r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">{x_label}</text>"#,
+        LEFT + pw / 2.0,
+        H - 15.0
+    );
+    let _ = writeln!(
+        s,
+        r#"<text transform="translate(22 {:.1}) rotate(-90)" text-anchor="middle">{y_label}</text>"#,
+        TOP + ph / 2.0
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -169,21 +187,4 @@ mod tests {
         assert_eq!(s.matches("<polyline").count(), 2);
         assert!(s.contains("a&lt;b") && s.starts_with("<svg") && s.ends_with("</svg>\n"));
     }
-}
-
-/// The plot area's border and the two axis labels of a chart whose plot area (`pw` x `ph`)
-/// starts at (`LEFT`, `TOP`) in an SVG of height `H` (the same margins for every chart here).
-pub fn frame(s: &mut String, pw: f64, ph: f64, x_label: &str, y_label: &str) {
-    let _ = writeln!(s, r##"<rect x="{LEFT}" y="{TOP}" width="{pw}" height="{ph}" fill="none" stroke="#333"/>"##);
-    let _ = writeln!(
-        s,
-        r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">{x_label}</text>"#,
-        LEFT + pw / 2.0,
-        H - 15.0
-    );
-    let _ = writeln!(
-        s,
-        r#"<text transform="translate(22 {:.1}) rotate(-90)" text-anchor="middle">{y_label}</text>"#,
-        TOP + ph / 2.0
-    );
 }
