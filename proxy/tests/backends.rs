@@ -131,8 +131,7 @@ fn with_one_of_two_backends_down_every_request_succeeds_and_traffic_returns(t: T
     certificates(&certs)?;
     let listener = format!(
         "[[listener]]\naddress = \"198.51.100.2:443\"\n\
-         backends = [\"203.0.113.2:8080\", \"203.0.113.2:8081\"]\ncooldown_ms = 1000\n\n{}\n\
-         [tcp]\ntime_wait_ms = 1000\n",
+         backends = [\"203.0.113.2:8080\", \"203.0.113.2:8081\"]\ncooldown_ms = 1000\n\n{}\n",
         tls_section(&certs)
     );
     let sluice = Sluice::start(&t.prefix("bk1-"), &t.config(&listener))?;
@@ -200,8 +199,7 @@ fn backend_receives_a_valid_proxy_v2_header_with_the_tls_facts(t: Transport) -> 
     let listeners = format!(
         "[[listener]]\naddress = \"198.51.100.2:443\"\nbackend = \"203.0.113.2:8080\"\nproxy_protocol = true\n{tls}\n\
          [[listener]]\naddress = \"198.51.100.2:8443\"\nbackend = \"203.0.113.2:8080\"\nproxy_protocol = true\n{mtls}\n\
-         [[listener]]\naddress = \"198.51.100.2:80\"\nbackend = \"203.0.113.2:8080\"\nproxy_protocol = true\n\n\
-         [tcp]\ntime_wait_ms = 1000\n"
+         [[listener]]\naddress = \"198.51.100.2:80\"\nbackend = \"203.0.113.2:8080\"\nproxy_protocol = true\n\n"
     );
     let sluice = Sluice::start(&t.prefix("bk2-"), &t.config(&listeners))?;
     let _backend = bench_backend(&sluice, 8080, "pp", true)?;
@@ -264,8 +262,7 @@ fn sni_routes_pick_the_backend(t: Transport) -> Result<()> {
     let listener = format!(
         "[[listener]]\naddress = \"198.51.100.2:443\"\nbackend = \"203.0.113.2:8080\"\n{}\n\
          [[listener.route]]\nsni = \"b.test\"\nbackends = [\"203.0.113.2:8081\"]\n\n\
-         [[listener.route]]\nsni = \"a.test\"\nalpn = \"h2\"\nbackends = [\"203.0.113.2:8082\"]\n\n\
-         [tcp]\ntime_wait_ms = 1000\n",
+         [[listener.route]]\nsni = \"a.test\"\nalpn = \"h2\"\nbackends = [\"203.0.113.2:8082\"]\n\n",
         tls_section(&certs)
     );
     let sluice = Sluice::start(&t.prefix("bk3-"), &t.config(&listener))?;
@@ -307,8 +304,7 @@ fn health_check_skips_a_down_backend_and_sees_it_return(t: Transport) -> Result<
     let listener = format!(
         "[[listener]]\naddress = \"198.51.100.2:443\"\n\
          backends = [\"203.0.113.2:8080\", \"203.0.113.2:8081\"]\nbalance = \"least-connections\"\n\
-         cooldown_ms = 60000\n{}\n[listener.health_check]\ninterval_ms = 100\ntimeout_ms = 500\n\n\
-         [tcp]\ntime_wait_ms = 1000\n",
+         cooldown_ms = 60000\n{}\n[listener.health_check]\ninterval_ms = 100\ntimeout_ms = 500\n\n",
         tls_section(&certs)
     );
     let sluice = Sluice::start(&t.prefix("bk4-"), &t.config(&listener))?;

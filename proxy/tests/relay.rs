@@ -15,15 +15,11 @@ use sluice_testbed::in_netns;
 
 const LISTENER: &str = "198.51.100.2:80";
 
-/// A relay listener on `t`; on sluice's own TCP a short TIME-WAIT too.
+/// A relay listener on `t`.
 fn relay_config(t: Transport) -> String {
-    let tcp = match t {
-        Transport::Xdp => "[tcp]\ntime_wait_ms = 1000\n\n",
-        Transport::Kernel => "",
-    };
     t.config(&format!(
         "[[listener]]\naddress = \"198.51.100.2:80\"\nbackend = \"203.0.113.2:8080\"\n\n\
-         {tcp}[relay]\nbackend_connect_timeout_ms = 2000\n"
+         [relay]\nbackend_connect_timeout_ms = 2000\n"
     ))
 }
 

@@ -18,17 +18,13 @@ use sluice_testbed::{in_netns, in_ns};
 
 fn tls_config(dir: &Path, t: Transport) -> String {
     let d = dir.display();
-    let tcp = match t {
-        Transport::Xdp => "[tcp]\ntime_wait_ms = 1000\n\n",
-        Transport::Kernel => "",
-    };
     t.config(
         &format!(
             "[[listener]]\naddress = \"198.51.100.2:443\"\nbackend = \"203.0.113.2:8080\"\n\n\
              [listener.tls]\ncertificates = [\n  \
              {{ cert = \"{d}/a.test.pem\", key = \"{d}/a.test.key\", sni = [\"a.test\"], default = true }},\n  \
              {{ cert = \"{d}/b.test.pem\", key = \"{d}/b.test.key\", sni = [\"b.test\"] }},\n]\n\
-             alpn = [\"http/1.1\"]\n\n{tcp}[relay]\ntls_handshake_timeout_ms = 1500\n"
+             alpn = [\"http/1.1\"]\n\n[relay]\ntls_handshake_timeout_ms = 1500\n"
         ),
     )
 }

@@ -43,8 +43,8 @@ pub enum Transport {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Datapath {
-    /// `xdp` (default) or `kernel`. With `kernel`, `interface` may be omitted and the XDP and
-    /// AF_XDP fields below are not used.
+    /// `xdp` (default) or `kernel`. With `kernel`, `interface` may be omitted, and the XDP and
+    /// AF_XDP fields below and the `[tcp]` section are refused (named in the error).
     #[serde(default)]
     pub transport: Transport,
     /// Kernel transport: worker threads (pinned to cores in turn). Default: one per CPU.

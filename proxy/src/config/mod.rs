@@ -32,6 +32,22 @@ pub use listener::{HealthCheck, Listener, ListenerMode, Relay, Route};
 pub use observe::{Admin, Stats};
 pub use process::{Drain, DrainNew, Limits, Log, LogFormat, Process};
 
+/// `[datapath]` fields that only the XDP transport uses.
+const XDP_ONLY: [&str; 12] = [
+    "xdp_mode",
+    "force",
+    "queues",
+    "zero_copy",
+    "frames_per_queue",
+    "frame_size",
+    "rx_ring",
+    "tx_ring",
+    "fill_ring",
+    "completion_ring",
+    "verify_checksums",
+    "busy_poll_us",
+];
+
 /// A configuration error: the file, the field (a dotted path), and what is wrong.
 #[derive(Debug, thiserror::Error)]
 #[error("{}: {field}{}{message}", file.display(), if field.is_empty() { "" } else { ": " })]
@@ -87,7 +103,51 @@ impl Config {
             err(field, e.message().to_owned())
         })?;
         config.validate().map_err(|(field, message)| err(field, message))?;
+        // Fields one transport cannot honour are refused, not silently ignored. `text` parsed
+        // above, so it parses as a table again.
+        let table: toml::Table = toml::from_str(text).unwrap_or_default();
+        config.transport_fields(&table).map_err(|(field, message)| err(field, message))?;
         Ok(config)
+    }
+
+    /// Refuses a field that the chosen transport does not use: on kernel sockets, `[tcp]` (the
+    /// kernel's TCP serves the connections) and the XDP and AF_XDP settings; on XDP,
+    /// `datapath.workers` (a worker per queue).
+    fn transport_fields(&self, table: &toml::Table) -> Result<(), (String, String)> {
+        let given = |section: &str, key: &str| {
+            table.get(section).and_then(toml::Value::as_table).is_some_and(|t| t.contains_key(key))
+        };
+        match self.datapath.transport {
+            Transport::Kernel => {
+                if table.contains_key("tcp") {
+                    return Err((
+                        "tcp".into(),
+                        "sluice's TCP stack serves only the XDP transport; with transport = \"kernel\" \
+                         Linux's TCP serves the connections (its sysctls net.ipv4.tcp_* apply): remove [tcp]"
+                            .into(),
+                    ));
+                }
+                for key in XDP_ONLY {
+                    if given("datapath", key) {
+                        return Err((
+                            format!("datapath.{key}"),
+                            "an XDP and AF_XDP setting: not used with transport = \"kernel\"".into(),
+                        ));
+                    }
+                }
+            }
+            Transport::Xdp => {
+                if given("datapath", "workers") {
+                    return Err((
+                        "datapath.workers".into(),
+                        "the XDP transport runs a worker per queue (datapath.queues); workers is for \
+                         transport = \"kernel\""
+                            .into(),
+                    ));
+                }
+            }
+        }
+        Ok(())
     }
 
     fn validate(&self) -> Result<(), (String, String)> {
@@ -405,6 +465,20 @@ echo = true
         assert!(e.contains("dpdk"), "{e}");
         let e = error("[datapath]\nxdp_mode = \"native\"\n[[listener]]\naddress = \"198.51.100.2:7\"\necho = true\n");
         assert!(e.contains("datapath.interface"), "{e}");
+    }
+
+    #[test]
+    fn a_field_the_transport_does_not_use_is_refused_by_name() {
+        let kernel = GOOD.replace("interface = \"px0\"\nxdp_mode = \"native\"", "transport = \"kernel\"");
+        let e = error(&format!("{kernel}\n[tcp]\ntime_wait_ms = 1000\n"));
+        assert!(e.contains(": tcp: ") && e.contains("Linux's TCP"), "{e}");
+        let e = error(&kernel.replace("transport", "rx_ring = 4096\ntransport"));
+        assert!(e.contains("datapath.rx_ring") && e.contains("kernel"), "{e}");
+        let e = error(&GOOD.replace("xdp_mode", "workers = 2\nxdp_mode"));
+        assert!(e.contains("datapath.workers") && e.contains("queues"), "{e}");
+        // Shared fields stay: pinning, and [tcp] on XDP.
+        parse(&kernel.replace("transport", "pin_workers = false\ntransport")).unwrap();
+        parse(&format!("{GOOD}\n[tcp]\ntime_wait_ms = 1000\n")).unwrap();
     }
 
     #[test]

@@ -370,11 +370,12 @@ pub enum Transport {
 }
 
 impl Transport {
-    /// The test topology's configuration for this transport (XDP: native mode on px0; kernel:
-    /// two workers), with `listeners` (extra TOML) appended.
+    /// The test topology's configuration for this transport (XDP: native mode on px0, TIME-WAIT
+    /// 1 s so that a test sees its connections end soon; kernel: two workers), with `listeners`
+    /// (extra TOML, without a `[tcp]` section) appended.
     pub fn config(self, listeners: &str) -> String {
         match self {
-            Transport::Xdp => config("native", listeners),
+            Transport::Xdp => config("native", &format!("{listeners}\n[tcp]\ntime_wait_ms = 1000\n")),
             Transport::Kernel => kernel_config(2, listeners),
         }
     }
