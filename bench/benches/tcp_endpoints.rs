@@ -240,17 +240,17 @@ fn smoltcp_cps(n: usize) -> Phases {
         }
         panic!(
             "smoltcp did not settle: client {:?} server {:?}",
-            sockets.get::<stcp::Socket>(client).state(),
-            sockets.get::<stcp::Socket>(server).state()
+            sockets.get::<stcp::Socket<'_>>(client).state(),
+            sockets.get::<stcp::Socket<'_>>(server).state()
         );
     };
 
     for i in 0..n {
         let t0 = Instant::now();
-        sockets.get_mut::<stcp::Socket>(server).listen(80).unwrap();
+        sockets.get_mut::<stcp::Socket<'_>>(server).listen(80).unwrap();
         let cx = iface.context();
         sockets
-            .get_mut::<stcp::Socket>(client)
+            .get_mut::<stcp::Socket<'_>>(client)
             .connect(
                 cx,
                 (IpAddress::v4(198, 51, 100, 2), 80),
@@ -263,8 +263,8 @@ fn smoltcp_cps(n: usize) -> Phases {
             for _ in 0..4 {
                 eprintln!(
                     "{i}: client {:?} server {:?}",
-                    sockets.get::<stcp::Socket>(client).state(),
-                    sockets.get::<stcp::Socket>(server).state()
+                    sockets.get::<stcp::Socket<'_>>(client).state(),
+                    sockets.get::<stcp::Socket<'_>>(server).state()
                 );
                 iface.poll(vnow, &mut device, &mut sockets);
             }
@@ -272,20 +272,20 @@ fn smoltcp_cps(n: usize) -> Phases {
         let t1 = Instant::now();
         p.syn += t1 - t0;
         settle(&mut iface, &mut device, &mut sockets, &mut vnow, &mut |s| {
-            s.get::<stcp::Socket>(client).state() == stcp::State::Established
-                && s.get::<stcp::Socket>(server).state() == stcp::State::Established
+            s.get::<stcp::Socket<'_>>(client).state() == stcp::State::Established
+                && s.get::<stcp::Socket<'_>>(server).state() == stcp::State::Established
         });
         let t2 = Instant::now();
         p.established += t2 - t1;
         sockets
-            .get_mut::<stcp::Socket>(client)
+            .get_mut::<stcp::Socket<'_>>(client)
             .send_slice(&request)
             .unwrap();
         let mut got = 0;
         let mut responded = false;
         let mut rbuf = [0u8; 4096];
         settle(&mut iface, &mut device, &mut sockets, &mut vnow, &mut |s| {
-            let sv = s.get_mut::<stcp::Socket>(server);
+            let sv = s.get_mut::<stcp::Socket<'_>>(server);
             if !responded {
                 let mut req = 0;
                 while let Ok(k) = sv.recv_slice(&mut rbuf) {
@@ -299,7 +299,7 @@ fn smoltcp_cps(n: usize) -> Phases {
                     responded = true;
                 }
             }
-            let cl = s.get_mut::<stcp::Socket>(client);
+            let cl = s.get_mut::<stcp::Socket<'_>>(client);
             while let Ok(k) = cl.recv_slice(&mut rbuf) {
                 if k == 0 {
                     break;
@@ -310,15 +310,15 @@ fn smoltcp_cps(n: usize) -> Phases {
         });
         let t3 = Instant::now();
         p.request_response += t3 - t2;
-        sockets.get_mut::<stcp::Socket>(server).close();
+        sockets.get_mut::<stcp::Socket<'_>>(server).close();
         settle(&mut iface, &mut device, &mut sockets, &mut vnow, &mut |s| {
-            s.get::<stcp::Socket>(client).state() == stcp::State::CloseWait
+            s.get::<stcp::Socket<'_>>(client).state() == stcp::State::CloseWait
         });
-        sockets.get_mut::<stcp::Socket>(client).close();
+        sockets.get_mut::<stcp::Socket<'_>>(client).close();
         settle(&mut iface, &mut device, &mut sockets, &mut vnow, &mut |s| {
-            s.get::<stcp::Socket>(client).state() == stcp::State::Closed
+            s.get::<stcp::Socket<'_>>(client).state() == stcp::State::Closed
                 && matches!(
-                    s.get::<stcp::Socket>(server).state(),
+                    s.get::<stcp::Socket<'_>>(server).state(),
                     stcp::State::TimeWait | stcp::State::Closed
                 )
         });
@@ -328,7 +328,7 @@ fn smoltcp_cps(n: usize) -> Phases {
         vnow += SDuration::from_secs(11);
         iface.poll(vnow, &mut device, &mut sockets);
         assert_eq!(
-            sockets.get::<stcp::Socket>(server).state(),
+            sockets.get::<stcp::Socket<'_>>(server).state(),
             stcp::State::Closed
         );
         p.closed += Instant::now() - t4;

@@ -180,7 +180,7 @@ fn redirect(ctx: &XdpContext, ok: Counter) -> (u32, Counter) {
 }
 
 #[panic_handler]
-fn panic(_info: &core::panic::PanicInfo) -> ! {
+fn panic(_info: &core::panic::PanicInfo<'_>) -> ! {
     loop {}
 }
 

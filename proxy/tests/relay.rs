@@ -17,10 +17,8 @@ const LISTENER: &str = "198.51.100.2:80";
 
 /// A relay listener on `t`.
 fn relay_config(t: Transport) -> String {
-    t.config(&format!(
-        "[[listener]]\naddress = \"198.51.100.2:80\"\nbackend = \"203.0.113.2:8080\"\n\n\
-         [relay]\nbackend_connect_timeout_ms = 2000\n"
-    ))
+    t.config("[[listener]]\naddress = \"198.51.100.2:80\"\nbackend = \"203.0.113.2:8080\"\n\n\
+         [relay]\nbackend_connect_timeout_ms = 2000\n")
 }
 
 fn addr() -> SocketAddr {

@@ -70,7 +70,7 @@ pub fn buckets(h: &Histogram<u64>) -> (f64, u64, Vec<(f64, u64)>) {
 struct Export(Snapshot);
 
 impl Collector for Export {
-    fn encode(&self, mut enc: DescriptorEncoder) -> fmt::Result {
+    fn encode(&self, mut enc: DescriptorEncoder<'_>) -> fmt::Result {
         let s = &self.0;
         latencies(s, &mut enc)?;
         queue_counters(s, &mut enc)?;
@@ -94,7 +94,7 @@ impl Collector for Export {
 
 /// One metric family of counters or gauges: a descriptor, then one sample per label set.
 fn family<L: EncodeLabelSet>(
-    enc: &mut DescriptorEncoder,
+    enc: &mut DescriptorEncoder<'_>,
     name: &str,
     help: &str,
     kind: MetricType,
@@ -110,7 +110,7 @@ fn family<L: EncodeLabelSet>(
     Ok(())
 }
 
-fn latencies(s: &Snapshot, enc: &mut DescriptorEncoder) -> fmt::Result {
+fn latencies(s: &Snapshot, enc: &mut DescriptorEncoder<'_>) -> fmt::Result {
     for (name, h) in s.latencies.iter() {
         let full = format!("sluice_{name}");
         let help = format!("Latency of {}, from sluice's HdrHistogram", name.replace('_', " "));
@@ -134,7 +134,7 @@ fn is_gauge(field: &str) -> bool {
     field.ends_with("_open") || field.starts_with("umem_frames_") || matches!(field, "connections_active" | "draining")
 }
 
-fn queue_counters(s: &Snapshot, enc: &mut DescriptorEncoder) -> fmt::Result {
+fn queue_counters(s: &Snapshot, enc: &mut DescriptorEncoder<'_>) -> fmt::Result {
     // The fields by name, in the order serde gives them (the same for every queue).
     let per_queue: Vec<(String, Vec<(String, u64)>)> = s
         .queues
@@ -188,7 +188,7 @@ fn queue_counters(s: &Snapshot, enc: &mut DescriptorEncoder) -> fmt::Result {
     Ok(())
 }
 
-fn tcp_counters(s: &Snapshot, enc: &mut DescriptorEncoder) -> fmt::Result {
+fn tcp_counters(s: &Snapshot, enc: &mut DescriptorEncoder<'_>) -> fmt::Result {
     let Some(first) = s.queues.first() else { return Ok(()) };
     let queues: Vec<String> = s.queues.iter().map(|q| q.queue.queue.to_string()).collect();
     for (name, _) in first.tcp.iter().filter(|(n, _)| !n.starts_with("retransmits_")) {
@@ -217,7 +217,7 @@ fn tcp_counters(s: &Snapshot, enc: &mut DescriptorEncoder) -> fmt::Result {
     Ok(())
 }
 
-fn session_caches(s: &Snapshot, enc: &mut DescriptorEncoder) -> fmt::Result {
+fn session_caches(s: &Snapshot, enc: &mut DescriptorEncoder<'_>) -> fmt::Result {
     let c = &s.session_caches;
     for (name, help, get) in [
         ("hits", "Session cache lookups that found a live entry", (|s| s.hits) as fn(&sluice_tls::CacheStats) -> u64),
