@@ -1,0 +1,193 @@
+//! What a frame gets. A frame in ([`Dispatch::on_frame`]) is parsed and its flow's owner found in
+//! the flow index (a new SYN claims its flow for this worker before the TCB exists); then it is
+//! answered in place with a RST, handed to the owning worker, or given to the TCP stack. A frame
+//! out ([`Dispatch::poll_transmit`]) is the stack's next segment behind an Ethernet header,
+//! addressed to a neighbour learnt from received frames.
+
+use std::net::{Ipv4Addr, SocketAddrV4};
+
+use sluice_tcp::{ConnectionHandle, FourTuple, Instant, State as TcpState};
+use sluice_wire::ethernet::{self, EtherType};
+use sluice_wire::{Error as WireError, ParsedSegment, emit_frame, parse_frame, rst_reply};
+
+use super::{Dispatch, Source, Verdict};
+use crate::config::ListenerMode;
+use crate::datapath::xdp::flows::ClaimError;
+
+/// Remembered neighbours (IPv4 -> MAC), learned from received frames; bounded.
+const MAX_NEIGHBORS: usize = 65_536;
+
+impl Dispatch {
+    /// Handles one frame of `len` bytes at the start of `buf` (received, or handed over by
+    /// another worker). A stateless reply is written in place over it (`buf` extends to the end
+    /// of the UMEM frame), so answering costs no second frame and no copy.
+    pub fn on_frame(&mut self, now: Instant, buf: &mut [u8], len: usize, source: Source) -> Verdict {
+        let frame = &buf[..len.min(buf.len())];
+        let seg = match parse_frame(frame, self.checksum) {
+            Ok(seg) => seg,
+            Err(e) => {
+                match e {
+                    WireError::Checksum => self.counters.dropped_checksum += 1,
+                    WireError::Fragmented | WireError::Unsupported => self.counters.dropped_unsupported += 1,
+                    _ => self.counters.dropped_malformed += 1,
+                }
+                return Verdict::Consumed;
+            }
+        };
+        let local = SocketAddrV4::new(seg.ip.dst_addr, seg.tcp.dst_port);
+        let remote = SocketAddrV4::new(seg.ip.src_addr, seg.tcp.src_port);
+        let mode = self.listeners.get(&local).copied();
+        if mode.is_none() && !self.retired.contains(&local) {
+            self.counters.dropped_no_listener += 1;
+            return Verdict::Consumed;
+        }
+        match mode {
+            // RFC 9293 3.10.7.1: a closed port answers anything but a RST with a RST.
+            Some(ListenerMode::Refuse) => {
+                let rst = rst_reply(&seg);
+                self.refuse(buf, rst)
+            }
+            // Accepting listeners, and retired ones whose connections may still be open.
+            _ => {
+                let tuple = FourTuple { local, remote };
+                let local_tcb = self.tcp.lookup(&tuple);
+                // A TCB in TIME-WAIT is out of the index: another worker may have reopened its
+                // 4-tuple (a new SYN that arrived on another queue).
+                let time_wait = local_tcb.is_some_and(|h| self.tcp.state(h) == Some(TcpState::TimeWait));
+                let syn = seg.tcp.flags.syn() && !seg.tcp.flags.ack();
+                let mut claimed = false;
+                if local_tcb.is_none() || time_wait {
+                    // Not ours (yet): a flow another worker owns goes there; a new SYN claims
+                    // its flow for this worker before the TCB exists.
+                    match self.flows.owner(&tuple) {
+                        Some(o) if o != self.worker => {
+                            if let Some(h) = local_tcb {
+                                // The old connection's TIME-WAIT is moot: the 4-tuple lives on.
+                                self.tcp.forget_time_wait(h);
+                            }
+                            return self.hand_off(o, source, false);
+                        }
+                        Some(_) => {}
+                        None if local_tcb.is_none() && syn && mode.is_some() && !self.draining => {
+                            if self.limits != Default::default()
+                                && let Err(why) =
+                                    self.conn_counts.check(&self.limits, self.admitted.len() as u64, seg.ip.src_addr)
+                            {
+                                self.counters.count_refusal(why);
+                                let rst = rst_reply(&seg);
+                                return self.refuse(buf, rst);
+                            }
+                            if matches!(mode, Some(ListenerMode::Relay(_))) && self.sessions.len() >= self.max_relays {
+                                self.counters.refused_descriptors += 1;
+                                let rst = rst_reply(&seg);
+                                return self.refuse(buf, rst);
+                            }
+                            match self.flows.claim(tuple, self.worker) {
+                                Ok(()) => claimed = true,
+                                Err(ClaimError::Owned(o)) => return self.hand_off(o, source, true),
+                                Err(ClaimError::Full) => {
+                                    self.counters.dropped_flow_index_full += 1;
+                                    return Verdict::Consumed;
+                                }
+                            }
+                        }
+                        None => {}
+                    }
+                }
+                if self.neighbors.len() < MAX_NEIGHBORS || self.neighbors.contains_key(&seg.ip.src_addr) {
+                    self.neighbors.insert(seg.ip.src_addr, seg.eth.src_addr);
+                }
+                let data = !seg.tcp.payload.is_empty();
+                self.tcp.handle_segment(now, &seg.ip, &seg.tcp);
+                if local_tcb.is_none() || time_wait {
+                    self.index_new_flow(tuple, claimed);
+                }
+                self.release_flows();
+                if data {
+                    // Let the application take these bytes before the next segment of the batch
+                    // is handled: a RST right behind them (an abortive close, as `openssl s_time`
+                    // does after its Finished) would flush them unread (RFC 9293 3.10.7.4).
+                    self.process(now);
+                }
+                Verdict::Consumed
+            }
+        }
+    }
+
+    /// A frame of a flow that worker `owner` holds: handed over, counted by reason. A frame
+    /// that was itself handed over is never handed on (the owner changed meanwhile): dropped,
+    /// counted; TCP recovers it.
+    fn hand_off(&mut self, owner: usize, source: Source, syn_race: bool) -> Verdict {
+        if source == Source::HandOff {
+            self.counters.dropped_handoff_stale += 1;
+            return Verdict::Consumed;
+        }
+        if syn_race { self.counters.handoff_syn_race += 1 } else { self.counters.handoff_moved += 1 }
+        Verdict::HandOff(owner)
+    }
+
+    /// Whether this worker serves `tuple` actively (a TCB not in TIME-WAIT).
+    fn serves(&self, tuple: &FourTuple) -> Option<ConnectionHandle> {
+        self.tcp.lookup(tuple).filter(|h| self.tcp.state(*h) != Some(TcpState::TimeWait))
+    }
+
+    /// After a segment of a flow this worker did not serve actively: an unused claim is given
+    /// back; a connection rebuilt from a SYN cookie (its SYN left no state, so no claim) or
+    /// reopened from TIME-WAIT claims its flow now.
+    fn index_new_flow(&mut self, tuple: FourTuple, claimed: bool) {
+        match self.serves(&tuple) {
+            None if claimed => self.flows.release(&tuple, self.worker),
+            Some(h) if !claimed && self.flows.claim(tuple, self.worker).is_err() => {
+                self.counters.flow_claim_conflicts += 1;
+                self.tcp.abort(h);
+            }
+            _ => {}
+        }
+    }
+
+    /// Gives back the index entries of the flows the stack released (freed, or in TIME-WAIT)
+    /// unless the same 4-tuple was reopened here meanwhile.
+    pub(super) fn release_flows(&mut self) {
+        while let Some(t) = self.tcp.take_released() {
+            if self.serves(&t).is_none() {
+                self.flows.release(&t, self.worker);
+            }
+        }
+    }
+
+    /// Writes `rst` (the answer to a refused segment; none to a RST) in place over the frame in `buf`.
+    fn refuse(&mut self, buf: &mut [u8], rst: Option<ParsedSegment<'_>>) -> Verdict {
+        match rst {
+            None => {
+                self.counters.dropped_rst += 1;
+                Verdict::Consumed
+            }
+            Some(rst) => match emit_frame(buf, &rst.eth, &rst.ip, &rst.tcp) {
+                Ok(len) => {
+                    self.counters.rst_sent += 1;
+                    Verdict::Reply(len)
+                }
+                Err(_) => {
+                    self.counters.dropped_tx_full += 1;
+                    Verdict::Consumed
+                }
+            },
+        }
+    }
+
+    /// The next Ethernet frame the TCP stack wants sent, written into `out`.
+    pub fn poll_transmit(&mut self, now: Instant, out: &mut [u8]) -> Option<usize> {
+        loop {
+            let ip_len = self.tcp.poll_transmit(now, out.get_mut(ethernet::HEADER_LEN..)?)?;
+            let ip = &out[ethernet::HEADER_LEN..ethernet::HEADER_LEN + ip_len];
+            let dst = Ipv4Addr::new(ip[16], ip[17], ip[18], ip[19]);
+            let Some(dst_mac) = self.neighbors.get(&dst).copied() else {
+                self.counters.dropped_no_neighbor += 1;
+                continue;
+            };
+            let eth = ethernet::Repr { src_addr: self.local_mac, dst_addr: dst_mac, ethertype: EtherType::Ipv4 };
+            eth.emit(&mut ethernet::Frame::new_unchecked(&mut out[..ethernet::HEADER_LEN]));
+            return Some(ethernet::HEADER_LEN + ip_len);
+        }
+    }
+}

@@ -1,0 +1,82 @@
+//! Frames in and answers out on one worker: refusals answered in place, drops counted by reason,
+//! the echo listener through frames, a SYN past a connection limit.
+
+use super::*;
+
+#[test]
+fn syn_to_refusing_listener_gets_rst_ack() {
+    let mut d = dispatch();
+    let out = reply(&mut d, &syn(443)).expect("a RST");
+    let seg = parse_frame(&out, Checksum::Verify).unwrap();
+    assert_eq!(seg.tcp.flags, Flags::RST | Flags::ACK);
+    assert_eq!((seg.tcp.seq_number, seg.tcp.ack_number), (0, 1001));
+    assert_eq!((seg.ip.src_addr, seg.ip.dst_addr), (PROXY, CLIENT));
+    assert_eq!((seg.tcp.src_port, seg.tcp.dst_port), (443, 40000));
+    assert_eq!(seg.eth.dst_addr, CLIENT_MAC);
+    assert_eq!(d.counters.rst_sent, 1);
+}
+
+#[test]
+fn rst_to_refusing_listener_is_never_answered() {
+    let mut d = dispatch();
+    let rst = frame(Seg { src_port: 40000, dst_port: 443, flags: Flags::RST, seq: 5, ack: 0, payload: &[] });
+    assert!(reply(&mut d, &rst).is_none());
+    assert_eq!((d.counters.dropped_rst, d.counters.rst_sent), (1, 0));
+}
+
+#[test]
+fn drops_are_counted_by_reason() {
+    let mut d = dispatch();
+    assert!(reply(&mut d, &syn(80)).is_none());
+    assert_eq!(d.counters.dropped_no_listener, 1);
+    let mut f = frame(Seg { src_port: 40000, dst_port: 443, flags: Flags::ACK, seq: 1, ack: 1, payload: b"hello" });
+    let last = f.len() - 1;
+    f[last] ^= 1;
+    assert!(reply(&mut d, &f).is_none());
+    assert_eq!(d.counters.dropped_checksum, 1);
+    let f = syn(443);
+    for len in 0..f.len() {
+        assert!(reply(&mut d, &f[..len]).is_none(), "truncated to {len}");
+    }
+    let c = d.counters;
+    assert_eq!(c.dropped_malformed + c.dropped_unsupported + c.dropped_checksum, 1 + f.len() as u64);
+}
+
+#[test]
+fn echo_listener_handshakes_and_echoes_through_frames() {
+    let mut d = dispatch();
+    assert_eq!(on(&mut d, &syn(7)).0, Verdict::Consumed);
+    let out = transmit(&mut d, T0);
+    assert_eq!(out.len(), 1);
+    let synack = parse_frame(&out[0], Checksum::Verify).unwrap();
+    assert_eq!(synack.tcp.flags, Flags::SYN | Flags::ACK);
+    assert_eq!(synack.tcp.ack_number, 1001);
+    assert_eq!((synack.eth.src_addr, synack.eth.dst_addr), (PROXY_MAC, CLIENT_MAC));
+    let iss = synack.tcp.seq_number;
+    let data = frame(Seg { src_port: 40000, dst_port: 7, flags: Flags::ACK | Flags::PSH, seq: 1001, ack: iss.wrapping_add(1), payload: b"ping" });
+    let _ = on(&mut d, &data);
+    let out = transmit(&mut d, T0);
+    let echoed: Vec<u8> = out
+        .iter()
+        .map(|f| parse_frame(f, Checksum::Verify).unwrap())
+        .flat_map(|s| s.tcp.payload.to_vec())
+        .collect();
+    assert_eq!(echoed, b"ping");
+    assert_eq!(d.counters.connections_established, 1);
+    assert_eq!(d.counters.echo_bytes, 4);
+}
+
+#[test]
+fn a_syn_past_the_per_client_limit_gets_a_rst_in_place_and_is_counted() {
+    let mut d = dispatch();
+    let mut s = services(&d, &[(7, ListenerMode::Echo)]);
+    s.limits = crate::config::Limits { max_connections_per_client: 1, ..Default::default() };
+    d.reload(s);
+    establish(&mut d, 40000, 7, T0);
+    assert_eq!(d.conn_counts.total(), 1);
+    let out = reply(&mut d, &frame(Seg { src_port: 40001, dst_port: 7, flags: Flags::SYN, seq: 5, ack: 0, payload: &[] }))
+        .expect("a RST written in place");
+    assert_eq!(parse_frame(&out, Checksum::Verify).unwrap().tcp.flags, Flags::RST | Flags::ACK);
+    assert_eq!(d.counters.refused_limit_client, 1);
+    assert_eq!(d.tcp().connection_count(), 1, "no state for the refused SYN");
+}
