@@ -1,0 +1,199 @@
+//! The listening side of a kernel worker: its listening sockets (each worker opens its own on
+//! every accepting listener address, with `SO_REUSEPORT`, and the kernel spreads connections
+//! over them), keeping them in step with a reload, and accepting connections: in batches of
+//! [`ACCEPT_BATCH`], admitted under the connection limits, each opening an echo or a session.
+//! When descriptors or memory run out (or the worker is at `max_conns`), the listeners leave the
+//! epoll set for [`ACCEPT_BACKOFF`] and the connections wait in the kernel's backlog.
+
+use std::collections::HashMap;
+use std::io::ErrorKind;
+use std::net::{SocketAddrV4, TcpListener};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use nix::sys::epoll::{EpollEvent, EpollFlags};
+use sluice_tcp::Instant;
+use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+
+use super::{Conn, KernelClient, LISTENER_TOKEN, Worker};
+use crate::config::{Config, ListenerMode};
+use crate::session::Session;
+use crate::session::echo::Echo;
+use crate::session::relay::Client;
+
+/// Listen backlog of every listening socket (the kernel caps it at `net.core.somaxconn`).
+pub const LISTEN_BACKLOG: i32 = 4096;
+/// How long a worker stops accepting after `accept` failed for want of descriptors or memory.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+
+/// Connections accepted per readiness event of a listener before other sockets get a turn.
+const ACCEPT_BATCH: usize = 64;
+
+/// Opens a non-blocking listening socket on `addr` with `SO_REUSEPORT` (and `SO_REUSEADDR`):
+/// every worker opens its own on the same address and the kernel spreads connections over them.
+pub fn listen(addr: SocketAddrV4, backlog: i32) -> std::io::Result<TcpListener> {
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&SockAddr::from(addr))?;
+    socket.listen(backlog)?;
+    Ok(socket.into())
+}
+
+impl Worker {
+    /// Listens on the accepting listeners of `listeners` (keeping the sockets of those it
+    /// already has, closing those no longer wanted; their accepted connections live on).
+    pub(super) fn set_listeners(&mut self, listeners: &HashMap<SocketAddrV4, ListenerMode>) -> Result<()> {
+        let mut wanted: Vec<_> = listeners.iter().filter(|(_, m)| **m != ListenerMode::Refuse).collect();
+        wanted.sort_by_key(|(a, _)| (*a.ip(), a.port()));
+        let mut old: HashMap<_, _> = self.listeners.drain(..).map(|(s, a, _)| (a, s)).collect();
+        for s in old.values() {
+            let _ = self.epoll.delete(s);
+        }
+        for (i, (addr, mode)) in wanted.into_iter().enumerate() {
+            let socket = match old.remove(addr) {
+                Some(s) => s,
+                None => listen(*addr, self.backlog).with_context(|| format!("listening on {addr}"))?,
+            };
+            if self.accept_paused_until.is_none() {
+                self.epoll
+                    .add(&socket, EpollEvent::new(EpollFlags::EPOLLIN, LISTENER_TOKEN - i as u64))
+                    .with_context(|| format!("epoll add of listener {addr}"))?;
+            }
+            self.listeners.push((socket, *addr, *mode));
+        }
+        Ok(())
+    }
+
+    /// Takes the listeners out of the epoll set for [`ACCEPT_BACKOFF`].
+    fn pause_accepting(&mut self, now: Instant) {
+        if self.accept_paused_until.is_none() {
+            for (s, _, _) in &self.listeners {
+                let _ = self.epoll.delete(s);
+            }
+        }
+        self.accept_paused_until = Some(now + ACCEPT_BACKOFF);
+    }
+
+    /// Puts the listeners back once the back-off is over.
+    pub(super) fn resume_accepting(&mut self, now: Instant) {
+        if self.accept_paused_until.is_some_and(|t| t <= now) {
+            self.accept_paused_until = None;
+            for (i, (s, addr, _)) in self.listeners.iter().enumerate() {
+                if let Err(e) = self.epoll.add(s, EpollEvent::new(EpollFlags::EPOLLIN, LISTENER_TOKEN - i as u64)) {
+                    tracing::warn!(%addr, "epoll add of listener: {e}");
+                }
+            }
+        }
+    }
+
+    pub(super) fn accept(&mut self, i: usize, now: Instant) {
+        for _ in 0..ACCEPT_BATCH {
+            if self.conns.len() >= self.max_conns {
+                // The connections wait in the backlog until a place frees.
+                self.counters.refused_descriptors += 1;
+                return self.pause_accepting(now);
+            }
+            let (listener, local, mode) = &self.listeners[i];
+            let (local, mode) = (*local, *mode);
+            let stream = match listener.accept() {
+                Ok((stream, _)) => stream,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+                Err(e) if matches!(e.kind(), ErrorKind::Interrupted | ErrorKind::ConnectionAborted) => continue,
+                Err(e) => {
+                    // EMFILE, ENFILE, ENOBUFS, ...: the connection waits in the backlog; try
+                    // again a little later instead of spinning on a readable listener.
+                    tracing::debug!(%local, "accept: {e}");
+                    self.counters.accept_backoffs += 1;
+                    return self.pause_accepting(now);
+                }
+            };
+            self.counters.connections_established += 1;
+            let peer = match stream.peer_addr() {
+                Ok(std::net::SocketAddr::V4(peer)) => peer,
+                _ => SocketAddrV4::new(std::net::Ipv4Addr::UNSPECIFIED, 0),
+            };
+            let slot = if self.limits == Default::default() {
+                None
+            } else {
+                match self.conn_counts.admit(&self.limits, self.admitted.len() as u64, *peer.ip()) {
+                    Ok(slot) => Some(slot),
+                    Err(why) => {
+                        // Refused: closed with a RST, counted as on the XDP transport.
+                        self.counters.count_refusal(why);
+                        let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
+                        self.counters.connections_closed += 1;
+                        continue;
+                    }
+                }
+            };
+            let client = match KernelClient::new(stream) {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::debug!("accepted socket: {e}");
+                    self.counters.connections_closed += 1;
+                    continue;
+                }
+            };
+            let id = self.next_id;
+            self.next_id += 1;
+            if let Some(slot) = slot {
+                self.admitted.insert(id, slot);
+            }
+            let interest = EpollFlags::EPOLLIN | EpollFlags::EPOLLOUT | EpollFlags::EPOLLRDHUP | EpollFlags::EPOLLET;
+            if let Err(e) = self.epoll.add(client.stream(), EpollEvent::new(interest, id << 1)) {
+                tracing::warn!("epoll add: {e}");
+                self.counters.connections_closed += 1;
+                continue;
+            }
+            match mode {
+                ListenerMode::Relay(_) => self.open_session(id, client, peer, local, now),
+                ListenerMode::Echo | ListenerMode::Refuse => {
+                    let echo = Echo::new(self.relay_settings.buffer);
+                    self.conns.insert(id, Conn::Echo { client, echo });
+                }
+            }
+            self.step(id, now);
+        }
+    }
+
+    /// A session for an accepted connection; its backend is connected by its first step.
+    fn open_session(&mut self, id: u64, mut client: KernelClient, peer: SocketAddrV4, local: SocketAddrV4, now: Instant) {
+        let tls = self.tls.get(&local).cloned();
+        let session = self
+            .backends
+            .get(&local)
+            .cloned()
+            .map(|backends| Session::new(now, peer, local, backends, tls, &self.relay_settings));
+        let Some(Ok(session)) = session else {
+            self.counters.relays_backend_failed += 1;
+            client.abort();
+            if let Some(slot) = self.admitted.remove(&id) {
+                self.conn_counts.release(slot);
+            }
+            self.close_client(client);
+            return;
+        };
+        self.counters.relays_opened += 1;
+        self.relays_open += 1;
+        self.deadlines.push(id);
+        self.conns.insert(id, Conn::Relay { client, session: Box::new(session) });
+    }
+}
+
+/// Fails if something already listens on one of `config`'s listener addresses that is not in
+/// `mine`: SO_REUSEPORT would let the workers join another process's listeners on the same
+/// address (same user) and share its connections.
+pub fn probe_listeners(config: &Config, mine: &[SocketAddrV4]) -> Result<()> {
+    for l in config.listeners.iter().filter(|l| l.mode() != ListenerMode::Refuse) {
+        let addr = l.socket_addr();
+        if mine.contains(&addr) {
+            continue;
+        }
+        let probe = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP))?;
+        probe.set_reuse_address(true)?;
+        probe.bind(&SockAddr::from(addr)).with_context(|| format!("listener {addr}: cannot bind (in use?)"))?;
+    }
+    Ok(())
+}
