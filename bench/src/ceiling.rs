@@ -6,25 +6,31 @@
 //!   in-memory buffers.
 //! - (b) `tcp`: the same handshakes, with every byte carried by two `sluice_tcp::Endpoint`s (the
 //!   client's and the server's): SYN, SYN-ACK, ACK, the TLS flights, FIN both ways, TIME-WAIT
-//!   expired, every segment emitted and parsed with checksums verified. The server side is driven
-//!   as `proxy/src/session/relay.rs` drives it: TCP `recv` into a ciphertext queue (the relay's
-//!   own `ByteQueue`), `TlsSession::feed`, `read_plaintext`, `write_plaintext`,
-//!   `write_ciphertext` into a queue, TCP `send`.
+//!   expired, every segment emitted and parsed with checksums verified. The server is sluice's
+//!   real session layer, run as an AF_XDP worker runs it (`proxy/src/datapath/xdp/worker.rs`):
+//!   a `sluice::session::Session` opened when the connection is established, pumped with the
+//!   connection as its client (`relay::OnStack`), closed once it ended. Its backend is the
+//!   in-memory one of `proxy/src/session/memory.rs` (`MemoryLink`, `ListenerBackends::single`),
+//!   which answers the request with the response and ends its stream; the session relays both
+//!   and closes the client with close_notify and FIN.
 //!
 //! Both run the same connection: handshake, a 36-byte HTTP/1.1 request, a 65-byte response, the
-//! server's close_notify. The server is built exactly as sluice builds it: `sluice_tls::build`
-//! with a `sluice_tls::SessionCache` (`resumption = "session_id"`: TLS 1.2 session IDs and TLS
-//! 1.3 tickets that are IDs into the cache; no stateless tickets), and every server connection is
-//! a `sluice_tls::TlsSession`. Pinned: X25519, TLS13_AES_128_GCM_SHA256, and for TLS 1.2
-//! ECDHE with the certificate's key type and AES_128_GCM_SHA256. The certificate is what
-//! `sluice-bench certs` makes: an ECDSA P-256 leaf under an ECDSA P-256 CA (`--key rsa`: an
-//! RSA-2048 leaf). Every connection is checked (kind, version, suite, group); a mismatch stops
-//! the run rather than print a wrong figure.
+//! server's close_notify. (a) answers from a stand-in for the relay's plaintext side; (b) through
+//! the session and its backend, checked as the worker's counters see the session (one clean
+//! relay, one handshake, exactly those bytes each way). The server is built exactly as sluice
+//! builds it: `sluice_tls::build` with a `sluice_tls::SessionCache` (`resumption =
+//! "session_id"`: TLS 1.2 session IDs and TLS 1.3 tickets that are IDs into the cache; no
+//! stateless tickets), and every server connection is a `sluice_tls::TlsSession`. Pinned:
+//! X25519, TLS13_AES_128_GCM_SHA256, and for TLS 1.2 ECDHE with the certificate's key type and
+//! AES_128_GCM_SHA256. The certificate is what `sluice-bench certs` makes: an ECDSA P-256 leaf
+//! under an ECDSA P-256 CA (`--key rsa`: an RSA-2048 leaf). Every connection is checked (kind,
+//! version, suite, group); a mismatch stops the run rather than print a wrong figure.
 //!
 //! Two figures per kind and path: connections per CPU-second of the thread (client and server
 //! together; CLOCK_THREAD_CPUTIME_ID, so other processes on a shared machine do not count), and
-//! the server side alone (its `TlsSession`, relay pump and `Endpoint`, timed around each call;
-//! the median connection), which is what one core serving remote clients could do.
+//! the server side alone (timed around each call: (a) its `TlsSession` and the plaintext
+//! stand-in, (b) its `Endpoint` and `Session`, not the in-memory backend; the median
+//! connection), which is what one core serving remote clients could do.
 //!
 //! What it is not: a load test or a latency measurement. It prints rates and the ratio (b)/(a);
 //! the unit tests assert what each handshake is, never how fast.
@@ -38,7 +44,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail, ensure};
 use serde_json::json;
-use sluice::session::byte_queue::ByteQueue;
+use sluice::observe::counters::QueueCounters;
+use sluice::observe::latency::Latencies;
+use sluice::session::Session;
+use sluice::session::backend::ListenerBackends;
+use sluice::session::memory::{MemoryBackend, MemoryLink};
+use sluice::session::relay::{OnStack, RelayEnd};
 use sluice_tcp::{Config as TcpConfig, ConnectionHandle, Endpoint, Event, State, StreamError};
 use sluice_tls::rustls::client::{Resumption as ClientResumption, Tls12Resumption};
 use sluice_tls::rustls::crypto::aws_lc_rs;
@@ -49,8 +60,8 @@ use sluice_tls::rustls::{
 };
 use sluice_tls::testcerts::{Ca, KeyKind};
 use sluice_tls::{
-    CacheStats, CertSettings, DEFAULT_BUFFER_LIMIT, Resumption, SessionCache, TlsSession,
-    TlsSettings,
+    CacheStats, CertSettings, DEFAULT_BUFFER_LIMIT, HandshakeInfo, Resumption, SessionCache,
+    TlsSession, TlsSettings,
 };
 use sluice_wire::{Checksum, ipv4, tcp};
 
@@ -153,7 +164,7 @@ impl Kind {
 pub enum Via {
     /// (a) in-memory buffers between rustls and sluice's `TlsSession`.
     Memory,
-    /// (b) two `sluice_tcp::Endpoint`s, relay-style server side.
+    /// (b) two `sluice_tcp::Endpoint`s, the server side a `sluice::session::Session`.
     Tcp,
 }
 
@@ -358,16 +369,14 @@ fn new_client(fx: &Fixture, kind: Kind) -> Result<ClientConnection> {
     Ok(c)
 }
 
-fn outcome<I: Copy>(client: &ClientConnection, server: &TlsSession<I>) -> Result<Outcome> {
+/// What the client agreed, and what the server's handshake agreed (`None`: it did not complete).
+fn outcome(client: &ClientConnection, server: Option<HandshakeInfo>) -> Result<Outcome> {
     Ok(Outcome {
         client_kind: client.handshake_kind(),
         client_version: client.protocol_version(),
         client_suite: client.negotiated_cipher_suite().map(|s| s.suite()),
         client_group: client.negotiated_key_exchange_group().map(|g| g.name()),
-        server: server
-            .handshake_info()
-            .cloned()
-            .ok_or_else(|| anyhow!("server handshake did not complete"))?,
+        server: server.ok_or_else(|| anyhow!("server handshake did not complete"))?,
     })
 }
 
@@ -394,8 +403,8 @@ fn client_read(client: &mut ClientConnection, buf: &mut [u8]) -> usize {
     got
 }
 
-/// Server-side request/response, as the backend would answer through relay.rs: read plaintext
-/// until the whole request is in, then queue the response and close_notify once.
+/// (a)'s server-side request/response, a stand-in for the relay and its backend: read
+/// plaintext until the whole request is in, then queue the response and close_notify once.
 struct ServerApp {
     request: usize,
     responded: bool,
@@ -437,7 +446,7 @@ impl ServerApp {
 pub struct Memory {
     wire: Vec<u8>,
     scratch: Vec<u8>,
-    /// Time spent in server-side calls (`TlsSession` and the relay's plaintext side).
+    /// Time spent in server-side calls (`TlsSession` and the plaintext stand-in).
     pub server_time: Duration,
 }
 
@@ -493,7 +502,7 @@ impl Memory {
             got += client_read(&mut client, &mut self.scratch);
             if got >= RESPONSE.len() && closed {
                 ensure!(got == RESPONSE.len(), "response of {got} bytes");
-                return outcome(&client, &server);
+                return outcome(&client, server.handshake_info().cloned());
             }
             ensure!(progress, "stalled: got {got} closed {closed}");
         }
@@ -503,79 +512,32 @@ impl Memory {
 
 // ---------------------------------------------------------------- (b) through sluice's TCP
 
-/// The server side of one connection, driven as relay.rs drives a TLS relay.
-struct ServerConn {
-    h: ConnectionHandle,
-    session: TlsSession<sluice_tcp::Instant>,
-    cipher_in: ByteQueue,
-    cipher_out: ByteQueue,
-    app: ServerApp,
-    closed: bool,
-}
-
-impl ServerConn {
-    fn pump(
-        &mut self,
-        ep: &mut Endpoint,
-        now: sluice_tcp::Instant,
-        scratch: &mut [u8],
-    ) -> Result<bool> {
-        let mut progress = false;
-        // TCP -> cipher_in -> rustls -> plaintext (relay.rs pull_from_client).
-        loop {
-            let space = self.cipher_in.space_mut();
-            if space.is_empty() {
-                break;
-            }
-            match ep.recv(self.h, space) {
-                Ok(0) => break,
-                Ok(n) => {
-                    self.cipher_in.commit(n);
-                    progress = true;
-                }
-                Err(StreamError::Finished) => break,
-                Err(e) => bail!("server recv: {e}"),
-            }
-        }
-        while !self.cipher_in.is_empty() {
-            let n = self.session.feed(now, self.cipher_in.data())?;
-            self.cipher_in.consume(n);
-            let m = self.app.step(&mut self.session, scratch)?;
-            progress |= n > 0 || m;
-            if n == 0 && !m {
-                break;
-            }
-        }
-        progress |= self.app.step(&mut self.session, scratch)?;
-        // rustls -> cipher_out -> TCP (relay.rs flush_ciphertext).
-        loop {
-            let n = self.session.write_ciphertext(self.cipher_out.space_mut());
-            self.cipher_out.commit(n);
-            if self.cipher_out.is_empty() {
-                break;
-            }
-            let sent = ep.send(self.h, self.cipher_out.data())?;
-            self.cipher_out.consume(sent);
-            progress |= sent > 0 || n > 0;
-            if sent == 0 {
-                break;
-            }
-        }
-        // The response and close_notify are in the send buffer: FIN after them.
-        if self.app.responded
-            && !self.closed
-            && self.cipher_out.is_empty()
-            && !self.session.wants_write()
-        {
-            ep.close(self.h);
-            self.closed = true;
-            progress = true;
-        }
-        Ok(progress)
+/// The backend behind the session (not sluice's side, so not timed): takes what the relay
+/// sends until the whole request is in, answers it with the response and ends its stream.
+/// Returns whether it did anything.
+fn backend_answers(link: &MemoryLink, request: &mut Vec<u8>) -> Result<bool> {
+    let Some(b) = link.servers.last() else {
+        return Ok(false);
+    };
+    if request.len() >= REQUEST.len() {
+        return Ok(false);
     }
+    request.extend_from_slice(&b.take());
+    if request.len() < REQUEST.len() {
+        return Ok(false);
+    }
+    ensure!(
+        request == REQUEST,
+        "the backend got {:?}",
+        String::from_utf8_lossy(request)
+    );
+    b.send(RESPONSE);
+    b.shutdown_write();
+    Ok(true)
 }
 
-/// (b): a client and a server `Endpoint` joined by an in-memory wire, virtual time.
+/// (b): a client and a server `Endpoint` joined by an in-memory wire, virtual time. The
+/// server's connection is served by sluice's session layer as an AF_XDP worker serves it.
 pub struct Tcp {
     client: Endpoint,
     server: Endpoint,
@@ -585,12 +547,21 @@ pub struct Tcp {
     frame: Vec<u8>,
     scratch: Vec<u8>,
     cipher: Vec<u8>,
-    /// The bound of the server's ciphertext queues.
-    buffer: usize,
+    /// The listener's backends: one, in memory (the `backend = "ip:port"` form).
+    backends: Arc<ListenerBackends>,
+    /// sluice's `relay` defaults.
+    settings: sluice::config::Relay,
+    /// The transport's side of the backend connections: in-memory streams.
+    link: MemoryLink,
+    /// What the backend received of the current connection's request.
+    request: Vec<u8>,
+    /// The worker's counters and histograms, which the session reports into.
+    counters: QueueCounters,
+    latencies: Latencies,
     /// Segments carried, for the report.
     pub segments: u64,
     /// Time spent on the server's side: its `Endpoint` (segments in after parsing them,
-    /// segments out, timers) and the relay-style TLS pump.
+    /// segments out, timers) and its `Session` (opened, pumped, closed).
     pub server_time: Duration,
 }
 
@@ -605,7 +576,8 @@ impl Tcp {
         let mut server = Endpoint::new(cfg.clone(), now);
         let server_addr = SocketAddrV4::new(Ipv4Addr::new(198, 51, 100, 2), 443);
         server.listen(server_addr)?;
-        let buffer = relay_buffer();
+        let backend = SocketAddrV4::new(Ipv4Addr::new(203, 0, 113, 10), 8080);
+        let settings = sluice::config::Relay::default();
         Ok(Self {
             client: Endpoint::new(cfg, now),
             server,
@@ -613,9 +585,14 @@ impl Tcp {
             server_addr,
             port: 1024,
             frame: vec![0; 2048],
-            scratch: vec![0; buffer],
-            cipher: Vec::with_capacity(buffer),
-            buffer,
+            scratch: vec![0; settings.buffer],
+            cipher: Vec::with_capacity(settings.buffer),
+            backends: Arc::new(ListenerBackends::single(backend, Instant::now())),
+            settings,
+            link: MemoryLink::default(),
+            request: Vec::with_capacity(REQUEST.len()),
+            counters: QueueCounters::default(),
+            latencies: Latencies::default(),
             segments: 0,
             server_time: Duration::ZERO,
         })
@@ -660,18 +637,25 @@ impl Tcp {
         Ok(n)
     }
 
-    /// One connection: SYN, handshake, request, response, close_notify, FIN both ways,
-    /// TIME-WAIT expired; both endpoints are empty again afterwards.
+    /// One connection: SYN, handshake, request relayed to the backend, its response relayed
+    /// back, close_notify, FIN both ways, TIME-WAIT expired; both endpoints are empty again
+    /// afterwards, and the session ended clean having relayed exactly the request and response.
     pub fn connect(&mut self, fx: &Fixture, kind: Kind) -> Result<Outcome> {
         self.port = if self.port >= 61_000 {
             1024
         } else {
             self.port + 1
         };
+        self.link.servers.clear();
+        self.request.clear();
+        let counted = self.counters;
         let local = SocketAddrV4::new(Ipv4Addr::new(198, 51, 100, 1), self.port);
         let ch = self.client.connect(self.now, local, self.server_addr)?;
         let mut client = new_client(fx, kind)?;
-        let mut server: Option<ServerConn> = None;
+        // The server's connection and its session, from Established until the session ended.
+        let mut session: Option<(ConnectionHandle, Session<MemoryBackend>)> = None;
+        // Once the session ended: its connection, and what its handshake agreed.
+        let mut ended: Option<(ConnectionHandle, Option<HandshakeInfo>)> = None;
         let (mut got, mut tls_closed, mut fin, mut client_closed) = (0usize, false, false, false);
         for _ in 0..MAX_STEPS {
             let mut progress = false;
@@ -686,7 +670,7 @@ impl Tcp {
                     progress |= n > 0;
                 }
             }
-            // As a worker does: the segments that arrived, then the relay, then transmit, so
+            // As a worker does: the segments that arrived, then the session, then transmit, so
             // that ACKs and window updates ride on the server's next flight.
             let moved = Self::carry(
                 &mut self.frame,
@@ -700,23 +684,62 @@ impl Tcp {
             progress |= moved > 0;
             let t = Instant::now();
             while let Some((h, e)) = self.server.poll_event() {
-                if e == Event::Established && server.is_none() {
-                    // relay.rs: a passive connection appears with Established.
-                    server = Some(ServerConn {
-                        h,
-                        session: TlsSession::new(fx.server.clone(), DEFAULT_BUFFER_LIMIT)?,
-                        cipher_in: ByteQueue::new(self.buffer),
-                        cipher_out: ByteQueue::new(self.buffer),
-                        app: ServerApp::new(),
-                        closed: false,
-                    });
-                    progress = true;
+                match e {
+                    // worker.rs open_relay: a passive connection appears with Established.
+                    Event::Established if session.is_none() && ended.is_none() => {
+                        let s = Session::new(
+                            self.now,
+                            local,
+                            self.server_addr,
+                            Arc::clone(&self.backends),
+                            Some(fx.server.clone()),
+                            &self.settings,
+                        )?;
+                        session = Some((h, s));
+                        progress = true;
+                    }
+                    Event::Reset | Event::TimedOut => bail!("server connection: {e:?}"),
+                    _ => {}
                 }
             }
-            if let Some(s) = server.as_mut() {
-                progress |= s.pump(&mut self.server, self.now, &mut self.scratch)?;
-            }
             self.server_time += t.elapsed();
+            // worker.rs pump_relay on the connection's events, and again on the backend's
+            // readiness once it answered (an in-memory backend is always ready).
+            while let Some((h, s)) = session.as_mut() {
+                let t = Instant::now();
+                s.relay
+                    .on_backend_ready(MemoryLink::readiness(s.relay.backend()));
+                let done = s.pump(
+                    &mut OnStack {
+                        tcp: &mut self.server,
+                        handle: *h,
+                    },
+                    self.now,
+                    &mut self.link,
+                    &mut self.counters,
+                    &mut self.latencies,
+                );
+                if done && let Some((h, s)) = session.take() {
+                    // worker.rs close_relay: closed once it ended; the TCB finishes alone.
+                    let info = s
+                        .relay
+                        .tls_session()
+                        .and_then(|t| t.handshake_info())
+                        .cloned();
+                    let end = s.relay.end;
+                    s.close(&mut self.link, &mut self.counters, false, self.now);
+                    self.server_time += t.elapsed();
+                    ensure!(end == Some(RelayEnd::Clean), "the session ended {end:?}");
+                    ended = Some((h, info));
+                    progress = true;
+                    break;
+                }
+                self.server_time += t.elapsed();
+                if !backend_answers(&self.link, &mut self.request)? {
+                    break;
+                }
+                progress = true;
+            }
             let moved = Self::carry(
                 &mut self.frame,
                 self.now,
@@ -752,18 +775,17 @@ impl Tcp {
                 client_closed = true;
                 progress = true;
             }
-            let server_done = server
+            let server_done = ended
                 .as_ref()
-                .is_some_and(|s| self.server.state(s.h) == Some(State::TimeWait));
+                .is_some_and(|(h, _)| self.server.state(*h) == Some(State::TimeWait));
             if client_closed && self.client.connection_count() == 0 && server_done {
                 ensure!(
                     got == RESPONSE.len() && tls_closed,
                     "response of {got} bytes, close_notify {tls_closed}"
                 );
-                let s = server
-                    .as_ref()
-                    .ok_or_else(|| anyhow!("no server connection"))?;
-                let o = outcome(&client, &s.session)?;
+                let info = ended.take().and_then(|(_, info)| info);
+                let o = outcome(&client, info)?;
+                self.check_session(kind, &counted)?;
                 // TIME-WAIT (the server closed first) expires: both endpoints empty again.
                 self.now += self.server.config().time_wait;
                 let t = Instant::now();
@@ -779,16 +801,20 @@ impl Tcp {
                 return Ok(o);
             }
             if !progress {
-                // Quiet: run the earliest timer (delayed ACK, ...).
-                let t = [self.client.poll_timeout(), self.server.poll_timeout()]
-                    .into_iter()
-                    .flatten()
-                    .min()
-                    .ok_or_else(|| {
-                        anyhow!(
-                            "stuck without timers: got {got}, fin {fin}, tls_closed {tls_closed}"
-                        )
-                    })?;
+                // Quiet: run the earliest timer (delayed ACK, ...), the session's deadline
+                // among them as in worker.rs poll_timeout.
+                let deadline = session.as_ref().and_then(|(_, s)| s.relay.deadline());
+                let t = [
+                    self.client.poll_timeout(),
+                    self.server.poll_timeout(),
+                    deadline,
+                ]
+                .into_iter()
+                .flatten()
+                .min()
+                .ok_or_else(|| {
+                    anyhow!("stuck without timers: got {got}, fin {fin}, tls_closed {tls_closed}")
+                })?;
                 self.now = self.now.max(t);
                 self.client.handle_timeout(self.now);
                 let t = Instant::now();
@@ -797,6 +823,43 @@ impl Tcp {
             }
         }
         bail!("did not finish in {MAX_STEPS} steps")
+    }
+
+    /// The session of a finished connection, as the worker's counters saw it (`before`: the
+    /// counters before it): one clean relay, one handshake of `kind`, exactly the request to
+    /// the backend and the response to the client; its one backend stream got its FIN, left the
+    /// readiness set and was let go.
+    fn check_session(&self, kind: Kind, before: &QueueCounters) -> Result<()> {
+        let c = &self.counters;
+        let handshakes = if kind.resumed() {
+            c.tls_handshakes_resumed - before.tls_handshakes_resumed
+        } else {
+            c.tls_handshakes_full - before.tls_handshakes_full
+        };
+        let relayed = (
+            c.relays_clean - before.relays_clean,
+            handshakes,
+            c.relay_bytes_to_backend - before.relay_bytes_to_backend,
+            c.relay_bytes_to_client - before.relay_bytes_to_client,
+        );
+        let want = (1, 1, REQUEST.len() as u64, RESPONSE.len() as u64);
+        ensure!(
+            relayed == want,
+            "{}: (clean, handshakes, bytes to backend, to client) {relayed:?}, want {want:?}",
+            kind.name()
+        );
+        let [b] = &self.link.servers[..] else {
+            bail!("{} backend connections", self.link.servers.len());
+        };
+        ensure!(
+            b.got_fin() && !b.got_reset() && b.dropped() && self.link.registered == 0,
+            "backend stream: fin {}, reset {}, dropped {}, registered {}",
+            b.got_fin(),
+            b.got_reset(),
+            b.dropped(),
+            self.link.registered
+        );
+        Ok(())
     }
 }
 
@@ -887,7 +950,8 @@ pub fn run(args: &Args) -> Result<()> {
     );
     println!(
         "  per connection: handshake, {} B request, {} B response, close_notify; \
-         (b) adds SYN/SYN-ACK/ACK, FIN both ways, TIME-WAIT, checksummed segments",
+         (b) adds SYN/SYN-ACK/ACK, FIN both ways, TIME-WAIT, checksummed segments, \
+         sluice's Session relaying to an in-memory backend",
         REQUEST.len(),
         RESPONSE.len()
     );
@@ -959,8 +1023,8 @@ pub fn run(args: &Args) -> Result<()> {
         }));
     }
     println!(
-        "server side only (its TlsSession, relay pump and Endpoint, timed around each call): \
-         what one core serving these clients could do"
+        "server side only ((a) its TlsSession, (b) its Endpoint and Session; timed around each \
+         call): what one core serving these clients could do"
     );
     for (kind, a, b) in &server_side {
         println!(
@@ -1020,6 +1084,12 @@ mod tests {
         if path == Via::Tcp {
             assert_eq!(tcp.client.connection_count(), 0);
             assert_eq!(tcp.server.connection_count(), 0);
+            // Every connection was a session that relayed the request and response, clean.
+            let c = &tcp.counters;
+            assert_eq!(c.relays_clean, n as u64);
+            assert_eq!(c.relay_bytes_to_backend, (n * REQUEST.len()) as u64);
+            assert_eq!(c.relay_bytes_to_client, (n * RESPONSE.len()) as u64);
+            assert_eq!(c.tls_handshakes_full + c.tls_handshakes_resumed, n as u64);
             // At least SYN, SYN-ACK, ACK, two flights, FIN/ACK both ways per connection.
             assert!(tcp.segments >= 7 * n as u64, "{} segments", tcp.segments);
         }
