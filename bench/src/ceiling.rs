@@ -7,7 +7,7 @@
 //! - (b) `tcp`: the same handshakes, with every byte carried by two `sluice_tcp::Endpoint`s (the
 //!   client's and the server's): SYN, SYN-ACK, ACK, the TLS flights, FIN both ways, TIME-WAIT
 //!   expired, every segment emitted and parsed with checksums verified. The server is sluice's
-//!   real session layer, run as an AF_XDP worker runs it (`proxy/src/datapath/xdp/worker.rs`):
+//!   real session layer, run as an AF_XDP worker runs it (`proxy/src/datapath/xdp/worker/`):
 //!   a `sluice::session::Session` opened when the connection is established, pumped with the
 //!   connection as its client (`relay::OnStack`), closed once it ended. Its backend is the
 //!   in-memory one of `proxy/src/session/memory.rs` (`MemoryLink`, `ListenerBackends::single`),
@@ -73,7 +73,7 @@ const RESPONSE: &[u8] =
 /// Steps without progress-or-timer before a connection is declared stuck.
 const MAX_STEPS: usize = 10_000;
 
-/// The bound of relay.rs's per-direction queues: sluice's `relay.buffer` default.
+/// The bound of the relay's per-direction queues: sluice's `relay.buffer` default.
 fn relay_buffer() -> usize {
     sluice::config::Relay::default().buffer
 }
@@ -685,7 +685,8 @@ impl Tcp {
             let t = Instant::now();
             while let Some((h, e)) = self.server.poll_event() {
                 match e {
-                    // worker.rs open_relay: a passive connection appears with Established.
+                    // The worker's open_relay (worker/dispatch/sessions.rs): a passive
+                    // connection appears with Established.
                     Event::Established if session.is_none() && ended.is_none() => {
                         let s = Session::new(
                             self.now,
@@ -703,7 +704,7 @@ impl Tcp {
                 }
             }
             self.server_time += t.elapsed();
-            // worker.rs pump_relay on the connection's events, and again on the backend's
+            // the worker's pump_relay on the connection's events, and again on the backend's
             // readiness once it answered (an in-memory backend is always ready).
             while let Some((h, s)) = session.as_mut() {
                 let t = Instant::now();
@@ -720,7 +721,7 @@ impl Tcp {
                     &mut self.latencies,
                 );
                 if done && let Some((h, s)) = session.take() {
-                    // worker.rs close_relay: closed once it ended; the TCB finishes alone.
+                    // the worker's close_relay: closed once it ended; the TCB finishes alone.
                     let info = s
                         .relay
                         .tls_session()
@@ -802,7 +803,7 @@ impl Tcp {
             }
             if !progress {
                 // Quiet: run the earliest timer (delayed ACK, ...), the session's deadline
-                // among them as in worker.rs poll_timeout.
+                // among them as in the worker's poll_timeout.
                 let deadline = session.as_ref().and_then(|(_, s)| s.relay.deadline());
                 let t = [
                     self.client.poll_timeout(),
