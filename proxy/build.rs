@@ -35,12 +35,8 @@ fn main() {
         exit(run_child());
     }
 
-    let manifest_dir =
-        PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR"));
-    let ebpf_dir = manifest_dir
-        .parent()
-        .expect("proxy/ has a parent")
-        .join("ebpf");
+    let manifest_dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR"));
+    let ebpf_dir = manifest_dir.parent().expect("proxy/ has a parent").join("ebpf");
     let ebpf_dir = ebpf_dir.to_str().expect("UTF-8 path to ebpf/");
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("OUT_DIR"));
     let object = out_dir.join(OBJECT);
@@ -60,19 +56,11 @@ fn main() {
 
     // Build with the toolchain that builds us (rustup sets RUSTUP_TOOLCHAIN).
     let toolchain = env::var("RUSTUP_TOOLCHAIN").unwrap_or_else(|_| "stable".to_owned());
-    let package = aya_build::Package {
-        name: "sluice-ebpf",
-        root_dir: ebpf_dir,
-        ..Default::default()
-    };
+    let package = aya_build::Package { name: "sluice-ebpf", root_dir: ebpf_dir, ..Default::default() };
     if let Err(e) = aya_build::build_ebpf([package], aya_build::Toolchain::Custom(&toolchain)) {
         panic!("building the XDP program (sluice-ebpf) failed: {e:#}");
     }
-    assert!(
-        object.is_file(),
-        "aya-build finished but {} is missing",
-        object.display()
-    );
+    assert!(object.is_file(), "aya-build finished but {} is missing", object.display());
 }
 
 /// Re-runs this script with `RUSTC_BOOTSTRAP=1`, forwards its `cargo:` directives, and drops
@@ -91,33 +79,21 @@ fn run_child() -> i32 {
         let line = line.expect("build script output");
         if let Some(text) = line.strip_prefix("cargo:warning=") {
             let text = text.trim_start();
-            if ["Compiling ", "Finished ", "Fresh ", "Blocking "]
-                .iter()
-                .any(|p| text.starts_with(p))
-            {
+            if ["Compiling ", "Finished ", "Fresh ", "Blocking "].iter().any(|p| text.starts_with(p)) {
                 continue;
             }
         }
         println!("{line}");
     }
-    child
-        .wait()
-        .expect("wait for the build script child")
-        .code()
-        .unwrap_or(1)
+    child.wait().expect("wait for the build script child").code().unwrap_or(1)
 }
 
 fn skip_requested() -> bool {
-    matches!(
-        env::var("AYA_BUILD_SKIP").as_deref(),
-        Ok("1") | Ok("true") | Ok("TRUE")
-    )
+    matches!(env::var("AYA_BUILD_SKIP").as_deref(), Ok("1") | Ok("true") | Ok("TRUE"))
 }
 
 fn on_path(program: &str) -> bool {
-    env::var_os("PATH")
-        .map(|paths| env::split_paths(&paths).any(|dir| is_file(&dir.join(program))))
-        .unwrap_or(false)
+    env::var_os("PATH").map(|paths| env::split_paths(&paths).any(|dir| is_file(&dir.join(program)))).unwrap_or(false)
 }
 
 fn is_file(p: &Path) -> bool {

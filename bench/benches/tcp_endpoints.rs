@@ -22,10 +22,7 @@ const REQUEST: usize = 100;
 const RESPONSE: usize = 1024;
 
 fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
 // ---------------------------------------------------------------- sluice
@@ -42,8 +39,7 @@ impl Wire {
             let ipp = ipv4::Packet::new_checked(&self.buf[..len]).expect("ipv4");
             let ip = ipv4::Repr::parse(&ipp, Checksum::Verify).expect("ipv4 repr");
             let tp = tcp::Packet::new_checked(ipp.payload()).expect("tcp");
-            let seg = tcp::Repr::parse(&tp, ip.src_addr, ip.dst_addr, Checksum::Verify)
-                .expect("tcp repr");
+            let seg = tcp::Repr::parse(&tp, ip.src_addr, ip.dst_addr, Checksum::Verify).expect("tcp repr");
             to.handle_segment(now, &ip, &seg);
             n += 1;
         }
@@ -115,11 +111,7 @@ fn sluice_cps(n: usize) -> Phases {
             if done(c, s) {
                 return;
             }
-            let t = [c.poll_timeout(), s.poll_timeout()]
-                .into_iter()
-                .flatten()
-                .min()
-                .expect("stuck without timers");
+            let t = [c.poll_timeout(), s.poll_timeout()].into_iter().flatten().min().expect("stuck without timers");
             *vnow = (*vnow).max(t);
             c.handle_timeout(*vnow);
             s.handle_timeout(*vnow);
@@ -205,15 +197,10 @@ fn smoltcp_cps(n: usize) -> Phases {
     let mut vnow = SInstant::from_millis(1_000);
     let mut iface = Interface::new(IfConfig::new(HardwareAddress::Ip), &mut device, vnow);
     iface.update_ip_addrs(|a| {
-        a.push(IpCidr::new(IpAddress::v4(198, 51, 100, 2), 24))
-            .unwrap();
+        a.push(IpCidr::new(IpAddress::v4(198, 51, 100, 2), 24)).unwrap();
     });
-    let mk = || {
-        stcp::Socket::new(
-            stcp::SocketBuffer::new(vec![0; 16 * 1024]),
-            stcp::SocketBuffer::new(vec![0; 16 * 1024]),
-        )
-    };
+    let mk =
+        || stcp::Socket::new(stcp::SocketBuffer::new(vec![0; 16 * 1024]), stcp::SocketBuffer::new(vec![0; 16 * 1024]));
     let mut sockets = SocketSet::new(Vec::new());
     let server = sockets.add(mk());
     let client = sockets.add(mk());
@@ -251,11 +238,7 @@ fn smoltcp_cps(n: usize) -> Phases {
         let cx = iface.context();
         sockets
             .get_mut::<stcp::Socket<'_>>(client)
-            .connect(
-                cx,
-                (IpAddress::v4(198, 51, 100, 2), 80),
-                1024 + (i % 60_000) as u16,
-            )
+            .connect(cx, (IpAddress::v4(198, 51, 100, 2), 80), 1024 + (i % 60_000) as u16)
             .unwrap();
         // One poll sends the SYN and delivers it to the listener.
         iface.poll(vnow, &mut device, &mut sockets);
@@ -277,10 +260,7 @@ fn smoltcp_cps(n: usize) -> Phases {
         });
         let t2 = Instant::now();
         p.established += t2 - t1;
-        sockets
-            .get_mut::<stcp::Socket<'_>>(client)
-            .send_slice(&request)
-            .unwrap();
+        sockets.get_mut::<stcp::Socket<'_>>(client).send_slice(&request).unwrap();
         let mut got = 0;
         let mut responded = false;
         let mut rbuf = [0u8; 4096];
@@ -317,20 +297,14 @@ fn smoltcp_cps(n: usize) -> Phases {
         sockets.get_mut::<stcp::Socket<'_>>(client).close();
         settle(&mut iface, &mut device, &mut sockets, &mut vnow, &mut |s| {
             s.get::<stcp::Socket<'_>>(client).state() == stcp::State::Closed
-                && matches!(
-                    s.get::<stcp::Socket<'_>>(server).state(),
-                    stcp::State::TimeWait | stcp::State::Closed
-                )
+                && matches!(s.get::<stcp::Socket<'_>>(server).state(), stcp::State::TimeWait | stcp::State::Closed)
         });
         let t4 = Instant::now();
         p.fin += t4 - t3;
         // smoltcp's TIME-WAIT is fixed at 10 s.
         vnow += SDuration::from_secs(11);
         iface.poll(vnow, &mut device, &mut sockets);
-        assert_eq!(
-            sockets.get::<stcp::Socket<'_>>(server).state(),
-            stcp::State::Closed
-        );
+        assert_eq!(sockets.get::<stcp::Socket<'_>>(server).state(), stcp::State::Closed);
         p.closed += Instant::now() - t4;
     }
     p
@@ -340,12 +314,8 @@ fn smoltcp_cps(n: usize) -> Phases {
 
 fn throughput(mib: usize, loss: f64) {
     let data: Vec<u8> = (0..mib << 20).map(|i| (i * 31 + 7) as u8).collect();
-    let cfg = Config {
-        recv_buffer: 1 << 20,
-        send_buffer: 1 << 20,
-        time_wait: Duration::from_secs(1),
-        ..Config::default()
-    };
+    let cfg =
+        Config { recv_buffer: 1 << 20, send_buffer: 1 << 20, time_wait: Duration::from_secs(1), ..Config::default() };
     let link = LinkConfig {
         loss,
         delay: Duration::from_millis(5),
@@ -354,14 +324,7 @@ fn throughput(mib: usize, loss: f64) {
         ..LinkConfig::default()
     };
     let t0 = Instant::now();
-    let t = run_transfer(
-        cfg,
-        link,
-        7,
-        data.clone(),
-        Vec::new(),
-        Duration::from_secs(36_000),
-    );
+    let t = run_transfer(cfg, link, 7, data.clone(), Vec::new(), Duration::from_secs(36_000));
     let wall = t0.elapsed();
     assert!(t.server.received == data, "transfer incomplete or corrupt");
     let s = t.pair.a.stats();
@@ -407,19 +370,13 @@ fn main() {
     let cps = |p: &Phases| n as f64 / p.total().as_secs_f64();
     let (s_best, s_med) = (cps(&ours[0]), cps(&ours[rounds / 2]));
     let (m_best, m_med) = (cps(&theirs[0]), cps(&theirs[rounds / 2]));
-    println!(
-        "sluice  Endpoint <-> Endpoint: {s_best:.0} connections/s (best of {rounds}), median {s_med:.0}"
-    );
+    println!("sluice  Endpoint <-> Endpoint: {s_best:.0} connections/s (best of {rounds}), median {s_med:.0}");
     ours[0].print(n);
     println!(
         "smoltcp socket <-> socket (loopback iface): {m_best:.0} connections/s (best of {rounds}), median {m_med:.0}"
     );
     theirs[0].print(n);
-    println!(
-        "ratio sluice/smoltcp: {:.2} (best), {:.2} (median)",
-        s_best / m_best,
-        s_med / m_med
-    );
+    println!("ratio sluice/smoltcp: {:.2} (best), {:.2} (median)", s_best / m_best, s_med / m_med);
 
     println!("single-connection throughput through sluice_tcp::sim ({mib} MiB one way):");
     throughput(mib, 0.0);

@@ -20,20 +20,10 @@ const TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The body of an HTTP/1.x response, which must have status 200.
 pub fn http_body(response: &[u8]) -> Result<&[u8]> {
-    let at = response
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .context("HTTP response without a header end")?;
+    let at = response.windows(4).position(|w| w == b"\r\n\r\n").context("HTTP response without a header end")?;
     let status = String::from_utf8_lossy(&response[..at]);
-    let code = status
-        .lines()
-        .next()
-        .and_then(|l| l.split_whitespace().nth(1));
-    ensure!(
-        code == Some("200"),
-        "HTTP status line {:?}",
-        status.lines().next().unwrap_or("")
-    );
+    let code = status.lines().next().and_then(|l| l.split_whitespace().nth(1));
+    ensure!(code == Some("200"), "HTTP status line {:?}", status.lines().next().unwrap_or(""));
     Ok(&response[at + 4..])
 }
 
@@ -43,11 +33,7 @@ pub fn fetch_stats(addr: SocketAddr) -> Result<Value> {
     let get = || -> std::io::Result<Vec<u8>> {
         let mut s = TcpStream::connect_timeout(&addr, TIMEOUT)?;
         s.set_read_timeout(Some(TIMEOUT))?;
-        write!(
-            s,
-            "GET /stats.json HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
-            addr.ip()
-        )?;
+        write!(s, "GET /stats.json HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n", addr.ip())?;
         let mut buf = Vec::new();
         s.read_to_end(&mut buf)?;
         Ok(buf)
@@ -64,9 +50,7 @@ pub fn stats(ns: &str) -> Result<Value> {
 
 /// Counter `key` of each of `stats`'s queues, in queue order (0 where a queue lacks it).
 pub fn per_queue(stats: &Value, key: &str) -> Vec<u64> {
-    stats["queues"].as_array().map_or(Vec::new(), |q| {
-        q.iter().map(|q| q[key].as_u64().unwrap_or(0)).collect()
-    })
+    stats["queues"].as_array().map_or(Vec::new(), |q| q.iter().map(|q| q[key].as_u64().unwrap_or(0)).collect())
 }
 
 /// Counter `key` summed over `stats`'s queues.
@@ -76,10 +60,7 @@ pub fn queue_total(stats: &Value, key: &str) -> u64 {
 
 /// sluice's own count of (full, resumed) TLS handshakes, over all its queues.
 pub fn handshakes(stats: &Value) -> (u64, u64) {
-    (
-        queue_total(stats, "tls_handshakes_full"),
-        queue_total(stats, "tls_handshakes_resumed"),
-    )
+    (queue_total(stats, "tls_handshakes_full"), queue_total(stats, "tls_handshakes_resumed"))
 }
 
 #[cfg(test)]
@@ -146,10 +127,7 @@ mod tests {
         let (addr, server) = one_shot(response);
         let v = fetch_stats(addr).unwrap();
         let request = server.join().unwrap();
-        assert!(
-            request.starts_with("GET /stats.json HTTP/1.1\r\n"),
-            "{request:?}"
-        );
+        assert!(request.starts_with("GET /stats.json HTTP/1.1\r\n"), "{request:?}");
         assert_eq!(v, serde_json::from_str::<Value>(CAPTURED).unwrap());
     }
 
@@ -163,10 +141,7 @@ mod tests {
         assert!(format!("{e:#}").contains("parsing /stats.json"), "{e:#}");
         server.join().unwrap();
         // Nothing listening.
-        let addr = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap();
+        let addr = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
         let e = fetch_stats(addr).unwrap_err();
         assert!(format!("{e:#}").contains("GET /stats.json"), "{e:#}");
     }

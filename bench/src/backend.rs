@@ -132,14 +132,10 @@ impl Shared {
 pub fn run(args: &Args) -> Result<()> {
     let term = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
-        signal_hook::flag::register(sig, Arc::clone(&term))
-            .context("registering a signal handler")?;
+        signal_hook::flag::register(sig, Arc::clone(&term)).context("registering a signal handler")?;
     }
     let listener = listen(args.listen)?;
-    let shared = Arc::new(Shared {
-        args: args.clone(),
-        stats: Stats::default(),
-    });
+    let shared = Arc::new(Shared { args: args.clone(), stats: Stats::default() });
     eprintln!(
         "sluice-bench backend: {:?} mode on {} (id {}, {} acceptors, max {} connections{})",
         args.mode,
@@ -147,11 +143,7 @@ pub fn run(args: &Args) -> Result<()> {
         args.id,
         args.threads.max(1),
         args.max_connections,
-        if args.accept_proxy {
-            ", PROXY v2 required"
-        } else {
-            ""
-        }
+        if args.accept_proxy { ", PROXY v2 required" } else { "" }
     );
     let mut acceptors = Vec::new();
     for i in 0..args.threads.max(1) {
@@ -181,9 +173,7 @@ fn listen(addr: SocketAddr) -> Result<std::net::TcpListener> {
     use socket2::{Domain, Socket, Type};
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None).context("socket")?;
     socket.set_reuse_address(true)?;
-    socket
-        .bind(&addr.into())
-        .with_context(|| format!("binding {addr}"))?;
+    socket.bind(&addr.into()).with_context(|| format!("binding {addr}"))?;
     socket.listen(4096).context("listen")?;
     socket.set_read_timeout(Some(Duration::from_millis(100)))?;
     Ok(socket.into())
@@ -197,9 +187,7 @@ fn accept_loop(listener: &std::net::TcpListener, shared: &Arc<Shared>, term: &At
             Err(e)
                 if matches!(
                     e.kind(),
-                    io::ErrorKind::WouldBlock
-                        | io::ErrorKind::TimedOut
-                        | io::ErrorKind::Interrupted
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
                 ) =>
             {
                 continue;
@@ -219,33 +207,23 @@ fn accept_loop(listener: &std::net::TcpListener, shared: &Arc<Shared>, term: &At
             continue;
         }
         let conn_shared = Arc::clone(shared);
-        let spawned = std::thread::Builder::new()
-            .stack_size(256 * 1024)
-            .spawn(move || {
-                let shared = conn_shared;
-                match serve(stream, &shared) {
-                    Ok(()) => {}
-                    // SO_RCVTIMEO/SO_SNDTIMEO expired: --idle-timeout-secs.
-                    Err(e)
-                        if matches!(
-                            e.kind(),
-                            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                        ) =>
-                    {
-                        shared.stats.idle_timeouts.fetch_add(1, Relaxed);
-                    }
-                    Err(e) => {
-                        shared.stats.io_errors.fetch_add(1, Relaxed);
-                        if !matches!(
-                            e.kind(),
-                            io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe
-                        ) {
-                            eprintln!("sluice-bench backend: connection: {e}");
-                        }
+        let spawned = std::thread::Builder::new().stack_size(256 * 1024).spawn(move || {
+            let shared = conn_shared;
+            match serve(stream, &shared) {
+                Ok(()) => {}
+                // SO_RCVTIMEO/SO_SNDTIMEO expired: --idle-timeout-secs.
+                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+                    shared.stats.idle_timeouts.fetch_add(1, Relaxed);
+                }
+                Err(e) => {
+                    shared.stats.io_errors.fetch_add(1, Relaxed);
+                    if !matches!(e.kind(), io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe) {
+                        eprintln!("sluice-bench backend: connection: {e}");
                     }
                 }
-                shared.stats.connections_active.fetch_sub(1, Relaxed);
-            });
+            }
+            shared.stats.connections_active.fetch_sub(1, Relaxed);
+        });
         if spawned.is_err() {
             stats.connections_active.fetch_sub(1, Relaxed);
             stats.connections_rejected.fetch_add(1, Relaxed);
@@ -269,11 +247,7 @@ enum Fill {
 
 impl InBuf {
     fn new() -> Self {
-        Self {
-            data: vec![0; IN_CAP],
-            head: 0,
-            tail: 0,
-        }
+        Self { data: vec![0; IN_CAP], head: 0, tail: 0 }
     }
     fn bytes(&self) -> &[u8] {
         &self.data[self.head..self.tail]
@@ -337,9 +311,7 @@ impl Out<'_> {
     fn flush(&mut self) -> io::Result<()> {
         if !self.buf.is_empty() {
             self.stream.write_all(&self.buf)?;
-            self.stats
-                .bytes_out
-                .fetch_add(self.buf.len() as u64, Relaxed);
+            self.stats.bytes_out.fetch_add(self.buf.len() as u64, Relaxed);
             self.buf.clear();
         }
         Ok(())
@@ -362,11 +334,7 @@ fn serve(mut stream: TcpStream, shared: &Shared) -> io::Result<()> {
 }
 
 /// Reads and records the PROXY v2 header; `false` when the connection was rejected (and closed).
-fn read_proxy_header(
-    stream: &mut TcpStream,
-    inbuf: &mut InBuf,
-    shared: &Shared,
-) -> io::Result<bool> {
+fn read_proxy_header(stream: &mut TcpStream, inbuf: &mut InBuf, shared: &Shared) -> io::Result<bool> {
     let stats = &shared.stats;
     loop {
         match proxy_v2::Header::parse(inbuf.bytes()) {
@@ -404,9 +372,7 @@ fn serve_echo(mut stream: TcpStream, inbuf: InBuf, shared: &Shared) -> io::Resul
     // Whatever followed the PROXY header.
     if !inbuf.bytes().is_empty() {
         stream.write_all(inbuf.bytes())?;
-        stats
-            .bytes_out
-            .fetch_add(inbuf.bytes().len() as u64, Relaxed);
+        stats.bytes_out.fetch_add(inbuf.bytes().len() as u64, Relaxed);
     }
     let mut buf = vec![0u8; 64 * 1024];
     loop {
@@ -455,11 +421,7 @@ fn lingering_close(stream: &mut TcpStream) -> io::Result<()> {
 
 fn serve_http(mut stream: TcpStream, mut inbuf: InBuf, shared: &Shared) -> io::Result<()> {
     let stats = &shared.stats;
-    let mut out = Out {
-        stream: stream.try_clone()?,
-        buf: Vec::with_capacity(OUT_CAP),
-        stats,
-    };
+    let mut out = Out { stream: stream.try_clone()?, buf: Vec::with_capacity(OUT_CAP), stats };
     loop {
         let head = loop {
             match http::parse_head(inbuf.bytes()) {
@@ -480,12 +442,7 @@ fn serve_http(mut stream: TcpStream, mut inbuf: InBuf, shared: &Shared) -> io::R
                         // parse_head reports TooLarge before the buffer can fill up.
                         Fill::Full => {
                             stats.heads_too_large.fetch_add(1, Relaxed);
-                            return reject(
-                                &mut out,
-                                431,
-                                "Request Header Fields Too Large",
-                                "request head too large",
-                            );
+                            return reject(&mut out, 431, "Request Header Fields Too Large", "request head too large");
                         }
                     }
                 }
@@ -549,14 +506,7 @@ fn serve_http(mut stream: TcpStream, mut inbuf: InBuf, shared: &Shared) -> io::R
             }
         }
         let close = !head.keep_alive();
-        respond(
-            &mut out,
-            shared,
-            &head,
-            close,
-            body_len,
-            upload.then(|| hasher.finalize()),
-        )?;
+        respond(&mut out, shared, &head, close, body_len, upload.then(|| hasher.finalize()))?;
         if close {
             out.flush()?;
             return lingering_close(&mut stream);
@@ -598,9 +548,7 @@ fn respond(
             simple("200 OK", "application/json", body.as_bytes())
         }
         "/upload" if head.method == "POST" => {
-            let hex: String = digest
-                .map(|d| d.iter().map(|b| format!("{b:02x}")).collect())
-                .unwrap_or_default();
+            let hex: String = digest.map(|d| d.iter().map(|b| format!("{b:02x}")).collect()).unwrap_or_default();
             let body = format!("{}\n", json!({ "bytes": body_len, "sha256": hex }));
             simple("200 OK", "application/json", body.as_bytes())
         }
@@ -624,16 +572,8 @@ fn respond(
             }
             Ok(())
         }
-        "/" | "/stats" | "/upload" => simple(
-            "405 Method Not Allowed",
-            "text/plain",
-            b"method not allowed\n",
-        ),
-        _ if path.starts_with("/bytes/") => simple(
-            "405 Method Not Allowed",
-            "text/plain",
-            b"method not allowed\n",
-        ),
+        "/" | "/stats" | "/upload" => simple("405 Method Not Allowed", "text/plain", b"method not allowed\n"),
+        _ if path.starts_with("/bytes/") => simple("405 Method Not Allowed", "text/plain", b"method not allowed\n"),
         _ => simple("404 Not Found", "text/plain", b"not found\n"),
     }
 }
@@ -658,11 +598,7 @@ pub mod prng {
 
     impl ByteStream {
         pub fn new() -> Self {
-            Self {
-                state: 0,
-                word: [0; 8],
-                used: 8,
-            }
+            Self { state: 0, word: [0; 8], used: 8 }
         }
 
         pub fn next_u64(&mut self) -> u64 {
@@ -831,15 +767,7 @@ pub mod http {
             }
             headers.push(parse_field(line)?);
         }
-        Ok(Some((
-            RequestHead {
-                method,
-                target,
-                minor,
-                headers,
-            },
-            start + end + 4,
-        )))
+        Ok(Some((RequestHead { method, target, minor, headers }, start + end + 4)))
     }
 
     /// Lines separated by CRLF; a CR or LF on its own is an error.
@@ -898,10 +826,7 @@ pub mod http {
     /// RFC 9112 §5: `field-name ":" OWS field-value OWS`.
     fn parse_field(line: &[u8]) -> Result<(String, String), HeadError> {
         // §5.2: obs-fold (a line starting with whitespace) is rejected.
-        let colon = line
-            .iter()
-            .position(|&b| b == b':')
-            .ok_or(HeadError::Field)?;
+        let colon = line.iter().position(|&b| b == b':').ok_or(HeadError::Field)?;
         let (name, value) = (&line[..colon], &line[colon + 1..]);
         // §5.1: no whitespace between name and colon; the name is a token.
         if name.is_empty() || !name.iter().all(|&b| is_tchar(b)) {
@@ -912,19 +837,13 @@ pub mod http {
         if value.iter().any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f) {
             return Err(HeadError::Field);
         }
-        Ok((
-            String::from_utf8_lossy(name).to_ascii_lowercase(),
-            String::from_utf8_lossy(value).into_owned(),
-        ))
+        Ok((String::from_utf8_lossy(name).to_ascii_lowercase(), String::from_utf8_lossy(value).into_owned()))
     }
 
     impl RequestHead {
         /// The first value of header `name` (lower case).
         pub fn header(&self, name: &str) -> Option<&str> {
-            self.headers
-                .iter()
-                .find(|(n, _)| n == name)
-                .map(|(_, v)| v.as_str())
+            self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
         }
 
         fn values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
@@ -941,12 +860,7 @@ pub mod http {
         /// contains more than one Host header field line or a Host header field with an invalid
         /// field value." (An empty value is valid: RFC 9110 §7.2.)
         pub fn check_host(&self) -> Result<(), HeadError> {
-            let hosts: Vec<&str> = self
-                .headers
-                .iter()
-                .filter(|(n, _)| n == "host")
-                .map(|(_, v)| v.as_str())
-                .collect();
+            let hosts: Vec<&str> = self.headers.iter().filter(|(n, _)| n == "host").map(|(_, v)| v.as_str()).collect();
             let valid = |h: &str| !h.bytes().any(|b| b.is_ascii_whitespace() || b == b',');
             match hosts.as_slice() {
                 [] if self.minor == 0 => Ok(()),
@@ -963,18 +877,11 @@ pub mod http {
         /// RFC 9112 §9.3: HTTP/1.1 persists unless "close"; HTTP/1.0 only with "keep-alive".
         pub fn keep_alive(&self) -> bool {
             let has = |t: &str| self.values("connection").any(|v| v.eq_ignore_ascii_case(t));
-            if self.minor >= 1 {
-                !has("close")
-            } else {
-                has("keep-alive")
-            }
+            if self.minor >= 1 { !has("close") } else { has("keep-alive") }
         }
 
         pub fn expects_continue(&self) -> bool {
-            self.minor >= 1
-                && self
-                    .values("expect")
-                    .any(|v| v.eq_ignore_ascii_case("100-continue"))
+            self.minor >= 1 && self.values("expect").any(|v| v.eq_ignore_ascii_case("100-continue"))
         }
 
         /// RFC 9112 §6.3: how the body of this request is delimited.
@@ -998,10 +905,7 @@ pub mod http {
                     continue;
                 }
                 for item in v.split(',').map(str::trim) {
-                    if item.is_empty()
-                        || item.len() > 19
-                        || !item.bytes().all(|b| b.is_ascii_digit())
-                    {
+                    if item.is_empty() || item.len() > 19 || !item.bytes().all(|b| b.is_ascii_digit()) {
                         return Err(BodyError::ContentLength);
                     }
                     let value: u64 = item.parse().map_err(|_| BodyError::ContentLength)?;
@@ -1033,11 +937,7 @@ pub mod http {
 
         /// Decodes from `input`, handing body bytes to `sink`; returns how much of `input` it used.
         /// Never reads past the end of the body (the next pipelined request starts there).
-        pub fn decode(
-            &mut self,
-            input: &[u8],
-            sink: &mut dyn FnMut(&[u8]),
-        ) -> Result<usize, BodyError> {
+        pub fn decode(&mut self, input: &[u8], sink: &mut dyn FnMut(&[u8])) -> Result<usize, BodyError> {
             match self {
                 Body::Length(left) => {
                     let n = (*left).min(input.len() as u64) as usize;
@@ -1086,11 +986,7 @@ pub mod http {
     }
 
     impl Chunked {
-        fn decode(
-            &mut self,
-            input: &[u8],
-            sink: &mut dyn FnMut(&[u8]),
-        ) -> Result<usize, BodyError> {
+        fn decode(&mut self, input: &[u8], sink: &mut dyn FnMut(&[u8])) -> Result<usize, BodyError> {
             use ChunkState::*;
             let mut i = 0;
             while i < input.len() && self.state != Done {
@@ -1098,11 +994,7 @@ pub mod http {
                     let n = left.min((input.len() - i) as u64) as usize;
                     sink(&input[i..i + n]);
                     i += n;
-                    self.state = if left == n as u64 {
-                        DataCr
-                    } else {
-                        Data(left - n as u64)
-                    };
+                    self.state = if left == n as u64 { DataCr } else { Data(left - n as u64) };
                     continue;
                 }
                 let b = input[i];
@@ -1114,8 +1006,7 @@ pub mod http {
                             if self.digits > 15 {
                                 return Err(BodyError::Chunk);
                             }
-                            self.size =
-                                self.size * 16 + (b as char).to_digit(16).unwrap_or(0) as u64;
+                            self.size = self.size * 16 + (b as char).to_digit(16).unwrap_or(0) as u64;
                             Size
                         }
                         _ if self.digits == 0 => return Err(BodyError::Chunk),
@@ -1184,11 +1075,7 @@ pub mod http {
         }
 
         /// Decodes a whole body fed in pieces of `step` bytes; returns (body, bytes used).
-        fn decode_all(
-            body: &mut Body,
-            input: &[u8],
-            step: usize,
-        ) -> Result<(Vec<u8>, usize), BodyError> {
+        fn decode_all(body: &mut Body, input: &[u8], step: usize) -> Result<(Vec<u8>, usize), BodyError> {
             let mut out = Vec::new();
             let mut at = 0;
             // The caller feeds what it has buffered: everything up to `end`, not consumed yet.
@@ -1233,13 +1120,8 @@ pub mod http {
             assert_eq!(b.target, "/upload");
             let mut body = b.body().unwrap();
             let mut got = Vec::new();
-            let used = body
-                .decode(&rest[n..], &mut |c| got.extend_from_slice(c))
-                .unwrap();
-            assert_eq!(
-                (got.as_slice(), used, body.is_done()),
-                (&b"hello"[..], 5, true)
-            );
+            let used = body.decode(&rest[n..], &mut |c| got.extend_from_slice(c)).unwrap();
+            assert_eq!((got.as_slice(), used, body.is_done()), (&b"hello"[..], 5, true));
             let (c, n2) = parse_head(&rest[n + used..]).unwrap().unwrap();
             assert_eq!(c.target, "/c");
             assert_eq!(n + used + n2, rest.len());
@@ -1247,10 +1129,7 @@ pub mod http {
 
         #[test]
         fn host_is_required_once_in_http_1_1() {
-            assert_eq!(
-                head("GET / HTTP/1.1\r\nHost: a.test:443\r\n\r\n").check_host(),
-                Ok(())
-            );
+            assert_eq!(head("GET / HTTP/1.1\r\nHost: a.test:443\r\n\r\n").check_host(), Ok(()));
             assert_eq!(head("GET / HTTP/1.1\r\nHost:\r\n\r\n").check_host(), Ok(()));
             assert_eq!(head("GET / HTTP/1.0\r\n\r\n").check_host(), Ok(()));
             for bad in [
@@ -1267,9 +1146,7 @@ pub mod http {
 
         #[test]
         fn leading_empty_lines_are_ignored() {
-            let (h, n) = parse_head(b"\r\n\r\nGET / HTTP/1.1\r\n\r\n")
-                .unwrap()
-                .unwrap();
+            let (h, n) = parse_head(b"\r\n\r\nGET / HTTP/1.1\r\n\r\n").unwrap().unwrap();
             assert_eq!((h.target.as_str(), n), ("/", 22));
         }
 
@@ -1294,29 +1171,15 @@ pub mod http {
                 (b"GET / HTTP/1.1\r\nA: b\r\n c\r\n\r\n", HeadError::Field),
                 (b"GET / HTTP/1.1\r\n: b\r\n\r\n", HeadError::Field),
                 (b"GET / HTTP/1.1\r\nA: b\x00c\r\n\r\n", HeadError::Field),
-                (
-                    b"GET / HTTP/1.1\r\nA: b\nB: c\r\n\r\n",
-                    HeadError::LineEnding,
-                ),
-                (
-                    b"GET / HTTP/1.1\r\nA: b\rB: c\r\n\r\n",
-                    HeadError::LineEnding,
-                ),
+                (b"GET / HTTP/1.1\r\nA: b\nB: c\r\n\r\n", HeadError::LineEnding),
+                (b"GET / HTTP/1.1\r\nA: b\rB: c\r\n\r\n", HeadError::LineEnding),
                 // Rejected before the head is complete.
                 (b"GET / HTTP/1.1\n", HeadError::LineEnding),
                 (b"GARBAGE\r\n", HeadError::RequestLine),
-                (
-                    b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n",
-                    HeadError::RequestLine,
-                ),
+                (b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n", HeadError::RequestLine),
             ];
             for (input, want) in cases {
-                assert_eq!(
-                    parse_head(input),
-                    Err(*want),
-                    "{:?}",
-                    String::from_utf8_lossy(input)
-                );
+                assert_eq!(parse_head(input), Err(*want), "{:?}", String::from_utf8_lossy(input));
             }
         }
 
@@ -1346,29 +1209,15 @@ pub mod http {
 
         #[test]
         fn body_framing() {
-            let te = |v: &str| {
-                head(&format!(
-                    "POST / HTTP/1.1\r\nTransfer-Encoding: {v}\r\n\r\n"
-                ))
-                .body()
-            };
+            let te = |v: &str| head(&format!("POST / HTTP/1.1\r\nTransfer-Encoding: {v}\r\n\r\n")).body();
             assert!(matches!(te("chunked"), Ok(Body::Chunked(_))));
             assert!(matches!(te("Chunked"), Ok(Body::Chunked(_))));
             assert_eq!(te("gzip, chunked"), Err(BodyError::UnsupportedCoding));
             assert_eq!(te("gzip"), Err(BodyError::UnsupportedCoding));
-            let cl =
-                |v: &str| head(&format!("POST / HTTP/1.1\r\nContent-Length: {v}\r\n\r\n")).body();
+            let cl = |v: &str| head(&format!("POST / HTTP/1.1\r\nContent-Length: {v}\r\n\r\n")).body();
             assert_eq!(cl("42"), Ok(Body::Length(42)));
             assert_eq!(cl("42, 42"), Ok(Body::Length(42)));
-            for bad in [
-                "42, 43",
-                "-1",
-                "+1",
-                "4 2",
-                "0x10",
-                "99999999999999999999",
-                "",
-            ] {
+            for bad in ["42, 43", "-1", "+1", "4 2", "0x10", "99999999999999999999", ""] {
                 assert_eq!(cl(bad), Err(BodyError::ContentLength), "{bad:?}");
             }
             assert_eq!(
@@ -1376,8 +1225,7 @@ pub mod http {
                 Err(BodyError::ContentLength)
             );
             assert_eq!(
-                head("POST / HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n")
-                    .body(),
+                head("POST / HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n").body(),
                 Err(BodyError::Ambiguous)
             );
             assert_eq!(
@@ -1388,7 +1236,8 @@ pub mod http {
 
         #[test]
         fn chunked_bodies_in_every_split() {
-            let input = b"5\r\nhello\r\n1A;name=value;x\r\nabcdefghijklmnopqrstuvwxyz\r\n0\r\nTrailer: t\r\n\r\nGET /next";
+            let input =
+                b"5\r\nhello\r\n1A;name=value;x\r\nabcdefghijklmnopqrstuvwxyz\r\n0\r\nTrailer: t\r\n\r\nGET /next";
             let body_end = input.len() - b"GET /next".len();
             for step in [1, 2, 3, 7, 64, input.len()] {
                 let mut body = Body::Chunked(Chunked::default());
@@ -1434,17 +1283,11 @@ pub mod http {
             let mut long_ext = b"1;".to_vec();
             long_ext.extend(std::iter::repeat_n(b'x', MAX_CHUNK_LINE + 1));
             let mut body = Body::Chunked(Chunked::default());
-            assert_eq!(
-                decode_all(&mut body, &long_ext, 4096),
-                Err(BodyError::Chunk)
-            );
+            assert_eq!(decode_all(&mut body, &long_ext, 4096), Err(BodyError::Chunk));
             let mut long_trailer = b"0\r\nX: ".to_vec();
             long_trailer.extend(std::iter::repeat_n(b'x', MAX_TRAILERS + 1));
             let mut body = Body::Chunked(Chunked::default());
-            assert_eq!(
-                decode_all(&mut body, &long_trailer, 4096),
-                Err(BodyError::Chunk)
-            );
+            assert_eq!(decode_all(&mut body, &long_trailer, 4096), Err(BodyError::Chunk));
         }
 
         #[test]
@@ -1582,12 +1425,7 @@ pub mod proxy_v2 {
             if command == Command::Local {
                 // §2.2: LOCAL: "the receiver must accept this connection as valid and must use the
                 // real connection endpoints and discard the protocol block including the family".
-                let h = Header {
-                    command,
-                    transport: Transport::Unspec,
-                    addresses: Addresses::Unspec,
-                    tlvs: vec![],
-                };
+                let h = Header { command, transport: Transport::Unspec, addresses: Addresses::Unspec, tlvs: vec![] };
                 return Ok(Some((h, total)));
             }
             if len < need {
@@ -1615,43 +1453,26 @@ pub mod proxy_v2 {
                     }
                 }
                 3 => {
-                    let path =
-                        |b: &[u8]| b[..b.iter().position(|&c| c == 0).unwrap_or(b.len())].to_vec();
-                    Addresses::Unix {
-                        src: path(&a[..108]),
-                        dst: path(&a[108..216]),
-                    }
+                    let path = |b: &[u8]| b[..b.iter().position(|&c| c == 0).unwrap_or(b.len())].to_vec();
+                    Addresses::Unix { src: path(&a[..108]), dst: path(&a[108..216]) }
                 }
                 _ => Addresses::Unspec,
             };
             let tlvs = parse_tlvs(header, 16 + need as usize, false)?;
-            Ok(Some((
-                Header {
-                    command,
-                    transport,
-                    addresses,
-                    tlvs,
-                },
-                total,
-            )))
+            Ok(Some((Header { command, transport, addresses, tlvs }, total)))
         }
 
         pub fn tlv(&self, kind: u8) -> Option<&[u8]> {
-            self.tlvs
-                .iter()
-                .find(|t| t.kind == kind)
-                .map(|t| t.value.as_slice())
+            self.tlvs.iter().find(|t| t.kind == kind).map(|t| t.value.as_slice())
         }
 
         /// What `/stats` shows as `last_proxy`.
         pub fn to_json(&self) -> serde_json::Value {
             let (family, src, dst) = match &self.addresses {
                 Addresses::Unspec => ("UNSPEC", None, None),
-                Addresses::Inet { src, dst } => (
-                    if src.is_ipv4() { "INET" } else { "INET6" },
-                    Some(src.to_string()),
-                    Some(dst.to_string()),
-                ),
+                Addresses::Inet { src, dst } => {
+                    (if src.is_ipv4() { "INET" } else { "INET6" }, Some(src.to_string()), Some(dst.to_string()))
+                }
                 Addresses::Unix { src, dst } => (
                     "UNIX",
                     Some(String::from_utf8_lossy(src).into_owned()),
@@ -1663,9 +1484,7 @@ pub mod proxy_v2 {
                 .iter()
                 .map(|t| {
                     let hex: String = t.value.iter().map(|b| format!("{b:02x}")).collect();
-                    let text = std::str::from_utf8(&t.value)
-                        .ok()
-                        .filter(|s| s.chars().all(|c| !c.is_control()));
+                    let text = std::str::from_utf8(&t.value).ok().filter(|s| s.chars().all(|c| !c.is_control()));
                     json!({ "type": t.kind, "hex": hex, "text": text })
                 })
                 .collect();
@@ -1707,11 +1526,7 @@ pub mod proxy_v2 {
                 PP2_TYPE_CRC32C => len == 4 && !nested,
                 PP2_TYPE_UNIQUE_ID => len <= 128,
                 PP2_TYPE_NOOP => true,
-                PP2_TYPE_SSL => {
-                    !nested
-                        && len >= 5
-                        && parse_tlvs(&header[..start + len], start + 5, true).is_ok()
-                }
+                PP2_TYPE_SSL => !nested && len >= 5 && parse_tlvs(&header[..start + len], start + 5, true).is_ok(),
                 PP2_SUBTYPE_SSL_VERSION
                 | PP2_SUBTYPE_SSL_CN
                 | PP2_SUBTYPE_SSL_CIPHER
@@ -1730,10 +1545,7 @@ pub mod proxy_v2 {
                     return Err(ProxyError::Crc32c);
                 }
             }
-            tlvs.push(Tlv {
-                kind,
-                value: value.to_vec(),
-            });
+            tlvs.push(Tlv { kind, value: value.to_vec() });
             at = start + len;
         }
         Ok(tlvs)
@@ -1745,11 +1557,7 @@ pub mod proxy_v2 {
         for &b in data {
             crc ^= b as u32;
             for _ in 0..8 {
-                crc = if crc & 1 != 0 {
-                    (crc >> 1) ^ 0x82F6_3B78
-                } else {
-                    crc >> 1
-                };
+                crc = if crc & 1 != 0 { (crc >> 1) ^ 0x82F6_3B78 } else { crc >> 1 };
             }
         }
         !crc
@@ -1847,21 +1655,12 @@ pub mod proxy_v2 {
             body[..4].copy_from_slice(b"/a.s");
             body[108..112].copy_from_slice(b"/b.s");
             let p = parse_all(&build(0x21, 0x31, &body)).unwrap();
-            assert_eq!(
-                p.addresses,
-                Addresses::Unix {
-                    src: b"/a.s".to_vec(),
-                    dst: b"/b.s".to_vec()
-                }
-            );
+            assert_eq!(p.addresses, Addresses::Unix { src: b"/a.s".to_vec(), dst: b"/b.s".to_vec() });
             let p = parse_all(&build(0x21, 0x00, &[])).unwrap();
             assert_eq!(p.addresses, Addresses::Unspec);
             // LOCAL (a health check): the block is discarded whatever it holds.
             let p = parse_all(&build(0x20, 0x11, &[1, 2, 3])).unwrap();
-            assert_eq!(
-                (p.command, p.addresses),
-                (Command::Local, Addresses::Unspec)
-            );
+            assert_eq!((p.command, p.addresses), (Command::Local, Addresses::Unspec));
         }
 
         #[test]
@@ -1909,20 +1708,10 @@ pub mod proxy_v2 {
                 let mut bad = good.clone();
                 bad[i] ^= 0x40;
                 assert_eq!(Header::parse(&bad), Err(ProxyError::Signature), "byte {i}");
-                assert_eq!(
-                    Header::parse(&bad[..=i]),
-                    Err(ProxyError::Signature),
-                    "prefix to byte {i}"
-                );
+                assert_eq!(Header::parse(&bad[..=i]), Err(ProxyError::Signature), "prefix to byte {i}");
             }
-            assert_eq!(
-                Header::parse(b"GET / HTTP/1.1\r\n"),
-                Err(ProxyError::Signature)
-            );
-            assert_eq!(
-                Header::parse(b"PROXY TCP4 1.2.3.4 5.6.7.8 1 2\r\n"),
-                Err(ProxyError::Signature)
-            );
+            assert_eq!(Header::parse(b"GET / HTTP/1.1\r\n"), Err(ProxyError::Signature));
+            assert_eq!(Header::parse(b"PROXY TCP4 1.2.3.4 5.6.7.8 1 2\r\n"), Err(ProxyError::Signature));
             // Version.
             for v in [0x01, 0x11, 0x31, 0xf1] {
                 let mut bad = good.clone();
@@ -1949,26 +1738,13 @@ pub mod proxy_v2 {
                 Header::parse(&build(0x21, 0x11, &inet4()[..11])),
                 Err(ProxyError::Length { len: 11, need: 12 })
             );
-            assert_eq!(
-                Header::parse(&build(0x21, 0x21, &[0; 35])),
-                Err(ProxyError::Length { len: 35, need: 36 })
-            );
-            assert_eq!(
-                Header::parse(&build(0x21, 0x31, &[0; 215])),
-                Err(ProxyError::Length {
-                    len: 215,
-                    need: 216
-                })
-            );
+            assert_eq!(Header::parse(&build(0x21, 0x21, &[0; 35])), Err(ProxyError::Length { len: 35, need: 36 }));
+            assert_eq!(Header::parse(&build(0x21, 0x31, &[0; 215])), Err(ProxyError::Length { len: 215, need: 216 }));
             // TLVs: 1 or 2 stray bytes, a length past the end.
             for tail in [&[0x04][..], &[0x04, 0x00], &[0x04, 0x00, 0x02, 0xaa]] {
                 let mut body = inet4();
                 body.extend_from_slice(tail);
-                assert_eq!(
-                    Header::parse(&build(0x21, 0x11, &body)),
-                    Err(ProxyError::TlvTruncated(28)),
-                    "{tail:?}"
-                );
+                assert_eq!(Header::parse(&build(0x21, 0x11, &body)), Err(ProxyError::TlvTruncated(28)), "{tail:?}");
             }
             // Known TLVs with invalid values.
             let invalid: &[(u8, &[u8])] = &[
@@ -1994,17 +1770,12 @@ pub mod proxy_v2 {
                 );
             }
             // And the edges that are valid.
-            for (kind, value) in [
-                (PP2_TYPE_ALPN, &[b'a'; 255][..]),
-                (PP2_TYPE_UNIQUE_ID, &[7; 128]),
-                (PP2_TYPE_UNIQUE_ID, b""),
-            ] {
+            for (kind, value) in
+                [(PP2_TYPE_ALPN, &[b'a'; 255][..]), (PP2_TYPE_UNIQUE_ID, &[7; 128]), (PP2_TYPE_UNIQUE_ID, b"")]
+            {
                 let mut body = inet4();
                 body.extend(tlv(kind, value));
-                assert!(
-                    parse_all(&build(0x21, 0x11, &body)).is_ok(),
-                    "type {kind:#x}"
-                );
+                assert!(parse_all(&build(0x21, 0x11, &body)).is_ok(), "type {kind:#x}");
             }
         }
 
@@ -2053,8 +1824,8 @@ pub mod certs {
 
     use anyhow::{Context, Result, bail};
     use rcgen::{
-        BasicConstraints, Certificate, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa,
-        KeyPair, KeyUsagePurpose, PKCS_ECDSA_P256_SHA256, PKCS_RSA_SHA256, RsaKeySize,
+        BasicConstraints, Certificate, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
+        KeyUsagePurpose, PKCS_ECDSA_P256_SHA256, PKCS_RSA_SHA256, RsaKeySize,
     };
 
     pub const CA_COMMON_NAME: &str = "sluice test CA";
@@ -2071,29 +1842,18 @@ pub mod certs {
 
     fn ca_params() -> Result<CertificateParams> {
         let mut params = CertificateParams::new(Vec::<String>::new())?;
-        params
-            .distinguished_name
-            .push(DnType::CommonName, CA_COMMON_NAME);
+        params.distinguished_name.push(DnType::CommonName, CA_COMMON_NAME);
         params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-        params.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
+        params.key_usages =
+            vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
         Ok(params)
     }
 
     /// Writes `contents` to a new file; `false` (and a message) if the file already exists.
     fn write_new(path: &Path, contents: &str, mode: u32) -> Result<bool> {
-        match OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(mode)
-            .open(path)
-        {
+        match OpenOptions::new().write(true).create_new(true).mode(mode).open(path) {
             Ok(mut f) => {
-                f.write_all(contents.as_bytes())
-                    .with_context(|| format!("writing {}", path.display()))?;
+                f.write_all(contents.as_bytes()).with_context(|| format!("writing {}", path.display()))?;
                 println!("wrote {}", path.display());
                 Ok(true)
             }
@@ -2106,12 +1866,7 @@ pub mod certs {
     }
 
     pub fn run(args: &Args) -> Result<()> {
-        let names: Vec<&str> = args
-            .names
-            .iter()
-            .map(|n| n.trim())
-            .filter(|n| !n.is_empty())
-            .collect();
+        let names: Vec<&str> = args.names.iter().map(|n| n.trim()).filter(|n| !n.is_empty()).collect();
         if names.is_empty() {
             bail!("--names: no names given");
         }
@@ -2120,12 +1875,10 @@ pub mod certs {
                 bail!("--names: {n:?} is not a usable file name");
             }
         }
-        fs::create_dir_all(&args.dir)
-            .with_context(|| format!("creating {}", args.dir.display()))?;
+        fs::create_dir_all(&args.dir).with_context(|| format!("creating {}", args.dir.display()))?;
         let path = |f: &str| args.dir.join(f);
         // (file stem, RSA?) for every leaf; only the missing ones are made.
-        let mut leaves: Vec<(String, &str, bool)> =
-            names.iter().map(|n| (n.to_string(), *n, false)).collect();
+        let mut leaves: Vec<(String, &str, bool)> = names.iter().map(|n| (n.to_string(), *n, false)).collect();
         leaves.push((format!("{}-rsa", names[0]), names[0], true));
         let missing: Vec<_> = leaves
             .iter()
@@ -2150,40 +1903,34 @@ pub mod certs {
             .collect();
 
         let (ca_pem_path, ca_key_path) = (path("ca.pem"), path("ca.key"));
-        let (ca_cert, ca_key, ca_pem): (Certificate, KeyPair, String) = match (
-            ca_pem_path.exists(),
-            ca_key_path.exists(),
-        ) {
-            (false, false) => {
-                let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
-                let cert = ca_params()?.self_signed(&key)?;
-                let pem = cert.pem();
-                write_new(&ca_key_path, &key.serialize_pem(), 0o600)?;
-                write_new(&ca_pem_path, &pem, 0o644)?;
-                (cert, key, pem)
-            }
-            (true, true) => {
-                println!(
-                    "exists, kept: {} and {}",
+        let (ca_cert, ca_key, ca_pem): (Certificate, KeyPair, String) =
+            match (ca_pem_path.exists(), ca_key_path.exists()) {
+                (false, false) => {
+                    let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
+                    let cert = ca_params()?.self_signed(&key)?;
+                    let pem = cert.pem();
+                    write_new(&ca_key_path, &key.serialize_pem(), 0o600)?;
+                    write_new(&ca_pem_path, &pem, 0o644)?;
+                    (cert, key, pem)
+                }
+                (true, true) => {
+                    println!("exists, kept: {} and {}", ca_pem_path.display(), ca_key_path.display());
+                    if missing.is_empty() {
+                        return Ok(());
+                    }
+                    let key_pem = fs::read_to_string(&ca_key_path)?;
+                    let key = KeyPair::from_pem(&key_pem).context("reading ca.key")?;
+                    // Same name and key as ca.pem (both made here): what a leaf's issuer needs.
+                    let cert = ca_params()?.self_signed(&key)?;
+                    (cert, key, fs::read_to_string(&ca_pem_path)?)
+                }
+                _ if missing.is_empty() => return Ok(()),
+                _ => bail!(
+                    "only one of {} and {} exists: cannot sign new leaves (remove both, or add the missing one)",
                     ca_pem_path.display(),
                     ca_key_path.display()
-                );
-                if missing.is_empty() {
-                    return Ok(());
-                }
-                let key_pem = fs::read_to_string(&ca_key_path)?;
-                let key = KeyPair::from_pem(&key_pem).context("reading ca.key")?;
-                // Same name and key as ca.pem (both made here): what a leaf's issuer needs.
-                let cert = ca_params()?.self_signed(&key)?;
-                (cert, key, fs::read_to_string(&ca_pem_path)?)
-            }
-            _ if missing.is_empty() => return Ok(()),
-            _ => bail!(
-                "only one of {} and {} exists: cannot sign new leaves (remove both, or add the missing one)",
-                ca_pem_path.display(),
-                ca_key_path.display()
-            ),
-        };
+                ),
+            };
 
         for (stem, name, rsa) in missing {
             let key = if *rsa {
@@ -2197,20 +1944,13 @@ pub mod certs {
             params.use_authority_key_identifier_extension = true;
             params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
             params.key_usages = if *rsa {
-                vec![
-                    KeyUsagePurpose::DigitalSignature,
-                    KeyUsagePurpose::KeyEncipherment,
-                ]
+                vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment]
             } else {
                 vec![KeyUsagePurpose::DigitalSignature]
             };
             let cert = params.signed_by(&key, &ca_cert, &ca_key)?;
             write_new(&path(&format!("{stem}.key")), &key.serialize_pem(), 0o600)?;
-            write_new(
-                &path(&format!("{stem}.pem")),
-                &format!("{}{}", cert.pem(), ca_pem),
-                0o644,
-            )?;
+            write_new(&path(&format!("{stem}.pem")), &format!("{}{}", cert.pem(), ca_pem), 0o644)?;
         }
         Ok(())
     }

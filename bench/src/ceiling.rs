@@ -55,21 +55,19 @@ use sluice_tls::rustls::client::{Resumption as ClientResumption, Tls12Resumption
 use sluice_tls::rustls::crypto::aws_lc_rs;
 use sluice_tls::rustls::pki_types::ServerName;
 use sluice_tls::rustls::{
-    self, CipherSuite, ClientConfig, ClientConnection, HandshakeKind, NamedGroup, ProtocolVersion,
-    RootCertStore, ServerConfig,
+    self, CipherSuite, ClientConfig, ClientConnection, HandshakeKind, NamedGroup, ProtocolVersion, RootCertStore,
+    ServerConfig,
 };
 use sluice_tls::testcerts::{Ca, KeyKind};
 use sluice_tls::{
-    CacheStats, CertSettings, DEFAULT_BUFFER_LIMIT, HandshakeInfo, Resumption, SessionCache,
-    TlsSession, TlsSettings,
+    CacheStats, CertSettings, DEFAULT_BUFFER_LIMIT, HandshakeInfo, Resumption, SessionCache, TlsSession, TlsSettings,
 };
 use sluice_wire::{Checksum, ipv4, tcp};
 
 /// The SNI name of the certificate and of every client.
 const NAME: &str = "bench.test";
 const REQUEST: &[u8] = b"GET / HTTP/1.1\r\nHost: bench.test\r\n\r\n";
-const RESPONSE: &[u8] =
-    b"HTTP/1.1 200 OK\r\nContent-Length: 8\r\nConnection: close\r\n\r\nceiling\n";
+const RESPONSE: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 8\r\nConnection: close\r\n\r\nceiling\n";
 /// Steps without progress-or-timer before a connection is declared stuck.
 const MAX_STEPS: usize = 10_000;
 
@@ -115,12 +113,7 @@ pub enum Kind {
 }
 
 impl Kind {
-    pub const ALL: [Kind; 4] = [
-        Kind::Tls13Full,
-        Kind::Tls13Resumed,
-        Kind::Tls12Full,
-        Kind::Tls12Resumed,
-    ];
+    pub const ALL: [Kind; 4] = [Kind::Tls13Full, Kind::Tls13Resumed, Kind::Tls12Full, Kind::Tls12Resumed];
 
     /// Short name, as in sluice's histograms (`tls13_handshake_full` ...).
     pub fn name(self) -> &'static str {
@@ -218,14 +211,8 @@ impl Fixture {
         let dir = TempDir::new()?;
         let ca = Ca::new()?;
         let (kind, tls12_suite) = match key {
-            KeyArg::Ecdsa => (
-                KeyKind::EcdsaP256,
-                CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
-            ),
-            KeyArg::Rsa => (
-                KeyKind::Rsa2048,
-                CipherSuite::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
-            ),
+            KeyArg::Ecdsa => (KeyKind::EcdsaP256, CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256),
+            KeyArg::Rsa => (KeyKind::Rsa2048, CipherSuite::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256),
         };
         let leaf = ca.server(&[NAME], kind)?;
         write_file(&dir.0, "leaf.pem", &leaf.cert_pem)?;
@@ -238,26 +225,20 @@ impl Fixture {
                 default: true,
             }],
             groups: vec!["x25519".into()],
-            cipher_suites: vec![
-                format!("{:?}", CipherSuite::TLS13_AES_128_GCM_SHA256),
-                format!("{tls12_suite:?}"),
-            ],
+            cipher_suites: vec![format!("{:?}", CipherSuite::TLS13_AES_128_GCM_SHA256), format!("{tls12_suite:?}")],
             resumption: Resumption::SessionId,
             ..TlsSettings::default()
         };
         // As proxy/src/run.rs does: the process clock, the settings' bounds.
         let clock = Arc::new(rustls::time_provider::DefaultTimeProvider);
         let cache = SessionCache::new(settings.session_cache_config(), clock);
-        let server = sluice_tls::build(&settings, &dir.0, Arc::clone(&cache))
-            .context("sluice_tls::build")?;
+        let server = sluice_tls::build(&settings, &dir.0, Arc::clone(&cache)).context("sluice_tls::build")?;
 
         let mut roots = RootCertStore::empty();
         roots.add(ca.cert_der()).context("CA certificate")?;
         let mut provider = aws_lc_rs::default_provider();
         provider.kx_groups = vec![aws_lc_rs::kx_group::X25519];
-        provider
-            .cipher_suites
-            .retain(|s| [CipherSuite::TLS13_AES_128_GCM_SHA256, tls12_suite].contains(&s.suite()));
+        provider.cipher_suites.retain(|s| [CipherSuite::TLS13_AES_128_GCM_SHA256, tls12_suite].contains(&s.suite()));
         let provider = Arc::new(provider);
         let client = |kind: Kind| -> Result<Arc<ClientConfig>> {
             let version = match kind.version() {
@@ -269,8 +250,7 @@ impl Fixture {
                 .with_root_certificates(roots.clone())
                 .with_no_client_auth();
             c.resumption = if kind.resumed() {
-                ClientResumption::in_memory_sessions(256)
-                    .tls12_resumption(Tls12Resumption::SessionIdOnly)
+                ClientResumption::in_memory_sessions(256).tls12_resumption(Tls12Resumption::SessionIdOnly)
             } else {
                 ClientResumption::disabled()
             };
@@ -282,13 +262,7 @@ impl Fixture {
             client(Kind::Tls12Full)?,
             client(Kind::Tls12Resumed)?,
         ];
-        Ok(Self {
-            _dir: dir,
-            server,
-            cache,
-            tls12_suite,
-            clients,
-        })
+        Ok(Self { _dir: dir, server, cache, tls12_suite, clients })
     }
 
     fn client_config(&self, kind: Kind) -> &Arc<ClientConfig> {
@@ -309,11 +283,7 @@ impl Fixture {
 
     /// `Ok` when `o` is the handshake `kind` claims to be, on both sides.
     pub fn check(&self, kind: Kind, o: &Outcome) -> Result<()> {
-        let want_kind = if kind.resumed() {
-            HandshakeKind::Resumed
-        } else {
-            HandshakeKind::Full
-        };
+        let want_kind = if kind.resumed() { HandshakeKind::Resumed } else { HandshakeKind::Full };
         let s = &o.server;
         ensure!(
             o.client_kind == Some(want_kind) && s.kind == want_kind && s.resumed == kind.resumed(),
@@ -345,12 +315,7 @@ impl Fixture {
             s.kx_group,
             kind.group()
         );
-        ensure!(
-            s.sni.as_deref() == Some(NAME),
-            "{}: SNI {:?}",
-            kind.name(),
-            s.sni
-        );
+        ensure!(s.sni.as_deref() == Some(NAME), "{}: SNI {:?}", kind.name(), s.sni);
         Ok(())
     }
 
@@ -412,10 +377,7 @@ struct ServerApp {
 
 impl ServerApp {
     fn new() -> Self {
-        Self {
-            request: 0,
-            responded: false,
-        }
+        Self { request: 0, responded: false }
     }
     fn step<I: Copy>(&mut self, s: &mut TlsSession<I>, scratch: &mut [u8]) -> Result<bool> {
         let mut progress = false;
@@ -428,10 +390,7 @@ impl ServerApp {
             progress = true;
         }
         if !self.responded && self.request >= REQUEST.len() {
-            ensure!(
-                s.write_plaintext(RESPONSE) == RESPONSE.len(),
-                "response not accepted"
-            );
+            ensure!(s.write_plaintext(RESPONSE) == RESPONSE.len(), "response not accepted");
             s.send_close_notify();
             self.responded = true;
             progress = true;
@@ -452,11 +411,7 @@ pub struct Memory {
 
 impl Default for Memory {
     fn default() -> Self {
-        Self {
-            wire: Vec::with_capacity(relay_buffer()),
-            scratch: vec![0; relay_buffer()],
-            server_time: Duration::ZERO,
-        }
+        Self { wire: Vec::with_capacity(relay_buffer()), scratch: vec![0; relay_buffer()], server_time: Duration::ZERO }
     }
 }
 
@@ -526,11 +481,7 @@ fn backend_answers(link: &MemoryLink, request: &mut Vec<u8>) -> Result<bool> {
     if request.len() < REQUEST.len() {
         return Ok(false);
     }
-    ensure!(
-        request == REQUEST,
-        "the backend got {:?}",
-        String::from_utf8_lossy(request)
-    );
+    ensure!(request == REQUEST, "the backend got {:?}", String::from_utf8_lossy(request));
     b.send(RESPONSE);
     b.shutdown_write();
     Ok(true)
@@ -568,10 +519,7 @@ pub struct Tcp {
 impl Tcp {
     pub fn new() -> Result<Self> {
         // sluice's TCP defaults (256 KiB buffers, window scale, SACK, timestamps, CUBIC).
-        let cfg = TcpConfig {
-            secret: *b"sluice-ceiling!!",
-            ..TcpConfig::default()
-        };
+        let cfg = TcpConfig { secret: *b"sluice-ceiling!!", ..TcpConfig::default() };
         let now = sluice_tcp::Instant::from_millis(1_000);
         let mut server = Endpoint::new(cfg.clone(), now);
         let server_addr = SocketAddrV4::new(Ipv4Addr::new(198, 51, 100, 2), 443);
@@ -619,19 +567,13 @@ impl Tcp {
                 break;
             };
             let t1 = Instant::now();
-            let ipp =
-                ipv4::Packet::new_checked(&frame[..len]).map_err(|e| anyhow!("ipv4: {e:?}"))?;
-            let ip = ipv4::Repr::parse(&ipp, Checksum::Verify)
-                .map_err(|e| anyhow!("ipv4 repr: {e:?}"))?;
+            let ipp = ipv4::Packet::new_checked(&frame[..len]).map_err(|e| anyhow!("ipv4: {e:?}"))?;
+            let ip = ipv4::Repr::parse(&ipp, Checksum::Verify).map_err(|e| anyhow!("ipv4 repr: {e:?}"))?;
             let tp = tcp::Packet::new_checked(ipp.payload()).map_err(|e| anyhow!("tcp: {e:?}"))?;
             let seg = tcp::Repr::parse(&tp, ip.src_addr, ip.dst_addr, Checksum::Verify)
                 .map_err(|e| anyhow!("tcp repr: {e:?}"))?;
             to.handle_segment(now, &ip, &seg);
-            *server_time += if server_is_from {
-                t1 - t0
-            } else {
-                t1.elapsed()
-            };
+            *server_time += if server_is_from { t1 - t0 } else { t1.elapsed() };
             n += 1;
         }
         Ok(n)
@@ -641,11 +583,7 @@ impl Tcp {
     /// back, close_notify, FIN both ways, TIME-WAIT expired; both endpoints are empty again
     /// afterwards, and the session ended clean having relayed exactly the request and response.
     pub fn connect(&mut self, fx: &Fixture, kind: Kind) -> Result<Outcome> {
-        self.port = if self.port >= 61_000 {
-            1024
-        } else {
-            self.port + 1
-        };
+        self.port = if self.port >= 61_000 { 1024 } else { self.port + 1 };
         self.link.servers.clear();
         self.request.clear();
         let counted = self.counters;
@@ -708,13 +646,9 @@ impl Tcp {
             // readiness once it answered (an in-memory backend is always ready).
             while let Some((h, s)) = session.as_mut() {
                 let t = Instant::now();
-                s.relay
-                    .on_backend_ready(MemoryLink::readiness(s.relay.backend()));
+                s.relay.on_backend_ready(MemoryLink::readiness(s.relay.backend()));
                 let done = s.pump(
-                    &mut OnStack {
-                        tcp: &mut self.server,
-                        handle: *h,
-                    },
+                    &mut OnStack { tcp: &mut self.server, handle: *h },
                     self.now,
                     &mut self.link,
                     &mut self.counters,
@@ -722,11 +656,7 @@ impl Tcp {
                 );
                 if done && let Some((h, s)) = session.take() {
                     // the worker's close_relay: closed once it ended; the TCB finishes alone.
-                    let info = s
-                        .relay
-                        .tls_session()
-                        .and_then(|t| t.handshake_info())
-                        .cloned();
+                    let info = s.relay.tls_session().and_then(|t| t.handshake_info()).cloned();
                     let end = s.relay.end;
                     s.close(&mut self.link, &mut self.counters, false, self.now);
                     self.server_time += t.elapsed();
@@ -776,14 +706,9 @@ impl Tcp {
                 client_closed = true;
                 progress = true;
             }
-            let server_done = ended
-                .as_ref()
-                .is_some_and(|(h, _)| self.server.state(*h) == Some(State::TimeWait));
+            let server_done = ended.as_ref().is_some_and(|(h, _)| self.server.state(*h) == Some(State::TimeWait));
             if client_closed && self.client.connection_count() == 0 && server_done {
-                ensure!(
-                    got == RESPONSE.len() && tls_closed,
-                    "response of {got} bytes, close_notify {tls_closed}"
-                );
+                ensure!(got == RESPONSE.len() && tls_closed, "response of {got} bytes, close_notify {tls_closed}");
                 let info = ended.take().and_then(|(_, info)| info);
                 let o = outcome(&client, info)?;
                 self.check_session(kind, &counted)?;
@@ -795,27 +720,18 @@ impl Tcp {
                 self.server_time += t.elapsed();
                 self.client.handle_timeout(self.now);
                 while self.client.poll_event().is_some() {}
-                ensure!(
-                    self.server.connection_count() == 0,
-                    "server TCB left after TIME-WAIT"
-                );
+                ensure!(self.server.connection_count() == 0, "server TCB left after TIME-WAIT");
                 return Ok(o);
             }
             if !progress {
                 // Quiet: run the earliest timer (delayed ACK, ...), the session's deadline
                 // among them as in the worker's poll_timeout.
                 let deadline = session.as_ref().and_then(|(_, s)| s.relay.deadline());
-                let t = [
-                    self.client.poll_timeout(),
-                    self.server.poll_timeout(),
-                    deadline,
-                ]
-                .into_iter()
-                .flatten()
-                .min()
-                .ok_or_else(|| {
-                    anyhow!("stuck without timers: got {got}, fin {fin}, tls_closed {tls_closed}")
-                })?;
+                let t = [self.client.poll_timeout(), self.server.poll_timeout(), deadline]
+                    .into_iter()
+                    .flatten()
+                    .min()
+                    .ok_or_else(|| anyhow!("stuck without timers: got {got}, fin {fin}, tls_closed {tls_closed}"))?;
                 self.now = self.now.max(t);
                 self.client.handle_timeout(self.now);
                 let t = Instant::now();
@@ -946,9 +862,7 @@ pub fn run(args: &Args) -> Result<()> {
          TLS13_AES_128_GCM_SHA256 / {:?}; {} rounds of {} s per kind and path",
         fx.tls12_suite, args.rounds, args.seconds
     );
-    println!(
-        "  rates per CPU-second of this thread (CLOCK_THREAD_CPUTIME_ID; wall-clock rates in --json)"
-    );
+    println!("  rates per CPU-second of this thread (CLOCK_THREAD_CPUTIME_ID; wall-clock rates in --json)");
     println!(
         "  per connection: handshake, {} B request, {} B response, close_notify; \
          (b) adds SYN/SYN-ACK/ACK, FIN both ways, TIME-WAIT, checksummed segments, \
@@ -958,20 +872,11 @@ pub fn run(args: &Args) -> Result<()> {
     );
     println!(
         "{:<34} {:>21} {:>21} {:>21} {:>9} {:>5}",
-        "kind (best round)",
-        "(a) rustls in memory",
-        "(b) sluice TCP + TLS",
-        "(b)/(a) best (median)",
-        "(b)-(a)",
-        "segs"
+        "kind (best round)", "(a) rustls in memory", "(b) sluice TCP + TLS", "(b)/(a) best (median)", "(b)-(a)", "segs"
     );
     let mut rows = Vec::new();
     let mut server_side = Vec::new();
-    let kinds = if args.kinds.is_empty() {
-        Kind::ALL.to_vec()
-    } else {
-        args.kinds.clone()
-    };
+    let kinds = if args.kinds.is_empty() { Kind::ALL.to_vec() } else { args.kinds.clone() };
     for kind in kinds {
         if kind.resumed() {
             fx.prime(kind)?;
@@ -1108,11 +1013,7 @@ mod tests {
         let n = 3;
         let (outs, delta) = run_kind(&fx, kind, path, n);
         for o in &outs {
-            let want = if kind.resumed() {
-                HandshakeKind::Resumed
-            } else {
-                HandshakeKind::Full
-            };
+            let want = if kind.resumed() { HandshakeKind::Resumed } else { HandshakeKind::Full };
             assert_eq!(o.client_kind, Some(want), "{kind:?} {path:?}");
             assert_eq!(o.server.kind, want);
             assert_eq!(o.server.resumed, kind.resumed());
@@ -1198,22 +1099,12 @@ mod tests {
     fn json_has_every_kind() {
         let dir = TempDir::new().unwrap();
         let path = dir.0.join("ceiling.json");
-        run(&Args {
-            seconds: 0.01,
-            rounds: 1,
-            key: KeyArg::Ecdsa,
-            json: Some(path.clone()),
-            kinds: Vec::new(),
-        })
-        .unwrap();
-        let v: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        run(&Args { seconds: 0.01, rounds: 1, key: KeyArg::Ecdsa, json: Some(path.clone()), kinds: Vec::new() })
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
         let rows = v["results"].as_array().unwrap();
         let kinds: Vec<&str> = rows.iter().map(|r| r["kind"].as_str().unwrap()).collect();
-        assert_eq!(
-            kinds,
-            ["tls13_full", "tls13_resumed", "tls12_full", "tls12_resumed"]
-        );
+        assert_eq!(kinds, ["tls13_full", "tls13_resumed", "tls12_full", "tls12_resumed"]);
         for r in rows {
             assert!(r["memory"]["per_sec_best"].as_f64().unwrap() > 0.0);
             assert!(r["tcp"]["per_sec_best"].as_f64().unwrap() > 0.0);

@@ -110,23 +110,11 @@ fn runs(args: &Args) -> (Vec<Run>, f64) {
             Mode::Resume => "resumed",
             Mode::Keepalive => "keepalive",
         };
-        let v = if tls == TlsVersion::Tls12 {
-            "1.2"
-        } else {
-            "1.3"
-        };
+        let v = if tls == TlsVersion::Tls12 { "1.2" } else { "1.3" };
         let r = rate.map_or("max".to_owned(), |r| format!("{r}/s"));
-        Run {
-            name: format!("{m} {v} @ {r}"),
-            mode,
-            tls,
-            rate,
-        }
+        Run { name: format!("{m} {v} @ {r}"), mode, tls, rate }
     };
-    let mut out: Vec<Run> = rates
-        .iter()
-        .map(|r| run(Mode::Full, TlsVersion::Tls13, Some(*r)))
-        .collect();
+    let mut out: Vec<Run> = rates.iter().map(|r| run(Mode::Full, TlsVersion::Tls13, Some(*r))).collect();
     out.push(run(Mode::Full, TlsVersion::Tls13, None));
     if !args.quick {
         out.push(run(Mode::Full, TlsVersion::Tls12, None));
@@ -176,40 +164,36 @@ impl Server {
     ) -> Result<Self> {
         let d = certs.display();
         let log = dir.join(format!("{target:?}.log").to_lowercase());
-        let (program, args, config_text, conn_log): (String, Vec<String>, String, PathBuf) =
-            match target {
-                Target::SluiceXdp | Target::SluiceKernel => {
-                    let datapath = if target == Target::SluiceXdp {
-                        format!(
-                            "[datapath]\ninterface = \"px0\"\nxdp_mode = \"native\"\nframes_per_queue = 16384\n\
+        let (program, args, config_text, conn_log): (String, Vec<String>, String, PathBuf) = match target {
+            Target::SluiceXdp | Target::SluiceKernel => {
+                let datapath = if target == Target::SluiceXdp {
+                    format!(
+                        "[datapath]\ninterface = \"px0\"\nxdp_mode = \"native\"\nframes_per_queue = 16384\n\
                              busy_poll_us = {}\npin_workers = {}\n",
-                            sluice.busy_poll_us, sluice.pin_workers
-                        )
-                    } else {
-                        format!(
-                            "[datapath]\ntransport = \"kernel\"\npin_workers = {}\n",
-                            sluice.pin_workers
-                        )
-                    };
-                    let text = format!(
-                        "{datapath}\n[[listener]]\naddress = \"{LISTEN}\"\nbackend = \"203.0.113.2:8080\"\n\n[listener.tls]\n\
+                        sluice.busy_poll_us, sluice.pin_workers
+                    )
+                } else {
+                    format!("[datapath]\ntransport = \"kernel\"\npin_workers = {}\n", sluice.pin_workers)
+                };
+                let text = format!(
+                    "{datapath}\n[[listener]]\naddress = \"{LISTEN}\"\nbackend = \"203.0.113.2:8080\"\n\n[listener.tls]\n\
                      certificates = [{{ cert = \"{d}/a.test.pem\", key = \"{d}/a.test.key\", sni = [\"a.test\"], default = true }}]\n\
                      alpn = [\"http/1.1\"]\ngroups = [\"x25519\"]\nresumption = \"session_id\"\n"
-                    );
-                    let file = dir.join(format!("{target:?}.toml").to_lowercase());
-                    std::fs::write(&file, &text)?;
-                    (
-                        sluice_bin.display().to_string(),
-                        vec!["--config".into(), file.display().to_string()],
-                        text,
-                        log.clone(),
-                    )
-                }
-                Target::Nginx => {
-                    let dir_s = dir.display();
-                    let access = dir.join("nginx-access.log");
-                    let text = format!(
-                        "# nginx from Debian: stream TLS termination, 2 workers, shared session cache, no tickets.\n\
+                );
+                let file = dir.join(format!("{target:?}.toml").to_lowercase());
+                std::fs::write(&file, &text)?;
+                (
+                    sluice_bin.display().to_string(),
+                    vec!["--config".into(), file.display().to_string()],
+                    text,
+                    log.clone(),
+                )
+            }
+            Target::Nginx => {
+                let dir_s = dir.display();
+                let access = dir.join("nginx-access.log");
+                let text = format!(
+                    "# nginx from Debian: stream TLS termination, 2 workers, shared session cache, no tickets.\n\
                      load_module /usr/lib/nginx/modules/ngx_stream_module.so;\n\
                      worker_processes 2;\nworker_rlimit_nofile 65536;\npid {dir_s}/nginx.pid;\n\
                      error_log {dir_s}/nginx-error.log warn;\n\
@@ -229,36 +213,36 @@ impl Server {
                      \x20       proxy_pass 203.0.113.2:8080;\n\
                      \x20   }}\n\
                      }}\n",
-                        access.display()
-                    );
-                    let file = dir.join("nginx.conf");
-                    std::fs::write(&file, &text)?;
-                    (
-                        "nginx".into(),
-                        vec![
-                            "-p".into(),
-                            dir.display().to_string(),
-                            "-c".into(),
-                            file.display().to_string(),
-                            "-g".into(),
-                            "daemon off;".into(),
-                        ],
-                        text,
-                        access,
-                    )
-                }
-                Target::Haproxy => {
-                    let pem = dir.join("haproxy.pem");
-                    std::fs::write(
-                        &pem,
-                        format!(
-                            "{}{}",
-                            std::fs::read_to_string(certs.join("a.test.pem"))?,
-                            std::fs::read_to_string(certs.join("a.test.key"))?
-                        ),
-                    )?;
-                    let text = format!(
-                        "# HAProxy from Debian: mode tcp TLS termination, 2 threads, shared session cache, no tickets.\n\
+                    access.display()
+                );
+                let file = dir.join("nginx.conf");
+                std::fs::write(&file, &text)?;
+                (
+                    "nginx".into(),
+                    vec![
+                        "-p".into(),
+                        dir.display().to_string(),
+                        "-c".into(),
+                        file.display().to_string(),
+                        "-g".into(),
+                        "daemon off;".into(),
+                    ],
+                    text,
+                    access,
+                )
+            }
+            Target::Haproxy => {
+                let pem = dir.join("haproxy.pem");
+                std::fs::write(
+                    &pem,
+                    format!(
+                        "{}{}",
+                        std::fs::read_to_string(certs.join("a.test.pem"))?,
+                        std::fs::read_to_string(certs.join("a.test.key"))?
+                    ),
+                )?;
+                let text = format!(
+                    "# HAProxy from Debian: mode tcp TLS termination, 2 threads, shared session cache, no tickets.\n\
                      global\n    nbthread 2\n    maxconn 9000\n    tune.ssl.cachesize 200000\n    tune.ssl.lifetime 7200\n\
                      \x20   ssl-default-bind-options ssl-min-ver TLSv1.2 no-tls-tickets\n\
                      \x20   log stdout format raw local0 info\n\
@@ -268,30 +252,26 @@ impl Server {
                      \x20   log-format \"%[ssl_fc_is_resumed] %[ssl_fc_protocol] %[ssl_fc_cipher]\"\n\
                      \x20   default_backend be\n\
                      backend be\n    server b1 203.0.113.2:8080\n",
-                        dir.join("haproxy.sock").display(),
-                        pem.display()
-                    );
-                    let file = dir.join("haproxy.cfg");
-                    std::fs::write(&file, &text)?;
-                    (
-                        "haproxy".into(),
-                        vec!["-f".into(), file.display().to_string(), "-db".into()],
-                        text,
-                        dir.join("haproxy.sock"),
-                    )
-                }
-            };
+                    dir.join("haproxy.sock").display(),
+                    pem.display()
+                );
+                let file = dir.join("haproxy.cfg");
+                std::fs::write(&file, &text)?;
+                (
+                    "haproxy".into(),
+                    vec!["-f".into(), file.display().to_string(), "-db".into()],
+                    text,
+                    dir.join("haproxy.sock"),
+                )
+            }
+        };
         let argv: Vec<&str> = args.iter().map(String::as_str).collect();
         let mut process = NsProcess::spawn(proxy_ns, &program, &argv, log)?;
         // Ready when the listener accepts a TCP connection from the client namespace.
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Some(status) = process.try_wait()? {
-                bail!(
-                    "{} exited ({status}) before it was ready:\n{}",
-                    target.label(),
-                    tail(&process.log(), 15)
-                );
+                bail!("{} exited ({status}) before it was ready:\n{}", target.label(), tail(&process.log(), 15));
             }
             let ok = sluice_testbed::in_netns(client_ns, || {
                 std::net::TcpStream::connect_timeout(
@@ -304,22 +284,12 @@ impl Server {
                 break;
             }
             if Instant::now() > deadline {
-                bail!(
-                    "{} not ready after 20 s:\n{}",
-                    target.label(),
-                    tail(&process.log(), 15)
-                );
+                bail!("{} not ready after 20 s:\n{}", target.label(), tail(&process.log(), 15));
             }
             std::thread::sleep(Duration::from_millis(100));
         }
         std::thread::sleep(Duration::from_millis(300));
-        Ok(Self {
-            target,
-            process,
-            config_text,
-            log: conn_log,
-            proxy_ns: proxy_ns.to_owned(),
-        })
+        Ok(Self { target, process, config_text, log: conn_log, proxy_ns: proxy_ns.to_owned() })
     }
 
     /// The server's own cumulative count of (full, resumed) TLS handshakes.
@@ -332,17 +302,10 @@ impl Server {
             Target::Haproxy => {
                 let stat = haproxy_command(&self.log, "show stat")?;
                 let mut lines = stat.lines();
-                let header: Vec<&str> = lines
-                    .next()
-                    .context("show stat: empty")?
-                    .trim_start_matches("# ")
-                    .split(',')
-                    .collect();
+                let header: Vec<&str> =
+                    lines.next().context("show stat: empty")?.trim_start_matches("# ").split(',').collect();
                 let col = |name: &str| {
-                    header
-                        .iter()
-                        .position(|h| *h == name)
-                        .with_context(|| format!("show stat: no {name}"))
+                    header.iter().position(|h| *h == name).with_context(|| format!("show stat: no {name}"))
                 };
                 let (sess, reused) = (col("ssl_sess")?, col("ssl_reused_sess")?);
                 let row: Vec<&str> = lines
@@ -376,10 +339,7 @@ impl Server {
 
     /// CPU seconds of the server's process tree (nginx's master and workers).
     fn cpu_seconds(&self) -> f64 {
-        probe::process_tree(self.process.pid())
-            .into_iter()
-            .filter_map(probe::process_cpu_seconds)
-            .sum()
+        probe::process_tree(self.process.pid()).into_iter().filter_map(probe::process_cpu_seconds).sum()
     }
 
     /// sluice's `/stats.json` now (sluice targets only).
@@ -398,8 +358,7 @@ impl Server {
     }
 
     pub(crate) fn stop(mut self) -> Result<()> {
-        self.process
-            .signal_and_wait(nix::sys::signal::Signal::SIGTERM, Duration::from_secs(10))?;
+        self.process.signal_and_wait(nix::sys::signal::Signal::SIGTERM, Duration::from_secs(10))?;
         Ok(())
     }
 }
@@ -407,8 +366,8 @@ impl Server {
 /// One command on HAProxy's stats socket; the whole answer.
 fn haproxy_command(socket: &Path, command: &str) -> Result<String> {
     use std::io::{Read, Write};
-    let mut s = std::os::unix::net::UnixStream::connect(socket)
-        .with_context(|| format!("connecting {}", socket.display()))?;
+    let mut s =
+        std::os::unix::net::UnixStream::connect(socket).with_context(|| format!("connecting {}", socket.display()))?;
     s.set_read_timeout(Some(Duration::from_secs(2)))?;
     s.write_all(format!("{command}\n").as_bytes())?;
     let mut out = String::new();
@@ -440,8 +399,7 @@ struct Measured {
 impl Measured {
     /// Client and server agree on every handshake (priming included) and on their kinds.
     fn agrees(&self) -> bool {
-        self.server_full == self.report.handshakes_full()
-            && self.server_resumed == self.report.handshakes_resumed()
+        self.server_full == self.report.handshakes_full() && self.server_resumed == self.report.handshakes_resumed()
     }
     /// Why this run is FAILED, if it is: see [`run_failure`].
     fn failure(&self) -> Option<String> {
@@ -449,30 +407,19 @@ impl Measured {
             self.report.measured.failed_total(),
             self.report.priming.failed_total(),
             (self.server_full, self.server_resumed),
-            (
-                self.report.handshakes_full(),
-                self.report.handshakes_resumed(),
-            ),
+            (self.report.handshakes_full(), self.report.handshakes_resumed()),
         )
     }
     /// Handshakes/s; requests/s for a keep-alive run (its handshakes happen before the clock).
     fn hs_per_s(&self) -> f64 {
         let m = &self.report.measured;
-        let n = if self.report.args.mode == Mode::Keepalive {
-            m.requests
-        } else {
-            m.handshakes()
-        };
+        let n = if self.report.args.mode == Mode::Keepalive { m.requests } else { m.handshakes() };
         n as f64 / m.elapsed.as_secs_f64().max(1e-9)
     }
     /// Handshake latency (keep-alive: request latency) at quantile `q`, in milliseconds.
     fn pct_ms(&self, q: f64) -> f64 {
         let m = &self.report.measured;
-        let h = if self.report.args.mode == Mode::Keepalive {
-            &m.request
-        } else {
-            &m.handshake
-        };
+        let h = if self.report.args.mode == Mode::Keepalive { &m.request } else { &m.handshake };
         h.value_at_quantile(q) as f64 / 1000.0
     }
     /// Whole-machine CPU (server, load generator, kernel) per connection; per request for a
@@ -489,39 +436,23 @@ impl Measured {
     /// What CPU is divided by: completed connections; requests for a keep-alive run.
     fn per_what(&self) -> u64 {
         let m = &self.report.measured;
-        if self.report.args.mode == Mode::Keepalive {
-            m.requests
-        } else {
-            m.completed
-        }
+        if self.report.args.mode == Mode::Keepalive { m.requests } else { m.completed }
     }
 }
 
 /// Why a run is FAILED, or `None` when it is not: any failed connection of the load generator
 /// (measured phase or priming), or the server's own counts of (full, resumed) handshakes
 /// differing from the client's. A number that comes with failures is not a result.
-fn run_failure(
-    failed: u64,
-    failed_priming: u64,
-    server: (u64, u64),
-    client: (u64, u64),
-) -> Option<String> {
+fn run_failure(failed: u64, failed_priming: u64, server: (u64, u64), client: (u64, u64)) -> Option<String> {
     let mut why = Vec::new();
     if failed + failed_priming > 0 {
-        let priming = if failed_priming > 0 {
-            format!(" ({failed_priming} while priming)")
-        } else {
-            String::new()
-        };
+        let priming = if failed_priming > 0 { format!(" ({failed_priming} while priming)") } else { String::new() };
         let n = failed + failed_priming;
         let s = if n == 1 { "" } else { "s" };
         why.push(format!("{n} failed handshake{s}{priming}"));
     }
     if server != client {
-        why.push(format!(
-            "server counts {}/{} vs client {}/{}",
-            server.0, server.1, client.0, client.1
-        ));
+        why.push(format!("server counts {}/{} vs client {}/{}", server.0, server.1, client.0, client.1));
     }
     (!why.is_empty()).then(|| why.join("; "))
 }
@@ -540,11 +471,7 @@ pub(crate) fn versions(sluice: &Path) -> Value {
             .args(a)
             .output()
             .map(|o| {
-                let s = format!(
-                    "{}{}",
-                    String::from_utf8_lossy(&o.stdout),
-                    String::from_utf8_lossy(&o.stderr)
-                );
+                let s = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
                 s.lines().next().unwrap_or("").trim().to_owned()
             })
             .unwrap_or_else(|e| format!("unavailable: {e}"))
@@ -575,10 +502,7 @@ impl Dirs {
         let certs = out.join("certs");
         let work = out.join("run");
         std::fs::create_dir_all(&work)?;
-        crate::backend::certs::run(&crate::backend::certs::Args {
-            dir: certs.clone(),
-            names: vec!["a.test".into()],
-        })?;
+        crate::backend::certs::run(&crate::backend::certs::Args { dir: certs.clone(), names: vec!["a.test".into()] })?;
         Ok(Self { out, certs, work })
     }
 }
@@ -595,44 +519,25 @@ impl Bed {
     /// `id` names the backend in its responses; its log goes to `work/backend.log`.
     pub(crate) fn up(prefix: &str, id: &str, work: &Path) -> Result<Self> {
         let topology = TopologyGuard::up(prefix)?;
-        let (client, proxy, backend_ns) = (
-            topology.topology.client(),
-            topology.topology.proxy(),
-            topology.topology.backend(),
-        );
+        let (client, proxy, backend_ns) =
+            (topology.topology.client(), topology.topology.proxy(), topology.topology.backend());
         // Ephemeral ports: tens of thousands of connections per run from one client address.
         for ns in [&client, &proxy] {
             sluice_testbed::in_ns(
                 ns,
                 "sysctl",
-                &[
-                    "-q",
-                    "-w",
-                    "net.ipv4.ip_local_port_range=10000 65000",
-                    "net.ipv4.tcp_tw_reuse=1",
-                ],
+                &["-q", "-w", "net.ipv4.ip_local_port_range=10000 65000", "net.ipv4.tcp_tw_reuse=1"],
             )?;
         }
         let exe = std::env::current_exe()?;
         let backend = NsProcess::spawn(
             &backend_ns,
             &exe.display().to_string(),
-            &[
-                "backend",
-                "--listen",
-                "203.0.113.2:8080",
-                "--id",
-                id,
-                "--max-connections",
-                "30000",
-            ],
+            &["backend", "--listen", "203.0.113.2:8080", "--id", id, "--max-connections", "30000"],
             work.join("backend.log"),
         )?;
         std::thread::sleep(Duration::from_millis(300));
-        Ok(Self {
-            _backend: backend,
-            topology,
-        })
+        Ok(Self { _backend: backend, topology })
     }
 
     pub(crate) fn client(&self) -> String {
@@ -648,8 +553,8 @@ pub fn run(args: &Args) -> Result<()> {
     sluice_testbed::require_root().context("compare runs servers in network namespaces")?;
     let started = Instant::now();
     let Dirs { out, certs, work } = Dirs::make(&args.out)?;
-    let sluice_bin = std::fs::canonicalize(&args.sluice)
-        .with_context(|| format!("sluice binary {}", args.sluice.display()))?;
+    let sluice_bin =
+        std::fs::canonicalize(&args.sluice).with_context(|| format!("sluice binary {}", args.sluice.display()))?;
     let (matrix, seconds) = runs(args);
     let versions = versions(&sluice_bin);
     eprintln!(
@@ -660,10 +565,7 @@ pub fn run(args: &Args) -> Result<()> {
     );
     let bed = Bed::up(&args.prefix, "compare", &work)?;
     let (client, proxy) = (bed.client(), bed.proxy());
-    let tuning = Tuning {
-        busy_poll_us: args.busy_poll_us,
-        pin_workers: args.pin_workers,
-    };
+    let tuning = Tuning { busy_poll_us: args.busy_poll_us, pin_workers: args.pin_workers };
 
     let mut outcomes = Vec::new();
     let mut configs = serde_json::Map::new();
@@ -672,8 +574,7 @@ pub fn run(args: &Args) -> Result<()> {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir)?;
         eprintln!("compare: {}", target.label());
-        let server = match Server::start(target, &sluice_bin, &dir, &certs, &proxy, &client, tuning)
-        {
+        let server = match Server::start(target, &sluice_bin, &dir, &certs, &proxy, &client, tuning) {
             Ok(s) => s,
             Err(e) => {
                 let msg = format!("{e:#}");
@@ -690,8 +591,7 @@ pub fn run(args: &Args) -> Result<()> {
         };
         configs.insert(target.label().to_owned(), json!(server.config_text));
         for run in &matrix {
-            let result =
-                measure(&server, run, args, seconds, &client).map_err(|e| format!("{e:#}"));
+            let result = measure(&server, run, args, seconds, &client).map_err(|e| format!("{e:#}"));
             match &result {
                 Ok(m) => eprintln!(
                     "  {:<22} {:>8.0} hs/s  p99 {:>7.2} ms  client {}/{} server {}/{} (full/resumed){}",
@@ -702,16 +602,11 @@ pub fn run(args: &Args) -> Result<()> {
                     m.report.handshakes_resumed(),
                     m.server_full,
                     m.server_resumed,
-                    m.failure()
-                        .map_or(String::new(), |f| format!("  FAILED: {f}"))
+                    m.failure().map_or(String::new(), |f| format!("  FAILED: {f}"))
                 ),
                 Err(e) => eprintln!("  {:<22} failed: {e}", run.name),
             }
-            outcomes.push(Outcome {
-                target,
-                run: run.clone(),
-                result,
-            });
+            outcomes.push(Outcome { target, run: run.clone(), result });
         }
         if let Err(e) = server.stop() {
             eprintln!("compare: stopping {}: {e:#}", target.label());
@@ -728,19 +623,14 @@ pub fn run(args: &Args) -> Result<()> {
             .iter()
             .filter(|o| o.run.name == run.name)
             .filter_map(|o| {
-                o.result.as_ref().ok().map(|m| {
-                    (
-                        o.target.label().to_owned(),
-                        load::percentile_points(&m.report.measured.handshake),
-                    )
-                })
+                o.result
+                    .as_ref()
+                    .ok()
+                    .map(|m| (o.target.label().to_owned(), load::percentile_points(&m.report.measured.handshake)))
             })
             .collect();
         let file = out.join(format!("handshake-latency-{}.svg", run.rate.unwrap_or(0.0)));
-        let title = format!(
-            "TLS 1.3 full handshake latency at {}/s (from intended start)",
-            run.rate.unwrap_or(0.0)
-        );
+        let title = format!("TLS 1.3 full handshake latency at {}/s (from intended start)", run.rate.unwrap_or(0.0));
         sluice_bench::plot::write_svg(&file, &title, &series)?;
         plots.push(file.display().to_string());
     }
@@ -768,10 +658,7 @@ pub fn run(args: &Args) -> Result<()> {
             v
         })
         .collect();
-    let failed_runs = outcomes
-        .iter()
-        .filter(|o| outcome_failure(&o.result).is_some())
-        .count();
+    let failed_runs = outcomes.iter().filter(|o| outcome_failure(&o.result).is_some()).count();
     let doc = json!({
         "failed_runs": failed_runs,
         "quick": args.quick, "seconds_per_run": seconds, "concurrency": args.concurrency, "threads": args.threads,
@@ -784,10 +671,7 @@ pub fn run(args: &Args) -> Result<()> {
     println!("results: {} and {}", json_path.display(), plots.join(", "));
     println!("compare took {:.0} s", started.elapsed().as_secs_f64());
     if failed_runs > 0 {
-        bail!(
-            "{failed_runs} of {} runs FAILED (see the check column)",
-            outcomes.len()
-        );
+        bail!("{failed_runs} of {} runs FAILED (see the check column)", outcomes.len());
     }
     Ok(())
 }
@@ -796,13 +680,7 @@ fn first_line(s: &str) -> String {
     s.lines().next().unwrap_or("").to_owned()
 }
 
-fn measure(
-    server: &Server,
-    run: &Run,
-    args: &Args,
-    seconds: f64,
-    client: &str,
-) -> Result<Measured> {
+fn measure(server: &Server, run: &Run, args: &Args, seconds: f64, client: &str) -> Result<Measured> {
     let before = server.handshakes()?;
     let cpu0 = server.cpu_seconds();
     let mut load = LoadArgs::new(LISTEN.parse()?, PathBuf::new());
@@ -849,10 +727,7 @@ fn table(outcomes: &[Outcome], matrix: &[Run]) -> String {
         s,
         "| run | target | handshakes/s (keep-alive: requests/s) | x nginx | p50 ms | p99 ms | p99.9 ms | x nginx (p99) | machine CPU µs/conn (keep-alive: /request) | x nginx | server CPU µs/conn (keep-alive: /request) | server full/resumed | check |"
     );
-    let _ = writeln!(
-        s,
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|"
-    );
+    let _ = writeln!(s, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|");
     for run in matrix {
         let nginx = outcomes
             .iter()
@@ -872,10 +747,8 @@ fn table(outcomes: &[Outcome], matrix: &[Run]) -> String {
                     continue;
                 }
             };
-            let ratio = |a: f64, b: Option<f64>| {
-                b.filter(|b| *b > 0.0)
-                    .map_or("".to_owned(), |b| format!("{:.2}", a / b))
-            };
+            let ratio =
+                |a: f64, b: Option<f64>| b.filter(|b| *b > 0.0).map_or("".to_owned(), |b| format!("{:.2}", a / b));
             let cpu = m.cpu_us_per_conn();
             let mut check = match m.failure() {
                 Some(why) => format!("FAILED: {why}"),
@@ -896,12 +769,8 @@ fn table(outcomes: &[Outcome], matrix: &[Run]) -> String {
                 m.pct_ms(0.999),
                 ratio(m.pct_ms(0.99), nginx.map(|n| n.pct_ms(0.99))),
                 cpu.map_or("".to_owned(), |c| format!("{c:.0}")),
-                cpu.map_or("".to_owned(), |c| ratio(
-                    c,
-                    nginx.and_then(|n| n.cpu_us_per_conn())
-                )),
-                m.server_cpu_us_per_conn()
-                    .map_or("".to_owned(), |c| format!("{c:.0}")),
+                cpu.map_or("".to_owned(), |c| ratio(c, nginx.and_then(|n| n.cpu_us_per_conn()))),
+                m.server_cpu_us_per_conn().map_or("".to_owned(), |c| format!("{c:.0}")),
                 m.server_full,
                 m.server_resumed,
                 check.replace('|', "/"),
@@ -945,17 +814,8 @@ mod tests {
     }
 
     fn outcome(result: Result<Measured, String>) -> (Outcome, Run) {
-        let run = Run {
-            name: "full 1.3 @ max".into(),
-            mode: Mode::Full,
-            tls: TlsVersion::Tls13,
-            rate: None,
-        };
-        let o = Outcome {
-            target: Target::SluiceXdp,
-            run: run.clone(),
-            result,
-        };
+        let run = Run { name: "full 1.3 @ max".into(), mode: Mode::Full, tls: TlsVersion::Tls13, rate: None };
+        let o = Outcome { target: Target::SluiceXdp, run: run.clone(), result };
         (o, run)
     }
 
@@ -964,11 +824,7 @@ mod tests {
         let (o, run) = outcome(result);
         let t = table(&[o], &[run]);
         let row = t.lines().nth(2).expect("one row");
-        row.trim_end_matches(" |")
-            .rsplit(" | ")
-            .next()
-            .expect("columns")
-            .to_owned()
+        row.trim_end_matches(" |").rsplit(" | ").next().expect("columns").to_owned()
     }
 
     #[test]
@@ -980,26 +836,14 @@ mod tests {
 
     #[test]
     fn failed_handshakes_fail_the_run() {
-        assert_eq!(
-            run_failure(13_833, 0, (100, 0), (100, 0)).as_deref(),
-            Some("13833 failed handshakes")
-        );
-        assert_eq!(
-            run_failure(2, 1, (5, 0), (5, 0)).as_deref(),
-            Some("3 failed handshakes (1 while priming)")
-        );
-        assert_eq!(
-            check_column(Ok(measured(100, 13_833, 100))),
-            "FAILED: 13833 failed handshakes"
-        );
+        assert_eq!(run_failure(13_833, 0, (100, 0), (100, 0)).as_deref(), Some("13833 failed handshakes"));
+        assert_eq!(run_failure(2, 1, (5, 0), (5, 0)).as_deref(), Some("3 failed handshakes (1 while priming)"));
+        assert_eq!(check_column(Ok(measured(100, 13_833, 100))), "FAILED: 13833 failed handshakes");
     }
 
     #[test]
     fn disagreeing_counts_fail_the_run() {
-        assert_eq!(
-            run_failure(0, 0, (100, 0), (99, 0)).as_deref(),
-            Some("server counts 100/0 vs client 99/0")
-        );
+        assert_eq!(run_failure(0, 0, (100, 0), (99, 0)).as_deref(), Some("server counts 100/0 vs client 99/0"));
         assert_eq!(
             check_column(Ok(measured(99, 1, 100))),
             "FAILED: 1 failed handshake; server counts 100/0 vs client 99/0"
@@ -1009,10 +853,7 @@ mod tests {
     #[test]
     fn an_error_fails_the_run_and_is_never_ok() {
         let e = Err("priming: no connection completed\nmore".to_owned());
-        assert_eq!(
-            outcome_failure(&e).as_deref(),
-            Some("error: priming: no connection completed")
-        );
+        assert_eq!(outcome_failure(&e).as_deref(), Some("error: priming: no connection completed"));
         let col = check_column(e);
         assert!(col.starts_with("FAILED"), "{col}");
     }

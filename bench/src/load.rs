@@ -46,8 +46,7 @@ use mio::net::TcpStream;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 use rustls::client::{
-    ClientSessionStore, Resumption, Tls12ClientSessionValue, Tls12Resumption,
-    Tls13ClientSessionValue,
+    ClientSessionStore, Resumption, Tls12ClientSessionValue, Tls12Resumption, Tls13ClientSessionValue,
 };
 use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, ClientConnection, HandshakeKind, NamedGroup};
@@ -196,11 +195,7 @@ impl Schedule {
     pub fn items_within(&self, duration: Duration) -> u64 {
         let total = (duration.as_secs_f64() * self.rate).ceil() as u64;
         // Items k, k+n, ... below total.
-        if total > self.thread {
-            (total - self.thread).div_ceil(self.threads)
-        } else {
-            0
-        }
+        if total > self.thread { (total - self.thread).div_ceil(self.threads) } else { 0 }
     }
 }
 
@@ -208,10 +203,7 @@ impl Schedule {
 /// corrected), and completion minus actual start (the service time); microseconds, at least 1.
 pub fn latencies_us(intended: Instant, started: Instant, done: Instant) -> (u64, u64) {
     let us = |d: Duration| (d.as_micros() as u64).max(1);
-    (
-        us(done.saturating_duration_since(intended)),
-        us(done.saturating_duration_since(started)),
-    )
+    (us(done.saturating_duration_since(intended)), us(done.saturating_duration_since(started)))
 }
 
 /// A client session store that keeps every TLS 1.3 ticket the server sends (up to a bound,
@@ -301,16 +293,11 @@ pub fn client_config(args: &LoadArgs, store: Option<Arc<TicketPool>>) -> Result<
     prov.cipher_suites = match args.tls {
         TlsVersion::Tls13 => vec![cs::TLS13_AES_128_GCM_SHA256],
         TlsVersion::Tls12 => {
-            vec![
-                cs::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
-                cs::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
-            ]
+            vec![cs::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256, cs::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256]
         }
     };
     let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_file_iter(&args.ca)
-        .with_context(|| format!("reading {}", args.ca.display()))?
-    {
+    for cert in CertificateDer::pem_file_iter(&args.ca).with_context(|| format!("reading {}", args.ca.display()))? {
         roots.add(cert.context("a certificate in the CA file")?)?;
     }
     let version: &'static rustls::SupportedProtocolVersion = match args.tls {
@@ -342,14 +329,8 @@ pub enum Failure {
     Timeout,
 }
 
-const FAILURES: [Failure; 6] = [
-    Failure::Connect,
-    Failure::Tls,
-    Failure::Io,
-    Failure::Eof,
-    Failure::Http,
-    Failure::Timeout,
-];
+const FAILURES: [Failure; 6] =
+    [Failure::Connect, Failure::Tls, Failure::Io, Failure::Eof, Failure::Http, Failure::Timeout];
 
 fn failure_name(f: Failure) -> &'static str {
     match f {
@@ -460,11 +441,8 @@ impl Tally {
     }
 
     fn to_json(&self) -> Value {
-        let failed: serde_json::Map<String, Value> = FAILURES
-            .iter()
-            .zip(self.failed)
-            .map(|(f, n)| (failure_name(*f).to_owned(), json!(n)))
-            .collect();
+        let failed: serde_json::Map<String, Value> =
+            FAILURES.iter().zip(self.failed).map(|(f, n)| (failure_name(*f).to_owned(), json!(n))).collect();
         let secs = self.elapsed.as_secs_f64().max(1e-9);
         json!({
             "started": self.started, "completed": self.completed, "failed": failed,
@@ -680,20 +658,14 @@ pub fn run(args: &LoadArgs) -> Result<LoadReport> {
         }
     }
     let empty0 = store.as_ref().map_or(0, |s| s.empty_takes());
-    let cpu0 = (
-        machine_cpu_seconds(),
-        process_cpu_seconds(std::process::id()).unwrap_or(0.0),
-    );
+    let cpu0 = (machine_cpu_seconds(), process_cpu_seconds(std::process::id()).unwrap_or(0.0));
     let measured = run_phase(args, &config, false)?;
     // rustls asks for a TLS 1.3 ticket even when only TLS 1.2 is enabled: count 1.3 runs only.
     let no_ticket_offered = match args.tls {
         TlsVersion::Tls13 => store.as_ref().map_or(0, |s| s.empty_takes()) - empty0,
         TlsVersion::Tls12 => 0,
     };
-    let cpu1 = (
-        machine_cpu_seconds(),
-        process_cpu_seconds(std::process::id()).unwrap_or(0.0),
-    );
+    let cpu1 = (machine_cpu_seconds(), process_cpu_seconds(std::process::id()).unwrap_or(0.0));
     let mut flagged = Vec::new();
     if args.mode != Mode::Resume && measured.handshakes_resumed > 0 {
         flagged.push(format!(
@@ -706,16 +678,10 @@ pub fn run(args: &LoadArgs) -> Result<LoadReport> {
             TlsVersion::Tls13 => format!(" ({no_ticket_offered} had no ticket to offer)"),
             TlsVersion::Tls12 => String::new(),
         };
-        flagged.push(format!(
-            "{} of the resume run's handshakes were full{why}",
-            measured.handshakes_full
-        ));
+        flagged.push(format!("{} of the resume run's handshakes were full{why}", measured.handshakes_full));
     }
     if measured.negotiated_other > 0 {
-        flagged.push(format!(
-            "{} handshakes negotiated other parameters",
-            measured.negotiated_other
-        ));
+        flagged.push(format!("{} handshakes negotiated other parameters", measured.negotiated_other));
     }
     let report = LoadReport {
         args: args.clone(),
@@ -744,11 +710,10 @@ pub fn run(args: &LoadArgs) -> Result<LoadReport> {
 fn run_phase(args: &LoadArgs, config: &Arc<ClientConfig>, priming: bool) -> Result<Tally> {
     let progress = Arc::new(Progress::default());
     let t0 = Instant::now() + Duration::from_millis(20);
-    let bar = (!args.quiet && !priming && std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .then(|| {
-            let (progress, duration) = (progress.clone(), args.duration);
-            std::thread::spawn(move || progress_bar(&progress, t0, duration))
-        });
+    let bar = (!args.quiet && !priming && std::io::IsTerminal::is_terminal(&std::io::stderr())).then(|| {
+        let (progress, duration) = (progress.clone(), args.duration);
+        std::thread::spawn(move || progress_bar(&progress, t0, duration))
+    });
     let mut threads = Vec::new();
     for k in 0..args.threads {
         let (args, config, progress) = (args.clone(), config.clone(), progress.clone());
@@ -856,29 +821,14 @@ struct EventLoop {
 }
 
 impl EventLoop {
-    fn new(
-        args: &LoadArgs,
-        config: Arc<ClientConfig>,
-        k: usize,
-        t0: Instant,
-        progress: Arc<Progress>,
-    ) -> Result<Self> {
+    fn new(args: &LoadArgs, config: Arc<ClientConfig>, k: usize, t0: Instant, progress: Arc<Progress>) -> Result<Self> {
         use nix::sys::timerfd::{ClockId, TimerFd, TimerFlags};
         let poll = Poll::new()?;
-        let timer = TimerFd::new(
-            ClockId::CLOCK_MONOTONIC,
-            TimerFlags::TFD_NONBLOCK | TimerFlags::TFD_CLOEXEC,
-        )?;
-        poll.registry()
-            .register(&mut SourceFd(&timer.as_fd_raw()), TIMER, Interest::READABLE)?;
+        let timer = TimerFd::new(ClockId::CLOCK_MONOTONIC, TimerFlags::TFD_NONBLOCK | TimerFlags::TFD_CLOEXEC)?;
+        poll.registry().register(&mut SourceFd(&timer.as_fd_raw()), TIMER, Interest::READABLE)?;
         let n = args.threads as u64;
         let duration = Duration::from_secs_f64(args.duration.max(0.0));
-        let schedule = args.rate.map(|rate| Schedule {
-            t0,
-            rate,
-            thread: k as u64,
-            threads: n,
-        });
+        let schedule = args.rate.map(|rate| Schedule { t0, rate, thread: k as u64, threads: n });
         let share = |total: u64| total / n + u64::from((k as u64) < total % n);
         let budget = match (&schedule, args.count) {
             (Some(s), count) => {
@@ -889,10 +839,7 @@ impl EventLoop {
             (None, None) => u64::MAX,
         };
         let host = &args.server_name;
-        let request = format!(
-            "GET {} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: sluice-bench\r\n\r\n",
-            args.path
-        );
+        let request = format!("GET {} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: sluice-bench\r\n\r\n", args.path);
         let request_close = format!(
             "GET {} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: sluice-bench\r\nConnection: close\r\n\r\n",
             args.path
@@ -936,8 +883,7 @@ impl EventLoop {
                 self.open(now, now)?;
             }
             while self.live > 0 && self.conns.iter().flatten().any(|c| c.state != State::Open) {
-                self.poll
-                    .poll(&mut events, Some(Duration::from_millis(10)))?;
+                self.poll.poll(&mut events, Some(Duration::from_millis(10)))?;
                 self.dispatch(&events);
                 self.reap_timeouts(Instant::now());
             }
@@ -948,10 +894,7 @@ impl EventLoop {
             self.end += shift;
             self.keepalive_ready = true;
             if self.live == 0 {
-                bail!(
-                    "keepalive: no connection could be opened ({:?})",
-                    self.tally.failed
-                );
+                bail!("keepalive: no connection could be opened ({:?})", self.tally.failed);
             }
         }
         let measure_from = Instant::now();
@@ -959,8 +902,7 @@ impl EventLoop {
         loop {
             let now = Instant::now();
             self.issue(now, concurrency)?;
-            let schedule_done =
-                self.issued >= self.budget || (self.schedule.is_none() && now >= self.end);
+            let schedule_done = self.issued >= self.budget || (self.schedule.is_none() && now >= self.end);
             if schedule_done && self.pending_work() == 0 {
                 break;
             }
@@ -1011,11 +953,7 @@ impl EventLoop {
 
     fn pending_work(&self) -> usize {
         if self.args.mode == Mode::Keepalive {
-            self.conns
-                .iter()
-                .flatten()
-                .map(|c| c.queued.len() + usize::from(c.outstanding.is_some()))
-                .sum()
+            self.conns.iter().flatten().map(|c| c.queued.len() + usize::from(c.outstanding.is_some())).sum()
         } else {
             self.live
         }
@@ -1024,10 +962,7 @@ impl EventLoop {
     fn arm_timer(&self, wait: Duration) -> Result<()> {
         use nix::sys::time::TimeSpec;
         use nix::sys::timerfd::{Expiration, TimerSetTimeFlags};
-        self.timer.set(
-            Expiration::OneShot(TimeSpec::from_duration(wait)),
-            TimerSetTimeFlags::empty(),
-        )?;
+        self.timer.set(Expiration::OneShot(TimeSpec::from_duration(wait)), TimerSetTimeFlags::empty())?;
         Ok(())
     }
 
@@ -1059,9 +994,9 @@ impl EventLoop {
                         if self.issued >= self.budget {
                             break;
                         }
-                        let idle = self.conns[slot].as_ref().is_some_and(|c| {
-                            c.state == State::Open && c.outstanding.is_none() && c.queued.is_empty()
-                        });
+                        let idle = self.conns[slot]
+                            .as_ref()
+                            .is_some_and(|c| c.state == State::Open && c.outstanding.is_none() && c.queued.is_empty());
                         if idle && let Some(c) = self.conns[slot].as_mut() {
                             c.queued.push_back(now);
                             self.issued += 1;
@@ -1083,9 +1018,7 @@ impl EventLoop {
     /// Open loop keep-alive: request `issued` goes to connection `issued mod n`, queued behind
     /// whatever that connection still has outstanding.
     fn enqueue_request(&mut self, intended: Instant, now: Instant) {
-        let slots: Vec<usize> = (0..self.conns.len())
-            .filter(|&i| self.conns[i].is_some())
-            .collect();
+        let slots: Vec<usize> = (0..self.conns.len()).filter(|&i| self.conns[i].is_some()).collect();
         if slots.is_empty() {
             return;
         }
@@ -1131,16 +1064,7 @@ impl EventLoop {
         self.conns[slot] = Some(conn);
         self.live += 1;
         let c = self.conns[slot].as_mut().expect("just put");
-        if self
-            .poll
-            .registry()
-            .register(
-                &mut c.sock,
-                Token(slot),
-                Interest::READABLE | Interest::WRITABLE,
-            )
-            .is_err()
-        {
+        if self.poll.registry().register(&mut c.sock, Token(slot), Interest::READABLE | Interest::WRITABLE).is_err() {
             self.finish(slot, Err(Failure::Connect));
         }
         Ok(())
@@ -1159,8 +1083,7 @@ impl EventLoop {
     fn reap_timeouts(&mut self, now: Instant) {
         for slot in 0..self.conns.len() {
             let Some(c) = &self.conns[slot] else { continue };
-            let waiting =
-                !(self.keepalive_ready && c.state == State::Open && c.outstanding.is_none());
+            let waiting = !(self.keepalive_ready && c.state == State::Open && c.outstanding.is_none());
             if waiting && now > c.deadline {
                 self.finish(slot, Err(Failure::Timeout));
             }
@@ -1279,10 +1202,7 @@ impl EventLoop {
                     }
                 }
             }
-            while self.conns[slot]
-                .as_ref()
-                .is_some_and(|c| c.outstanding.is_some())
-            {
+            while self.conns[slot].as_ref().is_some_and(|c| c.outstanding.is_some()) {
                 match self.take_response(slot)? {
                     true => progressed = true,
                     false => break,
@@ -1295,11 +1215,7 @@ impl EventLoop {
             if eof || closed_cleanly {
                 return Err(Failure::Eof);
             }
-            if c.state == State::Open
-                && keepalive_ready
-                && c.outstanding.is_none()
-                && !c.queued.is_empty()
-            {
+            if c.state == State::Open && keepalive_ready && c.outstanding.is_none() && !c.queued.is_empty() {
                 self.send_next(slot, Instant::now());
                 progressed = true;
             }
@@ -1328,18 +1244,9 @@ impl EventLoop {
             _ => self.tally.handshakes_full += 1,
         }
         let negotiated = (
-            c.tls
-                .protocol_version()
-                .map(|v| format!("{v:?}"))
-                .unwrap_or_default(),
-            c.tls
-                .negotiated_cipher_suite()
-                .map(|s| format!("{:?}", s.suite()))
-                .unwrap_or_default(),
-            c.tls
-                .negotiated_key_exchange_group()
-                .map(|g| format!("{:?}", g.name()))
-                .unwrap_or_default(),
+            c.tls.protocol_version().map(|v| format!("{v:?}")).unwrap_or_default(),
+            c.tls.negotiated_cipher_suite().map(|s| format!("{:?}", s.suite())).unwrap_or_default(),
+            c.tls.negotiated_key_exchange_group().map(|g| format!("{:?}", g.name())).unwrap_or_default(),
         );
         match &mut self.tally.negotiated {
             None => self.tally.negotiated = Some(negotiated),
@@ -1366,11 +1273,7 @@ impl EventLoop {
         let Some(intended) = c.queued.pop_front() else {
             return;
         };
-        let req = if c.one_shot {
-            &self.request_close
-        } else {
-            &self.request
-        };
+        let req = if c.one_shot { &self.request_close } else { &self.request };
         if c.tls.writer().write_all(req).is_err() {
             return;
         }
@@ -1423,11 +1326,7 @@ impl EventLoop {
 /// `None` while incomplete; an unparseable head is an error.
 pub fn response_len(buf: &[u8]) -> Result<Option<usize>, Failure> {
     let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
-        return if buf.len() > 64 * 1024 {
-            Err(Failure::Http)
-        } else {
-            Ok(None)
-        };
+        return if buf.len() > 64 * 1024 { Err(Failure::Http) } else { Ok(None) };
     };
     let head = std::str::from_utf8(&buf[..end]).map_err(|_| Failure::Http)?;
     let mut length = None;
@@ -1471,23 +1370,13 @@ mod tests {
     #[test]
     fn schedule_spaces_items_by_the_rate_and_interleaves_threads() {
         let t0 = Instant::now();
-        let one = Schedule {
-            t0,
-            rate: 1000.0,
-            thread: 0,
-            threads: 1,
-        };
+        let one = Schedule { t0, rate: 1000.0, thread: 0, threads: 1 };
         assert_eq!(one.intended(0), t0);
         assert_eq!(one.intended(1), t0 + Duration::from_millis(1));
         assert_eq!(one.intended(2500), t0 + Duration::from_millis(2500));
         assert_eq!(one.items_within(Duration::from_secs(2)), 2000);
         // Two threads: thread 1 takes items 1, 3, 5, ...
-        let t1 = Schedule {
-            t0,
-            rate: 1000.0,
-            thread: 1,
-            threads: 2,
-        };
+        let t1 = Schedule { t0, rate: 1000.0, thread: 1, threads: 2 };
         assert_eq!(t1.intended(0), t0 + Duration::from_millis(1));
         assert_eq!(t1.intended(1), t0 + Duration::from_millis(3));
         let t0s = Schedule { thread: 0, ..t1 };
@@ -1507,10 +1396,7 @@ mod tests {
         assert_eq!(corrected, 41_000);
         assert_eq!(service, 1_000);
         // On time: both agree; a completion can never be charged less than 1 µs.
-        assert_eq!(
-            latencies_us(t0, t0, t0 + Duration::from_micros(250)),
-            (250, 250)
-        );
+        assert_eq!(latencies_us(t0, t0, t0 + Duration::from_micros(250)), (250, 250));
         assert_eq!(latencies_us(t0, t0, t0), (1, 1));
     }
 
@@ -1519,25 +1405,15 @@ mod tests {
         // The schedule does not move when items run late: the 100 items due during a 100 ms
         // stall are all due at their own times, so each is charged its own wait.
         let t0 = Instant::now();
-        let s = Schedule {
-            t0,
-            rate: 1000.0,
-            thread: 0,
-            threads: 1,
-        };
+        let s = Schedule { t0, rate: 1000.0, thread: 0, threads: 1 };
         let resume = t0 + Duration::from_millis(100);
         let mut h = hist();
         for j in 0..100 {
-            let (corrected, _) =
-                latencies_us(s.intended(j), resume, resume + Duration::from_micros(500));
+            let (corrected, _) = latencies_us(s.intended(j), resume, resume + Duration::from_micros(500));
             h.record(corrected).unwrap();
         }
         // Item 0 waited 100.5 ms, item 99 1.5 ms: the median about 50 ms, not 0.5 ms.
-        assert!(
-            h.value_at_quantile(0.5) > 45_000 && h.value_at_quantile(0.5) < 55_000,
-            "{}",
-            h.value_at_quantile(0.5)
-        );
+        assert!(h.value_at_quantile(0.5) > 45_000 && h.value_at_quantile(0.5) < 55_000, "{}", h.value_at_quantile(0.5));
         assert!(h.max() >= 100_000);
     }
 
@@ -1547,10 +1423,7 @@ mod tests {
         assert_eq!(response_len(r), Ok(Some(r.len())));
         assert_eq!(response_len(&r[..r.len() - 1]), Ok(None));
         assert_eq!(response_len(b"HTTP/1.1 200 OK\r\n"), Ok(None));
-        assert_eq!(
-            response_len(b"HTTP/1.1 200 OK\r\ncontent-length: x\r\n\r\n"),
-            Err(Failure::Http)
-        );
+        assert_eq!(response_len(b"HTTP/1.1 200 OK\r\ncontent-length: x\r\n\r\n"), Err(Failure::Http));
         assert_eq!(response_len(b"HTTP/1.1 200 OK\r\n\r\n"), Err(Failure::Http));
         let two = b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\naHTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nb";
         assert_eq!(response_len(two), Ok(Some(two.len() / 2)));

@@ -32,10 +32,7 @@ mod soak;
 use sluice_bench::load;
 
 #[derive(Parser)]
-#[command(
-    version,
-    about = "sluice's benchmarks: figures and a ratio to a baseline run in the same invocation"
-)]
+#[command(version, about = "sluice's benchmarks: figures and a ratio to a baseline run in the same invocation")]
 struct Cli {
     #[command(subcommand)]
     command: Command,

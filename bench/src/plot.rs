@@ -15,9 +15,7 @@ const LEFT: f64 = 80.0;
 const RIGHT: f64 = 230.0;
 const TOP: f64 = 50.0;
 const BOTTOM: f64 = 60.0;
-const PALETTE: [&str; 8] = [
-    "#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf",
-];
+const PALETTE: [&str; 8] = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf"];
 
 /// x position of percentile `p` (0..100): log10(1 / (1 - p/100)), 0 at p = 0, 5 at 99.999.
 pub fn percentile_axis(p: f64) -> f64 {
@@ -38,20 +36,11 @@ pub fn decades(min: f64, max: f64) -> (i32, i32) {
 /// The SVG text: `series` are (label, [(percentile, microseconds)]). The latency axis is
 /// logarithmic (whole decades), so a saturated target does not flatten the others.
 pub fn svg(title: &str, series: &[(String, Vec<(f64, u64)>)]) -> String {
-    let values = || {
-        series
-            .iter()
-            .flat_map(|(_, p)| p.iter().map(|(_, v)| (*v).max(1) as f64 / 1000.0))
-    };
-    let (lo, hi) = decades(
-        values().fold(f64::INFINITY, f64::min),
-        values().fold(0.0, f64::max),
-    );
+    let values = || series.iter().flat_map(|(_, p)| p.iter().map(|(_, v)| (*v).max(1) as f64 / 1000.0));
+    let (lo, hi) = decades(values().fold(f64::INFINITY, f64::min), values().fold(0.0, f64::max));
     let (pw, ph) = (W - LEFT - RIGHT, H - TOP - BOTTOM);
     let x = |p: f64| LEFT + percentile_axis(p) / 5.0 * pw;
-    let y = |ms: f64| {
-        TOP + ph - ((ms.max(1e-3).log10() - lo as f64) / (hi - lo) as f64).clamp(0.0, 1.0) * ph
-    };
+    let y = |ms: f64| TOP + ph - ((ms.max(1e-3).log10() - lo as f64) / (hi - lo) as f64).clamp(0.0, 1.0) * ph;
     let mut s = String::new();
     let _ = writeln!(
         s,
@@ -65,54 +54,25 @@ pub fn svg(title: &str, series: &[(String, Vec<(f64, u64)>)]) -> String {
         escape(title)
     );
     // Grid and axes.
-    for (p, label) in [
-        (0.0, "0%"),
-        (90.0, "90%"),
-        (99.0, "99%"),
-        (99.9, "99.9%"),
-        (99.99, "99.99%"),
-        (99.999, "99.999%"),
-    ] {
+    for (p, label) in
+        [(0.0, "0%"), (90.0, "90%"), (99.0, "99%"), (99.9, "99.9%"), (99.99, "99.99%"), (99.999, "99.999%")]
+    {
         let xp = x(p);
-        let _ = writeln!(
-            s,
-            r##"<line x1="{xp:.1}" y1="{TOP}" x2="{xp:.1}" y2="{:.1}" stroke="#ddd"/>"##,
-            TOP + ph
-        );
-        let _ = writeln!(
-            s,
-            r#"<text x="{xp:.1}" y="{:.1}" text-anchor="middle">{label}</text>"#,
-            TOP + ph + 18.0
-        );
+        let _ = writeln!(s, r##"<line x1="{xp:.1}" y1="{TOP}" x2="{xp:.1}" y2="{:.1}" stroke="#ddd"/>"##, TOP + ph);
+        let _ = writeln!(s, r#"<text x="{xp:.1}" y="{:.1}" text-anchor="middle">{label}</text>"#, TOP + ph + 18.0);
     }
     for d in lo..=hi {
         let ms = 10f64.powi(d);
         let yp = y(ms);
-        let _ = writeln!(
-            s,
-            r##"<line x1="{LEFT}" y1="{yp:.1}" x2="{:.1}" y2="{yp:.1}" stroke="#ddd"/>"##,
-            LEFT + pw
-        );
-        let _ = writeln!(
-            s,
-            r#"<text x="{:.1}" y="{:.1}" text-anchor="end">{}</text>"#,
-            LEFT - 6.0,
-            yp + 4.0,
-            trim(ms)
-        );
+        let _ = writeln!(s, r##"<line x1="{LEFT}" y1="{yp:.1}" x2="{:.1}" y2="{yp:.1}" stroke="#ddd"/>"##, LEFT + pw);
+        let _ = writeln!(s, r#"<text x="{:.1}" y="{:.1}" text-anchor="end">{}</text>"#, LEFT - 6.0, yp + 4.0, trim(ms));
     }
     frame(&mut s, pw, ph, "percentile", "latency (ms)");
     for (i, (label, points)) in series.iter().enumerate() {
         let color = PALETTE[i % PALETTE.len()];
-        let path: Vec<String> = points
-            .iter()
-            .map(|(p, us)| format!("{:.1},{:.1}", x(*p), y(*us as f64 / 1000.0)))
-            .collect();
-        let _ = writeln!(
-            s,
-            r#"<polyline fill="none" stroke="{color}" stroke-width="2" points="{}"/>"#,
-            path.join(" ")
-        );
+        let path: Vec<String> =
+            points.iter().map(|(p, us)| format!("{:.1},{:.1}", x(*p), y(*us as f64 / 1000.0))).collect();
+        let _ = writeln!(s, r#"<polyline fill="none" stroke="{color}" stroke-width="2" points="{}"/>"#, path.join(" "));
         let ly = TOP + 10.0 + 20.0 * i as f64;
         let lx = LEFT + pw + 12.0;
         let _ = writeln!(
@@ -120,13 +80,7 @@ pub fn svg(title: &str, series: &[(String, Vec<(f64, u64)>)]) -> String {
             r#"<line x1="{lx}" y1="{ly}" x2="{}" y2="{ly}" stroke="{color}" stroke-width="3"/>"#,
             lx + 22.0
         );
-        let _ = writeln!(
-            s,
-            r#"<text x="{}" y="{}">{}</text>"#,
-            lx + 28.0,
-            ly + 4.0,
-            escape(label)
-        );
+        let _ = writeln!(s, r#"<text x="{}" y="{}">{}</text>"#, lx + 28.0, ly + 4.0, escape(label));
     }
     s.push_str("</svg>\n");
     s
@@ -143,22 +97,15 @@ fn trim(v: f64) -> String {
 }
 
 fn escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
 }
-
 
 /// The plot area's border and the two axis labels of a chart whose plot area (`pw` x `ph`)
 /// starts at (`LEFT`, `TOP`) in an SVG of height `H` (the same margins for every chart here).
 pub fn frame(s: &mut String, pw: f64, ph: f64, x_label: &str, y_label: &str) {
     let _ = writeln!(s, r##"<rect x="{LEFT}" y="{TOP}" width="{pw}" height="{ph}" fill="none" stroke="#333"/>"##);
-    let _ = writeln!(
-        s,
-        r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">{x_label}</text>"#,
-        LEFT + pw / 2.0,
-        H - 15.0
-    );
+    let _ =
+        writeln!(s, r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">{x_label}</text>"#, LEFT + pw / 2.0, H - 15.0);
     let _ = writeln!(
         s,
         r#"<text transform="translate(22 {:.1}) rotate(-90)" text-anchor="middle">{y_label}</text>"#,

@@ -54,15 +54,8 @@ impl CpuTimes {
 
 /// The aggregate line of `/proc/stat`.
 pub fn proc_stat_cpu(text: &str) -> Option<CpuTimes> {
-    let line = text
-        .lines()
-        .find(|l| l.split_whitespace().next() == Some("cpu"))?;
-    let v: Vec<u64> = line
-        .split_whitespace()
-        .skip(1)
-        .map(str::parse)
-        .collect::<Result<_, _>>()
-        .ok()?;
+    let line = text.lines().find(|l| l.split_whitespace().next() == Some("cpu"))?;
+    let v: Vec<u64> = line.split_whitespace().skip(1).map(str::parse).collect::<Result<_, _>>().ok()?;
     let at = |i: usize| v.get(i).copied().unwrap_or(0);
     (v.len() >= 4).then(|| CpuTimes {
         user: at(0),
@@ -103,10 +96,7 @@ pub fn task_stat(text: &str) -> Option<(String, u64)> {
 
 /// [`task_stat`] of the stat file at `path`; `None` if it is gone or unreadable.
 pub fn read_task_stat(path: impl AsRef<Path>) -> Option<(String, u64)> {
-    std::fs::read_to_string(path)
-        .ok()
-        .as_deref()
-        .and_then(task_stat)
+    std::fs::read_to_string(path).ok().as_deref().and_then(task_stat)
 }
 
 /// CPU ticks (user + system) of thread `tid` of this process, `None` if it is gone.
@@ -122,11 +112,7 @@ pub fn process_cpu_seconds(pid: u32) -> Option<f64> {
 /// The thread ids of process `pid` (empty if it is gone).
 pub fn threads_of(pid: u32) -> Vec<u32> {
     std::fs::read_dir(format!("/proc/{pid}/task"))
-        .map(|d| {
-            d.flatten()
-                .filter_map(|e| e.file_name().to_str()?.parse().ok())
-                .collect()
-        })
+        .map(|d| d.flatten().filter_map(|e| e.file_name().to_str()?.parse().ok()).collect())
         .unwrap_or_default()
 }
 
@@ -138,9 +124,7 @@ fn pids() -> Vec<u32> {
                 .filter_map(|e| {
                     let name = e.file_name();
                     let name = name.to_str()?;
-                    name.bytes()
-                        .all(|b| b.is_ascii_digit())
-                        .then(|| name.parse().ok())?
+                    name.bytes().all(|b| b.is_ascii_digit()).then(|| name.parse().ok())?
                 })
                 .collect()
         })
@@ -180,13 +164,7 @@ pub fn top_threads(
 ) -> Vec<(String, u32, u64)> {
     let mut v: Vec<(String, u32, u64)> = after
         .iter()
-        .map(|(tid, (name, t))| {
-            (
-                name.clone(),
-                *tid,
-                t.saturating_sub(before.get(tid).map_or(0, |b| b.1)),
-            )
-        })
+        .map(|(tid, (name, t))| (name.clone(), *tid, t.saturating_sub(before.get(tid).map_or(0, |b| b.1))))
         .filter(|r| r.2 > 0)
         .collect();
     v.sort_by(|a, b| b.2.cmp(&a.2).then(a.1.cmp(&b.1)));
@@ -202,13 +180,8 @@ pub fn process_tree(pid: u32) -> Vec<u32> {
     while i < out.len() {
         let p = out[i];
         for tid in threads_of(p) {
-            let children = std::fs::read_to_string(format!("/proc/{p}/task/{tid}/children"))
-                .unwrap_or_default();
-            out.extend(
-                children
-                    .split_whitespace()
-                    .filter_map(|c| c.parse::<u32>().ok()),
-            );
+            let children = std::fs::read_to_string(format!("/proc/{p}/task/{tid}/children")).unwrap_or_default();
+            out.extend(children.split_whitespace().filter_map(|c| c.parse::<u32>().ok()));
         }
         i += 1;
     }
@@ -217,13 +190,7 @@ pub fn process_tree(pid: u32) -> Vec<u32> {
 
 /// `VmRSS` of a `/proc/<pid>/status` text, in KiB.
 pub fn vm_rss_kib(status: &str) -> Option<u64> {
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))?
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()
+    status.lines().find_map(|l| l.strip_prefix("VmRSS:"))?.split_whitespace().next()?.parse().ok()
 }
 
 /// The resident set of process `pid` (`VmRSS`), KiB; `None` if it is gone.
@@ -233,9 +200,7 @@ pub fn rss_kib(pid: u32) -> Option<u64> {
 
 /// The calling thread's id (`/proc/thread-self` links to `PID/task/TID`).
 pub fn current_thread_id() -> Option<u32> {
-    std::fs::read_link("/proc/thread-self")
-        .ok()
-        .and_then(|p| p.file_name()?.to_str()?.parse().ok())
+    std::fs::read_link("/proc/thread-self").ok().and_then(|p| p.file_name()?.to_str()?.parse().ok())
 }
 
 /// The 1, 5 and 15 minute load averages as `/proc/loadavg` gives them, `?` if unreadable.
@@ -269,27 +234,15 @@ pub fn net_dev(text: &str, ifname: &str) -> Option<DevCounters> {
         let (name, rest) = l.split_once(':')?;
         (name.trim() == ifname).then_some(rest)
     })?;
-    let f: Vec<u64> = line
-        .split_whitespace()
-        .map(str::parse)
-        .collect::<Result<_, _>>()
-        .ok()?;
+    let f: Vec<u64> = line.split_whitespace().map(str::parse).collect::<Result<_, _>>().ok()?;
     // rx: bytes packets errs drop fifo frame compressed multicast; tx: bytes packets errs drop ...
-    (f.len() >= 12).then(|| DevCounters {
-        rx_packets: f[1],
-        rx_dropped: f[3],
-        tx_packets: f[9],
-        tx_dropped: f[11],
-    })
+    (f.len() >= 12).then(|| DevCounters { rx_packets: f[1], rx_dropped: f[3], tx_packets: f[9], tx_dropped: f[11] })
 }
 
 /// `/proc/net/snmp` and `/proc/net/dev` of the calling thread's network namespace
 /// (`/proc/thread-self/net`: a thread that joined a namespace sees that namespace's).
 pub fn net_snmp_and_dev() -> std::io::Result<(String, String)> {
-    Ok((
-        std::fs::read_to_string("/proc/thread-self/net/snmp")?,
-        std::fs::read_to_string("/proc/thread-self/net/dev")?,
-    ))
+    Ok((std::fs::read_to_string("/proc/thread-self/net/snmp")?, std::fs::read_to_string("/proc/thread-self/net/dev")?))
 }
 
 #[cfg(test)]
@@ -316,10 +269,7 @@ Udp: 0 0
         assert_eq!(snmp_value(SNMP, "Tcp", "NoSuch"), None);
         assert_eq!(snmp_value(SNMP, "Icmp", "InMsgs"), None);
         // "TcpExt:" is another group, not "Tcp:".
-        assert_eq!(
-            snmp_value("TcpExt: InSegs\nTcpExt: 5\n", "Tcp", "InSegs"),
-            None
-        );
+        assert_eq!(snmp_value("TcpExt: InSegs\nTcpExt: 5\n", "Tcp", "InSegs"), None);
     }
 
     #[test]
@@ -332,12 +282,7 @@ Inter-|   Receive                                                |  Transmit
 ";
         assert_eq!(
             net_dev(text, "cli0"),
-            Some(DevCounters {
-                rx_packets: 20_000,
-                rx_dropped: 7,
-                tx_packets: 1_000_000,
-                tx_dropped: 42
-            })
+            Some(DevCounters { rx_packets: 20_000, rx_dropped: 7, tx_packets: 1_000_000, tx_dropped: 42 })
         );
         assert_eq!(net_dev(text, "lo"), Some(DevCounters::default()));
         assert_eq!(net_dev(text, "px0"), None);
@@ -360,10 +305,7 @@ Inter-|   Receive                                                |  Transmit
         assert_eq!(rss_kib(u32::MAX), None);
         let load = loadavg();
         assert_eq!(load.split(' ').count(), 3, "{load:?}");
-        assert!(
-            load.split(' ').all(|x| x.parse::<f64>().is_ok()),
-            "{load:?}"
-        );
+        assert!(load.split(' ').all(|x| x.parse::<f64>().is_ok()), "{load:?}");
         let tid = current_thread_id().unwrap();
         assert!(threads_of(std::process::id()).contains(&tid));
         assert!(own_thread_ticks(tid).is_some());
@@ -372,21 +314,11 @@ Inter-|   Receive                                                |  Transmit
 
     #[test]
     fn proc_stat() {
-        let text =
-            "cpu  100 5 200 1000 10 3 40 0 0 0\ncpu0 50 2 100 500 5 1 20 0 0 0\nintr 1 2 3\n";
+        let text = "cpu  100 5 200 1000 10 3 40 0 0 0\ncpu0 50 2 100 500 5 1 20 0 0 0\nintr 1 2 3\n";
         let c = proc_stat_cpu(text).unwrap();
         assert_eq!(
             c,
-            CpuTimes {
-                user: 100,
-                nice: 5,
-                system: 200,
-                idle: 1000,
-                iowait: 10,
-                irq: 3,
-                softirq: 40,
-                steal: 0
-            }
+            CpuTimes { user: 100, nice: 5, system: 200, idle: 1000, iowait: 10, irq: 3, softirq: 40, steal: 0 }
         );
         assert_eq!(c.busy(), 348);
         assert_eq!(c.total(), 1358);
@@ -404,8 +336,7 @@ Inter-|   Receive                                                |  Transmit
 
     #[test]
     fn task_stat_lines() {
-        let line =
-            "4242 (sluice-q0) R 1 4242 4242 0 -1 4194560 100 0 0 0 731 268 0 0 20 0 4 0 123 0 0";
+        let line = "4242 (sluice-q0) R 1 4242 4242 0 -1 4194560 100 0 0 0 731 268 0 0 20 0 4 0 123 0 0";
         assert_eq!(task_stat(line), Some(("sluice-q0".into(), 999)));
         // A name with spaces and a parenthesis.
         let line = "7 (a b) c) S 1 7 7 0 -1 0 0 0 0 0 5 6 0 0 20 0 1 0 1 0 0";
@@ -440,10 +371,7 @@ Inter-|   Receive                                                |  Transmit
             .unwrap();
         started.recv().unwrap();
         let tids = threads_of(me);
-        assert!(
-            tids.contains(&me),
-            "the main thread's id is the process id: {tids:?}"
-        );
+        assert!(tids.contains(&me), "the main thread's id is the process id: {tids:?}");
         assert!(tids.len() >= 2, "{tids:?}");
         let ticks = thread_ticks(me);
         assert!(ticks.contains_key("probe-test"), "{ticks:?}");
@@ -459,38 +387,22 @@ Inter-|   Receive                                                |  Transmit
 
     #[test]
     fn top_threads_by_delta() {
-        let before: BTreeMap<u32, (String, u64)> = [
-            (1, ("a".into(), 100)),
-            (2, ("b".into(), 5)),
-            (3, ("c".into(), 7)),
-        ]
-        .into_iter()
-        .collect();
-        let after: BTreeMap<u32, (String, u64)> = [
-            (1, ("a".into(), 101)),
-            (2, ("b".into(), 50)),
-            (3, ("c".into(), 7)),
-            (4, ("new".into(), 20)),
-        ]
-        .into_iter()
-        .collect();
+        let before: BTreeMap<u32, (String, u64)> =
+            [(1, ("a".into(), 100)), (2, ("b".into(), 5)), (3, ("c".into(), 7))].into_iter().collect();
+        let after: BTreeMap<u32, (String, u64)> =
+            [(1, ("a".into(), 101)), (2, ("b".into(), 50)), (3, ("c".into(), 7)), (4, ("new".into(), 20))]
+                .into_iter()
+                .collect();
         assert_eq!(
             top_threads(&before, &after, 8),
-            vec![
-                ("b".into(), 2, 45),
-                ("new".into(), 4, 20),
-                ("a".into(), 1, 1)
-            ]
+            vec![("b".into(), 2, 45), ("new".into(), 4, 20), ("a".into(), 1, 1)]
         );
         assert_eq!(top_threads(&before, &after, 1), vec![("b".into(), 2, 45)]);
     }
 
     #[test]
     fn a_process_tree_holds_its_children() {
-        let mut child = std::process::Command::new("sleep")
-            .arg("5")
-            .spawn()
-            .unwrap();
+        let mut child = std::process::Command::new("sleep").arg("5").spawn().unwrap();
         let tree = process_tree(std::process::id());
         let _ = child.kill();
         let _ = child.wait();

@@ -42,8 +42,7 @@ use anyhow::{Context, Result, bail, ensure};
 use serde_json::Value;
 use sluice_bench::admin;
 use sluice_bench::probe::{
-    self, CpuTimes, DevCounters, USER_HZ, all_thread_ticks, net_dev, snmp_value, thread_ticks,
-    threads_of, top_threads,
+    self, CpuTimes, DevCounters, USER_HZ, all_thread_ticks, net_dev, snmp_value, thread_ticks, threads_of, top_threads,
 };
 use sluice_testbed::{NsProcess, TopologyGuard, in_netns, in_ns, xdp_attached};
 use sluice_wire::ethernet::{self, Address, EtherType};
@@ -147,11 +146,7 @@ impl SynTemplate {
     /// Writes the `i`-th SYN (Ethernet + IPv4 + TCP with MSS and SACK-permitted, complete
     /// checksums) into `buf`; returns its length.
     pub fn emit(&self, buf: &mut [u8], i: u64) -> Result<usize, WireError> {
-        let eth = ethernet::Repr {
-            src_addr: self.src_mac,
-            dst_addr: self.dst_mac,
-            ethertype: EtherType::Ipv4,
-        };
+        let eth = ethernet::Repr { src_addr: self.src_mac, dst_addr: self.dst_mac, ethertype: EtherType::Ipv4 };
         let tcp = tcp::Repr {
             src_port: Self::src_port(i),
             dst_port: self.dst.port(),
@@ -216,8 +211,7 @@ impl AutogroupNice {
             return Ok(None);
         };
         let old = autogroup_nice(&text).with_context(|| format!("{}: {text:?}", Self::PATH))?;
-        std::fs::write(Self::PATH, nice.to_string())
-            .with_context(|| format!("writing {}", Self::PATH))?;
+        std::fs::write(Self::PATH, nice.to_string()).with_context(|| format!("writing {}", Self::PATH))?;
         Ok(Some(Self { old }))
     }
 }
@@ -225,10 +219,7 @@ impl AutogroupNice {
 impl Drop for AutogroupNice {
     fn drop(&mut self) {
         if let Err(e) = std::fs::write(Self::PATH, self.old.to_string()) {
-            eprintln!(
-                "rst-rate: restoring the autogroup nice value {}: {e}",
-                self.old
-            );
+            eprintln!("rst-rate: restoring the autogroup nice value {}: {e}", self.old);
         }
     }
 }
@@ -237,9 +228,7 @@ impl Drop for AutogroupNice {
 /// namespace's /sys); `mask` 0 turns RPS off.
 fn set_rps(proxy_ns: &str, mask: u64) -> Result<()> {
     let cmd = format!("echo {mask:x} > /sys/class/net/{PROXY_IF}/queues/rx-0/rps_cpus");
-    in_ns(proxy_ns, "sh", &["-c", &cmd])
-        .map(drop)
-        .context("setting RPS on px0 rx-0")
+    in_ns(proxy_ns, "sh", &["-c", &cmd]).map(drop).context("setting RPS on px0 rx-0")
 }
 
 /// The counters of one sluice queue in `/stats.json`.
@@ -267,15 +256,11 @@ pub struct SluiceSample {
 /// Reads the counters of a `/stats.json` document (`xdp.counters`, `queues[]`).
 pub fn sluice_sample(v: &Value) -> Result<SluiceSample> {
     let counters = &v["xdp"]["counters"];
-    let queues = v["queues"]
-        .as_array()
-        .context("stats.json: no queues array")?;
+    let queues = v["queues"].as_array().context("stats.json: no queues array")?;
     let u = |q: &Value, k: &str| q[k].as_u64().unwrap_or(0);
     Ok(SluiceSample {
         mode: v["xdp"]["mode"].as_str().unwrap_or("?").to_owned(),
-        redirected: counters["redirected"]
-            .as_u64()
-            .context("stats.json: no xdp.counters.redirected")?,
+        redirected: counters["redirected"].as_u64().context("stats.json: no xdp.counters.redirected")?,
         redirect_failed: u(counters, "redirect_failed"),
         queues: queues
             .iter()
@@ -285,12 +270,7 @@ pub fn sluice_sample(v: &Value) -> Result<SluiceSample> {
                 rst_sent: u(q, "rst_sent"),
                 dropped: q
                     .as_object()
-                    .map(|o| {
-                        o.iter()
-                            .filter(|(k, _)| k.starts_with("dropped_"))
-                            .filter_map(|(_, v)| v.as_u64())
-                            .sum()
-                    })
+                    .map(|o| o.iter().filter(|(k, _)| k.starts_with("dropped_")).filter_map(|(_, v)| v.as_u64()).sum())
                     .unwrap_or(0),
                 dropped_tx_full: u(q, "dropped_tx_full"),
                 idle_sleeps: u(q, "idle_sleeps"),
@@ -310,10 +290,7 @@ fn ns_net(ns: &str) -> Result<(String, String)> {
 fn mac_of(ns: &str, dev: &str) -> Result<Address> {
     let out = in_ns(ns, "ip", &["-j", "link", "show", "dev", dev])?;
     let v: Value = serde_json::from_slice(&out.stdout).context("ip -j link")?;
-    v[0]["address"]
-        .as_str()
-        .and_then(parse_mac)
-        .with_context(|| format!("no MAC address for {dev} in {ns}"))
+    v[0]["address"].as_str().and_then(parse_mac).with_context(|| format!("no MAC address for {dev} in {ns}"))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -338,94 +315,73 @@ struct Generator {
 }
 
 impl Generator {
-    fn spawn(
-        client_ns: &str,
-        template: SynTemplate,
-        cpu: Option<usize>,
-        batch: u32,
-    ) -> Result<Self> {
+    fn spawn(client_ns: &str, template: SynTemplate, cpu: Option<usize>, batch: u32) -> Result<Self> {
         let stop = Arc::new(AtomicBool::new(false));
         let sent = Arc::new(AtomicU64::new(0));
         let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<u32>>();
         let ns = client_ns.to_owned();
         let (stop_t, sent_t) = (Arc::clone(&stop), Arc::clone(&sent));
-        let handle = std::thread::Builder::new()
-            .name("rb-generator".into())
-            .spawn(move || -> Result<GenReport> {
-                let setup = || -> Result<(Socket, u32)> {
-                    if let Some(cpu) = cpu {
-                        ensure!(
-                            core_affinity::set_for_current(core_affinity::CoreId { id: cpu }),
-                            "pinning to CPU {cpu}"
-                        );
-                    }
-                    sluice_xsk::enter_named_netns(&ns).with_context(|| format!("entering {ns}"))?;
-                    let cfg = XskConfig {
-                        frame_size: 2048,
-                        frame_count: 4096,
-                        headroom: 0,
-                        fill_size: 64,
-                        comp_size: 4096,
-                        rx_size: 64,
-                        tx_size: 2048,
-                        tx_reserve: 4096,
-                        mode: BindMode::Copy,
-                    };
-                    // The previous run's socket on this queue is released asynchronously after close:
-                    // EBUSY for a moment.
-                    let deadline = Instant::now() + Duration::from_secs(5);
-                    let sock = loop {
-                        match Socket::new(CLIENT_IF, 0, &cfg) {
-                            Ok((sock, _)) => break sock,
-                            Err(sluice_xsk::XskError::Bind { source, .. })
-                                if source.kind() == std::io::ErrorKind::ResourceBusy
-                                    && Instant::now() < deadline =>
-                            {
-                                std::thread::sleep(Duration::from_millis(100))
-                            }
-                            Err(e) => return Err(e).context("AF_XDP socket on cli0 queue 0"),
-                        }
-                    };
-                    let tid = probe::current_thread_id().context("reading /proc/thread-self")?;
-                    Ok((sock, tid))
-                };
-                let mut sock = match setup() {
-                    Ok((sock, tid)) => {
-                        let _ = ready_tx.send(Ok(tid));
-                        sock
-                    }
-                    Err(e) => {
-                        let _ = ready_tx.send(Err(anyhow::anyhow!("{e:#}")));
-                        return Err(e);
-                    }
-                };
-                let mut i = 0u64;
-                while !stop_t.load(Ordering::Relaxed) {
-                    sock.reap_completions();
-                    for _ in 0..batch {
-                        let Some(mut frame) = sock.tx_frame() else {
-                            break;
-                        };
-                        let len = template
-                            .emit(frame.buf_mut(), i)
-                            .map_err(|e| anyhow::anyhow!("emit SYN: {e:?}"))?;
-                        frame.submit(len).context("submit")?;
-                        i += 1;
-                    }
-                    sock.flush_tx().context("TX wakeup")?;
-                    sent_t.store(sock.stats().tx_frames, Ordering::Relaxed);
+        let handle = std::thread::Builder::new().name("rb-generator".into()).spawn(move || -> Result<GenReport> {
+            let setup = || -> Result<(Socket, u32)> {
+                if let Some(cpu) = cpu {
+                    ensure!(core_affinity::set_for_current(core_affinity::CoreId { id: cpu }), "pinning to CPU {cpu}");
                 }
-                Ok(GenReport {
-                    stats: sock.stats(),
-                    kernel: sock.kernel_stats().ok(),
-                })
-            })?;
-        let mut g = Generator {
-            stop,
-            sent,
-            tid: 0,
-            handle: Some(handle),
-        };
+                sluice_xsk::enter_named_netns(&ns).with_context(|| format!("entering {ns}"))?;
+                let cfg = XskConfig {
+                    frame_size: 2048,
+                    frame_count: 4096,
+                    headroom: 0,
+                    fill_size: 64,
+                    comp_size: 4096,
+                    rx_size: 64,
+                    tx_size: 2048,
+                    tx_reserve: 4096,
+                    mode: BindMode::Copy,
+                };
+                // The previous run's socket on this queue is released asynchronously after close:
+                // EBUSY for a moment.
+                let deadline = Instant::now() + Duration::from_secs(5);
+                let sock = loop {
+                    match Socket::new(CLIENT_IF, 0, &cfg) {
+                        Ok((sock, _)) => break sock,
+                        Err(sluice_xsk::XskError::Bind { source, .. })
+                            if source.kind() == std::io::ErrorKind::ResourceBusy && Instant::now() < deadline =>
+                        {
+                            std::thread::sleep(Duration::from_millis(100))
+                        }
+                        Err(e) => return Err(e).context("AF_XDP socket on cli0 queue 0"),
+                    }
+                };
+                let tid = probe::current_thread_id().context("reading /proc/thread-self")?;
+                Ok((sock, tid))
+            };
+            let mut sock = match setup() {
+                Ok((sock, tid)) => {
+                    let _ = ready_tx.send(Ok(tid));
+                    sock
+                }
+                Err(e) => {
+                    let _ = ready_tx.send(Err(anyhow::anyhow!("{e:#}")));
+                    return Err(e);
+                }
+            };
+            let mut i = 0u64;
+            while !stop_t.load(Ordering::Relaxed) {
+                sock.reap_completions();
+                for _ in 0..batch {
+                    let Some(mut frame) = sock.tx_frame() else {
+                        break;
+                    };
+                    let len = template.emit(frame.buf_mut(), i).map_err(|e| anyhow::anyhow!("emit SYN: {e:?}"))?;
+                    frame.submit(len).context("submit")?;
+                    i += 1;
+                }
+                sock.flush_tx().context("TX wakeup")?;
+                sent_t.store(sock.stats().tx_frames, Ordering::Relaxed);
+            }
+            Ok(GenReport { stats: sock.stats(), kernel: sock.kernel_stats().ok() })
+        })?;
+        let mut g = Generator { stop, sent, tid: 0, handle: Some(handle) };
         match ready_rx.recv_timeout(Duration::from_secs(10)) {
             Ok(Ok(tid)) => g.tid = tid,
             Ok(Err(e)) => return Err(e.context("starting the generator")),
@@ -445,9 +401,7 @@ impl Generator {
     fn finish(mut self) -> Result<GenReport> {
         self.stop.store(true, Ordering::Relaxed);
         let handle = self.handle.take().context("generator already joined")?;
-        handle
-            .join()
-            .map_err(|_| anyhow::anyhow!("the generator panicked"))?
+        handle.join().map_err(|_| anyhow::anyhow!("the generator panicked"))?
     }
 
     fn is_running(&self) -> bool {
@@ -498,17 +452,12 @@ impl Ctx<'_> {
         let gen_ticks = generator.cpu_ticks();
         let threads = all_thread_ticks();
         let sluice = match sluice_pid {
-            Some(pid) => Some((
-                sluice_sample(&admin::stats(&self.proxy)?)?,
-                thread_ticks(pid),
-            )),
+            Some(pid) => Some((sluice_sample(&admin::stats(&self.proxy)?)?, thread_ticks(pid))),
             None => None,
         };
         let (csnmp, cdev) = ns_net(&self.client)?;
         let (psnmp, pdev) = ns_net(&self.proxy)?;
-        let snmp = |text: &str, name: &str| {
-            snmp_value(text, "Tcp", name).with_context(|| format!("no Tcp: {name}"))
-        };
+        let snmp = |text: &str, name: &str| snmp_value(text, "Tcp", name).with_context(|| format!("no Tcp: {name}"));
         Ok(Sample {
             at,
             gen_sent,
@@ -537,17 +486,12 @@ impl Ctx<'_> {
     /// One run: generator on, warm-up, window, generator off.
     fn measure(&self, label: &'static str, sluice: Option<&mut NsProcess>) -> Result<Measurement> {
         let pid = sluice.as_ref().map(|p| p.pid());
-        let generator =
-            Generator::spawn(&self.client, self.template, self.gen_cpu(), self.args.batch)?;
+        let generator = Generator::spawn(&self.client, self.template, self.gen_cpu(), self.args.batch)?;
         if let Some(nice) = self.args.nice {
             renice(generator.tid, nice)?;
         }
         self.sleep(Duration::from_secs_f64(self.args.warmup))?;
-        ensure!(
-            generator.is_running(),
-            "the generator stopped during warm-up: {:?}",
-            generator.finish()
-        );
+        ensure!(generator.is_running(), "the generator stopped during warm-up: {:?}", generator.finish());
         let s0 = self.sample(&generator, pid)?;
         self.sleep(Duration::from_secs(self.args.seconds))?;
         let s1 = self.sample(&generator, pid)?;
@@ -561,9 +505,7 @@ impl Ctx<'_> {
     }
 
     fn gen_cpu(&self) -> Option<usize> {
-        self.args
-            .gen_cpu
-            .or_else(|| core_affinity::get_core_ids().and_then(|c| c.last().map(|c| c.id)))
+        self.args.gen_cpu.or_else(|| core_affinity::get_core_ids().and_then(|c| c.last().map(|c| c.id)))
     }
 }
 
@@ -628,12 +570,7 @@ impl Measurement {
                     .collect(),
                 threads: tb
                     .iter()
-                    .map(|(name, t)| {
-                        (
-                            name.clone(),
-                            t.saturating_sub(*ta.get(name).unwrap_or(&0)) as f64 / USER_HZ,
-                        )
-                    })
+                    .map(|(name, t)| (name.clone(), t.saturating_sub(*ta.get(name).unwrap_or(&0)) as f64 / USER_HZ))
                     .collect(),
             }),
             _ => None,
@@ -678,11 +615,7 @@ impl Measurement {
     /// CPU-seconds per million answered frames.
     fn per_million(&self, cpu_s: f64) -> f64 {
         let answered = self.answered * self.secs;
-        if answered > 0.0 {
-            cpu_s / answered * 1e6
-        } else {
-            f64::NAN
-        }
+        if answered > 0.0 { cpu_s / answered * 1e6 } else { f64::NAN }
     }
 
     fn sluice_cpu_s(&self) -> Option<f64> {
@@ -735,11 +668,7 @@ impl Measurement {
                     fmt_rate(d.idle_sleeps as f64 / secs),
                 );
             }
-            let threads: Vec<String> = s
-                .threads
-                .iter()
-                .map(|(n, t)| format!("{n} {t:.2}"))
-                .collect();
+            let threads: Vec<String> = s.threads.iter().map(|(n, t)| format!("{n} {t:.2}")).collect();
             let _ = writeln!(o, "  sluice CPU s by thread: {}", threads.join(", "));
         }
         let _ = writeln!(
@@ -761,11 +690,7 @@ impl Measurement {
             c.irq as f64 / USER_HZ,
             (c.idle + c.iowait) as f64 / USER_HZ
         );
-        let top: Vec<String> = self
-            .top
-            .iter()
-            .map(|(n, tid, t)| format!("{n}[{tid}] {t:.2}"))
-            .collect();
+        let top: Vec<String> = self.top.iter().map(|(n, tid, t)| format!("{n}[{tid}] {t:.2}")).collect();
         let _ = writeln!(o, "  top threads, CPU s: {}", top.join(", "));
         let st = &self.report.stats;
         let _ = writeln!(
@@ -776,10 +701,7 @@ impl Measurement {
             st.tx_wakeups,
             st.tx_ring_full,
             st.tx_no_frame,
-            self.report
-                .kernel
-                .map(|k| format!(", kernel tx_invalid_descs {}", k.tx_invalid_descs))
-                .unwrap_or_default()
+            self.report.kernel.map(|k| format!(", kernel tx_invalid_descs {}", k.tx_invalid_descs)).unwrap_or_default()
         );
         o
     }
@@ -803,11 +725,7 @@ fn fmt_rate(v: f64) -> String {
 }
 
 fn ratio(a: f64, b: f64) -> String {
-    if b > 0.0 && a.is_finite() {
-        format!("{:.2}", a / b)
-    } else {
-        "-".into()
-    }
+    if b > 0.0 && a.is_finite() { format!("{:.2}", a / b) } else { "-".into() }
 }
 
 fn table(runs: &[Measurement]) -> String {
@@ -816,22 +734,10 @@ fn table(runs: &[Measurement]) -> String {
     let _ = writeln!(
         o,
         "{:<10} {:>12} {:>12} {:>7} {:>12} | {:>8} {:>8} {:>8} {:>8} {:>8}",
-        "run",
-        "sent/s",
-        "answered/s",
-        "ratio",
-        "back@cli/s",
-        "machine",
-        "threads",
-        "gen",
-        "sluice",
-        "ksoftirq"
+        "run", "sent/s", "answered/s", "ratio", "back@cli/s", "machine", "threads", "gen", "sluice", "ksoftirq"
     );
     for m in runs {
-        let sluice = m
-            .sluice_cpu_s()
-            .map(|s| format!("{:.2}", m.per_million(s)))
-            .unwrap_or_else(|| "-".into());
+        let sluice = m.sluice_cpu_s().map(|s| format!("{:.2}", m.per_million(s))).unwrap_or_else(|| "-".into());
         let _ = writeln!(
             o,
             "{:<10} {:>12} {:>12} {:>7} {:>12} | {:>8.2} {:>8.2} {:>8.2} {:>8} {:>8.2}",
@@ -866,10 +772,7 @@ fn start_sluice(ctx: &Ctx<'_>, binary: &Path, dir: &Path) -> Result<NsProcess> {
     let mut p = NsProcess::spawn(
         &ctx.proxy,
         binary.to_str().context("sluice path is not UTF-8")?,
-        &[
-            "--config",
-            config.to_str().context("temp path is not UTF-8")?,
-        ],
+        &["--config", config.to_str().context("temp path is not UTF-8")?],
         dir.join("sluice.log"),
     )?;
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -879,12 +782,7 @@ fn start_sluice(ctx: &Ctx<'_>, binary: &Path, dir: &Path) -> Result<NsProcess> {
         }
         if let Ok(v) = admin::stats(&ctx.proxy) {
             let s = sluice_sample(&v)?;
-            ensure!(
-                s.mode == "native",
-                "sluice attached in {} mode, not native:\n{}",
-                s.mode,
-                p.log()
-            );
+            ensure!(s.mode == "native", "sluice attached in {} mode, not native:\n{}", s.mode, p.log());
             if let Some(nice) = ctx.args.nice {
                 for tid in threads_of(p.pid()) {
                     renice(tid, nice)?;
@@ -892,28 +790,17 @@ fn start_sluice(ctx: &Ctx<'_>, binary: &Path, dir: &Path) -> Result<NsProcess> {
             }
             return Ok(p);
         }
-        ensure!(
-            Instant::now() < deadline,
-            "sluice not ready after 20 s:\n{}",
-            p.log()
-        );
+        ensure!(Instant::now() < deadline, "sluice not ready after 20 s:\n{}", p.log());
         ctx.sleep(Duration::from_millis(100))?;
     }
 }
 
 fn stop_sluice(ctx: &Ctx<'_>, mut p: NsProcess) -> Result<()> {
     let status = p.signal_and_wait(nix::sys::signal::Signal::SIGTERM, Duration::from_secs(10))?;
-    ensure!(
-        status.success(),
-        "sluice exited with {status} on SIGTERM:\n{}",
-        p.log()
-    );
+    ensure!(status.success(), "sluice exited with {status} on SIGTERM:\n{}", p.log());
     let deadline = Instant::now() + Duration::from_secs(5);
     while xdp_attached(&ctx.proxy, PROXY_IF)? {
-        ensure!(
-            Instant::now() < deadline,
-            "XDP still attached to px0 5 s after sluice exited"
-        );
+        ensure!(Instant::now() < deadline, "XDP still attached to px0 5 s after sluice exited");
         std::thread::sleep(Duration::from_millis(50));
     }
     Ok(())
@@ -921,20 +808,13 @@ fn stop_sluice(ctx: &Ctx<'_>, mut p: NsProcess) -> Result<()> {
 
 pub fn run(args: &Args) -> Result<()> {
     sluice_testbed::require_root()?;
-    ensure!(
-        args.seconds > 0 && args.batch > 0 && args.rounds > 0,
-        "--seconds, --batch and --rounds must be > 0"
-    );
+    ensure!(args.seconds > 0 && args.batch > 0 && args.rounds > 0, "--seconds, --batch and --rounds must be > 0");
     let binary = std::fs::canonicalize(&args.sluice).with_context(|| {
-        format!(
-            "sluice binary {}: build it with `cargo build --release -p sluice`",
-            args.sluice.display()
-        )
+        format!("sluice binary {}: build it with `cargo build --release -p sluice`", args.sluice.display())
     })?;
     let interrupted = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(signal, Arc::clone(&interrupted))
-            .context("installing signal handlers")?;
+        signal_hook::flag::register(signal, Arc::clone(&interrupted)).context("installing signal handlers")?;
     }
     let load_before = probe::loadavg();
     let _autogroup = match args.nice {
@@ -951,13 +831,7 @@ pub fn run(args: &Args) -> Result<()> {
         src_ip: CLIENT_IP,
         dst: LISTENER,
     };
-    let ctx = Ctx {
-        args,
-        client: t.client(),
-        proxy: t.proxy(),
-        template,
-        interrupted,
-    };
+    let ctx = Ctx { args, client: t.client(), proxy: t.proxy(), template, interrupted };
     let cpus = core_affinity::get_core_ids().map_or(0, |c| c.len());
     println!(
         "rst-rate: SYNs to {LISTENER} from cli0 TX queue 0 (AF_XDP copy mode), generator on CPU {}, {cpus} CPUs, \
@@ -971,19 +845,10 @@ pub fn run(args: &Args) -> Result<()> {
     );
     println!("load average before: {load_before}");
 
-    let baselines: &[Baseline] = if args.no_baseline {
-        &[]
-    } else {
-        &args.baselines
-    };
+    let baselines: &[Baseline] = if args.no_baseline { &[] } else { &args.baselines };
     // sluice pins worker q to the q-th CPU it is allowed; RPS sends the kernel's work there.
-    let worker0_cpu = core_affinity::get_core_ids()
-        .and_then(|c| c.first().map(|c| c.id))
-        .unwrap_or(0);
-    ensure!(
-        worker0_cpu < 64,
-        "CPU {worker0_cpu}: RPS masks past 64 CPUs are not supported here"
-    );
+    let worker0_cpu = core_affinity::get_core_ids().and_then(|c| c.first().map(|c| c.id)).unwrap_or(0);
+    ensure!(worker0_cpu < 64, "CPU {worker0_cpu}: RPS masks past 64 CPUs are not supported here");
     let mut runs = Vec::new();
     for round in 0..args.rounds {
         for b in baselines {
@@ -1005,11 +870,7 @@ pub fn run(args: &Args) -> Result<()> {
         print!("{}", m.details());
         runs.push(m);
         if args.rounds > 1 {
-            println!(
-                "-- round {} done; load average {}",
-                round + 1,
-                probe::loadavg()
-            );
+            println!("-- round {} done; load average {}", round + 1, probe::loadavg());
         }
     }
     let _ = std::fs::remove_dir_all(&dir);
@@ -1023,10 +884,8 @@ pub fn run(args: &Args) -> Result<()> {
     for b in baselines {
         let k = b.label();
         let (sa, ka) = (mean("sluice", &|m| m.answered), mean(k, &|m| m.answered));
-        let (sc, kc) = (
-            mean("sluice", &|m| m.per_million(m.machine_cpu_s())),
-            mean(k, &|m| m.per_million(m.machine_cpu_s())),
-        );
+        let (sc, kc) =
+            (mean("sluice", &|m| m.per_million(m.machine_cpu_s())), mean(k, &|m| m.per_million(m.machine_cpu_s())));
         let (st, kt) = (
             mean("sluice", &|m| m.per_million(m.own_threads_cpu_s())),
             mean(k, &|m| m.per_million(m.own_threads_cpu_s())),
@@ -1038,11 +897,7 @@ pub fn run(args: &Args) -> Result<()> {
             fmt_rate(ka),
             ratio(sc, kc),
             ratio(st, kt),
-            if args.rounds > 1 {
-                format!(" (means over {} rounds)", args.rounds)
-            } else {
-                String::new()
-            }
+            if args.rounds > 1 { format!(" (means over {} rounds)", args.rounds) } else { String::new() }
         );
     }
     println!("load average after: {}", probe::loadavg());
@@ -1109,8 +964,7 @@ mod tests {
         assert_eq!(SynTemplate::src_port(1), 1025);
         assert_eq!(SynTemplate::src_port(64_511), 65_535);
         assert_eq!(SynTemplate::src_port(64_512), 1024);
-        let ports: std::collections::HashSet<u16> =
-            (0..64_512).map(SynTemplate::src_port).collect();
+        let ports: std::collections::HashSet<u16> = (0..64_512).map(SynTemplate::src_port).collect();
         assert_eq!(ports.len(), 64_512);
         assert_ne!(SynTemplate::seq(1), SynTemplate::seq(2));
     }
@@ -1123,10 +977,7 @@ mod tests {
 
     #[test]
     fn macs() {
-        assert_eq!(
-            parse_mac("02:0a:ff:00:10:01\n"),
-            Some(Address([2, 0x0a, 0xff, 0, 0x10, 1]))
-        );
+        assert_eq!(parse_mac("02:0a:ff:00:10:01\n"), Some(Address([2, 0x0a, 0xff, 0, 0x10, 1])));
         assert_eq!(parse_mac("02:0a:ff:00:10"), None);
         assert_eq!(parse_mac("02:0a:ff:00:10:01:02"), None);
         assert_eq!(parse_mac("zz:0a:ff:00:10:01"), None);
@@ -1165,9 +1016,7 @@ mod tests {
         assert_eq!(s.queues[0].rx_frames, 3_785_805);
         assert_eq!(s.queues[1].rst_sent, 0);
         assert!(sluice_sample(&serde_json::json!({"queues": []})).is_err());
-        assert!(
-            sluice_sample(&serde_json::json!({"xdp": {"counters": {"redirected": 1}}})).is_err()
-        );
+        assert!(sluice_sample(&serde_json::json!({"xdp": {"counters": {"redirected": 1}}})).is_err());
     }
 
     #[test]

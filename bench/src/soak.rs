@@ -119,51 +119,23 @@ struct Part {
 }
 
 const PARTS: [Part; 5] = [
-    Part {
-        name: "full 1.3",
-        mode: Mode::Full,
-        tls: TlsVersion::Tls13,
-    },
-    Part {
-        name: "full 1.2",
-        mode: Mode::Full,
-        tls: TlsVersion::Tls12,
-    },
-    Part {
-        name: "resumed 1.3",
-        mode: Mode::Resume,
-        tls: TlsVersion::Tls13,
-    },
-    Part {
-        name: "resumed 1.2",
-        mode: Mode::Resume,
-        tls: TlsVersion::Tls12,
-    },
-    Part {
-        name: "keep-alive 1.3",
-        mode: Mode::Keepalive,
-        tls: TlsVersion::Tls13,
-    },
+    Part { name: "full 1.3", mode: Mode::Full, tls: TlsVersion::Tls13 },
+    Part { name: "full 1.2", mode: Mode::Full, tls: TlsVersion::Tls12 },
+    Part { name: "resumed 1.3", mode: Mode::Resume, tls: TlsVersion::Tls13 },
+    Part { name: "resumed 1.2", mode: Mode::Resume, tls: TlsVersion::Tls12 },
+    Part { name: "keep-alive 1.3", mode: Mode::Keepalive, tls: TlsVersion::Tls13 },
 ];
 
 impl Part {
     /// What this part's rate counts: connections, or requests for keep-alive.
     fn unit(self) -> &'static str {
-        if self.mode == Mode::Keepalive {
-            "requests/s"
-        } else {
-            "connections/s"
-        }
+        if self.mode == Mode::Keepalive { "requests/s" } else { "connections/s" }
     }
 
     /// Items per second of a finished run: connections completed, or requests.
     fn per_s(self, r: &LoadReport) -> f64 {
         let m = &r.measured;
-        let n = if self.mode == Mode::Keepalive {
-            m.requests
-        } else {
-            m.completed
-        };
+        let n = if self.mode == Mode::Keepalive { m.requests } else { m.completed };
         n as f64 / m.elapsed.as_secs_f64().max(1e-9)
     }
 }
@@ -213,10 +185,7 @@ pub(crate) struct ServerSample {
 }
 
 fn server_failures(stats: &Value) -> u64 {
-    SERVER_FAILURES
-        .iter()
-        .map(|k| admin::queue_total(stats, k))
-        .sum()
+    SERVER_FAILURES.iter().map(|k| admin::queue_total(stats, k)).sum()
 }
 
 impl ServerSample {
@@ -271,18 +240,9 @@ impl Verdict {
 
     /// The verdict for a person: one line, then one per check.
     pub(crate) fn text(&self) -> String {
-        let mut s = format!(
-            "soak verdict: {}\n",
-            if self.pass { "PASS" } else { "FAIL" }
-        );
+        let mut s = format!("soak verdict: {}\n", if self.pass { "PASS" } else { "FAIL" });
         for c in &self.checks {
-            let _ = writeln!(
-                s,
-                "  [{}] {}: {}",
-                if c.pass { "ok" } else { "FAIL" },
-                c.name,
-                c.detail
-            );
+            let _ = writeln!(s, "  [{}] {}: {}", if c.pass { "ok" } else { "FAIL" }, c.name, c.detail);
         }
         s
     }
@@ -293,11 +253,7 @@ impl Verdict {
 /// fifth and the last one.
 pub(crate) fn rss_windows(load_s: f64) -> ((f64, f64), (f64, f64), &'static str) {
     if load_s >= 180.0 {
-        (
-            (60.0, 120.0),
-            (load_s - 60.0, load_s),
-            "last minute vs second minute",
-        )
+        ((60.0, 120.0), (load_s - 60.0, load_s), "last minute vs second minute")
     } else {
         (
             (load_s / 5.0, 2.0 * load_s / 5.0),
@@ -347,11 +303,8 @@ pub(crate) fn verdict(samples: &[Sample], load_s: f64, umem_idle: &[u64]) -> Ver
     // RSS flat.
     let (early, late, which) = rss_windows(load_s);
     let mean_rss = |(from, to): (f64, f64)| {
-        let v: Vec<u64> = samples
-            .iter()
-            .filter(|s| !s.draining && s.t_s >= from && s.t_s < to)
-            .filter_map(|s| s.rss_kib)
-            .collect();
+        let v: Vec<u64> =
+            samples.iter().filter(|s| !s.draining && s.t_s >= from && s.t_s < to).filter_map(|s| s.rss_kib).collect();
         (!v.is_empty()).then(|| v.iter().sum::<u64>() as f64 / v.len() as f64)
     };
     checks.push(match (mean_rss(early), mean_rss(late)) {
@@ -381,16 +334,12 @@ pub(crate) fn verdict(samples: &[Sample], load_s: f64, umem_idle: &[u64]) -> Ver
 
     // Every UMEM frame back, on every queue.
     checks.push(match last_server {
-        Some(srv) if srv.umem_total.is_empty() => Check {
-            name: "UMEM frames back",
-            pass: false,
-            detail: "no queues in /stats.json".into(),
-        },
-        Some(srv) if srv.umem_total.iter().all(|t| *t == 0) => Check {
-            name: "UMEM frames back",
-            pass: true,
-            detail: "no UMEM (kernel sockets)".into(),
-        },
+        Some(srv) if srv.umem_total.is_empty() => {
+            Check { name: "UMEM frames back", pass: false, detail: "no queues in /stats.json".into() }
+        }
+        Some(srv) if srv.umem_total.iter().all(|t| *t == 0) => {
+            Check { name: "UMEM frames back", pass: true, detail: "no UMEM (kernel sockets)".into() }
+        }
         Some(srv) => Check {
             name: "UMEM frames back",
             pass: srv.umem_back(umem_idle),
@@ -403,18 +352,10 @@ pub(crate) fn verdict(samples: &[Sample], load_s: f64, umem_idle: &[u64]) -> Ver
                     .map(|(q, (f, t))| format!("queue {q} {f}/{t}"))
                     .collect::<Vec<_>>()
                     .join(", "),
-                umem_idle
-                    .iter()
-                    .map(u64::to_string)
-                    .collect::<Vec<_>>()
-                    .join("/"),
+                umem_idle.iter().map(u64::to_string).collect::<Vec<_>>().join("/"),
             ),
         },
-        None => Check {
-            name: "UMEM frames back",
-            pass: false,
-            detail: "no /stats.json after the drain".into(),
-        },
+        None => Check { name: "UMEM frames back", pass: false, detail: "no /stats.json after the drain".into() },
     });
 
     // No connection left.
@@ -430,16 +371,9 @@ pub(crate) fn verdict(samples: &[Sample], load_s: f64, umem_idle: &[u64]) -> Ver
                 (l.t_s - load_s).max(0.0)
             ),
         },
-        _ => Check {
-            name: "connections drained",
-            pass: false,
-            detail: "no /stats.json after the drain".into(),
-        },
+        _ => Check { name: "connections drained", pass: false, detail: "no /stats.json after the drain".into() },
     });
-    Verdict {
-        pass: checks.iter().all(|c| c.pass),
-        checks,
-    }
+    Verdict { pass: checks.iter().all(|c| c.pass), checks }
 }
 
 /// One part's totals over the soak's slices.
@@ -546,8 +480,7 @@ impl PartTotals {
 /// drained sluice must have again. Two equal readings 300 ms apart, so that no refill of the
 /// fill ring is in progress.
 fn idle_umem_free(server: &Server) -> Result<Vec<u64>> {
-    let read =
-        || -> Result<Vec<u64>> { Ok(ServerSample::from_stats(&server.stats()?, 0).umem_free) };
+    let read = || -> Result<Vec<u64>> { Ok(ServerSample::from_stats(&server.stats()?, 0).umem_free) };
     let mut last = read()?;
     for _ in 0..10 {
         std::thread::sleep(Duration::from_millis(300));
@@ -581,21 +514,11 @@ fn measure_max(base: &[LoadArgs], seconds: f64) -> Vec<Result<LoadReport>> {
     let threads: Vec<_> = base
         .iter()
         .map(|a| {
-            let a = LoadArgs {
-                rate: None,
-                duration: seconds,
-                ..a.clone()
-            };
+            let a = LoadArgs { rate: None, duration: seconds, ..a.clone() };
             std::thread::spawn(move || load::run(&a))
         })
         .collect();
-    threads
-        .into_iter()
-        .map(|t| {
-            t.join()
-                .unwrap_or_else(|_| Err(anyhow::anyhow!("a load thread panicked")))
-        })
-        .collect()
+    threads.into_iter().map(|t| t.join().unwrap_or_else(|_| Err(anyhow::anyhow!("a load thread panicked")))).collect()
 }
 
 /// Runs `args` open loop at `rate` in slices of `slice` seconds until `end`, adding each slice
@@ -606,11 +529,7 @@ fn run_part(args: LoadArgs, rate: f64, slice: f64, end: Instant, totals: &Mutex<
         if left < 0.5 {
             break;
         }
-        let a = LoadArgs {
-            rate: Some(rate),
-            duration: left.min(slice),
-            ..args.clone()
-        };
+        let a = LoadArgs { rate: Some(rate), duration: left.min(slice), ..args.clone() };
         let r = load::run(&a);
         let failed = r.is_err();
         totals.lock().unwrap_or_else(|e| e.into_inner()).add(r);
@@ -634,20 +553,12 @@ pub fn run(args: &Args) -> Result<()> {
     }
     let started = Instant::now();
     let json_path = args.out.clone();
-    let dir = json_path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
+    let dir = json_path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let Dirs { out, certs, work } = Dirs::make(dir)?;
-    let svg_path = out.join(
-        json_path
-            .with_extension("svg")
-            .file_name()
-            .context("--out: a file name")?,
-    );
+    let svg_path = out.join(json_path.with_extension("svg").file_name().context("--out: a file name")?);
     let json_path = out.join(json_path.file_name().context("--out: a file name")?);
-    let sluice_bin = std::fs::canonicalize(&args.sluice)
-        .with_context(|| format!("sluice binary {}", args.sluice.display()))?;
+    let sluice_bin =
+        std::fs::canonicalize(&args.sluice).with_context(|| format!("sluice binary {}", args.sluice.display()))?;
     let versions = crate::compare::versions(&sluice_bin);
 
     let bed = Bed::up(&args.prefix, "soak", &work)?;
@@ -655,34 +566,18 @@ pub fn run(args: &Args) -> Result<()> {
     let sdir = work.join(format!("soak-{:?}", args.target.target()).to_lowercase());
     let _ = std::fs::remove_dir_all(&sdir);
     std::fs::create_dir_all(&sdir)?;
-    let tuning = Tuning {
-        busy_poll_us: args.busy_poll_us,
-        pin_workers: args.pin_workers,
-    };
-    let server = Server::start(
-        args.target.target(),
-        &sluice_bin,
-        &sdir,
-        &certs,
-        &proxy,
-        &client,
-        tuning,
-    )?;
+    let tuning = Tuning { busy_poll_us: args.busy_poll_us, pin_workers: args.pin_workers };
+    let server = Server::start(args.target.target(), &sluice_bin, &sdir, &certs, &proxy, &client, tuning)?;
     let pid = server.pid();
     let umem_idle = idle_umem_free(&server)?;
     let ca = certs.join("ca.pem");
-    let base: Vec<LoadArgs> = PARTS
-        .iter()
-        .map(|p| part_args(*p, &ca, &client, args.concurrency))
-        .collect::<Result<_>>()?;
+    let base: Vec<LoadArgs> =
+        PARTS.iter().map(|p| part_args(*p, &ca, &client, args.concurrency)).collect::<Result<_>>()?;
 
     // The rates: measured (the mix closed loop), or given.
     let (rates, max_json) = match args.rate {
         Some(r) => {
-            eprintln!(
-                "soak: --rate {r}/s, {:.1}/s for each of the five parts",
-                r / 5.0
-            );
+            eprintln!("soak: --rate {r}/s, {:.1}/s for each of the five parts", r / 5.0);
             (vec![r / 5.0; PARTS.len()], Value::Null)
         }
         None => {
@@ -694,9 +589,7 @@ pub fn run(args: &Args) -> Result<()> {
             let mut rates = Vec::new();
             let mut parts = Vec::new();
             for (part, r) in PARTS.iter().zip(&reports) {
-                let r = r
-                    .as_ref()
-                    .map_err(|e| anyhow::anyhow!("measuring {}: {e:#}", part.name))?;
+                let r = r.as_ref().map_err(|e| anyhow::anyhow!("measuring {}: {e:#}", part.name))?;
                 let max = part.per_s(r);
                 let failed = r.measured.failed_total() + r.priming.failed_total();
                 println!(
@@ -730,26 +623,14 @@ pub fn run(args: &Args) -> Result<()> {
             Some(r) => format!("{r}/s (given)"),
             None => format!("{:.0} % of the maximum", args.fraction * 100.0),
         },
-        PARTS
-            .iter()
-            .zip(&rates)
-            .map(|(p, r)| format!("{} {r:.0} {}", p.name, p.unit()))
-            .collect::<Vec<_>>()
-            .join(", ")
+        PARTS.iter().zip(&rates).map(|(p, r)| format!("{} {r:.0} {}", p.name, p.unit())).collect::<Vec<_>>().join(", ")
     );
 
     // The measuring run's connections may still be closing; failures count from here.
-    let stats0 = server
-        .stats()
-        .context("sluice's /stats.json before the soak")?;
+    let stats0 = server.stats().context("sluice's /stats.json before the soak")?;
     let failures0 = server_failures(&stats0);
     let handshakes0 = admin::handshakes(&stats0);
-    let totals: Arc<Vec<Mutex<PartTotals>>> = Arc::new(
-        PARTS
-            .iter()
-            .map(|_| Mutex::new(PartTotals::new()))
-            .collect(),
-    );
+    let totals: Arc<Vec<Mutex<PartTotals>>> = Arc::new(PARTS.iter().map(|_| Mutex::new(PartTotals::new())).collect());
     let t0 = Instant::now();
     let end = t0 + Duration::from_secs_f64(args.duration);
     let threads: Vec<_> = base
@@ -773,10 +654,7 @@ pub fn run(args: &Args) -> Result<()> {
             t_s: t0.elapsed().as_secs_f64(),
             draining,
             rss_kib: probe::rss_kib(pid),
-            server: server
-                .stats()
-                .ok()
-                .map(|s| ServerSample::from_stats(&s, failures0)),
+            server: server.stats().ok().map(|s| ServerSample::from_stats(&s, failures0)),
             client_connections: connections,
             client_failed: failed,
         }
@@ -796,10 +674,7 @@ pub fn run(args: &Args) -> Result<()> {
         let _ = t.join();
     }
     let load_end = t0.elapsed().as_secs_f64();
-    eprintln!(
-        "soak: load stopped at {load_end:.0} s; draining (up to {} s)",
-        args.drain_seconds
-    );
+    eprintln!("soak: load stopped at {load_end:.0} s; draining (up to {} s)", args.drain_seconds);
     let drain_deadline = Instant::now() + Duration::from_secs_f64(args.drain_seconds);
     loop {
         tick += Duration::from_secs(1);
@@ -836,9 +711,7 @@ pub fn run(args: &Args) -> Result<()> {
             h["p50"],
             h["p99"],
             h["max"],
-            p["first_error"]
-                .as_str()
-                .map_or(String::new(), |e| format!("  first error: {e}")),
+            p["first_error"].as_str().map_or(String::new(), |e| format!("  first error: {e}")),
         );
         let kinds = p["failed_by_kind"].as_object().cloned().unwrap_or_default();
         let errors = p["slice_errors_total"].as_u64().unwrap_or(0);
@@ -846,16 +719,9 @@ pub fn run(args: &Args) -> Result<()> {
             println!(
                 "  {:<15} failed: {}{}",
                 "",
-                kinds
-                    .iter()
-                    .map(|(k, n)| format!("{k} {n}"))
-                    .collect::<Vec<_>>()
-                    .join(", "),
+                kinds.iter().map(|(k, n)| format!("{k} {n}")).collect::<Vec<_>>().join(", "),
                 if errors > 0 {
-                    format!(
-                        "; {errors} slices ended in an error, first: {}",
-                        p["slice_errors"][0]
-                    )
+                    format!("; {errors} slices ended in an error, first: {}", p["slice_errors"][0])
                 } else {
                     String::new()
                 }
@@ -863,10 +729,7 @@ pub fn run(args: &Args) -> Result<()> {
         }
     }
     let client_hs = parts.iter().fold((0, 0), |(f, r), p| {
-        (
-            f + p["handshakes_full"].as_u64().unwrap_or(0),
-            r + p["handshakes_resumed"].as_u64().unwrap_or(0),
-        )
+        (f + p["handshakes_full"].as_u64().unwrap_or(0), r + p["handshakes_resumed"].as_u64().unwrap_or(0))
     });
     let server_hs = stats_after.as_ref().map(|s| {
         let (full, resumed) = admin::handshakes(s);
@@ -884,10 +747,7 @@ pub fn run(args: &Args) -> Result<()> {
         .iter()
         .map(|k| {
             let now = stats_after.as_ref().map_or(0, |s| admin::queue_total(s, k));
-            (
-                (*k).to_owned(),
-                json!(now.saturating_sub(admin::queue_total(&stats0, k))),
-            )
+            ((*k).to_owned(), json!(now.saturating_sub(admin::queue_total(&stats0, k))))
         })
         .collect();
     let (early, late, which) = rss_windows(args.duration);
@@ -923,32 +783,21 @@ pub fn run(args: &Args) -> Result<()> {
         .with_context(|| format!("writing {}", svg_path.display()))?;
     std::fs::write(&json_path, serde_json::to_string_pretty(&doc)?)
         .with_context(|| format!("writing {}", json_path.display()))?;
-    println!(
-        "results: {} and {}",
-        json_path.display(),
-        svg_path.display()
-    );
+    println!("results: {} and {}", json_path.display(), svg_path.display());
     if let Err(e) = server.stop() {
         eprintln!("soak: stopping sluice: {e:#}");
     }
     drop(bed);
     println!("soak took {:.0} s", started.elapsed().as_secs_f64());
     if !verdict.pass {
-        let failed: Vec<&str> = verdict
-            .checks
-            .iter()
-            .filter(|c| !c.pass)
-            .map(|c| c.name)
-            .collect();
+        let failed: Vec<&str> = verdict.checks.iter().filter(|c| !c.pass).map(|c| c.name).collect();
         bail!("soak FAILED: {}", failed.join(", "));
     }
     Ok(())
 }
 
 fn progress_line(s: &Sample) -> String {
-    let rss = s
-        .rss_kib
-        .map_or("?".into(), |k| format!("{:.1} MiB", k as f64 / 1024.0));
+    let rss = s.rss_kib.map_or("?".into(), |k| format!("{:.1} MiB", k as f64 / 1024.0));
     match &s.server {
         Some(srv) => format!(
             "t {:>4.0} s  RSS {rss}  {} connections ({} not in TIME-WAIT), {} relays  UMEM free {}/{}  failures: client {}, sluice {}",
@@ -961,10 +810,7 @@ fn progress_line(s: &Sample) -> String {
             s.client_failed,
             srv.failures
         ),
-        None => format!(
-            "t {:>4.0} s  RSS {rss}  /stats.json unavailable  failures: client {}",
-            s.t_s, s.client_failed
-        ),
+        None => format!("t {:>4.0} s  RSS {rss}  /stats.json unavailable  failures: client {}", s.t_s, s.client_failed),
     }
 }
 
@@ -1000,27 +846,18 @@ pub(crate) fn nice_step(max: f64) -> f64 {
     }
     let raw = max / 5.0;
     let pow = 10f64.powf(raw.log10().floor());
-    [1.0, 2.0, 5.0, 10.0]
-        .iter()
-        .map(|m| m * pow)
-        .find(|s| *s >= raw)
-        .unwrap_or(10.0 * pow)
+    [1.0, 2.0, 5.0, 10.0].iter().map(|m| m * pow).find(|s| *s >= raw).unwrap_or(10.0 * pow)
 }
 
 /// The soak over time: RSS (MiB, left axis), connections and relays open (right axis), the end
 /// of the load, and a red mark wherever the failure count rose.
 pub(crate) fn svg(samples: &[Sample], load_s: f64) -> String {
     let (pw, ph) = (W - LEFT - RIGHT, H - TOP - BOTTOM);
-    let t_max = samples
-        .iter()
-        .map(|s| s.t_s)
-        .fold(load_s, f64::max)
-        .max(1.0);
+    let t_max = samples.iter().map(|s| s.t_s).fold(load_s, f64::max).max(1.0);
     let rss = |s: &Sample| s.rss_kib.map(|k| k as f64 / 1024.0);
     let conns = |s: &Sample| s.server.as_ref().map(|v| v.connections_open as f64);
     let relays = |s: &Sample| s.server.as_ref().map(|v| v.relays_open as f64);
-    let max_of =
-        |f: &dyn Fn(&Sample) -> Option<f64>| samples.iter().filter_map(f).fold(0.0, f64::max);
+    let max_of = |f: &dyn Fn(&Sample) -> Option<f64>| samples.iter().filter_map(f).fold(0.0, f64::max);
     let rss_step = nice_step(max_of(&rss) * 1.1);
     let rss_top = (max_of(&rss) * 1.1 / rss_step).ceil().max(1.0) * rss_step;
     let conn_max = max_of(&conns).max(max_of(&relays));
@@ -1044,42 +881,20 @@ pub(crate) fn svg(samples: &[Sample], load_s: f64) -> String {
     let mut t = 0.0;
     while t <= t_max + 1e-9 {
         let xp = x(t);
-        let _ = writeln!(
-            s,
-            r##"<line x1="{xp:.1}" y1="{TOP}" x2="{xp:.1}" y2="{:.1}" stroke="#ddd"/>"##,
-            TOP + ph
-        );
-        let _ = writeln!(
-            s,
-            r#"<text x="{xp:.1}" y="{:.1}" text-anchor="middle">{t}</text>"#,
-            TOP + ph + 18.0
-        );
+        let _ = writeln!(s, r##"<line x1="{xp:.1}" y1="{TOP}" x2="{xp:.1}" y2="{:.1}" stroke="#ddd"/>"##, TOP + ph);
+        let _ = writeln!(s, r#"<text x="{xp:.1}" y="{:.1}" text-anchor="middle">{t}</text>"#, TOP + ph + 18.0);
         t += t_step;
     }
     let mut v = 0.0;
     while v <= rss_top + 1e-9 {
         let yp = y(v, rss_top);
-        let _ = writeln!(
-            s,
-            r##"<line x1="{LEFT}" y1="{yp:.1}" x2="{:.1}" y2="{yp:.1}" stroke="#ddd"/>"##,
-            LEFT + pw
-        );
-        let _ = writeln!(
-            s,
-            r#"<text x="{:.1}" y="{:.1}" text-anchor="end">{v}</text>"#,
-            LEFT - 6.0,
-            yp + 4.0
-        );
+        let _ = writeln!(s, r##"<line x1="{LEFT}" y1="{yp:.1}" x2="{:.1}" y2="{yp:.1}" stroke="#ddd"/>"##, LEFT + pw);
+        let _ = writeln!(s, r#"<text x="{:.1}" y="{:.1}" text-anchor="end">{v}</text>"#, LEFT - 6.0, yp + 4.0);
         v += rss_step;
     }
     let mut c = 0.0;
     while c <= conn_top + 1e-9 {
-        let _ = writeln!(
-            s,
-            r#"<text x="{:.1}" y="{:.1}">{c}</text>"#,
-            LEFT + pw + 6.0,
-            y(c, conn_top) + 4.0
-        );
+        let _ = writeln!(s, r#"<text x="{:.1}" y="{:.1}">{c}</text>"#, LEFT + pw + 6.0, y(c, conn_top) + 4.0);
         c += conn_step;
     }
     sluice_bench::plot::frame(&mut s, pw, ph, "seconds since the load began", "RSS (MiB)");
@@ -1090,44 +905,30 @@ pub(crate) fn svg(samples: &[Sample], load_s: f64) -> String {
         r##"<line x1="{xe:.1}" y1="{TOP}" x2="{xe:.1}" y2="{:.1}" stroke="#555" stroke-dasharray="6 4"/>"##,
         TOP + ph
     );
-    let _ = writeln!(
-        s,
-        r#"<text x="{:.1}" y="{:.1}" text-anchor="end">load stops, drain</text>"#,
-        xe - 4.0,
-        TOP + 14.0
-    );
+    let _ =
+        writeln!(s, r#"<text x="{:.1}" y="{:.1}" text-anchor="end">load stops, drain</text>"#, xe - 4.0, TOP + 14.0);
     let series: [(&str, &str, SeriesOf<'_>, f64); 3] = [
         ("RSS (MiB, left)", "#1f77b4", &rss, rss_top),
         ("connections open (right)", "#2ca02c", &conns, conn_top),
         ("relays open (right, dashed)", "#ff7f0e", &relays, conn_top),
     ];
     for (i, (label, color, f, top)) in series.iter().enumerate() {
-        let points: Vec<String> = samples
-            .iter()
-            .filter_map(|smp| f(smp).map(|v| format!("{:.1},{:.1}", x(smp.t_s), y(v, *top))))
-            .collect();
+        let points: Vec<String> =
+            samples.iter().filter_map(|smp| f(smp).map(|v| format!("{:.1},{:.1}", x(smp.t_s), y(v, *top)))).collect();
         // Relays often equal connections: the relays' line is dashed so both show.
         let style = match i {
             1 => r#"stroke-width="4""#,
             2 => r#"stroke-width="2" stroke-dasharray="6 4""#,
             _ => r#"stroke-width="2""#,
         };
-        let _ = writeln!(
-            s,
-            r#"<polyline fill="none" stroke="{color}" {style} points="{}"/>"#,
-            points.join(" ")
-        );
+        let _ = writeln!(s, r#"<polyline fill="none" stroke="{color}" {style} points="{}"/>"#, points.join(" "));
         legend(&mut s, i, label, color, pw);
     }
     // Failures: a mark wherever a count rose, with the count so far: the load generator's at
     // the bottom, sluice's at the top (one failure is often seen by both).
     let marks: [(&str, &str, f64, CountOf<'_>); 2] = [
-        ("client failures", "#d62728", TOP + ph - 6.0, &|smp| {
-            smp.client_failed
-        }),
-        ("sluice failures", "#8c1c13", TOP + 6.0, &|smp| {
-            smp.server.as_ref().map_or(0, |v| v.failures)
-        }),
+        ("client failures", "#d62728", TOP + ph - 6.0, &|smp| smp.client_failed),
+        ("sluice failures", "#8c1c13", TOP + 6.0, &|smp| smp.server.as_ref().map_or(0, |v| v.failures)),
     ];
     for (k, (label, color, my, count)) in marks.iter().enumerate() {
         let mut before = 0;
@@ -1136,11 +937,8 @@ pub(crate) fn svg(samples: &[Sample], load_s: f64) -> String {
             let now = count(smp);
             if now > before {
                 let xp = x(smp.t_s);
-                let ty = if k == 0 {
-                    my - 6.0 - 14.0 * (marked % 3) as f64
-                } else {
-                    my + 14.0 + 14.0 * (marked % 3) as f64
-                };
+                let ty =
+                    if k == 0 { my - 6.0 - 14.0 * (marked % 3) as f64 } else { my + 14.0 + 14.0 * (marked % 3) as f64 };
                 let _ = writeln!(
                     s,
                     r##"<line x1="{xp:.1}" y1="{TOP}" x2="{xp:.1}" y2="{:.1}" stroke="{color}" stroke-width="1" stroke-opacity="0.5"/>"##,
@@ -1155,11 +953,7 @@ pub(crate) fn svg(samples: &[Sample], load_s: f64) -> String {
             }
             before = now;
         }
-        let text = if marked > 0 {
-            format!("{label} (count so far)")
-        } else {
-            format!("{label}: none")
-        };
+        let text = if marked > 0 { format!("{label} (count so far)") } else { format!("{label}: none") };
         legend(&mut s, series.len() + k, &text, color, pw);
     }
     s.push_str("</svg>\n");
@@ -1174,11 +968,8 @@ type CountOf<'a> = &'a dyn Fn(&Sample) -> u64;
 fn legend(s: &mut String, i: usize, label: &str, color: &str, pw: f64) {
     let ly = TOP + 10.0 + 20.0 * i as f64;
     let lx = LEFT + pw + 60.0;
-    let _ = writeln!(
-        s,
-        r#"<line x1="{lx}" y1="{ly}" x2="{}" y2="{ly}" stroke="{color}" stroke-width="3"/>"#,
-        lx + 22.0
-    );
+    let _ =
+        writeln!(s, r#"<line x1="{lx}" y1="{ly}" x2="{}" y2="{ly}" stroke="{color}" stroke-width="3"/>"#, lx + 22.0);
     let _ = writeln!(
         s,
         r#"<text x="{}" y="{}">{}</text>"#,
@@ -1216,9 +1007,7 @@ mod tests {
 
     /// `load_s` seconds of load at a flat RSS, then a drain that ends with everything back.
     fn clean_soak(load_s: u64) -> Vec<Sample> {
-        let mut v: Vec<Sample> = (1..=load_s)
-            .map(|t| sample(t as f64, 50_000 + t % 7, 120))
-            .collect();
+        let mut v: Vec<Sample> = (1..=load_s).map(|t| sample(t as f64, 50_000 + t % 7, 120)).collect();
         let mut last = sample(load_s as f64 + 11.0, 49_000, 0);
         last.draining = true;
         last.server.as_mut().unwrap().umem_free = IDLE.to_vec();
@@ -1235,19 +1024,12 @@ mod tests {
         let v = verdict(&clean_soak(300), 300.0, IDLE);
         assert!(v.pass, "{}", v.text());
         assert_eq!(v.checks.len(), 4);
-        assert!(
-            check(&v, "RSS flat")
-                .detail
-                .starts_with("last minute vs second minute")
-        );
+        assert!(check(&v, "RSS flat").detail.starts_with("last minute vs second minute"));
         assert_eq!(
             check(&v, "UMEM frames back").detail,
             "free/total after the drain queue 0 6144/8192, queue 1 6144/8192 (idle before the load: 6144/6144 free, the rest in the fill ring)"
         );
-        assert!(
-            v.text()
-                .starts_with("soak verdict: PASS\n  [ok] zero failures: client 0 failed")
-        );
+        assert!(v.text().starts_with("soak verdict: PASS\n  [ok] zero failures: client 0 failed"));
     }
 
     #[test]
@@ -1290,14 +1072,7 @@ mod tests {
 
     #[test]
     fn a_short_soak_compares_fifths_and_ignores_the_drain() {
-        assert_eq!(
-            rss_windows(40.0),
-            (
-                (8.0, 16.0),
-                (32.0, 40.0),
-                "last fifth vs second fifth (load under 3 minutes)"
-            )
-        );
+        assert_eq!(rss_windows(40.0), ((8.0, 16.0), (32.0, 40.0), "last fifth vs second fifth (load under 3 minutes)"));
         assert_eq!(rss_windows(300.0).0, (60.0, 120.0));
         assert_eq!(rss_windows(300.0).1, (240.0, 300.0));
         // The first fifth (warm-up) may grow; the drain's samples may shrink: neither counts.
@@ -1308,11 +1083,7 @@ mod tests {
         s.last_mut().unwrap().rss_kib = Some(1_000);
         let v = verdict(&s, 40.0, IDLE);
         assert!(v.pass, "{}", v.text());
-        assert!(
-            check(&v, "RSS flat")
-                .detail
-                .starts_with("last fifth vs second fifth")
-        );
+        assert!(check(&v, "RSS flat").detail.starts_with("last fifth vs second fifth"));
         // No samples in a window: not a pass.
         let v = verdict(&s[30..], 40.0, IDLE);
         assert!(!check(&v, "RSS flat").pass);
@@ -1335,10 +1106,7 @@ mod tests {
         let v = verdict(&s, 60.0, IDLE);
         let c = check(&v, "connections drained");
         assert!(!c.pass, "{}", c.detail);
-        assert_eq!(
-            c.detail,
-            "0 connections (0 not in TIME-WAIT), 2 relays open 11 s after the load"
-        );
+        assert_eq!(c.detail, "0 connections (0 not in TIME-WAIT), 2 relays open 11 s after the load");
 
         // sluice gone at the end: nothing can be said to have come back.
         let mut s = clean_soak(60);
@@ -1358,10 +1126,7 @@ mod tests {
         srv.umem_total = vec![0, 0];
         let v = verdict(&s, 60.0, &[0, 0]);
         assert!(v.pass);
-        assert_eq!(
-            check(&v, "UMEM frames back").detail,
-            "no UMEM (kernel sockets)"
-        );
+        assert_eq!(check(&v, "UMEM frames back").detail, "no UMEM (kernel sockets)");
     }
 
     #[test]
@@ -1387,11 +1152,7 @@ mod tests {
             }
         );
         assert!(!s.drained(&[8000, 8192]));
-        let idle = ServerSample {
-            connections_open: 0,
-            relays_open: 0,
-            ..s
-        };
+        let idle = ServerSample { connections_open: 0, relays_open: 0, ..s };
         assert!(idle.drained(&[8000, 8192]) && !idle.drained(&[8001, 8192]));
     }
 

@@ -33,19 +33,13 @@ struct Running {
 impl Running {
     fn start(name: &str, extra: &[&str]) -> Self {
         let lock = TOPOLOGY.lock().unwrap_or_else(|e| e.into_inner());
-        let topology =
-            TopologyGuard::up(PREFIX).expect("bringing up the sluice-bk- topology (needs root)");
+        let topology = TopologyGuard::up(PREFIX).expect("bringing up the sluice-bk- topology (needs root)");
         let log = std::env::temp_dir().join(format!("sluice-bk-{name}.log"));
         let listen = addr().to_string();
         let mut args = vec!["backend", "--listen", &listen, "--id", "bk-test"];
         args.extend_from_slice(extra);
-        let backend = NsProcess::spawn(&topology.topology.backend(), BIN, &args, log)
-            .expect("starting the backend");
-        let running = Self {
-            backend,
-            topology,
-            _lock: lock,
-        };
+        let backend = NsProcess::spawn(&topology.topology.backend(), BIN, &args, log).expect("starting the backend");
+        let running = Self { backend, topology, _lock: lock };
         let ready = running.in_proxy(|| {
             let deadline = Instant::now() + Duration::from_secs(10);
             while Instant::now() < deadline {
@@ -56,11 +50,7 @@ impl Running {
             }
             false
         });
-        assert!(
-            ready,
-            "backend never accepted a connection; log:\n{}",
-            running.backend.log()
-        );
+        assert!(ready, "backend never accepted a connection; log:\n{}", running.backend.log());
         running
     }
 
@@ -77,18 +67,13 @@ impl Running {
             .expect("backend exits on SIGTERM");
         assert!(status.success(), "backend exit status {status}");
         let log = self.backend.log();
-        let line = log
-            .lines()
-            .rev()
-            .find(|l| l.starts_with('{'))
-            .unwrap_or_else(|| panic!("no JSON line in:\n{log}"));
+        let line = log.lines().rev().find(|l| l.starts_with('{')).unwrap_or_else(|| panic!("no JSON line in:\n{log}"));
         serde_json::from_str(line).expect("final counters are JSON")
     }
 }
 
 fn connect() -> TcpStream {
-    let s = TcpStream::connect_timeout(&addr(), Duration::from_secs(5))
-        .expect("connect to the backend");
+    let s = TcpStream::connect_timeout(&addr(), Duration::from_secs(5)).expect("connect to the backend");
     s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     s.set_write_timeout(Some(Duration::from_secs(30))).unwrap();
     s
@@ -101,26 +86,17 @@ struct Head {
 
 impl Head {
     fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
     fn content_length(&self) -> u64 {
-        self.header("content-length")
-            .expect("Content-Length")
-            .parse()
-            .expect("a number")
+        self.header("content-length").expect("Content-Length").parse().expect("a number")
     }
 }
 
 fn read_head(r: &mut impl BufRead) -> Head {
     let mut line = String::new();
     r.read_line(&mut line).expect("status line");
-    assert!(
-        line.starts_with("HTTP/1.1 ") && line.ends_with("\r\n"),
-        "status line {line:?}"
-    );
+    assert!(line.starts_with("HTTP/1.1 ") && line.ends_with("\r\n"), "status line {line:?}");
     let status = line[9..12].parse().expect("status code");
     let mut headers = Vec::new();
     loop {
@@ -198,8 +174,7 @@ fn pattern(n: usize) -> Vec<u8> {
 
 fn stats() -> serde_json::Value {
     let mut s = connect();
-    s.write_all(b"GET /stats HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
-        .unwrap();
+    s.write_all(b"GET /stats HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").unwrap();
     let (head, body) = read_response(&mut BufReader::new(s));
     assert_eq!(head.status, 200);
     serde_json::from_slice(&body).expect("stats JSON")
@@ -382,11 +357,7 @@ fn http_mode_in_namespaces() {
     eprintln!(
         "figures ({} build, namespaces, not a benchmark): {n} requests on 200 concurrent keep-alive connections in {secs:.3} s = {:.0} req/s; \
          {seq} sequential on one connection in {seq_secs:.3} s = {:.0} req/s",
-        if cfg!(debug_assertions) {
-            "debug"
-        } else {
-            "release"
-        },
+        if cfg!(debug_assertions) { "debug" } else { "release" },
         n as f64 / secs,
         seq as f64 / seq_secs
     );
@@ -404,8 +375,7 @@ fn echo_mode_passes_half_close() {
         s.write_all(b"hello").unwrap();
         s.shutdown(Shutdown::Write).unwrap();
         let mut got = Vec::new();
-        s.read_to_end(&mut got)
-            .expect("EOF after the echo, no reset");
+        s.read_to_end(&mut got).expect("EOF after the echo, no reset");
         assert_eq!(got, b"hello");
 
         // 16 MiB written by one thread while another reads: all of it back, then EOF.
@@ -437,11 +407,7 @@ fn echo_mode_passes_half_close() {
     });
     let last = running.stop();
     assert_eq!(last["mode"], "echo");
-    assert_eq!(
-        last["bytes_in"].as_u64(),
-        Some(5 + 16 * 1024 * 1024 + 11),
-        "{last}"
-    );
+    assert_eq!(last["bytes_in"].as_u64(), Some(5 + 16 * 1024 * 1024 + 11), "{last}");
     assert_eq!(last["bytes_in"], last["bytes_out"], "{last}");
 }
 
@@ -494,30 +460,19 @@ fn accept_proxy_v2() {
         let _ = bad.read_to_end(&mut got);
         assert!(got.is_empty(), "no response to a malformed PROXY header");
         let mut plain = connect();
-        plain
-            .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-            .unwrap();
+        plain.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
         let _ = plain.read_to_end(&mut got);
         assert!(got.is_empty(), "no response without a PROXY header");
 
         // The first connection still works; the counters say what happened.
-        r.get_mut()
-            .write_all(b"GET /stats HTTP/1.1\r\nHost: t\r\n\r\n")
-            .unwrap();
+        r.get_mut().write_all(b"GET /stats HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
         let (_, body) = read_response(&mut r);
         let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
-        assert_eq!(
-            (v["proxy_headers"].as_u64(), v["proxy_rejected"].as_u64()),
-            (Some(1), Some(2)),
-            "{v}"
-        );
+        assert_eq!((v["proxy_headers"].as_u64(), v["proxy_rejected"].as_u64()), (Some(1), Some(2)), "{v}");
     });
     let last = running.stop();
     assert_eq!(last["proxy_rejected"], 2);
-    assert!(
-        running.backend.log().contains("PROXY v2 header rejected"),
-        "the rejection is logged"
-    );
+    assert!(running.backend.log().contains("PROXY v2 header rejected"), "the rejection is logged");
 }
 
 #[test]
@@ -526,20 +481,10 @@ fn certs_verify_with_openssl_and_are_never_overwritten() {
     let _ = std::fs::remove_dir_all(&dir);
     let run = || {
         let out = std::process::Command::new(BIN)
-            .args([
-                "certs",
-                "--dir",
-                dir.to_str().unwrap(),
-                "--names",
-                "a.test,b.test",
-            ])
+            .args(["certs", "--dir", dir.to_str().unwrap(), "--names", "a.test,b.test"])
             .output()
             .expect("run sluice-bench certs");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
     run();
@@ -586,27 +531,18 @@ fn certs_verify_with_openssl_and_are_never_overwritten() {
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&text.stdout);
-    assert!(
-        text.contains("Public-Key: (2048 bit)") && text.contains("DNS:a.test"),
-        "{text}"
-    );
+    assert!(text.contains("Public-Key: (2048 bit)") && text.contains("DNS:a.test"), "{text}");
     let text = std::process::Command::new("openssl")
         .args(["x509", "-noout", "-text", "-in"])
         .arg(dir.join("b.test.pem"))
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&text.stdout);
-    assert!(
-        text.contains("prime256v1") && text.contains("DNS:b.test"),
-        "{text}"
-    );
+    assert!(text.contains("prime256v1") && text.contains("DNS:b.test"), "{text}");
 
     // A second run changes nothing and says so.
     let out = run();
-    assert!(
-        out.contains("exists, kept") && !out.contains("wrote"),
-        "{out}"
-    );
+    assert!(out.contains("exists, kept") && !out.contains("wrote"), "{out}");
     let after: Vec<Vec<u8>> = files.iter().map(|f| read(f)).collect();
     assert!(before == after, "a second run rewrote a file");
 
@@ -646,17 +582,10 @@ fn max_connections_bound() {
                 std::thread::sleep(Duration::from_millis(20));
             }
         }
-        assert_eq!(
-            served.len(),
-            2,
-            "two connections within the bound are served"
-        );
+        assert_eq!(served.len(), 2, "two connections within the bound are served");
         // A third is accepted and closed: no echo, EOF.
         let mut third = connect();
-        assert!(
-            !echoes(&mut third, b'c'),
-            "a connection over the bound is closed"
-        );
+        assert!(!echoes(&mut third, b'c'), "a connection over the bound is closed");
         // Closing one frees its slot.
         let mut first = served.remove(0);
         first.shutdown(Shutdown::Write).unwrap();
@@ -673,8 +602,5 @@ fn max_connections_bound() {
         assert!(freed, "a slot is free again after a connection ended");
     });
     let last = running.stop();
-    assert!(
-        last["connections_rejected"].as_u64().unwrap() >= 1,
-        "{last}"
-    );
+    assert!(last["connections_rejected"].as_u64().unwrap() >= 1, "{last}");
 }

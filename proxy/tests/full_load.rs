@@ -53,7 +53,11 @@ fn closed_loop_maximum_fails_no_handshake_and_hands_off_almost_no_frame() -> Res
         ensure!(m.failed_total() == 0, "{what}: failed handshakes {:?}", m.failed);
         ensure!(m.completed == count, "{what}: {} of {count} completed", m.completed);
         let want = if mode == Mode::Full { (count, 0) } else { (0, count) };
-        ensure!((m.handshakes_full, m.handshakes_resumed) == want, "{what}: client saw {:?}", (m.handshakes_full, m.handshakes_resumed));
+        ensure!(
+            (m.handshakes_full, m.handshakes_resumed) == want,
+            "{what}: client saw {:?}",
+            (m.handshakes_full, m.handshakes_resumed)
+        );
         // Priming connections (resumed runs) are in the server's counts too.
         let server = (delta("tls_handshakes_full"), delta("tls_handshakes_resumed"));
         ensure!(
@@ -61,7 +65,13 @@ fn closed_loop_maximum_fails_no_handshake_and_hands_off_almost_no_frame() -> Res
             "{what}: sluice counted {server:?} (full, resumed), the client {:?}",
             (r.handshakes_full(), r.handshakes_resumed())
         );
-        for c in ["relays_backend_failed", "relays_backend_timeout", "refused_descriptors", "tls_failed", "dropped_handoff_full"] {
+        for c in [
+            "relays_backend_failed",
+            "relays_backend_timeout",
+            "refused_descriptors",
+            "tls_failed",
+            "dropped_handoff_full",
+        ] {
             ensure!(delta(c) == 0, "{what}: {c} = {}", delta(c));
         }
         connections += r.handshakes_full() + r.handshakes_resumed();
@@ -76,7 +86,11 @@ fn closed_loop_maximum_fails_no_handshake_and_hands_off_almost_no_frame() -> Res
     ensure!(queues.len() == 2, "two queues: {stats:#}");
     for q in &queues {
         let n = q["connections_established"].as_u64().unwrap_or(0);
-        ensure!(n * 10 >= connections, "queue {} established only {n} of {connections}: the test needs both", q["queue"]);
+        ensure!(
+            n * 10 >= connections,
+            "queue {} established only {n} of {connections}: the test needs both",
+            q["queue"]
+        );
     }
     let (handed, received) = (total("handoff_out"), total("rx_frames"));
     eprintln!("frames handed to another worker: {handed} of {received} received");

@@ -58,10 +58,12 @@ fn plain_relay_echo_and_refuse_on_kernel_sockets() -> Result<()> {
     )?;
     echo_backend(&sluice.topology.topology.backend())?;
     let mib = common::transfer_mib(64);
-    let (sent, back, elapsed) =
-        in_netns(&sluice.client(), move || common::echo_stream("198.51.100.2:80", mib << 20))??;
+    let (sent, back, elapsed) = in_netns(&sluice.client(), move || common::echo_stream("198.51.100.2:80", mib << 20))??;
     ensure!(sent == back, "sha256 of the relayed stream differs");
-    eprintln!("{mib} MiB relayed each way in {elapsed:.2?} ({:.1} MB/s)", (mib << 20) as f64 / elapsed.as_secs_f64() / 1e6);
+    eprintln!(
+        "{mib} MiB relayed each way in {elapsed:.2?} ({:.1} MB/s)",
+        (mib << 20) as f64 / elapsed.as_secs_f64() / 1e6
+    );
     let (sent, back, _) = in_netns(&sluice.client(), || common::echo_stream("198.51.100.2:7", 1 << 20))??;
     ensure!(sent == back, "sha256 of the echoed stream differs");
     let refused = in_netns(&sluice.client(), || {
@@ -99,10 +101,15 @@ fn reload_and_drain_on_kernel_sockets_as_nobody() -> Result<()> {
     ensure!(cap("Uid:").starts_with("65534"), "{status}");
     // Bit 10: CAP_NET_BIND_SERVICE, kept so that a reload can listen below 1024.
     ensure!(cap("CapEff:") == "0000000000000400" && cap("CapPrm:") == "0000000000000400", "{status}");
-    let connect = |port: u16| move || -> std::io::Result<TcpStream> {
-        let s = TcpStream::connect_timeout(&format!("198.51.100.2:{port}").parse().expect("addr"), Duration::from_secs(3))?;
-        s.set_read_timeout(Some(Duration::from_secs(10)))?;
-        Ok(s)
+    let connect = |port: u16| {
+        move || -> std::io::Result<TcpStream> {
+            let s = TcpStream::connect_timeout(
+                &format!("198.51.100.2:{port}").parse().expect("addr"),
+                Duration::from_secs(3),
+            )?;
+            s.set_read_timeout(Some(Duration::from_secs(10)))?;
+            Ok(s)
+        }
     };
     let ping = |s: &mut TcpStream| -> Result<()> {
         s.write_all(b"ping")?;

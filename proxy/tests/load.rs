@@ -24,10 +24,7 @@ fn certificates(dir: &Path) -> Result<PathBuf> {
 
 fn handshakes(sluice: &Sluice) -> Result<(u64, u64)> {
     let s = sluice.stats()?;
-    Ok((
-        sluice.queue_total(&s, "tls_handshakes_full"),
-        sluice.queue_total(&s, "tls_handshakes_resumed"),
-    ))
+    Ok((sluice.queue_total(&s, "tls_handshakes_full"), sluice.queue_total(&s, "tls_handshakes_resumed")))
 }
 
 #[test]
@@ -48,12 +45,7 @@ fn load_generator_counts_what_sluice_counts() -> Result<()> {
         ),
     )?;
     http_backend(&sluice.topology.topology.backend())?;
-    let run = |mode: Mode,
-               tls: TlsVersion,
-               rate: Option<f64>,
-               count: u64,
-               concurrency: usize|
-     -> Result<LoadReport> {
+    let run = |mode: Mode, tls: TlsVersion, rate: Option<f64>, count: u64, concurrency: usize| -> Result<LoadReport> {
         let mut args = LoadArgs::new("198.51.100.2:443".parse()?, ca.clone());
         args.mode = mode;
         args.tls = tls;
@@ -84,46 +76,22 @@ fn load_generator_counts_what_sluice_counts() -> Result<()> {
         ensure!(m.failed_total() == 0, "{what}: failures {:?}", m.failed);
         // The acceptance: as many completed handshakes, of each kind, as sluice counted.
         ensure!(
-            (after.0 - before.0, after.1 - before.1)
-                == (r.handshakes_full(), r.handshakes_resumed()),
+            (after.0 - before.0, after.1 - before.1) == (r.handshakes_full(), r.handshakes_resumed()),
             "{what}: sluice counted {:?} (full, resumed), the client {:?}",
             (after.0 - before.0, after.1 - before.1),
             (r.handshakes_full(), r.handshakes_resumed())
         );
-        ensure!(
-            m.negotiated_other == 0 && m.hello_retries == 0,
-            "{what}: {:?}",
-            m.negotiated
-        );
+        ensure!(m.negotiated_other == 0 && m.hello_retries == 0, "{what}: {:?}", m.negotiated);
         let (proto, suite, group) = m.negotiated.clone().unwrap_or_default();
         // A TLS 1.2 resumption has no key exchange; everything else used X25519.
-        let want_group = if mode == Mode::Resume && tls == TlsVersion::Tls12 {
-            ""
-        } else {
-            "X25519"
-        };
+        let want_group = if mode == Mode::Resume && tls == TlsVersion::Tls12 { "" } else { "X25519" };
         ensure!(group == want_group, "{what}: group {group:?}");
-        ensure!(
-            proto.contains(if tls == TlsVersion::Tls12 {
-                "1_2"
-            } else {
-                "1_3"
-            }),
-            "{what}: {proto}"
-        );
+        ensure!(proto.contains(if tls == TlsVersion::Tls12 { "1_2" } else { "1_3" }), "{what}: {proto}");
         ensure!(suite.contains("AES_128_GCM_SHA256"), "{what}: {suite}");
         match mode {
             Mode::Full => {
-                ensure!(
-                    m.completed == count && m.handshakes_full == count,
-                    "{what}: {} completed",
-                    m.completed
-                );
-                ensure!(
-                    m.handshakes_resumed == 0 && r.flagged.is_empty(),
-                    "{what}: {:?}",
-                    r.flagged
-                );
+                ensure!(m.completed == count && m.handshakes_full == count, "{what}: {} completed", m.completed);
+                ensure!(m.handshakes_resumed == 0 && r.flagged.is_empty(), "{what}: {:?}", r.flagged);
                 ensure!(r.priming.started == 0, "{what}: a full run primes nothing");
             }
             Mode::Resume => {
@@ -138,24 +106,14 @@ fn load_generator_counts_what_sluice_counts() -> Result<()> {
                     m.handshakes_resumed,
                     m.completed
                 );
-                ensure!(
-                    m.handshakes_full == 0 && r.flagged.is_empty(),
-                    "{what}: {:?}",
-                    r.flagged
-                );
+                ensure!(m.handshakes_full == 0 && r.flagged.is_empty(), "{what}: {:?}", r.flagged);
             }
             Mode::Keepalive => {
                 ensure!(m.requests == count, "{what}: {} requests", m.requests);
-                ensure!(
-                    m.handshakes_full == concurrency as u64 && m.completed == concurrency as u64,
-                    "{what}"
-                );
+                ensure!(m.handshakes_full == concurrency as u64 && m.completed == concurrency as u64, "{what}");
             }
         }
-        ensure!(
-            m.handshake.len() == m.handshakes() && m.tcp_connect.len() >= m.handshakes(),
-            "{what}: histograms"
-        );
+        ensure!(m.handshake.len() == m.handshakes() && m.tcp_connect.len() >= m.handshakes(), "{what}: histograms");
     }
     Ok(())
 }

@@ -96,10 +96,7 @@ impl Drop for Pair {
 
 fn remove_namespaces() {
     for ns in [NS_A, NS_B] {
-        let _ = Command::new("ip")
-            .args(["netns", "del", ns])
-            .stderr(Stdio::null())
-            .status();
+        let _ = Command::new("ip").args(["netns", "del", ns]).stderr(Stdio::null()).status();
     }
 }
 
@@ -147,14 +144,9 @@ fn delta(before: &XdpCounters, after: &XdpCounters) -> XdpCounters {
 
 fn classify_traffic(mode: XdpMode) {
     let _pair = Pair::up();
-    assert_eq!(
-        in_netns(NS_A, || queue_count(IF_A)).unwrap().unwrap(),
-        2,
-        "veth with 2 RX queues"
-    );
+    assert_eq!(in_netns(NS_A, || queue_count(IF_A)).unwrap().unwrap(), 2, "veth with 2 RX queues");
 
-    let mut attached =
-        attach(IF_A, mode, false).unwrap_or_else(|e| panic!("attach in {mode} mode: {e}"));
+    let mut attached = attach(IF_A, mode, false).unwrap_or_else(|e| panic!("attach in {mode} mode: {e}"));
     assert_eq!(attached.mode(), mode);
     eprintln!("load+attach in {mode} mode took {:?}", attached.load_time());
 
@@ -168,10 +160,7 @@ fn classify_traffic(mode: XdpMode) {
         XdpMode::Skb => "xdpgeneric",
         _ => "xdp ",
     };
-    assert!(
-        details.contains(keyword),
-        "{mode} mode not shown by ip -d link: {details}"
-    );
+    assert!(details.contains(keyword), "{mode} mode not shown by ip -d link: {details}");
 
     attached.add_listener(ADDR_A, LISTENER_PORT).unwrap();
     let c0 = attached.counters().unwrap();
@@ -179,17 +168,11 @@ fn classify_traffic(mode: XdpMode) {
     // 5 SYNs to the listener: classified for redirection, no socket on the queue, passed, and
     // refused by the kernel (RST). The first one also makes sluice-hl-b ARP for .201.
     for _ in 0..5 {
-        assert_eq!(
-            connect_from_b(LISTENER_PORT),
-            std::io::ErrorKind::ConnectionRefused
-        );
+        assert_eq!(connect_from_b(LISTENER_PORT), std::io::ErrorKind::ConnectionRefused);
     }
     // 3 SYNs to another port: passed.
     for _ in 0..3 {
-        assert_eq!(
-            connect_from_b(OTHER_PORT),
-            std::io::ErrorKind::ConnectionRefused
-        );
+        assert_eq!(connect_from_b(OTHER_PORT), std::io::ErrorKind::ConnectionRefused);
     }
     // 3 UDP datagrams into sluice-hl-a: passed.
     in_netns(NS_B, || {
@@ -208,21 +191,14 @@ fn classify_traffic(mode: XdpMode) {
         s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
         let mut buf = [0u8; 16];
         let err = s.recv(&mut buf).expect_err("no datagram expected");
-        assert_eq!(
-            err.kind(),
-            std::io::ErrorKind::ConnectionRefused,
-            "no ICMP port unreachable came back"
-        );
+        assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused, "no ICMP port unreachable came back");
     })
     .unwrap();
 
     let c1 = attached.counters().unwrap();
     let d = delta(&c0, &c1);
     assert_eq!(d.redirect_failed, 5, "listener SYNs: {d:?}");
-    assert_eq!(
-        d.redirected, 0,
-        "nothing can be redirected without a socket: {d:?}"
-    );
+    assert_eq!(d.redirected, 0, "nothing can be redirected without a socket: {d:?}");
     assert_eq!(d.pass_no_listener, 3, "other-port SYNs: {d:?}");
     assert_eq!(d.pass_udp, 3, "UDP: {d:?}");
     assert!(d.pass_icmp >= 1, "ICMP: {d:?}");
@@ -232,30 +208,16 @@ fn classify_traffic(mode: XdpMode) {
     // Removing the listener: its SYNs are now plain pass.
     attached.remove_listener(ADDR_A, LISTENER_PORT).unwrap();
     attached.remove_listener(ADDR_A, LISTENER_PORT).unwrap(); // absent: not an error
-    assert_eq!(
-        connect_from_b(LISTENER_PORT),
-        std::io::ErrorKind::ConnectionRefused
-    );
+    assert_eq!(connect_from_b(LISTENER_PORT), std::io::ErrorKind::ConnectionRefused);
     // The backend-flow rule classifies like a listener.
     attached.add_backend_flow(ADDR_A, BACKEND_PORT).unwrap();
-    assert_eq!(
-        connect_from_b(BACKEND_PORT),
-        std::io::ErrorKind::ConnectionRefused
-    );
+    assert_eq!(connect_from_b(BACKEND_PORT), std::io::ErrorKind::ConnectionRefused);
     attached.remove_backend_flow(ADDR_A, BACKEND_PORT).unwrap();
     let d = delta(&c1, &attached.counters().unwrap());
-    assert_eq!(
-        (d.pass_no_listener, d.redirect_failed, d.redirected_backend),
-        (1, 1, 0),
-        "{d:?}"
-    );
+    assert_eq!((d.pass_no_listener, d.redirect_failed, d.redirected_backend), (1, 1, 0), "{d:?}");
 
     drop(attached);
-    assert!(
-        wait_detached(),
-        "XDP program still attached after Drop: {}",
-        link_details()
-    );
+    assert!(wait_detached(), "XDP program still attached after Drop: {}", link_details());
 }
 
 #[test]
@@ -282,18 +244,10 @@ fn second_attach_is_refused_with_the_reason() {
     let _pair = Pair::up();
     let first = attach(IF_A, XdpMode::Skb, false).unwrap();
     for force in [false, true] {
-        let err = attach(IF_A, XdpMode::Skb, force)
-            .err()
-            .expect("second attach must be refused");
+        let err = attach(IF_A, XdpMode::Skb, force).err().expect("second attach must be refused");
         let msg = err.to_string();
-        assert!(
-            matches!(err, LoadError::HeldByLink { prog_id, .. } if prog_id == first.program_id()),
-            "{msg}"
-        );
-        assert!(
-            msg.contains("already has an XDP program attached") && !msg.contains('\n'),
-            "{msg}"
-        );
+        assert!(matches!(err, LoadError::HeldByLink { prog_id, .. } if prog_id == first.program_id()), "{msg}");
+        assert!(msg.contains("already has an XDP program attached") && !msg.contains('\n'), "{msg}");
     }
     // Still the first program.
     assert!(link_details().contains(&format!("prog/xdp id {}", first.program_id())));
@@ -306,11 +260,7 @@ fn force_replaces_a_legacy_attachment() {
     let _pair = Pair::up();
     // Attach a copy of the program the legacy way (netlink IFLA_XDP_FD, like `ip link set xdp`).
     let mut legacy = aya::Ebpf::load(XDP_OBJECT).unwrap();
-    let program: &mut aya::programs::Xdp = legacy
-        .program_mut(sluice_ebpf::PROGRAM_NAME)
-        .unwrap()
-        .try_into()
-        .unwrap();
+    let program: &mut aya::programs::Xdp = legacy.program_mut(sluice_ebpf::PROGRAM_NAME).unwrap().try_into().unwrap();
     program.load().unwrap();
     let legacy_id = program.info().unwrap().id();
     {
@@ -318,31 +268,16 @@ fn force_replaces_a_legacy_attachment() {
         let fd = program.fd().unwrap().as_fd().as_raw_fd();
         in_netns(NS_A, move || netlink_attach_legacy(IF_A, fd)).unwrap();
     }
-    assert!(
-        link_details().contains(&format!("prog/xdp id {legacy_id}")),
-        "{}",
-        link_details()
-    );
+    assert!(link_details().contains(&format!("prog/xdp id {legacy_id}")), "{}", link_details());
 
-    let err = attach(IF_A, XdpMode::Skb, false)
-        .err()
-        .expect("refused without force");
-    assert!(
-        matches!(err, LoadError::AlreadyAttached { prog_id, .. } if prog_id == legacy_id),
-        "{err}"
-    );
+    let err = attach(IF_A, XdpMode::Skb, false).err().expect("refused without force");
+    assert!(matches!(err, LoadError::AlreadyAttached { prog_id, .. } if prog_id == legacy_id), "{err}");
     assert!(err.to_string().contains("--force"), "{err}");
 
     let attached = attach(IF_A, XdpMode::Skb, true).expect("force replaces a legacy attachment");
     let details = link_details();
-    assert!(
-        details.contains(&format!("prog/xdp id {}", attached.program_id())),
-        "{details}"
-    );
-    assert!(
-        !details.contains(&format!("prog/xdp id {legacy_id} ")),
-        "{details}"
-    );
+    assert!(details.contains(&format!("prog/xdp id {}", attached.program_id())), "{details}");
+    assert!(!details.contains(&format!("prog/xdp id {legacy_id} ")), "{details}");
     drop(attached);
     assert!(wait_detached(), "{}", link_details());
     drop(legacy);
@@ -350,19 +285,14 @@ fn force_replaces_a_legacy_attachment() {
 
 /// RTM_SETLINK with IFLA_XDP { FD, FLAGS = SKB_MODE }: the pre-bpf_link way of attaching.
 fn netlink_attach_legacy(ifname: &str, prog_fd: i32) {
-    use netlink_packet_core::{
-        NLM_F_ACK, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage, NetlinkPayload,
-    };
+    use netlink_packet_core::{NLM_F_ACK, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage, NetlinkPayload};
     use netlink_packet_route::{
         RouteNetlinkMessage,
         link::{LinkAttribute, LinkMessage, LinkXdp},
     };
     use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
 
-    let out = Command::new("ip")
-        .args(["-j", "link", "show", "dev", ifname])
-        .output()
-        .unwrap();
+    let out = Command::new("ip").args(["-j", "link", "show", "dev", ifname]).output().unwrap();
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let index = json[0]["ifindex"].as_u64().expect("ifindex") as u32;
 
@@ -371,14 +301,9 @@ fn netlink_attach_legacy(ifname: &str, prog_fd: i32) {
     socket.connect(&SocketAddr::new(0, 0)).unwrap();
     let mut msg = LinkMessage::default();
     msg.header.index = index;
-    msg.attributes.push(LinkAttribute::Xdp(vec![
-        LinkXdp::Fd(prog_fd),
-        LinkXdp::Flags(1 << 1),
-    ]));
-    let mut packet = NetlinkMessage::new(
-        NetlinkHeader::default(),
-        NetlinkPayload::from(RouteNetlinkMessage::SetLink(msg)),
-    );
+    msg.attributes.push(LinkAttribute::Xdp(vec![LinkXdp::Fd(prog_fd), LinkXdp::Flags(1 << 1)]));
+    let mut packet =
+        NetlinkMessage::new(NetlinkHeader::default(), NetlinkPayload::from(RouteNetlinkMessage::SetLink(msg)));
     packet.header.flags = NLM_F_REQUEST | NLM_F_ACK;
     packet.finalize();
     let mut buf = vec![0; packet.buffer_len()];
@@ -397,27 +322,13 @@ fn netlink_attach_legacy(ifname: &str, prog_fd: i32) {
 #[test]
 fn refuses_missing_and_down_interfaces() {
     let _pair = Pair::up();
-    let err = attach("hl-nosuch0", XdpMode::Skb, false)
-        .err()
-        .expect("missing interface");
-    assert!(
-        matches!(err, LoadError::NoSuchInterface(ref n) if n == "hl-nosuch0"),
-        "{err}"
-    );
-    assert!(
-        in_netns(NS_A, || queue_count("hl-nosuch0"))
-            .unwrap()
-            .is_err()
-    );
+    let err = attach("hl-nosuch0", XdpMode::Skb, false).err().expect("missing interface");
+    assert!(matches!(err, LoadError::NoSuchInterface(ref n) if n == "hl-nosuch0"), "{err}");
+    assert!(in_netns(NS_A, || queue_count("hl-nosuch0")).unwrap().is_err());
 
     ip(NS_A, &["link", "set", IF_A, "down"]).unwrap();
-    let err = attach(IF_A, XdpMode::Native, false)
-        .err()
-        .expect("down interface");
-    assert!(
-        matches!(err, LoadError::InterfaceDown(ref n) if n == IF_A),
-        "{err}"
-    );
+    let err = attach(IF_A, XdpMode::Native, false).err().expect("down interface");
+    assert!(matches!(err, LoadError::InterfaceDown(ref n) if n == IF_A), "{err}");
     assert!(!err.to_string().contains('\n'));
     assert!(!xdp_attached(), "nothing may be attached after a refusal");
 }
@@ -429,13 +340,7 @@ fn sigkill_leaves_no_program_attached() {
     let _pair = Pair::up();
     let exe = std::env::current_exe().unwrap();
     let mut child = Command::new(exe)
-        .args([
-            "--exact",
-            "sigkill_child",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
+        .args(["--exact", "sigkill_child", "--ignored", "--nocapture", "--test-threads=1"])
         .env(CHILD_ENV, "1")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -461,20 +366,12 @@ fn sigkill_leaves_no_program_attached() {
         }
     }
     let prog_id = ready.expect("the child exited before attaching");
-    assert!(
-        link_details().contains(&format!("prog/xdp id {prog_id}")),
-        "{}",
-        link_details()
-    );
+    assert!(link_details().contains(&format!("prog/xdp id {prog_id}")), "{}", link_details());
 
     child.0.kill().unwrap(); // SIGKILL
     let status = child.0.wait().unwrap();
     assert!(!status.success());
-    assert!(
-        wait_detached(),
-        "program still attached after SIGKILL: {}",
-        link_details()
-    );
+    assert!(wait_detached(), "program still attached after SIGKILL: {}", link_details());
 }
 
 /// Run only as the child of `sigkill_leaves_no_program_attached` (which sets the variable).
@@ -497,10 +394,7 @@ fn send_raw_from_b(frames: &[Vec<u8>]) {
         s=socket.socket(socket.AF_PACKET,socket.SOCK_RAW)\n\
         s.bind((sys.argv[1],0))\n\
         [s.send(bytes.fromhex(h)) for h in sys.argv[2:]]\n";
-    let hex: Vec<String> = frames
-        .iter()
-        .map(|f| f.iter().map(|b| format!("{b:02x}")).collect())
-        .collect();
+    let hex: Vec<String> = frames.iter().map(|f| f.iter().map(|b| format!("{b:02x}")).collect()).collect();
     let mut args = vec!["-c", SCRIPT, IF_B];
     args.extend(hex.iter().map(String::as_str));
     in_ns(NS_B, "python3", &args).expect("python3 AF_PACKET sender in sluice-hl-b");
@@ -562,63 +456,33 @@ fn malformed_frames_are_passed_and_counted(mode: XdpMode) {
 
     let frames = vec![
         // IHL 4 (< 5): malformed IPv4.
-        eth(
-            0x0800,
-            &cat(ipv4(0x44, 40, 0, 6, &[]), tcp(LISTENER_PORT, 5)),
-        ),
+        eth(0x0800, &cat(ipv4(0x44, 40, 0, 6, &[]), tcp(LISTENER_PORT, 5))),
         // Version 6 in an IPv4 EtherType: malformed IPv4.
-        eth(
-            0x0800,
-            &cat(ipv4(0x65, 40, 0, 6, &[]), tcp(LISTENER_PORT, 5)),
-        ),
+        eth(0x0800, &cat(ipv4(0x65, 40, 0, 6, &[]), tcp(LISTENER_PORT, 5))),
         // Total length below the header length: malformed IPv4.
-        eth(
-            0x0800,
-            &cat(ipv4(0x45, 19, 0, 6, &[]), tcp(LISTENER_PORT, 5)),
-        ),
+        eth(0x0800, &cat(ipv4(0x45, 19, 0, 6, &[]), tcp(LISTENER_PORT, 5))),
         // The frame ends 10 bytes into the IPv4 header: truncated IPv4.
         eth(0x0800, &ipv4(0x45, 40, 0, 6, &[])[..10]),
         // IHL 15 (60 bytes), total length 80, but only 20 bytes of header in the frame:
         // truncated IPv4.
         eth(0x0800, &ipv4(0x4f, 80, 0, 6, &[])),
         // TCP data offset 4 (< 5): malformed TCP.
-        eth(
-            0x0800,
-            &cat(ipv4(0x45, 40, 0, 6, &[]), tcp(LISTENER_PORT, 4)),
-        ),
+        eth(0x0800, &cat(ipv4(0x45, 40, 0, 6, &[]), tcp(LISTENER_PORT, 4))),
         // TCP data offset 15 (60 bytes) past the datagram and the frame: truncated TCP.
-        eth(
-            0x0800,
-            &cat(ipv4(0x45, 40, 0, 6, &[]), tcp(LISTENER_PORT, 15)),
-        ),
+        eth(0x0800, &cat(ipv4(0x45, 40, 0, 6, &[]), tcp(LISTENER_PORT, 15))),
         // Only 10 bytes of TCP header: truncated TCP.
-        eth(
-            0x0800,
-            &cat(
-                ipv4(0x45, 30, 0, 6, &[]),
-                tcp(LISTENER_PORT, 5)[..10].to_vec(),
-            ),
-        ),
+        eth(0x0800, &cat(ipv4(0x45, 30, 0, 6, &[]), tcp(LISTENER_PORT, 5)[..10].to_vec())),
         // First fragment (MF) of a TCP segment to the listener: passed as a fragment.
-        eth(
-            0x0800,
-            &cat(ipv4(0x45, 40, 0x2000, 6, &[]), tcp(LISTENER_PORT, 5)),
-        ),
+        eth(0x0800, &cat(ipv4(0x45, 40, 0x2000, 6, &[]), tcp(LISTENER_PORT, 5))),
         // A later fragment (offset 8 bytes): passed as a fragment.
-        eth(
-            0x0800,
-            &cat(ipv4(0x45, 40, 0x0001, 6, &[]), tcp(LISTENER_PORT, 5)),
-        ),
+        eth(0x0800, &cat(ipv4(0x45, 40, 0x0001, 6, &[]), tcp(LISTENER_PORT, 5))),
         // GRE (47): another protocol.
         eth(0x0800, &cat(ipv4(0x45, 40, 0, 47, &[]), vec![0; 20])),
         // An unknown EtherType, and a VLAN tag: other EtherTypes.
         eth(0x88b5, &[0; 46]),
         eth(0x8100, &[0; 46]),
         // A SYN with 4 bytes of IPv4 options (IHL 6) to the listener: classified, no socket.
-        eth(
-            0x0800,
-            &cat(ipv4(0x46, 44, 0, 6, &[1, 1, 1, 0]), tcp(LISTENER_PORT, 5)),
-        ),
+        eth(0x0800, &cat(ipv4(0x46, 44, 0, 6, &[1, 1, 1, 0]), tcp(LISTENER_PORT, 5))),
     ];
     let c0 = attached.counters().unwrap();
     send_raw_from_b(&frames);
@@ -659,19 +523,9 @@ fn refuses_when_not_privileged() {
     require_root().expect("root");
     let exe = std::env::current_exe().unwrap();
     let out = Command::new("setpriv")
-        .args([
-            "--securebits=+noroot,+noroot_locked",
-            "--bounding-set=-all",
-            "--inh-caps=-all",
-        ])
+        .args(["--securebits=+noroot,+noroot_locked", "--bounding-set=-all", "--inh-caps=-all"])
         .arg(exe)
-        .args([
-            "--exact",
-            "unprivileged_child",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
+        .args(["--exact", "unprivileged_child", "--ignored", "--nocapture", "--test-threads=1"])
         .env(UNPRIV_ENV, "1")
         .stdin(Stdio::null())
         .output()

@@ -186,7 +186,8 @@ fn sighup_rotates_the_certificate_under_load_and_refuses_a_broken_config(t: Tran
     ensure!(seen == new_cert, "a new connection after the reload did not get the new certificate");
 
     for (i, t) in streams.into_iter().enumerate() {
-        let cert = t.join().map_err(|_| anyhow::anyhow!("stream {i} panicked"))?.with_context(|| format!("stream {i}"))?;
+        let cert =
+            t.join().map_err(|_| anyhow::anyhow!("stream {i} panicked"))?.with_context(|| format!("stream {i}"))?;
         ensure!(cert == old_cert, "stream {i} began before the reload and had the old certificate");
     }
     for c in resumers {
@@ -257,12 +258,17 @@ fn sigterm_drains_open_connections_then_detaches(t: Transport) -> Result<()> {
     echo_backend(&sluice.topology.topology.backend())?;
     let streams = start_streams(&sluice, 30)?;
     wait_stats(&sluice, "50 relays", |s| {
-        s["queues"].as_array().is_some_and(|q| q.iter().map(|q| q["relays_open"].as_u64().unwrap_or(0)).sum::<u64>() == 50)
+        s["queues"]
+            .as_array()
+            .is_some_and(|q| q.iter().map(|q| q["relays_open"].as_u64().unwrap_or(0)).sum::<u64>() == 50)
     })?;
     signal(&sluice, Signal::SIGTERM)?;
     wait_stats(&sluice, "draining", |s| s["queues"].as_array().is_some_and(|q| q.iter().all(|q| q["draining"] == 1)))?;
     let refused = in_netns(&sluice.client(), || connect_80().map_err(|e| e.kind()))?;
-    ensure!(refused.as_ref().err() == Some(&ErrorKind::ConnectionRefused), "a new connection while draining: {refused:?}");
+    ensure!(
+        refused.as_ref().err() == Some(&ErrorKind::ConnectionRefused),
+        "a new connection while draining: {refused:?}"
+    );
     for (i, t) in streams.into_iter().enumerate() {
         t.join().map_err(|_| anyhow::anyhow!("stream {i} panicked"))?.with_context(|| format!("stream {i}"))?;
     }
@@ -281,7 +287,10 @@ fn sigterm_drains_open_connections_then_detaches(t: Transport) -> Result<()> {
 /// and a second SIGTERM stops at once.
 #[test]
 fn drain_passes_syns_to_the_kernel_resets_at_the_deadline_and_a_second_signal_stops() -> Result<()> {
-    let mut sluice = Sluice::start("op-dp-", &plain_config("[drain]\ndeadline_ms = 1500\nnew_connections = \"pass\"\n", Transport::Xdp))?;
+    let mut sluice = Sluice::start(
+        "op-dp-",
+        &plain_config("[drain]\ndeadline_ms = 1500\nnew_connections = \"pass\"\n", Transport::Xdp),
+    )?;
     echo_backend(&sluice.topology.topology.backend())?;
     let successor = in_netns(&sluice.proxy(), || std::net::TcpListener::bind("198.51.100.2:80"))??;
     let mut idle = in_netns(&sluice.client(), connect_80)??;
@@ -311,7 +320,9 @@ fn drain_passes_syns_to_the_kernel_resets_at_the_deadline_and_a_second_signal_st
     let mut sluice = Sluice::start("op-d2-", &plain_config("[drain]\ndeadline_ms = 60000\n", Transport::Xdp))?;
     echo_backend(&sluice.topology.topology.backend())?;
     let _open = in_netns(&sluice.client(), connect_80)??;
-    wait_stats(&sluice, "a relay", |s| s["queues"].as_array().is_some_and(|q| q.iter().any(|q| q["relays_open"] == 1)))?;
+    wait_stats(&sluice, "a relay", |s| {
+        s["queues"].as_array().is_some_and(|q| q.iter().any(|q| q["relays_open"] == 1))
+    })?;
     signal(&sluice, Signal::SIGTERM)?;
     std::thread::sleep(Duration::from_millis(300));
     ensure!(sluice.process.try_wait()?.is_none(), "sluice must wait for the open connection");
@@ -336,7 +347,11 @@ fn runs_as_nobody_without_capabilities_and_logs_each_connection() -> Result<()> 
     http_backend(&sluice.topology.topology.backend())?;
     let status = std::fs::read_to_string(format!("/proc/{}/status", sluice.process.pid()))?;
     let field = |name: &str| {
-        status.lines().find_map(|l| l.strip_prefix(name)).map(|v| v.split_whitespace().collect::<Vec<_>>()).unwrap_or_default()
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(|v| v.split_whitespace().collect::<Vec<_>>())
+            .unwrap_or_default()
     };
     let nobody = nix::unistd::User::from_name("nobody")?.context("no user nobody")?;
     let uid = nobody.uid.to_string();
@@ -354,7 +369,16 @@ fn runs_as_nobody_without_capabilities_and_logs_each_connection() -> Result<()> 
     let out = in_ns(
         &sluice.client(),
         "curl",
-        &["-sS", "--max-time", "10", "--cacert", ca_path.to_str().context("path")?, "--resolve", "a.test:443:198.51.100.2", "https://a.test/"],
+        &[
+            "-sS",
+            "--max-time",
+            "10",
+            "--cacert",
+            ca_path.to_str().context("path")?,
+            "--resolve",
+            "a.test:443:198.51.100.2",
+            "https://a.test/",
+        ],
     )?;
     ensure!(String::from_utf8_lossy(&out.stdout) == "backend saw Host: a.test\n");
     let stats = sluice.wait_idle()?;
@@ -362,7 +386,14 @@ fn runs_as_nobody_without_capabilities_and_logs_each_connection() -> Result<()> 
     let log = sluice.process.log();
     ensure!(log.contains("privileges dropped"), "{log}");
     let line = log.lines().find(|l| l.contains("sluice::access")).context(format!("no access log line:\n{log}"))?;
-    for want in ["client=198.51.100.1:", "listener=198.51.100.2:443", "sni=\"a.test\"", "version=\"TLSv1_3\"", "resumed=false", "end=\"clean\""] {
+    for want in [
+        "client=198.51.100.1:",
+        "listener=198.51.100.2:443",
+        "sni=\"a.test\"",
+        "version=\"TLSv1_3\"",
+        "resumed=false",
+        "end=\"clean\"",
+    ] {
         ensure!(line.contains(want), "access log line lacks {want}: {line}");
     }
     let key = std::fs::read_to_string(dir.join("a.test.key"))?;

@@ -36,7 +36,9 @@ fn shipped_configurations_pass_check_config() -> Result<()> {
     let bad = std::env::temp_dir().join(format!("sluice-baduser-{}.toml", std::process::id()));
     let example = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../configs/example.toml"))?;
     std::fs::write(&bad, example.replace("user = \"nobody\"", "user = \"no-such-user-sluice\""))?;
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sluice")).args(["check-config", bad.to_str().context("path")?]).output()?;
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["check-config", bad.to_str().context("path")?])
+        .output()?;
     let _ = std::fs::remove_file(&bad);
     let err = String::from_utf8_lossy(&out.stderr);
     ensure!(!out.status.success() && err.contains("process.user") && err.contains("no-such-user-sluice"), "{err}");

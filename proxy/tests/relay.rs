@@ -17,8 +17,10 @@ const LISTENER: &str = "198.51.100.2:80";
 
 /// A relay listener on `t`.
 fn relay_config(t: Transport) -> String {
-    t.config("[[listener]]\naddress = \"198.51.100.2:80\"\nbackend = \"203.0.113.2:8080\"\n\n\
-         [relay]\nbackend_connect_timeout_ms = 2000\n")
+    t.config(
+        "[[listener]]\naddress = \"198.51.100.2:80\"\nbackend = \"203.0.113.2:8080\"\n\n\
+         [relay]\nbackend_connect_timeout_ms = 2000\n",
+    )
 }
 
 fn addr() -> SocketAddr {
@@ -31,7 +33,10 @@ fn relays_256_mib_each_way_intact_with_half_close(t: Transport) -> Result<()> {
     let mib = common::transfer_mib(256);
     let (sent, back, elapsed) = in_netns(&sluice.client(), move || common::echo_stream(LISTENER, mib << 20))??;
     ensure!(sent == back, "sha256 differs");
-    eprintln!("{mib} MiB relayed each way in {elapsed:.2?} ({:.1} MB/s)", (mib << 20) as f64 / elapsed.as_secs_f64() / 1e6);
+    eprintln!(
+        "{mib} MiB relayed each way in {elapsed:.2?} ({:.1} MB/s)",
+        (mib << 20) as f64 / elapsed.as_secs_f64() / 1e6
+    );
     let stats = sluice.wait_idle()?;
     ensure!(sluice.queue_total(&stats, "relays_clean") == 1, "{stats:#}");
     ensure!(sluice.queue_total(&stats, "relay_bytes_to_backend") == (mib as u64) << 20, "{stats:#}");

@@ -44,10 +44,9 @@ fn make_handshakes(sluice: &Sluice, ca: rustls::pki_types::CertificateDer<'stati
     let mut roots = RootCertStore::empty();
     roots.add(ca)?;
     let mut expected = Expected::new();
-    for (version, tag, fresh, resuming) in [
-        (&rustls::version::TLS13, "tls13", 2, 5),
-        (&rustls::version::TLS12, "tls12", 1, 4),
-    ] {
+    for (version, tag, fresh, resuming) in
+        [(&rustls::version::TLS13, "tls13", 2, 5), (&rustls::version::TLS12, "tls12", 1, 4)]
+    {
         let base = || {
             ClientConfig::builder_with_protocol_versions(&[version])
                 .with_root_certificates(roots.clone())
@@ -73,9 +72,9 @@ fn make_handshakes(sluice: &Sluice, ca: rustls::pki_types::CertificateDer<'stati
 /// A value of a parsed sample (counters, gauges and untyped `_count` lines alike).
 fn sample_value(s: &prometheus_parse::Sample) -> Option<f64> {
     match s.value {
-        prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Gauge(v) | prometheus_parse::Value::Untyped(v) => {
-            Some(v)
-        }
+        prometheus_parse::Value::Counter(v)
+        | prometheus_parse::Value::Gauge(v)
+        | prometheus_parse::Value::Untyped(v) => Some(v),
         _ => None,
     }
 }

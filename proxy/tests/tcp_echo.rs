@@ -14,10 +14,7 @@ use sluice_testbed::{Impairment, in_netns};
 const ECHO: &str = "198.51.100.2:7";
 
 fn echo_config() -> String {
-    config(
-        "native",
-        "[[listener]]\naddress = \"198.51.100.2:7\"\necho = true\n\n[tcp]\ntime_wait_ms = 1000\n",
-    )
+    config("native", "[[listener]]\naddress = \"198.51.100.2:7\"\necho = true\n\n[tcp]\ntime_wait_ms = 1000\n")
 }
 
 fn echo_addr() -> SocketAddr {
@@ -48,7 +45,9 @@ fn ping(msg: &[u8]) -> std::io::Result<()> {
 fn thousand_sequential_connections() -> Result<()> {
     let sluice = Sluice::start("sl-te1-", &echo_config())?;
     let failures = in_netns(&sluice.client(), || {
-        (0..1000).filter_map(|i| ping(format!("ping {i}").as_bytes()).err().map(|e| format!("{i}: {e}"))).collect::<Vec<_>>()
+        (0..1000)
+            .filter_map(|i| ping(format!("ping {i}").as_bytes()).err().map(|e| format!("{i}: {e}")))
+            .collect::<Vec<_>>()
     })?;
     ensure!(failures.is_empty(), "{} of 1000 failed: {:?}", failures.len(), &failures[..failures.len().min(5)]);
     let stats = sluice.wait_idle()?;
@@ -126,10 +125,11 @@ fn transfer(prefix: &str, mib: usize, impairment: Option<(Impairment, Impairment
             ensure!(counts["b2a"]["lost"].as_u64() > Some(0), "the bridge lost nothing: {counts}");
             // sluice's own segments were lost: Linux's SACKs arrive and sluice retransmits.
             ensure!(sluice.tcp_total(&stats, "sack_blocks_received") > 0, "no SACK blocks from Linux: {stats:#}");
-            let rexmit = ["retransmits_rto", "retransmits_fast", "retransmits_sack", "retransmits_rack", "retransmits_tlp"]
-                .iter()
-                .map(|c| sluice.tcp_total(&stats, c))
-                .sum::<u64>();
+            let rexmit =
+                ["retransmits_rto", "retransmits_fast", "retransmits_sack", "retransmits_rack", "retransmits_tlp"]
+                    .iter()
+                    .map(|c| sluice.tcp_total(&stats, c))
+                    .sum::<u64>();
             ensure!(rexmit > 0, "no retransmissions under loss: {stats:#}");
         }
     }

@@ -12,21 +12,20 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
 use common::{
-    Sluice, Transport, certificates, curl_both_names_and_versions, handshakes, http_backend, openssl_resumes_tls12_and_tls13,
+    Sluice, Transport, certificates, curl_both_names_and_versions, handshakes, http_backend,
+    openssl_resumes_tls12_and_tls13,
 };
 use sluice_testbed::{in_netns, in_ns};
 
 fn tls_config(dir: &Path, t: Transport) -> String {
     let d = dir.display();
-    t.config(
-        &format!(
-            "[[listener]]\naddress = \"198.51.100.2:443\"\nbackend = \"203.0.113.2:8080\"\n\n\
+    t.config(&format!(
+        "[[listener]]\naddress = \"198.51.100.2:443\"\nbackend = \"203.0.113.2:8080\"\n\n\
              [listener.tls]\ncertificates = [\n  \
              {{ cert = \"{d}/a.test.pem\", key = \"{d}/a.test.key\", sni = [\"a.test\"], default = true }},\n  \
              {{ cert = \"{d}/b.test.pem\", key = \"{d}/b.test.key\", sni = [\"b.test\"] }},\n]\n\
              alpn = [\"http/1.1\"]\n\n[relay]\ntls_handshake_timeout_ms = 1500\n"
-        ),
-    )
+    ))
 }
 
 /// Starts sluice on `t` with TLS on 443 and an HTTP backend; the certificates live in a fresh
@@ -91,7 +90,16 @@ fn garbage_instead_of_a_client_hello_gets_an_alert(t: Transport) -> Result<()> {
     let out = in_ns(
         &sluice.client(),
         "curl",
-        &["-sS", "--max-time", "10", "--cacert", ca.to_str().context("path")?, "--resolve", "a.test:443:198.51.100.2", "https://a.test/"],
+        &[
+            "-sS",
+            "--max-time",
+            "10",
+            "--cacert",
+            ca.to_str().context("path")?,
+            "--resolve",
+            "a.test:443:198.51.100.2",
+            "https://a.test/",
+        ],
     )?;
     ensure!(out.stdout == b"backend saw Host: a.test\n");
     Ok(())

@@ -109,7 +109,10 @@ fn addrs(list: &[String]) -> Vec<SocketAddrV4> {
 /// Checks a backend list: IPv4 `ip:port` each, concrete, no duplicates, 1 to 64 entries.
 pub(super) fn check_backends(field: &str, list: &[String]) -> Result<(), (String, String)> {
     if list.is_empty() || list.len() > crate::session::backend::MAX_BACKENDS {
-        return Err((field.into(), format!("needs 1 to {} backends, not {}", crate::session::backend::MAX_BACKENDS, list.len())));
+        return Err((
+            field.into(),
+            format!("needs 1 to {} backends, not {}", crate::session::backend::MAX_BACKENDS, list.len()),
+        ));
     }
     let mut seen = HashSet::new();
     for (j, b) in list.iter().enumerate() {

@@ -96,10 +96,7 @@ impl Config {
     pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
         let err = |field: String, message: String| ConfigError { file: path.to_owned(), field, message };
         let config: Config = toml::from_str(text).map_err(|e| {
-            let field = e
-                .span()
-                .map(|s| describe_position(text, s.start))
-                .unwrap_or_default();
+            let field = e.span().map(|s| describe_position(text, s.start)).unwrap_or_default();
             err(field, e.message().to_owned())
         })?;
         config.validate().map_err(|(field, message)| err(field, message))?;
@@ -254,7 +251,10 @@ impl Config {
                 return Err((field, format!("{addr} is listed twice")));
             }
             if l.backend.is_some() && !l.backends.is_empty() {
-                return Err((format!("listener[{i}].backends"), "give either `backend` or `backends`, not both".into()));
+                return Err((
+                    format!("listener[{i}].backends"),
+                    "give either `backend` or `backends`, not both".into(),
+                ));
             }
             if usize::from(l.echo) + usize::from(l.refuse) + usize::from(l.relays()) != 1 {
                 return Err((
@@ -387,7 +387,9 @@ echo = true
         let e = error(&GOOD.replace("xdp_mode = \"native\"", "xdp_mode = \"turbo\""));
         assert!(e.starts_with("test.toml: line 4"), "{e}");
         assert!(e.contains("turbo") || e.contains("variant"), "{e}");
-        let e = error(&GOOD.replace("force", "forse").replace("interface = \"px0\"", "interface = \"px0\"\nfrobnicate = 1"));
+        let e = error(
+            &GOOD.replace("force", "forse").replace("interface = \"px0\"", "interface = \"px0\"\nfrobnicate = 1"),
+        );
         assert!(e.contains("frobnicate"), "{e}");
     }
 
@@ -443,7 +445,8 @@ echo = true
         let tls = "\n[listener.tls]\ncertificates = [{ cert = \"a.pem\", key = \"a.key\" }]\n";
         let e = error(&GOOD.replace("refuse = true", &format!("refuse = true{tls}")));
         assert!(e.contains("listener[0].tls") && e.contains("backend"), "{e}");
-        let e = error(&GOOD.replace("refuse = true", "backend = \"203.0.113.2:8080\"\n[listener.tls]\nalpn = [\"h2\"]\n"));
+        let e =
+            error(&GOOD.replace("refuse = true", "backend = \"203.0.113.2:8080\"\n[listener.tls]\nalpn = [\"h2\"]\n"));
         assert!(e.contains("listener[0].tls.certificates"), "{e}");
         let c = parse(&GOOD.replace("refuse = true", &format!("backend = \"203.0.113.2:8080\"{tls}"))).unwrap();
         let t = c.listeners[0].tls.as_ref().unwrap();
@@ -531,14 +534,17 @@ echo = true
         assert!(e.contains("listener[0].proxy_protocol"), "{e}");
         let e = with("backend = \"203.0.113.2:1\"\n[listener.health_check]\ninterval_ms = 0");
         assert!(e.contains("listener[0].health_check.interval_ms"), "{e}");
-        let e = with("backend = \"203.0.113.2:1\"\n[[listener.route]]\nsni = \"a.test\"\nbackends = [\"203.0.113.2:2\"]");
+        let e =
+            with("backend = \"203.0.113.2:1\"\n[[listener.route]]\nsni = \"a.test\"\nbackends = [\"203.0.113.2:2\"]");
         assert!(e.contains("listener[0].route[0]") && e.contains("tls"), "{e}");
         let tls = "[listener.tls]\ncertificates = [{ cert = \"a.pem\", key = \"a.key\" }]\n";
         let e = with(&format!("backend = \"203.0.113.2:1\"\n{tls}[[listener.route]]\nbackends = [\"203.0.113.2:2\"]"));
         assert!(e.contains("listener[0].route[0]") && e.contains("sni"), "{e}");
         let e = with(&format!("backend = \"203.0.113.2:1\"\n{tls}[[listener.route]]\nsni = \"a.test\"\nbackends = []"));
         assert!(e.contains("listener[0].route[0].backends"), "{e}");
-        let e = with(&format!("backend = \"203.0.113.2:1\"\n{tls}[[listener.route]]\nsni = \"a.test\"\nbackends = [\"x\"]"));
+        let e = with(&format!(
+            "backend = \"203.0.113.2:1\"\n{tls}[[listener.route]]\nsni = \"a.test\"\nbackends = [\"x\"]"
+        ));
         assert!(e.contains("listener[0].route[0].backends[0]"), "{e}");
     }
 

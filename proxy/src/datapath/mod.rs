@@ -26,8 +26,8 @@ use sluice_tcp::FourTuple;
 use crate::config::ListenerMode;
 use crate::observe::stats::SharedCounters;
 use crate::session::BackendLink;
-use crate::session::relay::connect_kernel;
 use crate::session::backend::ListenerBackends;
+use crate::session::relay::connect_kernel;
 
 /// A transport, set up and ready to run (see the module documentation).
 pub struct Transport {

@@ -18,7 +18,6 @@ use anyhow::Context;
 
 pub use crate::observe::stats::StatsSource;
 
-
 /// How long the admin thread waits after a failed `accept` (out of descriptors) before retrying.
 const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 
@@ -108,8 +107,12 @@ fn route(method: &str, path: &str, stats: &StatsSource) -> anyhow::Result<(&'sta
     }
     let path = path.split('?').next().unwrap_or(path);
     Ok(match path {
-        "/stats.json" => ("200 OK", "application/json", (serde_json::to_string_pretty(&stats().json())? + "\n").into_bytes()),
-        "/metrics" => ("200 OK", crate::observe::metrics::CONTENT_TYPE, crate::observe::metrics::encode(stats()).into_bytes()),
+        "/stats.json" => {
+            ("200 OK", "application/json", (serde_json::to_string_pretty(&stats().json())? + "\n").into_bytes())
+        }
+        "/metrics" => {
+            ("200 OK", crate::observe::metrics::CONTENT_TYPE, crate::observe::metrics::encode(stats()).into_bytes())
+        }
         _ => match path.strip_prefix("/histograms/").and_then(|p| p.strip_suffix(".hlog")) {
             Some(name) if crate::observe::latency::Latencies::names().any(|n| n == name) => {
                 let s = stats();
@@ -120,7 +123,11 @@ fn route(method: &str, path: &str, stats: &StatsSource) -> anyhow::Result<(&'sta
             }
             Some(_) => {
                 let names: Vec<&str> = crate::observe::latency::Latencies::names().collect();
-                ("404 Not Found", "text/plain", format!("no such histogram; there are: {}\n", names.join(", ")).into_bytes())
+                (
+                    "404 Not Found",
+                    "text/plain",
+                    format!("no such histogram; there are: {}\n", names.join(", ")).into_bytes(),
+                )
             }
             None => ("404 Not Found", "text/plain", NOT_FOUND.as_bytes().to_vec()),
         },
@@ -133,7 +140,8 @@ mod tests {
 
     fn source() -> StatsSource {
         Arc::new(|| {
-            let mut s = crate::observe::stats::Snapshot { started: Some(std::time::SystemTime::now()), ..Default::default() };
+            let mut s =
+                crate::observe::stats::Snapshot { started: Some(std::time::SystemTime::now()), ..Default::default() };
             s.latencies.tcp_handshake.record(42).unwrap();
             s
         })

@@ -107,7 +107,6 @@ pub struct QueueCounters {
     pub kernel_tx_invalid_descs: u64,
 }
 
-
 /// What a worker publishes for the admin endpoint: its counters and its TCP stack's (see
 /// [`crate::observe::stats::WorkerStats::publish`]; latencies go by `send_interval`).
 #[derive(Debug, Clone, Default, Serialize)]
@@ -123,10 +122,7 @@ pub struct Published {
 /// The TCP stack's counters of one worker: every counter at the top level, drops in `drops`
 /// keyed by reason. Names come from `Stats::iter` and `DropReason::name`.
 pub fn tcp_json(s: &Stats) -> Value {
-    let drops: Map<String, Value> = s
-        .drops_iter()
-        .map(|(n, v)| (n.to_owned(), v.into()))
-        .collect();
+    let drops: Map<String, Value> = s.drops_iter().map(|(n, v)| (n.to_owned(), v.into())).collect();
     let mut m: Map<String, Value> = s.iter().map(|(n, v)| (n.to_owned(), v.into())).collect();
     m.insert("drops".to_owned(), Value::Object(drops));
     Value::Object(m)
@@ -136,4 +132,3 @@ pub fn tcp_json(s: &Stats) -> Value {
 pub fn serialize_tcp<S: serde::Serializer>(s: &Stats, ser: S) -> Result<S::Ok, S::Error> {
     serde::Serialize::serialize(&tcp_json(s), ser)
 }
-

@@ -101,9 +101,8 @@ pub fn read_totals(log: &[u8]) -> Result<std::collections::BTreeMap<String, u64>
     let mut totals = std::collections::BTreeMap::new();
     for entry in IntervalLogIterator::new(log) {
         if let LogEntry::Interval(i) = entry.map_err(|e| format!("{e:?}"))? {
-            let bytes = base64::engine::general_purpose::STANDARD
-                .decode(i.encoded_histogram())
-                .map_err(|e| e.to_string())?;
+            let bytes =
+                base64::engine::general_purpose::STANDARD.decode(i.encoded_histogram()).map_err(|e| e.to_string())?;
             let h: Histogram<u64> = Deserializer::new().deserialize(&mut &bytes[..]).map_err(|e| format!("{e:?}"))?;
             let tag = i.tag().map(|t| t.as_str().to_owned()).unwrap_or_default();
             *totals.entry(tag).or_insert(0) += h.len();

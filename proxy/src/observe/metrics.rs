@@ -30,8 +30,8 @@ pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; cha
 
 /// Upper bounds of the latency buckets, in microseconds (exported in seconds).
 pub const BUCKETS_US: [u64; 17] = [
-    50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000,
-    1_000_000, 2_500_000, 5_000_000, 10_000_000,
+    50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000, 2_500_000,
+    5_000_000, 10_000_000,
 ];
 
 /// The quantiles exported per histogram, with their label value.
@@ -85,7 +85,12 @@ impl Collector for Export {
         session_caches(s, &mut enc)?;
         if let Some(started) = s.started {
             let up = started.elapsed().unwrap_or_default().as_secs_f64();
-            let m = enc.encode_descriptor("sluice_uptime", "Time since sluice started", Some(&Unit::Seconds), MetricType::Gauge)?;
+            let m = enc.encode_descriptor(
+                "sluice_uptime",
+                "Time since sluice started",
+                Some(&Unit::Seconds),
+                MetricType::Gauge,
+            )?;
             ConstGauge::new(up).encode(m)?;
         }
         Ok(())
@@ -122,7 +127,13 @@ fn latencies(s: &Snapshot, enc: &mut DescriptorEncoder<'_>) -> fmt::Result {
         let qhelp = format!("Quantiles of {} (quantile 1 is the maximum)", name.replace('_', " "));
         let mut m = enc.encode_descriptor(&qname, &qhelp, Some(&Unit::Seconds), MetricType::Gauge)?;
         for (q, label) in QUANTILES {
-            let us = if h.is_empty() { 0 } else if q >= 1.0 { h.max() } else { h.value_at_quantile(q) };
+            let us = if h.is_empty() {
+                0
+            } else if q >= 1.0 {
+                h.max()
+            } else {
+                h.value_at_quantile(q)
+            };
             ConstGauge::new(us as f64 / 1e6).encode(m.encode_family(&[("quantile", label)])?)?;
         }
     }
@@ -240,7 +251,9 @@ fn session_caches(s: &Snapshot, enc: &mut DescriptorEncoder<'_>) -> fmt::Result 
         MetricType::Counter,
     )?;
     for (l, st) in c {
-        for (reason, v) in [("capacity", st.evicted_capacity), ("bytes", st.evicted_bytes), ("expired", st.evicted_expired)] {
+        for (reason, v) in
+            [("capacity", st.evicted_capacity), ("bytes", st.evicted_bytes), ("expired", st.evicted_expired)]
+        {
             ConstCounter::new(v).encode(m.encode_family(&[("listener", l.as_str()), ("reason", reason)])?)?;
         }
     }
@@ -270,7 +283,13 @@ mod tests {
         let mut s = Snapshot { xdp_mode: "native".into(), ..Snapshot::default() };
         for q in 0..2u32 {
             let mut p = Published {
-                queue: QueueCounters { queue: q, rx_frames: 10 + u64::from(q), dropped_checksum: 3, connections_open: 1, ..Default::default() },
+                queue: QueueCounters {
+                    queue: q,
+                    rx_frames: 10 + u64::from(q),
+                    dropped_checksum: 3,
+                    connections_open: 1,
+                    ..Default::default()
+                },
                 ..Default::default()
             };
             p.tcp.retransmits_rto = 4;
@@ -283,7 +302,10 @@ mod tests {
         }
         crate::observe::latency::record(&mut s.latencies.tls13_resumed, Duration::from_micros(300));
         s.xdp = vec![("redirected", 5), ("pass_arp", 1)];
-        s.session_caches = vec![("198.51.100.2:443".into(), sluice_tls::CacheStats { hits: 3, evicted_bytes: 1, ..Default::default() })];
+        s.session_caches = vec![(
+            "198.51.100.2:443".into(),
+            sluice_tls::CacheStats { hits: 3, evicted_bytes: 1, ..Default::default() },
+        )];
         s.started = Some(std::time::SystemTime::now());
         s
     }
@@ -298,7 +320,9 @@ mod tests {
             .find(|s| s.metric == metric && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
             .unwrap_or_else(|| panic!("no {metric} {labels:?}"));
         match &s.value {
-            prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Gauge(v) | prometheus_parse::Value::Untyped(v) => *v,
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => *v,
             other => panic!("{metric}: {other:?}"),
         }
     }
@@ -344,8 +368,14 @@ mod tests {
         assert!((max - 60.0).abs() < 0.1, "{max}");
         assert_eq!(value(&s, "sluice_rx_frames_total", &[("queue", "1")]), 11.0);
         assert_eq!(value(&s, "sluice_connections_open", &[("queue", "0")]), 1.0);
-        assert_eq!(value(&s, "sluice_drops_total", &[("queue", "0"), ("layer", "worker"), ("reason", "checksum")]), 3.0);
-        assert_eq!(value(&s, "sluice_drops_total", &[("queue", "1"), ("layer", "tcp"), ("reason", "invalid_sequence")]), 2.0);
+        assert_eq!(
+            value(&s, "sluice_drops_total", &[("queue", "0"), ("layer", "worker"), ("reason", "checksum")]),
+            3.0
+        );
+        assert_eq!(
+            value(&s, "sluice_drops_total", &[("queue", "1"), ("layer", "tcp"), ("reason", "invalid_sequence")]),
+            2.0
+        );
         assert_eq!(value(&s, "sluice_tcp_retransmits_total", &[("queue", "0"), ("kind", "rto")]), 4.0);
         assert_eq!(value(&s, "sluice_tcp_syn_cookies_sent_total", &[("queue", "1")]), 7.0);
         assert_eq!(value(&s, "sluice_xdp_packets_total", &[("outcome", "redirected")]), 5.0);

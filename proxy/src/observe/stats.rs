@@ -23,8 +23,8 @@ use crossbeam_channel::{Receiver, Sender, TrySendError};
 use serde_json::{Map, Value, json};
 use sluice_tcp::Stats;
 
-use crate::observe::latency::Latencies;
 use crate::observe::counters::{Published, QueueCounters};
+use crate::observe::latency::Latencies;
 
 /// Takes a snapshot of the statistics on each request of the admin endpoint.
 pub type StatsSource = std::sync::Arc<dyn Fn() -> Snapshot + Send + Sync>;
@@ -339,11 +339,8 @@ impl Snapshot {
         if !self.xdp.is_empty() {
             xdp.insert("pass_malformed".into(), self.xdp_pass_malformed.into());
         }
-        let xdp = if self.xdp_mode.is_empty() {
-            Value::Null
-        } else {
-            json!({ "mode": self.xdp_mode, "counters": xdp })
-        };
+        let xdp =
+            if self.xdp_mode.is_empty() { Value::Null } else { json!({ "mode": self.xdp_mode, "counters": xdp }) };
         let mut v = json!({
             "transport": self.transport,
             "xdp": xdp,
@@ -369,11 +366,7 @@ mod tests {
 
     #[test]
     fn tcp_json_shape() {
-        let s = Stats {
-            retransmits_rto: 4,
-            drops: [1, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 3],
-            ..Stats::default()
-        };
+        let s = Stats { retransmits_rto: 4, drops: [1, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 3], ..Stats::default() };
         let v = crate::observe::counters::tcp_json(&s);
         assert_eq!(v["retransmits_rto"], 4);
         assert_eq!(v["segments_in"], 0);
@@ -381,10 +374,7 @@ mod tests {
         assert_eq!(v["drops"]["paws"], 2);
         assert_eq!(v["drops"]["after_fin"], 3);
         assert_eq!(v.as_object().unwrap().len(), s.iter().count() + 1);
-        assert_eq!(
-            v["drops"].as_object().unwrap().len(),
-            sluice_tcp::DropReason::COUNT
-        );
+        assert_eq!(v["drops"].as_object().unwrap().len(), sluice_tcp::DropReason::COUNT);
     }
 
     fn record(l: &mut Latencies, n: u64) {

@@ -45,9 +45,8 @@ enum Source {
 impl Source {
     fn of(self, q: &Value) -> u64 {
         let sum_prefix = |o: &Value, prefix: &str| {
-            o.as_object().map_or(0, |m| {
-                m.iter().filter(|(k, _)| k.starts_with(prefix)).filter_map(|(_, v)| v.as_u64()).sum()
-            })
+            o.as_object()
+                .map_or(0, |m| m.iter().filter(|(k, _)| k.starts_with(prefix)).filter_map(|(_, v)| v.as_u64()).sum())
         };
         match self {
             Source::Queue(name) => q[name].as_u64().unwrap_or(0),
@@ -151,11 +150,8 @@ pub fn fetch(addr: SocketAddr, path: &str) -> Result<Vec<u8>> {
 
 /// Parses `1s`, `500ms`, `2` (seconds), `0.5s`.
 pub fn parse_interval(s: &str) -> Result<Duration, String> {
-    let (number, scale) = if let Some(ms) = s.strip_suffix("ms") {
-        (ms, 1e-3)
-    } else {
-        (s.strip_suffix('s').unwrap_or(s), 1.0)
-    };
+    let (number, scale) =
+        if let Some(ms) = s.strip_suffix("ms") { (ms, 1e-3) } else { (s.strip_suffix('s').unwrap_or(s), 1.0) };
     let secs: f64 = number.trim().parse().map_err(|_| format!("{s:?} is not a duration like 1s or 500ms"))?;
     if !(secs * scale >= 0.05 && secs * scale <= 3600.0) {
         return Err(format!("{s:?}: from 50ms to 3600s"));
@@ -208,13 +204,18 @@ mod tests {
             "session_caches": [ { "listener": "198.51.100.2:443", "hits": 4, "misses": 1, "entries": 2 } ],
         });
         let t = render(&stats);
-        let line = |prefix: &str| t.lines().find(|l| l.starts_with(prefix)).unwrap_or_else(|| panic!("{prefix}:\n{t}")).to_owned();
+        let line = |prefix: &str| {
+            t.lines().find(|l| l.starts_with(prefix)).unwrap_or_else(|| panic!("{prefix}:\n{t}")).to_owned()
+        };
         assert_eq!(
             line("tls13_handshake_full").split_whitespace().collect::<Vec<_>>(),
             ["tls13_handshake_full", "3", "1052", "1372", "1755", "5235", "6987"]
         );
         let pos = |name: &str| t.find(&format!("\n{name} ")).unwrap_or_else(|| panic!("{name}:\n{t}"));
-        assert!(pos("tcp_handshake") < pos("backend_connect") && pos("backend_connect") < pos("tls13_handshake_full"), "{t}");
+        assert!(
+            pos("tcp_handshake") < pos("backend_connect") && pos("backend_connect") < pos("tls13_handshake_full"),
+            "{t}"
+        );
         assert_eq!(line("counters").split_whitespace().collect::<Vec<_>>(), ["counters", "total", "q0", "q1"]);
         assert!(line("rx frames").ends_with("        12         5         7"), "{t}");
         assert!(line("tls handshakes full").contains(" 3 "), "{t}");

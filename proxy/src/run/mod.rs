@@ -46,7 +46,10 @@ pub fn run(config: Config, config_path: &Path) -> Result<()> {
     let backend_view = Arc::new(Mutex::new(services.backends.clone()));
     let stats_thread = StatsThread::spawn(
         shared_counters.clone(),
-        config.stats.interval_log().map(|l| crate::observe::stats::IntervalLogSettings { path: config_dir.join(&l.path), ..l }),
+        config
+            .stats
+            .interval_log()
+            .map(|l| crate::observe::stats::IntervalLogSettings { path: config_dir.join(&l.path), ..l }),
     )?;
     let stats = {
         let (attached, caches) = (attached.clone(), Arc::clone(&session_caches));
@@ -75,7 +78,8 @@ pub fn run(config: Config, config_path: &Path) -> Result<()> {
     }
 
     let clock = std::time::Instant::now();
-    let cores = if config.datapath.pin_workers { core_affinity::get_core_ids().unwrap_or_default() } else { Vec::new() };
+    let cores =
+        if config.datapath.pin_workers { core_affinity::get_core_ids().unwrap_or_default() } else { Vec::new() };
     let mut workers = Vec::new();
     for (i, body) in bodies.into_iter().enumerate() {
         let worker = Worker { shared: Arc::clone(&shared_counters[i]), clock, stop: Arc::clone(&stop) };
@@ -155,8 +159,8 @@ impl Supervisor {
     /// Runs until sluice should stop: a drain finished or timed out, or a second signal came.
     pub fn serve(&mut self, stop: &AtomicBool) -> Result<()> {
         use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
-        let mut signals = signal_hook::iterator::Signals::new([SIGHUP, SIGINT, SIGTERM])
-            .context("installing signal handlers")?;
+        let mut signals =
+            signal_hook::iterator::Signals::new([SIGHUP, SIGINT, SIGTERM]).context("installing signal handlers")?;
         let mut drain_deadline: Option<std::time::Instant> = None;
         loop {
             for signal in signals.pending() {
@@ -446,4 +450,3 @@ fn backend_pools(config: &Config) -> Result<HashMap<std::net::SocketAddrV4, Arc<
     }
     Ok(out)
 }
-

@@ -202,7 +202,11 @@ impl BackendLink for MemoryLink {
 
     fn connect(&mut self, addr: SocketAddrV4) -> std::io::Result<MemoryBackend> {
         let answer = self.answers.get(&addr).copied().unwrap_or(Answer::Accept);
-        let pipe = Rc::new(RefCell::new(Pipe { answer: Some(answer), window: self.window.unwrap_or(DEFAULT_WINDOW), ..Pipe::default() }));
+        let pipe = Rc::new(RefCell::new(Pipe {
+            answer: Some(answer),
+            window: self.window.unwrap_or(DEFAULT_WINDOW),
+            ..Pipe::default()
+        }));
         self.servers.push(MemoryServer { addr, pipe: Rc::clone(&pipe) });
         Ok(MemoryBackend(pipe))
     }

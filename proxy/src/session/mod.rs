@@ -176,7 +176,13 @@ impl<B: Backend> Session<B> {
 
     /// The session is over: its backend stream leaves the readiness set and closes, its end is
     /// counted (and logged with `access_log`).
-    pub fn close(self, link: &mut impl BackendLink<Stream = B>, counters: &mut QueueCounters, access_log: bool, now: Instant) {
+    pub fn close(
+        self,
+        link: &mut impl BackendLink<Stream = B>,
+        counters: &mut QueueCounters,
+        access_log: bool,
+        now: Instant,
+    ) {
         if let Some(b) = self.relay.backend().filter(|_| self.registered) {
             link.deregister(b);
         }

@@ -29,7 +29,11 @@ impl QueueCounters {
             latency::record(&mut latencies.first_backend_byte, d);
         }
         if let Some(hs) = r.take_handshake() {
-            if hs.info.resumed { self.tls_handshakes_resumed += 1 } else { self.tls_handshakes_full += 1 }
+            if hs.info.resumed {
+                self.tls_handshakes_resumed += 1
+            } else {
+                self.tls_handshakes_full += 1
+            }
             latency::record(latencies.tls_handshake(&hs.info), hs.duration);
         }
     }
@@ -51,7 +55,6 @@ impl QueueCounters {
         }
     }
 }
-
 
 /// One line for a relayed connection that ended (target `sluice::access`).
 pub fn access_log<B: Backend>(r: &Relay<B>, now: Instant) {

@@ -31,7 +31,8 @@ struct Rig {
 
 impl Rig {
     fn new(backends: &[SocketAddrV4], proxy_protocol: bool) -> Self {
-        let pool = Arc::new(Pool::new(backends, Balance::RoundRobin, Duration::from_secs(60), std::time::Instant::now()));
+        let pool =
+            Arc::new(Pool::new(backends, Balance::RoundRobin, Duration::from_secs(60), std::time::Instant::now()));
         let backends = Arc::new(ListenerBackends { default: pool, routes: Vec::new(), proxy_protocol });
         let settings = crate::config::Relay { buffer: BUFFER, ..Default::default() };
         let session = Session::new(Instant::ZERO, CLIENT, LISTENER, backends, None, &settings).unwrap();
@@ -50,7 +51,8 @@ impl Rig {
         for _ in 0..64 {
             let ready = MemoryLink::readiness(self.session.relay.backend());
             self.session.relay.on_backend_ready(ready);
-            self.ended = self.session.pump(&mut self.client, now, &mut self.link, &mut self.counters, &mut self.latencies);
+            self.ended =
+                self.session.pump(&mut self.client, now, &mut self.link, &mut self.counters, &mut self.latencies);
             if self.ended {
                 return;
             }

@@ -284,9 +284,7 @@ stats!(
 impl Stats {
     /// Drops by reason, with the reason's name.
     pub fn drops_iter(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
-        DropReason::ALL
-            .iter()
-            .map(|r| (r.name(), self.drops[*r as usize]))
+        DropReason::ALL.iter().map(|r| (r.name(), self.drops[*r as usize]))
     }
 
     pub(crate) fn drop(&mut self, r: DropReason) {
@@ -343,11 +341,7 @@ pub(crate) struct RateLimiter {
 
 impl RateLimiter {
     pub(crate) fn new(rate: u32, now: Instant) -> Self {
-        RateLimiter {
-            rate,
-            tokens: rate,
-            refill_at: now,
-        }
+        RateLimiter { rate, tokens: rate, refill_at: now }
     }
     pub(crate) fn allow(&mut self, now: Instant) -> bool {
         if now >= self.refill_at {
@@ -373,10 +367,7 @@ mod tests {
         for (i, r) in DropReason::ALL.iter().enumerate() {
             assert_eq!(*r as usize, i);
             let n = r.name();
-            assert!(
-                n.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'),
-                "{n}"
-            );
+            assert!(n.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'), "{n}");
             assert!(names.insert(n), "duplicate {n}");
         }
         assert_eq!(DropReason::Paws.name(), "paws");
@@ -384,12 +375,7 @@ mod tests {
 
     #[test]
     fn stats_iter_names_every_counter() {
-        let mut s = Stats {
-            segments_in: 1,
-            timeouts: 2,
-            retransmits_sack: 3,
-            ..Stats::default()
-        };
+        let mut s = Stats { segments_in: 1, timeouts: 2, retransmits_sack: 3, ..Stats::default() };
         s.drop(DropReason::AfterFin);
         let v: Vec<_> = s.iter().collect();
         assert_eq!(v.len(), 26);

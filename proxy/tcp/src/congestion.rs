@@ -53,12 +53,7 @@ pub struct NewReno {
 impl NewReno {
     #[must_use]
     pub fn new(mss: usize) -> Self {
-        NewReno {
-            mss,
-            cwnd: initial_window(mss),
-            ssthresh: usize::MAX,
-            bytes_acked: 0,
-        }
+        NewReno { mss, cwnd: initial_window(mss), ssthresh: usize::MAX, bytes_acked: 0 }
     }
 }
 
@@ -304,11 +299,7 @@ mod tests {
     use core::time::Duration;
 
     fn rtt() -> RttEstimator {
-        let mut r = RttEstimator::new(
-            Duration::from_secs(1),
-            Duration::from_millis(200),
-            Duration::from_secs(60),
-        );
+        let mut r = RttEstimator::new(Duration::from_secs(1), Duration::from_millis(200), Duration::from_secs(60));
         r.sample(Duration::from_millis(100));
         r
     }
@@ -374,12 +365,7 @@ mod tests {
                 acked += mss;
             }
         }
-        assert!(
-            c.cwnd() > w0,
-            "cwnd {} did not regrow past W_max {}",
-            c.cwnd(),
-            w0
-        );
+        assert!(c.cwnd() > w0, "cwnd {} did not regrow past W_max {}", c.cwnd(), w0);
     }
 
     #[test]

@@ -30,20 +30,12 @@ impl Input<'_> {
         Some(u16::from_be_bytes([self.u8()?, self.u8()?]))
     }
     fn u32(&mut self) -> Option<u32> {
-        Some(u32::from_be_bytes([
-            self.u8()?,
-            self.u8()?,
-            self.u8()?,
-            self.u8()?,
-        ]))
+        Some(u32::from_be_bytes([self.u8()?, self.u8()?, self.u8()?, self.u8()?]))
     }
 }
 
 const LOCAL: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 2);
-const PEERS: [Ipv4Addr; 2] = [
-    Ipv4Addr::new(198, 51, 100, 1),
-    Ipv4Addr::new(203, 0, 113, 2),
-];
+const PEERS: [Ipv4Addr; 2] = [Ipv4Addr::new(198, 51, 100, 1), Ipv4Addr::new(203, 0, 113, 2)];
 
 /// Run one fuzz input. Panics (the finding) if an invariant breaks.
 pub fn endpoint(data: &[u8]) {
@@ -72,11 +64,7 @@ pub fn endpoint(data: &[u8]) {
     let _ = ep.listen(SocketAddrV4::new(LOCAL, 443));
     let mut handles: Vec<ConnectionHandle> = Vec::new();
     let mut max_state_seen = 0usize;
-    if let Ok(h) = ep.connect(
-        now,
-        SocketAddrV4::new(LOCAL, 50_000),
-        SocketAddrV4::new(PEERS[1], 80),
-    ) {
+    if let Ok(h) = ep.connect(now, SocketAddrV4::new(LOCAL, 50_000), SocketAddrV4::new(PEERS[1], 80)) {
         handles.push(h);
     }
     let mut buf = vec![0u8; 1600];
@@ -92,32 +80,14 @@ pub fn endpoint(data: &[u8]) {
             0..=3 => {
                 let Some(sel) = input.u8() else { break };
                 let peer = PEERS[usize::from(sel & 1)];
-                let (src_port, dst_port) = if sel & 1 == 0 {
-                    (40_000 + u16::from(sel >> 5), 443)
-                } else {
-                    (80, 50_000)
-                };
+                let (src_port, dst_port) =
+                    if sel & 1 == 0 { (40_000 + u16::from(sel >> 5), 443) } else { (80, 50_000) };
                 let tuple_conn = ep.lookup(&FourTuple {
                     local: SocketAddrV4::new(LOCAL, dst_port),
                     remote: SocketAddrV4::new(peer, src_port),
                 });
-                let (
-                    Some(seq_mode),
-                    Some(seq_raw),
-                    Some(ack_raw),
-                    Some(fl),
-                    Some(win),
-                    Some(opt),
-                    Some(plen),
-                ) = (
-                    input.u8(),
-                    input.u32(),
-                    input.u32(),
-                    input.u8(),
-                    input.u16(),
-                    input.u8(),
-                    input.u8(),
-                )
+                let (Some(seq_mode), Some(seq_raw), Some(ack_raw), Some(fl), Some(win), Some(opt), Some(plen)) =
+                    (input.u8(), input.u32(), input.u32(), input.u8(), input.u16(), input.u8(), input.u8())
                 else {
                     break;
                 };
@@ -126,10 +96,7 @@ pub fn endpoint(data: &[u8]) {
                     (0, _) | (_, None) => (seq_raw, ack_raw),
                     (2, Some(c)) => (c.rcv_nxt().0, c.snd_max().0),
                     (_, Some(c)) => (
-                        c.rcv_nxt()
-                            .0
-                            .wrapping_add(seq_raw % 4096)
-                            .wrapping_sub(1024),
+                        c.rcv_nxt().0.wrapping_add(seq_raw % 4096).wrapping_sub(1024),
                         c.snd_una().0.wrapping_add(ack_raw % 4096).wrapping_sub(512),
                     ),
                 };
@@ -142,10 +109,7 @@ pub fn endpoint(data: &[u8]) {
                         left: base.wrapping_add(u32::from(opt) * 16),
                         right: base.wrapping_add(u32::from(opt) * 32 + 100),
                     });
-                    sack_blocks[1] = Some(SackBlock {
-                        left: base.wrapping_add(3000),
-                        right: base.wrapping_add(4000),
-                    });
+                    sack_blocks[1] = Some(SackBlock { left: base.wrapping_add(3000), right: base.wrapping_add(4000) });
                 }
                 let seg = tcp::Repr {
                     src_port,
@@ -158,10 +122,7 @@ pub fn endpoint(data: &[u8]) {
                     window_scale: (opt & 4 != 0).then_some(opt >> 4),
                     sack_permitted: opt & 8 != 0,
                     sack_blocks,
-                    timestamp: (opt & 16 != 0).then_some(Timestamp {
-                        tsval: seq_raw,
-                        tsecr: ack_raw,
-                    }),
+                    timestamp: (opt & 16 != 0).then_some(Timestamp { tsval: seq_raw, tsecr: ack_raw }),
                     payload: &payload,
                 };
                 let ip = ipv4::Repr {
@@ -184,11 +145,9 @@ pub fn endpoint(data: &[u8]) {
                 let mut n = 0;
                 while let Some(len) = ep.poll_transmit(now, &mut buf) {
                     let ipp = ipv4::Packet::new_checked(&buf[..len]).expect("emitted IPv4 parses");
-                    let ipr =
-                        ipv4::Repr::parse(&ipp, Checksum::Verify).expect("emitted IPv4 verifies");
+                    let ipr = ipv4::Repr::parse(&ipp, Checksum::Verify).expect("emitted IPv4 verifies");
                     let tp = tcp::Packet::new_checked(ipp.payload()).expect("emitted TCP parses");
-                    tcp::Repr::parse(&tp, ipr.src_addr, ipr.dst_addr, Checksum::Verify)
-                        .expect("emitted TCP verifies");
+                    tcp::Repr::parse(&tp, ipr.src_addr, ipr.dst_addr, Checksum::Verify).expect("emitted TCP verifies");
                     n += 1;
                     if n > 10_000 {
                         panic!("poll_transmit never ends");
@@ -228,9 +187,7 @@ pub fn endpoint(data: &[u8]) {
         let synchronized = ep
             .connections_by_state()
             .iter()
-            .filter(|(s, n)| {
-                *n > 0 && !matches!(s, crate::State::SynSent | crate::State::SynReceived)
-            })
+            .filter(|(s, n)| *n > 0 && !matches!(s, crate::State::SynSent | crate::State::SynReceived))
             .count();
         max_state_seen = max_state_seen.max(synchronized);
         if ep.poll_timeout().is_some_and(|t| t < now) && op % 8 == 4 {
@@ -269,9 +226,6 @@ mod tests {
             let data: Vec<u8> = (0..len).map(|_| rng.next_u64() as u8).collect();
             super::endpoint(&data);
         }
-        assert!(
-            super::DEEPEST.with(|d| d.get()) > 0,
-            "no input reached a synchronized state"
-        );
+        assert!(super::DEEPEST.with(|d| d.get()) > 0, "no input reached a synchronized state");
     }
 }

@@ -40,10 +40,7 @@ impl SipHasher24 {
         let mut b = [0u8; 8];
         a.copy_from_slice(&key[..8]);
         b.copy_from_slice(&key[8..]);
-        SipHasher24 {
-            k0: u64::from_le_bytes(a),
-            k1: u64::from_le_bytes(b),
-        }
+        SipHasher24 { k0: u64::from_le_bytes(a), k1: u64::from_le_bytes(b) }
     }
 
     /// SipHash-2-4 of `msg`.
@@ -101,9 +98,7 @@ pub struct IsnGenerator {
 impl IsnGenerator {
     #[must_use]
     pub fn new(key: [u8; 16]) -> Self {
-        IsnGenerator {
-            hasher: SipHasher24::new(key),
-        }
+        IsnGenerator { hasher: SipHasher24::new(key) }
     }
     /// ISN = M + F(4-tuple, key) with M a 4 us timer (RFC 6528 section 3, RFC 9293 3.4.1).
     #[must_use]

@@ -99,20 +99,10 @@ impl LossProbe {
 
     /// The timer expired at `now`: what to send, given whether the peer SACKed data above
     /// SND.UNA or a recovery is under way. Re-arms with backoff while probes are left.
-    pub fn on_expiry(
-        &mut self,
-        now: Instant,
-        hole_known: bool,
-        rtt: &RttEstimator,
-        one: bool,
-    ) -> Probe {
+    pub fn on_expiry(&mut self, now: Instant, hole_known: bool, rtt: &RttEstimator, one: bool) -> Probe {
         self.probes += 1;
         self.at = (self.probes < MAX_PROBES).then(|| now + self.pto(rtt, one));
-        if hole_known {
-            Probe::FirstHole
-        } else {
-            Probe::Tail
-        }
+        if hole_known { Probe::FirstHole } else { Probe::Tail }
     }
 }
 
@@ -121,11 +111,7 @@ mod tests {
     use super::*;
 
     fn rtt_min(ms: u64, min_rto: u64) -> RttEstimator {
-        let mut r = RttEstimator::new(
-            Duration::from_secs(1),
-            Duration::from_millis(min_rto),
-            Duration::from_secs(60),
-        );
+        let mut r = RttEstimator::new(Duration::from_secs(1), Duration::from_millis(min_rto), Duration::from_secs(60));
         r.sample(Duration::from_millis(ms));
         r
     }

@@ -49,16 +49,8 @@ impl Default for RangeSet {
 impl RangeSet {
     #[must_use]
     pub fn new() -> Self {
-        let empty = Range {
-            left: SeqNumber(0),
-            right: SeqNumber(0),
-            stamp: 0,
-        };
-        RangeSet {
-            ranges: [empty; MAX_RANGES],
-            count: 0,
-            clock: 0,
-        }
+        let empty = Range { left: SeqNumber(0), right: SeqNumber(0), stamp: 0 };
+        RangeSet { ranges: [empty; MAX_RANGES], count: 0, clock: 0 }
     }
     #[must_use]
     pub fn as_slice(&self) -> &[Range] {
@@ -101,11 +93,7 @@ impl RangeSet {
             r = r.max(self.ranges[j].right);
             j += 1;
         }
-        let merged = Range {
-            left: l,
-            right: r,
-            stamp,
-        };
+        let merged = Range { left: l, right: r, stamp };
         if i == j {
             if self.count == MAX_RANGES {
                 return Err(TooManyRanges);
@@ -149,9 +137,7 @@ impl RangeSet {
     /// Whether `seq` lies in a range.
     #[must_use]
     pub fn contains(&self, seq: SeqNumber) -> bool {
-        self.as_slice()
-            .iter()
-            .any(|r| r.left <= seq && seq < r.right)
+        self.as_slice().iter().any(|r| r.left <= seq && seq < r.right)
     }
 
     /// Up to `out.len()` ranges, most recently changed first (RFC 2018 section 4).
@@ -161,9 +147,7 @@ impl RangeSet {
         while n < out.len() {
             let mut best: Option<usize> = None;
             for (k, r) in self.as_slice().iter().enumerate() {
-                if !taken[k]
-                    && best.is_none_or(|b| r.stamp.wrapping_sub(self.ranges[b].stamp) as i32 > 0)
-                {
+                if !taken[k] && best.is_none_or(|b| r.stamp.wrapping_sub(self.ranges[b].stamp) as i32 > 0) {
                     best = Some(k);
                 }
             }

@@ -34,10 +34,7 @@ pub struct Placed {
 impl RecvBuffer {
     #[must_use]
     pub fn new(capacity: usize) -> Self {
-        RecvBuffer {
-            ring: Ring::new(capacity),
-            ooo: RangeSet::new(),
-        }
+        RecvBuffer { ring: Ring::new(capacity), ooo: RangeSet::new() }
     }
     #[must_use]
     pub fn capacity(&self) -> usize {

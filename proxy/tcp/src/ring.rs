@@ -25,12 +25,7 @@ pub struct Ring {
 impl Ring {
     #[must_use]
     pub fn new(capacity: usize) -> Self {
-        Ring {
-            buf: Vec::new(),
-            capacity,
-            head: 0,
-            len: 0,
-        }
+        Ring { buf: Vec::new(), capacity, head: 0, len: 0 }
     }
     #[must_use]
     pub fn capacity(&self) -> usize {
@@ -61,11 +56,7 @@ impl Ring {
         if needed <= old {
             return;
         }
-        let size = needed
-            .next_power_of_two()
-            .max(MIN_STORAGE)
-            .max(old * 2)
-            .min(self.capacity);
+        let size = needed.next_power_of_two().max(MIN_STORAGE).max(old * 2).min(self.capacity);
         let mut grown = vec![0; size];
         let first = old - self.head;
         grown[..first].copy_from_slice(&self.buf[self.head..]);

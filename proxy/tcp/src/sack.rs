@@ -47,13 +47,7 @@ impl Scoreboard {
 
     /// Record one SACK block; blocks outside `(snd_una, snd_max]` are ignored (RFC 2018 is
     /// advisory; a block covering unsent data is bogus). Returns whether it added information.
-    pub fn on_sack_block(
-        &mut self,
-        snd_una: SeqNumber,
-        snd_max: SeqNumber,
-        left: SeqNumber,
-        right: SeqNumber,
-    ) -> bool {
+    pub fn on_sack_block(&mut self, snd_una: SeqNumber, snd_max: SeqNumber, left: SeqNumber, right: SeqNumber) -> bool {
         if right <= left || left < snd_una || right > snd_max {
             return false;
         }
@@ -92,12 +86,7 @@ impl Scoreboard {
     /// NextSeg rule 1 (RFC 6675 section 4): the first unSACKed, lost range starting at or after
     /// `max(high_rxt, snd_una)`, at most `mss` bytes long.
     #[must_use]
-    pub fn next_seg(
-        &self,
-        snd_una: SeqNumber,
-        high_rxt: SeqNumber,
-        mss: usize,
-    ) -> Option<(SeqNumber, usize)> {
+    pub fn next_seg(&self, snd_una: SeqNumber, high_rxt: SeqNumber, mss: usize) -> Option<(SeqNumber, usize)> {
         let boundary = self.lost_boundary(mss)?;
         let mut seq = high_rxt.max(snd_una);
         for r in self.sacked.as_slice() {
@@ -121,13 +110,7 @@ impl Scoreboard {
     /// pipe (RFC 6675 section 4, SetPipe) over `[snd_una, snd_nxt)`: every byte not SACKed
     /// counts once unless it IsLost, and once more if it was retransmitted (below `high_rxt`).
     #[must_use]
-    pub fn pipe(
-        &self,
-        snd_una: SeqNumber,
-        snd_nxt: SeqNumber,
-        high_rxt: SeqNumber,
-        mss: usize,
-    ) -> usize {
+    pub fn pipe(&self, snd_una: SeqNumber, snd_nxt: SeqNumber, high_rxt: SeqNumber, mss: usize) -> usize {
         let outstanding = snd_nxt - snd_una;
         let unsacked = outstanding.saturating_sub(self.sacked_bytes());
         let boundary = self.lost_boundary(mss).unwrap_or(snd_una).min(snd_nxt);

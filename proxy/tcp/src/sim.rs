@@ -158,9 +158,7 @@ impl Pair {
                 self.stats.queue_drops += 1;
                 return;
             }
-            let tx = Duration::from_nanos(
-                (bytes.len() as u64 * 8).saturating_mul(1_000_000_000) / bps.max(1),
-            );
+            let tx = Duration::from_nanos((bytes.len() as u64 * 8).saturating_mul(1_000_000_000) / bps.max(1));
             depart += tx;
             self.link_free[dir] = depart;
         }
@@ -177,12 +175,7 @@ impl Pair {
         };
         for _ in 0..copies {
             self.order += 1;
-            self.queue.push(Reverse(InFlight {
-                at,
-                order: self.order,
-                to_b,
-                bytes: bytes.clone(),
-            }));
+            self.queue.push(Reverse(InFlight { at, order: self.order, to_b, bytes: bytes.clone() }));
         }
     }
 
@@ -223,14 +216,7 @@ impl Pair {
     /// The next instant something happens (a delivery or a timer), if any.
     #[must_use]
     pub fn next_event(&self) -> Option<Instant> {
-        [
-            self.queue.peek().map(|r| r.0.at),
-            self.a.poll_timeout(),
-            self.b.poll_timeout(),
-        ]
-        .into_iter()
-        .flatten()
-        .min()
+        [self.queue.peek().map(|r| r.0.at), self.a.poll_timeout(), self.b.poll_timeout()].into_iter().flatten().min()
     }
 
     /// Advance to the next event and process everything due then. Returns false when idle.
@@ -281,11 +267,7 @@ pub struct StreamApp {
 impl StreamApp {
     #[must_use]
     pub fn new(data: Vec<u8>) -> Self {
-        StreamApp {
-            data,
-            close_when_done: true,
-            ..Default::default()
-        }
+        StreamApp { data, close_when_done: true, ..Default::default() }
     }
 
     /// Drain events, read, write, close.
@@ -321,11 +303,7 @@ impl StreamApp {
                 Ok(n) => self.sent += n,
             }
         }
-        if self.established
-            && self.sent == self.data.len()
-            && !self.closed_sent
-            && self.close_when_done
-        {
+        if self.established && self.sent == self.data.len() && !self.closed_sent && self.close_when_done {
             self.closed_sent = true;
             ep.close(h);
         }
@@ -359,10 +337,7 @@ pub fn run_transfer(
     let client_addr = SocketAddrV4::new(A_ADDR, 40_000 + (seed % 20_000) as u16);
     pair.b.listen(server_addr).expect("listen");
     let start = pair.now;
-    let h = pair
-        .a
-        .connect(pair.now, client_addr, server_addr)
-        .expect("connect");
+    let h = pair.a.connect(pair.now, client_addr, server_addr).expect("connect");
     let mut client = StreamApp::new(a_data);
     client.handle = Some(h);
     let mut server = StreamApp::new(b_data);
@@ -389,11 +364,5 @@ pub fn run_transfer(
         }
     }
     let elapsed = pair.now - start;
-    Transfer {
-        pair,
-        client,
-        server,
-        elapsed,
-        data_done,
-    }
+    Transfer { pair, client, server, elapsed, data_done }
 }

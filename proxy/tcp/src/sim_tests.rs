@@ -17,35 +17,20 @@ fn check(t: &Transfer, a: &[u8], b: &[u8]) -> Result<(), String> {
             "server got {} of {} bytes (equal prefix: {})",
             t.server.received.len(),
             a.len(),
-            t.server
-                .received
-                .iter()
-                .zip(a)
-                .take_while(|(x, y)| x == y)
-                .count()
+            t.server.received.iter().zip(a).take_while(|(x, y)| x == y).count()
         ));
     }
     if t.client.received != b {
-        return Err(format!(
-            "client got {} of {} bytes",
-            t.client.received.len(),
-            b.len()
-        ));
+        return Err(format!("client got {} of {} bytes", t.client.received.len(), b.len()));
     }
     if !t.client.finished || !t.server.finished {
-        return Err(format!(
-            "FIN not seen: client {} server {}",
-            t.client.finished, t.server.finished
-        ));
+        return Err(format!("FIN not seen: client {} server {}", t.client.finished, t.server.finished));
     }
     if t.client.reset || t.server.reset || t.client.timed_out || t.server.timed_out {
         return Err("reset or timeout".into());
     }
     if !t.client.freed || !t.server.freed {
-        return Err(format!(
-            "TCB not freed: client {} server {}",
-            t.client.freed, t.server.freed
-        ));
+        return Err(format!("TCB not freed: client {} server {}", t.client.freed, t.server.freed));
     }
     if t.pair.a.connection_count() != 0 || t.pair.b.connection_count() != 0 {
         return Err("connections left".into());
@@ -72,60 +57,25 @@ fn small_config() -> Config {
 fn clean_transfer_both_ways() {
     let a = data(1, 200_000);
     let b = data(2, 50_000);
-    let t = run_transfer(
-        small_config(),
-        LinkConfig::default(),
-        1,
-        a.clone(),
-        b.clone(),
-        Duration::from_secs(600),
-    );
+    let t = run_transfer(small_config(), LinkConfig::default(), 1, a.clone(), b.clone(), Duration::from_secs(600));
     check(&t, &a, &b).unwrap();
     let s = t.pair.a.stats();
-    assert_eq!(
-        s.retransmits_rto + s.retransmits_fast + s.retransmits_sack,
-        0,
-        "{s:?}"
-    );
+    assert_eq!(s.retransmits_rto + s.retransmits_fast + s.retransmits_sack, 0, "{s:?}");
     assert_eq!(s.negotiated_sack, 1);
     assert_eq!(s.negotiated_timestamps, 1);
     assert_eq!(s.negotiated_wscale, 1);
 }
 
 fn lossy(loss: f64, reorder: f64, dup: f64) -> LinkConfig {
-    LinkConfig {
-        loss,
-        reorder,
-        duplicate: dup,
-        bandwidth: Some(20_000_000),
-        ..LinkConfig::default()
-    }
+    LinkConfig { loss, reorder, duplicate: dup, bandwidth: Some(20_000_000), ..LinkConfig::default() }
 }
 
-fn run_case(
-    config: Config,
-    link: LinkConfig,
-    seed: u64,
-    la: usize,
-    lb: usize,
-) -> Result<Transfer, String> {
+fn run_case(config: Config, link: LinkConfig, seed: u64, la: usize, lb: usize) -> Result<Transfer, String> {
     let a = data(seed, la);
     let b = data(seed + 1, lb);
-    let t = run_transfer(
-        config,
-        link,
-        seed,
-        a.clone(),
-        b.clone(),
-        Duration::from_secs(3600),
-    );
+    let t = run_transfer(config, link, seed, a.clone(), b.clone(), Duration::from_secs(3600));
     check(&t, &a, &b).map_err(|e| {
-        format!(
-            "seed {seed}: {e}; a={:?} b={:?} link={:?}",
-            t.pair.a.stats(),
-            t.pair.b.stats(),
-            t.pair.stats
-        )
+        format!("seed {seed}: {e}; a={:?} b={:?} link={:?}", t.pair.a.stats(), t.pair.b.stats(), t.pair.stats)
     })?;
     Ok(t)
 }
@@ -140,12 +90,7 @@ fn lossy_transfer_sack_cubic() {
 
 #[test]
 fn lossy_transfer_newreno_no_sack_no_ts() {
-    let cfg = Config {
-        sack: false,
-        timestamps: false,
-        congestion: Algorithm::NewReno,
-        ..small_config()
-    };
+    let cfg = Config { sack: false, timestamps: false, congestion: Algorithm::NewReno, ..small_config() };
     let t = run_case(cfg, lossy(0.05, 0.05, 0.01), 8, 200_000, 100_000).unwrap();
     let s = t.pair.a.stats();
     assert_eq!(s.negotiated_sack, 0);
@@ -155,24 +100,13 @@ fn lossy_transfer_newreno_no_sack_no_ts() {
 #[test]
 fn heavy_loss_twenty_percent() {
     for seed in 0..4 {
-        run_case(
-            small_config(),
-            lossy(0.2, 0.1, 0.02),
-            100 + seed,
-            60_000,
-            30_000,
-        )
-        .unwrap();
+        run_case(small_config(), lossy(0.2, 0.1, 0.02), 100 + seed, 60_000, 30_000).unwrap();
     }
 }
 
 #[test]
 fn tiny_buffers_force_zero_window() {
-    let cfg = Config {
-        recv_buffer: 3000,
-        send_buffer: 4000,
-        ..small_config()
-    };
+    let cfg = Config { recv_buffer: 3000, send_buffer: 4000, ..small_config() };
     run_case(cfg, lossy(0.02, 0.02, 0.0), 9, 100_000, 20_000).unwrap();
 }
 
@@ -230,18 +164,7 @@ fn debug_one() {
         window_scale: false,
         ..small_config()
     };
-    run_case(
-        cfg,
-        lossy(
-            0.16765616255021115,
-            0.06704212191720779,
-            0.014288499267192582,
-        ),
-        seed,
-        11111,
-        9651,
-    )
-    .unwrap();
+    run_case(cfg, lossy(0.16765616255021115, 0.06704212191720779, 0.014288499267192582), seed, 11111, 9651).unwrap();
 }
 
 /// The classic Nagle + delayed-ACK stall (write, write, read): the second small write must
@@ -255,9 +178,7 @@ fn no_nagle_delayed_ack_stall() {
     let mut p = Pair::new(cfg.clone(), cfg.clone(), LinkConfig::default(), 5);
     let server = SocketAddrV4::new(B_ADDR, 443);
     p.b.listen(server).unwrap();
-    let h =
-        p.a.connect(p.now, SocketAddrV4::new(A_ADDR, 40_000), server)
-            .unwrap();
+    let h = p.a.connect(p.now, SocketAddrV4::new(A_ADDR, 40_000), server).unwrap();
     let mut sh = None;
     while sh.is_none() {
         assert!(p.step());
@@ -289,11 +210,7 @@ fn no_nagle_delayed_ack_stall() {
     }
     let took = p.now - start;
     assert!(took < cfg.delayed_ack, "second write stalled: {took:?}");
-    assert_eq!(
-        took,
-        LinkConfig::default().delay,
-        "both writes arrive after one one-way delay"
-    );
+    assert_eq!(took, LinkConfig::default().delay, "both writes arrive after one one-way delay");
 }
 
 /// Many connections at once through one pair of endpoints, under loss and reordering:
@@ -364,18 +281,9 @@ fn many_concurrent_connections() {
     }
 
     const N: usize = 150;
-    let cfg = Config {
-        recv_buffer: 16 * 1024,
-        send_buffer: 16 * 1024,
-        ..small_config()
-    };
-    let link = LinkConfig {
-        loss: 0.05,
-        reorder: 0.05,
-        duplicate: 0.01,
-        bandwidth: Some(50_000_000),
-        ..LinkConfig::default()
-    };
+    let cfg = Config { recv_buffer: 16 * 1024, send_buffer: 16 * 1024, ..small_config() };
+    let link =
+        LinkConfig { loss: 0.05, reorder: 0.05, duplicate: 0.01, bandwidth: Some(50_000_000), ..LinkConfig::default() };
     let mut p = Pair::new(cfg.clone(), cfg, link, 77);
     let server = SocketAddrV4::new(B_ADDR, 443);
     p.b.listen(server).unwrap();
@@ -384,19 +292,10 @@ fn many_concurrent_connections() {
     let mut expected = HashMap::new();
     for i in 0..N {
         let port = 20_000 + i as u16;
-        let h =
-            p.a.connect(p.now, SocketAddrV4::new(A_ADDR, port), server)
-                .unwrap();
+        let h = p.a.connect(p.now, SocketAddrV4::new(A_ADDR, port), server).unwrap();
         let d = data(i as u64, 1000 + i * 500);
         expected.insert(port, d.clone());
-        clients.insert(
-            h,
-            Side {
-                data: d,
-                port,
-                ..Side::default()
-            },
-        );
+        clients.insert(h, Side { data: d, port, ..Side::default() });
     }
     let (mut freed_a, mut freed_b) = (0, 0);
     let start = p.now;
@@ -422,11 +321,7 @@ fn many_concurrent_connections() {
         assert!(expected[&s.port] == s.got, "server side of port {}", s.port);
     }
     for c in clients.values() {
-        assert!(
-            c.got == data(u64::from(c.port), 3000 + N * 7),
-            "client port {}",
-            c.port
-        );
+        assert!(c.got == data(u64::from(c.port), 3000 + N * 7), "client port {}", c.port);
     }
     assert_eq!((freed_a, freed_b), (N, N));
     assert_eq!(p.a.connection_count() + p.b.connection_count(), 0);
@@ -448,12 +343,7 @@ fn bridge_like() -> LinkConfig {
 }
 
 fn bridge_config() -> Config {
-    Config {
-        recv_buffer: 256 * 1024,
-        send_buffer: 256 * 1024,
-        time_wait: Duration::from_secs(2),
-        ..Config::default()
-    }
+    Config { recv_buffer: 256 * 1024, send_buffer: 256 * 1024, time_wait: Duration::from_secs(2), ..Config::default() }
 }
 
 /// Reordering around retransmissions: with literal RFC 7323 R1, originals held back 1 ms
@@ -464,26 +354,15 @@ fn bridge_config() -> Config {
 #[test]
 fn reordering_around_retransmissions_is_not_paws() {
     for hold in [Duration::from_millis(1), Duration::from_micros(2500)] {
-        let link = LinkConfig {
-            reorder_delay: hold,
-            ..bridge_like()
-        };
+        let link = LinkConfig { reorder_delay: hold, ..bridge_like() };
         let t = run_case(bridge_config(), link, 21, 2_000_000, 0).unwrap();
         let b = t.pair.b.stats();
         let a = t.pair.a.stats();
-        let paws = b.drops_for(crate::config::DropReason::Paws)
-            + a.drops_for(crate::config::DropReason::Paws);
-        eprintln!(
-            "hold {hold:?}: paws drops {paws}, b segments_in {}, link {:?}",
-            b.segments_in, t.pair.stats
-        );
+        let paws = b.drops_for(crate::config::DropReason::Paws) + a.drops_for(crate::config::DropReason::Paws);
+        eprintln!("hold {hold:?}: paws drops {paws}, b segments_in {}, link {:?}", b.segments_in, t.pair.stats);
         assert!(a.retransmits_fast + a.retransmits_sack > 0, "{a:?}");
         assert!(t.pair.stats.reordered > 0);
-        assert!(
-            paws * 1000 < b.segments_in,
-            "hold {hold:?}: {paws} PAWS drops of {} segments",
-            b.segments_in
-        );
+        assert!(paws * 1000 < b.segments_in, "hold {hold:?}: {paws} PAWS drops of {} segments", b.segments_in);
     }
 }
 
@@ -491,20 +370,10 @@ fn reordering_around_retransmissions_is_not_paws() {
 /// `SIM_MIB` MiB each way (default 1). `cargo test -p sluice-tcp bridge_both_ways -- --nocapture`.
 #[test]
 fn bridge_both_ways_figures() {
-    let mib: usize = std::env::var("SIM_MIB")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1);
+    let mib: usize = std::env::var("SIM_MIB").ok().and_then(|v| v.parse().ok()).unwrap_or(1);
     let mut rtos = 0;
     for seed in 0..4 {
-        let t = run_case(
-            bridge_config(),
-            bridge_like(),
-            30 + seed,
-            mib << 20,
-            mib << 20,
-        )
-        .unwrap();
+        let t = run_case(bridge_config(), bridge_like(), 30 + seed, mib << 20, mib << 20).unwrap();
         let done = t.data_done.unwrap();
         for (side, s) in [("a", t.pair.a.stats()), ("b", t.pair.b.stats())] {
             rtos += s.retransmits_rto;
@@ -533,10 +402,7 @@ fn loss_probes_replace_most_rtos_under_bridge_impairment() {
         let mut probes = 0;
         let mut time = Duration::ZERO;
         for seed in 0..3 {
-            let cfg = Config {
-                loss_probes,
-                ..bridge_config()
-            };
+            let cfg = Config { loss_probes, ..bridge_config() };
             let t = run_case(cfg, bridge_like(), 40 + seed, 1 << 20, 1 << 20).unwrap();
             for s in [t.pair.a.stats(), t.pair.b.stats()] {
                 rtos += s.retransmits_rto;
@@ -548,14 +414,9 @@ fn loss_probes_replace_most_rtos_under_bridge_impairment() {
     };
     let (rto_off, probes_off, time_off) = run(false);
     let (rto_on, probes_on, time_on) = run(true);
-    eprintln!(
-        "RTOs {rto_off} -> {rto_on}, probes {probes_off} -> {probes_on}, time {time_off:?} -> {time_on:?}"
-    );
+    eprintln!("RTOs {rto_off} -> {rto_on}, probes {probes_off} -> {probes_on}, time {time_off:?} -> {time_on:?}");
     assert_eq!(probes_off, 0);
     assert!(probes_on > 0);
-    assert!(
-        rto_off >= 10,
-        "the impairment should cost RTOs without probes: {rto_off}"
-    );
+    assert!(rto_off >= 10, "the impairment should cost RTOs without probes: {rto_off}");
     assert!(rto_on * 3 <= rto_off, "RTOs {rto_off} -> {rto_on}");
 }

@@ -48,19 +48,10 @@ impl SynCookies {
         for b in &mut k {
             *b ^= 0x5c;
         }
-        SynCookies {
-            hasher: SipHasher24::new(k),
-        }
+        SynCookies { hasher: SipHasher24::new(k) }
     }
 
-    fn mac(
-        &self,
-        local: SocketAddrV4,
-        remote: SocketAddrV4,
-        peer_isn: u32,
-        t: u32,
-        data: u32,
-    ) -> u32 {
+    fn mac(&self, local: SocketAddrV4, remote: SocketAddrV4, peer_isn: u32, t: u32, data: u32) -> u32 {
         let mut b = [0u8; 24];
         b[..12].copy_from_slice(&tuple_bytes(local, remote));
         b[12..16].copy_from_slice(&peer_isn.to_be_bytes());
@@ -144,11 +135,7 @@ mod tests {
             (9000, Some(0), false),
             (100, None, true),
         ] {
-            let opts = CookieOptions {
-                mss,
-                window_scale: ws,
-                sack_permitted: sack,
-            };
+            let opts = CookieOptions { mss, window_scale: ws, sack_permitted: sack };
             let cookie = c.generate(now, l, r, 12345, opts);
             let got = c.validate(now, l, r, 12345, cookie).expect("valid");
             assert_eq!(got.window_scale, ws);
@@ -161,17 +148,7 @@ mod tests {
                 l,
                 r,
                 12345,
-                c.generate(
-                    now,
-                    l,
-                    r,
-                    12345,
-                    CookieOptions {
-                        mss: 1400,
-                        window_scale: None,
-                        sack_permitted: false,
-                    },
-                ),
+                c.generate(now, l, r, 12345, CookieOptions { mss: 1400, window_scale: None, sack_permitted: false }),
             )
             .unwrap();
         assert_eq!(got.mss, 1300);
@@ -182,11 +159,7 @@ mod tests {
         let (l, r) = tuple();
         let c = SynCookies::new([7; 16]);
         let now = Instant::from_millis(1_000_000);
-        let opts = CookieOptions {
-            mss: 1460,
-            window_scale: Some(7),
-            sack_permitted: true,
-        };
+        let opts = CookieOptions { mss: 1460, window_scale: Some(7), sack_permitted: true };
         let cookie = c.generate(now, l, r, 999, opts);
         // Wrong peer ISN, wrong tuple, flipped bits, other key.
         assert!(c.validate(now, l, r, 998, cookie).is_none());
@@ -194,11 +167,7 @@ mod tests {
         assert!(c.validate(now, l, r2, 999, cookie).is_none());
         assert!(c.validate(now, l, r, 999, cookie ^ 1).is_none());
         assert!(c.validate(now, l, r, 999, cookie ^ (1 << 22)).is_none());
-        assert!(
-            SynCookies::new([8; 16])
-                .validate(now, l, r, 999, cookie)
-                .is_none()
-        );
+        assert!(SynCookies::new([8; 16]).validate(now, l, r, 999, cookie).is_none());
         // Still valid in the next period, not two periods later.
         let next = now + core::time::Duration::from_secs(64);
         assert!(c.validate(next, l, r, 999, cookie).is_some());

@@ -81,9 +81,6 @@ mod tests {
         assert_eq!(t - Instant::from_millis(7), Duration::ZERO);
         assert_eq!(Instant::from_millis(7) - t, Duration::from_millis(2));
         assert_eq!(Instant::ZERO - Duration::from_secs(1), Instant::ZERO);
-        assert_eq!(
-            Instant::from_micros(u64::MAX) + Duration::from_secs(1),
-            Instant::from_micros(u64::MAX)
-        );
+        assert_eq!(Instant::from_micros(u64::MAX) + Duration::from_secs(1), Instant::from_micros(u64::MAX));
     }
 }

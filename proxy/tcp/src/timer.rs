@@ -62,11 +62,7 @@ mod tests {
     #[test]
     fn lazy_deletion() {
         let mut q = TimerQueue::new();
-        let e = |ms, slot| Entry {
-            deadline: Instant::from_millis(ms),
-            slot,
-            generation: 0,
-        };
+        let e = |ms, slot| Entry { deadline: Instant::from_millis(ms), slot, generation: 0 };
         q.push(e(30, 1));
         q.push(e(10, 2));
         q.push(e(20, 3));

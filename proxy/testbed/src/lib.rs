@@ -98,8 +98,30 @@ impl Topology {
             run(
                 "ip",
                 &[
-                    "link", "add", a, "netns", a_ns, "numtxqueues", "2", "numrxqueues", "2", "mtu", "1500", "type",
-                    "veth", "peer", "name", b, "netns", b_ns, "numtxqueues", "2", "numrxqueues", "2", "mtu", "1500",
+                    "link",
+                    "add",
+                    a,
+                    "netns",
+                    a_ns,
+                    "numtxqueues",
+                    "2",
+                    "numrxqueues",
+                    "2",
+                    "mtu",
+                    "1500",
+                    "type",
+                    "veth",
+                    "peer",
+                    "name",
+                    b,
+                    "netns",
+                    b_ns,
+                    "numtxqueues",
+                    "2",
+                    "numrxqueues",
+                    "2",
+                    "mtu",
+                    "1500",
                 ],
             )
         };
@@ -115,10 +137,7 @@ impl Topology {
             veth("cli0", &client, "px0", &proxy)?;
         }
         // Proxy <-> backend.
-        run(
-            "ip",
-            &["link", "add", "px1", "netns", &proxy, "type", "veth", "peer", "name", "be0", "netns", &backend],
-        )?;
+        run("ip", &["link", "add", "px1", "netns", &proxy, "type", "veth", "peer", "name", "be0", "netns", &backend])?;
         for (ns, dev, addr) in [
             (&client, "cli0", "198.51.100.1/24"),
             (&proxy, "px0", "198.51.100.2/24"),
@@ -244,12 +263,7 @@ pub fn snmp_counter(ns: &str, group: &str, name: &str) -> Result<u64> {
         .split_whitespace()
         .position(|h| h == name)
         .with_context(|| format!("no {group}:{name} in /proc/net/snmp"))?;
-    values
-        .split_whitespace()
-        .nth(idx)
-        .context("short line")?
-        .parse()
-        .context("not a number")
+    values.split_whitespace().nth(idx).context("short line")?.parse().context("not a number")
 }
 
 /// Runs `f` on a new thread that has joined network namespace `ns` (setns applies to the calling

@@ -37,8 +37,7 @@ impl Sluice {
     ) -> Result<Self> {
         let topology = TopologyGuard::up_topology(Topology::impaired(prefix))?;
         let log = std::env::temp_dir().join(format!("{prefix}bridge-{}.log", std::process::id()));
-        let bridge =
-            sluice_testbed::start_impairment(&topology.topology, seed, client_egress, proxy_egress, log)?;
+        let bridge = sluice_testbed::start_impairment(&topology.topology, seed, client_egress, proxy_egress, log)?;
         Self::start_in(topology, Some(bridge), config)
     }
 
@@ -106,7 +105,9 @@ impl Sluice {
                 return Ok(stats);
             }
             if Instant::now() > deadline {
-                bail!("not idle after 15 s: {open} connections, {relays} relays open, {frames_out} frames out, {latency_pending} latencies pending: {stats:#}");
+                bail!(
+                    "not idle after 15 s: {open} connections, {relays} relays open, {frames_out} frames out, {latency_pending} latencies pending: {stats:#}"
+                );
             }
             std::thread::sleep(Duration::from_millis(200));
         }
@@ -339,7 +340,14 @@ pub fn openssl_resumes_tls12_and_tls13(sluice: &Sluice, dir: &Path) -> Result<()
         let sess = dir.join(format!("session{version}.pem"));
         let s_client = |io: &str| -> Result<String> {
             let mut args = vec![
-                "s_client", "-connect", "198.51.100.2:443", "-servername", "a.test", version, "-CAfile", ca,
+                "s_client",
+                "-connect",
+                "198.51.100.2:443",
+                "-servername",
+                "a.test",
+                version,
+                "-CAfile",
+                ca,
                 "-verify_return_error",
             ];
             if version == "-tls1_2" {

@@ -13,12 +13,8 @@ use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
 use rustls::client::{Resumption, Tls12Resumption};
 use rustls::crypto::aws_lc_rs;
 use rustls::pki_types::ServerName;
-use rustls::{
-    ClientConfig, ClientConnection, HandshakeKind, RootCertStore, ServerConfig, ServerConnection,
-};
-use sluice_tls::{
-    CertSettings, ManualClock, SessionCache, SessionCacheConfig, TlsSession, TlsSettings,
-};
+use rustls::{ClientConfig, ClientConnection, HandshakeKind, RootCertStore, ServerConfig, ServerConnection};
+use sluice_tls::{CertSettings, ManualClock, SessionCache, SessionCacheConfig, TlsSession, TlsSettings};
 
 fn certs(dir: &std::path::Path) -> rustls::pki_types::CertificateDer<'static> {
     std::fs::create_dir_all(dir).unwrap();
@@ -27,10 +23,7 @@ fn certs(dir: &std::path::Path) -> rustls::pki_types::CertificateDer<'static> {
     p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     let ca = p.self_signed(&ca_key).unwrap();
     let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
-    let leaf = CertificateParams::new(vec!["bench.example".to_owned()])
-        .unwrap()
-        .signed_by(&key, &ca, &ca_key)
-        .unwrap();
+    let leaf = CertificateParams::new(vec!["bench.example".to_owned()]).unwrap().signed_by(&key, &ca, &ca_key).unwrap();
     std::fs::write(dir.join("leaf.pem"), format!("{}{}", leaf.pem(), ca.pem())).unwrap();
     std::fs::write(dir.join("leaf.key"), key.serialize_pem()).unwrap();
     ca.der().clone()
@@ -91,8 +84,7 @@ impl Server for Plain {
 
 /// One handshake; returns the time spent inside server calls.
 fn handshake(cc: &Arc<ClientConfig>, server: &mut dyn Server) -> Duration {
-    let mut client =
-        ClientConnection::new(cc.clone(), ServerName::try_from("bench.example").unwrap()).unwrap();
+    let mut client = ClientConnection::new(cc.clone(), ServerName::try_from("bench.example").unwrap()).unwrap();
     let mut spent = Duration::ZERO;
     let mut wire = Vec::with_capacity(8192);
     loop {
@@ -124,12 +116,7 @@ fn handshake(cc: &Arc<ClientConfig>, server: &mut dyn Server) -> Duration {
 }
 
 /// Handshakes for `secs`; returns (server-side handshakes/s, client+server loop handshakes/s).
-fn measure(
-    secs: f64,
-    cc: &Arc<ClientConfig>,
-    make: &dyn Fn() -> Box<dyn Server>,
-    expect_resumed: bool,
-) -> (f64, f64) {
+fn measure(secs: f64, cc: &Arc<ClientConfig>, make: &dyn Fn() -> Box<dyn Server>, expect_resumed: bool) -> (f64, f64) {
     // Warm-up (and, for resumption, the session the client will resume).
     let mut s = make();
     handshake(cc, s.as_mut());
@@ -141,10 +128,7 @@ fn measure(
         assert_eq!(s.resumed(), expect_resumed);
         n += 1;
     }
-    (
-        n as f64 / server_time.as_secs_f64(),
-        n as f64 / start.elapsed().as_secs_f64(),
-    )
+    (n as f64 / server_time.as_secs_f64(), n as f64 / start.elapsed().as_secs_f64())
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -189,10 +173,7 @@ fn case(
 }
 
 fn main() {
-    let args: Vec<f64> = std::env::args()
-        .skip(1)
-        .filter_map(|a| a.parse().ok())
-        .collect();
+    let args: Vec<f64> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
     let secs = args.first().copied().unwrap_or(1.0);
     let rounds = args.get(1).copied().unwrap_or(3.0) as usize;
     let dir = std::env::temp_dir().join(format!("sluice-tls-bench-{}", std::process::id()));
@@ -206,10 +187,7 @@ fn main() {
         }],
         ..TlsSettings::default()
     };
-    let cache = SessionCache::new(
-        SessionCacheConfig::default(),
-        ManualClock::new(1_700_000_000),
-    );
+    let cache = SessionCache::new(SessionCacheConfig::default(), ManualClock::new(1_700_000_000));
     let sc: Arc<ServerConfig> = sluice_tls::build(&settings, &dir, cache).unwrap();
     let client = |versions: &[&'static rustls::SupportedProtocolVersion], resume: bool| {
         let mut roots = RootCertStore::empty();
@@ -233,38 +211,12 @@ fn main() {
     let res12 = client(&[&rustls::version::TLS12], true);
     let res13 = client(&[&rustls::version::TLS13], true);
     let ours = || {
-        Box::new(Ours(
-            TlsSession::new(sc.clone(), sluice_tls::DEFAULT_BUFFER_LIMIT).unwrap(),
-            vec![0; 1 << 16],
-        )) as Box<dyn Server>
+        Box::new(Ours(TlsSession::new(sc.clone(), sluice_tls::DEFAULT_BUFFER_LIMIT).unwrap(), vec![0; 1 << 16]))
+            as Box<dyn Server>
     };
     let plain = || Box::new(Plain(ServerConnection::new(sc.clone()).unwrap())) as Box<dyn Server>;
-    case(
-        "TLS 1.3 full handshake",
-        secs,
-        rounds,
-        &full13,
-        &ours,
-        &plain,
-        false,
-    );
-    case(
-        "TLS 1.2 session-ID resumption",
-        secs,
-        rounds,
-        &res12,
-        &ours,
-        &plain,
-        true,
-    );
-    case(
-        "TLS 1.3 stateful resumption",
-        secs,
-        rounds,
-        &res13,
-        &ours,
-        &plain,
-        true,
-    );
+    case("TLS 1.3 full handshake", secs, rounds, &full13, &ours, &plain, false);
+    case("TLS 1.2 session-ID resumption", secs, rounds, &res12, &ours, &plain, true);
+    case("TLS 1.3 stateful resumption", secs, rounds, &res13, &ours, &plain, true);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -46,13 +46,7 @@ impl Rng {
     }
 }
 
-fn run(
-    cache: Arc<dyn StoresServerSessions>,
-    threads: usize,
-    secs: f64,
-    seed: u64,
-    random: bool,
-) -> f64 {
+fn run(cache: Arc<dyn StoresServerSessions>, threads: usize, secs: f64, seed: u64, random: bool) -> f64 {
     // Pre-fill; each thread owns the keys it will take.
     let mut owned: Vec<VecDeque<Vec<u8>>> = (0..threads).map(|_| VecDeque::new()).collect();
     let mut rng = Rng(seed | 1);
@@ -123,10 +117,7 @@ fn median(v: &mut [f64]) -> f64 {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with('-'))
-        .collect();
+    let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
     let threads: usize = args.first().and_then(|a| a.parse().ok()).unwrap_or(2);
     let secs: f64 = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(1.5);
     let rounds: usize = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(5);
@@ -140,22 +131,11 @@ fn main() {
         for r in 0..rounds {
             let seed = 0x9e37_79b9_7f4a_7c15 ^ r as u64;
             let sluice = SessionCache::new(
-                SessionCacheConfig {
-                    max_entries: CAP,
-                    max_bytes: CAP * 300,
-                    lifetime_secs: 7200,
-                    shards: 32,
-                },
+                SessionCacheConfig { max_entries: CAP, max_bytes: CAP * 300, lifetime_secs: 7200, shards: 32 },
                 ManualClock::new(1_700_000_000),
             );
             let a = run(sluice.clone(), threads, secs, seed, random);
-            let b = run(
-                ServerSessionMemoryCache::new(CAP),
-                threads,
-                secs,
-                seed,
-                random,
-            );
+            let b = run(ServerSessionMemoryCache::new(CAP), threads, secs, seed, random);
             let st = sluice.stats();
             println!(
                 "[{order}] round {r}: sluice SessionCache {a:>10.0} ops/s   rustls ServerSessionMemoryCache {b:>10.0} ops/s   \
@@ -171,9 +151,6 @@ fn main() {
             theirs.push(b);
         }
         let (a, b) = (median(&mut ours), median(&mut theirs));
-        println!(
-            "[{order}] median: sluice {a:.0} ops/s, rustls {b:.0} ops/s, ratio {:.2}",
-            a / b
-        );
+        println!("[{order}] median: sluice {a:.0} ops/s, rustls {b:.0} ops/s, ratio {:.2}", a / b);
     }
 }

@@ -43,12 +43,7 @@ pub struct SessionCacheConfig {
 
 impl Default for SessionCacheConfig {
     fn default() -> Self {
-        Self {
-            max_entries: 100_000,
-            max_bytes: 64 << 20,
-            lifetime_secs: 7200,
-            shards: 32,
-        }
+        Self { max_entries: 100_000, max_bytes: 64 << 20, lifetime_secs: 7200, shards: 32 }
     }
 }
 
@@ -74,9 +69,7 @@ impl ManualClock {
 
 impl TimeProvider for ManualClock {
     fn current_time(&self) -> Option<UnixTime> {
-        Some(UnixTime::since_unix_epoch(std::time::Duration::from_secs(
-            self.0.load(Ordering::Relaxed),
-        )))
+        Some(UnixTime::since_unix_epoch(std::time::Duration::from_secs(self.0.load(Ordering::Relaxed))))
     }
 }
 
@@ -121,10 +114,7 @@ struct Counters {
 /// Increment a counter that only the shard-lock holder writes: no locked RMW needed.
 #[inline]
 fn bump(c: &AtomicU64, by: u64) {
-    c.store(
-        c.load(Ordering::Relaxed).wrapping_add(by),
-        Ordering::Relaxed,
-    );
+    c.store(c.load(Ordering::Relaxed).wrapping_add(by), Ordering::Relaxed);
 }
 #[inline]
 fn set(c: &AtomicU64, v: u64) {
@@ -179,14 +169,10 @@ impl Shard {
     }
 
     fn e(&self, i: u32) -> &Entry {
-        self.slab[i as usize]
-            .as_ref()
-            .expect("linked slot is occupied")
+        self.slab[i as usize].as_ref().expect("linked slot is occupied")
     }
     fn e_mut(&mut self, i: u32) -> &mut Entry {
-        self.slab[i as usize]
-            .as_mut()
-            .expect("linked slot is occupied")
+        self.slab[i as usize].as_mut().expect("linked slot is occupied")
     }
 
     fn lru_unlink(&mut self, i: u32) {
@@ -199,11 +185,7 @@ impl Shard {
         } else {
             self.e_mut(p).lru_next = n
         }
-        if n == NIL {
-            self.lru_tail = p
-        } else {
-            self.e_mut(n).lru_prev = p
-        }
+        if n == NIL { self.lru_tail = p } else { self.e_mut(n).lru_prev = p }
     }
     fn lru_push_front(&mut self, i: u32) {
         let h = self.lru_head;
@@ -229,11 +211,7 @@ impl Shard {
         } else {
             self.e_mut(p).age_next = n
         }
-        if n == NIL {
-            self.age_tail = p
-        } else {
-            self.e_mut(n).age_prev = p
-        }
+        if n == NIL { self.age_tail = p } else { self.e_mut(n).age_prev = p }
     }
     fn age_push_back(&mut self, i: u32) {
         let t = self.age_tail;
@@ -254,9 +232,7 @@ impl Shard {
     fn remove_slot(&mut self, i: u32) -> Vec<u8> {
         self.lru_unlink(i);
         self.age_unlink(i);
-        let e = self.slab[i as usize]
-            .take()
-            .expect("linked slot is occupied");
+        let e = self.slab[i as usize].take().expect("linked slot is occupied");
         if let Ok(found) = self.index.find_entry(e.hash, |&j| j == i) {
             found.remove();
         }
@@ -266,11 +242,7 @@ impl Shard {
     }
 
     fn find(&self, hash: u64, key: &[u8]) -> Option<u32> {
-        self.index
-            .find(hash, |&j| {
-                self.slab[j as usize].as_ref().is_some_and(|e| e.key == key)
-            })
-            .copied()
+        self.index.find(hash, |&j| self.slab[j as usize].as_ref().is_some_and(|e| e.key == key)).copied()
     }
 
     fn expired(&self, i: u32, now: u64, lifetime: u64) -> bool {
@@ -316,10 +288,7 @@ impl SessionCache {
     pub fn new(config: SessionCacheConfig, clock: Arc<dyn TimeProvider>) -> Arc<Self> {
         let n = config.shards.max(1).next_power_of_two();
         let shards = (0..n)
-            .map(|_| PaddedShard {
-                shard: Mutex::new(Shard::new()),
-                counters: Counters::default(),
-            })
+            .map(|_| PaddedShard { shard: Mutex::new(Shard::new()), counters: Counters::default() })
             .collect::<Vec<_>>()
             .into_boxed_slice();
         Arc::new(Self {
@@ -493,16 +462,8 @@ impl StoresServerSessions for SessionCache {
                 bump(&sh.counters.evicted_expired, 1);
             }
         }
-        let entry = Entry {
-            key,
-            hash,
-            value,
-            inserted: now,
-            lru_prev: NIL,
-            lru_next: NIL,
-            age_prev: NIL,
-            age_next: NIL,
-        };
+        let entry =
+            Entry { key, hash, value, inserted: now, lru_prev: NIL, lru_next: NIL, age_prev: NIL, age_next: NIL };
         let i = match s.free.pop() {
             Some(i) => {
                 s.slab[i as usize] = Some(entry);
@@ -514,9 +475,7 @@ impl StoresServerSessions for SessionCache {
             }
         };
         let Shard { index, slab, .. } = &mut *s;
-        index.insert_unique(hash, i, |&j| {
-            slab[j as usize].as_ref().map_or(0, |e| e.hash)
-        });
+        index.insert_unique(hash, i, |&j| slab[j as usize].as_ref().map_or(0, |e| e.hash));
         s.bytes += size;
         s.lru_push_front(i);
         s.age_push_back(i);
@@ -546,20 +505,10 @@ impl StoresServerSessions for SessionCache {
 mod tests {
     use super::*;
 
-    fn cache(
-        entries: usize,
-        bytes: usize,
-        lifetime: u64,
-        shards: usize,
-    ) -> (Arc<SessionCache>, Arc<ManualClock>) {
+    fn cache(entries: usize, bytes: usize, lifetime: u64, shards: usize) -> (Arc<SessionCache>, Arc<ManualClock>) {
         let clock = ManualClock::new(1_000_000);
         let c = SessionCache::new(
-            SessionCacheConfig {
-                max_entries: entries,
-                max_bytes: bytes,
-                lifetime_secs: lifetime,
-                shards,
-            },
+            SessionCacheConfig { max_entries: entries, max_bytes: bytes, lifetime_secs: lifetime, shards },
             clock.clone(),
         );
         (c, clock)
@@ -582,10 +531,7 @@ mod tests {
         assert_eq!(c.take(&k(1)), None);
         assert_eq!(c.get(&k(1)), None);
         let s = c.stats();
-        assert_eq!(
-            (s.hits, s.misses, s.inserts, s.entries, s.bytes),
-            (3, 2, 1, 0, 0)
-        );
+        assert_eq!((s.hits, s.misses, s.inserts, s.entries, s.bytes), (3, 2, 1, 0, 0));
         assert!(c.can_cache());
     }
 
@@ -613,15 +559,7 @@ mod tests {
         assert!(c.get(&k(3)).is_some());
         assert!(c.get(&k(4)).is_some());
         let s = c.stats();
-        assert_eq!(
-            (
-                s.evicted_capacity,
-                s.evicted_bytes,
-                s.evicted_expired,
-                s.entries
-            ),
-            (1, 0, 0, 3)
-        );
+        assert_eq!((s.evicted_capacity, s.evicted_bytes, s.evicted_expired, s.entries), (1, 0, 0, 3));
     }
 
     #[test]
@@ -652,11 +590,7 @@ mod tests {
         clock.advance(6); // 1 is 11 s old (expired), 2 and 3 are 6 s old.
         c.put(k(4), vec![4]);
         let s = c.stats();
-        assert_eq!(
-            (s.evicted_expired, s.evicted_capacity),
-            (1, 0),
-            "expired first, not LRU"
-        );
+        assert_eq!((s.evicted_expired, s.evicted_capacity), (1, 0), "expired first, not LRU");
         assert!(c.get(&k(2)).is_some());
         clock.advance(4); // 2 and 3 are 10 s old: expired.
         assert!(c.get(&k(2)).is_none());

@@ -37,9 +37,7 @@ use std::sync::Arc;
 
 use rustls::crypto::aws_lc_rs as provider;
 use rustls::crypto::{CryptoProvider, GetRandomFailed};
-use rustls::server::{
-    ClientHello, NoServerSessionStorage, ProducesTickets, ResolvesServerCert, WebPkiClientVerifier,
-};
+use rustls::server::{ClientHello, NoServerSessionStorage, ProducesTickets, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
 use rustls::{RootCertStore, ServerConfig, SupportedProtocolVersion};
 use rustls_pki_types::pem::PemObject;
@@ -155,24 +153,11 @@ impl TlsSettings {
 #[non_exhaustive]
 pub enum TlsConfigError {
     #[error("tls.{field}: cannot read {}: {source}", path.display())]
-    Read {
-        field: String,
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Read { field: String, path: PathBuf, source: std::io::Error },
     #[error("tls.{field}: {}: {what}", path.display())]
-    Pem {
-        field: String,
-        path: PathBuf,
-        what: String,
-    },
+    Pem { field: String, path: PathBuf, what: String },
     #[error("tls.{field}: key {} does not match certificate {}: {reason}", key.display(), cert.display())]
-    KeyMismatch {
-        field: String,
-        cert: PathBuf,
-        key: PathBuf,
-        reason: String,
-    },
+    KeyMismatch { field: String, cert: PathBuf, key: PathBuf, reason: String },
     #[error("tls.certificates: {0}")]
     Certificates(String),
     #[error("tls.groups: unknown key-exchange group {name:?} (known: {known})")]
@@ -190,11 +175,7 @@ pub enum TlsConfigError {
 }
 
 fn resolve_path(base: &Path, p: &Path) -> PathBuf {
-    if p.is_absolute() {
-        p.to_path_buf()
-    } else {
-        base.join(p)
-    }
+    if p.is_absolute() { p.to_path_buf() } else { base.join(p) }
 }
 
 fn read_file(field: &str, path: &Path) -> Result<Vec<u8>, TlsConfigError> {
@@ -207,11 +188,7 @@ fn read_file(field: &str, path: &Path) -> Result<Vec<u8>, TlsConfigError> {
 
 fn load_certs(field: &str, path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsConfigError> {
     let pem = read_file(field, path)?;
-    let pem_err = |what: String| TlsConfigError::Pem {
-        field: field.to_owned(),
-        path: path.to_path_buf(),
-        what,
-    };
+    let pem_err = |what: String| TlsConfigError::Pem { field: field.to_owned(), path: path.to_path_buf(), what };
     let certs = CertificateDer::pem_slice_iter(&pem)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| pem_err(format!("unreadable PEM: {e}")))?;
@@ -259,9 +236,7 @@ impl SniResolver {
     pub(crate) fn matches(pattern: &str, name: &str) -> bool {
         match pattern.strip_prefix("*.") {
             // One label only: `*.example` matches `a.example`, not `a.b.example` nor `example`.
-            Some(suffix) => name
-                .split_once('.')
-                .is_some_and(|(label, rest)| !label.is_empty() && rest == suffix),
+            Some(suffix) => name.split_once('.').is_some_and(|(label, rest)| !label.is_empty() && rest == suffix),
             None => pattern == name,
         }
     }
@@ -272,19 +247,12 @@ impl ResolvesServerCert for SniResolver {
         if let Some(name) = hello.server_name() {
             // rustls hands us a validated DNS name; compare lower-case.
             let name = name.to_ascii_lowercase();
-            let exact = self
-                .by_name
-                .iter()
-                .filter(|(p, _)| *p == name)
-                .map(|(_, c)| c);
+            let exact = self.by_name.iter().filter(|(p, _)| *p == name).map(|(_, c)| c);
             if let Some(ck) = Self::pick(exact, &hello) {
                 return Some(ck);
             }
-            let wild = self
-                .by_name
-                .iter()
-                .filter(|(p, _)| p.starts_with("*.") && Self::matches(p, &name))
-                .map(|(_, c)| c);
+            let wild =
+                self.by_name.iter().filter(|(p, _)| p.starts_with("*.") && Self::matches(p, &name)).map(|(_, c)| c);
             if let Some(ck) = Self::pick(wild, &hello) {
                 return Some(ck);
             }
@@ -293,21 +261,13 @@ impl ResolvesServerCert for SniResolver {
     }
 }
 
-fn build_resolver(
-    settings: &TlsSettings,
-    base: &Path,
-    prov: &CryptoProvider,
-) -> Result<SniResolver, TlsConfigError> {
+fn build_resolver(settings: &TlsSettings, base: &Path, prov: &CryptoProvider) -> Result<SniResolver, TlsConfigError> {
     if settings.certificates.is_empty() {
-        return Err(TlsConfigError::Certificates(
-            "at least one certificate is required".into(),
-        ));
+        return Err(TlsConfigError::Certificates("at least one certificate is required".into()));
     }
     let n_default = settings.certificates.iter().filter(|c| c.default).count();
     if n_default > 1 {
-        return Err(TlsConfigError::Certificates(format!(
-            "{n_default} entries set default = true; at most one may"
-        )));
+        return Err(TlsConfigError::Certificates(format!("{n_default} entries set default = true; at most one may")));
     }
     let mut by_name = Vec::new();
     let mut defaults = Vec::new();
@@ -318,14 +278,11 @@ fn build_resolver(
         let certs = load_certs(&format!("certificates[{i}].cert"), &cert_path)?;
         let key = load_key(&format!("certificates[{i}].key"), &key_path)?;
         let field = format!("certificates[{i}]");
-        let signing = prov
-            .key_provider
-            .load_private_key(key)
-            .map_err(|e| TlsConfigError::Pem {
-                field: format!("certificates[{i}].key"),
-                path: key_path.clone(),
-                what: format!("unsupported private key: {e}"),
-            })?;
+        let signing = prov.key_provider.load_private_key(key).map_err(|e| TlsConfigError::Pem {
+            field: format!("certificates[{i}].key"),
+            path: key_path.clone(),
+            what: format!("unsupported private key: {e}"),
+        })?;
         let ck = CertifiedKey::new(certs, signing);
         match ck.keys_match() {
             Ok(()) | Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::Unknown)) => {}
@@ -342,9 +299,7 @@ fn build_resolver(
         for name in &c.sni {
             let name = name.trim().to_ascii_lowercase();
             if name.is_empty() || name.starts_with("*.") && name.len() < 3 {
-                return Err(TlsConfigError::Certificates(format!(
-                    "certificates[{i}].sni: invalid name {name:?}"
-                )));
+                return Err(TlsConfigError::Certificates(format!("certificates[{i}].sni: invalid name {name:?}")));
             }
             by_name.push((name, ck.clone()));
         }
@@ -352,11 +307,7 @@ fn build_resolver(
     }
     // The default entry (explicit, else the first) plus every entry serving exactly the same
     // names, so an ECDSA + RSA pair stays a pair for clients without SNI.
-    let d = settings
-        .certificates
-        .iter()
-        .position(|c| c.default)
-        .unwrap_or(0);
+    let d = settings.certificates.iter().position(|c| c.default).unwrap_or(0);
     let d_sni = &settings.certificates[d].sni;
     for (i, (c, ck)) in settings.certificates.iter().zip(&all).enumerate() {
         if i == d || (!d_sni.is_empty() && c.sni == *d_sni) {
@@ -367,10 +318,7 @@ fn build_resolver(
 }
 
 fn names<T: fmt::Debug>(items: impl Iterator<Item = T>) -> String {
-    items
-        .map(|i| format!("{i:?}"))
-        .collect::<Vec<_>>()
-        .join(", ")
+    items.map(|i| format!("{i:?}")).collect::<Vec<_>>().join(", ")
 }
 
 fn build_provider(settings: &TlsSettings) -> Result<CryptoProvider, TlsConfigError> {
@@ -470,22 +418,14 @@ pub fn build(
                     what: format!("not a usable CA certificate: {e}"),
                 })?;
             }
-            let verifier =
-                WebPkiClientVerifier::builder_with_provider(Arc::new(roots), prov.clone())
-                    .build()
-                    .map_err(|e| TlsConfigError::ClientCa {
-                        path: path.clone(),
-                        what: e.to_string(),
-                    })?;
+            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), prov.clone())
+                .build()
+                .map_err(|e| TlsConfigError::ClientCa { path: path.clone(), what: e.to_string() })?;
             builder.with_client_cert_verifier(verifier)
         }
     };
     let mut cfg = builder.with_cert_resolver(resolver);
-    cfg.alpn_protocols = settings
-        .alpn
-        .iter()
-        .map(|p| p.as_bytes().to_vec())
-        .collect();
+    cfg.alpn_protocols = settings.alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
     cfg.ignore_client_order = settings.prefer_server_ciphers;
     match settings.resumption {
         Resumption::SessionId => {

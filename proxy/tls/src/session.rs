@@ -28,9 +28,7 @@
 use std::io::{self, Read, Write};
 use std::sync::Arc;
 
-use rustls::{
-    CipherSuite, HandshakeKind, NamedGroup, ProtocolVersion, ServerConfig, ServerConnection,
-};
+use rustls::{CipherSuite, HandshakeKind, NamedGroup, ProtocolVersion, ServerConfig, ServerConnection};
 
 /// What the handshake agreed on. Available once [`TlsSession::is_handshaking`] is false.
 #[derive(Clone, Debug, PartialEq)]
@@ -91,14 +89,7 @@ impl<I: Copy> TlsSession<I> {
     pub fn new(config: Arc<ServerConfig>, buffer_limit: usize) -> Result<Self, TlsError> {
         let mut conn = ServerConnection::new(config)?;
         conn.set_buffer_limit(Some(buffer_limit.max(1)));
-        Ok(Self {
-            conn,
-            first_byte_at: None,
-            handshake_done_at: None,
-            info: None,
-            peer_closed: false,
-            failed: false,
-        })
+        Ok(Self { conn, first_byte_at: None, handshake_done_at: None, info: None, peer_closed: false, failed: false })
     }
 
     /// Hand rustls the next in-order bytes from the TCP stream and process them. Returns how many
@@ -159,14 +150,8 @@ impl<I: Copy> TlsSession<I> {
     fn collect_info(&self) -> HandshakeInfo {
         let kind = self.conn.handshake_kind().unwrap_or(HandshakeKind::Full);
         HandshakeInfo {
-            version: self
-                .conn
-                .protocol_version()
-                .unwrap_or(ProtocolVersion::Unknown(0)),
-            cipher_suite: self
-                .conn
-                .negotiated_cipher_suite()
-                .map_or(CipherSuite::Unknown(0), |s| s.suite()),
+            version: self.conn.protocol_version().unwrap_or(ProtocolVersion::Unknown(0)),
+            cipher_suite: self.conn.negotiated_cipher_suite().map_or(CipherSuite::Unknown(0), |s| s.suite()),
             sni: self.conn.server_name().map(str::to_owned),
             alpn: self.conn.alpn_protocol().map(<[u8]>::to_vec),
             resumed: kind == HandshakeKind::Resumed,

@@ -13,8 +13,8 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    KeyPair, KeyUsagePurpose,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
+    KeyUsagePurpose,
 };
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
@@ -67,11 +67,7 @@ fn ca_params() -> CertificateParams {
     dn.push(DnType::OrganizationName, "sluice");
     p.distinguished_name = dn;
     p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    p.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::CrlSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
+    p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
     p
 }
 
@@ -98,20 +94,11 @@ impl Ca {
         self.cert.der().clone()
     }
 
-    fn sign(
-        &self,
-        names: &[&str],
-        kind: KeyKind,
-        eku: ExtendedKeyUsagePurpose,
-    ) -> Result<Leaf, TestCertError> {
+    fn sign(&self, names: &[&str], kind: KeyKind, eku: ExtendedKeyUsagePurpose) -> Result<Leaf, TestCertError> {
         let key = KeyPair::generate_for(kind.alg())?;
-        let mut p =
-            CertificateParams::new(names.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>())?;
+        let mut p = CertificateParams::new(names.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>())?;
         let mut dn = DistinguishedName::new();
-        dn.push(
-            DnType::CommonName,
-            names.first().copied().unwrap_or("sluice client"),
-        );
+        dn.push(DnType::CommonName, names.first().copied().unwrap_or("sluice client"));
         p.distinguished_name = dn;
         p.extended_key_usages = vec![eku];
         p.use_authority_key_identifier_extension = true;
@@ -158,10 +145,7 @@ pub struct Generated {
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> TestCertError + '_ {
-    move |source| TestCertError::Io {
-        path: path.to_path_buf(),
-        source,
-    }
+    move |source| TestCertError::Io { path: path.to_path_buf(), source }
 }
 
 /// Write `data` to `path` unless it exists. Returns whether it wrote.
@@ -219,10 +203,9 @@ pub fn generate(dir: &Path, names: &[&str]) -> Result<Generated, TestCertError> 
             rsa_cert: dir.join(format!("{name}.rsa.pem")),
             rsa_key: dir.join(format!("{name}.rsa.key")),
         };
-        for (kind, cert, key) in [
-            (KeyKind::EcdsaP256, &lp.ecdsa_cert, &lp.ecdsa_key),
-            (KeyKind::Rsa2048, &lp.rsa_cert, &lp.rsa_key),
-        ] {
+        for (kind, cert, key) in
+            [(KeyKind::EcdsaP256, &lp.ecdsa_cert, &lp.ecdsa_key), (KeyKind::Rsa2048, &lp.rsa_cert, &lp.rsa_key)]
+        {
             if cert.exists() && key.exists() {
                 continue;
             }
@@ -237,11 +220,7 @@ pub fn generate(dir: &Path, names: &[&str]) -> Result<Generated, TestCertError> 
         }
         leaves.push(lp);
     }
-    Ok(Generated {
-        ca_cert,
-        ca_key,
-        leaves,
-    })
+    Ok(Generated { ca_cert, ca_key, leaves })
 }
 
 #[cfg(test)]
@@ -259,19 +238,13 @@ mod tests {
         {
             use std::os::unix::fs::PermissionsExt;
             for k in [&g.ca_key, &g.leaves[0].ecdsa_key, &g.leaves[0].rsa_key] {
-                assert_eq!(
-                    std::fs::metadata(k).unwrap().permissions().mode() & 0o777,
-                    0o600
-                );
+                assert_eq!(std::fs::metadata(k).unwrap().permissions().mode() & 0o777, 0o600);
             }
         }
         // A second run with one more name keeps the old files and signs the new one with the same CA.
         let g2 = generate(&dir, &["a.example", "b.example"]).unwrap();
         assert_eq!(std::fs::read(&g2.ca_cert).unwrap(), ca_before);
-        assert_eq!(
-            std::fs::read(&g2.leaves[0].ecdsa_cert).unwrap(),
-            leaf_before
-        );
+        assert_eq!(std::fs::read(&g2.leaves[0].ecdsa_cert).unwrap(), leaf_before);
         assert!(g2.leaves[1].rsa_cert.exists());
         // The new leaf verifies against the CA written by the first run.
         let ca = CertificateDer::from_pem_file_compat(&g.ca_cert);
@@ -286,10 +259,7 @@ mod tests {
     impl PemCompat for CertificateDer<'static> {
         fn from_pem_file_compat(p: &Path) -> Vec<CertificateDer<'static>> {
             use rustls_pki_types::pem::PemObject;
-            CertificateDer::pem_file_iter(p)
-                .unwrap()
-                .collect::<Result<Vec<_>, _>>()
-                .unwrap()
+            CertificateDer::pem_file_iter(p).unwrap().collect::<Result<Vec<_>, _>>().unwrap()
         }
     }
 }

@@ -9,9 +9,7 @@ use rustls::client::{Resumption as ClientResumption, Tls12Resumption, WebPkiServ
 use rustls::crypto::aws_lc_rs;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
-use rustls::{
-    ClientConfig, ClientConnection, HandshakeKind, ProtocolVersion, RootCertStore, ServerConfig,
-};
+use rustls::{ClientConfig, ClientConnection, HandshakeKind, ProtocolVersion, RootCertStore, ServerConfig};
 
 use crate::testcerts::{self, Ca, KeyKind};
 use crate::*;
@@ -31,36 +29,22 @@ fn files() -> &'static Files {
         let dir = std::env::temp_dir().join(format!("sluice-tls-tests-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let g = testcerts::generate(&dir, &["a.example", "b.example"]).unwrap();
-        let ca_key =
-            rcgen::KeyPair::from_pem(&std::fs::read_to_string(&g.ca_key).unwrap()).unwrap();
+        let ca_key = rcgen::KeyPair::from_pem(&std::fs::read_to_string(&g.ca_key).unwrap()).unwrap();
         let ca = Ca::from_key(ca_key).unwrap();
         let client = ca.client("client.example", KeyKind::EcdsaP256).unwrap();
         // A CA nobody trusts, for the mTLS reject case.
         let other = Ca::new().unwrap();
-        let stranger = other
-            .client("stranger.example", KeyKind::EcdsaP256)
-            .unwrap();
+        let stranger = other.client("stranger.example", KeyKind::EcdsaP256).unwrap();
         std::fs::write(dir.join("stranger.pem"), stranger.cert_pem).unwrap();
         std::fs::write(dir.join("stranger.key"), stranger.key_pem).unwrap();
-        std::fs::write(
-            dir.join("garbage.pem"),
-            "-----BEGIN CERTIFICATE-----\n!!!!\n-----END CERTIFICATE-----\n",
-        )
-        .unwrap();
-        Files {
-            ca: pem_certs(&g.ca_cert).remove(0),
-            dir,
-            client_chain: client.chain,
-            client_key: client.key_der,
-        }
+        std::fs::write(dir.join("garbage.pem"), "-----BEGIN CERTIFICATE-----\n!!!!\n-----END CERTIFICATE-----\n")
+            .unwrap();
+        Files { ca: pem_certs(&g.ca_cert).remove(0), dir, client_chain: client.chain, client_key: client.key_der }
     })
 }
 
 fn pem_certs(p: &Path) -> Vec<CertificateDer<'static>> {
-    CertificateDer::pem_file_iter(p)
-        .unwrap()
-        .collect::<Result<Vec<_>, _>>()
-        .unwrap()
+    CertificateDer::pem_file_iter(p).unwrap().collect::<Result<Vec<_>, _>>().unwrap()
 }
 
 fn cert(file: &str, sni: &[&str], default: bool) -> CertSettings {
@@ -87,10 +71,7 @@ fn settings() -> TlsSettings {
 }
 
 fn new_cache() -> Arc<SessionCache> {
-    SessionCache::new(
-        SessionCacheConfig::default(),
-        ManualClock::new(1_700_000_000),
-    )
+    SessionCache::new(SessionCacheConfig::default(), ManualClock::new(1_700_000_000))
 }
 
 fn server(s: &TlsSettings, cache: Arc<SessionCache>) -> Arc<ServerConfig> {
@@ -121,16 +102,10 @@ impl Default for Client {
 
 impl Client {
     fn v12() -> Self {
-        Self {
-            versions: vec![&rustls::version::TLS12],
-            ..Self::default()
-        }
+        Self { versions: vec![&rustls::version::TLS12], ..Self::default() }
     }
     fn v13() -> Self {
-        Self {
-            versions: vec![&rustls::version::TLS13],
-            ..Self::default()
-        }
+        Self { versions: vec![&rustls::version::TLS13], ..Self::default() }
     }
     fn build(self) -> Arc<ClientConfig> {
         let mut prov = aws_lc_rs::default_provider();
@@ -158,12 +133,11 @@ impl Client {
             None => b.with_no_client_auth(),
         };
         cfg.alpn_protocols = self.alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
-        cfg.resumption =
-            ClientResumption::in_memory_sessions(64).tls12_resumption(if self.tickets {
-                Tls12Resumption::SessionIdOrTickets
-            } else {
-                Tls12Resumption::SessionIdOnly
-            });
+        cfg.resumption = ClientResumption::in_memory_sessions(64).tls12_resumption(if self.tickets {
+            Tls12Resumption::SessionIdOrTickets
+        } else {
+            Tls12Resumption::SessionIdOnly
+        });
         cfg.enable_sni = self.sni;
         Arc::new(cfg)
     }
@@ -232,8 +206,7 @@ struct Done {
 }
 
 fn connect(cc: &Arc<ClientConfig>, sc: &Arc<ServerConfig>, name: &str) -> Result<Done, Failed> {
-    let mut client =
-        ClientConnection::new(cc.clone(), ServerName::try_from(name.to_owned()).unwrap()).unwrap();
+    let mut client = ClientConnection::new(cc.clone(), ServerName::try_from(name.to_owned()).unwrap()).unwrap();
     let mut server = TlsSession::new(sc.clone(), DEFAULT_BUFFER_LIMIT).unwrap();
     let mut now = 100;
     pump(&mut client, &mut server, &mut now)?;
@@ -242,27 +215,14 @@ fn connect(cc: &Arc<ClientConfig>, sc: &Arc<ServerConfig>, name: &str) -> Result
 }
 
 /// Verify `chain` for `name` against `ca` as a client would.
-pub(crate) fn verify_chain(
-    ca: &CertificateDer<'static>,
-    chain: &[CertificateDer<'static>],
-    name: &str,
-) {
+pub(crate) fn verify_chain(ca: &CertificateDer<'static>, chain: &[CertificateDer<'static>], name: &str) {
     let mut roots = RootCertStore::empty();
     roots.add(ca.clone()).unwrap();
-    let v = WebPkiServerVerifier::builder_with_provider(
-        Arc::new(roots),
-        Arc::new(aws_lc_rs::default_provider()),
-    )
-    .build()
-    .unwrap();
-    v.verify_server_cert(
-        &chain[0],
-        &chain[1..],
-        &ServerName::try_from(name.to_owned()).unwrap(),
-        &[],
-        UnixTime::now(),
-    )
-    .unwrap();
+    let v = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), Arc::new(aws_lc_rs::default_provider()))
+        .build()
+        .unwrap();
+    v.verify_server_cert(&chain[0], &chain[1..], &ServerName::try_from(name.to_owned()).unwrap(), &[], UnixTime::now())
+        .unwrap();
 }
 
 fn leaf_of(file: &str) -> CertificateDer<'static> {
@@ -270,10 +230,7 @@ fn leaf_of(file: &str) -> CertificateDer<'static> {
 }
 
 fn info(d: &Done) -> HandshakeInfo {
-    d.server
-        .handshake_info()
-        .cloned()
-        .expect("handshake info after completion")
+    d.server.handshake_info().cloned().expect("handshake info after completion")
 }
 
 // ---------------------------------------------------------------- full handshakes
@@ -281,16 +238,9 @@ fn info(d: &Done) -> HandshakeInfo {
 #[test]
 fn full_handshakes_tls12_tls13_ecdsa_rsa() {
     let sc = server(&settings(), new_cache());
-    for (client, version) in [
-        (Client::v13(), ProtocolVersion::TLSv1_3),
-        (Client::v12(), ProtocolVersion::TLSv1_2),
-    ] {
+    for (client, version) in [(Client::v13(), ProtocolVersion::TLSv1_3), (Client::v12(), ProtocolVersion::TLSv1_2)] {
         for rsa in [false, true] {
-            let cc = Client {
-                rsa_only: rsa,
-                ..client_like(&client)
-            }
-            .build();
+            let cc = Client { rsa_only: rsa, ..client_like(&client) }.build();
             let d = connect(&cc, &sc, "a.example").unwrap();
             let i = info(&d);
             assert_eq!(i.version, version);
@@ -298,22 +248,11 @@ fn full_handshakes_tls12_tls13_ecdsa_rsa() {
             assert_eq!(i.kind, HandshakeKind::Full);
             assert_eq!(i.sni.as_deref(), Some("a.example"));
             assert!(i.kx_group.is_some());
-            let expect = if rsa {
-                "a.example.rsa"
-            } else {
-                "a.example.ecdsa"
-            };
-            assert_eq!(
-                d.client.peer_certificates().unwrap()[0],
-                leaf_of(expect),
-                "{version:?} rsa={rsa}"
-            );
+            let expect = if rsa { "a.example.rsa" } else { "a.example.ecdsa" };
+            assert_eq!(d.client.peer_certificates().unwrap()[0], leaf_of(expect), "{version:?} rsa={rsa}");
             let suite = format!("{:?}", i.cipher_suite);
             if version == ProtocolVersion::TLSv1_2 {
-                assert!(
-                    suite.contains(if rsa { "ECDHE_RSA" } else { "ECDHE_ECDSA" }),
-                    "{suite}"
-                );
+                assert!(suite.contains(if rsa { "ECDHE_RSA" } else { "ECDHE_ECDSA" }), "{suite}");
             }
         }
     }
@@ -321,10 +260,7 @@ fn full_handshakes_tls12_tls13_ecdsa_rsa() {
 }
 
 fn client_like(c: &Client) -> Client {
-    Client {
-        versions: c.versions.clone(),
-        ..Client::default()
-    }
+    Client { versions: c.versions.clone(), ..Client::default() }
 }
 
 #[test]
@@ -361,10 +297,7 @@ fn handshake_markers_and_data_both_ways() {
 fn sni_picks_the_right_certificate_and_chain_verifies() {
     let sc = server(&settings(), new_cache());
     let cc = Client::default().build();
-    for (name, file) in [
-        ("a.example", "a.example.ecdsa"),
-        ("b.example", "b.example.ecdsa"),
-    ] {
+    for (name, file) in [("a.example", "a.example.ecdsa"), ("b.example", "b.example.ecdsa")] {
         let d = connect(&cc, &sc, name).unwrap();
         let chain = d.client.peer_certificates().unwrap().to_vec();
         assert_eq!(chain[0], leaf_of(file));
@@ -379,26 +312,13 @@ fn sni_picks_the_right_certificate_and_chain_verifies() {
 #[test]
 fn alpn_negotiated() {
     let sc = server(&settings(), new_cache());
-    let cc = Client {
-        alpn: vec!["http/1.1", "h2"],
-        ..Client::default()
-    }
-    .build();
+    let cc = Client { alpn: vec!["http/1.1", "h2"], ..Client::default() }.build();
     let d = connect(&cc, &sc, "a.example").unwrap();
     // Server preference order (RFC 7301 §3.2: the server selects).
     assert_eq!(info(&d).alpn.as_deref(), Some(&b"h2"[..]));
     assert_eq!(d.client.alpn_protocol(), Some(&b"h2"[..]));
-    let cc = Client {
-        alpn: vec!["http/1.1"],
-        ..Client::default()
-    }
-    .build();
-    assert_eq!(
-        info(&connect(&cc, &sc, "a.example").unwrap())
-            .alpn
-            .as_deref(),
-        Some(&b"http/1.1"[..])
-    );
+    let cc = Client { alpn: vec!["http/1.1"], ..Client::default() }.build();
+    assert_eq!(info(&connect(&cc, &sc, "a.example").unwrap()).alpn.as_deref(), Some(&b"http/1.1"[..]));
     let cc = Client::default().build();
     assert_eq!(info(&connect(&cc, &sc, "a.example").unwrap()).alpn, None);
 }
@@ -410,35 +330,17 @@ fn no_sni_gets_the_default_certificate() {
     s.certificates[0].default = false;
     s.certificates[2].default = true;
     let sc = server(&s, new_cache());
-    let cc = Client {
-        sni: false,
-        ..Client::default()
-    }
-    .build();
+    let cc = Client { sni: false, ..Client::default() }.build();
     let d = connect(&cc, &sc, "b.example").unwrap();
-    assert_eq!(
-        d.client.peer_certificates().unwrap()[0],
-        leaf_of("b.example.ecdsa")
-    );
+    assert_eq!(d.client.peer_certificates().unwrap()[0], leaf_of("b.example.ecdsa"));
     assert_eq!(info(&d).sni, None);
     // Without an explicit default, the first entry (and its same-names RSA twin) is the default.
     let sc = server(&settings(), new_cache());
     let d = connect(&cc, &sc, "a.example").unwrap();
-    assert_eq!(
-        d.client.peer_certificates().unwrap()[0],
-        leaf_of("a.example.ecdsa")
-    );
-    let rsa = Client {
-        sni: false,
-        rsa_only: true,
-        ..Client::default()
-    }
-    .build();
+    assert_eq!(d.client.peer_certificates().unwrap()[0], leaf_of("a.example.ecdsa"));
+    let rsa = Client { sni: false, rsa_only: true, ..Client::default() }.build();
     let d = connect(&rsa, &sc, "a.example").unwrap();
-    assert_eq!(
-        d.client.peer_certificates().unwrap()[0],
-        leaf_of("a.example.rsa")
-    );
+    assert_eq!(d.client.peer_certificates().unwrap()[0], leaf_of("a.example.rsa"));
 }
 
 #[test]
@@ -515,32 +417,18 @@ fn resumption_after_client_closed_without_close_notify() {
 
 #[test]
 fn stateless_tickets_resume_without_the_cache() {
-    let s = TlsSettings {
-        resumption: Resumption::Tickets,
-        ticket_rotation_secs: 3600,
-        ..settings()
-    };
+    let s = TlsSettings { resumption: Resumption::Tickets, ticket_rotation_secs: 3600, ..settings() };
     let (i, cache) = resumes_across_threads(Client::v13(), s.clone(), true);
     assert_eq!(i.version, ProtocolVersion::TLSv1_3);
     assert_eq!(cache.stats().inserts, 0);
-    let (i, cache) = resumes_across_threads(
-        Client {
-            tickets: true,
-            ..Client::v12()
-        },
-        s,
-        true,
-    );
+    let (i, cache) = resumes_across_threads(Client { tickets: true, ..Client::v12() }, s, true);
     assert_eq!(i.version, ProtocolVersion::TLSv1_2);
     assert_eq!(cache.stats().inserts, 0);
 }
 
 #[test]
 fn resumption_none_does_full_handshakes() {
-    let s = TlsSettings {
-        resumption: Resumption::None,
-        ..settings()
-    };
+    let s = TlsSettings { resumption: Resumption::None, ..settings() };
     for client in [Client::v12(), Client::v13()] {
         let cache = new_cache();
         let sc = server(&s, cache.clone());
@@ -555,13 +443,7 @@ fn resumption_none_does_full_handshakes() {
 #[test]
 fn expired_session_does_not_resume() {
     let clock = ManualClock::new(1_700_000_000);
-    let cache = SessionCache::new(
-        SessionCacheConfig {
-            lifetime_secs: 60,
-            ..Default::default()
-        },
-        clock.clone(),
-    );
+    let cache = SessionCache::new(SessionCacheConfig { lifetime_secs: 60, ..Default::default() }, clock.clone());
     let sc = server(&settings(), cache.clone());
     let cc = Client::v12().build();
     connect(&cc, &sc, "a.example").unwrap();
@@ -575,37 +457,20 @@ fn expired_session_does_not_resume() {
 
 #[test]
 fn mtls_accepts_a_client_of_the_ca_and_rejects_others() {
-    let s = TlsSettings {
-        client_ca: Some("ca.pem".into()),
-        ..settings()
-    };
+    let s = TlsSettings { client_ca: Some("ca.pem".into()), ..settings() };
     let sc = server(&s, new_cache());
     let f = files();
-    let good = Client {
-        auth: Some((f.client_chain.clone(), f.client_key.clone_key())),
-        ..Client::default()
-    }
-    .build();
+    let good = Client { auth: Some((f.client_chain.clone(), f.client_key.clone_key())), ..Client::default() }.build();
     let d = connect(&good, &sc, "a.example").unwrap();
     assert!(info(&d).client_cert);
 
     let none = Client::default().build();
-    assert!(matches!(
-        connect(&none, &sc, "a.example"),
-        Err(Failed::Server(_))
-    ));
+    assert!(matches!(connect(&none, &sc, "a.example"), Err(Failed::Server(_))));
 
     let chain = pem_certs(&f.dir.join("stranger.pem"));
     let key = PrivateKeyDer::from_pem_file(f.dir.join("stranger.key")).unwrap();
-    let stranger = Client {
-        auth: Some((chain, key)),
-        ..Client::v12()
-    }
-    .build();
-    assert!(matches!(
-        connect(&stranger, &sc, "a.example"),
-        Err(Failed::Server(_))
-    ));
+    let stranger = Client { auth: Some((chain, key)), ..Client::v12() }.build();
+    assert!(matches!(connect(&stranger, &sc, "a.example"), Err(Failed::Server(_))));
 }
 
 // ---------------------------------------------------------------- errors on the wire
@@ -630,20 +495,14 @@ fn garbage_instead_of_client_hello_gives_error_and_alert() {
 
 #[test]
 fn tls12_switched_off_refuses_a_tls12_only_client() {
-    let s = TlsSettings {
-        tls12: false,
-        ..settings()
-    };
+    let s = TlsSettings { tls12: false, ..settings() };
     let sc = server(&s, new_cache());
     let r = connect(&Client::v12().build(), &sc, "a.example");
     assert!(matches!(r, Err(Failed::Server(_))), "{r:?}");
     let d = connect(&Client::default().build(), &sc, "a.example").unwrap();
     assert_eq!(info(&d).version, ProtocolVersion::TLSv1_3);
 
-    let s = TlsSettings {
-        tls13: false,
-        ..settings()
-    };
+    let s = TlsSettings { tls13: false, ..settings() };
     let sc = server(&s, new_cache());
     let d = connect(&Client::default().build(), &sc, "a.example").unwrap();
     assert_eq!(info(&d).version, ProtocolVersion::TLSv1_2);
@@ -654,24 +513,15 @@ fn tls12_switched_off_refuses_a_tls12_only_client() {
 fn groups_and_suites_are_honoured() {
     let s = TlsSettings {
         groups: vec!["secp256r1".into()],
-        cipher_suites: vec![
-            "TLS13_CHACHA20_POLY1305_SHA256".into(),
-            "tls_ecdhe_ecdsa_with_aes_128_gcm_sha256".into(),
-        ],
+        cipher_suites: vec!["TLS13_CHACHA20_POLY1305_SHA256".into(), "tls_ecdhe_ecdsa_with_aes_128_gcm_sha256".into()],
         ..settings()
     };
     let sc = server(&s, new_cache());
     let d = connect(&Client::v13().build(), &sc, "a.example").unwrap();
-    assert_eq!(
-        format!("{:?}", info(&d).cipher_suite),
-        "TLS13_CHACHA20_POLY1305_SHA256"
-    );
+    assert_eq!(format!("{:?}", info(&d).cipher_suite), "TLS13_CHACHA20_POLY1305_SHA256");
     assert_eq!(format!("{:?}", info(&d).kx_group.unwrap()), "secp256r1");
     let d = connect(&Client::v12().build(), &sc, "a.example").unwrap();
-    assert_eq!(
-        format!("{:?}", info(&d).cipher_suite),
-        "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256"
-    );
+    assert_eq!(format!("{:?}", info(&d).cipher_suite), "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256");
 }
 
 #[test]
@@ -684,17 +534,11 @@ fn write_plaintext_is_bounded() {
     pump(&mut client, &mut s, &mut now).unwrap();
     let big = vec![0x5a; 1 << 20];
     let first = s.write_plaintext(&big);
-    assert!(
-        first > 0 && first <= 32 * 1024 + 16 * 1024,
-        "accepted {first}"
-    );
+    assert!(first > 0 && first <= 32 * 1024 + 16 * 1024, "accepted {first}");
     assert_eq!(s.write_plaintext(&big[first..]), 0, "full until drained");
     let mut out = vec![0u8; 1 << 17];
     assert!(s.write_ciphertext(&mut out) > first);
-    assert!(
-        s.write_plaintext(&big[first..]) > 0,
-        "room again after draining"
-    );
+    assert!(s.write_plaintext(&big[first..]) > 0, "room again after draining");
 }
 
 #[test]
@@ -745,88 +589,51 @@ fn config_errors_name_field_and_file() {
     let mut s = settings();
     s.certificates[1].cert = "missing.pem".into();
     let e = build_err(&s);
-    assert!(
-        e.contains("certificates[1].cert") && e.contains("missing.pem"),
-        "{e}"
-    );
+    assert!(e.contains("certificates[1].cert") && e.contains("missing.pem"), "{e}");
 
     let mut s = settings();
     s.certificates[0].key = "missing.key".into();
     let e = build_err(&s);
-    assert!(
-        e.contains("certificates[0].key") && e.contains("missing.key"),
-        "{e}"
-    );
+    assert!(e.contains("certificates[0].key") && e.contains("missing.key"), "{e}");
 
     let mut s = settings();
     s.certificates[0].cert = "garbage.pem".into();
     let e = build_err(&s);
-    assert!(
-        e.contains("certificates[0].cert") && e.contains("garbage.pem"),
-        "{e}"
-    );
+    assert!(e.contains("certificates[0].cert") && e.contains("garbage.pem"), "{e}");
 
     let mut s = settings();
     s.certificates[2].key = "a.example.ecdsa.pem".into(); // a certificate, not a key
     let e = build_err(&s);
-    assert!(
-        e.contains("certificates[2].key") && e.contains("a.example.ecdsa.pem"),
-        "{e}"
-    );
+    assert!(e.contains("certificates[2].key") && e.contains("a.example.ecdsa.pem"), "{e}");
 
     let mut s = settings();
     s.certificates[0].key = "b.example.ecdsa.key".into();
     let e = build_err(&s);
     assert!(
-        e.contains("does not match")
-            && e.contains("b.example.ecdsa.key")
-            && e.contains("a.example.ecdsa.pem"),
+        e.contains("does not match") && e.contains("b.example.ecdsa.key") && e.contains("a.example.ecdsa.pem"),
         "{e}"
     );
 
-    let s = TlsSettings {
-        groups: vec!["x25519".into(), "brainpool".into()],
-        ..settings()
-    };
+    let s = TlsSettings { groups: vec!["x25519".into(), "brainpool".into()], ..settings() };
     let e = build_err(&s);
     assert!(e.contains("tls.groups") && e.contains("brainpool"), "{e}");
 
-    let s = TlsSettings {
-        cipher_suites: vec!["TLS_RSA_WITH_RC4_128_MD5".into()],
-        ..settings()
-    };
+    let s = TlsSettings { cipher_suites: vec!["TLS_RSA_WITH_RC4_128_MD5".into()], ..settings() };
     let e = build_err(&s);
     assert!(e.contains("tls.cipher_suites") && e.contains("RC4"), "{e}");
 
-    let s = TlsSettings {
-        tls12: false,
-        tls13: false,
-        ..settings()
-    };
+    let s = TlsSettings { tls12: false, tls13: false, ..settings() };
     assert!(build_err(&s).contains("no protocol version"));
 
     // Only TLS 1.3 suites but only TLS 1.2 enabled: nothing usable.
-    let s = TlsSettings {
-        tls13: false,
-        cipher_suites: vec!["TLS13_AES_128_GCM_SHA256".into()],
-        ..settings()
-    };
+    let s = TlsSettings { tls13: false, cipher_suites: vec!["TLS13_AES_128_GCM_SHA256".into()], ..settings() };
     assert!(build_err(&s).contains("tls.cipher_suites"));
 
-    let s = TlsSettings {
-        client_ca: Some("nope-ca.pem".into()),
-        ..settings()
-    };
+    let s = TlsSettings { client_ca: Some("nope-ca.pem".into()), ..settings() };
     let e = build_err(&s);
-    assert!(
-        e.contains("tls.client_ca") && e.contains("nope-ca.pem"),
-        "{e}"
-    );
+    assert!(e.contains("tls.client_ca") && e.contains("nope-ca.pem"), "{e}");
 
-    let s = TlsSettings {
-        certificates: vec![],
-        ..settings()
-    };
+    let s = TlsSettings { certificates: vec![], ..settings() };
     assert!(build_err(&s).contains("tls.certificates"));
 
     let mut s = settings();
@@ -858,18 +665,12 @@ fn settings_parse_from_toml_with_defaults_and_reject_unknown_fields() {
     assert_eq!(s.resumption, Resumption::Tickets);
     assert_eq!(s.certificates.len(), 2);
     assert!(s.certificates[1].sni.is_empty() && !s.certificates[1].default);
-    assert_eq!(
-        s.session_cache_entries,
-        TlsSettings::default().session_cache_entries
-    );
+    assert_eq!(s.session_cache_entries, TlsSettings::default().session_cache_entries);
 
-    let e = toml::from_str::<TlsSettings>("tls14 = true")
-        .unwrap_err()
-        .to_string();
+    let e = toml::from_str::<TlsSettings>("tls14 = true").unwrap_err().to_string();
     assert!(e.contains("tls14"), "{e}");
-    let e = toml::from_str::<TlsSettings>("[[certificates]]\ncert = \"a\"\nkey = \"b\"\nsin = []")
-        .unwrap_err()
-        .to_string();
+    let e =
+        toml::from_str::<TlsSettings>("[[certificates]]\ncert = \"a\"\nkey = \"b\"\nsin = []").unwrap_err().to_string();
     assert!(e.contains("sin"), "{e}");
     assert!(toml::from_str::<TlsSettings>("resumption = \"maybe\"").is_err());
 }
@@ -890,11 +691,7 @@ impl XorShift {
 fn random_input_never_panics() {
     let sc = server(&settings(), new_cache());
     // A real ClientHello to mutate.
-    let mut c = ClientConnection::new(
-        Client::default().build(),
-        ServerName::try_from("a.example").unwrap(),
-    )
-    .unwrap();
+    let mut c = ClientConnection::new(Client::default().build(), ServerName::try_from("a.example").unwrap()).unwrap();
     let mut hello = Vec::new();
     c.write_tls(&mut hello).unwrap();
     let mut rng = XorShift(0x1234_5678_9abc_def1);
@@ -934,10 +731,7 @@ fn random_input_never_panics() {
         s.write_ciphertext(&mut out);
         s.read_plaintext(&mut out);
     }
-    assert!(
-        errors > 1000,
-        "most mutated inputs must be refused: {errors}"
-    );
+    assert!(errors > 1000, "most mutated inputs must be refused: {errors}");
 }
 
 #[test]
@@ -945,8 +739,7 @@ fn unclean_eof_and_bytes_after_close_notify() {
     let sc = server(&settings(), new_cache());
     // Unclean: FIN without close_notify.
     let cc = Client::v13().build();
-    let mut client =
-        ClientConnection::new(cc.clone(), ServerName::try_from("a.example").unwrap()).unwrap();
+    let mut client = ClientConnection::new(cc.clone(), ServerName::try_from("a.example").unwrap()).unwrap();
     let mut s = TlsSession::<u64>::new(sc.clone(), DEFAULT_BUFFER_LIMIT).unwrap();
     let mut now = 0;
     pump(&mut client, &mut s, &mut now).unwrap();

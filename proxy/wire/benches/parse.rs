@@ -61,9 +61,7 @@ fn main() {
     let mut frame = vec![0u8; 2048];
     let len = emit_frame(&mut frame, &eth, &ip, &tcp).unwrap();
     frame.truncate(len);
-    println!(
-        "frame: {len} bytes (1460-byte payload, timestamps option), {ITERS} iterations x best of 5"
-    );
+    println!("frame: {len} bytes (1460-byte payload, timestamps option), {ITERS} iterations x best of 5");
 
     measure("parse_frame (Checksum::Verify)", || {
         let s = parse_frame(black_box(&frame), Checksum::Verify).unwrap();
@@ -78,14 +76,9 @@ fn main() {
         let n = emit_frame(black_box(&mut out), black_box(&eth), &ip, black_box(&tcp)).unwrap();
         black_box(n);
     });
-    let no_payload = tcp::Repr {
-        payload: &[],
-        ..tcp
-    };
+    let no_payload = tcp::Repr { payload: &[], ..tcp };
     measure("emit_ipv4_tcp_in_place (both checksums)", || {
-        let n =
-            emit_ipv4_tcp_in_place(black_box(&mut out[14..]), &ip, black_box(&no_payload), 1460)
-                .unwrap();
+        let n = emit_ipv4_tcp_in_place(black_box(&mut out[14..]), &ip, black_box(&no_payload), 1460).unwrap();
         black_box(n);
     });
     measure("checksum::data over 1480 bytes", || {

@@ -87,10 +87,7 @@ pub fn pseudo_header(src: Ipv4Addr, dst: Ipv4Addr, protocol: Protocol, len: u32)
 pub fn with_pseudo_header(src: Ipv4Addr, dst: Ipv4Addr, protocol: Protocol, data: &[u8]) -> u16 {
     // A segment is at most 65535 bytes in any packet this crate parses; saturate, never wrap.
     let len = u32::try_from(data.len()).unwrap_or(u32::MAX);
-    fold(accumulate(
-        u64::from(pseudo_header(src, dst, protocol, len)),
-        data,
-    ))
+    fold(accumulate(u64::from(pseudo_header(src, dst, protocol, len)), data))
 }
 
 /// Incremental update of a header checksum when one 16-bit word changes from `old` to
@@ -150,11 +147,7 @@ mod tests {
         }
         for start in 0..9 {
             for end in start..buf.len() {
-                assert_eq!(
-                    data(&buf[start..end]),
-                    reference(&buf[start..end]),
-                    "{start}..{end}"
-                );
+                assert_eq!(data(&buf[start..end]), reference(&buf[start..end]), "{start}..{end}");
             }
         }
         // All-ones data exercises the carries.
@@ -169,10 +162,7 @@ mod tests {
         assert_eq!(combine(&[0xffff, 0x0001]), 0x0001);
         assert_eq!(combine(&[0x8000, 0x8000]), 0x0001);
         assert_eq!(fold(0x1_fffe), 0xffff);
-        assert_eq!(
-            combine(&[data(&[1, 2, 3, 4]), data(&[5, 6])]),
-            data(&[1, 2, 3, 4, 5, 6])
-        );
+        assert_eq!(combine(&[data(&[1, 2, 3, 4]), data(&[5, 6])]), data(&[1, 2, 3, 4, 5, 6]));
     }
 
     #[test]
@@ -181,8 +171,8 @@ mod tests {
         assert_eq!(update(0xdd2f, 0x5555, 0x3285), 0x0000);
         // An update gives what a full recomputation gives.
         let mut hdr = [
-            0x45u8, 0x00, 0x00, 0x3c, 0x1c, 0x46, 0x40, 0x00, 0x40, 0x06, 0x00, 0x00, 0xac, 0x10,
-            0x0a, 0x63, 0xac, 0x10, 0x0a, 0x0c,
+            0x45u8, 0x00, 0x00, 0x3c, 0x1c, 0x46, 0x40, 0x00, 0x40, 0x06, 0x00, 0x00, 0xac, 0x10, 0x0a, 0x63, 0xac,
+            0x10, 0x0a, 0x0c,
         ];
         let c = !data(&hdr);
         hdr[10..12].copy_from_slice(&c.to_be_bytes());
@@ -199,9 +189,6 @@ mod tests {
         let dst = Ipv4Addr::new(198, 51, 100, 2);
         let expect = 0xc633 + 0x6401 + 0xc633 + 0x6402 + 6 + 20;
         assert_eq!(pseudo_header(src, dst, Protocol::Tcp, 20), expect);
-        assert_eq!(
-            pseudo_header(src, dst, Protocol::Tcp, 0x1_0002),
-            expect - 20 + 1 + 2
-        );
+        assert_eq!(pseudo_header(src, dst, Protocol::Tcp, 0x1_0002), expect - 20 + 1 + 2);
     }
 }

@@ -41,11 +41,7 @@ impl Address {
 impl core::fmt::Display for Address {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         let b = self.0;
-        write!(
-            f,
-            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
-            b[0], b[1], b[2], b[3], b[4], b[5]
-        )
+        write!(f, "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", b[0], b[1], b[2], b[3], b[4], b[5])
     }
 }
 
@@ -117,11 +113,7 @@ impl<T: AsRef<[u8]>> Frame<T> {
 
     /// `Err(Truncated)` if the buffer is shorter than [`HEADER_LEN`].
     pub fn check_len(&self) -> Result<(), Error> {
-        if self.buffer.as_ref().len() < HEADER_LEN {
-            Err(Error::Truncated)
-        } else {
-            Ok(())
-        }
+        if self.buffer.as_ref().len() < HEADER_LEN { Err(Error::Truncated) } else { Ok(()) }
     }
 
     /// Returns the underlying buffer.
@@ -181,8 +173,7 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Frame<T> {
     }
     /// Sets the EtherType.
     pub fn set_ethertype(&mut self, ethertype: EtherType) {
-        self.get_mut(field::ETHERTYPE)
-            .copy_from_slice(&u16::from(ethertype).to_be_bytes());
+        self.get_mut(field::ETHERTYPE).copy_from_slice(&u16::from(ethertype).to_be_bytes());
     }
     /// The payload, mutably.
     pub fn payload_mut(&mut self) -> &mut [u8] {
@@ -212,11 +203,7 @@ impl Repr {
     /// the length so that a `new_unchecked` view cannot make it panic either.
     pub fn parse<T: AsRef<[u8]> + ?Sized>(frame: &Frame<&T>) -> Result<Repr, Error> {
         frame.check_len()?;
-        Ok(Repr {
-            src_addr: frame.src_addr(),
-            dst_addr: frame.dst_addr(),
-            ethertype: frame.ethertype(),
-        })
+        Ok(Repr { src_addr: frame.src_addr(), dst_addr: frame.dst_addr(), ethertype: frame.ethertype() })
     }
 
     /// The header length ([`HEADER_LEN`]).
@@ -281,17 +268,9 @@ mod tests {
     fn truncated() {
         for len in 0..HEADER_LEN {
             assert_eq!(Frame::new_checked(&FRAME[..len]), Err(Error::Truncated));
-            assert_eq!(
-                Repr::parse(&Frame::new_unchecked(&FRAME[..len])),
-                Err(Error::Truncated)
-            );
+            assert_eq!(Repr::parse(&Frame::new_unchecked(&FRAME[..len])), Err(Error::Truncated));
         }
-        assert!(
-            Frame::new_checked(&FRAME[..HEADER_LEN])
-                .unwrap()
-                .payload()
-                .is_empty()
-        );
+        assert!(Frame::new_checked(&FRAME[..HEADER_LEN]).unwrap().payload().is_empty());
     }
 
     #[test]

@@ -61,22 +61,13 @@ pub fn emit_ipv4_tcp_in_place(
     tcp: &tcp::Repr<'_>,
     payload_len: usize,
 ) -> Result<usize, Error> {
-    let tcp_len = tcp
-        .header_len()
-        .checked_add(payload_len)
-        .ok_or(Error::Malformed)?;
-    let total = ipv4::HEADER_LEN
-        .checked_add(tcp_len)
-        .ok_or(Error::Malformed)?;
+    let tcp_len = tcp.header_len().checked_add(payload_len).ok_or(Error::Malformed)?;
+    let total = ipv4::HEADER_LEN.checked_add(tcp_len).ok_or(Error::Malformed)?;
     if total > usize::from(u16::MAX) {
         return Err(Error::Malformed);
     }
     let packet = buf.get_mut(..total).ok_or(Error::Truncated)?;
-    let ip_repr = ipv4::Repr {
-        protocol: ipv4::Protocol::Tcp,
-        payload_len: tcp_len,
-        ..*ip
-    };
+    let ip_repr = ipv4::Repr { protocol: ipv4::Protocol::Tcp, payload_len: tcp_len, ..*ip };
     let (ip_hdr, segment) = packet.split_at_mut(ipv4::HEADER_LEN);
     ip_repr.emit(&mut ipv4::Packet::new_unchecked(ip_hdr), Checksum::Verify);
     tcp.emit_header(&mut tcp::Packet::new_unchecked(&mut *segment));
@@ -88,31 +79,19 @@ pub fn emit_ipv4_tcp_in_place(
 /// `ip.protocol` and `ip.payload_len` are ignored (IPv4, TCP and the segment length are
 /// written). Returns the frame length; `Truncated` if `buf` is too small, `Malformed` if the
 /// IPv4 packet would exceed 65535 bytes. Frames are not padded to 60 bytes. Never panics.
-pub fn emit_frame(
-    buf: &mut [u8],
-    eth: &ethernet::Repr,
-    ip: &ipv4::Repr,
-    tcp: &tcp::Repr<'_>,
-) -> Result<usize, Error> {
+pub fn emit_frame(buf: &mut [u8], eth: &ethernet::Repr, ip: &ipv4::Repr, tcp: &tcp::Repr<'_>) -> Result<usize, Error> {
     if buf.len() < ethernet::HEADER_LEN {
         return Err(Error::Truncated);
     }
     let (eth_hdr, rest) = buf.split_at_mut(ethernet::HEADER_LEN);
     let payload_at = ipv4::HEADER_LEN + tcp.header_len();
-    let payload_end = payload_at
-        .checked_add(tcp.payload.len())
-        .ok_or(Error::Malformed)?;
+    let payload_end = payload_at.checked_add(tcp.payload.len()).ok_or(Error::Malformed)?;
     if payload_end > usize::from(u16::MAX) {
         return Err(Error::Malformed);
     }
-    rest.get_mut(payload_at..payload_end)
-        .ok_or(Error::Truncated)?
-        .copy_from_slice(tcp.payload);
+    rest.get_mut(payload_at..payload_end).ok_or(Error::Truncated)?.copy_from_slice(tcp.payload);
     let ip_len = emit_ipv4_tcp_in_place(rest, ip, tcp, tcp.payload.len())?;
-    let eth_repr = ethernet::Repr {
-        ethertype: ethernet::EtherType::Ipv4,
-        ..*eth
-    };
+    let eth_repr = ethernet::Repr { ethertype: ethernet::EtherType::Ipv4, ..*eth };
     eth_repr.emit(&mut ethernet::Frame::new_unchecked(eth_hdr));
     Ok(ethernet::HEADER_LEN + ip_len)
 }
@@ -134,11 +113,7 @@ pub fn rst_reply<'a>(seg: &ParsedSegment<'_>) -> Option<ParsedSegment<'a>> {
     } else {
         // SEG.LEN fits in u32: a segment is at most 65535 bytes; sequence space wraps.
         let seg_len = seg.tcp.segment_len() as u32;
-        (
-            0,
-            seg.tcp.seq_number.wrapping_add(seg_len),
-            tcp::Flags::RST | tcp::Flags::ACK,
-        )
+        (0, seg.tcp.seq_number.wrapping_add(seg_len), tcp::Flags::RST | tcp::Flags::ACK)
     };
     let tcp = tcp::Repr {
         src_port: seg.tcp.dst_port,

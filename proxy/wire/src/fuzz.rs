@@ -28,10 +28,7 @@ pub fn parse_any(data: &[u8]) -> bool {
     if let Ok(v) = verified {
         assert_eq!(v, seg);
     }
-    assert_eq!(
-        seg.ip.payload_len,
-        seg.tcp.payload.len() + tcp_header_len_in(data)
-    );
+    assert_eq!(seg.ip.payload_len, seg.tcp.payload.len() + tcp_header_len_in(data));
 
     let mut buf = [0u8; BUF_LEN];
     roundtrip_frame(&seg, &mut buf);
@@ -53,16 +50,9 @@ pub fn parse_any(data: &[u8]) -> bool {
             Ok(len) => {
                 let p = ipv4::Packet::new_checked(&buf[..len]).expect("emitted ipv4");
                 let ip = ipv4::Repr::parse(&p, Checksum::Verify).expect("emitted ipv4 repr");
-                assert_eq!(
-                    ip,
-                    ipv4::Repr {
-                        payload_len: len - ipv4::HEADER_LEN,
-                        ..seg.ip
-                    }
-                );
+                assert_eq!(ip, ipv4::Repr { payload_len: len - ipv4::HEADER_LEN, ..seg.ip });
                 let t = tcp::Packet::new_checked(p.payload()).expect("emitted tcp");
-                let t = tcp::Repr::parse(&t, ip.src_addr, ip.dst_addr, Checksum::Verify)
-                    .expect("emitted tcp repr");
+                let t = tcp::Repr::parse(&t, ip.src_addr, ip.dst_addr, Checksum::Verify).expect("emitted tcp repr");
                 assert_eq!(t, tcp_repr);
             }
             Err(e) => assert_eq!(e, Error::Malformed, "only oversize may fail"),
@@ -83,18 +73,9 @@ fn roundtrip_frame(seg: &ParsedSegment<'_>, buf: &mut [u8]) {
             let again = parse_frame(&buf[..len], Checksum::Verify).expect("emitted frame parses");
             let tcp = seg.tcp.normalized();
             assert_eq!(again.eth, seg.eth);
-            assert_eq!(
-                again.ip,
-                ipv4::Repr {
-                    payload_len: tcp.buffer_len(),
-                    ..seg.ip
-                }
-            );
+            assert_eq!(again.ip, ipv4::Repr { payload_len: tcp.buffer_len(), ..seg.ip });
             assert_eq!(again.tcp, tcp);
-            assert_eq!(
-                len,
-                ethernet::HEADER_LEN + ipv4::HEADER_LEN + tcp.buffer_len()
-            );
+            assert_eq!(len, ethernet::HEADER_LEN + ipv4::HEADER_LEN + tcp.buffer_len());
         }
         // Re-encoding options may grow the header past 65535 bytes of packet.
         Err(e) => assert_eq!(e, Error::Malformed, "only oversize may fail"),
@@ -121,12 +102,7 @@ pub fn ipv4(data: &[u8]) -> bool {
         return false;
     };
     // Every accessor is safe on a checked packet.
-    let _ = (
-        packet.options(),
-        packet.payload(),
-        packet.verify_checksum(),
-        packet.dscp(),
-    );
+    let _ = (packet.options(), packet.payload(), packet.verify_checksum(), packet.dscp());
     let verified = ipv4::Repr::parse(&packet, Checksum::Verify);
     let Ok(repr) = ipv4::Repr::parse(&packet, Checksum::Ignore) else {
         assert!(verified.is_err());
@@ -136,10 +112,7 @@ pub fn ipv4(data: &[u8]) -> bool {
     let mut buf = [0u8; BUF_LEN];
     let len = repr.buffer_len();
     let out = &mut buf[..len];
-    repr.emit(
-        &mut ipv4::Packet::new_unchecked(&mut *out),
-        Checksum::Verify,
-    );
+    repr.emit(&mut ipv4::Packet::new_unchecked(&mut *out), Checksum::Verify);
     out[ipv4::HEADER_LEN..].copy_from_slice(packet.payload());
     let again = ipv4::Packet::new_checked(&buf[..len]).expect("emitted ipv4");
     assert_eq!(ipv4::Repr::parse(&again, Checksum::Verify), Ok(repr));
@@ -161,12 +134,7 @@ pub fn tcp(data: &[u8]) -> bool {
     let Ok(packet) = tcp::Packet::new_checked(data) else {
         return false;
     };
-    let _ = (
-        packet.options(),
-        packet.payload(),
-        packet.urgent_at(),
-        packet.checksum(),
-    );
+    let _ = (packet.options(), packet.payload(), packet.urgent_at(), packet.checksum());
     let verified = tcp::Repr::parse(&packet, SRC, DST, Checksum::Verify);
     let Ok(repr) = tcp::Repr::parse(&packet, SRC, DST, Checksum::Ignore) else {
         assert!(verified.is_err());
@@ -179,17 +147,9 @@ pub fn tcp(data: &[u8]) -> bool {
     let Some(out) = buf.get_mut(..len) else {
         return true;
     };
-    repr.emit(
-        &mut tcp::Packet::new_unchecked(&mut *out),
-        SRC,
-        DST,
-        Checksum::Verify,
-    );
+    repr.emit(&mut tcp::Packet::new_unchecked(&mut *out), SRC, DST, Checksum::Verify);
     let again = tcp::Packet::new_checked(&buf[..len]).expect("emitted tcp");
-    assert_eq!(
-        tcp::Repr::parse(&again, SRC, DST, Checksum::Verify),
-        Ok(repr.normalized())
-    );
+    assert_eq!(tcp::Repr::parse(&again, SRC, DST, Checksum::Verify), Ok(repr.normalized()));
     true
 }
 
@@ -208,10 +168,7 @@ pub fn example_syn() -> [u8; 74] {
         window_scale: Some(7),
         sack_permitted: true,
         sack_blocks: [None; 4],
-        timestamp: Some(tcp::Timestamp {
-            tsval: 0x0a0b_0c0d,
-            tsecr: 0,
-        }),
+        timestamp: Some(tcp::Timestamp { tsval: 0x0a0b_0c0d, tsecr: 0 }),
         payload: &[],
     };
     let eth = ethernet::Repr {

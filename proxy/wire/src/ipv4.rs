@@ -324,10 +324,7 @@ impl Repr {
     /// the header checksum when `checksum` is [`Checksum::Verify`] (else `Checksum`), and no
     /// fragments (else `Fragmented`, RFC 791 3.2: MF set or offset non-zero). Options are
     /// skipped.
-    pub fn parse<T: AsRef<[u8]> + ?Sized>(
-        packet: &Packet<&T>,
-        checksum: Checksum,
-    ) -> Result<Repr, Error> {
+    pub fn parse<T: AsRef<[u8]> + ?Sized>(packet: &Packet<&T>, checksum: Checksum) -> Result<Repr, Error> {
         packet.check_len()?;
         if packet.version() != 4 {
             return Err(Error::Malformed);
@@ -363,11 +360,7 @@ impl Repr {
     /// Panics if the buffer is shorter than 20 bytes. A `payload_len` above 65515 cannot be
     /// encoded: `total_len` saturates at 65535 (the free functions of this crate check it and
     /// return `Malformed` first).
-    pub fn emit<T: AsRef<[u8]> + AsMut<[u8]> + ?Sized>(
-        &self,
-        packet: &mut Packet<&mut T>,
-        checksum: Checksum,
-    ) {
+    pub fn emit<T: AsRef<[u8]> + AsMut<[u8]> + ?Sized>(&self, packet: &mut Packet<&mut T>, checksum: Checksum) {
         let _ = checksum;
         packet.set_version(4);
         packet.set_header_len(HEADER_LEN as u8);
@@ -393,8 +386,8 @@ mod tests {
     // The IPv4 header of a Linux SYN 198.51.100.1 -> 198.51.100.2 (tcp, 60 bytes, DF,
     // TTL 64), checksum 0xabe2 computed with python3 (RFC 1071 sum).
     const SYN_HDR: [u8; 20] = [
-        0x45, 0x00, 0x00, 0x3c, 0x3a, 0x6f, 0x40, 0x00, 0x40, 0x06, 0xab, 0xe2, 0xc6, 0x33, 0x64,
-        0x01, 0xc6, 0x33, 0x64, 0x02,
+        0x45, 0x00, 0x00, 0x3c, 0x3a, 0x6f, 0x40, 0x00, 0x40, 0x06, 0xab, 0xe2, 0xc6, 0x33, 0x64, 0x01, 0xc6, 0x33,
+        0x64, 0x02,
     ];
 
     fn syn_packet() -> [u8; 60] {
@@ -510,11 +503,7 @@ mod tests {
         for ihl in 0..5u8 {
             let mut b = buf;
             b[0] = 0x40 | ihl;
-            assert_eq!(
-                Packet::new_checked(&b[..]),
-                Err(Error::Malformed),
-                "ihl {ihl}"
-            );
+            assert_eq!(Packet::new_checked(&b[..]), Err(Error::Malformed), "ihl {ihl}");
         }
         // IHL 15 = 60 bytes of header in a 40-byte buffer.
         let mut b = buf;

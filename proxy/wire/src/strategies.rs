@@ -54,42 +54,32 @@ fn sack_blocks() -> impl Strategy<Value = [Option<tcp::SackBlock>; 4]> {
 /// within 14, 0..=4 SACK blocks in front (emit may keep fewer), payload up to `max_payload`.
 pub fn tcp_repr(max_payload: usize) -> impl Strategy<Value = OwnedTcp> {
     (
-        (
-            1..=u16::MAX,
-            1..=u16::MAX,
-            any::<u32>(),
-            any::<u32>(),
-            any::<u8>(),
-            any::<u16>(),
-        ),
+        (1..=u16::MAX, 1..=u16::MAX, any::<u32>(), any::<u32>(), any::<u8>(), any::<u16>()),
         (
             proptest::option::of(any::<u16>()),
             proptest::option::of(0..=tcp::MAX_WINDOW_SCALE),
             any::<bool>(),
             sack_blocks(),
             proptest::option::of(
-                (any::<u32>(), any::<u32>())
-                    .prop_map(|(tsval, tsecr)| tcp::Timestamp { tsval, tsecr }),
+                (any::<u32>(), any::<u32>()).prop_map(|(tsval, tsecr)| tcp::Timestamp { tsval, tsecr }),
             ),
         ),
         proptest::collection::vec(any::<u8>(), 0..=max_payload),
     )
-        .prop_map(
-            |((sp, dp, seq, ack, flags, win), (mss, ws, sp_ok, sack, ts), payload)| OwnedTcp {
-                src_port: sp,
-                dst_port: dp,
-                seq_number: seq,
-                ack_number: ack,
-                flags,
-                window_len: win,
-                max_seg_size: mss,
-                window_scale: ws,
-                sack_permitted: sp_ok,
-                sack_blocks: sack,
-                timestamp: ts,
-                payload,
-            },
-        )
+        .prop_map(|((sp, dp, seq, ack, flags, win), (mss, ws, sp_ok, sack, ts), payload)| OwnedTcp {
+            src_port: sp,
+            dst_port: dp,
+            seq_number: seq,
+            ack_number: ack,
+            flags,
+            window_len: win,
+            max_seg_size: mss,
+            window_scale: ws,
+            sack_permitted: sp_ok,
+            sack_blocks: sack,
+            timestamp: ts,
+            payload,
+        })
 }
 
 pub fn mac() -> impl Strategy<Value = ethernet::Address> {

@@ -255,17 +255,13 @@ impl<'a> TcpOption<'a> {
             (kind::SACK, n) if n % 8 == 0 && (8..=32).contains(&n) => {
                 let mut blocks = [None; 4];
                 for (slot, c) in blocks.iter_mut().zip(data.chunks_exact(8)) {
-                    *slot = Some(SackBlock {
-                        left: be32(&c[..4]),
-                        right: be32(&c[4..]),
-                    });
+                    *slot = Some(SackBlock { left: be32(&c[..4]), right: be32(&c[4..]) });
                 }
                 TcpOption::Sack(blocks)
             }
-            (kind::TIMESTAMP, 8) => TcpOption::Timestamp(Timestamp {
-                tsval: be32(&data[..4]),
-                tsecr: be32(&data[4..]),
-            }),
+            (kind::TIMESTAMP, 8) => {
+                TcpOption::Timestamp(Timestamp { tsval: be32(&data[..4]), tsecr: be32(&data[4..]) })
+            }
             _ => TcpOption::Unknown { kind: k, data },
         };
         Ok((opt, rest))
@@ -620,10 +616,7 @@ impl<'a> Repr<'a> {
     /// The SACK blocks emit writes (the first [`Repr::sack_capacity`] `Some` ones).
     fn emitted_sack_blocks(&self) -> [Option<SackBlock>; 4] {
         let mut out = [None; 4];
-        for (slot, b) in out
-            .iter_mut()
-            .zip(self.sack_blocks.iter().flatten().take(self.sack_capacity()))
-        {
+        for (slot, b) in out.iter_mut().zip(self.sack_blocks.iter().flatten().take(self.sack_capacity())) {
             *slot = Some(*b);
         }
         out

@@ -24,11 +24,7 @@ const NS_A: &str = "sluice-hx-ea";
 const NS_B: &str = "sluice-hx-eb";
 
 fn ip(args: &[&str]) -> bool {
-    Command::new("ip")
-        .args(args)
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false)
+    Command::new("ip").args(args).output().map(|o| o.status.success()).unwrap_or(false)
 }
 
 struct Net;
@@ -77,11 +73,7 @@ fn setup() -> Net {
 }
 
 fn cfg() -> XskConfig {
-    XskConfig {
-        frame_size: 2048,
-        mode: BindMode::Copy,
-        ..XskConfig::default()
-    }
+    XskConfig { frame_size: 2048, mode: BindMode::Copy, ..XskConfig::default() }
 }
 
 fn main() {
@@ -123,14 +115,7 @@ fn main() {
         let (t0, s0) = t0.expect("no frame received");
         let dt = t0.elapsed().as_secs_f64();
         let s1 = s.stats();
-        (
-            dt,
-            s1.rx_frames - s0.rx_frames,
-            s1.tx_frames - s0.tx_frames,
-            s1,
-            s.kernel_stats().unwrap(),
-            answered,
-        )
+        (dt, s1.rx_frames - s0.rx_frames, s1.tx_frames - s0.tx_frames, s1, s.kernel_stats().unwrap(), answered)
     });
     ready_rx.recv().unwrap();
 
@@ -159,19 +144,9 @@ fn main() {
     stop.store(true, Ordering::Relaxed);
     let (bdt, bstats) = sender.join().unwrap();
     let (dt, rx, tx, astats, kstats, _) = responder.join().unwrap();
-    println!(
-        "mode: {} XDP, copy-mode AF_XDP, 64-byte frames, {secs} s",
-        if skb { "skb" } else { "native" }
-    );
-    println!(
-        "sender (B):    {:>10.0} frames/s put on the TX ring",
-        bstats.tx_frames as f64 / bdt
-    );
-    println!(
-        "responder (A): {:>10.0} frames/s received, {:>10.0} frames/s answered",
-        rx as f64 / dt,
-        tx as f64 / dt
-    );
+    println!("mode: {} XDP, copy-mode AF_XDP, 64-byte frames, {secs} s", if skb { "skb" } else { "native" });
+    println!("sender (B):    {:>10.0} frames/s put on the TX ring", bstats.tx_frames as f64 / bdt);
+    println!("responder (A): {:>10.0} frames/s received, {:>10.0} frames/s answered", rx as f64 / dt, tx as f64 / dt);
     println!("responder stats: {astats:?}");
     println!("responder kernel stats: {kstats:?}");
 }

@@ -81,17 +81,10 @@ pub enum AccountingError {
     Sum { accounted: u32, total: u32 },
     /// The counters disagree with a census of the ownership table.
     #[error("frame counters {counters:?} disagree with the ownership table {census:?}")]
-    Census {
-        counters: [u32; OWNERS],
-        census: [u32; OWNERS],
-    },
+    Census { counters: [u32; OWNERS], census: [u32; OWNERS] },
     /// A container holds a different number of frames than its owner count says.
     #[error("{what} holds {held} frames but the table counts {counted}")]
-    Container {
-        what: &'static str,
-        held: u32,
-        counted: u32,
-    },
+    Container { what: &'static str, held: u32, counted: u32 },
 }
 
 /// Why a descriptor address from the kernel was refused.
@@ -112,9 +105,7 @@ pub(crate) struct FrameTable {
 
 impl fmt::Debug for FrameTable {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("FrameTable")
-            .field("counts", &self.counts)
-            .finish()
+        f.debug_struct("FrameTable").field("counts", &self.counts).finish()
     }
 }
 
@@ -125,11 +116,8 @@ impl FrameTable {
         debug_assert!(frame_size.is_power_of_two());
         let mut counts = [0; OWNERS];
         counts[Owner::Free as usize] = count;
-        let table = FrameTable {
-            owner: vec![Owner::Free; count as usize],
-            counts,
-            frame_shift: frame_size.trailing_zeros(),
-        };
+        let table =
+            FrameTable { owner: vec![Owner::Free; count as usize], counts, frame_shift: frame_size.trailing_zeros() };
         // Reverse, so that popping the free list hands out frame 0 first.
         let frames = (0..count).rev().map(|idx| Frame { idx }).collect();
         (table, frames)
@@ -166,12 +154,7 @@ impl FrameTable {
 
     /// Takes back from the kernel the frame that `addr` points into, if the kernel owns it as
     /// `expect`; the frame becomes `to`. Returns the handle and the offset of `addr` in it.
-    pub(crate) fn claim(
-        &mut self,
-        addr: u64,
-        expect: Owner,
-        to: Owner,
-    ) -> Result<(Frame, u32), BadDesc> {
+    pub(crate) fn claim(&mut self, addr: u64, expect: Owner, to: Owner) -> Result<(Frame, u32), BadDesc> {
         let idx = addr >> self.frame_shift;
         let offset = (addr & ((1u64 << self.frame_shift) - 1)) as u32;
         let Some(slot) = self.owner.get(idx as usize) else {
@@ -202,20 +185,14 @@ impl FrameTable {
     pub(crate) fn check(&self) -> Result<FrameStats, AccountingError> {
         let s = self.stats();
         if s.accounted() != s.total {
-            return Err(AccountingError::Sum {
-                accounted: s.accounted(),
-                total: s.total,
-            });
+            return Err(AccountingError::Sum { accounted: s.accounted(), total: s.total });
         }
         let mut census = [0u32; OWNERS];
         for o in &self.owner {
             census[*o as usize] += 1;
         }
         if census != self.counts {
-            return Err(AccountingError::Census {
-                counters: self.counts,
-                census,
-            });
+            return Err(AccountingError::Census { counters: self.counts, census });
         }
         Ok(s)
     }
@@ -237,19 +214,10 @@ mod tests {
         let (g, off) = t.claim(a1 + 0x100, Owner::Fill, Owner::RxUser).unwrap();
         assert_eq!((g.idx(), off), (1, 0x100));
         // The same address again: the kernel no longer owns it.
-        assert_eq!(
-            t.claim(a1 + 0x100, Owner::Fill, Owner::RxUser).unwrap_err(),
-            BadDesc::NotOwned(Owner::RxUser)
-        );
-        assert_eq!(
-            t.claim(4 * 2048, Owner::Fill, Owner::RxUser).unwrap_err(),
-            BadDesc::OutOfRange
-        );
+        assert_eq!(t.claim(a1 + 0x100, Owner::Fill, Owner::RxUser).unwrap_err(), BadDesc::NotOwned(Owner::RxUser));
+        assert_eq!(t.claim(4 * 2048, Owner::Fill, Owner::RxUser).unwrap_err(), BadDesc::OutOfRange);
         // A free frame cannot be claimed as completed TX.
-        assert_eq!(
-            t.claim(3 * 2048, Owner::Tx, Owner::Free).unwrap_err(),
-            BadDesc::NotOwned(Owner::Free)
-        );
+        assert_eq!(t.claim(3 * 2048, Owner::Tx, Owner::Free).unwrap_err(), BadDesc::NotOwned(Owner::Free));
         t.set(&f, Owner::TxUser);
         let s = t.check().unwrap();
         assert_eq!((s.free, s.in_rx_user, s.in_tx_user, s.total), (2, 1, 1, 4));

@@ -14,11 +14,7 @@ pub fn ifindex(name: &str) -> io::Result<u32> {
     let c = CString::new(name).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
     // SAFETY: `c` is a valid NUL-terminated string for the duration of the call.
     let idx = unsafe { libc::if_nametoindex(c.as_ptr()) };
-    if idx == 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(idx)
-    }
+    if idx == 0 { Err(io::Error::last_os_error()) } else { Ok(idx) }
 }
 
 /// `struct ethtool_channels` (include/uapi/linux/ethtool.h).
@@ -68,10 +64,7 @@ fn channels(name: &str) -> io::Result<EthtoolChannels> {
     }
     // SAFETY: a fresh descriptor nothing else owns.
     let sock = unsafe { OwnedFd::from_raw_fd(raw) };
-    let mut ch = EthtoolChannels {
-        cmd: ETHTOOL_GCHANNELS,
-        ..Default::default()
-    };
+    let mut ch = EthtoolChannels { cmd: ETHTOOL_GCHANNELS, ..Default::default() };
     // SAFETY: `ifreq` is plain data; all-zero is a valid value.
     let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
     for (d, s) in ifr.ifr_name.iter_mut().zip(name.bytes()) {
@@ -81,11 +74,7 @@ fn channels(name: &str) -> io::Result<EthtoolChannels> {
     // SAFETY: SIOCETHTOOL with a NUL-terminated name (length checked, rest zero) and `ifru_data`
     // pointing to an `ethtool_channels` that outlives the call; the kernel writes only into it.
     let r = unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCETHTOOL, &mut ifr) };
-    if r < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(ch)
-    }
+    if r < 0 { Err(io::Error::last_os_error()) } else { Ok(ch) }
 }
 
 /// Moves the calling thread (only it) into the network namespace at `path` (for example
@@ -95,11 +84,7 @@ pub fn enter_netns(path: &Path) -> io::Result<()> {
     // SAFETY: `f` is an open namespace file for the duration of the call; CLONE_NEWNET only
     // changes the calling thread's network namespace.
     let r = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
-    if r != 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(())
-    }
+    if r != 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
 }
 
 /// [`enter_netns`] for a namespace made by `ip netns add NAME`.

@@ -53,11 +53,7 @@
 //! so `flush_tx` kicks `pending / 32 + 1` times). See [`XskConfig`] for sizing the UMEM so
 //! that RX and TX do not starve each other.
 
-#![deny(
-    unsafe_op_in_unsafe_fn,
-    clippy::undocumented_unsafe_blocks,
-    clippy::missing_safety_doc
-)]
+#![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks, clippy::missing_safety_doc)]
 #![warn(missing_debug_implementations)]
 
 mod frame;
@@ -72,6 +68,4 @@ mod umem;
 pub use frame::{AccountingError, FrameStats};
 pub use iface::{enter_named_netns, enter_netns, ifindex, queue_count};
 pub use queue::{RxFrame, RxVerdict, TxFrame, TxQueue, TxSubmitError, XskStats};
-pub use socket::{
-    BindInfo, BindMode, BoundMode, KernelStats, Socket, XskConfig, XskError, ZeroCopyRefused,
-};
+pub use socket::{BindInfo, BindMode, BoundMode, KernelStats, Socket, XskConfig, XskError, ZeroCopyRefused};

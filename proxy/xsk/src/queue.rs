@@ -94,27 +94,19 @@ impl RxFrame<'_> {
 
 impl std::fmt::Debug for RxFrame<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RxFrame")
-            .field("len", &self.len)
-            .field("offset", &self.offset)
-            .finish()
+        f.debug_struct("RxFrame").field("len", &self.len).field("offset", &self.offset).finish()
     }
 }
 
 impl std::fmt::Debug for TxQueue<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TxQueue")
-            .field("staged", &self.parts.staged.len())
-            .field("room", &self.parts.room)
-            .finish()
+        f.debug_struct("TxQueue").field("staged", &self.parts.staged.len()).field("room", &self.parts.room).finish()
     }
 }
 
 impl std::fmt::Debug for TxFrame<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TxFrame")
-            .field("frame", &self.frame)
-            .finish()
+        f.debug_struct("TxFrame").field("frame", &self.frame).finish()
     }
 }
 
@@ -162,10 +154,7 @@ impl TxParts<'_> {
             return None;
         };
         self.frames.set(&frame, Owner::TxUser);
-        Some(TxFrame {
-            parts: self.reborrow(),
-            frame: Some(frame),
-        })
+        Some(TxFrame { parts: self.reborrow(), frame: Some(frame) })
     }
 
     fn recycle(&mut self, frame: Frame) {
@@ -239,11 +228,7 @@ impl TxFrame<'_> {
         if len == 0 || len > capacity {
             self.parts.stats.tx_bad_len += 1;
             self.parts.recycle(frame);
-            return Err(if len == 0 {
-                TxSubmitError::Empty
-            } else {
-                TxSubmitError::TooLong { len, capacity }
-            });
+            return Err(if len == 0 { TxSubmitError::Empty } else { TxSubmitError::TooLong { len, capacity } });
         }
         self.parts.stage(frame, 0, len as u32);
         Ok(())
@@ -284,18 +269,7 @@ impl Queue {
         let count = (area.len() / area.frame_size() as usize) as u32;
         let (frames, free) = FrameTable::new(count, area.frame_size());
         let staged = Vec::with_capacity(tx.size() as usize);
-        Queue {
-            area,
-            frames,
-            free,
-            fill,
-            comp,
-            rx,
-            tx,
-            staged,
-            stats: XskStats::default(),
-            tx_reserve,
-        }
+        Queue { area, frames, free, fill, comp, rx, tx, staged, stats: XskStats::default(), tx_reserve }
     }
 
     pub(crate) fn stats(&self) -> XskStats {
@@ -330,11 +304,7 @@ impl Queue {
             if held as u32 == counted {
                 Ok(())
             } else {
-                Err(AccountingError::Container {
-                    what,
-                    held: held as u32,
-                    counted,
-                })
+                Err(AccountingError::Container { what, held: held as u32, counted })
             }
         };
         held("free list", self.free.len(), s.free)?;
@@ -370,16 +340,7 @@ impl Queue {
     where
         F: FnMut(RxFrame<'_>, &mut TxQueue<'_>) -> RxVerdict,
     {
-        let Queue {
-            area,
-            frames,
-            free,
-            rx,
-            tx,
-            staged,
-            stats,
-            ..
-        } = self;
+        let Queue { area, frames, free, rx, tx, staged, stats, .. } = self;
         let mut batch = rx.peek(max);
         if batch.is_empty() {
             stats.rx_empty_polls += 1;
@@ -387,21 +348,11 @@ impl Queue {
         }
         let frame_size = area.frame_size() as u64;
         let room = tx.free_entries(tx.size());
-        let mut txq = TxQueue {
-            parts: TxParts {
-                area,
-                frames,
-                free,
-                staged,
-                stats,
-                room,
-            },
-        };
+        let mut txq = TxQueue { parts: TxParts { area, frames, free, staged, stats, room } };
         let mut n = 0;
         for desc in &mut batch {
             let parts = &mut txq.parts;
-            let Ok((mut frame, offset)) = parts.frames.claim(desc.addr, Owner::Fill, Owner::RxUser)
-            else {
+            let Ok((mut frame, offset)) = parts.frames.claim(desc.addr, Owner::Fill, Owner::RxUser) else {
                 parts.stats.invalid_descs += 1;
                 continue;
             };
@@ -416,14 +367,7 @@ impl Queue {
             let area = parts.area;
             let verdict = {
                 let buf = &mut area.frame_mut(&mut frame)[offset as usize..];
-                f(
-                    RxFrame {
-                        buf,
-                        len: desc.len as usize,
-                        offset,
-                    },
-                    &mut txq,
-                )
+                f(RxFrame { buf, len: desc.len as usize, offset }, &mut txq)
             };
             let parts = &mut txq.parts;
             match verdict {
@@ -450,22 +394,8 @@ impl Queue {
     pub(crate) fn tx_frame(&mut self) -> Option<TxFrame<'_>> {
         let want = self.staged.len() as u32 + 1;
         let room = self.tx.free_entries(want);
-        let Queue {
-            area,
-            frames,
-            free,
-            staged,
-            stats,
-            ..
-        } = self;
-        let parts = TxParts {
-            area,
-            frames,
-            free,
-            staged,
-            stats,
-            room,
-        };
+        let Queue { area, frames, free, staged, stats, .. } = self;
+        let parts = TxParts { area, frames, free, staged, stats, room };
         // `frame()` borrows `parts` but the TxFrame must borrow `self`: build it directly.
         if !parts.has_room() {
             parts.stats.tx_ring_full += 1;
@@ -476,10 +406,7 @@ impl Queue {
             return None;
         };
         parts.frames.set(&frame, Owner::TxUser);
-        Some(TxFrame {
-            parts,
-            frame: Some(frame),
-        })
+        Some(TxFrame { parts, frame: Some(frame) })
     }
 
     /// Puts staged frames on the TX ring. Returns how many were published.
@@ -493,11 +420,7 @@ impl Queue {
             let len = s.len;
             let addr = self.frames.give(s.frame, Owner::Tx) + u64::from(s.offset);
             // Cannot fail: exactly `capacity` pushes.
-            let _ = batch.push(libc::xdp_desc {
-                addr,
-                len,
-                options: 0,
-            });
+            let _ = batch.push(libc::xdp_desc { addr, len, options: 0 });
             self.stats.tx_bytes += u64::from(len);
         }
         let n = batch.submit();

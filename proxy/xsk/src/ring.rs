@@ -51,15 +51,7 @@ impl<T> RingMem<T> {
         backing: Arc<dyn Send + Sync>,
     ) -> Self {
         debug_assert!(size.is_power_of_two());
-        RingMem {
-            producer,
-            consumer,
-            flags,
-            desc,
-            size,
-            _backing: backing,
-            _marker: PhantomData,
-        }
+        RingMem { producer, consumer, flags, desc, size, _backing: backing, _marker: PhantomData }
     }
 
     fn producer(&self) -> &AtomicU32 {
@@ -113,15 +105,8 @@ pub struct ProducerRing<T> {
 impl<T: Copy> ProducerRing<T> {
     pub(crate) fn new(mem: RingMem<T>) -> Self {
         let cached_prod = mem.producer().load(Ordering::Relaxed);
-        let cached_cons = mem
-            .consumer()
-            .load(Ordering::Acquire)
-            .wrapping_add(mem.size);
-        ProducerRing {
-            mem,
-            cached_prod,
-            cached_cons,
-        }
+        let cached_cons = mem.consumer().load(Ordering::Acquire).wrapping_add(mem.size);
+        ProducerRing { mem, cached_prod, cached_cons }
     }
 
     /// Number of slots.
@@ -135,23 +120,15 @@ impl<T: Copy> ProducerRing<T> {
         if free >= want {
             return free.min(self.mem.size);
         }
-        self.cached_cons = self
-            .mem
-            .consumer()
-            .load(Ordering::Acquire)
-            .wrapping_add(self.mem.size);
+        self.cached_cons = self.mem.consumer().load(Ordering::Acquire).wrapping_add(self.mem.size);
         // A consumer index beyond our producer would be a broken peer: never claim more than the
         // ring holds.
-        self.cached_cons
-            .wrapping_sub(self.cached_prod)
-            .min(self.mem.size)
+        self.cached_cons.wrapping_sub(self.cached_prod).min(self.mem.size)
     }
 
     /// Entries published but not yet consumed by the other side.
     pub fn pending(&self) -> u32 {
-        self.cached_prod
-            .wrapping_sub(self.mem.consumer().load(Ordering::Acquire))
-            .min(self.mem.size)
+        self.cached_prod.wrapping_sub(self.mem.consumer().load(Ordering::Acquire)).min(self.mem.size)
     }
 
     /// Reserves up to `n` slots (fewer if the ring has less room, possibly zero).
@@ -159,12 +136,7 @@ impl<T: Copy> ProducerRing<T> {
         let n = n.min(self.free_entries(n));
         let start = self.cached_prod;
         self.cached_prod = start.wrapping_add(n);
-        ProducerBatch {
-            ring: self,
-            start,
-            reserved: n,
-            written: 0,
-        }
+        ProducerBatch { ring: self, start, reserved: n, written: 0 }
     }
 
     /// Whether the kernel asked to be woken up (`XDP_RING_NEED_WAKEUP`).
@@ -174,9 +146,7 @@ impl<T: Copy> ProducerRing<T> {
 
     #[cfg(test)]
     pub(crate) fn set_need_wakeup(&self, on: bool) {
-        self.mem
-            .flags()
-            .store(if on { NEED_WAKEUP } else { 0 }, Ordering::Relaxed);
+        self.mem.flags().store(if on { NEED_WAKEUP } else { 0 }, Ordering::Relaxed);
     }
 }
 
@@ -245,11 +215,7 @@ impl<T: Copy> ConsumerRing<T> {
     pub(crate) fn new(mem: RingMem<T>) -> Self {
         let cached_cons = mem.consumer().load(Ordering::Relaxed);
         let cached_prod = mem.producer().load(Ordering::Acquire);
-        ConsumerRing {
-            mem,
-            cached_prod,
-            cached_cons,
-        }
+        ConsumerRing { mem, cached_prod, cached_cons }
     }
 
     /// Number of slots.
@@ -275,12 +241,7 @@ impl<T: Copy> ConsumerRing<T> {
         let n = self.available(n);
         let start = self.cached_cons;
         self.cached_cons = start.wrapping_add(n);
-        ConsumerBatch {
-            ring: self,
-            start,
-            len: n,
-            read: 0,
-        }
+        ConsumerBatch { ring: self, start, len: n, read: 0 }
     }
 
     /// Whether the kernel asked to be woken up (`XDP_RING_NEED_WAKEUP`).
@@ -291,9 +252,7 @@ impl<T: Copy> ConsumerRing<T> {
 
     #[cfg(test)]
     pub(crate) fn set_need_wakeup(&self, on: bool) {
-        self.mem
-            .flags()
-            .store(if on { NEED_WAKEUP } else { 0 }, Ordering::Relaxed);
+        self.mem.flags().store(if on { NEED_WAKEUP } else { 0 }, Ordering::Relaxed);
     }
 }
 
@@ -379,9 +338,7 @@ pub(crate) fn heap_pair<T: Copy + Send + 'static>(
         producer: AtomicU32::new(start),
         consumer: AtomicU32::new(start),
         flags: AtomicU32::new(0),
-        desc: (0..size)
-            .map(|_| std::cell::UnsafeCell::new(init))
-            .collect(),
+        desc: (0..size).map(|_| std::cell::UnsafeCell::new(init)).collect(),
     });
     let desc = ring.desc.as_ptr() as *mut T;
     let mk = || {
@@ -389,14 +346,7 @@ pub(crate) fn heap_pair<T: Copy + Send + 'static>(
         // `UnsafeCell<T>` has the layout of `T`; `size` is a power of two; exactly one producer
         // and one consumer are built over this memory.
         unsafe {
-            RingMem::new(
-                &ring.producer,
-                &ring.consumer,
-                &ring.flags,
-                desc,
-                size,
-                ring.clone() as Arc<dyn Send + Sync>,
-            )
+            RingMem::new(&ring.producer, &ring.consumer, &ring.flags, desc, size, ring.clone() as Arc<dyn Send + Sync>)
         }
     };
     (ProducerRing::new(mk()), ConsumerRing::new(mk()))
@@ -418,16 +368,8 @@ mod tests {
 
     fn op() -> impl Strategy<Value = Op> {
         prop_oneof![
-            (0u32..40, 0u32..40, any::<bool>()).prop_map(|(n, k, submit)| Op::Produce {
-                n,
-                k,
-                submit
-            }),
-            (0u32..40, 0u32..40, any::<bool>()).prop_map(|(n, k, release)| Op::Consume {
-                n,
-                k,
-                release
-            }),
+            (0u32..40, 0u32..40, any::<bool>()).prop_map(|(n, k, submit)| Op::Produce { n, k, submit }),
+            (0u32..40, 0u32..40, any::<bool>()).prop_map(|(n, k, release)| Op::Consume { n, k, release }),
         ]
     }
 
@@ -502,11 +444,7 @@ mod tests {
             b.push(1).unwrap();
             b.push(2).unwrap();
         }
-        assert_eq!(
-            cons.available(4),
-            0,
-            "an unsubmitted batch publishes nothing"
-        );
+        assert_eq!(cons.available(4), 0, "an unsubmitted batch publishes nothing");
         assert_eq!(prod.free_entries(4), 4, "and gives its room back");
         let mut b = prod.reserve(8);
         assert_eq!(b.capacity(), 4);
@@ -520,11 +458,7 @@ mod tests {
             assert_eq!(c.next(), Some(10));
         }
         let c = cons.peek(4);
-        assert_eq!(
-            c.collect::<Vec<_>>(),
-            vec![10, 11, 12, 13],
-            "a dropped peek is cancelled"
-        );
+        assert_eq!(c.collect::<Vec<_>>(), vec![10, 11, 12, 13], "a dropped peek is cancelled");
         let mut c = cons.peek(4);
         assert_eq!(c.next(), Some(10));
         assert_eq!(c.next(), Some(11));

@@ -13,11 +13,7 @@ use crate::queue::Queue;
 use crate::ring::{ConsumerRing, ProducerRing, heap_pair};
 use crate::umem::UmemArea;
 
-const ZERO_DESC: libc::xdp_desc = libc::xdp_desc {
-    addr: 0,
-    len: 0,
-    options: 0,
-};
+const ZERO_DESC: libc::xdp_desc = libc::xdp_desc { addr: 0, len: 0, options: 0 };
 
 pub(crate) struct SimKernel {
     pub fill: ConsumerRing<u64>,
@@ -79,11 +75,7 @@ impl SimKernel {
     pub fn receive(&mut self, take: u32, post: u32, mut len_of: impl FnMut() -> u32) {
         let mut b = self.fill.peek(take);
         for addr in &mut b {
-            assert_eq!(
-                addr % u64::from(self.frame_size),
-                0,
-                "fill ring address not a frame base"
-            );
+            assert_eq!(addr % u64::from(self.frame_size), 0, "fill ring address not a frame base");
             assert!(addr < u64::from(self.frame_count) * u64::from(self.frame_size));
             self.rx_inflight.push_back(addr);
         }
@@ -98,17 +90,9 @@ impl SimKernel {
             let len = len_of().clamp(8, self.frame_size - self.headroom);
             // SAFETY: the frame was given to the kernel side through the fill ring, so user space
             // holds no handle to it; `addr + 8 <= frame end` as `headroom + 8 <= frame_size`.
-            unsafe {
-                (self.base.add(addr as usize) as *mut [u8; 8])
-                    .write_unaligned(self.rx_seq.to_le_bytes())
-            };
+            unsafe { (self.base.add(addr as usize) as *mut [u8; 8]).write_unaligned(self.rx_seq.to_le_bytes()) };
             self.rx_seq += 1;
-            b.push(libc::xdp_desc {
-                addr,
-                len,
-                options: 0,
-            })
-            .unwrap();
+            b.push(libc::xdp_desc { addr, len, options: 0 }).unwrap();
         }
         b.submit();
     }
@@ -117,13 +101,7 @@ impl SimKernel {
     pub fn receive_out_of_range(&mut self) -> bool {
         let addr = u64::from(self.frame_count) * u64::from(self.frame_size) + 0x100;
         let mut b = self.rx.reserve(1);
-        if b.push(libc::xdp_desc {
-            addr,
-            len: 64,
-            options: 0,
-        })
-        .is_err()
-        {
+        if b.push(libc::xdp_desc { addr, len: 64, options: 0 }).is_err() {
             return false;
         }
         b.submit() == 1
@@ -140,12 +118,7 @@ impl SimKernel {
             return false;
         }
         let base = self.rx_inflight.pop_front().unwrap();
-        b.push(libc::xdp_desc {
-            addr: base + u64::from(self.headroom),
-            len: self.frame_size,
-            options: 0,
-        })
-        .unwrap();
+        b.push(libc::xdp_desc { addr: base + u64::from(self.headroom), len: self.frame_size, options: 0 }).unwrap();
         b.submit() == 1
     }
 
@@ -155,20 +128,12 @@ impl SimKernel {
         for d in &mut b {
             assert!(d.len >= 8, "TX frame shorter than its tag");
             let off = d.addr % u64::from(self.frame_size);
-            assert!(
-                off + u64::from(d.len) <= u64::from(self.frame_size),
-                "TX frame crosses its chunk"
-            );
+            assert!(off + u64::from(d.len) <= u64::from(self.frame_size), "TX frame crosses its chunk");
             // SAFETY: the frame was given to the kernel side through the TX ring; the descriptor
             // is inside the UMEM (checked just above against the frame size, and `addr` comes
             // from a frame of this UMEM).
-            let tag =
-                unsafe { (self.base.add(d.addr as usize) as *const [u8; 8]).read_unaligned() };
-            assert_eq!(
-                u64::from_le_bytes(tag),
-                self.tx_seq,
-                "TX frames out of order or corrupted"
-            );
+            let tag = unsafe { (self.base.add(d.addr as usize) as *const [u8; 8]).read_unaligned() };
+            assert_eq!(u64::from_le_bytes(tag), self.tx_seq, "TX frames out of order or corrupted");
             self.tx_seq += 1;
             self.tx_inflight.push_back(d.addr);
         }
@@ -220,21 +185,9 @@ mod tests {
 
     fn assert_consistent(q: &Queue, k: &mut SimKernel) {
         let s = q.check_accounting().expect("accounting");
-        assert_eq!(
-            s.in_fill,
-            k.rx_held(),
-            "frames given for RX vs held by the kernel side"
-        );
-        assert_eq!(
-            s.in_tx,
-            k.tx_held(),
-            "frames given for TX vs held by the kernel side"
-        );
-        assert_eq!(
-            s.in_rx_user + s.in_tx_user,
-            0,
-            "user frames outside a callback"
-        );
+        assert_eq!(s.in_fill, k.rx_held(), "frames given for RX vs held by the kernel side");
+        assert_eq!(s.in_tx, k.tx_held(), "frames given for TX vs held by the kernel side");
+        assert_eq!(s.in_rx_user + s.in_tx_user, 0, "user frames outside a callback");
     }
 
     /// Churns frames through fill -> RX -> user -> (recycle | in-place TX | fresh TX) -> TX ->
@@ -264,11 +217,7 @@ mod tests {
             k.receive(take, post, || 8 + lens.below(1800) as u32);
             if rng.below(5000) == 0 {
                 // Out of the UMEM, or a length running past the frame: refused and counted.
-                let sent = if rng.below(2) == 0 {
-                    k.receive_out_of_range()
-                } else {
-                    k.receive_too_long()
-                };
+                let sent = if rng.below(2) == 0 { k.receive_out_of_range() } else { k.receive_too_long() };
                 if sent {
                     bogus += 1;
                 }
@@ -278,10 +227,7 @@ mod tests {
             q.recv_batch(max, |mut rx, txq| {
                 assert_eq!(rx.offset(), 0x100);
                 let seq = u64::from_le_bytes(rx.data()[..8].try_into().unwrap());
-                assert_eq!(
-                    seq, rx_expect,
-                    "RX frames out of order or at the wrong offset"
-                );
+                assert_eq!(seq, rx_expect, "RX frames out of order or at the wrong offset");
                 rx_expect += 1;
                 match choices.below(4) {
                     0 => RxVerdict::Recycle,
@@ -335,11 +281,7 @@ mod tests {
             k.receive(u32::MAX, u32::MAX, || 64);
             q.recv_batch(u32::MAX, |_, _| RxVerdict::Recycle);
         }
-        assert_eq!(
-            q.frame_stats().free,
-            cfg.frame_count,
-            "everything drained to the free list"
-        );
+        assert_eq!(q.frame_stats().free, cfg.frame_count, "everything drained to the free list");
         q.refill_fill_ring();
         assert_consistent(&q, &mut k);
         let s: XskStats = q.stats();
@@ -347,24 +289,15 @@ mod tests {
         assert_eq!(s.tx_frames, s.tx_completed);
         assert_eq!(s.tx_frames, k.tx_seq);
         assert_eq!(s.rx_frames, k.rx_seq);
-        assert!(
-            s.rx_frames > u64::from(BATCHES),
-            "the churn moved frames: {s:?}"
-        );
-        assert!(
-            s.tx_ring_full > 0 && s.tx_no_frame + s.fill_starved > 0,
-            "pressure paths were hit: {s:?}"
-        );
+        assert!(s.rx_frames > u64::from(BATCHES), "the churn moved frames: {s:?}");
+        assert!(s.tx_ring_full > 0 && s.tx_no_frame + s.fill_starved > 0, "pressure paths were hit: {s:?}");
         // Every frame exactly once: in the fill ring or on the free list.
         let fs = q.frame_stats();
         assert_eq!(fs.free + fs.in_fill, fs.total);
         let mut seen = HashSet::new();
         let mut b = k.fill.peek(u32::MAX);
         for addr in &mut b {
-            assert!(
-                seen.insert(addr / 2048),
-                "frame {addr:#x} twice in the fill ring"
-            );
+            assert!(seen.insert(addr / 2048), "frame {addr:#x} twice in the fill ring");
         }
         b.release();
         assert_eq!(seen.len() as u32, fs.in_fill);
@@ -374,14 +307,7 @@ mod tests {
 
     #[test]
     fn tx_reserve_is_kept_out_of_the_fill_ring() {
-        let cfg = SimConfig {
-            frame_count: 64,
-            frame_size: 4096,
-            ring_size: 64,
-            tx_reserve: 16,
-            headroom: 0,
-            start: 0,
-        };
+        let cfg = SimConfig { frame_count: 64, frame_size: 4096, ring_size: 64, tx_reserve: 16, headroom: 0, start: 0 };
         let (mut q, _k) = new_pair(&cfg);
         assert_eq!(q.refill_fill_ring(), 48);
         let fs = q.frame_stats();
@@ -400,14 +326,8 @@ mod tests {
 
     #[test]
     fn in_place_reply_when_tx_ring_full_is_recycled() {
-        let cfg = SimConfig {
-            frame_count: 32,
-            frame_size: 2048,
-            ring_size: 4,
-            tx_reserve: 4,
-            headroom: 0x100,
-            start: 0,
-        };
+        let cfg =
+            SimConfig { frame_count: 32, frame_size: 2048, ring_size: 4, tx_reserve: 4, headroom: 0x100, start: 0 };
         let (mut q, mut k) = new_pair(&cfg);
         q.refill_fill_ring();
         k.receive(4, 4, || 100);

@@ -159,12 +159,7 @@ pub enum XskError {
     #[error("{op}: {source}")]
     Os { op: &'static str, source: io::Error },
     #[error("bind AF_XDP socket to ifindex {ifindex} queue {queue} in {mode} mode: {source}")]
-    Bind {
-        ifindex: u32,
-        queue: u32,
-        mode: BoundMode,
-        source: io::Error,
-    },
+    Bind { ifindex: u32, queue: u32, mode: BoundMode, source: io::Error },
 }
 
 fn os(op: &'static str) -> impl FnOnce(io::Error) -> XskError {
@@ -199,58 +194,33 @@ const KERNEL_TX_BATCH: u32 = 32;
 impl Socket {
     /// Opens a socket on queue `queue_id` of interface `ifname` (in the calling thread's network
     /// namespace).
-    pub fn new(
-        ifname: &str,
-        queue_id: u32,
-        cfg: &XskConfig,
-    ) -> Result<(Socket, BindInfo), XskError> {
-        let ifindex = crate::iface::ifindex(ifname).map_err(|source| XskError::Interface {
-            name: ifname.to_owned(),
-            source,
-        })?;
+    pub fn new(ifname: &str, queue_id: u32, cfg: &XskConfig) -> Result<(Socket, BindInfo), XskError> {
+        let ifindex =
+            crate::iface::ifindex(ifname).map_err(|source| XskError::Interface { name: ifname.to_owned(), source })?;
         Self::with_ifindex(ifindex, queue_id, cfg)
     }
 
     /// Opens a socket on queue `queue_id` of the interface with index `ifindex`.
-    pub fn with_ifindex(
-        ifindex: u32,
-        queue_id: u32,
-        cfg: &XskConfig,
-    ) -> Result<(Socket, BindInfo), XskError> {
+    pub fn with_ifindex(ifindex: u32, queue_id: u32, cfg: &XskConfig) -> Result<(Socket, BindInfo), XskError> {
         cfg.validate()?;
         match cfg.mode {
             BindMode::Copy => Ok((
                 Self::open(ifindex, queue_id, cfg, BoundMode::Copy)?,
-                BindInfo {
-                    mode: BoundMode::Copy,
-                    zero_copy_refused: None,
-                },
+                BindInfo { mode: BoundMode::Copy, zero_copy_refused: None },
             )),
             BindMode::ZeroCopy => Ok((
                 Self::open(ifindex, queue_id, cfg, BoundMode::ZeroCopy)?,
-                BindInfo {
-                    mode: BoundMode::ZeroCopy,
-                    zero_copy_refused: None,
-                },
+                BindInfo { mode: BoundMode::ZeroCopy, zero_copy_refused: None },
             )),
             BindMode::Auto => match Self::open(ifindex, queue_id, cfg, BoundMode::ZeroCopy) {
-                Ok(s) => Ok((
-                    s,
-                    BindInfo {
-                        mode: BoundMode::ZeroCopy,
-                        zero_copy_refused: None,
-                    },
-                )),
+                Ok(s) => Ok((s, BindInfo { mode: BoundMode::ZeroCopy, zero_copy_refused: None })),
                 // Only a refused bind falls back; other errors (bad ifindex, no memory) are real.
                 Err(XskError::Bind { source, .. }) => {
                     // A fresh socket and UMEM: nothing of the failed attempt is reused.
                     let s = Self::open(ifindex, queue_id, cfg, BoundMode::Copy)?;
                     Ok((
                         s,
-                        BindInfo {
-                            mode: BoundMode::Copy,
-                            zero_copy_refused: Some(ZeroCopyRefused { error: source }),
-                        },
+                        BindInfo { mode: BoundMode::Copy, zero_copy_refused: Some(ZeroCopyRefused { error: source }) },
                     ))
                 }
                 Err(e) => Err(e),
@@ -258,12 +228,7 @@ impl Socket {
         }
     }
 
-    fn open(
-        ifindex: u32,
-        queue_id: u32,
-        cfg: &XskConfig,
-        mode: BoundMode,
-    ) -> Result<Socket, XskError> {
+    fn open(ifindex: u32, queue_id: u32, cfg: &XskConfig, mode: BoundMode) -> Result<Socket, XskError> {
         // SAFETY: plain socket(2); the result is checked before being wrapped.
         let raw = unsafe { libc::socket(libc::AF_XDP, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
         if raw < 0 {
@@ -281,8 +246,7 @@ impl Socket {
             tx_metadata_len: 0,
         };
         setsockopt(&fd, libc::XDP_UMEM_REG, &reg).map_err(os("setsockopt(XDP_UMEM_REG)"))?;
-        setsockopt(&fd, libc::XDP_UMEM_FILL_RING, &cfg.fill_size)
-            .map_err(os("setsockopt(XDP_UMEM_FILL_RING)"))?;
+        setsockopt(&fd, libc::XDP_UMEM_FILL_RING, &cfg.fill_size).map_err(os("setsockopt(XDP_UMEM_FILL_RING)"))?;
         setsockopt(&fd, libc::XDP_UMEM_COMPLETION_RING, &cfg.comp_size)
             .map_err(os("setsockopt(XDP_UMEM_COMPLETION_RING)"))?;
         setsockopt(&fd, libc::XDP_RX_RING, &cfg.rx_size).map_err(os("setsockopt(XDP_RX_RING)"))?;
@@ -290,20 +254,10 @@ impl Socket {
         let off: libc::xdp_mmap_offsets =
             getsockopt(&fd, libc::XDP_MMAP_OFFSETS).map_err(os("getsockopt(XDP_MMAP_OFFSETS)"))?;
 
-        let fill = map_ring::<u64>(
-            &fd,
-            &off.fr,
-            cfg.fill_size,
-            libc::XDP_UMEM_PGOFF_FILL_RING as libc::off_t,
-        )
-        .map_err(os("mmap fill ring"))?;
-        let comp = map_ring::<u64>(
-            &fd,
-            &off.cr,
-            cfg.comp_size,
-            libc::XDP_UMEM_PGOFF_COMPLETION_RING as libc::off_t,
-        )
-        .map_err(os("mmap completion ring"))?;
+        let fill = map_ring::<u64>(&fd, &off.fr, cfg.fill_size, libc::XDP_UMEM_PGOFF_FILL_RING as libc::off_t)
+            .map_err(os("mmap fill ring"))?;
+        let comp = map_ring::<u64>(&fd, &off.cr, cfg.comp_size, libc::XDP_UMEM_PGOFF_COMPLETION_RING as libc::off_t)
+            .map_err(os("mmap completion ring"))?;
         let rx = map_ring::<libc::xdp_desc>(&fd, &off.rx, cfg.rx_size, libc::XDP_PGOFF_RX_RING)
             .map_err(os("mmap RX ring"))?;
         let tx = map_ring::<libc::xdp_desc>(&fd, &off.tx, cfg.tx_size, libc::XDP_PGOFF_TX_RING)
@@ -329,20 +283,10 @@ impl Socket {
             )
         };
         if r != 0 {
-            return Err(XskError::Bind {
-                ifindex,
-                queue: queue_id,
-                mode,
-                source: io::Error::last_os_error(),
-            });
+            return Err(XskError::Bind { ifindex, queue: queue_id, mode, source: io::Error::last_os_error() });
         }
-        let opts: libc::xdp_options =
-            getsockopt(&fd, libc::XDP_OPTIONS).map_err(os("getsockopt(XDP_OPTIONS)"))?;
-        let got = if opts.flags & libc::XDP_OPTIONS_ZEROCOPY != 0 {
-            BoundMode::ZeroCopy
-        } else {
-            BoundMode::Copy
-        };
+        let opts: libc::xdp_options = getsockopt(&fd, libc::XDP_OPTIONS).map_err(os("getsockopt(XDP_OPTIONS)"))?;
+        let got = if opts.flags & libc::XDP_OPTIONS_ZEROCOPY != 0 { BoundMode::ZeroCopy } else { BoundMode::Copy };
         if got != mode {
             return Err(XskError::Bind {
                 ifindex,
@@ -359,13 +303,7 @@ impl Socket {
             ProducerRing::new(tx),
             cfg.tx_reserve,
         );
-        Ok(Socket {
-            fd,
-            q,
-            ifindex,
-            queue_id,
-            mode: got,
-        })
+        Ok(Socket { fd, q, ifindex, queue_id, mode: got })
     }
 
     /// The interface index bound to.
@@ -439,16 +377,8 @@ impl Socket {
     pub fn wakeup_tx(&mut self) -> io::Result<bool> {
         self.q.stats_mut().tx_wakeups += 1;
         // SAFETY: a zero-length send with no buffer and no address on our own socket.
-        let r = unsafe {
-            libc::sendto(
-                self.fd.as_raw_fd(),
-                std::ptr::null(),
-                0,
-                libc::MSG_DONTWAIT,
-                std::ptr::null(),
-                0,
-            )
-        };
+        let r =
+            unsafe { libc::sendto(self.fd.as_raw_fd(), std::ptr::null(), 0, libc::MSG_DONTWAIT, std::ptr::null(), 0) };
         if r >= 0 {
             return Ok(false);
         }
@@ -501,11 +431,7 @@ impl Socket {
             None => -1,
             Some(d) => d.as_millis().min(i32::MAX as u128) as i32,
         };
-        let mut pfd = libc::pollfd {
-            fd: self.fd.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
+        let mut pfd = libc::pollfd { fd: self.fd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
         // SAFETY: one valid pollfd, count 1.
         let r = unsafe { libc::poll(&mut pfd, 1, ms) };
         if r < 0 {
@@ -584,19 +510,9 @@ impl fmt::Debug for Socket {
 fn setsockopt<T>(fd: &OwnedFd, opt: libc::c_int, v: &T) -> io::Result<()> {
     // SAFETY: `v` points to a valid `T` and the length passed is its size; the kernel only reads.
     let r = unsafe {
-        libc::setsockopt(
-            fd.as_raw_fd(),
-            libc::SOL_XDP,
-            opt,
-            (v as *const T).cast(),
-            size_of::<T>() as libc::socklen_t,
-        )
+        libc::setsockopt(fd.as_raw_fd(), libc::SOL_XDP, opt, (v as *const T).cast(), size_of::<T>() as libc::socklen_t)
     };
-    if r == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
+    if r == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
 }
 
 /// `getsockopt` of a plain-old-data `T` (integers only); fails unless the kernel fills all of it.
@@ -604,15 +520,7 @@ fn getsockopt<T: Copy>(fd: &OwnedFd, opt: libc::c_int) -> io::Result<T> {
     let mut v = MaybeUninit::<T>::zeroed();
     let mut len = size_of::<T>() as libc::socklen_t;
     // SAFETY: the buffer is `len` writable bytes; the kernel writes at most `len` and updates it.
-    let r = unsafe {
-        libc::getsockopt(
-            fd.as_raw_fd(),
-            libc::SOL_XDP,
-            opt,
-            v.as_mut_ptr().cast(),
-            &mut len,
-        )
-    };
+    let r = unsafe { libc::getsockopt(fd.as_raw_fd(), libc::SOL_XDP, opt, v.as_mut_ptr().cast(), &mut len) };
     if r != 0 {
         return Err(io::Error::last_os_error());
     }
@@ -627,22 +535,11 @@ fn getsockopt<T: Copy>(fd: &OwnedFd, opt: libc::c_int) -> io::Result<T> {
     Ok(unsafe { v.assume_init() })
 }
 
-fn map_ring<T>(
-    fd: &OwnedFd,
-    off: &libc::xdp_ring_offset,
-    size: u32,
-    pgoff: libc::off_t,
-) -> io::Result<RingMem<T>> {
+fn map_ring<T>(fd: &OwnedFd, off: &libc::xdp_ring_offset, size: u32, pgoff: libc::off_t) -> io::Result<RingMem<T>> {
     let len = off.desc as usize + size as usize * size_of::<T>();
-    for (field, at, width) in [
-        ("producer", off.producer, 4),
-        ("consumer", off.consumer, 4),
-        ("flags", off.flags, 4),
-    ] {
+    for (field, at, width) in [("producer", off.producer, 4), ("consumer", off.consumer, 4), ("flags", off.flags, 4)] {
         if at % 4 != 0 || at as usize + width > len {
-            return Err(io::Error::other(format!(
-                "ring offset of {field} ({at}) outside the ring"
-            )));
+            return Err(io::Error::other(format!("ring offset of {field} ({at}) outside the ring")));
         }
     }
     if !(off.desc as usize).is_multiple_of(std::mem::align_of::<T>()) {

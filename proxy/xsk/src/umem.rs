@@ -62,8 +62,7 @@ impl MmapRegion {
         if p == libc::MAP_FAILED {
             return Err(io::Error::last_os_error());
         }
-        let ptr =
-            NonNull::new(p.cast::<u8>()).ok_or_else(|| io::Error::other("mmap returned null"))?;
+        let ptr = NonNull::new(p.cast::<u8>()).ok_or_else(|| io::Error::other("mmap returned null"))?;
         Ok(MmapRegion { ptr, len })
     }
 
@@ -99,11 +98,7 @@ impl UmemArea {
         let len = (frame_count as usize)
             .checked_mul(frame_size as usize)
             .ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))?;
-        Ok(UmemArea {
-            region: MmapRegion::anonymous(len)?,
-            frame_size,
-            frame_count,
-        })
+        Ok(UmemArea { region: MmapRegion::anonymous(len)?, frame_size, frame_count })
     }
 
     pub(crate) fn base(&self) -> *mut u8 {

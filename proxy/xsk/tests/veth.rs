@@ -24,9 +24,7 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use sluice_xsk::{
-    BindMode, BoundMode, RxVerdict, Socket, XskConfig, XskError, enter_named_netns, queue_count,
-};
+use sluice_xsk::{BindMode, BoundMode, RxVerdict, Socket, XskConfig, XskError, enter_named_netns, queue_count};
 
 const NS_A: &str = "sluice-hx-a";
 const NS_B: &str = "sluice-hx-b";
@@ -40,17 +38,11 @@ const MAGIC: &[u8; 8] = b"SLUICEHX";
 static NET_LOCK: Mutex<()> = Mutex::new(());
 
 fn ip(args: &[&str]) -> Result<(), String> {
-    let out = Command::new("ip")
-        .args(args)
-        .output()
-        .map_err(|e| format!("ip {args:?}: {e}"))?;
+    let out = Command::new("ip").args(args).output().map_err(|e| format!("ip {args:?}: {e}"))?;
     if out.status.success() {
         Ok(())
     } else {
-        Err(format!(
-            "ip {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
+        Err(format!("ip {args:?}: {}", String::from_utf8_lossy(&out.stderr).trim()))
     }
 }
 
@@ -154,32 +146,27 @@ fn bind_every_queue_and_zero_copy_falls_back_on_veth() {
         assert_eq!(queue_count(NS_A).unwrap(), 2, "the veth has two queues");
 
         // Forced zero-copy: veth has no zero-copy AF_XDP support.
-        let err =
-            Socket::new(NS_A, 0, &small_cfg(BindMode::ZeroCopy)).expect_err("zero-copy on veth");
+        let err = Socket::new(NS_A, 0, &small_cfg(BindMode::ZeroCopy)).expect_err("zero-copy on veth");
         assert_eq!(os_error(&err), Some(libc::EOPNOTSUPP), "{err}");
 
         // Auto: falls back to copy and says why.
-        let (s0, info) =
-            Socket::new(NS_A, 0, &small_cfg(BindMode::Auto)).expect("auto bind on queue 0");
+        let (s0, info) = Socket::new(NS_A, 0, &small_cfg(BindMode::Auto)).expect("auto bind on queue 0");
         assert_eq!(info.mode, BoundMode::Copy);
         assert_eq!(s0.mode(), BoundMode::Copy);
         let why = info.zero_copy_refused.expect("a reason for the fallback");
         assert_eq!(why.error.raw_os_error(), Some(libc::EOPNOTSUPP));
         assert!(why.to_string().contains("no zero-copy"), "{why}");
 
-        let (s1, info) =
-            Socket::new(NS_A, 1, &small_cfg(BindMode::Copy)).expect("copy bind on queue 1");
+        let (s1, info) = Socket::new(NS_A, 1, &small_cfg(BindMode::Copy)).expect("copy bind on queue 1");
         assert_eq!(info.mode, BoundMode::Copy);
         assert!(info.zero_copy_refused.is_none());
         assert_eq!((s0.queue_id(), s1.queue_id()), (0, 1));
         assert_eq!(s0.ifindex(), s1.ifindex());
 
         // A queue that has a socket already, and a queue that does not exist.
-        let err =
-            Socket::new(NS_A, 1, &small_cfg(BindMode::Copy)).expect_err("second socket on queue 1");
+        let err = Socket::new(NS_A, 1, &small_cfg(BindMode::Copy)).expect_err("second socket on queue 1");
         assert_eq!(os_error(&err), Some(libc::EBUSY), "{err}");
-        let err = Socket::new(NS_A, 2, &small_cfg(BindMode::Copy))
-            .expect_err("queue 2 of a 2-queue veth");
+        let err = Socket::new(NS_A, 2, &small_cfg(BindMode::Copy)).expect_err("queue 2 of a 2-queue veth");
         assert_eq!(os_error(&err), Some(libc::EINVAL), "{err}");
         // Not an interface here.
         assert!(matches!(
@@ -205,13 +192,7 @@ impl Capture {
         use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
         let proto = (libc::ETH_P_ALL as u16).to_be();
         // SAFETY: plain socket(2); checked before being wrapped.
-        let raw = unsafe {
-            libc::socket(
-                libc::AF_PACKET,
-                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-                i32::from(proto),
-            )
-        };
+        let raw = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, i32::from(proto)) };
         if raw < 0 {
             return Err(io::Error::last_os_error());
         }
@@ -233,10 +214,7 @@ impl Capture {
         if r != 0 {
             return Err(io::Error::last_os_error());
         }
-        let tv = libc::timeval {
-            tv_sec: 0,
-            tv_usec: 100_000,
-        };
+        let tv = libc::timeval { tv_sec: 0, tv_usec: 100_000 };
         // SAFETY: `tv` is a valid timeval and the length is its size.
         let r = unsafe {
             libc::setsockopt(
@@ -282,17 +260,10 @@ fn build_frame(buf: &mut [u8], queue: u32, seq: u32) -> usize {
 }
 
 fn parse_frame(f: &[u8]) -> Option<(u32, u32)> {
-    if f.len() < 30
-        || f[12..14] != ETHERTYPE.to_be_bytes()
-        || &f[14..22] != MAGIC
-        || f[0..6] != MAC_B
-    {
+    if f.len() < 30 || f[12..14] != ETHERTYPE.to_be_bytes() || &f[14..22] != MAGIC || f[0..6] != MAC_B {
         return None;
     }
-    Some((
-        u32::from_be_bytes(f[22..26].try_into().ok()?),
-        u32::from_be_bytes(f[26..30].try_into().ok()?),
-    ))
+    Some((u32::from_be_bytes(f[22..26].try_into().ok()?), u32::from_be_bytes(f[26..30].try_into().ok()?)))
 }
 
 const PER_QUEUE: u32 = 150;
@@ -330,8 +301,7 @@ fn tx_ring_frames_reach_the_peer_on_every_queue_and_complete() {
         assert_eq!(n, QUEUES);
         let mut socks: Vec<Socket> = (0..n)
             .map(|q| {
-                let (s, info) =
-                    Socket::new(NS_A, q, &small_cfg(BindMode::Copy)).expect("copy bind");
+                let (s, info) = Socket::new(NS_A, q, &small_cfg(BindMode::Copy)).expect("copy bind");
                 assert_eq!(info.mode, BoundMode::Copy);
                 s
             })
@@ -383,54 +353,27 @@ fn tx_ring_frames_reach_the_peer_on_every_queue_and_complete() {
         socks
             .iter()
             .map(|s| {
-                (
-                    s.stats(),
-                    s.check_accounting().expect("accounting"),
-                    s.kernel_stats().unwrap(),
-                    s.tx_needs_wakeup(),
-                )
+                (s.stats(), s.check_accounting().expect("accounting"), s.kernel_stats().unwrap(), s.tx_needs_wakeup())
             })
             .collect::<Vec<_>>()
     });
 
     for (q, (stats, frames, kernel, _)) in results.iter().enumerate() {
-        assert_eq!(
-            stats.tx_frames,
-            u64::from(PER_QUEUE),
-            "queue {q}: {stats:?}"
-        );
-        assert_eq!(
-            stats.tx_completed,
-            u64::from(PER_QUEUE),
-            "queue {q}: every frame came back: {stats:?}"
-        );
+        assert_eq!(stats.tx_frames, u64::from(PER_QUEUE), "queue {q}: {stats:?}");
+        assert_eq!(stats.tx_completed, u64::from(PER_QUEUE), "queue {q}: every frame came back: {stats:?}");
         assert_eq!(stats.tx_bytes, u64::from(PER_QUEUE) * 64);
         assert_eq!(stats.invalid_descs, 0);
-        assert!(
-            stats.tx_wakeups > 0,
-            "copy mode needs sendto wakeups: {stats:?}"
-        );
-        assert_eq!(
-            frames.in_tx + frames.tx_staged + frames.in_tx_user + frames.in_rx_user,
-            0,
-            "{frames:?}"
-        );
+        assert!(stats.tx_wakeups > 0, "copy mode needs sendto wakeups: {stats:?}");
+        assert_eq!(frames.in_tx + frames.tx_staged + frames.in_tx_user + frames.in_rx_user, 0, "{frames:?}");
         assert_eq!(frames.free + frames.in_fill, frames.total, "{frames:?}");
         assert_eq!(kernel.tx_invalid_descs, 0, "{kernel:?}");
     }
     // TOOLCHAIN.md: in copy mode the TX ring always asks for a wakeup.
-    assert!(
-        results.iter().all(|r| r.3),
-        "TX ring needs_wakeup in copy mode"
-    );
+    assert!(results.iter().all(|r| r.3), "TX ring needs_wakeup in copy mode");
 
-    let (seen, dups) = capture
-        .join()
-        .unwrap_or_else(|p| std::panic::resume_unwind(p));
-    let missing: Vec<(u32, u32)> = (0..QUEUES)
-        .flat_map(|q| (0..PER_QUEUE).map(move |s| (q, s)))
-        .filter(|id| !seen.contains(id))
-        .collect();
+    let (seen, dups) = capture.join().unwrap_or_else(|p| std::panic::resume_unwind(p));
+    let missing: Vec<(u32, u32)> =
+        (0..QUEUES).flat_map(|q| (0..PER_QUEUE).map(move |s| (q, s))).filter(|id| !seen.contains(id)).collect();
     assert!(
         missing.is_empty(),
         "{} frames never reached B, first: {:?}",
@@ -468,11 +411,7 @@ fn answer_in_place(buf: &mut [u8], len: usize, rx_queue: u32) -> Option<usize> {
 
 /// A reply seen in B: (queue sent on, sequence number, queue A received it on).
 fn parse_reply(f: &[u8]) -> Option<(u32, u32, u32)> {
-    if f.len() < 34
-        || f[0..6] != MAC_B
-        || f[12..14] != ETHERTYPE.to_be_bytes()
-        || &f[14..22] != REPLY
-    {
+    if f.len() < 34 || f[0..6] != MAC_B || f[12..14] != ETHERTYPE.to_be_bytes() || &f[14..22] != REPLY {
         return None;
     }
     let be = |r: std::ops::Range<usize>| u32::from_be_bytes(f[r].try_into().unwrap());
@@ -498,19 +437,11 @@ fn echo(skb_mode: bool) {
     let stop_a = stop.clone();
     let responder = thread::spawn(move || {
         enter_named_netns(NS_A).expect("enter netns A");
-        let mut socks: Vec<Socket> = (0..QUEUES)
-            .map(|q| {
-                Socket::new(NS_A, q, &small_cfg(BindMode::Copy))
-                    .expect("bind in A")
-                    .0
-            })
-            .collect();
-        let entries: Vec<(u32, i32)> = socks
-            .iter()
-            .map(|s| (s.queue_id(), std::os::fd::AsRawFd::as_raw_fd(s)))
-            .collect();
-        let _prog = xdp::Redirect::attach(sluice_xsk::ifindex(NS_A).unwrap(), skb_mode, &entries)
-            .expect("attach XDP");
+        let mut socks: Vec<Socket> =
+            (0..QUEUES).map(|q| Socket::new(NS_A, q, &small_cfg(BindMode::Copy)).expect("bind in A").0).collect();
+        let entries: Vec<(u32, i32)> =
+            socks.iter().map(|s| (s.queue_id(), std::os::fd::AsRawFd::as_raw_fd(s))).collect();
+        let _prog = xdp::Redirect::attach(sluice_xsk::ifindex(NS_A).unwrap(), skb_mode, &entries).expect("attach XDP");
         for s in socks.iter_mut() {
             s.refill_fill_ring();
         }
@@ -547,10 +478,7 @@ fn echo(skb_mode: bool) {
             }
             thread::sleep(Duration::from_millis(1));
         }
-        socks
-            .iter()
-            .map(|s| (s.stats(), s.check_accounting().expect("accounting in A")))
-            .collect::<Vec<_>>()
+        socks.iter().map(|s| (s.stats(), s.check_accounting().expect("accounting in A"))).collect::<Vec<_>>()
     });
     if ready_rx.recv().is_err() {
         // The responder died before it was ready: show why.
@@ -559,13 +487,8 @@ fn echo(skb_mode: bool) {
 
     let (replies, dups) = in_netns(NS_B, || {
         let cap = Capture::open(NS_B).expect("AF_PACKET socket in B");
-        let mut socks: Vec<Socket> = (0..QUEUES)
-            .map(|q| {
-                Socket::new(NS_B, q, &small_cfg(BindMode::Copy))
-                    .expect("bind in B")
-                    .0
-            })
-            .collect();
+        let mut socks: Vec<Socket> =
+            (0..QUEUES).map(|q| Socket::new(NS_B, q, &small_cfg(BindMode::Copy)).expect("bind in B").0).collect();
         let mut replies = std::collections::HashMap::new();
         let mut dups = 0u32;
         let mut buf = vec![0u8; 4096];
@@ -584,9 +507,7 @@ fn echo(skb_mode: bool) {
                 sock.flush_tx().expect("flush_tx in B");
             }
             // Wait for this window's replies (a lost one makes the test fail at the deadline).
-            while (seq..end).any(|s| !replies.contains_key(&(s % QUEUES, s)))
-                && Instant::now() < deadline
-            {
+            while (seq..end).any(|s| !replies.contains_key(&(s % QUEUES, s))) && Instant::now() < deadline {
                 for sock in socks.iter_mut() {
                     sock.flush_tx().expect("flush_tx in B");
                     sock.reap_completions();
@@ -603,13 +524,9 @@ fn echo(skb_mode: bool) {
         (replies, dups)
     });
     stop.store(true, Ordering::Relaxed);
-    let a_stats = responder
-        .join()
-        .unwrap_or_else(|p| std::panic::resume_unwind(p));
+    let a_stats = responder.join().unwrap_or_else(|p| std::panic::resume_unwind(p));
 
-    let missing: Vec<u32> = (0..ECHO_FRAMES)
-        .filter(|s| !replies.contains_key(&(s % QUEUES, *s)))
-        .collect();
+    let missing: Vec<u32> = (0..ECHO_FRAMES).filter(|s| !replies.contains_key(&(s % QUEUES, *s))).collect();
     assert!(
         missing.is_empty(),
         "{} requests got no reply, first: {:?}; A: {a_stats:?}",
@@ -618,34 +535,20 @@ fn echo(skb_mode: bool) {
     );
     assert_eq!(dups, 0, "replies seen twice");
     let replied: u64 = a_stats.iter().map(|(s, _)| s.tx_frames).sum();
-    assert_eq!(
-        replied,
-        u64::from(ECHO_FRAMES),
-        "A replied once per request: {a_stats:?}"
-    );
+    assert_eq!(replied, u64::from(ECHO_FRAMES), "A replied once per request: {a_stats:?}");
     for (stats, frames) in &a_stats {
         assert_eq!(stats.tx_completed, stats.tx_frames, "{stats:?}");
         assert_eq!(stats.invalid_descs, 0, "{stats:?}");
         assert!(stats.rx_frames >= stats.tx_frames, "{stats:?}");
-        assert_eq!(
-            frames.in_tx + frames.tx_staged + frames.in_tx_user + frames.in_rx_user,
-            0,
-            "{frames:?}"
-        );
+        assert_eq!(frames.in_tx + frames.tx_staged + frames.in_tx_user + frames.in_rx_user, 0, "{frames:?}");
         assert_eq!(frames.free + frames.in_fill, frames.total, "{frames:?}");
     }
     if !skb_mode {
         // Native mode on veth: a frame sent on B's TX queue q arrives on A's RX queue q.
         for ((q, s), rxq) in &replies {
-            assert_eq!(
-                q, rxq,
-                "request {s} sent on queue {q} arrived on queue {rxq}"
-            );
+            assert_eq!(q, rxq, "request {s} sent on queue {q} arrived on queue {rxq}");
         }
-        assert!(
-            a_stats.iter().all(|(s, _)| s.rx_frames > 0),
-            "both queues received: {a_stats:?}"
-        );
+        assert!(a_stats.iter().all(|(s, _)| s.rx_frames > 0), "both queues received: {a_stats:?}");
     }
 }
 

@@ -63,7 +63,12 @@ impl Worker {
             Conn::Relay { client, session } => {
                 self.relays_open -= 1;
                 // Closes the backend socket (a RST where the relay armed SO_LINGER 0).
-                session.close(&mut EpollSlot { epoll: &self.epoll, token: id << 1 | 1 }, &mut self.counters, self.access_log, now);
+                session.close(
+                    &mut EpollSlot { epoll: &self.epoll, token: id << 1 | 1 },
+                    &mut self.counters,
+                    self.access_log,
+                    now,
+                );
                 if client.aborted || client.gone || client.eof {
                     self.close_client(client);
                 } else {

@@ -159,7 +159,14 @@ impl Worker {
     }
 
     /// A session for an accepted connection; its backend is connected by its first step.
-    fn open_session(&mut self, id: u64, mut client: KernelClient, peer: SocketAddrV4, local: SocketAddrV4, now: Instant) {
+    fn open_session(
+        &mut self,
+        id: u64,
+        mut client: KernelClient,
+        peer: SocketAddrV4,
+        local: SocketAddrV4,
+        now: Instant,
+    ) {
         let tls = self.tls.get(&local).cloned();
         let session = self
             .backends

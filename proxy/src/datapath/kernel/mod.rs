@@ -55,12 +55,12 @@ use nix::sys::epoll::{Epoll, EpollCreateFlags};
 use sluice_tcp::Instant;
 
 use crate::config::{Config, ListenerMode};
+use crate::datapath::{Services, Transport};
+use crate::observe::counters::QueueCounters;
 use crate::session::Session;
 use crate::session::backend::ListenerBackends;
 use crate::session::echo::Echo;
 use crate::session::limits::{ConnCounts, Slot};
-use crate::datapath::{Services, Transport};
-use crate::observe::counters::QueueCounters;
 
 pub use client::KernelClient;
 pub use conn::DRAIN;
@@ -69,10 +69,19 @@ pub use listen::{LISTEN_BACKLOG, listen, probe_listeners};
 /// One accepted connection.
 #[derive(Debug)]
 enum Conn {
-    Echo { client: KernelClient, echo: Echo },
-    Relay { client: KernelClient, session: Box<Session> },
+    Echo {
+        client: KernelClient,
+        echo: Echo,
+    },
+    Relay {
+        client: KernelClient,
+        session: Box<Session>,
+    },
     /// Sluice closed its sending side: read and discard until the client's FIN or `until`.
-    Draining { client: KernelClient, until: Instant },
+    Draining {
+        client: KernelClient,
+        until: Instant,
+    },
 }
 
 impl Conn {
@@ -168,13 +177,16 @@ pub fn prepare(config: &Config, services: &Services) -> Result<Transport> {
     let conn_counts = Arc::new(ConnCounts::default());
     let mut workers: Vec<Box<dyn FnOnce(crate::datapath::Worker) + Send>> = Vec::new();
     for (i, (control, _wake)) in orders.into_iter().enumerate() {
-        let mut w = Worker::new(i, services.clone(), Arc::clone(&conn_counts), LISTEN_BACKLOG).with_context(|| format!("kernel worker {i}"))?;
+        let mut w = Worker::new(i, services.clone(), Arc::clone(&conn_counts), LISTEN_BACKLOG)
+            .with_context(|| format!("kernel worker {i}"))?;
         w.max_conns = max_conns;
         workers.push(Box::new(move |ctx: crate::datapath::Worker| w.run(ctx.shared, control, ctx.clock, ctx.stop)));
     }
     for l in &config.listeners {
         match l.mode() {
-            ListenerMode::Refuse => tracing::info!(addr = %l.socket_addr(), "refusing (not listened on: the kernel resets)"),
+            ListenerMode::Refuse => {
+                tracing::info!(addr = %l.socket_addr(), "refusing (not listened on: the kernel resets)")
+            }
             _ => tracing::info!(addr = %l.socket_addr(), workers = n, "listening (kernel transport, SO_REUSEPORT)"),
         }
     }

@@ -9,11 +9,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use super::*;
+use crate::observe::counters::Published;
 use crate::observe::stats::SharedCounters;
 use crate::session::relay::Client;
-use sluice_tcp::StreamError;
-use crate::observe::counters::Published;
 use sha2::{Digest, Sha256};
+use sluice_tcp::StreamError;
 use std::path::{Path, PathBuf};
 use std::thread::JoinHandle;
 

@@ -66,7 +66,9 @@ pub use ends::{Backend, Client, OnStack, connect_kernel};
 enum BackendState {
     /// No backend yet, or the last connect failed before any byte reached it.
     Unassigned,
-    Connecting { deadline: Instant },
+    Connecting {
+        deadline: Instant,
+    },
     Connected,
 }
 

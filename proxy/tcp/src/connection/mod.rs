@@ -86,28 +86,15 @@ impl State {
         State::TimeWait,
     ];
     fn synchronized(self) -> bool {
-        !matches!(
-            self,
-            State::Closed | State::Listen | State::SynSent | State::SynReceived
-        )
+        !matches!(self, State::Closed | State::Listen | State::SynSent | State::SynReceived)
     }
     /// States in which we may still send data (or a FIN) and so retransmit it.
     fn may_send(self) -> bool {
-        matches!(
-            self,
-            State::Established
-                | State::CloseWait
-                | State::FinWait1
-                | State::Closing
-                | State::LastAck
-        )
+        matches!(self, State::Established | State::CloseWait | State::FinWait1 | State::Closing | State::LastAck)
     }
     /// States in which the peer may still send us data.
     fn can_receive(self) -> bool {
-        matches!(
-            self,
-            State::SynReceived | State::Established | State::FinWait1 | State::FinWait2
-        )
+        matches!(self, State::SynReceived | State::Established | State::FinWait1 | State::FinWait2)
     }
 }
 
@@ -138,10 +125,7 @@ pub(crate) struct Buffers {
 
 impl Buffers {
     pub(crate) fn new(config: &Config) -> Self {
-        Buffers {
-            send: Ring::new(config.send_buffer),
-            recv: RecvBuffer::new(config.recv_buffer),
-        }
+        Buffers { send: Ring::new(config.send_buffer), recv: RecvBuffer::new(config.recv_buffer) }
     }
     pub(crate) fn fits(&self, config: &Config) -> bool {
         self.send.capacity() == config.send_buffer && self.recv.capacity() == config.recv_buffer
@@ -197,11 +181,7 @@ impl Connection {
         if self.state.synchronized() && snd.outstanding() > snd.buf.len() + 2 {
             return Err("outstanding beyond buffered data");
         }
-        if self.state != State::Closed
-            && !self.rst_pending
-            && self.next_deadline().is_none()
-            && self.rto_needed()
-        {
+        if self.state != State::Closed && !self.rst_pending && self.next_deadline().is_none() && self.rto_needed() {
             return Err("outstanding data without a retransmission timer");
         }
         Ok(())
@@ -213,10 +193,7 @@ impl Connection {
     /// be read, or when already done.
     pub(crate) fn release_buffers(&mut self) -> Option<Buffers> {
         // Bytes the application has not read yet stay until it has.
-        if self.state != State::TimeWait
-            || self.snd.buf.capacity() <= 1
-            || self.rcv.buf.readable() > 0
-        {
+        if self.state != State::TimeWait || self.snd.buf.capacity() <= 1 || self.rcv.buf.readable() > 0 {
             return None;
         }
         let mut send = std::mem::replace(&mut self.snd.buf, Ring::new(1));
@@ -392,13 +369,7 @@ impl Connection {
         }
         self.timers.on_receive(now);
         // RFC 7323 4.3 R3: update TS.Recent from a segment covering Last.ACK.sent.
-        self.opts.update_ts_recent(
-            seg.timestamp,
-            seq,
-            self.rcv.last_ack_sent,
-            self.rcv.rcv_nxt,
-            now,
-        );
+        self.opts.update_ts_recent(seg.timestamp, seq, self.rcv.last_ack_sent, self.rcv.rcv_nxt, now);
         if !self.process_ack(ctx, seg) {
             return;
         }
@@ -465,12 +436,7 @@ impl Connection {
             return false;
         }
         let sack_news = self.opts.sack_ok
-            && self.recovery.on_sack_blocks(
-                ctx.stats,
-                &seg.sack_blocks,
-                ack.max(self.snd.snd_una),
-                self.snd.snd_max,
-            );
+            && self.recovery.on_sack_blocks(ctx.stats, &seg.sack_blocks, ack.max(self.snd.snd_una), self.snd.snd_max);
         let wnd = self.snd.scaled_window(seg.window_len);
         if ack > self.snd.snd_una {
             self.on_new_ack(ctx, seg, ack);
@@ -538,10 +504,7 @@ impl Connection {
 
     /// RFC 9293 3.10.5 ABORT: RST in synchronized states, then CLOSED.
     pub(crate) fn abort(&mut self) {
-        let rst = !matches!(
-            self.state,
-            State::SynSent | State::Closed | State::Listen | State::TimeWait
-        );
+        let rst = !matches!(self.state, State::SynSent | State::Closed | State::Listen | State::TimeWait);
         self.state = State::Closed;
         self.rst_pending = rst;
         self.clear_timers();

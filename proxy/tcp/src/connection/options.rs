@@ -33,10 +33,7 @@ pub(crate) struct PawsAnchors {
 
 impl PawsAnchors {
     pub(crate) fn new(tsval: u32, rcv_nxt: SeqNumber, now: Instant) -> Self {
-        PawsAnchors {
-            points: [(tsval, rcv_nxt, now); 2],
-            valid: true,
-        }
+        PawsAnchors { points: [(tsval, rcv_nxt, now); 2], valid: true }
     }
     /// TS.Recent was updated to `tsval` with RCV.NXT at `rcv_nxt`.
     pub(crate) fn on_ts_recent(&mut self, tsval: u32, rcv_nxt: SeqNumber, now: Instant) {
@@ -120,10 +117,7 @@ impl Options {
     /// in use.
     fn negotiate(&mut self, peer: &PeerSyn, rcv_nxt: SeqNumber, now: Instant) -> Option<u8> {
         let peer_mss = usize::from(peer.mss.unwrap_or(536)).max(64);
-        self.mss_budget = (peer_mss + 20)
-            .min(self.mtu.saturating_sub(20))
-            .saturating_sub(20)
-            .max(64);
+        self.mss_budget = (peer_mss + 20).min(self.mtu.saturating_sub(20)).saturating_sub(20).max(64);
         let snd_wscale = match (self.offered_wscale, peer.window_scale) {
             (true, Some(ws)) => Some(ws.min(14)),
             _ => {
@@ -145,9 +139,7 @@ impl Options {
 
     /// SMSS for congestion control: the payload of a full segment carrying timestamps.
     pub(super) fn data_mss(&self) -> usize {
-        self.mss_budget
-            .saturating_sub(if self.ts_ok { 12 } else { 0 })
-            .max(1)
+        self.mss_budget.saturating_sub(if self.ts_ok { 12 } else { 0 }).max(1)
     }
 
     /// RFC 5681 4.2: an ACK for at least every second full-sized segment.
@@ -162,10 +154,7 @@ impl Options {
 
     /// The timestamp option of a segment we send: TSecr echoes TS.Recent (RFC 7323 3.2).
     pub(super) fn timestamp(&self, now: Instant, tsecr: u32) -> Option<Timestamp> {
-        self.ts_ok.then(|| Timestamp {
-            tsval: self.ts_now(now),
-            tsecr,
-        })
+        self.ts_ok.then(|| Timestamp { tsval: self.ts_now(now), tsecr })
     }
 
     /// RFC 7323 4.1: an RTT measurement from the TSecr of an ACK that acknowledges new data.

@@ -67,9 +67,7 @@ impl Connection {
         let hl = repr.header_len();
         let room = buf.len().checked_sub(ipv4::HEADER_LEN + hl)?;
         let opt_len = hl - tcp::HEADER_LEN;
-        let mut len = data_len
-            .min(self.opts.mss_budget.saturating_sub(opt_len))
-            .min(room);
+        let mut len = data_len.min(self.opts.mss_budget.saturating_sub(opt_len)).min(room);
         let off = ipv4::HEADER_LEN + hl;
         if len > 0 {
             let start = seq - self.data_start();
@@ -100,14 +98,7 @@ impl Connection {
     }
 
     /// Send a segment of data (and FIN) starting at `seq`; advances snd_nxt/snd_max when new.
-    fn send_data(
-        &mut self,
-        ctx: &mut Ctx<'_>,
-        buf: &mut [u8],
-        seq: SeqNumber,
-        len: usize,
-        fin: bool,
-    ) -> Option<usize> {
+    fn send_data(&mut self, ctx: &mut Ctx<'_>, buf: &mut [u8], seq: SeqNumber, len: usize, fin: bool) -> Option<usize> {
         let mut flags = Flags::ACK;
         if fin {
             flags |= Flags::FIN;
@@ -120,10 +111,7 @@ impl Connection {
         }
         if end > self.snd.snd_max {
             // Karn: time only segments sent for the first time.
-            if self.timers.rtt_probe.is_none()
-                && seq >= self.snd.snd_max
-                && self.timers.retransmits == 0
-            {
+            if self.timers.rtt_probe.is_none() && seq >= self.snd.snd_max && self.timers.retransmits == 0 {
                 self.timers.rtt_probe = Some((seq, ctx.now));
             }
             self.snd.snd_max = end;
@@ -132,9 +120,7 @@ impl Connection {
             self.timers.arm_rto(ctx.now);
             if self.opts.sack_ok && self.recovery.loss_probes {
                 let one = self.snd.outstanding() <= self.opts.data_mss();
-                self.recovery
-                    .probe
-                    .on_send(ctx.now, new_data, &self.timers.rtt, one);
+                self.recovery.probe.on_send(ctx.now, new_data, &self.timers.rtt, one);
             }
         }
         Some(n)
@@ -154,11 +140,7 @@ impl Connection {
             State::SynSent | State::SynReceived => {
                 let iss = self.snd.iss;
                 if self.snd.snd_nxt == iss {
-                    let flags = if self.state == State::SynSent {
-                        Flags::SYN
-                    } else {
-                        Flags::SYN | Flags::ACK
-                    };
+                    let flags = if self.state == State::SynSent { Flags::SYN } else { Flags::SYN | Flags::ACK };
                     let (n, _) = self.emit(ctx, buf, iss, flags, 0)?;
                     self.snd.snd_nxt = iss + 1;
                     if self.snd.snd_max < self.snd.snd_nxt {
@@ -171,9 +153,7 @@ impl Connection {
                     return Some(n);
                 }
                 if self.state == State::SynReceived && self.rcv.ack_now {
-                    return self
-                        .emit(ctx, buf, self.snd.snd_nxt, Flags::ACK, 0)
-                        .map(|x| x.0);
+                    return self.emit(ctx, buf, self.snd.snd_nxt, Flags::ACK, 0).map(|x| x.0);
                 }
                 return None;
             }
@@ -184,10 +164,7 @@ impl Connection {
         let sending = self.state.may_send();
         let fin_state = self.snd.fin_queued
             && !self.snd.fin_acked
-            && matches!(
-                self.state,
-                State::FinWait1 | State::Closing | State::LastAck
-            );
+            && matches!(self.state, State::FinWait1 | State::Closing | State::LastAck);
         let sack_ok = self.opts.sack_ok;
         if sending && self.snd.snd_max > self.snd.snd_una {
             let snd_una = self.snd.snd_una;
@@ -254,10 +231,8 @@ impl Connection {
             if len > 0 {
                 // Sender SWS avoidance (RFC 9293 3.8.6.2.1) without Nagle: a full segment, all
                 // that is queued, half the largest window, or nothing outstanding.
-                let ok = len == mss
-                    || len == available
-                    || len >= self.snd.max_snd_wnd / 2
-                    || snd_nxt == self.snd.snd_una;
+                let ok =
+                    len == mss || len == available || len >= self.snd.max_snd_wnd / 2 || snd_nxt == self.snd.snd_una;
                 if ok {
                     let fin = fin_state && snd_nxt + len == data_end;
                     return self.send_data(ctx, buf, snd_nxt, len, fin);

@@ -71,25 +71,13 @@ impl Recovery {
         let mut sack_news = false;
         for b in blocks.iter().flatten() {
             stats.sack_blocks_received += 1;
-            sack_news |= self.scoreboard.on_sack_block(
-                cum_ack,
-                snd_max,
-                SeqNumber(b.left),
-                SeqNumber(b.right),
-            );
+            sack_news |= self.scoreboard.on_sack_block(cum_ack, snd_max, SeqNumber(b.left), SeqNumber(b.right));
         }
         sack_news
     }
 
     /// RFC 6582 3.2 step 2 / RFC 6675 5 step 4: fast retransmit and enter loss recovery.
-    fn enter(
-        &mut self,
-        now: Instant,
-        snd_una: SeqNumber,
-        snd_max: SeqNumber,
-        sack_ok: bool,
-        mss: usize,
-    ) {
+    fn enter(&mut self, now: Instant, snd_una: SeqNumber, snd_max: SeqNumber, sack_ok: bool, mss: usize) {
         self.in_recovery = true;
         self.recover = snd_max;
         let flight = snd_max - snd_una;
@@ -141,22 +129,14 @@ impl Connection {
         self.timers.sample_rtt(now, ack, ts_rtt);
         self.timers.retransmits = 0;
         // RFC 6298 5.2 / 5.3: stop the timer when all is acked, else restart it.
-        self.timers.rto_at = if self.snd.snd_una == self.snd.snd_max {
-            None
-        } else {
-            Some(now + self.timers.rtt.rto())
-        };
+        self.timers.rto_at =
+            if self.snd.snd_una == self.snd.snd_max { None } else { Some(now + self.timers.rtt.rto()) };
         let mss = self.opts.data_mss();
         let outstanding = self.snd.outstanding();
         let sack_ok = self.opts.sack_ok;
         let r = &mut self.recovery;
         let probing = sack_ok && r.loss_probes;
-        r.probe.on_progress(
-            now,
-            probing && outstanding > 0,
-            &self.timers.rtt,
-            outstanding <= mss,
-        );
+        r.probe.on_progress(now, probing && outstanding > 0, &self.timers.rtt, outstanding <= mss);
         if r.in_recovery {
             if ack >= r.recover {
                 // RFC 6582 3.2 step 3: full acknowledgment, leave fast recovery.
@@ -169,11 +149,8 @@ impl Connection {
                 // segment, deflate by the amount acked and add back one SMSS.
                 if !sack_ok {
                     r.rexmit_una = true;
-                    r.inflation =
-                        r.inflation.saturating_sub(acked) + if acked >= mss { mss } else { 0 };
-                } else if !r.scoreboard.is_sacked(self.snd.snd_una)
-                    && r.high_rxt <= self.snd.snd_una
-                {
+                    r.inflation = r.inflation.saturating_sub(acked) + if acked >= mss { mss } else { 0 };
+                } else if !r.scoreboard.is_sacked(self.snd.snd_una) && r.high_rxt <= self.snd.snd_una {
                     r.rexmit_una = true;
                 }
             }
@@ -216,13 +193,7 @@ impl Connection {
     /// RFC 6582 3.2 step 2 / RFC 6675 5 step 4: fast retransmit and enter loss recovery.
     fn enter_recovery(&mut self, now: Instant) {
         let mss = self.opts.data_mss();
-        self.recovery.enter(
-            now,
-            self.snd.snd_una,
-            self.snd.snd_max,
-            self.opts.sack_ok,
-            mss,
-        );
+        self.recovery.enter(now, self.snd.snd_una, self.snd.snd_max, self.opts.sack_ok, mss);
         self.timers.rtt_probe = None;
     }
 
@@ -242,11 +213,7 @@ impl Connection {
             return;
         }
         let hole_known = self.recovery.in_recovery || !self.recovery.scoreboard.is_empty();
-        match self
-            .recovery
-            .probe
-            .on_expiry(now, hole_known, &self.timers.rtt, outstanding <= mss)
-        {
+        match self.recovery.probe.on_expiry(now, hole_known, &self.timers.rtt, outstanding <= mss) {
             // RFC 8985 6.2: the first hole was sent before data the peer has (or, in
             // recovery, its retransmission had its RACK.rtt and more): presumed lost.
             Probe::FirstHole => {

@@ -48,11 +48,7 @@ impl RecvSpace {
             irs: SeqNumber(0),
             rcv_nxt: SeqNumber(0),
             rcv_adv: SeqNumber(0),
-            rcv_wscale: if config.window_scale {
-                config.rcv_wscale()
-            } else {
-                0
-            },
+            rcv_wscale: if config.window_scale { config.rcv_wscale() } else { 0 },
             last_ack_sent: SeqNumber(0),
             buf,
             remote_fin: None,
@@ -76,12 +72,7 @@ impl RecvSpace {
     /// Seventh step of RFC 9293 3.10.7.4, segment text: place it in the reassembly buffer,
     /// advance RCV.NXT, note a FIN, and decide when to acknowledge (at once, or by the
     /// delayed-ACK timer unless `ack_every` bytes arrived since the last ACK).
-    pub(super) fn process_text(
-        &mut self,
-        ctx: &mut Ctx<'_>,
-        seg: &tcp::Repr<'_>,
-        ack_every: usize,
-    ) {
+    pub(super) fn process_text(&mut self, ctx: &mut Ctx<'_>, seg: &tcp::Repr<'_>, ack_every: usize) {
         let now = ctx.now;
         let seq = SeqNumber(seg.seq_number);
         let had_ooo = self.buf.has_out_of_order();
@@ -169,10 +160,7 @@ impl RecvSpace {
         let mut ranges: [Option<Range>; 4] = [None; 4];
         let n = self.buf.sack_ranges(&mut ranges);
         for (slot, r) in out.iter_mut().zip(ranges.iter().take(n)) {
-            *slot = r.map(|r| SackBlock {
-                left: r.left.0,
-                right: r.right.0,
-            });
+            *slot = r.map(|r| SackBlock { left: r.left.0, right: r.right.0 });
         }
     }
 

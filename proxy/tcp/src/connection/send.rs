@@ -95,9 +95,7 @@ impl SendSpace {
     /// SEG.SEQ and SND.WL2 =< SEG.ACK), set SND.WND <- SEG.WND, set SND.WL1 <- SEG.SEQ, and set
     /// SND.WL2 <- SEG.ACK". Returns whether the window was updated.
     pub(super) fn update_window(&mut self, seq: SeqNumber, ack: SeqNumber, wnd: usize) -> bool {
-        if self.snd_una <= ack
-            && (self.snd_wl1 < seq || (self.snd_wl1 == seq && self.snd_wl2 <= ack))
-        {
+        if self.snd_una <= ack && (self.snd_wl1 < seq || (self.snd_wl1 == seq && self.snd_wl2 <= ack)) {
             self.snd_wnd = wnd;
             self.snd_wl1 = seq;
             self.snd_wl2 = ack;
@@ -111,11 +109,7 @@ impl SendSpace {
 impl Connection {
     /// First sequence number of data (after our SYN).
     pub(super) fn data_start(&self) -> SeqNumber {
-        if matches!(self.state, State::SynSent | State::SynReceived) {
-            self.snd.iss + 1
-        } else {
-            self.snd.snd_una
-        }
+        if matches!(self.state, State::SynSent | State::SynReceived) { self.snd.iss + 1 } else { self.snd.snd_una }
     }
     /// Sequence number just past the buffered data (where our FIN goes).
     pub(super) fn data_end(&self) -> SeqNumber {
@@ -125,9 +119,7 @@ impl Connection {
     /// RFC 9293 3.10.2 SEND: queue what fits in the send buffer.
     pub(crate) fn send(&mut self, data: &[u8]) -> Result<usize, StreamError> {
         let open = match self.state {
-            State::SynSent | State::SynReceived | State::Established | State::CloseWait => {
-                !self.snd.fin_queued
-            }
+            State::SynSent | State::SynReceived | State::Established | State::CloseWait => !self.snd.fin_queued,
             _ => false,
         };
         if !open {

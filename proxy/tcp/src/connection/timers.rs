@@ -136,24 +136,17 @@ impl Timers {
             return None;
         }
         let idle = self.idle_timeout.map(|t| self.last_rx + t);
-        let fw2 = (state == State::FinWait2)
-            .then_some(self.fin_wait_2_timeout)
-            .flatten()
-            .map(|t| self.last_rx + t);
+        let fw2 = (state == State::FinWait2).then_some(self.fin_wait_2_timeout).flatten().map(|t| self.last_rx + t);
         match (idle, fw2) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }
     }
     fn keepalive_deadline(&self, state: State) -> Option<Instant> {
-        if !matches!(
-            state,
-            State::Established | State::CloseWait | State::FinWait2
-        ) {
+        if !matches!(state, State::Established | State::CloseWait | State::FinWait2) {
             return None;
         }
-        self.keepalive
-            .map(|k| self.last_rx + k.idle + k.interval * self.keepalive_probes)
+        self.keepalive.map(|k| self.last_rx + k.idle + k.interval * self.keepalive_probes)
     }
 }
 
@@ -194,8 +187,7 @@ impl Connection {
     }
 
     pub(super) fn rto_needed(&self) -> bool {
-        self.snd.snd_max > self.snd.snd_una
-            && !matches!(self.state, State::TimeWait | State::Closed)
+        self.snd.snd_max > self.snd.snd_una && !matches!(self.state, State::TimeWait | State::Closed)
     }
 
     /// Stop every timer (CLOSED, TIME-WAIT).
@@ -292,8 +284,7 @@ impl Connection {
         }
         ctx.stats.retransmits_rto += 1;
         self.timers.rtt.on_timeout();
-        self.recovery
-            .on_rto(now, self.snd.snd_una, self.snd.snd_max);
+        self.recovery.on_rto(now, self.snd.snd_una, self.snd.snd_max);
         // Go back: resend from SND.UNA (the SYN in SYN-SENT / SYN-RECEIVED).
         self.snd.snd_nxt = self.snd.snd_una;
         self.timers.rtt_probe = None;

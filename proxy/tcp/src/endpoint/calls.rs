@@ -18,11 +18,7 @@ impl Endpoint {
         local: SocketAddrV4,
         remote: SocketAddrV4,
     ) -> Result<ConnectionHandle, ConnectError> {
-        if local.port() == 0
-            || remote.port() == 0
-            || local.ip().is_unspecified()
-            || remote.ip().is_unspecified()
-        {
+        if local.port() == 0 || remote.port() == 0 || local.ip().is_unspecified() || remote.ip().is_unspecified() {
             return Err(ConnectError::InvalidAddress);
         }
         let tuple = FourTuple { local, remote };
@@ -52,9 +48,7 @@ impl Endpoint {
     /// full: wait for `Writable`).
     pub fn send(&mut self, h: ConnectionHandle, data: &[u8]) -> Result<usize, StreamError> {
         let slot = self.slot_of(h).ok_or(StreamError::InvalidHandle)?;
-        let r = self
-            .with_conn(slot, Instant::ZERO, |c, _| c.send(data))
-            .ok_or(StreamError::InvalidHandle)?;
+        let r = self.with_conn(slot, Instant::ZERO, |c, _| c.send(data)).ok_or(StreamError::InvalidHandle)?;
         self.after(slot, true);
         r
     }
@@ -62,9 +56,7 @@ impl Endpoint {
     /// Read in-order bytes. `Ok(0)`: nothing now; `Err(Finished)`: the peer's FIN was reached.
     pub fn recv(&mut self, h: ConnectionHandle, buf: &mut [u8]) -> Result<usize, StreamError> {
         let slot = self.slot_of(h).ok_or(StreamError::InvalidHandle)?;
-        let r = self
-            .with_conn(slot, Instant::ZERO, |c, _| c.recv(buf))
-            .ok_or(StreamError::InvalidHandle)?;
+        let r = self.with_conn(slot, Instant::ZERO, |c, _| c.recv(buf)).ok_or(StreamError::InvalidHandle)?;
         self.after(slot, true);
         r
     }

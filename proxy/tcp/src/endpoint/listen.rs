@@ -27,11 +27,7 @@ impl Endpoint {
             l.open = true;
             return Ok(());
         }
-        self.listeners.push(Listener {
-            addr: local,
-            half_open: 0,
-            open: true,
-        });
+        self.listeners.push(Listener { addr: local, half_open: 0, open: true });
         Ok(())
     }
 
@@ -39,11 +35,7 @@ impl Endpoint {
     /// Established connections and handshakes already under way are not touched. Returns
     /// whether `local` was listening.
     pub fn unlisten(&mut self, local: SocketAddrV4) -> bool {
-        match self
-            .listeners
-            .iter_mut()
-            .find(|l| l.addr == local && l.open)
-        {
+        match self.listeners.iter_mut().find(|l| l.addr == local && l.open) {
             Some(l) => {
                 l.open = false;
                 true
@@ -53,14 +45,9 @@ impl Endpoint {
     }
 
     pub(super) fn find_listener(&self, local: SocketAddrV4) -> Option<usize> {
-        self.listeners
-            .iter()
-            .position(|l| l.open && l.addr == local)
-            .or_else(|| {
-                self.listeners.iter().position(|l| {
-                    l.open && l.addr.port() == local.port() && l.addr.ip().is_unspecified()
-                })
-            })
+        self.listeners.iter().position(|l| l.open && l.addr == local).or_else(|| {
+            self.listeners.iter().position(|l| l.open && l.addr.port() == local.port() && l.addr.ip().is_unspecified())
+        })
     }
 
     /// RFC 9293 3.10.7.2: LISTEN.
@@ -75,10 +62,7 @@ impl Endpoint {
             if !f.syn() && self.config.syn_cookies {
                 let peer_isn = seg.seq_number.wrapping_sub(1);
                 let cookie = seg.ack_number.wrapping_sub(1);
-                if let Some(opts) =
-                    self.cookies
-                        .validate(now, tuple.local, tuple.remote, peer_isn, cookie)
-                {
+                if let Some(opts) = self.cookies.validate(now, tuple.local, tuple.remote, peer_isn, cookie) {
                     if self.table.len() >= self.config.max_connections {
                         self.stats.drop(DropReason::SynQueueFull);
                         return;
@@ -92,16 +76,7 @@ impl Endpoint {
                     };
                     let ts = self.isn.ts_offset(tuple.local, tuple.remote);
                     let bufs = self.take_buffers();
-                    let conn = Connection::from_cookie(
-                        &self.config,
-                        bufs,
-                        now,
-                        tuple,
-                        cookie,
-                        peer_isn,
-                        peer,
-                        ts,
-                    );
+                    let conn = Connection::from_cookie(&self.config, bufs, now, tuple, cookie, peer_isn, peer, ts);
                     let slot = self.insert(tuple, conn, Some(li), true);
                     let handle = self.handle_of(slot);
                     self.events.push_back((handle, Event::Established));
@@ -138,22 +113,11 @@ impl Endpoint {
             }
             let opts = CookieOptions {
                 mss: seg.max_seg_size.unwrap_or(536),
-                window_scale: if self.config.window_scale {
-                    seg.window_scale
-                } else {
-                    None
-                },
+                window_scale: if self.config.window_scale { seg.window_scale } else { None },
                 sack_permitted: self.config.sack && seg.sack_permitted,
             };
-            let iss = self
-                .cookies
-                .generate(now, tuple.local, tuple.remote, seg.seq_number, opts);
-            self.synacks.push_back(CookieSynAck {
-                tuple,
-                iss,
-                ack: seg.seq_number.wrapping_add(1),
-                opts,
-            });
+            let iss = self.cookies.generate(now, tuple.local, tuple.remote, seg.seq_number, opts);
+            self.synacks.push_back(CookieSynAck { tuple, iss, ack: seg.seq_number.wrapping_add(1), opts });
             self.stats.syn_cookies_sent += 1;
             return;
         }

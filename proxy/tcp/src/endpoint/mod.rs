@@ -47,8 +47,7 @@ mod timeouts;
 
 use crate::config::RateLimiter;
 pub use crate::config::{
-    Config, ConnectError, ConnectionHandle, DropReason, Event, FourTuple, Keepalive, ListenError,
-    Stats, StreamError,
+    Config, ConnectError, ConnectionHandle, DropReason, Event, FourTuple, Keepalive, ListenError, Stats, StreamError,
 };
 use crate::connection::{Buffers, Connection};
 use crate::isn::IsnGenerator;

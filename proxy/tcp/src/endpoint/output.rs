@@ -21,11 +21,7 @@ impl Endpoint {
                 tuple,
                 seq,
                 ack.unwrap_or(0),
-                if ack.is_some() {
-                    Flags::RST | Flags::ACK
-                } else {
-                    Flags::RST
-                },
+                if ack.is_some() { Flags::RST | Flags::ACK } else { Flags::RST },
                 None,
                 0,
             )
@@ -42,15 +38,7 @@ impl Endpoint {
                 window_scale: wscale,
                 sack_permitted: sa.opts.sack_permitted,
             };
-            if let Some(n) = emit_stateless(
-                buf,
-                sa.tuple,
-                sa.iss,
-                sa.ack,
-                Flags::SYN | Flags::ACK,
-                Some(syn),
-                window,
-            ) {
+            if let Some(n) = emit_stateless(buf, sa.tuple, sa.iss, sa.ack, Flags::SYN | Flags::ACK, Some(syn), window) {
                 self.stats.segments_out += 1;
                 return Some(n);
             }
@@ -59,9 +47,7 @@ impl Endpoint {
             if let Some(s) = self.slots.get_mut(slot as usize) {
                 s.queued = false;
             }
-            let r = self
-                .with_conn(slot, now, |c, ctx| c.poll_transmit(ctx, buf))
-                .flatten();
+            let r = self.with_conn(slot, now, |c, ctx| c.poll_transmit(ctx, buf)).flatten();
             match r {
                 Some(n) => {
                     let s = &mut self.slots[slot as usize];

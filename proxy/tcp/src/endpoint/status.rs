@@ -45,12 +45,7 @@ impl Endpoint {
     pub fn active_count(&self) -> usize {
         self.table
             .values()
-            .filter(|&&slot| {
-                self.slots[slot as usize]
-                    .conn
-                    .as_ref()
-                    .is_some_and(|c| c.state() != State::TimeWait)
-            })
+            .filter(|&&slot| self.slots[slot as usize].conn.as_ref().is_some_and(|c| c.state() != State::TimeWait))
             .count()
     }
 
@@ -71,15 +66,7 @@ impl Endpoint {
     pub fn connections_by_state(&self) -> Vec<(State, usize)> {
         State::ALL
             .iter()
-            .map(|&st| {
-                (
-                    st,
-                    self.slots
-                        .iter()
-                        .filter(|s| s.conn.as_ref().is_some_and(|c| c.state() == st))
-                        .count(),
-                )
-            })
+            .map(|&st| (st, self.slots.iter().filter(|s| s.conn.as_ref().is_some_and(|c| c.state() == st)).count()))
             .collect()
     }
 
@@ -97,11 +84,7 @@ impl Endpoint {
                 return Err(format!("slot {i}: not in the table"));
             }
             if s.deadline != c.next_deadline() {
-                return Err(format!(
-                    "slot {i}: deadline {:?} != connection's {:?}",
-                    s.deadline,
-                    c.next_deadline()
-                ));
+                return Err(format!("slot {i}: deadline {:?} != connection's {:?}", s.deadline, c.next_deadline()));
             }
             if c.counted_in_syn_queue
                 && let Some(l) = s.listener
@@ -113,28 +96,17 @@ impl Endpoint {
             }
         }
         if live != self.table.len() {
-            return Err(format!(
-                "{live} live slots, {} table entries",
-                self.table.len()
-            ));
+            return Err(format!("{live} live slots, {} table entries", self.table.len()));
         }
         for (l, n) in self.listeners.iter().zip(half_open) {
             if l.half_open != n {
-                return Err(format!(
-                    "listener {}: half_open {} != {}",
-                    l.addr, l.half_open, n
-                ));
+                return Err(format!("listener {}: half_open {} != {}", l.addr, l.half_open, n));
             }
             if l.half_open > self.config.syn_queue_len {
                 return Err("SYN queue over its bound".into());
             }
         }
-        let earliest = self
-            .slots
-            .iter()
-            .filter(|s| s.conn.is_some())
-            .filter_map(|s| s.deadline)
-            .min();
+        let earliest = self.slots.iter().filter(|s| s.conn.is_some()).filter_map(|s| s.deadline).min();
         match (earliest, self.poll_timeout()) {
             (Some(a), Some(b)) if a == b => {}
             (None, None) => {}

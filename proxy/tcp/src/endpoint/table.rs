@@ -22,16 +22,11 @@ const SPARE_BUFFERS: usize = 64;
 
 impl Endpoint {
     pub(super) fn take_buffers(&mut self) -> Buffers {
-        self.spare
-            .pop()
-            .unwrap_or_else(|| Buffers::new(&self.config))
+        self.spare.pop().unwrap_or_else(|| Buffers::new(&self.config))
     }
 
     pub(super) fn handle_of(&self, slot: u32) -> ConnectionHandle {
-        ConnectionHandle {
-            slot,
-            generation: self.slots[slot as usize].generation,
-        }
+        ConnectionHandle { slot, generation: self.slots[slot as usize].generation }
     }
 
     pub(super) fn insert(
@@ -69,10 +64,7 @@ impl Endpoint {
     ) -> Option<R> {
         let s = self.slots.get_mut(slot as usize)?;
         let conn = s.conn.as_mut()?;
-        let handle = ConnectionHandle {
-            slot,
-            generation: s.generation,
-        };
+        let handle = ConnectionHandle { slot, generation: s.generation };
         let before = self.events.len();
         let mut ctx = Ctx {
             now,
@@ -119,10 +111,7 @@ impl Endpoint {
             }
         }
         if !s.counted_open
-            && !matches!(
-                conn.state(),
-                State::SynSent | State::SynReceived | State::Closed | State::Listen
-            )
+            && !matches!(conn.state(), State::SynSent | State::SynReceived | State::Closed | State::Listen)
         {
             s.counted_open = true;
             self.stats.connections_opened += 1;
@@ -148,11 +137,7 @@ impl Endpoint {
         if d != s.deadline {
             s.deadline = d;
             if let Some(deadline) = d {
-                self.timers.push(Entry {
-                    deadline,
-                    slot,
-                    generation: s.generation,
-                });
+                self.timers.push(Entry { deadline, slot, generation: s.generation });
             }
         }
         if requeue && !s.queued {
@@ -174,13 +159,7 @@ impl Endpoint {
             l.half_open = l.half_open.saturating_sub(1);
         }
         if s.announced {
-            self.events.push_back((
-                ConnectionHandle {
-                    slot,
-                    generation: s.generation,
-                },
-                Event::Closed,
-            ));
+            self.events.push_back((ConnectionHandle { slot, generation: s.generation }, Event::Closed));
         }
         self.stats.connections_closed += 1;
         let bufs = conn.into_buffers();

@@ -15,19 +15,15 @@ impl Endpoint {
             self.timers = TimerQueue::new();
             for (i, s) in self.slots.iter().enumerate() {
                 if let (Some(_), Some(deadline)) = (&s.conn, s.deadline) {
-                    self.timers.push(Entry {
-                        deadline,
-                        slot: i as u32,
-                        generation: s.generation,
-                    });
+                    self.timers.push(Entry { deadline, slot: i as u32, generation: s.generation });
                 }
             }
         }
         let slots = &self.slots;
         self.timers.prune(|e| {
-            slots.get(e.slot as usize).is_some_and(|s| {
-                s.conn.is_some() && s.generation == e.generation && s.deadline == Some(e.deadline)
-            })
+            slots
+                .get(e.slot as usize)
+                .is_some_and(|s| s.conn.is_some() && s.generation == e.generation && s.deadline == Some(e.deadline))
         });
     }
 
@@ -40,9 +36,10 @@ impl Endpoint {
             }
             budget -= 1;
             self.timers.pop();
-            let current = self.slots.get(e.slot as usize).is_some_and(|s| {
-                s.conn.is_some() && s.generation == e.generation && s.deadline == Some(e.deadline)
-            });
+            let current = self
+                .slots
+                .get(e.slot as usize)
+                .is_some_and(|s| s.conn.is_some() && s.generation == e.generation && s.deadline == Some(e.deadline));
             if !current {
                 continue;
             }

@@ -49,10 +49,7 @@ fn abort_sends_rst() {
     recv!(t, flags: Flags::RST | Flags::ACK, seq: iss1);
     assert_eq!(t.events(), vec![Event::Closed]);
     assert_eq!(t.ep.connection_count(), 0);
-    assert_eq!(
-        t.ep.send(t.h(), b"x"),
-        Err(crate::StreamError::InvalidHandle)
-    );
+    assert_eq!(t.ep.send(t.h(), b"x"), Err(crate::StreamError::InvalidHandle));
 }
 
 // ---- FIN-WAIT-1 ----
@@ -117,10 +114,7 @@ fn fin_wait_2_half_close_receives_then_fin() {
 
 #[test]
 fn fin_wait_2_silent_peer_times_out() {
-    let mut t = established_with(Config {
-        fin_wait_2_timeout: Some(Duration::from_secs(60)),
-        ..config()
-    });
+    let mut t = established_with(Config { fin_wait_2_timeout: Some(Duration::from_secs(60)), ..config() });
     t.ep.close(t.h());
     t.recv_all();
     let a = t.iss1() + 1;
@@ -179,10 +173,7 @@ fn time_wait_acks_retransmitted_fin_and_restarts_timer() {
     let a = t.iss1() + 1;
     send!(t, seq_number: REMOTE_SEQ + 1, ack_number: a, flags: Flags::FIN | Flags::ACK);
     recv!(t, flags: Flags::ACK, ack: REMOTE_SEQ + 2);
-    assert_eq!(
-        t.ep.poll_timeout().unwrap() - t.now,
-        Duration::from_secs(10)
-    );
+    assert_eq!(t.ep.poll_timeout().unwrap() - t.now, Duration::from_secs(10));
 }
 
 #[test]
@@ -216,16 +207,8 @@ fn time_wait_rst_closes() {
 fn time_wait_hands_its_buffers_back_at_once() {
     let mut t = time_wait();
     assert_eq!(t.state(), Some(State::TimeWait));
-    assert_eq!(
-        t.ep.spare_buffers(),
-        1,
-        "the buffers are back before the 2 MSL are over"
-    );
-    assert_eq!(
-        t.ep.connection_count(),
-        1,
-        "the TCB itself stays in TIME-WAIT"
-    );
+    assert_eq!(t.ep.spare_buffers(), 1, "the buffers are back before the 2 MSL are over");
+    assert_eq!(t.ep.connection_count(), 1, "the TCB itself stays in TIME-WAIT");
     // A retransmitted FIN is still acknowledged.
     let o = recv_all_after_fin_retransmit(&mut t);
     assert!(o.iter().any(|s| s.flags.contains(Flags::ACK)), "{o:?}");

@@ -32,40 +32,16 @@ fn out_of_order_acks_at_once_with_sack() {
     let mut t = established();
     send!(t, seq_number: REMOTE_SEQ + 101, payload: &[2u8; 100]);
     let o = recv!(t, flags: Flags::ACK, ack: REMOTE_SEQ + 1);
-    assert_eq!(
-        o.sack,
-        vec![SackBlock {
-            left: REMOTE_SEQ + 101,
-            right: REMOTE_SEQ + 201
-        }]
-    );
+    assert_eq!(o.sack, vec![SackBlock { left: REMOTE_SEQ + 101, right: REMOTE_SEQ + 201 }]);
     send!(t, seq_number: REMOTE_SEQ + 301, payload: &[4u8; 100]);
     let o = recv!(t, ack: REMOTE_SEQ + 1);
     // Most recent block first (RFC 2018 4).
-    assert_eq!(
-        o.sack[0],
-        SackBlock {
-            left: REMOTE_SEQ + 301,
-            right: REMOTE_SEQ + 401
-        }
-    );
-    assert_eq!(
-        o.sack[1],
-        SackBlock {
-            left: REMOTE_SEQ + 101,
-            right: REMOTE_SEQ + 201
-        }
-    );
+    assert_eq!(o.sack[0], SackBlock { left: REMOTE_SEQ + 301, right: REMOTE_SEQ + 401 });
+    assert_eq!(o.sack[1], SackBlock { left: REMOTE_SEQ + 101, right: REMOTE_SEQ + 201 });
     // Filling the first hole acks at once, up to the next hole.
     send!(t, seq_number: REMOTE_SEQ + 1, payload: &[1u8; 100]);
     let o = recv!(t, ack: REMOTE_SEQ + 201);
-    assert_eq!(
-        o.sack,
-        vec![SackBlock {
-            left: REMOTE_SEQ + 301,
-            right: REMOTE_SEQ + 401
-        }]
-    );
+    assert_eq!(o.sack, vec![SackBlock { left: REMOTE_SEQ + 301, right: REMOTE_SEQ + 401 }]);
     let mut expect = vec![1u8; 100];
     expect.extend([2u8; 100]);
     assert_eq!(t.read_all(), expect);
@@ -80,10 +56,7 @@ fn reassembly_holds_a_bounded_number_of_holes() {
         send!(t, seq_number: REMOTE_SEQ + 1 + 2 * (k + 1), payload: b"x");
     }
     t.recv_all();
-    assert_eq!(
-        t.drops(DropReason::ReassemblyFull),
-        40 - crate::ranges::MAX_RANGES as u64
-    );
+    assert_eq!(t.drops(DropReason::ReassemblyFull), 40 - crate::ranges::MAX_RANGES as u64);
     let c = t.ep.connection(t.h()).unwrap();
     assert_eq!(c.recv_buffered(), crate::ranges::MAX_RANGES);
     // Filling the holes in order still yields the held bytes.
@@ -115,11 +88,7 @@ fn send_and_ack() {
     send!(t, ack_number: iss1 + 6);
     let c = t.ep.connection(t.h()).unwrap();
     assert_eq!(c.snd_una(), c.snd_nxt());
-    assert_eq!(
-        t.ep.poll_timeout().map(|_| ()),
-        None,
-        "no timer once everything is acked"
-    );
+    assert_eq!(t.ep.poll_timeout().map(|_| ()), None, "no timer once everything is acked");
 }
 
 #[test]
@@ -146,10 +115,7 @@ fn out_of_window_segment_is_acked_and_dropped() {
 
 #[test]
 fn ack_at_right_window_edge_and_old_retransmission_carry_acks() {
-    let mut t = established_with(Config {
-        recv_buffer: 4000,
-        ..config()
-    });
+    let mut t = established_with(Config { recv_buffer: 4000, ..config() });
     let iss1 = t.iss1();
     t.ep.send(t.h(), b"0123456789").unwrap();
     recv!(t);

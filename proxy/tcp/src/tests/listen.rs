@@ -5,10 +5,7 @@ use super::*;
 
 #[test]
 fn ignores_rst_and_resets_ack() {
-    let mut t = listening_with(Config {
-        syn_cookies: false,
-        ..config()
-    });
+    let mut t = listening_with(Config { syn_cookies: false, ..config() });
     send!(t, flags: Flags::RST);
     recv_nothing!(t);
     // "any acknowledgment is bad if it arrives on a connection still in the LISTEN state"
@@ -32,10 +29,7 @@ fn no_listener_syn_gets_rst_ack() {
 
 #[test]
 fn rsts_to_unknown_flows_are_rate_limited() {
-    let mut t = T::new(Config {
-        rst_limit: 3,
-        ..config()
-    });
+    let mut t = T::new(Config { rst_limit: 3, ..config() });
     for i in 0..10 {
         send!(t, seq_number: i, flags: Flags::SYN);
     }
@@ -49,12 +43,8 @@ fn rsts_to_unknown_flows_are_rate_limited() {
 #[test]
 fn on_unspecified_address() {
     let mut t = T::new(config());
-    t.ep.listen(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, LOCAL_PORT))
-        .unwrap();
-    assert_eq!(
-        t.ep.listen(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, LOCAL_PORT)),
-        Err(crate::ListenError::AddrInUse)
-    );
+    t.ep.listen(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, LOCAL_PORT)).unwrap();
+    assert_eq!(t.ep.listen(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, LOCAL_PORT)), Err(crate::ListenError::AddrInUse));
     send!(t, seq_number: REMOTE_SEQ, flags: Flags::SYN);
     recv!(t, flags: Flags::SYN | Flags::ACK);
 }

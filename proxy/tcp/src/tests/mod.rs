@@ -80,21 +80,13 @@ fn config() -> Config {
 }
 
 fn tuple() -> FourTuple {
-    FourTuple {
-        local: SocketAddrV4::new(LOCAL_IP, LOCAL_PORT),
-        remote: SocketAddrV4::new(REMOTE_IP, REMOTE_PORT),
-    }
+    FourTuple { local: SocketAddrV4::new(LOCAL_IP, LOCAL_PORT), remote: SocketAddrV4::new(REMOTE_IP, REMOTE_PORT) }
 }
 
 impl T {
     fn new(config: Config) -> T {
         let now = Instant::from_millis(100_000);
-        T {
-            ep: Endpoint::new(config, now),
-            now,
-            iss: 0,
-            h: None,
-        }
+        T { ep: Endpoint::new(config, now), now, iss: 0, h: None }
     }
     fn send(&mut self, seg: &tcp::Repr<'_>) {
         self.send_from(REMOTE_IP, seg);
@@ -221,8 +213,7 @@ macro_rules! recv_nothing {
 
 fn listening_with(config: Config) -> T {
     let mut t = T::new(config);
-    t.ep.listen(SocketAddrV4::new(LOCAL_IP, LOCAL_PORT))
-        .unwrap();
+    t.ep.listen(SocketAddrV4::new(LOCAL_IP, LOCAL_PORT)).unwrap();
     t
 }
 
@@ -257,12 +248,8 @@ fn established() -> T {
 fn syn_sent_with(config: Config) -> T {
     let mut t = T::new(config);
     let h =
-        t.ep.connect(
-            t.now,
-            SocketAddrV4::new(LOCAL_IP, LOCAL_PORT),
-            SocketAddrV4::new(REMOTE_IP, REMOTE_PORT),
-        )
-        .unwrap();
+        t.ep.connect(t.now, SocketAddrV4::new(LOCAL_IP, LOCAL_PORT), SocketAddrV4::new(REMOTE_IP, REMOTE_PORT))
+            .unwrap();
     t.h = Some(h);
     let o = recv!(t, flags: Flags::SYN, ack: 0);
     t.iss = o.seq;

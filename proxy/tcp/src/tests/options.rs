@@ -7,11 +7,7 @@ use super::*;
 
 #[test]
 fn listen_syn_gets_syn_ack_with_offered_options_only() {
-    let mut t = listening_with(Config {
-        window_scale: true,
-        timestamps: true,
-        ..config()
-    });
+    let mut t = listening_with(Config { window_scale: true, timestamps: true, ..config() });
     send!(t, seq_number: REMOTE_SEQ, flags: Flags::SYN, max_seg_size: Some(1400));
     let o = recv!(t, flags: Flags::SYN | Flags::ACK, ack: REMOTE_SEQ + 1, mss: Some(1460));
     // The peer offered no window scale, SACK or timestamps: we answer with none.
@@ -22,12 +18,7 @@ fn listen_syn_gets_syn_ack_with_offered_options_only() {
 
 #[test]
 fn listen_syn_with_all_options() {
-    let mut t = listening_with(Config {
-        window_scale: true,
-        timestamps: true,
-        recv_buffer: 1 << 20,
-        ..config()
-    });
+    let mut t = listening_with(Config { window_scale: true, timestamps: true, recv_buffer: 1 << 20, ..config() });
     send!(t, seq_number: REMOTE_SEQ, flags: Flags::SYN, max_seg_size: Some(1460), window_scale: Some(7),
         sack_permitted: true, timestamp: Some(Timestamp { tsval: 777, tsecr: 0 }));
     let o = recv!(t, flags: Flags::SYN | Flags::ACK);
@@ -40,18 +31,10 @@ fn listen_syn_with_all_options() {
 
 #[test]
 fn syn_sent_offers_options() {
-    let mut t = T::new(Config {
-        window_scale: true,
-        timestamps: true,
-        ..config()
-    });
+    let mut t = T::new(Config { window_scale: true, timestamps: true, ..config() });
     let h =
-        t.ep.connect(
-            t.now,
-            SocketAddrV4::new(LOCAL_IP, LOCAL_PORT),
-            SocketAddrV4::new(REMOTE_IP, REMOTE_PORT),
-        )
-        .unwrap();
+        t.ep.connect(t.now, SocketAddrV4::new(LOCAL_IP, LOCAL_PORT), SocketAddrV4::new(REMOTE_IP, REMOTE_PORT))
+            .unwrap();
     let o = recv!(t, flags: Flags::SYN);
     assert_eq!(o.mss, Some(1460));
     assert_eq!(o.wscale, Some(1));
@@ -59,21 +42,14 @@ fn syn_sent_offers_options() {
     assert_eq!(o.ts.map(|t| t.tsecr), Some(0));
     assert_eq!(t.ep.state(h), Some(State::SynSent));
     assert_eq!(
-        t.ep.connect(
-            t.now,
-            SocketAddrV4::new(LOCAL_IP, LOCAL_PORT),
-            SocketAddrV4::new(REMOTE_IP, REMOTE_PORT)
-        ),
+        t.ep.connect(t.now, SocketAddrV4::new(LOCAL_IP, LOCAL_PORT), SocketAddrV4::new(REMOTE_IP, REMOTE_PORT)),
         Err(crate::ConnectError::AddrInUse)
     );
 }
 
 #[test]
 fn syn_ack_window_is_not_scaled_later_ones_are() {
-    let mut t = syn_sent_with(Config {
-        window_scale: true,
-        ..config()
-    });
+    let mut t = syn_sent_with(Config { window_scale: true, ..config() });
     let iss1 = t.iss1();
     send!(t, seq_number: REMOTE_SEQ, flags: Flags::SYN | Flags::ACK, ack_number: iss1, window_scale: Some(2), window_len: 1000, max_seg_size: Some(1460));
     recv!(t);
@@ -89,11 +65,7 @@ fn syn_ack_window_is_not_scaled_later_ones_are() {
 
 #[test]
 fn syn_ack_without_window_scale_disables_it_both_ways() {
-    let mut t = syn_sent_with(Config {
-        window_scale: true,
-        recv_buffer: 1 << 20,
-        ..config()
-    });
+    let mut t = syn_sent_with(Config { window_scale: true, recv_buffer: 1 << 20, ..config() });
     let iss1 = t.iss1();
     send!(t, seq_number: REMOTE_SEQ, flags: Flags::SYN | Flags::ACK, ack_number: iss1, window_len: 3000, max_seg_size: Some(1460));
     let o = recv!(t, flags: Flags::ACK);
@@ -102,19 +74,13 @@ fn syn_ack_without_window_scale_disables_it_both_ways() {
     // And the peer's windows are taken as they are.
     send!(t, seq_number: REMOTE_SEQ + 1, ack_number: iss1, window_len: 2920);
     t.ep.send(t.h(), &[0u8; 10_000]).unwrap();
-    assert_eq!(
-        t.recv_all().iter().map(|o| o.payload.len()).sum::<usize>(),
-        2920
-    );
+    assert_eq!(t.recv_all().iter().map(|o| o.payload.len()).sum::<usize>(), 2920);
     assert_eq!(t.ep.stats().negotiated_wscale, 0);
 }
 
 #[test]
 fn paws_drops_old_timestamps() {
-    let mut t = listening_with(Config {
-        timestamps: true,
-        ..config()
-    });
+    let mut t = listening_with(Config { timestamps: true, ..config() });
     send!(t, seq_number: REMOTE_SEQ, flags: Flags::SYN, timestamp: Some(Timestamp { tsval: 1000, tsecr: 0 }));
     let o = recv!(t);
     t.iss = o.seq;
@@ -138,10 +104,7 @@ fn paws_drops_old_timestamps() {
 
 /// ESTABLISHED with timestamps negotiated; the peer's last TSval is 1001.
 fn established_ts() -> T {
-    let mut t = listening_with(Config {
-        timestamps: true,
-        ..config()
-    });
+    let mut t = listening_with(Config { timestamps: true, ..config() });
     send!(t, seq_number: REMOTE_SEQ, flags: Flags::SYN, timestamp: Some(Timestamp { tsval: 1000, tsecr: 0 }));
     let o = recv!(t);
     t.iss = o.seq;
@@ -178,11 +141,7 @@ fn paws_accepts_segment_reordered_around_a_retransmission() {
     t.advance(Duration::from_millis(500));
     let o = t.recv_all().pop().unwrap();
     assert_eq!(o.ack, REMOTE_SEQ + 10);
-    assert_eq!(
-        o.ts.unwrap().tsecr,
-        1010,
-        "an older TSval does not move TS.Recent back"
-    );
+    assert_eq!(o.ts.unwrap().tsecr, 1010, "an older TSval does not move TS.Recent back");
     // Older than the anchor (sent before the SYN: impossible but for an old duplicate) and
     // beyond TCP_PAWS_WINDOW: R1 applies.
     send!(t, seq_number: REMOTE_SEQ + 10, timestamp: ts(999), payload: b"ddd");
@@ -194,10 +153,7 @@ fn paws_accepts_segment_reordered_around_a_retransmission() {
 /// passes, two ticks older does not.
 #[test]
 fn paws_window_of_one_tick() {
-    let mut t = listening_with(Config {
-        timestamps: true,
-        ..config()
-    });
+    let mut t = listening_with(Config { timestamps: true, ..config() });
     send!(t, seq_number: REMOTE_SEQ, flags: Flags::SYN, timestamp: ts(1000));
     let o = recv!(t);
     t.iss = o.seq;

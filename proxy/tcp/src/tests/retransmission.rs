@@ -6,10 +6,7 @@ use super::*;
 
 #[test]
 fn rto_retransmits_with_backoff_and_gives_up() {
-    let mut t = established_with(Config {
-        max_retransmits: 3,
-        ..config()
-    });
+    let mut t = established_with(Config { max_retransmits: 3, ..config() });
     t.ep.send(t.h(), b"data").unwrap();
     let iss1 = t.iss1();
     recv!(t, seq: iss1);
@@ -32,10 +29,7 @@ fn rto_retransmits_with_backoff_and_gives_up() {
 
 #[test]
 fn fast_retransmit_after_three_dup_acks() {
-    let mut t = established_with(Config {
-        sack: false,
-        ..config()
-    });
+    let mut t = established_with(Config { sack: false, ..config() });
     t.ep.send(t.h(), &[9u8; 1460 * 5]).unwrap();
     let segs = t.recv_all();
     assert_eq!(segs.len(), 5);
@@ -59,10 +53,7 @@ fn fast_retransmit_after_three_dup_acks() {
 
 #[test]
 fn limited_transmit_on_first_two_dup_acks() {
-    let mut t = established_with(Config {
-        sack: false,
-        ..config()
-    });
+    let mut t = established_with(Config { sack: false, ..config() });
     t.ep.send(t.h(), &[9u8; 1460 * 20]).unwrap();
     // The initial window: 10 segments.
     assert_eq!(t.recv_all().len(), 10);
@@ -113,10 +104,7 @@ fn sack_recovery_retransmits_only_holes() {
 }
 
 fn probing() -> Config {
-    Config {
-        loss_probes: true,
-        ..config()
-    }
+    Config { loss_probes: true, ..config() }
 }
 
 fn sack1(left: u32, right: u32) -> [Option<SackBlock>; 4] {
@@ -174,10 +162,7 @@ fn tail_loss_probe_resends_the_last_segment() {
 /// Without SACK (or with `loss_probes` off) there is no probe: the next timer is the RTO.
 #[test]
 fn no_loss_probe_without_sack() {
-    let mut t = established_with(Config {
-        sack: false,
-        ..probing()
-    });
+    let mut t = established_with(Config { sack: false, ..probing() });
     t.ep.send(t.h(), &[9u8; 1460 * 2]).unwrap();
     assert_eq!(t.recv_all().len(), 2);
     t.fire();

@@ -28,10 +28,7 @@ fn established_rst_in_window_gets_challenge_ack() {
 
 #[test]
 fn established_syn_gets_challenge_ack_rate_limited() {
-    let mut t = established_with(Config {
-        challenge_ack_limit: 2,
-        ..config()
-    });
+    let mut t = established_with(Config { challenge_ack_limit: 2, ..config() });
     for _ in 0..5 {
         send!(t, flags: Flags::SYN, seq_number: REMOTE_SEQ + 1);
         let _ = t.recv_all();

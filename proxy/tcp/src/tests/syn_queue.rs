@@ -18,11 +18,7 @@ fn syn_from(t: &mut T, port: u16, seq: u32, ws: Option<u8>, sack: bool) {
 
 #[test]
 fn syn_cookies_when_queue_full() {
-    let mut t = listening_with(Config {
-        syn_queue_len: 1,
-        window_scale: true,
-        ..config()
-    });
+    let mut t = listening_with(Config { syn_queue_len: 1, window_scale: true, ..config() });
     syn_from(&mut t, 1000, 500, Some(7), true);
     recv!(t, flags: Flags::SYN | Flags::ACK);
     assert_eq!(t.ep.connection_count(), 1);
@@ -43,10 +39,7 @@ fn syn_cookies_when_queue_full() {
         ..TEMPL
     });
     assert_eq!(t.ep.stats().syn_cookies_validated, 1);
-    let tup = FourTuple {
-        local: SocketAddrV4::new(LOCAL_IP, LOCAL_PORT),
-        remote: SocketAddrV4::new(REMOTE_IP, 1001),
-    };
+    let tup = FourTuple { local: SocketAddrV4::new(LOCAL_IP, LOCAL_PORT), remote: SocketAddrV4::new(REMOTE_IP, 1001) };
     let h = t.ep.lookup(&tup).unwrap();
     assert_eq!(t.ep.state(h), Some(State::Established));
     let evs: Vec<_> = std::iter::from_fn(|| t.ep.poll_event()).collect();
@@ -57,29 +50,16 @@ fn syn_cookies_when_queue_full() {
     // as 8 full segments of the cookie's MSS (1460); the 1120-byte tail waits (sender SWS
     // avoidance, RFC 9293 3.8.6.2.1).
     t.ep.send(h, &vec![0u8; 20_000]).unwrap();
-    let segs: Vec<usize> = t
-        .recv_all()
-        .iter()
-        .filter(|o| o.dst_port == 1001)
-        .map(|o| o.payload.len())
-        .collect();
+    let segs: Vec<usize> = t.recv_all().iter().filter(|o| o.dst_port == 1001).map(|o| o.payload.len()).collect();
     assert_eq!(segs, vec![1460; 8]);
 }
 
 #[test]
 fn syn_cookie_forged_ack_is_reset() {
-    let mut t = listening_with(Config {
-        syn_queue_len: 0,
-        ..config()
-    });
+    let mut t = listening_with(Config { syn_queue_len: 0, ..config() });
     syn_from(&mut t, 1001, 700, None, false);
     let o = recv!(t, flags: Flags::SYN | Flags::ACK);
-    t.send(&tcp::Repr {
-        src_port: 1001,
-        seq_number: 701,
-        ack_number: o.seq.wrapping_add(2),
-        ..TEMPL
-    });
+    t.send(&tcp::Repr { src_port: 1001, seq_number: 701, ack_number: o.seq.wrapping_add(2), ..TEMPL });
     recv!(t, flags: Flags::RST);
     assert_eq!(t.drops(DropReason::BadCookie), 1);
     assert_eq!(t.ep.connection_count(), 0);
@@ -87,37 +67,17 @@ fn syn_cookie_forged_ack_is_reset() {
 
 #[test]
 fn syn_flood_does_not_grow_memory() {
-    let mut t = listening_with(Config {
-        syn_queue_len: 16,
-        ..config()
-    });
+    let mut t = listening_with(Config { syn_queue_len: 16, ..config() });
     for i in 0..5000u32 {
         let src = Ipv4Addr::from(0xC633_6400u32 | (i & 0xff));
-        t.send_from(
-            src,
-            &tcp::Repr {
-                src_port: 1024 + (i >> 8) as u16,
-                seq_number: i,
-                flags: Flags::SYN,
-                ..TEMPL
-            },
-        );
+        t.send_from(src, &tcp::Repr { src_port: 1024 + (i >> 8) as u16, seq_number: i, flags: Flags::SYN, ..TEMPL });
         while t.ep.poll_transmit(t.now, &mut [0u8; 1600]).is_some() {}
     }
     assert_eq!(t.ep.connection_count(), 16);
     assert_eq!(t.ep.stats().syn_cookies_sent, 5000 - 16);
-    let mut t2 = listening_with(Config {
-        syn_queue_len: 16,
-        syn_cookies: false,
-        ..config()
-    });
+    let mut t2 = listening_with(Config { syn_queue_len: 16, syn_cookies: false, ..config() });
     for i in 0..100u32 {
-        t2.send(&tcp::Repr {
-            src_port: 1024 + i as u16,
-            seq_number: i,
-            flags: Flags::SYN,
-            ..TEMPL
-        });
+        t2.send(&tcp::Repr { src_port: 1024 + i as u16, seq_number: i, flags: Flags::SYN, ..TEMPL });
     }
     assert_eq!(t2.ep.connection_count(), 16);
     assert_eq!(t2.drops(DropReason::SynQueueFull), 84);
@@ -125,32 +85,21 @@ fn syn_flood_does_not_grow_memory() {
 
 #[test]
 fn max_connections_bounds_the_table() {
-    let mut t = listening_with(Config {
-        max_connections: 3,
-        ..config()
-    });
+    let mut t = listening_with(Config { max_connections: 3, ..config() });
     for i in 0..10u16 {
         syn_from(&mut t, 3000 + i, 1, None, false);
     }
     assert_eq!(t.ep.connection_count(), 3);
     assert_eq!(t.drops(DropReason::SynQueueFull), 7);
     assert_eq!(
-        t.ep.connect(
-            t.now,
-            SocketAddrV4::new(LOCAL_IP, 5000),
-            SocketAddrV4::new(REMOTE_IP, 80)
-        ),
+        t.ep.connect(t.now, SocketAddrV4::new(LOCAL_IP, 5000), SocketAddrV4::new(REMOTE_IP, 80)),
         Err(crate::ConnectError::TooManyConnections)
     );
 }
 
 #[test]
 fn syn_queue_frees_on_establishment() {
-    let mut t = listening_with(Config {
-        syn_queue_len: 1,
-        syn_cookies: false,
-        ..config()
-    });
+    let mut t = listening_with(Config { syn_queue_len: 1, syn_cookies: false, ..config() });
     send!(t, seq_number: REMOTE_SEQ, flags: Flags::SYN);
     let o = recv!(t);
     send!(t, ack_number: o.seq.wrapping_add(1));

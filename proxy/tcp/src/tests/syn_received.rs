@@ -6,10 +6,7 @@ use super::*;
 #[test]
 fn ack_establishes() {
     let mut t = syn_received();
-    assert!(
-        t.events().is_empty(),
-        "a half-open connection is not announced"
-    );
+    assert!(t.events().is_empty(), "a half-open connection is not announced");
     let iss1 = t.iss1();
     send!(t, ack_number: iss1);
     assert_eq!(t.state(), Some(State::Established));
@@ -45,10 +42,7 @@ fn retransmitted_syn_repeats_syn_ack() {
 
 #[test]
 fn syn_ack_retransmitted_with_backoff_then_times_out() {
-    let mut t = syn_received_with(Config {
-        handshake_timeout: Duration::from_secs(10),
-        ..config()
-    });
+    let mut t = syn_received_with(Config { handshake_timeout: Duration::from_secs(10), ..config() });
     let start = t.now;
     t.fire();
     assert_eq!(t.now - start, Duration::from_secs(1));

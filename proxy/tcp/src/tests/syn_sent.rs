@@ -31,11 +31,7 @@ fn bad_ack_gets_rst() {
 fn rst_with_acceptable_ack_resets() {
     let mut t = syn_sent();
     send!(t, seq_number: 0, flags: Flags::RST, ack_number: 0);
-    assert_eq!(
-        t.state(),
-        Some(State::SynSent),
-        "a RST without ACK is dropped"
-    );
+    assert_eq!(t.state(), Some(State::SynSent), "a RST without ACK is dropped");
     let iss1 = t.iss1();
     send!(t, seq_number: 0, flags: Flags::RST | Flags::ACK, ack_number: iss1);
     assert_eq!(t.events(), vec![Event::Reset, Event::Closed]);
@@ -56,10 +52,7 @@ fn simultaneous_open() {
 
 #[test]
 fn retransmits_and_times_out() {
-    let mut t = syn_sent_with(Config {
-        handshake_timeout: Duration::from_secs(5),
-        ..config()
-    });
+    let mut t = syn_sent_with(Config { handshake_timeout: Duration::from_secs(5), ..config() });
     let iss = t.iss;
     t.fire();
     recv!(t, flags: Flags::SYN, seq: iss);

@@ -6,15 +6,8 @@ use super::*;
 
 #[test]
 fn keepalive_probes_then_times_out() {
-    let ka = Keepalive {
-        idle: Duration::from_secs(10),
-        interval: Duration::from_secs(2),
-        probes: 2,
-    };
-    let mut t = established_with(Config {
-        keepalive: Some(ka),
-        ..config()
-    });
+    let ka = Keepalive { idle: Duration::from_secs(10), interval: Duration::from_secs(2), probes: 2 };
+    let mut t = established_with(Config { keepalive: Some(ka), ..config() });
     let start = t.now;
     t.fire();
     assert_eq!(t.now - start, Duration::from_secs(10));
@@ -30,15 +23,8 @@ fn keepalive_probes_then_times_out() {
 
 #[test]
 fn keepalive_answer_resets_probes() {
-    let ka = Keepalive {
-        idle: Duration::from_secs(10),
-        interval: Duration::from_secs(2),
-        probes: 1,
-    };
-    let mut t = established_with(Config {
-        keepalive: Some(ka),
-        ..config()
-    });
+    let ka = Keepalive { idle: Duration::from_secs(10), interval: Duration::from_secs(2), probes: 1 };
+    let mut t = established_with(Config { keepalive: Some(ka), ..config() });
     t.fire();
     recv!(t);
     let iss1 = t.iss1();
@@ -50,10 +36,7 @@ fn keepalive_answer_resets_probes() {
 
 #[test]
 fn idle_timeout_resets() {
-    let mut t = established_with(Config {
-        idle_timeout: Some(Duration::from_secs(30)),
-        ..config()
-    });
+    let mut t = established_with(Config { idle_timeout: Some(Duration::from_secs(30)), ..config() });
     t.advance(Duration::from_secs(20));
     let iss1 = t.iss1();
     send!(t, ack_number: iss1, payload: b"x");

@@ -26,10 +26,7 @@ fn zero_window_probe_and_reopen() {
 
 #[test]
 fn zero_window_with_outstanding_data_never_times_out_while_acked() {
-    let mut t = established_with(Config {
-        max_retransmits: 3,
-        ..config()
-    });
+    let mut t = established_with(Config { max_retransmits: 3, ..config() });
     let iss1 = t.iss1();
     t.ep.send(t.h(), &[1u8; 3000]).unwrap();
     assert_eq!(t.recv_all().len(), 3);
@@ -38,17 +35,8 @@ fn zero_window_with_outstanding_data_never_times_out_while_acked() {
     for k in 0..10 {
         t.fire();
         let o = recv!(t);
-        assert!(
-            o.payload.is_empty(),
-            "round {k}: {} bytes at {}, iss1 {iss1}",
-            o.payload.len(),
-            o.seq
-        );
-        assert_eq!(
-            o.seq,
-            (iss1 + 1000).wrapping_sub(1),
-            "a probe, not a retransmission into the zero window"
-        );
+        assert!(o.payload.is_empty(), "round {k}: {} bytes at {}, iss1 {iss1}", o.payload.len(), o.seq);
+        assert_eq!(o.seq, (iss1 + 1000).wrapping_sub(1), "a probe, not a retransmission into the zero window");
         send!(t, ack_number: iss1 + 1000, window_len: 0);
     }
     assert_eq!(t.state(), Some(State::Established));
@@ -76,11 +64,7 @@ fn sender_sws_avoidance_waits_for_a_useful_window() {
 fn big_buffer_without_window_scaling_is_quiet() {
     // 1 MiB of buffer but the peer offered no window scale: the field caps at 65535, and no
     // window update may look due forever (an ACK storm).
-    let mut t = established_with(Config {
-        recv_buffer: 1 << 20,
-        window_scale: true,
-        ..config()
-    });
+    let mut t = established_with(Config { recv_buffer: 1 << 20, window_scale: true, ..config() });
     send!(t, payload: &[1u8; 1000]);
     t.read_all();
     recv_nothing!(t);
@@ -92,10 +76,7 @@ fn big_buffer_without_window_scaling_is_quiet() {
 
 #[test]
 fn receive_window_fills_then_update_after_read() {
-    let mut t = established_with(Config {
-        recv_buffer: 4000,
-        ..config()
-    });
+    let mut t = established_with(Config { recv_buffer: 4000, ..config() });
     for k in 0..4u32 {
         send!(t, seq_number: REMOTE_SEQ + 1 + 1000 * k, payload: &[1u8; 1000]);
     }
@@ -111,10 +92,7 @@ fn receive_window_fills_then_update_after_read() {
 
 #[test]
 fn receiver_sws_avoidance_small_read_no_update() {
-    let mut t = established_with(Config {
-        recv_buffer: 8000,
-        ..config()
-    });
+    let mut t = established_with(Config { recv_buffer: 8000, ..config() });
     for k in 0..8u32 {
         send!(t, seq_number: REMOTE_SEQ + 1 + 1000 * k, payload: &[1u8; 1000]);
     }

@@ -29,19 +29,9 @@ const TEMPL: tcp::Repr<'static> = tcp::Repr {
 };
 
 fn segment<'a>(flags: Flags, seq: u32, ack: u32, payload: &'a [u8]) -> ParsedSegment<'a> {
-    let tcp = tcp::Repr {
-        flags,
-        seq_number: seq,
-        ack_number: ack,
-        payload,
-        ..TEMPL
-    };
+    let tcp = tcp::Repr { flags, seq_number: seq, ack_number: ack, payload, ..TEMPL };
     ParsedSegment {
-        eth: ethernet::Repr {
-            src_addr: CLIENT_MAC,
-            dst_addr: SERVER_MAC,
-            ethertype: ethernet::EtherType::Ipv4,
-        },
+        eth: ethernet::Repr { src_addr: CLIENT_MAC, dst_addr: SERVER_MAC, ethertype: ethernet::EtherType::Ipv4 },
         ip: ipv4::Repr {
             src_addr: CLIENT,
             dst_addr: SERVER,
@@ -76,11 +66,7 @@ fn parse_linux_syn() {
     let s = parse_frame(&LINUX_SYN, Checksum::Verify).unwrap();
     assert_eq!(
         s.eth,
-        ethernet::Repr {
-            src_addr: CLIENT_MAC,
-            dst_addr: SERVER_MAC,
-            ethertype: ethernet::EtherType::Ipv4
-        }
+        ethernet::Repr { src_addr: CLIENT_MAC, dst_addr: SERVER_MAC, ethertype: ethernet::EtherType::Ipv4 }
     );
     assert_eq!(
         s.ip,
@@ -101,10 +87,7 @@ fn parse_linux_syn() {
             max_seg_size: Some(1460),
             window_scale: Some(7),
             sack_permitted: true,
-            timestamp: Some(Timestamp {
-                tsval: 0x0a0b_0c0d,
-                tsecr: 0
-            }),
+            timestamp: Some(Timestamp { tsval: 0x0a0b_0c0d, tsecr: 0 }),
             ..TEMPL
         }
     );
@@ -113,10 +96,7 @@ fn parse_linux_syn() {
 
 #[test]
 fn example_syn_is_the_capture() {
-    assert_eq!(
-        crate::fuzz::example_syn().to_vec(),
-        with_ident_zero(&LINUX_SYN)
-    );
+    assert_eq!(crate::fuzz::example_syn().to_vec(), with_ident_zero(&LINUX_SYN));
 }
 
 #[test]
@@ -139,14 +119,8 @@ fn data_segment_and_in_place_emit() {
     let mut buf = [0x55u8; 200];
     let at = ipv4::HEADER_LEN + s.tcp.header_len();
     buf[at..at + 14].copy_from_slice(b"hello, sluice\n");
-    let tcp_no_payload = tcp::Repr {
-        payload: b"ignored",
-        ..s.tcp
-    };
-    let ip_wrong_len = ipv4::Repr {
-        payload_len: 9999,
-        ..s.ip
-    };
+    let tcp_no_payload = tcp::Repr { payload: b"ignored", ..s.tcp };
+    let ip_wrong_len = ipv4::Repr { payload_len: 9999, ..s.ip };
     let n = emit_ipv4_tcp_in_place(&mut buf, &ip_wrong_len, &tcp_no_payload, 14).unwrap();
     assert_eq!(n, expect.len() - 14);
     assert_eq!(&buf[..n], &expect[14..]);
@@ -165,16 +139,8 @@ fn ethernet_padding_is_ignored() {
 fn truncation_at_every_length() {
     for frame in [&LINUX_SYN[..], &SYN_ACK, &DATA_SACK] {
         for len in 0..frame.len() {
-            assert_eq!(
-                parse_frame(&frame[..len], Checksum::Verify),
-                Err(Error::Truncated),
-                "{len}"
-            );
-            assert_eq!(
-                parse_frame(&frame[..len], Checksum::Ignore),
-                Err(Error::Truncated),
-                "{len}"
-            );
+            assert_eq!(parse_frame(&frame[..len], Checksum::Verify), Err(Error::Truncated), "{len}");
+            assert_eq!(parse_frame(&frame[..len], Checksum::Ignore), Err(Error::Truncated), "{len}");
         }
     }
 }
@@ -212,10 +178,7 @@ fn emit_into_short_buffers_is_truncated() {
     let mut buf = [0u8; 100];
     assert_eq!(emit_frame(&mut buf, &s.eth, &s.ip, &s.tcp), Ok(100));
     for len in 0..DATA_SACK.len() {
-        assert_eq!(
-            emit_frame(&mut buf[..len], &s.eth, &s.ip, &s.tcp),
-            Err(Error::Truncated)
-        );
+        assert_eq!(emit_frame(&mut buf[..len], &s.eth, &s.ip, &s.tcp), Err(Error::Truncated));
     }
     for len in 0..DATA_SACK.len() - 14 {
         let r = emit_ipv4_tcp_in_place(&mut buf[..len], &s.ip, &s.tcp, 14);
@@ -228,45 +191,21 @@ fn emit_oversize_is_malformed() {
     let big = vec![0u8; 65536];
     let s = segment(Flags::ACK, 1, 1, &big);
     let mut buf = vec![0u8; 70000];
-    assert_eq!(
-        emit_frame(&mut buf, &s.eth, &s.ip, &s.tcp),
-        Err(Error::Malformed)
-    );
-    assert_eq!(
-        emit_ipv4_tcp_in_place(&mut buf, &s.ip, &s.tcp, 65496),
-        Err(Error::Malformed)
-    );
-    assert_eq!(
-        emit_ipv4_tcp_in_place(&mut buf, &s.ip, &s.tcp, usize::MAX),
-        Err(Error::Malformed)
-    );
+    assert_eq!(emit_frame(&mut buf, &s.eth, &s.ip, &s.tcp), Err(Error::Malformed));
+    assert_eq!(emit_ipv4_tcp_in_place(&mut buf, &s.ip, &s.tcp, 65496), Err(Error::Malformed));
+    assert_eq!(emit_ipv4_tcp_in_place(&mut buf, &s.ip, &s.tcp, usize::MAX), Err(Error::Malformed));
     // The largest packet that fits: 65535 bytes.
-    assert_eq!(
-        emit_ipv4_tcp_in_place(&mut buf, &s.ip, &s.tcp, 65495),
-        Ok(65535)
-    );
+    assert_eq!(emit_ipv4_tcp_in_place(&mut buf, &s.ip, &s.tcp, 65495), Ok(65535));
     let p = ipv4::Packet::new_checked(&buf[..65535]).unwrap();
-    assert_eq!(
-        ipv4::Repr::parse(&p, Checksum::Verify).unwrap().payload_len,
-        65515
-    );
+    assert_eq!(ipv4::Repr::parse(&p, Checksum::Verify).unwrap().payload_len, 65515);
 }
 
 // Tests for rst_reply (RFC 9293 3.10.7.1).
 
 fn check_swapped(seg: &ParsedSegment<'_>, rst: &ParsedSegment<'_>) {
-    assert_eq!(
-        (rst.eth.src_addr, rst.eth.dst_addr),
-        (seg.eth.dst_addr, seg.eth.src_addr)
-    );
-    assert_eq!(
-        (rst.ip.src_addr, rst.ip.dst_addr),
-        (seg.ip.dst_addr, seg.ip.src_addr)
-    );
-    assert_eq!(
-        (rst.tcp.src_port, rst.tcp.dst_port),
-        (seg.tcp.dst_port, seg.tcp.src_port)
-    );
+    assert_eq!((rst.eth.src_addr, rst.eth.dst_addr), (seg.eth.dst_addr, seg.eth.src_addr));
+    assert_eq!((rst.ip.src_addr, rst.ip.dst_addr), (seg.ip.dst_addr, seg.ip.src_addr));
+    assert_eq!((rst.tcp.src_port, rst.tcp.dst_port), (seg.tcp.dst_port, seg.tcp.src_port));
     assert_eq!(rst.ip.hop_limit, 64);
     assert!(rst.tcp.payload.is_empty());
     assert_eq!(rst.tcp.header_len(), 20);
@@ -318,18 +257,10 @@ fn rst_for_fin() {
 fn rst_for_data() {
     let seg = parse_frame(&DATA_SACK, Checksum::Verify).unwrap();
     let rst = rst_reply(&seg).unwrap();
-    assert_eq!(
-        (rst.tcp.flags, rst.tcp.seq_number),
-        (Flags::RST, seg.tcp.ack_number)
-    );
+    assert_eq!((rst.tcp.flags, rst.tcp.seq_number), (Flags::RST, seg.tcp.ack_number));
     check_swapped(&seg, &rst);
     // Data without ACK, SYN+FIN, wrapping sequence space: SEG.LEN = 10 + 2.
-    let seg = segment(
-        Flags::SYN | Flags::FIN | Flags::PSH,
-        u32::MAX - 3,
-        0,
-        &[7; 10],
-    );
+    let seg = segment(Flags::SYN | Flags::FIN | Flags::PSH, u32::MAX - 3, 0, &[7; 10]);
     let rst = rst_reply(&seg).unwrap();
     assert_eq!(rst.tcp.flags, Flags::RST | Flags::ACK);
     assert_eq!(rst.tcp.ack_number, 8);
@@ -338,11 +269,7 @@ fn rst_for_data() {
 
 #[test]
 fn never_answer_a_rst() {
-    for flags in [
-        Flags::RST,
-        Flags::RST | Flags::ACK,
-        Flags::RST | Flags::SYN | Flags::FIN,
-    ] {
+    for flags in [Flags::RST, Flags::RST | Flags::ACK, Flags::RST | Flags::SYN | Flags::FIN] {
         assert_eq!(rst_reply(&segment(flags, 1, 2, b"x")), None);
     }
 }
@@ -457,15 +384,7 @@ proptest! {
 
 #[test]
 fn sack_blocks_survive_frame_roundtrip() {
-    let blocks = [
-        Some(SackBlock { left: 1, right: 9 }),
-        Some(SackBlock {
-            left: 20,
-            right: 30,
-        }),
-        None,
-        None,
-    ];
+    let blocks = [Some(SackBlock { left: 1, right: 9 }), Some(SackBlock { left: 20, right: 30 }), None, None];
     let mut s = segment(Flags::ACK, 10, 20, b"payload");
     s.tcp.sack_blocks = blocks;
     s.tcp.timestamp = Some(Timestamp { tsval: 5, tsecr: 6 });
@@ -481,19 +400,11 @@ mod kernel {
     use super::*;
     use crate::checksum;
     use crate::testdata::{
-        KERNEL_ACK, KERNEL_DATA, KERNEL_FIN, KERNEL_RST, KERNEL_SYN, KERNEL_SYN_ACK,
-        KERNEL_SYN_TO_CLOSED,
+        KERNEL_ACK, KERNEL_DATA, KERNEL_FIN, KERNEL_RST, KERNEL_SYN, KERNEL_SYN_ACK, KERNEL_SYN_TO_CLOSED,
     };
 
-    const ALL: [&[u8]; 7] = [
-        &KERNEL_SYN_TO_CLOSED,
-        &KERNEL_RST,
-        &KERNEL_SYN,
-        &KERNEL_SYN_ACK,
-        &KERNEL_ACK,
-        &KERNEL_DATA,
-        &KERNEL_FIN,
-    ];
+    const ALL: [&[u8]; 7] =
+        [&KERNEL_SYN_TO_CLOSED, &KERNEL_RST, &KERNEL_SYN, &KERNEL_SYN_ACK, &KERNEL_ACK, &KERNEL_DATA, &KERNEL_FIN];
 
     /// `frame` as emit writes it: IPv4 ident 0, both checksums complete.
     fn completed(frame: &[u8]) -> Vec<u8> {
@@ -515,8 +426,7 @@ mod kernel {
             assert_eq!(parse_frame(f, Checksum::Verify), Err(Error::Checksum));
             let field = tcp::Packet::new_checked(&f[34..]).unwrap().checksum();
             let len = s.ip.payload_len as u32;
-            let ph =
-                checksum::pseudo_header(s.ip.src_addr, s.ip.dst_addr, ipv4::Protocol::Tcp, len);
+            let ph = checksum::pseudo_header(s.ip.src_addr, s.ip.dst_addr, ipv4::Protocol::Tcp, len);
             assert_eq!(field, checksum::fold(u64::from(ph)));
         }
         assert!(parse_frame(&KERNEL_RST, Checksum::Verify).is_ok());
@@ -541,10 +451,7 @@ mod kernel {
         let sa = parse_frame(&KERNEL_SYN_ACK, Checksum::Ignore).unwrap();
         assert_eq!(sa.tcp.flags, Flags::SYN | Flags::ACK);
         assert_eq!(sa.tcp.ack_number, s.tcp.seq_number.wrapping_add(1));
-        assert_eq!(
-            sa.tcp.timestamp.map(|t| t.tsecr),
-            s.tcp.timestamp.map(|t| t.tsval)
-        );
+        assert_eq!(sa.tcp.timestamp.map(|t| t.tsecr), s.tcp.timestamp.map(|t| t.tsval));
         let d = parse_frame(&KERNEL_DATA, Checksum::Ignore).unwrap();
         assert_eq!(d.tcp.payload, b"GET / HTTP/1.1\r\n\r\n");
         assert_eq!(d.tcp.header_len(), 32);

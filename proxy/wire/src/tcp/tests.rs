@@ -31,12 +31,7 @@ const TEMPL: Repr<'static> = Repr {
 
 fn emit_vec(repr: &Repr<'_>, src: Ipv4Addr, dst: Ipv4Addr) -> Vec<u8> {
     let mut buf = vec![0u8; repr.buffer_len()];
-    repr.emit(
-        &mut Packet::new_unchecked(&mut buf[..]),
-        src,
-        dst,
-        Checksum::Verify,
-    );
+    repr.emit(&mut Packet::new_unchecked(&mut buf[..]), src, dst, Checksum::Verify);
     buf
 }
 
@@ -87,10 +82,7 @@ fn linux_syn_repr_and_reemit() {
         max_seg_size: Some(1460),
         window_scale: Some(7),
         sack_permitted: true,
-        timestamp: Some(Timestamp {
-            tsval: 0x0a0b_0c0d,
-            tsecr: 0,
-        }),
+        timestamp: Some(Timestamp { tsval: 0x0a0b_0c0d, tsecr: 0 }),
         ..TEMPL
     };
     assert_eq!(r, expect);
@@ -107,13 +99,7 @@ fn syn_ack_repr_and_reemit() {
     assert_eq!((r.src_port, r.dst_port), (443, 40000));
     assert_eq!((r.seq_number, r.ack_number), (0xdead_beef, 0x1234_5679));
     assert_eq!(r.window_scale, Some(9));
-    assert_eq!(
-        r.timestamp,
-        Some(Timestamp {
-            tsval: 0x1122_3344,
-            tsecr: 0x0a0b_0c0d
-        })
-    );
+    assert_eq!(r.timestamp, Some(Timestamp { tsval: 0x1122_3344, tsecr: 0x0a0b_0c0d }));
     assert_eq!(emit_vec(&r, SERVER, CLIENT), seg(&SYN_ACK));
 }
 
@@ -130,25 +116,13 @@ fn data_with_sack_repr_and_reemit() {
     assert_eq!(
         r.sack_blocks,
         [
-            Some(SackBlock {
-                left: base + 3000,
-                right: base + 4000
-            }),
-            Some(SackBlock {
-                left: base + 5000,
-                right: base + 6000
-            }),
+            Some(SackBlock { left: base + 3000, right: base + 4000 }),
+            Some(SackBlock { left: base + 5000, right: base + 6000 }),
             None,
             None
         ]
     );
-    assert_eq!(
-        r.timestamp,
-        Some(Timestamp {
-            tsval: 0x0a0b_0d00,
-            tsecr: 0x1122_3400
-        })
-    );
+    assert_eq!(r.timestamp, Some(Timestamp { tsval: 0x0a0b_0d00, tsecr: 0x1122_3400 }));
     assert_eq!(r.header_len(), 20 + 12 + 20);
     assert_eq!(emit_vec(&r, CLIENT, SERVER), seg(&DATA_SACK));
 }
@@ -157,11 +131,7 @@ fn data_with_sack_repr_and_reemit() {
 fn flipped_bit_fails_checksum() {
     for frame in [&LINUX_SYN[..], &SYN_ACK, &DATA_SACK] {
         let s = seg(frame);
-        let (src, dst) = if s[0] == 0x01 {
-            (SERVER, CLIENT)
-        } else {
-            (CLIENT, SERVER)
-        };
+        let (src, dst) = if s[0] == 0x01 { (SERVER, CLIENT) } else { (CLIENT, SERVER) };
         assert!(Packet::new_checked(s).unwrap().verify_checksum(src, dst));
         for bit in 0..s.len() * 8 {
             let mut b = s.to_vec();
@@ -170,10 +140,7 @@ fn flipped_bit_fails_checksum() {
                 continue;
             };
             assert!(!p.verify_checksum(src, dst), "bit {bit}");
-            assert!(
-                Repr::parse(&p, src, dst, Checksum::Verify).is_err(),
-                "bit {bit}"
-            );
+            assert!(Repr::parse(&p, src, dst, Checksum::Verify).is_err(), "bit {bit}");
         }
     }
 }
@@ -183,10 +150,7 @@ fn ignore_skips_checksum() {
     let mut b = seg(&DATA_SACK).to_vec();
     b[16] ^= 0xff;
     let p = Packet::new_checked(&b[..]).unwrap();
-    assert_eq!(
-        Repr::parse(&p, CLIENT, SERVER, Checksum::Verify),
-        Err(Error::Checksum)
-    );
+    assert_eq!(Repr::parse(&p, CLIENT, SERVER, Checksum::Verify), Err(Error::Checksum));
     assert!(Repr::parse(&p, CLIENT, SERVER, Checksum::Ignore).is_ok());
 }
 
@@ -196,28 +160,16 @@ fn ignore_skips_checksum() {
 fn length_checks() {
     let s = seg(&LINUX_SYN);
     for len in 0..HEADER_LEN {
-        assert_eq!(
-            Packet::new_checked(&s[..len]),
-            Err(Error::Truncated),
-            "len {len}"
-        );
+        assert_eq!(Packet::new_checked(&s[..len]), Err(Error::Truncated), "len {len}");
     }
     // Data offset 10 (40 bytes) but fewer bytes.
     for len in HEADER_LEN..40 {
-        assert_eq!(
-            Packet::new_checked(&s[..len]),
-            Err(Error::Truncated),
-            "len {len}"
-        );
+        assert_eq!(Packet::new_checked(&s[..len]), Err(Error::Truncated), "len {len}");
     }
     for off in 0..5u8 {
         let mut b = s.to_vec();
         b[12] = off << 4;
-        assert_eq!(
-            Packet::new_checked(&b[..]),
-            Err(Error::Malformed),
-            "offset {off}"
-        );
+        assert_eq!(Packet::new_checked(&b[..]), Err(Error::Malformed), "offset {off}");
     }
     let mut b = s.to_vec();
     b[12] = 0xf0; // 60 bytes of header in 40
@@ -227,11 +179,7 @@ fn length_checks() {
 #[test]
 fn port_zero_is_malformed() {
     for (sp, dp) in [(0, 443), (40000, 0), (0, 0)] {
-        let r = Repr {
-            src_port: 1,
-            dst_port: 1,
-            ..TEMPL
-        };
+        let r = Repr { src_port: 1, dst_port: 1, ..TEMPL };
         let mut b = emit_vec(&r, CLIENT, SERVER);
         let mut p = Packet::new_unchecked(&mut b[..]);
         p.set_src_port(sp);
@@ -247,17 +195,9 @@ fn port_zero_is_malformed() {
 fn option_length_below_two_is_malformed() {
     for len in [0u8, 1] {
         let b = with_options(&[kind::MSS, len, 0, 0]);
-        assert_eq!(
-            parse_vec(&b, CLIENT, SERVER),
-            Err(Error::Malformed),
-            "len {len}"
-        );
+        assert_eq!(parse_vec(&b, CLIENT, SERVER), Err(Error::Malformed), "len {len}");
         let b = with_options(&[99, len, 0, 0]);
-        assert_eq!(
-            parse_vec(&b, CLIENT, SERVER),
-            Err(Error::Malformed),
-            "unknown, len {len}"
-        );
+        assert_eq!(parse_vec(&b, CLIENT, SERVER), Err(Error::Malformed), "unknown, len {len}");
     }
 }
 
@@ -343,13 +283,7 @@ fn four_sack_blocks() {
     let r = parse_vec(&b, CLIENT, SERVER).unwrap();
     for (i, blk) in r.sack_blocks.iter().enumerate() {
         let i = i as u32;
-        assert_eq!(
-            *blk,
-            Some(SackBlock {
-                left: 2 * i * 100,
-                right: (2 * i + 1) * 100
-            })
-        );
+        assert_eq!(*blk, Some(SackBlock { left: 2 * i * 100, right: (2 * i + 1) * 100 }));
     }
     assert_eq!(r.sack_capacity(), 4);
     assert_eq!(r.header_len(), 20 + 36);
@@ -365,10 +299,7 @@ fn tcp_option_emit_parse() {
         TcpOption::SackPermitted,
         TcpOption::Timestamp(Timestamp { tsval: 1, tsecr: 2 }),
         TcpOption::Sack([Some(SackBlock { left: 1, right: 2 }), None, None, None]),
-        TcpOption::Unknown {
-            kind: 253,
-            data: &[1, 2, 3],
-        },
+        TcpOption::Unknown { kind: 253, data: &[1, 2, 3] },
     ];
     let mut buf = [0u8; 64];
     for o in opts {
@@ -379,10 +310,7 @@ fn tcp_option_emit_parse() {
         assert_eq!(back, o);
         assert!(rest.is_empty());
     }
-    assert_eq!(
-        TcpOption::parse(&[0, 1, 2]),
-        Ok((TcpOption::EndOfList, &[][..]))
-    );
+    assert_eq!(TcpOption::parse(&[0, 1, 2]), Ok((TcpOption::EndOfList, &[][..])));
     assert_eq!(TcpOption::parse(&[]), Err(Error::Malformed));
 }
 
@@ -391,82 +319,19 @@ fn tcp_option_emit_parse() {
 #[test]
 fn header_len_by_option_combination() {
     let ts = Some(Timestamp { tsval: 1, tsecr: 2 });
-    let blk = Some(SackBlock {
-        left: 10,
-        right: 20,
-    });
+    let blk = Some(SackBlock { left: 10, right: 20 });
     let cases = [
         (TEMPL, 20),
-        (
-            Repr {
-                max_seg_size: Some(1460),
-                ..TEMPL
-            },
-            24,
-        ),
-        (
-            Repr {
-                sack_permitted: true,
-                ..TEMPL
-            },
-            24,
-        ),
-        (
-            Repr {
-                timestamp: ts,
-                ..TEMPL
-            },
-            32,
-        ),
-        (
-            Repr {
-                sack_permitted: true,
-                timestamp: ts,
-                ..TEMPL
-            },
-            32,
-        ),
-        (
-            Repr {
-                window_scale: Some(7),
-                ..TEMPL
-            },
-            24,
-        ),
-        (
-            Repr {
-                max_seg_size: Some(1460),
-                sack_permitted: true,
-                timestamp: ts,
-                window_scale: Some(7),
-                ..TEMPL
-            },
-            40,
-        ),
+        (Repr { max_seg_size: Some(1460), ..TEMPL }, 24),
+        (Repr { sack_permitted: true, ..TEMPL }, 24),
+        (Repr { timestamp: ts, ..TEMPL }, 32),
+        (Repr { sack_permitted: true, timestamp: ts, ..TEMPL }, 32),
+        (Repr { window_scale: Some(7), ..TEMPL }, 24),
+        (Repr { max_seg_size: Some(1460), sack_permitted: true, timestamp: ts, window_scale: Some(7), ..TEMPL }, 40),
         // RFC 2018 3: 4 blocks without timestamps, 3 with.
-        (
-            Repr {
-                sack_blocks: [blk; 4],
-                ..TEMPL
-            },
-            56,
-        ),
-        (
-            Repr {
-                sack_blocks: [blk; 4],
-                timestamp: ts,
-                ..TEMPL
-            },
-            60,
-        ),
-        (
-            Repr {
-                sack_blocks: [blk, None, None, None],
-                timestamp: ts,
-                ..TEMPL
-            },
-            44,
-        ),
+        (Repr { sack_blocks: [blk; 4], ..TEMPL }, 56),
+        (Repr { sack_blocks: [blk; 4], timestamp: ts, ..TEMPL }, 60),
+        (Repr { sack_blocks: [blk, None, None, None], timestamp: ts, ..TEMPL }, 44),
         // Everything at once: 20 bytes of other options leave room for 2 blocks.
         (
             Repr {
@@ -495,85 +360,34 @@ fn header_len_by_option_combination() {
 fn sack_holes_are_compacted() {
     let a = Some(SackBlock { left: 1, right: 2 });
     let b = Some(SackBlock { left: 3, right: 4 });
-    let r = Repr {
-        sack_blocks: [None, a, None, b],
-        ..TEMPL
-    };
+    let r = Repr { sack_blocks: [None, a, None, b], ..TEMPL };
     let buf = emit_vec(&r, CLIENT, SERVER);
-    assert_eq!(
-        parse_vec(&buf, CLIENT, SERVER).unwrap().sack_blocks,
-        [a, b, None, None]
-    );
+    assert_eq!(parse_vec(&buf, CLIENT, SERVER).unwrap().sack_blocks, [a, b, None, None]);
 }
 
 #[test]
 fn window_scale_clamped_on_emit() {
-    let r = Repr {
-        window_scale: Some(200),
-        ..TEMPL
-    };
+    let r = Repr { window_scale: Some(200), ..TEMPL };
     let b = emit_vec(&r, CLIENT, SERVER);
     assert_eq!(b[20..24], [kind::NOP, kind::WINDOW_SCALE, 3, 14]);
-    assert_eq!(
-        parse_vec(&b, CLIENT, SERVER).unwrap().window_scale,
-        Some(14)
-    );
+    assert_eq!(parse_vec(&b, CLIENT, SERVER).unwrap().window_scale, Some(14));
 }
 
 #[test]
 fn emit_leaves_bytes_past_the_segment() {
-    let r = Repr {
-        payload: b"abc",
-        flags: Flags::ACK | Flags::PSH,
-        ..TEMPL
-    };
+    let r = Repr { payload: b"abc", flags: Flags::ACK | Flags::PSH, ..TEMPL };
     let mut buf = vec![0xeeu8; r.buffer_len() + 5];
-    r.emit(
-        &mut Packet::new_unchecked(&mut buf[..]),
-        CLIENT,
-        SERVER,
-        Checksum::Verify,
-    );
+    r.emit(&mut Packet::new_unchecked(&mut buf[..]), CLIENT, SERVER, Checksum::Verify);
     assert_eq!(&buf[r.buffer_len()..], &[0xee; 5]);
     assert_eq!(parse_vec(&buf[..r.buffer_len()], CLIENT, SERVER), Ok(r));
 }
 
 #[test]
 fn segment_len_counts_syn_and_fin() {
-    assert_eq!(
-        Repr {
-            flags: Flags::SYN,
-            ..TEMPL
-        }
-        .segment_len(),
-        1
-    );
-    assert_eq!(
-        Repr {
-            flags: Flags::FIN | Flags::ACK,
-            payload: b"xy",
-            ..TEMPL
-        }
-        .segment_len(),
-        3
-    );
-    assert_eq!(
-        Repr {
-            flags: Flags::SYN | Flags::FIN,
-            payload: b"xy",
-            ..TEMPL
-        }
-        .segment_len(),
-        4
-    );
-    assert_eq!(
-        Repr {
-            flags: Flags::RST | Flags::ACK,
-            ..TEMPL
-        }
-        .segment_len(),
-        0
-    );
+    assert_eq!(Repr { flags: Flags::SYN, ..TEMPL }.segment_len(), 1);
+    assert_eq!(Repr { flags: Flags::FIN | Flags::ACK, payload: b"xy", ..TEMPL }.segment_len(), 3);
+    assert_eq!(Repr { flags: Flags::SYN | Flags::FIN, payload: b"xy", ..TEMPL }.segment_len(), 4);
+    assert_eq!(Repr { flags: Flags::RST | Flags::ACK, ..TEMPL }.segment_len(), 0);
 }
 
 #[test]
@@ -612,20 +426,8 @@ fn setters_roundtrip() {
     p.payload_mut().fill(9);
     p.fill_checksum(CLIENT, SERVER);
     let p = Packet::new_checked(&buf[..]).unwrap();
-    assert_eq!(
-        (
-            p.src_port(),
-            p.dst_port(),
-            p.seq_number(),
-            p.ack_number(),
-            p.header_len()
-        ),
-        (1, 2, 3, 4, 24)
-    );
-    assert_eq!(
-        (p.flags(), p.window_len(), p.urgent_at()),
-        (Flags::URG | Flags::ACK, 5, 6)
-    );
+    assert_eq!((p.src_port(), p.dst_port(), p.seq_number(), p.ack_number(), p.header_len()), (1, 2, 3, 4, 24));
+    assert_eq!((p.flags(), p.window_len(), p.urgent_at()), (Flags::URG | Flags::ACK, 5, 6));
     assert_eq!(p.options(), &[1, 1, 1, 0]);
     assert!(p.payload().is_empty());
     assert!(p.verify_checksum(CLIENT, SERVER));

@@ -44,11 +44,7 @@ pub mod xdp {
         // SAFETY: `attr` is a 128-byte, zero-padded `union bpf_attr` whose pointer fields point
         // to buffers that outlive the call; the size passed is the buffer's.
         let r = unsafe { libc::syscall(libc::SYS_bpf, cmd, attr.0.as_mut_ptr(), attr.0.len()) };
-        if r < 0 {
-            Err(io::Error::last_os_error())
-        } else {
-            Ok(r)
-        }
+        if r < 0 { Err(io::Error::last_os_error()) } else { Ok(r) }
     }
 
     fn fd(r: libc::c_long) -> OwnedFd {
@@ -75,19 +71,9 @@ pub mod xdp {
     impl Redirect {
         /// Loads the program, puts each `(queue, socket fd)` in its XSKMAP, attaches it to
         /// `ifindex` in SKB or native mode.
-        pub fn attach(
-            ifindex: u32,
-            skb_mode: bool,
-            socks: &[(u32, RawFd)],
-        ) -> io::Result<Redirect> {
-            let map = fd(bpf(
-                BPF_MAP_CREATE,
-                &mut Attr::new()
-                    .u32(0, BPF_MAP_TYPE_XSKMAP)
-                    .u32(4, 4)
-                    .u32(8, 4)
-                    .u32(12, 64),
-            )?);
+        pub fn attach(ifindex: u32, skb_mode: bool, socks: &[(u32, RawFd)]) -> io::Result<Redirect> {
+            let map =
+                fd(bpf(BPF_MAP_CREATE, &mut Attr::new().u32(0, BPF_MAP_TYPE_XSKMAP).u32(4, 4).u32(8, 4).u32(12, 64))?);
             for &(queue, sock) in socks {
                 let (key, value) = (queue, sock as u32);
                 bpf(
@@ -131,24 +117,12 @@ pub mod xdp {
                     )));
                 }
             };
-            let flags = if skb_mode {
-                XDP_FLAGS_SKB_MODE
-            } else {
-                XDP_FLAGS_DRV_MODE
-            };
+            let flags = if skb_mode { XDP_FLAGS_SKB_MODE } else { XDP_FLAGS_DRV_MODE };
             let link = fd(bpf(
                 BPF_LINK_CREATE,
-                &mut Attr::new()
-                    .u32(0, prog.as_raw_fd() as u32)
-                    .u32(4, ifindex)
-                    .u32(8, BPF_XDP)
-                    .u32(12, flags),
+                &mut Attr::new().u32(0, prog.as_raw_fd() as u32).u32(4, ifindex).u32(8, BPF_XDP).u32(12, flags),
             )?);
-            Ok(Redirect {
-                _link: link,
-                _prog: prog,
-                _map: map,
-            })
+            Ok(Redirect { _link: link, _prog: prog, _map: map })
         }
     }
 }

@@ -29,18 +29,14 @@ impl Loader {
     pub fn attach(ifname: &str, mode: XdpMode, force: bool) -> Result<Attached, LoadError> {
         let started = Instant::now();
         check_privileges()?;
-        let link =
-            get_link(ifname)?.ok_or_else(|| LoadError::NoSuchInterface(ifname.to_owned()))?;
+        let link = get_link(ifname)?.ok_or_else(|| LoadError::NoSuchInterface(ifname.to_owned()))?;
         if !link.up {
             return Err(LoadError::InterfaceDown(ifname.to_owned()));
         }
         if let Some(existing) = link.xdp {
             // Which bpf_link holds it (needs CAP_SYS_ADMIN to look up; None when unknown).
-            let held_by = |link_id| LoadError::HeldByLink {
-                ifname: ifname.to_owned(),
-                prog_id: existing.prog_id,
-                link_id,
-            };
+            let held_by =
+                |link_id| LoadError::HeldByLink { ifname: ifname.to_owned(), prog_id: existing.prog_id, link_id };
             if let Some(link_id) = xdp_link_of_program(existing.prog_id) {
                 return Err(held_by(Some(link_id)));
             }
@@ -62,9 +58,7 @@ impl Loader {
                 // The kernel refuses to remove a program held by a bpf_link.
                 Err(e) if e.raw_os_error() == Some(libc::EBUSY) => return Err(held_by(None)),
                 Err(e) => {
-                    return Err(LoadError::Netlink(format!(
-                        "removing the attached XDP program: {e}"
-                    )));
+                    return Err(LoadError::Netlink(format!("removing the attached XDP program: {e}")));
                 }
             }
         }
@@ -75,17 +69,10 @@ impl Loader {
         let mut ebpf = Ebpf::load(XDP_OBJECT).map_err(|e| LoadError::Load(e.to_string()))?;
         let program: &mut Xdp = ebpf
             .program_mut(sluice_ebpf::PROGRAM_NAME)
-            .ok_or_else(|| {
-                LoadError::Load(format!(
-                    "no program {} in the object",
-                    sluice_ebpf::PROGRAM_NAME
-                ))
-            })?
+            .ok_or_else(|| LoadError::Load(format!("no program {} in the object", sluice_ebpf::PROGRAM_NAME)))?
             .try_into()
             .map_err(|e: ProgramError| LoadError::Load(e.to_string()))?;
-        program
-            .load()
-            .map_err(|e| LoadError::Verify(error_chain(&e)))?;
+        program.load().map_err(|e| LoadError::Verify(error_chain(&e)))?;
         let loaded = started.elapsed();
 
         let (attached_mode, xdp_link) = match mode {
@@ -99,10 +86,7 @@ impl Loader {
                 }
             },
         };
-        let prog_id = program
-            .info()
-            .map_err(|e| LoadError::Load(e.to_string()))?
-            .id();
+        let prog_id = program.info().map_err(|e| LoadError::Load(e.to_string()))?.id();
 
         let maps = Maps::take(&mut ebpf)?;
         tracing::debug!(
@@ -128,27 +112,14 @@ impl Loader {
 /// Attaches `program` as a bpf_link and takes the link out of aya's keeping, so that it is
 /// ours to drop. aya falls back to the legacy netlink attach when `BPF_LINK_CREATE` says
 /// EINVAL; such an attachment would outlive the process, so it is removed again and refused.
-fn attach_link(
-    program: &mut Xdp,
-    ifname: &str,
-    ifindex: u32,
-    mode: XdpMode,
-) -> Result<(XdpMode, FdLink), LoadError> {
+fn attach_link(program: &mut Xdp, ifname: &str, ifindex: u32, mode: XdpMode) -> Result<(XdpMode, FdLink), LoadError> {
     let (aya_mode, flags) = match mode {
         XdpMode::Native => (aya::programs::xdp::XdpMode::Driver, XDP_FLAGS_DRV_MODE),
         XdpMode::Skb | XdpMode::Auto => (aya::programs::xdp::XdpMode::Skb, XDP_FLAGS_SKB_MODE),
     };
-    let attach_error = |reason: String| LoadError::Attach {
-        ifname: ifname.to_owned(),
-        mode,
-        reason,
-    };
-    let link_id = program
-        .attach(ifname, aya_mode)
-        .map_err(|e| attach_error(error_chain(&e)))?;
-    let link = program
-        .take_link(link_id)
-        .map_err(|e| attach_error(error_chain(&e)))?;
+    let attach_error = |reason: String| LoadError::Attach { ifname: ifname.to_owned(), mode, reason };
+    let link_id = program.attach(ifname, aya_mode).map_err(|e| attach_error(error_chain(&e)))?;
+    let link = program.take_link(link_id).map_err(|e| attach_error(error_chain(&e)))?;
     match FdLink::try_from(link) {
         Ok(fd_link) => Ok((mode, fd_link)),
         Err(_) => {

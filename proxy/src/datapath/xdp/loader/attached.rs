@@ -45,14 +45,8 @@ impl Maps {
             ebpf: &mut Ebpf,
             map: &'static str,
         ) -> Result<T, LoadError> {
-            let m = ebpf.take_map(map).ok_or(LoadError::Map {
-                map,
-                reason: "missing from the object".into(),
-            })?;
-            T::try_from(m).map_err(|e| LoadError::Map {
-                map,
-                reason: e.to_string(),
-            })
+            let m = ebpf.take_map(map).ok_or(LoadError::Map { map, reason: "missing from the object".into() })?;
+            T::try_from(m).map_err(|e| LoadError::Map { map, reason: e.to_string() })
         }
         Ok(Maps {
             listeners: take(ebpf, sluice_ebpf::MAP_LISTENERS)?,
@@ -91,20 +85,17 @@ impl Attached {
         self.maps
             .listeners
             .insert(key, ENTRY_ACTIVE, 0)
-            .map_err(|e| LoadError::Map {
-                map: sluice_ebpf::MAP_LISTENERS,
-                reason: e.to_string(),
-            })
+            .map_err(|e| LoadError::Map { map: sluice_ebpf::MAP_LISTENERS, reason: e.to_string() })
     }
 
     /// Keeps steering one of sluice's flows (`remote` to local port `local_port`) to sluice while
     /// its listener drains. Add them before [`Attached::drain_listener`].
     pub fn add_drain_flow(&mut self, remote: std::net::SocketAddrV4, local_port: u16) -> Result<(), LoadError> {
         let key = sluice_ebpf::flow_key(u32::from(*remote.ip()), remote.port(), local_port);
-        self.maps.drain_flows.insert(key, ENTRY_ACTIVE, 0).map_err(|e| LoadError::Map {
-            map: sluice_ebpf::MAP_DRAIN_FLOWS,
-            reason: e.to_string(),
-        })
+        self.maps
+            .drain_flows
+            .insert(key, ENTRY_ACTIVE, 0)
+            .map_err(|e| LoadError::Map { map: sluice_ebpf::MAP_DRAIN_FLOWS, reason: e.to_string() })
     }
 
     /// Forgets a flow added with [`Attached::add_drain_flow`].
@@ -120,19 +111,12 @@ impl Attached {
         self.maps
             .listeners
             .insert(key, sluice_ebpf::ENTRY_DRAINING, 0)
-            .map_err(|e| LoadError::Map {
-                map: sluice_ebpf::MAP_LISTENERS,
-                reason: e.to_string(),
-            })
+            .map_err(|e| LoadError::Map { map: sluice_ebpf::MAP_LISTENERS, reason: e.to_string() })
     }
 
     /// Stops steering `addr:port`. Removing an absent listener is not an error.
     pub fn remove_listener(&mut self, addr: Ipv4Addr, port: u16) -> Result<(), LoadError> {
-        remove_key(
-            &mut self.maps.listeners,
-            sluice_ebpf::MAP_LISTENERS,
-            endpoint_key(u32::from(addr), port),
-        )
+        remove_key(&mut self.maps.listeners, sluice_ebpf::MAP_LISTENERS, endpoint_key(u32::from(addr), port))
     }
 
     /// Steers the return traffic of one of sluice's own outgoing connections, whose local end is
@@ -142,19 +126,12 @@ impl Attached {
         self.maps
             .backend_flows
             .insert(key, ENTRY_ACTIVE, 0)
-            .map_err(|e| LoadError::Map {
-                map: sluice_ebpf::MAP_BACKEND_FLOWS,
-                reason: e.to_string(),
-            })
+            .map_err(|e| LoadError::Map { map: sluice_ebpf::MAP_BACKEND_FLOWS, reason: e.to_string() })
     }
 
     /// Removes a backend flow added by [`Attached::add_backend_flow`].
     pub fn remove_backend_flow(&mut self, addr: Ipv4Addr, port: u16) -> Result<(), LoadError> {
-        remove_key(
-            &mut self.maps.backend_flows,
-            sluice_ebpf::MAP_BACKEND_FLOWS,
-            endpoint_key(u32::from(addr), port),
-        )
+        remove_key(&mut self.maps.backend_flows, sluice_ebpf::MAP_BACKEND_FLOWS, endpoint_key(u32::from(addr), port))
     }
 
     /// Puts the AF_XDP socket `fd`, bound to RX queue `queue` of this interface, in the XSKMAP.
@@ -162,32 +139,26 @@ impl Attached {
         self.maps
             .xsks
             .set(queue, fd.as_raw_fd(), 0)
-            .map_err(|e| LoadError::Map {
-                map: sluice_ebpf::MAP_XSKS,
-                reason: format!("queue {queue}: {e}"),
-            })
+            .map_err(|e| LoadError::Map { map: sluice_ebpf::MAP_XSKS, reason: format!("queue {queue}: {e}") })
     }
 
     /// Removes the socket of `queue` from the XSKMAP (its segments then go to the kernel).
     pub fn unregister_xsk(&mut self, queue: u32) -> Result<(), LoadError> {
-        self.maps.xsks.unset(queue).map_err(|e| LoadError::Map {
-            map: sluice_ebpf::MAP_XSKS,
-            reason: format!("queue {queue}: {e}"),
-        })
+        self.maps
+            .xsks
+            .unset(queue)
+            .map_err(|e| LoadError::Map { map: sluice_ebpf::MAP_XSKS, reason: format!("queue {queue}: {e}") })
     }
 
     /// The program's counters, summed over CPUs.
     pub fn counters(&self) -> Result<XdpCounters, LoadError> {
         let mut out = XdpCounters::default();
         for counter in Counter::ALL {
-            let per_cpu =
-                self.maps
-                    .counters
-                    .get(&counter.index(), 0)
-                    .map_err(|e| LoadError::Map {
-                        map: sluice_ebpf::MAP_COUNTERS,
-                        reason: e.to_string(),
-                    })?;
+            let per_cpu = self
+                .maps
+                .counters
+                .get(&counter.index(), 0)
+                .map_err(|e| LoadError::Map { map: sluice_ebpf::MAP_COUNTERS, reason: e.to_string() })?;
             *out.slot(counter) = per_cpu.iter().copied().fold(0u64, u64::wrapping_add);
         }
         Ok(out)
@@ -202,22 +173,11 @@ impl Drop for Attached {
     }
 }
 
-fn remove_key(
-    map: &mut HashMap<MapData, u64, u32>,
-    name: &'static str,
-    key: u64,
-) -> Result<(), LoadError> {
+fn remove_key(map: &mut HashMap<MapData, u64, u32>, name: &'static str, key: u64) -> Result<(), LoadError> {
     match map.remove(&key) {
         Ok(()) => Ok(()),
         Err(aya::maps::MapError::KeyNotFound) => Ok(()),
-        Err(aya::maps::MapError::SyscallError(e))
-            if e.io_error.raw_os_error() == Some(libc::ENOENT) =>
-        {
-            Ok(())
-        }
-        Err(e) => Err(LoadError::Map {
-            map: name,
-            reason: e.to_string(),
-        }),
+        Err(aya::maps::MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => Ok(()),
+        Err(e) => Err(LoadError::Map { map: name, reason: e.to_string() }),
     }
 }

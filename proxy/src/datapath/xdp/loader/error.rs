@@ -20,34 +20,20 @@ pub enum LoadError {
     #[error(
         "interface {ifname} already has an XDP program attached (id {prog_id}, {mode} mode); use --force to replace it"
     )]
-    AlreadyAttached {
-        ifname: String,
-        prog_id: u32,
-        mode: &'static str,
-    },
+    AlreadyAttached { ifname: String, prog_id: u32, mode: &'static str },
     #[error(
         "interface {ifname} already has an XDP program attached (id {prog_id}) held by a bpf_link{} of another process or a pin; --force cannot remove it: stop its owner first",
         link_id.map(|id| format!(" (id {id})")).unwrap_or_default()
     )]
-    HeldByLink {
-        ifname: String,
-        prog_id: u32,
-        link_id: Option<u32>,
-    },
-    #[error(
-        "the XDP program was not built (AYA_BUILD_SKIP was set at build time); rebuild without it"
-    )]
+    HeldByLink { ifname: String, prog_id: u32, link_id: Option<u32> },
+    #[error("the XDP program was not built (AYA_BUILD_SKIP was set at build time); rebuild without it")]
     ProgramNotBuilt,
     #[error("loading the XDP program object: {0}")]
     Load(String),
     #[error("loading the XDP program into the kernel: {0}")]
     Verify(String),
     #[error("attaching XDP on {ifname} in {mode} mode failed: {reason}")]
-    Attach {
-        ifname: String,
-        mode: XdpMode,
-        reason: String,
-    },
+    Attach { ifname: String, mode: XdpMode, reason: String },
     #[error(
         "the kernel attached XDP on {0} without a bpf_link (legacy netlink path); refused because it would outlive the process"
     )]

@@ -3,9 +3,7 @@
 //! whether it exists and is up, its RX queues ([`queue_count`]) and the XDP program attached to
 //! it; and the removal of a legacy-attached program (`RTM_SETLINK` with `IFLA_XDP_FD = -1`).
 
-use netlink_packet_core::{
-    NLM_F_ACK, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage, NetlinkPayload,
-};
+use netlink_packet_core::{NLM_F_ACK, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage, NetlinkPayload};
 use netlink_packet_route::{
     RouteNetlinkMessage,
     link::{LinkAttribute, LinkFlags, LinkMessage, LinkXdp, XdpAttached},
@@ -60,10 +58,7 @@ fn netlink_socket() -> Result<Socket, LoadError> {
 
 /// Sends one request and returns the replies up to and including the final one
 /// (the answer for a GET, the ACK or error for a SET).
-fn request(
-    msg: RouteNetlinkMessage,
-    flags: u16,
-) -> Result<Vec<NetlinkMessage<RouteNetlinkMessage>>, LoadError> {
+fn request(msg: RouteNetlinkMessage, flags: u16) -> Result<Vec<NetlinkMessage<RouteNetlinkMessage>>, LoadError> {
     let socket = netlink_socket()?;
     let mut packet = NetlinkMessage::new(NetlinkHeader::default(), NetlinkPayload::from(msg));
     packet.header.flags = flags;
@@ -71,15 +66,11 @@ fn request(
     packet.finalize();
     let mut buf = vec![0; packet.buffer_len()];
     packet.serialize(&mut buf);
-    socket
-        .send(&buf, 0)
-        .map_err(|e| LoadError::Netlink(e.to_string()))?;
+    socket.send(&buf, 0).map_err(|e| LoadError::Netlink(e.to_string()))?;
 
     let mut replies = Vec::new();
     loop {
-        let (data, _) = socket
-            .recv_from_full()
-            .map_err(|e| LoadError::Netlink(e.to_string()))?;
+        let (data, _) = socket.recv_from_full().map_err(|e| LoadError::Netlink(e.to_string()))?;
         if data.is_empty() {
             return Err(LoadError::Netlink("empty reply".into()));
         }
@@ -88,10 +79,8 @@ fn request(
             let msg = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&data[offset..])
                 .map_err(|e| LoadError::Netlink(e.to_string()))?;
             let len = msg.header.length as usize;
-            let last = matches!(
-                msg.payload,
-                NetlinkPayload::Error(_) | NetlinkPayload::Done(_)
-            ) || flags & NLM_F_ACK == 0;
+            let last =
+                matches!(msg.payload, NetlinkPayload::Error(_) | NetlinkPayload::Done(_)) || flags & NLM_F_ACK == 0;
             replies.push(msg);
             if last {
                 return Ok(replies);
@@ -106,8 +95,7 @@ fn request(
 
 pub(super) fn get_link(ifname: &str) -> Result<Option<LinkState>, LoadError> {
     let mut msg = LinkMessage::default();
-    msg.attributes
-        .push(LinkAttribute::IfName(ifname.to_owned()));
+    msg.attributes.push(LinkAttribute::IfName(ifname.to_owned()));
     let replies = request(RouteNetlinkMessage::GetLink(msg), NLM_F_REQUEST)?;
     for reply in replies {
         match reply.payload {
@@ -116,17 +104,12 @@ pub(super) fn get_link(ifname: &str) -> Result<Option<LinkState>, LoadError> {
             }
             NetlinkPayload::Error(e) if e.raw_code() == -libc::ENODEV => return Ok(None),
             NetlinkPayload::Error(e) if e.code.is_some() => {
-                return Err(LoadError::Netlink(format!(
-                    "RTM_GETLINK {ifname}: {}",
-                    e.to_io()
-                )));
+                return Err(LoadError::Netlink(format!("RTM_GETLINK {ifname}: {}", e.to_io())));
             }
             _ => {}
         }
     }
-    Err(LoadError::Netlink(format!(
-        "RTM_GETLINK {ifname}: no answer"
-    )))
+    Err(LoadError::Netlink(format!("RTM_GETLINK {ifname}: no answer")))
 }
 
 fn link_state(link: &LinkMessage) -> LinkState {
@@ -197,17 +180,9 @@ mod tests {
     #[test]
     fn xdp_attributes_give_mode_and_id() {
         assert!(attached_xdp(&[LinkXdp::Attached(XdpAttached::None)]).is_none());
-        let a = attached_xdp(&[
-            LinkXdp::Attached(XdpAttached::SocketBuffer),
-            LinkXdp::ProgId(7),
-        ])
-        .unwrap();
+        let a = attached_xdp(&[LinkXdp::Attached(XdpAttached::SocketBuffer), LinkXdp::ProgId(7)]).unwrap();
         assert_eq!((a.prog_id, a.mode_name()), (7, "skb"));
-        let a = attached_xdp(&[
-            LinkXdp::Attached(XdpAttached::Driver),
-            LinkXdp::DrvProgId(9),
-        ])
-        .unwrap();
+        let a = attached_xdp(&[LinkXdp::Attached(XdpAttached::Driver), LinkXdp::DrvProgId(9)]).unwrap();
         assert_eq!((a.prog_id, a.mode_name()), (9, "native"));
     }
 }

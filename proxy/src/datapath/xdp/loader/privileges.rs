@@ -8,15 +8,9 @@ const CAP_SYS_ADMIN: u32 = 21;
 const CAP_BPF: u32 = 39;
 
 pub(super) fn check_privileges() -> Result<(), LoadError> {
-    let status = std::fs::read_to_string("/proc/self/status")
-        .map_err(|e| LoadError::Capabilities(e.to_string()))?;
-    let caps =
-        parse_cap_eff(&status).ok_or_else(|| LoadError::Capabilities("no CapEff line".into()))?;
-    if caps_allow_xdp(caps) {
-        Ok(())
-    } else {
-        Err(LoadError::NotPrivileged(caps))
-    }
+    let status = std::fs::read_to_string("/proc/self/status").map_err(|e| LoadError::Capabilities(e.to_string()))?;
+    let caps = parse_cap_eff(&status).ok_or_else(|| LoadError::Capabilities("no CapEff line".into()))?;
+    if caps_allow_xdp(caps) { Ok(()) } else { Err(LoadError::NotPrivileged(caps)) }
 }
 
 /// The `CapEff:` bit mask of a `/proc/<pid>/status` text.
@@ -43,10 +37,7 @@ mod tests {
         assert_eq!(caps, 0x1ff_ffff_ffff);
         assert!(caps_allow_xdp(caps));
         assert!(!caps_allow_xdp(0));
-        assert!(
-            !caps_allow_xdp(1 << CAP_BPF),
-            "CAP_BPF alone cannot attach to a netdev"
-        );
+        assert!(!caps_allow_xdp(1 << CAP_BPF), "CAP_BPF alone cannot attach to a netdev");
         assert!(!caps_allow_xdp(1 << CAP_NET_ADMIN));
         assert!(caps_allow_xdp((1 << CAP_BPF) | (1 << CAP_NET_ADMIN)));
         assert!(caps_allow_xdp(1 << CAP_SYS_ADMIN));

@@ -122,7 +122,11 @@ impl Dispatch {
             self.counters.dropped_handoff_stale += 1;
             return Verdict::Consumed;
         }
-        if syn_race { self.counters.handoff_syn_race += 1 } else { self.counters.handoff_moved += 1 }
+        if syn_race {
+            self.counters.handoff_syn_race += 1
+        } else {
+            self.counters.handoff_moved += 1
+        }
         Verdict::HandOff(owner)
     }
 

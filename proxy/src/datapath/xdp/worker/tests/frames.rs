@@ -53,14 +53,18 @@ fn echo_listener_handshakes_and_echoes_through_frames() {
     assert_eq!(synack.tcp.ack_number, 1001);
     assert_eq!((synack.eth.src_addr, synack.eth.dst_addr), (PROXY_MAC, CLIENT_MAC));
     let iss = synack.tcp.seq_number;
-    let data = frame(Seg { src_port: 40000, dst_port: 7, flags: Flags::ACK | Flags::PSH, seq: 1001, ack: iss.wrapping_add(1), payload: b"ping" });
+    let data = frame(Seg {
+        src_port: 40000,
+        dst_port: 7,
+        flags: Flags::ACK | Flags::PSH,
+        seq: 1001,
+        ack: iss.wrapping_add(1),
+        payload: b"ping",
+    });
     let _ = on(&mut d, &data);
     let out = transmit(&mut d, T0);
-    let echoed: Vec<u8> = out
-        .iter()
-        .map(|f| parse_frame(f, Checksum::Verify).unwrap())
-        .flat_map(|s| s.tcp.payload.to_vec())
-        .collect();
+    let echoed: Vec<u8> =
+        out.iter().map(|f| parse_frame(f, Checksum::Verify).unwrap()).flat_map(|s| s.tcp.payload.to_vec()).collect();
     assert_eq!(echoed, b"ping");
     assert_eq!(d.counters.connections_established, 1);
     assert_eq!(d.counters.echo_bytes, 4);
@@ -74,8 +78,9 @@ fn a_syn_past_the_per_client_limit_gets_a_rst_in_place_and_is_counted() {
     d.reload(s);
     establish(&mut d, 40000, 7, T0);
     assert_eq!(d.conn_counts.total(), 1);
-    let out = reply(&mut d, &frame(Seg { src_port: 40001, dst_port: 7, flags: Flags::SYN, seq: 5, ack: 0, payload: &[] }))
-        .expect("a RST written in place");
+    let out =
+        reply(&mut d, &frame(Seg { src_port: 40001, dst_port: 7, flags: Flags::SYN, seq: 5, ack: 0, payload: &[] }))
+            .expect("a RST written in place");
     assert_eq!(parse_frame(&out, Checksum::Verify).unwrap().tcp.flags, Flags::RST | Flags::ACK);
     assert_eq!(d.counters.refused_limit_client, 1);
     assert_eq!(d.tcp().connection_count(), 1, "no state for the refused SYN");

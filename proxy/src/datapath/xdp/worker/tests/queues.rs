@@ -54,14 +54,20 @@ fn tcp_of(f: &[u8]) -> (Flags, u32, u32, Vec<u8>) {
 /// gives; returns the bytes echoed back, in order.
 fn echo_client(qs: &mut Queues, port: u16, chunks: &[(&[u8], usize)]) -> Vec<u8> {
     let first_q = chunks[0].1;
-    let out = qs.arrive(first_q, &frame(Seg { src_port: port, dst_port: 7, flags: Flags::SYN, seq: 1000, ack: 0, payload: &[] }));
+    let out = qs.arrive(
+        first_q,
+        &frame(Seg { src_port: port, dst_port: 7, flags: Flags::SYN, seq: 1000, ack: 0, payload: &[] }),
+    );
     let (flags, iss, _, _) = tcp_of(&out[0]);
     assert_eq!(flags, Flags::SYN | Flags::ACK);
     let (mut seq, ack) = (1001u32, iss.wrapping_add(1));
     let _ = qs.arrive(first_q, &frame(Seg { src_port: port, dst_port: 7, flags: Flags::ACK, seq, ack, payload: &[] }));
     let mut echoed = Vec::new();
     for (data, q) in chunks {
-        let out = qs.arrive(*q, &frame(Seg { src_port: port, dst_port: 7, flags: Flags::ACK | Flags::PSH, seq, ack, payload: data }));
+        let out = qs.arrive(
+            *q,
+            &frame(Seg { src_port: port, dst_port: 7, flags: Flags::ACK | Flags::PSH, seq, ack, payload: data }),
+        );
         seq = seq.wrapping_add(data.len() as u32);
         for f in out {
             let (_, _, _, payload) = tcp_of(&f);

@@ -55,7 +55,14 @@ fn relay_listener_moves_bytes_to_a_kernel_backend_and_back() {
     // relay used to live, holding a descriptor, until TIME-WAIT was over).
     let fin_seq = out.iter().map(|f| parse_frame(f, Checksum::Verify).unwrap().tcp).find(|t| t.flags.fin()).unwrap();
     let sluice_fin_end = fin_seq.seq_number.wrapping_add(fin_seq.segment_len() as u32);
-    let fin = frame(Seg { src_port: 40000, dst_port: 80, flags: Flags::FIN | Flags::ACK, seq: 1019, ack: sluice_fin_end, payload: &[] });
+    let fin = frame(Seg {
+        src_port: 40000,
+        dst_port: 80,
+        flags: Flags::FIN | Flags::ACK,
+        seq: 1019,
+        ack: sluice_fin_end,
+        payload: &[],
+    });
     let _ = on(&mut d, &fin);
     let _ = transmit(&mut d, t(400));
     assert_eq!(d.tcp().connection_count(), 1, "the TCB is in TIME-WAIT");
@@ -75,7 +82,14 @@ fn refusing_backend_resets_the_client() {
     let mut d = dispatch_with(0, Arc::default(), &[(80, ListenerMode::Relay(addr))]);
     let _ = on(&mut d, &syn(80));
     let iss = parse_frame(&transmit(&mut d, T0)[0], Checksum::Verify).unwrap().tcp.seq_number;
-    let f = frame(Seg { src_port: 40000, dst_port: 80, flags: Flags::ACK, seq: 1001, ack: iss.wrapping_add(1), payload: &[] });
+    let f = frame(Seg {
+        src_port: 40000,
+        dst_port: 80,
+        flags: Flags::ACK,
+        seq: 1001,
+        ack: iss.wrapping_add(1),
+        payload: &[],
+    });
     let _ = on(&mut d, &f);
     let mut out = transmit(&mut d, T0);
     for i in 0..100 {
@@ -108,7 +122,12 @@ fn a_refused_connect_is_retried_on_the_next_backend_with_the_proxy_header_first(
     let backend = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let live = v4(&backend);
     let listener = SocketAddrV4::new(PROXY, 80);
-    let pool = Arc::new(crate::session::backend::Pool::new(&[dead, live], crate::session::backend::Balance::RoundRobin, Duration::from_secs(60), std::time::Instant::now()));
+    let pool = Arc::new(crate::session::backend::Pool::new(
+        &[dead, live],
+        crate::session::backend::Balance::RoundRobin,
+        Duration::from_secs(60),
+        std::time::Instant::now(),
+    ));
     let backends = ListenerBackends { default: Arc::clone(&pool), routes: vec![], proxy_protocol: true };
     let mut services = Services::default();
     services.listeners.insert(listener, ListenerMode::Relay(dead));
@@ -118,7 +137,14 @@ fn a_refused_connect_is_retried_on_the_next_backend_with_the_proxy_header_first(
     let t = |ms| Instant::from_millis(ms);
     let _ = on(&mut d, &syn(80));
     let iss = parse_frame(&transmit(&mut d, t(1))[0], Checksum::Verify).unwrap().tcp.seq_number;
-    let f = frame(Seg { src_port: 40000, dst_port: 80, flags: Flags::ACK | Flags::PSH, seq: 1001, ack: iss.wrapping_add(1), payload: b"hello" });
+    let f = frame(Seg {
+        src_port: 40000,
+        dst_port: 80,
+        flags: Flags::ACK | Flags::PSH,
+        seq: 1001,
+        ack: iss.wrapping_add(1),
+        payload: b"hello",
+    });
     let _ = on(&mut d, &f);
     backend.set_nonblocking(true).unwrap();
     let mut got = Vec::new();
