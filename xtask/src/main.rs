@@ -103,6 +103,9 @@ fn main() -> Result<()> {
 
 fn test(extra: &[String]) -> Result<()> {
     sluice_testbed::require_root().context("`cargo xtask test` runs the integration tests")?;
+    // One style and the workspace's lints, before anything runs.
+    cargo(&["fmt", "--all", "--", "--check"], &[])?;
+    cargo(&["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"], &[])?;
     // One build of everything first, so a compile error is reported once and early.
     cargo(&["build", "--workspace", "--all-targets"], &[])?;
     // Unit and property tests, in parallel.
@@ -166,7 +169,9 @@ fn demo(seconds: u32) -> Result<()> {
     }
     println!("sluice terminates TLS on 198.51.100.2:443 (namespace {proxy}), backend 203.0.113.2:8080\n");
     println!("load from {client}: openssl s_time -www /, {seconds} s per kind, one connection at a time");
-    println!("(a client's word is not proof: sluice's own counts below say which handshakes were full and which resumed)");
+    println!(
+        "(a client's word is not proof: sluice's own counts below say which handshakes were full and which resumed)"
+    );
     let secs = seconds.to_string();
     for (label, args) in [
         ("TLS 1.3 -new", &["-tls1_3", "-new"][..]),
@@ -185,14 +190,17 @@ fn demo(seconds: u32) -> Result<()> {
     // The histograms trail the counters by the workers' hand-off (at most a few hundred ms).
     let mut s = stats()?;
     for _ in 0..20 {
-        let pending = s["queues"].as_array().map_or(0, |q| q.iter().map(|q| q["latency_pending"].as_u64().unwrap_or(0)).sum::<u64>());
+        let pending = s["queues"]
+            .as_array()
+            .map_or(0, |q| q.iter().map(|q| q["latency_pending"].as_u64().unwrap_or(0)).sum::<u64>());
         if pending == 0 {
             break;
         }
         std::thread::sleep(std::time::Duration::from_millis(100));
         s = stats()?;
     }
-    let total = |k: &str| s["queues"].as_array().map_or(0, |q| q.iter().map(|q| q[k].as_u64().unwrap_or(0)).sum::<u64>());
+    let total =
+        |k: &str| s["queues"].as_array().map_or(0, |q| q.iter().map(|q| q[k].as_u64().unwrap_or(0)).sum::<u64>());
     println!(
         "\nsluice counted {} full and {} resumed TLS handshakes, {} TLS failures, {} relays\n",
         total("tls_handshakes_full"),
@@ -200,13 +208,21 @@ fn demo(seconds: u32) -> Result<()> {
         total("tls_failed"),
         total("relays_opened"),
     );
-    println!("{:<26} {:>8} {:>9} {:>9} {:>9} {:>9} {:>9}", "latency (µs)", "count", "p50", "p90", "p99", "p99.9", "max");
+    println!(
+        "{:<26} {:>8} {:>9} {:>9} {:>9} {:>9} {:>9}",
+        "latency (µs)", "count", "p50", "p90", "p99", "p99.9", "max"
+    );
     if let Some(hists) = s["latency"].as_object() {
         for (name, h) in hists {
             let f = |k: &str| h[k].as_u64().unwrap_or(0);
             println!(
                 "{name:<26} {:>8} {:>9} {:>9} {:>9} {:>9} {:>9}",
-                f("count"), f("p50_us"), f("p90_us"), f("p99_us"), f("p999_us"), f("max_us")
+                f("count"),
+                f("p50_us"),
+                f("p90_us"),
+                f("p99_us"),
+                f("p999_us"),
+                f("max_us")
             );
         }
     }
