@@ -11,14 +11,7 @@ fn reload_retires_a_listener_without_touching_its_connections() {
     assert_eq!(retired.len(), 1, "the open connection on :7 is reported");
     assert_eq!(retired[0].remote, SocketAddrV4::new(CLIENT, 40000));
     // The connection on the removed listener still echoes.
-    let data = frame(Seg {
-        src_port: 40000,
-        dst_port: 7,
-        flags: Flags::ACK | Flags::PSH,
-        seq: 1001,
-        ack: iss.wrapping_add(1),
-        payload: b"ping",
-    });
+    let data = first_data(7, iss, b"ping");
     let _ = on(&mut d, &data);
     assert_eq!(payload(&transmit(&mut d, T0)), b"ping");
     // A new SYN to :7 is refused by the stack; :9 accepts.

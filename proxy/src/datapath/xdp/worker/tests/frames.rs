@@ -53,14 +53,7 @@ fn echo_listener_handshakes_and_echoes_through_frames() {
     assert_eq!(synack.tcp.ack_number, 1001);
     assert_eq!((synack.eth.src_addr, synack.eth.dst_addr), (PROXY_MAC, CLIENT_MAC));
     let iss = synack.tcp.seq_number;
-    let data = frame(Seg {
-        src_port: 40000,
-        dst_port: 7,
-        flags: Flags::ACK | Flags::PSH,
-        seq: 1001,
-        ack: iss.wrapping_add(1),
-        payload: b"ping",
-    });
+    let data = first_data(7, iss, b"ping");
     let _ = on(&mut d, &data);
     let out = transmit(&mut d, T0);
     let echoed: Vec<u8> =

@@ -89,6 +89,18 @@ fn syn(dst_port: u16) -> Vec<u8> {
     frame(Seg { src_port: 40000, dst_port, flags: Flags::SYN, seq: 1000, ack: 0, payload: &[] })
 }
 
+/// The client's first data after the handshake that [`syn`] began (the server's ISS `iss`).
+fn first_data(dst_port: u16, iss: u32, payload: &[u8]) -> Vec<u8> {
+    frame(Seg {
+        src_port: 40000,
+        dst_port,
+        flags: Flags::ACK | Flags::PSH,
+        seq: 1001,
+        ack: iss.wrapping_add(1),
+        payload,
+    })
+}
+
 /// Hands `f` to the dispatcher in a frame-sized buffer, as the RX ring does.
 fn on(d: &mut Dispatch, f: &[u8]) -> (Verdict, Vec<u8>) {
     let mut buf = vec![0u8; 2048];

@@ -137,14 +137,7 @@ fn a_refused_connect_is_retried_on_the_next_backend_with_the_proxy_header_first(
     let t = |ms| Instant::from_millis(ms);
     let _ = on(&mut d, &syn(80));
     let iss = parse_frame(&transmit(&mut d, t(1))[0], Checksum::Verify).unwrap().tcp.seq_number;
-    let f = frame(Seg {
-        src_port: 40000,
-        dst_port: 80,
-        flags: Flags::ACK | Flags::PSH,
-        seq: 1001,
-        ack: iss.wrapping_add(1),
-        payload: b"hello",
-    });
+    let f = first_data(80, iss, b"hello");
     let _ = on(&mut d, &f);
     backend.set_nonblocking(true).unwrap();
     let mut got = Vec::new();
