@@ -1,17 +1,26 @@
 //! The test topology of sluice (../shared/DESIGN.md, "Test topology"), as code.
 //!
-//! Three network namespaces joined by veth pairs:
+//! Four network namespaces joined by veth pairs, every link with IPv4 and IPv6:
 //!
 //! ```text
-//!  {p}client            {p}proxy                         {p}backend
-//!  cli0 198.51.100.1 -- px0 198.51.100.2 (2 queues)
-//!                       px1 203.0.113.1 ----------------- be0 203.0.113.2
+//!  {p}far                   {p}client (a router)      {p}proxy                     {p}backend
+//!  far0 192.0.2.1 --------- cli1 192.0.2.2
+//!       2001:db8:192::1          2001:db8:192::2
+//!                           cli0 198.51.100.1 ------- px0 198.51.100.2 (2 queues)
+//!                                2001:db8:100::1          2001:db8:100::2
+//!                                                     px1 203.0.113.1 ----------- be0 203.0.113.2
+//!                                                         2001:db8:203::1             2001:db8:203::2
 //! ```
+//!
+//! `{p}client` forwards both families, so `{p}far` is a client behind a router: its frames reach
+//! px0 from cli0's MAC address, not its own (the proxy routes 192.0.2.0/24 and 2001:db8:192::/64
+//! through 198.51.100.1 and 2001:db8:100::1). IPv6 addresses are added without duplicate address
+//! detection (`nodad`), so they are usable at once.
 //!
 //! `{p}` is a prefix: `sluice-` for `cargo xtask netns up`, a per-test prefix for the integration
 //! tests so that a crashed run elsewhere cannot disturb them. Interface names and addresses are the
 //! same in every instance (namespaces isolate them). Nothing here touches any other namespace or
-//! address: `down` deletes exactly the three namespaces of its prefix, and with them their veths.
+//! address: `down` deletes exactly the namespaces of its prefix, and with them their veths.
 //!
 //! This is test and demo tooling, not part of the proxy: it shells out to `ip`, `ethtool` and `tc`.
 #![forbid(unsafe_code)]
@@ -24,6 +33,13 @@ pub const CLIENT_ADDR: &str = "198.51.100.1";
 pub const PROXY_ADDR: &str = "198.51.100.2";
 pub const PROXY_BACKEND_SIDE_ADDR: &str = "203.0.113.1";
 pub const BACKEND_ADDR: &str = "203.0.113.2";
+pub const CLIENT_ADDR6: &str = "2001:db8:100::1";
+pub const PROXY_ADDR6: &str = "2001:db8:100::2";
+pub const PROXY_BACKEND_SIDE_ADDR6: &str = "2001:db8:203::1";
+pub const BACKEND_ADDR6: &str = "2001:db8:203::2";
+/// The routed client in `{p}far`, one router hop (`{p}client`) away from the proxy.
+pub const FAR_ADDR: &str = "192.0.2.1";
+pub const FAR_ADDR6: &str = "2001:db8:192::1";
 
 /// The names of one instance of the topology.
 #[derive(Debug, Clone)]
@@ -79,16 +95,21 @@ impl Topology {
     pub fn backend(&self) -> String {
         format!("{}backend", self.prefix)
     }
-    fn namespaces(&self) -> [String; 4] {
-        [self.client(), self.proxy(), self.backend(), self.wire()]
+    /// The routed client's namespace, behind `{p}client`.
+    pub fn far(&self) -> String {
+        format!("{}far", self.prefix)
+    }
+    fn namespaces(&self) -> [String; 5] {
+        [self.client(), self.proxy(), self.backend(), self.far(), self.wire()]
     }
 
     /// Creates the topology. Idempotent: whatever a crashed run left of this prefix is removed first.
     pub fn up(&self) -> Result<()> {
         self.down()?;
-        let (client, proxy, backend, wire) = (self.client(), self.proxy(), self.backend(), self.wire());
+        let (client, proxy, backend, far, wire) =
+            (self.client(), self.proxy(), self.backend(), self.far(), self.wire());
         let namespaces = self.namespaces();
-        for ns in &namespaces[..if self.impaired { 4 } else { 3 }] {
+        for ns in &namespaces[..if self.impaired { 5 } else { 4 }] {
             run("ip", &["netns", "add", ns])?;
             ip(ns, &["link", "set", "lo", "up"])?;
         }
@@ -136,25 +157,36 @@ impl Topology {
         } else {
             veth("cli0", &client, "px0", &proxy)?;
         }
-        // Proxy <-> backend.
+        // Proxy <-> backend, and the routed client <-> its router (the client namespace).
         run("ip", &["link", "add", "px1", "netns", &proxy, "type", "veth", "peer", "name", "be0", "netns", &backend])?;
-        for (ns, dev, addr) in [
-            (&client, "cli0", "198.51.100.1/24"),
-            (&proxy, "px0", "198.51.100.2/24"),
-            (&proxy, "px1", "203.0.113.1/24"),
-            (&backend, "be0", "203.0.113.2/24"),
+        run("ip", &["link", "add", "far0", "netns", &far, "type", "veth", "peer", "name", "cli1", "netns", &client])?;
+        for (ns, dev, addr, addr6) in [
+            (&client, "cli0", "198.51.100.1/24", "2001:db8:100::1/64"),
+            (&proxy, "px0", "198.51.100.2/24", "2001:db8:100::2/64"),
+            (&proxy, "px1", "203.0.113.1/24", "2001:db8:203::1/64"),
+            (&backend, "be0", "203.0.113.2/24", "2001:db8:203::2/64"),
+            (&client, "cli1", "192.0.2.2/24", "2001:db8:192::2/64"),
+            (&far, "far0", "192.0.2.1/24", "2001:db8:192::1/64"),
         ] {
             ip(ns, &["addr", "add", addr, "dev", dev])?;
+            ip(ns, &["-6", "addr", "add", addr6, "dev", dev, "nodad"])?;
             ip(ns, &["link", "set", dev, "up"])?;
         }
+        // The client namespace routes between the far client and the proxy.
+        in_ns(&client, "sysctl", &["-qw", "net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1"])?;
+        ip(&far, &["route", "add", "default", "via", "192.0.2.2"])?;
+        ip(&far, &["-6", "route", "add", "default", "via", "2001:db8:192::2"])?;
+        ip(&proxy, &["route", "add", "192.0.2.0/24", "via", "198.51.100.1"])?;
+        ip(&proxy, &["-6", "route", "add", "2001:db8:192::/64", "via", "2001:db8:100::1"])?;
         // Kernel senders on veth leave TCP checksums partial and coalesce segments past the MTU;
         // full checksums and single-MTU frames are what a NIC would deliver (TOOLCHAIN.md).
         in_ns(&client, "ethtool", &["-K", "cli0", "tx", "off", "tso", "off", "gso", "off"])?;
         in_ns(&backend, "ethtool", &["-K", "be0", "tx", "off", "tso", "off", "gso", "off"])?;
+        in_ns(&far, "ethtool", &["-K", "far0", "tx", "off", "tso", "off", "gso", "off"])?;
         Ok(())
     }
 
-    /// Removes the three namespaces of this prefix (and so their veths) if they exist; nothing else.
+    /// Removes the namespaces of this prefix (and so their veths) if they exist; nothing else.
     pub fn down(&self) -> Result<()> {
         let existing = list_namespaces()?;
         for ns in self.namespaces() {
