@@ -27,6 +27,7 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use rustls::server::{ProducesTickets, StoresServerSessions};
 use rustls::time_provider::TimeProvider;
 use rustls_pki_types::UnixTime;
+use zeroize::{Zeroize, Zeroizing};
 
 /// Sizes and lifetime of a [`SessionCache`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -141,6 +142,15 @@ struct Entry {
     age_next: u32,
 }
 
+/// Session secrets do not outlive their entry: key (the session ID) and value (the master
+/// secret) are zeroed when the entry is evicted, taken or the cache is dropped.
+impl Drop for Entry {
+    fn drop(&mut self) {
+        self.key.zeroize();
+        self.value.zeroize();
+    }
+}
+
 /// One shard: slab + index + two intrusive lists.
 struct Shard {
     /// Slab indices, hashed by their entry's key hash.
@@ -228,17 +238,17 @@ impl Shard {
         self.age_tail = i;
     }
 
-    /// Unlink and free slot `i`, returning its value.
-    fn remove_slot(&mut self, i: u32) -> Vec<u8> {
+    /// Unlink and free slot `i`, returning its value (zeroed when the caller drops it).
+    fn remove_slot(&mut self, i: u32) -> Zeroizing<Vec<u8>> {
         self.lru_unlink(i);
         self.age_unlink(i);
-        let e = self.slab[i as usize].take().expect("linked slot is occupied");
+        let mut e = self.slab[i as usize].take().expect("linked slot is occupied");
         if let Ok(found) = self.index.find_entry(e.hash, |&j| j == i) {
             found.remove();
         }
         self.bytes -= e.key.len() + e.value.len();
         self.free.push(i);
-        e.value
+        Zeroizing::new(std::mem::take(&mut e.value))
     }
 
     fn find(&self, hash: u64, key: &[u8]) -> Option<u32> {
@@ -493,7 +503,8 @@ impl StoresServerSessions for SessionCache {
     }
 
     fn take(&self, key: &[u8]) -> Option<Vec<u8>> {
-        self.lookup(key, |s, i| s.remove_slot(i))
+        // rustls takes ownership of the value it asked for.
+        self.lookup(key, |s, i| std::mem::take(&mut *s.remove_slot(i)))
     }
 
     fn can_cache(&self) -> bool {

@@ -43,6 +43,7 @@ use rustls::{RootCertStore, ServerConfig, SupportedProtocolVersion};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use serde::Deserialize;
+use zeroize::Zeroize;
 
 use crate::cache::{SessionCache, SessionCacheConfig};
 
@@ -178,16 +179,50 @@ fn resolve_path(base: &Path, p: &Path) -> PathBuf {
     if p.is_absolute() { p.to_path_buf() } else { base.join(p) }
 }
 
-fn read_file(field: &str, path: &Path) -> Result<Vec<u8>, TlsConfigError> {
-    std::fs::read(path).map_err(|source| TlsConfigError::Read {
+/// Where [`build_with`] reads certificates and keys from: the file system ([`Disk`]), or the
+/// files a privileged process read on the caller's behalf (sluice reads root-only keys that way
+/// after dropping privileges).
+pub trait FileSource {
+    /// The whole content of `path` (already resolved against the base directory).
+    fn read(&self, path: &Path) -> std::io::Result<Vec<u8>>;
+}
+
+/// Reads files from the file system.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Disk;
+
+impl FileSource for Disk {
+    fn read(&self, path: &Path) -> std::io::Result<Vec<u8>> {
+        std::fs::read(path)
+    }
+}
+
+/// Every file [`build_with`] reads for `settings` (certificate chains, keys, the client CA),
+/// resolved against `base_dir`, in the order it reads them.
+pub fn files_named(settings: &TlsSettings, base_dir: &Path) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = settings
+        .certificates
+        .iter()
+        .flat_map(|c| [resolve_path(base_dir, &c.cert), resolve_path(base_dir, &c.key)])
+        .collect();
+    out.extend(settings.client_ca.iter().map(|p| resolve_path(base_dir, p)));
+    out
+}
+
+fn read_file(files: &dyn FileSource, field: &str, path: &Path) -> Result<Vec<u8>, TlsConfigError> {
+    files.read(path).map_err(|source| TlsConfigError::Read {
         field: field.to_owned(),
         path: path.to_path_buf(),
         source,
     })
 }
 
-fn load_certs(field: &str, path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsConfigError> {
-    let pem = read_file(field, path)?;
+fn load_certs(
+    files: &dyn FileSource,
+    field: &str,
+    path: &Path,
+) -> Result<Vec<CertificateDer<'static>>, TlsConfigError> {
+    let pem = read_file(files, field, path)?;
     let pem_err = |what: String| TlsConfigError::Pem { field: field.to_owned(), path: path.to_path_buf(), what };
     let certs = CertificateDer::pem_slice_iter(&pem)
         .collect::<Result<Vec<_>, _>>()
@@ -198,9 +233,11 @@ fn load_certs(field: &str, path: &Path) -> Result<Vec<CertificateDer<'static>>, 
     Ok(certs)
 }
 
-fn load_key(field: &str, path: &Path) -> Result<PrivateKeyDer<'static>, TlsConfigError> {
-    let pem = read_file(field, path)?;
-    PrivateKeyDer::from_pem_slice(&pem).map_err(|e| TlsConfigError::Pem {
+fn load_key(files: &dyn FileSource, field: &str, path: &Path) -> Result<PrivateKeyDer<'static>, TlsConfigError> {
+    let mut pem = read_file(files, field, path)?;
+    let key = PrivateKeyDer::from_pem_slice(&pem);
+    pem.zeroize();
+    key.map_err(|e| TlsConfigError::Pem {
         field: field.to_owned(),
         path: path.to_path_buf(),
         what: format!("no readable private key: {e}"),
@@ -261,7 +298,12 @@ impl ResolvesServerCert for SniResolver {
     }
 }
 
-fn build_resolver(settings: &TlsSettings, base: &Path, prov: &CryptoProvider) -> Result<SniResolver, TlsConfigError> {
+fn build_resolver(
+    settings: &TlsSettings,
+    base: &Path,
+    files: &dyn FileSource,
+    prov: &CryptoProvider,
+) -> Result<SniResolver, TlsConfigError> {
     if settings.certificates.is_empty() {
         return Err(TlsConfigError::Certificates("at least one certificate is required".into()));
     }
@@ -275,8 +317,8 @@ fn build_resolver(settings: &TlsSettings, base: &Path, prov: &CryptoProvider) ->
     for (i, c) in settings.certificates.iter().enumerate() {
         let cert_path = resolve_path(base, &c.cert);
         let key_path = resolve_path(base, &c.key);
-        let certs = load_certs(&format!("certificates[{i}].cert"), &cert_path)?;
-        let key = load_key(&format!("certificates[{i}].key"), &key_path)?;
+        let certs = load_certs(files, &format!("certificates[{i}].cert"), &cert_path)?;
+        let key = load_key(files, &format!("certificates[{i}].key"), &key_path)?;
         let field = format!("certificates[{i}]");
         let signing = prov.key_provider.load_private_key(key).map_err(|e| TlsConfigError::Pem {
             field: format!("certificates[{i}].key"),
@@ -391,6 +433,16 @@ pub fn build(
     base_dir: &Path,
     cache: Arc<SessionCache>,
 ) -> Result<Arc<ServerConfig>, TlsConfigError> {
+    build_with(settings, base_dir, &Disk, cache)
+}
+
+/// [`build`], reading certificates and keys from `files` ([`files_named`] lists them).
+pub fn build_with(
+    settings: &TlsSettings,
+    base_dir: &Path,
+    files: &dyn FileSource,
+    cache: Arc<SessionCache>,
+) -> Result<Arc<ServerConfig>, TlsConfigError> {
     let mut versions: Vec<&'static SupportedProtocolVersion> = Vec::new();
     if settings.tls13 {
         versions.push(&rustls::version::TLS13);
@@ -402,7 +454,7 @@ pub fn build(
         return Err(TlsConfigError::NoProtocolVersion);
     }
     let prov = Arc::new(build_provider(settings)?);
-    let resolver = Arc::new(build_resolver(settings, base_dir, &prov)?);
+    let resolver = Arc::new(build_resolver(settings, base_dir, files, &prov)?);
     let builder = ServerConfig::builder_with_provider(prov.clone())
         .with_protocol_versions(&versions)
         .map_err(|e| TlsConfigError::Incompatible(e.to_string()))?;
@@ -410,7 +462,7 @@ pub fn build(
         None => builder.with_no_client_auth(),
         Some(p) => {
             let path = resolve_path(base_dir, p);
-            let certs = load_certs("client_ca", &path)?;
+            let certs = load_certs(files, "client_ca", &path)?;
             let mut roots = RootCertStore::empty();
             for c in certs {
                 roots.add(c).map_err(|e| TlsConfigError::ClientCa {

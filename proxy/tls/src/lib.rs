@@ -24,6 +24,8 @@ pub mod testcerts;
 mod tests;
 
 pub use cache::{CacheStats, ManualClock, SessionCache, SessionCacheConfig};
-pub use config::{CertSettings, Resumption, TlsConfigError, TlsSettings, build};
+pub use config::{
+    CertSettings, Disk, FileSource, Resumption, TlsConfigError, TlsSettings, build, build_with, files_named,
+};
 pub use rustls;
 pub use session::{DEFAULT_BUFFER_LIMIT, HandshakeInfo, TlsError, TlsSession};
