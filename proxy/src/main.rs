@@ -37,6 +37,13 @@ enum Command {
         #[arg(long, default_value = "1s", value_parser = sluice::observe::stats_cli::parse_interval)]
         interval: std::time::Duration,
     },
+    /// The privileged half of sluice's privilege separation, started by sluice itself: reads
+    /// the configuration's certificates and keys for reloads (see `sluice::run::keyholder`).
+    #[command(hide = true)]
+    Keyholder {
+        #[arg(long)]
+        config: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -60,6 +67,10 @@ fn main() -> ExitCode {
             Err(e) => Err(e.into()),
         },
         (Some(Command::Stats { admin, watch, interval }), _) => sluice::observe::stats_cli::run(admin, watch, interval),
+        (Some(Command::Keyholder { config }), _) => {
+            init_logging(&sluice::config::Log::default());
+            sluice::run::keyholder::serve(&config)
+        }
         (None, None) => Err(anyhow::anyhow!("nothing to do: give --config FILE or a subcommand (see --help)")),
     };
     match result {

@@ -29,7 +29,10 @@ fn signal(sluice: &Sluice, s: Signal) -> Result<()> {
 fn write_leaf(ca: &Ca, dir: &Path) -> Result<CertificateDer<'static>> {
     let leaf = ca.server(&["a.test"], KeyKind::EcdsaP256)?;
     std::fs::write(dir.join("a.test.pem"), &leaf.cert_pem)?;
-    std::fs::write(dir.join("a.test.key"), &leaf.key_pem)?;
+    // As operators keep keys: root's, mode 0600 (sluice reloads them through its keyholder).
+    let key = dir.join("a.test.key");
+    std::fs::write(&key, &leaf.key_pem)?;
+    std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
     let der = rustls_pemfile_der(&leaf.cert_pem)?;
     Ok(der)
 }
@@ -334,8 +337,9 @@ fn drain_passes_syns_to_the_kernel_resets_at_the_deadline_and_a_second_signal_st
     Ok(())
 }
 
-/// `/proc/<pid>/status` after setup: uid and gid of `nobody`, no capability in any set, no new
-/// privileges; the keys are never in the log or on the admin port; and the access log.
+/// `/proc/<pid>/task/*/status` after setup: every thread has the uid and gid of `nobody`, no
+/// capability in any set, no new privileges; the keyholder keeps CAP_DAC_READ_SEARCH only; the
+/// keys are never in the log or on the admin port; and the access log.
 #[test]
 fn runs_as_nobody_without_capabilities_and_logs_each_connection() -> Result<()> {
     let dir = std::env::temp_dir().join(format!("op-pr-certs-{}", std::process::id()));
@@ -345,24 +349,23 @@ fn runs_as_nobody_without_capabilities_and_logs_each_connection() -> Result<()> 
     std::fs::write(dir.join("ca.pem"), ca.cert_pem())?;
     let sluice = Sluice::start("op-pr-", &tls_config(&dir, "[log]\naccess_log = true\n", Transport::Xdp))?;
     http_backend(&sluice.topology.topology.backend())?;
-    let status = std::fs::read_to_string(format!("/proc/{}/status", sluice.process.pid()))?;
-    let field = |name: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .map(|v| v.split_whitespace().collect::<Vec<_>>())
-            .unwrap_or_default()
-    };
+    // Every thread of sluice: nobody, no capability, no new privileges.
     let nobody = nix::unistd::User::from_name("nobody")?.context("no user nobody")?;
-    let uid = nobody.uid.to_string();
-    ensure!(field("Uid:") == [uid.as_str(); 4], "{status}");
-    let gid = nobody.gid.to_string();
-    ensure!(field("Gid:") == [gid.as_str(); 4], "{status}");
-    for set in ["CapInh:", "CapPrm:", "CapEff:", "CapBnd:", "CapAmb:"] {
-        ensure!(field(set) == ["0000000000000000"], "{set} not empty:\n{status}");
+    let (uid, gid) = (nobody.uid.to_string(), nobody.gid.to_string());
+    let pid = sluice.process.pid();
+    let mut threads = 0;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))? {
+        let status = std::fs::read_to_string(task?.path().join("status"))?;
+        check_status(&status, &uid, &gid, "0000000000000000")?;
+        threads += 1;
     }
-    ensure!(field("NoNewPrivs:") == ["1"], "{status}");
-    ensure!(field("Groups:") == [gid.as_str()], "supplementary groups kept:\n{status}");
+    ensure!(threads >= 4, "{threads} threads: expected workers, stats and admin");
+    // The keyholder (its child): nobody, CAP_DAC_READ_SEARCH (bit 2) and nothing else.
+    let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))?;
+    let keyholder: Vec<&str> = children.split_whitespace().collect();
+    ensure!(keyholder.len() == 1, "expected one child (the keyholder): {children:?}");
+    let status = std::fs::read_to_string(format!("/proc/{}/status", keyholder[0]))?;
+    check_status(&status, &uid, &gid, "0000000000000004")?;
 
     // It still serves (XDP counters, maps and rings work unprivileged), and logs the connection.
     let ca_path = dir.join("ca.pem");
@@ -402,6 +405,28 @@ fn runs_as_nobody_without_capabilities_and_logs_each_connection() -> Result<()> 
     for (what, text) in [("log", log.replace('\n', "")), ("/stats.json", admin)] {
         ensure!(!text.contains(&key_body[..40]), "the private key appears in the {what}");
     }
+    Ok(())
+}
+
+/// One `/proc/.../status`: uid and gid `uid`/`gid` in every slot, the permitted, effective and
+/// bounding capability sets exactly `caps` (hex), inheritable and ambient empty, NoNewPrivs 1,
+/// no supplementary group but `gid`.
+fn check_status(status: &str, uid: &str, gid: &str, caps: &str) -> Result<()> {
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(|v| v.split_whitespace().collect::<Vec<_>>())
+            .unwrap_or_default()
+    };
+    ensure!(field("Uid:") == [uid; 4], "{status}");
+    ensure!(field("Gid:") == [gid; 4], "{status}");
+    for (set, want) in [("CapInh:", "0000000000000000"), ("CapPrm:", caps), ("CapEff:", caps), ("CapBnd:", caps)] {
+        ensure!(field(set) == [want], "{set} is not {want}:\n{status}");
+    }
+    ensure!(field("CapAmb:") == ["0000000000000000"], "{status}");
+    ensure!(field("NoNewPrivs:") == ["1"], "{status}");
+    ensure!(field("Groups:") == [gid], "supplementary groups kept:\n{status}");
     Ok(())
 }
 

@@ -27,10 +27,15 @@ pub struct AdminServer {
 }
 
 impl AdminServer {
-    /// Binds `addr` and serves until `stop` is set.
-    pub fn spawn(addr: SocketAddr, stats: StatsSource, stop: Arc<AtomicBool>) -> anyhow::Result<Self> {
+    /// Binds `addr` (while sluice may still be privileged: a port below 1024 is allowed).
+    pub fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
         let listener = TcpListener::bind(addr).with_context(|| format!("admin endpoint: binding {addr}"))?;
         listener.set_nonblocking(true)?;
+        Ok(listener)
+    }
+
+    /// Serves `listener` (from [`AdminServer::bind`]) on a thread until `stop` is set.
+    pub fn spawn(listener: TcpListener, stats: StatsSource, stop: Arc<AtomicBool>) -> anyhow::Result<Self> {
         let local_addr = listener.local_addr()?;
         let thread = std::thread::Builder::new().name("sluice-admin".into()).spawn(move || {
             // Warned about a failing accept since the last one that worked.

@@ -22,6 +22,7 @@ use crate::observe::stats::SharedCounters;
 use crate::observe::stats::{Snapshot, StatsThread};
 use crate::session::backend::{ListenerBackends, Pool, Route};
 
+pub mod keyholder;
 pub mod privileges;
 
 /// Runs sluice with `config`, read from `config_path` (relative certificate paths are taken
@@ -32,12 +33,28 @@ pub fn run(config: Config, config_path: &Path) -> Result<()> {
     let stop = Arc::new(AtomicBool::new(false));
     // Certificates and keys first: a broken one stops sluice before anything is attached.
     let session_caches: SessionCaches = Default::default();
-    let services = services(&config, config_dir, &session_caches)?;
+    let (services, health_checks) = services(&config, config_dir, &sluice_tls::Disk, &session_caches)?;
     let transport = match config.datapath.transport {
         TransportKind::Kernel => crate::datapath::kernel::prepare(&config, &services)?,
         TransportKind::Xdp => crate::datapath::xdp::prepare(&config, &services)?,
     };
     let Transport { name, workers: bodies, controls, attached, keep } = transport;
+
+    // Everything privileged is done: XDP attached, sockets open, keys read; the admin socket is
+    // bound next. Privileges are dropped before any other thread starts, so every thread runs
+    // with the dropped user, no capability and no_new_privs. Reloads read keys through the
+    // keyholder (started while still privileged).
+    let admin_listener = AdminServer::bind(config.admin.address)?;
+    let keyholder = match &config.process.user {
+        Some(user) => {
+            let keyholder = keyholder::Keyholder::spawn(config_path)?;
+            let dropped = privileges::drop_to(user, config.process.group.as_deref(), keep)?;
+            tracing::info!(user = %dropped.user, uid = dropped.uid, gid = dropped.gid, kept = ?dropped.kept, keyholder = keyholder.pid(), "privileges dropped");
+            Some(keyholder)
+        }
+        None => None,
+    };
+    health_checks.start()?;
 
     let shared_counters: Vec<SharedCounters> = (0..bodies.len()).map(|_| SharedCounters::default()).collect();
     let reloads = Arc::new(Mutex::new(ReloadStats::default()));
@@ -68,14 +85,8 @@ pub fn run(config: Config, config_path: &Path) -> Result<()> {
         })
     };
     let admin_stop = Arc::new(AtomicBool::new(false));
-    let admin = AdminServer::spawn(config.admin.address, stats, Arc::clone(&admin_stop))?;
+    let admin = AdminServer::spawn(admin_listener, stats, Arc::clone(&admin_stop))?;
     tracing::info!(address = %admin.local_addr, "admin endpoint serving /metrics, /stats.json, /histograms/");
-
-    // Everything privileged is done: XDP attached, sockets open, keys read, admin bound.
-    if let Some(user) = &config.process.user {
-        let dropped = privileges::drop_to(user, config.process.group.as_deref(), keep)?;
-        tracing::info!(user = %dropped.user, uid = dropped.uid, gid = dropped.gid, kept = ?dropped.kept, "privileges dropped");
-    }
 
     let clock = std::time::Instant::now();
     let cores =
@@ -109,6 +120,7 @@ pub fn run(config: Config, config_path: &Path) -> Result<()> {
         reloads,
         backend_view,
         retiring: Vec::new(),
+        keyholder,
     };
     let served = supervisor.serve(&stop);
     stop.store(true, Ordering::Relaxed);
@@ -153,6 +165,8 @@ pub(crate) struct Supervisor {
     pub backend_view: Arc<Mutex<HashMap<SocketAddrV4, Arc<crate::session::backend::ListenerBackends>>>>,
     /// Listeners a reload removed, draining in the XDP program until then, with their flows.
     pub retiring: Vec<(SocketAddrV4, std::time::Instant, Vec<FourTuple>)>,
+    /// Reads the configuration and its keys for a reload once sluice runs unprivileged.
+    pub keyholder: Option<keyholder::Keyholder>,
 }
 
 impl Supervisor {
@@ -272,7 +286,14 @@ impl Supervisor {
     }
 
     fn try_reload(&mut self) -> Result<String> {
-        let new = Config::load(&self.config_path)?;
+        let bundle = match &mut self.keyholder {
+            Some(keyholder) => Some(keyholder.read()?),
+            None => None,
+        };
+        let new = match &bundle {
+            Some(bundle) => bundle.parse(&self.config_path)?,
+            None => Config::load(&self.config_path)?,
+        };
         let old = &self.config;
         for (section, same) in [
             ("datapath", new.datapath == old.datapath),
@@ -286,13 +307,19 @@ impl Supervisor {
             }
         }
         let dir = self.config_path.parent().map(std::path::Path::to_path_buf).unwrap_or_default();
-        let services = services(&new, &dir, &self.session_caches)?;
+        let files: &dyn sluice_tls::FileSource = match &bundle {
+            Some(bundle) => bundle,
+            None => &sluice_tls::Disk,
+        };
+        let (services, health_checks) = services(&new, &dir, files, &self.session_caches)?;
+        drop(bundle);
         if self.attached.is_none() {
             let mine: Vec<_> = old.listeners.iter().map(|l| l.socket_addr()).collect();
             crate::datapath::kernel::probe_listeners(&new, &mine)?;
         }
         // Workers first, so that no SYN reaches a worker that does not listen yet.
         let (done_tx, done_rx) = crossbeam_channel::unbounded();
+        health_checks.start()?;
         self.controls.broadcast(|_| Control::Reload(services.clone(), done_tx.clone()));
         let flows = self.collect_flows(&done_rx);
         *self.backend_view.lock().unwrap_or_else(|e| e.into_inner()) = services.backends.clone();
@@ -388,9 +415,15 @@ fn add_drain_flows(attached: &mut loader::Attached, flows: &[FourTuple]) {
 pub(crate) type SessionCaches = Arc<Mutex<HashMap<std::net::SocketAddrV4, Arc<sluice_tls::SessionCache>>>>;
 
 /// What the workers serve, built from `config`: the listeners, a TLS ServerConfig per TLS
-/// listener (its session cache taken from `caches`, or made and added there), the relay settings.
-/// Certificates and keys are read here; any error names the listener.
-pub fn services(config: &Config, config_dir: &std::path::Path, caches: &SessionCaches) -> Result<Services> {
+/// listener (its session cache taken from `caches`, or made and added there), the relay settings,
+/// and the backend pools' health checks to start. Certificates and keys are read from `files`;
+/// any error names the listener.
+pub fn services(
+    config: &Config,
+    config_dir: &std::path::Path,
+    files: &dyn sluice_tls::FileSource,
+    caches: &SessionCaches,
+) -> Result<(Services, HealthChecks)> {
     let listeners: HashMap<_, _> = config.listeners.iter().map(|l| (l.socket_addr(), l.mode())).collect();
     let mut tls = HashMap::new();
     let mut caches = caches.lock().unwrap_or_else(|e| e.into_inner());
@@ -403,50 +436,69 @@ pub fn services(config: &Config, config_dir: &std::path::Path, caches: &SessionC
                     sluice_tls::SessionCache::new(settings.session_cache_config(), clock)
                 })
                 .clone();
-            let server = sluice_tls::build(settings, config_dir, cache)
+            let server = sluice_tls::build_with(settings, config_dir, files, cache)
                 .with_context(|| format!("listener[{i}] ({})", l.address))?;
             tls.insert(l.socket_addr(), server);
         }
     }
-    Ok(Services {
+    let (backends, checks) = backend_pools(config);
+    let services = Services {
         listeners,
         tls,
         relay: config.relay.clone(),
         limits: config.limits,
         access_log: config.log.access_log,
-        backends: backend_pools(config)?,
-    })
+        backends,
+    };
+    Ok((services, checks))
 }
 
-/// The backend pools of the relay listeners (and their routes); starts their health checkers,
-/// which end when the pools are dropped (a reload that replaces them stops the old checkers).
-fn backend_pools(config: &Config) -> Result<HashMap<std::net::SocketAddrV4, Arc<ListenerBackends>>> {
+/// The backend pools of the relay listeners (and their routes), and their health checks, not
+/// started yet ([`HealthChecks::start`]: after the privilege drop, so that their threads have
+/// the dropped privileges too). A checker ends once its pool is dropped (a reload that replaces
+/// the pools stops the old checkers).
+fn backend_pools(config: &Config) -> (HashMap<std::net::SocketAddrV4, Arc<ListenerBackends>>, HealthChecks) {
     let epoch = std::time::Instant::now();
-    let mut out = HashMap::new();
-    for (i, l) in config.listeners.iter().enumerate() {
+    let (mut out, mut checks) = (HashMap::new(), HealthChecks::default());
+    for l in &config.listeners {
         let addrs = l.backend_addrs();
         if addrs.is_empty() {
             continue;
         }
         let cooldown = Duration::from_millis(l.cooldown_ms);
-        let pool = |addrs: &[std::net::SocketAddrV4]| -> Result<Arc<Pool>> {
+        let mut pool = |addrs: &[std::net::SocketAddrV4]| -> Arc<Pool> {
             let pool = Arc::new(Pool::new(addrs, l.balance, cooldown, epoch));
             if let Some(h) = &l.health_check {
-                pool.spawn_health_check(Duration::from_millis(h.interval_ms), Duration::from_millis(h.timeout_ms))
-                    .with_context(|| format!("listener[{i}] ({}): health check thread", l.address))?;
+                let (interval, timeout) = (Duration::from_millis(h.interval_ms), Duration::from_millis(h.timeout_ms));
+                checks.0.push((Arc::clone(&pool), interval, timeout));
             }
-            Ok(pool)
+            pool
         };
         let mut routes = Vec::new();
         for r in &l.routes {
             routes.push(Route {
                 sni: r.sni.clone(),
                 alpn: r.alpn.as_ref().map(|a| a.as_bytes().to_vec()),
-                pool: pool(&crate::config::Listener::route_addrs(r))?,
+                pool: pool(&crate::config::Listener::route_addrs(r)),
             });
         }
-        let backends = ListenerBackends { default: pool(&addrs)?, routes, proxy_protocol: l.proxy_protocol };
+        let backends = ListenerBackends { default: pool(&addrs), routes, proxy_protocol: l.proxy_protocol };
         out.insert(l.socket_addr(), Arc::new(backends));
     }
-    Ok(out)
+    (out, checks)
+}
+
+/// Health checks of backend pools, to start once sluice runs unprivileged.
+#[derive(Default)]
+#[must_use = "health checks run only once started"]
+pub struct HealthChecks(Vec<(Arc<Pool>, Duration, Duration)>);
+
+impl HealthChecks {
+    /// Starts a checker thread per pool.
+    pub fn start(self) -> Result<()> {
+        for (pool, interval, timeout) in self.0 {
+            pool.spawn_health_check(interval, timeout).context("starting a backend health check thread")?;
+        }
+        Ok(())
+    }
 }

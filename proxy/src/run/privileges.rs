@@ -49,6 +49,19 @@ fn resolve_user(user: &str) -> Result<(Uid, Gid, String)> {
     }
 }
 
+/// `user` resolved, refused if it is root: switching to root would drop nothing while the
+/// configuration says privileges are dropped.
+fn unprivileged_user(user: &str) -> Result<(Uid, Gid, String)> {
+    let (uid, gid, name) = resolve_user(user)?;
+    if uid.is_root() {
+        bail!(
+            "process.user = {user:?} is root (uid 0): sluice would keep every privilege of root; name an unprivileged \
+             user (e.g. \"nobody\" or a system user made for sluice), or leave process.user unset to keep running as started"
+        );
+    }
+    Ok((uid, gid, name))
+}
+
 fn resolve_group(group: &str) -> Result<Gid> {
     if let Ok(id) = group.parse::<u32>() {
         return Ok(Gid::from_raw(id));
@@ -61,7 +74,7 @@ fn resolve_group(group: &str) -> Result<Gid> {
 
 /// Checks that `user` and `group` exist (for `check-config` and before anything is set up).
 pub fn check(user: &str, group: Option<&str>) -> Result<()> {
-    resolve_user(user)?;
+    unprivileged_user(user)?;
     if let Some(g) = group {
         resolve_group(g)?;
     }
@@ -71,7 +84,7 @@ pub fn check(user: &str, group: Option<&str>) -> Result<()> {
 /// Switches the whole process to `user` (and `group`, default the user's primary group),
 /// keeping only the capabilities in `keep`. Verifies the result before returning.
 pub fn drop_to(user: &str, group: Option<&str>, keep: &[Capability]) -> Result<Dropped> {
-    let (uid, user_gid, name) = resolve_user(user)?;
+    let (uid, user_gid, name) = unprivileged_user(user)?;
     let gid = match group {
         Some(g) => resolve_group(g)?,
         None => user_gid,
@@ -117,5 +130,9 @@ mod tests {
         assert_eq!(resolve_group("0").unwrap(), Gid::from_raw(0));
         assert!(resolve_group("no-such-group-sluice").is_err());
         assert!(check("nobody", None).is_ok());
+        for root in ["root", "0"] {
+            let e = check(root, None).unwrap_err().to_string();
+            assert!(e.contains("is root (uid 0)"), "{e}");
+        }
     }
 }

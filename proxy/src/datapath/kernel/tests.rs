@@ -62,7 +62,8 @@ impl Running {
         let text = format!("[datapath]\ntransport = \"kernel\"\nworkers = {workers}\n\n{listeners}");
         let config = Config::parse(Path::new("test.toml"), &text).unwrap();
         let caches = Default::default();
-        let services = crate::run::services(&config, dir, &caches).unwrap();
+        let (services, health_checks) = crate::run::services(&config, dir, &sluice_tls::Disk, &caches).unwrap();
+        health_checks.start().unwrap();
         let stop = Arc::new(AtomicBool::new(false));
         let clock = std::time::Instant::now();
         let (mut shared, mut threads) = (Vec::new(), Vec::new());
