@@ -82,14 +82,11 @@ fn main() -> ExitCode {
     }
 }
 
-/// Everything `check-config` can check without attaching anything: the file, and the user to
-/// switch to.
+/// Everything `check-config` can check without attaching anything: the file, the user to switch
+/// to, and every listener's certificates, keys and TLS settings (the validation a start and a
+/// reload do).
 fn check(file: &std::path::Path) -> anyhow::Result<()> {
-    let config = Config::load(file)?;
-    if let Some(user) = &config.process.user {
-        sluice::run::privileges::check(user, config.process.group.as_deref())?;
-    }
-    Ok(())
+    sluice::run::check(&Config::load(file)?, file)
 }
 
 /// Logs to standard error: the level from `SLUICE_LOG` if set, else from the configuration.

@@ -201,6 +201,12 @@ pub struct IntervalLogSettings {
     pub every: Duration,
 }
 
+/// The interval log opened for a [`StatsThread`], and when statistics started.
+pub struct OpenedLog {
+    started: SystemTime,
+    log: Option<(crate::observe::hlog::IntervalLog, IntervalLogSettings)>,
+}
+
 /// The stats thread: merges the workers' intervals into the cumulative histograms and writes
 /// the interval log. Dropping it drains what is left, writes the last interval and joins.
 pub struct StatsThread {
@@ -211,8 +217,9 @@ pub struct StatsThread {
 }
 
 impl StatsThread {
-    /// Starts the thread over `workers`; with `log`, creates (truncates) the interval log first.
-    pub fn spawn(workers: Vec<Arc<WorkerStats>>, log: Option<IntervalLogSettings>) -> anyhow::Result<Self> {
+    /// Opens (creates or truncates) the interval log, if there is one: before the privilege drop,
+    /// as an operator's log directory may be root's.
+    pub fn open_log(log: Option<IntervalLogSettings>) -> anyhow::Result<OpenedLog> {
         use anyhow::Context;
         let started = SystemTime::now();
         let log = match log {
@@ -223,6 +230,12 @@ impl StatsThread {
             }
             None => None,
         };
+        Ok(OpenedLog { started, log })
+    }
+
+    /// Starts the thread over `workers`, writing to the log [`StatsThread::open_log`] opened.
+    pub fn spawn(workers: Vec<Arc<WorkerStats>>, opened: OpenedLog) -> anyhow::Result<Self> {
+        let OpenedLog { started, log } = opened;
         let cumulative = Arc::new(Mutex::new(Latencies::default()));
         let stop = Arc::new(AtomicBool::new(false));
         let thread = {
@@ -447,11 +460,8 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("sluice-stats-unit-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("t.hlog");
-        let t = StatsThread::spawn(
-            workers.clone(),
-            Some(IntervalLogSettings { path: path.clone(), every: Duration::from_secs(3600) }),
-        )
-        .unwrap();
+        let log = Some(IntervalLogSettings { path: path.clone(), every: Duration::from_secs(3600) });
+        let t = StatsThread::spawn(workers.clone(), StatsThread::open_log(log).unwrap()).unwrap();
         for w in &workers {
             let mut l = Latencies::default();
             record(&mut l, 10);

@@ -45,6 +45,12 @@ pub fn run(config: Config, config_path: &Path) -> Result<()> {
     // with the dropped user, no capability and no_new_privs. Reloads read keys through the
     // keyholder (started while still privileged).
     let admin_listener = AdminServer::bind(config.admin.address)?;
+    let stats_log = StatsThread::open_log(
+        config
+            .stats
+            .interval_log()
+            .map(|l| crate::observe::stats::IntervalLogSettings { path: config_dir.join(&l.path), ..l }),
+    )?;
     let keyholder = match &config.process.user {
         Some(user) => {
             let keyholder = keyholder::Keyholder::spawn(config_path)?;
@@ -61,13 +67,7 @@ pub fn run(config: Config, config_path: &Path) -> Result<()> {
     // The backend pools /stats.json shows: a reload stores its new pools here (the old ones,
     // once no worker holds them, are dropped and their health checkers end).
     let backend_view = Arc::new(Mutex::new(services.backends.clone()));
-    let stats_thread = StatsThread::spawn(
-        shared_counters.clone(),
-        config
-            .stats
-            .interval_log()
-            .map(|l| crate::observe::stats::IntervalLogSettings { path: config_dir.join(&l.path), ..l }),
-    )?;
+    let stats_thread = StatsThread::spawn(shared_counters.clone(), stats_log)?;
     let stats = {
         let (attached, caches) = (attached.clone(), Arc::clone(&session_caches));
         let (reloads, backends) = (Arc::clone(&reloads), Arc::clone(&backend_view));
@@ -139,6 +139,18 @@ pub fn run(config: Config, config_path: &Path) -> Result<()> {
     }
     tracing::info!("bye");
     served
+}
+
+/// Validates `config` (read from `config_path`) as a start would, attaching nothing: the user
+/// to switch to, and every listener's certificates, keys and TLS settings.
+pub fn check(config: &Config, config_path: &Path) -> Result<()> {
+    if let Some(user) = &config.process.user {
+        privileges::check(user, config.process.group.as_deref())?;
+    }
+    let config_dir = config_path.parent().unwrap_or(Path::new(""));
+    // Built and dropped: the health checks are not started.
+    let _built = services(config, config_dir, &sluice_tls::Disk, &Default::default())?;
+    Ok(())
 }
 
 /// Reloads so far, for `/stats.json`.
