@@ -15,9 +15,7 @@ use std::io::ErrorKind;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::time::{Duration, Instant};
 
-use netlink_packet_core::{
-    NLM_F_DUMP, NLM_F_DUMP_INTR, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage, NetlinkPayload,
-};
+use netlink_packet_core::{NLM_F_DUMP, NLM_F_DUMP_INTR, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage, NetlinkPayload};
 use netlink_packet_route::RouteNetlinkMessage;
 use netlink_packet_route::neighbour::{NeighbourAttribute, NeighbourMessage};
 use netlink_packet_route::route::RouteMessage;
@@ -192,16 +190,23 @@ impl Reader {
     }
 
     fn message(&mut self, table: &mut Table, msg: NetlinkMessage<RouteNetlinkMessage>) {
-        let ours = self
-            .dump
-            .filter(|d| msg.header.port_number == self.port && msg.header.sequence_number == d.sequence);
+        let ours =
+            self.dump.filter(|d| msg.header.port_number == self.port && msg.header.sequence_number == d.sequence);
         if let Some(d) = ours
             && msg.header.flags & NLM_F_DUMP_INTR != 0
         {
             self.dump = Some(Dump { interrupted: true, ..d });
         }
         match msg.payload {
-            NetlinkPayload::Done(_) if ours.is_some() => self.end_dump(table),
+            NetlinkPayload::Done(done) if ours.is_some() => {
+                // A dump that failed part-way says so in NLMSG_DONE's error code.
+                if done.code != 0
+                    && let Some(d) = self.dump.as_mut()
+                {
+                    d.interrupted = true;
+                }
+                self.end_dump(table);
+            }
             NetlinkPayload::Error(e) if ours.is_some() && e.code.is_some() => {
                 // The dump failed (EBUSY, ENOMEM): ask it again on the next poll.
                 if let Some(d) = self.dump.take() {

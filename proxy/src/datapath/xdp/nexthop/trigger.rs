@@ -19,8 +19,8 @@
 use std::net::{IpAddr, SocketAddr, SocketAddrV6};
 use std::num::NonZeroU32;
 
-use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use sluice_tcp::Instant;
+use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
 use super::table::Table;
 
