@@ -1,5 +1,6 @@
 //! The XDP transport: the XDP program and its maps ([`loader`]), one worker per NIC queue with
-//! its AF_XDP socket and TCP stack ([`worker`]), and who owns which flow ([`flows`]).
+//! its AF_XDP socket and TCP stack ([`worker`]), who owns which flow ([`flows`]), and where replies
+//! go ([`nexthop`]: the kernel's routes and neighbours).
 //!
 //! Order matters at start: every queue's socket is in the XSKMAP before any listener is in the
 //! listener map, so no listener frame is ever redirected to a queue without a socket (which the
@@ -7,6 +8,7 @@
 
 pub mod flows;
 pub mod loader;
+pub mod nexthop;
 pub mod worker;
 
 use std::os::fd::AsFd;
