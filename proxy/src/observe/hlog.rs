@@ -102,21 +102,6 @@ pub fn read_totals(log: &[u8]) -> Result<std::collections::BTreeMap<String, u64>
     use base64::Engine;
     use hdrhistogram::serialization::Deserializer;
     use hdrhistogram::serialization::interval_log::{IntervalLogIterator, LogEntry};
-
-    #[test]
-    fn the_interval_log_refuses_a_symlink() {
-        let dir = std::env::temp_dir().join(format!("sluice-hlog-link-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let (target, link) = (dir.join("precious"), dir.join("t.hlog"));
-        std::fs::write(&target, "keep me").unwrap();
-        let _ = std::fs::remove_file(&link);
-        std::os::unix::fs::symlink(&target, &link).unwrap();
-        assert!(IntervalLog::create(&link, SystemTime::now()).is_err(), "followed a symlink");
-        assert_eq!(std::fs::read_to_string(&target).unwrap(), "keep me");
-        std::fs::remove_file(&link).unwrap();
-        assert!(IntervalLog::create(&link, SystemTime::now()).is_ok());
-        std::fs::remove_dir_all(&dir).unwrap();
-    }
     let mut totals = std::collections::BTreeMap::new();
     for entry in IntervalLogIterator::new(log) {
         if let LogEntry::Interval(i) = entry.map_err(|e| format!("{e:?}"))? {
@@ -134,6 +119,21 @@ pub fn read_totals(log: &[u8]) -> Result<std::collections::BTreeMap<String, u64>
 mod tests {
     use super::*;
     use hdrhistogram::serialization::interval_log::{IntervalLogIterator, LogEntry};
+
+    #[test]
+    fn the_interval_log_refuses_a_symlink() {
+        let dir = std::env::temp_dir().join(format!("sluice-hlog-link-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (target, link) = (dir.join("precious"), dir.join("t.hlog"));
+        std::fs::write(&target, "keep me").unwrap();
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        assert!(IntervalLog::create(&link, SystemTime::now()).is_err(), "followed a symlink");
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "keep me");
+        std::fs::remove_file(&link).unwrap();
+        assert!(IntervalLog::create(&link, SystemTime::now()).is_ok());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn headers_are_the_java_writers_and_parse() {
