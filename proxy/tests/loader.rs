@@ -138,6 +138,11 @@ fn connect_from_b(port: u16) -> std::io::ErrorKind {
     .expect("enter sluice-hl-b")
 }
 
+/// `198.51.100.201:port`, an endpoint of sluice-hl-a.
+fn on_a(port: u16) -> SocketAddr {
+    SocketAddr::V4(SocketAddrV4::new(ADDR_A, port))
+}
+
 fn delta(before: &XdpCounters, after: &XdpCounters) -> XdpCounters {
     after.since(before)
 }
@@ -162,7 +167,7 @@ fn classify_traffic(mode: XdpMode) {
     };
     assert!(details.contains(keyword), "{mode} mode not shown by ip -d link: {details}");
 
-    attached.add_listener(ADDR_A, LISTENER_PORT).unwrap();
+    attached.add_listener(on_a(LISTENER_PORT)).unwrap();
     let c0 = attached.counters().unwrap();
 
     // 5 SYNs to the listener: classified for redirection, no socket on the queue, passed, and
@@ -206,13 +211,13 @@ fn classify_traffic(mode: XdpMode) {
     assert_eq!(d.pass_malformed(), 0, "well-formed traffic only: {d:?}");
 
     // Removing the listener: its SYNs are now plain pass.
-    attached.remove_listener(ADDR_A, LISTENER_PORT).unwrap();
-    attached.remove_listener(ADDR_A, LISTENER_PORT).unwrap(); // absent: not an error
+    attached.remove_listener(on_a(LISTENER_PORT)).unwrap();
+    attached.remove_listener(on_a(LISTENER_PORT)).unwrap(); // absent: not an error
     assert_eq!(connect_from_b(LISTENER_PORT), std::io::ErrorKind::ConnectionRefused);
     // The backend-flow rule classifies like a listener.
-    attached.add_backend_flow(ADDR_A, BACKEND_PORT).unwrap();
+    attached.add_backend_flow(on_a(BACKEND_PORT)).unwrap();
     assert_eq!(connect_from_b(BACKEND_PORT), std::io::ErrorKind::ConnectionRefused);
-    attached.remove_backend_flow(ADDR_A, BACKEND_PORT).unwrap();
+    attached.remove_backend_flow(on_a(BACKEND_PORT)).unwrap();
     let d = delta(&c1, &attached.counters().unwrap());
     assert_eq!((d.pass_no_listener, d.redirect_failed, d.redirected_backend), (1, 1, 0), "{d:?}");
 
@@ -449,7 +454,7 @@ fn tcp(port: u16, data_offset: u8) -> Vec<u8> {
 fn malformed_frames_are_passed_and_counted(mode: XdpMode) {
     let _pair = Pair::up();
     let mut attached = attach(IF_A, mode, false).unwrap();
-    attached.add_listener(ADDR_A, LISTENER_PORT).unwrap();
+    attached.add_listener(on_a(LISTENER_PORT)).unwrap();
     let (mac_a, mac_b) = (mac_of(NS_A, IF_A), mac_of(NS_B, IF_B));
     let eth = |ethertype: u16, payload: &[u8]| frame(mac_a, mac_b, ethertype, payload);
     let cat = |a: Vec<u8>, b: Vec<u8>| [a, b].concat();
