@@ -1,28 +1,57 @@
 //! Definitions shared by sluice's XDP program (`src/main.rs`, built for
 //! `bpfel-unknown-none`) and user space (`sluice::loader`).
 //!
-//! What it is: map names and sizes, the key encoding of the endpoint maps, and
-//! the indices of the per-CPU outcome counters. Keys and values are plain
-//! integers, so user space needs no custom `aya::Pod` impl (and no `unsafe`).
+//! What it is: map names and sizes, the key encoding of the endpoint and flow maps, and the
+//! indices of the per-CPU outcome counters. Keys are byte arrays and values plain integers, so
+//! user space needs no custom `aya::Pod` impl (and no `unsafe`): aya already treats `[u8; N]`
+//! as plain data.
 //!
 //! What it is not: a packet parser for user space (that is `sluice-wire`).
 //!
-//! Endpoint key: `(IPv4 address as a big-endian u32) << 16 | port`, both in
-//! host order inside the `u64` (see [`endpoint_key`]). The XDP program builds
-//! the same key from a frame's destination address and destination port.
+//! Keys hold both address families in one fixed layout: a family byte ([`FAMILY_IPV4`] or
+//! [`FAMILY_IPV6`]), ports in network byte order, and a 16-byte address, an IPv4 address as its
+//! IPv4-mapped IPv6 form (`::ffff:a.b.c.d`, RFC 4291 section 2.5.5.2). The family byte keeps an
+//! IPv4 endpoint and an IPv6 packet to `::ffff:a.b.c.d` apart. The XDP program builds the same
+//! keys from a frame's header bytes ([`endpoint_key`], [`flow_key`]); user space from
+//! `core::net` addresses ([`endpoint_key_of`], [`flow_key_of`]), the same functions underneath.
 #![no_std]
 #![forbid(unsafe_code)]
+
+use core::net::{IpAddr, SocketAddr};
 
 /// Name of the XDP program (the `#[xdp]` function) in the object file.
 pub const PROGRAM_NAME: &str = "sluice_xdp";
 
-/// `HashMap<u64, u32>`: listener endpoints. Key: [`endpoint_key`] of a local
-/// (address, port) sluice accepts connections on. Value: [`ENTRY_ACTIVE`].
+/// Family byte of a key holding an IPv4 address.
+pub const FAMILY_IPV4: u8 = 4;
+/// Family byte of a key holding an IPv6 address.
+pub const FAMILY_IPV6: u8 = 6;
+
+/// Length of an [`EndpointKey`].
+pub const ENDPOINT_KEY_LEN: usize = 20;
+/// Key of [`MAP_LISTENERS`] and [`MAP_BACKEND_FLOWS`]: one local (address, port).
+///
+/// Layout: `[family, 0, port (2, big-endian), address (16)]`.
+pub type EndpointKey = [u8; ENDPOINT_KEY_LEN];
+
+/// Length of a [`FlowKey`].
+pub const FLOW_KEY_LEN: usize = 24;
+/// Key of [`MAP_DRAIN_FLOWS`]: the remote (address, port) of a flow and its local port.
+///
+/// Layout: `[family, 0, remote port (2), local port (2), 0, 0, remote address (16)]`, ports
+/// big-endian. (The local address is left out: two draining listeners on one port but
+/// different addresses share keys, which at worst steers a flow to sluice that it then resets.)
+pub type FlowKey = [u8; FLOW_KEY_LEN];
+
+/// `HashMap<EndpointKey, u32>`: listener endpoints. Key: [`endpoint_key`] of a local
+/// (address, port) sluice accepts connections on; the unspecified address of a family
+/// (`0.0.0.0`, `::`) matches every destination address of that family whose exact key is not
+/// in the map. Value: [`ENTRY_ACTIVE`] or [`ENTRY_DRAINING`].
 pub const MAP_LISTENERS: &str = "LISTENERS";
-/// Capacity of [`MAP_LISTENERS`].
+/// Capacity of [`MAP_LISTENERS`]: the most listeners sluice can steer (both families together).
 pub const LISTENERS_MAX: u32 = 1024;
 
-/// `HashMap<u64, u32>`: return traffic of sluice's own outgoing (backend)
+/// `HashMap<EndpointKey, u32>`: return traffic of sluice's own outgoing (backend)
 /// connections. Key: [`endpoint_key`] of the local (address, port) of such a
 /// connection; a TCP segment whose destination matches is redirected like a
 /// listener's. Empty until the backend TCP path exists (issue 4 fills it).
@@ -30,7 +59,7 @@ pub const MAP_BACKEND_FLOWS: &str = "BACKEND_FLOWS";
 /// Capacity of [`MAP_BACKEND_FLOWS`] (one per local port of outgoing flows).
 pub const BACKEND_FLOWS_MAX: u32 = 16384;
 
-/// `HashMap<u64, u32>`: sluice's own connections on listeners being drained. Key:
+/// `HashMap<FlowKey, u32>`: sluice's own connections on listeners being drained. Key:
 /// [`flow_key`] of the remote end and the local port. A segment to an [`ENTRY_DRAINING`]
 /// listener goes to sluice only if its flow is here; all others (new connections and everything
 /// after their SYN) go to the kernel.
@@ -38,12 +67,63 @@ pub const MAP_DRAIN_FLOWS: &str = "DRAIN_FLOWS";
 /// Capacity of [`MAP_DRAIN_FLOWS`].
 pub const DRAIN_FLOWS_MAX: u32 = 262_144;
 
-/// Key of [`MAP_DRAIN_FLOWS`]: remote IPv4 address (host order) << 32 | remote port << 16 |
-/// local port. (The local address is left out: two draining listeners on one port but different
-/// addresses share keys, which at worst steers a flow to sluice that it then resets.)
+/// The 16 address bytes of a key for an IPv4 address: its IPv4-mapped IPv6 form.
 #[inline(always)]
-pub const fn flow_key(remote_addr: u32, remote_port: u16, local_port: u16) -> u64 {
-    ((remote_addr as u64) << 32) | ((remote_port as u64) << 16) | local_port as u64
+pub const fn mapped_ipv4(addr: [u8; 4]) -> [u8; 16] {
+    [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, addr[0], addr[1], addr[2], addr[3]]
+}
+
+/// [`EndpointKey`] of `addr` (16 bytes: IPv6, or [`mapped_ipv4`] with [`FAMILY_IPV4`]) and
+/// `port` (host order).
+#[inline(always)]
+pub const fn endpoint_key(family: u8, addr: &[u8; 16], port: u16) -> EndpointKey {
+    let p = port.to_be_bytes();
+    let a = addr;
+    [
+        family, 0, p[0], p[1], a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7], a[8], a[9], a[10], a[11], a[12], a[13],
+        a[14], a[15],
+    ]
+}
+
+/// [`FlowKey`] of a flow from `remote_addr` (as in [`endpoint_key`]) and `remote_port` to
+/// `local_port`.
+#[inline(always)]
+pub const fn flow_key(family: u8, remote_addr: &[u8; 16], remote_port: u16, local_port: u16) -> FlowKey {
+    let r = remote_port.to_be_bytes();
+    let l = local_port.to_be_bytes();
+    let a = remote_addr;
+    [
+        family, 0, r[0], r[1], l[0], l[1], 0, 0, a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7], a[8], a[9], a[10],
+        a[11], a[12], a[13], a[14], a[15],
+    ]
+}
+
+/// [`EndpointKey`] of the unspecified address of `family` (`0.0.0.0` or `::`) and `port`: the
+/// listener that matches every destination address of that family.
+#[inline(always)]
+pub const fn wildcard_key(family: u8, port: u16) -> EndpointKey {
+    let addr = if family == FAMILY_IPV4 { mapped_ipv4([0; 4]) } else { [0; 16] };
+    endpoint_key(family, &addr, port)
+}
+
+/// The family byte and the 16 key address bytes of `addr`.
+pub const fn key_address(addr: IpAddr) -> (u8, [u8; 16]) {
+    match addr {
+        IpAddr::V4(v4) => (FAMILY_IPV4, mapped_ipv4(v4.octets())),
+        IpAddr::V6(v6) => (FAMILY_IPV6, v6.octets()),
+    }
+}
+
+/// [`EndpointKey`] of a local socket address (user space's side of [`endpoint_key`]).
+pub const fn endpoint_key_of(local: SocketAddr) -> EndpointKey {
+    let (family, addr) = key_address(local.ip());
+    endpoint_key(family, &addr, local.port())
+}
+
+/// [`FlowKey`] of a flow from `remote` to `local_port` (user space's side of [`flow_key`]).
+pub const fn flow_key_of(remote: SocketAddr, local_port: u16) -> FlowKey {
+    let (family, addr) = key_address(remote.ip());
+    flow_key(family, &addr, remote.port(), local_port)
 }
 
 /// `XskMap`: AF_XDP socket per RX queue, indexed by `rx_queue_index`.
@@ -60,79 +140,89 @@ pub const ENTRY_ACTIVE: u32 = 1;
 /// [`MAP_DRAIN_FLOWS`] still go to sluice, so its connections finish; all others go to the kernel.
 pub const ENTRY_DRAINING: u32 = 2;
 
-/// Key of [`MAP_LISTENERS`] and [`MAP_BACKEND_FLOWS`]: the IPv4 address in
-/// host order (`u32::from(Ipv4Addr)`, i.e. big-endian interpretation of the
-/// four octets) shifted left by 16, or-ed with the port in host order.
-#[inline(always)]
-pub const fn endpoint_key(addr: u32, port: u16) -> u64 {
-    ((addr as u64) << 16) | port as u64
-}
-
 /// Outcome of the XDP program for one frame; the index of its counter in
 /// [`MAP_COUNTERS`]. Every frame increments exactly one counter.
 #[repr(u32)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Counter {
-    /// TCP to a listener, handed to `XSKS[rx_queue]` (XDP_REDIRECT).
+    /// TCP to a listener (either family), handed to `XSKS[rx_queue]` (XDP_REDIRECT).
     Redirected = 0,
-    /// TCP to a listener, but no socket in `XSKS[rx_queue]`: passed to the kernel.
+    /// TCP or a path-MTU ICMP message for sluice, but no socket in `XSKS[rx_queue]`: passed to
+    /// the kernel.
     RedirectFailed = 1,
     /// TCP to a backend flow's local endpoint, handed to `XSKS[rx_queue]`.
     RedirectedBackend = 2,
+    /// ICMPv4 fragmentation needed (type 3 code 4, RFC 1191) or ICMPv6 Packet Too Big (type 2,
+    /// RFC 8201) quoting a TCP segment sent from a listener or a backend flow's local endpoint:
+    /// handed to `XSKS[rx_queue]` (user space validates it, RFC 5927).
+    RedirectedIcmpPtb = 3,
     /// ARP: passed.
-    PassArp = 3,
-    /// IPv6 (not steered yet): passed.
-    PassIpv6 = 4,
+    PassArp = 4,
     /// Any other EtherType (VLAN tags, LLDP, ...): passed.
     PassOtherEthertype = 5,
-    /// IPv4 ICMP: passed.
+    /// ICMPv4 that is not a path-MTU message for sluice: passed.
     PassIcmp = 6,
-    /// IPv4 UDP: passed.
-    PassUdp = 7,
-    /// IPv4, another protocol: passed.
-    PassOtherProtocol = 8,
-    /// IPv4 fragment (MF set or offset != 0): passed for the kernel to reassemble.
-    PassFragment = 9,
+    /// ICMPv6 that is not a Packet Too Big for sluice (NDP, echo, other errors): passed.
+    PassIcmpv6 = 7,
+    /// UDP (either family): passed.
+    PassUdp = 8,
+    /// Another protocol, or an IPv6 extension header other than Hop-by-Hop, Routing,
+    /// Destination Options and Fragment (ESP, AH, No Next Header, ...): passed.
+    PassOtherProtocol = 9,
+    /// A fragment: IPv4 with MF set or offset != 0, or IPv6 with a Fragment header (RFC 8200
+    /// section 4.5): passed for the kernel to reassemble.
+    PassFragment = 10,
     /// TCP whose destination is neither a listener nor a backend flow: passed.
-    PassNoListener = 10,
+    PassNoListener = 11,
+    /// A segment (or a path-MTU message) of a listener being drained ([`ENTRY_DRAINING`]) of a
+    /// flow that is not one of sluice's ([`MAP_DRAIN_FLOWS`]): passed to the kernel.
+    PassDraining = 12,
+    /// IPv6 with more than [`IPV6_EXTENSION_HEADERS_MAX`] Hop-by-Hop / Routing / Destination
+    /// Options headers before the upper-layer header: passed.
+    PassIpv6ExtensionLimit = 13,
     /// Frame shorter than an Ethernet header: passed.
-    PassTruncatedEthernet = 11,
+    PassTruncatedEthernet = 14,
     /// Frame ends inside the IPv4 header (20 bytes, or IHL * 4 with options): passed.
-    PassTruncatedIpv4 = 12,
+    PassTruncatedIpv4 = 15,
     /// IPv4 version != 4, IHL < 5 or total length < IHL * 4: passed.
-    PassMalformedIpv4 = 13,
+    PassMalformedIpv4 = 16,
+    /// Frame ends inside the IPv6 fixed header (40 bytes) or an extension header: passed.
+    PassTruncatedIpv6 = 17,
+    /// IPv6 version != 6, or a payload length shorter than the extension headers: passed.
+    PassMalformedIpv6 = 18,
     /// TCP header shorter than 20 bytes or than data offset * 4: passed.
-    PassTruncatedTcp = 14,
+    PassTruncatedTcp = 19,
     /// TCP data offset < 5: passed.
-    PassMalformedTcp = 15,
-    /// A segment to a listener being drained ([`ENTRY_DRAINING`]) of a flow that is not one of
-    /// sluice's ([`MAP_DRAIN_FLOWS`]): passed to the kernel.
-    PassDraining = 16,
+    PassMalformedTcp = 20,
 }
 
 impl Counter {
     /// Number of counters (slots of [`MAP_COUNTERS`]).
-    pub const COUNT: u32 = 17;
+    pub const COUNT: u32 = 21;
 
     /// Every counter, in index order.
     pub const ALL: [Counter; Self::COUNT as usize] = [
         Counter::Redirected,
         Counter::RedirectFailed,
         Counter::RedirectedBackend,
+        Counter::RedirectedIcmpPtb,
         Counter::PassArp,
-        Counter::PassIpv6,
         Counter::PassOtherEthertype,
         Counter::PassIcmp,
+        Counter::PassIcmpv6,
         Counter::PassUdp,
         Counter::PassOtherProtocol,
         Counter::PassFragment,
         Counter::PassNoListener,
+        Counter::PassDraining,
+        Counter::PassIpv6ExtensionLimit,
         Counter::PassTruncatedEthernet,
         Counter::PassTruncatedIpv4,
         Counter::PassMalformedIpv4,
+        Counter::PassTruncatedIpv6,
+        Counter::PassMalformedIpv6,
         Counter::PassTruncatedTcp,
         Counter::PassMalformedTcp,
-        Counter::PassDraining,
     ];
 
     /// Index of this counter in [`MAP_COUNTERS`].
@@ -147,23 +237,46 @@ impl Counter {
             Counter::Redirected => "redirected",
             Counter::RedirectFailed => "redirect_failed",
             Counter::RedirectedBackend => "redirected_backend",
+            Counter::RedirectedIcmpPtb => "redirected_icmp_ptb",
             Counter::PassArp => "pass_arp",
-            Counter::PassIpv6 => "pass_ipv6",
             Counter::PassOtherEthertype => "pass_other_ethertype",
             Counter::PassIcmp => "pass_icmp",
+            Counter::PassIcmpv6 => "pass_icmpv6",
             Counter::PassUdp => "pass_udp",
             Counter::PassOtherProtocol => "pass_other_protocol",
             Counter::PassFragment => "pass_fragment",
             Counter::PassNoListener => "pass_no_listener",
+            Counter::PassDraining => "pass_draining",
+            Counter::PassIpv6ExtensionLimit => "pass_ipv6_extension_limit",
             Counter::PassTruncatedEthernet => "pass_truncated_ethernet",
             Counter::PassTruncatedIpv4 => "pass_truncated_ipv4",
             Counter::PassMalformedIpv4 => "pass_malformed_ipv4",
+            Counter::PassTruncatedIpv6 => "pass_truncated_ipv6",
+            Counter::PassMalformedIpv6 => "pass_malformed_ipv6",
             Counter::PassTruncatedTcp => "pass_truncated_tcp",
             Counter::PassMalformedTcp => "pass_malformed_tcp",
-            Counter::PassDraining => "pass_draining",
         }
     }
+
+    /// Whether this outcome is a frame passed because a header was truncated or malformed.
+    pub const fn is_malformed(self) -> bool {
+        matches!(
+            self,
+            Counter::PassTruncatedEthernet
+                | Counter::PassTruncatedIpv4
+                | Counter::PassMalformedIpv4
+                | Counter::PassTruncatedIpv6
+                | Counter::PassMalformedIpv6
+                | Counter::PassTruncatedTcp
+                | Counter::PassMalformedTcp
+        )
+    }
 }
+
+/// The most Hop-by-Hop, Routing and Destination Options headers the XDP program skips before
+/// the upper-layer header (RFC 8200 section 4.1 recommends at most one of each, Destination
+/// Options twice); a longer chain is passed to the kernel ([`Counter::PassIpv6ExtensionLimit`]).
+pub const IPV6_EXTENSION_HEADERS_MAX: usize = 4;
 
 /// EtherType of IPv4 (RFC 894).
 pub const ETHERTYPE_IPV4: u16 = 0x0800;
@@ -171,14 +284,26 @@ pub const ETHERTYPE_IPV4: u16 = 0x0800;
 pub const ETHERTYPE_ARP: u16 = 0x0806;
 /// EtherType of IPv6 (RFC 8200).
 pub const ETHERTYPE_IPV6: u16 = 0x86dd;
-/// IP protocol numbers (IANA).
+/// IP protocol numbers and IPv6 Next Header values (IANA "Assigned Internet Protocol Numbers").
 pub const IPPROTO_ICMP: u8 = 1;
 pub const IPPROTO_TCP: u8 = 6;
 pub const IPPROTO_UDP: u8 = 17;
+pub const IPPROTO_ICMPV6: u8 = 58;
+/// IPv6 extension headers (RFC 8200 section 4).
+pub const IPV6_HOP_BY_HOP: u8 = 0;
+pub const IPV6_ROUTING: u8 = 43;
+pub const IPV6_FRAGMENT: u8 = 44;
+pub const IPV6_DESTINATION_OPTIONS: u8 = 60;
+/// ICMPv4 Destination Unreachable, code Fragmentation Needed and DF Set (RFC 792, RFC 1191).
+pub const ICMP_DEST_UNREACH: u8 = 3;
+pub const ICMP_FRAG_NEEDED: u8 = 4;
+/// ICMPv6 Packet Too Big (RFC 4443 section 3.2).
+pub const ICMPV6_PACKET_TOO_BIG: u8 = 2;
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use core::net::{Ipv4Addr, Ipv6Addr};
 
     #[test]
     fn counters_are_dense_and_named_uniquely() {
@@ -191,11 +316,61 @@ mod tests {
     }
 
     #[test]
-    fn endpoint_key_layout() {
-        // 198.51.100.2:443
-        let addr = u32::from_be_bytes([198, 51, 100, 2]);
-        assert_eq!(endpoint_key(addr, 443), 0x0000_c633_6402_01bb);
-        assert_ne!(endpoint_key(addr, 443), endpoint_key(addr, 444));
-        assert_ne!(endpoint_key(addr, 443), endpoint_key(addr + 1, 443));
+    fn endpoint_key_layout_ipv4_is_mapped() {
+        let key = endpoint_key_of(SocketAddr::from(([198, 51, 100, 2], 443)));
+        let want: EndpointKey = [4, 0, 0x01, 0xbb, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 198, 51, 100, 2];
+        assert_eq!(key, want);
+        // What the XDP program builds from the header bytes is the same key.
+        assert_eq!(endpoint_key(FAMILY_IPV4, &mapped_ipv4([198, 51, 100, 2]), 443), want);
+        assert_ne!(key, endpoint_key_of(SocketAddr::from(([198, 51, 100, 2], 444))));
+        assert_ne!(key, endpoint_key_of(SocketAddr::from(([198, 51, 100, 3], 443))));
+    }
+
+    #[test]
+    fn endpoint_key_layout_ipv6() {
+        let addr: Ipv6Addr = "2001:db8:100::2".parse().unwrap();
+        let key = endpoint_key_of(SocketAddr::from((addr, 443)));
+        let mut want = [0u8; ENDPOINT_KEY_LEN];
+        want[..4].copy_from_slice(&[6, 0, 0x01, 0xbb]);
+        want[4..].copy_from_slice(&addr.octets());
+        assert_eq!(key, want);
+        assert_eq!(endpoint_key(FAMILY_IPV6, &addr.octets(), 443), want);
+    }
+
+    #[test]
+    fn families_never_share_a_key() {
+        // An IPv6 packet to ::ffff:198.51.100.2 is not the IPv4 listener 198.51.100.2.
+        let v4 = SocketAddr::from(([198, 51, 100, 2], 443));
+        let mapped = SocketAddr::from((Ipv4Addr::new(198, 51, 100, 2).to_ipv6_mapped(), 443));
+        assert_ne!(endpoint_key_of(v4), endpoint_key_of(mapped));
+        assert_eq!(endpoint_key_of(v4)[4..], endpoint_key_of(mapped)[4..], "only the family differs");
+        assert_ne!(flow_key_of(v4, 443), flow_key_of(mapped, 443));
+        // The wildcards of the two families differ too, and match what user space inserts.
+        assert_eq!(wildcard_key(FAMILY_IPV4, 443), endpoint_key_of(SocketAddr::from(([0, 0, 0, 0], 443))));
+        assert_eq!(wildcard_key(FAMILY_IPV6, 443), endpoint_key_of(SocketAddr::from((Ipv6Addr::UNSPECIFIED, 443))));
+        assert_ne!(wildcard_key(FAMILY_IPV4, 443), wildcard_key(FAMILY_IPV6, 443));
+    }
+
+    #[test]
+    fn flow_key_layout() {
+        let key = flow_key_of(SocketAddr::from(([198, 51, 100, 1], 40000)), 443);
+        let want: FlowKey =
+            [4, 0, 0x9c, 0x40, 0x01, 0xbb, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 198, 51, 100, 1];
+        assert_eq!(key, want);
+        assert_eq!(flow_key(FAMILY_IPV4, &mapped_ipv4([198, 51, 100, 1]), 40000, 443), want);
+        // Remote and local ports are not interchangeable.
+        assert_ne!(key, flow_key_of(SocketAddr::from(([198, 51, 100, 1], 443)), 40000));
+        let v6: Ipv6Addr = "2001:db8:100::1".parse().unwrap();
+        let key6 = flow_key_of(SocketAddr::from((v6, 40000)), 443);
+        assert_eq!(key6[..8], [6, 0, 0x9c, 0x40, 0x01, 0xbb, 0, 0]);
+        assert_eq!(key6[8..], v6.octets());
+    }
+
+    #[test]
+    fn malformed_counters_are_the_truncated_and_malformed_ones() {
+        for c in Counter::ALL {
+            let by_name = c.name().starts_with("pass_truncated_") || c.name().starts_with("pass_malformed_");
+            assert_eq!(c.is_malformed(), by_name, "{}", c.name());
+        }
     }
 }

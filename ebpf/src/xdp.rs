@@ -13,12 +13,15 @@ use aya_ebpf::{
 };
 use sluice_ebpf::{
     BACKEND_FLOWS_MAX, Counter, DRAIN_FLOWS_MAX, ENTRY_DRAINING, ETHERTYPE_ARP, ETHERTYPE_IPV4, ETHERTYPE_IPV6,
-    IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, LISTENERS_MAX, XSKS_MAX, endpoint_key, flow_key,
+    EndpointKey, FAMILY_IPV4, FAMILY_IPV6, FlowKey, ICMP_DEST_UNREACH, ICMP_FRAG_NEEDED, ICMPV6_PACKET_TOO_BIG,
+    IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, IPV6_DESTINATION_OPTIONS, IPV6_EXTENSION_HEADERS_MAX,
+    IPV6_FRAGMENT, IPV6_HOP_BY_HOP, IPV6_ROUTING, LISTENERS_MAX, XSKS_MAX, endpoint_key, flow_key, mapped_ipv4,
+    wildcard_key,
 };
 
 /// Listener endpoints (`sluice_ebpf::MAP_LISTENERS`).
 #[map]
-static LISTENERS: HashMap<u64, u32> = HashMap::with_max_entries(LISTENERS_MAX, 0);
+static LISTENERS: HashMap<EndpointKey, u32> = HashMap::with_max_entries(LISTENERS_MAX, 0);
 
 /// Local endpoints of sluice's own outgoing (backend) flows
 /// (`sluice_ebpf::MAP_BACKEND_FLOWS`). This is the rule that steers the return
@@ -26,11 +29,11 @@ static LISTENERS: HashMap<u64, u32> = HashMap::with_max_entries(LISTENERS_MAX, 0
 /// inserts the local (address, port) when it opens such a connection and
 /// removes it when the connection is gone. Empty until issue 4 uses it.
 #[map]
-static BACKEND_FLOWS: HashMap<u64, u32> = HashMap::with_max_entries(BACKEND_FLOWS_MAX, 0);
+static BACKEND_FLOWS: HashMap<EndpointKey, u32> = HashMap::with_max_entries(BACKEND_FLOWS_MAX, 0);
 
 /// sluice's own flows on draining listeners (`sluice_ebpf::MAP_DRAIN_FLOWS`).
 #[map]
-static DRAIN_FLOWS: HashMap<u64, u32> = HashMap::with_max_entries(DRAIN_FLOWS_MAX, 0);
+static DRAIN_FLOWS: HashMap<FlowKey, u32> = HashMap::with_max_entries(DRAIN_FLOWS_MAX, 0);
 
 /// AF_XDP socket per RX queue (`sluice_ebpf::MAP_XSKS`).
 #[map]
@@ -42,9 +45,18 @@ static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Counter::COUNT
 
 const ETH_HLEN: usize = 14;
 const IPV4_MIN_HLEN: usize = 20;
+/// The IPv6 fixed header (RFC 8200 section 3).
+const IPV6_HLEN: usize = 40;
 const TCP_MIN_HLEN: usize = 20;
+/// The ICMP and ICMPv6 error header before the quoted packet: type, code, checksum and four
+/// bytes (unused / next-hop MTU, RFC 1191; MTU, RFC 4443 section 3.2).
+const ICMP_ERROR_HLEN: usize = 8;
+/// The part of the quoted TCP header steering reads: the ports (RFC 792 quotes at least 64 bits).
+const QUOTED_TCP_LEN: usize = 8;
 /// IPv4 flags + fragment offset: MF bit and the 13-bit offset (RFC 791 section 3.1).
 const IPV4_MF_OR_OFFSET: u16 = 0x3fff;
+/// The 13-bit fragment offset alone.
+const IPV4_OFFSET: u16 = 0x1fff;
 
 #[xdp]
 pub fn sluice_xdp(ctx: XdpContext) -> u32 {
@@ -56,8 +68,8 @@ pub fn sluice_xdp(ctx: XdpContext) -> u32 {
 #[inline(always)]
 fn count(counter: Counter) {
     if let Some(slot) = COUNTERS.get_ptr_mut(counter.index()) {
-        // SAFETY: the pointer is this CPU's slot of a per-CPU array, valid for
-        // the program's run; no other CPU writes it and XDP does not nest.
+        // SAFETY: the pointer is this CPU's slot of a per-CPU array, valid for the
+        // program's run; no other CPU writes it and XDP does not nest.
         unsafe { *slot += 1 };
     }
 }
@@ -85,6 +97,24 @@ fn be16(p: *const u8, i: usize) -> u16 {
     u16::from_be_bytes([at(p, i), at(p, i + 1)])
 }
 
+/// The IPv4 address at `i` as the 16 key bytes (IPv4-mapped).
+#[inline(always)]
+fn ipv4_addr(p: *const u8, i: usize) -> [u8; 16] {
+    mapped_ipv4([at(p, i), at(p, i + 1), at(p, i + 2), at(p, i + 3)])
+}
+
+/// The IPv6 address at `i`.
+#[inline(always)]
+fn ipv6_addr(p: *const u8, i: usize) -> [u8; 16] {
+    let mut a = [0u8; 16];
+    let mut j = 0;
+    while j < 16 {
+        a[j] = at(p, i + j);
+        j += 1;
+    }
+    a
+}
+
 /// Decide what to do with the frame and which counter records it.
 #[inline(always)]
 fn classify(ctx: &XdpContext) -> (u32, Counter) {
@@ -93,13 +123,17 @@ fn classify(ctx: &XdpContext) -> (u32, Counter) {
         return (XDP_PASS, Counter::PassTruncatedEthernet);
     };
     match be16(eth, 12) {
-        ETHERTYPE_IPV4 => {}
-        ETHERTYPE_ARP => return (XDP_PASS, Counter::PassArp),
-        ETHERTYPE_IPV6 => return (XDP_PASS, Counter::PassIpv6),
-        _ => return (XDP_PASS, Counter::PassOtherEthertype),
+        ETHERTYPE_IPV4 => classify_ipv4(ctx),
+        ETHERTYPE_IPV6 => classify_ipv6(ctx),
+        ETHERTYPE_ARP => (XDP_PASS, Counter::PassArp),
+        _ => (XDP_PASS, Counter::PassOtherEthertype),
     }
+}
 
-    // IPv4 (RFC 791 section 3.1): fixed 20 bytes first.
+/// IPv4 (RFC 791 section 3.1): TCP to steer, path-MTU ICMP to look at, everything else passes.
+#[inline(always)]
+fn classify_ipv4(ctx: &XdpContext) -> (u32, Counter) {
+    // The fixed 20 bytes first.
     let Some(ip) = bytes(ctx, ETH_HLEN, IPV4_MIN_HLEN) else {
         return (XDP_PASS, Counter::PassTruncatedIpv4);
     };
@@ -127,47 +161,180 @@ fn classify(ctx: &XdpContext) -> (u32, Counter) {
     }
     match at(ip, 9) {
         IPPROTO_TCP => {}
-        IPPROTO_ICMP => return (XDP_PASS, Counter::PassIcmp),
+        IPPROTO_ICMP => return icmpv4(ctx, ETH_HLEN + ihl),
         IPPROTO_UDP => return (XDP_PASS, Counter::PassUdp),
         _ => return (XDP_PASS, Counter::PassOtherProtocol),
     }
-    let dst_addr = u32::from_be_bytes([at(ip, 16), at(ip, 17), at(ip, 18), at(ip, 19)]);
+    let src = ipv4_addr(ip, 12);
+    let dst = ipv4_addr(ip, 16);
+    tcp(ctx, ETH_HLEN + ihl, total_len - ihl, FAMILY_IPV4, &src, &dst)
+}
 
-    // TCP (RFC 9293 section 3.1): fixed 20 bytes, then data offset >= 5 and
-    // the header (with options) inside both the datagram and the frame.
-    if ihl + TCP_MIN_HLEN > total_len {
+/// IPv6 (RFC 8200): the fixed header, then at most [`IPV6_EXTENSION_HEADERS_MAX`] Hop-by-Hop
+/// (first only, section 4.3), Routing and Destination Options headers skipped by their Hdr Ext
+/// Len; a Fragment header passes (section 4.5), and so does any other extension header or
+/// upper layer but TCP and ICMPv6 (NDP and every other ICMPv6 message but a Packet Too Big for
+/// sluice go to the kernel).
+#[inline(always)]
+fn classify_ipv6(ctx: &XdpContext) -> (u32, Counter) {
+    let Some(ip) = bytes(ctx, ETH_HLEN, IPV6_HLEN) else {
+        return (XDP_PASS, Counter::PassTruncatedIpv6);
+    };
+    if at(ip, 0) >> 4 != 6 {
+        return (XDP_PASS, Counter::PassMalformedIpv6);
+    }
+    let payload_len = usize::from(be16(ip, 4));
+    let mut next_header = at(ip, 6);
+    // Offset of the header `next_header` names, from the frame start.
+    let mut offset = ETH_HLEN + IPV6_HLEN;
+    for i in 0..IPV6_EXTENSION_HEADERS_MAX {
+        match next_header {
+            IPV6_HOP_BY_HOP if i > 0 => return (XDP_PASS, Counter::PassMalformedIpv6),
+            IPV6_HOP_BY_HOP | IPV6_ROUTING | IPV6_DESTINATION_OPTIONS => {}
+            _ => break,
+        }
+        // Next Header (1), Hdr Ext Len (1): the header is (Hdr Ext Len + 1) * 8 bytes.
+        let Some(ext) = bytes(ctx, offset, 2) else {
+            return (XDP_PASS, Counter::PassTruncatedIpv6);
+        };
+        next_header = at(ext, 0);
+        offset += (usize::from(at(ext, 1)) + 1) * 8;
+    }
+    let ext_len = offset - (ETH_HLEN + IPV6_HLEN);
+    match next_header {
+        IPPROTO_TCP => {}
+        IPPROTO_ICMPV6 => return icmpv6(ctx, offset),
+        IPPROTO_UDP => return (XDP_PASS, Counter::PassUdp),
+        IPV6_FRAGMENT => return (XDP_PASS, Counter::PassFragment),
+        IPV6_HOP_BY_HOP | IPV6_ROUTING | IPV6_DESTINATION_OPTIONS => {
+            return (XDP_PASS, Counter::PassIpv6ExtensionLimit);
+        }
+        _ => return (XDP_PASS, Counter::PassOtherProtocol),
+    }
+    if ext_len > payload_len {
+        return (XDP_PASS, Counter::PassMalformedIpv6);
+    }
+    let src = ipv6_addr(ip, 8);
+    let dst = ipv6_addr(ip, 24);
+    tcp(ctx, offset, payload_len - ext_len, FAMILY_IPV6, &src, &dst)
+}
+
+/// TCP (RFC 9293 section 3.1) at `offset`, `len` bytes long by the IP header: the fixed 20
+/// bytes, then data offset >= 5 and the header (with options) inside both the datagram and the
+/// frame; steered by its destination (a listener or a backend flow).
+#[inline(always)]
+fn tcp(ctx: &XdpContext, offset: usize, len: usize, family: u8, src: &[u8; 16], dst: &[u8; 16]) -> (u32, Counter) {
+    if TCP_MIN_HLEN > len {
         return (XDP_PASS, Counter::PassTruncatedTcp);
     }
-    let Some(tcp) = bytes(ctx, ETH_HLEN + ihl, TCP_MIN_HLEN) else {
+    let Some(tcp) = bytes(ctx, offset, TCP_MIN_HLEN) else {
         return (XDP_PASS, Counter::PassTruncatedTcp);
     };
     let data_offset = usize::from(at(tcp, 12) >> 4) * 4;
     if data_offset < TCP_MIN_HLEN {
         return (XDP_PASS, Counter::PassMalformedTcp);
     }
-    if ihl + data_offset > total_len || bytes(ctx, ETH_HLEN + ihl, data_offset).is_none() {
+    if data_offset > len || bytes(ctx, offset, data_offset).is_none() {
         return (XDP_PASS, Counter::PassTruncatedTcp);
     }
-    let key = endpoint_key(dst_addr, be16(tcp, 2));
+    let local = Endpoint { addr: dst, port: be16(tcp, 2) };
+    let remote = Endpoint { addr: src, port: be16(tcp, 0) };
+    steer(ctx, family, &local, &remote, Counter::Redirected, Counter::RedirectedBackend)
+        .unwrap_or((XDP_PASS, Counter::PassNoListener))
+}
 
-    if let Some(entry) = LISTENERS.get_ptr(key) {
+/// ICMPv4 at `offset`: a Destination Unreachable / Fragmentation Needed (RFC 1191 section 4)
+/// quoting a TCP segment that sluice sent (its source is a listener or a backend flow's local
+/// end) goes to sluice; every other ICMP message to the kernel.
+#[inline(always)]
+fn icmpv4(ctx: &XdpContext, offset: usize) -> (u32, Counter) {
+    let pass = (XDP_PASS, Counter::PassIcmp);
+    let Some(icmp) = bytes(ctx, offset, ICMP_ERROR_HLEN + IPV4_MIN_HLEN) else {
+        return pass;
+    };
+    if at(icmp, 0) != ICMP_DEST_UNREACH || at(icmp, 1) != ICMP_FRAG_NEEDED {
+        return pass;
+    }
+    // The quoted IPv4 header: a TCP segment, the first (or only) fragment.
+    let version_ihl = at(icmp, ICMP_ERROR_HLEN);
+    let ihl = usize::from(version_ihl & 0x0f) * 4;
+    if version_ihl >> 4 != 4
+        || ihl < IPV4_MIN_HLEN
+        || at(icmp, ICMP_ERROR_HLEN + 9) != IPPROTO_TCP
+        || be16(icmp, ICMP_ERROR_HLEN + 6) & IPV4_OFFSET != 0
+    {
+        return pass;
+    }
+    let Some(quoted_tcp) = bytes(ctx, offset + ICMP_ERROR_HLEN + ihl, QUOTED_TCP_LEN) else {
+        return pass;
+    };
+    // sluice sent it: its source is the local end, its destination the remote one.
+    let local = Endpoint { addr: &ipv4_addr(icmp, ICMP_ERROR_HLEN + 12), port: be16(quoted_tcp, 0) };
+    let remote = Endpoint { addr: &ipv4_addr(icmp, ICMP_ERROR_HLEN + 16), port: be16(quoted_tcp, 2) };
+    steer(ctx, FAMILY_IPV4, &local, &remote, Counter::RedirectedIcmpPtb, Counter::RedirectedIcmpPtb).unwrap_or(pass)
+}
+
+/// ICMPv6 at `offset`: a Packet Too Big (RFC 4443 section 3.2, RFC 8201) quoting a TCP segment
+/// that sluice sent goes to sluice; every other message (NDP included) to the kernel. sluice
+/// sends no extension headers, so the quoted IPv6 header must be followed by TCP directly.
+#[inline(always)]
+fn icmpv6(ctx: &XdpContext, offset: usize) -> (u32, Counter) {
+    let pass = (XDP_PASS, Counter::PassIcmpv6);
+    let Some(icmp) = bytes(ctx, offset, ICMP_ERROR_HLEN) else {
+        return pass;
+    };
+    if at(icmp, 0) != ICMPV6_PACKET_TOO_BIG {
+        return pass;
+    }
+    let Some(quoted) = bytes(ctx, offset + ICMP_ERROR_HLEN, IPV6_HLEN + QUOTED_TCP_LEN) else {
+        return pass;
+    };
+    if at(quoted, 0) >> 4 != 6 || at(quoted, 6) != IPPROTO_TCP {
+        return pass;
+    }
+    let local = Endpoint { addr: &ipv6_addr(quoted, 8), port: be16(quoted, IPV6_HLEN) };
+    let remote = Endpoint { addr: &ipv6_addr(quoted, 24), port: be16(quoted, IPV6_HLEN + 2) };
+    steer(ctx, FAMILY_IPV6, &local, &remote, Counter::RedirectedIcmpPtb, Counter::RedirectedIcmpPtb).unwrap_or(pass)
+}
+
+/// One end of a flow: the 16 key address bytes and the port.
+struct Endpoint<'a> {
+    addr: &'a [u8; 16],
+    port: u16,
+}
+
+/// The steering rules, for a segment to `local` from `remote` or an ICMP message about one:
+/// a listener (exact address, else the family's unspecified address) takes it, unless the
+/// listener drains and the flow is not one of sluice's (passed, counted `PassDraining`);
+/// else a backend flow's local end takes it. `None`: not sluice's.
+#[inline(always)]
+fn steer(
+    ctx: &XdpContext,
+    family: u8,
+    local: &Endpoint<'_>,
+    remote: &Endpoint<'_>,
+    listener: Counter,
+    backend: Counter,
+) -> Option<(u32, Counter)> {
+    let key = endpoint_key(family, local.addr, local.port);
+    let entry = match LISTENERS.get_ptr(key) {
+        Some(entry) => Some(entry),
+        None => LISTENERS.get_ptr(wildcard_key(family, local.port)),
+    };
+    if let Some(entry) = entry {
         // SAFETY: a pointer to a map value returned by the kernel for this key, valid for the
         // program's run; a u32 is read whole.
         let draining = unsafe { *entry } == ENTRY_DRAINING;
-        if draining {
-            let src_addr = u32::from_be_bytes([at(ip, 12), at(ip, 13), at(ip, 14), at(ip, 15)]);
-            let flow = flow_key(src_addr, be16(tcp, 0), be16(tcp, 2));
-            if DRAIN_FLOWS.get_ptr(flow).is_none() {
-                return (XDP_PASS, Counter::PassDraining);
-            }
+        if draining && DRAIN_FLOWS.get_ptr(flow_key(family, remote.addr, remote.port, local.port)).is_none() {
+            return Some((XDP_PASS, Counter::PassDraining));
         }
-        return redirect(ctx, Counter::Redirected);
+        return Some(redirect(ctx, listener));
     }
     // Return traffic of sluice's own backend connections (issue 4).
     if BACKEND_FLOWS.get_ptr(key).is_some() {
-        return redirect(ctx, Counter::RedirectedBackend);
+        return Some(redirect(ctx, backend));
     }
-    (XDP_PASS, Counter::PassNoListener)
+    None
 }
 
 /// Redirect to this queue's AF_XDP socket; without one, pass to the kernel.

@@ -259,7 +259,7 @@ impl Supervisor {
         add_drain_flows(&mut attached, &flows);
         for l in &self.config.listeners {
             let addr = l.socket_addr();
-            if let Err(e) = attached.drain_listener(*addr.ip(), addr.port()) {
+            if let Err(e) = attached.drain_listener(addr.into()) {
                 tracing::error!(%addr, "drain: {e}");
             }
         }
@@ -345,7 +345,7 @@ impl Supervisor {
         };
         let mut attached = attached.lock().unwrap_or_else(|e| e.into_inner());
         for addr in new_addrs.iter().filter(|a| !old_addrs.contains(a)) {
-            attached.add_listener(*addr.ip(), addr.port())?;
+            attached.add_listener((*addr).into())?;
             self.retiring.retain(|(a, _, _)| a != addr);
             added += 1;
         }
@@ -354,7 +354,7 @@ impl Supervisor {
         add_drain_flows(&mut attached, &flows);
         let until = std::time::Instant::now() + Duration::from_millis(new.drain.deadline_ms);
         for addr in old_addrs.iter().filter(|a| !new_addrs.contains(a)) {
-            attached.drain_listener(*addr.ip(), addr.port())?;
+            attached.drain_listener((*addr).into())?;
             let mine = flows.iter().filter(|t| t.local == *addr).copied().collect();
             self.retiring.push((*addr, until, mine));
             removed += 1;
@@ -377,11 +377,11 @@ impl Supervisor {
             if *until > now {
                 return true;
             }
-            if let Err(e) = attached.remove_listener(*addr.ip(), addr.port()) {
+            if let Err(e) = attached.remove_listener((*addr).into()) {
                 tracing::error!(%addr, "removing a retired listener: {e}");
             }
             for t in flows {
-                let _ = attached.remove_drain_flow(t.remote, t.local.port());
+                let _ = attached.remove_drain_flow(t.remote.into(), t.local.port());
             }
             false
         });
@@ -414,7 +414,7 @@ fn snapshot(
 fn add_drain_flows(attached: &mut loader::Attached, flows: &[FourTuple]) {
     let mut failed = 0;
     for t in flows {
-        if attached.add_drain_flow(t.remote, t.local.port()).is_err() {
+        if attached.add_drain_flow(t.remote.into(), t.local.port()).is_err() {
             failed += 1;
         }
     }

@@ -77,7 +77,7 @@ pub fn prepare(config: &Config, services: &Services) -> Result<Transport> {
     }
     let listeners: Vec<_> = config.listeners.iter().map(|l| l.socket_addr()).collect();
     for addr in &listeners {
-        attached.add_listener(*addr.ip(), addr.port())?;
+        attached.add_listener((*addr).into())?;
         tracing::info!(%addr, "listening");
     }
 

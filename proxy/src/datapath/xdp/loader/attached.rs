@@ -1,9 +1,13 @@
 //! [`Attached`]: the attached XDP program and its maps: the listeners it steers (and drains),
 //! the flows kept while draining, sluice's backend flows, the XSKMAP of AF_XDP sockets and the
 //! counters. Dropping it detaches the program (its bpf_link closes).
+//!
+//! Addresses of both families go into the same maps: the keys carry the family
+//! (`sluice_ebpf::endpoint_key_of`, `sluice_ebpf::flow_key_of`).
 
 use std::{
-    net::Ipv4Addr,
+    collections::HashSet,
+    net::SocketAddr,
     os::fd::{AsRawFd, BorrowedFd},
 };
 
@@ -12,7 +16,7 @@ use aya::{
     maps::{HashMap, MapData, PerCpuArray, XskMap},
     programs::links::FdLink,
 };
-use sluice_ebpf::{Counter, ENTRY_ACTIVE, endpoint_key};
+use sluice_ebpf::{Counter, ENTRY_ACTIVE, ENTRY_DRAINING, EndpointKey, FlowKey, endpoint_key_of, flow_key_of};
 
 use super::counters::XdpCounters;
 use super::error::LoadError;
@@ -31,10 +35,22 @@ pub struct Attached {
     pub(super) load_time: std::time::Duration,
 }
 
+/// The most listeners (of both families together) the XDP program can steer: the capacity of
+/// its listener map. Check a configuration with [`check_listener_count`] before starting or
+/// reloading.
+pub const LISTENERS_MAX: usize = sluice_ebpf::LISTENERS_MAX as usize;
+
+/// Refuses `count` listeners when the XDP program cannot steer that many.
+pub fn check_listener_count(count: usize) -> Result<(), LoadError> {
+    if count > LISTENERS_MAX { Err(LoadError::TooManyListeners { count, max: LISTENERS_MAX }) } else { Ok(()) }
+}
+
 pub(super) struct Maps {
-    listeners: HashMap<MapData, u64, u32>,
-    backend_flows: HashMap<MapData, u64, u32>,
-    drain_flows: HashMap<MapData, u64, u32>,
+    listeners: HashMap<MapData, EndpointKey, u32>,
+    /// The keys in `listeners` (active or draining), to refuse one too many with a clear reason.
+    listener_keys: HashSet<EndpointKey>,
+    backend_flows: HashMap<MapData, EndpointKey, u32>,
+    drain_flows: HashMap<MapData, FlowKey, u32>,
     xsks: XskMap<MapData>,
     counters: PerCpuArray<MapData, u64>,
 }
@@ -50,6 +66,7 @@ impl Maps {
         }
         Ok(Maps {
             listeners: take(ebpf, sluice_ebpf::MAP_LISTENERS)?,
+            listener_keys: HashSet::new(),
             backend_flows: take(ebpf, sluice_ebpf::MAP_BACKEND_FLOWS)?,
             drain_flows: take(ebpf, sluice_ebpf::MAP_DRAIN_FLOWS)?,
             xsks: take(ebpf, sluice_ebpf::MAP_XSKS)?,
@@ -79,59 +96,73 @@ impl Attached {
         self.load_time
     }
 
-    /// Steers TCP segments to `addr:port` into the AF_XDP sockets.
-    pub fn add_listener(&mut self, addr: Ipv4Addr, port: u16) -> Result<(), LoadError> {
-        let key = endpoint_key(u32::from(addr), port);
-        self.maps
-            .listeners
-            .insert(key, ENTRY_ACTIVE, 0)
-            .map_err(|e| LoadError::Map { map: sluice_ebpf::MAP_LISTENERS, reason: e.to_string() })
+    /// Steers TCP segments to `local` (either family; the unspecified address `0.0.0.0` or `::`
+    /// takes every address of its family) into the AF_XDP sockets, and the path-MTU ICMP
+    /// messages about them. Refused with [`LoadError::TooManyListeners`] beyond
+    /// [`LISTENERS_MAX`].
+    pub fn add_listener(&mut self, local: SocketAddr) -> Result<(), LoadError> {
+        self.set_listener(local, ENTRY_ACTIVE)
     }
 
     /// Keeps steering one of sluice's flows (`remote` to local port `local_port`) to sluice while
     /// its listener drains. Add them before [`Attached::drain_listener`].
-    pub fn add_drain_flow(&mut self, remote: std::net::SocketAddrV4, local_port: u16) -> Result<(), LoadError> {
-        let key = sluice_ebpf::flow_key(u32::from(*remote.ip()), remote.port(), local_port);
+    pub fn add_drain_flow(&mut self, remote: SocketAddr, local_port: u16) -> Result<(), LoadError> {
         self.maps
             .drain_flows
-            .insert(key, ENTRY_ACTIVE, 0)
+            .insert(flow_key_of(remote, local_port), ENTRY_ACTIVE, 0)
             .map_err(|e| LoadError::Map { map: sluice_ebpf::MAP_DRAIN_FLOWS, reason: e.to_string() })
     }
 
     /// Forgets a flow added with [`Attached::add_drain_flow`].
-    pub fn remove_drain_flow(&mut self, remote: std::net::SocketAddrV4, local_port: u16) -> Result<(), LoadError> {
-        let key = sluice_ebpf::flow_key(u32::from(*remote.ip()), remote.port(), local_port);
-        remove_key(&mut self.maps.drain_flows, sluice_ebpf::MAP_DRAIN_FLOWS, key)
+    pub fn remove_drain_flow(&mut self, remote: SocketAddr, local_port: u16) -> Result<(), LoadError> {
+        remove_key(&mut self.maps.drain_flows, sluice_ebpf::MAP_DRAIN_FLOWS, flow_key_of(remote, local_port))
     }
 
-    /// Drains `addr:port`: from now on only the flows added with [`Attached::add_drain_flow`]
+    /// Drains `local`: from now on only the flows added with [`Attached::add_drain_flow`]
     /// still go to sluice (so its connections finish); everything else goes to the kernel.
-    pub fn drain_listener(&mut self, addr: Ipv4Addr, port: u16) -> Result<(), LoadError> {
-        let key = endpoint_key(u32::from(addr), port);
+    pub fn drain_listener(&mut self, local: SocketAddr) -> Result<(), LoadError> {
+        self.set_listener(local, ENTRY_DRAINING)
+    }
+
+    /// Stops steering `local`. Removing an absent listener is not an error.
+    pub fn remove_listener(&mut self, local: SocketAddr) -> Result<(), LoadError> {
+        let key = endpoint_key_of(local);
+        remove_key(&mut self.maps.listeners, sluice_ebpf::MAP_LISTENERS, key)?;
+        self.maps.listener_keys.remove(&key);
+        Ok(())
+    }
+
+    /// The listeners in the program's map now (active and draining).
+    pub fn listener_count(&self) -> usize {
+        self.maps.listener_keys.len()
+    }
+
+    fn set_listener(&mut self, local: SocketAddr, value: u32) -> Result<(), LoadError> {
+        let key = endpoint_key_of(local);
+        if !self.maps.listener_keys.contains(&key) {
+            check_listener_count(self.maps.listener_keys.len() + 1)?;
+        }
         self.maps
             .listeners
-            .insert(key, sluice_ebpf::ENTRY_DRAINING, 0)
-            .map_err(|e| LoadError::Map { map: sluice_ebpf::MAP_LISTENERS, reason: e.to_string() })
-    }
-
-    /// Stops steering `addr:port`. Removing an absent listener is not an error.
-    pub fn remove_listener(&mut self, addr: Ipv4Addr, port: u16) -> Result<(), LoadError> {
-        remove_key(&mut self.maps.listeners, sluice_ebpf::MAP_LISTENERS, endpoint_key(u32::from(addr), port))
+            .insert(key, value, 0)
+            .map_err(|e| LoadError::Map { map: sluice_ebpf::MAP_LISTENERS, reason: format!("{local}: {e}") })?;
+        self.maps.listener_keys.insert(key);
+        Ok(())
     }
 
     /// Steers the return traffic of one of sluice's own outgoing connections, whose local end is
-    /// `addr:port` (the `BACKEND_FLOWS` rule; for the backend TCP path).
-    pub fn add_backend_flow(&mut self, addr: Ipv4Addr, port: u16) -> Result<(), LoadError> {
-        let key = endpoint_key(u32::from(addr), port);
+    /// `local` (the `BACKEND_FLOWS` rule; for the backend TCP path), and the path-MTU ICMP
+    /// messages about it.
+    pub fn add_backend_flow(&mut self, local: SocketAddr) -> Result<(), LoadError> {
         self.maps
             .backend_flows
-            .insert(key, ENTRY_ACTIVE, 0)
+            .insert(endpoint_key_of(local), ENTRY_ACTIVE, 0)
             .map_err(|e| LoadError::Map { map: sluice_ebpf::MAP_BACKEND_FLOWS, reason: e.to_string() })
     }
 
     /// Removes a backend flow added by [`Attached::add_backend_flow`].
-    pub fn remove_backend_flow(&mut self, addr: Ipv4Addr, port: u16) -> Result<(), LoadError> {
-        remove_key(&mut self.maps.backend_flows, sluice_ebpf::MAP_BACKEND_FLOWS, endpoint_key(u32::from(addr), port))
+    pub fn remove_backend_flow(&mut self, local: SocketAddr) -> Result<(), LoadError> {
+        remove_key(&mut self.maps.backend_flows, sluice_ebpf::MAP_BACKEND_FLOWS, endpoint_key_of(local))
     }
 
     /// Puts the AF_XDP socket `fd`, bound to RX queue `queue` of this interface, in the XSKMAP.
@@ -173,11 +204,28 @@ impl Drop for Attached {
     }
 }
 
-fn remove_key(map: &mut HashMap<MapData, u64, u32>, name: &'static str, key: u64) -> Result<(), LoadError> {
+fn remove_key<K: aya::Pod>(map: &mut HashMap<MapData, K, u32>, name: &'static str, key: K) -> Result<(), LoadError> {
     match map.remove(&key) {
         Ok(()) => Ok(()),
         Err(aya::maps::MapError::KeyNotFound) => Ok(()),
         Err(aya::maps::MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => Ok(()),
         Err(e) => Err(LoadError::Map { map: name, reason: e.to_string() }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listener_count_is_checked_against_the_map() {
+        assert!(check_listener_count(0).is_ok());
+        assert!(check_listener_count(LISTENERS_MAX).is_ok());
+        let err = check_listener_count(LISTENERS_MAX + 1).unwrap_err();
+        assert!(
+            matches!(err, LoadError::TooManyListeners { count, max } if count == LISTENERS_MAX + 1 && max == LISTENERS_MAX)
+        );
+        let msg = err.to_string();
+        assert!(msg.contains(&LISTENERS_MAX.to_string()) && !msg.contains('\n'), "{msg}");
     }
 }

@@ -38,6 +38,8 @@ pub enum LoadError {
         "the kernel attached XDP on {0} without a bpf_link (legacy netlink path); refused because it would outlive the process"
     )]
     NotALink(String),
+    #[error("{count} listeners: the XDP program steers at most {max} (both address families together)")]
+    TooManyListeners { count: usize, max: usize },
     #[error("map {map}: {reason}")]
     Map { map: &'static str, reason: String },
     #[error("rtnetlink: {0}")]

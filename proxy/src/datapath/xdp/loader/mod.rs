@@ -23,7 +23,8 @@
 //! - `attach`: [`Loader::attach`]: the checks, loading the program, attaching it as a bpf_link;
 //!   and the embedded program object ([`XDP_OBJECT`]).
 //! - `attached`: [`Attached`], the attached program: its maps (listeners, drain and backend
-//!   flows, XSKMAP, counters) and detaching on drop.
+//!   flows, XSKMAP, counters; addresses of both families) and detaching on drop;
+//!   [`LISTENERS_MAX`] and [`check_listener_count`] for start and reload.
 //! - `netlink`: interface state over rtnetlink ([`queue_count`], up, attached program) and the
 //!   removal of a legacy-attached program.
 //! - `privileges`: the effective capabilities attaching needs.
@@ -39,7 +40,7 @@ mod netlink;
 mod privileges;
 
 pub use attach::{Loader, XDP_OBJECT};
-pub use attached::Attached;
+pub use attached::{Attached, LISTENERS_MAX, check_listener_count};
 pub use counters::XdpCounters;
 pub use error::LoadError;
 pub use mode::XdpMode;
