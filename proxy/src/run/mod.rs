@@ -316,7 +316,7 @@ impl Supervisor {
         let until = std::time::Instant::now() + Duration::from_millis(new.drain.deadline_ms);
         for addr in old_addrs.iter().filter(|a| !new_addrs.contains(a)) {
             attached.drain_listener(*addr.ip(), addr.port())?;
-            let mine = flows.iter().filter(|t| t.local == *addr).copied().collect();
+            let mine = flows.iter().filter(|t| t.local == std::net::SocketAddr::V4(*addr)).copied().collect();
             self.retiring.push((*addr, until, mine));
             removed += 1;
         }
@@ -342,7 +342,9 @@ impl Supervisor {
                 tracing::error!(%addr, "removing a retired listener: {e}");
             }
             for t in flows {
-                let _ = attached.remove_drain_flow(t.remote, t.local.port());
+                if let std::net::SocketAddr::V4(remote) = t.remote {
+                    let _ = attached.remove_drain_flow(remote, t.local.port());
+                }
             }
             false
         });
@@ -375,7 +377,8 @@ fn snapshot(
 fn add_drain_flows(attached: &mut loader::Attached, flows: &[FourTuple]) {
     let mut failed = 0;
     for t in flows {
-        if attached.add_drain_flow(t.remote, t.local.port()).is_err() {
+        let std::net::SocketAddr::V4(remote) = t.remote else { continue };
+        if attached.add_drain_flow(remote, t.local.port()).is_err() {
             failed += 1;
         }
     }

@@ -189,10 +189,10 @@ pub fn tcp(data: &[u8]) -> bool {
 /// IPv6 packet parse (extension headers walked), emit, re-parse; and the extension-header
 /// walker alone over the bytes.
 pub fn ipv6(data: &[u8]) -> bool {
-    if let Some((&next, rest)) = data.split_first() {
-        if let Ok((_, off)) = ipv6::upper_layer(next, rest) {
-            assert!(off <= rest.len());
-        }
+    if let Some((&next, rest)) = data.split_first()
+        && let Ok((_, off)) = ipv6::upper_layer(next, rest)
+    {
+        assert!(off <= rest.len());
     }
     let Ok(packet) = ipv6::Packet::new_checked(data) else {
         return false;
