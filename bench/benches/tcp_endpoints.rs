@@ -39,8 +39,9 @@ impl Wire {
             let ipp = ipv4::Packet::new_checked(&self.buf[..len]).expect("ipv4");
             let ip = ipv4::Repr::parse(&ipp, Checksum::Verify).expect("ipv4 repr");
             let tp = tcp::Packet::new_checked(ipp.payload()).expect("tcp");
-            let seg = tcp::Repr::parse(&tp, ip.src_addr, ip.dst_addr, Checksum::Verify).expect("tcp repr");
-            to.handle_segment(now, &ip, &seg);
+            let seg =
+                tcp::Repr::parse(&tp, ip.src_addr.into(), ip.dst_addr.into(), Checksum::Verify).expect("tcp repr");
+            to.handle_segment(now, &ip.into(), &seg);
             n += 1;
         }
         n
@@ -86,7 +87,7 @@ fn sluice_cps(n: usize) -> Phases {
     let mut client = Endpoint::new(cfg.clone(), vnow);
     let mut server = Endpoint::new(cfg, vnow);
     let server_addr = SocketAddrV4::new(Ipv4Addr::new(198, 51, 100, 2), 80);
-    server.listen(server_addr).unwrap();
+    server.listen(server_addr.into()).unwrap();
     let mut wire = Wire { buf: vec![0; 2048] };
     let request = [b'q'; REQUEST];
     let response = [b'r'; RESPONSE];
@@ -123,7 +124,7 @@ fn sluice_cps(n: usize) -> Phases {
         let local = SocketAddrV4::new(Ipv4Addr::new(198, 51, 100, 1), 1024 + (i % 60_000) as u16);
         // SYN: connect, the SYN crosses, the server creates its TCB.
         let t0 = Instant::now();
-        let h = client.connect(vnow, local, server_addr).unwrap();
+        let h = client.connect(vnow, local.into(), server_addr.into()).unwrap();
         wire.carry(vnow, &mut client, &mut server);
         let t1 = Instant::now();
         p.syn += t1 - t0;

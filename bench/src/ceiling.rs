@@ -523,7 +523,7 @@ impl Tcp {
         let now = sluice_tcp::Instant::from_millis(1_000);
         let mut server = Endpoint::new(cfg.clone(), now);
         let server_addr = SocketAddrV4::new(Ipv4Addr::new(198, 51, 100, 2), 443);
-        server.listen(server_addr)?;
+        server.listen(server_addr.into())?;
         let backend = SocketAddrV4::new(Ipv4Addr::new(203, 0, 113, 10), 8080);
         let settings = sluice::config::Relay::default();
         Ok(Self {
@@ -570,9 +570,9 @@ impl Tcp {
             let ipp = ipv4::Packet::new_checked(&frame[..len]).map_err(|e| anyhow!("ipv4: {e:?}"))?;
             let ip = ipv4::Repr::parse(&ipp, Checksum::Verify).map_err(|e| anyhow!("ipv4 repr: {e:?}"))?;
             let tp = tcp::Packet::new_checked(ipp.payload()).map_err(|e| anyhow!("tcp: {e:?}"))?;
-            let seg = tcp::Repr::parse(&tp, ip.src_addr, ip.dst_addr, Checksum::Verify)
+            let seg = tcp::Repr::parse(&tp, ip.src_addr.into(), ip.dst_addr.into(), Checksum::Verify)
                 .map_err(|e| anyhow!("tcp repr: {e:?}"))?;
-            to.handle_segment(now, &ip, &seg);
+            to.handle_segment(now, &ip.into(), &seg);
             *server_time += if server_is_from { t1 - t0 } else { t1.elapsed() };
             n += 1;
         }
@@ -588,7 +588,7 @@ impl Tcp {
         self.request.clear();
         let counted = self.counters;
         let local = SocketAddrV4::new(Ipv4Addr::new(198, 51, 100, 1), self.port);
-        let ch = self.client.connect(self.now, local, self.server_addr)?;
+        let ch = self.client.connect(self.now, local.into(), self.server_addr.into())?;
         let mut client = new_client(fx, kind)?;
         // The server's connection and its session, from Established until the session ended.
         let mut session: Option<(ConnectionHandle, Session<MemoryBackend>)> = None;

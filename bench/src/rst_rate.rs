@@ -168,7 +168,7 @@ impl SynTemplate {
             payload_len: tcp.header_len(),
             hop_limit: 64,
         };
-        emit_frame(buf, &eth, &ip, &tcp)
+        emit_frame(buf, &eth, &ip.into(), &tcp)
     }
 }
 
@@ -935,8 +935,8 @@ mod tests {
             let seg = parse_frame(&buf[..len], Checksum::Verify).unwrap();
             assert_eq!(seg.eth.src_addr, t.src_mac);
             assert_eq!(seg.eth.dst_addr, t.dst_mac);
-            assert_eq!(seg.ip.src_addr, CLIENT_IP);
-            assert_eq!(seg.ip.dst_addr, *LISTENER.ip());
+            assert_eq!(seg.ip.src_addr(), std::net::IpAddr::V4(CLIENT_IP));
+            assert_eq!(seg.ip.dst_addr(), std::net::IpAddr::V4(*LISTENER.ip()));
             assert_eq!(seg.tcp.dst_port, 443);
             assert_eq!(seg.tcp.src_port, SynTemplate::src_port(i));
             assert_eq!(seg.tcp.seq_number, SynTemplate::seq(i));

@@ -355,7 +355,7 @@ impl Supervisor {
         let until = std::time::Instant::now() + Duration::from_millis(new.drain.deadline_ms);
         for addr in old_addrs.iter().filter(|a| !new_addrs.contains(a)) {
             attached.drain_listener((*addr).into())?;
-            let mine = flows.iter().filter(|t| t.local == *addr).copied().collect();
+            let mine = flows.iter().filter(|t| t.local == std::net::SocketAddr::V4(*addr)).copied().collect();
             self.retiring.push((*addr, until, mine));
             removed += 1;
         }
@@ -381,7 +381,7 @@ impl Supervisor {
                 tracing::error!(%addr, "removing a retired listener: {e}");
             }
             for t in flows {
-                let _ = attached.remove_drain_flow(t.remote.into(), t.local.port());
+                let _ = attached.remove_drain_flow(t.remote, t.local.port());
             }
             false
         });
@@ -414,7 +414,7 @@ fn snapshot(
 fn add_drain_flows(attached: &mut loader::Attached, flows: &[FourTuple]) {
     let mut failed = 0;
     for t in flows {
-        if attached.add_drain_flow(t.remote.into(), t.local.port()).is_err() {
+        if attached.add_drain_flow(t.remote, t.local.port()).is_err() {
             failed += 1;
         }
     }

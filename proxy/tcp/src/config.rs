@@ -2,8 +2,9 @@
 
 use crate::congestion::Algorithm;
 use crate::time::Instant;
-use core::net::SocketAddrV4;
+use core::net::SocketAddr;
 use core::time::Duration;
+use sluice_wire::ip::{self, Version};
 
 /// Keepalive (RFC 9293 3.8.4 / RFC 1122 4.2.3.6): off unless configured.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -19,7 +20,8 @@ pub struct Keepalive {
 /// Endpoint configuration. Every field has a default; see `Config::default`.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// Link MTU; our advertised MSS is `mtu - 40`.
+    /// Link MTU; our advertised MSS is `mtu - 40` over IPv4, `mtu - 60` over IPv6 (see
+    /// [`Config::mss`]).
     pub mtu: usize,
     /// Receive buffer (and so the largest receive window) per connection, bytes.
     pub recv_buffer: usize,
@@ -112,10 +114,11 @@ impl Default for Config {
 }
 
 impl Config {
-    /// Our MSS: MTU minus the IPv4 and TCP base headers (RFC 9293 3.7.1).
+    /// Our MSS over IP `version`: the MTU minus the IP and TCP base headers (RFC 9293 3.7.1:
+    /// 40 bytes for IPv4; RFC 8200 / RFC 9293 3.7.1: 60 for IPv6).
     #[must_use]
-    pub fn mss(&self) -> usize {
-        self.mtu.saturating_sub(40).clamp(64, 65_495)
+    pub fn mss(&self, version: Version) -> usize {
+        self.mtu.saturating_sub(version.header_len() + TCP_HEADER_LEN).clamp(64, 65_495)
     }
     /// The window-scale shift we offer: the smallest that lets the receive buffer be advertised.
     #[must_use]
@@ -128,11 +131,30 @@ impl Config {
     }
 }
 
-/// A connection's 4-tuple.
+/// The TCP base header, which the MSS does not count (RFC 9293 3.7.1).
+const TCP_HEADER_LEN: usize = sluice_wire::tcp::HEADER_LEN;
+
+/// A connection's 4-tuple. Both ends are of one address family: the endpoint only builds
+/// tuples from one IP header or from a `connect` it checked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct FourTuple {
-    pub local: SocketAddrV4,
-    pub remote: SocketAddrV4,
+    pub local: SocketAddr,
+    pub remote: SocketAddr,
+}
+
+impl FourTuple {
+    /// The IP version of the connection.
+    #[must_use]
+    pub const fn version(&self) -> Version {
+        Version::of(&self.local.ip())
+    }
+
+    /// The IP header of a segment we send on this connection carrying `payload_len` bytes of
+    /// TCP (hop limit 64); `None` if the ends are of two families (never, see above).
+    #[must_use]
+    pub fn ip_repr(&self, payload_len: usize) -> Option<ip::Repr> {
+        ip::Repr::new(self.local.ip(), self.remote.ip(), ip::Protocol::Tcp, payload_len, 64).ok()
+    }
 }
 
 /// An opaque reference to a connection of an `Endpoint`. Stale handles are detected.
@@ -305,6 +327,23 @@ pub enum ListenError {
     AddrInUse,
     #[error("port 0 cannot be listened on")]
     InvalidPort,
+}
+
+/// Why a path-MTU message was not acted on (`Endpoint::path_mtu`); the caller counts it as
+/// ignored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum PathMtuIgnored {
+    /// No connection has this 4-tuple.
+    #[error("no connection with the quoted 4-tuple")]
+    NoConnection,
+    /// The quoted sequence number is not in flight (RFC 5927 4.1: SND.UNA <= seq < SND.NXT),
+    /// or the connection sends nothing (handshake, closed).
+    #[error("the quoted sequence number is not in flight")]
+    NotInFlight,
+    /// The MTU does not lower the connection's segment size (it is at the minimum or smaller
+    /// already).
+    #[error("the MTU does not lower the segment size")]
+    NotSmaller,
 }
 
 /// Errors of `Endpoint::connect`.

@@ -8,10 +8,10 @@
 use crate::config::{Config, ConnectionHandle, Event, FourTuple};
 use crate::endpoint::Endpoint;
 use crate::time::Instant;
-use core::net::{Ipv4Addr, SocketAddrV4};
+use core::net::{Ipv4Addr, SocketAddr};
 use core::time::Duration;
 use sluice_wire::tcp::{Flags, SackBlock, Timestamp};
-use sluice_wire::{Checksum, ipv4, tcp};
+use sluice_wire::{Checksum, ethernet, ip, tcp};
 
 std::thread_local! {
     /// For tests: whether some input reached a synchronized state.
@@ -61,10 +61,10 @@ pub fn endpoint(data: &[u8]) {
     };
     let mut now = Instant::from_millis(10_000);
     let mut ep = Endpoint::new(config, now);
-    let _ = ep.listen(SocketAddrV4::new(LOCAL, 443));
+    let _ = ep.listen(SocketAddr::new(LOCAL.into(), 443));
     let mut handles: Vec<ConnectionHandle> = Vec::new();
     let mut max_state_seen = 0usize;
-    if let Ok(h) = ep.connect(now, SocketAddrV4::new(LOCAL, 50_000), SocketAddrV4::new(PEERS[1], 80)) {
+    if let Ok(h) = ep.connect(now, SocketAddr::new(LOCAL.into(), 50_000), SocketAddr::new(PEERS[1].into(), 80)) {
         handles.push(h);
     }
     let mut buf = vec![0u8; 1600];
@@ -83,8 +83,8 @@ pub fn endpoint(data: &[u8]) {
                 let (src_port, dst_port) =
                     if sel & 1 == 0 { (40_000 + u16::from(sel >> 5), 443) } else { (80, 50_000) };
                 let tuple_conn = ep.lookup(&FourTuple {
-                    local: SocketAddrV4::new(LOCAL, dst_port),
-                    remote: SocketAddrV4::new(peer, src_port),
+                    local: SocketAddr::new(LOCAL.into(), dst_port),
+                    remote: SocketAddr::new(peer.into(), src_port),
                 });
                 let (Some(seq_mode), Some(seq_raw), Some(ack_raw), Some(fl), Some(win), Some(opt), Some(plen)) =
                     (input.u8(), input.u32(), input.u32(), input.u8(), input.u16(), input.u8(), input.u8())
@@ -125,13 +125,8 @@ pub fn endpoint(data: &[u8]) {
                     timestamp: (opt & 16 != 0).then_some(Timestamp { tsval: seq_raw, tsecr: ack_raw }),
                     payload: &payload,
                 };
-                let ip = ipv4::Repr {
-                    src_addr: peer,
-                    dst_addr: LOCAL,
-                    protocol: ipv4::Protocol::Tcp,
-                    payload_len: seg.buffer_len(),
-                    hop_limit: 64,
-                };
+                let ip = ip::Repr::new(peer.into(), LOCAL.into(), ip::Protocol::Tcp, seg.buffer_len(), 64)
+                    .expect("one family");
                 ep.handle_segment(now, &ip, &seg);
             }
             // Time passes.
@@ -144,10 +139,11 @@ pub fn endpoint(data: &[u8]) {
             5 => {
                 let mut n = 0;
                 while let Some(len) = ep.poll_transmit(now, &mut buf) {
-                    let ipp = ipv4::Packet::new_checked(&buf[..len]).expect("emitted IPv4 parses");
-                    let ipr = ipv4::Repr::parse(&ipp, Checksum::Verify).expect("emitted IPv4 verifies");
-                    let tp = tcp::Packet::new_checked(ipp.payload()).expect("emitted TCP parses");
-                    tcp::Repr::parse(&tp, ipr.src_addr, ipr.dst_addr, Checksum::Verify).expect("emitted TCP verifies");
+                    let (ipr, upper) = ip::Repr::parse(ethernet::EtherType::Ipv4, &buf[..len], Checksum::Verify)
+                        .expect("emitted IPv4 parses and verifies");
+                    let tp = tcp::Packet::new_checked(upper).expect("emitted TCP parses");
+                    tcp::Repr::parse(&tp, ipr.src_addr(), ipr.dst_addr(), Checksum::Verify)
+                        .expect("emitted TCP verifies");
                     n += 1;
                     if n > 10_000 {
                         panic!("poll_transmit never ends");

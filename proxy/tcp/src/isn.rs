@@ -6,7 +6,7 @@
 //! test vector is the paper's appendix A example.
 
 use crate::time::Instant;
-use core::net::SocketAddrV4;
+use core::net::{IpAddr, SocketAddr};
 
 /// SipHash-2-4 with a 128-bit key.
 #[derive(Debug, Clone, Copy)]
@@ -78,15 +78,45 @@ impl SipHasher24 {
     }
 }
 
-/// The 12 bytes of a 4-tuple, local first.
+/// The bytes of a 4-tuple, local first: address, port, address, port. 12 bytes for IPv4 (the
+/// layout every hash of this crate has always used), 36 for IPv6 (full 16-byte addresses).
+#[derive(Debug, Clone, Copy)]
+pub struct TupleBytes {
+    buf: [u8; TupleBytes::MAX_LEN],
+    len: usize,
+}
+
+impl TupleBytes {
+    /// The longest encoding: two IPv6 addresses and two ports.
+    pub const MAX_LEN: usize = 36;
+
+    /// The encoded tuple.
+    #[must_use]
+    pub fn as_slice(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+}
+
+/// The bytes of the 4-tuple (`local`, `remote`); see [`TupleBytes`].
 #[must_use]
-pub fn tuple_bytes(local: SocketAddrV4, remote: SocketAddrV4) -> [u8; 12] {
-    let mut b = [0u8; 12];
-    b[..4].copy_from_slice(&local.ip().octets());
-    b[4..6].copy_from_slice(&local.port().to_be_bytes());
-    b[6..10].copy_from_slice(&remote.ip().octets());
-    b[10..12].copy_from_slice(&remote.port().to_be_bytes());
-    b
+pub fn tuple_bytes(local: SocketAddr, remote: SocketAddr) -> TupleBytes {
+    let mut buf = [0u8; TupleBytes::MAX_LEN];
+    let mut len = 0;
+    for end in [local, remote] {
+        let n = match end.ip() {
+            IpAddr::V4(a) => {
+                buf[len..len + 4].copy_from_slice(&a.octets());
+                4
+            }
+            IpAddr::V6(a) => {
+                buf[len..len + 16].copy_from_slice(&a.octets());
+                16
+            }
+        };
+        buf[len + n..len + n + 2].copy_from_slice(&end.port().to_be_bytes());
+        len += n + 2;
+    }
+    TupleBytes { buf, len }
 }
 
 /// RFC 6528 ISN generator.
@@ -102,25 +132,27 @@ impl IsnGenerator {
     }
     /// ISN = M + F(4-tuple, key) with M a 4 us timer (RFC 6528 section 3, RFC 9293 3.4.1).
     #[must_use]
-    pub fn isn(&self, now: Instant, local: SocketAddrV4, remote: SocketAddrV4) -> u32 {
-        let f = self.hasher.hash(&tuple_bytes(local, remote)) as u32;
+    pub fn isn(&self, now: Instant, local: SocketAddr, remote: SocketAddr) -> u32 {
+        let f = self.hasher.hash(tuple_bytes(local, remote).as_slice()) as u32;
         let m = (now.as_micros() / 4) as u32;
         f.wrapping_add(m)
     }
     /// A per-connection keyed offset for TCP timestamps (RFC 7323 section 5.4 / 7.1).
     #[must_use]
-    pub fn ts_offset(&self, local: SocketAddrV4, remote: SocketAddrV4) -> u32 {
-        let mut b = [0u8; 13];
-        b[..12].copy_from_slice(&tuple_bytes(local, remote));
-        b[12] = 0x75;
-        self.hasher.hash(&b) as u32
+    pub fn ts_offset(&self, local: SocketAddr, remote: SocketAddr) -> u32 {
+        let t = tuple_bytes(local, remote);
+        let n = t.as_slice().len();
+        let mut b = [0u8; TupleBytes::MAX_LEN + 1];
+        b[..n].copy_from_slice(t.as_slice());
+        b[n] = 0x75;
+        self.hasher.hash(&b[..=n]) as u32
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use core::net::Ipv4Addr;
+    use core::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4};
 
     #[test]
     fn siphash_reference_vector() {
@@ -136,9 +168,9 @@ mod tests {
 
     #[test]
     fn isn_depends_on_key_tuple_and_clock() {
-        let l = SocketAddrV4::new(Ipv4Addr::new(198, 51, 100, 2), 443);
-        let r = SocketAddrV4::new(Ipv4Addr::new(198, 51, 100, 1), 40000);
-        let r2 = SocketAddrV4::new(Ipv4Addr::new(198, 51, 100, 1), 40001);
+        let l = SocketAddrV4::new(Ipv4Addr::new(198, 51, 100, 2), 443).into();
+        let r = SocketAddrV4::new(Ipv4Addr::new(198, 51, 100, 1), 40000).into();
+        let r2 = SocketAddrV4::new(Ipv4Addr::new(198, 51, 100, 1), 40001).into();
         let g = IsnGenerator::new([1; 16]);
         let h = IsnGenerator::new([2; 16]);
         let t = Instant::from_millis(1000);
@@ -148,5 +180,24 @@ mod tests {
         // The clock advances by 1 per 4 us.
         let later = Instant::from_micros(t.as_micros() + 400);
         assert_eq!(g.isn(later, l, r), g.isn(t, l, r).wrapping_add(100));
+    }
+
+    #[test]
+    fn tuple_bytes_keep_the_ipv4_layout_and_take_whole_ipv6_addresses() {
+        let l = SocketAddrV4::new(Ipv4Addr::new(198, 51, 100, 2), 443).into();
+        let r = SocketAddrV4::new(Ipv4Addr::new(198, 51, 100, 1), 40000).into();
+        assert_eq!(tuple_bytes(l, r).as_slice(), &[198, 51, 100, 2, 1, 187, 198, 51, 100, 1, 0x9c, 0x40]);
+        let l6 = SocketAddr::new(Ipv6Addr::new(0x2001, 0xdb8, 0x100, 0, 0, 0, 0, 2).into(), 443);
+        let r6 = SocketAddr::new(Ipv6Addr::new(0x2001, 0xdb8, 0x100, 0, 0, 0, 0, 1).into(), 40000);
+        let b = tuple_bytes(l6, r6);
+        assert_eq!(b.as_slice().len(), 36);
+        assert_eq!(&b.as_slice()[16..18], &[1, 187]);
+        assert_eq!(&b.as_slice()[34..], &[0x9c, 0x40]);
+        // The low bits of an address count: two addresses that differ only there differ.
+        let r6b = SocketAddr::new(Ipv6Addr::new(0x2001, 0xdb8, 0x100, 0, 0, 0, 0, 3).into(), 40000);
+        let g = IsnGenerator::new([1; 16]);
+        let t = Instant::from_millis(1000);
+        assert_ne!(g.isn(t, l6, r6), g.isn(t, l6, r6b));
+        assert_ne!(g.ts_offset(l6, r6), g.ts_offset(l6, r6b));
     }
 }

@@ -36,7 +36,8 @@ pub mod time;
 pub mod timer;
 
 pub use config::{
-    Config, ConnectError, ConnectionHandle, DropReason, Event, FourTuple, Keepalive, ListenError, Stats, StreamError,
+    Config, ConnectError, ConnectionHandle, DropReason, Event, FourTuple, Keepalive, ListenError, PathMtuIgnored,
+    Stats, StreamError,
 };
 pub use congestion::Algorithm;
 pub use connection::State;

@@ -8,9 +8,9 @@
 use crate::config::{Config, ConnectionHandle, Event, StreamError};
 use crate::endpoint::Endpoint;
 use crate::time::Instant;
-use core::net::{Ipv4Addr, SocketAddrV4};
+use core::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use core::time::Duration;
-use sluice_wire::{Checksum, ipv4, tcp};
+use sluice_wire::{Checksum, ethernet, ip, tcp};
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
@@ -110,6 +110,8 @@ pub struct Pair {
 
 pub const A_ADDR: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
 pub const B_ADDR: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 2);
+pub const A_ADDR6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x100, 0, 0, 0, 0, 1);
+pub const B_ADDR6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x100, 0, 0, 0, 0, 2);
 
 impl Pair {
     #[must_use]
@@ -181,24 +183,26 @@ impl Pair {
 
     /// Parse a packet with the real wire code and hand it to `ep`.
     pub fn deliver(ep: &mut Endpoint, now: Instant, bytes: &[u8]) -> bool {
-        let Ok(ipp) = ipv4::Packet::new_checked(bytes) else {
+        // The IP version from the first nibble, as a NIC would know it from the EtherType.
+        let ethertype = match bytes.first().map(|b| b >> 4) {
+            Some(6) => ethernet::EtherType::Ipv6,
+            _ => ethernet::EtherType::Ipv4,
+        };
+        let Ok((ip, upper)) = ip::Repr::parse(ethertype, bytes, Checksum::Verify) else {
             return false;
         };
-        let Ok(ip) = ipv4::Repr::parse(&ipp, Checksum::Verify) else {
+        let Ok(tp) = tcp::Packet::new_checked(upper) else {
             return false;
         };
-        let Ok(tp) = tcp::Packet::new_checked(ipp.payload()) else {
-            return false;
-        };
-        let Ok(seg) = tcp::Repr::parse(&tp, ip.src_addr, ip.dst_addr, Checksum::Verify) else {
+        let Ok(seg) = tcp::Repr::parse(&tp, ip.src_addr(), ip.dst_addr(), Checksum::Verify) else {
             return false;
         };
         if std::env::var_os("SIM_TRACE").is_some() {
             std::println!(
                 "{now:?} {}:{} > {}:{} [{}] seq {} ack {} win {} len {} sack {:?} ts {:?}",
-                ip.src_addr,
+                ip.src_addr(),
                 seg.src_port,
-                ip.dst_addr,
+                ip.dst_addr(),
                 seg.dst_port,
                 seg.flags,
                 seg.seq_number,
@@ -323,7 +327,8 @@ pub struct Transfer {
 }
 
 /// Connect A to B, move `a_data` A->B and `b_data` B->A, close both ways, and run until both
-/// endpoints are empty (TIME-WAIT expired) or `limit` of virtual time passed.
+/// endpoints are empty (TIME-WAIT expired) or `limit` of virtual time passed. Over IPv4
+/// (`A_ADDR`, `B_ADDR`); `run_transfer_over` takes the addresses.
 pub fn run_transfer(
     config: Config,
     link: LinkConfig,
@@ -332,9 +337,22 @@ pub fn run_transfer(
     b_data: Vec<u8>,
     limit: Duration,
 ) -> Transfer {
+    run_transfer_over((A_ADDR.into(), B_ADDR.into()), config, link, seed, a_data, b_data, limit)
+}
+
+/// `run_transfer` between the addresses `(a, b)` (both IPv4 or both IPv6).
+pub fn run_transfer_over(
+    (a, b): (IpAddr, IpAddr),
+    config: Config,
+    link: LinkConfig,
+    seed: u64,
+    a_data: Vec<u8>,
+    b_data: Vec<u8>,
+    limit: Duration,
+) -> Transfer {
     let mut pair = Pair::new(config.clone(), config, link, seed);
-    let server_addr = SocketAddrV4::new(B_ADDR, 443);
-    let client_addr = SocketAddrV4::new(A_ADDR, 40_000 + (seed % 20_000) as u16);
+    let server_addr = SocketAddr::new(b, 443);
+    let client_addr = SocketAddr::new(a, 40_000 + (seed % 20_000) as u16);
     pair.b.listen(server_addr).expect("listen");
     let start = pair.now;
     let h = pair.a.connect(pair.now, client_addr, server_addr).expect("connect");

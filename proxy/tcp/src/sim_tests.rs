@@ -173,12 +173,12 @@ fn debug_one() {
 fn no_nagle_delayed_ack_stall() {
     use crate::config::Event;
     use crate::sim::{A_ADDR, B_ADDR, Pair};
-    use core::net::SocketAddrV4;
+    use core::net::SocketAddr;
     let cfg = small_config();
     let mut p = Pair::new(cfg.clone(), cfg.clone(), LinkConfig::default(), 5);
-    let server = SocketAddrV4::new(B_ADDR, 443);
+    let server = SocketAddr::new(B_ADDR.into(), 443);
     p.b.listen(server).unwrap();
-    let h = p.a.connect(p.now, SocketAddrV4::new(A_ADDR, 40_000), server).unwrap();
+    let h = p.a.connect(p.now, SocketAddr::new(A_ADDR.into(), 40_000), server).unwrap();
     let mut sh = None;
     while sh.is_none() {
         assert!(p.step());
@@ -219,7 +219,7 @@ fn no_nagle_delayed_ack_stall() {
 fn many_concurrent_connections() {
     use crate::config::{ConnectionHandle, Event, StreamError};
     use crate::sim::{A_ADDR, B_ADDR, Pair};
-    use core::net::SocketAddrV4;
+    use core::net::SocketAddr;
     use std::collections::HashMap;
 
     #[derive(Default)]
@@ -285,14 +285,14 @@ fn many_concurrent_connections() {
     let link =
         LinkConfig { loss: 0.05, reorder: 0.05, duplicate: 0.01, bandwidth: Some(50_000_000), ..LinkConfig::default() };
     let mut p = Pair::new(cfg.clone(), cfg, link, 77);
-    let server = SocketAddrV4::new(B_ADDR, 443);
+    let server = SocketAddr::new(B_ADDR.into(), 443);
     p.b.listen(server).unwrap();
     let mut clients: HashMap<ConnectionHandle, Side> = HashMap::new();
     let mut servers: HashMap<ConnectionHandle, Side> = HashMap::new();
     let mut expected = HashMap::new();
     for i in 0..N {
         let port = 20_000 + i as u16;
-        let h = p.a.connect(p.now, SocketAddrV4::new(A_ADDR, port), server).unwrap();
+        let h = p.a.connect(p.now, SocketAddr::new(A_ADDR.into(), port), server).unwrap();
         let d = data(i as u64, 1000 + i * 500);
         expected.insert(port, d.clone());
         clients.insert(h, Side { data: d, port, ..Side::default() });
@@ -419,4 +419,34 @@ fn loss_probes_replace_most_rtos_under_bridge_impairment() {
     assert!(probes_on > 0);
     assert!(rto_off >= 10, "the impairment should cost RTOs without probes: {rto_off}");
     assert!(rto_on * 3 <= rto_off, "RTOs {rto_off} -> {rto_on}");
+}
+
+/// The same endpoints over IPv6 (RFC 8200 pseudo-header, MSS = MTU - 60): handshake, data
+/// both ways, close and TIME-WAIT, cleanly and under loss.
+#[test]
+fn ipv6_handshake_data_and_close() {
+    use crate::sim::{A_ADDR6, B_ADDR6, run_transfer_over};
+    let addrs = (A_ADDR6.into(), B_ADDR6.into());
+    let a = data(11, 300_000);
+    let b = data(12, 40_000);
+    let t = run_transfer_over(
+        addrs,
+        small_config(),
+        LinkConfig::default(),
+        3,
+        a.clone(),
+        b.clone(),
+        Duration::from_secs(600),
+    );
+    check(&t, &a, &b).unwrap();
+    // Full-sized segments carry 1500 - 60 - 12 (timestamps) bytes: 300,000 bytes need at
+    // least 300_000 / 1428 of them.
+    let segs = t.pair.a.stats().segments_out;
+    assert!(segs >= 300_000 / 1428, "{segs}");
+    let lossy = LinkConfig { loss: 0.02, ..LinkConfig::default() };
+    let t = run_transfer_over(addrs, small_config(), lossy, 4, a.clone(), b.clone(), Duration::from_secs(600));
+    check(&t, &a, &b).unwrap();
+    assert!(
+        t.pair.a.stats().retransmits_rto + t.pair.a.stats().retransmits_fast + t.pair.a.stats().retransmits_sack > 0
+    );
 }

@@ -10,9 +10,9 @@
 //! replayed after two periods. What a cookie loses: the timestamp option and any MSS outside
 //! the table (rounded down to the nearest entry). Window scale 15 encodes "not offered".
 
-use crate::isn::{SipHasher24, tuple_bytes};
+use crate::isn::{SipHasher24, TupleBytes, tuple_bytes};
 use crate::time::Instant;
-use core::net::SocketAddrV4;
+use core::net::SocketAddr;
 
 /// MSS values a cookie can carry (Linux's table, plus jumbo).
 pub const MSS_TABLE: [u16; 8] = [536, 1220, 1300, 1440, 1452, 1460, 4312, 8960];
@@ -51,13 +51,15 @@ impl SynCookies {
         SynCookies { hasher: SipHasher24::new(k) }
     }
 
-    fn mac(&self, local: SocketAddrV4, remote: SocketAddrV4, peer_isn: u32, t: u32, data: u32) -> u32 {
-        let mut b = [0u8; 24];
-        b[..12].copy_from_slice(&tuple_bytes(local, remote));
-        b[12..16].copy_from_slice(&peer_isn.to_be_bytes());
-        b[16..20].copy_from_slice(&t.to_be_bytes());
-        b[20..24].copy_from_slice(&data.to_be_bytes());
-        (self.hasher.hash(&b) as u32) & MAC_MASK
+    fn mac(&self, local: SocketAddr, remote: SocketAddr, peer_isn: u32, t: u32, data: u32) -> u32 {
+        let tuple = tuple_bytes(local, remote);
+        let n = tuple.as_slice().len();
+        let mut b = [0u8; TupleBytes::MAX_LEN + 12];
+        b[..n].copy_from_slice(tuple.as_slice());
+        b[n..n + 4].copy_from_slice(&peer_isn.to_be_bytes());
+        b[n + 4..n + 8].copy_from_slice(&t.to_be_bytes());
+        b[n + 8..n + 12].copy_from_slice(&data.to_be_bytes());
+        (self.hasher.hash(&b[..n + 12]) as u32) & MAC_MASK
     }
 
     fn encode(opts: CookieOptions) -> u32 {
@@ -71,8 +73,8 @@ impl SynCookies {
     pub fn generate(
         &self,
         now: Instant,
-        local: SocketAddrV4,
-        remote: SocketAddrV4,
+        local: SocketAddr,
+        remote: SocketAddr,
         peer_isn: u32,
         opts: CookieOptions,
     ) -> u32 {
@@ -86,8 +88,8 @@ impl SynCookies {
     pub fn validate(
         &self,
         now: Instant,
-        local: SocketAddrV4,
-        remote: SocketAddrV4,
+        local: SocketAddr,
+        remote: SocketAddr,
         peer_isn: u32,
         cookie: u32,
     ) -> Option<CookieOptions> {
@@ -114,13 +116,27 @@ impl SynCookies {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use core::net::Ipv4Addr;
+    use core::net::{Ipv4Addr, Ipv6Addr};
 
-    fn tuple() -> (SocketAddrV4, SocketAddrV4) {
+    fn tuple() -> (SocketAddr, SocketAddr) {
         (
-            SocketAddrV4::new(Ipv4Addr::new(198, 51, 100, 2), 443),
-            SocketAddrV4::new(Ipv4Addr::new(198, 51, 100, 1), 50000),
+            SocketAddr::new(Ipv4Addr::new(198, 51, 100, 2).into(), 443),
+            SocketAddr::new(Ipv4Addr::new(198, 51, 100, 1).into(), 50000),
         )
+    }
+
+    #[test]
+    fn ipv6_cookies_bind_the_whole_addresses() {
+        let l = SocketAddr::new(Ipv6Addr::new(0x2001, 0xdb8, 0x100, 0, 0, 0, 0, 2).into(), 443);
+        let r = SocketAddr::new(Ipv6Addr::new(0x2001, 0xdb8, 0x100, 0, 0, 0, 0, 1).into(), 50000);
+        let c = SynCookies::new([7; 16]);
+        let now = Instant::from_millis(1_000_000);
+        let opts = CookieOptions { mss: 1220, window_scale: Some(7), sack_permitted: true };
+        let cookie = c.generate(now, l, r, 999, opts);
+        assert_eq!(c.validate(now, l, r, 999, cookie), Some(opts));
+        // Another interface ID (low 64 bits) of the same /64 does not validate.
+        let r2 = SocketAddr::new(Ipv6Addr::new(0x2001, 0xdb8, 0x100, 0, 0, 0, 1, 1).into(), 50000);
+        assert!(c.validate(now, l, r2, 999, cookie).is_none());
     }
 
     #[test]
@@ -163,7 +179,7 @@ mod tests {
         let cookie = c.generate(now, l, r, 999, opts);
         // Wrong peer ISN, wrong tuple, flipped bits, other key.
         assert!(c.validate(now, l, r, 998, cookie).is_none());
-        let r2 = SocketAddrV4::new(*r.ip(), 50001);
+        let r2 = SocketAddr::new(r.ip(), 50001);
         assert!(c.validate(now, l, r2, 999, cookie).is_none());
         assert!(c.validate(now, l, r, 999, cookie ^ 1).is_none());
         assert!(c.validate(now, l, r, 999, cookie ^ (1 << 22)).is_none());

@@ -1,5 +1,5 @@
 //! Microbenchmark: ns per frame for `parse_frame` (checksums verified and ignored), `emit_frame`
-//! and `emit_ipv4_tcp_in_place` of a 1460-byte TCP segment with timestamps, and the checksum
+//! and `emit_ip_tcp_in_place` of a 1460-byte TCP segment with timestamps, and the checksum
 //! of 1480 bytes. Prints figures; asserts nothing about time.
 //!
 //! Run: `cargo bench -p sluice-wire --bench parse` (release profile).
@@ -8,9 +8,10 @@ use std::hint::black_box;
 use std::time::Instant;
 
 use sluice_wire::ethernet::{self, Address, EtherType};
-use sluice_wire::ipv4::{self, Ipv4Addr, Protocol};
+use sluice_wire::ip::{self, Protocol};
+use sluice_wire::ipv4::{self, Ipv4Addr};
 use sluice_wire::tcp::{self, Flags, Timestamp};
-use sluice_wire::{Checksum, checksum, emit_frame, emit_ipv4_tcp_in_place, parse_frame};
+use sluice_wire::{Checksum, checksum, emit_frame, emit_ip_tcp_in_place, parse_frame};
 
 const ITERS: u32 = 2_000_000;
 
@@ -51,13 +52,13 @@ fn main() {
         timestamp: Some(Timestamp { tsval: 3, tsecr: 4 }),
         payload: &payload,
     };
-    let ip = ipv4::Repr {
+    let ip = ip::Repr::V4(ipv4::Repr {
         src_addr: Ipv4Addr::new(198, 51, 100, 1),
         dst_addr: Ipv4Addr::new(198, 51, 100, 2),
         protocol: Protocol::Tcp,
         payload_len: tcp.buffer_len(),
         hop_limit: 64,
-    };
+    });
     let mut frame = vec![0u8; 2048];
     let len = emit_frame(&mut frame, &eth, &ip, &tcp).unwrap();
     frame.truncate(len);
@@ -77,8 +78,8 @@ fn main() {
         black_box(n);
     });
     let no_payload = tcp::Repr { payload: &[], ..tcp };
-    measure("emit_ipv4_tcp_in_place (both checksums)", || {
-        let n = emit_ipv4_tcp_in_place(black_box(&mut out[14..]), &ip, black_box(&no_payload), 1460).unwrap();
+    measure("emit_ip_tcp_in_place (both checksums)", || {
+        let n = emit_ip_tcp_in_place(black_box(&mut out[14..]), &ip, black_box(&no_payload), 1460).unwrap();
         black_box(n);
     });
     measure("checksum::data over 1480 bytes", || {

@@ -5,9 +5,10 @@
 //! complement; the value written into a header is `!combine(..)`. A buffer that includes a
 //! correct checksum field sums to `0xffff`.
 //!
-//! Not here: IPv6 pseudo-headers, offload metadata.
+//! Not here: offload metadata.
 
-use crate::ipv4::{Ipv4Addr, Protocol};
+use crate::Error;
+use crate::ip::{IpAddr, Protocol};
 
 /// Folds a wide one's complement accumulator into 16 bits (end-around carry, RFC 1071 4.1).
 #[inline]
@@ -66,28 +67,32 @@ pub fn combine(checksums: &[u16]) -> u16 {
     fold(sum)
 }
 
-/// The unfolded partial sum of the IPv4 pseudo-header (RFC 9293 3.1, RFC 768): source and
-/// destination addresses, zero, protocol, and the upper-layer length `len`.
+/// The unfolded partial sum of the pseudo-header of an upper-layer packet of `len` bytes of
+/// `protocol` from `src` to `dst`: for IPv4 (RFC 9293 3.1, RFC 768) the addresses, zero, the
+/// protocol and the 16-bit length; for IPv6 (RFC 8200 8.1) the addresses, the 32-bit length,
+/// zero and the Next Header. Both sum to the address words plus protocol plus length, so one
+/// path serves both. `Malformed` if the addresses are of different families.
 #[inline]
-pub fn pseudo_header(src: Ipv4Addr, dst: Ipv4Addr, protocol: Protocol, len: u32) -> u32 {
-    let s = src.octets();
-    let d = dst.octets();
-    let mut sum = u32::from(u16::from_be_bytes([s[0], s[1]]));
-    sum += u32::from(u16::from_be_bytes([s[2], s[3]]));
-    sum += u32::from(u16::from_be_bytes([d[0], d[1]]));
-    sum += u32::from(u16::from_be_bytes([d[2], d[3]]));
-    sum += u32::from(u8::from(protocol));
-    sum += len >> 16;
-    sum += len & 0xffff;
-    sum
+pub fn pseudo_header(src: IpAddr, dst: IpAddr, protocol: Protocol, len: u32) -> Result<u64, Error> {
+    let mut sum = match (src, dst) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => accumulate(accumulate(0, &s.octets()), &d.octets()),
+        (IpAddr::V6(s), IpAddr::V6(d)) => accumulate(accumulate(0, &s.octets()), &d.octets()),
+        _ => return Err(Error::Malformed),
+    };
+    sum += u64::from(u8::from(protocol));
+    sum += u64::from(len >> 16);
+    sum += u64::from(len & 0xffff);
+    Ok(sum)
 }
 
-/// The folded sum of `data` together with the IPv4 pseudo-header for it (length `data.len()`).
+/// The folded sum of `data` together with its pseudo-header (length `data.len()`, see
+/// [`pseudo_header`]); `Malformed` if the addresses are of different families.
 #[inline]
-pub fn with_pseudo_header(src: Ipv4Addr, dst: Ipv4Addr, protocol: Protocol, data: &[u8]) -> u16 {
-    // A segment is at most 65535 bytes in any packet this crate parses; saturate, never wrap.
+pub fn with_pseudo_header(src: IpAddr, dst: IpAddr, protocol: Protocol, data: &[u8]) -> Result<u16, Error> {
+    // An upper-layer packet is at most 65535 bytes in any packet this crate parses (no
+    // jumbograms); saturate, never wrap.
     let len = u32::try_from(data.len()).unwrap_or(u32::MAX);
-    fold(accumulate(u64::from(pseudo_header(src, dst, protocol, len)), data))
+    Ok(fold(accumulate(pseudo_header(src, dst, protocol, len)?, data)))
 }
 
 /// Incremental update of a header checksum when one 16-bit word changes from `old` to
@@ -185,10 +190,19 @@ mod tests {
 
     #[test]
     fn pseudo_header_sum() {
-        let src = Ipv4Addr::new(198, 51, 100, 1);
-        let dst = Ipv4Addr::new(198, 51, 100, 2);
-        let expect = 0xc633 + 0x6401 + 0xc633 + 0x6402 + 6 + 20;
-        assert_eq!(pseudo_header(src, dst, Protocol::Tcp, 20), expect);
-        assert_eq!(pseudo_header(src, dst, Protocol::Tcp, 0x1_0002), expect - 20 + 1 + 2);
+        use core::net::{Ipv4Addr, Ipv6Addr};
+        let src = IpAddr::V4(Ipv4Addr::new(198, 51, 100, 1));
+        let dst = IpAddr::V4(Ipv4Addr::new(198, 51, 100, 2));
+        let expect: u64 = 0xc633 + 0x6401 + 0xc633 + 0x6402 + 6 + 20;
+        assert_eq!(pseudo_header(src, dst, Protocol::Tcp, 20).map(fold), Ok(fold(expect)));
+        assert_eq!(pseudo_header(src, dst, Protocol::Tcp, 0x1_0002).map(fold), Ok(fold(expect - 20 + 1 + 2)));
+        // RFC 8200 8.1: 2001:db8:100::1 -> 2001:db8:100::2, Next Header 6, length 40.
+        let src6 = IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0x100, 0, 0, 0, 0, 1));
+        let dst6 = IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0x100, 0, 0, 0, 0, 2));
+        let expect6: u64 = 2 * (0x2001 + 0x0db8 + 0x0100) + 1 + 2 + 6 + 40;
+        assert_eq!(pseudo_header(src6, dst6, Protocol::Tcp, 40).map(fold), Ok(fold(expect6)));
+        // Mixed families have no pseudo-header.
+        assert_eq!(pseudo_header(src, dst6, Protocol::Tcp, 20), Err(Error::Malformed));
+        assert_eq!(with_pseudo_header(src6, dst, Protocol::Tcp, &[]), Err(Error::Malformed));
     }
 }

@@ -7,49 +7,17 @@
 //! rejects fragments with [`Error::Fragmented`]. [`Repr::emit`] writes a 20-byte header with DF
 //! set and identification 0 (RFC 6864 4.1: atomic datagrams may use any ID).
 //!
-//! Not here: options on emit, DSCP/ECN (zero on emit, ignored on parse), IPv6.
+//! Not here: options on emit, DSCP/ECN (zero on emit, ignored on parse), IPv6 (`ipv6`).
 
 pub use core::net::Ipv4Addr;
+
+/// The protocol field (shared with IPv6's Next Header).
+pub use crate::ip::Protocol;
 
 use crate::{Checksum, Error, Field, checksum};
 
 /// Length of an IPv4 header without options.
 pub const HEADER_LEN: usize = 20;
-
-/// The protocol (next header) field.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Protocol {
-    /// 1
-    Icmp,
-    /// 6
-    Tcp,
-    /// 17
-    Udp,
-    /// Anything else.
-    Unknown(u8),
-}
-
-impl From<u8> for Protocol {
-    fn from(v: u8) -> Self {
-        match v {
-            1 => Protocol::Icmp,
-            6 => Protocol::Tcp,
-            17 => Protocol::Udp,
-            other => Protocol::Unknown(other),
-        }
-    }
-}
-
-impl From<Protocol> for u8 {
-    fn from(v: Protocol) -> u8 {
-        match v {
-            Protocol::Icmp => 1,
-            Protocol::Tcp => 6,
-            Protocol::Udp => 17,
-            Protocol::Unknown(other) => other,
-        }
-    }
-}
 
 mod field {
     use crate::Field;

@@ -1,6 +1,9 @@
 //! Zero-copy views and validated representations of the headers sluice speaks:
-//! Ethernet II, IPv4 (RFC 791) and TCP (RFC 9293) with its options (RFC 7323 window scale
-//! and timestamps, RFC 2018 SACK), plus the Internet checksum (RFC 1071).
+//! Ethernet II, IPv4 (RFC 791), IPv6 (RFC 8200) and TCP (RFC 9293) with its options (RFC 7323
+//! window scale and timestamps, RFC 2018 SACK), the ICMP messages that carry a path MTU (RFC
+//! 1191, RFC 4443 3.2), plus the Internet checksum (RFC 1071) and its IPv4 and IPv6
+//! pseudo-headers. `ip` joins the two IP versions so that the frame functions and the TCP
+//! stack have one code path for both.
 //!
 //! Every header comes in two layers, after smoltcp:
 //! - a `Packet<T: AsRef<[u8]>>` (for Ethernet, `Frame`) view with one accessor per field and,
@@ -10,8 +13,9 @@
 //! - a `Repr`, the validated meaning of the header, with `parse` (from a checked view), `emit`
 //!   (into a view over a buffer of at least `buffer_len` bytes) and the lengths.
 //!
-//! No-panic contract: `new_checked`, every `Repr::parse`, [`parse_frame`], [`rst_reply`],
-//! [`emit_frame`] and [`emit_ipv4_tcp_in_place`] never panic, whatever the bytes. The fuzz
+//! No-panic contract: `new_checked`, every `Repr::parse`, [`parse_frame`],
+//! [`parse_icmp_frame`], [`rst_reply`], [`emit_frame`], [`emit_icmp_frame`] and
+//! [`emit_ip_tcp_in_place`] never panic, whatever the bytes. The fuzz
 //! targets in `proxy/fuzz` and the proptests in this crate exercise exactly that, through the
 //! functions of [`fuzz`].
 //!
@@ -29,9 +33,9 @@
 //! # Ok::<(), sluice_wire::Error>(())
 //! ```
 //!
-//! What this crate is not: it keeps no state, allocates nothing, does no reassembly of IPv4
-//! fragments (they are rejected with [`Error::Fragmented`]), and does not interpret TCP flag
-//! combinations: that is the TCP stack's job (RFC 9293 3.10.7).
+//! What this crate is not: it keeps no state, allocates nothing, does no reassembly of IPv4 or
+//! IPv6 fragments (they are rejected with [`Error::Fragmented`]), and does not interpret TCP
+//! flag combinations: that is the TCP stack's job (RFC 9293 3.10.7).
 #![cfg_attr(not(test), no_std)]
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -39,7 +43,10 @@
 pub mod checksum;
 pub mod ethernet;
 pub mod fuzz;
+pub mod icmp;
+pub mod ip;
 pub mod ipv4;
+pub mod ipv6;
 pub mod tcp;
 
 mod frame;
@@ -48,7 +55,10 @@ mod strategies;
 #[cfg(test)]
 mod testdata;
 
-pub use frame::{ParsedSegment, emit_frame, emit_ipv4_tcp_in_place, parse_frame, rst_reply};
+pub use frame::{
+    ParsedIcmp, ParsedSegment, emit_frame, emit_icmp_frame, emit_ip_tcp_in_place, parse_frame, parse_icmp_frame,
+    rst_reply,
+};
 
 /// Whether to verify checksums when parsing.
 ///
@@ -72,14 +82,19 @@ pub enum Error {
     /// too small).
     Truncated,
     /// A field holds an impossible value (IHL < 5, data offset < 5, total length shorter than
-    /// the header, an option length < 2 or past the header, port 0, ...). Also returned
-    /// when asked to emit something that cannot be encoded (an IPv4 packet over 65535 bytes).
+    /// the header, an option length < 2 or past the header, port 0, IPv6 extension headers
+    /// past the payload or more than 8 of them, ...). Also returned when asked to emit something
+    /// that cannot be encoded (an IPv4 packet over 65535 bytes), and for addresses of two
+    /// families where one pseudo-header needs both.
     Malformed,
     /// A checksum did not verify.
     Checksum,
-    /// An IPv4 fragment (MF set or a non-zero fragment offset): sluice does not reassemble.
+    /// An IPv4 fragment (MF set or a non-zero fragment offset) or an IPv6 packet with a
+    /// Fragment header: sluice does not reassemble.
     Fragmented,
-    /// A well-formed packet of a kind this crate does not handle (not IPv4, not TCP).
+    /// A well-formed packet of a kind this crate does not handle (not IPv4 or IPv6, not TCP,
+    /// an IPv6 jumbogram or upper layer other than TCP or ICMPv6, an ICMP message other than
+    /// the path-MTU ones).
     Unsupported,
 }
 
@@ -89,7 +104,7 @@ impl core::fmt::Display for Error {
             Error::Truncated => "buffer truncated",
             Error::Malformed => "malformed header",
             Error::Checksum => "checksum mismatch",
-            Error::Fragmented => "IPv4 fragment",
+            Error::Fragmented => "IP fragment",
             Error::Unsupported => "unsupported protocol",
         })
     }

@@ -2,7 +2,8 @@
 
 use proptest::prelude::*;
 
-use crate::{ethernet, ipv4, tcp};
+use crate::ip::{self, Protocol};
+use crate::{ethernet, ipv4, ipv6, tcp};
 
 /// A `tcp::Repr` with an owned payload (a repr borrows its payload).
 #[derive(Debug, Clone)]
@@ -107,4 +108,33 @@ pub fn ipv4_repr() -> impl Strategy<Value = ipv4::Repr> {
         payload_len: 0,
         hop_limit,
     })
+}
+
+pub fn addr6() -> impl Strategy<Value = ipv6::Ipv6Addr> {
+    any::<u128>().prop_map(ipv6::Ipv6Addr::from)
+}
+
+/// An IPv6 repr carrying TCP, without extension headers (payload_len is set by the caller).
+pub fn ipv6_repr() -> impl Strategy<Value = ipv6::Repr> {
+    (addr6(), addr6(), any::<u8>()).prop_map(|(src_addr, dst_addr, hop_limit)| ipv6::Repr {
+        src_addr,
+        dst_addr,
+        next_header: Protocol::Tcp,
+        payload_len: 0,
+        hop_limit,
+        payload_offset: ipv6::HEADER_LEN,
+    })
+}
+
+/// An IPv4 or IPv6 repr carrying TCP (payload_len is set by the caller).
+pub fn ip_repr() -> impl Strategy<Value = ip::Repr> {
+    prop_oneof![ipv4_repr().prop_map(ip::Repr::V4), ipv6_repr().prop_map(ip::Repr::V6)]
+}
+
+/// Two addresses of one family, IPv4 or IPv6.
+pub fn ip_addr_pair() -> impl Strategy<Value = (ip::IpAddr, ip::IpAddr)> {
+    prop_oneof![
+        (addr(), addr()).prop_map(|(a, b)| (a.into(), b.into())),
+        (addr6(), addr6()).prop_map(|(a, b)| (a.into(), b.into())),
+    ]
 }

@@ -4,7 +4,8 @@
 //! [`Packet::new_checked`] validates lengths (20-byte minimum, data offset >= 5 and inside the
 //! buffer). The buffer handed to a [`Packet`] is the whole segment (the IPv4 payload, padding
 //! excluded): the checksum and the payload run to its end. [`Repr::parse`] verifies the checksum
-//! over the IPv4 pseudo-header, rejects port 0, and walks the options:
+//! over the IPv4 or IPv6 pseudo-header (RFC 9293 3.1, RFC 8200 8.1; the addresses of both ends
+//! must be of one family, else `Malformed`), rejects port 0, and walks the options:
 //! - EOL ends the list; NOP is one byte; every other option has a length byte that must be
 //!   >= 2 and stay inside the header, else `Malformed` (RFC 9293 3.1 "Options").
 //! - MSS (kind 2, len 4), window scale (3, len 3; shifts above 14 are clamped to 14,
@@ -18,7 +19,7 @@
 use core::fmt;
 use core::ops::{BitAnd, BitOr, BitOrAssign};
 
-use crate::ipv4::{Ipv4Addr, Protocol};
+use crate::ip::{IpAddr, Protocol};
 use crate::{Checksum, Error, checksum};
 
 /// Length of a TCP header without options.
@@ -332,9 +333,10 @@ fn be32(b: &[u8]) -> u32 {
     u32::from_be_bytes([b[0], b[1], b[2], b[3]])
 }
 
-/// The checksum over the pseudo-header and `segment` (RFC 9293 3.1), as written in the header
-/// when `segment`'s checksum field is zero; `0xffff`-summing when it holds the right value.
-fn segment_sum(segment: &[u8], src: Ipv4Addr, dst: Ipv4Addr) -> u16 {
+/// The checksum over the pseudo-header and `segment` (RFC 9293 3.1, RFC 8200 8.1), as written
+/// in the header when `segment`'s checksum field is zero; `0xffff`-summing when it holds the
+/// right value. `Malformed` if `src` and `dst` are of different families.
+fn segment_sum(segment: &[u8], src: IpAddr, dst: IpAddr) -> Result<u16, Error> {
     checksum::with_pseudo_header(src, dst, Protocol::Tcp, segment)
 }
 
@@ -419,9 +421,10 @@ impl<T: AsRef<[u8]>> Packet<T> {
     pub fn urgent_at(&self) -> u16 {
         be16(&self.data()[field::URGENT])
     }
-    /// Whether the checksum over the pseudo-header and the whole buffer is correct.
-    pub fn verify_checksum(&self, src: Ipv4Addr, dst: Ipv4Addr) -> bool {
-        segment_sum(self.data(), src, dst) == 0xffff
+    /// Whether the checksum over the pseudo-header and the whole buffer is correct (never,
+    /// when `src` and `dst` are of different families).
+    pub fn verify_checksum(&self, src: IpAddr, dst: IpAddr) -> bool {
+        segment_sum(self.data(), src, dst) == Ok(0xffff)
     }
 }
 
@@ -489,11 +492,13 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
         let start = usize::from(self.header_len());
         &mut self.data_mut()[start..]
     }
-    /// Computes and writes the checksum over the pseudo-header and the whole buffer.
-    pub fn fill_checksum(&mut self, src: Ipv4Addr, dst: Ipv4Addr) {
+    /// Computes and writes the checksum over the pseudo-header and the whole buffer;
+    /// `Malformed` (and nothing written) if `src` and `dst` are of different families.
+    pub fn fill_checksum(&mut self, src: IpAddr, dst: IpAddr) -> Result<(), Error> {
         self.set_checksum(0);
-        let sum = segment_sum(self.data(), src, dst);
+        let sum = segment_sum(self.data(), src, dst)?;
         self.set_checksum(!sum);
+        Ok(())
     }
 }
 
@@ -537,16 +542,20 @@ pub struct Repr<'a> {
 }
 
 impl<'a> Repr<'a> {
-    /// Parses a checked segment. `src`/`dst` are the IPv4 addresses, for the pseudo-header.
-    /// Errors: lengths as in [`Packet::check_len`]; `Checksum` when `checksum` is `Verify` and
-    /// it does not verify; `Malformed` for port 0 or a bad option length (module doc).
+    /// Parses a checked segment. `src`/`dst` are the IP addresses, for the pseudo-header.
+    /// Errors: lengths as in [`Packet::check_len`]; `Malformed` for addresses of different
+    /// families, port 0 or a bad option length (module doc); `Checksum` when `checksum` is
+    /// `Verify` and it does not verify.
     pub fn parse<T: AsRef<[u8]> + ?Sized>(
         packet: &Packet<&'a T>,
-        src: Ipv4Addr,
-        dst: Ipv4Addr,
+        src: IpAddr,
+        dst: IpAddr,
         checksum: Checksum,
     ) -> Result<Repr<'a>, Error> {
         packet.check_len()?;
+        if src.is_ipv4() != dst.is_ipv4() {
+            return Err(Error::Malformed);
+        }
         if checksum == Checksum::Verify && !packet.verify_checksum(src, dst) {
             return Err(Error::Checksum);
         }
@@ -700,30 +709,32 @@ impl<'a> Repr<'a> {
     }
 
     /// Writes header, options and payload, then the checksum over the first
-    /// [`Repr::buffer_len`] bytes (computed whatever `checksum` says). Panics if the buffer is
-    /// shorter than `buffer_len`; bytes past it are left alone.
+    /// [`Repr::buffer_len`] bytes (computed whatever `checksum` says). `Malformed` (nothing
+    /// written) if `src` and `dst` are of different families. Panics if the buffer is shorter
+    /// than `buffer_len`; bytes past it are left alone.
     pub fn emit<T: AsRef<[u8]> + AsMut<[u8]> + ?Sized>(
         &self,
         packet: &mut Packet<&mut T>,
-        src: Ipv4Addr,
-        dst: Ipv4Addr,
+        src: IpAddr,
+        dst: IpAddr,
         checksum: Checksum,
-    ) {
+    ) -> Result<(), Error> {
         let _ = checksum;
+        if src.is_ipv4() != dst.is_ipv4() {
+            return Err(Error::Malformed);
+        }
         self.emit_header(packet);
         let header_len = self.header_len();
         let len = self.buffer_len();
-        let data = packet.data_mut();
-        data[header_len..len].copy_from_slice(self.payload);
-        let sum = segment_sum(&data[..len], src, dst);
-        packet.set_checksum(!sum);
+        packet.data_mut()[header_len..len].copy_from_slice(self.payload);
+        fill_checksum_in(&mut packet.data_mut()[..len], src, dst)
     }
 }
 
-/// Fills the checksum of the segment in `segment` (exactly the segment, header included).
-pub(crate) fn fill_checksum_in(segment: &mut [u8], src: Ipv4Addr, dst: Ipv4Addr) {
-    let mut p = Packet::new_unchecked(segment);
-    p.fill_checksum(src, dst);
+/// Fills the checksum of the segment in `segment` (exactly the segment, header included);
+/// `Malformed` if `src` and `dst` are of different families.
+pub(crate) fn fill_checksum_in(segment: &mut [u8], src: IpAddr, dst: IpAddr) -> Result<(), Error> {
+    Packet::new_unchecked(segment).fill_checksum(src, dst)
 }
 
 #[cfg(test)]

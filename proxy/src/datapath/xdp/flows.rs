@@ -112,8 +112,8 @@ mod tests {
 
     fn flow(port: u16) -> FourTuple {
         FourTuple {
-            local: SocketAddrV4::new(Ipv4Addr::new(198, 51, 100, 2), 443),
-            remote: SocketAddrV4::new(Ipv4Addr::new(198, 51, 100, 1), port),
+            local: SocketAddrV4::new(Ipv4Addr::new(198, 51, 100, 2), 443).into(),
+            remote: SocketAddrV4::new(Ipv4Addr::new(198, 51, 100, 1), port).into(),
         }
     }
 

@@ -21,6 +21,7 @@
 //! - `recovery`: congestion control, duplicate ACKs, NewReno (RFC 5681, 6582), the SACK
 //!   scoreboard (RFC 6675), RACK-TLP loss probes (RFC 8985);
 //! - `open`: the constructors (active and passive opens, SYN cookies) and SYN-SENT;
+//! - `pmtu`: a lower path MTU from a validated ICMP message (RFC 1191, RFC 8201, RFC 5927);
 //! - `output`: `poll_transmit` and the building of a segment.
 //!
 //! This file keeps the states, the TCB, the input path of the synchronized states
@@ -32,6 +33,7 @@
 mod open;
 mod options;
 mod output;
+mod pmtu;
 mod recovery;
 mod recv;
 mod send;

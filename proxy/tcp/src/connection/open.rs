@@ -32,7 +32,7 @@ impl Connection {
             tuple,
             snd: SendSpace::new(iss, bufs.send),
             rcv: RecvSpace::new(config, bufs.recv),
-            opts: Options::new(config, now, ts_offset),
+            opts: Options::new(config, now, ts_offset, tuple.version()),
             timers: Timers::new(config, now),
             recovery: Recovery::new(config, iss),
             rst_pending: false,

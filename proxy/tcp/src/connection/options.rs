@@ -11,6 +11,7 @@ use crate::congestion::CongestionControl;
 use crate::seq::SeqNumber;
 use crate::time::Instant;
 use core::time::Duration;
+use sluice_wire::ip::Version;
 use sluice_wire::tcp::{self, Timestamp};
 
 /// PAWS: timestamps older than this are not compared (RFC 7323 5.5, 24 days).
@@ -79,11 +80,14 @@ impl PeerSyn {
 /// The options of this connection: offered by us, then what both sides agreed to.
 #[derive(Debug)]
 pub(super) struct Options {
-    /// Bytes of options + payload per segment: min(peer MSS + 20, MTU - 20) - 20 (RFC 9293 3.7.1).
+    /// Bytes of options + payload per segment: min(peer MSS + 20, MTU - IP header) - 20 (RFC
+    /// 9293 3.7.1), lowered by path-MTU messages (`lower_to_path_mtu`).
     pub(super) mss_budget: usize,
     /// Our MSS (what we advertised).
     pub(super) our_mss: usize,
     mtu: usize,
+    /// The connection's IP version: its header length and its minimum MTU.
+    version: Version,
     /// Window scaling offered, then in use (RFC 7323 2.2: both sides sent the option).
     pub(super) offered_wscale: bool,
     pub(super) sack_ok: bool,
@@ -96,11 +100,12 @@ pub(super) struct Options {
 }
 
 impl Options {
-    pub(super) fn new(config: &Config, now: Instant, ts_offset: u32) -> Self {
+    pub(super) fn new(config: &Config, now: Instant, ts_offset: u32, version: Version) -> Self {
         Options {
             mss_budget: 536,
-            our_mss: config.mss(),
+            our_mss: config.mss(version),
             mtu: config.mtu,
+            version,
             offered_wscale: config.window_scale,
             sack_ok: config.sack,
             ts_ok: config.timestamps,
@@ -117,7 +122,8 @@ impl Options {
     /// in use.
     fn negotiate(&mut self, peer: &PeerSyn, rcv_nxt: SeqNumber, now: Instant) -> Option<u8> {
         let peer_mss = usize::from(peer.mss.unwrap_or(536)).max(64);
-        self.mss_budget = (peer_mss + 20).min(self.mtu.saturating_sub(20)).saturating_sub(20).max(64);
+        let ip_header_len = self.version.header_len();
+        self.mss_budget = (peer_mss + 20).min(self.mtu.saturating_sub(ip_header_len)).saturating_sub(20).max(64);
         let snd_wscale = match (self.offered_wscale, peer.window_scale) {
             (true, Some(ws)) => Some(ws.min(14)),
             _ => {
@@ -135,6 +141,21 @@ impl Options {
             _ => self.ts_ok = false,
         }
         snd_wscale
+    }
+
+    /// A path MTU of `mtu` (RFC 1191 / RFC 8201): lowers the bytes of options + payload per
+    /// segment so that a segment fits it, never below what the family's minimum MTU allows
+    /// (`Version::min_mtu`: 576 bytes, MSS 536, for IPv4; 1280, MSS 1220, for IPv6). Returns
+    /// whether the segment size went down (a larger MTU than the current one is ignored: RFC
+    /// 1191 6.3).
+    pub(super) fn lower_to_path_mtu(&mut self, mtu: usize) -> bool {
+        let mtu = mtu.max(self.version.min_mtu());
+        let budget = mtu.saturating_sub(self.version.header_len() + tcp::HEADER_LEN);
+        if budget >= self.mss_budget {
+            return false;
+        }
+        self.mss_budget = budget;
+        true
     }
 
     /// SMSS for congestion control: the payload of a full segment carrying timestamps.

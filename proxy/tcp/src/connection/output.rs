@@ -9,8 +9,8 @@
 use super::{Connection, Ctx, State};
 use crate::congestion::CongestionControl;
 use crate::seq::SeqNumber;
+use sluice_wire::emit_ip_tcp_in_place;
 use sluice_wire::tcp::{self, Flags};
-use sluice_wire::{emit_ipv4_tcp_in_place, ipv4};
 
 impl Connection {
     fn base_repr(&self) -> tcp::Repr<'static> {
@@ -65,10 +65,11 @@ impl Connection {
             }
         }
         let hl = repr.header_len();
-        let room = buf.len().checked_sub(ipv4::HEADER_LEN + hl)?;
+        let ip_hl = self.tuple.version().header_len();
+        let room = buf.len().checked_sub(ip_hl + hl)?;
         let opt_len = hl - tcp::HEADER_LEN;
         let mut len = data_len.min(self.opts.mss_budget.saturating_sub(opt_len)).min(room);
-        let off = ipv4::HEADER_LEN + hl;
+        let off = ip_hl + hl;
         if len > 0 {
             let start = seq - self.data_start();
             len = self.snd.buf.read_at(start, &mut buf[off..off + len]);
@@ -80,14 +81,8 @@ impl Connection {
         if repr.flags.fin() && seq + len != self.data_end() {
             repr.flags.remove(Flags::FIN);
         }
-        let ip = ipv4::Repr {
-            src_addr: *self.tuple.local.ip(),
-            dst_addr: *self.tuple.remote.ip(),
-            protocol: ipv4::Protocol::Tcp,
-            payload_len: hl + len,
-            hop_limit: 64,
-        };
-        let n = emit_ipv4_tcp_in_place(buf, &ip, &repr, len).ok()?;
+        let ip = self.tuple.ip_repr(hl + len)?;
+        let n = emit_ip_tcp_in_place(buf, &ip, &repr, len).ok()?;
         ctx.stats.segments_out += 1;
         ctx.stats.bytes_out += len as u64;
         ctx.stats.sack_blocks_sent += repr.sack_capacity() as u64;
@@ -126,7 +121,7 @@ impl Connection {
         Some(n)
     }
 
-    /// Write at most one segment into `buf` (IPv4 + TCP); see the module doc for the order.
+    /// Write at most one segment into `buf` (IP + TCP); see the module doc for the order.
     pub(crate) fn poll_transmit(&mut self, ctx: &mut Ctx<'_>, buf: &mut [u8]) -> Option<usize> {
         let now = ctx.now;
         if self.rst_pending {

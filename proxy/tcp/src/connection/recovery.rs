@@ -92,6 +92,20 @@ impl Recovery {
     pub(super) fn on_rto(&mut self, now: Instant, snd_una: SeqNumber, snd_max: SeqNumber) {
         let flight = snd_max - snd_una;
         self.cc.on_rto(now, flight);
+        self.end_episode(snd_una, snd_max);
+    }
+
+    /// A path-MTU message lowered the segment size to `mss` (SMSS): everything from SND.UNA is
+    /// sent again in segments of the new size, starting over like after a timeout but without
+    /// its loss window (a too-big segment is not congestion). Congestion control restarts from
+    /// its initial window of the new size.
+    pub(super) fn on_path_mtu(&mut self, mss: usize, snd_una: SeqNumber, snd_max: SeqNumber) {
+        self.cc.set_mss(mss);
+        self.end_episode(snd_una, snd_max);
+    }
+
+    /// The recovery episode (if any) is over and every segment is sent again from SND.UNA.
+    fn end_episode(&mut self, snd_una: SeqNumber, snd_max: SeqNumber) {
         // RFC 2018 8: forget SACK information after a timeout.
         self.scoreboard.clear();
         self.in_recovery = false;

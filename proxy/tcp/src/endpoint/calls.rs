@@ -8,17 +8,23 @@ use super::Endpoint;
 use crate::config::{ConnectError, ConnectionHandle, Event, FourTuple, StreamError};
 use crate::connection::Connection;
 use crate::time::Instant;
-use core::net::SocketAddrV4;
+use core::net::SocketAddr;
 
 impl Endpoint {
-    /// Active open: the SYN leaves on the next `poll_transmit`.
+    /// Active open from `local` to `remote`, both IPv4 or both IPv6 (else `InvalidAddress`):
+    /// the SYN leaves on the next `poll_transmit`.
     pub fn connect(
         &mut self,
         now: Instant,
-        local: SocketAddrV4,
-        remote: SocketAddrV4,
+        local: SocketAddr,
+        remote: SocketAddr,
     ) -> Result<ConnectionHandle, ConnectError> {
-        if local.port() == 0 || remote.port() == 0 || local.ip().is_unspecified() || remote.ip().is_unspecified() {
+        if local.port() == 0
+            || remote.port() == 0
+            || local.ip().is_unspecified()
+            || remote.ip().is_unspecified()
+            || local.is_ipv4() != remote.is_ipv4()
+        {
             return Err(ConnectError::InvalidAddress);
         }
         let tuple = FourTuple { local, remote };

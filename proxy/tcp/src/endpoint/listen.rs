@@ -11,12 +11,13 @@ use crate::config::{DropReason, Event, FourTuple, ListenError};
 use crate::connection::{Connection, PeerSyn};
 use crate::syncookie::CookieOptions;
 use crate::time::Instant;
-use core::net::SocketAddrV4;
+use core::net::SocketAddr;
 use sluice_wire::tcp;
 
 impl Endpoint {
-    /// Passive open on `local` (an unspecified IP listens on every address).
-    pub fn listen(&mut self, local: SocketAddrV4) -> Result<(), ListenError> {
+    /// Passive open on `local` (an unspecified IP, `0.0.0.0` or `::`, listens on every address
+    /// of its family; there are no IPv4-mapped IPv6 listeners).
+    pub fn listen(&mut self, local: SocketAddr) -> Result<(), ListenError> {
         if local.port() == 0 {
             return Err(ListenError::InvalidPort);
         }
@@ -34,7 +35,7 @@ impl Endpoint {
     /// Stops accepting on `local` (RFC 9293 3.10.7.1: new SYNs get a RST, as on a closed port).
     /// Established connections and handshakes already under way are not touched. Returns
     /// whether `local` was listening.
-    pub fn unlisten(&mut self, local: SocketAddrV4) -> bool {
+    pub fn unlisten(&mut self, local: SocketAddr) -> bool {
         match self.listeners.iter_mut().find(|l| l.addr == local && l.open) {
             Some(l) => {
                 l.open = false;
@@ -44,9 +45,14 @@ impl Endpoint {
         }
     }
 
-    pub(super) fn find_listener(&self, local: SocketAddrV4) -> Option<usize> {
+    pub(super) fn find_listener(&self, local: SocketAddr) -> Option<usize> {
         self.listeners.iter().position(|l| l.open && l.addr == local).or_else(|| {
-            self.listeners.iter().position(|l| l.open && l.addr.port() == local.port() && l.addr.ip().is_unspecified())
+            self.listeners.iter().position(|l| {
+                l.open
+                    && l.addr.port() == local.port()
+                    && l.addr.ip().is_unspecified()
+                    && l.addr.is_ipv4() == local.is_ipv4()
+            })
         })
     }
 

@@ -7,7 +7,7 @@
 //! # Driving an endpoint
 //! The caller owns the clock and the packets. Every call takes `now`, which must not go
 //! backwards. A loop looks like this:
-//! 1. For each received IPv4/TCP packet whose checksums were verified:
+//! 1. For each received IPv4/TCP or IPv6/TCP packet whose checksums were verified:
 //!    [`Endpoint::handle_segment`].
 //! 2. If [`Endpoint::poll_timeout`] is at or before `now`: [`Endpoint::handle_timeout`].
 //! 3. Drain [`Endpoint::poll_event`] and act on it ([`Endpoint::recv`] on `Readable`,
@@ -20,7 +20,8 @@
 //! when `Event::Closed` is queued; after that every call with it returns `InvalidHandle` or
 //! `None` (stale handles never reach a newer connection in the same slot). `Readable` is
 //! edge-triggered: after it, `recv` until `Ok(0)`. `Writable` follows a short `send`.
-//! `poll_transmit` writes IPv4 + TCP (no Ethernet header): pass `&mut frame[14..]`.
+//! `poll_transmit` writes IPv4 or IPv6 (the connection's family) + TCP (no Ethernet header):
+//! pass `&mut frame[14..]`.
 //!
 //! The endpoint is split by concern, each file adding `Endpoint` methods; this one keeps its
 //! state (the TCB slots, the listeners, the queued stateless replies) and its construction:
@@ -47,14 +48,15 @@ mod timeouts;
 
 use crate::config::RateLimiter;
 pub use crate::config::{
-    Config, ConnectError, ConnectionHandle, DropReason, Event, FourTuple, Keepalive, ListenError, Stats, StreamError,
+    Config, ConnectError, ConnectionHandle, DropReason, Event, FourTuple, Keepalive, ListenError, PathMtuIgnored,
+    Stats, StreamError,
 };
 use crate::connection::{Buffers, Connection};
 use crate::isn::IsnGenerator;
 use crate::syncookie::{CookieOptions, SynCookies};
 use crate::time::Instant;
 use crate::timer::TimerQueue;
-use core::net::{Ipv4Addr, SocketAddrV4};
+use core::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::collections::{HashMap, VecDeque};
 
 /// Most stateless replies (RSTs, cookie SYN-ACKs) queued at once; more are dropped.
@@ -62,7 +64,7 @@ const CTRL_QUEUE_LEN: usize = 1024;
 
 #[derive(Debug)]
 struct Listener {
-    addr: SocketAddrV4,
+    addr: SocketAddr,
     half_open: usize,
     /// `false` after `unlisten`: new SYNs are answered as on a closed port; connections it
     /// accepted before live on. (Kept in the list: connections refer to it by index.)
@@ -148,6 +150,6 @@ impl Endpoint {
 /// An address any test may use.
 #[doc(hidden)]
 #[must_use]
-pub fn addr(a: u8, b: u8, c: u8, d: u8, port: u16) -> SocketAddrV4 {
-    SocketAddrV4::new(Ipv4Addr::new(a, b, c, d), port)
+pub fn addr(a: u8, b: u8, c: u8, d: u8, port: u16) -> SocketAddr {
+    SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::new(a, b, c, d), port))
 }

@@ -8,10 +8,10 @@ use super::Endpoint;
 use crate::config::FourTuple;
 use crate::time::Instant;
 use sluice_wire::tcp::Flags;
-use sluice_wire::{emit_ipv4_tcp_in_place, ipv4, tcp};
+use sluice_wire::{emit_ip_tcp_in_place, tcp};
 
 impl Endpoint {
-    /// Write one IPv4 + TCP packet into `buf` and return its length, or `None` when there is
+    /// Write one IP + TCP packet into `buf` and return its length, or `None` when there is
     /// nothing to send. `buf` should hold at least MTU bytes.
     #[must_use]
     pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<usize> {
@@ -34,7 +34,7 @@ impl Endpoint {
             let window = self.config.recv_buffer.min(65_535) as u16;
             let wscale = sa.opts.window_scale.map(|_| self.config.rcv_wscale());
             let syn = SynOpts {
-                mss: self.config.mss().min(65_535) as u16,
+                mss: self.config.mss(sa.tuple.version()).min(65_535) as u16,
                 window_scale: wscale,
                 sack_permitted: sa.opts.sack_permitted,
             };
@@ -96,12 +96,6 @@ fn emit_stateless(
         repr.window_scale = s.window_scale;
         repr.sack_permitted = s.sack_permitted;
     }
-    let ip = ipv4::Repr {
-        src_addr: *tuple.local.ip(),
-        dst_addr: *tuple.remote.ip(),
-        protocol: ipv4::Protocol::Tcp,
-        payload_len: repr.header_len(),
-        hop_limit: 64,
-    };
-    emit_ipv4_tcp_in_place(buf, &ip, &repr, 0).ok()
+    let ip = tuple.ip_repr(repr.header_len())?;
+    emit_ip_tcp_in_place(buf, &ip, &repr, 0).ok()
 }

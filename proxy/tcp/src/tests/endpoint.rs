@@ -8,7 +8,7 @@ fn poll_timeout_is_the_earliest_of_thousands() {
     let mut t = T::new(config());
     let start = t.now;
     for i in 0..3000u16 {
-        t.ep.connect(t.now, SocketAddrV4::new(LOCAL_IP, 10_000 + i), SocketAddrV4::new(REMOTE_IP, 80)).unwrap();
+        t.ep.connect(t.now, SocketAddr::new(LOCAL_IP, 10_000 + i), SocketAddr::new(REMOTE_IP, 80)).unwrap();
         if i % 100 == 99 {
             assert_eq!(t.recv_all().len(), 100);
             t.now += Duration::from_millis(1);
@@ -22,8 +22,7 @@ fn poll_timeout_is_the_earliest_of_thousands() {
     assert_eq!(t.ep.poll_timeout(), Some(start + Duration::from_millis(1001)));
     // Closing them all leaves nothing behind.
     for i in 0..3000u16 {
-        let tup =
-            FourTuple { local: SocketAddrV4::new(LOCAL_IP, 10_000 + i), remote: SocketAddrV4::new(REMOTE_IP, 80) };
+        let tup = FourTuple { local: SocketAddr::new(LOCAL_IP, 10_000 + i), remote: SocketAddr::new(REMOTE_IP, 80) };
         let h = t.ep.lookup(&tup).unwrap();
         t.ep.close(h);
     }
@@ -37,7 +36,7 @@ fn stale_handles_are_rejected() {
     let old = t.h();
     send!(t, flags: Flags::RST, seq_number: REMOTE_SEQ + 1);
     // A new connection may reuse the slot; the old handle must not reach it.
-    let h = t.ep.connect(t.now, SocketAddrV4::new(LOCAL_IP, 5555), SocketAddrV4::new(REMOTE_IP, 80)).unwrap();
+    let h = t.ep.connect(t.now, SocketAddr::new(LOCAL_IP, 5555), SocketAddr::new(REMOTE_IP, 80)).unwrap();
     assert_ne!(h, old);
     assert_eq!(t.ep.state(old), None);
     assert_eq!(t.ep.send(old, b"x"), Err(crate::StreamError::InvalidHandle));

@@ -43,8 +43,11 @@ fn rsts_to_unknown_flows_are_rate_limited() {
 #[test]
 fn on_unspecified_address() {
     let mut t = T::new(config());
-    t.ep.listen(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, LOCAL_PORT)).unwrap();
-    assert_eq!(t.ep.listen(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, LOCAL_PORT)), Err(crate::ListenError::AddrInUse));
+    t.ep.listen(SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), LOCAL_PORT)).unwrap();
+    assert_eq!(
+        t.ep.listen(SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), LOCAL_PORT)),
+        Err(crate::ListenError::AddrInUse)
+    );
     send!(t, seq_number: REMOTE_SEQ, flags: Flags::SYN);
     recv!(t, flags: Flags::SYN | Flags::ACK);
 }
@@ -52,7 +55,7 @@ fn on_unspecified_address() {
 #[test]
 fn unlisten_refuses_new_syns_and_keeps_established_connections() {
     let mut t = established();
-    let local = SocketAddrV4::new(LOCAL_IP, LOCAL_PORT);
+    let local = SocketAddr::new(LOCAL_IP, LOCAL_PORT);
     assert!(t.ep.unlisten(local));
     assert!(!t.ep.unlisten(local), "already closed");
     // The established connection still carries data.

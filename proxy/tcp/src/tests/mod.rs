@@ -9,14 +9,18 @@ use crate::config::{Config, ConnectionHandle, DropReason, Event, FourTuple, Keep
 use crate::connection::State;
 use crate::endpoint::Endpoint;
 use crate::time::Instant;
-use core::net::{Ipv4Addr, SocketAddrV4};
+use core::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use core::time::Duration;
 use sluice_wire::tcp::{Flags, SackBlock, Timestamp};
-use sluice_wire::{Checksum, ipv4, tcp};
+use sluice_wire::{Checksum, ip, tcp};
 
-const LOCAL_IP: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 2);
+const LOCAL_IP: IpAddr = IpAddr::V4(Ipv4Addr::new(198, 51, 100, 2));
 
-const REMOTE_IP: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
+const REMOTE_IP: IpAddr = IpAddr::V4(Ipv4Addr::new(198, 51, 100, 1));
+
+const LOCAL_IP6: IpAddr = IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0x100, 0, 0, 0, 0, 2));
+
+const REMOTE_IP6: IpAddr = IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0x100, 0, 0, 0, 0, 1));
 
 const LOCAL_PORT: u16 = 443;
 
@@ -58,6 +62,9 @@ struct Out {
 
 struct T {
     ep: Endpoint,
+    /// Our address and the peer's (IPv4 unless the fixture says otherwise).
+    local: IpAddr,
+    remote: IpAddr,
     now: Instant,
     /// Our ISS as read from the first SYN or SYN-ACK (the peer's view).
     iss: u32,
@@ -80,41 +87,44 @@ fn config() -> Config {
 }
 
 fn tuple() -> FourTuple {
-    FourTuple { local: SocketAddrV4::new(LOCAL_IP, LOCAL_PORT), remote: SocketAddrV4::new(REMOTE_IP, REMOTE_PORT) }
+    FourTuple { local: SocketAddr::new(LOCAL_IP, LOCAL_PORT), remote: SocketAddr::new(REMOTE_IP, REMOTE_PORT) }
 }
 
 impl T {
     fn new(config: Config) -> T {
         let now = Instant::from_millis(100_000);
-        T { ep: Endpoint::new(config, now), now, iss: 0, h: None }
+        T { ep: Endpoint::new(config, now), local: LOCAL_IP, remote: REMOTE_IP, now, iss: 0, h: None }
+    }
+    /// A harness whose connection runs over IPv6.
+    fn new_v6(config: Config) -> T {
+        T { local: LOCAL_IP6, remote: REMOTE_IP6, ..T::new(config) }
+    }
+    /// The connection's 4-tuple.
+    fn tuple(&self) -> FourTuple {
+        FourTuple { local: SocketAddr::new(self.local, LOCAL_PORT), remote: SocketAddr::new(self.remote, REMOTE_PORT) }
     }
     fn send(&mut self, seg: &tcp::Repr<'_>) {
-        self.send_from(REMOTE_IP, seg);
+        self.send_from(self.remote, seg);
     }
     /// `ack_number: 0` with ACK set (the template's) means "ISS + 1", the usual ACK.
-    fn send_from(&mut self, src: Ipv4Addr, seg: &tcp::Repr<'_>) {
+    fn send_from(&mut self, src: IpAddr, seg: &tcp::Repr<'_>) {
         let mut seg = *seg;
         if seg.ack_number == 0 && seg.flags.ack() && self.iss != 0 {
             seg.ack_number = self.iss1();
         }
         let seg = &seg;
-        let ip = ipv4::Repr {
-            src_addr: src,
-            dst_addr: LOCAL_IP,
-            protocol: ipv4::Protocol::Tcp,
-            payload_len: seg.buffer_len(),
-            hop_limit: 64,
-        };
+        let ip = ip::Repr::new(src, self.local, ip::Protocol::Tcp, seg.buffer_len(), 64).unwrap();
         self.ep.handle_segment(self.now, &ip, seg);
         self.ep.check_invariants().unwrap();
     }
     fn recv(&mut self) -> Option<Out> {
         let mut buf = [0u8; 2000];
         let n = self.ep.poll_transmit(self.now, &mut buf)?;
-        let ipp = ipv4::Packet::new_checked(&buf[..n]).unwrap();
-        let ipr = ipv4::Repr::parse(&ipp, Checksum::Verify).unwrap();
-        let tp = tcp::Packet::new_checked(ipp.payload()).unwrap();
-        let s = tcp::Repr::parse(&tp, ipr.src_addr, ipr.dst_addr, Checksum::Verify).unwrap();
+        let ethertype = ip::Version::of(&self.local).ethertype();
+        let (ipr, upper) = ip::Repr::parse(ethertype, &buf[..n], Checksum::Verify).unwrap();
+        assert_eq!((ipr.src_addr(), ipr.dst_addr(), ipr.hop_limit()), (self.local, self.remote, 64));
+        let tp = tcp::Packet::new_checked(upper).unwrap();
+        let s = tcp::Repr::parse(&tp, ipr.src_addr(), ipr.dst_addr(), Checksum::Verify).unwrap();
         self.ep.check_invariants().unwrap();
         Some(Out {
             src_port: s.src_port,
@@ -212,17 +222,25 @@ macro_rules! recv_nothing {
 // ---- fixtures ----
 
 fn listening_with(config: Config) -> T {
-    let mut t = T::new(config);
-    t.ep.listen(SocketAddrV4::new(LOCAL_IP, LOCAL_PORT)).unwrap();
+    listening_in(T::new(config))
+}
+
+/// `t` listening on its local address.
+fn listening_in(mut t: T) -> T {
+    t.ep.listen(SocketAddr::new(t.local, LOCAL_PORT)).unwrap();
     t
 }
 
 fn syn_received_with(config: Config) -> T {
-    let mut t = listening_with(config);
+    syn_received_in(listening_with(config))
+}
+
+/// The listening `t` after the peer's SYN (MSS 1460, SACK-permitted) and our SYN-ACK.
+fn syn_received_in(mut t: T) -> T {
     send!(t, seq_number: REMOTE_SEQ, flags: Flags::SYN, max_seg_size: Some(1460), sack_permitted: true);
     let o = recv!(t, flags: Flags::SYN | Flags::ACK, ack: REMOTE_SEQ + 1);
     t.iss = o.seq;
-    t.h = t.ep.lookup(&tuple());
+    t.h = t.ep.lookup(&t.tuple());
     assert_eq!(t.state(), Some(State::SynReceived));
     t
 }
@@ -232,7 +250,16 @@ fn syn_received() -> T {
 }
 
 fn established_with(config: Config) -> T {
-    let mut t = syn_received_with(config);
+    established_in(syn_received_with(config))
+}
+
+/// ESTABLISHED over IPv6 (2001:db8:100::2 and ::1).
+fn established_v6() -> T {
+    established_in(syn_received_in(listening_in(T::new_v6(config()))))
+}
+
+/// `t` in SYN-RECEIVED after the peer's ACK of our SYN.
+fn established_in(mut t: T) -> T {
     let iss1 = t.iss1();
     send!(t, ack_number: iss1);
     assert_eq!(t.state(), Some(State::Established));
@@ -248,8 +275,7 @@ fn established() -> T {
 fn syn_sent_with(config: Config) -> T {
     let mut t = T::new(config);
     let h =
-        t.ep.connect(t.now, SocketAddrV4::new(LOCAL_IP, LOCAL_PORT), SocketAddrV4::new(REMOTE_IP, REMOTE_PORT))
-            .unwrap();
+        t.ep.connect(t.now, SocketAddr::new(LOCAL_IP, LOCAL_PORT), SocketAddr::new(REMOTE_IP, REMOTE_PORT)).unwrap();
     t.h = Some(h);
     let o = recv!(t, flags: Flags::SYN, ack: 0);
     t.iss = o.seq;
@@ -311,6 +337,7 @@ mod endpoint;
 mod established;
 mod listen;
 mod options;
+mod path_mtu;
 mod retransmission;
 mod rst_and_challenge;
 mod syn_queue;

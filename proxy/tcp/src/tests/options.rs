@@ -33,8 +33,7 @@ fn listen_syn_with_all_options() {
 fn syn_sent_offers_options() {
     let mut t = T::new(Config { window_scale: true, timestamps: true, ..config() });
     let h =
-        t.ep.connect(t.now, SocketAddrV4::new(LOCAL_IP, LOCAL_PORT), SocketAddrV4::new(REMOTE_IP, REMOTE_PORT))
-            .unwrap();
+        t.ep.connect(t.now, SocketAddr::new(LOCAL_IP, LOCAL_PORT), SocketAddr::new(REMOTE_IP, REMOTE_PORT)).unwrap();
     let o = recv!(t, flags: Flags::SYN);
     assert_eq!(o.mss, Some(1460));
     assert_eq!(o.wscale, Some(1));
@@ -42,7 +41,7 @@ fn syn_sent_offers_options() {
     assert_eq!(o.ts.map(|t| t.tsecr), Some(0));
     assert_eq!(t.ep.state(h), Some(State::SynSent));
     assert_eq!(
-        t.ep.connect(t.now, SocketAddrV4::new(LOCAL_IP, LOCAL_PORT), SocketAddrV4::new(REMOTE_IP, REMOTE_PORT)),
+        t.ep.connect(t.now, SocketAddr::new(LOCAL_IP, LOCAL_PORT), SocketAddr::new(REMOTE_IP, REMOTE_PORT)),
         Err(crate::ConnectError::AddrInUse)
     );
 }

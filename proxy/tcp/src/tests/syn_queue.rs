@@ -39,7 +39,7 @@ fn syn_cookies_when_queue_full() {
         ..TEMPL
     });
     assert_eq!(t.ep.stats().syn_cookies_validated, 1);
-    let tup = FourTuple { local: SocketAddrV4::new(LOCAL_IP, LOCAL_PORT), remote: SocketAddrV4::new(REMOTE_IP, 1001) };
+    let tup = FourTuple { local: SocketAddr::new(LOCAL_IP, LOCAL_PORT), remote: SocketAddr::new(REMOTE_IP, 1001) };
     let h = t.ep.lookup(&tup).unwrap();
     assert_eq!(t.ep.state(h), Some(State::Established));
     let evs: Vec<_> = std::iter::from_fn(|| t.ep.poll_event()).collect();
@@ -69,7 +69,7 @@ fn syn_cookie_forged_ack_is_reset() {
 fn syn_flood_does_not_grow_memory() {
     let mut t = listening_with(Config { syn_queue_len: 16, ..config() });
     for i in 0..5000u32 {
-        let src = Ipv4Addr::from(0xC633_6400u32 | (i & 0xff));
+        let src = Ipv4Addr::from(0xC633_6400u32 | (i & 0xff)).into();
         t.send_from(src, &tcp::Repr { src_port: 1024 + (i >> 8) as u16, seq_number: i, flags: Flags::SYN, ..TEMPL });
         while t.ep.poll_transmit(t.now, &mut [0u8; 1600]).is_some() {}
     }
@@ -92,7 +92,7 @@ fn max_connections_bounds_the_table() {
     assert_eq!(t.ep.connection_count(), 3);
     assert_eq!(t.drops(DropReason::SynQueueFull), 7);
     assert_eq!(
-        t.ep.connect(t.now, SocketAddrV4::new(LOCAL_IP, 5000), SocketAddrV4::new(REMOTE_IP, 80)),
+        t.ep.connect(t.now, SocketAddr::new(LOCAL_IP, 5000), SocketAddr::new(REMOTE_IP, 80)),
         Err(crate::ConnectError::TooManyConnections)
     );
 }

@@ -3,7 +3,7 @@ use proptest::prelude::*;
 
 use super::*;
 use crate::ethernet::Address;
-use crate::ipv4::Ipv4Addr;
+use crate::ipv4::{self, Ipv4Addr};
 use crate::strategies;
 use crate::tcp::{Flags, SackBlock, Timestamp};
 use crate::testdata::{DATA_SACK, LINUX_SYN, SYN_ACK};
@@ -32,13 +32,13 @@ fn segment<'a>(flags: Flags, seq: u32, ack: u32, payload: &'a [u8]) -> ParsedSeg
     let tcp = tcp::Repr { flags, seq_number: seq, ack_number: ack, payload, ..TEMPL };
     ParsedSegment {
         eth: ethernet::Repr { src_addr: CLIENT_MAC, dst_addr: SERVER_MAC, ethertype: ethernet::EtherType::Ipv4 },
-        ip: ipv4::Repr {
+        ip: ip::Repr::V4(ipv4::Repr {
             src_addr: CLIENT,
             dst_addr: SERVER,
-            protocol: ipv4::Protocol::Tcp,
+            protocol: Protocol::Tcp,
             payload_len: tcp.buffer_len(),
             hop_limit: 64,
-        },
+        }),
         tcp,
     }
 }
@@ -70,13 +70,13 @@ fn parse_linux_syn() {
     );
     assert_eq!(
         s.ip,
-        ipv4::Repr {
+        ip::Repr::V4(ipv4::Repr {
             src_addr: CLIENT,
             dst_addr: SERVER,
-            protocol: ipv4::Protocol::Tcp,
+            protocol: Protocol::Tcp,
             payload_len: 40,
             hop_limit: 64
-        }
+        })
     );
     assert_eq!(
         s.tcp,
@@ -110,7 +110,7 @@ fn syn_ack_emits_byte_for_byte() {
 fn data_segment_and_in_place_emit() {
     let s = parse_frame(&DATA_SACK, Checksum::Verify).unwrap();
     assert_eq!(s.tcp.payload, b"hello, sluice\n");
-    assert_eq!(s.ip.payload_len, 52 + 14);
+    assert_eq!(s.ip.payload_len(), 52 + 14);
     assert_eq!(s.tcp.sack_blocks.iter().flatten().count(), 2);
     let expect = with_ident_zero(&DATA_SACK);
     assert_eq!(emit_vec(&s), expect);
@@ -120,8 +120,8 @@ fn data_segment_and_in_place_emit() {
     let at = ipv4::HEADER_LEN + s.tcp.header_len();
     buf[at..at + 14].copy_from_slice(b"hello, sluice\n");
     let tcp_no_payload = tcp::Repr { payload: b"ignored", ..s.tcp };
-    let ip_wrong_len = ipv4::Repr { payload_len: 9999, ..s.ip };
-    let n = emit_ipv4_tcp_in_place(&mut buf, &ip_wrong_len, &tcp_no_payload, 14).unwrap();
+    let ip_wrong_len = s.ip.with_payload(Protocol::Udp, 9999);
+    let n = emit_ip_tcp_in_place(&mut buf, &ip_wrong_len, &tcp_no_payload, 14).unwrap();
     assert_eq!(n, expect.len() - 14);
     assert_eq!(&buf[..n], &expect[14..]);
     assert_eq!(buf[n], 0x55, "nothing written past the packet");
@@ -159,9 +159,10 @@ fn unsupported_and_fragments() {
     let mut arp = SYN_ACK;
     arp[12..14].copy_from_slice(&[0x08, 0x06]);
     assert_eq!(parse_frame(&arp, Checksum::Verify), Err(Error::Unsupported));
+    // An IPv4 packet under the IPv6 EtherType: version 4 in an IPv6 header.
     let mut v6 = SYN_ACK;
     v6[12..14].copy_from_slice(&[0x86, 0xdd]);
-    assert_eq!(parse_frame(&v6, Checksum::Verify), Err(Error::Unsupported));
+    assert_eq!(parse_frame(&v6, Checksum::Verify), Err(Error::Malformed));
     let mut udp = SYN_ACK;
     ipv4::Packet::new_unchecked(&mut udp[14..34]).set_next_header(ipv4::Protocol::Udp);
     ipv4::Packet::new_unchecked(&mut udp[14..34]).fill_checksum();
@@ -181,7 +182,7 @@ fn emit_into_short_buffers_is_truncated() {
         assert_eq!(emit_frame(&mut buf[..len], &s.eth, &s.ip, &s.tcp), Err(Error::Truncated));
     }
     for len in 0..DATA_SACK.len() - 14 {
-        let r = emit_ipv4_tcp_in_place(&mut buf[..len], &s.ip, &s.tcp, 14);
+        let r = emit_ip_tcp_in_place(&mut buf[..len], &s.ip, &s.tcp, 14);
         assert_eq!(r, Err(Error::Truncated), "{len}");
     }
 }
@@ -192,28 +193,35 @@ fn emit_oversize_is_malformed() {
     let s = segment(Flags::ACK, 1, 1, &big);
     let mut buf = vec![0u8; 70000];
     assert_eq!(emit_frame(&mut buf, &s.eth, &s.ip, &s.tcp), Err(Error::Malformed));
-    assert_eq!(emit_ipv4_tcp_in_place(&mut buf, &s.ip, &s.tcp, 65496), Err(Error::Malformed));
-    assert_eq!(emit_ipv4_tcp_in_place(&mut buf, &s.ip, &s.tcp, usize::MAX), Err(Error::Malformed));
+    assert_eq!(emit_ip_tcp_in_place(&mut buf, &s.ip, &s.tcp, 65496), Err(Error::Malformed));
+    assert_eq!(emit_ip_tcp_in_place(&mut buf, &s.ip, &s.tcp, usize::MAX), Err(Error::Malformed));
     // The largest packet that fits: 65535 bytes.
-    assert_eq!(emit_ipv4_tcp_in_place(&mut buf, &s.ip, &s.tcp, 65495), Ok(65535));
+    assert_eq!(emit_ip_tcp_in_place(&mut buf, &s.ip, &s.tcp, 65495), Ok(65535));
     let p = ipv4::Packet::new_checked(&buf[..65535]).unwrap();
     assert_eq!(ipv4::Repr::parse(&p, Checksum::Verify).unwrap().payload_len, 65515);
+    // IPv6's Payload Length does not count the fixed header: 65535 bytes of TCP fit.
+    let s6 =
+        ip::Repr::new("2001:db8:100::1".parse().unwrap(), "2001:db8:100::2".parse().unwrap(), Protocol::Tcp, 0, 64)
+            .unwrap();
+    assert_eq!(emit_ip_tcp_in_place(&mut buf, &s6, &s.tcp, 65516), Err(Error::Malformed));
+    assert_eq!(emit_ip_tcp_in_place(&mut buf, &s6, &s.tcp, 65515), Ok(65575));
 }
 
 // Tests for rst_reply (RFC 9293 3.10.7.1).
 
 fn check_swapped(seg: &ParsedSegment<'_>, rst: &ParsedSegment<'_>) {
     assert_eq!((rst.eth.src_addr, rst.eth.dst_addr), (seg.eth.dst_addr, seg.eth.src_addr));
-    assert_eq!((rst.ip.src_addr, rst.ip.dst_addr), (seg.ip.dst_addr, seg.ip.src_addr));
+    assert_eq!((rst.ip.src_addr(), rst.ip.dst_addr()), (seg.ip.dst_addr(), seg.ip.src_addr()));
     assert_eq!((rst.tcp.src_port, rst.tcp.dst_port), (seg.tcp.dst_port, seg.tcp.src_port));
-    assert_eq!(rst.ip.hop_limit, 64);
+    assert_eq!(rst.ip.hop_limit(), 64);
     assert!(rst.tcp.payload.is_empty());
     assert_eq!(rst.tcp.header_len(), 20);
     assert_eq!(rst.tcp.window_len, 0);
     // It emits and parses back to itself.
     let bytes = emit_vec(rst);
-    let mut buf = [0u8; 54];
-    assert_eq!((rst.frame_len(), rst.emit(&mut buf)), (54, Ok(54)));
+    let len = 14 + seg.ip.header_len() + 20;
+    let mut buf = vec![0u8; len];
+    assert_eq!((rst.frame_len(), rst.emit(&mut buf)), (len, Ok(len)));
     assert_eq!(&buf[..], &bytes[..]);
     assert_eq!(parse_frame(&bytes, Checksum::Verify).as_ref(), Ok(rst));
 }
@@ -282,45 +290,46 @@ proptest! {
     #[test]
     fn prop_frame_roundtrip(
         eth in strategies::eth_repr(),
-        ip in strategies::ipv4_repr(),
+        ip in strategies::ip_repr(),
         t in strategies::tcp_repr(1500),
     ) {
         let tcp = t.repr();
-        let mut buf = vec![0u8; 1600];
+        let mut buf = vec![0u8; 1700];
         let n = emit_frame(&mut buf, &eth, &ip, &tcp).unwrap();
         let s = parse_frame(&buf[..n], Checksum::Verify).unwrap();
-        prop_assert_eq!(s.eth, ethernet::Repr { ethertype: ethernet::EtherType::Ipv4, ..eth });
-        prop_assert_eq!(s.ip, ipv4::Repr { payload_len: tcp.buffer_len(), ..ip });
+        prop_assert_eq!(s.eth, ethernet::Repr { ethertype: ip.version().ethertype(), ..eth });
+        prop_assert_eq!(s.ip, ip.with_payload(Protocol::Tcp, tcp.buffer_len()));
+        prop_assert_eq!(n, s.frame_len());
         prop_assert_eq!(s.tcp, tcp.normalized());
         prop_assert!(crate::fuzz::parse_any(&buf[..n]));
     }
 
     #[test]
     fn prop_in_place_matches_emit_frame(
-        ip in strategies::ipv4_repr(),
+        ip in strategies::ip_repr(),
         t in strategies::tcp_repr(1500),
         junk in any::<u8>(),
     ) {
         let tcp = t.repr();
         let eth = ethernet::Repr { src_addr: CLIENT_MAC, dst_addr: SERVER_MAC, ethertype: ethernet::EtherType::Ipv4 };
-        let mut framed = vec![0u8; 1600];
+        let mut framed = vec![0u8; 1700];
         let n = emit_frame(&mut framed, &eth, &ip, &tcp).unwrap();
-        let mut buf = vec![junk; 1600];
-        let at = ipv4::HEADER_LEN + tcp.header_len();
+        let mut buf = vec![junk; 1700];
+        let at = ip.header_len() + tcp.header_len();
         buf[at..at + tcp.payload.len()].copy_from_slice(tcp.payload);
-        let m = emit_ipv4_tcp_in_place(&mut buf, &ip, &tcp::Repr { payload: &[], ..tcp }, tcp.payload.len()).unwrap();
+        let m = emit_ip_tcp_in_place(&mut buf, &ip, &tcp::Repr { payload: &[], ..tcp }, tcp.payload.len()).unwrap();
         prop_assert_eq!(m, n - ethernet::HEADER_LEN);
         prop_assert_eq!(&buf[..m], &framed[ethernet::HEADER_LEN..n]);
     }
 
     #[test]
     fn prop_rst_reply_follows_rfc(
-        ip in strategies::ipv4_repr(),
+        ip in strategies::ip_repr(),
         t in strategies::tcp_repr(64),
     ) {
         let tcp = t.repr();
-        let eth = ethernet::Repr { src_addr: CLIENT_MAC, dst_addr: SERVER_MAC, ethertype: ethernet::EtherType::Ipv4 };
-        let seg = ParsedSegment { eth, ip: ipv4::Repr { payload_len: tcp.buffer_len(), ..ip }, tcp };
+        let eth = ethernet::Repr { src_addr: CLIENT_MAC, dst_addr: SERVER_MAC, ethertype: ip.version().ethertype() };
+        let seg = ParsedSegment { eth, ip: ip.with_payload(Protocol::Tcp, tcp.buffer_len()), tcp };
         match rst_reply(&seg) {
             None => prop_assert!(tcp.flags.rst()),
             Some(rst) => {
@@ -342,6 +351,8 @@ proptest! {
         crate::fuzz::parse_any(&data);
         crate::fuzz::ethernet(&data);
         crate::fuzz::ipv4(&data);
+        crate::fuzz::ipv6(&data);
+        crate::fuzz::icmp(&data);
         crate::fuzz::tcp(&data);
     }
 
@@ -388,7 +399,7 @@ fn sack_blocks_survive_frame_roundtrip() {
     let mut s = segment(Flags::ACK, 10, 20, b"payload");
     s.tcp.sack_blocks = blocks;
     s.tcp.timestamp = Some(Timestamp { tsval: 5, tsecr: 6 });
-    s.ip.payload_len = s.tcp.buffer_len();
+    s.ip = s.ip.with_payload(Protocol::Tcp, s.tcp.buffer_len());
     let bytes = emit_vec(&s);
     assert_eq!(parse_frame(&bytes, Checksum::Verify), Ok(s));
     assert!(crate::fuzz::parse_any(&bytes));
@@ -413,7 +424,7 @@ mod kernel {
             let p = ipv4::Packet::new_checked(&f[14..]).unwrap();
             (p.src_addr(), p.dst_addr())
         };
-        tcp::Packet::new_unchecked(&mut f[34..]).fill_checksum(src, dst);
+        tcp::Packet::new_unchecked(&mut f[34..]).fill_checksum(src.into(), dst.into()).unwrap();
         f
     }
 
@@ -425,9 +436,9 @@ mod kernel {
             let s = parse_frame(f, Checksum::Ignore).unwrap();
             assert_eq!(parse_frame(f, Checksum::Verify), Err(Error::Checksum));
             let field = tcp::Packet::new_checked(&f[34..]).unwrap().checksum();
-            let len = s.ip.payload_len as u32;
-            let ph = checksum::pseudo_header(s.ip.src_addr, s.ip.dst_addr, ipv4::Protocol::Tcp, len);
-            assert_eq!(field, checksum::fold(u64::from(ph)));
+            let len = s.ip.payload_len() as u32;
+            let ph = checksum::pseudo_header(s.ip.src_addr(), s.ip.dst_addr(), Protocol::Tcp, len);
+            assert_eq!(Ok(field), ph.map(checksum::fold));
         }
         assert!(parse_frame(&KERNEL_RST, Checksum::Verify).is_ok());
     }

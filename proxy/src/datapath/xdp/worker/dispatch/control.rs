@@ -2,7 +2,7 @@
 //! drain (stop accepting, serve what is open), abort what is left.
 
 use std::collections::HashSet;
-use std::net::SocketAddrV4;
+use std::net::{SocketAddr, SocketAddrV4};
 
 use sluice_tcp::{FourTuple, Instant};
 
@@ -21,14 +21,14 @@ impl Dispatch {
         let mut removed = HashSet::new();
         for (addr, mode) in &self.listeners {
             if accepting(Some(mode)) && !accepting(listeners.get(addr)) {
-                self.tcp.unlisten(*addr);
+                self.tcp.unlisten((*addr).into());
                 self.retired.insert(*addr);
                 removed.insert(*addr);
             }
         }
         for (addr, mode) in &listeners {
             if accepting(Some(mode)) && !accepting(self.listeners.get(addr)) && !self.draining {
-                let _ = self.tcp.listen(*addr);
+                let _ = self.tcp.listen((*addr).into());
                 self.retired.remove(addr);
             }
         }
@@ -43,7 +43,11 @@ impl Dispatch {
 
     /// The 4-tuples of this worker's connections whose local end passes `on`.
     fn flows_on(&self, on: impl Fn(SocketAddrV4) -> bool) -> Vec<FourTuple> {
-        self.tcp.handles().filter_map(|h| self.tcp.four_tuple(h)).filter(|t| on(t.local)).collect()
+        self.tcp
+            .handles()
+            .filter_map(|h| self.tcp.four_tuple(h))
+            .filter(|t| matches!(t.local, SocketAddr::V4(l) if on(l)))
+            .collect()
     }
 
     /// Stops accepting on every listener: a SYN now gets a RST from the TCP stack (or, when the
@@ -52,7 +56,7 @@ impl Dispatch {
     pub fn drain(&mut self) -> Vec<FourTuple> {
         self.draining = true;
         for addr in self.listeners.keys() {
-            self.tcp.unlisten(*addr);
+            self.tcp.unlisten((*addr).into());
         }
         self.counters.connections_active = self.tcp.active_count() as u64;
         self.flows_on(|local| self.listeners.contains_key(&local) || self.retired.contains(&local))

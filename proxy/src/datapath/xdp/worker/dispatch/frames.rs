@@ -34,8 +34,13 @@ impl Dispatch {
                 return Verdict::Consumed;
             }
         };
-        let local = SocketAddrV4::new(seg.ip.dst_addr, seg.tcp.dst_port);
-        let remote = SocketAddrV4::new(seg.ip.src_addr, seg.tcp.src_port);
+        // IPv6 is not served here yet (the XDP program passes it to the kernel).
+        let sluice_wire::ip::Repr::V4(ip4) = seg.ip else {
+            self.counters.dropped_unsupported += 1;
+            return Verdict::Consumed;
+        };
+        let local = SocketAddrV4::new(ip4.dst_addr, seg.tcp.dst_port);
+        let remote = SocketAddrV4::new(ip4.src_addr, seg.tcp.src_port);
         let mode = self.listeners.get(&local).copied();
         if mode.is_none() && !self.retired.contains(&local) {
             self.counters.dropped_no_listener += 1;
@@ -49,7 +54,7 @@ impl Dispatch {
             }
             // Accepting listeners, and retired ones whose connections may still be open.
             _ => {
-                let tuple = FourTuple { local, remote };
+                let tuple = FourTuple { local: local.into(), remote: remote.into() };
                 let local_tcb = self.tcp.lookup(&tuple);
                 // A TCB in TIME-WAIT is out of the index: another worker may have reopened its
                 // 4-tuple (a new SYN that arrived on another queue).
@@ -71,7 +76,7 @@ impl Dispatch {
                         None if local_tcb.is_none() && syn && mode.is_some() && !self.draining => {
                             if self.limits != Default::default()
                                 && let Err(why) =
-                                    self.conn_counts.check(&self.limits, self.admitted.len() as u64, seg.ip.src_addr)
+                                    self.conn_counts.check(&self.limits, self.admitted.len() as u64, ip4.src_addr)
                             {
                                 self.counters.count_refusal(why);
                                 let rst = rst_reply(&seg);
@@ -94,8 +99,8 @@ impl Dispatch {
                         None => {}
                     }
                 }
-                if self.neighbors.len() < MAX_NEIGHBORS || self.neighbors.contains_key(&seg.ip.src_addr) {
-                    self.neighbors.insert(seg.ip.src_addr, seg.eth.src_addr);
+                if self.neighbors.len() < MAX_NEIGHBORS || self.neighbors.contains_key(&ip4.src_addr) {
+                    self.neighbors.insert(ip4.src_addr, seg.eth.src_addr);
                 }
                 let data = !seg.tcp.payload.is_empty();
                 self.tcp.handle_segment(now, &seg.ip, &seg.tcp);

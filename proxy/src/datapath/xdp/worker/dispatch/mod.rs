@@ -115,7 +115,7 @@ impl Dispatch {
         for (addr, mode) in &listeners {
             if *mode != ListenerMode::Refuse {
                 // Every worker listens: whichever owns a flow accepts it.
-                let _ = tcp.listen(*addr);
+                let _ = tcp.listen((*addr).into());
             }
         }
         let backends = crate::session::backend::with_single_backends(&listeners, backends);

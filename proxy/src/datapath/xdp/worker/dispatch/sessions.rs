@@ -3,7 +3,7 @@
 //! (in the worker's epoll set under a token of its own) and its deadlines (backend connect, TLS
 //! handshake).
 
-use std::net::SocketAddrV4;
+use std::net::{SocketAddr, SocketAddrV4};
 use std::sync::Arc;
 
 use nix::sys::epoll::EpollFlags;
@@ -29,8 +29,9 @@ impl Dispatch {
                     self.counters.connections_established += 1;
                     if self.limits != Default::default()
                         && let Some(t) = self.tcp.four_tuple(h)
+                        && let SocketAddr::V4(remote) = t.remote
                     {
-                        match self.conn_counts.admit(&self.limits, self.admitted.len() as u64, *t.remote.ip()) {
+                        match self.conn_counts.admit(&self.limits, self.admitted.len() as u64, *remote.ip()) {
                             Ok(slot) => {
                                 self.admitted.insert(h, slot);
                             }
@@ -48,12 +49,16 @@ impl Dispatch {
                             now.saturating_duration_since(c.created()),
                         );
                     }
-                    let tuple = self.tcp.four_tuple(h);
-                    let local = tuple.map(|t| t.local);
+                    // (local, remote): only IPv4 reaches this worker so far.
+                    let tuple = self.tcp.four_tuple(h).and_then(|t| match (t.local, t.remote) {
+                        (SocketAddr::V4(l), SocketAddr::V4(r)) => Some((l, r)),
+                        _ => None,
+                    });
+                    let local = tuple.map(|t| t.0);
                     match local.and_then(|l| self.listeners.get(&l).copied()) {
-                        Some(ListenerMode::Relay(_)) if let Some(t) = tuple => {
-                            let tls = self.tls.get(&t.local).cloned();
-                            self.open_relay(h, t.remote, t.local, tls, now)
+                        Some(ListenerMode::Relay(_)) if let Some((l, r)) = tuple => {
+                            let tls = self.tls.get(&l).cloned();
+                            self.open_relay(h, r, l, tls, now)
                         }
                         Some(ListenerMode::Echo) => {
                             self.echo.insert(h, Echo::new(self.relay_settings.buffer));

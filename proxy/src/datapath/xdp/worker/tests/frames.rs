@@ -10,7 +10,7 @@ fn syn_to_refusing_listener_gets_rst_ack() {
     let seg = parse_frame(&out, Checksum::Verify).unwrap();
     assert_eq!(seg.tcp.flags, Flags::RST | Flags::ACK);
     assert_eq!((seg.tcp.seq_number, seg.tcp.ack_number), (0, 1001));
-    assert_eq!((seg.ip.src_addr, seg.ip.dst_addr), (PROXY, CLIENT));
+    assert_eq!((seg.ip.src_addr(), seg.ip.dst_addr()), (PROXY.into(), CLIENT.into()));
     assert_eq!((seg.tcp.src_port, seg.tcp.dst_port), (443, 40000));
     assert_eq!(seg.eth.dst_addr, CLIENT_MAC);
     assert_eq!(d.counters.rst_sent, 1);

@@ -80,7 +80,7 @@ fn frame(s: Seg<'_>) -> Vec<u8> {
         hop_limit: 64,
     };
     let mut buf = vec![0u8; 1514];
-    let len = emit_frame(&mut buf, &eth, &ip, &tcp).unwrap();
+    let len = emit_frame(&mut buf, &eth, &ip.into(), &tcp).unwrap();
     buf.truncate(len);
     buf
 }
