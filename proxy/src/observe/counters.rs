@@ -47,6 +47,11 @@ pub struct QueueCounters {
     pub dropped_tx_full: u64,
     /// Outgoing segments to an address whose MAC was never seen.
     pub dropped_no_neighbor: u64,
+    /// ICMP fragmentation-needed / ICMPv6 packet-too-big messages that lowered a connection's
+    /// segment size, and those ignored (no such connection, the quoted sequence number not in
+    /// flight, or not a smaller MTU: RFC 5927 4.1).
+    pub path_mtu_lowered: u64,
+    pub path_mtu_ignored: u64,
     /// Connections established / closed (TCB freed) on this worker.
     pub connections_established: u64,
     pub connections_closed: u64,

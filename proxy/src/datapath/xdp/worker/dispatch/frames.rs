@@ -25,6 +25,8 @@ impl Dispatch {
         let frame = &buf[..len.min(buf.len())];
         let seg = match parse_frame(frame, self.checksum) {
             Ok(seg) => seg,
+            // Not TCP: the XDP program also steers ICMP path-MTU messages about sluice's flows.
+            Err(WireError::Unsupported) => return self.on_icmp(now, frame, source),
             Err(e) => {
                 match e {
                     WireError::Checksum => self.counters.dropped_checksum += 1,
@@ -117,6 +119,40 @@ impl Dispatch {
                 Verdict::Consumed
             }
         }
+    }
+
+    /// An ICMP "fragmentation needed" (RFC 1191) or ICMPv6 "packet too big" (RFC 8201) message
+    /// quoting one of sluice's segments: the connection's segment size goes down if the quoted
+    /// sequence number is in flight (RFC 5927 4.1), else it is ignored; both counted. Anything
+    /// else that is not TCP is dropped as unsupported.
+    fn on_icmp(&mut self, now: Instant, frame: &[u8], source: Source) -> Verdict {
+        let message = match sluice_wire::parse_icmp_frame(frame, self.checksum) {
+            Ok(m) => m,
+            Err(e) => {
+                match e {
+                    WireError::Checksum => self.counters.dropped_checksum += 1,
+                    WireError::Fragmented | WireError::Unsupported => self.counters.dropped_unsupported += 1,
+                    _ => self.counters.dropped_malformed += 1,
+                }
+                return Verdict::Consumed;
+            }
+        };
+        let q = message.icmp.quoted;
+        // The quote is a segment sluice sent: its source is our end.
+        let tuple = FourTuple {
+            local: std::net::SocketAddr::new(q.src_addr, q.src_port),
+            remote: std::net::SocketAddr::new(q.dst_addr, q.dst_port),
+        };
+        if self.tcp.lookup(&tuple).is_none()
+            && let Some(owner) = self.flows.owner(&tuple).filter(|&o| o != self.worker)
+        {
+            return self.hand_off(owner, source, false);
+        }
+        match self.tcp.path_mtu(now, &tuple, message.icmp.mtu, q.seq_number) {
+            Ok(()) => self.counters.path_mtu_lowered += 1,
+            Err(_) => self.counters.path_mtu_ignored += 1,
+        }
+        Verdict::Consumed
     }
 
     /// A frame of a flow that worker `owner` holds: handed over, counted by reason. A frame

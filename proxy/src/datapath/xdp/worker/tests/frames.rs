@@ -78,3 +78,40 @@ fn a_syn_past_the_per_client_limit_gets_a_rst_in_place_and_is_counted() {
     assert_eq!(d.counters.refused_limit_client, 1);
     assert_eq!(d.tcp().connection_count(), 1, "no state for the refused SYN");
 }
+
+/// An ICMP fragmentation-needed message from a router quoting sluice's segment with `seq`.
+fn frag_needed(seq: u32, mtu: u32) -> Vec<u8> {
+    use sluice_wire::icmp;
+    let router = Ipv4Addr::new(198, 51, 100, 254);
+    let quoted =
+        icmp::Quoted { src_addr: PROXY.into(), dst_addr: CLIENT.into(), src_port: 7, dst_port: 40000, seq_number: seq };
+    let message = icmp::Repr { mtu, quoted };
+    let ip = sluice_wire::ip::Repr::new(router.into(), PROXY.into(), Protocol::Icmp, 0, 64).unwrap();
+    let eth = ethernet::Repr { src_addr: CLIENT_MAC, dst_addr: PROXY_MAC, ethertype: EtherType::Ipv4 };
+    let mut buf = vec![0u8; 256];
+    let len = sluice_wire::emit_icmp_frame(&mut buf, &eth, &ip, &message).unwrap();
+    buf.truncate(len);
+    buf
+}
+
+#[test]
+fn a_path_mtu_message_lowers_the_segment_size_only_for_a_sequence_number_in_flight() {
+    let mut d = dispatch();
+    let iss = establish(&mut d, 40000, 7, T0);
+    // The echo's 4 bytes (seq iss + 1) are in flight, unacknowledged.
+    let _ = on(&mut d, &first_data(7, iss, b"ping"));
+    assert_eq!(payload(&transmit(&mut d, T0)), b"ping");
+    // A quote of a sequence number never sent, or of another port: ignored (RFC 5927 4.1).
+    assert_eq!(on(&mut d, &frag_needed(iss.wrapping_add(100_000), 1280)).0, Verdict::Consumed);
+    assert_eq!((d.counters.path_mtu_lowered, d.counters.path_mtu_ignored), (0, 1));
+    // The real one lowers the MSS; its segment is sent again.
+    assert_eq!(on(&mut d, &frag_needed(iss.wrapping_add(1), 1280)).0, Verdict::Consumed);
+    assert_eq!((d.counters.path_mtu_lowered, d.counters.path_mtu_ignored), (1, 1));
+    assert_eq!(payload(&transmit(&mut d, T0)), b"ping", "resent from SND.UNA at the new size");
+    // A corrupted message is dropped as a bad checksum, not applied.
+    let mut bad = frag_needed(iss.wrapping_add(1), 600);
+    let last = bad.len() - 1;
+    bad[last] ^= 0xff;
+    let _ = on(&mut d, &bad);
+    assert_eq!((d.counters.path_mtu_lowered, d.counters.dropped_checksum), (1, 1));
+}
