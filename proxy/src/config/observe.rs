@@ -13,11 +13,15 @@ pub struct Admin {
     /// Where the admin endpoint listens; keep it on loopback or a management network.
     #[serde(default = "defaults::admin_address")]
     pub address: std::net::SocketAddr,
+    /// If set, every request must carry `Authorization: Bearer <token>` (else 401). sluice warns
+    /// at start when the endpoint listens on a non-loopback address without one.
+    #[serde(default)]
+    pub token: Option<String>,
 }
 
 impl Default for Admin {
     fn default() -> Self {
-        Self { address: defaults::admin_address() }
+        Self { address: defaults::admin_address(), token: None }
     }
 }
 

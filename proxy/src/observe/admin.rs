@@ -5,8 +5,14 @@
 //! `GET /histograms/<name>.hlog` (a cumulative histogram as an HdrHistogram log,
 //! [`crate::observe::hlog`]). Read-only, no secrets. One request per connection; anything else gets
 //! 404/405.
+//!
+//! Hostile or slow clients cannot block it: each connection is served on its own short-lived
+//! thread (at most [`MAX_CONNECTIONS`] at once; past that a connection is closed at once), a
+//! request has [`REQUEST_DEADLINE`] in all to arrive and its head is bounded
+//! ([`MAX_REQUEST_HEAD`], else 431). With a token configured, requests without
+//! `Authorization: Bearer <token>` get 401.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsFd;
 use std::sync::Arc;
@@ -20,6 +26,12 @@ pub use crate::observe::stats::StatsSource;
 
 /// How long the admin thread waits after a failed `accept` (out of descriptors) before retrying.
 const ACCEPT_RETRY: Duration = Duration::from_millis(100);
+/// Connections served at once; more are closed at once.
+pub const MAX_CONNECTIONS: usize = 32;
+/// The time a request has to arrive whole, and a response to be written.
+pub const REQUEST_DEADLINE: Duration = Duration::from_secs(2);
+/// The largest request line plus headers accepted.
+pub const MAX_REQUEST_HEAD: usize = 8 * 1024;
 
 pub struct AdminServer {
     pub local_addr: SocketAddr,
@@ -34,9 +46,20 @@ impl AdminServer {
         Ok(listener)
     }
 
-    /// Serves `listener` (from [`AdminServer::bind`]) on a thread until `stop` is set.
-    pub fn spawn(listener: TcpListener, stats: StatsSource, stop: Arc<AtomicBool>) -> anyhow::Result<Self> {
+    /// Serves `listener` (from [`AdminServer::bind`]) on a thread until `stop` is set; with
+    /// `token`, only requests that carry it.
+    pub fn spawn(
+        listener: TcpListener,
+        stats: StatsSource,
+        token: Option<String>,
+        stop: Arc<AtomicBool>,
+    ) -> anyhow::Result<Self> {
         let local_addr = listener.local_addr()?;
+        if token.is_none() && !local_addr.ip().is_loopback() {
+            tracing::warn!(address = %local_addr, "the admin endpoint listens on a non-loopback address without admin.token: anyone who reaches it reads sluice's statistics");
+        }
+        let token: Option<Arc<str>> = token.map(Into::into);
+        let busy = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let thread = std::thread::Builder::new().name("sluice-admin".into()).spawn(move || {
             // Warned about a failing accept since the last one that worked.
             let mut warned = false;
@@ -44,8 +67,20 @@ impl AdminServer {
                 match listener.accept() {
                     Ok((stream, _)) => {
                         warned = false;
-                        if let Err(e) = serve(stream, &stats) {
-                            tracing::debug!("admin: {e:#}");
+                        if busy.fetch_add(1, Ordering::Relaxed) >= MAX_CONNECTIONS {
+                            busy.fetch_sub(1, Ordering::Relaxed);
+                            drop(stream);
+                            continue;
+                        }
+                        let (stats, token, busy) = (Arc::clone(&stats), token.clone(), Arc::clone(&busy));
+                        let spawned = std::thread::Builder::new().name("sluice-admin-req".into()).spawn(move || {
+                            if let Err(e) = serve(stream, &stats, token.as_deref()) {
+                                tracing::debug!("admin: {e:#}");
+                            }
+                            busy.fetch_sub(1, Ordering::Relaxed);
+                        });
+                        if let Err(e) = spawned {
+                            tracing::warn!("admin: cannot start a request thread: {e}");
                         }
                     }
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
@@ -76,25 +111,53 @@ impl Drop for AdminServer {
     }
 }
 
-fn serve(stream: TcpStream, stats: &StatsSource) -> anyhow::Result<()> {
-    stream.set_nonblocking(false)?;
-    stream.set_read_timeout(Some(Duration::from_secs(2)))?;
-    stream.set_write_timeout(Some(Duration::from_secs(2)))?;
-    let mut reader = BufReader::new(stream.try_clone()?);
-    let mut request_line = String::new();
-    reader.read_line(&mut request_line)?;
-    // Drain the headers (bounded).
-    let mut line = String::new();
-    for _ in 0..100 {
-        line.clear();
-        if reader.read_line(&mut line)? == 0 || line == "\r\n" || line == "\n" {
+/// Reads one request head (request line and headers) within the deadline and the size bound.
+/// `Ok(None)`: the head was too large.
+fn read_head(stream: &mut TcpStream, deadline: std::time::Instant) -> anyhow::Result<Option<String>> {
+    use std::io::Read;
+    let mut head = Vec::new();
+    let mut chunk = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") && !head.windows(2).any(|w| w == b"\n\n") {
+        if head.len() > MAX_REQUEST_HEAD {
+            return Ok(None);
+        }
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        anyhow::ensure!(!left.is_zero(), "request not complete within {REQUEST_DEADLINE:?}");
+        stream.set_read_timeout(Some(left))?;
+        let n = stream.read(&mut chunk)?;
+        if n == 0 {
             break;
         }
+        head.extend_from_slice(&chunk[..n]);
     }
-    let mut parts = request_line.split_whitespace();
-    let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-    let (status, content_type, body) = route(method, path, stats)?;
-    let mut stream = stream;
+    Ok(Some(String::from_utf8_lossy(&head).into_owned()))
+}
+
+fn serve(mut stream: TcpStream, stats: &StatsSource, token: Option<&str>) -> anyhow::Result<()> {
+    stream.set_nonblocking(false)?;
+    stream.set_write_timeout(Some(REQUEST_DEADLINE))?;
+    let deadline = std::time::Instant::now() + REQUEST_DEADLINE;
+    let (status, content_type, body) = match read_head(&mut stream, deadline)? {
+        None => ("431 Request Header Fields Too Large", "text/plain", b"request head too large\n".to_vec()),
+        Some(head) => {
+            let mut lines = head.lines();
+            let mut parts = lines.next().unwrap_or("").split_whitespace();
+            let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+            let authorized = token.is_none_or(|t| {
+                lines.any(|l| {
+                    l.split_once(':').is_some_and(|(name, value)| {
+                        name.trim().eq_ignore_ascii_case("authorization")
+                            && value.trim().strip_prefix("Bearer ").is_some_and(|v| v.trim() == t)
+                    })
+                })
+            });
+            if authorized {
+                route(method, path, stats)?
+            } else {
+                ("401 Unauthorized", "text/plain", b"admin.token required: Authorization: Bearer <token>\n".to_vec())
+            }
+        }
+    };
     write!(
         stream,
         "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
@@ -150,6 +213,58 @@ mod tests {
             s.latencies.tcp_handshake.record(42).unwrap();
             s
         })
+    }
+
+    /// One GET on a fresh connection to `addr`: the response's status line and the time it took.
+    fn get(addr: SocketAddr, path: &str, extra: &str) -> (String, Duration) {
+        use std::io::Read;
+        let started = std::time::Instant::now();
+        let mut c = TcpStream::connect(addr).unwrap();
+        write!(c, "GET {path} HTTP/1.1\r\nHost: x\r\n{extra}\r\n").unwrap();
+        let mut response = String::new();
+        c.read_to_string(&mut response).unwrap();
+        (response.lines().next().unwrap_or("").to_owned(), started.elapsed())
+    }
+
+    fn start(token: Option<&str>) -> (AdminServer, Arc<AtomicBool>) {
+        let stop = Arc::new(AtomicBool::new(false));
+        let listener = AdminServer::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let server = AdminServer::spawn(listener, source(), token.map(str::to_owned), Arc::clone(&stop)).unwrap();
+        (server, stop)
+    }
+
+    #[test]
+    fn a_silent_client_and_a_huge_request_do_not_hold_up_a_third() {
+        let (server, stop) = start(None);
+        let addr = server.local_addr;
+        // One connection that sends nothing, and one that sends a 10 MiB request line.
+        let _silent = TcpStream::connect(addr).unwrap();
+        let huge = std::thread::spawn(move || {
+            let mut c = TcpStream::connect(addr).unwrap();
+            let line = vec![b'a'; 10 << 20];
+            let _ = c.write_all(b"GET /");
+            let _ = c.write_all(&line); // cut off by the server after MAX_REQUEST_HEAD
+            let mut response = Vec::new();
+            let _ = std::io::Read::read_to_end(&mut c, &mut response);
+            String::from_utf8_lossy(&response).lines().next().unwrap_or("").to_owned()
+        });
+        std::thread::sleep(Duration::from_millis(50));
+        let (status, took) = get(addr, "/metrics", "");
+        assert_eq!(status, "HTTP/1.1 200 OK");
+        assert!(took < Duration::from_secs(1), "/metrics took {took:?}");
+        let huge = huge.join().unwrap();
+        assert!(huge.is_empty() || huge.contains("431"), "{huge}");
+        stop.store(true, Ordering::Relaxed);
+    }
+
+    #[test]
+    fn a_token_is_required_when_configured() {
+        let (server, stop) = start(Some("s3cret"));
+        let addr = server.local_addr;
+        assert_eq!(get(addr, "/metrics", "").0, "HTTP/1.1 401 Unauthorized");
+        assert_eq!(get(addr, "/metrics", "Authorization: Bearer wrong\r\n").0, "HTTP/1.1 401 Unauthorized");
+        assert_eq!(get(addr, "/metrics", "authorization: Bearer s3cret\r\n").0, "HTTP/1.1 200 OK");
+        stop.store(true, Ordering::Relaxed);
     }
 
     #[test]

@@ -85,7 +85,7 @@ pub fn run(config: Config, config_path: &Path) -> Result<()> {
         })
     };
     let admin_stop = Arc::new(AtomicBool::new(false));
-    let admin = AdminServer::spawn(admin_listener, stats, Arc::clone(&admin_stop))?;
+    let admin = AdminServer::spawn(admin_listener, stats, config.admin.token.clone(), Arc::clone(&admin_stop))?;
     tracing::info!(address = %admin.local_addr, "admin endpoint serving /metrics, /stats.json, /histograms/");
 
     let clock = std::time::Instant::now();
