@@ -235,6 +235,9 @@ fn session_caches(s: &Snapshot, enc: &mut DescriptorEncoder<'_>) -> fmt::Result 
         ("misses", "Session cache lookups that found nothing", |s| s.misses),
         ("inserts", "Sessions stored", |s| s.inserts),
         ("rejected", "Sessions refused (larger than a shard's byte budget)", |s| s.rejected),
+        ("policy_mismatch", "Sessions not resumed: made under another TLS policy (before a reload)", |s| {
+            s.policy_mismatch
+        }),
     ] {
         family(
             enc,

@@ -364,6 +364,7 @@ impl Snapshot {
                 "hits": s.hits, "misses": s.misses, "inserts": s.inserts, "rejected": s.rejected,
                 "evicted_capacity": s.evicted_capacity, "evicted_bytes": s.evicted_bytes,
                 "evicted_expired": s.evicted_expired, "entries": s.entries, "bytes": s.bytes,
+                "policy_mismatch": s.policy_mismatch,
             })).collect::<Vec<_>>(),
         });
         for (name, value) in &self.extra {

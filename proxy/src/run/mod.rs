@@ -441,12 +441,17 @@ pub fn services(
     let mut caches = caches.lock().unwrap_or_else(|e| e.into_inner());
     for (i, l) in config.listeners.iter().enumerate() {
         if let Some(settings) = &l.tls {
+            // Kept across reloads, so that sessions resume after one (if the TLS policy stays:
+            // see `sluice_tls::PolicyStore`); new bounds make a new, empty cache.
+            let wanted = settings.session_cache_config();
             let cache = caches
                 .entry(l.socket_addr())
-                .or_insert_with(|| {
-                    let clock = Arc::new(sluice_tls::rustls::time_provider::DefaultTimeProvider);
-                    sluice_tls::SessionCache::new(settings.session_cache_config(), clock)
+                .and_modify(|c| {
+                    if c.config() != wanted {
+                        *c = new_session_cache(wanted);
+                    }
                 })
+                .or_insert_with(|| new_session_cache(wanted))
                 .clone();
             let server = sluice_tls::build_with(settings, config_dir, files, cache)
                 .with_context(|| format!("listener[{i}] ({})", l.address))?;
@@ -463,6 +468,10 @@ pub fn services(
         backends,
     };
     Ok((services, checks))
+}
+
+fn new_session_cache(config: sluice_tls::SessionCacheConfig) -> Arc<sluice_tls::SessionCache> {
+    sluice_tls::SessionCache::new(config, Arc::new(sluice_tls::rustls::time_provider::DefaultTimeProvider))
 }
 
 /// The backend pools of the relay listeners (and their routes), and their health checks, not

@@ -22,7 +22,7 @@ use std::hash::{BuildHasher, RandomState};
 
 use hashbrown::HashTable;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use rustls::server::{ProducesTickets, StoresServerSessions};
 use rustls::time_provider::TimeProvider;
@@ -95,6 +95,9 @@ pub struct CacheStats {
     pub entries: u64,
     /// Bytes (key + value) held now.
     pub bytes: u64,
+    /// Sessions found but made under another TLS policy (before a reload that changed it):
+    /// not resumed, a full handshake instead.
+    pub policy_mismatch: u64,
 }
 
 const NIL: u32 = u32::MAX;
@@ -275,10 +278,12 @@ pub struct SessionCache {
     per_shard_bytes: usize,
     lifetime: u64,
     clock: Arc<dyn TimeProvider>,
-    /// Stateless-ticket keys (`resumption = "tickets"`), made on first use and shared by every
-    /// `ServerConfig` built with this cache, so a ticket issued on one worker (or before a
-    /// reload) decrypts on any other.
-    ticketer: OnceLock<Arc<dyn ProducesTickets>>,
+    /// Stateless-ticket keys (`resumption = "tickets"`) with the TLS policy they serve, made on
+    /// first use and shared by every `ServerConfig` built with this cache under that policy, so a
+    /// ticket issued on one worker (or before a reload that kept the policy) decrypts on any other.
+    ticketer: Mutex<Option<(u64, Arc<dyn ProducesTickets>)>>,
+    config: SessionCacheConfig,
+    policy_mismatch: AtomicU64,
 }
 
 impl fmt::Debug for SessionCache {
@@ -309,21 +314,34 @@ impl SessionCache {
             per_shard_bytes: config.max_bytes.div_ceil(n).max(1),
             lifetime: config.lifetime_secs,
             clock,
-            ticketer: OnceLock::new(),
+            ticketer: Mutex::new(None),
+            config,
+            policy_mismatch: AtomicU64::new(0),
         })
     }
 
-    /// The shared stateless-ticket producer, created by `make` on first call; later calls
-    /// return the same one (their `make` is ignored).
+    /// The bounds this cache was made with.
+    pub fn config(&self) -> SessionCacheConfig {
+        self.config
+    }
+
+    /// The shared stateless-ticket producer for TLS policy `policy`, created by `make` on the
+    /// first call for that policy; later calls with the same policy return the same one. A new
+    /// policy replaces it: tickets issued under the old one no longer decrypt (full handshakes).
     pub fn ticketer<E>(
         &self,
+        policy: u64,
         make: impl FnOnce() -> Result<Arc<dyn ProducesTickets>, E>,
     ) -> Result<Arc<dyn ProducesTickets>, E> {
-        if let Some(t) = self.ticketer.get() {
-            return Ok(t.clone());
+        let mut current = self.ticketer.lock().unwrap_or_else(|e| e.into_inner());
+        match &*current {
+            Some((p, t)) if *p == policy => Ok(t.clone()),
+            _ => {
+                let t = make()?;
+                *current = Some((policy, t.clone()));
+                Ok(t)
+            }
         }
-        let t = make()?;
-        Ok(self.ticketer.get_or_init(|| t).clone())
     }
 
     /// Sum of the per-shard counters (lock-free; a consistent snapshot per counter, not across).
@@ -342,6 +360,7 @@ impl SessionCache {
             s.entries += r(&c.entries);
             s.bytes += r(&c.bytes);
         }
+        s.policy_mismatch = self.policy_mismatch.load(Ordering::Relaxed);
         s
     }
 
@@ -505,6 +524,61 @@ impl StoresServerSessions for SessionCache {
     fn take(&self, key: &[u8]) -> Option<Vec<u8>> {
         // rustls takes ownership of the value it asked for.
         self.lookup(key, |s, i| std::mem::take(&mut *s.remove_slot(i)))
+    }
+
+    fn can_cache(&self) -> bool {
+        true
+    }
+}
+
+/// The session store of one TLS policy over a [`SessionCache`] kept across reloads: a session is
+/// resumed only under the policy it was made under (RFC 8446 4.6.1 and RFC 5246 7.4.1.2 leave
+/// that to the server). Each value is stored behind the policy's fingerprint; a session of
+/// another policy is not resumed (counted `policy_mismatch`), so a reload that adds client
+/// authentication or changes versions, suites, ALPN or certificates cannot be bypassed by
+/// resuming an older session.
+pub struct PolicyStore {
+    cache: Arc<SessionCache>,
+    policy: [u8; 8],
+}
+
+impl fmt::Debug for PolicyStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PolicyStore").field("policy", &u64::from_be_bytes(self.policy)).finish()
+    }
+}
+
+impl PolicyStore {
+    pub fn new(cache: Arc<SessionCache>, policy: u64) -> Self {
+        Self { cache, policy: policy.to_be_bytes() }
+    }
+
+    fn open(&self, mut value: Vec<u8>) -> Option<Vec<u8>> {
+        if value.starts_with(&self.policy) {
+            value.drain(..self.policy.len());
+            return Some(value);
+        }
+        value.zeroize();
+        self.cache.policy_mismatch.fetch_add(1, Ordering::Relaxed);
+        None
+    }
+}
+
+impl StoresServerSessions for PolicyStore {
+    fn put(&self, key: Vec<u8>, value: Vec<u8>) -> bool {
+        let mut sealed = Vec::with_capacity(self.policy.len() + value.len());
+        sealed.extend_from_slice(&self.policy);
+        sealed.extend_from_slice(&value);
+        drop(Zeroizing::new(value));
+        self.cache.put(key, sealed)
+    }
+
+    fn get(&self, key: &[u8]) -> Option<Vec<u8>> {
+        self.cache.get(key).and_then(|v| self.open(v))
+    }
+
+    fn take(&self, key: &[u8]) -> Option<Vec<u8>> {
+        self.cache.take(key).and_then(|v| self.open(v))
     }
 
     fn can_cache(&self) -> bool {

@@ -455,6 +455,21 @@ pub fn build_with(
     }
     let prov = Arc::new(build_provider(settings)?);
     let resolver = Arc::new(build_resolver(settings, base_dir, files, &prov)?);
+    // The TLS policy a session is made under, for resumption (see `PolicyStore`).
+    let mut policy = std::hash::DefaultHasher::new();
+    {
+        use std::hash::Hash;
+        versions.iter().for_each(|v| u16::from(v.version).hash(&mut policy));
+        prov.cipher_suites.iter().for_each(|s| u16::from(s.suite()).hash(&mut policy));
+        prov.kx_groups.iter().for_each(|g| u16::from(g.name()).hash(&mut policy));
+        settings.alpn.hash(&mut policy);
+        for (name, ck) in
+            resolver.by_name.iter().map(|(n, ck)| (n.as_str(), ck)).chain(resolver.defaults.iter().map(|ck| ("", ck)))
+        {
+            name.hash(&mut policy);
+            ck.cert.iter().for_each(|c| c.as_ref().hash(&mut policy));
+        }
+    }
     let builder = ServerConfig::builder_with_provider(prov.clone())
         .with_protocol_versions(&versions)
         .map_err(|e| TlsConfigError::Incompatible(e.to_string()))?;
@@ -463,6 +478,7 @@ pub fn build_with(
         Some(p) => {
             let path = resolve_path(base_dir, p);
             let certs = load_certs(files, "client_ca", &path)?;
+            certs.iter().for_each(|c| std::hash::Hash::hash(c.as_ref(), &mut policy));
             let mut roots = RootCertStore::empty();
             for c in certs {
                 roots.add(c).map_err(|e| TlsConfigError::ClientCa {
@@ -479,16 +495,17 @@ pub fn build_with(
     let mut cfg = builder.with_cert_resolver(resolver);
     cfg.alpn_protocols = settings.alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
     cfg.ignore_client_order = settings.prefer_server_ciphers;
+    let policy = std::hash::Hasher::finish(&policy);
     match settings.resumption {
         Resumption::SessionId => {
-            cfg.session_storage = cache;
+            cfg.session_storage = Arc::new(crate::cache::PolicyStore::new(cache, policy));
             cfg.send_tls13_tickets = settings.tls13_tickets;
         }
         Resumption::Tickets => {
             cfg.session_storage = Arc::new(NoServerSessionStorage {});
             let secs = settings.ticket_rotation_secs.max(1);
             cfg.ticketer = cache
-                .ticketer(|| {
+                .ticketer(policy, || {
                     rustls::ticketer::TicketRotator::new(secs, make_ticketer)
                         .map(|t| Arc::new(t) as Arc<dyn ProducesTickets>)
                 })

@@ -23,7 +23,7 @@ pub mod testcerts;
 #[cfg(test)]
 mod tests;
 
-pub use cache::{CacheStats, ManualClock, SessionCache, SessionCacheConfig};
+pub use cache::{CacheStats, ManualClock, PolicyStore, SessionCache, SessionCacheConfig};
 pub use config::{
     CertSettings, Disk, FileSource, Resumption, TlsConfigError, TlsSettings, build, build_with, files_named,
 };

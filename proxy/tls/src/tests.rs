@@ -453,6 +453,39 @@ fn expired_session_does_not_resume() {
     assert!(cache.stats().evicted_expired >= 1);
 }
 
+/// A "reload" (a second ServerConfig on the same cache) that keeps the policy keeps sessions
+/// resumable; one that adds client authentication does not: the old session gets a full
+/// handshake that demands a certificate (and fails without one), counted as a policy mismatch.
+#[test]
+fn resumption_follows_the_tls_policy_across_a_reload() {
+    for (client, tickets) in [(Client::v12(), false), (Client::v13(), false), (Client::v13(), true)] {
+        let base = if tickets {
+            TlsSettings { resumption: Resumption::Tickets, ticket_rotation_secs: 3600, ..settings() }
+        } else {
+            settings()
+        };
+        let cache = new_cache();
+        let cc = client_like(&client).build();
+        connect(&cc, &server(&base, cache.clone()), "a.example").unwrap();
+        // Same policy, rebuilt: resumes.
+        let d = connect(&cc, &server(&base, cache.clone()), "a.example").unwrap();
+        assert!(info(&d).resumed, "tickets {tickets}: same policy did not resume");
+        // mTLS added: no resumption; the full handshake wants a certificate this client lacks.
+        let mtls = TlsSettings { client_ca: Some("ca.pem".into()), ..base.clone() };
+        let r = connect(&cc, &server(&mtls, cache.clone()), "a.example");
+        assert!(matches!(r, Err(Failed::Server(_))), "tickets {tickets}: {r:?}");
+        if !tickets {
+            assert!(cache.stats().policy_mismatch >= 1, "{:?}", cache.stats());
+        }
+        // Another ALPN list: a full handshake, not a resumption.
+        let cc = client.build();
+        connect(&cc, &server(&base, cache.clone()), "a.example").unwrap();
+        let alpn = TlsSettings { alpn: vec!["h2".into()], ..base.clone() };
+        let d = connect(&cc, &server(&alpn, cache.clone()), "a.example").unwrap();
+        assert!(!info(&d).resumed, "tickets {tickets}: resumed across an ALPN change");
+    }
+}
+
 // ---------------------------------------------------------------- mTLS
 
 #[test]
