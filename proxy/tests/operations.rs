@@ -500,3 +500,43 @@ on_both_transports!(
     sigterm_drains_open_connections_then_detaches,
     connection_limits_refuse_new_connections_and_keep_open_ones,
 );
+
+/// A reload that cannot be applied (more listeners than the XDP program's listener map holds)
+/// is refused before any worker switches: the old listener still serves, none of the new ones
+/// is served, and the map is as before.
+#[test]
+fn a_reload_that_does_not_fit_the_xdp_program_leaves_every_worker_on_the_old_configuration() -> Result<()> {
+    let sluice = Sluice::start("op-at-", &plain_config("", Transport::Xdp))?;
+    echo_backend(&sluice.topology.topology.backend())?;
+    let echo = |sluice: &Sluice| -> Result<()> {
+        in_netns(&sluice.client(), || -> Result<()> {
+            let mut s = connect_80()?;
+            paced_echo(&mut s, 2, Duration::ZERO, |s: &mut TcpStream| Ok(s.shutdown(std::net::Shutdown::Write)?))
+        })?
+    };
+    echo(&sluice)?;
+    let path = sluice.dir.join("sluice.toml");
+    let good = std::fs::read_to_string(&path)?;
+    let max = sluice::datapath::xdp::loader::LISTENERS_MAX;
+    let many: String =
+        (0..max).map(|i| format!("[[listener]]\naddress = \"198.51.100.2:{}\"\necho = true\n\n", 10_000 + i)).collect();
+    std::fs::write(&path, good.replace("[tcp]", &format!("{many}[tcp]")))?;
+    signal(&sluice, Signal::SIGHUP)?;
+    let stats = wait_stats(&sluice, "refused reload", |s| s["reloads"]["refused"] == 1)?;
+    let why = stats["reloads"]["last_error"].as_str().unwrap_or("");
+    ensure!(why.contains("no worker switched"), "{why}");
+    // The old listener serves; a new one (echo on :10000) is not served by sluice: the XDP
+    // program passes its SYN to the kernel, which refuses it.
+    echo(&sluice)?;
+    let refused = in_netns(&sluice.client(), || {
+        TcpStream::connect_timeout(&"198.51.100.2:10000".parse().expect("address"), Duration::from_secs(3))
+    })?;
+    ensure!(refused.is_err(), "a listener of the refused reload answered");
+    ensure!(sluice.process.log().contains("reload refused"), "{}", sluice.process.log());
+    // And a good reload afterwards still works.
+    std::fs::write(&path, &good)?;
+    signal(&sluice, Signal::SIGHUP)?;
+    wait_stats(&sluice, "reload", |s| s["reloads"]["ok"] == 1)?;
+    echo(&sluice)?;
+    Ok(())
+}

@@ -329,38 +329,60 @@ impl Supervisor {
             let mine: Vec<_> = old.listeners.iter().map(|l| l.socket_addr()).collect();
             crate::datapath::kernel::probe_listeners(&new, &mine)?;
         }
-        // Workers first, so that no SYN reaches a worker that does not listen yet.
+        let old_addrs: Vec<_> = old.listeners.iter().map(|l| l.socket_addr()).collect();
+        let new_addrs: Vec<_> = new.listeners.iter().map(|l| l.socket_addr()).collect();
+        // All or nothing: what can still fail (the XDP program's listener map is bounded) is
+        // done before any worker switches, and undone if it fails. A SYN to a new listener that
+        // reaches a worker before its reload order is dropped and counted; the client's SYN
+        // retransmission finds it listening.
+        let added: Vec<_> = new_addrs.iter().filter(|a| !old_addrs.contains(a)).copied().collect();
+        if let Some(attached) = &self.attached {
+            let mut attached = attached.lock().unwrap_or_else(|e| e.into_inner());
+            for (i, addr) in added.iter().enumerate() {
+                if let Err(e) = attached.add_listener((*addr).into()) {
+                    for done in &added[..i] {
+                        let retiring = self.retiring.iter().any(|(a, _, _)| a == done);
+                        let undone = if retiring {
+                            attached.drain_listener((*done).into())
+                        } else {
+                            attached.remove_listener((*done).into())
+                        };
+                        if let Err(e) = undone {
+                            tracing::error!(addr = %done, "undoing a listener of a refused reload: {e}");
+                        }
+                    }
+                    bail!("listener {addr}: {e}; no worker switched");
+                }
+            }
+        }
         let (done_tx, done_rx) = crossbeam_channel::unbounded();
         health_checks.start()?;
         self.controls.broadcast(|_| Control::Reload(services.clone(), done_tx.clone()));
         let flows = self.collect_flows(&done_rx);
         *self.backend_view.lock().unwrap_or_else(|e| e.into_inner()) = services.backends.clone();
-        let old_addrs: Vec<_> = old.listeners.iter().map(|l| l.socket_addr()).collect();
-        let new_addrs: Vec<_> = new.listeners.iter().map(|l| l.socket_addr()).collect();
-        let (mut added, mut removed) = (0, 0);
         let Some(attached) = self.attached.clone() else {
             let summary = format!("{} listeners", new.listeners.len());
             self.config = new;
             return Ok(summary);
         };
         let mut attached = attached.lock().unwrap_or_else(|e| e.into_inner());
-        for addr in new_addrs.iter().filter(|a| !old_addrs.contains(a)) {
-            attached.add_listener((*addr).into())?;
-            self.retiring.retain(|(a, _, _)| a != addr);
-            added += 1;
-        }
+        self.retiring.retain(|(a, _, _)| !added.contains(a));
+        let removed_addrs: Vec<_> = old_addrs.iter().filter(|a| !new_addrs.contains(a)).collect();
         // A removed listener's connections finish (their flows still reach sluice); everything
         // else to it goes to the kernel; at the drain deadline it is gone.
         add_drain_flows(&mut attached, &flows);
         let until = std::time::Instant::now() + Duration::from_millis(new.drain.deadline_ms);
-        for addr in old_addrs.iter().filter(|a| !new_addrs.contains(a)) {
-            attached.drain_listener((*addr).into())?;
-            let mine = flows.iter().filter(|t| t.local == std::net::SocketAddr::V4(*addr)).copied().collect();
-            self.retiring.push((*addr, until, mine));
-            removed += 1;
+        for addr in &removed_addrs {
+            // An update of an entry the map holds: cannot run out of room.
+            if let Err(e) = attached.drain_listener((**addr).into()) {
+                tracing::error!(%addr, "draining a removed listener: {e}");
+            }
+            let mine = flows.iter().filter(|t| t.local == std::net::SocketAddr::V4(**addr)).copied().collect();
+            self.retiring.push((**addr, until, mine));
         }
         drop(attached);
-        let summary = format!("{} listeners ({added} added, {removed} removed)", new.listeners.len());
+        let summary =
+            format!("{} listeners ({} added, {} removed)", new.listeners.len(), added.len(), removed_addrs.len());
         self.config = new;
         Ok(summary)
     }
