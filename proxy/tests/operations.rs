@@ -128,9 +128,10 @@ fn wait_stats(sluice: &Sluice, what: &str, f: impl Fn(&serde_json::Value) -> boo
     }
 }
 
-/// SIGHUP with a new certificate while 50 TLS connections stream: the streams finish intact,
-/// new connections get the new certificate, sessions from before resume after; then a broken
-/// configuration is refused and the last good one keeps serving.
+/// SIGHUP with a new certificate (its key root's, mode 0600) while 50 TLS connections stream:
+/// the streams finish intact, new connections get the new certificate, sessions from before get
+/// a full handshake (the certificate set is part of the TLS policy) while a reload that keeps
+/// the policy keeps them; then a broken configuration is refused and the last good one serves.
 fn sighup_rotates_the_certificate_under_load_and_refuses_a_broken_config(t: Transport) -> Result<()> {
     let prefix = t.prefix("op-rl-");
     let dir = std::env::temp_dir().join(format!("{prefix}certs-{}", std::process::id()));
@@ -141,25 +142,41 @@ fn sighup_rotates_the_certificate_under_load_and_refuses_a_broken_config(t: Tran
     echo_backend(&sluice.topology.topology.backend())?;
     let client = client_config(&ca)?;
 
-    // Sessions to resume after the reload, TLS 1.3 and 1.2 (session IDs), each with its own
+    // Sessions to resume after a reload, TLS 1.3 and 1.2 (session IDs), each with its own
     // client configuration (and so its own session store).
-    let versions: [&'static sluice_tls::rustls::SupportedProtocolVersion; 2] =
-        [&sluice_tls::rustls::version::TLS13, &sluice_tls::rustls::version::TLS12];
-    let mut resumers = Vec::new();
-    for v in versions {
-        let mut roots = RootCertStore::empty();
-        roots.add(ca.cert_der())?;
-        let c = Arc::new(
-            ClientConfig::builder_with_protocol_versions(&[v]).with_root_certificates(roots).with_no_client_auth(),
-        );
-        let c2 = Arc::clone(&c);
-        in_netns(&sluice.client(), move || -> Result<()> {
-            let mut s = tls_connect(&c2)?;
-            // Read the TLS 1.3 NewSessionTicket: one echo round trip.
-            paced_echo(&mut s, 1, Duration::ZERO, close_notify)
-        })??;
-        resumers.push(c);
-    }
+    let prime = |sluice: &Sluice| -> Result<Vec<Arc<ClientConfig>>> {
+        let versions: [&'static sluice_tls::rustls::SupportedProtocolVersion; 2] =
+            [&sluice_tls::rustls::version::TLS13, &sluice_tls::rustls::version::TLS12];
+        let mut resumers = Vec::new();
+        for v in versions {
+            let mut roots = RootCertStore::empty();
+            roots.add(ca.cert_der())?;
+            let c = Arc::new(
+                ClientConfig::builder_with_protocol_versions(&[v]).with_root_certificates(roots).with_no_client_auth(),
+            );
+            let c2 = Arc::clone(&c);
+            in_netns(&sluice.client(), move || -> Result<()> {
+                let mut s = tls_connect(&c2)?;
+                // Read the TLS 1.3 NewSessionTicket: one echo round trip.
+                paced_echo(&mut s, 1, Duration::ZERO, close_notify)
+            })??;
+            resumers.push(c);
+        }
+        Ok(resumers)
+    };
+    let resume = |sluice: &Sluice, resumers: Vec<Arc<ClientConfig>>| -> Result<Vec<Option<HandshakeKind>>> {
+        let mut kinds = Vec::new();
+        for c in resumers {
+            kinds.push(in_netns(&sluice.client(), move || -> Result<Option<HandshakeKind>> {
+                let mut s = tls_connect(&c)?;
+                let kind = s.conn.handshake_kind();
+                paced_echo(&mut s, 1, Duration::ZERO, close_notify)?;
+                Ok(kind)
+            })??);
+        }
+        Ok(kinds)
+    };
+    let resumers = prime(&sluice)?;
 
     let streams: Vec<_> = (0..CONNECTIONS)
         .map(|_| {
@@ -193,15 +210,18 @@ fn sighup_rotates_the_certificate_under_load_and_refuses_a_broken_config(t: Tran
             t.join().map_err(|_| anyhow::anyhow!("stream {i} panicked"))?.with_context(|| format!("stream {i}"))?;
         ensure!(cert == old_cert, "stream {i} began before the reload and had the old certificate");
     }
-    for c in resumers {
-        let kind = in_netns(&sluice.client(), move || -> Result<Option<HandshakeKind>> {
-            let mut s = tls_connect(&c)?;
-            let kind = s.conn.handshake_kind();
-            paced_echo(&mut s, 1, Duration::ZERO, close_notify)?;
-            Ok(kind)
-        })??;
-        ensure!(kind == Some(HandshakeKind::Resumed), "a session from before the reload did not resume: {kind:?}");
-    }
+    // The certificate set is part of the TLS policy: sessions from before the rotation get a
+    // full handshake (counted), not a resumption under the new certificate.
+    let kinds = resume(&sluice, resumers)?;
+    ensure!(kinds == [Some(HandshakeKind::Full); 2], "sessions resumed across a certificate change: {kinds:?}");
+    let stats = sluice.stats()?;
+    ensure!(stats["session_caches"][0]["policy_mismatch"].as_u64() >= Some(2), "{stats:#}");
+    // A reload that keeps the policy keeps sessions resumable.
+    let resumers = prime(&sluice)?;
+    signal(&sluice, Signal::SIGHUP)?;
+    wait_stats(&sluice, "second reload", |s| s["reloads"]["ok"] == 2)?;
+    let kinds = resume(&sluice, resumers)?;
+    ensure!(kinds == [Some(HandshakeKind::Resumed); 2], "a reload with the same policy lost sessions: {kinds:?}");
 
     // A broken configuration: refused with the reason, the last good one keeps serving.
     let path = sluice.dir.join("sluice.toml");
@@ -221,10 +241,11 @@ fn sighup_rotates_the_certificate_under_load_and_refuses_a_broken_config(t: Tran
     ensure!(seen == new_cert, "after a refused reload sluice must serve the last good configuration");
     let stats = sluice.wait_idle()?;
     let full = sluice.queue_total(&stats, "tls_handshakes_full");
-    ensure!(full == CONNECTIONS as u64 + 4, "full handshakes: {full}: {stats:#}");
+    // Full: the streams, four priming handshakes, two refused resumptions, two certificate checks.
+    ensure!(full == CONNECTIONS as u64 + 8, "full handshakes: {full}: {stats:#}");
     ensure!(sluice.queue_total(&stats, "tls_handshakes_resumed") == 2, "{stats:#}");
-    // Clean ends: the streams, two priming and two resumed sessions, two certificate checks.
-    ensure!(sluice.queue_total(&stats, "relays_clean") == CONNECTIONS as u64 + 6, "{stats:#}");
+    // Clean ends: all of those and the two resumed sessions.
+    ensure!(sluice.queue_total(&stats, "relays_clean") == CONNECTIONS as u64 + 10, "{stats:#}");
     Ok(())
 }
 
@@ -538,5 +559,41 @@ fn a_reload_that_does_not_fit_the_xdp_program_leaves_every_worker_on_the_old_con
     signal(&sluice, Signal::SIGHUP)?;
     wait_stats(&sluice, "reload", |s| s["reloads"]["ok"] == 1)?;
     echo(&sluice)?;
+    Ok(())
+}
+
+/// A worker that dies (the test hook SLUICE_TEST_WORKER_DIES_AFTER_MS) stops sluice at once with
+/// a non-zero exit, the XDP program detached, so that systemd restarts it.
+#[test]
+fn a_dead_worker_stops_sluice_with_an_error_and_xdp_detached() -> Result<()> {
+    let topology = sluice_testbed::TopologyGuard::up("op-dw-")?;
+    let dir = std::env::temp_dir().join(format!("op-dw-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let config = dir.join("sluice.toml");
+    std::fs::write(&config, plain_config("", Transport::Xdp))?;
+    let mut process = sluice_testbed::NsProcess::spawn(
+        &topology.topology.proxy(),
+        "env",
+        &[
+            "SLUICE_TEST_WORKER_DIES_AFTER_MS=1500",
+            env!("CARGO_BIN_EXE_sluice"),
+            "--config",
+            config.to_str().context("path")?,
+        ],
+        dir.join("sluice.log"),
+    )?;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let status = loop {
+        if let Some(status) = process.try_wait()? {
+            break status;
+        }
+        ensure!(Instant::now() < deadline, "sluice still runs with a dead worker:\n{}", process.log());
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let log = process.log();
+    ensure!(!status.success(), "exit {status}:\n{log}");
+    ensure!(log.contains("ended unexpectedly") && log.contains("XDP program detached"), "{log}");
+    ensure!(!sluice_testbed::xdp_attached(&topology.topology.proxy(), "px0")?, "XDP still attached");
+    let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }

@@ -91,6 +91,9 @@ pub fn run(config: Config, config_path: &Path) -> Result<()> {
     let clock = std::time::Instant::now();
     let cores =
         if config.datapath.pin_workers { core_affinity::get_core_ids().unwrap_or_default() } else { Vec::new() };
+    // Test hook (integration tests only): the first worker dies after this many milliseconds
+    // instead of serving, to prove that a dead worker stops sluice.
+    let die_after = std::env::var("SLUICE_TEST_WORKER_DIES_AFTER_MS").ok().and_then(|v| v.parse().ok());
     let mut workers = Vec::new();
     for (i, body) in bodies.into_iter().enumerate() {
         let worker = Worker { shared: Arc::clone(&shared_counters[i]), clock, stop: Arc::clone(&stop) };
@@ -98,6 +101,10 @@ pub fn run(config: Config, config_path: &Path) -> Result<()> {
         let spawned = std::thread::Builder::new().name(format!("sluice-{name}{i}")).spawn(move || {
             if let Some(core) = core {
                 core_affinity::set_for_current(core);
+            }
+            if let Some(ms) = die_after.filter(|_| i == 0) {
+                std::thread::sleep(Duration::from_millis(ms));
+                panic!("SLUICE_TEST_WORKER_DIES_AFTER_MS: worker {i} dies");
             }
             body(worker)
         });
@@ -122,7 +129,7 @@ pub fn run(config: Config, config_path: &Path) -> Result<()> {
         retiring: Vec::new(),
         keyholder,
     };
-    let served = supervisor.serve(&stop);
+    let served = supervisor.serve(&stop, &workers);
     stop.store(true, Ordering::Relaxed);
     for w in workers {
         if w.join().is_err() {
@@ -183,7 +190,9 @@ pub(crate) struct Supervisor {
 
 impl Supervisor {
     /// Runs until sluice should stop: a drain finished or timed out, or a second signal came.
-    pub fn serve(&mut self, stop: &AtomicBool) -> Result<()> {
+    /// A worker that ends before it is told to (a panic, a fatal error) stops sluice with an
+    /// error, at once: its queue would go unserved while the XDP program still steers to it.
+    pub fn serve(&mut self, stop: &AtomicBool, workers: &[std::thread::JoinHandle<()>]) -> Result<()> {
         use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
         let mut signals =
             signal_hook::iterator::Signals::new([SIGHUP, SIGINT, SIGTERM]).context("installing signal handlers")?;
@@ -207,6 +216,10 @@ impl Supervisor {
             }
             if stop.load(Ordering::Relaxed) {
                 return Ok(());
+            }
+            if let Some(dead) = workers.iter().position(std::thread::JoinHandle::is_finished) {
+                tracing::error!(worker = dead, "a worker ended unexpectedly: stopping sluice");
+                bail!("worker {dead} ended unexpectedly (see the log above); sluice stopped so that it is restarted");
             }
             if let Some(deadline) = drain_deadline {
                 let active = self.active_connections();
