@@ -55,8 +55,9 @@ fn until(reader: &mut Reader, table: &mut Table, dst: &str, want: Resolution, wi
 fn kernel_routes_and_neighbours_reach_the_table() -> Result<()> {
     let guard = TopologyGuard::up("nh1-")?;
     let (client, proxy) = (guard.topology.client(), guard.topology.proxy());
-    ip(&proxy, &["addr", "add", "2001:db8:100::2/64", "dev", "px0", "nodad"])?;
-    ip(&client, &["addr", "add", "2001:db8:100::1/64", "dev", "cli0", "nodad"])?;
+    // The topology's routes to the far client are not this test's: it makes its own.
+    ip(&proxy, &["route", "del", "192.0.2.0/24"])?;
+    ip(&proxy, &["-6", "route", "del", "2001:db8:192::/64"])?;
     // Before the reader starts: a PERMANENT neighbour and a static route through it.
     ip(&proxy, &["neigh", "add", "198.51.100.77", "lladdr", "02:00:00:00:00:77", "dev", "px0", "nud", "permanent"])?;
     ip(&proxy, &["route", "add", "192.0.2.0/24", "via", "198.51.100.77", "dev", "px0"])?;
@@ -72,7 +73,8 @@ fn kernel_routes_and_neighbours_reach_the_table() -> Result<()> {
         // The dump.
         ensure!(table.resolve(addr("192.0.2.1")) == Resolution::Ready(PERMANENT_MAC), "{table:?}");
         ensure!(table.resolve(addr("203.0.113.2")) == Resolution::Unreachable, "px1's subnet is not px0's");
-        ensure!(table.resolve(addr("2001:db8:203::2")) == Resolution::Unreachable, "no IPv6 default route");
+        ensure!(table.resolve(addr("2001:db8:203::2")) == Resolution::Unreachable, "px1's IPv6 subnet is not px0's");
+        ensure!(table.resolve(addr("2001:db8:77::2")) == Resolution::Unreachable, "no IPv6 route yet");
 
         // Notifications, each within a second.
         ip(
@@ -84,8 +86,8 @@ fn kernel_routes_and_neighbours_reach_the_table() -> Result<()> {
         until(&mut reader, &mut table, "192.0.2.1", Resolution::Pending(addr("198.51.100.77")), second)?;
         ip(&ns, &["route", "add", "203.0.113.128/25", "via", "198.51.100.77", "dev", "px0"])?;
         until(&mut reader, &mut table, "203.0.113.200", Resolution::Pending(addr("198.51.100.77")), second)?;
-        ip(&ns, &["-6", "route", "add", "2001:db8:203::/64", "via", "2001:db8:100::1", "dev", "px0"])?;
-        until(&mut reader, &mut table, "2001:db8:203::2", Resolution::Pending(addr("2001:db8:100::1")), second)?;
+        ip(&ns, &["-6", "route", "add", "2001:db8:77::/64", "via", "2001:db8:100::1", "dev", "px0"])?;
+        until(&mut reader, &mut table, "2001:db8:77::2", Resolution::Pending(addr("2001:db8:100::1")), second)?;
         ip(&ns, &["route", "del", "192.0.2.0/24"])?;
         until(&mut reader, &mut table, "192.0.2.1", Resolution::Unreachable, second)?;
 
@@ -99,7 +101,7 @@ fn kernel_routes_and_neighbours_reach_the_table() -> Result<()> {
             until(&mut reader, &mut table, peer, Resolution::Ready(client_mac), Duration::from_secs(3))?;
         }
         // Through the IPv6 route added above, the client is the gateway and now known.
-        ensure!(table.resolve(addr("2001:db8:203::2")) == Resolution::Ready(client_mac));
+        ensure!(table.resolve(addr("2001:db8:77::2")) == Resolution::Ready(client_mac));
         let c = table.counters();
         ensure!((c.triggers, c.triggers_limited, c.trigger_errors) == (2, 2, 0), "{c:?}");
         ensure!(c.redumps == 0 && c.malformed == 0 && c.routes_overflow == 0, "{c:?}");
