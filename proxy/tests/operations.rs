@@ -128,6 +128,44 @@ fn wait_stats(sluice: &Sluice, what: &str, f: impl Fn(&serde_json::Value) -> boo
     }
 }
 
+/// Sessions to resume after a reload, TLS 1.3 and 1.2 (session IDs): one client configuration
+/// each (and so its own session store), primed by one connection to a.test.
+fn sessions_to_resume(sluice: &Sluice, ca: &Ca) -> Result<Vec<Arc<ClientConfig>>> {
+    let versions: [&'static sluice_tls::rustls::SupportedProtocolVersion; 2] =
+        [&sluice_tls::rustls::version::TLS13, &sluice_tls::rustls::version::TLS12];
+    let mut resumers = Vec::new();
+    for v in versions {
+        let mut roots = RootCertStore::empty();
+        roots.add(ca.cert_der())?;
+        let c = Arc::new(
+            ClientConfig::builder_with_protocol_versions(&[v]).with_root_certificates(roots).with_no_client_auth(),
+        );
+        let c2 = Arc::clone(&c);
+        in_netns(&sluice.client(), move || -> Result<()> {
+            let mut s = tls_connect(&c2)?;
+            // Read the TLS 1.3 NewSessionTicket: one echo round trip.
+            paced_echo(&mut s, 1, Duration::ZERO, close_notify)
+        })??;
+        resumers.push(c);
+    }
+    Ok(resumers)
+}
+
+/// One connection (handshake and an echo round trip) per client of [`sessions_to_resume`]: how
+/// each handshake went.
+fn resume(sluice: &Sluice, resumers: Vec<Arc<ClientConfig>>) -> Result<Vec<Option<HandshakeKind>>> {
+    let mut kinds = Vec::new();
+    for c in resumers {
+        kinds.push(in_netns(&sluice.client(), move || -> Result<Option<HandshakeKind>> {
+            let mut s = tls_connect(&c)?;
+            let kind = s.conn.handshake_kind();
+            paced_echo(&mut s, 1, Duration::ZERO, close_notify)?;
+            Ok(kind)
+        })??);
+    }
+    Ok(kinds)
+}
+
 /// SIGHUP with a new certificate (its key root's, mode 0600) while 50 TLS connections stream:
 /// the streams finish intact, new connections get the new certificate, sessions from before get
 /// a full handshake (the certificate set is part of the TLS policy) while a reload that keeps
@@ -142,41 +180,7 @@ fn sighup_rotates_the_certificate_under_load_and_refuses_a_broken_config(t: Tran
     echo_backend(&sluice.topology.topology.backend())?;
     let client = client_config(&ca)?;
 
-    // Sessions to resume after a reload, TLS 1.3 and 1.2 (session IDs), each with its own
-    // client configuration (and so its own session store).
-    let prime = |sluice: &Sluice| -> Result<Vec<Arc<ClientConfig>>> {
-        let versions: [&'static sluice_tls::rustls::SupportedProtocolVersion; 2] =
-            [&sluice_tls::rustls::version::TLS13, &sluice_tls::rustls::version::TLS12];
-        let mut resumers = Vec::new();
-        for v in versions {
-            let mut roots = RootCertStore::empty();
-            roots.add(ca.cert_der())?;
-            let c = Arc::new(
-                ClientConfig::builder_with_protocol_versions(&[v]).with_root_certificates(roots).with_no_client_auth(),
-            );
-            let c2 = Arc::clone(&c);
-            in_netns(&sluice.client(), move || -> Result<()> {
-                let mut s = tls_connect(&c2)?;
-                // Read the TLS 1.3 NewSessionTicket: one echo round trip.
-                paced_echo(&mut s, 1, Duration::ZERO, close_notify)
-            })??;
-            resumers.push(c);
-        }
-        Ok(resumers)
-    };
-    let resume = |sluice: &Sluice, resumers: Vec<Arc<ClientConfig>>| -> Result<Vec<Option<HandshakeKind>>> {
-        let mut kinds = Vec::new();
-        for c in resumers {
-            kinds.push(in_netns(&sluice.client(), move || -> Result<Option<HandshakeKind>> {
-                let mut s = tls_connect(&c)?;
-                let kind = s.conn.handshake_kind();
-                paced_echo(&mut s, 1, Duration::ZERO, close_notify)?;
-                Ok(kind)
-            })??);
-        }
-        Ok(kinds)
-    };
-    let resumers = prime(&sluice)?;
+    let resumers = sessions_to_resume(&sluice, &ca)?;
 
     let streams: Vec<_> = (0..CONNECTIONS)
         .map(|_| {
@@ -217,7 +221,7 @@ fn sighup_rotates_the_certificate_under_load_and_refuses_a_broken_config(t: Tran
     let stats = sluice.stats()?;
     ensure!(stats["session_caches"][0]["policy_mismatch"].as_u64() >= Some(2), "{stats:#}");
     // A reload that keeps the policy keeps sessions resumable.
-    let resumers = prime(&sluice)?;
+    let resumers = sessions_to_resume(&sluice, &ca)?;
     signal(&sluice, Signal::SIGHUP)?;
     wait_stats(&sluice, "second reload", |s| s["reloads"]["ok"] == 2)?;
     let kinds = resume(&sluice, resumers)?;
@@ -246,6 +250,63 @@ fn sighup_rotates_the_certificate_under_load_and_refuses_a_broken_config(t: Tran
     ensure!(sluice.queue_total(&stats, "tls_handshakes_resumed") == 2, "{stats:#}");
     // Clean ends: all of those and the two resumed sessions.
     ensure!(sluice.queue_total(&stats, "relays_clean") == CONNECTIONS as u64 + 10, "{stats:#}");
+    Ok(())
+}
+
+/// A reload that adds `client_ca` (mutual TLS): sessions made before it without a client
+/// certificate are not resumed (counted policy_mismatch); the full handshake demands a
+/// certificate and fails without one, while a client with a certificate from that CA connects.
+fn a_reload_that_adds_client_ca_demands_a_certificate_from_old_sessions(t: Transport) -> Result<()> {
+    let prefix = t.prefix("op-ca-");
+    let dir = std::env::temp_dir().join(format!("{prefix}certs-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let ca = Ca::new()?;
+    write_leaf(&ca, &dir)?;
+    std::fs::write(dir.join("ca.pem"), ca.cert_pem())?;
+    let sluice = Sluice::start(&prefix, &tls_config(&dir, "", t))?;
+    echo_backend(&sluice.topology.topology.backend())?;
+    let resumers = sessions_to_resume(&sluice, &ca)?;
+
+    let path = sluice.dir.join("sluice.toml");
+    let config = std::fs::read_to_string(&path)?;
+    let mtls =
+        config.replace("default = true }]", &format!("default = true }}]\nclient_ca = \"{}/ca.pem\"", dir.display()));
+    ensure!(mtls != config, "no client_ca added:\n{config}");
+    std::fs::write(&path, mtls)?;
+    signal(&sluice, Signal::SIGHUP)?;
+    wait_stats(&sluice, "reload", |s| s["reloads"]["ok"] == 1)?;
+
+    for (i, c) in resumers.into_iter().enumerate() {
+        let outcome = in_netns(&sluice.client(), move || -> Result<Option<HandshakeKind>> {
+            let mut s = tls_connect(&c)?;
+            let kind = s.conn.handshake_kind();
+            // TLS 1.3: the client finishes first; the server's refusal arrives as an alert.
+            paced_echo(&mut s, 1, Duration::ZERO, close_notify).with_context(|| format!("handshake {kind:?}"))?;
+            Ok(kind)
+        })?;
+        match outcome {
+            Ok(kind) => bail!("session {i} from before mTLS was served without a certificate ({kind:?})"),
+            Err(e) => {
+                ensure!(!format!("{e:#}").contains("Resumed"), "session {i} resumed before it was refused: {e:#}")
+            }
+        }
+    }
+    let stats = sluice.stats()?;
+    ensure!(stats["session_caches"][0]["policy_mismatch"].as_u64() >= Some(2), "{stats:#}");
+    ensure!(sluice.queue_total(&stats, "tls_handshakes_resumed") == 0, "{stats:#}");
+
+    // A client with a certificate from the CA: served.
+    let alice = ca.client("alice", KeyKind::EcdsaP256)?;
+    let mut roots = RootCertStore::empty();
+    roots.add(ca.cert_der())?;
+    let with_cert = Arc::new(
+        ClientConfig::builder().with_root_certificates(roots).with_client_auth_cert(alice.chain, alice.key_der)?,
+    );
+    in_netns(&sluice.client(), move || -> Result<()> {
+        let mut s = tls_connect(&with_cert)?;
+        paced_echo(&mut s, 2, Duration::ZERO, close_notify)
+    })??;
+    let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }
 
@@ -518,6 +579,7 @@ fn connection_limits_refuse_new_connections_and_keep_open_ones(t: Transport) -> 
 
 on_both_transports!(
     sighup_rotates_the_certificate_under_load_and_refuses_a_broken_config,
+    a_reload_that_adds_client_ca_demands_a_certificate_from_old_sessions,
     sigterm_drains_open_connections_then_detaches,
     connection_limits_refuse_new_connections_and_keep_open_ones,
 );
