@@ -3,7 +3,7 @@
 //! relaying to backends. The backend lists' checks used by `Config::validate` live here.
 
 use std::collections::HashSet;
-use std::net::SocketAddrV4;
+use std::net::SocketAddr;
 
 use serde::Deserialize;
 
@@ -32,7 +32,7 @@ impl Default for Relay {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ListenerMode {
     /// Relay the connection's bytes to this backend over a kernel TCP socket.
-    Relay(SocketAddrV4),
+    Relay(SocketAddr),
     /// Answer every SYN with a RST (connection refused): the listener is steered to sluice but
     /// serves nothing. The datapath's first form, and what tests of the datapath alone use.
     Refuse,
@@ -43,7 +43,8 @@ pub enum ListenerMode {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Listener {
-    /// `ip:port` that clients connect to; the IP must be an address of `datapath.interface`.
+    /// `ip:port` or `[ipv6]:port` that clients connect to: an address of `datapath.interface`,
+    /// or `0.0.0.0:port` / `[::]:port` for every address of that family on it.
     pub address: String,
     /// Serve TCP echo (no TLS, no backend).
     #[serde(default)]
@@ -101,12 +102,29 @@ pub struct Route {
     pub backends: Vec<String>,
 }
 
+/// How addresses are written, for error messages.
+pub const ADDRESS_FORMS: &str = "ip:port, or [ipv6]:port";
+
+/// Whether `ip` can be a listener's address: a unicast address of the host, or the family's
+/// unspecified address (every address of that family on the interface).
+pub(super) fn check_listener_ip(ip: std::net::IpAddr) -> Result<(), &'static str> {
+    if ip.is_multicast() || ip == std::net::IpAddr::V4(std::net::Ipv4Addr::BROADCAST) {
+        return Err("a listener needs a unicast address (or 0.0.0.0 / [::] for all of a family)");
+    }
+    if let std::net::IpAddr::V6(v6) = ip
+        && v6.to_ipv4_mapped().is_some()
+    {
+        return Err("an IPv4-mapped IPv6 address: write the IPv4 address instead");
+    }
+    Ok(())
+}
+
 /// Parses a backend list (validated in `Config::validate`; unparsable entries are skipped).
-fn addrs(list: &[String]) -> Vec<SocketAddrV4> {
+fn addrs(list: &[String]) -> Vec<SocketAddr> {
     list.iter().filter_map(|b| b.parse().ok()).collect()
 }
 
-/// Checks a backend list: IPv4 `ip:port` each, concrete, no duplicates, 1 to 64 entries.
+/// Checks a backend list: `ip:port` or `[ipv6]:port` each, concrete, no duplicates, 1 to 64 entries.
 pub(super) fn check_backends(field: &str, list: &[String]) -> Result<(), (String, String)> {
     if list.is_empty() || list.len() > crate::session::backend::MAX_BACKENDS {
         return Err((
@@ -117,8 +135,8 @@ pub(super) fn check_backends(field: &str, list: &[String]) -> Result<(), (String
     let mut seen = HashSet::new();
     for (j, b) in list.iter().enumerate() {
         let f = format!("{field}[{j}]");
-        let a: SocketAddrV4 =
-            b.parse().map_err(|_| (f.clone(), format!("{b:?} is not an IPv4 address and port (ip:port)")))?;
+        let a: SocketAddr =
+            b.parse().map_err(|_| (f.clone(), format!("{b:?} is not an address and port ({ADDRESS_FORMS})")))?;
         if a.port() == 0 || a.ip().is_unspecified() {
             return Err((f, format!("{a}: needs a concrete address and port")));
         }
@@ -131,7 +149,7 @@ pub(super) fn check_backends(field: &str, list: &[String]) -> Result<(), (String
 
 impl Listener {
     /// The default backends: `backend`, or `backends`.
-    pub fn backend_addrs(&self) -> Vec<SocketAddrV4> {
+    pub fn backend_addrs(&self) -> Vec<SocketAddr> {
         match &self.backend {
             Some(b) => addrs(std::slice::from_ref(b)),
             None => addrs(&self.backends),
@@ -139,13 +157,13 @@ impl Listener {
     }
 
     /// A route's backends.
-    pub fn route_addrs(route: &Route) -> Vec<SocketAddrV4> {
+    pub fn route_addrs(route: &Route) -> Vec<SocketAddr> {
         addrs(&route.backends)
     }
 
-    pub fn socket_addr(&self) -> SocketAddrV4 {
+    pub fn socket_addr(&self) -> SocketAddr {
         // Validated in `Config::validate`.
-        self.address.parse().unwrap_or_else(|_| SocketAddrV4::new([0, 0, 0, 0].into(), 0))
+        self.address.parse().unwrap_or_else(|_| SocketAddr::new([0, 0, 0, 0].into(), 0))
     }
 
     /// `Relay` carries the first backend (all of them: [`Self::backend_addrs`]).

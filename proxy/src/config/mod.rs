@@ -1,7 +1,7 @@
 //! sluice's configuration: a TOML file, validated before anything is attached.
 //!
 //! Every error names the file, the field and what is wrong, e.g.
-//! `configs/x.toml: listener[1].address: "198.51.100.2:99999" is not an IPv4 address and port`.
+//! `configs/x.toml: listener[1].address: "198.51.100.2:99999" is not an address and port`.
 //! See `configs/netns.toml` for the test topology and `configs/example.toml` for every field.
 //!
 //! This file holds [`Config`] itself, loading ([`Config::load`], [`Config::parse`]) and the
@@ -21,9 +21,10 @@ mod observe;
 mod process;
 
 use std::collections::HashSet;
-use std::net::SocketAddrV4;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use listener::ADDRESS_FORMS;
 use serde::Deserialize;
 
 pub use datapath::{Congestion, Datapath, Tcp, Transport, XdpModeSetting};
@@ -240,12 +241,14 @@ impl Config {
         let mut seen = HashSet::new();
         for (i, l) in self.listeners.iter().enumerate() {
             let field = format!("listener[{i}].address");
-            let addr: SocketAddrV4 = l
-                .address
-                .parse()
-                .map_err(|_| (field.clone(), format!("{:?} is not an IPv4 address and port (ip:port)", l.address)))?;
-            if addr.port() == 0 || addr.ip().is_unspecified() {
-                return Err((field, format!("{addr}: needs a concrete address and a port other than 0")));
+            let addr: SocketAddr = l.address.parse().map_err(|_| {
+                (field.clone(), format!("{:?} is not an address and port ({ADDRESS_FORMS})", l.address))
+            })?;
+            if addr.port() == 0 {
+                return Err((field, format!("{addr}: needs a port other than 0")));
+            }
+            if let Err(why) = listener::check_listener_ip(addr.ip()) {
+                return Err((field, format!("{addr}: {why}")));
             }
             if !seen.insert(addr) {
                 return Err((field, format!("{addr} is listed twice")));
@@ -309,8 +312,8 @@ impl Config {
                 return Err((format!("listener[{i}].tls.certificates"), "at least one certificate is needed".into()));
             }
             if let Some(b) = &l.backend {
-                let b: SocketAddrV4 = b.parse().map_err(|_| {
-                    (format!("listener[{i}].backend"), format!("{b:?} is not an IPv4 address and port (ip:port)"))
+                let b: SocketAddr = b.parse().map_err(|_| {
+                    (format!("listener[{i}].backend"), format!("{b:?} is not an address and port ({ADDRESS_FORMS})"))
                 })?;
                 if b.port() == 0 || b.ip().is_unspecified() {
                     return Err((format!("listener[{i}].backend"), format!("{b}: needs a concrete address and port")));
@@ -506,7 +509,7 @@ echo = true
         assert_eq!(l.health_check, Some(HealthCheck { interval_ms: 500, timeout_ms: 1_000 }));
         assert_eq!(l.routes.len(), 2);
         assert_eq!(l.routes[0].sni.as_deref(), Some("b.test"));
-        assert_eq!(Listener::route_addrs(&l.routes[1]), ["203.0.113.2:9001".parse::<SocketAddrV4>().unwrap()]);
+        assert_eq!(Listener::route_addrs(&l.routes[1]), ["203.0.113.2:9001".parse::<SocketAddr>().unwrap()]);
         // The defaults of a one-backend listener.
         let c = parse(&GOOD.replace("refuse = true", "backend = \"203.0.113.2:8080\"")).unwrap();
         let l = &c.listeners[0];

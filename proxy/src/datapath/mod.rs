@@ -13,7 +13,7 @@ pub mod kernel;
 pub mod xdp;
 
 use std::collections::HashMap;
-use std::net::{SocketAddrV4, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::atomic::{AtomicBool, Ordering, fence};
 use std::sync::{Arc, Mutex};
@@ -57,15 +57,15 @@ pub struct Worker {
 /// connection limits, the backend pools. Replaced as a whole on reload.
 #[derive(Clone, Default)]
 pub struct Services {
-    pub listeners: HashMap<SocketAddrV4, ListenerMode>,
-    pub tls: HashMap<SocketAddrV4, Arc<sluice_tls::rustls::ServerConfig>>,
+    pub listeners: HashMap<SocketAddr, ListenerMode>,
+    pub tls: HashMap<SocketAddr, Arc<sluice_tls::rustls::ServerConfig>>,
     pub relay: crate::config::Relay,
     pub limits: crate::config::Limits,
     /// Log one line per connection when it ends.
     pub access_log: bool,
     /// The backend pools of relay listeners, shared by all workers. A relay listener missing
     /// here gets a pool of its one `ListenerMode::Relay` backend.
-    pub backends: HashMap<SocketAddrV4, Arc<ListenerBackends>>,
+    pub backends: HashMap<SocketAddr, Arc<ListenerBackends>>,
 }
 
 /// Orders from the main thread (signals).
@@ -163,7 +163,7 @@ pub struct EpollSlot<'a> {
 impl BackendLink for EpollSlot<'_> {
     type Stream = TcpStream;
 
-    fn connect(&mut self, addr: SocketAddrV4) -> std::io::Result<TcpStream> {
+    fn connect(&mut self, addr: SocketAddr) -> std::io::Result<TcpStream> {
         connect_kernel(addr)
     }
 

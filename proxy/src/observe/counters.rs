@@ -45,8 +45,28 @@ pub struct QueueCounters {
     pub dropped_rst: u64,
     /// Outgoing frames that found no free frame or no room on the TX ring.
     pub dropped_tx_full: u64,
-    /// Outgoing segments to an address whose MAC was never seen.
+    /// Outgoing segments whose next hop the kernel did not resolve in time (or too many were
+    /// waiting), and those to a destination without a route through sluice's interface.
     pub dropped_no_neighbor: u64,
+    pub dropped_no_route: u64,
+    /// Outgoing segments held while the kernel resolved their next hop, those sent once it had,
+    /// and how many wait now.
+    pub nexthop_held: u64,
+    pub nexthop_released: u64,
+    pub nexthop_waiting_now: u64,
+    /// The worker's copy of the kernel's routing and neighbour tables (rtnetlink): routes and
+    /// usable neighbours stored now, resolutions triggered (and refused by the rate limit or the
+    /// kernel), full re-reads after lost notifications, entries not stored past the bounds,
+    /// messages that made no sense, and netlink errors.
+    pub nexthop_routes_now: u64,
+    pub nexthop_neighbours_now: u64,
+    pub nexthop_triggers: u64,
+    pub nexthop_triggers_limited: u64,
+    pub nexthop_trigger_errors: u64,
+    pub nexthop_redumps: u64,
+    pub nexthop_overflow: u64,
+    pub nexthop_malformed: u64,
+    pub nexthop_netlink_errors: u64,
     /// ICMP fragmentation-needed / ICMPv6 packet-too-big messages that lowered a connection's
     /// segment size, and those ignored (no such connection, the quoted sequence number not in
     /// flight, or not a smaller MTU: RFC 5927 4.1).

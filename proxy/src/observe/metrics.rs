@@ -142,7 +142,10 @@ fn latencies(s: &Snapshot, enc: &mut DescriptorEncoder<'_>) -> fmt::Result {
 
 /// `QueueCounters` fields that are levels, not counts.
 fn is_gauge(field: &str) -> bool {
-    field.ends_with("_open") || field.starts_with("umem_frames_") || matches!(field, "connections_active" | "draining")
+    field.ends_with("_open")
+        || field.ends_with("_now")
+        || field.starts_with("umem_frames_")
+        || matches!(field, "connections_active" | "draining")
 }
 
 fn queue_counters(s: &Snapshot, enc: &mut DescriptorEncoder<'_>) -> fmt::Result {

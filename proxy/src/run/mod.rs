@@ -5,7 +5,7 @@
 //! drains (a second one stops at once), and at the end the XDP program is detached.
 
 use std::collections::HashMap;
-use std::net::SocketAddrV4;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -181,9 +181,9 @@ pub(crate) struct Supervisor {
     pub shared_counters: Vec<SharedCounters>,
     pub reloads: Arc<Mutex<ReloadStats>>,
     /// The backend pools /stats.json shows.
-    pub backend_view: Arc<Mutex<HashMap<SocketAddrV4, Arc<crate::session::backend::ListenerBackends>>>>,
+    pub backend_view: Arc<Mutex<HashMap<SocketAddr, Arc<crate::session::backend::ListenerBackends>>>>,
     /// Listeners a reload removed, draining in the XDP program until then, with their flows.
-    pub retiring: Vec<(SocketAddrV4, std::time::Instant, Vec<FourTuple>)>,
+    pub retiring: Vec<(SocketAddr, std::time::Instant, Vec<FourTuple>)>,
     /// Reads the configuration and its keys for a reload once sluice runs unprivileged.
     pub keyholder: Option<keyholder::Keyholder>,
 }
@@ -390,7 +390,7 @@ impl Supervisor {
             if let Err(e) = attached.drain_listener((**addr).into()) {
                 tracing::error!(%addr, "draining a removed listener: {e}");
             }
-            let mine = flows.iter().filter(|t| t.local == std::net::SocketAddr::V4(**addr)).copied().collect();
+            let mine = flows.iter().filter(|t| t.local == **addr).copied().collect();
             self.retiring.push((**addr, until, mine));
         }
         drop(attached);
@@ -427,7 +427,7 @@ impl Supervisor {
 /// and the latencies are added by [`crate::observe::stats::admin_source`]).
 fn snapshot(
     attached: Option<&Mutex<loader::Attached>>,
-    caches: &HashMap<SocketAddrV4, Arc<sluice_tls::SessionCache>>,
+    caches: &HashMap<SocketAddr, Arc<sluice_tls::SessionCache>>,
     s: &mut Snapshot,
 ) {
     s.transport = if attached.is_some() { "xdp" } else { "kernel" };
@@ -459,7 +459,7 @@ fn add_drain_flows(attached: &mut loader::Attached, flows: &[FourTuple]) {
 }
 
 /// A TLS listener's session cache, kept across reloads (by listener address).
-pub(crate) type SessionCaches = Arc<Mutex<HashMap<std::net::SocketAddrV4, Arc<sluice_tls::SessionCache>>>>;
+pub(crate) type SessionCaches = Arc<Mutex<HashMap<std::net::SocketAddr, Arc<sluice_tls::SessionCache>>>>;
 
 /// What the workers serve, built from `config`: the listeners, a TLS ServerConfig per TLS
 /// listener (its session cache taken from `caches`, or made and added there), the relay settings,
@@ -513,7 +513,7 @@ fn new_session_cache(config: sluice_tls::SessionCacheConfig) -> Arc<sluice_tls::
 /// started yet ([`HealthChecks::start`]: after the privilege drop, so that their threads have
 /// the dropped privileges too). A checker ends once its pool is dropped (a reload that replaces
 /// the pools stops the old checkers).
-fn backend_pools(config: &Config) -> (HashMap<std::net::SocketAddrV4, Arc<ListenerBackends>>, HealthChecks) {
+fn backend_pools(config: &Config) -> (HashMap<std::net::SocketAddr, Arc<ListenerBackends>>, HealthChecks) {
     let epoch = std::time::Instant::now();
     let (mut out, mut checks) = (HashMap::new(), HealthChecks::default());
     for l in &config.listeners {
@@ -522,7 +522,7 @@ fn backend_pools(config: &Config) -> (HashMap<std::net::SocketAddrV4, Arc<Listen
             continue;
         }
         let cooldown = Duration::from_millis(l.cooldown_ms);
-        let mut pool = |addrs: &[std::net::SocketAddrV4]| -> Arc<Pool> {
+        let mut pool = |addrs: &[std::net::SocketAddr]| -> Arc<Pool> {
             let pool = Arc::new(Pool::new(addrs, l.balance, cooldown, epoch));
             if let Some(h) = &l.health_check {
                 let (interval, timeout) = (Duration::from_millis(h.interval_ms), Duration::from_millis(h.timeout_ms));

@@ -20,7 +20,7 @@
 //! byte reached the backend).
 
 use std::collections::HashMap;
-use std::net::{SocketAddrV4, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
@@ -44,7 +44,7 @@ pub const MAX_BACKENDS: usize = 64;
 /// One backend and its shared state.
 #[derive(Debug)]
 pub struct Backend {
-    pub addr: SocketAddrV4,
+    pub addr: SocketAddr,
     active: AtomicU64,
     connects: AtomicU64,
     failures: AtomicU64,
@@ -77,7 +77,7 @@ pub struct Pool {
 
 impl Pool {
     /// At most [`MAX_BACKENDS`] addresses are used (the configuration refuses more).
-    pub fn new(addrs: &[SocketAddrV4], balance: Balance, cooldown: Duration, epoch: Instant) -> Self {
+    pub fn new(addrs: &[SocketAddr], balance: Balance, cooldown: Duration, epoch: Instant) -> Self {
         let backends = addrs
             .iter()
             .take(MAX_BACKENDS)
@@ -102,7 +102,7 @@ impl Pool {
         self.backends.is_empty()
     }
 
-    pub fn addr(&self, i: usize) -> Option<SocketAddrV4> {
+    pub fn addr(&self, i: usize) -> Option<SocketAddr> {
         self.backends.get(i).map(|b| b.addr)
     }
 
@@ -211,7 +211,7 @@ impl Lease {
         self.index
     }
 
-    pub fn addr(&self) -> Option<SocketAddrV4> {
+    pub fn addr(&self) -> Option<SocketAddr> {
         self.pool.addr(self.index)
     }
 
@@ -255,7 +255,7 @@ pub struct ListenerBackends {
 
 impl ListenerBackends {
     /// One backend, round-robin, no routes, no PROXY header (the `backend = "ip:port"` form).
-    pub fn single(addr: SocketAddrV4, epoch: Instant) -> Self {
+    pub fn single(addr: SocketAddr, epoch: Instant) -> Self {
         Self {
             default: Arc::new(Pool::new(&[addr], Balance::RoundRobin, Duration::from_secs(5), epoch)),
             routes: Vec::new(),
@@ -294,9 +294,9 @@ impl ListenerBackends {
 
 /// `backends`, plus a one-backend pool for each relay listener it lacks.
 pub fn with_single_backends(
-    listeners: &HashMap<SocketAddrV4, crate::config::ListenerMode>,
-    mut backends: HashMap<SocketAddrV4, Arc<ListenerBackends>>,
-) -> HashMap<SocketAddrV4, Arc<ListenerBackends>> {
+    listeners: &HashMap<SocketAddr, crate::config::ListenerMode>,
+    mut backends: HashMap<SocketAddr, Arc<ListenerBackends>>,
+) -> HashMap<SocketAddr, Arc<ListenerBackends>> {
     for (addr, mode) in listeners {
         if let crate::config::ListenerMode::Relay(backend) = mode {
             backends
@@ -311,8 +311,8 @@ pub fn with_single_backends(
 mod tests {
     use super::*;
 
-    fn addrs(n: u16) -> Vec<SocketAddrV4> {
-        (0..n).map(|i| SocketAddrV4::new([203, 0, 113, 2].into(), 8080 + i)).collect()
+    fn addrs(n: u16) -> Vec<SocketAddr> {
+        (0..n).map(|i| SocketAddr::new([203, 0, 113, 2].into(), 8080 + i)).collect()
     }
 
     fn pool(n: u16, balance: Balance) -> (Arc<Pool>, Instant) {
@@ -410,11 +410,7 @@ mod tests {
     fn health_check_marks_a_closed_port_down_and_ends_with_the_pool() {
         let open = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let v4 = |l: &std::net::TcpListener| match l.local_addr().unwrap() {
-            std::net::SocketAddr::V4(a) => a,
-            _ => unreachable!(),
-        };
-        let addrs = [v4(&open), v4(&closed)];
+        let addrs = [open.local_addr().unwrap(), closed.local_addr().unwrap()];
         drop(closed);
         let p = Arc::new(Pool::new(&addrs, Balance::RoundRobin, Duration::from_secs(1), Instant::now()));
         p.spawn_health_check(Duration::from_millis(10), Duration::from_millis(500)).unwrap();
@@ -433,7 +429,7 @@ mod tests {
     #[test]
     fn routes_match_sni_and_alpn_first_match_wins() {
         let t0 = Instant::now();
-        let mk = |a: &[SocketAddrV4]| Arc::new(Pool::new(a, Balance::RoundRobin, Duration::ZERO, t0));
+        let mk = |a: &[SocketAddr]| Arc::new(Pool::new(a, Balance::RoundRobin, Duration::ZERO, t0));
         let all = addrs(4);
         let lb = ListenerBackends {
             default: mk(&all[..1]),

@@ -2,13 +2,15 @@
 //!
 //! A worker asks [`ConnCounts::admit`] before it takes a connection and gets a [`Slot`] back,
 //! or the limit that refused it; the slot is handed back with [`ConnCounts::release`] when the
-//! connection is gone. The total is one atomic; the per-client counts live in sharded maps
+//! connection is gone. A client is an IPv4 address or an IPv6 /64: one host is given a whole
+//! /64 (RFC 6177, and SLAAC or privacy addresses change inside it), so counting single IPv6
+//! addresses would let one client open a limit's worth per address. The total is one atomic; the per-client counts live in sharded maps
 //! (a client's connections may land on any worker), touched once at admission and once at
 //! release, never per packet. What a refusal looks like on the wire (a RST) and how it is
 //! counted is the worker's business.
 
 use std::collections::HashMap;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv6Addr};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -49,7 +51,15 @@ pub enum Refusal {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[must_use]
 pub struct Slot {
-    client: Ipv4Addr,
+    client: IpAddr,
+}
+
+/// Who a limit per client counts: the IPv4 address, or the IPv6 address's /64.
+fn client_key(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & !((1u128 << 64) - 1))),
+        v4 => v4,
+    }
 }
 
 const SHARDS: usize = 16;
@@ -58,18 +68,25 @@ const SHARDS: usize = 16;
 #[derive(Debug, Default)]
 pub struct ConnCounts {
     total: AtomicU64,
-    per_client: [Mutex<HashMap<Ipv4Addr, u64>>; SHARDS],
+    per_client: [Mutex<HashMap<IpAddr, u64>>; SHARDS],
 }
 
 impl ConnCounts {
-    fn shard(&self, client: Ipv4Addr) -> &Mutex<HashMap<Ipv4Addr, u64>> {
-        let o = client.octets();
-        &self.per_client[usize::from(o[3] ^ o[2]) % SHARDS]
+    fn shard(&self, client: IpAddr) -> &Mutex<HashMap<IpAddr, u64>> {
+        let folded = match client {
+            IpAddr::V4(v4) => u32::from(v4),
+            IpAddr::V6(v6) => {
+                let [a, b, c, d]: [u32; 4] = ipv6_words(v6.octets());
+                a ^ b ^ c ^ d
+            }
+        };
+        &self.per_client[(folded ^ (folded >> 8)) as usize % SHARDS]
     }
 
     /// Whether a new connection from `client` would pass `limits`, given that the asking worker
     /// has `worker_open` connections (a cheap look, for refusing a SYN before any state exists).
-    pub fn check(&self, limits: &Limits, worker_open: u64, client: Ipv4Addr) -> Result<(), Refusal> {
+    pub fn check(&self, limits: &Limits, worker_open: u64, client: IpAddr) -> Result<(), Refusal> {
+        let client = client_key(client);
         if limits.max_connections_per_worker > 0 && worker_open >= limits.max_connections_per_worker {
             return Err(Refusal::Worker);
         }
@@ -87,7 +104,8 @@ impl ConnCounts {
 
     /// Admits a connection from `client` if every limit allows it (exactly: two workers racing
     /// for the last place cannot both get it).
-    pub fn admit(&self, limits: &Limits, worker_open: u64, client: Ipv4Addr) -> Result<Slot, Refusal> {
+    pub fn admit(&self, limits: &Limits, worker_open: u64, client: IpAddr) -> Result<Slot, Refusal> {
+        let client = client_key(client);
         if limits.max_connections_per_worker > 0 && worker_open >= limits.max_connections_per_worker {
             return Err(Refusal::Worker);
         }
@@ -124,6 +142,11 @@ impl ConnCounts {
     }
 }
 
+/// The four big-endian 32-bit words of an IPv6 address.
+fn ipv6_words(o: [u8; 16]) -> [u32; 4] {
+    std::array::from_fn(|i| u32::from_be_bytes([o[4 * i], o[4 * i + 1], o[4 * i + 2], o[4 * i + 3]]))
+}
+
 /// Raises the descriptor limit and returns how many connections, each holding `per_connection`
 /// descriptors, one of `workers` may hold; logs both.
 pub fn descriptor_budget(workers: usize, per_connection: u64) -> usize {
@@ -151,8 +174,25 @@ mod tests {
         assert!(now >= before);
     }
 
-    const A: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
-    const B: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 7);
+    use std::net::Ipv4Addr;
+
+    const A: IpAddr = IpAddr::V4(Ipv4Addr::new(198, 51, 100, 1));
+    const B: IpAddr = IpAddr::V4(Ipv4Addr::new(198, 51, 100, 7));
+
+    #[test]
+    fn an_ipv6_client_is_its_slash_64() {
+        let c = ConnCounts::default();
+        let l = Limits { max_connections_per_client: 2, ..Limits::default() };
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let _a = c.admit(&l, 0, ip("2001:db8:100::1")).unwrap();
+        let _b = c.admit(&l, 0, ip("2001:db8:100::ffff:1")).unwrap();
+        assert_eq!(c.admit(&l, 0, ip("2001:db8:100:0:dead::7")), Err(Refusal::Client), "same /64");
+        assert!(c.admit(&l, 0, ip("2001:db8:100:1::1")).is_ok(), "the next /64 is another client");
+        // An IPv4-mapped address is the IPv4 client.
+        let _v4 = c.admit(&l, 0, ip("198.51.100.1")).unwrap();
+        let _m = c.admit(&l, 0, ip("::ffff:198.51.100.1")).unwrap();
+        assert_eq!(c.check(&l, 0, ip("198.51.100.1")), Err(Refusal::Client));
+    }
 
     #[test]
     fn no_limits_admit_everything() {

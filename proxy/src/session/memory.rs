@@ -6,7 +6,7 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::io::{ErrorKind, Read, Write};
-use std::net::{Shutdown, SocketAddrV4};
+use std::net::{Shutdown, SocketAddr};
 use std::rc::Rc;
 
 use sluice_tcp::StreamError;
@@ -142,7 +142,7 @@ impl Drop for MemoryBackend {
 /// The backend server's end of one connection.
 #[derive(Debug, Clone)]
 pub struct MemoryServer {
-    pub addr: SocketAddrV4,
+    pub addr: SocketAddr,
     pipe: Rc<RefCell<Pipe>>,
 }
 
@@ -185,7 +185,7 @@ impl MemoryServer {
 /// says for its address (accept when absent), and keeps the server end of every connection.
 #[derive(Debug, Default)]
 pub struct MemoryLink {
-    pub answers: HashMap<SocketAddrV4, Answer>,
+    pub answers: HashMap<SocketAddr, Answer>,
     /// Every connection opened, in order.
     pub servers: Vec<MemoryServer>,
     /// Streams in the readiness set now.
@@ -200,7 +200,7 @@ pub const DEFAULT_WINDOW: usize = 1 << 20;
 impl BackendLink for MemoryLink {
     type Stream = MemoryBackend;
 
-    fn connect(&mut self, addr: SocketAddrV4) -> std::io::Result<MemoryBackend> {
+    fn connect(&mut self, addr: SocketAddr) -> std::io::Result<MemoryBackend> {
         let answer = self.answers.get(&addr).copied().unwrap_or(Answer::Accept);
         let pipe = Rc::new(RefCell::new(Pipe {
             answer: Some(answer),

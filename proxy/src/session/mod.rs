@@ -20,7 +20,7 @@ pub mod proxy_protocol;
 pub mod relay;
 pub mod report;
 
-use std::net::SocketAddrV4;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -36,7 +36,7 @@ use relay::{Backend, Client, Relay};
 pub trait BackendLink {
     type Stream: Backend;
     /// Starts a non-blocking connect to `addr`.
-    fn connect(&mut self, addr: SocketAddrV4) -> std::io::Result<Self::Stream>;
+    fn connect(&mut self, addr: SocketAddr) -> std::io::Result<Self::Stream>;
     /// Watch `backend` (a fresh connect) for this session.
     fn register(&mut self, backend: &Self::Stream) -> std::io::Result<()>;
     /// Stop watching `backend` (replaced, or the session ended).
@@ -56,8 +56,8 @@ pub struct Session<B = std::net::TcpStream> {
     lease: Option<Lease>,
     /// The relay's backend stream is in the transport's readiness set.
     registered: bool,
-    client: SocketAddrV4,
-    listener: SocketAddrV4,
+    client: SocketAddr,
+    listener: SocketAddr,
 }
 
 impl<B: Backend> Session<B> {
@@ -65,8 +65,8 @@ impl<B: Backend> Session<B> {
     /// (with TLS when `tls` is given). Its backend is connected by the first [`Self::pump`].
     pub fn new(
         now: Instant,
-        client: SocketAddrV4,
-        listener: SocketAddrV4,
+        client: SocketAddr,
+        listener: SocketAddr,
         backends: Arc<ListenerBackends>,
         tls: Option<Arc<ServerConfig>>,
         settings: &crate::config::Relay,

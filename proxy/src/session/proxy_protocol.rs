@@ -3,8 +3,9 @@
 //! what the TLS handshake agreed.
 //!
 //! What it is: an encoder. The header is the 12-byte signature, version 2 / command PROXY
-//! (0x21), AF_INET + STREAM (0x11), the length of the rest, the client's (source) and sluice's
-//! listener (destination) addresses and ports, then TLVs (§2.2.7, §2.2.8): PP2_TYPE_ALPN (the
+//! (0x21), AF_INET + STREAM (0x11, TCP over IPv4) or AF_INET6 + STREAM (0x21, TCP over IPv6), the
+//! length of the rest, the client's (source) and sluice's listener (destination) addresses and
+//! ports, then TLVs (§2.2.7, §2.2.8): PP2_TYPE_ALPN (the
 //! protocol agreed), PP2_TYPE_AUTHORITY (the SNI name), and PP2_TYPE_SSL with the client flags
 //! (PP2_CLIENT_SSL, PP2_CLIENT_CERT_CONN, PP2_CLIENT_CERT_SESS), `verify` (0 when the client
 //! presented a certificate that was verified) and the sub-TLVs PP2_SUBTYPE_SSL_VERSION
@@ -13,9 +14,9 @@
 //! PP2_SUBTYPE_SSL_CN (the client certificate's subject commonName, with mTLS).
 //!
 //! What it is not: a parser (the bench backend parses strictly; the integration tests check what
-//! it saw), nor IPv6 (sluice's listeners and clients are IPv4), nor the CRC32C or UNIQUE_ID TLVs.
+//! it saw), nor the CRC32C or UNIQUE_ID TLVs.
 
-use std::net::SocketAddrV4;
+use std::net::{IpAddr, SocketAddr};
 
 use sluice_tls::rustls::{CipherSuite, ProtocolVersion};
 
@@ -24,6 +25,8 @@ pub const SIGNATURE: [u8; 12] = *b"\r\n\r\n\0\r\nQUIT\n";
 const VERSION_PROXY: u8 = 0x21;
 /// AF_INET, STREAM.
 const INET_STREAM: u8 = 0x11;
+/// AF_INET6, STREAM.
+const INET6_STREAM: u8 = 0x21;
 
 pub const PP2_TYPE_ALPN: u8 = 0x01;
 pub const PP2_TYPE_AUTHORITY: u8 = 0x02;
@@ -101,10 +104,27 @@ fn push_tlv(out: &mut Vec<u8>, kind: u8, value: &[u8]) {
 
 /// The header for a connection from `client` to sluice's listener `listener`, with the TLS
 /// facts of a TLS listener.
-pub fn encode(client: SocketAddrV4, listener: SocketAddrV4, tls: Option<&TlsFacts>) -> Vec<u8> {
+pub fn encode(client: SocketAddr, listener: SocketAddr, tls: Option<&TlsFacts>) -> Vec<u8> {
     let mut body = Vec::with_capacity(128);
-    body.extend_from_slice(&client.ip().octets());
-    body.extend_from_slice(&listener.ip().octets());
+    // A TCP connection has one family; were they to differ, both are written as IPv6 (an IPv4
+    // address as ::ffff:a.b.c.d).
+    let family = match (client.ip(), listener.ip()) {
+        (IpAddr::V4(c), IpAddr::V4(l)) => {
+            body.extend_from_slice(&c.octets());
+            body.extend_from_slice(&l.octets());
+            INET_STREAM
+        }
+        (c, l) => {
+            for ip in [c, l] {
+                let v6 = match ip {
+                    IpAddr::V4(v4) => v4.to_ipv6_mapped(),
+                    IpAddr::V6(v6) => v6,
+                };
+                body.extend_from_slice(&v6.octets());
+            }
+            INET6_STREAM
+        }
+    };
     body.extend_from_slice(&client.port().to_be_bytes());
     body.extend_from_slice(&listener.port().to_be_bytes());
     if let Some(t) = tls {
@@ -135,7 +155,7 @@ pub fn encode(client: SocketAddrV4, listener: SocketAddrV4, tls: Option<&TlsFact
     let mut out = Vec::with_capacity(16 + body.len());
     out.extend_from_slice(&SIGNATURE);
     out.push(VERSION_PROXY);
-    out.push(INET_STREAM);
+    out.push(family);
     out.extend_from_slice(&(body.len().min(u16::MAX as usize) as u16).to_be_bytes());
     out.extend_from_slice(&body);
     out
@@ -214,8 +234,10 @@ pub fn subject_common_name(cert: &[u8]) -> Option<String> {
 mod tests {
     use super::*;
 
-    const CLIENT: SocketAddrV4 = SocketAddrV4::new(std::net::Ipv4Addr::new(198, 51, 100, 1), 40000);
-    const LISTENER: SocketAddrV4 = SocketAddrV4::new(std::net::Ipv4Addr::new(198, 51, 100, 2), 443);
+    use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4, SocketAddrV6};
+
+    const CLIENT: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::new(198, 51, 100, 1), 40000));
+    const LISTENER: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::new(198, 51, 100, 2), 443));
 
     #[test]
     fn plain_header_is_the_spec_bytes() {
@@ -224,6 +246,22 @@ mod tests {
             &b"\r\n\r\n\0\r\nQUIT\n"[..],
             &[0x21, 0x11, 0x00, 0x0c],
             &[198, 51, 100, 1, 198, 51, 100, 2],
+            &[0x9c, 0x40, 0x01, 0xbb],
+        ]
+        .concat();
+        assert_eq!(h, want);
+    }
+
+    #[test]
+    fn ipv6_header_is_tcp6_with_sixteen_byte_addresses() {
+        let client = SocketAddr::V6(SocketAddrV6::new(Ipv6Addr::new(0x2001, 0xdb8, 0x100, 0, 0, 0, 0, 1), 40000, 0, 0));
+        let listener = SocketAddr::V6(SocketAddrV6::new(Ipv6Addr::new(0x2001, 0xdb8, 0x100, 0, 0, 0, 0, 2), 443, 0, 0));
+        let h = encode(client, listener, None);
+        let want: Vec<u8> = [
+            &b"\r\n\r\n\0\r\nQUIT\n"[..],
+            &[0x21, 0x21, 0x00, 0x24],
+            &[0x20, 0x01, 0x0d, 0xb8, 0x01, 0x00, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1],
+            &[0x20, 0x01, 0x0d, 0xb8, 0x01, 0x00, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2],
             &[0x9c, 0x40, 0x01, 0xbb],
         ]
         .concat();

@@ -1,7 +1,7 @@
 //! The session layer in memory: a [`MemoryClient`], backends on a [`MemoryLink`], no kernel and
 //! no clock. Each test is one relay behaviour an operator relies on.
 
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,10 +14,10 @@ use super::{Session, proxy_protocol};
 use crate::observe::counters::QueueCounters;
 use crate::observe::latency::Latencies;
 
-const CLIENT: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(198, 51, 100, 7), 40000);
-const LISTENER: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(192, 0, 2, 1), 443);
-const A: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(203, 0, 113, 10), 8080);
-const B: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(203, 0, 113, 11), 8080);
+const CLIENT: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::new(198, 51, 100, 7), 40000));
+const LISTENER: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::new(192, 0, 2, 1), 443));
+const A: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::new(203, 0, 113, 10), 8080));
+const B: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::new(203, 0, 113, 11), 8080));
 const BUFFER: usize = 16 * 1024;
 
 struct Rig {
@@ -30,7 +30,7 @@ struct Rig {
 }
 
 impl Rig {
-    fn new(backends: &[SocketAddrV4], proxy_protocol: bool) -> Self {
+    fn new(backends: &[SocketAddr], proxy_protocol: bool) -> Self {
         let pool =
             Arc::new(Pool::new(backends, Balance::RoundRobin, Duration::from_secs(60), std::time::Instant::now()));
         let backends = Arc::new(ListenerBackends { default: pool, routes: Vec::new(), proxy_protocol });

@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 use std::io::ErrorKind;
-use std::net::{SocketAddrV4, TcpListener};
+use std::net::{SocketAddr, TcpListener};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -31,9 +31,10 @@ const ACCEPT_BATCH: usize = 64;
 
 /// Opens a non-blocking listening socket on `addr` with `SO_REUSEPORT` (and `SO_REUSEADDR`):
 /// every worker opens its own on the same address and the kernel spreads connections over them.
-pub fn listen(addr: SocketAddrV4, backlog: i32) -> std::io::Result<TcpListener> {
-    let socket = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP))?;
-    socket.set_reuse_address(true)?;
+/// An IPv6 socket takes IPv6 only (`[::]:port` does not take IPv4 clients as ::ffff:a.b.c.d;
+/// `0.0.0.0:port` is the listener for those).
+pub fn listen(addr: SocketAddr, backlog: i32) -> std::io::Result<TcpListener> {
+    let socket = tcp_socket(addr)?;
     socket.set_reuse_port(true)?;
     socket.set_nonblocking(true)?;
     socket.bind(&SockAddr::from(addr))?;
@@ -44,9 +45,9 @@ pub fn listen(addr: SocketAddrV4, backlog: i32) -> std::io::Result<TcpListener> 
 impl Worker {
     /// Listens on the accepting listeners of `listeners` (keeping the sockets of those it
     /// already has, closing those no longer wanted; their accepted connections live on).
-    pub(super) fn set_listeners(&mut self, listeners: &HashMap<SocketAddrV4, ListenerMode>) -> Result<()> {
+    pub(super) fn set_listeners(&mut self, listeners: &HashMap<SocketAddr, ListenerMode>) -> Result<()> {
         let mut wanted: Vec<_> = listeners.iter().filter(|(_, m)| **m != ListenerMode::Refuse).collect();
-        wanted.sort_by_key(|(a, _)| (*a.ip(), a.port()));
+        wanted.sort_by_key(|(a, _)| (a.ip(), a.port()));
         let mut old: HashMap<_, _> = self.listeners.drain(..).map(|(s, a, _)| (a, s)).collect();
         for s in old.values() {
             let _ = self.epoll.delete(s);
@@ -95,8 +96,8 @@ impl Worker {
                 self.counters.refused_descriptors += 1;
                 return self.pause_accepting(now);
             }
-            let (listener, local, mode) = &self.listeners[i];
-            let (local, mode) = (*local, *mode);
+            let (listener, configured, mode) = &self.listeners[i];
+            let (configured, mode) = (*configured, *mode);
             let stream = match listener.accept() {
                 Ok((stream, _)) => stream,
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return,
@@ -104,20 +105,20 @@ impl Worker {
                 Err(e) => {
                     // EMFILE, ENFILE, ENOBUFS, ...: the connection waits in the backlog; try
                     // again a little later instead of spinning on a readable listener.
-                    tracing::debug!(%local, "accept: {e}");
+                    tracing::debug!(%configured, "accept: {e}");
                     self.counters.accept_backoffs += 1;
                     return self.pause_accepting(now);
                 }
             };
             self.counters.connections_established += 1;
-            let peer = match stream.peer_addr() {
-                Ok(std::net::SocketAddr::V4(peer)) => peer,
-                _ => SocketAddrV4::new(std::net::Ipv4Addr::UNSPECIFIED, 0),
-            };
+            let unknown = SocketAddr::new(std::net::Ipv4Addr::UNSPECIFIED.into(), 0);
+            let peer = stream.peer_addr().unwrap_or(unknown);
+            // The address the client reached (a wildcard listener's is the one it connected to).
+            let local = stream.local_addr().unwrap_or(configured);
             let slot = if self.limits == Default::default() {
                 None
             } else {
-                match self.conn_counts.admit(&self.limits, self.admitted.len() as u64, *peer.ip()) {
+                match self.conn_counts.admit(&self.limits, self.admitted.len() as u64, peer.ip()) {
                     Ok(slot) => Some(slot),
                     Err(why) => {
                         // Refused: closed with a RST, counted as on the XDP transport.
@@ -148,7 +149,7 @@ impl Worker {
                 continue;
             }
             match mode {
-                ListenerMode::Relay(_) => self.open_session(id, client, peer, local, now),
+                ListenerMode::Relay(_) => self.open_session(id, client, peer, local, configured, now),
                 ListenerMode::Echo | ListenerMode::Refuse => {
                     let echo = Echo::new(self.relay_settings.buffer);
                     self.conns.insert(id, Conn::Echo { client, echo });
@@ -163,14 +164,15 @@ impl Worker {
         &mut self,
         id: u64,
         mut client: KernelClient,
-        peer: SocketAddrV4,
-        local: SocketAddrV4,
+        peer: SocketAddr,
+        local: SocketAddr,
+        listener: SocketAddr,
         now: Instant,
     ) {
-        let tls = self.tls.get(&local).cloned();
+        let tls = self.tls.get(&listener).cloned();
         let session = self
             .backends
-            .get(&local)
+            .get(&listener)
             .cloned()
             .map(|backends| Session::new(now, peer, local, backends, tls, &self.relay_settings));
         let Some(Ok(session)) = session else {
@@ -189,17 +191,26 @@ impl Worker {
     }
 }
 
+/// A TCP socket for `addr`'s family with `SO_REUSEADDR` (and `IPV6_V6ONLY` for IPv6).
+fn tcp_socket(addr: SocketAddr) -> std::io::Result<Socket> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.set_reuse_address(true)?;
+    Ok(socket)
+}
+
 /// Fails if something already listens on one of `config`'s listener addresses that is not in
 /// `mine`: SO_REUSEPORT would let the workers join another process's listeners on the same
 /// address (same user) and share its connections.
-pub fn probe_listeners(config: &Config, mine: &[SocketAddrV4]) -> Result<()> {
+pub fn probe_listeners(config: &Config, mine: &[SocketAddr]) -> Result<()> {
     for l in config.listeners.iter().filter(|l| l.mode() != ListenerMode::Refuse) {
         let addr = l.socket_addr();
         if mine.contains(&addr) {
             continue;
         }
-        let probe = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP))?;
-        probe.set_reuse_address(true)?;
+        let probe = tcp_socket(addr)?;
         probe.bind(&SockAddr::from(addr)).with_context(|| format!("listener {addr}: cannot bind (in use?)"))?;
     }
     Ok(())

@@ -47,7 +47,7 @@ mod listen;
 mod tests;
 
 use std::collections::HashMap;
-use std::net::{SocketAddrV4, TcpListener};
+use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
@@ -101,8 +101,8 @@ const LISTENER_TOKEN: u64 = u64::MAX;
 /// One kernel-transport worker: its epoll set, its listening sockets and its connections.
 pub struct Worker {
     epoll: Epoll,
-    listeners: Vec<(TcpListener, SocketAddrV4, ListenerMode)>,
-    tls: HashMap<SocketAddrV4, Arc<sluice_tls::rustls::ServerConfig>>,
+    listeners: Vec<(TcpListener, SocketAddr, ListenerMode)>,
+    tls: HashMap<SocketAddr, Arc<sluice_tls::rustls::ServerConfig>>,
     relay_settings: crate::config::Relay,
     conns: HashMap<u64, Conn>,
     next_id: u64,
@@ -111,7 +111,7 @@ pub struct Worker {
     relays_open: u64,
     access_log: bool,
     /// The backend pools of relay listeners (shared by all workers).
-    backends: HashMap<SocketAddrV4, Arc<ListenerBackends>>,
+    backends: HashMap<SocketAddr, Arc<ListenerBackends>>,
     limits: crate::config::Limits,
     conn_counts: Arc<ConnCounts>,
     /// Connections admitted under the limits, with their claim.

@@ -82,6 +82,7 @@ pub fn prepare(config: &Config, services: &Services) -> Result<Transport> {
     }
 
     let local_mac = interface_mac(&d.interface)?;
+    let ifindex = interface_index(&d.interface)?;
     let tcp_config = tcp_config(config, &d.interface)?;
     let workers_n = sockets.len();
     let (inboxes, peers, controls) = worker::inboxes(workers_n, 8192)?;
@@ -92,6 +93,15 @@ pub fn prepare(config: &Config, services: &Services) -> Result<Transport> {
     let mut workers: Vec<Box<dyn FnOnce(Worker) + Send>> = Vec::new();
     for (i, (sock, inbox)) in sockets.into_iter().zip(inboxes).enumerate() {
         let endpoint = sluice_tcp::Endpoint::new(tcp_config.clone(), sluice_tcp::Instant::ZERO);
+        // Each worker reads the kernel's routes and neighbours itself: no lock between workers.
+        let mut table = nexthop::Table::new(ifindex, nexthop::Limits::default());
+        let reader = nexthop::Reader::open(&mut table, Duration::from_secs(5))
+            .map_err(|e| anyhow::anyhow!("reading the kernel's routes and neighbours (rtnetlink): {e}"))?;
+        let prober = nexthop::Prober::new(ifindex).context("a socket to trigger neighbour resolution")?;
+        if i == 0 {
+            let c = table.counters();
+            tracing::info!(routes = c.routes, neighbours = c.neighbours, "next hops from the kernel's tables");
+        }
         let mut dispatch = Dispatch::new(
             i,
             Arc::clone(&flows),
@@ -100,11 +110,13 @@ pub fn prepare(config: &Config, services: &Services) -> Result<Transport> {
             d.verify_checksums,
             endpoint,
             local_mac,
+            table,
         )?;
         dispatch.busy_poll = Duration::from_micros(d.busy_poll_us);
         dispatch.max_relays = max_relays;
         let peers = peers.clone();
-        workers.push(Box::new(move |w: Worker| worker::run(sock, dispatch, inbox, peers, w)));
+        let next_hops = worker::NextHops { reader, prober };
+        workers.push(Box::new(move |w: Worker| worker::run(sock, dispatch, inbox, peers, next_hops, w)));
     }
     // No capability is kept: the rings are mapped, the maps are reached through descriptors
     // held (no capability needed since Linux 6.5), the program goes when its link is closed.
@@ -126,6 +138,13 @@ fn interface_mac(ifname: &str) -> Result<sluice_wire::ethernet::Address> {
     Ok(sluice_wire::ethernet::Address(mac))
 }
 
+/// The interface's index (what netlink names it by).
+fn interface_index(ifname: &str) -> Result<u32> {
+    let path = format!("/sys/class/net/{ifname}/ifindex");
+    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+    text.trim().parse().with_context(|| format!("{path}: {:?} is not an interface index", text.trim()))
+}
+
 /// The TCP stack's configuration: sluice's `[tcp]` section, the interface's MTU, a random secret.
 fn tcp_config(config: &Config, ifname: &str) -> Result<sluice_tcp::Config> {
     let t = &config.tcp;
@@ -135,6 +154,23 @@ fn tcp_config(config: &Config, ifname: &str) -> Result<sluice_tcp::Config> {
         .trim()
         .parse()
         .with_context(|| format!("{mtu_path}: not a number"))?;
+    // A segment goes out in one UMEM frame: the MSS advertised (MTU - 40 for IPv4, - 60 for
+    // IPv6) must not promise more than a frame holds behind its Ethernet header.
+    let fits = usize::try_from(config.datapath.frame_size)
+        .unwrap_or(usize::MAX)
+        .saturating_sub(sluice_wire::ethernet::HEADER_LEN);
+    let mtu = if mtu > fits {
+        tracing::warn!(
+            interface = ifname,
+            mtu,
+            frame_size = config.datapath.frame_size,
+            "the interface's MTU is larger than a UMEM frame holds: sluice's segments are capped at {fits} bytes \
+             (raise datapath.frame_size to use the whole MTU)"
+        );
+        fits
+    } else {
+        mtu
+    };
     let mut secret = [0u8; 16];
     use std::io::Read;
     std::fs::File::open("/dev/urandom")

@@ -4,7 +4,7 @@
 //! [`connect_kernel`] starts, or an in-memory stream in tests and in the ceiling benchmark).
 
 use std::io::{Read, Write};
-use std::net::{Shutdown, SocketAddrV4, TcpStream};
+use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::time::Duration;
 
 use sluice_tcp::{ConnectionHandle, Endpoint, StreamError};
@@ -75,7 +75,7 @@ impl Backend for TcpStream {
 }
 
 /// Starts a non-blocking connect of a kernel TCP socket to `backend` (TCP_NODELAY).
-pub fn connect_kernel(backend: SocketAddrV4) -> std::io::Result<TcpStream> {
+pub fn connect_kernel(backend: SocketAddr) -> std::io::Result<TcpStream> {
     let socket = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP))?;
     socket.set_nonblocking(true)?;
     socket.set_tcp_nodelay(true)?;

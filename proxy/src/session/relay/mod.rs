@@ -49,7 +49,7 @@ mod pump;
 #[cfg(test)]
 mod tests;
 
-use std::net::{Shutdown, SocketAddrV4, TcpStream};
+use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::time::Duration;
 
 use std::sync::Arc;
@@ -145,7 +145,7 @@ pub struct Relay<B = TcpStream> {
     pub bytes_to_backend: u64,
     pub bytes_to_client: u64,
     /// The client's address and the listener's, for the access log.
-    pub peers: Option<(SocketAddrV4, SocketAddrV4)>,
+    pub peers: Option<(SocketAddr, SocketAddr)>,
 }
 
 impl<B: Backend> Relay<B> {

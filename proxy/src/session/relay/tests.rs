@@ -23,7 +23,7 @@ fn close_notify_behind_a_full_queue_ends_the_backend_stream_after_the_last_byte(
     let mut tls = ClientConnection::new(Arc::new(client_config), "a.test".try_into().unwrap()).unwrap();
     tls.set_buffer_limit(None);
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let std::net::SocketAddr::V4(addr) = listener.local_addr().unwrap() else { panic!() };
+    let addr = listener.local_addr().unwrap();
     let tls_timeout = Duration::from_secs(60);
     let mut relay =
         Relay::new(Instant::ZERO, Duration::from_secs(5), 4096, Some((Arc::new(server), tls_timeout))).unwrap();

@@ -41,7 +41,7 @@ use sluice_xsk::{RxVerdict, Socket};
 use crate::datapath::Control;
 use crate::observe::stats::SharedCounters;
 
-pub use dispatch::{Dispatch, Source, TOKEN_INBOX, TOKEN_XSK, Verdict};
+pub use dispatch::{Dispatch, Source, TOKEN_INBOX, TOKEN_NETLINK, TOKEN_XSK, Verdict};
 pub use inbox::{Inbox, Peers, inboxes};
 
 /// Frames received per batch.
@@ -49,11 +49,49 @@ const RX_BATCH: u32 = 64;
 /// Longest sleep while idle: how soon a stop request is noticed.
 const IDLE_POLL: Duration = Duration::from_millis(250);
 
+/// How often the loop reads the kernel's route and neighbour changes while busy (when idle, it
+/// wakes for them).
+const NETLINK_POLL: Duration = Duration::from_millis(10);
+
+/// The worker's view of the kernel's routes and neighbours: the netlink reader that keeps its
+/// `Dispatch`'s table current, and the prober that asks the kernel to resolve a next hop.
+pub struct NextHops {
+    pub reader: crate::datapath::xdp::nexthop::Reader,
+    pub prober: crate::datapath::xdp::nexthop::Prober,
+}
+
+impl NextHops {
+    /// Applies the kernel's changes to `dispatch`'s table and triggers the resolutions it asked for.
+    fn poll(&mut self, dispatch: &mut Dispatch, now: Instant) {
+        if let Err(e) = self.reader.poll(dispatch.next_hops()) {
+            dispatch.counters.nexthop_netlink_errors += 1;
+            tracing::warn!("reading route and neighbour changes: {e}");
+        }
+        self.trigger(dispatch, now);
+    }
+
+    fn trigger(&mut self, dispatch: &mut Dispatch, now: Instant) {
+        for next_hop in dispatch.take_triggers() {
+            self.prober.trigger(dispatch.next_hops(), now, next_hop);
+        }
+    }
+}
+
 /// Runs one queue's worker until `stop` is set.
-pub fn run(mut sock: Socket, mut dispatch: Dispatch, inbox: Inbox, peers: Peers, worker: crate::datapath::Worker) {
+pub fn run(
+    mut sock: Socket,
+    mut dispatch: Dispatch,
+    inbox: Inbox,
+    peers: Peers,
+    mut next_hops: NextHops,
+    worker: crate::datapath::Worker,
+) {
     let crate::datapath::Worker { shared, clock, stop } = worker;
     let now = || Instant::from_micros(clock.elapsed().as_micros() as u64);
-    for (fd, token) in [(sock.as_fd(), TOKEN_XSK), (inbox.wake.fd(), TOKEN_INBOX)] {
+    let mut last_netlink = now();
+    for (fd, token) in
+        [(sock.as_fd(), TOKEN_XSK), (inbox.wake.fd(), TOKEN_INBOX), (next_hops.reader.as_fd(), TOKEN_NETLINK)]
+    {
         if let Err(e) = dispatch.epoll.add(fd, EpollEvent::new(EpollFlags::EPOLLIN, token)) {
             tracing::error!(queue = sock.queue_id(), "epoll: {e}; the worker cannot sleep");
         }
@@ -76,6 +114,11 @@ pub fn run(mut sock: Socket, mut dispatch: Dispatch, inbox: Inbox, peers: Peers,
                 }
                 Control::Abort => dispatch.abort_all(t),
             }
+        }
+        if dispatch.netlink_ready || t.saturating_duration_since(last_netlink) >= NETLINK_POLL {
+            dispatch.netlink_ready = false;
+            last_netlink = t;
+            next_hops.poll(&mut dispatch, t);
         }
         sock.reap_completions();
         sock.refill_fill_ring();
@@ -138,6 +181,7 @@ pub fn run(mut sock: Socket, mut dispatch: Dispatch, inbox: Inbox, peers: Peers,
                 None => break, // the unused frame goes back to the free list
             }
         }
+        next_hops.trigger(&mut dispatch, t);
         if let Err(e) = sock.flush_tx() {
             tracing::warn!(queue = sock.queue_id(), "TX wakeup failed: {e}");
         }
@@ -198,7 +242,9 @@ fn backend_events(dispatch: &mut Dispatch, timeout: Duration, now: impl Fn() -> 
     let t = now();
     let mut backend = 0;
     for e in &events[..n] {
-        if e.data() < TOKEN_INBOX {
+        if e.data() == TOKEN_NETLINK {
+            dispatch.netlink_ready = true;
+        } else if e.data() < TOKEN_NETLINK {
             dispatch.on_backend_event(e.data(), e.events(), t);
             backend += 1;
         }
@@ -208,6 +254,7 @@ fn backend_events(dispatch: &mut Dispatch, timeout: Duration, now: impl Fn() -> 
 
 fn publish(sock: &Socket, dispatch: &mut Dispatch, shared: &SharedCounters) {
     let frames = sock.frame_stats();
+    let (held, n, draining) = (dispatch.held() as u64, dispatch.next_hop_counters(), dispatch.draining);
     let c = &mut dispatch.counters;
     let xsk = sock.stats();
     c.tx_frames = xsk.tx_frames;
@@ -224,7 +271,16 @@ fn publish(sock: &Socket, dispatch: &mut Dispatch, shared: &SharedCounters) {
     }
     c.umem_frames_free = u64::from(frames.free);
     c.umem_frames_total = u64::from(frames.total);
-    c.draining = u64::from(dispatch.draining);
+    c.draining = u64::from(draining);
+    c.nexthop_waiting_now = held;
+    c.nexthop_routes_now = n.routes;
+    c.nexthop_neighbours_now = n.neighbours;
+    c.nexthop_triggers = n.triggers;
+    c.nexthop_triggers_limited = n.triggers_limited;
+    c.nexthop_trigger_errors = n.trigger_errors;
+    c.nexthop_redumps = n.redumps;
+    c.nexthop_overflow = n.routes_overflow + n.neighbours_overflow;
+    c.nexthop_malformed = n.malformed;
     shared.send_interval(&mut dispatch.latencies);
     shared.publish(c, dispatch.tcp.stats());
 }

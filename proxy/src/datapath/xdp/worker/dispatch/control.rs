@@ -2,7 +2,7 @@
 //! drain (stop accepting, serve what is open), abort what is left.
 
 use std::collections::HashSet;
-use std::net::{SocketAddr, SocketAddrV4};
+use std::net::SocketAddr;
 
 use sluice_tcp::{FourTuple, Instant};
 
@@ -42,12 +42,8 @@ impl Dispatch {
     }
 
     /// The 4-tuples of this worker's connections whose local end passes `on`.
-    fn flows_on(&self, on: impl Fn(SocketAddrV4) -> bool) -> Vec<FourTuple> {
-        self.tcp
-            .handles()
-            .filter_map(|h| self.tcp.four_tuple(h))
-            .filter(|t| matches!(t.local, SocketAddr::V4(l) if on(l)))
-            .collect()
+    fn flows_on(&self, on: impl Fn(SocketAddr) -> bool) -> Vec<FourTuple> {
+        self.tcp.handles().filter_map(|h| self.tcp.four_tuple(h)).filter(|t| on(t.local)).collect()
     }
 
     /// Stops accepting on every listener: a SYN now gets a RST from the TCP stack (or, when the

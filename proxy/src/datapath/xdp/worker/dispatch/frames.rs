@@ -2,20 +2,17 @@
 //! the flow index (a new SYN claims its flow for this worker before the TCB exists); then it is
 //! answered in place with a RST, handed to the owning worker, or given to the TCP stack. A frame
 //! out ([`Dispatch::poll_transmit`]) is the stack's next segment behind an Ethernet header,
-//! addressed to a neighbour learnt from received frames.
+//! addressed to its next hop (`next_hop`).
 
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::SocketAddr;
 
 use sluice_tcp::{ConnectionHandle, FourTuple, Instant, State as TcpState};
-use sluice_wire::ethernet::{self, EtherType};
+use sluice_wire::ethernet;
 use sluice_wire::{Error as WireError, ParsedSegment, emit_frame, parse_frame, rst_reply};
 
 use super::{Dispatch, Source, Verdict};
 use crate::config::ListenerMode;
 use crate::datapath::xdp::flows::ClaimError;
-
-/// Remembered neighbours (IPv4 -> MAC), learned from received frames; bounded.
-const MAX_NEIGHBORS: usize = 65_536;
 
 impl Dispatch {
     /// Handles one frame of `len` bytes at the start of `buf` (received, or handed over by
@@ -36,15 +33,11 @@ impl Dispatch {
                 return Verdict::Consumed;
             }
         };
-        // IPv6 is not served here yet (the XDP program passes it to the kernel).
-        let sluice_wire::ip::Repr::V4(ip4) = seg.ip else {
-            self.counters.dropped_unsupported += 1;
-            return Verdict::Consumed;
-        };
-        let local = SocketAddrV4::new(ip4.dst_addr, seg.tcp.dst_port);
-        let remote = SocketAddrV4::new(ip4.src_addr, seg.tcp.src_port);
-        let mode = self.listeners.get(&local).copied();
-        if mode.is_none() && !self.retired.contains(&local) {
+        let local = SocketAddr::new(seg.ip.dst_addr(), seg.tcp.dst_port);
+        let remote = SocketAddr::new(seg.ip.src_addr(), seg.tcp.src_port);
+        let listener = self.listener_of(local);
+        let mode = listener.and_then(|l| self.listeners.get(&l).copied());
+        if mode.is_none() && listener.is_none() {
             self.counters.dropped_no_listener += 1;
             return Verdict::Consumed;
         }
@@ -56,7 +49,7 @@ impl Dispatch {
             }
             // Accepting listeners, and retired ones whose connections may still be open.
             _ => {
-                let tuple = FourTuple { local: local.into(), remote: remote.into() };
+                let tuple = FourTuple { local, remote };
                 let local_tcb = self.tcp.lookup(&tuple);
                 // A TCB in TIME-WAIT is out of the index: another worker may have reopened its
                 // 4-tuple (a new SYN that arrived on another queue).
@@ -78,7 +71,7 @@ impl Dispatch {
                         None if local_tcb.is_none() && syn && mode.is_some() && !self.draining => {
                             if self.limits != Default::default()
                                 && let Err(why) =
-                                    self.conn_counts.check(&self.limits, self.admitted.len() as u64, ip4.src_addr)
+                                    self.conn_counts.check(&self.limits, self.admitted.len() as u64, remote.ip())
                             {
                                 self.counters.count_refusal(why);
                                 let rst = rst_reply(&seg);
@@ -100,9 +93,6 @@ impl Dispatch {
                         }
                         None => {}
                     }
-                }
-                if self.neighbors.len() < MAX_NEIGHBORS || self.neighbors.contains_key(&ip4.src_addr) {
-                    self.neighbors.insert(ip4.src_addr, seg.eth.src_addr);
                 }
                 let data = !seg.tcp.payload.is_empty();
                 self.tcp.handle_segment(now, &seg.ip, &seg.tcp);
@@ -171,6 +161,20 @@ impl Dispatch {
         Verdict::HandOff(owner)
     }
 
+    /// The listener (as configured, serving or retired) that `local` belongs to: the one of that
+    /// very address, else the family's wildcard (`0.0.0.0:port`, `[::]:port`).
+    pub(super) fn listener_of(&self, local: SocketAddr) -> Option<SocketAddr> {
+        let known = |a: &SocketAddr| self.listeners.contains_key(a) || self.retired.contains(a);
+        let wildcard = SocketAddr::new(
+            match local {
+                SocketAddr::V4(_) => std::net::Ipv4Addr::UNSPECIFIED.into(),
+                SocketAddr::V6(_) => std::net::Ipv6Addr::UNSPECIFIED.into(),
+            },
+            local.port(),
+        );
+        [local, wildcard].into_iter().find(known)
+    }
+
     /// Whether this worker serves `tuple` actively (a TCB not in TIME-WAIT).
     fn serves(&self, tuple: &FourTuple) -> Option<ConnectionHandle> {
         self.tcp.lookup(tuple).filter(|h| self.tcp.state(*h) != Some(TcpState::TimeWait))
@@ -220,19 +224,17 @@ impl Dispatch {
         }
     }
 
-    /// The next Ethernet frame the TCP stack wants sent, written into `out`.
+    /// The next Ethernet frame to send, written into `out`: a held segment whose next hop was
+    /// resolved meanwhile, else the TCP stack's next segment.
     pub fn poll_transmit(&mut self, now: Instant, out: &mut [u8]) -> Option<usize> {
+        if let Some(len) = self.release_held(now, out) {
+            return Some(len);
+        }
         loop {
             let ip_len = self.tcp.poll_transmit(now, out.get_mut(ethernet::HEADER_LEN..)?)?;
-            let ip = &out[ethernet::HEADER_LEN..ethernet::HEADER_LEN + ip_len];
-            let dst = Ipv4Addr::new(ip[16], ip[17], ip[18], ip[19]);
-            let Some(dst_mac) = self.neighbors.get(&dst).copied() else {
-                self.counters.dropped_no_neighbor += 1;
-                continue;
-            };
-            let eth = ethernet::Repr { src_addr: self.local_mac, dst_addr: dst_mac, ethertype: EtherType::Ipv4 };
-            eth.emit(&mut ethernet::Frame::new_unchecked(&mut out[..ethernet::HEADER_LEN]));
-            return Some(ethernet::HEADER_LEN + ip_len);
+            if let Some(len) = self.address(now, out, ip_len) {
+                return Some(len);
+            }
         }
     }
 }

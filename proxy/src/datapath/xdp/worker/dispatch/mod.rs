@@ -8,18 +8,20 @@
 //! `Dispatch` methods:
 //! - `frames`: a frame in: parsed, its flow's owner found in the flow index (claimed by a new
 //!   SYN, handed off when another worker owns it), then refused in place with a RST or given to
-//!   the TCP stack; and a frame out: the stack's next segment, addressed to a neighbour learnt
-//!   from received frames;
+//!   the TCP stack; and a frame out: the stack's next segment;
+//! - `next_hop`: where a frame out goes (the kernel's routes and neighbours), and the segments
+//!   held while the kernel resolves a next hop;
 //! - `sessions`: after input: the stack's timers and events, served by the echo and relay
 //!   sessions, with their backend sockets and deadlines;
 //! - `control`: the main thread's orders: reload, drain, abort.
 
 mod control;
 mod frames;
+pub(super) mod next_hop;
 mod sessions;
 
 use std::collections::{HashMap, HashSet};
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -31,6 +33,7 @@ use sluice_wire::ethernet::Address as MacAddress;
 use crate::config::ListenerMode;
 use crate::datapath::Services;
 use crate::datapath::xdp::flows::FlowIndex;
+use crate::datapath::xdp::nexthop::Table;
 use crate::observe::counters::QueueCounters;
 use crate::session::Session;
 use crate::session::backend::ListenerBackends;
@@ -60,9 +63,9 @@ pub struct Dispatch {
     worker: usize,
     /// Which worker owns each flow (see [`crate::datapath::xdp::flows`]), shared by all workers.
     pub(super) flows: Arc<FlowIndex>,
-    listeners: HashMap<SocketAddrV4, ListenerMode>,
+    listeners: HashMap<SocketAddr, ListenerMode>,
     /// Listeners a reload removed: no new connections, but their open ones are still served.
-    retired: HashSet<SocketAddrV4>,
+    retired: HashSet<SocketAddr>,
     /// Draining: no listener accepts any more.
     pub(super) draining: bool,
     limits: crate::config::Limits,
@@ -73,10 +76,12 @@ pub struct Dispatch {
     checksum: Checksum,
     pub(super) tcp: Endpoint,
     echo: HashMap<ConnectionHandle, Echo>,
-    neighbors: HashMap<Ipv4Addr, MacAddress>,
+    /// The kernel's routes and neighbours: where frames out go (`next_hop`).
+    nexthop: Table,
+    waiting: next_hop::Waiting,
     local_mac: MacAddress,
     pub(super) sessions: HashMap<ConnectionHandle, Session>,
-    backends: HashMap<SocketAddrV4, Arc<ListenerBackends>>,
+    backends: HashMap<SocketAddr, Arc<ListenerBackends>>,
     /// epoll token of a relay's backend socket -> its connection.
     pub(super) relay_tokens: HashMap<u64, ConnectionHandle>,
     relay_token_of: HashMap<ConnectionHandle, u64>,
@@ -85,7 +90,7 @@ pub struct Dispatch {
     deadlines: Vec<ConnectionHandle>,
     pub(super) relay_settings: crate::config::Relay,
     /// TLS termination per listener address.
-    tls: HashMap<SocketAddrV4, Arc<sluice_tls::rustls::ServerConfig>>,
+    tls: HashMap<SocketAddr, Arc<sluice_tls::rustls::ServerConfig>>,
     /// The worker's readiness set: its AF_XDP socket, its inbox and every backend socket.
     pub epoll: Epoll,
     /// How long the loop polls empty rings before it sleeps (`datapath.busy_poll_us`).
@@ -94,12 +99,15 @@ pub struct Dispatch {
     /// descriptors ([`crate::session::limits::connections_per_worker`]).
     pub max_relays: usize,
     pub counters: QueueCounters,
+    /// The netlink socket was readable when the loop last waited.
+    pub netlink_ready: bool,
     pub latencies: crate::observe::latency::Latencies,
 }
 
 /// epoll tokens of the worker's own descriptors; backend sockets get tokens below these.
 pub const TOKEN_XSK: u64 = u64::MAX;
 pub const TOKEN_INBOX: u64 = u64::MAX - 1;
+pub const TOKEN_NETLINK: u64 = u64::MAX - 2;
 
 impl Dispatch {
     pub fn new(
@@ -110,6 +118,7 @@ impl Dispatch {
         verify_checksums: bool,
         mut tcp: Endpoint,
         local_mac: MacAddress,
+        nexthop: Table,
     ) -> std::io::Result<Self> {
         let Services { listeners, tls, relay: relay_settings, limits, access_log, backends } = services;
         for (addr, mode) in &listeners {
@@ -132,7 +141,8 @@ impl Dispatch {
             checksum: if verify_checksums { Checksum::Verify } else { Checksum::Ignore },
             tcp,
             echo: HashMap::new(),
-            neighbors: HashMap::new(),
+            nexthop,
+            waiting: Default::default(),
             local_mac,
             sessions: HashMap::new(),
             backends,
@@ -146,6 +156,7 @@ impl Dispatch {
             busy_poll: Duration::ZERO,
             max_relays: usize::MAX,
             counters: QueueCounters { queue: worker as u32, ..Default::default() },
+            netlink_ready: false,
             latencies: Default::default(),
         })
     }

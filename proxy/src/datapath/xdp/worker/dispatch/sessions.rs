@@ -3,11 +3,10 @@
 //! (in the worker's epoll set under a token of its own) and its deadlines (backend connect, TLS
 //! handshake).
 
-use std::net::{SocketAddr, SocketAddrV4};
-use std::sync::Arc;
+use std::net::SocketAddr;
 
 use nix::sys::epoll::EpollFlags;
-use sluice_tcp::{ConnectionHandle, Event, Instant};
+use sluice_tcp::{ConnectionHandle, Event, FourTuple, Instant};
 
 use super::Dispatch;
 use crate::config::ListenerMode;
@@ -29,9 +28,8 @@ impl Dispatch {
                     self.counters.connections_established += 1;
                     if self.limits != Default::default()
                         && let Some(t) = self.tcp.four_tuple(h)
-                        && let SocketAddr::V4(remote) = t.remote
                     {
-                        match self.conn_counts.admit(&self.limits, self.admitted.len() as u64, *remote.ip()) {
+                        match self.conn_counts.admit(&self.limits, self.admitted.len() as u64, t.remote.ip()) {
                             Ok(slot) => {
                                 self.admitted.insert(h, slot);
                             }
@@ -49,16 +47,11 @@ impl Dispatch {
                             now.saturating_duration_since(c.created()),
                         );
                     }
-                    // (local, remote): only IPv4 reaches this worker so far.
-                    let tuple = self.tcp.four_tuple(h).and_then(|t| match (t.local, t.remote) {
-                        (SocketAddr::V4(l), SocketAddr::V4(r)) => Some((l, r)),
-                        _ => None,
-                    });
-                    let local = tuple.map(|t| t.0);
-                    match local.and_then(|l| self.listeners.get(&l).copied()) {
-                        Some(ListenerMode::Relay(_)) if let Some((l, r)) = tuple => {
-                            let tls = self.tls.get(&l).cloned();
-                            self.open_relay(h, r, l, tls, now)
+                    let tuple = self.tcp.four_tuple(h);
+                    let listener = tuple.and_then(|t| self.listener_of(t.local));
+                    match listener.and_then(|l| self.listeners.get(&l).copied()) {
+                        Some(ListenerMode::Relay(_)) if let (Some(t), Some(l)) = (tuple, listener) => {
+                            self.open_relay(h, t, l, now)
                         }
                         Some(ListenerMode::Echo) => {
                             self.echo.insert(h, Echo::new(self.relay_settings.buffer));
@@ -146,16 +139,11 @@ impl Dispatch {
         self.pump_relay(h, now);
     }
 
-    /// A session for a new client connection. Its backend is chosen at once, or (when a route
-    /// or the PROXY header needs the TLS handshake's facts) once the handshake is done.
-    fn open_relay(
-        &mut self,
-        h: ConnectionHandle,
-        client: SocketAddrV4,
-        listener: SocketAddrV4,
-        tls: Option<Arc<sluice_tls::rustls::ServerConfig>>,
-        now: Instant,
-    ) {
+    /// A session for a new client connection `tuple` of `listener` (as configured: the
+    /// unspecified address of a wildcard listener). Its backend is chosen at once, or (when a
+    /// route or the PROXY header needs the TLS handshake's facts) once the handshake is done.
+    fn open_relay(&mut self, h: ConnectionHandle, tuple: FourTuple, listener: SocketAddr, now: Instant) {
+        let tls = self.tls.get(&listener).cloned();
         let Some(backends) = self.backends.get(&listener).cloned() else {
             self.counters.relays_backend_failed += 1;
             self.tcp.abort(h);
@@ -167,7 +155,7 @@ impl Dispatch {
             self.tcp.abort(h);
             return;
         }
-        let session = match Session::new(now, client, listener, backends, tls, &self.relay_settings) {
+        let session = match Session::new(now, tuple.remote, tuple.local, backends, tls, &self.relay_settings) {
             Ok(s) => s,
             Err(e) => {
                 tracing::debug!("relay: {e}");

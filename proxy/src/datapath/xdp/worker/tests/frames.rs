@@ -115,3 +115,57 @@ fn a_path_mtu_message_lowers_the_segment_size_only_for_a_sequence_number_in_flig
     let _ = on(&mut d, &bad);
     assert_eq!((d.counters.path_mtu_lowered, d.counters.dropped_checksum), (1, 1));
 }
+
+/// The SYN-ACK of `d` to a SYN on the echo listener, if one goes out now.
+fn syn_ack_frames(d: &mut Dispatch, now: Instant) -> Vec<Vec<u8>> {
+    transmit(d, now).into_iter().filter(|f| parse_frame(f, Checksum::Verify).is_ok_and(|s| s.tcp.flags.syn())).collect()
+}
+
+#[test]
+fn replies_go_to_the_next_hop_of_the_kernels_tables_not_to_the_mac_a_frame_came_from() {
+    let mut d = dispatch();
+    let mut spoofed = syn(7);
+    spoofed[6..12].copy_from_slice(&[2, 0, 0, 0, 0, 0x99]);
+    let _ = on(&mut d, &spoofed);
+    let out = syn_ack_frames(&mut d, T0);
+    assert_eq!(out.len(), 1);
+    assert_eq!(parse_frame(&out[0], Checksum::Verify).unwrap().eth.dst_addr, CLIENT_MAC);
+}
+
+#[test]
+fn a_segment_waits_for_its_next_hop_then_goes_and_gives_up_after_the_hold_time() {
+    use crate::datapath::xdp::worker::dispatch::next_hop::HOLD_TIME;
+    let mut d = dispatch();
+    d.next_hops().set_neighbour(IpAddr::V4(CLIENT), NudState::Incomplete, None);
+    let _ = on(&mut d, &syn(7));
+    assert!(syn_ack_frames(&mut d, T0).is_empty(), "no MAC address yet: held");
+    assert_eq!((d.held(), d.counters.nexthop_held), (1, 1));
+    assert_eq!(d.take_triggers(), [IpAddr::V4(CLIENT)], "the loop is asked to trigger resolution");
+    // The kernel resolved it (the reader applied an RTM_NEWNEIGH): the held SYN-ACK goes.
+    d.next_hops().set_neighbour(IpAddr::V4(CLIENT), NudState::Reachable, Some(CLIENT_MAC));
+    let out = syn_ack_frames(&mut d, T0 + Duration::from_millis(5));
+    assert_eq!(out.len(), 1);
+    assert_eq!(parse_frame(&out[0], Checksum::Verify).unwrap().eth.dst_addr, CLIENT_MAC);
+    assert_eq!((d.held(), d.counters.nexthop_released), (0, 1));
+
+    // Never resolved: dropped after the hold time, counted.
+    let mut d = dispatch();
+    d.next_hops().set_neighbour(IpAddr::V4(CLIENT), NudState::Failed, None);
+    let _ = on(&mut d, &syn(7));
+    assert!(syn_ack_frames(&mut d, T0).is_empty());
+    assert_eq!(d.held(), 1);
+    let _ = transmit(&mut d, T0 + HOLD_TIME);
+    // The first is dropped; the stack's retransmission of it waits in its place.
+    assert_eq!(d.counters.dropped_no_neighbor, 1);
+    assert_eq!((d.held(), d.counters.nexthop_held), (1, 2));
+}
+
+#[test]
+fn a_destination_without_a_route_through_the_interface_is_dropped_and_counted() {
+    let mut d = dispatch();
+    d.next_hops().remove_route(IpAddr::V4(Ipv4Addr::new(198, 51, 100, 0)), 24, 0);
+    let _ = on(&mut d, &syn(7));
+    assert!(syn_ack_frames(&mut d, T0).is_empty());
+    assert_eq!((d.held(), d.counters.dropped_no_route), (0, 1));
+    assert!(d.take_triggers().is_empty());
+}

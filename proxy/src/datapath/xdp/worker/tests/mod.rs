@@ -10,7 +10,7 @@ mod queues;
 mod sessions;
 
 use std::collections::HashMap;
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,6 +24,7 @@ use super::{Dispatch, Source, Verdict, backend_events};
 use crate::config::ListenerMode;
 use crate::datapath::Services;
 use crate::datapath::xdp::flows::FlowIndex;
+use crate::datapath::xdp::nexthop::{Hop, NudState, Route, Table};
 use crate::session::backend::ListenerBackends;
 
 const CLIENT: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
@@ -34,14 +35,28 @@ const T0: Instant = Instant::from_millis(1);
 
 fn dispatch_with(worker: usize, flows: Arc<FlowIndex>, extra: &[(u16, ListenerMode)]) -> Dispatch {
     let mut listeners = HashMap::new();
-    listeners.insert(SocketAddrV4::new(PROXY, 443), ListenerMode::Refuse);
-    listeners.insert(SocketAddrV4::new(PROXY, 7), ListenerMode::Echo);
+    listeners.insert(SocketAddr::from((PROXY, 443)), ListenerMode::Refuse);
+    listeners.insert(SocketAddr::from((PROXY, 7)), ListenerMode::Echo);
     for (port, mode) in extra {
-        listeners.insert(SocketAddrV4::new(PROXY, *port), *mode);
+        listeners.insert(SocketAddr::from((PROXY, *port)), *mode);
     }
     let tcp = Endpoint::new(sluice_tcp::Config::default(), Instant::ZERO);
     let services = Services { listeners, ..Default::default() };
-    Dispatch::new(worker, flows, services, Arc::default(), true, tcp, PROXY_MAC).unwrap()
+    Dispatch::new(worker, flows, services, Arc::default(), true, tcp, PROXY_MAC, next_hops()).unwrap()
+}
+
+/// The kernel's tables as the reader would fill them: the client's subnet on the link, the
+/// client's MAC address resolved.
+fn next_hops() -> Table {
+    let mut t = Table::new(1, Default::default());
+    t.add_route(Route {
+        destination: IpAddr::V4(Ipv4Addr::new(198, 51, 100, 0)),
+        prefix_len: 24,
+        metric: 0,
+        hop: Hop::OnLink,
+    });
+    t.set_neighbour(IpAddr::V4(CLIENT), NudState::Reachable, Some(CLIENT_MAC));
+    t
 }
 
 /// Worker 0 of 1.
@@ -150,7 +165,7 @@ fn establish(d: &mut Dispatch, src_port: u16, dst_port: u16, now: Instant) -> u3
 
 fn services(d: &Dispatch, listeners: &[(u16, ListenerMode)]) -> Services {
     Services {
-        listeners: listeners.iter().map(|(p, m)| (SocketAddrV4::new(PROXY, *p), *m)).collect(),
+        listeners: listeners.iter().map(|(p, m)| (SocketAddr::from((PROXY, *p)), *m)).collect(),
         tls: HashMap::new(),
         relay: d.relay_settings.clone(),
         ..Default::default()

@@ -137,7 +137,7 @@ fn a_freed_flow_leaves_the_index_and_may_open_elsewhere() {
 fn a_4_tuple_in_time_wait_reopens_on_the_queue_of_its_new_syn() {
     use std::io::Write;
     let backend = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let std::net::SocketAddr::V4(backend_addr) = backend.local_addr().unwrap() else { panic!() };
+    let backend_addr = backend.local_addr().unwrap();
     let mut qs = Queues::with(2, &[(80, ListenerMode::Relay(backend_addr))]);
     let seg = |flags, seq, ack, payload| frame(Seg { src_port: 40_000, dst_port: 80, flags, seq, ack, payload });
     let out = qs.arrive(0, &seg(Flags::SYN, 1000, 0, &[]));
@@ -165,7 +165,7 @@ fn a_4_tuple_in_time_wait_reopens_on_the_queue_of_its_new_syn() {
     let (flags, iss, _, _) = tcp_of(&out[0]);
     assert_eq!(flags, Flags::SYN | Flags::ACK, "worker 1 opens the reused 4-tuple");
     let tuple =
-        FourTuple { local: SocketAddrV4::new(PROXY, 80).into(), remote: SocketAddrV4::new(CLIENT, 40_000).into() };
+        FourTuple { local: SocketAddr::from((PROXY, 80)).into(), remote: SocketAddr::from((CLIENT, 40_000)).into() };
     assert_eq!(qs.workers[1].flows.owner(&tuple), Some(1));
     let _ = qs.arrive(0, &seg(Flags::ACK, 5001, iss.wrapping_add(1), &[]));
     assert_eq!(qs.workers[0].tcp().connection_count(), 0, "the old TIME-WAIT is gone");

@@ -9,7 +9,7 @@ use super::*;
 fn relay_listener_moves_bytes_to_a_kernel_backend_and_back() {
     use std::io::{Read, Write};
     let backend = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let std::net::SocketAddr::V4(backend_addr) = backend.local_addr().unwrap() else { panic!() };
+    let backend_addr = backend.local_addr().unwrap();
     let mut d = dispatch_with(0, Arc::default(), &[(80, ListenerMode::Relay(backend_addr))]);
     let t = |ms| Instant::from_millis(ms);
     let _ = on(&mut d, &syn(80));
@@ -77,7 +77,7 @@ fn relay_listener_moves_bytes_to_a_kernel_backend_and_back() {
 #[test]
 fn refusing_backend_resets_the_client() {
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let std::net::SocketAddr::V4(addr) = closed.local_addr().unwrap() else { panic!() };
+    let addr = closed.local_addr().unwrap();
     drop(closed);
     let mut d = dispatch_with(0, Arc::default(), &[(80, ListenerMode::Relay(addr))]);
     let _ = on(&mut d, &syn(80));
@@ -112,16 +112,12 @@ fn refusing_backend_resets_the_client() {
 #[test]
 fn a_refused_connect_is_retried_on_the_next_backend_with_the_proxy_header_first() {
     use std::io::Read;
-    let v4 = |l: &std::net::TcpListener| match l.local_addr().unwrap() {
-        std::net::SocketAddr::V4(a) => a,
-        _ => unreachable!(),
-    };
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let dead = v4(&closed);
+    let dead = closed.local_addr().unwrap();
     drop(closed);
     let backend = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let live = v4(&backend);
-    let listener = SocketAddrV4::new(PROXY, 80);
+    let live = backend.local_addr().unwrap();
+    let listener = SocketAddr::from((PROXY, 80));
     let pool = Arc::new(crate::session::backend::Pool::new(
         &[dead, live],
         crate::session::backend::Balance::RoundRobin,
@@ -133,7 +129,7 @@ fn a_refused_connect_is_retried_on_the_next_backend_with_the_proxy_header_first(
     services.listeners.insert(listener, ListenerMode::Relay(dead));
     services.backends.insert(listener, Arc::new(backends));
     let tcp = Endpoint::new(sluice_tcp::Config::default(), Instant::ZERO);
-    let mut d = Dispatch::new(0, Arc::default(), services, Arc::default(), true, tcp, PROXY_MAC).unwrap();
+    let mut d = Dispatch::new(0, Arc::default(), services, Arc::default(), true, tcp, PROXY_MAC, next_hops()).unwrap();
     let t = |ms| Instant::from_millis(ms);
     let _ = on(&mut d, &syn(80));
     let iss = parse_frame(&transmit(&mut d, t(1))[0], Checksum::Verify).unwrap().tcp.seq_number;
@@ -159,7 +155,7 @@ fn a_refused_connect_is_retried_on_the_next_backend_with_the_proxy_header_first(
             break;
         }
     }
-    let header = crate::session::proxy_protocol::encode(SocketAddrV4::new(CLIENT, 40000), listener, None);
+    let header = crate::session::proxy_protocol::encode(SocketAddr::from((CLIENT, 40000)), listener, None);
     assert_eq!(got, [&header[..], b"hello"].concat(), "the header, then the client's bytes");
     let stats = pool.stats();
     assert_eq!((stats[0].failures, stats[0].active), (1, 0), "{stats:?}");
