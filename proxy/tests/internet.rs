@@ -513,25 +513,49 @@ fn download(addr: &str, n: u64) -> Result<(u64, [u8; 32])> {
     }
 }
 
+/// A counter of `/proc/net/snmp6` in `ns`, e.g. `Icmp6OutPktTooBigs`.
+fn snmp6_counter(ns: &str, name: &str) -> Result<u64> {
+    let out = in_ns(ns, "cat", &["/proc/net/snmp6"])?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text.lines().find(|l| l.split_whitespace().next() == Some(name)).context(name.to_owned())?;
+    line.split_whitespace().nth(1).context("no value")?.parse().context("not a number")
+}
+
 /// The router `{p}client` forwards to the far client over a 1,280-byte link (cli1; the far
 /// client's own link stays at 1,500, so its SYN still advertises a 1,500-byte path): 16 MiB from
 /// the HTTP backend through sluice's relay listener `listen` to the far client arrive intact,
 /// because the router's ICMP fragmentation-needed / ICMPv6 packet-too-big messages lower the
-/// connection's segment size in sluice (`path_mtu_lowered`).
-fn path_mtu(prefix: &str, listen: &str, connect: &str) -> Result<()> {
+/// connection's segment size in sluice (`path_mtu_lowered`). The router fragmented nothing
+/// (sluice sets DF on IPv4).
+fn path_mtu(prefix: &str, listen: &str) -> Result<()> {
     let listener = format!("[[listener]]\naddress = \"{listen}\"\nbackend = \"203.0.113.2:8080\"\n");
     let sluice = Sluice::start(prefix, &Transport::Xdp.config(&listener))?;
     let _backend = bench_backend(&sluice)?;
-    sluice_testbed::ip(&sluice.client(), &["link", "set", "cli1", "mtu", "1280"])?;
+    let router = sluice.client();
+    sluice_testbed::ip(&router, &["link", "set", "cli1", "mtu", "1280"])?;
     const LEN: u64 = 16 << 20;
-    let addr = connect.to_owned();
+    let addr = listen.to_owned();
     let (len, digest) = in_netns(&sluice.far(), move || download(&addr, LEN))??;
     ensure!(len == LEN, "{len} of {LEN} bytes");
     ensure!(digest == expected_bytes_digest(LEN), "the body's sha256 differs");
     let stats = sluice.wait_idle()?;
     let (lowered, ignored) =
         (sluice.queue_total(&stats, "path_mtu_lowered"), sluice.queue_total(&stats, "path_mtu_ignored"));
-    eprintln!("path MTU: lowered {lowered}, ignored {ignored}; xdp: {}", stats["xdp"]["counters"]);
+    let (too_big, fragments) = if listen.starts_with('[') {
+        (snmp6_counter(&router, "Icmp6OutPktTooBigs")?, snmp6_counter(&router, "Ip6FragCreates")?)
+    } else {
+        (
+            sluice_testbed::snmp_counter(&router, "Icmp", "OutDestUnreachs")?,
+            sluice_testbed::snmp_counter(&router, "Ip", "FragCreates")?,
+        )
+    };
+    eprintln!(
+        "path MTU: lowered {lowered}, ignored {ignored}; the router sent {too_big} too-big messages, made \
+         {fragments} fragments; xdp: {}",
+        stats["xdp"]["counters"]
+    );
+    ensure!(too_big > 0, "the router sent no too-big message: nothing of sluice's was over 1,280 bytes?");
+    ensure!(fragments == 0, "the router fragmented {fragments} times: sluice's IPv4 packets without DF?");
     ensure!(lowered > 0, "no ICMP message lowered the path MTU: {stats:#}");
     ensure!(sluice.queue_total(&stats, "relays_clean") == 1, "{stats:#}");
     Ok(())
@@ -539,10 +563,10 @@ fn path_mtu(prefix: &str, listen: &str, connect: &str) -> Result<()> {
 
 #[test]
 fn path_mtu_over_ipv4_through_a_1280_byte_router() -> Result<()> {
-    path_mtu("in6-", "198.51.100.2:80", "198.51.100.2:80")
+    path_mtu("in6-", "198.51.100.2:80")
 }
 
 #[test]
 fn path_mtu_over_ipv6_through_a_1280_byte_router() -> Result<()> {
-    path_mtu("in66-", "[2001:db8:100::2]:80", "[2001:db8:100::2]:80")
+    path_mtu("in66-", "[2001:db8:100::2]:80")
 }
