@@ -25,7 +25,8 @@ use common::{
 use sha2::{Digest, Sha256};
 use sluice_testbed::{FAR_ADDR, FAR_ADDR6, NsProcess, in_netns, in_ns};
 
-/// The MAC address of the forged frames: neither cli0's nor px0's, nobody's in the topology.
+/// The MAC addresses of the forged frames (the spoofed segments, the SYN flood): neither cli0's
+/// nor px0's, nobody's in the topology.
 const SPOOF_MAC: &str = "02:00:00:00:00:99";
 const FLOOD_MAC: &str = "02:00:00:00:00:98";
 
@@ -186,11 +187,10 @@ impl Capture {
                 (is_mac(src) && is_mac(dst)).then(|| Frame { src: src.into(), dst: dst.into(), line: line.into() })
             })
             .collect();
-        eprintln!(
-            "captured {} frames; tcpdump: {}",
-            frames.len(),
-            log.lines().filter(|l| l.contains("packets")).collect::<Vec<_>>().join("; ")
-        );
+        let summary = log.lines().filter(|l| l.contains("packets")).collect::<Vec<_>>().join("; ");
+        eprintln!("captured {} frames; tcpdump: {summary}", frames.len());
+        // A frame the capture missed could be one sent to the wrong address.
+        ensure!(summary.contains(" 0 packets dropped by kernel"), "tcpdump missed frames: {summary}");
         Ok(frames)
     }
 }
@@ -417,6 +417,8 @@ fn syn_flood_from_spoofed_sources_of_both_families_then_real_clients_are_served(
     ensure!(sluice.queue_total(&stats, "relays_clean") == 8, "{stats:#}");
     ensure!(sluice.queue_total(&stats, "tls_handshakes_full") == 8, "{stats:#}");
     ensure!(sluice.queue_total(&stats, "dropped_checksum") == 0, "the flood's checksums: {stats:#}");
+    // The flood reached sluice's TCP stack: more SYNs than the SYN queue holds, so SYN cookies.
+    ensure!(sluice.tcp_total(&stats, "syn_cookies_sent") > 0, "{stats:#}");
     Ok(())
 }
 
