@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
 use common::{
-    Sluice, Transport, certificates, curl_both_names_and_versions, handshakes, http_backend,
+    PROXY_HOST, Sluice, Transport, certificates, curl_both_names_and_versions, handshakes, http_backend,
     openssl_resumes_tls12_and_tls13,
 };
 use sluice_testbed::{in_netns, in_ns};
@@ -48,7 +48,7 @@ fn start_with_ca(
 
 fn curl_gets_the_backend_through_tls_for_two_names_and_both_versions(t: Transport) -> Result<()> {
     let (sluice, dir) = start_on("sl-tl1-", t)?;
-    curl_both_names_and_versions(&sluice, &dir.join("ca.pem"))?;
+    curl_both_names_and_versions(&sluice.client(), &dir.join("ca.pem"), PROXY_HOST)?;
     let stats = sluice.wait_idle()?;
     ensure!(sluice.queue_total(&stats, "tls_handshakes_full") == 4, "{stats:#}");
     ensure!(sluice.queue_total(&stats, "relays_clean") == 4, "{stats:#}");
@@ -61,7 +61,7 @@ fn curl_gets_the_backend_through_tls_for_two_names_and_both_versions(t: Transpor
 /// session IDs (tickets off) and with TLS 1.3.
 fn openssl_resumes_sessions_tls12_and_tls13(t: Transport) -> Result<()> {
     let (sluice, dir) = start_on("sl-tl2-", t)?;
-    openssl_resumes_tls12_and_tls13(&sluice, &dir)?;
+    openssl_resumes_tls12_and_tls13(&sluice.client(), &dir, PROXY_HOST)?;
     let stats = sluice.wait_idle()?;
     ensure!(sluice.queue_total(&stats, "tls_handshakes_resumed") == 2, "{stats:#}");
     ensure!(sluice.queue_total(&stats, "tls_handshakes_full") == 2, "{stats:#}");

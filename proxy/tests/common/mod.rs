@@ -12,6 +12,10 @@ use sluice_tls::rustls::{ClientConfig, HandshakeKind};
 
 pub const ADMIN: &str = "http://127.0.0.1:9090/stats.json";
 
+/// sluice's address on px0 as a host in a URL or `host:port`, IPv4 and IPv6 (bracketed).
+pub const PROXY_HOST: &str = "198.51.100.2";
+pub const PROXY_HOST6: &str = "[2001:db8:100::2]";
+
 pub struct Sluice {
     // Field order is drop order: stop sluice and the bridge before removing their namespaces.
     pub process: NsProcess,
@@ -79,6 +83,13 @@ impl Sluice {
     }
     pub fn proxy(&self) -> String {
         self.topology.topology.proxy()
+    }
+    pub fn backend(&self) -> String {
+        self.topology.topology.backend()
+    }
+    /// The routed client's namespace, one router hop (`{p}client`) away.
+    pub fn far(&self) -> String {
+        self.topology.topology.far()
     }
 
     /// `/stats.json` of the running sluice.
@@ -280,20 +291,21 @@ pub fn certificates(dir: &Path) -> Result<sluice_tls::rustls::pki_types::Certifi
     Ok(ca.cert_der())
 }
 
-/// curl from the client namespace to `https://{a,b}.test/` (198.51.100.2:443) over TLS 1.2 and
-/// 1.3, verifying against `ca`: each gets the HTTP backend's answer, the certificate of its name
+/// curl from namespace `ns` to `https://{a,b}.test/` resolved to `host`:443 (`host` is
+/// [`PROXY_HOST`], [`PROXY_HOST6`] or another address, IPv6 in brackets) over TLS 1.2 and 1.3,
+/// verifying against `ca`: each gets the HTTP backend's answer, the certificate of its name
 /// (curl verified the chain, it fails otherwise) and the version asked.
-pub fn curl_both_names_and_versions(sluice: &Sluice, ca: &Path) -> Result<()> {
+pub fn curl_both_names_and_versions(ns: &str, ca: &Path, host: &str) -> Result<()> {
     let ca = ca.to_str().context("path")?;
     for name in ["a.test", "b.test"] {
         for version in [["--tlsv1.2", "--tls-max", "1.2"], ["--tlsv1.3", "--tls-max", "1.3"]] {
-            let resolve = format!("{name}:443:198.51.100.2");
+            let resolve = format!("{name}:443:{host}");
             let url = format!("https://{name}/");
             let mut args = vec!["-sS", "-v", "--max-time", "10", "--cacert", ca, "--resolve", &resolve];
             args.extend(version);
             args.push(&url);
-            let out = sluice_testbed::in_ns(&sluice.client(), "curl", &args)
-                .with_context(|| format!("curl {name} {version:?}"))?;
+            let out = sluice_testbed::in_ns(ns, "curl", &args)
+                .with_context(|| format!("curl {name} {version:?} to {host} from {ns}"))?;
             let body = String::from_utf8_lossy(&out.stdout);
             let log = String::from_utf8_lossy(&out.stderr);
             ensure!(body == format!("backend saw Host: {name}\n"), "{name} {version:?}: body {body:?}");
@@ -329,11 +341,12 @@ pub fn handshakes(sluice: &Sluice, config: ClientConfig, n: usize) -> Result<Vec
     })?
 }
 
-/// `openssl s_client -sess_out` then `-sess_in` from the client namespace to a.test on
-/// 198.51.100.2:443, for TLS 1.2 (session IDs: tickets off) and TLS 1.3, verifying against
+/// `openssl s_client -sess_out` then `-sess_in` from namespace `ns` to a.test on `host`:443
+/// ([`PROXY_HOST`], [`PROXY_HOST6`]: IPv6 in brackets), for TLS 1.2 (session IDs: tickets off) and TLS 1.3, verifying against
 /// `dir/ca.pem` (the session files go to `dir` too): the first handshake of each is new and
 /// verified, the second resumed.
-pub fn openssl_resumes_tls12_and_tls13(sluice: &Sluice, dir: &Path) -> Result<()> {
+pub fn openssl_resumes_tls12_and_tls13(ns: &str, dir: &Path, host: &str) -> Result<()> {
+    let connect = format!("{host}:443");
     let ca = dir.join("ca.pem");
     let ca = ca.to_str().context("path")?;
     for version in ["-tls1_2", "-tls1_3"] {
@@ -342,7 +355,7 @@ pub fn openssl_resumes_tls12_and_tls13(sluice: &Sluice, dir: &Path) -> Result<()
             let mut args = vec![
                 "s_client",
                 "-connect",
-                "198.51.100.2:443",
+                &connect,
                 "-servername",
                 "a.test",
                 version,
@@ -357,8 +370,8 @@ pub fn openssl_resumes_tls12_and_tls13(sluice: &Sluice, dir: &Path) -> Result<()
             // stdin stays open for a second, so that the TLS 1.3 NewSessionTicket (sent after the
             // handshake) arrives before s_client ends the session.
             let cmd = format!("sleep 1 | timeout 10 openssl {}", args.join(" "));
-            let out = sluice_testbed::in_ns(&sluice.client(), "sh", &["-c", &cmd])
-                .or_else(|e| bail!("openssl s_client {version} {io}: {e:#}"))?;
+            let out = sluice_testbed::in_ns(ns, "sh", &["-c", &cmd])
+                .or_else(|e| bail!("openssl s_client {version} {io} to {connect} from {ns}: {e:#}"))?;
             Ok(String::from_utf8_lossy(&out.stdout).into_owned())
         };
         let first = s_client("-sess_out")?;
