@@ -36,7 +36,7 @@
 //! the unit tests assert what each handshake is, never how fast.
 
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -493,7 +493,7 @@ pub struct Tcp {
     client: Endpoint,
     server: Endpoint,
     now: sluice_tcp::Instant,
-    server_addr: SocketAddrV4,
+    server_addr: SocketAddr,
     port: u16,
     frame: Vec<u8>,
     scratch: Vec<u8>,
@@ -522,9 +522,9 @@ impl Tcp {
         let cfg = TcpConfig { secret: *b"sluice-ceiling!!", ..TcpConfig::default() };
         let now = sluice_tcp::Instant::from_millis(1_000);
         let mut server = Endpoint::new(cfg.clone(), now);
-        let server_addr = SocketAddrV4::new(Ipv4Addr::new(198, 51, 100, 2), 443);
-        server.listen(server_addr.into())?;
-        let backend = SocketAddrV4::new(Ipv4Addr::new(203, 0, 113, 10), 8080);
+        let server_addr = SocketAddr::from((Ipv4Addr::new(198, 51, 100, 2), 443));
+        server.listen(server_addr)?;
+        let backend = SocketAddr::from((Ipv4Addr::new(203, 0, 113, 10), 8080));
         let settings = sluice::config::Relay::default();
         Ok(Self {
             client: Endpoint::new(cfg, now),
@@ -587,8 +587,8 @@ impl Tcp {
         self.link.servers.clear();
         self.request.clear();
         let counted = self.counters;
-        let local = SocketAddrV4::new(Ipv4Addr::new(198, 51, 100, 1), self.port);
-        let ch = self.client.connect(self.now, local.into(), self.server_addr.into())?;
+        let local = SocketAddr::from((Ipv4Addr::new(198, 51, 100, 1), self.port));
+        let ch = self.client.connect(self.now, local, self.server_addr)?;
         let mut client = new_client(fx, kind)?;
         // The server's connection and its session, from Established until the session ended.
         let mut session: Option<(ConnectionHandle, Session<MemoryBackend>)> = None;

@@ -272,7 +272,7 @@ impl Supervisor {
         add_drain_flows(&mut attached, &flows);
         for l in &self.config.listeners {
             let addr = l.socket_addr();
-            if let Err(e) = attached.drain_listener(addr.into()) {
+            if let Err(e) = attached.drain_listener(addr) {
                 tracing::error!(%addr, "drain: {e}");
             }
         }
@@ -352,14 +352,11 @@ impl Supervisor {
         if let Some(attached) = &self.attached {
             let mut attached = attached.lock().unwrap_or_else(|e| e.into_inner());
             for (i, addr) in added.iter().enumerate() {
-                if let Err(e) = attached.add_listener((*addr).into()) {
+                if let Err(e) = attached.add_listener(*addr) {
                     for done in &added[..i] {
                         let retiring = self.retiring.iter().any(|(a, _, _)| a == done);
-                        let undone = if retiring {
-                            attached.drain_listener((*done).into())
-                        } else {
-                            attached.remove_listener((*done).into())
-                        };
+                        let undone =
+                            if retiring { attached.drain_listener(*done) } else { attached.remove_listener(*done) };
                         if let Err(e) = undone {
                             tracing::error!(addr = %done, "undoing a listener of a refused reload: {e}");
                         }
@@ -387,7 +384,7 @@ impl Supervisor {
         let until = std::time::Instant::now() + Duration::from_millis(new.drain.deadline_ms);
         for addr in &removed_addrs {
             // An update of an entry the map holds: cannot run out of room.
-            if let Err(e) = attached.drain_listener((**addr).into()) {
+            if let Err(e) = attached.drain_listener(**addr) {
                 tracing::error!(%addr, "draining a removed listener: {e}");
             }
             let mine = flows.iter().filter(|t| t.local == **addr).copied().collect();
@@ -412,7 +409,7 @@ impl Supervisor {
             if *until > now {
                 return true;
             }
-            if let Err(e) = attached.remove_listener((*addr).into()) {
+            if let Err(e) = attached.remove_listener(*addr) {
                 tracing::error!(%addr, "removing a retired listener: {e}");
             }
             for t in flows {

@@ -188,7 +188,7 @@ impl Pool {
                 let addrs: Vec<_> = pool.backends.iter().map(|b| b.addr).collect();
                 drop(pool);
                 for (i, addr) in addrs.into_iter().enumerate() {
-                    let ok = TcpStream::connect_timeout(&addr.into(), timeout).is_ok();
+                    let ok = TcpStream::connect_timeout(&addr, timeout).is_ok();
                     let Some(pool) = weak.upgrade() else { return };
                     pool.set_healthy(i, ok, Instant::now());
                 }

@@ -77,7 +77,7 @@ pub fn prepare(config: &Config, services: &Services) -> Result<Transport> {
     }
     let listeners: Vec<_> = config.listeners.iter().map(|l| l.socket_addr()).collect();
     for addr in &listeners {
-        attached.add_listener((*addr).into())?;
+        attached.add_listener(*addr)?;
         tracing::info!(%addr, "listening");
     }
 
@@ -109,8 +109,7 @@ pub fn prepare(config: &Config, services: &Services) -> Result<Transport> {
             Arc::clone(&conn_counts),
             d.verify_checksums,
             endpoint,
-            local_mac,
-            table,
+            worker::Link { mac: local_mac, next_hops: table },
         )?;
         dispatch.busy_poll = Duration::from_micros(d.busy_poll_us);
         dispatch.max_relays = max_relays;

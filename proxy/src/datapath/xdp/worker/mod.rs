@@ -41,7 +41,7 @@ use sluice_xsk::{RxVerdict, Socket};
 use crate::datapath::Control;
 use crate::observe::stats::SharedCounters;
 
-pub use dispatch::{Dispatch, Source, TOKEN_INBOX, TOKEN_NETLINK, TOKEN_XSK, Verdict};
+pub use dispatch::{Dispatch, Link, Source, TOKEN_INBOX, TOKEN_NETLINK, TOKEN_XSK, Verdict};
 pub use inbox::{Inbox, Peers, inboxes};
 
 /// Frames received per batch.

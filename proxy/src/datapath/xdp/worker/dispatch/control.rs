@@ -21,14 +21,14 @@ impl Dispatch {
         let mut removed = HashSet::new();
         for (addr, mode) in &self.listeners {
             if accepting(Some(mode)) && !accepting(listeners.get(addr)) {
-                self.tcp.unlisten((*addr).into());
+                self.tcp.unlisten(*addr);
                 self.retired.insert(*addr);
                 removed.insert(*addr);
             }
         }
         for (addr, mode) in &listeners {
             if accepting(Some(mode)) && !accepting(self.listeners.get(addr)) && !self.draining {
-                let _ = self.tcp.listen((*addr).into());
+                let _ = self.tcp.listen(*addr);
                 self.retired.remove(addr);
             }
         }
@@ -52,7 +52,7 @@ impl Dispatch {
     pub fn drain(&mut self) -> Vec<FourTuple> {
         self.draining = true;
         for addr in self.listeners.keys() {
-            self.tcp.unlisten((*addr).into());
+            self.tcp.unlisten(*addr);
         }
         self.counters.connections_active = self.tcp.active_count() as u64;
         self.flows_on(|local| self.listeners.contains_key(&local) || self.retired.contains(&local))

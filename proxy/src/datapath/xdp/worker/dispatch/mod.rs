@@ -104,6 +104,13 @@ pub struct Dispatch {
     pub latencies: crate::observe::latency::Latencies,
 }
 
+/// sluice's side of the link: its interface's MAC address (the source of every frame sent) and
+/// the kernel's routes and neighbours there (where frames go).
+pub struct Link {
+    pub mac: MacAddress,
+    pub next_hops: Table,
+}
+
 /// epoll tokens of the worker's own descriptors; backend sockets get tokens below these.
 pub const TOKEN_XSK: u64 = u64::MAX;
 pub const TOKEN_INBOX: u64 = u64::MAX - 1;
@@ -117,14 +124,14 @@ impl Dispatch {
         conn_counts: Arc<ConnCounts>,
         verify_checksums: bool,
         mut tcp: Endpoint,
-        local_mac: MacAddress,
-        nexthop: Table,
+        link: Link,
     ) -> std::io::Result<Self> {
+        let Link { mac: local_mac, next_hops: nexthop } = link;
         let Services { listeners, tls, relay: relay_settings, limits, access_log, backends } = services;
         for (addr, mode) in &listeners {
             if *mode != ListenerMode::Refuse {
                 // Every worker listens: whichever owns a flow accepts it.
-                let _ = tcp.listen((*addr).into());
+                let _ = tcp.listen(*addr);
             }
         }
         let backends = crate::session::backend::with_single_backends(&listeners, backends);

@@ -9,7 +9,7 @@ fn reload_retires_a_listener_without_touching_its_connections() {
     let s = services(&d, &[(9, ListenerMode::Echo)]);
     let retired = d.reload(s);
     assert_eq!(retired.len(), 1, "the open connection on :7 is reported");
-    assert_eq!(retired[0].remote, SocketAddr::from((CLIENT, 40000)).into());
+    assert_eq!(retired[0].remote, SocketAddr::from((CLIENT, 40000)));
     // The connection on the removed listener still echoes.
     let data = first_data(7, iss, b"ping");
     let _ = on(&mut d, &data);

@@ -42,12 +42,12 @@ fn dispatch_with(worker: usize, flows: Arc<FlowIndex>, extra: &[(u16, ListenerMo
     }
     let tcp = Endpoint::new(sluice_tcp::Config::default(), Instant::ZERO);
     let services = Services { listeners, ..Default::default() };
-    Dispatch::new(worker, flows, services, Arc::default(), true, tcp, PROXY_MAC, next_hops()).unwrap()
+    Dispatch::new(worker, flows, services, Arc::default(), true, tcp, link()).unwrap()
 }
 
-/// The kernel's tables as the reader would fill them: the client's subnet on the link, the
-/// client's MAC address resolved.
-fn next_hops() -> Table {
+/// The proxy's MAC, and the kernel's tables as the reader would fill them: the client's subnet
+/// on the link, the client's MAC address resolved.
+fn link() -> super::Link {
     let mut t = Table::new(1, Default::default());
     t.add_route(Route {
         destination: IpAddr::V4(Ipv4Addr::new(198, 51, 100, 0)),
@@ -56,7 +56,7 @@ fn next_hops() -> Table {
         hop: Hop::OnLink,
     });
     t.set_neighbour(IpAddr::V4(CLIENT), NudState::Reachable, Some(CLIENT_MAC));
-    t
+    super::Link { mac: PROXY_MAC, next_hops: t }
 }
 
 /// Worker 0 of 1.

@@ -164,8 +164,7 @@ fn a_4_tuple_in_time_wait_reopens_on_the_queue_of_its_new_syn() {
     let out = qs.arrive(1, &seg(Flags::SYN, 5000, 0, &[]));
     let (flags, iss, _, _) = tcp_of(&out[0]);
     assert_eq!(flags, Flags::SYN | Flags::ACK, "worker 1 opens the reused 4-tuple");
-    let tuple =
-        FourTuple { local: SocketAddr::from((PROXY, 80)).into(), remote: SocketAddr::from((CLIENT, 40_000)).into() };
+    let tuple = FourTuple { local: SocketAddr::from((PROXY, 80)), remote: SocketAddr::from((CLIENT, 40_000)) };
     assert_eq!(qs.workers[1].flows.owner(&tuple), Some(1));
     let _ = qs.arrive(0, &seg(Flags::ACK, 5001, iss.wrapping_add(1), &[]));
     assert_eq!(qs.workers[0].tcp().connection_count(), 0, "the old TIME-WAIT is gone");

@@ -129,7 +129,7 @@ fn a_refused_connect_is_retried_on_the_next_backend_with_the_proxy_header_first(
     services.listeners.insert(listener, ListenerMode::Relay(dead));
     services.backends.insert(listener, Arc::new(backends));
     let tcp = Endpoint::new(sluice_tcp::Config::default(), Instant::ZERO);
-    let mut d = Dispatch::new(0, Arc::default(), services, Arc::default(), true, tcp, PROXY_MAC, next_hops()).unwrap();
+    let mut d = Dispatch::new(0, Arc::default(), services, Arc::default(), true, tcp, link()).unwrap();
     let t = |ms| Instant::from_millis(ms);
     let _ = on(&mut d, &syn(80));
     let iss = parse_frame(&transmit(&mut d, t(1))[0], Checksum::Verify).unwrap().tcp.seq_number;
