@@ -19,8 +19,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use common::{
-    PROXY_HOST, PROXY_HOST6, Sluice, Transport, certificates, curl_both_names_and_versions, echo_backend, http_backend,
-    openssl_resumes_tls12_and_tls13,
+    PROXY_HOST, PROXY_HOST6, Sluice, Transport, bench_backend, certificates, curl_both_names_and_versions,
+    echo_backend, http_backend, openssl_resumes_tls12_and_tls13,
 };
 use sha2::{Digest, Sha256};
 use sluice_testbed::{FAR_ADDR, FAR_ADDR6, NsProcess, in_netns, in_ns};
@@ -422,46 +422,6 @@ fn syn_flood_from_spoofed_sources_of_both_families_then_real_clients_are_served(
     Ok(())
 }
 
-/// The `sluice-bench` binary beside this test's (`cargo xtask test` builds the workspace first);
-/// built here when missing.
-fn bench_bin() -> Result<PathBuf> {
-    let exe = std::env::current_exe()?;
-    let debug = exe.parent().and_then(Path::parent).context("test binary location")?;
-    let bin = debug.join("sluice-bench");
-    if !bin.exists() {
-        let target = debug.parent().context("target dir")?;
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = std::process::Command::new(cargo)
-            .args(["build", "-p", "sluice-bench"])
-            .env("CARGO_TARGET_DIR", target)
-            .status()?;
-        ensure!(status.success(), "building sluice-bench: {status}");
-    }
-    Ok(bin)
-}
-
-/// `sluice-bench backend` (HTTP: `GET /bytes/N`) on 203.0.113.2:8080; waits until it accepts.
-fn bench_backend(sluice: &Sluice) -> Result<NsProcess> {
-    let ns = sluice.backend();
-    let bin = bench_bin()?;
-    let args = ["backend", "--listen", "203.0.113.2:8080", "--threads", "1"];
-    let mut p = NsProcess::spawn(&ns, bin.to_str().context("path")?, &args, sluice.dir.join("backend.log"))?;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let up = in_netns(&ns, || {
-            TcpStream::connect_timeout(&"203.0.113.2:8080".parse().unwrap(), Duration::from_millis(200)).is_ok()
-        })?;
-        if up {
-            return Ok(p);
-        }
-        if let Some(status) = p.try_wait()? {
-            bail!("sluice-bench backend exited ({status}):\n{}", p.log());
-        }
-        ensure!(Instant::now() < deadline, "backend not listening after 10 s:\n{}", p.log());
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 /// The sha256 of the first `n` bytes of `GET /bytes/N` (bench/src/backend.rs `prng`: SplitMix64
 /// from state 0, each word little-endian).
 fn expected_bytes_digest(n: u64) -> [u8; 32] {
@@ -532,7 +492,7 @@ fn snmp6_counter(ns: &str, name: &str) -> Result<u64> {
 fn path_mtu(prefix: &str, listen: &str) -> Result<()> {
     let listener = format!("[[listener]]\naddress = \"{listen}\"\nbackend = \"203.0.113.2:8080\"\n");
     let sluice = Sluice::start(prefix, &Transport::Xdp.config(&listener))?;
-    let _backend = bench_backend(&sluice)?;
+    let _backend = bench_backend(&sluice, 8080, "bytes", false)?;
     let router = sluice.client();
     sluice_testbed::ip(&router, &["link", "set", "cli1", "mtu", "1280"])?;
     const LEN: u64 = 16 << 20;

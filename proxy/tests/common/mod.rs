@@ -428,3 +428,50 @@ macro_rules! on_both_transports {
         }
     )+};
 }
+
+/// The `sluice-bench` binary beside this test's (`cargo xtask test` builds the workspace first);
+/// built here when missing.
+pub fn bench_bin() -> Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let debug = exe.parent().and_then(Path::parent).context("test binary location")?;
+    let bin = debug.join("sluice-bench");
+    if !bin.exists() {
+        let target = debug.parent().context("target dir")?;
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = std::process::Command::new(cargo)
+            .args(["build", "-p", "sluice-bench"])
+            .env("CARGO_TARGET_DIR", target)
+            .status()?;
+        ensure!(status.success(), "building sluice-bench: {status}");
+    }
+    Ok(bin)
+}
+
+/// `sluice-bench backend` in the backend namespace on 203.0.113.2:`port`, named `id`; waits until
+/// it accepts connections.
+pub fn bench_backend(sluice: &Sluice, port: u16, id: &str, accept_proxy: bool) -> Result<NsProcess> {
+    let ns = sluice.topology.topology.backend();
+    let listen = format!("203.0.113.2:{port}");
+    let mut args = vec!["backend", "--listen", &listen, "--id", id, "--threads", "1"];
+    if accept_proxy {
+        args.push("--accept-proxy");
+    }
+    let log = sluice.dir.join(format!("backend-{id}.log"));
+    let bin = bench_bin()?;
+    let mut p = NsProcess::spawn(&ns, bin.to_str().context("path")?, &args, log)?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let addr = listen.clone();
+        let up = sluice_testbed::in_netns(&ns, move || {
+            std::net::TcpStream::connect_timeout(&addr.parse().unwrap(), Duration::from_millis(200)).is_ok()
+        })?;
+        if up {
+            return Ok(p);
+        }
+        if let Some(status) = p.try_wait()? {
+            bail!("sluice-bench backend exited ({status}):\n{}", p.log());
+        }
+        ensure!(Instant::now() < deadline, "backend {id} not listening after 10 s:\n{}", p.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
