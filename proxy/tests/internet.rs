@@ -265,7 +265,31 @@ fn one_gib_each_way_over_ipv6_intact(t: Transport) -> Result<()> {
     Ok(())
 }
 
-on_both_transports!(curl_and_openssl_resumption_over_ipv6, one_gib_each_way_over_ipv6_intact);
+/// One listener section naming both families: curl over both, and a session made over IPv4
+/// resumes over IPv6 and the other way (one TLS configuration, one session cache).
+fn one_section_serves_both_families_and_their_sessions_resume_across(t: Transport) -> Result<()> {
+    let prefix = t.prefix("in7-");
+    let dir = cert_dir(&prefix)?;
+    let both = tls_listener(&dir, "198.51.100.2:443")
+        .replace("address = \"198.51.100.2:443\"", "address = [\"198.51.100.2:443\", \"[2001:db8:100::2]:443\"]");
+    let sluice = Sluice::start(&prefix, &t.config(&both))?;
+    http_backend(&sluice.backend())?;
+    for host in [PROXY_HOST, PROXY_HOST6] {
+        curl_both_names_and_versions(&sluice.client(), &dir.join("ca.pem"), host)?;
+    }
+    common::openssl_resumes_at(&sluice.client(), &dir, PROXY_HOST, PROXY_HOST6)?;
+    common::openssl_resumes_at(&sluice.client(), &dir, PROXY_HOST6, PROXY_HOST)?;
+    let stats = sluice.wait_idle()?;
+    ensure!(sluice.queue_total(&stats, "tls_handshakes_resumed") == 4, "{stats:#}");
+    ensure!(stats["session_caches"].as_array().map(Vec::len) == Some(1), "one cache: {stats:#}");
+    Ok(())
+}
+
+on_both_transports!(
+    curl_and_openssl_resumption_over_ipv6,
+    one_gib_each_way_over_ipv6_intact,
+    one_section_serves_both_families_and_their_sessions_resume_across,
+);
 
 /// The far client (`{p}far`, behind the router `{p}client`) gets TLS from sluice's listener
 /// `listen` at `host`, and every frame sluice sends to it (`far`) leaves px0 addressed to the

@@ -44,8 +44,9 @@ pub enum ListenerMode {
 #[serde(deny_unknown_fields)]
 pub struct Listener {
     /// `ip:port` or `[ipv6]:port` that clients connect to: an address of `datapath.interface`,
-    /// or `0.0.0.0:port` / `[::]:port` for every address of that family on it.
-    pub address: String,
+    /// or `0.0.0.0:port` / `[::]:port` for every address of that family on it; or a list of
+    /// them (one section for both families: one TLS configuration and session cache).
+    pub address: Addresses,
     /// Serve TCP echo (no TLS, no backend).
     #[serde(default)]
     pub echo: bool,
@@ -77,6 +78,30 @@ pub struct Listener {
     /// resumption. Relative paths are taken from the configuration file's directory.
     #[serde(default)]
     pub tls: Option<sluice_tls::TlsSettings>,
+}
+
+/// A listener section's `address`: one, or a list.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(untagged)]
+pub enum Addresses {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl Addresses {
+    /// The addresses as written.
+    pub fn texts(&self) -> &[String] {
+        match self {
+            Self::One(a) => std::slice::from_ref(a),
+            Self::Many(list) => list,
+        }
+    }
+}
+
+impl std::fmt::Display for Addresses {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.texts().join(", "))
+    }
 }
 
 /// `[listener.health_check]`: a TCP connect to every backend each `interval_ms`; one that does
@@ -161,9 +186,9 @@ impl Listener {
         addrs(&route.backends)
     }
 
-    pub fn socket_addr(&self) -> SocketAddr {
-        // Validated in `Config::validate`.
-        self.address.parse().unwrap_or_else(|_| SocketAddr::new([0, 0, 0, 0].into(), 0))
+    /// The addresses this listener serves (validated in `Config::validate`).
+    pub fn socket_addrs(&self) -> Vec<SocketAddr> {
+        addrs(self.address.texts())
     }
 
     /// `Relay` carries the first backend (all of them: [`Self::backend_addrs`]).

@@ -240,18 +240,27 @@ impl Config {
         }
         let mut seen = HashSet::new();
         for (i, l) in self.listeners.iter().enumerate() {
-            let field = format!("listener[{i}].address");
-            let addr: SocketAddr = l.address.parse().map_err(|_| {
-                (field.clone(), format!("{:?} is not an address and port ({ADDRESS_FORMS})", l.address))
-            })?;
-            if addr.port() == 0 {
-                return Err((field, format!("{addr}: needs a port other than 0")));
+            let texts = l.address.texts();
+            if texts.is_empty() {
+                return Err((format!("listener[{i}].address"), "needs at least one address".into()));
             }
-            if let Err(why) = listener::check_listener_ip(addr.ip()) {
-                return Err((field, format!("{addr}: {why}")));
-            }
-            if !seen.insert(addr) {
-                return Err((field, format!("{addr} is listed twice")));
+            for (j, text) in texts.iter().enumerate() {
+                let field = match l.address {
+                    listener::Addresses::One(_) => format!("listener[{i}].address"),
+                    listener::Addresses::Many(_) => format!("listener[{i}].address[{j}]"),
+                };
+                let addr: SocketAddr = text
+                    .parse()
+                    .map_err(|_| (field.clone(), format!("{text:?} is not an address and port ({ADDRESS_FORMS})")))?;
+                if addr.port() == 0 {
+                    return Err((field, format!("{addr}: needs a port other than 0")));
+                }
+                if let Err(why) = listener::check_listener_ip(addr.ip()) {
+                    return Err((field, format!("{addr}: {why}")));
+                }
+                if !seen.insert(addr) {
+                    return Err((field, format!("{addr} is listed twice")));
+                }
             }
             if l.backend.is_some() && !l.backends.is_empty() {
                 return Err((
@@ -369,7 +378,7 @@ echo = true
         assert!(c.datapath.verify_checksums);
         assert_eq!(c.listeners[0].mode(), ListenerMode::Refuse);
         assert_eq!(c.listeners[1].mode(), ListenerMode::Echo);
-        assert_eq!(c.listeners[1].socket_addr(), "198.51.100.2:7".parse().unwrap());
+        assert_eq!(c.listeners[1].socket_addrs(), ["198.51.100.2:7".parse().unwrap()]);
     }
 
     #[test]
@@ -377,6 +386,31 @@ echo = true
         let e = error(&GOOD.replace("198.51.100.2:443", "198.51.100.2:99999"));
         assert!(e.starts_with("test.toml: listener[0].address: "), "{e}");
         assert!(e.contains("99999"), "{e}");
+    }
+
+    #[test]
+    fn one_listener_section_may_name_both_families_and_wildcards() {
+        let c = parse(&GOOD.replace(
+            "address = \"198.51.100.2:7\"",
+            "address = [\"198.51.100.2:7\", \"[2001:db8:100::2]:7\", \"[::]:8\", \"0.0.0.0:8\"]",
+        ))
+        .unwrap();
+        let want: Vec<SocketAddr> = ["198.51.100.2:7", "[2001:db8:100::2]:7", "[::]:8", "0.0.0.0:8"]
+            .iter()
+            .map(|a| a.parse().unwrap())
+            .collect();
+        assert_eq!(c.listeners[1].socket_addrs(), want);
+        let e =
+            error(&GOOD.replace("address = \"198.51.100.2:7\"", "address = [\"198.51.100.2:7\", \"[2001:db8::1]:0\"]"));
+        assert!(e.contains("listener[1].address[1]") && e.contains("port other than 0"), "{e}");
+        let e = error(&GOOD.replace("address = \"198.51.100.2:7\"", "address = [\"198.51.100.2:7\", \"[ff02::1]:7\"]"));
+        assert!(e.contains("listener[1].address[1]") && e.contains("unicast"), "{e}");
+        let e = error(
+            &GOOD.replace("address = \"198.51.100.2:7\"", "address = [\"198.51.100.2:7\", \"198.51.100.2:443\"]"),
+        );
+        assert!(e.contains("twice"), "{e}");
+        let e = error(&GOOD.replace("address = \"198.51.100.2:7\"", "address = []"));
+        assert!(e.contains("at least one address"), "{e}");
     }
 
     #[test]

@@ -270,8 +270,7 @@ impl Supervisor {
         let flows = self.collect_flows(&rx);
         let mut attached = attached.lock().unwrap_or_else(|e| e.into_inner());
         add_drain_flows(&mut attached, &flows);
-        for l in &self.config.listeners {
-            let addr = l.socket_addr();
+        for addr in self.config.listeners.iter().flat_map(|l| l.socket_addrs()) {
             if let Err(e) = attached.drain_listener(addr) {
                 tracing::error!(%addr, "drain: {e}");
             }
@@ -339,11 +338,11 @@ impl Supervisor {
         let (services, health_checks) = services(&new, &dir, files, &self.session_caches)?;
         drop(bundle);
         if self.attached.is_none() {
-            let mine: Vec<_> = old.listeners.iter().map(|l| l.socket_addr()).collect();
+            let mine: Vec<_> = old.listeners.iter().flat_map(|l| l.socket_addrs()).collect();
             crate::datapath::kernel::probe_listeners(&new, &mine)?;
         }
-        let old_addrs: Vec<_> = old.listeners.iter().map(|l| l.socket_addr()).collect();
-        let new_addrs: Vec<_> = new.listeners.iter().map(|l| l.socket_addr()).collect();
+        let old_addrs: Vec<_> = old.listeners.iter().flat_map(|l| l.socket_addrs()).collect();
+        let new_addrs: Vec<_> = new.listeners.iter().flat_map(|l| l.socket_addrs()).collect();
         // All or nothing: what can still fail (the XDP program's listener map is bounded) is
         // done before any worker switches, and undone if it fails. A SYN to a new listener that
         // reaches a worker before its reload order is dropped and counted; the client's SYN
@@ -468,7 +467,8 @@ pub fn services(
     files: &dyn sluice_tls::FileSource,
     caches: &SessionCaches,
 ) -> Result<(Services, HealthChecks)> {
-    let listeners: HashMap<_, _> = config.listeners.iter().map(|l| (l.socket_addr(), l.mode())).collect();
+    let listeners: HashMap<_, _> =
+        config.listeners.iter().flat_map(|l| l.socket_addrs().into_iter().map(|a| (a, l.mode()))).collect();
     let mut tls = HashMap::new();
     let mut caches = caches.lock().unwrap_or_else(|e| e.into_inner());
     for (i, l) in config.listeners.iter().enumerate() {
@@ -476,8 +476,12 @@ pub fn services(
             // Kept across reloads, so that sessions resume after one (if the TLS policy stays:
             // see `sluice_tls::PolicyStore`); new bounds make a new, empty cache.
             let wanted = settings.session_cache_config();
+            // One configuration and cache per section, kept under its first address: a section
+            // naming both families resumes IPv4 sessions over IPv6 and back.
+            let addrs = l.socket_addrs();
+            let Some(first) = addrs.first() else { continue };
             let cache = caches
-                .entry(l.socket_addr())
+                .entry(*first)
                 .and_modify(|c| {
                     if c.config() != wanted {
                         *c = new_session_cache(wanted);
@@ -487,7 +491,9 @@ pub fn services(
                 .clone();
             let server = sluice_tls::build_with(settings, config_dir, files, cache)
                 .with_context(|| format!("listener[{i}] ({})", l.address))?;
-            tls.insert(l.socket_addr(), server);
+            for a in addrs {
+                tls.insert(a, Arc::clone(&server));
+            }
         }
     }
     let (backends, checks) = backend_pools(config);
@@ -536,7 +542,10 @@ fn backend_pools(config: &Config) -> (HashMap<std::net::SocketAddr, Arc<Listener
             });
         }
         let backends = ListenerBackends { default: pool(&addrs), routes, proxy_protocol: l.proxy_protocol };
-        out.insert(l.socket_addr(), Arc::new(backends));
+        let backends = Arc::new(backends);
+        for a in l.socket_addrs() {
+            out.insert(a, Arc::clone(&backends));
+        }
     }
     (out, checks)
 }

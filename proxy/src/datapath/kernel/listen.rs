@@ -205,8 +205,8 @@ fn tcp_socket(addr: SocketAddr) -> std::io::Result<Socket> {
 /// `mine`: SO_REUSEPORT would let the workers join another process's listeners on the same
 /// address (same user) and share its connections.
 pub fn probe_listeners(config: &Config, mine: &[SocketAddr]) -> Result<()> {
-    for l in config.listeners.iter().filter(|l| l.mode() != ListenerMode::Refuse) {
-        let addr = l.socket_addr();
+    let accepting = config.listeners.iter().filter(|l| l.mode() != ListenerMode::Refuse);
+    for addr in accepting.flat_map(|l| l.socket_addrs()) {
         if mine.contains(&addr) {
             continue;
         }

@@ -185,9 +185,9 @@ pub fn prepare(config: &Config, services: &Services) -> Result<Transport> {
     for l in &config.listeners {
         match l.mode() {
             ListenerMode::Refuse => {
-                tracing::info!(addr = %l.socket_addr(), "refusing (not listened on: the kernel resets)")
+                tracing::info!(addr = %l.address, "refusing (not listened on: the kernel resets)")
             }
-            _ => tracing::info!(addr = %l.socket_addr(), workers = n, "listening (kernel transport, SO_REUSEPORT)"),
+            _ => tracing::info!(addr = %l.address, workers = n, "listening (kernel transport, SO_REUSEPORT)"),
         }
     }
     // Listeners bound, keys read: the rest needs only CAP_NET_BIND_SERVICE (kept for a listener

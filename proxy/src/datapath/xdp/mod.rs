@@ -75,7 +75,7 @@ pub fn prepare(config: &Config, services: &Services) -> Result<Transport> {
         attached.register_xsk(q, sock.as_fd())?;
         sockets.push(sock);
     }
-    let listeners: Vec<_> = config.listeners.iter().map(|l| l.socket_addr()).collect();
+    let listeners: Vec<_> = config.listeners.iter().flat_map(|l| l.socket_addrs()).collect();
     for addr in &listeners {
         attached.add_listener(*addr)?;
         tracing::info!(%addr, "listening");
