@@ -285,7 +285,61 @@ fn one_section_serves_both_families_and_their_sessions_resume_across(t: Transpor
     Ok(())
 }
 
+/// An IPv6 client through a PROXY-protocol listener: the backend sees a TCP6 header with the
+/// client's and the listener's IPv6 addresses and ports, the access log names the client, and
+/// the limit per client counts the client's /64 (a second address of it is the same client).
+fn proxy_header_access_log_and_client_limit_over_ipv6(t: Transport) -> Result<()> {
+    let config = "[[listener]]\naddress = \"[2001:db8:100::2]:80\"\nbackend = \"203.0.113.2:8080\"\n\
+                  proxy_protocol = true\n\n[log]\naccess_log = true\n\n[limits]\nmax_connections_per_client = 2\n";
+    let sluice = Sluice::start(&t.prefix("in8-"), &t.config(config))?;
+    let _backend = bench_backend(&sluice, 8080, "pp6", true)?;
+    let client = sluice.client();
+    let out = in_ns(
+        &client,
+        "curl",
+        &["-sS", "--fail", "--max-time", "10", "--local-port", "41010", "http://[2001:db8:100::2]:80/stats"],
+    )?;
+    let stats: serde_json::Value =
+        serde_json::from_slice(&out.stdout).with_context(|| format!("{}", String::from_utf8_lossy(&out.stdout)))?;
+    let last = &stats["last_proxy"];
+    ensure!(last["family"] == "INET6" && last["transport"] == "STREAM", "{last:#}");
+    ensure!(last["src"] == "[2001:db8:100::1]:41010" && last["dst"] == "[2001:db8:100::2]:80", "{last:#}");
+    ensure!(stats["proxy_rejected"] == 0, "{stats:#}");
+
+    // (Added only now: curl above would have taken it as its source.)
+    sluice_testbed::ip(&client, &["addr", "add", "2001:db8:100::3/64", "dev", "cli0", "nodad"])?;
+    // Two connections held open from ::1; a third from ::3 (the same /64) is refused.
+    let open_from = |src: &'static str| -> Result<std::io::Result<TcpStream>> {
+        in_netns(&client, move || -> std::io::Result<TcpStream> {
+            let s = socket2::Socket::new(socket2::Domain::IPV6, socket2::Type::STREAM, None)?;
+            s.bind(&std::net::SocketAddr::new(src.parse().expect("ip"), 0).into())?;
+            let to: std::net::SocketAddr = "[2001:db8:100::2]:80".parse().expect("addr");
+            s.connect_timeout(&to.into(), Duration::from_secs(3))?;
+            let mut s: TcpStream = s.into();
+            s.set_read_timeout(Some(Duration::from_secs(5)))?;
+            // A whole request on a kept-alive connection: the relay answers, and stays open.
+            s.write_all(b"GET / HTTP/1.1\r\nHost: v6\r\n\r\n")?;
+            let mut b = [0u8; 12];
+            s.read_exact(&mut b)?;
+            if &b != b"HTTP/1.1 200" {
+                return Err(std::io::Error::other(format!("{:?}", String::from_utf8_lossy(&b))));
+            }
+            Ok(s)
+        })
+    };
+    let held = [open_from("2001:db8:100::1")??, open_from("2001:db8:100::1")??];
+    let third = open_from("2001:db8:100::3")?;
+    ensure!(third.is_err(), "a third connection from the client's /64 was served");
+    let stats = sluice.stats()?;
+    ensure!(sluice.queue_total(&stats, "refused_limit_client") >= 1, "{stats:#}");
+    drop(held);
+    let log = sluice.process.log();
+    ensure!(log.contains("client=[2001:db8:100::1]:41010"), "no access-log line for the IPv6 client:\n{log}");
+    Ok(())
+}
+
 on_both_transports!(
+    proxy_header_access_log_and_client_limit_over_ipv6,
     curl_and_openssl_resumption_over_ipv6,
     one_gib_each_way_over_ipv6_intact,
     one_section_serves_both_families_and_their_sessions_resume_across,
