@@ -338,7 +338,30 @@ fn proxy_header_access_log_and_client_limit_over_ipv6(t: Transport) -> Result<()
     Ok(())
 }
 
+/// Wildcard listeners (`0.0.0.0:80`, `[::]:80` in one section) take every address of their
+/// family: plain HTTP relayed over IPv4 and IPv6, and the backend's PROXY header names the
+/// address the client reached, not the wildcard.
+fn wildcard_listeners_take_every_address_of_their_family(t: Transport) -> Result<()> {
+    let config = "[[listener]]\naddress = [\"0.0.0.0:80\", \"[::]:80\"]\nbackend = \"203.0.113.2:8080\"\n\
+                  proxy_protocol = true\n";
+    let sluice = Sluice::start(&t.prefix("in9-"), &t.config(config))?;
+    let _backend = bench_backend(&sluice, 8080, "any", true)?;
+    for (url, dst) in [
+        ("http://198.51.100.2:80/stats", "198.51.100.2:80"),
+        ("http://[2001:db8:100::2]:80/stats", "[2001:db8:100::2]:80"),
+    ] {
+        let out = in_ns(&sluice.client(), "curl", &["-sS", "--fail", "--max-time", "10", url])?;
+        let stats: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .with_context(|| format!("{url}: {}", String::from_utf8_lossy(&out.stdout)))?;
+        ensure!(stats["last_proxy"]["dst"] == dst, "{url}: {:#}", stats["last_proxy"]);
+    }
+    let stats = sluice.wait_idle()?;
+    ensure!(sluice.queue_total(&stats, "relays_clean") == 2, "{stats:#}");
+    Ok(())
+}
+
 on_both_transports!(
+    wildcard_listeners_take_every_address_of_their_family,
     proxy_header_access_log_and_client_limit_over_ipv6,
     curl_and_openssl_resumption_over_ipv6,
     one_gib_each_way_over_ipv6_intact,
