@@ -113,6 +113,13 @@ pub struct Tcp {
     pub time_wait_ms: u64,
     pub handshake_timeout_ms: u64,
     pub idle_timeout_ms: u64,
+    /// Data that waits this long without any of it being acknowledged (sent and lost for good,
+    /// or behind a zero window that does not open, however often the client answers the
+    /// probes) ends the connection with a RST, as Linux's TCP_USER_TIMEOUT (0: none).
+    pub user_timeout_ms: u64,
+    /// Our FIN acknowledged, the client silent this long (FIN-WAIT-2): a RST ends it, as Linux's
+    /// `tcp_fin_timeout` for orphaned sockets (0: wait as long as the idle timeout allows).
+    pub fin_wait_2_timeout_ms: u64,
     /// `cubic` (RFC 9438) or `newreno` (RFC 5681, RFC 6582).
     pub congestion: Congestion,
     /// Keepalive (RFC 9293 3.8.4): idle time before the first probe (0: off), time between
@@ -142,6 +149,8 @@ impl Default for Tcp {
             time_wait_ms: 10_000,
             handshake_timeout_ms: 10_000,
             idle_timeout_ms: 300_000,
+            user_timeout_ms: 60_000,
+            fin_wait_2_timeout_ms: 60_000,
             congestion: Congestion::Cubic,
             keepalive_idle_ms: 0,
             keepalive_interval_ms: 75_000,

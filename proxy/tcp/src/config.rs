@@ -54,6 +54,12 @@ pub struct Config {
     /// backoff reaches 60 s); a relay whose application has finished with the connection
     /// should set it (or `idle_timeout`) so that a vanished peer cannot pin a TCB.
     pub fin_wait_2_timeout: Option<Duration>,
+    /// Drop a connection, with a RST, when its data has waited this long without any of it
+    /// being acknowledged: sent and unacknowledged, or held behind a zero window that did not
+    /// open, whatever else the peer sends (its answers to zero-window probes included). Linux's
+    /// `TCP_USER_TIMEOUT` (RFC 5482). None (the default): the retransmission limit alone, and a
+    /// peer that keeps answering probes with a zero window is kept forever.
+    pub user_timeout: Option<Duration>,
     /// Keepalive probes (None: off).
     pub keepalive: Option<Keepalive>,
     /// Delayed-ACK timer (RFC 9293 3.8.6.3: less than 0.5 s; RFC 5681 4.2: at most every
@@ -98,6 +104,7 @@ impl Default for Config {
             handshake_timeout: Duration::from_secs(75),
             idle_timeout: None,
             fin_wait_2_timeout: None,
+            user_timeout: None,
             keepalive: None,
             delayed_ack: Duration::from_millis(40),
             initial_rto: Duration::from_secs(1),
@@ -301,6 +308,7 @@ stats!(
     connections_opened,
     connections_closed,
     timeouts,
+    user_timeouts,
 );
 
 impl Stats {
@@ -417,9 +425,9 @@ mod tests {
         let mut s = Stats { segments_in: 1, timeouts: 2, retransmits_sack: 3, ..Stats::default() };
         s.drop(DropReason::AfterFin);
         let v: Vec<_> = s.iter().collect();
-        assert_eq!(v.len(), 26);
+        assert_eq!(v.len(), 27);
         assert_eq!(v[0], ("segments_in", 1));
-        assert_eq!(v.last(), Some(&("timeouts", 2)));
+        assert_eq!(v.last(), Some(&("user_timeouts", 0)));
         assert!(v.contains(&("retransmits_sack", 3)));
         assert_eq!(v.iter().map(|(_, c)| c).sum::<u64>(), 6);
         let d: Vec<_> = s.drops_iter().filter(|(_, c)| *c > 0).collect();

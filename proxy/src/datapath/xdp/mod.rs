@@ -188,6 +188,8 @@ fn tcp_config(config: &Config, ifname: &str) -> Result<sluice_tcp::Config> {
         time_wait: ms(t.time_wait_ms),
         handshake_timeout: ms(t.handshake_timeout_ms),
         idle_timeout: (t.idle_timeout_ms > 0).then(|| ms(t.idle_timeout_ms)),
+        user_timeout: (t.user_timeout_ms > 0).then(|| ms(t.user_timeout_ms)),
+        fin_wait_2_timeout: (t.fin_wait_2_timeout_ms > 0).then(|| ms(t.fin_wait_2_timeout_ms)),
         congestion: match t.congestion {
             Congestion::Cubic => sluice_tcp::Algorithm::Cubic,
             Congestion::Newreno => sluice_tcp::Algorithm::NewReno,

@@ -142,6 +142,7 @@ impl Connection {
         let ts_rtt = self.opts.ts_rtt(now, seg.timestamp);
         self.timers.sample_rtt(now, ack, ts_rtt);
         self.timers.retransmits = 0;
+        self.timers.on_progress(now);
         // RFC 6298 5.2 / 5.3: stop the timer when all is acked, else restart it.
         self.timers.rto_at =
             if self.snd.snd_una == self.snd.snd_max { None } else { Some(now + self.timers.rtt.rto()) };

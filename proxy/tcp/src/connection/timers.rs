@@ -1,6 +1,6 @@
 //! The timers of one connection: retransmission (RFC 6298, with its RTT estimator and Karn's
-//! rule), persist (zero-window probes, RFC 9293 3.8.6.1), keepalive (RFC 9293 3.8.4), idle and
-//! FIN-WAIT-2 timeouts, the handshake timeout, and TIME-WAIT (2 MSL, RFC 9293 3.10.7.4). The
+//! rule), persist (zero-window probes, RFC 9293 3.8.6.1), keepalive (RFC 9293 3.8.4), idle,
+//! FIN-WAIT-2 and user (RFC 5482: data that makes no progress) timeouts, the handshake timeout, and TIME-WAIT (2 MSL, RFC 9293 3.10.7.4). The
 //! delayed-ACK timer is part of the receive side's delayed-ACK state (`recv`), the loss-probe
 //! timer part of recovery (`rack`, in `recovery`); `next_deadline` folds them all, and
 //! `handle_timeout` runs those that are due.
@@ -46,6 +46,10 @@ pub(super) struct Timers {
     idle_timeout: Option<Duration>,
     fin_wait_2_timeout: Option<Duration>,
     hs_timeout: Duration,
+    user_timeout: Option<Duration>,
+    /// Since when data has waited (unacknowledged, or behind a zero window) without any of it
+    /// being acknowledged; None while nothing waits.
+    stalled_since: Option<Instant>,
 
     // TIME-WAIT.
     time_wait: Duration,
@@ -71,6 +75,8 @@ impl Timers {
             idle_timeout: config.idle_timeout,
             fin_wait_2_timeout: config.fin_wait_2_timeout,
             hs_timeout: config.handshake_timeout,
+            user_timeout: config.user_timeout,
+            stalled_since: None,
             time_wait: config.time_wait,
             time_wait_at: None,
         }
@@ -142,6 +148,18 @@ impl Timers {
             (a, b) => a.or(b),
         }
     }
+    fn user_deadline(&self, state: State) -> Option<Instant> {
+        if !state.synchronized() {
+            return None;
+        }
+        Some(self.stalled_since? + self.user_timeout?)
+    }
+    /// Data was acknowledged: if more waits, it waits from now.
+    pub(super) fn on_progress(&mut self, now: Instant) {
+        if self.stalled_since.is_some() {
+            self.stalled_since = Some(now);
+        }
+    }
     fn keepalive_deadline(&self, state: State) -> Option<Instant> {
         if !matches!(state, State::Established | State::CloseWait | State::FinWait2) {
             return None;
@@ -182,6 +200,7 @@ impl Connection {
         put(t.time_wait_at);
         put(t.handshake_deadline(self.state));
         put(t.idle_deadline(self.state));
+        put(t.user_deadline(self.state));
         put(t.keepalive_deadline(self.state));
         d
     }
@@ -198,8 +217,16 @@ impl Connection {
     }
 
     /// Start or stop the persist timer: it runs while data waits behind a zero window with
-    /// nothing outstanding (RFC 9293 3.8.6.1).
+    /// nothing outstanding (RFC 9293 3.8.6.1). And the user timeout's clock: it runs while any
+    /// data waits for an acknowledgment, sent or not.
     pub(super) fn update_persist(&mut self, now: Instant) {
+        let waiting =
+            self.state.synchronized() && (self.snd.snd_max > self.snd.snd_una || self.data_end() > self.snd.snd_nxt);
+        match (waiting, self.timers.stalled_since) {
+            (false, _) => self.timers.stalled_since = None,
+            (true, None) => self.timers.stalled_since = Some(now),
+            (true, Some(_)) => {}
+        }
         let blocked = self.state.synchronized()
             && self.snd.snd_wnd == 0
             && self.snd.snd_max == self.snd.snd_una
@@ -229,6 +256,12 @@ impl Connection {
         }
         if due(self.timers.idle_deadline(self.state)) {
             ctx.stats.timeouts += 1;
+            self.terminate(ctx, Some(Event::TimedOut), true);
+            return;
+        }
+        if due(self.timers.user_deadline(self.state)) {
+            ctx.stats.timeouts += 1;
+            ctx.stats.user_timeouts += 1;
             self.terminate(ctx, Some(Event::TimedOut), true);
             return;
         }

@@ -104,3 +104,50 @@ fn receiver_sws_avoidance_small_read_no_update() {
     t.ep.recv(t.h(), &mut b).unwrap();
     recv!(t, window: 4100);
 }
+
+#[test]
+fn user_timeout_ends_a_zero_window_that_never_opens_though_every_probe_is_answered() {
+    let mut t = established_with(Config { user_timeout: Some(Duration::from_secs(30)), ..config() });
+    let iss1 = t.iss1();
+    send!(t, ack_number: iss1, window_len: 0);
+    t.ep.send(t.h(), b"waiting").unwrap();
+    recv_nothing!(t);
+    let start = t.now;
+    // The peer answers every zero-window probe, the window shut: the persist timer alone would
+    // probe forever, and the idle timer would be refreshed by every answer.
+    while t.state() == Some(State::Established) {
+        assert!(t.now - start <= Duration::from_secs(31), "still open after the user timeout");
+        t.fire();
+        let segs = t.recv_all();
+        if segs.iter().any(|o| o.flags.contains(Flags::RST)) {
+            break;
+        }
+        send!(t, ack_number: iss1, window_len: 0);
+    }
+    assert!(t.now - start >= Duration::from_secs(30), "ended before the user timeout");
+    assert!(t.events().contains(&Event::TimedOut));
+    assert_eq!(t.ep.stats().user_timeouts, 1);
+    assert_eq!(t.ep.connection_count(), 0);
+}
+
+#[test]
+fn user_timeout_spares_a_slow_peer_that_keeps_acknowledging_and_an_idle_connection() {
+    let mut t = established_with(Config { user_timeout: Some(Duration::from_secs(5)), ..config() });
+    let iss1 = t.iss1();
+    // Idle, nothing to send: no timeout however long.
+    t.advance(Duration::from_secs(60));
+    assert_eq!(t.state(), Some(State::Established));
+    // 20 segments, each acknowledged 4 s after it was sent: 80 s in all, never 5 s without progress.
+    t.ep.send(t.h(), &[7u8; 20 * 1000]).unwrap();
+    let mut acked = 0u32;
+    while acked < 20_000 {
+        let segs = t.recv_all();
+        let sent = segs.iter().map(|o| o.payload.len() as u32).sum::<u32>();
+        assert!(sent > 0 || acked > 0, "nothing sent");
+        t.advance(Duration::from_secs(4));
+        acked += 1000;
+        send!(t, ack_number: iss1 + acked, window_len: 1000);
+        assert_eq!(t.state(), Some(State::Established), "ended after {acked} bytes acknowledged");
+    }
+    assert_eq!(t.ep.stats().user_timeouts, 0);
+}
