@@ -20,11 +20,19 @@ pub struct Relay {
     pub backend_connect_timeout_ms: u64,
     /// Close a client that has not completed its TLS handshake this long after connecting.
     pub tls_handshake_timeout_ms: u64,
+    /// End a relay through which no byte moved, either way, for this long: the client and the
+    /// backend are reset (0: never).
+    pub idle_timeout_ms: u64,
 }
 
 impl Default for Relay {
     fn default() -> Self {
-        Self { buffer: 64 * 1024, backend_connect_timeout_ms: 5_000, tls_handshake_timeout_ms: 10_000 }
+        Self {
+            buffer: 64 * 1024,
+            backend_connect_timeout_ms: 5_000,
+            tls_handshake_timeout_ms: 10_000,
+            idle_timeout_ms: 300_000,
+        }
     }
 }
 

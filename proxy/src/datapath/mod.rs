@@ -73,7 +73,7 @@ pub enum Control {
     /// SIGHUP: serve this from now on (connections already open keep what they had). Once the
     /// worker took it, it answers with its connections on the listeners this reload removed
     /// (they must keep reaching sluice while those listeners drain).
-    Reload(Services, Sender<Vec<FourTuple>>),
+    Reload(Box<Services>, Sender<Vec<FourTuple>>),
     /// SIGTERM/SIGINT: stop accepting, let open connections finish; answer with every
     /// connection of a listener when asked (to keep them steered to sluice).
     Drain(Option<Sender<Vec<FourTuple>>>),

@@ -101,6 +101,8 @@ pub struct QueueCounters {
     pub relays_backend_failed: u64,
     pub relays_backend_timeout: u64,
     pub relays_client_gone: u64,
+    /// Relays through which no byte moved for `relay.idle_timeout_ms`: both ends reset.
+    pub relays_idle_timeout: u64,
     /// Backend connects that failed before any byte went through and were retried elsewhere.
     pub backend_retries: u64,
     /// Relayed bytes (plaintext, with TLS).

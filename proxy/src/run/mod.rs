@@ -366,7 +366,7 @@ impl Supervisor {
         }
         let (done_tx, done_rx) = crossbeam_channel::unbounded();
         health_checks.start()?;
-        self.controls.broadcast(|_| Control::Reload(services.clone(), done_tx.clone()));
+        self.controls.broadcast(|_| Control::Reload(Box::new(services.clone()), done_tx.clone()));
         let flows = self.collect_flows(&done_rx);
         *self.backend_view.lock().unwrap_or_else(|e| e.into_inner()) = services.backends.clone();
         let Some(attached) = self.attached.clone() else {

@@ -43,6 +43,31 @@ pub trait BackendLink {
     fn deregister(&mut self, backend: &Self::Stream);
 }
 
+/// When a transport looks for relays idle past `relay.idle_timeout_ms` (they end at their next
+/// pump): once a second, so that an idle deadline costs nothing per connection and loop.
+#[derive(Debug, Default)]
+pub struct IdleSweep {
+    next: Option<Instant>,
+}
+
+impl IdleSweep {
+    const EVERY: Duration = Duration::from_secs(1);
+
+    /// Whether a sweep is due at `now` (then the next is a second away).
+    pub fn due(&mut self, now: Instant) -> bool {
+        if self.next.is_some_and(|n| now < n) {
+            return false;
+        }
+        self.next = Some(now + Self::EVERY);
+        true
+    }
+
+    /// Whether `session` is idle past its timeout at `now`.
+    pub fn expired<B: Backend>(session: &Session<B>, now: Instant) -> bool {
+        session.relay.idle_deadline().is_some_and(|d| d <= now)
+    }
+}
+
 /// One proxied connection: its relay and its way through the listener's backends.
 #[derive(Debug)]
 pub struct Session<B = std::net::TcpStream> {
@@ -74,6 +99,7 @@ impl<B: Backend> Session<B> {
         let timeout = Duration::from_millis(settings.backend_connect_timeout_ms);
         let tls = tls.map(|c| (c, Duration::from_millis(settings.tls_handshake_timeout_ms)));
         let mut relay = Relay::new(now, timeout, settings.buffer, tls)?;
+        relay.set_idle_timeout((settings.idle_timeout_ms > 0).then(|| Duration::from_millis(settings.idle_timeout_ms)));
         relay.peers = Some((client, listener));
         Ok(Self { relay, backends, pool: None, tried: 0, lease: None, registered: false, client, listener })
     }

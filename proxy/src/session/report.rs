@@ -51,6 +51,7 @@ impl QueueCounters {
             Some(RelayEnd::BackendTimeout) => self.relays_backend_timeout += 1,
             Some(RelayEnd::TlsFailed) => self.tls_failed += 1,
             Some(RelayEnd::HandshakeTimeout) => self.tls_handshake_timeouts += 1,
+            Some(RelayEnd::IdleTimeout) => self.relays_idle_timeout += 1,
             Some(RelayEnd::ClientGone) | None => self.relays_client_gone += 1,
         }
     }
@@ -66,6 +67,7 @@ pub fn access_log<B: Backend>(r: &Relay<B>, now: Instant) {
         Some(RelayEnd::Clean) => "clean",
         Some(RelayEnd::BackendFailed) => "backend_failed",
         Some(RelayEnd::BackendTimeout) => "backend_timeout",
+        Some(RelayEnd::IdleTimeout) => "idle_timeout",
         Some(RelayEnd::ClientGone) | None => "client_gone",
         Some(RelayEnd::TlsFailed) => "tls_failed",
         Some(RelayEnd::HandshakeTimeout) => "handshake_timeout",

@@ -10,7 +10,7 @@ use sluice_tcp::Instant;
 use super::backend::{Balance, ListenerBackends, Pool};
 use super::memory::{Answer, MemoryBackend, MemoryClient, MemoryLink};
 use super::relay::RelayEnd;
-use super::{Session, proxy_protocol};
+use super::{IdleSweep, Session, proxy_protocol};
 use crate::observe::counters::QueueCounters;
 use crate::observe::latency::Latencies;
 
@@ -203,4 +203,40 @@ fn a_backend_that_does_not_read_holds_the_client_back_with_bounded_memory() {
     assert!(got == data, "every byte, in order");
     rig.run(Instant::ZERO);
     assert!(server.got_fin());
+}
+
+#[test]
+fn a_relay_where_no_byte_moves_for_the_idle_timeout_resets_both_ends() {
+    let mut rig = Rig::new(&[A], false);
+    let s = |secs| Instant::ZERO + Duration::from_secs(secs);
+    rig.client.inbox.extend_from_slice(b"hello");
+    rig.run(s(0));
+    let server = rig.link.servers[0].clone();
+    assert_eq!(server.take(), b"hello");
+    // A byte at 200 s moves the deadline (300 s by default) to 500 s.
+    rig.run(s(200));
+    server.send(b"x");
+    rig.run(s(200));
+    assert_eq!(rig.client.out, b"x");
+    assert_eq!(rig.session.relay.idle_deadline(), Some(s(500)));
+    rig.run(s(499));
+    assert!(!rig.ended && rig.end().is_none(), "not idle long enough");
+    assert!(IdleSweep::expired(&rig.session, s(500)));
+    rig.run(s(500));
+    assert!(rig.ended);
+    assert_eq!(rig.end(), Some(RelayEnd::IdleTimeout));
+    assert!(rig.client.aborted, "the client gets a RST");
+    assert!(server.got_reset(), "the backend gets a RST");
+    let (_, counters) = rig.close();
+    assert_eq!(counters.relays_idle_timeout, 1);
+}
+
+#[test]
+fn the_idle_sweep_runs_once_a_second() {
+    let mut sweep = IdleSweep::default();
+    let ms = |m| Instant::ZERO + Duration::from_millis(m);
+    assert!(sweep.due(ms(0)));
+    assert!(!sweep.due(ms(999)));
+    assert!(sweep.due(ms(1000)));
+    assert!(!sweep.due(ms(1500)));
 }

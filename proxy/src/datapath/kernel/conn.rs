@@ -11,6 +11,7 @@ use sluice_tcp::Instant;
 
 use super::{Conn, KernelClient, Worker};
 use crate::datapath::EpollSlot;
+use crate::session::IdleSweep;
 use crate::session::relay::Client;
 
 /// How long a connection whose sending side sluice closed waits for the client's FIN.
@@ -100,6 +101,13 @@ impl Worker {
             }
             None => false,
         });
+        if self.idle_sweep.due(now) {
+            let idle = self.conns.iter().filter_map(|(id, c)| match c {
+                Conn::Relay { session, .. } if IdleSweep::expired(session, now) => Some(*id),
+                _ => None,
+            });
+            due.extend(idle);
+        }
         let n = due.len();
         for id in due {
             self.step(id, now);

@@ -29,7 +29,7 @@ impl Worker {
     fn control(&mut self, c: Control, now: Instant) {
         match c {
             Control::Reload(services, done) => {
-                let Services { listeners, tls, relay, limits, access_log, backends } = services;
+                let Services { listeners, tls, relay, limits, access_log, backends } = *services;
                 if !self.draining
                     && let Err(e) = self.set_listeners(&listeners)
                 {

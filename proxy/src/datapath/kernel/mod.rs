@@ -108,6 +108,7 @@ pub struct Worker {
     next_id: u64,
     /// Connections that may have a deadline (backend connect, TLS handshake, drain).
     deadlines: Vec<u64>,
+    idle_sweep: crate::session::IdleSweep,
     relays_open: u64,
     access_log: bool,
     /// The backend pools of relay listeners (shared by all workers).
@@ -153,6 +154,7 @@ impl Worker {
             backlog,
             draining: false,
             accept_paused_until: None,
+            idle_sweep: Default::default(),
             max_conns: usize::MAX,
             counters: QueueCounters { queue: index as u32, ..Default::default() },
             latencies: Default::default(),

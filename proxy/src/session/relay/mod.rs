@@ -87,6 +87,8 @@ pub enum RelayEnd {
     TlsFailed,
     /// The client did not finish the TLS handshake in time: closed, the backend reset.
     HandshakeTimeout,
+    /// No byte moved either way for `relay.idle_timeout_ms`: both ends reset.
+    IdleTimeout,
 }
 
 /// A finished TLS handshake, for the histograms and counters: its duration from the first
@@ -135,6 +137,9 @@ pub struct Relay<B = TcpStream> {
     client_closed: bool,
     tls: Option<Box<Tls>>,
     pub started: Instant,
+    /// When a byte last moved (either way), and how long none may.
+    last_activity: Instant,
+    idle_timeout: Option<Duration>,
     /// Set once: how the relay ended (the worker removes it when the TCB is freed).
     pub end: Option<RelayEnd>,
     /// Backend connect latency and time to the backend's first byte (from the client's
@@ -186,6 +191,8 @@ impl<B: Backend> Relay<B> {
             client_closed: false,
             tls,
             started: now,
+            last_activity: now,
+            idle_timeout: None,
             end: None,
             connect_time: None,
             first_byte_time: None,
@@ -278,6 +285,16 @@ impl<B: Backend> Relay<B> {
         connect.into_iter().chain(handshake).min()
     }
 
+    /// Ends the relay (both ends reset) once no byte has moved for `timeout` (None: never).
+    pub fn set_idle_timeout(&mut self, timeout: Option<Duration>) {
+        self.idle_timeout = timeout;
+    }
+
+    /// When the relay ends for idleness unless a byte moves first.
+    pub fn idle_deadline(&self) -> Option<Instant> {
+        self.end.is_none().then_some(self.last_activity + self.idle_timeout?)
+    }
+
     /// Bytes held in the two queues (for the idle accounting).
     pub fn buffered(&self) -> usize {
         self.to_backend.len() + self.to_client.len()
@@ -343,6 +360,17 @@ impl<B: Backend> Relay<B> {
 
     /// Ends the relay with `why`: the client connection is closed (FIN, after what is queued),
     /// the backend reset.
+    /// Idle too long: both ends reset, nothing held for either.
+    fn reset_both(&mut self, client: &mut impl Client, why: RelayEnd) {
+        if !self.client_closed {
+            client.abort();
+            self.client_closed = true;
+        }
+        self.reset_backend();
+        self.shutdown_backend(Shutdown::Both);
+        self.end = Some(why);
+    }
+
     fn close_client_reset_backend(&mut self, client: &mut impl Client, why: RelayEnd) {
         if !self.client_closed {
             client.close();

@@ -150,6 +150,9 @@ impl<B: Backend> Relay<B> {
         if self.end.is_some() {
             return;
         }
+        if self.idle_deadline().is_some_and(|d| now >= d) {
+            return self.reset_both(client, RelayEnd::IdleTimeout);
+        }
         if let Some(tls) = self.tls.as_deref()
             && tls.session.is_handshaking()
             && now >= tls.handshake_deadline
@@ -181,7 +184,7 @@ impl<B: Backend> Relay<B> {
             // No backend yet: take what the client sends (bounded) and finish the handshake.
             loop {
                 match self.pull_from_client(client, now) {
-                    Ok(true) => {}
+                    Ok(true) => self.last_activity = now,
                     Ok(false) => return,
                     Err(()) => return self.tls_failed(client),
                 }
@@ -269,6 +272,7 @@ impl<B: Backend> Relay<B> {
             if !progress {
                 break;
             }
+            self.last_activity = now;
         }
         if self.client_closed && self.backend_write_shut {
             self.end = Some(RelayEnd::Clean);

@@ -104,7 +104,7 @@ pub fn run(
         while let Ok(c) = inbox.control.try_recv() {
             match c {
                 Control::Reload(services, done) => {
-                    let _ = done.send(dispatch.reload(services));
+                    let _ = done.send(dispatch.reload(*services));
                 }
                 Control::Drain(flows) => {
                     let mine = dispatch.drain();

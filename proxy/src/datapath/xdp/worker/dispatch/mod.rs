@@ -88,6 +88,7 @@ pub struct Dispatch {
     next_token: u64,
     /// Relays with a deadline (backend connect, TLS handshake), checked each `process`.
     deadlines: Vec<ConnectionHandle>,
+    idle_sweep: crate::session::IdleSweep,
     pub(super) relay_settings: crate::config::Relay,
     /// TLS termination per listener address.
     tls: HashMap<SocketAddr, Arc<sluice_tls::rustls::ServerConfig>>,
@@ -157,6 +158,7 @@ impl Dispatch {
             relay_token_of: HashMap::new(),
             next_token: 0,
             deadlines: Vec::new(),
+            idle_sweep: Default::default(),
             relay_settings,
             tls,
             epoll: Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?,

@@ -11,9 +11,9 @@ use sluice_tcp::{ConnectionHandle, Event, FourTuple, Instant};
 use super::Dispatch;
 use crate::config::ListenerMode;
 use crate::datapath::EpollSlot;
-use crate::session::Session;
 use crate::session::echo::Echo;
 use crate::session::relay::OnStack;
+use crate::session::{IdleSweep, Session};
 
 impl Dispatch {
     /// After input: due timers, then the applications (echo) react to the stack's events.
@@ -96,6 +96,13 @@ impl Dispatch {
                         self.deadlines.swap_remove(i);
                     }
                 }
+            }
+        }
+        if self.idle_sweep.due(now) {
+            let idle: Vec<_> =
+                self.sessions.iter().filter(|(_, s)| IdleSweep::expired(s, now)).map(|(h, _)| *h).collect();
+            for h in idle {
+                self.pump_relay(h, now);
             }
         }
         self.counters.connections_open = self.tcp.connection_count() as u64;
