@@ -41,6 +41,9 @@ pub struct QueueCounters {
     pub dropped_unsupported: u64,
     /// TCP segments for an address that is not a listener here.
     pub dropped_no_listener: u64,
+    /// Segments from a source no peer can have (broadcast, multicast, unspecified, loopback,
+    /// IPv4-mapped, sluice's own address): never answered.
+    pub dropped_bad_source: u64,
     /// Incoming RSTs to a refusing listener (nothing to answer).
     pub dropped_rst: u64,
     /// Outgoing frames that found no free frame or no room on the TX ring.

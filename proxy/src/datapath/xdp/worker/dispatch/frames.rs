@@ -14,6 +14,19 @@ use super::{Dispatch, Source, Verdict};
 use crate::config::ListenerMode;
 use crate::datapath::xdp::flows::ClaimError;
 
+/// Whether a segment from `src` to `dst` can come from a real peer.
+fn possible_peer(src: std::net::IpAddr, dst: std::net::IpAddr) -> bool {
+    let bad = src.is_multicast()
+        || src.is_unspecified()
+        || src.is_loopback()
+        || src == dst
+        || match src {
+            std::net::IpAddr::V4(v4) => v4.is_broadcast(),
+            std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().is_some(),
+        };
+    !bad
+}
+
 impl Dispatch {
     /// Handles one frame of `len` bytes at the start of `buf` (received, or handed over by
     /// another worker). A stateless reply is written in place over it (`buf` extends to the end
@@ -35,6 +48,12 @@ impl Dispatch {
         };
         let local = SocketAddr::new(seg.ip.dst_addr(), seg.tcp.dst_port);
         let remote = SocketAddr::new(seg.ip.src_addr(), seg.tcp.src_port);
+        if !possible_peer(remote.ip(), local.ip()) {
+            // RFC 1122 4.2.3.10: never answer (or connect) a broadcast, multicast or unspecified
+            // source; nor our own address or loopback, which only a spoofer can send from.
+            self.counters.dropped_bad_source += 1;
+            return Verdict::Consumed;
+        }
         let listener = self.listener_of(local);
         let mode = listener.and_then(|l| self.listeners.get(&l).copied());
         if mode.is_none() && listener.is_none() {

@@ -169,3 +169,24 @@ fn a_destination_without_a_route_through_the_interface_is_dropped_and_counted() 
     assert_eq!((d.held(), d.counters.dropped_no_route), (0, 1));
     assert!(d.take_triggers().is_empty());
 }
+
+#[test]
+fn segments_from_sources_no_peer_can_have_are_never_answered() {
+    let mut d = dispatch();
+    let bad = [Ipv4Addr::BROADCAST, Ipv4Addr::new(224, 0, 0, 1), Ipv4Addr::UNSPECIFIED, Ipv4Addr::LOCALHOST, PROXY];
+    for (i, src) in bad.into_iter().enumerate() {
+        for port in [7, 443] {
+            let syn = frame_from(
+                src,
+                Seg { src_port: 40000, dst_port: port, flags: Flags::SYN, seq: 1, ack: 0, payload: &[] },
+            );
+            assert!(reply(&mut d, &syn).is_none(), "{src}:{port} was answered in place");
+        }
+        assert_eq!(d.counters.dropped_bad_source, 2 * (i as u64 + 1), "{src}");
+    }
+    assert!(transmit(&mut d, T0).is_empty(), "nothing for the stack to send either");
+    assert_eq!(d.tcp().connection_count(), 0);
+    // A real client still gets its SYN-ACK.
+    let _ = on(&mut d, &syn(7));
+    assert_eq!(transmit(&mut d, T0).len(), 1);
+}

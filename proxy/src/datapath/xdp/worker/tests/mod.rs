@@ -74,6 +74,11 @@ struct Seg<'a> {
 }
 
 fn frame(s: Seg<'_>) -> Vec<u8> {
+    frame_from(CLIENT, s)
+}
+
+/// [`frame`] from another source address.
+fn frame_from(src_addr: Ipv4Addr, s: Seg<'_>) -> Vec<u8> {
     let eth = ethernet::Repr { src_addr: CLIENT_MAC, dst_addr: PROXY_MAC, ethertype: EtherType::Ipv4 };
     let tcp = tcp::Repr {
         src_port: s.src_port,
@@ -88,7 +93,7 @@ fn frame(s: Seg<'_>) -> Vec<u8> {
         ..Default::default()
     };
     let ip = ipv4::Repr {
-        src_addr: CLIENT,
+        src_addr,
         dst_addr: PROXY,
         protocol: Protocol::Tcp,
         payload_len: tcp.header_len() + s.payload.len(),
