@@ -81,6 +81,10 @@ pub struct Config {
     pub challenge_ack_limit: u32,
     /// RSTs per second for segments of unknown flows, endpoint-wide.
     pub rst_limit: u32,
+    /// At most one ACK per connection in this interval in answer to segments that fail the
+    /// acceptability test or PAWS (Linux's `tcp_invalid_ratelimit`, 500 ms): a flood of
+    /// out-of-window segments cannot turn a connection into an ACK reflector.
+    pub invalid_ack_interval: Duration,
     /// Congestion control algorithm.
     pub congestion: Algorithm,
     /// Secret for ISNs (RFC 6528), SYN cookies and timestamp offsets. Random in production,
@@ -114,6 +118,7 @@ impl Default for Config {
             loss_probes: true,
             challenge_ack_limit: 1000,
             rst_limit: 1000,
+            invalid_ack_interval: Duration::from_millis(500),
             congestion: Algorithm::Cubic,
             secret: [0; 16],
         }
@@ -309,6 +314,7 @@ stats!(
     connections_closed,
     timeouts,
     user_timeouts,
+    invalid_acks_limited,
 );
 
 impl Stats {
@@ -425,9 +431,9 @@ mod tests {
         let mut s = Stats { segments_in: 1, timeouts: 2, retransmits_sack: 3, ..Stats::default() };
         s.drop(DropReason::AfterFin);
         let v: Vec<_> = s.iter().collect();
-        assert_eq!(v.len(), 27);
+        assert_eq!(v.len(), 28);
         assert_eq!(v[0], ("segments_in", 1));
-        assert_eq!(v.last(), Some(&("user_timeouts", 0)));
+        assert_eq!(v.last(), Some(&("invalid_acks_limited", 0)));
         assert!(v.contains(&("retransmits_sack", 3)));
         assert_eq!(v.iter().map(|(_, c)| c).sum::<u64>(), 6);
         let d: Vec<_> = s.drops_iter().filter(|(_, c)| *c > 0).collect();

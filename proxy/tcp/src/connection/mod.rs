@@ -281,7 +281,7 @@ impl Connection {
         // acknowledgment ... and drop the segment."
         if self.paws_discard(seg, now) {
             ctx.stats.drop(DropReason::Paws);
-            self.rcv.ack_now = true;
+            self.answer_invalid(ctx);
             return;
         }
         // RFC 9293 3.10.7.4 first: the acceptability test.
@@ -321,11 +321,14 @@ impl Connection {
         }
         if !acceptable && !zero_window_ack {
             if !f.rst() {
-                // "If an incoming segment is not acceptable, an acknowledgment should be sent"
-                self.rcv.ack_now = true;
                 if self.state == State::TimeWait && f.fin() {
                     // A retransmitted FIN in TIME-WAIT: acknowledge it and restart the 2 MSL timeout.
+                    self.rcv.ack_now = true;
                     self.timers.restart_time_wait(now);
+                } else {
+                    // "If an incoming segment is not acceptable, an acknowledgment should be
+                    // sent": at most one per `invalid_ack_interval`.
+                    self.answer_invalid(ctx);
                 }
             }
             ctx.stats.drop(DropReason::InvalidSequence);

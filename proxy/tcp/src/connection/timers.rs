@@ -47,6 +47,9 @@ pub(super) struct Timers {
     fin_wait_2_timeout: Option<Duration>,
     hs_timeout: Duration,
     user_timeout: Option<Duration>,
+    /// The last ACK sent in answer to an unacceptable segment, and how often one may go.
+    last_invalid_ack: Option<Instant>,
+    invalid_ack_interval: Duration,
     /// Since when data has waited (unacknowledged, or behind a zero window) without any of it
     /// being acknowledged; None while nothing waits.
     stalled_since: Option<Instant>,
@@ -76,6 +79,8 @@ impl Timers {
             fin_wait_2_timeout: config.fin_wait_2_timeout,
             hs_timeout: config.handshake_timeout,
             user_timeout: config.user_timeout,
+            last_invalid_ack: None,
+            invalid_ack_interval: config.invalid_ack_interval,
             stalled_since: None,
             time_wait: config.time_wait,
             time_wait_at: None,
@@ -154,6 +159,15 @@ impl Timers {
         }
         Some(self.stalled_since? + self.user_timeout?)
     }
+    /// Whether an ACK may answer an unacceptable segment now (then the next one waits
+    /// `invalid_ack_interval`).
+    pub(super) fn may_answer_invalid(&mut self, now: Instant) -> bool {
+        if self.last_invalid_ack.is_some_and(|t| now < t + self.invalid_ack_interval) {
+            return false;
+        }
+        self.last_invalid_ack = Some(now);
+        true
+    }
     /// Data was acknowledged: if more waits, it waits from now.
     pub(super) fn on_progress(&mut self, now: Instant) {
         if self.stalled_since.is_some() {
@@ -214,6 +228,16 @@ impl Connection {
         self.timers.clear();
         self.recovery.probe.clear();
         self.rcv.delack_at = None;
+    }
+
+    /// An unacceptable segment (out of the window, or failing PAWS) is answered with an ACK,
+    /// unless one went less than `invalid_ack_interval` ago (counted `invalid_acks_limited`).
+    pub(super) fn answer_invalid(&mut self, ctx: &mut Ctx<'_>) {
+        if self.timers.may_answer_invalid(ctx.now) {
+            self.rcv.ack_now = true;
+        } else {
+            ctx.stats.invalid_acks_limited += 1;
+        }
     }
 
     /// Start or stop the persist timer: it runs while data waits behind a zero window with

@@ -106,11 +106,29 @@ fn out_of_window_segment_is_acked_and_dropped() {
     let mut t = established();
     send!(t, seq_number: REMOTE_SEQ + 1_000_000, payload: b"x");
     recv!(t, flags: Flags::ACK, ack: REMOTE_SEQ + 1);
-    // An old duplicate too.
+    // An old duplicate too, at once: no second ACK within the interval (Linux's
+    // tcp_invalid_ratelimit), counted; after it, answered again.
+    send!(t, seq_number: REMOTE_SEQ - 100, payload: b"old");
+    recv_nothing!(t);
+    assert_eq!(t.ep.stats().invalid_acks_limited, 1);
+    t.advance(Duration::from_millis(500));
     send!(t, seq_number: REMOTE_SEQ - 100, payload: b"old");
     recv!(t, flags: Flags::ACK, ack: REMOTE_SEQ + 1);
-    assert_eq!(t.drops(DropReason::InvalidSequence), 2);
+    assert_eq!(t.drops(DropReason::InvalidSequence), 3);
     assert!(t.events().is_empty());
+}
+
+#[test]
+fn a_flood_of_out_of_window_segments_gets_two_acks_a_second() {
+    let mut t = established();
+    let mut acks = 0;
+    for i in 0..1000u32 {
+        send!(t, seq_number: REMOTE_SEQ + 1_000_000 + i, payload: b"x");
+        acks += t.recv_all().len();
+        t.advance(Duration::from_millis(1));
+    }
+    assert_eq!(acks, 2, "1,000 segments in a second");
+    assert_eq!(t.ep.stats().invalid_acks_limited, 998);
 }
 
 #[test]
