@@ -1,6 +1,7 @@
 //! Configuration, counters, events and errors shared by `connection` and `endpoint`.
 
 use crate::congestion::Algorithm;
+use crate::isn::SipHasher24;
 use crate::time::Instant;
 use core::net::SocketAddr;
 use core::time::Duration;
@@ -77,7 +78,9 @@ pub struct Config {
     /// a lost retransmission or a tail loss is repaired after about 2 * SRTT instead of an
     /// RTO. Off: RFC 6675 and RFC 6298 only.
     pub loss_probes: bool,
-    /// Challenge ACKs per second, endpoint-wide (RFC 5961 section 7).
+    /// Challenge ACKs per second, endpoint-wide, on average (RFC 5961 section 7): each second's
+    /// budget is drawn at random from `[limit / 2, limit * 3 / 2)` (as Linux since 4.7), and a
+    /// connection answers at most one challenge per `invalid_ack_interval`.
     pub challenge_ack_limit: u32,
     /// RSTs per second for segments of unknown flows, endpoint-wide.
     pub rst_limit: u32,
@@ -315,6 +318,8 @@ stats!(
     timeouts,
     user_timeouts,
     invalid_acks_limited,
+    challenge_acks_limited,
+    time_wait_recycled,
 );
 
 impl Stats {
@@ -384,21 +389,39 @@ pub enum StreamError {
     Finished,
 }
 
-/// A token bucket: `rate` events per second, burst `rate`.
+/// A token bucket: `rate` events per second, burst `rate`. With a `jitter` key, each second's
+/// budget is drawn at random from `[rate / 2, rate * 3 / 2)` instead (as Linux's challenge-ACK
+/// budget since 4.7, the fix for CVE-2016-5696): an off-path attacker who counts the answers to
+/// its probes cannot tell which of them spent the budget, so cannot learn that a 4-tuple exists.
 #[derive(Debug, Clone)]
 pub(crate) struct RateLimiter {
     rate: u32,
     tokens: u32,
     refill_at: Instant,
+    jitter: Option<(SipHasher24, u64)>,
 }
 
 impl RateLimiter {
     pub(crate) fn new(rate: u32, now: Instant) -> Self {
-        RateLimiter { rate, tokens: rate, refill_at: now }
+        RateLimiter { rate, tokens: rate, refill_at: now, jitter: None }
+    }
+    /// A budget randomized every second from `secret` (per boot in production).
+    pub(crate) fn randomized(rate: u32, now: Instant, secret: [u8; 16]) -> Self {
+        let mut key = secret;
+        key[0] ^= 0xc5; // not the ISN's or the cookies' key
+        RateLimiter { rate, tokens: 0, refill_at: now, jitter: Some((SipHasher24::new(key), 0)) }
     }
     pub(crate) fn allow(&mut self, now: Instant) -> bool {
         if now >= self.refill_at {
-            self.tokens = self.rate;
+            self.tokens = match &mut self.jitter {
+                None => self.rate,
+                Some((hasher, epoch)) => {
+                    *epoch += 1;
+                    let r = hasher.hash(&epoch.to_le_bytes());
+                    let half = self.rate / 2;
+                    half + (r % u64::from(self.rate.max(1))) as u32
+                }
+            };
             self.refill_at = now + Duration::from_secs(1);
         }
         if self.tokens > 0 {
@@ -431,9 +454,9 @@ mod tests {
         let mut s = Stats { segments_in: 1, timeouts: 2, retransmits_sack: 3, ..Stats::default() };
         s.drop(DropReason::AfterFin);
         let v: Vec<_> = s.iter().collect();
-        assert_eq!(v.len(), 28);
+        assert_eq!(v.len(), 30);
         assert_eq!(v[0], ("segments_in", 1));
-        assert_eq!(v.last(), Some(&("invalid_acks_limited", 0)));
+        assert_eq!(v.last(), Some(&("time_wait_recycled", 0)));
         assert!(v.contains(&("retransmits_sack", 3)));
         assert_eq!(v.iter().map(|(_, c)| c).sum::<u64>(), 6);
         let d: Vec<_> = s.drops_iter().filter(|(_, c)| *c > 0).collect();

@@ -222,10 +222,17 @@ impl Connection {
 
 // ---- input ----
 impl Connection {
+    /// RFC 5961 section 7: challenge ACKs are rate limited, first per connection (at most one
+    /// per `invalid_ack_interval`, as Linux's `tcp_oow_rate_limited`), then by the endpoint's
+    /// randomized budget, which a blind attacker cannot use to learn which 4-tuple exists.
     fn challenge_ack(&mut self, ctx: &mut Ctx<'_>) {
-        if ctx.challenge.allow(ctx.now) {
+        if !self.timers.may_answer_invalid(ctx.now) {
+            ctx.stats.invalid_acks_limited += 1;
+        } else if ctx.challenge.allow(ctx.now) {
             self.rcv.ack_now = true;
             ctx.stats.challenge_acks += 1;
+        } else {
+            ctx.stats.challenge_acks_limited += 1;
         }
     }
 

@@ -31,7 +31,7 @@ impl Endpoint {
         if self.table.contains_key(&tuple) {
             return Err(ConnectError::AddrInUse);
         }
-        if self.table.len() >= self.config.max_connections {
+        if !self.make_room() {
             return Err(ConnectError::TooManyConnections);
         }
         let iss = self.isn.isn(now, local, remote);

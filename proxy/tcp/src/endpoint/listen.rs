@@ -69,7 +69,7 @@ impl Endpoint {
                 let peer_isn = seg.seq_number.wrapping_sub(1);
                 let cookie = seg.ack_number.wrapping_sub(1);
                 if let Some(opts) = self.cookies.validate(now, tuple.local, tuple.remote, peer_isn, cookie) {
-                    if self.table.len() >= self.config.max_connections {
+                    if !self.make_room() {
                         self.stats.drop(DropReason::SynQueueFull);
                         return;
                     }
@@ -104,7 +104,7 @@ impl Endpoint {
             return;
         }
         // "third, check for a SYN".
-        if self.table.len() >= self.config.max_connections {
+        if !self.make_room() {
             self.stats.drop(DropReason::SynQueueFull);
             return;
         }

@@ -115,6 +115,9 @@ pub struct Endpoint {
     spare: Vec<Buffers>,
     /// 4-tuples released since the last [`Endpoint::take_released`] (bounded).
     released: VecDeque<FourTuple>,
+    /// Connections in TIME-WAIT, oldest first, for recycling when the table is full (entries
+    /// of TCBs freed since are skipped; at most `max_connections`).
+    time_wait: VecDeque<ConnectionHandle>,
 }
 
 impl Endpoint {
@@ -123,7 +126,7 @@ impl Endpoint {
         Endpoint {
             isn: IsnGenerator::new(config.secret),
             cookies: SynCookies::new(config.secret),
-            challenge: RateLimiter::new(config.challenge_ack_limit, now),
+            challenge: RateLimiter::randomized(config.challenge_ack_limit, now, config.secret),
             rst_limit: RateLimiter::new(config.rst_limit, now),
             config,
             listeners: Vec::new(),
@@ -138,6 +141,7 @@ impl Endpoint {
             stats: Stats::default(),
             spare: Vec::new(),
             released: VecDeque::new(),
+            time_wait: VecDeque::new(),
         }
     }
 

@@ -126,6 +126,10 @@ impl Endpoint {
         }
         if conn.state() == State::TimeWait && !std::mem::replace(&mut s.released, true) {
             Self::release(&mut self.released, conn.four_tuple());
+            if self.time_wait.len() >= self.config.max_connections {
+                self.time_wait.pop_front();
+            }
+            self.time_wait.push_back(ConnectionHandle { slot, generation: s.generation });
         }
         if let Some(bufs) = conn.release_buffers()
             && self.spare.len() < SPARE_BUFFERS
@@ -187,6 +191,24 @@ impl Endpoint {
     /// flow index shared by workers): drain it after every call. At most 65,536 are kept.
     pub fn take_released(&mut self) -> Option<FourTuple> {
         self.released.pop_front()
+    }
+
+    /// Whether the table has room for one more TCB, after recycling the oldest connection in
+    /// TIME-WAIT if it is full (counted `time_wait_recycled`): a full table of TIME-WAIT never
+    /// stops new connections, as Linux's `tcp_max_tw_buckets`. TIME-WAIT guards a 4-tuple
+    /// against old duplicates (RFC 9293 3.6.1); the oldest has served longest, and a new
+    /// connection on the same 4-tuple still goes through RFC 6191's checks while it lives.
+    pub(super) fn make_room(&mut self) -> bool {
+        while self.table.len() >= self.config.max_connections {
+            let Some(h) = self.time_wait.pop_front() else { return false };
+            if let Some(slot) = self.slot_of(h)
+                && self.state(h) == Some(State::TimeWait)
+            {
+                self.free_slot(slot);
+                self.stats.time_wait_recycled += 1;
+            }
+        }
+        true
     }
 
     /// Frees a connection in TIME-WAIT without sending anything (its 4-tuple was reopened

@@ -289,7 +289,11 @@ fn syn_sent() -> T {
 
 /// ESTABLISHED, then close: our FIN is out (seq ISS+1).
 fn fin_wait_1() -> T {
-    let mut t = established();
+    fin_wait_1_in(established())
+}
+
+/// The established `t` after our close: our FIN is out (seq ISS+1).
+fn fin_wait_1_in(mut t: T) -> T {
     t.ep.close(t.h());
     let iss1 = t.iss1();
     recv!(t, flags: Flags::FIN | Flags::ACK, seq: iss1, ack: REMOTE_SEQ + 1);
@@ -298,7 +302,10 @@ fn fin_wait_1() -> T {
 }
 
 fn fin_wait_2() -> T {
-    let mut t = fin_wait_1();
+    fin_wait_2_in(fin_wait_1())
+}
+
+fn fin_wait_2_in(mut t: T) -> T {
     let a = t.iss1() + 1;
     send!(t, ack_number: a);
     assert_eq!(t.state(), Some(State::FinWait2));
@@ -324,7 +331,11 @@ fn last_ack() -> T {
 }
 
 fn time_wait() -> T {
-    let mut t = fin_wait_2();
+    time_wait_in(fin_wait_2())
+}
+
+/// `t` in FIN-WAIT-2 after the peer's FIN.
+fn time_wait_in(mut t: T) -> T {
     let a = t.iss1() + 1;
     send!(t, ack_number: a, flags: Flags::FIN | Flags::ACK);
     recv!(t, flags: Flags::ACK, ack: REMOTE_SEQ + 2);

@@ -98,6 +98,26 @@ fn max_connections_bounds_the_table() {
 }
 
 #[test]
+fn a_full_table_recycles_the_oldest_time_wait() {
+    let config = Config { max_connections: 1, ..config() };
+    let mut t = time_wait_in(fin_wait_2_in(fin_wait_1_in(established_with(config))));
+    let old = t.h();
+    let _ = t.events();
+    // The table is full of TIME-WAIT: a new client gets in, the old 4-tuple is let go.
+    syn_from(&mut t, 4000, 1, None, false);
+    recv!(t, flags: Flags::SYN | Flags::ACK, dst_port: 4000);
+    assert_eq!(t.ep.stats().time_wait_recycled, 1);
+    assert_eq!(t.ep.state(old), None);
+    assert_eq!(t.events(), vec![Event::Closed]);
+    assert_eq!(t.ep.connection_count(), 1);
+    // A table full of live connections still refuses.
+    syn_from(&mut t, 4001, 1, None, false);
+    recv_nothing!(t);
+    assert_eq!(t.drops(DropReason::SynQueueFull), 1);
+    assert_eq!(t.ep.stats().time_wait_recycled, 1);
+}
+
+#[test]
 fn syn_queue_frees_on_establishment() {
     let mut t = listening_with(Config { syn_queue_len: 1, syn_cookies: false, ..config() });
     send!(t, seq_number: REMOTE_SEQ, flags: Flags::SYN);
