@@ -14,8 +14,10 @@ pub struct QueueCounters {
     pub rx_frames: u64,
     /// Frames put on the TX ring.
     pub tx_frames: u64,
-    /// RSTs sent by a refusing listener.
+    /// RSTs sent by a refusing listener (or to a connection refused by a limit), and those not
+    /// sent because this worker had sent `REFUSAL_RSTS_PER_SECOND` in the last second.
     pub rst_sent: u64,
+    pub rst_refusal_limited: u64,
     /// Frames handed to the worker that owns their flow, in all and by reason: the flow's
     /// frames moved to this queue (the sender changed queue: RTO, RSS change), or a SYN found
     /// its flow claimed by another worker a moment earlier (a retransmitted SYN on two queues).

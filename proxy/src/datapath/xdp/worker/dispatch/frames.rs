@@ -64,7 +64,7 @@ impl Dispatch {
             // RFC 9293 3.10.7.1: a closed port answers anything but a RST with a RST.
             Some(ListenerMode::Refuse) => {
                 let rst = rst_reply(&seg);
-                self.refuse(buf, rst)
+                self.refuse(now, buf, rst)
             }
             // Accepting listeners, and retired ones whose connections may still be open.
             _ => {
@@ -94,12 +94,12 @@ impl Dispatch {
                             {
                                 self.counters.count_refusal(why);
                                 let rst = rst_reply(&seg);
-                                return self.refuse(buf, rst);
+                                return self.refuse(now, buf, rst);
                             }
                             if matches!(mode, Some(ListenerMode::Relay(_))) && self.sessions.len() >= self.max_relays {
                                 self.counters.refused_descriptors += 1;
                                 let rst = rst_reply(&seg);
-                                return self.refuse(buf, rst);
+                                return self.refuse(now, buf, rst);
                             }
                             match self.flows.claim(tuple, self.worker) {
                                 Ok(()) => claimed = true,
@@ -214,17 +214,31 @@ impl Dispatch {
     }
 
     /// Gives back the index entries of the flows the stack released (freed, or in TIME-WAIT)
-    /// unless the same 4-tuple was reopened here meanwhile.
+    /// unless the same 4-tuple was reopened here meanwhile; a connection in TIME-WAIT also
+    /// gives back its place under the connection limits (its client is gone: TIME-WAIT only
+    /// guards the 4-tuple).
     pub(super) fn release_flows(&mut self) {
         while let Some(t) = self.tcp.take_released() {
+            if let Some(h) = self.tcp.lookup(&t)
+                && self.tcp.state(h) == Some(TcpState::TimeWait)
+                && let Some(slot) = self.admitted.remove(&h)
+            {
+                self.conn_counts.release(slot);
+            }
             if self.serves(&t).is_none() {
                 self.flows.release(&t, self.worker);
             }
         }
     }
 
-    /// Writes `rst` (the answer to a refused segment; none to a RST) in place over the frame in `buf`.
-    fn refuse(&mut self, buf: &mut [u8], rst: Option<ParsedSegment<'_>>) -> Verdict {
+    /// Writes `rst` (the answer to a refused segment; none to a RST) in place over the frame in
+    /// `buf`, at most `REFUSAL_RSTS_PER_SECOND` a second: a flood at a refusing port is not
+    /// reflected at full rate (as the TCP stack's own RSTs to unknown flows, `tcp.rst_limit`).
+    fn refuse(&mut self, now: Instant, buf: &mut [u8], rst: Option<ParsedSegment<'_>>) -> Verdict {
+        if rst.is_some() && !self.refusals.allow(now) {
+            self.counters.rst_refusal_limited += 1;
+            return Verdict::Consumed;
+        }
         match rst {
             None => {
                 self.counters.dropped_rst += 1;

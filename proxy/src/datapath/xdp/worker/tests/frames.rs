@@ -2,6 +2,7 @@
 //! the echo listener through frames, a SYN past a connection limit.
 
 use super::*;
+use crate::datapath::xdp::worker::dispatch::REFUSAL_RSTS_PER_SECOND;
 
 #[test]
 fn syn_to_refusing_listener_gets_rst_ack() {
@@ -14,6 +15,26 @@ fn syn_to_refusing_listener_gets_rst_ack() {
     assert_eq!((seg.tcp.src_port, seg.tcp.dst_port), (443, 40000));
     assert_eq!(seg.eth.dst_addr, CLIENT_MAC);
     assert_eq!(d.counters.rst_sent, 1);
+}
+
+#[test]
+fn a_refusing_listener_answers_at_most_its_rst_budget_a_second() {
+    let mut d = dispatch();
+    let answered = |d: &mut Dispatch, now: Instant, n: u16| {
+        let mut answered = 0;
+        for i in 0..n {
+            let f = frame(Seg { src_port: 1024 + i, dst_port: 443, flags: Flags::SYN, seq: 5, ack: 0, payload: &[] });
+            let mut buf = vec![0u8; 2048];
+            buf[..f.len()].copy_from_slice(&f);
+            answered += u32::from(matches!(d.on_frame(now, &mut buf, f.len(), Source::Rx), Verdict::Reply(_)));
+        }
+        answered
+    };
+    assert_eq!(answered(&mut d, T0, 1500), REFUSAL_RSTS_PER_SECOND);
+    assert_eq!(d.counters.rst_refusal_limited, 1500 - u64::from(REFUSAL_RSTS_PER_SECOND));
+    // A second later the budget is whole again.
+    assert_eq!(answered(&mut d, T0 + Duration::from_secs(1), 10), 10);
+    assert_eq!(d.counters.rst_sent, u64::from(REFUSAL_RSTS_PER_SECOND) + 10);
 }
 
 #[test]
@@ -189,4 +210,39 @@ fn segments_from_sources_no_peer_can_have_are_never_answered() {
     // A real client still gets its SYN-ACK.
     let _ = on(&mut d, &syn(7));
     assert_eq!(transmit(&mut d, T0).len(), 1);
+}
+
+#[test]
+fn a_connection_in_time_wait_gives_back_its_place_under_the_limits() {
+    let mut d = dispatch();
+    let mut s = services(&d, &[(7, ListenerMode::Echo)]);
+    s.limits = crate::config::Limits { max_connections_per_client: 1, ..Default::default() };
+    d.reload(s);
+    let iss = establish(&mut d, 40000, 7, T0);
+    assert_eq!(d.conn_counts.total(), 1);
+    // sluice closes first (as when a backend ends a relay), the client answers with its FIN:
+    // sluice's side is in TIME-WAIT, which guards the 4-tuple but is no client's connection.
+    let tuple = FourTuple { local: SocketAddr::from((PROXY, 7)), remote: SocketAddr::from((CLIENT, 40000)) };
+    let h = d.tcp.lookup(&tuple).unwrap();
+    d.tcp.close(h);
+    let fin = transmit(&mut d, T0);
+    assert!(parse_frame(&fin[0], Checksum::Verify).unwrap().tcp.flags.fin());
+    let seg = Seg {
+        src_port: 40000,
+        dst_port: 7,
+        flags: Flags::FIN | Flags::ACK,
+        seq: 1001,
+        ack: iss.wrapping_add(2),
+        payload: &[],
+    };
+    let _ = on(&mut d, &frame(seg));
+    d.process(T0);
+    let last_ack = transmit(&mut d, T0);
+    assert_eq!(parse_frame(&last_ack[0], Checksum::Verify).unwrap().tcp.flags, Flags::ACK);
+    assert_eq!(d.tcp().state(h), Some(TcpState::TimeWait));
+    assert_eq!(d.conn_counts.total(), 0, "the place is free at TIME-WAIT, not 2 MSL later");
+    // The same client connects again at once.
+    establish(&mut d, 40001, 7, T0);
+    assert_eq!(d.counters.refused_limit_client, 0);
+    assert_eq!(d.conn_counts.total(), 1);
 }
