@@ -106,6 +106,10 @@ pub struct Tcp {
     pub window_scale: bool,
     pub sack: bool,
     pub timestamps: bool,
+    /// TCBs per worker, in every state (TIME-WAIT recycled oldest first when full). 0: derived
+    /// from `limits.memory` (its share per worker over [`crate::config::CONNECTION_BYTES`],
+    /// between 1,024 and 1,048,576; 65,536 with no memory limit).
+    pub max_connections: usize,
     /// Half-open connections per listener before SYN cookies answer.
     pub syn_queue: usize,
     pub syn_cookies: bool,
@@ -129,6 +133,22 @@ pub struct Tcp {
     pub keepalive_probes: u32,
 }
 
+impl Tcp {
+    /// TCBs per worker: `max_connections`, or when 0 the share of `memory` (bytes, 0: no
+    /// limit) of each of `workers` over [`crate::config::CONNECTION_BYTES`].
+    #[must_use]
+    pub fn table_size(&self, memory: u64, workers: usize) -> usize {
+        if self.max_connections > 0 {
+            return self.max_connections;
+        }
+        if memory == 0 {
+            return 65_536;
+        }
+        let n = memory / crate::config::CONNECTION_BYTES / workers.max(1) as u64;
+        usize::try_from(n).unwrap_or(usize::MAX).clamp(1024, 1 << 20)
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Congestion {
@@ -144,6 +164,7 @@ impl Default for Tcp {
             window_scale: true,
             sack: true,
             timestamps: true,
+            max_connections: 0,
             syn_queue: 1024,
             syn_cookies: true,
             time_wait_ms: 10_000,

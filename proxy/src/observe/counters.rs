@@ -87,10 +87,13 @@ pub struct QueueCounters {
     pub connections_active: u64,
     pub draining: u64,
     /// Connections refused with a RST because a `[limits]` limit was reached: over all
-    /// workers, on this worker, from one client address.
+    /// workers, on this worker, from one client address, the connections' memory.
     pub refused_limit_total: u64,
     pub refused_limit_worker: u64,
     pub refused_limit_client: u64,
+    pub refused_limit_memory: u64,
+    /// What this worker's connections hold (bytes, reported once a second; `limits.memory`).
+    pub memory_charged_now: u64,
     /// Connections refused because the worker holds as many relays (each a backend socket) as
     /// its share of the process's descriptors allows (`RLIMIT_NOFILE`).
     pub refused_descriptors: u64,

@@ -34,6 +34,14 @@ pub fn run(config: Config, config_path: &Path) -> Result<()> {
     // Certificates and keys first: a broken one stops sluice before anything is attached.
     let session_caches: SessionCaches = Default::default();
     let (services, health_checks) = services(&config, config_dir, &sluice_tls::Disk, &session_caches)?;
+    let l = services.limits;
+    tracing::info!(
+        memory = l.memory.unwrap_or(0),
+        max_connections = l.max_connections.unwrap_or(0),
+        max_connections_per_worker = l.max_connections_per_worker,
+        max_connections_per_client = l.max_connections_per_client,
+        "connection limits ([limits]; 0: none)"
+    );
     let transport = match config.datapath.transport {
         TransportKind::Kernel => crate::datapath::kernel::prepare(&config, &services)?,
         TransportKind::Xdp => crate::datapath::xdp::prepare(&config, &services)?,
@@ -501,7 +509,7 @@ pub fn services(
         listeners,
         tls,
         relay: config.relay.clone(),
-        limits: config.limits,
+        limits: config.limits.resolved(crate::session::limits::memory_available()),
         access_log: config.log.access_log,
         backends,
     };

@@ -45,6 +45,27 @@ pub enum Refusal {
     Total,
     Worker,
     Client,
+    /// The connections hold `limits.memory` already.
+    Memory,
+}
+
+/// The memory sluice may use: the host's (`MemTotal`) or, when smaller, its cgroup's limit
+/// (cgroup v2 `memory.max`; a systemd `MemoryMax=` lands there). What `[limits]` defaults from.
+pub fn memory_available() -> u64 {
+    let host = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            let line = m.lines().find(|l| l.starts_with("MemTotal:"))?;
+            line.split_whitespace().nth(1)?.parse::<u64>().ok()
+        })
+        .map_or(u64::MAX, |kib| kib * 1024);
+    let cgroup = std::fs::read_to_string("/proc/self/cgroup")
+        .ok()
+        .and_then(|c| c.lines().find_map(|l| l.strip_prefix("0::").map(str::to_owned)))
+        .and_then(|path| std::fs::read_to_string(format!("/sys/fs/cgroup{}/memory.max", path.trim())).ok())
+        .and_then(|m| m.trim().parse::<u64>().ok())
+        .unwrap_or(u64::MAX);
+    host.min(cgroup)
 }
 
 /// An admitted connection's claim on the counts; give it back with [`ConnCounts::release`].
@@ -64,11 +85,14 @@ fn client_key(ip: IpAddr) -> IpAddr {
 
 const SHARDS: usize = 16;
 
-/// Open-connection counts shared by every worker.
+/// Open-connection counts shared by every worker, and the memory their connections hold.
 #[derive(Debug, Default)]
 pub struct ConnCounts {
     total: AtomicU64,
     per_client: [Mutex<HashMap<IpAddr, u64>>; SHARDS],
+    /// Each worker's charge ([`ConnCounts::charge`]) and their sum.
+    charges: Mutex<Vec<u64>>,
+    charged: AtomicU64,
 }
 
 impl ConnCounts {
@@ -90,7 +114,9 @@ impl ConnCounts {
         if limits.max_connections_per_worker > 0 && worker_open >= limits.max_connections_per_worker {
             return Err(Refusal::Worker);
         }
-        if limits.max_connections > 0 && self.total.load(Ordering::Relaxed) >= limits.max_connections {
+        self.check_memory(limits)?;
+        let max = limits.max_connections.unwrap_or(0);
+        if max > 0 && self.total.load(Ordering::Relaxed) >= max {
             return Err(Refusal::Total);
         }
         if limits.max_connections_per_client > 0 {
@@ -109,7 +135,8 @@ impl ConnCounts {
         if limits.max_connections_per_worker > 0 && worker_open >= limits.max_connections_per_worker {
             return Err(Refusal::Worker);
         }
-        let max = if limits.max_connections > 0 { limits.max_connections } else { u64::MAX };
+        self.check_memory(limits)?;
+        let max = limits.max_connections.filter(|&m| m > 0).unwrap_or(u64::MAX);
         self.total
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < max).then_some(n + 1))
             .map_err(|_| Refusal::Total)?;
@@ -139,6 +166,29 @@ impl ConnCounts {
     /// Connections admitted and not yet released, over all workers.
     pub fn total(&self) -> u64 {
         self.total.load(Ordering::Relaxed)
+    }
+
+    fn check_memory(&self, limits: &Limits) -> Result<(), Refusal> {
+        match limits.memory {
+            Some(m) if m > 0 && self.charged() >= m => Err(Refusal::Memory),
+            _ => Ok(()),
+        }
+    }
+
+    /// Sets what `worker`'s connections hold now (bytes: buffers, queues and
+    /// [`crate::config::CONNECTION_BYTES`] each); each worker reports once a second.
+    pub fn charge(&self, worker: usize, bytes: u64) {
+        let mut charges = self.charges.lock().unwrap_or_else(|e| e.into_inner());
+        if charges.len() <= worker {
+            charges.resize(worker + 1, 0);
+        }
+        charges[worker] = bytes;
+        self.charged.store(charges.iter().sum(), Ordering::Relaxed);
+    }
+
+    /// What every worker's connections hold, as last reported.
+    pub fn charged(&self) -> u64 {
+        self.charged.load(Ordering::Relaxed)
     }
 }
 
@@ -197,7 +247,7 @@ mod tests {
     #[test]
     fn no_limits_admit_everything() {
         let c = ConnCounts::default();
-        let l = Limits::default();
+        let l = Limits { max_connections_per_client: 0, ..Limits::default() };
         let slots: Vec<_> = (0..1000).map(|i| c.admit(&l, i, A).unwrap()).collect();
         assert_eq!(c.total(), 1000);
         slots.into_iter().for_each(|s| c.release(s));
@@ -208,7 +258,7 @@ mod tests {
     #[test]
     fn each_limit_refuses_with_its_reason_and_frees_on_release() {
         let c = ConnCounts::default();
-        let l = Limits { max_connections: 5, max_connections_per_worker: 4, max_connections_per_client: 3 };
+        let l = Limits { max_connections: Some(5), max_connections_per_worker: 4, max_connections_per_client: 3, memory: None };
         let a: Vec<_> = (0..3).map(|i| c.admit(&l, i, A).unwrap()).collect();
         assert_eq!(c.check(&l, 0, A), Err(Refusal::Client));
         assert_eq!(c.admit(&l, 0, A), Err(Refusal::Client));
@@ -227,9 +277,66 @@ mod tests {
     }
 
     #[test]
+    fn past_the_memory_limit_new_connections_are_refused() {
+        let c = ConnCounts::default();
+        let l = Limits { memory: Some(1 << 20), ..Limits::default() };
+        let a = c.admit(&l, 0, A).unwrap();
+        c.charge(0, 600 << 10);
+        c.charge(1, 300 << 10);
+        assert_eq!(c.charged(), 900 << 10);
+        assert!(c.check(&l, 0, B).is_ok());
+        c.charge(1, 500 << 10);
+        assert_eq!(c.check(&l, 0, B), Err(Refusal::Memory));
+        assert_eq!(c.admit(&l, 0, B), Err(Refusal::Memory));
+        // Open connections are untouched; once the workers hold less, new ones come in again.
+        c.charge(0, 0);
+        assert!(c.admit(&l, 0, B).is_ok());
+        c.release(a);
+        // 0: no memory limit.
+        c.charge(0, u64::MAX / 2);
+        assert!(c.check(&Limits { memory: Some(0), ..l }, 0, B).is_ok());
+    }
+
+    #[test]
+    fn defaults_follow_the_memory_sluice_may_use() {
+        use crate::config::{BUSY_CONNECTION_BYTES, Limits};
+        let r = Limits::default().resolved(8 << 30);
+        assert_eq!(r.memory, Some(4 << 30), "half of what is available");
+        assert_eq!(r.max_connections, Some((4 << 30) / BUSY_CONNECTION_BYTES));
+        assert_eq!(r.max_connections_per_client, 1024);
+        let set = Limits { memory: Some(0), max_connections: Some(7), ..Limits::default() }.resolved(8 << 30);
+        assert_eq!((set.memory, set.max_connections), (Some(0), Some(7)), "what the operator set stays");
+        assert_eq!(Limits { memory: Some(0), ..Limits::default() }.resolved(8 << 30).max_connections, Some(0));
+        let m = memory_available();
+        assert!(m > 64 << 20 && m < u64::MAX, "{m}");
+        // The TCP table per worker follows the same budget unless set.
+        let tcp = crate::config::Tcp::default();
+        assert_eq!(tcp.table_size(4 << 30, 2), (4 << 30) / crate::config::CONNECTION_BYTES as usize / 2);
+        assert_eq!(tcp.table_size(1 << 20, 2), 1024, "never below 1,024");
+        assert_eq!(tcp.table_size(0, 2), 65_536, "no memory limit");
+        assert_eq!(crate::config::Tcp { max_connections: 300, ..tcp }.table_size(4 << 30, 2), 300);
+    }
+
+    #[test]
+    fn memory_is_bytes_or_a_string_with_a_unit() {
+        use crate::config::parse_bytes;
+        assert_eq!(parse_bytes("512MiB"), Ok(512 << 20));
+        assert_eq!(parse_bytes("4 GiB"), Ok(4 << 30));
+        assert_eq!(parse_bytes("2GB"), Ok(2_000_000_000));
+        assert_eq!(parse_bytes("1000"), Ok(1000));
+        assert!(parse_bytes("12 parsecs").unwrap_err().contains("unknown unit"));
+        assert!(parse_bytes("lots").is_err());
+        assert!(parse_bytes("99999999999TiB").unwrap_err().contains("too large"));
+        let l: Limits = toml::from_str("memory = \"64MiB\"\nmax_connections = 10").unwrap();
+        assert_eq!((l.memory, l.max_connections, l.max_connections_per_client), (Some(64 << 20), Some(10), 1024));
+        let l: Limits = toml::from_str("memory = 0").unwrap();
+        assert_eq!(l.memory, Some(0));
+    }
+
+    #[test]
     fn racing_workers_never_pass_the_total() {
         let c = std::sync::Arc::new(ConnCounts::default());
-        let l = Limits { max_connections: 100, ..Limits::default() };
+        let l = Limits { max_connections: Some(100), ..Limits::default() };
         let threads: Vec<_> = (0..4)
             .map(|_| {
                 let c = std::sync::Arc::clone(&c);

@@ -62,6 +62,18 @@ impl IdleSweep {
         true
     }
 
+    /// What a worker's connections hold (`limits.memory`): `connections` TCBs at
+    /// [`crate::config::CONNECTION_BYTES`] each for their state, `tcp_buffers` bytes in their TCP
+    /// buffers (none on the kernel transport: the kernel holds those), and the relays' queues.
+    pub fn memory_charge<'a, B: Backend + 'a>(
+        connections: usize,
+        tcp_buffers: usize,
+        sessions: impl Iterator<Item = &'a Session<B>>,
+    ) -> u64 {
+        let queues: usize = sessions.map(|s| s.relay.storage()).sum();
+        connections as u64 * crate::config::CONNECTION_BYTES + (tcp_buffers + queues) as u64
+    }
+
     /// Whether `session` is idle past its timeout at `now`.
     pub fn expired<B: Backend>(session: &Session<B>, now: Instant) -> bool {
         session.relay.idle_deadline().is_some_and(|d| d <= now)

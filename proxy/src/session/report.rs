@@ -15,6 +15,7 @@ impl QueueCounters {
             Refusal::Total => self.refused_limit_total += 1,
             Refusal::Worker => self.refused_limit_worker += 1,
             Refusal::Client => self.refused_limit_client += 1,
+            Refusal::Memory => self.refused_limit_memory += 1,
         }
     }
 

@@ -107,6 +107,13 @@ impl Worker {
                 _ => None,
             });
             due.extend(idle);
+            let sessions = self.conns.values().filter_map(|c| match c {
+                Conn::Relay { session, .. } => Some(&**session),
+                _ => None,
+            });
+            let charge = IdleSweep::memory_charge(self.conns.len(), 0, sessions);
+            self.conn_counts.charge(usize::try_from(self.counters.queue).unwrap_or(0), charge);
+            self.counters.memory_charged_now = charge;
         }
         let n = due.len();
         for id in due {

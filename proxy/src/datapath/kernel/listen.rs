@@ -115,18 +115,14 @@ impl Worker {
             let peer = stream.peer_addr().unwrap_or(unknown);
             // The address the client reached (a wildcard listener's is the one it connected to).
             let local = stream.local_addr().unwrap_or(configured);
-            let slot = if self.limits == Default::default() {
-                None
-            } else {
-                match self.conn_counts.admit(&self.limits, self.admitted.len() as u64, peer.ip()) {
-                    Ok(slot) => Some(slot),
-                    Err(why) => {
-                        // Refused: closed with a RST, counted as on the XDP transport.
-                        self.counters.count_refusal(why);
-                        let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
-                        self.counters.connections_closed += 1;
-                        continue;
-                    }
+            let slot = match self.conn_counts.admit(&self.limits, self.admitted.len() as u64, peer.ip()) {
+                Ok(slot) => Some(slot),
+                Err(why) => {
+                    // Refused: closed with a RST, counted as on the XDP transport.
+                    self.counters.count_refusal(why);
+                    let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
+                    self.counters.connections_closed += 1;
+                    continue;
                 }
             };
             let client = match KernelClient::new(stream) {

@@ -83,8 +83,9 @@ pub fn prepare(config: &Config, services: &Services) -> Result<Transport> {
 
     let local_mac = interface_mac(&d.interface)?;
     let ifindex = interface_index(&d.interface)?;
-    let tcp_config = tcp_config(config, &d.interface)?;
     let workers_n = sockets.len();
+    let tcp_config = tcp_config(config, &d.interface, workers_n, services.limits.memory.unwrap_or(0))?;
+    tracing::info!(per_worker = tcp_config.max_connections, "TCP connection table (tcp.max_connections)");
     let (inboxes, peers, controls) = worker::inboxes(workers_n, 8192)?;
     let conn_counts = Arc::new(crate::session::limits::ConnCounts::default());
     let flows = Arc::new(flows::FlowIndex::new(workers_n * tcp_config.max_connections));
@@ -144,8 +145,9 @@ fn interface_index(ifname: &str) -> Result<u32> {
     text.trim().parse().with_context(|| format!("{path}: {:?} is not an interface index", text.trim()))
 }
 
-/// The TCP stack's configuration: sluice's `[tcp]` section, the interface's MTU, a random secret.
-fn tcp_config(config: &Config, ifname: &str) -> Result<sluice_tcp::Config> {
+/// The TCP stack's configuration: sluice's `[tcp]` section, the interface's MTU, a random
+/// secret, each of `workers` workers' table size (from the `memory` limit unless set).
+fn tcp_config(config: &Config, ifname: &str, workers: usize, memory: u64) -> Result<sluice_tcp::Config> {
     let t = &config.tcp;
     let mtu_path = format!("/sys/class/net/{ifname}/mtu");
     let mtu: usize = std::fs::read_to_string(&mtu_path)
@@ -183,6 +185,7 @@ fn tcp_config(config: &Config, ifname: &str) -> Result<sluice_tcp::Config> {
         window_scale: t.window_scale,
         sack: t.sack,
         timestamps: t.timestamps,
+        max_connections: t.table_size(memory, workers),
         syn_queue_len: t.syn_queue,
         syn_cookies: t.syn_cookies,
         time_wait: ms(t.time_wait_ms),

@@ -290,6 +290,13 @@ impl<B: Backend> Relay<B> {
         self.idle_timeout = timeout;
     }
 
+    /// Bytes of storage the relay's queues hold now (each only for the bytes in it).
+    pub fn storage(&self) -> usize {
+        let queues = [&self.to_backend, &self.to_client];
+        let tls = self.tls.as_ref().map_or(0, |t| t.cipher_in.storage() + t.cipher_out.storage());
+        queues.iter().map(|q| q.storage()).sum::<usize>() + tls
+    }
+
     /// When the relay ends for idleness unless a byte moves first.
     pub fn idle_deadline(&self) -> Option<Instant> {
         self.end.is_none().then_some(self.last_activity + self.idle_timeout?)

@@ -214,6 +214,11 @@ impl Connection {
         Buffers { send, recv }
     }
 
+    /// Bytes of storage the send and receive buffers hold now.
+    pub(crate) fn buffer_storage(&self) -> usize {
+        self.snd.buf.storage() + self.rcv.buf.storage()
+    }
+
     /// The TCB can be freed: CLOSED with nothing left to send.
     pub(crate) fn is_finished(&self) -> bool {
         self.state == State::Closed && !self.rst_pending

@@ -49,6 +49,13 @@ impl Endpoint {
             .count()
     }
 
+    /// Bytes of buffer storage the TCBs hold now, send and receive (a scan of every TCB: once a
+    /// second, not per segment). A buffer holds storage only for the bytes in it.
+    #[must_use]
+    pub fn buffer_storage(&self) -> usize {
+        self.slots.iter().filter_map(|s| s.conn.as_deref()).map(Connection::buffer_storage).sum()
+    }
+
     /// Buffers kept for the next connections.
     #[cfg(test)]
     pub(crate) fn spare_buffers(&self) -> usize {

@@ -88,9 +88,8 @@ impl Dispatch {
                         }
                         Some(_) => {}
                         None if local_tcb.is_none() && syn && mode.is_some() && !self.draining => {
-                            if self.limits != Default::default()
-                                && let Err(why) =
-                                    self.conn_counts.check(&self.limits, self.admitted.len() as u64, remote.ip())
+                            if let Err(why) =
+                                self.conn_counts.check(&self.limits, self.admitted.len() as u64, remote.ip())
                             {
                                 self.counters.count_refusal(why);
                                 let rst = rst_reply(&seg);

@@ -26,9 +26,7 @@ impl Dispatch {
             match event {
                 Event::Established => {
                     self.counters.connections_established += 1;
-                    if self.limits != Default::default()
-                        && let Some(t) = self.tcp.four_tuple(h)
-                    {
+                    if let Some(t) = self.tcp.four_tuple(h) {
                         match self.conn_counts.admit(&self.limits, self.admitted.len() as u64, t.remote.ip()) {
                             Ok(slot) => {
                                 self.admitted.insert(h, slot);
@@ -104,6 +102,10 @@ impl Dispatch {
             for h in idle {
                 self.pump_relay(h, now);
             }
+            let charge =
+                IdleSweep::memory_charge(self.tcp.connection_count(), self.tcp.buffer_storage(), self.sessions.values());
+            self.conn_counts.charge(self.worker, charge);
+            self.counters.memory_charged_now = charge;
         }
         self.counters.connections_open = self.tcp.connection_count() as u64;
         if self.draining {
