@@ -1,0 +1,49 @@
+//! sluice's shared session store, the parts that need no socket: issue 14's foundations.
+//!
+//! A fleet of sluices shares TLS sessions through Redis, sealed so the store learns neither
+//! the sessions nor their IDs, and looked up before rustls sees the ClientHello so that no
+//! worker ever waits on the network inside a handshake. This crate holds the pieces, each
+//! sans-IO (the caller owns sockets and clocks) and each tested on its own:
+//!
+//! - [`client_hello`]: [`client_hello::peek`], a bounds-checked read of the TLS 1.2 session ID
+//!   and the TLS 1.3 PSK identity (and SNI) from the first bytes a client sent, over several
+//!   records if need be. Not a validator: rustls still reads every byte after it.
+//! - [`seal`]: the key file ([`seal::KeySet::parse`]: first key seals, all keys open), store
+//!   keys (HMAC of prefix + ID) and AES-256-GCM sealed values bound to their store key. Not a
+//!   key manager: the caller re-reads the file on SIGHUP and swaps the set.
+//! - [`resp`]: [`resp::Client`], a pipelined, bounded Redis client state machine (`AUTH`,
+//!   `SET .. PX`, `GET`, `GETDEL`) with per-request timeouts and [`resp::Backoff`] for
+//!   reconnects. RESP2 framing from the `redis-protocol` crate. Not a general client: no
+//!   cluster, no RESP3, no TLS, no socket.
+//! - [`rendezvous`]: [`rendezvous::Rendezvous`], which node holds a key (highest random
+//!   weight), skipping nodes marked down. Not a health checker.
+//! - [`config`]: [`config::SessionStoreConfig`], the `[session_store]` table, and
+//!   [`config::RedisUrl`]. Not the reader of the rest of sluice's config.
+//! - [`ticket_keys`]: nginx-compatible `ssl_session_ticket_key` files (48 or 80 bytes),
+//!   parsed and checked. Not the ticket encryption.
+//!
+//! How a worker is meant to use them (the wiring lives in the proxy crate): on the first
+//! bytes of a connection, `peek`; on a local cache miss with a lookup ID, derive
+//! `store_key`, pick the node with `Rendezvous::pick`, `get` (TLS 1.2) or `getdel` (TLS 1.3)
+//! on that node's `Client` with a token naming the parked connection; when its `Completion`
+//! comes (or times out after `timeout_ms`), `open` the value into the local cache and let
+//! rustls go on, hit or miss. A new session is `seal`ed and `set` with its lifetime as `PX`,
+//! never waited for.
+
+#![forbid(unsafe_code)]
+
+pub mod client_hello;
+pub mod config;
+pub mod rendezvous;
+pub mod resp;
+pub mod seal;
+pub mod ticket_keys;
+
+pub use client_hello::{HelloIds, NotReason, Peek, SessionId, peek};
+pub use config::{ConfigError, RedisUrl, SessionStoreConfig, Urls};
+pub use rendezvous::Rendezvous;
+pub use resp::{
+    Auth, Backoff, Client, ClientConfig, ClientStats, Completion, ConnError, Refused, Reply, RequestError, Token,
+};
+pub use seal::{KeyFileError, KeySet, OpenError};
+pub use ticket_keys::{TicketCipher, TicketKey, TicketKeyError, TicketKeys};
