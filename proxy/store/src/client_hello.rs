@@ -94,12 +94,18 @@ pub struct HelloIds {
 }
 
 impl HelloIds {
-    /// The identifier to look up: the first PSK identity when the client offers one (TLS 1.3),
-    /// else a non-empty session ID (TLS 1.2), else nothing (a full handshake).
-    pub fn lookup_id(&self) -> Option<&[u8]> {
+    /// The identifier to look up: the first PSK identity when the client offers one (TLS 1.3);
+    /// else a non-empty session ID when the handshake will be TLS 1.2 (the client does not
+    /// offer TLS 1.3, or the server has it off: `server_tls13`); else nothing (a full
+    /// handshake). A TLS 1.3 client sends 32 random bytes as its session ID
+    /// (middlebox compatibility, RFC 8446 §D.4): looking those up would cost every new client
+    /// a store round trip for a certain miss.
+    pub fn lookup_id(&self, server_tls13: bool) -> Option<&[u8]> {
         match &self.psk_identity {
             Some(id) if !id.is_empty() => Some(id),
-            _ if !self.session_id.is_empty() && !self.psk_present => Some(self.session_id.as_bytes()),
+            _ if self.psk_present => None,
+            _ if self.offers_tls13 && server_tls13 => None,
+            _ if !self.session_id.is_empty() => Some(self.session_id.as_bytes()),
             _ => None,
         }
     }

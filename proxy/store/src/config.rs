@@ -288,7 +288,7 @@ mod tests {
     #[test]
     fn urls_that_parse() {
         let u = url("redis://198.51.100.20:6380");
-        assert_eq!((u.host.as_str(), u.port, u.username, u.password), ("198.51.100.20", 6380, None, None));
+        assert_eq!((u.host.as_str(), u.port, u.username.as_deref(), u.password.as_deref()), ("198.51.100.20", 6380, None, None));
         assert_eq!(u.node_name(), "198.51.100.20:6380");
         assert!(u.auth().is_none());
         let u = url("redis://:hunter2@198.51.100.20");

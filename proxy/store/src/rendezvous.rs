@@ -153,7 +153,7 @@ mod tests {
             let before: Vec<usize> = ks.iter().map(|k| r.pick(k).unwrap()).collect();
             let lost = n / 2;
             r.set_up(lost, false);
-            let mut moved = 0;
+            let mut moved = 0usize;
             for (k, &b) in ks.iter().zip(&before) {
                 let a = r.pick(k).unwrap();
                 assert_ne!(a, lost);
