@@ -398,6 +398,9 @@ impl Client {
                 break Err(if first == b'*' { ConnError::UnexpectedReply } else { ConnError::Protocol });
             }
             match decode(buf) {
+                // `redis-protocol` 6 takes the two bytes after a bulk string's data without
+                // checking they are CRLF: every RESP2 frame ends with one, so check it here.
+                Ok(Some((_, n))) if n < 2 || buf.get(n - 2..n) != Some(b"\r\n") => break Err(ConnError::Protocol),
                 Ok(Some((frame, n))) => {
                     pos += n;
                     if let Err(e) = self.on_reply(now, frame) {
@@ -426,12 +429,20 @@ impl Client {
             return Err(ConnError::UnexpectedReply);
         };
         let result = match (req.kind, frame) {
-            (_, OwnedFrame::Error(msg)) if req.kind == Kind::Auth => return Err(ConnError::AuthFailed(msg)),
-            (_, OwnedFrame::Error(msg)) => Err(RequestError::Server(msg)),
-            (Kind::Auth | Kind::Set, OwnedFrame::SimpleString(s)) if s == b"OK" => Ok(Reply::Stored),
-            (Kind::Get | Kind::GetDel, OwnedFrame::BulkString(v)) => Ok(Reply::Value(v)),
-            (Kind::Get | Kind::GetDel, OwnedFrame::Null) => Ok(Reply::Nil),
-            _ => return Err(ConnError::UnexpectedReply),
+            (Kind::Auth, OwnedFrame::Error(msg)) => Err(ConnError::AuthFailed(msg)),
+            (_, OwnedFrame::Error(msg)) => Ok(Err(RequestError::Server(msg))),
+            (Kind::Auth | Kind::Set, OwnedFrame::SimpleString(s)) if s == b"OK" => Ok(Ok(Reply::Stored)),
+            (Kind::Get | Kind::GetDel, OwnedFrame::BulkString(v)) => Ok(Ok(Reply::Value(v))),
+            (Kind::Get | Kind::GetDel, OwnedFrame::Null) => Ok(Ok(Reply::Nil)),
+            _ => Err(ConnError::UnexpectedReply),
+        };
+        let result = match result {
+            Ok(r) => r,
+            Err(e) => {
+                // Back in line, so that failing the connection fails this request too.
+                self.in_flight.push_front(req);
+                return Err(e);
+            }
         };
         // A good reply (the AUTH's first): the connection works.
         self.authenticated = true;
@@ -456,15 +467,7 @@ impl Client {
     /// ([`ConnError::Stalled`]): handled as in [`Client::handle_input`].
     pub fn handle_timeout(&mut self, now: Instant) -> Result<(), ConnError> {
         let timeout = self.config.timeout;
-        while let Some(w) = self.waiting.front() {
-            if now.saturating_duration_since(w.submitted) < timeout {
-                break;
-            }
-            let token = w.token;
-            self.waiting.pop_front();
-            self.stats.timed_out += 1;
-            self.completions.push_back(Completion { token, result: Err(RequestError::TimedOut) });
-        }
+        // In flight first: they were submitted before anything still waiting.
         for req in self.in_flight.iter_mut() {
             if now.saturating_duration_since(req.submitted) < timeout {
                 break;
@@ -473,6 +476,15 @@ impl Client {
                 self.stats.timed_out += 1;
                 self.completions.push_back(Completion { token, result: Err(RequestError::TimedOut) });
             }
+        }
+        while let Some(w) = self.waiting.front() {
+            if now.saturating_duration_since(w.submitted) < timeout {
+                break;
+            }
+            let token = w.token;
+            self.waiting.pop_front();
+            self.stats.timed_out += 1;
+            self.completions.push_back(Completion { token, result: Err(RequestError::TimedOut) });
         }
         if let Some(oldest) = self.in_flight.front()
             && now.saturating_duration_since(oldest.sent) >= self.config.stall_reset
