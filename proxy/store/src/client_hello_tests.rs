@@ -117,9 +117,11 @@ fn handshake(cc: &Arc<ClientConfig>, sc: &Arc<ServerConfig>) -> Vec<u8> {
     hello
 }
 
-/// Real ClientHellos: (what, bytes, the ID the server stored that it must name, if any).
+/// A real ClientHello: (what, bytes, the ID the server stored that it must name, if any).
+type Hello = (&'static str, Vec<u8>, Option<Vec<u8>>);
+
 struct Hellos {
-    all: Vec<(&'static str, Vec<u8>, Option<Vec<u8>>)>,
+    all: Vec<Hello>,
 }
 
 fn hellos() -> &'static Hellos {

@@ -224,7 +224,11 @@ impl RedisUrl {
 
     /// `host:port` (`[v6]:port`): the node's name for rendezvous hashing and logs.
     pub fn node_name(&self) -> String {
-        if self.host.contains(':') { format!("[{}]:{}", self.host, self.port) } else { format!("{}:{}", self.host, self.port) }
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
     }
 
     /// The `AUTH` to send, if any: `(username, password)`.
@@ -288,7 +292,10 @@ mod tests {
     #[test]
     fn urls_that_parse() {
         let u = url("redis://198.51.100.20:6380");
-        assert_eq!((u.host.as_str(), u.port, u.username.as_deref(), u.password.as_deref()), ("198.51.100.20", 6380, None, None));
+        assert_eq!(
+            (u.host.as_str(), u.port, u.username.as_deref(), u.password.as_deref()),
+            ("198.51.100.20", 6380, None, None)
+        );
         assert_eq!(u.node_name(), "198.51.100.20:6380");
         assert!(u.auth().is_none());
         let u = url("redis://:hunter2@198.51.100.20");
@@ -303,7 +310,10 @@ mod tests {
         assert_eq!((u.host.as_str(), u.port), ("store.example", 6379));
         // A password may hold '@' and ':' unescaped: the last '@' ends the user info.
         let u = url("redis://u:a:b@c@192.0.2.1:1");
-        assert_eq!((u.username.as_deref(), u.password.as_deref(), u.host.as_str()), (Some("u"), Some("a:b@c"), "192.0.2.1"));
+        assert_eq!(
+            (u.username.as_deref(), u.password.as_deref(), u.host.as_str()),
+            (Some("u"), Some("a:b@c"), "192.0.2.1")
+        );
         assert!(!format!("{u:?}").contains("a:b@c"));
     }
 
@@ -316,12 +326,18 @@ mod tests {
         assert_eq!(reason("redis://192.0.2.1:0"), "port 0");
         assert_eq!(reason("redis://192.0.2.1:65536"), "port is not a number in 1..=65535");
         assert_eq!(reason("redis://192.0.2.1:x"), "port is not a number in 1..=65535");
-        assert_eq!(reason("redis://2001:db8::1:6379"), "an IPv6 address must be written in brackets: [2001:db8::1]:6379");
+        assert_eq!(
+            reason("redis://2001:db8::1:6379"),
+            "an IPv6 address must be written in brackets: [2001:db8::1]:6379"
+        );
         assert_eq!(reason("redis://[2001:db8::1:6379"), "IPv6 address without closing ']'");
         assert_eq!(reason("redis://[192.0.2.1]:6379"), "not an IPv6 address between [ and ]");
         assert_eq!(reason("redis://[2001:db8::1]6379"), "expected ':port' after ']'");
         assert_eq!(reason("redis://192.0.2.1/3"), "no path, database, query or fragment allowed (database 0 only)");
-        assert_eq!(reason("redis://u:hunter2@192.0.2.1/?x"), "no path, database, query or fragment allowed (database 0 only)");
+        assert_eq!(
+            reason("redis://u:hunter2@192.0.2.1/?x"),
+            "no path, database, query or fragment allowed (database 0 only)"
+        );
         assert_eq!(reason("redis://user@192.0.2.1"), "user without password: write redis://user:password@host");
         assert_eq!(reason("redis://u:@192.0.2.1"), "empty password");
         assert_eq!(reason("redis://u:hunter2%zz@192.0.2.1"), "bad %-escape in password");
@@ -356,7 +372,9 @@ mod tests {
     fn toml_errors() {
         assert!(toml::from_str::<Outer>("[session_store]\nkey_file = \"k\"\n").is_err(), "url is required");
         assert!(toml::from_str::<Outer>("[session_store]\nurl = \"redis://a\"\n").is_err(), "key_file is required");
-        assert!(toml::from_str::<Outer>("[session_store]\nurl = \"redis://a\"\nkey_file = \"k\"\nbogus = 1\n").is_err());
+        assert!(
+            toml::from_str::<Outer>("[session_store]\nurl = \"redis://a\"\nkey_file = \"k\"\nbogus = 1\n").is_err()
+        );
         let c = |extra: &str| {
             toml::from_str::<Outer>(&format!("[session_store]\nkey_file = \"k\"\n{extra}\n"))
                 .unwrap()
@@ -369,7 +387,10 @@ mod tests {
             c("url = [\"redis://192.0.2.1\", \"redis://:x@192.0.2.1:6379\"]"),
             Err(ConfigError::DuplicateNode("192.0.2.1:6379".into()))
         );
-        assert!(matches!(c("url = \"redis://a\"\ntimeout_ms = 0"), Err(ConfigError::Range { field: "timeout_ms", .. })));
+        assert!(matches!(
+            c("url = \"redis://a\"\ntimeout_ms = 0"),
+            Err(ConfigError::Range { field: "timeout_ms", .. })
+        ));
         assert!(matches!(
             c("url = \"redis://a\"\nmax_in_flight = 0"),
             Err(ConfigError::Range { field: "max_in_flight", .. })

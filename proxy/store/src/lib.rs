@@ -34,6 +34,8 @@
 
 pub mod client_hello;
 pub mod config;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod rendezvous;
 pub mod resp;
 pub mod seal;

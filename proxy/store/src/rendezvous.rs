@@ -26,7 +26,12 @@ struct Node {
 impl Rendezvous {
     /// Nodes by name, all up. Index `i` of the iterator is node `i` in every answer.
     pub fn new<'a>(names: impl IntoIterator<Item = &'a str>) -> Self {
-        Self { nodes: names.into_iter().map(|n| Node { seed: fmix64(fnv1a(FNV_OFFSET, n.as_bytes())), up: true }).collect() }
+        Self {
+            nodes: names
+                .into_iter()
+                .map(|n| Node { seed: fmix64(fnv1a(FNV_OFFSET, n.as_bytes())), up: true })
+                .collect(),
+        }
     }
 
     /// How many nodes (up or down).

@@ -337,7 +337,14 @@ impl Client {
             self.send(now, kind, Some(token), now, key, value, px_ms);
             Ok(())
         } else if self.waiting.len() < self.config.max_queued {
-            self.waiting.push_back(Waiting { kind, token, submitted: now, key: key.to_vec(), value: value.to_vec(), px_ms });
+            self.waiting.push_back(Waiting {
+                kind,
+                token,
+                submitted: now,
+                key: key.to_vec(),
+                value: value.to_vec(),
+                px_ms,
+            });
             Ok(())
         } else {
             refuse(&mut self.stats, Refused::Full)

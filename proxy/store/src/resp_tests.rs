@@ -102,7 +102,12 @@ fn replies_match_requests_in_order_even_byte_by_byte() {
     }
     assert_eq!(
         completions(&mut c),
-        vec![ok(10, Reply::Stored), ok(11, Reply::Value(b"1".to_vec())), ok(12, Reply::Value(b"1".to_vec())), ok(13, Reply::Nil)]
+        vec![
+            ok(10, Reply::Stored),
+            ok(11, Reply::Value(b"1".to_vec())),
+            ok(12, Reply::Value(b"1".to_vec())),
+            ok(13, Reply::Nil)
+        ]
     );
     assert_eq!(c.in_flight(), 0);
     assert!(c.is_authenticated(), "no AUTH configured: a good reply proves the connection");
@@ -182,7 +187,11 @@ fn garbage_breaks_the_connection_and_fails_all_pending() {
         assert_eq!(done.iter().map(|d| d.token).collect::<Vec<_>>(), [Token(1), Token(2)]);
         // The GET may have had its good reply before the garbage; the SET never has.
         assert_eq!(done[1].result, Err(RequestError::Connection(why.clone())));
-        if !bytes.starts_with(b"$") || bytes.starts_with(b"$abc") || bytes.starts_with(b"$-7") || bytes.starts_with(b"$2") {
+        if !bytes.starts_with(b"$")
+            || bytes.starts_with(b"$abc")
+            || bytes.starts_with(b"$-7")
+            || bytes.starts_with(b"$2")
+        {
             assert_eq!(done[0].result, Err(RequestError::Connection(why.clone())));
         }
     }

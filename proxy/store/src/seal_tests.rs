@@ -30,10 +30,10 @@ fn key_file_with_comments_blank_lines_and_spaces() {
 #[test]
 fn key_file_errors_name_the_line() {
     let e = |t: &str| KeySet::parse(t).unwrap_err();
-    assert_eq!(e(&format!("# c\n{K1}\n{}\n", &K2[..62])), KeyFileError::BadLine {
-        line: 3,
-        reason: "expected 64 hex digits (32 bytes)"
-    });
+    assert_eq!(
+        e(&format!("# c\n{K1}\n{}\n", &K2[..62])),
+        KeyFileError::BadLine { line: 3, reason: "expected 64 hex digits (32 bytes)" }
+    );
     assert_eq!(e(&format!("{}zz\n", &K1[..62])), KeyFileError::BadLine { line: 1, reason: "not a hex digit" });
     assert_eq!(e(&format!("{K1}00\n")), KeyFileError::BadLine { line: 1, reason: "expected 64 hex digits (32 bytes)" });
     assert_eq!(e(&format!("{K1} # trailing\n")).to_string(), "key file line 1: expected 64 hex digits (32 bytes)");

@@ -184,10 +184,7 @@ mod tests {
     #[test]
     fn other_sizes_are_refused_naming_the_file() {
         for len in [0, 16, 47, 49, 79, 81, 96] {
-            assert_eq!(
-                TicketKeys::parse(&[file(48, 0), file(len, 1)]),
-                Err(TicketKeyError::BadSize { file: 1, len })
-            );
+            assert_eq!(TicketKeys::parse(&[file(48, 0), file(len, 1)]), Err(TicketKeyError::BadSize { file: 1, len }));
         }
         assert_eq!(TicketKeys::parse::<Vec<u8>>(&[]), Err(TicketKeyError::Empty));
         assert_eq!(

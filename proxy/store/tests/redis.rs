@@ -10,9 +10,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use sluice_store::{
-    Auth, Client, ClientConfig, Completion, ConnError, KeySet, Refused, Reply, RequestError, Token,
-};
+use sluice_store::{Auth, Client, ClientConfig, Completion, ConnError, KeySet, Refused, Reply, RequestError, Token};
 
 const PASSWORD: &str = "s3cret-for-the-test";
 
