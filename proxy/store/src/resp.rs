@@ -33,6 +33,11 @@ use redis_protocol::resp2::decode::decode;
 use redis_protocol::resp2::encode::encode_borrowed;
 use redis_protocol::resp2::types::{BorrowedFrame, OwnedFrame};
 
+/// Longest first line of a bulk string reply (`$` and up to 20 digits and CRLF).
+const MAX_LENGTH_LINE: usize = 24;
+/// Longest status or error line accepted (Redis's error messages are far shorter).
+const MAX_STATUS_LINE: usize = 4096;
+
 /// The caller's name for a request, handed back with its [`Completion`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Token(pub u64);
@@ -404,10 +409,22 @@ impl Client {
             if !matches!(first, b'+' | b'-' | b':' | b'$') {
                 break Err(if first == b'*' { ConnError::UnexpectedReply } else { ConnError::Protocol });
             }
+            // The first line must end soon: a bulk string's length is a few digits, a status
+            // or error line is short. Checked before decoding, so a server that trickles a
+            // line byte by byte costs a bounded scan per read, not a rescan of a long line.
+            let line_limit = if first == b'$' { MAX_LENGTH_LINE } else { MAX_STATUS_LINE };
+            let head = &buf[..buf.len().min(line_limit)];
+            if !head.windows(2).any(|w| w == b"\r\n") {
+                if buf.len() >= line_limit {
+                    break Err(ConnError::Protocol);
+                }
+                break Ok(());
+            }
             match decode(buf) {
                 // `redis-protocol` 6 takes the two bytes after a bulk string's data without
                 // checking they are CRLF: every RESP2 frame ends with one, so check it here.
                 Ok(Some((_, n))) if n < 2 || buf.get(n - 2..n) != Some(b"\r\n") => break Err(ConnError::Protocol),
+                Ok(Some((_, n))) if n > self.config.max_reply_bytes => break Err(ConnError::ReplyTooLarge),
                 Ok(Some((frame, n))) => {
                     pos += n;
                     if let Err(e) = self.on_reply(now, frame) {

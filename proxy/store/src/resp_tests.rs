@@ -198,6 +198,39 @@ fn garbage_breaks_the_connection_and_fails_all_pending() {
 }
 
 #[test]
+fn endless_first_lines_break_the_connection() {
+    // A bulk string length that never ends.
+    let mut c = connected(config());
+    c.get(at(0), Token(1), b"a").unwrap();
+    c.handle_input(at(1), b"$1234567890123456789012").unwrap();
+    assert_eq!(c.handle_input(at(1), b"3"), Err(ConnError::Protocol));
+    // A status line longer than any Redis sends, fed a byte at a time.
+    let mut cfg = config();
+    cfg.max_reply_bytes = 100_000;
+    let mut c = connected(cfg);
+    c.get(at(0), Token(1), b"a").unwrap();
+    c.handle_input(at(1), b"-ERR ").unwrap();
+    let mut result = Ok(());
+    for _ in 0..MAX_STATUS_LINE {
+        result = c.handle_input(at(1), b"x");
+        if result.is_err() {
+            break;
+        }
+    }
+    assert_eq!(result, Err(ConnError::Protocol));
+}
+
+#[test]
+fn a_complete_reply_over_the_bound_in_one_read_breaks_the_connection() {
+    let mut c = connected(config());
+    c.get(at(0), Token(1), b"a").unwrap();
+    let mut reply = b"$2000\r\n".to_vec();
+    reply.extend_from_slice(&[b'x'; 2000]);
+    reply.extend_from_slice(b"\r\n");
+    assert_eq!(c.handle_input(at(1), &reply), Err(ConnError::ReplyTooLarge));
+}
+
+#[test]
 fn a_reply_nobody_asked_for_breaks_the_connection() {
     let mut c = connected(config());
     assert_eq!(c.handle_input(at(0), b"+OK\r\n"), Err(ConnError::UnexpectedReply));
