@@ -121,6 +121,23 @@ impl SessionStoreConfig {
     }
 }
 
+impl SessionStoreConfig {
+    /// The Redis client's settings for one node: `AUTH` from its URL, `timeout_ms` as the
+    /// request budget, `max_in_flight` in flight and as many again waiting, a connection
+    /// declared stalled after 200 budgets (at least 1 s).
+    pub fn client_config(&self, node: &RedisUrl) -> crate::resp::ClientConfig {
+        let timeout = std::time::Duration::from_millis(self.timeout_ms);
+        crate::resp::ClientConfig {
+            auth: node.auth(),
+            max_in_flight: self.max_in_flight,
+            max_queued: self.max_in_flight,
+            timeout,
+            stall_reset: (timeout * 200).max(std::time::Duration::from_secs(1)),
+            ..crate::resp::ClientConfig::default()
+        }
+    }
+}
+
 /// Where a node is and how to log in.
 #[derive(Clone, PartialEq, Eq)]
 pub struct RedisUrl {
@@ -366,6 +383,12 @@ mod tests {
         let nodes = c.validate().unwrap();
         assert_eq!(nodes.iter().map(RedisUrl::node_name).collect::<Vec<_>>(), ["192.0.2.1:6379", "[2001:db8::1]:6379"]);
         assert_eq!((c.timeout_ms, c.prefix.as_str(), c.max_in_flight), (3, "p:", 16));
+        let cc = c.client_config(&nodes[0]);
+        assert_eq!((cc.max_in_flight, cc.max_queued), (16, 16));
+        assert_eq!((cc.timeout.as_millis(), cc.stall_reset.as_millis()), (3, 1000));
+        assert!(cc.auth.is_none());
+        let cc = c.client_config(&RedisUrl::parse("redis://u:pw@192.0.2.1").unwrap());
+        assert_eq!(cc.auth.map(|a| (a.username, a.password)), Some((Some("u".into()), "pw".into())));
     }
 
     #[test]

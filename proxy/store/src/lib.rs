@@ -15,6 +15,8 @@
 //!   `SET .. PX`, `GET`, `GETDEL`) with per-request timeouts and [`resp::Backoff`] for
 //!   reconnects. RESP2 framing from the `redis-protocol` crate. Not a general client: no
 //!   cluster, no RESP3, no TLS, no socket.
+//! - [`link`]: [`link::Link`], one node's connection life (connect, back off, reconnect)
+//!   around a [`resp::Client`]. Not the socket.
 //! - [`rendezvous`]: [`rendezvous::Rendezvous`], which node holds a key (highest random
 //!   weight), skipping nodes marked down. Not a health checker.
 //! - [`config`]: [`config::SessionStoreConfig`], the `[session_store]` table, and
@@ -36,6 +38,7 @@ pub mod client_hello;
 pub mod config;
 #[doc(hidden)]
 pub mod fuzz;
+pub mod link;
 pub mod rendezvous;
 pub mod resp;
 pub mod seal;
@@ -43,6 +46,7 @@ pub mod ticket_keys;
 
 pub use client_hello::{HelloIds, NotReason, Peek, SessionId, peek};
 pub use config::{ConfigError, RedisUrl, SessionStoreConfig, Urls};
+pub use link::{Link, LinkState};
 pub use rendezvous::Rendezvous;
 pub use resp::{
     Auth, Backoff, Client, ClientConfig, ClientStats, Completion, ConnError, Refused, Reply, RequestError, Token,
