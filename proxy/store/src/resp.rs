@@ -162,6 +162,8 @@ pub struct ClientStats {
     pub sets_dropped_full: u64,
     /// `SET`s dropped because there was no connection.
     pub sets_dropped_down: u64,
+    /// `SET`s refused because the value was larger than `max_value_bytes`.
+    pub sets_too_large: u64,
     /// `GET`/`GETDEL`s refused because the queue was full.
     pub gets_refused_full: u64,
     /// `GET`/`GETDEL`s refused because there was no connection.
@@ -288,8 +290,6 @@ impl Client {
             args.push(auth.password.as_bytes());
             encode_command(&mut self.out, &args);
             self.in_flight.push_back(InFlight { kind: Kind::Auth, token: None, submitted: now, sent: now });
-        } else {
-            self.authenticated = true;
         }
     }
 
@@ -302,6 +302,7 @@ impl Client {
     /// `SET key value PX px_ms` (an expiry of 0 is sent as 1 ms).
     pub fn set(&mut self, now: Instant, token: Token, key: &[u8], value: &[u8], px_ms: u64) -> Result<(), Refused> {
         if value.len() > self.config.max_value_bytes {
+            self.stats.sets_too_large += 1;
             return Err(Refused::TooLarge);
         }
         self.submit(now, Kind::Set, token, key, value, px_ms.max(1))
@@ -469,7 +470,9 @@ impl Client {
             }
         };
         // A good reply (the AUTH's first): the connection works.
-        self.authenticated = true;
+        if result.is_ok() {
+            self.authenticated = true;
+        }
         match req.token {
             Some(token) => self.completions.push_back(Completion { token, result }),
             None if req.kind == Kind::Auth => {}

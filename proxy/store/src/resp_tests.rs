@@ -96,6 +96,7 @@ fn replies_match_requests_in_order_even_byte_by_byte() {
     c.getdel(at(0), Token(12), b"a").unwrap();
     c.getdel(at(0), Token(13), b"a").unwrap();
     written(&mut c);
+    assert!(!c.is_authenticated(), "no AUTH: proven by the first good reply");
     let reply = b"+OK\r\n$1\r\n1\r\n$1\r\n1\r\n$-1\r\n";
     for b in reply.iter() {
         c.handle_input(at(1), std::slice::from_ref(b)).unwrap();
@@ -284,7 +285,9 @@ fn in_flight_is_bounded_the_rest_waits_then_is_refused() {
 fn a_value_over_the_bound_is_refused() {
     let mut c = connected(config());
     assert_eq!(c.set(at(0), Token(1), b"k", &[0; 513], 10), Err(Refused::TooLarge));
-    assert!(c.pending_output().is_empty());
+    assert_eq!(c.stats().sets_too_large, 1);
+    c.set(at(0), Token(2), b"k", &[0; 512], 10).unwrap();
+    assert!(c.pending_output().len() > 512);
 }
 
 #[test]
