@@ -8,7 +8,7 @@
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use sluice_store::{Client, ClientConfig, KeySet, Rendezvous, Token, peek};
+use sluice_store::{Client, ClientConfig, KeySet, Peek, Rendezvous, Token, peek};
 
 fn hello(session_id: &[u8], psk: Option<&[u8]>) -> Vec<u8> {
     // A ClientHello shaped like a browser's: 16 suites, SNI, groups, key share, PSK last.
@@ -75,6 +75,13 @@ fn main() {
     let ticket = [0x42u8; 32];
     let tls13 = records(&hello(&[6; 32], Some(&ticket)), 16_384);
     let tls13_split = records(&hello(&[6; 32], Some(&ticket)), 64);
+    // The inputs are what they claim to be.
+    for (bytes, psk) in [(&tls12, None), (&tls13, Some(&ticket[..])), (&tls13_split, Some(&ticket[..]))] {
+        match peek(bytes) {
+            Peek::ClientHello(ids) => assert_eq!(ids.psk_identity.as_deref(), psk),
+            other => panic!("{other:?}"),
+        }
+    }
     time("peek TLS 1.2 hello (1 record)", iters, |_| {
         black_box(peek(black_box(&tls12)));
     });
