@@ -24,13 +24,25 @@
 //! - [`ticket_keys`]: nginx-compatible `ssl_session_ticket_key` files (48 or 80 bytes),
 //!   parsed and checked. Not the ticket encryption.
 //!
-//! How a worker is meant to use them (the wiring lives in the proxy crate): on the first
-//! bytes of a connection, `peek`; on a local cache miss with a lookup ID, derive
-//! `store_key`, pick the node with `Rendezvous::pick`, `get` (TLS 1.2) or `getdel` (TLS 1.3)
-//! on that node's `Client` with a token naming the parked connection; when its `Completion`
-//! comes (or times out after `timeout_ms`), `open` the value into the local cache and let
-//! rustls go on, hit or miss. A new session is `seal`ed and `set` with its lifetime as `PX`,
-//! never waited for.
+//! How a worker is meant to use them (the wiring lives in the proxy crate; `tests/fleet.rs`
+//! runs this flow end to end with rustls and a real Redis):
+//!
+//! 1. Start: `SessionStoreConfig::validate` gives the nodes; per node a [`link::Link`] made
+//!    from `client_config(node)` and a [`resp::Backoff`]; a [`rendezvous::Rendezvous`] over
+//!    their `node_name`s; a [`seal::KeySet`] from `key_file` (again on SIGHUP, swapped whole).
+//! 2. The first bytes of a connection: `peek` until it is not `Incomplete` (keep at most
+//!    `MAX_PEEK_BYTES`). On `ClientHello(ids)` with `ids.lookup_id(tls13_enabled)` and a
+//!    local cache miss: `store_key(prefix, id)`, `pick` a node that is up, `get` (TLS 1.2,
+//!    reusable) or `getdel` (TLS 1.3, single use) with a `Token` naming the parked
+//!    connection. A refusal (`Down`, `Full`) is a miss at once.
+//! 3. Its `Completion` (or `TimedOut` after `timeout_ms`): on `Value`, `open` it (an error is
+//!    a counted miss) and put it into the local cache; then hand the buffered ClientHello to
+//!    rustls, hit or miss. A handshake never waits longer than the budget.
+//! 4. A new session (the local cache's `put`): `seal` it for its `store_key` and `set` it
+//!    with the session lifetime as `PX`; never waited for, dropped and counted when full.
+//! 5. The event loop: write `pending_output`, feed reads to `handle_input`, call
+//!    `handle_timeout` at the earliest `poll_timeout`, connect when `poll_connect` says so,
+//!    close the socket on any `Err`, and mark the node up or down in the `Rendezvous`.
 
 #![forbid(unsafe_code)]
 
