@@ -512,6 +512,57 @@ fn check_status(status: &str, uid: &str, gid: &str, caps: &str) -> Result<()> {
     Ok(())
 }
 
+/// A connection from `src` in the client namespace to the plain relay on 198.51.100.2:80, once
+/// a byte made the round trip through the echo backend (the outer error: the namespace).
+fn open_relay_from(sluice: &Sluice, src: &'static str) -> Result<std::io::Result<TcpStream>> {
+    in_netns(&sluice.client(), move || -> std::io::Result<TcpStream> {
+        let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+        s.bind(&SocketAddr::new(src.parse().expect("ip"), 0).into())?;
+        s.connect_timeout(&"198.51.100.2:80".parse::<SocketAddr>().expect("addr").into(), Duration::from_secs(3))?;
+        let mut s: TcpStream = s.into();
+        s.set_read_timeout(Some(Duration::from_secs(5)))?;
+        s.write_all(b"x")?;
+        let mut b = [0u8; 1];
+        s.read_exact(&mut b)?;
+        Ok(s)
+    })
+}
+
+/// Past `limits.memory` (each connection charged 16 KiB plus its buffers, reported once a
+/// second) new connections get a RST, counted; once connections end, new ones come in again.
+fn the_memory_limit_refuses_new_connections_until_memory_is_free(t: Transport) -> Result<()> {
+    let listener = "[[listener]]\naddress = \"198.51.100.2:80\"\nbackend = \"203.0.113.2:8080\"\n\n[limits]\nmemory = \"100KiB\"\nmax_connections = 0\n";
+    let sluice = Sluice::start(&t.prefix("op-mem-"), &t.config(listener))?;
+    echo_backend(&sluice.topology.topology.backend())?;
+    let mut open = Vec::new();
+    let refused = loop {
+        match open_relay_from(&sluice, "198.51.100.1")? {
+            Ok(s) => open.push(s),
+            Err(e) => break e,
+        }
+        ensure!(open.len() < 100, "100 connections of 16 KiB each under a 100 KiB limit");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    // 100 KiB / 16 KiB: the seventh connection is the first that can put the charge past it.
+    ensure!(open.len() >= 7, "refused after {} connections: {refused}: {:#}", open.len(), sluice.stats()?);
+    let stats = sluice.stats()?;
+    ensure!(sluice.queue_total(&stats, "refused_limit_memory") >= 1, "{stats:#}");
+    ensure!(sluice.queue_total(&stats, "memory_charged_now") >= 100 << 10, "{stats:#}");
+    // The open ones are untouched.
+    for s in &mut open {
+        s.write_all(b"y")?;
+        let mut b = [0u8; 1];
+        s.read_exact(&mut b)?;
+    }
+    open.clear();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while let Err(e) = open_relay_from(&sluice, "198.51.100.1")? {
+        ensure!(Instant::now() < deadline, "still refused 10 s after every connection ended: {e}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    Ok(())
+}
+
 /// Past a limit, new connections get a RST and are counted; open ones are untouched.
 fn connection_limits_refuse_new_connections_and_keep_open_ones(t: Transport) -> Result<()> {
     let limits = "[limits]\nmax_connections = 5\nmax_connections_per_client = 3\n";
@@ -525,20 +576,7 @@ fn connection_limits_refuse_new_connections_and_keep_open_ones(t: Transport) -> 
     echo_backend(&sluice.topology.topology.backend())?;
     // A second client address.
     sluice_testbed::ip(&sluice.client(), &["addr", "add", "198.51.100.3/24", "dev", "cli0"])?;
-    let open_from = |src: &'static str| -> Result<std::io::Result<TcpStream>> {
-        in_netns(&sluice.client(), move || -> std::io::Result<TcpStream> {
-            let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
-            s.bind(&SocketAddr::new(src.parse().expect("ip"), 0).into())?;
-            s.connect_timeout(&"198.51.100.2:80".parse::<SocketAddr>().expect("addr").into(), Duration::from_secs(3))?;
-            let mut s: TcpStream = s.into();
-            s.set_read_timeout(Some(Duration::from_secs(5)))?;
-            // The relay is up once a byte makes the round trip.
-            s.write_all(b"x")?;
-            let mut b = [0u8; 1];
-            s.read_exact(&mut b)?;
-            Ok(s)
-        })
-    };
+    let open_from = |src: &'static str| open_relay_from(&sluice, src);
     let mut a = Vec::new();
     for _ in 0..3 {
         a.push(open_from("198.51.100.1")??);
@@ -582,6 +620,7 @@ on_both_transports!(
     a_reload_that_adds_client_ca_demands_a_certificate_from_old_sessions,
     sigterm_drains_open_connections_then_detaches,
     connection_limits_refuse_new_connections_and_keep_open_ones,
+    the_memory_limit_refuses_new_connections_until_memory_is_free,
 );
 
 /// A reload that cannot be applied (more listeners than the XDP program's listener map holds)
