@@ -226,16 +226,31 @@ mod tests {
         (response.lines().next().unwrap_or("").to_owned(), started.elapsed())
     }
 
-    fn start(token: Option<&str>) -> (AdminServer, Arc<AtomicBool>) {
+    /// A running admin server that stops when dropped, a failed assertion's unwinding included
+    /// (the server's own drop waits for its thread, which only a stop request ends).
+    struct Running {
+        stop: Arc<AtomicBool>,
+        server: Option<AdminServer>,
+        local_addr: SocketAddr,
+    }
+
+    impl Drop for Running {
+        fn drop(&mut self) {
+            self.stop.store(true, Ordering::Relaxed);
+            drop(self.server.take());
+        }
+    }
+
+    fn start(token: Option<&str>) -> Running {
         let stop = Arc::new(AtomicBool::new(false));
         let listener = AdminServer::bind("127.0.0.1:0".parse().unwrap()).unwrap();
         let server = AdminServer::spawn(listener, source(), token.map(str::to_owned), Arc::clone(&stop)).unwrap();
-        (server, stop)
+        Running { stop, local_addr: server.local_addr, server: Some(server) }
     }
 
     #[test]
     fn a_silent_client_and_a_huge_request_do_not_hold_up_a_third() {
-        let (server, stop) = start(None);
+        let server = start(None);
         let addr = server.local_addr;
         // One connection that sends nothing, and one that sends a 10 MiB request line.
         let _silent = TcpStream::connect(addr).unwrap();
@@ -254,17 +269,15 @@ mod tests {
         assert!(took < Duration::from_secs(1), "/metrics took {took:?}");
         let huge = huge.join().unwrap();
         assert!(huge.is_empty() || huge.contains("431"), "{huge}");
-        stop.store(true, Ordering::Relaxed);
     }
 
     #[test]
     fn a_token_is_required_when_configured() {
-        let (server, stop) = start(Some("s3cret"));
+        let server = start(Some("s3cret"));
         let addr = server.local_addr;
         assert_eq!(get(addr, "/metrics", "").0, "HTTP/1.1 401 Unauthorized");
         assert_eq!(get(addr, "/metrics", "Authorization: Bearer wrong\r\n").0, "HTTP/1.1 401 Unauthorized");
         assert_eq!(get(addr, "/metrics", "authorization: Bearer s3cret\r\n").0, "HTTP/1.1 200 OK");
-        stop.store(true, Ordering::Relaxed);
     }
 
     #[test]
