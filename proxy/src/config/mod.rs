@@ -217,6 +217,12 @@ impl Config {
         if self.relay.tls_handshake_timeout_ms == 0 {
             return Err(("relay.tls_handshake_timeout_ms".into(), "must be more than 0".into()));
         }
+        if !(4096..=1 << 20).contains(&self.relay.tls_max_handshake_bytes) {
+            return Err((
+                "relay.tls_max_handshake_bytes".into(),
+                format!("{} must be from 4096 to 1048576", self.relay.tls_max_handshake_bytes),
+            ));
+        }
         if !(1..=3600).contains(&self.stats.interval_log_secs) {
             return Err((
                 "stats.interval_log_secs".into(),

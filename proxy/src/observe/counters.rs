@@ -117,6 +117,10 @@ pub struct QueueCounters {
     pub tls_failed: u64,
     /// Clients closed for not completing the TLS handshake within `relay.tls_handshake_timeout_ms`.
     pub tls_handshake_timeouts: u64,
+    /// Of `tls_failed`: clients whose handshake was larger than `relay.tls_max_handshake_bytes`
+    /// or than rustls holds (a handshake message over 0xffff bytes with its records); each got
+    /// a `decode_error` alert.
+    pub tls_handshake_too_large: u64,
     /// Loop iterations that slept in poll.
     pub idle_sleeps: u64,
     /// UMEM frames on the free list and in total.

@@ -285,6 +285,14 @@ impl<B: Backend> Relay<B> {
         connect.into_iter().chain(handshake).min()
     }
 
+    /// Bounds the TLS ciphertext the client may send before its handshake completes (see
+    /// `TlsSession::set_max_handshake_in`); nothing without TLS.
+    pub fn set_tls_max_handshake_in(&mut self, limit: usize) {
+        if let Some(tls) = self.tls.as_deref_mut() {
+            tls.session.set_max_handshake_in(limit);
+        }
+    }
+
     /// Ends the relay (both ends reset) once no byte has moved for `timeout` (None: never).
     pub fn set_idle_timeout(&mut self, timeout: Option<Duration>) {
         self.idle_timeout = timeout;
