@@ -92,8 +92,8 @@ pub struct QueueCounters {
     /// Connections refused because the worker holds as many relays (each a backend socket) as
     /// its share of the process's descriptors allows (`RLIMIT_NOFILE`).
     pub refused_descriptors: u64,
-    /// Kernel transport: times `accept` failed (EMFILE, ENFILE, ENOBUFS) and the worker stopped
-    /// accepting for a moment instead of spinning.
+    /// Kernel transport: times `accept` failed (EMFILE, ENFILE, ENOBUFS, ENOMEM) and the worker
+    /// stopped accepting for a back-off (100 ms doubling to 1 s) instead of spinning.
     pub accept_backoffs: u64,
     /// Bytes echoed by echo listeners.
     pub echo_bytes: u64,

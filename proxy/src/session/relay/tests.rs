@@ -75,7 +75,8 @@ fn tls_relay(buffer: usize) -> Relay {
     let ca = sluice_tls::testcerts::Ca::new().unwrap();
     let leaf = ca.server(&["a.test"], sluice_tls::testcerts::KeyKind::EcdsaP256).unwrap();
     let server = ServerConfig::builder().with_no_client_auth().with_single_cert(leaf.chain, leaf.key_der).unwrap();
-    Relay::new(Instant::ZERO, Duration::from_secs(5), buffer, Some((Arc::new(server), Duration::from_secs(10)))).unwrap()
+    Relay::new(Instant::ZERO, Duration::from_secs(5), buffer, Some((Arc::new(server), Duration::from_secs(10))))
+        .unwrap()
 }
 
 /// Feeds `wire` to the relay as TCP would deliver it (segments of 1448 bytes), pumping after each.
