@@ -132,6 +132,10 @@ pub struct QueueCounters {
     pub xsk_tx_no_frame: u64,
     pub xsk_fill_starved: u64,
     pub xsk_invalid_descs: u64,
+    /// XDP transport: times the worker found its interface down (a TX wakeup failed with
+    /// ENETDOWN; once per outage), and the sleeps it took while waiting for it.
+    pub xsk_link_down: u64,
+    pub xsk_link_down_sleeps: u64,
     /// The kernel's counters for the socket (XDP_STATISTICS): frames it dropped because the RX
     /// ring was full or the fill ring empty (the worker did not keep up).
     pub kernel_rx_dropped: u64,
