@@ -460,6 +460,18 @@ echo = true
     }
 
     #[test]
+    fn tls_max_handshake_bytes_defaults_and_is_checked() {
+        let c = parse(GOOD).unwrap();
+        assert_eq!(c.relay.tls_max_handshake_bytes, sluice_tls::DEFAULT_MAX_HANDSHAKE_IN);
+        let c = parse(&format!("{GOOD}\n[relay]\ntls_max_handshake_bytes = 32768\n")).unwrap();
+        assert_eq!(c.relay.tls_max_handshake_bytes, 32768);
+        for bad in [100, 2 << 20] {
+            let e = error(&format!("{GOOD}\n[relay]\ntls_max_handshake_bytes = {bad}\n"));
+            assert!(e.contains("relay.tls_max_handshake_bytes") && e.contains("4096 to 1048576"), "{e}");
+        }
+    }
+
+    #[test]
     fn missing_sections_and_files() {
         let e = error("[datapath]\ninterface = \"px0\"\n");
         assert!(e.contains("listener") && e.contains("at least one"), "{e}");

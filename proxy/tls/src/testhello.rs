@@ -90,7 +90,7 @@ fn handshake(sni: &str, size: usize) -> Vec<u8> {
     // rest as extensions of unassigned types (0x2000 + i, each at most 4 KiB, each type once:
     // RFC 8446 §4.2). rustls skips unknown suites and extensions.
     let room_suites = (0xfffe - suites.len() * 2) & !1;
-    let fake_suites = (pad / 2 & !1).min(room_suites);
+    let fake_suites = ((pad / 2) & !1).min(room_suites);
     pad -= fake_suites;
     let mut ext_pad = Vec::new();
     let mut i = 0u16;

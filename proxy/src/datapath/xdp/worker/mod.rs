@@ -96,15 +96,13 @@ impl LinkState {
     /// outage), logs the change back to up.
     fn after_flush(&mut self, flushed: &std::io::Result<u32>, queue: u32, counters: &mut QueueCounters) {
         match flushed {
-            Err(e) if e.raw_os_error() == Some(libc::ENETDOWN) => {
-                if !self.down {
-                    tracing::warn!(
-                        queue,
-                        "interface down (TX wakeup: {e}); waiting for it, retrying every {LINK_DOWN_RETRY:?}"
-                    );
-                    counters.xsk_link_down += 1;
-                    self.down = true;
-                }
+            Err(e) if e.raw_os_error() == Some(libc::ENETDOWN) && !self.down => {
+                tracing::warn!(
+                    queue,
+                    "interface down (TX wakeup: {e}); waiting for it, retrying every {LINK_DOWN_RETRY:?}"
+                );
+                counters.xsk_link_down += 1;
+                self.down = true;
             }
             Ok(_) if self.down => {
                 tracing::info!(queue, "interface up again; sending");
