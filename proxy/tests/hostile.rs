@@ -115,8 +115,13 @@ enum Answer {
 /// Sends a ClientHello of `size` bytes (records of 16 KiB) to 198.51.100.2:443 from the client
 /// namespace and reads what comes back within 5 s (a bound on silence, not a speed).
 fn hello_answer(sluice: &Sluice, size: usize) -> Result<Answer> {
+    hello_in_records(sluice, size, sluice_tls::testhello::MAX_RECORD_PAYLOAD)
+}
+
+/// [`hello_answer`] with the ClientHello cut into records of `record` bytes.
+fn hello_in_records(sluice: &Sluice, size: usize, record: usize) -> Result<Answer> {
     in_netns(&sluice.client(), move || -> Result<Answer> {
-        let hello = sluice_tls::testhello::client_hello("a.test", size, sluice_tls::testhello::MAX_RECORD_PAYLOAD);
+        let hello = sluice_tls::testhello::client_hello("a.test", size, record);
         let mut s = TcpStream::connect_timeout(&"198.51.100.2:443".parse()?, Duration::from_secs(3))?;
         s.set_write_timeout(Some(Duration::from_secs(5)))?;
         s.set_read_timeout(Some(Duration::from_secs(5)))?;
@@ -163,8 +168,10 @@ fn start_tls(prefix: &str, t: Transport, relay: &str) -> Result<Sluice> {
 
 /// ClientHellos of 11, 40 and 61 KB (records of 16 KiB, sent at once from a kernel socket) get a
 /// ServerHello; one larger than rustls holds (0xffff + 4 bytes) gets a fatal decode_error alert,
-/// not silence. With `relay.tls_max_handshake_bytes = 32768`, the 11 KB one is still answered
-/// and the 40 KB one gets the alert. Every alert is counted `tls_handshake_too_large`.
+/// not silence; so does an 11 KB one cut into 1-byte records (six times its size in framing:
+/// more than rustls joins), where the same in 100-byte records is answered. With
+/// `relay.tls_max_handshake_bytes = 32768`, the 11 KB one is still answered and the 40 KB one
+/// gets the alert. Every alert is counted `tls_handshake_too_large`.
 fn large_client_hellos_get_a_server_hello_or_an_alert(t: Transport) -> Result<()> {
     const DECODE_ERROR: u8 = 50;
     let sluice = start_tls(&t.prefix("ho3-"), t, "")?;
@@ -172,10 +179,14 @@ fn large_client_hellos_get_a_server_hello_or_an_alert(t: Transport) -> Result<()
         let a = hello_answer(&sluice, size)?;
         ensure!(matches!(a, Answer::ServerHello), "{t:?}: a {size}-byte ClientHello got {a:?}");
     }
+    let a = hello_in_records(&sluice, 11_000, 100)?;
+    ensure!(matches!(a, Answer::ServerHello), "{t:?}: 11 KB in 100-byte records got {a:?}");
     let a = hello_answer(&sluice, 0xffff + 4)?;
     ensure!(matches!(a, Answer::Alert(DECODE_ERROR)), "{t:?}: a ClientHello over rustls's bound got {a:?}");
+    let a = hello_in_records(&sluice, 11_000, 1)?;
+    ensure!(matches!(a, Answer::Alert(DECODE_ERROR)), "{t:?}: 11 KB in 1-byte records got {a:?}");
     let stats = sluice.wait_idle()?;
-    ensure!(sluice.queue_total(&stats, "tls_handshake_too_large") == 1, "{stats:#}");
+    ensure!(sluice.queue_total(&stats, "tls_handshake_too_large") == 2, "{stats:#}");
     drop(sluice);
 
     let sluice = start_tls(&t.prefix("ho4-"), t, "tls_max_handshake_bytes = 32768")?;
