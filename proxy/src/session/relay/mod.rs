@@ -4,9 +4,11 @@
 //!
 //! With TLS the client side has two more bounded queues: ciphertext received from the client and
 //! not yet taken by rustls, and ciphertext rustls produced and the TCP send buffer did not take
-//! yet. rustls's own buffers are bounded by `TlsSession::new`'s limit. A TLS error (garbage
-//! instead of a ClientHello, a bad certificate, ...) sends rustls's alert, closes the client
-//! connection and resets the backend.
+//! yet. rustls's own buffers are bounded by `TlsSession::new`'s limit, the client's handshake by
+//! `relay.tls_max_handshake_bytes` ([`Relay::set_tls_max_handshake_in`]). A TLS error (garbage
+//! instead of a ClientHello, a bad certificate, a handshake larger than that bound or than rustls
+//! holds, ...) sends an alert (rustls's, or the session's own where rustls has none), closes the
+//! client connection and resets the backend.
 //!
 //! Bytes move both ways through bounded queues with back-pressure: when the queue towards the
 //! backend is full, sluice stops reading from the client connection, so its receive window
