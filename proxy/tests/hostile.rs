@@ -1,7 +1,8 @@
-//! Hostile clients (issue 12), the time bounds so far: a relay where nothing moves is reset
-//! after `relay.idle_timeout_ms`, and a client that stops reading (a zero window it answers
-//! probes for, forever) is reset after `tcp.user_timeout_ms`; either way every resource of the
-//! connection goes and sluice is idle again.
+//! Hostile clients (issue 12): the time bounds (a relay where nothing moves is reset after
+//! `relay.idle_timeout_ms`, and a client that stops reading, a zero window it answers probes
+//! for forever, is reset after `tcp.user_timeout_ms`; either way every resource of the
+//! connection goes and sluice is idle again) and large handshakes (ClientHellos of tens of KiB
+//! get a ServerHello, larger ones than sluice or rustls take an alert, never silence).
 
 mod common;
 
@@ -98,3 +99,105 @@ fn a_client_that_stops_reading_is_reset_after_the_user_timeout() -> Result<()> {
     eprintln!("user timeout: the client read {got} bytes, then {end}");
     Ok(())
 }
+
+/// What came back for a hand-built ClientHello: the first bytes sluice sent, or how the
+/// connection ended without any (the fields are for failure messages).
+#[derive(Debug)]
+#[allow(dead_code)]
+enum Answer {
+    ServerHello,
+    Alert(u8),
+    Other(Vec<u8>),
+    Closed(String),
+    Silence,
+}
+
+/// Sends a ClientHello of `size` bytes (records of 16 KiB) to 198.51.100.2:443 from the client
+/// namespace and reads what comes back within 5 s (a bound on silence, not a speed).
+fn hello_answer(sluice: &Sluice, size: usize) -> Result<Answer> {
+    hello_in_records(sluice, size, sluice_tls::testhello::MAX_RECORD_PAYLOAD)
+}
+
+/// [`hello_answer`] with the ClientHello cut into records of `record` bytes.
+fn hello_in_records(sluice: &Sluice, size: usize, record: usize) -> Result<Answer> {
+    in_netns(&sluice.client(), move || -> Result<Answer> {
+        let hello = sluice_tls::testhello::client_hello("a.test", size, record);
+        let mut s = TcpStream::connect_timeout(&"198.51.100.2:443".parse()?, Duration::from_secs(3))?;
+        s.set_write_timeout(Some(Duration::from_secs(5)))?;
+        s.set_read_timeout(Some(Duration::from_secs(5)))?;
+        if let Err(e) = s.write_all(&hello) {
+            return Ok(Answer::Closed(format!("write: {e}")));
+        }
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        while got.len() < 7 {
+            match s.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => break,
+                Err(e) => return Ok(Answer::Closed(format!("read: {e} after {} bytes", got.len()))),
+            }
+        }
+        Ok(if sluice_tls::testhello::starts_with_server_hello(&got) {
+            Answer::ServerHello
+        } else if let Some(d) = sluice_tls::testhello::first_alert(&got) {
+            Answer::Alert(d)
+        } else if got.is_empty() {
+            Answer::Silence
+        } else {
+            Answer::Other(got)
+        })
+    })?
+}
+
+/// sluice with TLS (a.test) on 198.51.100.2:443 and an HTTP backend, `relay` as its `[relay]`.
+fn start_tls(prefix: &str, t: Transport, relay: &str) -> Result<Sluice> {
+    let dir = std::env::temp_dir().join(format!("{prefix}certs-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    common::certificates(&dir)?;
+    let d = dir.display();
+    let config = t.config(&format!(
+        "[[listener]]\naddress = \"198.51.100.2:443\"\nbackend = \"203.0.113.2:8080\"\n\n\
+         [listener.tls]\ncertificates = [{{ cert = \"{d}/a.test.pem\", key = \"{d}/a.test.key\", sni = [\"a.test\"], default = true }}]\n\n\
+         [relay]\n{relay}\n"
+    ));
+    let sluice = Sluice::start(prefix, &config)?;
+    common::http_backend(&sluice.backend())?;
+    Ok(sluice)
+}
+
+/// ClientHellos of 11, 40 and 61 KB (records of 16 KiB, sent at once from a kernel socket) get a
+/// ServerHello; one larger than rustls holds (0xffff + 4 bytes) gets a fatal decode_error alert,
+/// not silence; so does an 11 KB one cut into 1-byte records (six times its size in framing:
+/// more than rustls joins), where the same in 100-byte records is answered. With
+/// `relay.tls_max_handshake_bytes = 32768`, the 11 KB one is still answered and the 40 KB one
+/// gets the alert. Every alert is counted `tls_handshake_too_large`.
+fn large_client_hellos_get_a_server_hello_or_an_alert(t: Transport) -> Result<()> {
+    const DECODE_ERROR: u8 = 50;
+    let sluice = start_tls(&t.prefix("ho3-"), t, "")?;
+    for size in [11_000, 40_000, 61_000] {
+        let a = hello_answer(&sluice, size)?;
+        ensure!(matches!(a, Answer::ServerHello), "{t:?}: a {size}-byte ClientHello got {a:?}");
+    }
+    let a = hello_in_records(&sluice, 11_000, 100)?;
+    ensure!(matches!(a, Answer::ServerHello), "{t:?}: 11 KB in 100-byte records got {a:?}");
+    let a = hello_answer(&sluice, 0xffff + 4)?;
+    ensure!(matches!(a, Answer::Alert(DECODE_ERROR)), "{t:?}: a ClientHello over rustls's bound got {a:?}");
+    let a = hello_in_records(&sluice, 11_000, 1)?;
+    ensure!(matches!(a, Answer::Alert(DECODE_ERROR)), "{t:?}: 11 KB in 1-byte records got {a:?}");
+    let stats = sluice.wait_idle()?;
+    ensure!(sluice.queue_total(&stats, "tls_handshake_too_large") == 2, "{stats:#}");
+    drop(sluice);
+
+    let sluice = start_tls(&t.prefix("ho4-"), t, "tls_max_handshake_bytes = 32768")?;
+    let a = hello_answer(&sluice, 11_000)?;
+    ensure!(matches!(a, Answer::ServerHello), "{t:?}: 11 KB under a 32 KiB bound got {a:?}");
+    let a = hello_answer(&sluice, 40_000)?;
+    ensure!(matches!(a, Answer::Alert(DECODE_ERROR)), "{t:?}: 40 KB over a 32 KiB bound got {a:?}");
+    let stats = sluice.wait_idle()?;
+    ensure!(sluice.queue_total(&stats, "tls_handshake_too_large") == 1, "{stats:#}");
+    ensure!(sluice.queue_total(&stats, "tls_failed") == 1, "{stats:#}");
+    Ok(())
+}
+
+on_both_transports!(large_client_hellos_get_a_server_hello_or_an_alert);

@@ -20,6 +20,11 @@ pub struct Relay {
     pub backend_connect_timeout_ms: u64,
     /// Close a client that has not completed its TLS handshake this long after connecting.
     pub tls_handshake_timeout_ms: u64,
+    /// The most TLS ciphertext a client may send before its handshake completes (its
+    /// ClientHello, and its second flight with client certificates); past it, or past rustls's
+    /// own bound on one handshake message (0xffff bytes with its record framing), the client
+    /// gets a fatal `decode_error` alert and is closed (counted `tls_handshake_too_large`).
+    pub tls_max_handshake_bytes: usize,
     /// End a relay through which no byte moved, either way, for this long: the client and the
     /// backend are reset (0: never).
     pub idle_timeout_ms: u64,
@@ -31,6 +36,7 @@ impl Default for Relay {
             buffer: 64 * 1024,
             backend_connect_timeout_ms: 5_000,
             tls_handshake_timeout_ms: 10_000,
+            tls_max_handshake_bytes: sluice_tls::DEFAULT_MAX_HANDSHAKE_IN,
             idle_timeout_ms: 300_000,
         }
     }

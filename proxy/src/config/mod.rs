@@ -219,6 +219,12 @@ impl Config {
         if self.relay.tls_handshake_timeout_ms == 0 {
             return Err(("relay.tls_handshake_timeout_ms".into(), "must be more than 0".into()));
         }
+        if !(4096..=1 << 20).contains(&self.relay.tls_max_handshake_bytes) {
+            return Err((
+                "relay.tls_max_handshake_bytes".into(),
+                format!("{} must be from 4096 to 1048576", self.relay.tls_max_handshake_bytes),
+            ));
+        }
         if !(1..=3600).contains(&self.stats.interval_log_secs) {
             return Err((
                 "stats.interval_log_secs".into(),
@@ -453,6 +459,18 @@ echo = true
         assert!(e.contains("tcp.recv_buffer"), "{e}");
         let e = error(&format!("{GOOD}\n[tcp]\ncongestion = \"bbr\"\n"));
         assert!(e.contains("bbr"), "{e}");
+    }
+
+    #[test]
+    fn tls_max_handshake_bytes_defaults_and_is_checked() {
+        let c = parse(GOOD).unwrap();
+        assert_eq!(c.relay.tls_max_handshake_bytes, sluice_tls::DEFAULT_MAX_HANDSHAKE_IN);
+        let c = parse(&format!("{GOOD}\n[relay]\ntls_max_handshake_bytes = 32768\n")).unwrap();
+        assert_eq!(c.relay.tls_max_handshake_bytes, 32768);
+        for bad in [100, 2 << 20] {
+            let e = error(&format!("{GOOD}\n[relay]\ntls_max_handshake_bytes = {bad}\n"));
+            assert!(e.contains("relay.tls_max_handshake_bytes") && e.contains("4096 to 1048576"), "{e}");
+        }
     }
 
     #[test]

@@ -97,8 +97,8 @@ pub struct QueueCounters {
     /// Connections refused because the worker holds as many relays (each a backend socket) as
     /// its share of the process's descriptors allows (`RLIMIT_NOFILE`).
     pub refused_descriptors: u64,
-    /// Kernel transport: times `accept` failed (EMFILE, ENFILE, ENOBUFS) and the worker stopped
-    /// accepting for a moment instead of spinning.
+    /// Kernel transport: times `accept` failed (EMFILE, ENFILE, ENOBUFS, ENOMEM) and the worker
+    /// stopped accepting for a back-off (100 ms doubling to 1 s) instead of spinning.
     pub accept_backoffs: u64,
     /// Bytes echoed by echo listeners.
     pub echo_bytes: u64,
@@ -122,6 +122,10 @@ pub struct QueueCounters {
     pub tls_failed: u64,
     /// Clients closed for not completing the TLS handshake within `relay.tls_handshake_timeout_ms`.
     pub tls_handshake_timeouts: u64,
+    /// Of `tls_failed`: clients whose handshake was larger than `relay.tls_max_handshake_bytes`
+    /// or than rustls holds (a handshake message over 0xffff bytes with its records); each got
+    /// a `decode_error` alert.
+    pub tls_handshake_too_large: u64,
     /// Loop iterations that slept in poll.
     pub idle_sleeps: u64,
     /// UMEM frames on the free list and in total.
@@ -133,6 +137,10 @@ pub struct QueueCounters {
     pub xsk_tx_no_frame: u64,
     pub xsk_fill_starved: u64,
     pub xsk_invalid_descs: u64,
+    /// XDP transport: times the worker found its interface down (a TX wakeup failed with
+    /// ENETDOWN; once per outage), and the sleeps it took while waiting for it.
+    pub xsk_link_down: u64,
+    pub xsk_link_down_sleeps: u64,
     /// The kernel's counters for the socket (XDP_STATISTICS): frames it dropped because the RX
     /// ring was full or the fill ring empty (the worker did not keep up).
     pub kernel_rx_dropped: u64,

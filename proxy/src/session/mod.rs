@@ -112,6 +112,7 @@ impl<B: Backend> Session<B> {
         let tls = tls.map(|c| (c, Duration::from_millis(settings.tls_handshake_timeout_ms)));
         let mut relay = Relay::new(now, timeout, settings.buffer, tls)?;
         relay.set_idle_timeout((settings.idle_timeout_ms > 0).then(|| Duration::from_millis(settings.idle_timeout_ms)));
+        relay.set_tls_max_handshake_in(settings.tls_max_handshake_bytes);
         relay.peers = Some((client, listener));
         Ok(Self { relay, backends, pool: None, tried: 0, lease: None, registered: false, client, listener })
     }

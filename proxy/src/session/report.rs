@@ -50,7 +50,12 @@ impl QueueCounters {
             Some(RelayEnd::Clean) => self.relays_clean += 1,
             Some(RelayEnd::BackendFailed) => self.relays_backend_failed += 1,
             Some(RelayEnd::BackendTimeout) => self.relays_backend_timeout += 1,
-            Some(RelayEnd::TlsFailed) => self.tls_failed += 1,
+            Some(RelayEnd::TlsFailed) => {
+                self.tls_failed += 1;
+                if r.tls_session().is_some_and(|s| s.handshake_too_large()) {
+                    self.tls_handshake_too_large += 1;
+                }
+            }
             Some(RelayEnd::HandshakeTimeout) => self.tls_handshake_timeouts += 1,
             Some(RelayEnd::IdleTimeout) => self.relays_idle_timeout += 1,
             Some(RelayEnd::ClientGone) | None => self.relays_client_gone += 1,

@@ -7,7 +7,8 @@
 //!   (TLS 1.2 session IDs and TLS 1.3 stateful resumption).
 //! - [`session`]: [`TlsSession`], one server connection driven sans-IO from the TCP byte stream,
 //!   with handshake timestamps and [`HandshakeInfo`].
-//! - `testcerts` (feature `testcerts`): demo and test certificates.
+//! - `testcerts` (feature `testcerts`): demo and test certificates; `testhello` (same
+//!   feature): hand-built ClientHellos of any size, for the large-handshake tests.
 //!
 //! Provider: rustls 0.23 with aws-lc-rs. Nothing here reads a clock except through the
 //! `TimeProvider` given to the cache (and rustls's own validity checks).
@@ -19,6 +20,8 @@ pub mod config;
 pub mod session;
 #[cfg(any(test, feature = "testcerts"))]
 pub mod testcerts;
+#[cfg(any(test, feature = "testcerts"))]
+pub mod testhello;
 
 #[cfg(test)]
 mod tests;
@@ -28,4 +31,6 @@ pub use config::{
     CertSettings, Disk, FileSource, Resumption, TlsConfigError, TlsSettings, build, build_with, files_named,
 };
 pub use rustls;
-pub use session::{DEFAULT_BUFFER_LIMIT, HandshakeInfo, TlsError, TlsSession};
+pub use session::{
+    DEFAULT_BUFFER_LIMIT, DEFAULT_MAX_HANDSHAKE_IN, HandshakeInfo, RUSTLS_MAX_HANDSHAKE_BUFFER, TlsError, TlsSession,
+};

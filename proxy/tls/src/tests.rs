@@ -797,3 +797,106 @@ fn unclean_eof_and_bytes_after_close_notify() {
     assert_eq!(s.feed(now, &[0x17, 0x03, 0x03, 0x00, 0x01, 9]).unwrap(), 0);
     assert_eq!(s.read_plaintext(&mut [0u8; 8]), 0);
 }
+
+// ---------------------------------------------------------------- large ClientHellos
+
+use crate::testhello::{MAX_RECORD_PAYLOAD, client_hello, first_alert, starts_with_server_hello};
+
+/// What a fresh session answers to `wire` fed in pieces of `chunk` bytes: the session's result
+/// and the first bytes it queued for the client.
+fn answer(s: &mut TlsSession<u64>, wire: &[u8], chunk: usize) -> (Result<(), TlsError>, Vec<u8>) {
+    let mut off = 0;
+    let mut res = Ok(());
+    while off < wire.len() {
+        let end = off.saturating_add(chunk).min(wire.len());
+        match s.feed(1, &wire[off..end]) {
+            Ok(0) => panic!("stalled after {off} of {} bytes: rustls took nothing and said nothing", wire.len()),
+            Ok(n) => off += n,
+            Err(e) => {
+                res = Err(e);
+                break;
+            }
+        }
+    }
+    let mut out = vec![0u8; 1 << 16];
+    let n = s.write_ciphertext(&mut out);
+    out.truncate(n);
+    (res, out)
+}
+
+const DECODE_ERROR: u8 = 50;
+
+#[test]
+fn large_client_hellos_get_a_server_hello() {
+    let sc = server(&settings(), new_cache());
+    // 11 KB fits one record; the larger ones span records (RFC 8446 §5.1), up to the largest
+    // rustls joins: a message whose records (framing included) fill its 0xffff-byte buffer.
+    for size in [11_000, 16_380, 16_390, 40_000, 61_000, 65_000, RUSTLS_MAX_HANDSHAKE_BUFFER - 5 * 5] {
+        for record in [MAX_RECORD_PAYLOAD, 4_000] {
+            for chunk in [usize::MAX, 1448, 100] {
+                let wire = client_hello("a.example", size, record);
+                if wire.len() > RUSTLS_MAX_HANDSHAKE_BUFFER {
+                    continue;
+                }
+                let mut s = TlsSession::<u64>::new(sc.clone(), DEFAULT_BUFFER_LIMIT).unwrap();
+                let (res, out) = answer(&mut s, &wire, chunk);
+                assert!(res.is_ok(), "{size} in records of {record}, pieces of {chunk}: {res:?}");
+                assert!(starts_with_server_hello(&out), "{size}/{record}/{chunk}: no ServerHello: {out:02x?}");
+                assert_eq!(s.handshake_in(), wire.len());
+            }
+        }
+    }
+}
+
+#[test]
+fn a_client_hello_larger_than_rustls_holds_gets_an_alert_not_silence() {
+    let sc = server(&settings(), new_cache());
+    // 0xffff + 4 bytes: a body rustls's message limit allows, but its records do not fit the
+    // deframer (rustls takes 0xffff bytes and then nothing, saying nothing); 70,000: over the
+    // message limit (rustls fails without an alert); 11 KB in 1-byte records: six times its
+    // size in framing.
+    for (size, record) in [(0xffff + 4, MAX_RECORD_PAYLOAD), (70_000, MAX_RECORD_PAYLOAD), (11_000, 1)] {
+        for chunk in [usize::MAX, 1448] {
+            let wire = client_hello("a.example", size, record);
+            let mut s = TlsSession::<u64>::new(sc.clone(), DEFAULT_BUFFER_LIMIT).unwrap();
+            let (res, out) = answer(&mut s, &wire, chunk);
+            assert!(matches!(res, Err(TlsError::HandshakeTooLarge { .. })), "{size}/{record}/{chunk}: {res:?}");
+            assert!(s.failed() && s.handshake_too_large());
+            assert_eq!(first_alert(&out), Some(DECODE_ERROR), "{size}/{record}/{chunk}: {out:02x?}");
+            assert_eq!(out[5], 2, "fatal");
+            assert!(!s.wants_write());
+            assert_eq!(s.feed(2, &wire[..10]).unwrap(), 0, "a failed session takes nothing more");
+        }
+    }
+}
+
+#[test]
+fn the_handshake_input_bound_is_honoured() {
+    let sc = server(&settings(), new_cache());
+    let mut s = TlsSession::<u64>::new(sc.clone(), DEFAULT_BUFFER_LIMIT).unwrap();
+    s.set_max_handshake_in(8192);
+    let (res, out) = answer(&mut s, &client_hello("a.example", 11_000, MAX_RECORD_PAYLOAD), 1448);
+    assert!(matches!(res, Err(TlsError::HandshakeTooLarge { limit: 8192 })), "{res:?}");
+    assert_eq!(first_alert(&out), Some(DECODE_ERROR));
+    assert_eq!(s.handshake_in(), 8192);
+
+    let mut s = TlsSession::<u64>::new(sc.clone(), DEFAULT_BUFFER_LIMIT).unwrap();
+    s.set_max_handshake_in(8192);
+    let (res, out) = answer(&mut s, &client_hello("a.example", 8192 - 5, MAX_RECORD_PAYLOAD), usize::MAX);
+    assert!(res.is_ok() && starts_with_server_hello(&out), "exactly at the bound: {res:?}");
+
+    // A whole handshake of a real client fits a small bound; the bytes after it are not counted.
+    let cc = Client::v13().build();
+    let mut client = ClientConnection::new(cc, ServerName::try_from("a.example").unwrap()).unwrap();
+    let mut s = TlsSession::<u64>::new(sc, DEFAULT_BUFFER_LIMIT).unwrap();
+    s.set_max_handshake_in(4096);
+    let mut now = 0;
+    pump(&mut client, &mut s, &mut now).unwrap();
+    assert!(!s.is_handshaking());
+    let hs = s.handshake_in();
+    std::io::Write::write_all(&mut client.writer(), &[7u8; 10_000]).unwrap();
+    pump(&mut client, &mut s, &mut now).unwrap();
+    assert_eq!(s.handshake_in(), hs);
+    let mut buf = vec![0u8; 16_384];
+    assert_eq!(s.read_plaintext(&mut buf), 10_000);
+}

@@ -3,7 +3,10 @@
 //! over them), keeping them in step with a reload, and accepting connections: in batches of
 //! [`ACCEPT_BATCH`], admitted under the connection limits, each opening an echo or a session.
 //! When descriptors or memory run out (or the worker is at `max_conns`), the listeners leave the
-//! epoll set for [`ACCEPT_BACKOFF`] and the connections wait in the kernel's backlog.
+//! epoll set for a back-off ([`ACCEPT_BACKOFF_MIN`], doubling on every failure in a row up to
+//! [`ACCEPT_BACKOFF_MAX`], back to the minimum after an accept succeeds) and the connections
+//! wait in the kernel's backlog: a level-triggered listener whose `accept` fails would otherwise
+//! wake the worker at once, for ever.
 
 use std::collections::HashMap;
 use std::io::ErrorKind;
@@ -23,8 +26,11 @@ use crate::session::relay::Client;
 
 /// Listen backlog of every listening socket (the kernel caps it at `net.core.somaxconn`).
 pub const LISTEN_BACKLOG: i32 = 4096;
-/// How long a worker stops accepting after `accept` failed for want of descriptors or memory.
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+/// How long a worker first stops accepting after `accept` failed for want of descriptors or
+/// memory (EMFILE, ENFILE, ENOBUFS, ENOMEM) or it reached `max_conns`.
+pub const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(100);
+/// The longest pause: the back-off doubles up to this while `accept` keeps failing.
+pub const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 
 /// Connections accepted per readiness event of a listener before other sockets get a turn.
 const ACCEPT_BATCH: usize = 64;
@@ -67,14 +73,17 @@ impl Worker {
         Ok(())
     }
 
-    /// Takes the listeners out of the epoll set for [`ACCEPT_BACKOFF`].
+    /// Takes the listeners out of the epoll set for the current back-off, and doubles the next
+    /// one (up to [`ACCEPT_BACKOFF_MAX`]).
     fn pause_accepting(&mut self, now: Instant) {
         if self.accept_paused_until.is_none() {
             for (s, _, _) in &self.listeners {
                 let _ = self.epoll.delete(s);
             }
         }
-        self.accept_paused_until = Some(now + ACCEPT_BACKOFF);
+        let pause = self.accept_backoff.clamp(ACCEPT_BACKOFF_MIN, ACCEPT_BACKOFF_MAX);
+        self.accept_paused_until = Some(now + pause);
+        self.accept_backoff = (pause * 2).min(ACCEPT_BACKOFF_MAX);
     }
 
     /// Puts the listeners back once the back-off is over.
@@ -99,13 +108,20 @@ impl Worker {
             let (listener, configured, mode) = &self.listeners[i];
             let (configured, mode) = (*configured, *mode);
             let stream = match listener.accept() {
-                Ok((stream, _)) => stream,
+                Ok((stream, _)) => {
+                    self.accept_backoff = ACCEPT_BACKOFF_MIN;
+                    stream
+                }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return,
                 Err(e) if matches!(e.kind(), ErrorKind::Interrupted | ErrorKind::ConnectionAborted) => continue,
                 Err(e) => {
-                    // EMFILE, ENFILE, ENOBUFS, ...: the connection waits in the backlog; try
-                    // again a little later instead of spinning on a readable listener.
-                    tracing::debug!(%configured, "accept: {e}");
+                    // EMFILE, ENFILE, ENOBUFS, ENOMEM, ...: the connection waits in the backlog;
+                    // try again a little later instead of spinning on a readable listener.
+                    if self.counters.accept_backoffs == 0 {
+                        tracing::warn!(%configured, "accept: {e}; pausing the listeners (counted accept_backoffs)");
+                    } else {
+                        tracing::debug!(%configured, "accept: {e}");
+                    }
                     self.counters.accept_backoffs += 1;
                     return self.pause_accepting(now);
                 }

@@ -124,6 +124,8 @@ pub struct Worker {
     /// Out of descriptors (or at `max_conns`): the listeners are out of the epoll set until
     /// then, so the level-triggered readiness of a full backlog cannot spin the worker.
     accept_paused_until: Option<Instant>,
+    /// The next pause of the listeners (doubles while accepting keeps failing).
+    accept_backoff: std::time::Duration,
     /// Most connections open at once: this worker's share of the descriptors (two each).
     pub max_conns: usize,
     pub counters: QueueCounters,
@@ -154,6 +156,7 @@ impl Worker {
             backlog,
             draining: false,
             accept_paused_until: None,
+            accept_backoff: listen::ACCEPT_BACKOFF_MIN,
             idle_sweep: Default::default(),
             max_conns: usize::MAX,
             counters: QueueCounters { queue: index as u32, ..Default::default() },

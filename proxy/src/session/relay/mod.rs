@@ -4,9 +4,11 @@
 //!
 //! With TLS the client side has two more bounded queues: ciphertext received from the client and
 //! not yet taken by rustls, and ciphertext rustls produced and the TCP send buffer did not take
-//! yet. rustls's own buffers are bounded by `TlsSession::new`'s limit. A TLS error (garbage
-//! instead of a ClientHello, a bad certificate, ...) sends rustls's alert, closes the client
-//! connection and resets the backend.
+//! yet. rustls's own buffers are bounded by `TlsSession::new`'s limit, the client's handshake by
+//! `relay.tls_max_handshake_bytes` ([`Relay::set_tls_max_handshake_in`]). A TLS error (garbage
+//! instead of a ClientHello, a bad certificate, a handshake larger than that bound or than rustls
+//! holds, ...) sends an alert (rustls's, or the session's own where rustls has none), closes the
+//! client connection and resets the backend.
 //!
 //! Bytes move both ways through bounded queues with back-pressure: when the queue towards the
 //! backend is full, sluice stops reading from the client connection, so its receive window
@@ -283,6 +285,14 @@ impl<B: Backend> Relay<B> {
         };
         let handshake = self.tls.as_ref().filter(|t| t.session.is_handshaking()).map(|t| t.handshake_deadline);
         connect.into_iter().chain(handshake).min()
+    }
+
+    /// Bounds the TLS ciphertext the client may send before its handshake completes (see
+    /// `TlsSession::set_max_handshake_in`); nothing without TLS.
+    pub fn set_tls_max_handshake_in(&mut self, limit: usize) {
+        if let Some(tls) = self.tls.as_deref_mut() {
+            tls.session.set_max_handshake_in(limit);
+        }
     }
 
     /// Ends the relay (both ends reset) once no byte has moved for `timeout` (None: never).

@@ -69,3 +69,57 @@ fn close_notify_behind_a_full_queue_ends_the_backend_stream_after_the_last_byte(
     assert_eq!(got.len(), LEN, "the backend's EOF came before the last byte");
     assert!(got == data, "bytes differ");
 }
+
+/// A relay with TLS (an ECDSA a.test) and no backend yet, on `buffer`-byte queues.
+fn tls_relay(buffer: usize) -> Relay {
+    let ca = sluice_tls::testcerts::Ca::new().unwrap();
+    let leaf = ca.server(&["a.test"], sluice_tls::testcerts::KeyKind::EcdsaP256).unwrap();
+    let server = ServerConfig::builder().with_no_client_auth().with_single_cert(leaf.chain, leaf.key_der).unwrap();
+    Relay::new(Instant::ZERO, Duration::from_secs(5), buffer, Some((Arc::new(server), Duration::from_secs(10))))
+        .unwrap()
+}
+
+/// Feeds `wire` to the relay as TCP would deliver it (segments of 1448 bytes), pumping after each.
+fn deliver(relay: &mut Relay, mem: &mut Memory, wire: &[u8]) {
+    for segment in wire.chunks(1448) {
+        mem.inbox.extend_from_slice(segment);
+        relay.pump(mem, Instant::from_millis(1));
+    }
+}
+
+/// ClientHellos of 11 KB to 61 KB, in records of 16 KiB, answered by a ServerHello whatever the
+/// relay's queue size (its queue before rustls is smaller than the hello with 4 KiB).
+#[test]
+fn large_client_hellos_are_answered_through_the_relay() {
+    use sluice_tls::testhello::{MAX_RECORD_PAYLOAD, client_hello, starts_with_server_hello};
+    for buffer in [4096, 65536] {
+        for size in [11_000, 40_000, 61_000] {
+            let mut relay = tls_relay(buffer);
+            let mut mem = Memory::default();
+            deliver(&mut relay, &mut mem, &client_hello("a.test", size, MAX_RECORD_PAYLOAD));
+            assert!(mem.inbox.is_empty(), "{size}/{buffer}: {} bytes not taken", mem.inbox.len());
+            assert!(starts_with_server_hello(&mem.out), "{size}/{buffer}: {:02x?}", &mem.out[..mem.out.len().min(16)]);
+            assert_eq!(relay.end, None);
+        }
+    }
+}
+
+/// Past `relay.tls_max_handshake_bytes` (and past rustls's own bound) the client gets a fatal
+/// decode_error alert, then the connection is closed; counted `tls_handshake_too_large`.
+#[test]
+fn a_handshake_past_the_bound_gets_an_alert_and_is_closed_and_counted() {
+    use sluice_tls::testhello::{MAX_RECORD_PAYLOAD, client_hello, first_alert};
+    for (limit, size) in [(16_384, 20_000), (sluice_tls::DEFAULT_MAX_HANDSHAKE_IN, 0xffff + 4)] {
+        let mut relay = tls_relay(65536);
+        relay.set_tls_max_handshake_in(limit);
+        let mut mem = Memory::default();
+        deliver(&mut relay, &mut mem, &client_hello("a.test", size, MAX_RECORD_PAYLOAD));
+        assert_eq!(first_alert(&mem.out), Some(50), "{size}: {:02x?}", mem.out);
+        assert_eq!(mem.out.len(), 7, "the alert only");
+        assert!(mem.closed && !mem.aborted, "closed after the alert, not reset");
+        assert_eq!(relay.end, Some(RelayEnd::TlsFailed));
+        let mut counters = crate::observe::counters::QueueCounters::default();
+        counters.relay_ended(&relay, false, Instant::from_millis(2));
+        assert_eq!((counters.tls_failed, counters.tls_handshake_too_large), (1, 1));
+    }
+}

@@ -12,7 +12,8 @@
 //! inbox, run due timers, serve the listeners' connections (echo), transmit what the TCP stack
 //! has to send, flush the TX ring. An iteration that found no work sleeps in `poll` on the
 //! socket and the inbox's eventfd until a frame, a hand-off or the next timer: an idle sluice
-//! uses no CPU.
+//! uses no CPU. While the interface is down (the TX wakeup fails with `ENETDOWN`) the worker
+//! sleeps between tries ([`LinkState`]) instead of spinning on a TX ring that never drains.
 //!
 //! What a frame gets is decided by [`Dispatch`], which knows nothing of sockets or clocks and is
 //! tested with frames built by `sluice-wire`. Drops are counted with a reason.
@@ -39,6 +40,7 @@ use sluice_tcp::Instant;
 use sluice_xsk::{RxVerdict, Socket};
 
 use crate::datapath::Control;
+use crate::observe::counters::QueueCounters;
 use crate::observe::stats::SharedCounters;
 
 pub use dispatch::{Dispatch, Link, Source, TOKEN_INBOX, TOKEN_NETLINK, TOKEN_XSK, Verdict};
@@ -48,6 +50,9 @@ pub use inbox::{Inbox, Peers, inboxes};
 const RX_BATCH: u32 = 64;
 /// Longest sleep while idle: how soon a stop request is noticed.
 const IDLE_POLL: Duration = Duration::from_millis(250);
+
+/// While the interface is down, how long the worker sleeps between tries of the TX ring.
+const LINK_DOWN_RETRY: Duration = Duration::from_millis(100);
 
 /// How often the loop reads the kernel's route and neighbour changes while busy (when idle, it
 /// wakes for them).
@@ -77,6 +82,37 @@ impl NextHops {
     }
 }
 
+/// Whether the interface is down, as the TX wakeups see it: `sendto` on an AF_XDP socket fails
+/// with `ENETDOWN` while the device is not up (frames stay on the TX ring). Then the worker
+/// sleeps [`LINK_DOWN_RETRY`] between tries instead of spinning on a ring that never drains;
+/// the first `sendto` that works again ends the wait.
+#[derive(Debug, Default)]
+struct LinkState {
+    down: bool,
+}
+
+impl LinkState {
+    /// Learns the link's state from a TX flush: logs and counts each change to down (once per
+    /// outage), logs the change back to up.
+    fn after_flush(&mut self, flushed: &std::io::Result<u32>, queue: u32, counters: &mut QueueCounters) {
+        match flushed {
+            Err(e) if e.raw_os_error() == Some(libc::ENETDOWN) && !self.down => {
+                tracing::warn!(
+                    queue,
+                    "interface down (TX wakeup: {e}); waiting for it, retrying every {LINK_DOWN_RETRY:?}"
+                );
+                counters.xsk_link_down += 1;
+                self.down = true;
+            }
+            Ok(_) if self.down => {
+                tracing::info!(queue, "interface up again; sending");
+                self.down = false;
+            }
+            _ => {}
+        }
+    }
+}
+
 /// Runs one queue's worker until `stop` is set.
 pub fn run(
     mut sock: Socket,
@@ -97,6 +133,7 @@ pub fn run(
         }
     }
     let mut last_publish = now();
+    let mut link = LinkState::default();
     let mut idle_since: Option<Instant> = None;
     let mut woke_idle = false;
     while !stop.load(Ordering::Relaxed) {
@@ -182,13 +219,27 @@ pub fn run(
             }
         }
         next_hops.trigger(&mut dispatch, t);
-        if let Err(e) = sock.flush_tx() {
+        let flushed = sock.flush_tx();
+        link.after_flush(&flushed, sock.queue_id(), &mut dispatch.counters);
+        if let Err(e) = flushed
+            && !link.down
+        {
             tracing::warn!(queue = sock.queue_id(), "TX wakeup failed: {e}");
         }
         let busy = received > 0 || handed_in > 0 || sent > 0 || backend > 0;
         if t.saturating_duration_since(last_publish) >= Duration::from_millis(100) || !busy {
             publish(&sock, &mut dispatch, &shared);
             last_publish = t;
+        }
+        if link.down {
+            // Nothing leaves until the link is up: frames on the TX ring stay there, timers
+            // would only queue more. Sleep until a frame, a hand-off, a backend event or the
+            // next try, whatever the timers say.
+            idle_since = None;
+            woke_idle = true;
+            dispatch.counters.xsk_link_down_sleeps += 1;
+            sleep(&mut dispatch, &inbox, LINK_DOWN_RETRY, now);
+            continue;
         }
         if busy || sock.tx_in_flight() > 0 {
             idle_since = None;
