@@ -12,24 +12,10 @@ mod common;
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail, ensure};
-use common::{Sluice, certificates, handshakes, http_backend};
+use anyhow::{Result, bail, ensure};
+use common::{Sluice, certificates, handshakes, http_backend, process_cpu};
 use sluice_testbed::in_netns;
 use sluice_tls::rustls::{ClientConfig, RootCertStore};
-
-/// utime + stime of `pid` in clock ticks (/proc/<pid>/stat fields 14 and 15).
-fn cpu_ticks(pid: u32) -> Result<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    // The command may hold spaces: fields count from after its closing parenthesis.
-    let rest = stat.rsplit_once(')').context("/proc/pid/stat")?.1;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    Ok(fields[11].parse::<u64>()? + fields[12].parse::<u64>()?)
-}
-
-fn ticks_per_second() -> u64 {
-    // SC_CLK_TCK is 100 on every Linux architecture sluice runs on.
-    100
-}
 
 /// Descriptors `pid` has open now.
 fn open_fds(pid: u32) -> usize {
@@ -77,10 +63,9 @@ fn kernel_transport_backs_off_when_descriptors_run_out() -> Result<()> {
         std::thread::sleep(Duration::from_millis(50));
     }
     std::thread::sleep(Duration::from_millis(200));
-    let (before, start) = (cpu_ticks(pid)?, Instant::now());
+    let (before, start) = (process_cpu(pid)?, Instant::now());
     std::thread::sleep(Duration::from_secs(3));
-    let (used, wall) = (cpu_ticks(pid)? - before, start.elapsed());
-    let cpu = Duration::from_millis(used * 1000 / ticks_per_second());
+    let (cpu, wall) = (process_cpu(pid)? - before, start.elapsed());
     eprintln!("out of descriptors: sluice used {cpu:?} of CPU in {wall:?} ({} descriptors open)", open_fds(pid));
     ensure!(cpu < Duration::from_millis(500), "sluice used {cpu:?} of CPU in {wall:?} out of descriptors: it spins");
 

@@ -14,19 +14,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail, ensure};
-use common::{Sluice, bench_backend, certificates, handshakes, http_backend};
+use anyhow::{Result, bail, ensure};
+use common::{Sluice, bench_backend, certificates, handshakes, http_backend, process_cpu};
 use sluice_testbed::{in_netns, in_ns};
 use sluice_tls::rustls::{ClientConfig, RootCertStore};
-
-/// utime + stime of `pid` (/proc/<pid>/stat fields 14 and 15, in ticks of 10 ms).
-fn cpu(pid: u32) -> Result<Duration> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    let rest = stat.rsplit_once(')').context("/proc/pid/stat")?.1;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = fields[11].parse::<u64>()? + fields[12].parse::<u64>()?;
-    Ok(Duration::from_millis(ticks * 10))
-}
 
 fn link(sluice: &Sluice, state: &str) -> Result<()> {
     let out = in_ns(&sluice.proxy(), "ip", &["link", "set", "px0", state])?;
@@ -111,9 +102,9 @@ fn xdp_workers_sleep_while_the_link_is_down_and_serve_once_it_is_up() -> Result<
             std::thread::sleep(Duration::from_millis(500));
             continue;
         }
-        let (before, start) = (cpu(pid)?, Instant::now());
+        let (before, start) = (process_cpu(pid)?, Instant::now());
         std::thread::sleep(Duration::from_secs(2));
-        let (used, wall) = (cpu(pid)? - before, start.elapsed());
+        let (used, wall) = (process_cpu(pid)? - before, start.elapsed());
         let stats = sluice.stats();
         link(&sluice, "up")?;
         download.stop();

@@ -481,3 +481,9 @@ pub fn bench_backend(sluice: &Sluice, port: u16, id: &str, accept_proxy: bool) -
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// CPU time (user + system, every thread) process `pid` has used so far.
+pub fn process_cpu(pid: u32) -> Result<Duration> {
+    let s = sluice_bench::probe::process_cpu_seconds(pid).with_context(|| format!("/proc/{pid}/stat"))?;
+    Ok(Duration::from_secs_f64(s))
+}
