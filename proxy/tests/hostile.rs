@@ -1,7 +1,9 @@
-//! Hostile clients (issue 12), the time bounds so far: a relay where nothing moves is reset
-//! after `relay.idle_timeout_ms`, and a client that stops reading (a zero window it answers
-//! probes for, forever) is reset after `tcp.user_timeout_ms`; either way every resource of the
-//! connection goes and sluice is idle again.
+//! Hostile clients (issue 12), the time bounds: a relay where nothing moves is reset after
+//! `relay.idle_timeout_ms`, and a client that stops reading (a zero window it answers probes
+//! for, forever) is reset after `tcp.user_timeout_ms`; either way every resource of the
+//! connection goes and sluice is idle again. Then the issue's stall mix, 1,700 hostile
+//! connections at once on both transports while a legitimate client is served throughout, and
+//! what 10,000 idle TLS connections cost (printed, with what `limits.memory` charges for them).
 
 mod common;
 
@@ -399,7 +401,9 @@ fn a_stall_mix_ends_within_its_timeouts_while_a_client_is_served(t: Transport) -
         ensure!(timeouts - user >= (HALF_HELLO + GONE_IN_FIN_WAIT_2) as u64, "{stats:#}");
     }
     // The charge is reported once a second.
-    wait_for(&sluice, "no memory charged", Duration::from_secs(3), |s| sluice.queue_total(s, "memory_charged_now") == 0)?;
+    wait_for(&sluice, "no memory charged", Duration::from_secs(3), |s| {
+        sluice.queue_total(s, "memory_charged_now") == 0
+    })?;
     ensure!(rss_end <= rss_start + 64 * 1024, "RSS {rss_end} KiB after the stall mix, {rss_start} KiB before");
     Ok(())
 }
@@ -427,16 +431,18 @@ fn ten_thousand_idle_tls_connections_are_held_and_their_memory_is_reported() -> 
         &common::config(
             "native",
             &format!(
-                "[[listener]]\naddress = \"198.51.100.2:443\"\nbackend = \"203.0.113.2:8080\"\n\n\
+                "[[listener]]\naddress = \"198.51.100.2:443\"\n\
+                 backends = [\"203.0.113.2:8080\", \"203.0.113.2:8081\"]\nbalance = \"round-robin\"\n\n\
                  [listener.tls]\ncertificates = [\n  \
                  {{ cert = \"{d}/a.test.pem\", key = \"{d}/a.test.key\", sni = [\"a.test\"], default = true }},\n]\n\n\
                  [limits]\nmax_connections_per_client = 0\n\n[tcp]\ntime_wait_ms = 1000\n"
             ),
         ),
     )?;
-    // One thread per backend connection: `sluice-bench backend` holds 10,000 in its own process
-    // (the test's descriptors go to the clients).
-    let _backend = holding_backend(&sluice, IDLE_TLS + 100)?;
+    // `sluice-bench backend` holds the backend ends in processes of their own (the test's
+    // descriptors go to the clients), two of them: each connection takes two descriptors there.
+    let _backends =
+        [8080, 8081].into_iter().map(|port| holding_backend(&sluice, port, IDLE_TLS)).collect::<Result<Vec<_>>>()?;
     let ns = sluice.client();
     let pid = sluice.process.pid();
     in_netns(&ns, {
@@ -493,27 +499,43 @@ fn ten_thousand_idle_tls_connections_are_held_and_their_memory_is_reported() -> 
     let rss_after = rss_kib(pid)?;
     eprintln!("closed: sluice RSS {rss_after} KiB");
     ensure!(sluice.queue_total(&stats, "tls_handshakes_full") == IDLE_TLS as u64 + 1, "{stats:#}");
-    for refused in ["refused_limit_total", "refused_limit_worker", "refused_limit_client", "refused_limit_memory", "refused_descriptors"] {
+    for refused in [
+        "refused_limit_total",
+        "refused_limit_worker",
+        "refused_limit_client",
+        "refused_limit_memory",
+        "refused_descriptors",
+    ] {
         ensure!(sluice.queue_total(&stats, refused) == 0, "{refused}: {stats:#}");
     }
     Ok(())
 }
 
-/// `sluice-bench backend` on 203.0.113.2:8080 serving up to `connections` at once, idle for up
-/// to 10 minutes; waits until it accepts connections.
-fn holding_backend(sluice: &Sluice, connections: usize) -> Result<sluice_testbed::NsProcess> {
+/// `sluice-bench backend` on 203.0.113.2:`port` serving up to `connections` at once, idle for
+/// up to 10 minutes; waits until it accepts connections.
+fn holding_backend(sluice: &Sluice, port: u16, connections: usize) -> Result<sluice_testbed::NsProcess> {
     let ns = sluice.backend();
     let bin = common::bench_bin()?;
-    let max = connections.to_string();
+    let (max, listen) = (connections.to_string(), format!("203.0.113.2:{port}"));
     let args = [
-        "backend", "--listen", "203.0.113.2:8080", "--id", "hold", "--threads", "1", "--max-connections", &max,
-        "--idle-timeout-secs", "600",
+        "backend",
+        "--listen",
+        &listen,
+        "--id",
+        "hold",
+        "--threads",
+        "1",
+        "--max-connections",
+        &max,
+        "--idle-timeout-secs",
+        "600",
     ];
-    let mut p =
-        sluice_testbed::NsProcess::spawn(&ns, bin.to_str().context("path")?, &args, sluice.dir.join("backend-hold.log"))?;
+    let log = sluice.dir.join(format!("backend-hold-{port}.log"));
+    let mut p = sluice_testbed::NsProcess::spawn(&ns, bin.to_str().context("path")?, &args, log)?;
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let up = in_netns(&ns, || TcpStream::connect_timeout(&"203.0.113.2:8080".parse().unwrap(), Duration::from_millis(200)).is_ok())?;
+        let addr = SocketAddr::from(([203, 0, 113, 2], port));
+        let up = in_netns(&ns, move || TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok())?;
         if up {
             return Ok(p);
         }

@@ -139,7 +139,8 @@ impl Worker {
                 }
                 self.counters.idle_sleeps += 1;
                 let charged = self.counters.memory_charged_now;
-                dirty |= self.poll(wake.saturating_duration_since(t), now) > 0 || self.counters.memory_charged_now != charged;
+                dirty |= self.poll(wake.saturating_duration_since(t), now) > 0
+                    || self.counters.memory_charged_now != charged;
             }
         }
         self.publish(&shared);
