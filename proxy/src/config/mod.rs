@@ -31,7 +31,9 @@ pub use datapath::{Congestion, Datapath, Tcp, Transport, XdpModeSetting};
 use listener::check_backends;
 pub use listener::{HealthCheck, Listener, ListenerMode, Relay, Route};
 pub use observe::{Admin, Stats};
-pub use process::{BUSY_CONNECTION_BYTES, CONNECTION_BYTES, Drain, DrainNew, Limits, Log, LogFormat, Process, parse_bytes};
+pub use process::{
+    BUSY_CONNECTION_BYTES, CONNECTION_BYTES, Drain, DrainNew, Limits, Log, LogFormat, Process, parse_bytes,
+};
 
 /// `[datapath]` fields that only the XDP transport uses.
 const XDP_ONLY: [&str; 12] = [

@@ -258,7 +258,12 @@ mod tests {
     #[test]
     fn each_limit_refuses_with_its_reason_and_frees_on_release() {
         let c = ConnCounts::default();
-        let l = Limits { max_connections: Some(5), max_connections_per_worker: 4, max_connections_per_client: 3, memory: None };
+        let l = Limits {
+            max_connections: Some(5),
+            max_connections_per_worker: 4,
+            max_connections_per_client: 3,
+            memory: None,
+        };
         let a: Vec<_> = (0..3).map(|i| c.admit(&l, i, A).unwrap()).collect();
         assert_eq!(c.check(&l, 0, A), Err(Refusal::Client));
         assert_eq!(c.admit(&l, 0, A), Err(Refusal::Client));

@@ -102,8 +102,11 @@ impl Dispatch {
             for h in idle {
                 self.pump_relay(h, now);
             }
-            let charge =
-                IdleSweep::memory_charge(self.tcp.connection_count(), self.tcp.buffer_storage(), self.sessions.values());
+            let charge = IdleSweep::memory_charge(
+                self.tcp.connection_count(),
+                self.tcp.buffer_storage(),
+                self.sessions.values(),
+            );
             self.conn_counts.charge(self.worker, charge);
             self.counters.memory_charged_now = charge;
         }
