@@ -148,6 +148,12 @@ fn raise_nofile() -> Result<u64> {
     Ok(hard)
 }
 
+/// Backend connections open now, over every listener's backends (`/stats.json` `backends`).
+fn backends_active(stats: &serde_json::Value) -> u64 {
+    let listeners = stats["backends"].as_array().into_iter().flatten();
+    listeners.flat_map(|l| l["backends"].as_array().into_iter().flatten()).filter_map(|b| b["active"].as_u64()).sum()
+}
+
 /// Resident memory of process `pid` in KiB (`VmRSS` of `/proc/<pid>/status`).
 fn rss_kib(pid: u32) -> Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
@@ -382,6 +388,7 @@ fn a_stall_mix_ends_within_its_timeouts_while_a_client_is_served(t: Transport) -
         sluice.queue_total(&stats, "refused_limit_total") + sluice.queue_total(&stats, "refused_limit_client"),
     );
     ensure!(failed.is_empty(), "{} of {} legitimate requests failed: {failed:#?}", failed.len(), served + failed.len());
+    ensure!(backends_active(&stats) == 0, "backend connections left open: {stats:#}");
     ensure!(served >= 5, "only {served} legitimate requests in {gone:?}");
     ensure!(
         sluice.queue_total(&stats, "tls_handshake_timeouts") >= HALF_HELLO as u64,
@@ -496,6 +503,7 @@ fn ten_thousand_idle_tls_connections_are_held_and_their_memory_is_reported() -> 
     ensure!(sluice.queue_total(&stats, "connections_open") >= IDLE_TLS as u64, "{stats:#}");
     drop(held);
     let stats = sluice.wait_idle()?;
+    ensure!(backends_active(&stats) == 0, "backend connections left open: {stats:#}");
     let rss_after = rss_kib(pid)?;
     eprintln!("closed: sluice RSS {rss_after} KiB");
     ensure!(sluice.queue_total(&stats, "tls_handshakes_full") == IDLE_TLS as u64 + 1, "{stats:#}");
