@@ -72,8 +72,14 @@ impl ByteQueue {
         &mut self.buf[self.end..]
     }
 
+    /// Makes `n` bytes written into [`Self::space_mut`] part of the queue. Storage taken for a
+    /// read or write that brought nothing goes back at once: an idle connection's pump asks for
+    /// space on every queue and mostly finds nothing to put there.
     pub fn commit(&mut self, n: usize) {
         self.end = (self.end + n).min(self.buf.len());
+        if self.is_empty() {
+            self.consume(0);
+        }
     }
 }
 
@@ -123,6 +129,18 @@ mod tests {
             q.commit(n);
         }
         assert_eq!((q.len(), q.storage()), (65536, 65536), "bounded by the limit");
+    }
+
+    #[test]
+    fn space_left_unused_goes_back() {
+        let mut q = ByteQueue::new(65536);
+        assert_eq!(q.space_mut().len(), MIN_STORAGE);
+        q.commit(0);
+        assert_eq!(q.storage(), 0, "a read that found nothing leaves no storage held");
+        q.space_mut()[..2].copy_from_slice(b"hi");
+        q.commit(2);
+        q.commit(0);
+        assert_eq!((q.data(), q.storage()), (&b"hi"[..], MIN_STORAGE), "a queue with bytes keeps its storage");
     }
 
     #[test]

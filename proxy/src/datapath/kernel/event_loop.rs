@@ -122,8 +122,11 @@ impl Worker {
                 self.control(c, now());
                 dirty = true;
             }
+            // The once-a-second memory charge changes with no event too (the last connection
+            // gone): a new one is published like an event.
+            let charged = self.counters.memory_charged_now;
             let busy = self.poll(Duration::ZERO, now) > 0;
-            dirty |= busy;
+            dirty |= busy || self.counters.memory_charged_now != charged;
             let t = now();
             if dirty && (!busy || t.saturating_duration_since(last_publish) >= PUBLISH_EVERY) {
                 dirty = !self.publish(&shared);
@@ -135,7 +138,9 @@ impl Worker {
                     wake = wake.min(d);
                 }
                 self.counters.idle_sleeps += 1;
-                dirty |= self.poll(wake.saturating_duration_since(t), now) > 0;
+                let charged = self.counters.memory_charged_now;
+                dirty |= self.poll(wake.saturating_duration_since(t), now) > 0
+                    || self.counters.memory_charged_now != charged;
             }
         }
         self.publish(&shared);
