@@ -68,15 +68,19 @@ on_both_transports!(an_idle_relay_is_reset_after_the_idle_timeout);
 
 /// A client that asks for 10 MiB and never reads: its window closes and it answers sluice's
 /// zero-window probes for ever. With `tcp.user_timeout_ms = 2000` sluice resets it (counted
-/// `user_timeouts`) and its relay, backend connection, buffers and UMEM frames go.
-#[test]
-fn a_client_that_stops_reading_is_reset_after_the_user_timeout() -> Result<()> {
-    let config = common::config(
-        "native",
-        "[[listener]]\naddress = \"198.51.100.2:80\"\nbackend = \"203.0.113.2:8080\"\n\n\
-         [tcp]\ntime_wait_ms = 1000\nuser_timeout_ms = 2000\n",
-    );
-    let sluice = Sluice::start("ho2-", &config)?;
+/// `user_timeouts`; on kernel sockets Linux does, by TCP_USER_TIMEOUT) and its relay, backend
+/// connection, buffers and UMEM frames go.
+fn a_client_that_stops_reading_is_reset_after_the_user_timeout(t: Transport) -> Result<()> {
+    // On kernel sockets the setting becomes every client socket's TCP_USER_TIMEOUT: Linux's TCP
+    // resets the connection and the relay ends with its client gone.
+    let listener = "[[listener]]\naddress = \"198.51.100.2:80\"\nbackend = \"203.0.113.2:8080\"\n";
+    let config = match t {
+        Transport::Xdp => {
+            common::config("native", &format!("{listener}\n[tcp]\ntime_wait_ms = 1000\nuser_timeout_ms = 2000\n"))
+        }
+        Transport::Kernel => common::kernel_config(2, &format!("{listener}\n[tcp]\nuser_timeout_ms = 2000\n")),
+    };
+    let sluice = Sluice::start(&t.prefix("ho2-"), &config)?;
     let _backend = bench_backend(&sluice, 8080, "bytes", false)?;
     let client = in_netns(&sluice.client(), || -> Result<TcpStream> {
         let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
@@ -87,9 +91,13 @@ fn a_client_that_stops_reading_is_reset_after_the_user_timeout() -> Result<()> {
         s.write_all(b"GET /bytes/10485760 HTTP/1.1\r\nHost: stall\r\nConnection: close\r\n\r\n")?;
         Ok(s)
     })??;
-    wait_for(&sluice, "user timeout", Duration::from_secs(20), |s| sluice.tcp_total(s, "user_timeouts") >= 1)?;
+    let (counter, total): (&str, fn(&Sluice, &serde_json::Value, &str) -> u64) = match t {
+        Transport::Xdp => ("user_timeouts", Sluice::tcp_total),
+        Transport::Kernel => ("relays_client_gone", Sluice::queue_total),
+    };
+    wait_for(&sluice, "user timeout", Duration::from_secs(20), |s| total(&sluice, s, counter) >= 1)?;
     let stats = sluice.wait_idle()?;
-    ensure!(sluice.tcp_total(&stats, "user_timeouts") == 1, "{stats:#}");
+    ensure!(total(&sluice, &stats, counter) == 1, "{stats:#}");
     // (`wait_idle` also saw every UMEM frame back but those lent to the fill rings.)
     let mut client = client;
     client.set_read_timeout(Some(Duration::from_secs(5)))?;
@@ -107,6 +115,8 @@ fn a_client_that_stops_reading_is_reset_after_the_user_timeout() -> Result<()> {
     eprintln!("user timeout: the client read {got} bytes, then {end}");
     Ok(())
 }
+
+on_both_transports!(a_client_that_stops_reading_is_reset_after_the_user_timeout);
 
 /// What came back for a hand-built ClientHello: the first bytes sluice sent, or how the
 /// connection ended without any (the fields are for failure messages).

@@ -36,6 +36,9 @@ pub use process::{
 };
 
 /// `[datapath]` fields that only the XDP transport uses.
+/// The `[tcp]` settings the kernel transport applies to Linux's sockets.
+const KERNEL_TCP: &[&str] = &["user_timeout_ms"];
+
 const XDP_ONLY: [&str; 12] = [
     "xdp_mode",
     "force",
@@ -119,11 +122,15 @@ impl Config {
         };
         match self.datapath.transport {
             Transport::Kernel => {
-                if table.contains_key("tcp") {
+                // Linux's TCP serves the connections; of [tcp] only the user timeout applies
+                // (TCP_USER_TIMEOUT on every client socket).
+                let tcp = table.get("tcp").and_then(toml::Value::as_table);
+                if let Some(key) = tcp.and_then(|t| t.keys().find(|k| !KERNEL_TCP.contains(&k.as_str()))) {
                     return Err((
-                        "tcp".into(),
+                        format!("tcp.{key}"),
                         "sluice's TCP stack serves only the XDP transport; with transport = \"kernel\" \
-                         Linux's TCP serves the connections (its sysctls net.ipv4.tcp_* apply): remove [tcp]"
+                         Linux's TCP serves the connections (its sysctls net.ipv4.tcp_* apply) and of [tcp] \
+                         only user_timeout_ms is used"
                             .into(),
                     ));
                 }
@@ -531,7 +538,10 @@ echo = true
     fn a_field_the_transport_does_not_use_is_refused_by_name() {
         let kernel = GOOD.replace("interface = \"px0\"\nxdp_mode = \"native\"", "transport = \"kernel\"");
         let e = error(&format!("{kernel}\n[tcp]\ntime_wait_ms = 1000\n"));
-        assert!(e.contains(": tcp: ") && e.contains("Linux's TCP"), "{e}");
+        assert!(e.contains(": tcp.time_wait_ms: ") && e.contains("Linux's TCP"), "{e}");
+        let e = error(&format!("{kernel}\n[tcp]\nuser_timeout_ms = 1000\nsack = false\n"));
+        assert!(e.contains("tcp.sack"), "{e}");
+        assert_eq!(parse(&format!("{kernel}\n[tcp]\nuser_timeout_ms = 1000\n")).unwrap().tcp.user_timeout_ms, 1000);
         let e = error(&kernel.replace("transport", "rx_ring = 4096\ntransport"));
         assert!(e.contains("datapath.rx_ring") && e.contains("kernel"), "{e}");
         let e = error(&GOOD.replace("xdp_mode", "workers = 2\nxdp_mode"));

@@ -141,6 +141,9 @@ impl Worker {
                     continue;
                 }
             };
+            if let Err(e) = socket2::SockRef::from(&stream).set_tcp_user_timeout(self.user_timeout) {
+                tracing::debug!("TCP_USER_TIMEOUT: {e}");
+            }
             let client = match KernelClient::new(stream) {
                 Ok(c) => c,
                 Err(e) => {

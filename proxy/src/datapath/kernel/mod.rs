@@ -128,6 +128,9 @@ pub struct Worker {
     accept_backoff: std::time::Duration,
     /// Most connections open at once: this worker's share of the descriptors (two each).
     pub max_conns: usize,
+    /// `TCP_USER_TIMEOUT` of every client socket (`tcp.user_timeout_ms`): data the client leaves
+    /// unacknowledged this long (a zero window included) makes Linux reset the connection.
+    pub user_timeout: Option<std::time::Duration>,
     pub counters: QueueCounters,
     pub latencies: crate::observe::latency::Latencies,
 }
@@ -159,6 +162,7 @@ impl Worker {
             accept_backoff: listen::ACCEPT_BACKOFF_MIN,
             idle_sweep: Default::default(),
             max_conns: usize::MAX,
+            user_timeout: None,
             counters: QueueCounters { queue: index as u32, ..Default::default() },
             latencies: Default::default(),
         };
@@ -185,6 +189,8 @@ pub fn prepare(config: &Config, services: &Services) -> Result<Transport> {
         let mut w = Worker::new(i, services.clone(), Arc::clone(&conn_counts), LISTEN_BACKLOG)
             .with_context(|| format!("kernel worker {i}"))?;
         w.max_conns = max_conns;
+        w.user_timeout =
+            (config.tcp.user_timeout_ms > 0).then(|| std::time::Duration::from_millis(config.tcp.user_timeout_ms));
         workers.push(Box::new(move |ctx: crate::datapath::Worker| w.run(ctx.shared, control, ctx.clock, ctx.stop)));
     }
     for l in &config.listeners {
