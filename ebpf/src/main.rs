@@ -23,6 +23,8 @@
 #![cfg_attr(target_arch = "bpf", no_std, no_main)]
 
 #[cfg(target_arch = "bpf")]
+mod cookie;
+#[cfg(target_arch = "bpf")]
 mod xdp;
 
 #[cfg(not(target_arch = "bpf"))]
