@@ -22,6 +22,9 @@ use sluice_tls::rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOw
 /// The spoofed source of the floods: an address of the client's subnet no host has.
 const SPOOFED: &str = "198.51.100.77";
 
+/// The pass-everything XDP program on cli0 (see [`start`]); detached when dropped.
+struct PeerXdp(#[allow(dead_code)] sluice::datapath::xdp::loader::Attached);
+
 /// A TLS listener on 198.51.100.2:443 relaying to the HTTP backend, with a small SYN queue so
 /// that a flood puts it under pressure at once.
 fn flood_config(dir: &Path, xdp_syn_cookies: bool) -> String {
@@ -38,16 +41,26 @@ fn flood_config(dir: &Path, xdp_syn_cookies: bool) -> String {
     )
 }
 
-fn start(prefix: &str, xdp_syn_cookies: bool) -> Result<(Sluice, Arc<ClientConfig>)> {
+fn start(prefix: &str, xdp_syn_cookies: bool) -> Result<(Sluice, Arc<ClientConfig>, PeerXdp)> {
     let dir = std::env::temp_dir().join(format!("{prefix}certs-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let ca = certificates(&dir)?;
     let sluice = Sluice::start(prefix, &flood_config(&dir, xdp_syn_cookies))?;
     http_backend(&sluice.backend())?;
+    // XDP_TX on veth queues the frame for the peer's NAPI, and kicks that NAPI only when the
+    // peer has an XDP program of its own: without one on cli0 every SYN-ACK built in XDP is
+    // dropped (`ethtool -S px0`: xdp_tx_errors). sluice's own program with no listener in its
+    // map passes everything; attached to cli0 for the test's life. A real NIC needs nothing.
+    let peer_xdp = sluice_testbed::in_netns(&sluice.client(), || {
+        sluice::datapath::xdp::loader::Loader::attach("cli0", sluice::datapath::xdp::loader::XdpMode::Native, false, false)
+    })??;
+    // The flood's SYN-ACKs come back to the client namespace (the source MAC of the SYNs): drop
+    // them there at once instead of trying to forward them to an address nobody has.
+    sluice_testbed::ip(&sluice.client(), &["route", "add", "blackhole", &format!("{SPOOFED}/32")])?;
     let mut roots = RootCertStore::empty();
     roots.add(ca)?;
     let client = ClientConfig::builder().with_root_certificates(roots).with_no_client_auth();
-    Ok((sluice, Arc::new(client)))
+    Ok((sluice, Arc::new(client), PeerXdp(peer_xdp)))
 }
 
 /// hping3 in the client namespace against 198.51.100.2:443 from [`SPOOFED`], as fast as it goes,
@@ -56,7 +69,9 @@ fn start(prefix: &str, xdp_syn_cookies: bool) -> Result<(Sluice, Arc<ClientConfi
 /// random sequence and acknowledgment numbers). Dropping it stops it (by its pid).
 fn hping3(sluice: &Sluice, flags: &str, count: u64, name: &str) -> Result<NsProcess> {
     let count = count.to_string();
-    let args = ["--flood", "-c", &count, flags, "-p", "443", "-a", SPOOFED, "198.51.100.2"];
+    let rate = std::env::var("FLOOD_RATE").unwrap_or_else(|_| "--flood".into());
+    let mut args: Vec<&str> = rate.split_whitespace().collect();
+    args.extend(["-c", &count, flags, "-p", "443", "-a", SPOOFED, "198.51.100.2"]);
     NsProcess::spawn(&sluice.client(), "hping3", &args, sluice.dir.join(format!("hping3-{name}.log")))
         .context("hping3 (apt-get install hping3)")
 }
@@ -75,9 +90,13 @@ fn legit_handshakes(sluice: &Sluice, config: Arc<ClientConfig>, n: usize) -> Res
         let mut ok = 0;
         let mut errors = Vec::new();
         for _ in 0..n {
+            // Give up early when it is hopeless (a test that fails should not take hours).
+            if errors.len() >= 20 {
+                break;
+            }
             let one = || -> Result<()> {
                 let tcp = std::net::TcpStream::connect_timeout(&"198.51.100.2:443".parse()?, Duration::from_secs(5))?;
-                tcp.set_read_timeout(Some(Duration::from_secs(5)))?;
+                tcp.set_read_timeout(Some(Duration::from_secs(3)))?;
                 let conn = ClientConnection::new(config.clone(), "a.test".try_into()?)?;
                 let mut tls = StreamOwned::new(conn, tcp);
                 tls.write_all(b"GET / HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n")?;
@@ -88,8 +107,7 @@ fn legit_handshakes(sluice: &Sluice, config: Arc<ClientConfig>, n: usize) -> Res
             };
             match one() {
                 Ok(()) => ok += 1,
-                Err(e) if errors.len() < 5 => errors.push(format!("{e:#}")),
-                Err(_) => {}
+                Err(e) => errors.push(format!("{e:#}")),
             }
         }
         (ok, errors)
@@ -98,14 +116,7 @@ fn legit_handshakes(sluice: &Sluice, config: Arc<ClientConfig>, n: usize) -> Res
 
 /// One XDP counter from `/stats.json`.
 fn xdp_counter(stats: &serde_json::Value, name: &str) -> u64 {
-    let xdp = &stats["xdp"];
-    if let Some(v) = xdp[name].as_u64() {
-        return v;
-    }
-    xdp.as_array()
-        .and_then(|a| a.iter().find(|p| p[0] == name))
-        .and_then(|p| p[1].as_u64())
-        .unwrap_or(0)
+    stats["xdp"]["counters"][name].as_u64().unwrap_or(0)
 }
 
 /// Waits up to 10 s until `f` holds on `/stats.json`.
@@ -127,12 +138,22 @@ fn wait_for(sluice: &Sluice, what: &str, f: impl Fn(&serde_json::Value) -> bool)
 /// program answers the flood's SYNs itself, and at least 99 % of the handshakes succeed.
 #[test]
 fn syn_flood_is_answered_in_xdp_and_handshakes_go_on() -> Result<()> {
-    let (sluice, client) = start("fl1-", true)?;
+    let (sluice, client, _peer) = start("fl1-", true)?;
     let log = sluice.process.log();
     ensure!(log.contains("xdp_syn_cookies=true"), "the program with SYN cookies did not load:\n{log}");
     let flood = hping3(&sluice, "-S", 5_000_000, "syn")?;
     let started = Instant::now();
     wait_for(&sluice, "SYNs answered in XDP", |s| xdp_counter(s, "syn_cookies_sent") > 0)?;
+    if std::env::var_os("FLOOD_DEBUG").is_some() {
+        let dump = NsProcess::spawn(&sluice.client(), "tcpdump", &["-l", "-c", "6", "-nn", "-vv", "-i", "cli0", "not host 198.51.100.77"], sluice.dir.join("tcpdump.log"))?;
+        std::thread::sleep(Duration::from_millis(500));
+        let r = legit_handshakes(&sluice, Arc::clone(&client), 1);
+        drop(dump);
+        eprintln!("TCPDUMP {r:?} {}", std::fs::read_to_string(sluice.dir.join("tcpdump.log"))?);
+        eprintln!("ETHTOOL {:?}", sluice_testbed::in_ns(&sluice.proxy(), "ethtool", &["-S", "px0"]).map(|o| String::from_utf8_lossy(&o.stdout).into_owned()));
+        eprintln!("ETHTOOL {:?}", sluice_testbed::in_ns(&sluice.client(), "ethtool", &["-k", "cli0"]).map(|o| String::from_utf8_lossy(&o.stdout).into_owned()));
+        bail!("debug");
+    }
     let (ok, errors) = legit_handshakes(&sluice, Arc::clone(&client), 1000)?;
     // Keep the flood up for about 10 s in all.
     if let Some(rest) = Duration::from_secs(10).checked_sub(started.elapsed()) {
@@ -165,7 +186,7 @@ fn syn_flood_is_answered_in_xdp_and_handshakes_go_on() -> Result<()> {
 /// legitimate one) and at least 99 % of the handshakes succeed.
 #[test]
 fn spoofed_ack_flood_opens_nothing() -> Result<()> {
-    let (sluice, client) = start("fl2-", true)?;
+    let (sluice, client, _peer) = start("fl2-", true)?;
     let flood = hping3(&sluice, "-A", 5_000_000, "ack")?;
     let started = Instant::now();
     wait_for(&sluice, "the ACK flood reaching sluice", |s| {
@@ -218,7 +239,7 @@ fn syn_flood_figures() -> Result<()> {
     let hz = 100.0; // USER_HZ on Linux
     for xdp in [true, false] {
         let prefix = if xdp { "fl3-" } else { "fl4-" };
-        let (sluice, _client) = start(prefix, xdp)?;
+        let (sluice, _client, _peer) = start(prefix, xdp)?;
         let pid = sluice.process.pid();
         let before = sluice.stats()?;
         let (cpu0, soft0) = cpu_ticks(pid)?;
