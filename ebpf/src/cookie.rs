@@ -182,9 +182,17 @@ fn answer<const V6: bool>(ctx: &XdpContext, tcp_offset: usize) -> Option<u32> {
     // copy of `doff` <= 60 bytes; the helpers only read them.
     let value = unsafe {
         if V6 {
-            h::bpf_tcp_raw_gen_syncookie_ipv6(p.add(ETH_HLEN) as *mut ipv6hdr, th.as_mut_ptr() as *mut tcphdr, doff as u32)
+            h::bpf_tcp_raw_gen_syncookie_ipv6(
+                p.add(ETH_HLEN) as *mut ipv6hdr,
+                th.as_mut_ptr() as *mut tcphdr,
+                doff as u32,
+            )
         } else {
-            h::bpf_tcp_raw_gen_syncookie_ipv4(p.add(ETH_HLEN) as *mut iphdr, th.as_mut_ptr() as *mut tcphdr, doff as u32)
+            h::bpf_tcp_raw_gen_syncookie_ipv4(
+                p.add(ETH_HLEN) as *mut iphdr,
+                th.as_mut_ptr() as *mut tcphdr,
+                doff as u32,
+            )
         }
     };
     if value < 0 {

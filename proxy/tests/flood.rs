@@ -52,7 +52,12 @@ fn start(prefix: &str, xdp_syn_cookies: bool) -> Result<(Sluice, Arc<ClientConfi
     // dropped (`ethtool -S px0`: xdp_tx_errors). sluice's own program with no listener in its
     // map passes everything; attached to cli0 for the test's life. A real NIC needs nothing.
     let peer_xdp = sluice_testbed::in_netns(&sluice.client(), || {
-        sluice::datapath::xdp::loader::Loader::attach("cli0", sluice::datapath::xdp::loader::XdpMode::Native, false, false)
+        sluice::datapath::xdp::loader::Loader::attach(
+            "cli0",
+            sluice::datapath::xdp::loader::XdpMode::Native,
+            false,
+            false,
+        )
     })??;
     // The flood's SYN-ACKs come back to the client namespace (the source MAC of the SYNs): drop
     // them there at once instead of trying to forward them to an address nobody has.
@@ -243,8 +248,7 @@ fn syn_flood_figures() -> Result<()> {
         let hping = stop(flood)?;
         let after = sluice.stats()?;
         let in_xdp = xdp_counter(&after, "syn_cookies_sent") - xdp_counter(&before, "syn_cookies_sent");
-        let user_cookies =
-            sluice.tcp_total(&after, "syn_cookies_sent") - sluice.tcp_total(&before, "syn_cookies_sent");
+        let user_cookies = sluice.tcp_total(&after, "syn_cookies_sent") - sluice.tcp_total(&before, "syn_cookies_sent");
         let segments = sluice.tcp_total(&after, "segments_in") - sluice.tcp_total(&before, "segments_in");
         eprintln!(
             "FIGURES xdp_syn_cookies={xdp}: {:.0} SYNs/s answered in XDP, {:.0} SYN cookies/s in user space \

@@ -47,10 +47,8 @@ impl SynPressure {
                     self.syns_until = Some(now);
                 }
             }
-            PRESSURE_ACKS => {
-                if self.syns_until.is_none_or(|t| now.saturating_duration_since(t) >= ACK_WINDOW) {
-                    self.level = PRESSURE_OFF;
-                }
+            PRESSURE_ACKS if self.syns_until.is_none_or(|t| now.saturating_duration_since(t) >= ACK_WINDOW) => {
+                self.level = PRESSURE_OFF;
             }
             _ => {}
         }

@@ -207,7 +207,7 @@ fn accepted_cookie_ack_opens_established_with_its_options() {
         let ts = o.ts.expect("timestamps in use");
         assert_eq!(ts.tsecr, 5000);
         assert!(ts.tsval.wrapping_sub(tsecr) as i32 >= 0 && ts.tsval.wrapping_sub(tsecr) < 10);
-        assert_eq!(o.seq.wrapping_sub(iss) >= 1, true);
+        assert!(o.seq.wrapping_sub(iss) >= 1);
     }
     // The same ACK again is a segment of the connection now, not a second one.
     t.ep.accept_cookie_ack(t.now, &ip, &seg, opts);
