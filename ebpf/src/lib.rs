@@ -200,15 +200,13 @@ pub const fn ts_cookie_options(peer_wscale: Option<u8>, sack: bool, mss_index: u
 }
 
 /// What a cookie TSval carries: the peer's MSS (from the kernel's table of the family), its
-/// window shift and SACK-permitted. `None` for a window shift above 14 (not ours).
-pub const fn ts_cookie_decode(tsecr: u32, ipv6: bool) -> Option<(u16, Option<u8>, bool)> {
+/// window shift (0xf: none; every other 4-bit value is a shift of at most 14) and
+/// SACK-permitted.
+pub const fn ts_cookie_decode(tsecr: u32, ipv6: bool) -> (u16, Option<u8>, bool) {
     let ws = tsecr & 0xf;
-    if ws > 14 && ws != 0xf {
-        return None;
-    }
     let idx = ((tsecr >> 6) & 3) as usize;
     let mss = if ipv6 { KERNEL_COOKIE_MSS_V6[idx] } else { KERNEL_COOKIE_MSS_V4[idx] };
-    Some((mss, if ws == 0xf { None } else { Some(ws as u8) }, tsecr & 0x10 != 0))
+    (mss, if ws == 0xf { None } else { Some(ws as u8) }, tsecr & 0x10 != 0)
 }
 
 /// The TSval of a cookie SYN-ACK at `now_ms`: the clock with its low [`TS_COOKIE_BITS`] replaced
@@ -430,12 +428,12 @@ mod tests {
                 let ts = ts_cookie_tsval(now, o);
                 assert!(ts <= now || now < 256, "{ts} {now}");
                 assert!(now.wrapping_sub(ts) < 256);
-                let (mss, w, s) = ts_cookie_decode(ts, false).unwrap();
+                let (mss, w, s) = ts_cookie_decode(ts, false);
                 assert_eq!((mss, w, s), (KERNEL_COOKIE_MSS_V4[idx as usize], ws, sack));
-                assert_eq!(ts_cookie_decode(ts, true).unwrap().0, KERNEL_COOKIE_MSS_V6[idx as usize]);
+                assert_eq!(ts_cookie_decode(ts, true).0, KERNEL_COOKIE_MSS_V6[idx as usize]);
             }
         }
-        assert_eq!(ts_cookie_decode(0xe, false), None);
+        assert_eq!(ts_cookie_decode(0xf, false), (536, None, false));
     }
 
     #[test]

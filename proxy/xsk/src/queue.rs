@@ -471,3 +471,26 @@ impl Queue {
         self.comp.size()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::RxFrame;
+
+    #[test]
+    fn take_meta_reads_the_bytes_before_the_data_and_wipes_them() {
+        let mut frame = [0u8; 64];
+        frame[24..32].copy_from_slice(&[1, 2, 3, 4, 5, 6, 7, 8]);
+        frame[32] = 0xee;
+        let (head, buf) = frame.split_at_mut(32);
+        let mut rx = RxFrame { head, buf, len: 20, offset: 32 };
+        assert_eq!(rx.take_meta::<8>(), Some([1, 2, 3, 4, 5, 6, 7, 8]));
+        // Wiped: a later frame in the same UMEM frame cannot inherit the mark.
+        assert_eq!(rx.take_meta::<8>(), Some([0; 8]));
+        assert_eq!(rx.data()[0], 0xee);
+        // Not enough headroom: nothing.
+        let mut small = [0u8; 16];
+        let (head, buf) = small.split_at_mut(4);
+        let mut rx = RxFrame { head, buf, len: 4, offset: 4 };
+        assert_eq!(rx.take_meta::<8>(), None);
+    }
+}

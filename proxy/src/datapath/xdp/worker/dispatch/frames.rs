@@ -29,12 +29,12 @@ fn possible_peer(src: std::net::IpAddr, dst: std::net::IpAddr) -> bool {
 }
 
 /// What the XDP program's cookie SYN-ACK offered, from the low bits of its TSval that the ACK
-/// echoes in TSecr (`sluice_ebpf::ts_cookie_decode`); without timestamps (or with bits the
-/// program never writes) the conservative defaults: MSS 536 (IPv4) or 1220 (IPv6), no window
+/// echoes in TSecr (`sluice_ebpf::ts_cookie_decode`); without timestamps the conservative
+/// defaults: MSS 536 (IPv4) or 1220 (IPv6), no window
 /// scaling, no SACK.
 fn xdp_cookie_options(seg: &ParsedSegment<'_>) -> CookieOptions {
     let v6 = seg.ip.dst_addr().is_ipv6();
-    let decoded = seg.tcp.timestamp.and_then(|ts| sluice_ebpf::ts_cookie_decode(ts.tsecr, v6));
+    let decoded = seg.tcp.timestamp.map(|ts| sluice_ebpf::ts_cookie_decode(ts.tsecr, v6));
     match decoded {
         Some((mss, window_scale, sack_permitted)) => CookieOptions { mss, window_scale, sack_permitted },
         None => CookieOptions { mss: if v6 { 1220 } else { 536 }, window_scale: None, sack_permitted: false },
