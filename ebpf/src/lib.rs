@@ -21,6 +21,9 @@ use core::net::{IpAddr, SocketAddr};
 
 /// Name of the XDP program (the `#[xdp]` function) in the object file.
 pub const PROGRAM_NAME: &str = "sluice_xdp";
+/// The same program plus SYN cookies in XDP (`bpf_tcp_raw_gen_syncookie_*`, Linux 6.0+): loaded
+/// instead of [`PROGRAM_NAME`] when enabled and the kernel accepts it.
+pub const PROGRAM_NAME_COOKIES: &str = "sluice_xdp_cookies";
 
 /// Family byte of a key holding an IPv4 address.
 pub const FAMILY_IPV4: u8 = 4;
@@ -134,6 +137,87 @@ pub const XSKS_MAX: u32 = 256;
 /// `PerCpuArray<u64>`: one slot per [`Counter`].
 pub const MAP_COUNTERS: &str = "COUNTERS";
 
+/// `Array<u32>` of [`COOKIE_CONFIG_LEN`] slots: what the XDP program's SYN-ACKs offer, written
+/// by user space before any listener is added: [`COOKIE_MSS_V4`], [`COOKIE_MSS_V6`],
+/// [`COOKIE_WSCALE`], [`COOKIE_WINDOW`], [`COOKIE_FLAGS`] and the 8-byte mark
+/// ([`COOKIE_MARK_LO`], [`COOKIE_MARK_HI`]) written into the metadata of a frame whose cookie
+/// the kernel validated.
+pub const MAP_COOKIE_CONFIG: &str = "COOKIE_CONFIG";
+/// Slots of [`MAP_COOKIE_CONFIG`].
+pub const COOKIE_CONFIG_LEN: u32 = 8;
+/// Our MSS over IPv4 (the SYN-ACK's MSS option).
+pub const COOKIE_MSS_V4: u32 = 0;
+/// Our MSS over IPv6.
+pub const COOKIE_MSS_V6: u32 = 1;
+/// Our window shift (RFC 7323 2.2), or [`COOKIE_NO_WSCALE`] when we offer none.
+pub const COOKIE_WSCALE: u32 = 2;
+/// The SYN-ACK's window (never scaled, RFC 7323 2.2).
+pub const COOKIE_WINDOW: u32 = 3;
+/// [`COOKIE_FLAG_SACK`] | [`COOKIE_FLAG_TIMESTAMPS`]: what we offer.
+pub const COOKIE_FLAGS: u32 = 4;
+/// Low 32 bits of the validated-cookie mark.
+pub const COOKIE_MARK_LO: u32 = 5;
+/// High 32 bits of the validated-cookie mark.
+pub const COOKIE_MARK_HI: u32 = 6;
+/// [`COOKIE_WSCALE`] when window scaling is off.
+pub const COOKIE_NO_WSCALE: u32 = 0xff;
+pub const COOKIE_FLAG_SACK: u32 = 1;
+pub const COOKIE_FLAG_TIMESTAMPS: u32 = 2;
+/// Bytes of metadata (`bpf_xdp_adjust_meta`) in front of a frame whose cookie ACK the kernel
+/// validated: the mark, little-endian (`COOKIE_MARK_HI << 32 | COOKIE_MARK_LO`). User space
+/// reads them just before the received data and wipes them.
+pub const COOKIE_META_LEN: usize = 8;
+
+/// `Array<u32>` indexed by RX queue ([`XSKS_MAX`] slots): the SYN-queue pressure of that queue's
+/// worker, written by the worker: [`PRESSURE_OFF`], [`PRESSURE_SYNS`] or [`PRESSURE_ACKS`].
+pub const MAP_SYN_PRESSURE: &str = "SYN_PRESSURE";
+/// SYNs and ACKs go to user space unchecked.
+pub const PRESSURE_OFF: u32 = 0;
+/// The XDP program answers SYNs to active listeners with the kernel's SYN cookies and checks
+/// bare ACKs to them with the kernel.
+pub const PRESSURE_SYNS: u32 = 1;
+/// Cookies went out lately: SYNs go to user space again, bare ACKs are still checked.
+pub const PRESSURE_ACKS: u32 = 2;
+
+/// The kernel's cookie MSS tables (`msstab` of net/ipv4/syncookies.c and net/ipv6/syncookies.c):
+/// `bpf_tcp_raw_gen_syncookie_*` picks one of these.
+pub const KERNEL_COOKIE_MSS_V4: [u16; 4] = [536, 1300, 1440, 1460];
+pub const KERNEL_COOKIE_MSS_V6: [u16; 4] = [1220, 1420, 1440, 8940];
+/// Low bits of the XDP SYN-ACK's TSval that carry the options, as Linux's
+/// `cookie_init_timestamp` (bits 0-3 the peer's window shift or 0xf for none, bit 4
+/// SACK-permitted, bit 5 unused (ECN in Linux)) plus bits 6-7: the index of the cookie's MSS in
+/// [`KERNEL_COOKIE_MSS_V4`] / [`KERNEL_COOKIE_MSS_V6`].
+pub const TS_COOKIE_BITS: u32 = 8;
+
+/// The option bits of a cookie TSval (see [`TS_COOKIE_BITS`]).
+#[inline(always)]
+pub const fn ts_cookie_options(peer_wscale: Option<u8>, sack: bool, mss_index: u32) -> u32 {
+    let ws = match peer_wscale {
+        Some(w) if w <= 14 => w as u32,
+        _ => 0xf,
+    };
+    ws | ((sack as u32) << 4) | ((mss_index & 3) << 6)
+}
+
+/// What a cookie TSval carries: the peer's MSS (from the kernel's table of the family), its
+/// window shift (0xf: none; every other 4-bit value is a shift of at most 14) and
+/// SACK-permitted.
+pub const fn ts_cookie_decode(tsecr: u32, ipv6: bool) -> (u16, Option<u8>, bool) {
+    let ws = tsecr & 0xf;
+    let idx = ((tsecr >> 6) & 3) as usize;
+    let mss = if ipv6 { KERNEL_COOKIE_MSS_V6[idx] } else { KERNEL_COOKIE_MSS_V4[idx] };
+    (mss, if ws == 0xf { None } else { Some(ws as u8) }, tsecr & 0x10 != 0)
+}
+
+/// The TSval of a cookie SYN-ACK at `now_ms`: the clock with its low [`TS_COOKIE_BITS`] replaced
+/// by `options`, never ahead of the clock (Linux's `cookie_init_timestamp`).
+#[inline(always)]
+pub const fn ts_cookie_tsval(now_ms: u32, options: u32) -> u32 {
+    let mask = (1u32 << TS_COOKIE_BITS) - 1;
+    let ts = (now_ms & !mask) | (options & mask);
+    if ts > now_ms { ts.wrapping_sub(1 << TS_COOKIE_BITS) } else { ts }
+}
+
 /// Value stored in [`MAP_LISTENERS`] and [`MAP_BACKEND_FLOWS`] for a live entry.
 pub const ENTRY_ACTIVE: u32 = 1;
 /// Value of a [`MAP_LISTENERS`] entry being drained: segments of the flows in
@@ -194,11 +278,24 @@ pub enum Counter {
     PassTruncatedTcp = 19,
     /// TCP data offset < 5: passed.
     PassMalformedTcp = 20,
+    /// A SYN to an active listener under SYN-queue pressure ([`PRESSURE_SYNS`]) answered by the
+    /// program itself with a SYN-ACK carrying the kernel's SYN cookie (XDP_TX).
+    SynCookieSent = 21,
+    /// A bare ACK to an active listener ([`PRESSURE_SYNS`] or [`PRESSURE_ACKS`]) whose cookie the
+    /// kernel validated: marked ([`COOKIE_META_LEN`]) and redirected.
+    SynCookieValidated = 22,
+    /// A bare ACK to an active listener under pressure whose cookie the kernel refused:
+    /// redirected unmarked (it may belong to an established flow, which the program cannot
+    /// see); user space then answers it as its own stack would (a RST if no flow has it).
+    SynCookieFailed = 23,
+    /// A SYN under pressure the program could not answer (IPv4 options, IPv6 extension headers,
+    /// the helper or the frame refused): redirected to user space, which answers it itself.
+    SynCookieSkipped = 24,
 }
 
 impl Counter {
     /// Number of counters (slots of [`MAP_COUNTERS`]).
-    pub const COUNT: u32 = 21;
+    pub const COUNT: u32 = 25;
 
     /// Every counter, in index order.
     pub const ALL: [Counter; Self::COUNT as usize] = [
@@ -223,6 +320,10 @@ impl Counter {
         Counter::PassMalformedIpv6,
         Counter::PassTruncatedTcp,
         Counter::PassMalformedTcp,
+        Counter::SynCookieSent,
+        Counter::SynCookieValidated,
+        Counter::SynCookieFailed,
+        Counter::SynCookieSkipped,
     ];
 
     /// Index of this counter in [`MAP_COUNTERS`].
@@ -255,6 +356,10 @@ impl Counter {
             Counter::PassMalformedIpv6 => "pass_malformed_ipv6",
             Counter::PassTruncatedTcp => "pass_truncated_tcp",
             Counter::PassMalformedTcp => "pass_malformed_tcp",
+            Counter::SynCookieSent => "syn_cookies_sent",
+            Counter::SynCookieValidated => "syn_cookies_validated",
+            Counter::SynCookieFailed => "syn_cookies_failed",
+            Counter::SynCookieSkipped => "syn_cookies_skipped",
         }
     }
 
@@ -313,6 +418,22 @@ mod tests {
                 assert_ne!(c.name(), d.name());
             }
         }
+    }
+
+    #[test]
+    fn ts_cookie_roundtrip() {
+        for (ws, sack, idx) in [(Some(7), true, 3), (None, false, 0), (Some(0), true, 1), (Some(14), false, 2)] {
+            let o = ts_cookie_options(ws, sack, idx);
+            for now in [0u32, 1000, 0x1234_5678, u32::MAX] {
+                let ts = ts_cookie_tsval(now, o);
+                assert!(ts <= now || now < 256, "{ts} {now}");
+                assert!(now.wrapping_sub(ts) < 256);
+                let (mss, w, s) = ts_cookie_decode(ts, false);
+                assert_eq!((mss, w, s), (KERNEL_COOKIE_MSS_V4[idx as usize], ws, sack));
+                assert_eq!(ts_cookie_decode(ts, true).0, KERNEL_COOKIE_MSS_V6[idx as usize]);
+            }
+        }
+        assert_eq!(ts_cookie_decode(0xf, false), (536, None, false));
     }
 
     #[test]

@@ -12,16 +12,24 @@
 //! extension header chains, truncated or malformed headers) is passed to the kernel. Each frame
 //! increments exactly one per-CPU counter (`sluice_ebpf::Counter`).
 //!
+//! Two programs share this code and the maps: `sluice_xdp`, and `sluice_xdp_cookies`, which
+//! also answers SYNs with the kernel's SYN cookies while a queue's SYN queue is under pressure
+//! and marks the ACKs whose cookie the kernel validated (`cookie`). The loader takes the second
+//! when enabled and the kernel accepts it.
+//!
 //! What it is not: a validator. Checksums and TCP options are user space's job
 //! (`sluice-wire`), and so is checking that a path-MTU message quotes a segment in flight
 //! (RFC 5927); this program parses only what steering needs, and never drops or aborts:
-//! whatever it cannot classify goes to the kernel, counted.
+//! whatever it cannot classify goes to the kernel, counted. (The cookie SYN-ACK is the one frame
+//! it sends, with XDP_TX.)
 //!
 //! Headers: Ethernet II (IEEE 802.3 / RFC 894), IPv4 (RFC 791 section 3.1), IPv6 (RFC 8200
 //! sections 3 and 4), TCP (RFC 9293 section 3.1), ICMP (RFC 792, RFC 1191 section 4), ICMPv6
 //! (RFC 4443 section 3.2, RFC 8201).
 #![cfg_attr(target_arch = "bpf", no_std, no_main)]
 
+#[cfg(target_arch = "bpf")]
+mod cookie;
 #[cfg(target_arch = "bpf")]
 mod xdp;
 

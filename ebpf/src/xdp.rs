@@ -12,11 +12,11 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use sluice_ebpf::{
-    BACKEND_FLOWS_MAX, Counter, DRAIN_FLOWS_MAX, ENTRY_DRAINING, ETHERTYPE_ARP, ETHERTYPE_IPV4, ETHERTYPE_IPV6,
-    EndpointKey, FAMILY_IPV4, FAMILY_IPV6, FlowKey, ICMP_DEST_UNREACH, ICMP_FRAG_NEEDED, ICMPV6_PACKET_TOO_BIG,
-    IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, IPV6_DESTINATION_OPTIONS, IPV6_EXTENSION_HEADERS_MAX,
-    IPV6_FRAGMENT, IPV6_HOP_BY_HOP, IPV6_ROUTING, LISTENERS_MAX, XSKS_MAX, endpoint_key, flow_key, mapped_ipv4,
-    wildcard_key,
+    BACKEND_FLOWS_MAX, Counter, DRAIN_FLOWS_MAX, ENTRY_ACTIVE, ENTRY_DRAINING, ETHERTYPE_ARP, ETHERTYPE_IPV4,
+    ETHERTYPE_IPV6, EndpointKey, FAMILY_IPV4, FAMILY_IPV6, FlowKey, ICMP_DEST_UNREACH, ICMP_FRAG_NEEDED,
+    ICMPV6_PACKET_TOO_BIG, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, IPV6_DESTINATION_OPTIONS,
+    IPV6_EXTENSION_HEADERS_MAX, IPV6_FRAGMENT, IPV6_HOP_BY_HOP, IPV6_ROUTING, LISTENERS_MAX, PRESSURE_OFF,
+    PRESSURE_SYNS, XSKS_MAX, endpoint_key, flow_key, mapped_ipv4, wildcard_key,
 };
 
 /// Listener endpoints (`sluice_ebpf::MAP_LISTENERS`).
@@ -43,7 +43,7 @@ static XSKS: XskMap = XskMap::with_max_entries(XSKS_MAX, 0);
 #[map]
 static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Counter::COUNT, 0);
 
-const ETH_HLEN: usize = 14;
+pub(crate) const ETH_HLEN: usize = 14;
 const IPV4_MIN_HLEN: usize = 20;
 /// The IPv6 fixed header (RFC 8200 section 3).
 const IPV6_HLEN: usize = 40;
@@ -60,14 +60,53 @@ const IPV4_OFFSET: u16 = 0x1fff;
 
 #[xdp]
 pub fn sluice_xdp(ctx: XdpContext) -> u32 {
-    let (action, counter) = classify(&ctx);
+    let (action, counter) = classify::<false>(&ctx);
     count(counter);
     action
 }
 
+/// The same program with SYN cookies in XDP (`crate::cookie`): loaded instead of `sluice_xdp`
+/// when enabled and the kernel has the helpers.
+#[xdp]
+pub fn sluice_xdp_cookies(ctx: XdpContext) -> u32 {
+    let packed = classify_cookies(&ctx);
+    let (action, counter) = ((packed >> 32) as u32, packed as u32);
+    // The SYN-ACK is built here, not inside `classify`: the two stack frames would not fit in
+    // the 512 bytes a call chain may use.
+    let (action, counter) = match action {
+        ANSWER_SYN_V4 | ANSWER_SYN_V6 => match crate::cookie::answer_syn(&ctx, action == ANSWER_SYN_V6) {
+            Some(action) => (action, counter),
+            None => {
+                let (action, counter) = redirect(&ctx, Counter::SynCookieSkipped);
+                (action, counter.index())
+            }
+        },
+        _ => (action, counter),
+    };
+    count_index(counter);
+    action
+}
+
+/// `classify::<true>` in a BPF subprogram of its own, its outcome packed as
+/// `action << 32 | counter index` (one register).
+#[inline(never)]
+fn classify_cookies(ctx: &XdpContext) -> u64 {
+    let (action, counter) = classify::<true>(ctx);
+    (u64::from(action) << 32) | u64::from(counter.index())
+}
+
+/// Actions `classify::<true>` returns for a SYN the program is to answer (never XDP actions).
+const ANSWER_SYN_V4: u32 = 0x5100_0004;
+const ANSWER_SYN_V6: u32 = 0x5100_0006;
+
 #[inline(always)]
 fn count(counter: Counter) {
-    if let Some(slot) = COUNTERS.get_ptr_mut(counter.index()) {
+    count_index(counter.index());
+}
+
+#[inline(always)]
+fn count_index(index: u32) {
+    if let Some(slot) = COUNTERS.get_ptr_mut(index) {
         // SAFETY: the pointer is this CPU's slot of a per-CPU array, valid for the
         // program's run; no other CPU writes it and XDP does not nest.
         unsafe { *slot += 1 };
@@ -76,7 +115,7 @@ fn count(counter: Counter) {
 
 /// Start of `len` bytes at `offset` from the frame start, if they lie inside the frame.
 #[inline(always)]
-fn bytes(ctx: &XdpContext, offset: usize, len: usize) -> Option<*const u8> {
+pub(crate) fn bytes(ctx: &XdpContext, offset: usize, len: usize) -> Option<*const u8> {
     let start = ctx.data();
     if start + offset + len > ctx.data_end() {
         return None;
@@ -86,14 +125,14 @@ fn bytes(ctx: &XdpContext, offset: usize, len: usize) -> Option<*const u8> {
 
 /// Byte `i` of a range returned by `bytes`. The caller keeps `i` below that range's length.
 #[inline(always)]
-fn at(p: *const u8, i: usize) -> u8 {
+pub(crate) fn at(p: *const u8, i: usize) -> u8 {
     // SAFETY: every call site reads below the length that `bytes` checked
     // against `data_end`; the verifier rejects the program otherwise.
     unsafe { *p.add(i) }
 }
 
 #[inline(always)]
-fn be16(p: *const u8, i: usize) -> u16 {
+pub(crate) fn be16(p: *const u8, i: usize) -> u16 {
     u16::from_be_bytes([at(p, i), at(p, i + 1)])
 }
 
@@ -117,14 +156,14 @@ fn ipv6_addr(p: *const u8, i: usize) -> [u8; 16] {
 
 /// Decide what to do with the frame and which counter records it.
 #[inline(always)]
-fn classify(ctx: &XdpContext) -> (u32, Counter) {
+fn classify<const COOKIES: bool>(ctx: &XdpContext) -> (u32, Counter) {
     // Ethernet II: dst(6) src(6) ethertype(2).
     let Some(eth) = bytes(ctx, 0, ETH_HLEN) else {
         return (XDP_PASS, Counter::PassTruncatedEthernet);
     };
     match be16(eth, 12) {
-        ETHERTYPE_IPV4 => classify_ipv4(ctx),
-        ETHERTYPE_IPV6 => classify_ipv6(ctx),
+        ETHERTYPE_IPV4 => classify_ipv4::<COOKIES>(ctx),
+        ETHERTYPE_IPV6 => classify_ipv6::<COOKIES>(ctx),
         ETHERTYPE_ARP => (XDP_PASS, Counter::PassArp),
         _ => (XDP_PASS, Counter::PassOtherEthertype),
     }
@@ -132,7 +171,7 @@ fn classify(ctx: &XdpContext) -> (u32, Counter) {
 
 /// IPv4 (RFC 791 section 3.1): TCP to steer, path-MTU ICMP to look at, everything else passes.
 #[inline(always)]
-fn classify_ipv4(ctx: &XdpContext) -> (u32, Counter) {
+fn classify_ipv4<const COOKIES: bool>(ctx: &XdpContext) -> (u32, Counter) {
     // The fixed 20 bytes first.
     let Some(ip) = bytes(ctx, ETH_HLEN, IPV4_MIN_HLEN) else {
         return (XDP_PASS, Counter::PassTruncatedIpv4);
@@ -167,7 +206,7 @@ fn classify_ipv4(ctx: &XdpContext) -> (u32, Counter) {
     }
     let src = ipv4_addr(ip, 12);
     let dst = ipv4_addr(ip, 16);
-    tcp(ctx, ETH_HLEN + ihl, total_len - ihl, FAMILY_IPV4, &src, &dst)
+    tcp::<COOKIES>(ctx, ETH_HLEN + ihl, total_len - ihl, FAMILY_IPV4, &src, &dst)
 }
 
 /// IPv6 (RFC 8200): the fixed header, then at most [`IPV6_EXTENSION_HEADERS_MAX`] Hop-by-Hop
@@ -176,7 +215,7 @@ fn classify_ipv4(ctx: &XdpContext) -> (u32, Counter) {
 /// upper layer but TCP and ICMPv6 (NDP and every other ICMPv6 message but a Packet Too Big for
 /// sluice go to the kernel).
 #[inline(always)]
-fn classify_ipv6(ctx: &XdpContext) -> (u32, Counter) {
+fn classify_ipv6<const COOKIES: bool>(ctx: &XdpContext) -> (u32, Counter) {
     let Some(ip) = bytes(ctx, ETH_HLEN, IPV6_HLEN) else {
         return (XDP_PASS, Counter::PassTruncatedIpv6);
     };
@@ -216,14 +255,21 @@ fn classify_ipv6(ctx: &XdpContext) -> (u32, Counter) {
     }
     let src = ipv6_addr(ip, 8);
     let dst = ipv6_addr(ip, 24);
-    tcp(ctx, offset, payload_len - ext_len, FAMILY_IPV6, &src, &dst)
+    tcp::<COOKIES>(ctx, offset, payload_len - ext_len, FAMILY_IPV6, &src, &dst)
 }
 
 /// TCP (RFC 9293 section 3.1) at `offset`, `len` bytes long by the IP header: the fixed 20
 /// bytes, then data offset >= 5 and the header (with options) inside both the datagram and the
 /// frame; steered by its destination (a listener or a backend flow).
 #[inline(always)]
-fn tcp(ctx: &XdpContext, offset: usize, len: usize, family: u8, src: &[u8; 16], dst: &[u8; 16]) -> (u32, Counter) {
+fn tcp<const COOKIES: bool>(
+    ctx: &XdpContext,
+    offset: usize,
+    len: usize,
+    family: u8,
+    src: &[u8; 16],
+    dst: &[u8; 16],
+) -> (u32, Counter) {
     if TCP_MIN_HLEN > len {
         return (XDP_PASS, Counter::PassTruncatedTcp);
     }
@@ -239,6 +285,27 @@ fn tcp(ctx: &XdpContext, offset: usize, len: usize, family: u8, src: &[u8; 16], 
     }
     let local = Endpoint { addr: dst, port: be16(tcp, 2) };
     let remote = Endpoint { addr: src, port: be16(tcp, 0) };
+    if COOKIES {
+        let flags = at(tcp, 13) & (TCP_SYN | TCP_ACK | TCP_RST);
+        if (flags == TCP_SYN || flags == TCP_ACK) && active_listener(family, &local) {
+            let level = crate::cookie::pressure(ctx);
+            if flags == TCP_SYN && level == PRESSURE_SYNS {
+                // IPv4 options and IPv6 extension headers: user space answers.
+                return match (family, offset) {
+                    (FAMILY_IPV4, 34) => (ANSWER_SYN_V4, Counter::SynCookieSent),
+                    (FAMILY_IPV6, 54) => (ANSWER_SYN_V6, Counter::SynCookieSent),
+                    _ => redirect(ctx, Counter::SynCookieSkipped),
+                };
+            }
+            if flags == TCP_ACK && level != PRESSURE_OFF {
+                return if crate::cookie::check_ack(ctx, family, offset) {
+                    redirect(ctx, Counter::SynCookieValidated)
+                } else {
+                    redirect(ctx, Counter::SynCookieFailed)
+                };
+            }
+        }
+    }
     steer(ctx, family, &local, &remote, Counter::Redirected, Counter::RedirectedBackend)
         .unwrap_or((XDP_PASS, Counter::PassNoListener))
 }
@@ -297,6 +364,22 @@ fn icmpv6(ctx: &XdpContext, offset: usize) -> (u32, Counter) {
     steer(ctx, FAMILY_IPV6, &local, &remote, Counter::RedirectedIcmpPtb, Counter::RedirectedIcmpPtb).unwrap_or(pass)
 }
 
+/// TCP flags (RFC 9293 3.1).
+const TCP_SYN: u8 = 0x02;
+const TCP_RST: u8 = 0x04;
+const TCP_ACK: u8 = 0x10;
+
+/// Whether `local` is an active (not draining) listener, by its address or the wildcard.
+#[inline(always)]
+fn active_listener(family: u8, local: &Endpoint<'_>) -> bool {
+    let entry = match LISTENERS.get_ptr(endpoint_key(family, local.addr, local.port)) {
+        Some(entry) => Some(entry),
+        None => LISTENERS.get_ptr(wildcard_key(family, local.port)),
+    };
+    // SAFETY: a pointer to a map value returned by the kernel, valid for the program's run.
+    entry.is_some_and(|e| unsafe { *e } == ENTRY_ACTIVE)
+}
+
 /// One end of a flow: the 16 key address bytes and the port.
 struct Endpoint<'a> {
     addr: &'a [u8; 16],
@@ -339,7 +422,7 @@ fn steer(
 
 /// Redirect to this queue's AF_XDP socket; without one, pass to the kernel.
 #[inline(always)]
-fn redirect(ctx: &XdpContext, ok: Counter) -> (u32, Counter) {
+pub(crate) fn redirect(ctx: &XdpContext, ok: Counter) -> (u32, Counter) {
     match XSKS.redirect(ctx.rx_queue_index(), u64::from(XDP_PASS)) {
         Ok(action) => (action, ok),
         Err(_) => (XDP_PASS, Counter::RedirectFailed),

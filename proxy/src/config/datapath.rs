@@ -113,6 +113,11 @@ pub struct Tcp {
     /// Half-open connections per listener before SYN cookies answer.
     pub syn_queue: usize,
     pub syn_cookies: bool,
+    /// XDP transport: while a worker's SYN queue is under pressure (90 % full, or a SYN found it
+    /// full within the last second), the XDP program answers that queue's SYNs itself with the
+    /// kernel's SYN cookies and checks the final ACKs with the kernel (Linux 6.0+; without the
+    /// helpers sluice logs it and keeps its own cookies). Needs `syn_cookies`.
+    pub xdp_syn_cookies: bool,
     /// TIME-WAIT, handshake timeout and idle timeout (0: none), in milliseconds.
     pub time_wait_ms: u64,
     pub handshake_timeout_ms: u64,
@@ -167,6 +172,7 @@ impl Default for Tcp {
             max_connections: 0,
             syn_queue: 1024,
             syn_cookies: true,
+            xdp_syn_cookies: true,
             time_wait_ms: 10_000,
             handshake_timeout_ms: 10_000,
             idle_timeout_ms: 300_000,

@@ -380,7 +380,7 @@ mod tests {
 
     #[test]
     fn tcp_json_shape() {
-        let s = Stats { retransmits_rto: 4, drops: [1, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 3], ..Stats::default() };
+        let s = Stats { retransmits_rto: 4, drops: [1, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 3], ..Stats::default() };
         let v = crate::observe::counters::tcp_json(&s);
         assert_eq!(v["retransmits_rto"], 4);
         assert_eq!(v["segments_in"], 0);

@@ -221,6 +221,10 @@ pub enum DropReason {
     SynQueueFull,
     /// A final ACK whose SYN cookie did not validate.
     BadCookie,
+    /// A bare ACK to a listener that sent no SYN cookie in the last two cookie periods: not
+    /// checked as a cookie at all (Linux's `tcp_synq_no_recent_overflow`), answered as LISTEN
+    /// answers any ACK (a rate-limited RST). A spoofed-ACK flood cannot guess cookies then.
+    CookieNotRecent,
     /// Reassembly would need too many holes.
     ReassemblyFull,
     /// Segment flags make no sense here (e.g. SYN+RST to a listener, no flags at all).
@@ -230,7 +234,7 @@ pub enum DropReason {
 }
 
 impl DropReason {
-    pub const COUNT: usize = 12;
+    pub const COUNT: usize = 13;
     /// Every reason, in `repr` order (`ALL[r as usize] == r`).
     pub const ALL: [DropReason; DropReason::COUNT] = [
         DropReason::InvalidSequence,
@@ -242,6 +246,7 @@ impl DropReason {
         DropReason::SynInWindow,
         DropReason::SynQueueFull,
         DropReason::BadCookie,
+        DropReason::CookieNotRecent,
         DropReason::ReassemblyFull,
         DropReason::BadFlags,
         DropReason::AfterFin,
@@ -260,6 +265,7 @@ impl DropReason {
             DropReason::SynInWindow => "syn_in_window",
             DropReason::SynQueueFull => "syn_queue_full",
             DropReason::BadCookie => "bad_cookie",
+            DropReason::CookieNotRecent => "cookie_not_recent",
             DropReason::ReassemblyFull => "reassembly_full",
             DropReason::BadFlags => "bad_flags",
             DropReason::AfterFin => "after_fin",
@@ -302,6 +308,7 @@ stats!(
     dup_acks,
     syn_cookies_sent,
     syn_cookies_validated,
+    xdp_cookie_acks,
     challenge_acks,
     rsts_sent,
     rsts_received,
@@ -454,7 +461,7 @@ mod tests {
         let mut s = Stats { segments_in: 1, timeouts: 2, retransmits_sack: 3, ..Stats::default() };
         s.drop(DropReason::AfterFin);
         let v: Vec<_> = s.iter().collect();
-        assert_eq!(v.len(), 30);
+        assert_eq!(v.len(), 31);
         assert_eq!(v[0], ("segments_in", 1));
         assert_eq!(v.last(), Some(&("time_wait_recycled", 0)));
         assert!(v.contains(&("retransmits_sack", 3)));

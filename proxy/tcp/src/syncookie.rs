@@ -17,6 +17,8 @@ use core::net::SocketAddr;
 /// MSS values a cookie can carry (Linux's table, plus jumbo).
 pub const MSS_TABLE: [u16; 8] = [536, 1220, 1300, 1440, 1452, 1460, 4312, 8960];
 const PERIOD_SECS: u64 = 64;
+/// The longest a cookie stays valid: the period it was issued in and the next one.
+pub const VALIDITY: core::time::Duration = core::time::Duration::from_secs(2 * PERIOD_SECS);
 const MAC_BITS: u32 = 19;
 const MAC_MASK: u32 = (1 << MAC_BITS) - 1;
 

@@ -114,7 +114,7 @@ fn remove_namespaces() {
 }
 
 fn attach(ifname: &'static str, mode: XdpMode, force: bool) -> Result<Attached, LoadError> {
-    in_netns(NS_A, move || Loader::attach(ifname, mode, force)).expect("enter sluice-hl-a")
+    in_netns(NS_A, move || Loader::attach(ifname, mode, force, true)).expect("enter sluice-hl-a")
 }
 
 /// `ip -d link show dev hla0` in sluice-hl-a.
@@ -469,7 +469,7 @@ fn unprivileged_child() {
     if std::env::var_os(UNPRIV_ENV).is_none() {
         return;
     }
-    match Loader::attach("lo", XdpMode::Skb, false) {
+    match Loader::attach("lo", XdpMode::Skb, false, true) {
         Err(e @ LoadError::NotPrivileged(caps)) => {
             assert_eq!(caps, 0);
             assert!(!e.to_string().contains('\n'));

@@ -58,6 +58,9 @@ pub enum RxVerdict {
 
 /// A received frame, lent to the `recv_batch` callback.
 pub struct RxFrame<'a> {
+    /// The frame from its start up to the received data: the kernel's headroom, which ends with
+    /// the XDP program's metadata (`bpf_xdp_adjust_meta`) when it wrote any.
+    head: &'a mut [u8],
     buf: &'a mut [u8],
     len: usize,
     offset: u32,
@@ -73,6 +76,19 @@ impl RxFrame<'_> {
     /// the configured headroom, in copy mode.
     pub fn offset(&self) -> u32 {
         self.offset
+    }
+
+    /// The `N` bytes just before the received data (where the XDP program's metadata ends), if
+    /// the headroom holds that many, and wipes them: the descriptor does not say whether the
+    /// program wrote metadata, so what is read is trusted only if it matches a secret the program
+    /// writes, and is wiped so that it never outlives this frame.
+    pub fn take_meta<const N: usize>(&mut self) -> Option<[u8; N]> {
+        let start = self.head.len().checked_sub(N)?;
+        let meta = &mut self.head[start..];
+        let mut out = [0u8; N];
+        out.copy_from_slice(meta);
+        meta.fill(0);
+        Some(out)
     }
 
     /// Received length.
@@ -366,8 +382,8 @@ impl Queue {
             parts.stats.rx_bytes += u64::from(desc.len);
             let area = parts.area;
             let verdict = {
-                let buf = &mut area.frame_mut(&mut frame)[offset as usize..];
-                f(RxFrame { buf, len: desc.len as usize, offset }, &mut txq)
+                let (head, buf) = area.frame_mut(&mut frame).split_at_mut(offset as usize);
+                f(RxFrame { head, buf, len: desc.len as usize, offset }, &mut txq)
             };
             let parts = &mut txq.parts;
             match verdict {
@@ -453,5 +469,28 @@ impl Queue {
 
     pub(crate) fn comp_size(&self) -> u32 {
         self.comp.size()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RxFrame;
+
+    #[test]
+    fn take_meta_reads_the_bytes_before_the_data_and_wipes_them() {
+        let mut frame = [0u8; 64];
+        frame[24..32].copy_from_slice(&[1, 2, 3, 4, 5, 6, 7, 8]);
+        frame[32] = 0xee;
+        let (head, buf) = frame.split_at_mut(32);
+        let mut rx = RxFrame { head, buf, len: 20, offset: 32 };
+        assert_eq!(rx.take_meta::<8>(), Some([1, 2, 3, 4, 5, 6, 7, 8]));
+        // Wiped: a later frame in the same UMEM frame cannot inherit the mark.
+        assert_eq!(rx.take_meta::<8>(), Some([0; 8]));
+        assert_eq!(rx.data()[0], 0xee);
+        // Not enough headroom: nothing.
+        let mut small = [0u8; 16];
+        let (head, buf) = small.split_at_mut(4);
+        let mut rx = RxFrame { head, buf, len: 4, offset: 4 };
+        assert_eq!(rx.take_meta::<8>(), None);
     }
 }

@@ -9,6 +9,7 @@
 pub mod flows;
 pub mod loader;
 pub mod nexthop;
+pub mod pressure;
 pub mod worker;
 
 use std::os::fd::AsFd;
@@ -45,11 +46,13 @@ pub fn prepare(config: &Config, services: &Services) -> Result<Transport> {
             d.interface
         );
     }
-    let mut attached = Loader::attach(&d.interface, mode, d.force)?;
+    let want_cookies = config.tcp.xdp_syn_cookies && config.tcp.syn_cookies;
+    let mut attached = Loader::attach(&d.interface, mode, d.force, want_cookies)?;
     tracing::info!(
         interface = %d.interface,
         mode = attached.mode().as_str(),
         load_ms = attached.load_time().as_millis() as u64,
+        xdp_syn_cookies = attached.xdp_syn_cookies(),
         "XDP program attached"
     );
 
@@ -75,6 +78,32 @@ pub fn prepare(config: &Config, services: &Services) -> Result<Transport> {
         attached.register_xsk(q, sock.as_fd())?;
         sockets.push(sock);
     }
+    let workers_n = sockets.len();
+    let tcp_config = tcp_config(config, &d.interface, workers_n, services.limits.memory.unwrap_or(0))?;
+    tracing::info!(per_worker = tcp_config.max_connections, "TCP connection table (tcp.max_connections)");
+    // SYN cookies in XDP: what its SYN-ACKs offer, the same as the TCP stack's, and a random
+    // mark for the ACKs the kernel validated. Set before any listener is in the map.
+    let cookie_mark = if attached.xdp_syn_cookies() {
+        let mut mark = [0u8; 8];
+        use std::io::Read;
+        std::fs::File::open("/dev/urandom")
+            .and_then(|mut f| f.read_exact(&mut mark))
+            .context("reading /dev/urandom for the SYN cookie mark")?;
+        let mark = u64::from_le_bytes(mark);
+        let mss = |v| u16::try_from(tcp_config.mss(v)).unwrap_or(u16::MAX);
+        attached.configure_syn_cookies(&loader::CookieOffer {
+            mss_v4: mss(sluice_wire::ip::Version::V4),
+            mss_v6: mss(sluice_wire::ip::Version::V6),
+            window_scale: tcp_config.window_scale.then(|| tcp_config.rcv_wscale()),
+            window: u16::try_from(tcp_config.recv_buffer).unwrap_or(u16::MAX),
+            sack: tcp_config.sack,
+            timestamps: tcp_config.timestamps,
+            mark,
+        })?;
+        Some(mark)
+    } else {
+        None
+    };
     let listeners: Vec<_> = config.listeners.iter().flat_map(|l| l.socket_addrs()).collect();
     for addr in &listeners {
         attached.add_listener(*addr)?;
@@ -83,9 +112,6 @@ pub fn prepare(config: &Config, services: &Services) -> Result<Transport> {
 
     let local_mac = interface_mac(&d.interface)?;
     let ifindex = interface_index(&d.interface)?;
-    let workers_n = sockets.len();
-    let tcp_config = tcp_config(config, &d.interface, workers_n, services.limits.memory.unwrap_or(0))?;
-    tracing::info!(per_worker = tcp_config.max_connections, "TCP connection table (tcp.max_connections)");
     let (inboxes, peers, controls) = worker::inboxes(workers_n, 8192)?;
     let conn_counts = Arc::new(crate::session::limits::ConnCounts::default());
     let flows = Arc::new(flows::FlowIndex::new(workers_n * tcp_config.max_connections));
@@ -116,7 +142,15 @@ pub fn prepare(config: &Config, services: &Services) -> Result<Transport> {
         dispatch.max_relays = max_relays;
         let peers = peers.clone();
         let next_hops = worker::NextHops { reader, prober };
-        workers.push(Box::new(move |w: Worker| worker::run(sock, dispatch, inbox, peers, next_hops, w)));
+        let cookies = match cookie_mark {
+            Some(mark) => Some(worker::XdpCookies {
+                flag: attached.pressure_flag(i as u32)?,
+                mark,
+                pressure: pressure::SynPressure::default(),
+            }),
+            None => None,
+        };
+        workers.push(Box::new(move |w: Worker| worker::run(sock, dispatch, inbox, peers, next_hops, cookies, w)));
     }
     // No capability is kept: the rings are mapped, the maps are reached through descriptors
     // held (no capability needed since Linux 6.5), the program goes when its link is closed.

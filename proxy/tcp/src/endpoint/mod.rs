@@ -69,7 +69,17 @@ struct Listener {
     /// `false` after `unlisten`: new SYNs are answered as on a closed port; connections it
     /// accepted before live on. (Kept in the list: connections refer to it by index.)
     open: bool,
+    /// When this listener last sent a SYN cookie: a bare ACK is checked as a cookie only within
+    /// [`COOKIES_RECENT`] of it.
+    last_cookie: Option<Instant>,
+    /// When a SYN last found this listener's SYN queue full (with cookies or not).
+    last_overflow: Option<Instant>,
 }
+
+/// How long after its last SYN cookie a listener still checks bare ACKs as cookies: two cookie
+/// periods, the longest a cookie stays valid (Linux's `TCP_SYNCOOKIE_VALID` with
+/// `tcp_synq_no_recent_overflow`).
+pub const COOKIES_RECENT: core::time::Duration = crate::syncookie::VALIDITY;
 
 #[derive(Debug, Default)]
 struct Slot {

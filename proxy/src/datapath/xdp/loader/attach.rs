@@ -26,7 +26,12 @@ impl Loader {
     /// namespace) as a bpf_link. Refuses, before loading anything, when the process lacks the
     /// capabilities, when the interface is missing or down, or when an XDP program is already
     /// attached there (with `force`, a legacy-attached one is removed first).
-    pub fn attach(ifname: &str, mode: XdpMode, force: bool) -> Result<Attached, LoadError> {
+    ///
+    /// With `syn_cookies`, the variant with SYN cookies in XDP ([`sluice_ebpf::PROGRAM_NAME_COOKIES`])
+    /// is loaded; when the kernel refuses it (no `bpf_tcp_raw_*_syncookie_*` helpers before Linux
+    /// 6.0, or a verifier that rejects it), the reason is logged and the plain program is loaded
+    /// ([`Attached::xdp_syn_cookies`] says which).
+    pub fn attach(ifname: &str, mode: XdpMode, force: bool, syn_cookies: bool) -> Result<Attached, LoadError> {
         let started = Instant::now();
         check_privileges()?;
         let link = get_link(ifname)?.ok_or_else(|| LoadError::NoSuchInterface(ifname.to_owned()))?;
@@ -67,12 +72,27 @@ impl Loader {
         }
 
         let mut ebpf = Ebpf::load(XDP_OBJECT).map_err(|e| LoadError::Load(e.to_string()))?;
+        let mut cookies = false;
+        if syn_cookies {
+            match load_program(&mut ebpf, sluice_ebpf::PROGRAM_NAME_COOKIES) {
+                Ok(()) => cookies = true,
+                Err(e) => tracing::warn!(
+                    ifname,
+                    error = %e,
+                    "the kernel refused the XDP program with SYN cookies (bpf_tcp_raw_gen_syncookie_* needs Linux \
+                     6.0+): SYN floods are answered by sluice's own SYN cookies in user space"
+                ),
+            }
+        }
+        let name = if cookies { sluice_ebpf::PROGRAM_NAME_COOKIES } else { sluice_ebpf::PROGRAM_NAME };
+        if !cookies {
+            load_program(&mut ebpf, name)?;
+        }
         let program: &mut Xdp = ebpf
-            .program_mut(sluice_ebpf::PROGRAM_NAME)
-            .ok_or_else(|| LoadError::Load(format!("no program {} in the object", sluice_ebpf::PROGRAM_NAME)))?
+            .program_mut(name)
+            .ok_or_else(|| LoadError::Load(format!("no program {name} in the object")))?
             .try_into()
             .map_err(|e: ProgramError| LoadError::Load(e.to_string()))?;
-        program.load().map_err(|e| LoadError::Verify(error_chain(&e)))?;
         let loaded = started.elapsed();
 
         let (attached_mode, xdp_link) = match mode {
@@ -105,8 +125,19 @@ impl Loader {
             ifname: ifname.to_owned(),
             prog_id,
             load_time: started.elapsed(),
+            syn_cookies: cookies,
         })
     }
+}
+
+/// Loads (verifies) program `name` of the object.
+fn load_program(ebpf: &mut Ebpf, name: &str) -> Result<(), LoadError> {
+    let program: &mut Xdp = ebpf
+        .program_mut(name)
+        .ok_or_else(|| LoadError::Load(format!("no program {name} in the object")))?
+        .try_into()
+        .map_err(|e: ProgramError| LoadError::Load(e.to_string()))?;
+    program.load().map_err(|e| LoadError::Verify(error_chain(&e)))
 }
 
 /// Attaches `program` as a bpf_link and takes the link out of aya's keeping, so that it is

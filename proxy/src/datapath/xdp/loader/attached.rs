@@ -13,7 +13,7 @@ use std::{
 
 use aya::{
     Ebpf,
-    maps::{HashMap, MapData, PerCpuArray, XskMap},
+    maps::{Array, HashMap, MapData, PerCpuArray, XskMap},
     programs::links::FdLink,
 };
 use sluice_ebpf::{Counter, ENTRY_ACTIVE, ENTRY_DRAINING, EndpointKey, FlowKey, endpoint_key_of, flow_key_of};
@@ -33,6 +33,57 @@ pub struct Attached {
     pub(super) ifname: String,
     pub(super) prog_id: u32,
     pub(super) load_time: std::time::Duration,
+    /// The program with SYN cookies in XDP was loaded.
+    pub(super) syn_cookies: bool,
+}
+
+/// What the XDP program's cookie SYN-ACKs offer (see [`Attached::configure_syn_cookies`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CookieOffer {
+    /// Our MSS over IPv4 and IPv6.
+    pub mss_v4: u16,
+    pub mss_v6: u16,
+    /// Our window shift, None when window scaling is off.
+    pub window_scale: Option<u8>,
+    /// The SYN-ACK's window.
+    pub window: u16,
+    pub sack: bool,
+    pub timestamps: bool,
+    /// The mark the program puts in the metadata of a frame whose cookie the kernel validated:
+    /// random, never sent anywhere.
+    pub mark: u64,
+}
+
+/// One RX queue's slot of the SYN-pressure map, held by that queue's worker: tells the XDP
+/// program whether to answer SYNs and check ACKs itself (`sluice_ebpf::PRESSURE_*`).
+pub struct PressureFlag {
+    map: Array<MapData, u32>,
+    queue: u32,
+    level: u32,
+}
+
+impl PressureFlag {
+    /// Sets the level (one map write, only when it changes).
+    pub fn set(&mut self, level: u32) -> Result<(), LoadError> {
+        if level == self.level {
+            return Ok(());
+        }
+        self.map
+            .set(self.queue, level, 0)
+            .map_err(|e| LoadError::Map { map: sluice_ebpf::MAP_SYN_PRESSURE, reason: e.to_string() })?;
+        self.level = level;
+        Ok(())
+    }
+
+    /// The level last set.
+    pub fn level(&self) -> u32 {
+        self.level
+    }
+
+    /// The RX queue whose slot this is.
+    pub fn queue(&self) -> u32 {
+        self.queue
+    }
 }
 
 /// The most listeners (of both families together) the XDP program can steer: the capacity of
@@ -53,6 +104,8 @@ pub(super) struct Maps {
     drain_flows: HashMap<MapData, FlowKey, u32>,
     xsks: XskMap<MapData>,
     counters: PerCpuArray<MapData, u64>,
+    cookie_config: Array<MapData, u32>,
+    syn_pressure: Array<MapData, u32>,
 }
 
 impl Maps {
@@ -71,6 +124,8 @@ impl Maps {
             drain_flows: take(ebpf, sluice_ebpf::MAP_DRAIN_FLOWS)?,
             xsks: take(ebpf, sluice_ebpf::MAP_XSKS)?,
             counters: take(ebpf, sluice_ebpf::MAP_COUNTERS)?,
+            cookie_config: take(ebpf, sluice_ebpf::MAP_COOKIE_CONFIG)?,
+            syn_pressure: take(ebpf, sluice_ebpf::MAP_SYN_PRESSURE)?,
         })
     }
 }
@@ -179,6 +234,50 @@ impl Attached {
             .xsks
             .unset(queue)
             .map_err(|e| LoadError::Map { map: sluice_ebpf::MAP_XSKS, reason: format!("queue {queue}: {e}") })
+    }
+
+    /// Whether the program answers SYNs with cookies in XDP under pressure (the kernel took the
+    /// variant with the helpers).
+    pub fn xdp_syn_cookies(&self) -> bool {
+        self.syn_cookies
+    }
+
+    /// Writes what the cookie SYN-ACKs offer and the mark of validated ACKs. Call before adding
+    /// listeners.
+    pub fn configure_syn_cookies(&mut self, offer: &CookieOffer) -> Result<(), LoadError> {
+        use sluice_ebpf as e;
+        let flags = if offer.sack { e::COOKIE_FLAG_SACK } else { 0 }
+            | if offer.timestamps { e::COOKIE_FLAG_TIMESTAMPS } else { 0 };
+        let values = [
+            (e::COOKIE_MSS_V4, u32::from(offer.mss_v4)),
+            (e::COOKIE_MSS_V6, u32::from(offer.mss_v6)),
+            (e::COOKIE_WSCALE, offer.window_scale.map_or(e::COOKIE_NO_WSCALE, u32::from)),
+            (e::COOKIE_WINDOW, u32::from(offer.window)),
+            (e::COOKIE_FLAGS, flags),
+            (e::COOKIE_MARK_LO, offer.mark as u32),
+            (e::COOKIE_MARK_HI, (offer.mark >> 32) as u32),
+        ];
+        for (slot, value) in values {
+            self.maps
+                .cookie_config
+                .set(slot, value, 0)
+                .map_err(|err| LoadError::Map { map: e::MAP_COOKIE_CONFIG, reason: err.to_string() })?;
+        }
+        Ok(())
+    }
+
+    /// A handle on RX queue `queue`'s slot of the SYN-pressure map, for its worker (a
+    /// descriptor of its own: no lock between workers).
+    pub fn pressure_flag(&self, queue: u32) -> Result<PressureFlag, LoadError> {
+        use aya::maps::IterableMap;
+        use std::os::fd::AsFd;
+        let map_err = |reason: String| LoadError::Map { map: sluice_ebpf::MAP_SYN_PRESSURE, reason };
+        let fd = self.maps.syn_pressure.map().fd().as_fd().try_clone_to_owned().map_err(|e| map_err(e.to_string()))?;
+        let data = MapData::from_fd(fd).map_err(|e| map_err(e.to_string()))?;
+        let map = Array::try_from(aya::maps::Map::Array(data)).map_err(|e| map_err(e.to_string()))?;
+        let mut flag = PressureFlag { map, queue, level: u32::MAX };
+        flag.set(sluice_ebpf::PRESSURE_OFF)?;
+        Ok(flag)
     }
 
     /// The program's counters, summed over CPUs.

@@ -27,6 +27,10 @@ pub struct XdpCounters {
     pub pass_malformed_ipv6: u64,
     pub pass_truncated_tcp: u64,
     pub pass_malformed_tcp: u64,
+    pub syn_cookies_sent: u64,
+    pub syn_cookies_validated: u64,
+    pub syn_cookies_failed: u64,
+    pub syn_cookies_skipped: u64,
 }
 
 impl XdpCounters {
@@ -54,6 +58,10 @@ impl XdpCounters {
             Counter::PassMalformedIpv6 => self.pass_malformed_ipv6,
             Counter::PassTruncatedTcp => self.pass_truncated_tcp,
             Counter::PassMalformedTcp => self.pass_malformed_tcp,
+            Counter::SynCookieSent => self.syn_cookies_sent,
+            Counter::SynCookieValidated => self.syn_cookies_validated,
+            Counter::SynCookieFailed => self.syn_cookies_failed,
+            Counter::SynCookieSkipped => self.syn_cookies_skipped,
         }
     }
 
@@ -80,6 +88,10 @@ impl XdpCounters {
             Counter::PassMalformedIpv6 => &mut self.pass_malformed_ipv6,
             Counter::PassTruncatedTcp => &mut self.pass_truncated_tcp,
             Counter::PassMalformedTcp => &mut self.pass_malformed_tcp,
+            Counter::SynCookieSent => &mut self.syn_cookies_sent,
+            Counter::SynCookieValidated => &mut self.syn_cookies_validated,
+            Counter::SynCookieFailed => &mut self.syn_cookies_failed,
+            Counter::SynCookieSkipped => &mut self.syn_cookies_skipped,
         }
     }
 

@@ -40,7 +40,7 @@ mod netlink;
 mod privileges;
 
 pub use attach::{Loader, XDP_OBJECT};
-pub use attached::{Attached, LISTENERS_MAX, check_listener_count};
+pub use attached::{Attached, CookieOffer, LISTENERS_MAX, PressureFlag, check_listener_count};
 pub use counters::XdpCounters;
 pub use error::LoadError;
 pub use mode::XdpMode;

@@ -40,6 +40,8 @@ use sluice_tcp::Instant;
 use sluice_xsk::{RxVerdict, Socket};
 
 use crate::datapath::Control;
+use crate::datapath::xdp::loader::PressureFlag;
+use crate::datapath::xdp::pressure::{self, SynPressure};
 use crate::observe::counters::QueueCounters;
 use crate::observe::stats::SharedCounters;
 
@@ -113,6 +115,34 @@ impl LinkState {
     }
 }
 
+/// SYN cookies in XDP, the worker's side: its RX queue's pressure level in the program's map,
+/// kept by [`SynPressure`] from its TCP stack's SYN queues, and the mark that says the program
+/// validated a frame's cookie.
+pub struct XdpCookies {
+    pub flag: PressureFlag,
+    pub mark: u64,
+    pub pressure: SynPressure,
+}
+
+impl XdpCookies {
+    /// Sets the level from the stack's SYN queues now.
+    fn update(&mut self, now: Instant, dispatch: &mut Dispatch) {
+        let under = dispatch.tcp.syn_queue_pressure(now, pressure::PRESSURE_PERCENT, pressure::OVERFLOW_WINDOW);
+        let level = self.pressure.update(now, under);
+        if level != self.flag.level() {
+            tracing::info!(queue = self.flag.queue(), level, "SYN cookies in XDP: pressure level changed");
+            if let Err(e) = self.flag.set(level) {
+                tracing::warn!("setting the SYN pressure level: {e}");
+            }
+        }
+    }
+
+    /// Whether `rx` carries the program's mark (wiped as it is read).
+    fn validated(&self, rx: &mut sluice_xsk::RxFrame<'_>) -> bool {
+        rx.take_meta::<{ sluice_ebpf::COOKIE_META_LEN }>() == Some(self.mark.to_le_bytes())
+    }
+}
+
 /// Runs one queue's worker until `stop` is set.
 pub fn run(
     mut sock: Socket,
@@ -120,6 +150,7 @@ pub fn run(
     inbox: Inbox,
     peers: Peers,
     mut next_hops: NextHops,
+    mut cookies: Option<XdpCookies>,
     worker: crate::datapath::Worker,
 ) {
     let crate::datapath::Worker { shared, clock, stop } = worker;
@@ -163,7 +194,11 @@ pub fn run(
         let received = sock.recv_batch(RX_BATCH, |mut rx, _tx| {
             dispatch.counters.rx_frames += 1;
             let len = rx.len();
-            match dispatch.on_frame(t, rx.buf_mut(), len, Source::Rx) {
+            let source = match &cookies {
+                Some(c) if c.validated(&mut rx) => Source::RxCookie,
+                _ => Source::Rx,
+            };
+            match dispatch.on_frame(t, rx.buf_mut(), len, source) {
                 Verdict::Reply(n) => RxVerdict::Transmit(n),
                 Verdict::HandOff(owner) => {
                     match peers.senders[owner].try_send(rx.data().to_vec()) {
@@ -206,6 +241,9 @@ pub fn run(
         dispatch.counters.handoff_in += u64::from(handed_in);
         let backend = if dispatch.has_relays() { backend_events(&mut dispatch, Duration::ZERO, now) } else { 0 };
         dispatch.process(t);
+        if let Some(c) = &mut cookies {
+            c.update(t, &mut dispatch);
+        }
         let mut sent = 0u32;
         while let Some(mut out) = sock.tx_frame() {
             match dispatch.poll_transmit(t, out.buf_mut()) {

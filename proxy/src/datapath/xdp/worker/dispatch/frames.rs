@@ -6,6 +6,7 @@
 
 use std::net::SocketAddr;
 
+use sluice_tcp::syncookie::CookieOptions;
 use sluice_tcp::{ConnectionHandle, FourTuple, Instant, State as TcpState};
 use sluice_wire::ethernet;
 use sluice_wire::{Error as WireError, ParsedSegment, emit_frame, parse_frame, rst_reply};
@@ -25,6 +26,19 @@ fn possible_peer(src: std::net::IpAddr, dst: std::net::IpAddr) -> bool {
             std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().is_some(),
         };
     !bad
+}
+
+/// What the XDP program's cookie SYN-ACK offered, from the low bits of its TSval that the ACK
+/// echoes in TSecr (`sluice_ebpf::ts_cookie_decode`); without timestamps the conservative
+/// defaults: MSS 536 (IPv4) or 1220 (IPv6), no window
+/// scaling, no SACK.
+fn xdp_cookie_options(seg: &ParsedSegment<'_>) -> CookieOptions {
+    let v6 = seg.ip.dst_addr().is_ipv6();
+    let decoded = seg.tcp.timestamp.map(|ts| sluice_ebpf::ts_cookie_decode(ts.tsecr, v6));
+    match decoded {
+        Some((mss, window_scale, sack_permitted)) => CookieOptions { mss, window_scale, sack_permitted },
+        None => CookieOptions { mss: if v6 { 1220 } else { 536 }, window_scale: None, sack_permitted: false },
+    }
 }
 
 impl Dispatch {
@@ -113,7 +127,11 @@ impl Dispatch {
                     }
                 }
                 let data = !seg.tcp.payload.is_empty();
-                self.tcp.handle_segment(now, &seg.ip, &seg.tcp);
+                if source == Source::RxCookie && local_tcb.is_none() {
+                    self.tcp.accept_cookie_ack(now, &seg.ip, &seg.tcp, xdp_cookie_options(&seg));
+                } else {
+                    self.tcp.handle_segment(now, &seg.ip, &seg.tcp);
+                }
                 if local_tcb.is_none() || time_wait {
                     self.index_new_flow(tuple, claimed);
                 }

@@ -44,6 +44,8 @@ use crate::session::limits::{ConnCounts, Slot};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Source {
     Rx,
+    /// Received, carrying the XDP program's mark: the kernel validated its SYN cookie.
+    RxCookie,
     HandOff,
 }
 

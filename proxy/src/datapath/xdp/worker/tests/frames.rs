@@ -246,3 +246,30 @@ fn a_connection_in_time_wait_gives_back_its_place_under_the_limits() {
     assert_eq!(d.counters.refused_limit_client, 0);
     assert_eq!(d.conn_counts.total(), 1);
 }
+
+/// A frame the XDP program marked (its cookie validated by the kernel) opens a connection
+/// without any SYN seen here, with the conservative options (no timestamps: MSS 536); the same
+/// frame unmarked is a bare ACK to a listener that sent no cookie lately: a RST, nothing opened.
+#[test]
+fn a_marked_cookie_ack_opens_a_connection_an_unmarked_one_does_not() {
+    let mut d = dispatch();
+    let data = first_data(7, 0x4000_0000, b"ping");
+    let mut buf = vec![0u8; 2048];
+    buf[..data.len()].copy_from_slice(&data);
+    assert_eq!(d.on_frame(T0, &mut buf, data.len(), Source::Rx), Verdict::Consumed);
+    let out = transmit(&mut d, T0);
+    assert_eq!(out.len(), 1);
+    assert_eq!(parse_frame(&out[0], Checksum::Verify).unwrap().tcp.flags, Flags::RST);
+    assert_eq!(d.tcp.stats().drops_for(sluice_tcp::DropReason::CookieNotRecent), 1);
+    assert_eq!(d.tcp.connection_count(), 0);
+
+    buf[..data.len()].copy_from_slice(&data);
+    assert_eq!(d.on_frame(T0, &mut buf, data.len(), Source::RxCookie), Verdict::Consumed);
+    assert_eq!(d.tcp.stats().xdp_cookie_acks, 1);
+    let out = transmit(&mut d, T0);
+    let segs: Vec<_> = out.iter().map(|f| parse_frame(f, Checksum::Verify).unwrap()).collect();
+    let echoed: Vec<u8> = segs.iter().flat_map(|s| s.tcp.payload.to_vec()).collect();
+    assert_eq!(echoed, b"ping");
+    assert!(segs.iter().all(|s| s.tcp.seq_number.wrapping_sub(0x4000_0001) < 10 && s.tcp.timestamp.is_none()));
+    assert_eq!(d.counters.connections_established, 1);
+}
