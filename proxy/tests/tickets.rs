@@ -145,7 +145,8 @@ fn openssl_resumes(ns: &str, dir: &Path, version: &str, first: &str, second: &st
 /// sluice 2 has its own in-process keys; after a SIGHUP that gives it sluice 1's key file, all of
 /// 50 TLS 1.2 and 50 TLS 1.3 tickets resume there (and openssl's); after a SIGHUP that
 /// prepends a new file (a rotation) tickets made before it still resume, and new tickets are
-/// made with the new key (sluice 1, which has only the old file, cannot open them).
+/// made with the new key (sluice 1, which has only the old file, cannot open them); under another
+/// TLS policy none resumes (counted `policy_mismatch`).
 #[test]
 fn tickets_resume_across_two_sluices_sharing_a_key_file_and_survive_a_rotation() -> Result<()> {
     let prefix = "tk1-";
@@ -199,6 +200,18 @@ fn tickets_resume_across_two_sluices_sharing_a_key_file_and_survive_a_rotation()
     let stats = second.stats()?;
     ensure!(stats["session_caches"][0]["policy_mismatch"] == 0, "{stats:#}");
     ensure!(second.process.log().contains("keyholder"), "sluice 2 did not run a keyholder:\n{}", second.process.log());
+
+    // The same keys under another TLS policy (here another ALPN list): tickets of sluice 1 get a
+    // full handshake on sluice 2, counted as policy mismatches.
+    let other_policy =
+        second_config(&dir, &[&key_b, &key_a]).replace("alpn = [\"http/1.1\"]", "alpn = [\"h2\", \"http/1.1\"]");
+    std::fs::write(second.config_path(), other_policy)?;
+    sighup(second.process.pid())?;
+    wait_reloaded(&second, 3)?;
+    let holders = clients_with_tickets(&ns, &ca, &at_1, 5)?;
+    ensure!(resumed_at(&ns, &at_2, &holders)? == 0, "a ticket resumed under another TLS policy");
+    let stats = second.stats()?;
+    ensure!(stats["session_caches"][0]["policy_mismatch"] == 10, "{stats:#}");
     drop(second);
     std::fs::remove_dir_all(&dir)?;
     Ok(())
