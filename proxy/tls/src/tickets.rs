@@ -3,12 +3,17 @@
 //! reads the same files.
 //!
 //! What it is: a rustls [`ProducesTickets`] with the ticket layout RFC 5077 §4 recommends, which
-//! nginx uses too:
+//! nginx (OpenSSL) uses too:
 //!
 //! ```text
 //! key_name (16) || IV (16) || AES-CBC-PKCS7(inner) || HMAC-SHA256(key_name || IV || ciphertext) (32)
 //! inner = policy (8) || issued (8, seconds since the epoch, big-endian) || rustls's session state
 //! ```
+//!
+//! The MAC covers every byte before it, as OpenSSL computes it (RFC 5077's example also MACs a
+//! 2-byte length of the ciphertext; with a fixed-size name and IV the ticket's length fixes it
+//! anyway). Tickets are at most [`MAX_TICKET`] bytes: a longer one is refused before its MAC is
+//! computed, and a session that would need a longer one gets no ticket (rustls sends none).
 //!
 //! The keys come from [`sluice_store::ticket_keys`] (48-byte files: AES-128 with a 16-byte HMAC
 //! key; 80-byte files: AES-256 with a 32-byte HMAC key). The first file's key encrypts; any
@@ -49,6 +54,9 @@ const POLICY_LEN: usize = 8;
 const ISSUED_LEN: usize = 8;
 /// The shortest well-formed ticket: name, IV, one cipher block, tag.
 const MIN_TICKET: usize = NAME_LEN + IV_LEN + BLOCK_LEN + TAG_LEN;
+/// The longest ticket made or accepted: room for rustls's session state with a client
+/// certificate chain of several kilobytes (mTLS), while a client cannot make sluice MAC 64 KiB.
+pub const MAX_TICKET: usize = 16 << 10;
 
 /// One key file's keys, ready to use.
 struct Key {
@@ -175,6 +183,10 @@ impl ProducesTickets for KeyFileTicketer {
             inner.zeroize();
             return None;
         };
+        if NAME_LEN + IV_LEN + inner.len() + TAG_LEN > MAX_TICKET {
+            inner.zeroize();
+            return None;
+        }
         let mut ticket = Vec::with_capacity(NAME_LEN + IV_LEN + inner.len() + TAG_LEN);
         ticket.extend_from_slice(&key.name);
         ticket.extend_from_slice(iv.as_ref());
@@ -185,7 +197,8 @@ impl ProducesTickets for KeyFileTicketer {
     }
 
     fn decrypt(&self, ticket: &[u8]) -> Option<Vec<u8>> {
-        if ticket.len() < MIN_TICKET || !(ticket.len() - MIN_TICKET).is_multiple_of(BLOCK_LEN) {
+        if !(MIN_TICKET..=MAX_TICKET).contains(&ticket.len()) || !(ticket.len() - MIN_TICKET).is_multiple_of(BLOCK_LEN)
+        {
             return None;
         }
         let (signed, tag) = ticket.split_at(ticket.len() - TAG_LEN);
@@ -263,6 +276,19 @@ mod tests {
     }
 
     #[test]
+    fn tickets_are_bounded() {
+        let (c, _) = cache();
+        let t = ticketer(&[file(80, 12)], 7, &c);
+        // The largest state that fits: MAX_TICKET less name, IV, tag, the inner header and at
+        // least one byte of padding.
+        let fits = MAX_TICKET - NAME_LEN - IV_LEN - TAG_LEN - POLICY_LEN - ISSUED_LEN - 1;
+        let ticket = t.encrypt(&vec![1; fits]).unwrap();
+        assert_eq!(ticket.len(), MAX_TICKET);
+        assert_eq!(t.decrypt(&ticket).map(|p| p.len()), Some(fits));
+        assert_eq!(t.encrypt(&vec![1; fits + 1]), None, "no ticket rather than one too long to accept");
+    }
+
+    #[test]
     fn a_ticket_from_key_a_opens_after_rotation_and_new_tickets_use_b() {
         let (c, _) = cache();
         let (a, b) = (file(80, 1), file(48, 2));
@@ -296,6 +322,8 @@ mod tests {
             }
             let mut longer = ticket.clone();
             longer.extend_from_slice(&[0; 16]);
+            assert_eq!(t.decrypt(&longer), None);
+            longer.resize(64 << 10, 0);
             assert_eq!(t.decrypt(&longer), None);
             assert_eq!(t.decrypt(&ticket).as_deref(), Some(PLAIN));
         }
