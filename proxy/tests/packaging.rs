@@ -68,6 +68,9 @@ fn shipped_configurations_pass_check_config() -> Result<()> {
             ensure!(ok, "{f}: {err}");
         }
         let example = std::fs::read_to_string(dir.join("cfg/example.toml"))?;
+        let example = example.replace("resumption = \"session_id\"", "resumption = \"tickets\"");
+        std::fs::create_dir_all(dir.join("cfg/keys"))?;
+        std::fs::write(dir.join("cfg/keys/ticket.key"), [7u8; 47])?;
         let bad = dir.join("cfg/bad.toml");
         for (change, want) in [
             // A user that does not exist, and root, are caught before anything is attached.
@@ -75,6 +78,11 @@ fn shipped_configurations_pass_check_config() -> Result<()> {
             (("user = \"nobody\"", "user = \"root\""), vec!["process.user", "is root"]),
             // A key that is not there, named with its field and path.
             (("certs/example.key", "certs/missing.key"), vec!["certificates[0].key", "missing.key"]),
+            // A ticket key file of the wrong size, named with its field and path.
+            (
+                ("# ticket_key_files = [\"keys/ticket.key\"]", "ticket_key_files = [\"keys/ticket.key\"]"),
+                vec!["ticket_key_files[0]", "keys/ticket.key", "47 bytes"],
+            ),
         ] {
             std::fs::write(&bad, example.replace(change.0, change.1))?;
             let (ok, err) = check_config(&bad)?;

@@ -245,6 +245,13 @@ mod tests {
         std::fs::remove_file(&leaf.ecdsa_key).unwrap();
         let bundle = Bundle::read(&path);
         assert!(bundle.read(&leaf.ecdsa_key).unwrap_err().to_string().contains("keyholder"));
+        // Ticket key files are read too (and only those the configuration names).
+        std::fs::write(dir.join("ticket.key"), [5u8; 80]).unwrap();
+        std::fs::write(&path, format!("{config}resumption = \"tickets\"\nticket_key_files = [\"ticket.key\"]\n"))
+            .unwrap();
+        let bundle = Bundle::read(&path);
+        assert_eq!(bundle.files.len(), 3, "{:?}", bundle.files.keys());
+        assert_eq!(bundle.read(&dir.join("ticket.key")).unwrap(), [5u8; 80]);
         let missing = Bundle::read(&dir.join("nope.toml"));
         assert!(missing.parse(&dir.join("nope.toml")).unwrap_err().to_string().contains("cannot read"));
         std::fs::remove_dir_all(&dir).unwrap();

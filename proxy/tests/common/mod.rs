@@ -487,3 +487,75 @@ pub fn process_cpu(pid: u32) -> Result<Duration> {
     let s = sluice_bench::probe::process_cpu_seconds(pid).with_context(|| format!("/proc/{pid}/stat"))?;
     Ok(Duration::from_secs_f64(s))
 }
+
+/// Another sluice in the proxy namespace of a running [`Sluice`]'s topology: its own
+/// configuration (other listeners, its own `[admin] address`) in its own directory. Stopped by
+/// pid when dropped; drop it before the `Sluice` (declare it after), which removes the namespaces.
+pub struct Another {
+    pub process: NsProcess,
+    pub dir: PathBuf,
+    ns: String,
+    admin: String,
+}
+
+impl Sluice {
+    /// Starts another sluice named `name` next to this one with `config` (TOML text, whose
+    /// `[admin] address` is `admin`, e.g. `127.0.0.1:9091`); waits until its admin endpoint
+    /// answers.
+    pub fn start_another(&self, name: &str, admin: &str, config: &str) -> Result<Another> {
+        let dir = self.dir.join(name);
+        std::fs::create_dir_all(&dir)?;
+        let config_path = dir.join("sluice.toml");
+        std::fs::write(&config_path, config)?;
+        let process = NsProcess::spawn(
+            &self.proxy(),
+            env!("CARGO_BIN_EXE_sluice"),
+            &["--config", config_path.to_str().context("path")?],
+            dir.join("sluice.log"),
+        )?;
+        let mut another = Another { process, dir, ns: self.proxy(), admin: format!("http://{admin}/stats.json") };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = another.process.try_wait()? {
+                bail!("sluice {name} exited ({status}) before it was ready:\n{}", another.process.log());
+            }
+            if another.stats().is_ok() {
+                return Ok(another);
+            }
+            ensure!(Instant::now() < deadline, "sluice {name} not ready after 20 s:\n{}", another.process.log());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Another {
+    /// Its `/stats.json`.
+    pub fn stats(&self) -> Result<serde_json::Value> {
+        sluice_testbed::get_json(&self.ns, &self.admin)
+    }
+
+    /// Its configuration file (rewrite it, then SIGHUP, to reload).
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.join("sluice.toml")
+    }
+}
+
+/// One HTTPS request to a.test at `addr` from namespace `ns` on a new connection with `config`
+/// (its session store keeps what the server gave): the kind of handshake the client saw. The
+/// answer must be the HTTP backend's.
+pub fn handshake_at(ns: &str, addr: &str, config: &std::sync::Arc<ClientConfig>) -> Result<HandshakeKind> {
+    use sluice_tls::rustls::{ClientConnection, StreamOwned};
+    use std::io::{Read, Write};
+    let (addr, config) = (addr.parse::<std::net::SocketAddr>()?, config.clone());
+    sluice_testbed::in_netns(ns, move || -> Result<HandshakeKind> {
+        let tcp = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+        tcp.set_read_timeout(Some(Duration::from_secs(5)))?;
+        let conn = ClientConnection::new(config, "a.test".try_into()?)?;
+        let mut tls = StreamOwned::new(conn, tcp);
+        tls.write_all(b"GET / HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n")?;
+        let mut body = Vec::new();
+        let _ = tls.read_to_end(&mut body); // the backend closes; no close_notify needed
+        ensure!(body.ends_with(b"backend saw Host: a.test\n"), "bad answer from {addr}: {body:?}");
+        tls.conn.handshake_kind().context("no handshake")
+    })?
+}

@@ -95,8 +95,9 @@ pub struct CacheStats {
     pub entries: u64,
     /// Bytes (key + value) held now.
     pub bytes: u64,
-    /// Sessions found but made under another TLS policy (before a reload that changed it):
-    /// not resumed, a full handshake instead.
+    /// Sessions found but made under another TLS policy (before a reload that changed it, or,
+    /// with shared ticket key files, on a host serving another policy): not resumed, a full
+    /// handshake instead.
     pub policy_mismatch: u64,
 }
 
@@ -378,8 +379,14 @@ impl SessionCache {
         }
     }
 
-    fn now(&self) -> u64 {
+    /// Seconds since the epoch on the cache's clock.
+    pub(crate) fn now(&self) -> u64 {
         self.clock.current_time().map_or(0, |t| t.as_secs())
+    }
+
+    /// A session (cached, or in a ticket) made under another TLS policy was not resumed.
+    pub(crate) fn count_policy_mismatch(&self) {
+        self.policy_mismatch.fetch_add(1, Ordering::Relaxed);
     }
 
     /// A keyed multiply-fold hash. The stored keys are 32 random bytes that rustls chose (a
@@ -559,7 +566,7 @@ impl PolicyStore {
             return Some(value);
         }
         value.zeroize();
-        self.cache.policy_mismatch.fetch_add(1, Ordering::Relaxed);
+        self.cache.count_policy_mismatch();
         None
     }
 }

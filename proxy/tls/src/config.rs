@@ -6,7 +6,8 @@
 //! TLS 1.2 (RFC 5246) and TLS 1.3 (RFC 8446), each switchable; key-exchange groups and cipher
 //! suites by the names rustls prints; optional client-certificate verification (mTLS, required
 //! when `client_ca` is set); resumption by session ID / TLS 1.3 stateful tickets through the
-//! shared [`SessionCache`], by stateless tickets (RFC 5077, rotating keys), or none.
+//! shared [`SessionCache`], by stateless tickets (RFC 5077, rotating in-process keys, or keys
+//! from nginx-format ticket key files shared by a fleet: [`crate::tickets`]), or none.
 //!
 //! ```toml
 //! [listeners.tls]                      # the table sluice's config embeds per listener
@@ -26,6 +27,7 @@
 //! session_cache_bytes = 67108864
 //! session_lifetime_secs = 7200
 //! ticket_rotation_secs = 21600
+//! # ticket_key_files = ["ticket.key"]  # resumption = "tickets": keys shared by a fleet
 //! ```
 //!
 //! What it is not: a reloader. Building is done once per (re)load; errors name the field and
@@ -45,7 +47,10 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use serde::Deserialize;
 use zeroize::Zeroize;
 
+use sluice_store::ticket_keys::TicketKeyError;
+
 use crate::cache::{SessionCache, SessionCacheConfig};
+use crate::tickets::{KeyFileTicketer, KeyFilesError};
 
 /// How resumed handshakes are served.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
@@ -55,7 +60,7 @@ pub enum Resumption {
     #[default]
     SessionId,
     /// Stateless tickets (RFC 5077 for 1.2, RFC 8446 §4.6.1 for 1.3), keys rotated every
-    /// `ticket_rotation_secs`; the session cache is not used.
+    /// `ticket_rotation_secs`, or read from `ticket_key_files`; the session cache is not used.
     Tickets,
     /// No resumption.
     None,
@@ -110,6 +115,11 @@ pub struct TlsSettings {
     pub session_lifetime_secs: u32,
     /// Stateless tickets: how long one ticket key encrypts (tickets are accepted for twice that).
     pub ticket_rotation_secs: u32,
+    /// Stateless tickets under keys from these files (nginx's `ssl_session_ticket_key` format,
+    /// 48 or 80 bytes) instead of in-process keys: the first encrypts, all decrypt, so hosts
+    /// sharing the files resume each other's tickets. Needs `resumption = "tickets"`; tickets
+    /// live `session_lifetime_secs`; the files are read again on every (re)load.
+    pub ticket_key_files: Vec<PathBuf>,
     /// TLS 1.3 tickets sent after a full handshake (RFC 8446 §4.6.1).
     pub tls13_tickets: usize,
     /// Prefer the server's cipher-suite order over the client's.
@@ -131,6 +141,7 @@ impl Default for TlsSettings {
             session_cache_bytes: 64 << 20,
             session_lifetime_secs: 7200,
             ticket_rotation_secs: 6 * 3600,
+            ticket_key_files: Vec::new(),
             tls13_tickets: 2,
             prefer_server_ciphers: true,
         }
@@ -173,6 +184,10 @@ pub enum TlsConfigError {
     ClientCa { path: PathBuf, what: String },
     #[error("tls.resumption: {0}")]
     Tickets(String),
+    #[error("tls.ticket_key_files: needs resumption = \"tickets\"")]
+    TicketKeyFilesUnused,
+    #[error("tls.ticket_key_files[{index}]: {}: {what}", path.display())]
+    TicketKeyFile { index: usize, path: PathBuf, what: String },
 }
 
 fn resolve_path(base: &Path, p: &Path) -> PathBuf {
@@ -197,8 +212,8 @@ impl FileSource for Disk {
     }
 }
 
-/// Every file [`build_with`] reads for `settings` (certificate chains, keys, the client CA),
-/// resolved against `base_dir`, in the order it reads them.
+/// Every file [`build_with`] reads for `settings` (certificate chains, keys, the client CA,
+/// ticket key files), resolved against `base_dir`, in the order it reads them.
 pub fn files_named(settings: &TlsSettings, base_dir: &Path) -> Vec<PathBuf> {
     let mut out: Vec<PathBuf> = settings
         .certificates
@@ -206,6 +221,7 @@ pub fn files_named(settings: &TlsSettings, base_dir: &Path) -> Vec<PathBuf> {
         .flat_map(|c| [resolve_path(base_dir, &c.cert), resolve_path(base_dir, &c.key)])
         .collect();
     out.extend(settings.client_ca.iter().map(|p| resolve_path(base_dir, p)));
+    out.extend(settings.ticket_key_files.iter().map(|p| resolve_path(base_dir, p)));
     out
 }
 
@@ -422,6 +438,87 @@ fn make_ticketer() -> Result<Box<dyn ProducesTickets>, GetRandomFailed> {
     Ok(Box::new(ProviderTicketer(t)))
 }
 
+/// The ticketer of `ticket_key_files`, read from `files` (contents zeroed once used).
+fn key_file_ticketer(
+    settings: &TlsSettings,
+    base: &Path,
+    files: &dyn FileSource,
+    policy: u64,
+    cache: Arc<SessionCache>,
+) -> Result<KeyFileTicketer, TlsConfigError> {
+    let paths: Vec<PathBuf> = settings.ticket_key_files.iter().map(|p| resolve_path(base, p)).collect();
+    let mut contents = Vec::with_capacity(paths.len());
+    for (i, path) in paths.iter().enumerate() {
+        match read_file(files, &format!("ticket_key_files[{i}]"), path) {
+            Ok(c) => contents.push(c),
+            Err(e) => {
+                contents.iter_mut().for_each(Vec::zeroize);
+                return Err(e);
+            }
+        }
+    }
+    // RFC 8446 §4.6.1: a ticket lifetime of at most seven days.
+    let lifetime = settings.session_lifetime_secs.clamp(1, 7 * 24 * 3600);
+    KeyFileTicketer::new(&mut contents, policy, lifetime, cache).map_err(|e| {
+        let at = |index: usize, what: String| TlsConfigError::TicketKeyFile {
+            index,
+            path: paths.get(index).cloned().unwrap_or_default(),
+            what,
+        };
+        match e {
+            KeyFilesError::Parse(TicketKeyError::BadSize { file, len }) => at(
+                file,
+                format!("{len} bytes; a ticket key file has 48 or 80 (nginx's format: `openssl rand 80 > ticket.key`)"),
+            ),
+            KeyFilesError::Parse(TicketKeyError::DuplicateName { file, first }) => at(
+                file,
+                format!(
+                    "the same key name as ticket_key_files[{first}] ({}): every file needs its own",
+                    paths.get(first).map(|p| p.display().to_string()).unwrap_or_default()
+                ),
+            ),
+            KeyFilesError::Cipher { file } => at(file, "the cipher refused the key".into()),
+            other => at(0, other.to_string()),
+        }
+    })
+}
+
+/// A [`std::hash::Hasher`] over SHA-256 for the TLS policy fingerprint: it depends on the
+/// settings and certificates only, not on std's hasher (free to change between Rust releases)
+/// nor on the host's byte order, so that the hosts of a fleet sharing ticket key files agree on
+/// it whichever sluice build they run.
+struct PolicyHasher(aws_lc_rs::digest::Context);
+
+impl PolicyHasher {
+    fn new() -> Self {
+        Self(aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256))
+    }
+}
+
+impl std::hash::Hasher for PolicyHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        self.0.update(bytes);
+    }
+    fn write_u16(&mut self, i: u16) {
+        self.0.update(&i.to_le_bytes());
+    }
+    fn write_u32(&mut self, i: u32) {
+        self.0.update(&i.to_le_bytes());
+    }
+    fn write_u64(&mut self, i: u64) {
+        self.0.update(&i.to_le_bytes());
+    }
+    fn write_usize(&mut self, i: usize) {
+        self.0.update(&(i as u64).to_le_bytes());
+    }
+    fn finish(&self) -> u64 {
+        let digest = self.0.clone().finish();
+        let mut first = [0u8; 8];
+        first.copy_from_slice(&digest.as_ref()[..8]);
+        u64::from_be_bytes(first)
+    }
+}
+
 /// Build the rustls `ServerConfig` for one listener. Relative paths are taken from `base_dir`
 /// (the directory of the TOML file). `cache` stores sessions when `resumption = "session_id"`
 /// and holds the shared ticket keys when `resumption = "tickets"` (the first `build` that needs
@@ -453,10 +550,14 @@ pub fn build_with(
     if versions.is_empty() {
         return Err(TlsConfigError::NoProtocolVersion);
     }
+    if !settings.ticket_key_files.is_empty() && settings.resumption != Resumption::Tickets {
+        return Err(TlsConfigError::TicketKeyFilesUnused);
+    }
     let prov = Arc::new(build_provider(settings)?);
     let resolver = Arc::new(build_resolver(settings, base_dir, files, &prov)?);
-    // The TLS policy a session is made under, for resumption (see `PolicyStore`).
-    let mut policy = std::hash::DefaultHasher::new();
+    // The TLS policy a session is made under, for resumption (see `PolicyStore` and
+    // `KeyFileTicketer`).
+    let mut policy = PolicyHasher::new();
     {
         use std::hash::Hash;
         versions.iter().for_each(|v| u16::from(v.version).hash(&mut policy));
@@ -504,12 +605,17 @@ pub fn build_with(
         Resumption::Tickets => {
             cfg.session_storage = Arc::new(NoServerSessionStorage {});
             let secs = settings.ticket_rotation_secs.max(1);
-            cfg.ticketer = cache
-                .ticketer(policy, || {
-                    rustls::ticketer::TicketRotator::new(secs, make_ticketer)
-                        .map(|t| Arc::new(t) as Arc<dyn ProducesTickets>)
-                })
-                .map_err(|e| TlsConfigError::Tickets(e.to_string()))?;
+            cfg.ticketer = if settings.ticket_key_files.is_empty() {
+                cache
+                    .ticketer(policy, || {
+                        rustls::ticketer::TicketRotator::new(secs, make_ticketer)
+                            .map(|t| Arc::new(t) as Arc<dyn ProducesTickets>)
+                    })
+                    .map_err(|e| TlsConfigError::Tickets(e.to_string()))?
+            } else {
+                // Read again on every (re)load: a rotated file takes effect at the next SIGHUP.
+                Arc::new(key_file_ticketer(settings, base_dir, files, policy, cache)?)
+            };
             cfg.send_tls13_tickets = settings.tls13_tickets;
         }
         Resumption::None => {

@@ -5,6 +5,8 @@
 //!   resumption mode.
 //! - [`cache`]: [`SessionCache`], the sharded, bounded session store shared by every worker
 //!   (TLS 1.2 session IDs and TLS 1.3 stateful resumption).
+//! - [`tickets`]: [`tickets::KeyFileTicketer`], stateless tickets under keys from nginx-format
+//!   ticket key files, so that a fleet resumes each other's tickets.
 //! - [`session`]: [`TlsSession`], one server connection driven sans-IO from the TCP byte stream,
 //!   with handshake timestamps and [`HandshakeInfo`].
 //! - `testcerts` (feature `testcerts`): demo and test certificates; `testhello` (same
@@ -22,6 +24,7 @@ pub mod session;
 pub mod testcerts;
 #[cfg(any(test, feature = "testcerts"))]
 pub mod testhello;
+pub mod tickets;
 
 #[cfg(test)]
 mod tests;

@@ -260,7 +260,7 @@ fn full_handshakes_tls12_tls13_ecdsa_rsa() {
 }
 
 fn client_like(c: &Client) -> Client {
-    Client { versions: c.versions.clone(), ..Client::default() }
+    Client { versions: c.versions.clone(), tickets: c.tickets, ..Client::default() }
 }
 
 #[test]
@@ -484,6 +484,135 @@ fn resumption_follows_the_tls_policy_across_a_reload() {
         let d = connect(&cc, &server(&alpn, cache.clone()), "a.example").unwrap();
         assert!(!info(&d).resumed, "tickets {tickets}: resumed across an ALPN change");
     }
+}
+
+// ---------------------------------------------------------------- ticket key files (a fleet)
+
+/// Writes a ticket key file of `len` bytes (48 or 80; others for the error cases) derived from
+/// `seed` into the test directory; returns its name there.
+fn key_file(name: &str, len: usize, seed: u8) -> PathBuf {
+    let bytes: Vec<u8> = (0..len).map(|i| seed.wrapping_mul(37).wrapping_add(i as u8)).collect();
+    std::fs::write(files().dir.join(name), bytes).unwrap();
+    name.into()
+}
+
+fn with_key_files(keys: &[&PathBuf]) -> TlsSettings {
+    TlsSettings {
+        resumption: Resumption::Tickets,
+        ticket_key_files: keys.iter().map(|k| (*k).clone()).collect(),
+        ..settings()
+    }
+}
+
+/// Two hosts (each its own `ServerConfig` and session cache, as two processes have) sharing
+/// the key files resume each other's tickets, TLS 1.2 and 1.3; with in-process keys they do not.
+#[test]
+fn key_files_resume_tickets_across_hosts() {
+    let key = key_file("fleet-a.key", 80, 1);
+    let small = key_file("fleet-b.key", 48, 2);
+    for keys in [vec![&key], vec![&small]] {
+        let s = with_key_files(&keys);
+        for client in [Client::v13(), Client { tickets: true, ..Client::v12() }] {
+            let version = client.versions[0].version;
+            let (cache_a, cache_b) = (new_cache(), new_cache());
+            let (host_a, host_b) = (server(&s, cache_a.clone()), server(&s, cache_b.clone()));
+            let cc = client.build();
+            assert!(!info(&connect(&cc, &host_a, "a.example").unwrap()).resumed);
+            let d = connect(&cc, &host_b, "a.example").unwrap();
+            assert!(info(&d).resumed, "{version:?}: a ticket of host A did not resume on host B");
+            assert_eq!(d.client.handshake_kind(), Some(HandshakeKind::Resumed));
+            assert_eq!(info(&d).version, version);
+            // And back: B's ticket resumes on A. Nothing went through the caches.
+            assert!(info(&connect(&cc, &host_a, "a.example").unwrap()).resumed);
+            assert_eq!((cache_a.stats().inserts, cache_b.stats().inserts), (0, 0));
+        }
+    }
+    // Each host its own in-process keys: a full handshake on the other host.
+    let s = TlsSettings { resumption: Resumption::Tickets, ..settings() };
+    for client in [Client::v13(), Client { tickets: true, ..Client::v12() }] {
+        let cc = client.build();
+        connect(&cc, &server(&s, new_cache()), "a.example").unwrap();
+        assert!(!info(&connect(&cc, &server(&s, new_cache()), "a.example").unwrap()).resumed);
+    }
+}
+
+/// Rotation: a new file prepended; old tickets still resume, new ones are made with the new key
+/// (a host that has only the old file cannot open them, one with only the new file can).
+#[test]
+fn key_file_rotation_keeps_old_tickets_and_encrypts_with_the_new_key() {
+    let (old, new) = (key_file("rotate-old.key", 80, 3), key_file("rotate-new.key", 80, 4));
+    for client in [Client::v13(), Client { tickets: true, ..Client::v12() }] {
+        let cc = client_like(&client).build();
+        connect(&cc, &server(&with_key_files(&[&old]), new_cache()), "a.example").unwrap();
+        let rotated = server(&with_key_files(&[&new, &old]), new_cache());
+        assert!(info(&connect(&cc, &rotated, "a.example").unwrap()).resumed, "an old ticket after rotation");
+        // The client now holds tickets of the rotated host: made with the new key.
+        let cc = client_like(&client).build();
+        connect(&cc, &rotated, "a.example").unwrap();
+        assert!(!info(&connect(&cc, &server(&with_key_files(&[&old]), new_cache()), "a.example").unwrap()).resumed);
+        let cc = client_like(&client).build();
+        connect(&cc, &rotated, "a.example").unwrap();
+        assert!(info(&connect(&cc, &server(&with_key_files(&[&new]), new_cache()), "a.example").unwrap()).resumed);
+    }
+}
+
+/// Hosts sharing the files but serving another TLS policy (here: ALPN) do not resume each
+/// other's tickets: a full handshake, counted as a policy mismatch.
+#[test]
+fn key_file_tickets_resume_only_under_their_policy() {
+    let key = key_file("policy.key", 80, 5);
+    let s = with_key_files(&[&key]);
+    let other = TlsSettings { alpn: vec!["h2".into()], ..s.clone() };
+    for client in [Client::v13(), Client { tickets: true, ..Client::v12() }] {
+        let cc = client.build();
+        connect(&cc, &server(&s, new_cache()), "a.example").unwrap();
+        let cache = new_cache();
+        let d = connect(&cc, &server(&other, cache.clone()), "a.example").unwrap();
+        assert!(!info(&d).resumed);
+        assert!(cache.stats().policy_mismatch >= 1, "{:?}", cache.stats());
+    }
+}
+
+#[test]
+fn key_file_errors_name_the_file() {
+    let good = key_file("good.key", 48, 6);
+    let short = key_file("short.key", 47, 7);
+    let e = build_err(&with_key_files(&[&good, &short]));
+    assert!(e.contains("tls.ticket_key_files[1]") && e.contains("short.key") && e.contains("47 bytes"), "{e}");
+    assert!(e.contains("48 or 80"), "{e}");
+    let e = build_err(&with_key_files(&[&good, &"missing.key".into()]));
+    assert!(e.contains("ticket_key_files[1]") && e.contains("missing.key"), "{e}");
+    let e = build_err(&with_key_files(&[&good, &good]));
+    assert!(e.contains("ticket_key_files[1]") && e.contains("same key name") && e.contains("good.key"), "{e}");
+    let s = TlsSettings { ticket_key_files: vec![good.clone()], ..settings() };
+    assert!(build_err(&s).contains("needs resumption = \"tickets\""));
+    // Listed among the files a reload reads (the keyholder reads them for sluice).
+    let named = files_named(&with_key_files(&[&good]), Path::new("/etc/sluice"));
+    assert_eq!(named.last().unwrap(), Path::new("/etc/sluice/good.key"));
+    let s: TlsSettings =
+        toml::from_str("resumption = \"tickets\"\nticket_key_files = [\"a.key\", \"/b.key\"]").unwrap();
+    assert_eq!(s.ticket_key_files, [PathBuf::from("a.key"), PathBuf::from("/b.key")]);
+}
+
+/// The files are read through the `FileSource` given to `build_with` (after the privilege
+/// drop, that is the keyholder's answer), not from the disk.
+#[test]
+fn key_files_are_read_through_the_file_source() {
+    struct Memory(PathBuf, Vec<u8>);
+    impl FileSource for Memory {
+        fn read(&self, path: &Path) -> std::io::Result<Vec<u8>> {
+            if path == self.0 { Ok(self.1.clone()) } else { Disk.read(path) }
+        }
+    }
+    let s = with_key_files(&[&"only-in-memory.key".into()]);
+    let e = build_err(&s);
+    assert!(e.contains("only-in-memory.key"), "{e}");
+    let source = Memory(files().dir.join("only-in-memory.key"), vec![9; 80]);
+    let host_a = build_with(&s, &files().dir, &source, new_cache()).unwrap();
+    let host_b = build_with(&s, &files().dir, &source, new_cache()).unwrap();
+    let cc = Client::v13().build();
+    connect(&cc, &host_a, "a.example").unwrap();
+    assert!(info(&connect(&cc, &host_b, "a.example").unwrap()).resumed);
 }
 
 // ---------------------------------------------------------------- mTLS
