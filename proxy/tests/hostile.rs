@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
-use common::{Sluice, Transport, bench_backend, certificates, echo_backend};
+use common::{Sluice, Transport, bench_backend, certificates, echo_backend, process_rss_kib};
 use sluice_testbed::{in_netns, in_ns};
 use sluice_tls::rustls::pki_types::CertificateDer;
 use sluice_tls::rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
@@ -269,16 +269,6 @@ fn backends_active(stats: &serde_json::Value) -> u64 {
     listeners.flat_map(|l| l["backends"].as_array().into_iter().flatten()).filter_map(|b| b["active"].as_u64()).sum()
 }
 
-/// Resident memory of process `pid` in KiB (`VmRSS` of `/proc/<pid>/status`).
-fn rss_kib(pid: u32) -> Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .context("no VmRSS")
-}
-
 /// A ClientHello for a.test as a client sends it: the TLS records of a fresh client connection.
 fn client_hello(config: &Arc<ClientConfig>) -> Result<Vec<u8>> {
     let mut conn = ClientConnection::new(config.clone(), "a.test".try_into()?)?;
@@ -381,7 +371,7 @@ fn a_stall_mix_ends_within_its_timeouts_while_a_client_is_served(t: Transport) -
         let config = config.clone();
         move || legitimate_request(&config)
     })??;
-    let rss_start = rss_kib(pid)?;
+    let rss_start = process_rss_kib(pid)?;
     let started = Instant::now();
 
     // The legitimate client, every 200 ms until told to stop.
@@ -466,7 +456,7 @@ fn a_stall_mix_ends_within_its_timeouts_while_a_client_is_served(t: Transport) -
     let no_reads = joined(no_reads, "clients that stop reading")?;
     let set_up = started.elapsed();
     let mid = sluice.stats()?;
-    let rss_busy = rss_kib(pid)?;
+    let rss_busy = process_rss_kib(pid)?;
     eprintln!(
         "{t:?}: the stall mix set up after {set_up:?}: {} connections, {} relays open, {} bytes charged; RSS {rss_busy} KiB",
         sluice.queue_total(&mid, "connections_open"),
@@ -487,7 +477,7 @@ fn a_stall_mix_ends_within_its_timeouts_while_a_client_is_served(t: Transport) -
     drop(half_hellos);
     drop(no_reads);
     let stats = sluice.wait_idle()?;
-    let rss_end = rss_kib(pid)?;
+    let rss_end = process_rss_kib(pid)?;
     eprintln!(
         "{t:?}: hostile connections gone after {gone:?}; legitimate requests {served} served, {} failed; \
          RSS start {rss_start} KiB, busy {rss_busy} KiB, idle again {rss_end} KiB; tls_handshake_timeouts {}, \
@@ -574,7 +564,7 @@ fn ten_thousand_idle_tls_connections_are_held_and_their_memory_is_reported() -> 
     sluice.wait_idle()?;
     std::thread::sleep(Duration::from_secs(2));
     let before = sluice.stats()?;
-    let rss_before = rss_kib(pid)?;
+    let rss_before = process_rss_kib(pid)?;
 
     const THREADS: usize = 4;
     let started = Instant::now();
@@ -599,7 +589,7 @@ fn ten_thousand_idle_tls_connections_are_held_and_their_memory_is_reported() -> 
     // The charge is reported once a second; let a report and the allocator settle.
     std::thread::sleep(Duration::from_secs(3));
     let stats = sluice.stats()?;
-    let rss_held = rss_kib(pid)?;
+    let rss_held = process_rss_kib(pid)?;
     let charged = sluice.queue_total(&stats, "memory_charged_now");
     let charged_before = sluice.queue_total(&before, "memory_charged_now");
     let n = IDLE_TLS as f64;
@@ -619,7 +609,7 @@ fn ten_thousand_idle_tls_connections_are_held_and_their_memory_is_reported() -> 
     drop(held);
     let stats = sluice.wait_idle()?;
     ensure!(backends_active(&stats) == 0, "backend connections left open: {stats:#}");
-    let rss_after = rss_kib(pid)?;
+    let rss_after = process_rss_kib(pid)?;
     eprintln!("closed: sluice RSS {rss_after} KiB");
     ensure!(sluice.queue_total(&stats, "tls_handshakes_full") == IDLE_TLS as u64 + 1, "{stats:#}");
     for refused in [

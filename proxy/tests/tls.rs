@@ -13,7 +13,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, ensure};
 use common::{
     PROXY_HOST, Sluice, Transport, certificates, curl_both_names_and_versions, handshakes, http_backend,
-    openssl_resumes_tls12_and_tls13,
+    openssl_resumes_tls12_and_tls13, process_rss_kib,
 };
 use sluice_testbed::{in_netns, in_ns};
 
@@ -344,15 +344,6 @@ fn burst(sluice: &Sluice, config: &std::sync::Arc<sluice_tls::rustls::ClientConf
     Ok(())
 }
 
-fn rss_kib(pid: u32) -> Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .context("no VmRSS")
-}
-
 /// 500 concurrent TLS connections of 10 requests each, three times: all succeed; afterwards
 /// connections, relays and UMEM frames are back to idle, and the third burst did not grow
 /// sluice's resident memory beyond the second's (no per-connection leak).
@@ -360,13 +351,13 @@ fn rss_kib(pid: u32) -> Result<u64> {
 fn five_hundred_concurrent_tls_connections_of_ten_requests() -> Result<()> {
     let (sluice, _dir, ca) = start_with_ca("sl-tl8-", Transport::Xdp)?;
     let config = client_config(ca)?;
-    let rss_start = rss_kib(sluice.process.pid())?;
+    let rss_start = process_rss_kib(sluice.process.pid())?;
     let mut rss = Vec::new();
     let mut stats = Vec::new();
     for _ in 0..3 {
         burst(&sluice, &config, 500)?;
         stats.push(sluice.wait_idle()?);
-        rss.push(rss_kib(sluice.process.pid())?);
+        rss.push(process_rss_kib(sluice.process.pid())?);
     }
     eprintln!("RSS at start {rss_start} KiB, after each burst of 500 x 10: {rss:?} KiB");
     let last = &stats[2];

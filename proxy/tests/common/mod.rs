@@ -559,3 +559,8 @@ pub fn handshake_at(ns: &str, addr: &str, config: &std::sync::Arc<ClientConfig>)
         tls.conn.handshake_kind().context("no handshake")
     })?
 }
+
+/// Resident memory of process `pid` in KiB (`VmRSS`).
+pub fn process_rss_kib(pid: u32) -> Result<u64> {
+    sluice_bench::probe::rss_kib(pid).with_context(|| format!("no VmRSS in /proc/{pid}/status"))
+}
