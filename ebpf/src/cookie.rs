@@ -25,9 +25,10 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use sluice_ebpf::{
-    COOKIE_CONFIG_LEN, COOKIE_FLAG_SACK, COOKIE_FLAG_TIMESTAMPS, COOKIE_FLAGS, COOKIE_MARK_HI, COOKIE_MARK_LO,
-    COOKIE_META_LEN, COOKIE_MSS_V4, COOKIE_MSS_V6, COOKIE_NO_WSCALE, COOKIE_WINDOW, COOKIE_WSCALE, FAMILY_IPV6,
-    KERNEL_COOKIE_MSS_V4, KERNEL_COOKIE_MSS_V6, PRESSURE_OFF, XSKS_MAX, ts_cookie_options, ts_cookie_tsval,
+    COOKIE_CONFIG_LEN, COOKIE_FLAG_SACK, COOKIE_FLAG_TIMESTAMPS, COOKIE_FLAGS, COOKIE_FLOWS_INCOMPLETE, COOKIE_MARK_HI,
+    COOKIE_MARK_LO, COOKIE_META_LEN, COOKIE_MSS_V4, COOKIE_MSS_V6, COOKIE_NO_WSCALE, COOKIE_WINDOW, COOKIE_WSCALE,
+    FAMILY_IPV6, KERNEL_COOKIE_MSS_V4, KERNEL_COOKIE_MSS_V6, PRESSURE_OFF, XSKS_MAX, ts_cookie_options,
+    ts_cookie_tsval,
 };
 
 use crate::xdp::{ETH_HLEN, at, bytes};
@@ -92,6 +93,13 @@ const SYNACK_HLEN: usize = 24;
 #[inline(always)]
 fn config(i: u32) -> u32 {
     COOKIE_CONFIG.get(i).copied().unwrap_or(0)
+}
+
+/// Whether the map of sluice's flows may miss one (it was full): then ACKs whose cookie fails
+/// go to user space rather than being dropped.
+#[inline(always)]
+pub(crate) fn flows_incomplete() -> bool {
+    config(COOKIE_FLOWS_INCOMPLETE) != 0
 }
 
 /// The pressure level of this RX queue's worker.

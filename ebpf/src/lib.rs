@@ -70,6 +70,16 @@ pub const MAP_DRAIN_FLOWS: &str = "DRAIN_FLOWS";
 /// Capacity of [`MAP_DRAIN_FLOWS`].
 pub const DRAIN_FLOWS_MAX: u32 = 262_144;
 
+/// `HashMap<FlowKey, u32>`, kept only while the program answers SYN cookies: every flow sluice
+/// has a TCB for (from the SYN it took, or the cookie ACK it accepted, until the TCB is freed or
+/// enters TIME-WAIT), written by the workers. Under SYN-queue pressure a bare ACK to a listener
+/// whose flow is not here and whose cookie the kernel refuses is dropped in XDP
+/// ([`Counter::SynCookieDropped`]): user space sees only its own flows' ACKs and valid cookies.
+/// Entries are allocated as added (no preallocation).
+pub const MAP_OPEN_FLOWS: &str = "OPEN_FLOWS";
+/// Capacity of [`MAP_OPEN_FLOWS`]; past it user space sets [`COOKIE_FLOWS_INCOMPLETE`].
+pub const OPEN_FLOWS_MAX: u32 = 1 << 20;
+
 /// The 16 address bytes of a key for an IPv4 address: its IPv4-mapped IPv6 form.
 #[inline(always)]
 pub const fn mapped_ipv4(addr: [u8; 4]) -> [u8; 16] {
@@ -159,6 +169,9 @@ pub const COOKIE_FLAGS: u32 = 4;
 pub const COOKIE_MARK_LO: u32 = 5;
 /// High 32 bits of the validated-cookie mark.
 pub const COOKIE_MARK_HI: u32 = 6;
+/// Non-zero while [`MAP_OPEN_FLOWS`] may miss one of sluice's flows (it was full): ACKs whose
+/// cookie fails are then redirected unmarked ([`Counter::SynCookieFailed`]), not dropped.
+pub const COOKIE_FLOWS_INCOMPLETE: u32 = 7;
 /// [`COOKIE_WSCALE`] when window scaling is off.
 pub const COOKIE_NO_WSCALE: u32 = 0xff;
 pub const COOKIE_FLAG_SACK: u32 = 1;
@@ -284,18 +297,22 @@ pub enum Counter {
     /// A bare ACK to an active listener ([`PRESSURE_SYNS`] or [`PRESSURE_ACKS`]) whose cookie the
     /// kernel validated: marked ([`COOKIE_META_LEN`]) and redirected.
     SynCookieValidated = 22,
-    /// A bare ACK to an active listener under pressure whose cookie the kernel refused:
-    /// redirected unmarked (it may belong to an established flow, which the program cannot
-    /// see); user space then answers it as its own stack would (a RST if no flow has it).
+    /// A bare ACK to an active listener under pressure, of no flow in [`MAP_OPEN_FLOWS`], whose
+    /// cookie the kernel refused, while that map may be incomplete
+    /// ([`COOKIE_FLOWS_INCOMPLETE`]): redirected unmarked; user space answers it as its own
+    /// stack would (a RST if no flow has it).
     SynCookieFailed = 23,
     /// A SYN under pressure the program could not answer (IPv4 options, IPv6 extension headers,
     /// the helper or the frame refused): redirected to user space, which answers it itself.
     SynCookieSkipped = 24,
+    /// A bare ACK to an active listener under pressure, of no flow in [`MAP_OPEN_FLOWS`], whose
+    /// cookie the kernel refused: dropped (a spoofed ACK never costs user space anything).
+    SynCookieDropped = 25,
 }
 
 impl Counter {
     /// Number of counters (slots of [`MAP_COUNTERS`]).
-    pub const COUNT: u32 = 25;
+    pub const COUNT: u32 = 26;
 
     /// Every counter, in index order.
     pub const ALL: [Counter; Self::COUNT as usize] = [
@@ -324,6 +341,7 @@ impl Counter {
         Counter::SynCookieValidated,
         Counter::SynCookieFailed,
         Counter::SynCookieSkipped,
+        Counter::SynCookieDropped,
     ];
 
     /// Index of this counter in [`MAP_COUNTERS`].
@@ -360,6 +378,7 @@ impl Counter {
             Counter::SynCookieValidated => "syn_cookies_validated",
             Counter::SynCookieFailed => "syn_cookies_failed",
             Counter::SynCookieSkipped => "syn_cookies_skipped",
+            Counter::SynCookieDropped => "syn_cookies_dropped",
         }
     }
 

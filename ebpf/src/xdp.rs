@@ -6,7 +6,7 @@
 //! through the map's pointer, and the license section attribute.
 
 use aya_ebpf::{
-    bindings::xdp_action::XDP_PASS,
+    bindings::xdp_action::{XDP_DROP, XDP_PASS},
     macros::{map, xdp},
     maps::{HashMap, PerCpuArray, XskMap},
     programs::XdpContext,
@@ -15,8 +15,8 @@ use sluice_ebpf::{
     BACKEND_FLOWS_MAX, Counter, DRAIN_FLOWS_MAX, ENTRY_ACTIVE, ENTRY_DRAINING, ETHERTYPE_ARP, ETHERTYPE_IPV4,
     ETHERTYPE_IPV6, EndpointKey, FAMILY_IPV4, FAMILY_IPV6, FlowKey, ICMP_DEST_UNREACH, ICMP_FRAG_NEEDED,
     ICMPV6_PACKET_TOO_BIG, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, IPV6_DESTINATION_OPTIONS,
-    IPV6_EXTENSION_HEADERS_MAX, IPV6_FRAGMENT, IPV6_HOP_BY_HOP, IPV6_ROUTING, LISTENERS_MAX, PRESSURE_OFF,
-    PRESSURE_SYNS, XSKS_MAX, endpoint_key, flow_key, mapped_ipv4, wildcard_key,
+    IPV6_EXTENSION_HEADERS_MAX, IPV6_FRAGMENT, IPV6_HOP_BY_HOP, IPV6_ROUTING, LISTENERS_MAX, OPEN_FLOWS_MAX,
+    PRESSURE_OFF, PRESSURE_SYNS, XSKS_MAX, endpoint_key, flow_key, mapped_ipv4, wildcard_key,
 };
 
 /// Listener endpoints (`sluice_ebpf::MAP_LISTENERS`).
@@ -34,6 +34,11 @@ static BACKEND_FLOWS: HashMap<EndpointKey, u32> = HashMap::with_max_entries(BACK
 /// sluice's own flows on draining listeners (`sluice_ebpf::MAP_DRAIN_FLOWS`).
 #[map]
 static DRAIN_FLOWS: HashMap<FlowKey, u32> = HashMap::with_max_entries(DRAIN_FLOWS_MAX, 0);
+
+/// sluice's flows while SYN cookies are answered here (`sluice_ebpf::MAP_OPEN_FLOWS`); entries
+/// allocated as added (BPF_F_NO_PREALLOC).
+#[map]
+static OPEN_FLOWS: HashMap<FlowKey, u32> = HashMap::with_max_entries(OPEN_FLOWS_MAX, 1);
 
 /// AF_XDP socket per RX queue (`sluice_ebpf::MAP_XSKS`).
 #[map]
@@ -297,11 +302,18 @@ fn tcp<const COOKIES: bool>(
                     _ => redirect(ctx, Counter::SynCookieSkipped),
                 };
             }
-            if flags == TCP_ACK && level != PRESSURE_OFF {
+            // A bare ACK of one of sluice's flows goes on as usual; any other must carry a
+            // cookie the kernel validates, or it is dropped here.
+            if flags == TCP_ACK
+                && level != PRESSURE_OFF
+                && OPEN_FLOWS.get_ptr(flow_key(family, remote.addr, remote.port, local.port)).is_none()
+            {
                 return if crate::cookie::check_ack(ctx, family, offset) {
                     redirect(ctx, Counter::SynCookieValidated)
-                } else {
+                } else if crate::cookie::flows_incomplete() {
                     redirect(ctx, Counter::SynCookieFailed)
+                } else {
+                    (XDP_DROP, Counter::SynCookieDropped)
                 };
             }
         }

@@ -23,10 +23,28 @@ use sluice_tcp::FourTuple;
 
 const SHARDS: usize = 64;
 
+/// Told of every flow that enters and leaves the index (under its shard's lock, so in order):
+/// the XDP program's copy of sluice's flows while it answers SYN cookies
+/// ([`crate::datapath::xdp::loader::OpenFlows`]).
+pub trait FlowMirror: Send + Sync + std::fmt::Debug {
+    fn opened(&self, flow: &FourTuple);
+    fn closed(&self, flow: &FourTuple);
+}
+
+impl FlowMirror for crate::datapath::xdp::loader::OpenFlows {
+    fn opened(&self, flow: &FourTuple) {
+        crate::datapath::xdp::loader::OpenFlows::opened(self, flow);
+    }
+    fn closed(&self, flow: &FourTuple) {
+        crate::datapath::xdp::loader::OpenFlows::closed(self, flow);
+    }
+}
+
 /// flow -> owning worker, shared by the workers of one process.
 #[derive(Debug)]
 pub struct FlowIndex {
     shards: Box<[Mutex<HashMap<FourTuple, u16>>]>,
+    mirror: Option<Box<dyn FlowMirror>>,
     /// Keyed per process: which shard a flow lands in is not predictable from outside.
     hasher: RandomState,
     len: AtomicUsize,
@@ -46,7 +64,13 @@ impl FlowIndex {
     /// An index for at most `capacity` flows (the workers' TCB tables together).
     pub fn new(capacity: usize) -> Self {
         let shards = (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect();
-        Self { shards, hasher: RandomState::new(), len: AtomicUsize::new(0), capacity }
+        Self { shards, mirror: None, hasher: RandomState::new(), len: AtomicUsize::new(0), capacity }
+    }
+
+    /// The index, telling `mirror` of every flow that enters and leaves it.
+    #[must_use]
+    pub fn with_mirror(self, mirror: Box<dyn FlowMirror>) -> Self {
+        Self { mirror: Some(mirror), ..self }
     }
 
     fn shard(&self, flow: &FourTuple) -> std::sync::MutexGuard<'_, HashMap<FourTuple, u16>> {
@@ -74,6 +98,9 @@ impl FlowIndex {
             return Err(ClaimError::Full);
         }
         shard.insert(flow, worker as u16);
+        if let Some(m) = &self.mirror {
+            m.opened(&flow);
+        }
         Ok(())
     }
 
@@ -84,6 +111,9 @@ impl FlowIndex {
         if shard.get(flow).is_some_and(|&w| usize::from(w) == worker) {
             shard.remove(flow);
             self.len.fetch_sub(1, Ordering::Relaxed);
+            if let Some(m) = &self.mirror {
+                m.closed(flow);
+            }
         }
     }
 
@@ -129,6 +159,34 @@ mod tests {
         index.release(&flow(1), 3);
         assert_eq!(index.owner(&flow(1)), None);
         assert!(index.is_empty());
+    }
+
+    /// Records what it is told.
+    #[derive(Debug, Default)]
+    struct Recorder(Mutex<Vec<(bool, u16)>>);
+
+    impl FlowMirror for Arc<Recorder> {
+        fn opened(&self, flow: &FourTuple) {
+            self.0.lock().unwrap().push((true, flow.remote.port()));
+        }
+        fn closed(&self, flow: &FourTuple) {
+            self.0.lock().unwrap().push((false, flow.remote.port()));
+        }
+    }
+
+    #[test]
+    fn the_mirror_hears_of_each_flow_once_when_it_enters_and_once_when_it_leaves() {
+        let seen = Arc::new(Recorder::default());
+        let index = FlowIndex::new(2).with_mirror(Box::new(Arc::clone(&seen)));
+        index.claim(flow(1), 0).unwrap();
+        index.claim(flow(1), 0).unwrap();
+        assert!(index.claim(flow(1), 1).is_err());
+        index.claim(flow(2), 1).unwrap();
+        assert_eq!(index.claim(flow(3), 1), Err(ClaimError::Full));
+        index.release(&flow(1), 1);
+        index.release(&flow(1), 0);
+        index.release(&flow(1), 0);
+        assert_eq!(*seen.0.lock().unwrap(), [(true, 1), (true, 2), (false, 1)]);
     }
 
     #[test]

@@ -114,7 +114,12 @@ pub fn prepare(config: &Config, services: &Services) -> Result<Transport> {
     let ifindex = interface_index(&d.interface)?;
     let (inboxes, peers, controls) = worker::inboxes(workers_n, 8192)?;
     let conn_counts = Arc::new(crate::session::limits::ConnCounts::default());
-    let flows = Arc::new(flows::FlowIndex::new(workers_n * tcp_config.max_connections));
+    let mut flow_index = flows::FlowIndex::new(workers_n * tcp_config.max_connections);
+    if attached.xdp_syn_cookies() {
+        // Under SYN-queue pressure the program drops ACKs of flows it does not know.
+        flow_index = flow_index.with_mirror(Box::new(attached.open_flows()?));
+    }
+    let flows = Arc::new(flow_index);
     // Each relay holds one descriptor (its backend socket).
     let max_relays = crate::session::limits::descriptor_budget(workers_n, 1);
     let mut workers: Vec<Box<dyn FnOnce(Worker) + Send>> = Vec::new();

@@ -106,6 +106,7 @@ pub(super) struct Maps {
     counters: PerCpuArray<MapData, u64>,
     cookie_config: Array<MapData, u32>,
     syn_pressure: Array<MapData, u32>,
+    open_flows: HashMap<MapData, FlowKey, u32>,
 }
 
 impl Maps {
@@ -126,6 +127,7 @@ impl Maps {
             counters: take(ebpf, sluice_ebpf::MAP_COUNTERS)?,
             cookie_config: take(ebpf, sluice_ebpf::MAP_COOKIE_CONFIG)?,
             syn_pressure: take(ebpf, sluice_ebpf::MAP_SYN_PRESSURE)?,
+            open_flows: take(ebpf, sluice_ebpf::MAP_OPEN_FLOWS)?,
         })
     }
 }
@@ -278,6 +280,25 @@ impl Attached {
         let mut flag = PressureFlag { map, queue, level: u32::MAX };
         flag.set(sluice_ebpf::PRESSURE_OFF)?;
         Ok(flag)
+    }
+
+    /// The program's map of sluice's flows, for the flow index to keep (descriptors of its
+    /// own). Only needed while the program answers SYN cookies.
+    pub fn open_flows(&self) -> Result<super::OpenFlows, LoadError> {
+        use aya::maps::IterableMap;
+        use std::os::fd::AsFd;
+        let map_err = |map: &'static str| move |reason: String| LoadError::Map { map, reason };
+        let reopen = |data: &MapData, map: &'static str| -> Result<MapData, LoadError> {
+            let fd = data.fd().as_fd().try_clone_to_owned().map_err(|e| map_err(map)(e.to_string()))?;
+            MapData::from_fd(fd).map_err(|e| map_err(map)(e.to_string()))
+        };
+        let flows = reopen(self.maps.open_flows.map(), super::open_flows::NAME)?;
+        let flows = HashMap::try_from(aya::maps::Map::HashMap(flows))
+            .map_err(|e| map_err(super::open_flows::NAME)(e.to_string()))?;
+        let config = reopen(self.maps.cookie_config.map(), sluice_ebpf::MAP_COOKIE_CONFIG)?;
+        let config = Array::try_from(aya::maps::Map::Array(config))
+            .map_err(|e| map_err(sluice_ebpf::MAP_COOKIE_CONFIG)(e.to_string()))?;
+        super::OpenFlows::new(flows, config)
     }
 
     /// The program's counters, summed over CPUs.

@@ -31,6 +31,7 @@ pub struct XdpCounters {
     pub syn_cookies_validated: u64,
     pub syn_cookies_failed: u64,
     pub syn_cookies_skipped: u64,
+    pub syn_cookies_dropped: u64,
 }
 
 impl XdpCounters {
@@ -62,6 +63,7 @@ impl XdpCounters {
             Counter::SynCookieValidated => self.syn_cookies_validated,
             Counter::SynCookieFailed => self.syn_cookies_failed,
             Counter::SynCookieSkipped => self.syn_cookies_skipped,
+            Counter::SynCookieDropped => self.syn_cookies_dropped,
         }
     }
 
@@ -92,6 +94,7 @@ impl XdpCounters {
             Counter::SynCookieValidated => &mut self.syn_cookies_validated,
             Counter::SynCookieFailed => &mut self.syn_cookies_failed,
             Counter::SynCookieSkipped => &mut self.syn_cookies_skipped,
+            Counter::SynCookieDropped => &mut self.syn_cookies_dropped,
         }
     }
 

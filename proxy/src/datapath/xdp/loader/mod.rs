@@ -37,6 +37,7 @@ mod counters;
 mod error;
 mod mode;
 mod netlink;
+mod open_flows;
 mod privileges;
 
 pub use attach::{Loader, XDP_OBJECT};
@@ -45,3 +46,4 @@ pub use counters::XdpCounters;
 pub use error::LoadError;
 pub use mode::XdpMode;
 pub use netlink::queue_count;
+pub use open_flows::OpenFlows;
