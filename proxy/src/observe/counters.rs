@@ -92,8 +92,11 @@ pub struct QueueCounters {
     pub refused_limit_worker: u64,
     pub refused_limit_client: u64,
     pub refused_limit_memory: u64,
-    /// What this worker's connections hold (bytes, reported once a second; `limits.memory`).
+    /// What this worker's connections hold (bytes, reported once a second; `limits.memory`),
+    /// and the bytes of buffer storage given back while past that limit (each buffer cut to
+    /// what it holds: storage grows by doubling and otherwise stays until the buffer empties).
     pub memory_charged_now: u64,
+    pub memory_shrunk_bytes: u64,
     /// Connections refused because the worker holds as many relays (each a backend socket) as
     /// its share of the process's descriptors allows (`RLIMIT_NOFILE`).
     pub refused_descriptors: u64,

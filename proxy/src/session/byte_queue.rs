@@ -83,6 +83,29 @@ impl ByteQueue {
     }
 }
 
+impl ByteQueue {
+    /// Under memory pressure: the storage cut to what the bytes queued need (the next power of
+    /// two, at least [`MIN_STORAGE`]). Returns the bytes given back.
+    pub fn shrink(&mut self) -> usize {
+        let old = self.buf.len();
+        if self.is_empty() {
+            (self.start, self.end) = (0, 0);
+            give_back(std::mem::take(&mut self.buf));
+            return old;
+        }
+        let len = self.len();
+        let target = len.next_power_of_two().max(MIN_STORAGE).min(self.limit);
+        if old <= target {
+            return 0;
+        }
+        let mut smaller = take_storage(target);
+        smaller[..len].copy_from_slice(self.data());
+        (self.start, self.end) = (0, len);
+        give_back(std::mem::replace(&mut self.buf, smaller));
+        old - target
+    }
+}
+
 impl Drop for ByteQueue {
     fn drop(&mut self) {
         give_back(std::mem::take(&mut self.buf));
@@ -112,6 +135,28 @@ fn give_back(buf: Box<[u8]>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shrink_keeps_the_queued_bytes_and_gives_back_the_slack() {
+        let mut q = ByteQueue::new(65536);
+        while q.len() < 40_000 {
+            let want = 40_000 - q.len();
+            let space = q.space_mut();
+            let n = space.len().min(want);
+            space[..n].fill(7);
+            q.commit(n);
+        }
+        assert_eq!(q.storage(), 65536);
+        q.consume(38_000);
+        q.space_mut()[..1].fill(9);
+        q.commit(1);
+        assert_eq!(q.shrink(), 65536 - MIN_STORAGE.max(2048));
+        assert_eq!(q.data().len(), 2001);
+        assert!(q.data()[..2000].iter().all(|&b| b == 7) && q.data()[2000] == 9);
+        assert_eq!(q.shrink(), 0);
+        q.consume(2001);
+        assert_eq!(q.storage(), 0);
+    }
 
     #[test]
     fn storage_grows_as_bytes_queue_and_goes_back_when_empty() {

@@ -169,10 +169,13 @@ impl ConnCounts {
     }
 
     fn check_memory(&self, limits: &Limits) -> Result<(), Refusal> {
-        match limits.memory {
-            Some(m) if m > 0 && self.charged() >= m => Err(Refusal::Memory),
-            _ => Ok(()),
-        }
+        if self.over_memory(limits) { Err(Refusal::Memory) } else { Ok(()) }
+    }
+
+    /// Whether the connections hold `limits.memory` or more (as last reported): new ones are
+    /// refused and the workers cut their buffers to what they hold.
+    pub fn over_memory(&self, limits: &Limits) -> bool {
+        limits.memory.is_some_and(|m| m > 0 && self.charged() >= m)
     }
 
     /// Sets what `worker`'s connections hold now (bytes: buffers, queues and

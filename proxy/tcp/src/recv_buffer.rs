@@ -128,6 +128,12 @@ impl RecvBuffer {
         n
     }
 
+    /// Under memory pressure: the storage cut to what the readable bytes need, unless
+    /// out-of-order data lies beyond them. Returns the bytes given back.
+    pub fn shrink(&mut self) -> usize {
+        if self.ooo.is_empty() { self.ring.shrink() } else { 0 }
+    }
+
     /// Bytes of storage allocated now (grows with the bytes held, up to the capacity).
     #[must_use]
     pub fn storage(&self) -> usize {

@@ -132,6 +132,27 @@ impl Ring {
         self.len -= n;
     }
 
+    /// Under memory pressure: cut the storage to what the bytes held need (the next power of
+    /// two, at least [`MIN_STORAGE`]), for an owner that knows nothing lies beyond `len`.
+    /// Returns the bytes given back.
+    pub fn shrink(&mut self) -> usize {
+        let old = self.buf.len();
+        if self.len == 0 {
+            self.release();
+            return old;
+        }
+        let target = self.len.next_power_of_two().max(MIN_STORAGE).min(self.capacity);
+        if old <= target {
+            return 0;
+        }
+        let mut smaller = vec![0; target];
+        let n = self.read_at(0, &mut smaller[..self.len]);
+        debug_assert_eq!(n, self.len);
+        self.buf = smaller;
+        self.head = 0;
+        old - target
+    }
+
     /// Forget every byte (and the storage).
     pub fn clear(&mut self) {
         self.len = 0;
@@ -149,6 +170,27 @@ impl Ring {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shrink_keeps_the_bytes_in_order_and_gives_back_the_slack() {
+        let mut r = Ring::new(1 << 20);
+        let data: Vec<u8> = (0..100_000u32).map(|i| i as u8).collect();
+        assert_eq!(r.push(&data), data.len());
+        assert_eq!(r.storage(), 131_072);
+        // Most of it is consumed, the head sits mid-storage and the rest wraps.
+        r.consume(99_000);
+        r.push(&data[..2_000]);
+        assert_eq!(r.shrink(), 131_072 - 4096);
+        assert_eq!(r.storage(), 4096);
+        let mut out = vec![0u8; 3_000];
+        assert_eq!(r.read_at(0, &mut out), 3_000);
+        assert_eq!(&out[..1_000], &data[99_000..]);
+        assert_eq!(&out[1_000..], &data[..2_000]);
+        assert_eq!(r.shrink(), 0, "nothing more to give");
+        r.consume(3_000);
+        assert_eq!(r.shrink(), 4096);
+        assert_eq!(r.storage(), 0);
+    }
 
     #[test]
     fn push_pop_wraps() {

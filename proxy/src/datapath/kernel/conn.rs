@@ -112,6 +112,21 @@ impl Worker {
                 _ => None,
             });
             let charge = IdleSweep::memory_charge(self.conns.len(), 0, sessions);
+            let charge = if self.conn_counts.over_memory(&self.limits) {
+                // Past `limits.memory`: every relay queue cut to what it holds.
+                let freed: usize = self
+                    .conns
+                    .values_mut()
+                    .map(|c| match c {
+                        Conn::Relay { session, .. } => session.relay.shrink(),
+                        _ => 0,
+                    })
+                    .sum();
+                self.counters.memory_shrunk_bytes += freed as u64;
+                charge.saturating_sub(freed as u64)
+            } else {
+                charge
+            };
             self.conn_counts.charge(usize::try_from(self.counters.queue).unwrap_or(0), charge);
             self.counters.memory_charged_now = charge;
         }

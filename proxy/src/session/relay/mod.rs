@@ -300,6 +300,13 @@ impl<B: Backend> Relay<B> {
         self.idle_timeout = timeout;
     }
 
+    /// Under memory pressure: every queue's storage cut to what it holds. Returns the bytes
+    /// given back.
+    pub fn shrink(&mut self) -> usize {
+        let tls = self.tls.as_mut().map_or(0, |t| t.cipher_in.shrink() + t.cipher_out.shrink());
+        self.to_backend.shrink() + self.to_client.shrink() + tls
+    }
+
     /// Bytes of storage the relay's queues hold now (each only for the bytes in it).
     pub fn storage(&self) -> usize {
         let queues = [&self.to_backend, &self.to_client];

@@ -219,6 +219,12 @@ impl Connection {
         self.snd.buf.storage() + self.rcv.buf.storage()
     }
 
+    /// Under memory pressure: both buffers' storage cut to what they hold. Returns the bytes
+    /// given back.
+    pub(crate) fn shrink_buffers(&mut self) -> usize {
+        self.snd.buf.shrink() + self.rcv.buf.shrink()
+    }
+
     /// The TCB can be freed: CLOSED with nothing left to send.
     pub(crate) fn is_finished(&self) -> bool {
         self.state == State::Closed && !self.rst_pending

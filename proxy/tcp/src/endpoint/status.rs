@@ -56,6 +56,14 @@ impl Endpoint {
         self.slots.iter().filter_map(|s| s.conn.as_deref()).map(Connection::buffer_storage).sum()
     }
 
+    /// Under memory pressure: every TCB's buffers cut to what they hold (storage grows by
+    /// doubling and stays at its high-water mark until empty), and the spare buffers dropped.
+    /// Returns the bytes given back.
+    pub fn shrink_buffers(&mut self) -> usize {
+        self.spare.clear();
+        self.slots.iter_mut().filter_map(|s| s.conn.as_deref_mut()).map(Connection::shrink_buffers).sum()
+    }
+
     /// Buffers kept for the next connections.
     #[cfg(test)]
     pub(crate) fn spare_buffers(&self) -> usize {

@@ -151,3 +151,31 @@ fn user_timeout_spares_a_slow_peer_that_keeps_acknowledging_and_an_idle_connecti
     }
     assert_eq!(t.ep.stats().user_timeouts, 0);
 }
+
+#[test]
+fn under_memory_pressure_a_send_buffer_is_cut_to_what_it_holds() {
+    let mut t = established();
+    let iss1 = t.iss1();
+    let data: Vec<u8> = (0..60_000u32).map(|i| i as u8).collect();
+    assert_eq!(t.ep.send(t.h(), &data), Ok(60_000));
+    // The peer acknowledges what arrives (the congestion window opens) up to all but the last
+    // 1,000 bytes: the storage stays at its high-water mark until the buffer empties, unless
+    // it is cut.
+    let mut acked = 0u32;
+    while acked < 59_000 {
+        let sent = t.recv_all().iter().map(|o| o.seq.wrapping_sub(iss1) + o.payload.len() as u32).max();
+        acked = sent.unwrap_or(acked).min(59_000);
+        send!(t, ack_number: iss1.wrapping_add(acked), window_len: 64_000);
+    }
+    assert_eq!(t.ep.buffer_storage(), 65_536);
+    assert_eq!(t.ep.shrink_buffers(), 65_536 - 1_024);
+    assert_eq!(t.ep.buffer_storage(), 1_024);
+    t.ep.check_invariants().unwrap();
+    // The bytes still owed are intact: a retransmission timeout resends them.
+    t.advance(Duration::from_secs(2));
+    t.fire();
+    let o = recv!(t, seq: iss1.wrapping_add(59_000));
+    assert_eq!(o.payload, &data[59_000..]);
+    send!(t, ack_number: iss1.wrapping_add(60_000), window_len: 64_000);
+    assert_eq!(t.ep.buffer_storage(), 0);
+}

@@ -102,6 +102,11 @@ impl Dispatch {
             for h in idle {
                 self.pump_relay(h, now);
             }
+            if self.conn_counts.over_memory(&self.limits) {
+                // Past `limits.memory`: every buffer cut to what it holds.
+                let queues: usize = self.sessions.values_mut().map(|s| s.relay.shrink()).sum();
+                self.counters.memory_shrunk_bytes += (self.tcp.shrink_buffers() + queues) as u64;
+            }
             let charge = IdleSweep::memory_charge(
                 self.tcp.connection_count(),
                 self.tcp.buffer_storage(),
