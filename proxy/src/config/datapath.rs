@@ -116,8 +116,10 @@ pub struct Tcp {
     /// XDP transport: while a worker's SYN queue is under pressure (90 % full, or a SYN found it
     /// full within the last second), the XDP program answers that queue's SYNs itself with the
     /// kernel's SYN cookies and checks the final ACKs with the kernel (Linux 6.0+; without the
-    /// helpers sluice logs it and keeps its own cookies). Needs `syn_cookies`.
-    pub xdp_syn_cookies: bool,
+    /// helpers sluice logs it and keeps its own cookies). Needs `syn_cookies`. `"auto"` (the
+    /// default): on for a physical interface, off for a virtual one (veth and the like), where
+    /// XDP_TX reaches the peer only if the peer runs an XDP program; `true` / `false` force it.
+    pub xdp_syn_cookies: XdpSynCookies,
     /// TIME-WAIT, handshake timeout and idle timeout (0: none), in milliseconds.
     pub time_wait_ms: u64,
     pub handshake_timeout_ms: u64,
@@ -136,6 +138,44 @@ pub struct Tcp {
     pub keepalive_idle_ms: u64,
     pub keepalive_interval_ms: u64,
     pub keepalive_probes: u32,
+}
+
+/// `tcp.xdp_syn_cookies`: `"auto"`, `true` or `false`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum XdpSynCookies {
+    Auto,
+    On,
+    Off,
+}
+
+impl<'de> Deserialize<'de> for XdpSynCookies {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Bool(bool),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Bool(true) => Ok(Self::On),
+            Raw::Bool(false) => Ok(Self::Off),
+            Raw::Text(t) if t == "auto" => Ok(Self::Auto),
+            Raw::Text(t) => Err(serde::de::Error::custom(format!("{t:?}: expected \"auto\", true or false"))),
+        }
+    }
+}
+
+impl XdpSynCookies {
+    /// Whether to answer SYN cookies in XDP on interface `ifname` (`auto`: only a physical one,
+    /// which has a `device` in sysfs).
+    #[must_use]
+    pub fn wanted(self, ifname: &str) -> bool {
+        match self {
+            Self::On => true,
+            Self::Off => false,
+            Self::Auto => std::path::Path::new(&format!("/sys/class/net/{ifname}/device")).exists(),
+        }
+    }
 }
 
 impl Tcp {
@@ -172,7 +212,7 @@ impl Default for Tcp {
             max_connections: 0,
             syn_queue: 1024,
             syn_cookies: true,
-            xdp_syn_cookies: true,
+            xdp_syn_cookies: XdpSynCookies::Auto,
             time_wait_ms: 10_000,
             handshake_timeout_ms: 10_000,
             idle_timeout_ms: 300_000,

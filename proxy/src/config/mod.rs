@@ -27,7 +27,7 @@ use std::path::{Path, PathBuf};
 use listener::ADDRESS_FORMS;
 use serde::Deserialize;
 
-pub use datapath::{Congestion, Datapath, Tcp, Transport, XdpModeSetting};
+pub use datapath::{Congestion, Datapath, Tcp, Transport, XdpModeSetting, XdpSynCookies};
 use listener::check_backends;
 pub use listener::{HealthCheck, Listener, ListenerMode, Relay, Route};
 pub use observe::{Admin, Stats};
@@ -532,6 +532,22 @@ echo = true
         assert!(e.contains("dpdk"), "{e}");
         let e = error("[datapath]\nxdp_mode = \"native\"\n[[listener]]\naddress = \"198.51.100.2:7\"\necho = true\n");
         assert!(e.contains("datapath.interface"), "{e}");
+    }
+
+    #[test]
+    fn xdp_syn_cookies_is_auto_or_a_bool() {
+        assert_eq!(parse(GOOD).unwrap().tcp.xdp_syn_cookies, XdpSynCookies::Auto);
+        for (text, want) in
+            [("\"auto\"", XdpSynCookies::Auto), ("true", XdpSynCookies::On), ("false", XdpSynCookies::Off)]
+        {
+            let c = parse(&format!("{GOOD}\n[tcp]\nxdp_syn_cookies = {text}\n")).unwrap();
+            assert_eq!(c.tcp.xdp_syn_cookies, want, "{text}");
+        }
+        let e = error(&format!("{GOOD}\n[tcp]\nxdp_syn_cookies = \"maybe\"\n"));
+        assert!(e.contains("\"maybe\": expected \"auto\", true or false"), "{e}");
+        // `auto` answers in XDP on a physical interface only: loopback has no device.
+        assert!(!XdpSynCookies::Auto.wanted("lo"));
+        assert!(XdpSynCookies::On.wanted("lo") && !XdpSynCookies::Off.wanted("lo"));
     }
 
     #[test]

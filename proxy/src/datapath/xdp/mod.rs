@@ -46,7 +46,15 @@ pub fn prepare(config: &Config, services: &Services) -> Result<Transport> {
             d.interface
         );
     }
-    let want_cookies = config.tcp.xdp_syn_cookies && config.tcp.syn_cookies;
+    let want_cookies = config.tcp.syn_cookies && config.tcp.xdp_syn_cookies.wanted(&d.interface);
+    if config.tcp.syn_cookies && !want_cookies && config.tcp.xdp_syn_cookies == crate::config::XdpSynCookies::Auto {
+        tracing::info!(
+            interface = %d.interface,
+            "tcp.xdp_syn_cookies = \"auto\": a virtual interface (no device), where XDP_TX frames reach the peer \
+             only if the peer runs an XDP program; SYN cookies are answered by sluice's own stack \
+             (set tcp.xdp_syn_cookies = true to answer them in XDP)"
+        );
+    }
     let mut attached = Loader::attach(&d.interface, mode, d.force, want_cookies)?;
     tracing::info!(
         interface = %d.interface,
