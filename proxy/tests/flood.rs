@@ -269,17 +269,10 @@ fn under_syn_pressure_spoofed_acks_are_dropped_in_xdp() -> Result<()> {
     Ok(())
 }
 
-/// CPU ticks (user + system) of process `pid`, and the machine's softirq ticks.
-fn cpu_ticks(pid: u32) -> Result<(u64, u64)> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    // Fields after the command name (which ends with the last ')'): state is field 3.
-    let rest = stat.rsplit_once(')').context("/proc/pid/stat")?.1;
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let process = f[11].parse::<u64>()? + f[12].parse::<u64>()?;
-    let all = std::fs::read_to_string("/proc/stat")?;
-    let cpu = all.lines().next().context("/proc/stat")?;
-    let softirq = cpu.split_whitespace().nth(7).context("softirq")?.parse::<u64>()?;
-    Ok((process, softirq))
+/// CPU time process `pid` has used, and the machine's softirq time, in seconds.
+fn cpu_seconds(pid: u32) -> Result<(f64, f64)> {
+    let softirq = sluice_bench::probe::machine_cpu()?.softirq as f64 / sluice_bench::probe::USER_HZ;
+    Ok((common::process_cpu(pid)?.as_secs_f64(), softirq))
 }
 
 /// Figures for the note: the same SYN flood (5 s, as fast as hping3 goes) with SYN cookies in
@@ -287,17 +280,16 @@ fn cpu_ticks(pid: u32) -> Result<(u64, u64)> {
 /// softirq time (in CPU seconds per second). Printed, never asserted.
 #[test]
 fn syn_flood_figures() -> Result<()> {
-    let hz = 100.0; // USER_HZ on Linux
     for xdp in [true, false] {
         let prefix = if xdp { "fl3-" } else { "fl4-" };
         let (sluice, _client, _peer) = start(prefix, xdp)?;
         let pid = sluice.process.pid();
         let before = sluice.stats()?;
-        let (cpu0, soft0) = cpu_ticks(pid)?;
+        let (cpu0, soft0) = cpu_seconds(pid)?;
         let flood = hping3(&sluice, "-S", 50_000_000, "figures")?;
         let t0 = Instant::now();
         std::thread::sleep(Duration::from_secs(5));
-        let (cpu1, soft1) = cpu_ticks(pid)?;
+        let (cpu1, soft1) = cpu_seconds(pid)?;
         let secs = t0.elapsed().as_secs_f64();
         let hping = stop(flood)?;
         let after = sluice.stats()?;
@@ -310,8 +302,8 @@ fn syn_flood_figures() -> Result<()> {
             in_xdp as f64 / secs,
             user_cookies as f64 / secs,
             segments as f64 / secs,
-            (cpu1 - cpu0) as f64 / hz / secs,
-            (soft1 - soft0) as f64 / hz / secs,
+            (cpu1 - cpu0) / secs,
+            (soft1 - soft0) / secs,
             hping.lines().filter(|l| l.contains("packets")).collect::<Vec<_>>().join(" ")
         );
     }
