@@ -268,7 +268,9 @@ mod tests {
         assert_eq!(status, "HTTP/1.1 200 OK");
         assert!(took < Duration::from_secs(1), "/metrics took {took:?}");
         let huge = huge.join().unwrap();
-        assert!(huge.is_empty() || huge.contains("431"), "{huge}");
+        // A 431, or the connection cut before all of it arrived (the server closes with the rest
+        // of the 10 MiB unread: its RST may overtake the status line).
+        assert!(huge.contains("431") || "HTTP/1.1 431".starts_with(huge.trim_end()), "{huge}");
     }
 
     #[test]
