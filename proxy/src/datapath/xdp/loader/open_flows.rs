@@ -11,7 +11,7 @@
 //!
 //! What it is not: the owner of a flow (the flow index), the connection table (each worker's).
 
-use std::collections::HashSet;
+use std::collections::{HashMap as Counts, HashSet};
 use std::sync::Mutex;
 
 use aya::maps::{Array, HashMap, MapData};
@@ -28,6 +28,9 @@ pub struct OpenFlows {
 struct Inner {
     map: HashMap<MapData, FlowKey, u32>,
     config: Array<MapData, u32>,
+    /// Flows per key in the map, kept here so that only the first and the last of a key cost a
+    /// syscall (one update at open, one delete at close: no lookups).
+    counts: Counts<FlowKey, u32>,
     /// Flows that did not fit: while any is open the map is incomplete.
     missing: HashSet<FlowKey>,
 }
@@ -40,7 +43,7 @@ impl std::fmt::Debug for OpenFlows {
 
 impl OpenFlows {
     pub(super) fn new(map: HashMap<MapData, FlowKey, u32>, config: Array<MapData, u32>) -> Result<Self, LoadError> {
-        let mut inner = Inner { map, config, missing: HashSet::new() };
+        let mut inner = Inner { map, config, counts: Counts::new(), missing: HashSet::new() };
         inner.set_incomplete(false)?;
         Ok(Self { inner: Mutex::new(inner) })
     }
@@ -49,8 +52,14 @@ impl OpenFlows {
     pub fn opened(&self, flow: &FourTuple) {
         let key = flow_key_of(flow.remote, flow.local.port());
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        let count = inner.map.get(&key, 0).unwrap_or(0);
-        if inner.map.insert(key, count + 1, 0).is_err() && inner.missing.insert(key) && inner.missing.len() == 1 {
+        let inner = &mut *inner;
+        if let Some(n) = inner.counts.get_mut(&key) {
+            *n += 1;
+            return;
+        }
+        if inner.map.insert(key, 1, 0).is_ok() {
+            inner.counts.insert(key, 1);
+        } else if inner.missing.insert(key) && inner.missing.len() == 1 {
             tracing::warn!(
                 "the XDP program's map of sluice's flows is full: ACKs that fail the SYN-cookie check \
                  go to user space until the flows that did not fit are gone"
@@ -69,14 +78,13 @@ impl OpenFlows {
             }
             return;
         }
-        match inner.map.get(&key, 0) {
-            Ok(n) if n > 1 => {
-                let _ = inner.map.insert(key, n - 1, 0);
-            }
-            Ok(_) => {
+        match inner.counts.get_mut(&key) {
+            Some(n) if *n > 1 => *n -= 1,
+            Some(_) => {
+                inner.counts.remove(&key);
                 let _ = inner.map.remove(&key);
             }
-            Err(_) => {}
+            None => {}
         }
     }
 }
