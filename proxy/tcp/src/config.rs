@@ -401,7 +401,7 @@ pub enum StreamError {
 /// budget since 4.7, the fix for CVE-2016-5696): an off-path attacker who counts the answers to
 /// its probes cannot tell which of them spent the budget, so cannot learn that a 4-tuple exists.
 #[derive(Debug, Clone)]
-pub(crate) struct RateLimiter {
+pub struct RateLimiter {
     rate: u32,
     tokens: u32,
     refill_at: Instant,
@@ -409,7 +409,8 @@ pub(crate) struct RateLimiter {
 }
 
 impl RateLimiter {
-    pub(crate) fn new(rate: u32, now: Instant) -> Self {
+    #[must_use]
+    pub fn new(rate: u32, now: Instant) -> Self {
         RateLimiter { rate, tokens: rate, refill_at: now, jitter: None }
     }
     /// A budget randomized every second from `secret` (per boot in production).
@@ -418,7 +419,8 @@ impl RateLimiter {
         key[0] ^= 0xc5; // not the ISN's or the cookies' key
         RateLimiter { rate, tokens: 0, refill_at: now, jitter: Some((SipHasher24::new(key), 0)) }
     }
-    pub(crate) fn allow(&mut self, now: Instant) -> bool {
+    /// Whether one more event may happen at `now` (and it is counted).
+    pub fn allow(&mut self, now: Instant) -> bool {
         if now >= self.refill_at {
             self.tokens = match &mut self.jitter {
                 None => self.rate,

@@ -37,7 +37,7 @@ pub mod timer;
 
 pub use config::{
     Config, ConnectError, ConnectionHandle, DropReason, Event, FourTuple, Keepalive, ListenError, PathMtuIgnored,
-    Stats, StreamError,
+    RateLimiter, Stats, StreamError,
 };
 pub use congestion::Algorithm;
 pub use connection::State;

@@ -107,12 +107,7 @@ impl Worker {
                 _ => None,
             });
             due.extend(idle);
-            let sessions = self.conns.values().filter_map(|c| match c {
-                Conn::Relay { session, .. } => Some(&**session),
-                _ => None,
-            });
-            let charge = IdleSweep::memory_charge(self.conns.len(), 0, sessions);
-            let charge = if self.conn_counts.over_memory(&self.limits) {
+            if self.conn_counts.over_memory(&self.limits) {
                 // Past `limits.memory`: every relay queue cut to what it holds.
                 let freed: usize = self
                     .conns
@@ -123,10 +118,12 @@ impl Worker {
                     })
                     .sum();
                 self.counters.memory_shrunk_bytes += freed as u64;
-                charge.saturating_sub(freed as u64)
-            } else {
-                charge
-            };
+            }
+            let sessions = self.conns.values().filter_map(|c| match c {
+                Conn::Relay { session, .. } => Some(&**session),
+                _ => None,
+            });
+            let charge = IdleSweep::memory_charge(self.conns.len(), 0, sessions);
             self.conn_counts.charge(usize::try_from(self.counters.queue).unwrap_or(0), charge);
             self.counters.memory_charged_now = charge;
         }

@@ -189,7 +189,7 @@ impl Endpoint {
             return;
         };
         self.stats.segments_in += 1;
-        if self.table.len() >= self.config.max_connections {
+        if !self.make_room() {
             self.stats.drop(DropReason::SynQueueFull);
             return;
         }

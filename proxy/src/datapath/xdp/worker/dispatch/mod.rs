@@ -26,7 +26,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use nix::sys::epoll::{Epoll, EpollCreateFlags};
-use sluice_tcp::{ConnectionHandle, Endpoint, Instant};
+use sluice_tcp::{ConnectionHandle, Endpoint, Instant, RateLimiter};
 use sluice_wire::Checksum;
 use sluice_wire::ethernet::Address as MacAddress;
 
@@ -102,7 +102,7 @@ pub struct Dispatch {
     /// descriptors ([`crate::session::limits::connections_per_worker`]).
     pub max_relays: usize,
     /// RSTs left this second for refused segments.
-    refusals: PerSecond,
+    refusals: RateLimiter,
     pub counters: QueueCounters,
     /// The netlink socket was readable when the loop last waited.
     pub netlink_ready: bool,
@@ -118,31 +118,6 @@ pub struct Link {
 
 /// RSTs a worker sends per second to refused segments (a refusing listener, a limit).
 pub const REFUSAL_RSTS_PER_SECOND: u32 = 1000;
-
-/// At most `limit` events in any second (counted from the first of the second).
-#[derive(Debug, Clone, Copy)]
-struct PerSecond {
-    limit: u32,
-    left: u32,
-    until: Instant,
-}
-
-impl PerSecond {
-    fn new(limit: u32) -> Self {
-        Self { limit, left: 0, until: Instant::ZERO }
-    }
-    fn allow(&mut self, now: Instant) -> bool {
-        if now >= self.until {
-            self.left = self.limit;
-            self.until = now + Duration::from_secs(1);
-        }
-        if self.left == 0 {
-            return false;
-        }
-        self.left -= 1;
-        true
-    }
-}
 
 /// epoll tokens of the worker's own descriptors; backend sockets get tokens below these.
 pub const TOKEN_XSK: u64 = u64::MAX;
@@ -196,7 +171,7 @@ impl Dispatch {
             epoll: Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?,
             busy_poll: Duration::ZERO,
             max_relays: usize::MAX,
-            refusals: PerSecond::new(REFUSAL_RSTS_PER_SECOND),
+            refusals: RateLimiter::new(REFUSAL_RSTS_PER_SECOND, Instant::ZERO),
             counters: QueueCounters { queue: worker as u32, ..Default::default() },
             netlink_ready: false,
             latencies: Default::default(),
