@@ -85,6 +85,9 @@ pub struct Config {
     pub limits: Limits,
     #[serde(default)]
     pub log: Log,
+    /// Sessions shared with a fleet through Redis (issue 14); absent: this process's cache only.
+    #[serde(default)]
+    pub session_store: Option<sluice_store::SessionStoreConfig>,
 }
 
 impl Config {
@@ -343,6 +346,10 @@ impl Config {
                     return Err((format!("listener[{i}].backend"), format!("{b}: needs a concrete address and port")));
                 }
             }
+        }
+        if let Some(store) = &self.session_store {
+            // The error names its field (`session_store.url ...`); the URL shows no password.
+            store.validate().map_err(|e| ("session_store".to_owned(), e.to_string()))?;
         }
         Ok(())
     }

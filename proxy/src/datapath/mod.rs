@@ -66,6 +66,10 @@ pub struct Services {
     /// The backend pools of relay listeners, shared by all workers. A relay listener missing
     /// here gets a pool of its one `ListenerMode::Relay` backend.
     pub backends: HashMap<SocketAddr, Arc<ListenerBackends>>,
+    /// The fleet's session store (`[session_store]`), and the TLS listeners whose sessions it
+    /// shares.
+    pub fleet: Option<Arc<crate::session::fleet::FleetSettings>>,
+    pub fleet_listeners: HashMap<SocketAddr, crate::session::FleetListener>,
 }
 
 /// Orders from the main thread (signals).

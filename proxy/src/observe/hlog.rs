@@ -167,7 +167,7 @@ mod tests {
         write_intervals(&mut out, l.iter(), Duration::from_millis(1500), Duration::from_secs(10)).unwrap();
         write_intervals(&mut out, l.iter(), Duration::from_millis(11500), Duration::from_secs(10)).unwrap();
         let totals = read_totals(&out).unwrap();
-        assert_eq!(totals.len(), 7);
+        assert_eq!(totals.len(), 8);
         assert_eq!(totals["tcp_handshake"], 10);
         assert_eq!(totals["tls12_handshake_resumed"], 2);
         assert_eq!(totals["backend_connect"], 0);
@@ -177,11 +177,11 @@ mod tests {
                 _ => None,
             })
             .collect();
-        assert_eq!(intervals.len(), 14);
+        assert_eq!(intervals.len(), 16);
         assert_eq!(intervals[0].0, "tcp_handshake");
         assert_eq!(intervals[0].1, Duration::from_millis(1500));
         assert!((intervals[0].2 - 50_000.0).abs() <= 50.0, "max in µs: {}", intervals[0].2);
-        assert_eq!(intervals[7].1, Duration::from_millis(11500));
+        assert_eq!(intervals[8].1, Duration::from_millis(11500));
     }
 
     #[test]

@@ -26,6 +26,9 @@ pub struct Latencies {
     pub tls13_resumed: Histogram<u64>,
     pub tls12_full: Histogram<u64>,
     pub tls12_resumed: Histogram<u64>,
+    /// A fleet's session store (`[session_store]`): a lookup sent to its answer (a hit, a
+    /// miss, an error or its timeout).
+    pub session_store_lookup: Histogram<u64>,
 }
 
 fn histogram() -> Histogram<u64> {
@@ -43,6 +46,7 @@ impl Default for Latencies {
             tls13_resumed: histogram(),
             tls12_full: histogram(),
             tls12_resumed: histogram(),
+            session_store_lookup: histogram(),
         }
     }
 }
@@ -58,6 +62,7 @@ impl Latencies {
             &self.tls13_resumed,
             &self.tls12_full,
             &self.tls12_resumed,
+            &self.session_store_lookup,
         ])
     }
 
@@ -66,7 +71,7 @@ impl Latencies {
         Self::NAMES.into_iter()
     }
 
-    const NAMES: [&'static str; 7] = [
+    const NAMES: [&'static str; 8] = [
         "tcp_handshake",
         "backend_connect",
         "first_backend_byte",
@@ -74,6 +79,7 @@ impl Latencies {
         "tls13_handshake_resumed",
         "tls12_handshake_full",
         "tls12_handshake_resumed",
+        "session_store_lookup",
     ];
 
     /// The histogram called `name`, if there is one.
@@ -107,6 +113,7 @@ impl Latencies {
             &mut self.tls13_resumed,
             &mut self.tls12_full,
             &mut self.tls12_resumed,
+            &mut self.session_store_lookup,
         ]
         .into_iter()
     }

@@ -82,11 +82,11 @@ impl Bundle {
         // A configuration that does not parse is reported by the serving side, from the text.
         if let Ok(config) = Config::parse(config_path, &text) {
             let dir = config_path.parent().unwrap_or(Path::new(""));
-            for tls in config.listeners.iter().filter_map(|l| l.tls.as_ref()) {
-                for path in sluice_tls::files_named(tls, dir) {
-                    let content = std::fs::read(&path).map_err(|e| e.to_string());
-                    files.insert(path, content);
-                }
+            let tls = config.listeners.iter().filter_map(|l| l.tls.as_ref());
+            let store = config.session_store.iter().map(|s| dir.join(&s.key_file));
+            for path in tls.flat_map(|tls| sluice_tls::files_named(tls, dir)).chain(store) {
+                let content = std::fs::read(&path).map_err(|e| e.to_string());
+                files.insert(path, content);
             }
         }
         Self { config: Ok(text), files }

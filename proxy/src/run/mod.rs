@@ -20,7 +20,9 @@ use crate::datapath::{Control, Controls, Services, Transport, Worker};
 use crate::observe::admin::AdminServer;
 use crate::observe::stats::SharedCounters;
 use crate::observe::stats::{Snapshot, StatsThread};
+use crate::session::FleetListener;
 use crate::session::backend::{ListenerBackends, Pool, Route};
+use crate::session::fleet::{FleetSettings, WriteQueue};
 
 pub mod keyholder;
 pub mod privileges;
@@ -77,7 +79,7 @@ pub fn run(config: Config, config_path: &Path) -> Result<()> {
     let backend_view = Arc::new(Mutex::new(services.backends.clone()));
     let stats_thread = StatsThread::spawn(shared_counters.clone(), stats_log)?;
     let stats = {
-        let (attached, caches) = (attached.clone(), Arc::clone(&session_caches));
+        let (attached, caches) = (attached.clone(), Arc::clone(&session_caches.by_listener));
         let (reloads, backends) = (Arc::clone(&reloads), Arc::clone(&backend_view));
         crate::observe::stats::admin_source(&stats_thread, shared_counters.clone(), move |s| {
             snapshot(attached.as_deref(), &caches.lock().unwrap_or_else(|e| e.into_inner()), s);
@@ -462,8 +464,19 @@ fn add_drain_flows(attached: &mut loader::Attached, flows: &[FourTuple]) {
     }
 }
 
-/// A TLS listener's session cache, kept across reloads (by listener address).
-pub(crate) type SessionCaches = Arc<Mutex<HashMap<std::net::SocketAddr, Arc<sluice_tls::SessionCache>>>>;
+/// The TLS listeners' session caches, kept across reloads (by listener address), and the queue
+/// of sessions on their way to a fleet's store (the same across reloads too).
+#[derive(Clone)]
+pub struct SessionCaches {
+    pub by_listener: Arc<Mutex<HashMap<std::net::SocketAddr, Arc<sluice_tls::SessionCache>>>>,
+    pub writes: Arc<WriteQueue>,
+}
+
+impl Default for SessionCaches {
+    fn default() -> Self {
+        Self { by_listener: Default::default(), writes: WriteQueue::new(crate::session::fleet::WRITE_QUEUE) }
+    }
+}
 
 /// What the workers serve, built from `config`: the listeners, a TLS ServerConfig per TLS
 /// listener (its session cache taken from `caches`, or made and added there), the relay settings,
@@ -478,7 +491,18 @@ pub fn services(
     let listeners: HashMap<_, _> =
         config.listeners.iter().flat_map(|l| l.socket_addrs().into_iter().map(|a| (a, l.mode()))).collect();
     let mut tls = HashMap::new();
-    let mut caches = caches.lock().unwrap_or_else(|e| e.into_inner());
+    let fleet = match &config.session_store {
+        Some(store) => {
+            let path = config_dir.join(&store.key_file);
+            let keys = files.read(&path).with_context(|| format!("session_store.key_file {}", path.display()))?;
+            let settings = FleetSettings::new(store, &keys, Arc::clone(&caches.writes))?;
+            Some(Arc::new(settings))
+        }
+        None => None,
+    };
+    let write_behind = fleet.as_ref().map(|_| Arc::clone(&caches.writes) as Arc<dyn sluice_tls::WriteBehind>);
+    let mut fleet_listeners = HashMap::new();
+    let mut caches = caches.by_listener.lock().unwrap_or_else(|e| e.into_inner());
     for (i, l) in config.listeners.iter().enumerate() {
         if let Some(settings) = &l.tls {
             // Kept across reloads, so that sessions resume after one (if the TLS policy stays:
@@ -497,10 +521,17 @@ pub fn services(
                 })
                 .or_insert_with(|| new_session_cache(wanted))
                 .clone();
+            let shared = settings.resumption == sluice_tls::Resumption::SessionId;
+            cache.set_write_behind(write_behind.clone().filter(|_| shared));
+            let in_fleet = (fleet.is_some() && shared)
+                .then(|| FleetListener { cache: Arc::clone(&cache), tls13: settings.tls13 });
             let server = sluice_tls::build_with(settings, config_dir, files, cache)
                 .with_context(|| format!("listener[{i}] ({})", l.address))?;
             for a in addrs {
                 tls.insert(a, Arc::clone(&server));
+                if let Some(f) = &in_fleet {
+                    fleet_listeners.insert(a, f.clone());
+                }
             }
         }
     }
@@ -512,6 +543,8 @@ pub fn services(
         limits: config.limits.resolved(crate::session::limits::memory_available()),
         access_log: config.log.access_log,
         backends,
+        fleet,
+        fleet_listeners,
     };
     Ok((services, checks))
 }

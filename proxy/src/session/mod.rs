@@ -14,6 +14,7 @@
 pub mod backend;
 pub mod byte_queue;
 pub mod echo;
+pub mod fleet;
 pub mod limits;
 pub mod memory;
 pub mod proxy_protocol;
@@ -30,7 +31,35 @@ use sluice_tls::rustls::ServerConfig;
 use crate::observe::counters::QueueCounters;
 use crate::observe::latency::Latencies;
 use backend::{Lease, ListenerBackends, Pool};
-use relay::{Backend, Client, Relay};
+use relay::{Backend, Client, Lookup, Relay};
+use sluice_tls::SessionCache;
+
+/// A TLS listener whose sessions a fleet shares (`[session_store]`, resumption by session ID):
+/// its session cache, and whether it offers TLS 1.3.
+#[derive(Debug, Clone)]
+pub struct FleetListener {
+    pub cache: Arc<SessionCache>,
+    pub tls13: bool,
+}
+
+/// How a session asks the fleet's store for the session its client wants to resume: a
+/// transport's [`fleet::Fleet`] and its name for the connection, or no fleet.
+pub struct Lookups<'a> {
+    pub fleet: Option<&'a mut fleet::Fleet>,
+    pub conn: u64,
+}
+
+impl Lookups<'_> {
+    /// No store: every handshake goes on at once.
+    pub fn none() -> Self {
+        Self { fleet: None, conn: 0 }
+    }
+
+    /// Starts `lookup`; returns until when the handshake waits (`None`: go on now).
+    fn start(&mut self, now: Instant, cache: &Arc<SessionCache>, lookup: Lookup) -> Option<Instant> {
+        self.fleet.as_deref_mut()?.start(now, self.conn, cache, lookup)
+    }
+}
 
 /// How a transport opens backend streams and watches their readiness (its epoll set).
 pub trait BackendLink {
@@ -95,6 +124,8 @@ pub struct Session<B = std::net::TcpStream> {
     registered: bool,
     client: SocketAddr,
     listener: SocketAddr,
+    /// The listener's cache, when a fleet's store shares its sessions.
+    fleet: Option<Arc<SessionCache>>,
 }
 
 impl<B: Backend> Session<B> {
@@ -107,6 +138,7 @@ impl<B: Backend> Session<B> {
         backends: Arc<ListenerBackends>,
         tls: Option<Arc<ServerConfig>>,
         settings: &crate::config::Relay,
+        fleet: Option<&FleetListener>,
     ) -> std::io::Result<Self> {
         let timeout = Duration::from_millis(settings.backend_connect_timeout_ms);
         let tls = tls.map(|c| (c, Duration::from_millis(settings.tls_handshake_timeout_ms)));
@@ -114,11 +146,17 @@ impl<B: Backend> Session<B> {
         relay.set_idle_timeout((settings.idle_timeout_ms > 0).then(|| Duration::from_millis(settings.idle_timeout_ms)));
         relay.set_tls_max_handshake_in(settings.tls_max_handshake_bytes);
         relay.peers = Some((client, listener));
-        Ok(Self { relay, backends, pool: None, tried: 0, lease: None, registered: false, client, listener })
+        if let Some(f) = fleet {
+            relay.gate_hello(f.tls13);
+        }
+        let fleet = fleet.map(|f| Arc::clone(&f.cache));
+        Ok(Self { relay, backends, pool: None, tried: 0, lease: None, registered: false, client, listener, fleet })
     }
 
     /// Moves what can move, connects a backend when the relay needs one, and records what the
-    /// relay learnt. Returns whether the session ended (then [`Self::close`] it).
+    /// relay learnt. A ClientHello asking for a session this process does not hold parks the
+    /// handshake while `lookups` asks the fleet's store ([`Self::lookup_answered`] ends that).
+    /// Returns whether the session ended (then [`Self::close`] it).
     pub fn pump(
         &mut self,
         client: &mut impl Client,
@@ -126,8 +164,18 @@ impl<B: Backend> Session<B> {
         link: &mut impl BackendLink<Stream = B>,
         counters: &mut QueueCounters,
         latencies: &mut Latencies,
+        lookups: &mut Lookups<'_>,
     ) -> bool {
         self.relay.pump(client, now);
+        if let Some(lookup) = self.relay.take_lookup() {
+            match self.fleet.as_ref().and_then(|cache| lookups.start(now, cache, lookup)) {
+                Some(deadline) => self.relay.park(deadline),
+                None => {
+                    self.relay.open_gate();
+                    self.relay.pump(client, now);
+                }
+            }
+        }
         if self.relay.needs_backend() {
             self.assign_backend(client, now, link, counters);
         }
@@ -211,6 +259,12 @@ impl<B: Backend> Session<B> {
                 }
             }
         }
+    }
+
+    /// The fleet's store answered this session's lookup (the session, if any, is in the cache
+    /// now): its handshake goes on at the next [`Self::pump`].
+    pub fn lookup_answered(&mut self) {
+        self.relay.open_gate();
     }
 
     /// The session is over: its backend stream leaves the readiness set and closes, its end is

@@ -35,7 +35,7 @@ impl Rig {
             Arc::new(Pool::new(backends, Balance::RoundRobin, Duration::from_secs(60), std::time::Instant::now()));
         let backends = Arc::new(ListenerBackends { default: pool, routes: Vec::new(), proxy_protocol });
         let settings = crate::config::Relay { buffer: BUFFER, ..Default::default() };
-        let session = Session::new(Instant::ZERO, CLIENT, LISTENER, backends, None, &settings).unwrap();
+        let session = Session::new(Instant::ZERO, CLIENT, LISTENER, backends, None, &settings, None).unwrap();
         Self {
             session,
             client: MemoryClient::default(),
@@ -52,7 +52,14 @@ impl Rig {
             let ready = MemoryLink::readiness(self.session.relay.backend());
             self.session.relay.on_backend_ready(ready);
             self.ended =
-                self.session.pump(&mut self.client, now, &mut self.link, &mut self.counters, &mut self.latencies);
+                self.session.pump(
+                    &mut self.client,
+                    now,
+                    &mut self.link,
+                    &mut self.counters,
+                    &mut self.latencies,
+                    &mut crate::session::Lookups::none(),
+                );
             if self.ended {
                 return;
             }

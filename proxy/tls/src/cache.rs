@@ -285,6 +285,17 @@ pub struct SessionCache {
     ticketer: Mutex<Option<(u64, Arc<dyn ProducesTickets>)>>,
     config: SessionCacheConfig,
     policy_mismatch: AtomicU64,
+    /// Where new sessions are copied (a fleet's shared store), if anywhere.
+    write_behind: Mutex<Option<Arc<dyn WriteBehind>>>,
+}
+
+/// A copy of every session rustls stores, for a store beyond this process (a fleet's): called
+/// on the worker thread inside rustls's `put`, so it must not block (queue the write and return;
+/// a full queue drops it). Sessions fetched from that store ([`SessionCache::insert_fetched`])
+/// are not copied back.
+pub trait WriteBehind: Send + Sync {
+    /// A session `value` was stored under `key`, usable for `lifetime_secs`.
+    fn put(&self, key: &[u8], value: &[u8], lifetime_secs: u64);
 }
 
 impl fmt::Debug for SessionCache {
@@ -318,7 +329,40 @@ impl SessionCache {
             ticketer: Mutex::new(None),
             config,
             policy_mismatch: AtomicU64::new(0),
+            write_behind: Mutex::new(None),
         })
+    }
+
+    /// Copies every session rustls stores from now on to `to` (`None`: no longer).
+    pub fn set_write_behind(&self, to: Option<Arc<dyn WriteBehind>>) {
+        *self.write_behind.lock().unwrap_or_else(|e| e.into_inner()) = to;
+    }
+
+    /// Whether a live entry is held under `key` (not counted as a hit or a miss, the entry is
+    /// left where it is).
+    pub fn contains(&self, key: &[u8]) -> bool {
+        let hash = self.hash(key);
+        let now = self.now();
+        let s = lock(&self.shard(hash).shard);
+        s.find(hash, key).is_some_and(|i| !s.expired(i, now, self.lifetime))
+    }
+
+    /// Stores a session fetched from a fleet's store (already under its TLS policy, as
+    /// [`PolicyStore`] stores them): like rustls's `put`, but not copied back to the store.
+    pub fn insert_fetched(&self, key: Vec<u8>, value: Vec<u8>) -> bool {
+        self.insert(key, value)
+    }
+
+    /// Drops the entry under `key`, if any (a single-use session the fleet's store says was used
+    /// elsewhere).
+    pub fn remove(&self, key: &[u8]) -> bool {
+        let hash = self.hash(key);
+        let sh = self.shard(hash);
+        let mut s = lock(&sh.shard);
+        let Some(i) = s.find(hash, key) else { return false };
+        s.remove_slot(i);
+        publish(&s, &sh.counters);
+        true
     }
 
     /// The bounds this cache was made with.
@@ -451,6 +495,34 @@ fn publish(s: &Shard, c: &Counters) {
 
 impl StoresServerSessions for SessionCache {
     fn put(&self, key: Vec<u8>, value: Vec<u8>) -> bool {
+        let to = self.write_behind.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        if let Some(to) = to {
+            to.put(&key, &value, self.lifetime);
+        }
+        self.insert(key, value)
+    }
+
+    fn get(&self, key: &[u8]) -> Option<Vec<u8>> {
+        self.lookup(key, |s, i| {
+            s.lru_unlink(i);
+            s.lru_push_front(i);
+            s.e(i).value.clone()
+        })
+    }
+
+    fn take(&self, key: &[u8]) -> Option<Vec<u8>> {
+        // rustls takes ownership of the value it asked for.
+        self.lookup(key, |s, i| std::mem::take(&mut *s.remove_slot(i)))
+    }
+
+    fn can_cache(&self) -> bool {
+        true
+    }
+}
+
+impl SessionCache {
+    /// Stores `value` under `key`, making room as the module doc says.
+    fn insert(&self, key: Vec<u8>, value: Vec<u8>) -> bool {
         let size = key.len() + value.len();
         let hash = self.hash(&key);
         let sh = self.shard(hash);
@@ -517,23 +589,6 @@ impl StoresServerSessions for SessionCache {
         s.age_push_back(i);
         bump(&sh.counters.inserts, 1);
         publish(&s, &sh.counters);
-        true
-    }
-
-    fn get(&self, key: &[u8]) -> Option<Vec<u8>> {
-        self.lookup(key, |s, i| {
-            s.lru_unlink(i);
-            s.lru_push_front(i);
-            s.e(i).value.clone()
-        })
-    }
-
-    fn take(&self, key: &[u8]) -> Option<Vec<u8>> {
-        // rustls takes ownership of the value it asked for.
-        self.lookup(key, |s, i| std::mem::take(&mut *s.remove_slot(i)))
-    }
-
-    fn can_cache(&self) -> bool {
         true
     }
 }
@@ -765,5 +820,48 @@ mod tests {
             });
             assert_eq!(wins.load(Ordering::Relaxed), 1);
         }
+    }
+
+    /// Records what [`WriteBehind`] was given.
+    #[derive(Default)]
+    struct Copies(Mutex<Vec<(Vec<u8>, Vec<u8>, u64)>>);
+
+    impl WriteBehind for Copies {
+        fn put(&self, key: &[u8], value: &[u8], lifetime_secs: u64) {
+            self.0.lock().unwrap().push((key.to_vec(), value.to_vec(), lifetime_secs));
+        }
+    }
+
+    #[test]
+    fn rustls_puts_are_copied_fetched_sessions_are_not() {
+        let (c, _) = cache(10, 1 << 20, 300, 1);
+        let copies = Arc::new(Copies::default());
+        c.put(k(1), b"before".to_vec());
+        c.set_write_behind(Some(copies.clone()));
+        assert!(c.put(k(2), b"made here".to_vec()));
+        assert!(c.insert_fetched(k(3), b"fetched".to_vec()));
+        assert_eq!(*copies.0.lock().unwrap(), vec![(k(2), b"made here".to_vec(), 300)]);
+        // Fetched sessions are served like any other.
+        assert_eq!(c.get(&k(3)).as_deref(), Some(&b"fetched"[..]));
+        c.set_write_behind(None);
+        c.put(k(4), b"after".to_vec());
+        assert_eq!(copies.0.lock().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn contains_neither_counts_nor_moves_and_remove_drops() {
+        let (c, clock) = cache(10, 1 << 20, 10, 1);
+        c.put(k(1), b"v".to_vec());
+        let before = c.stats();
+        assert!(c.contains(&k(1)));
+        assert!(!c.contains(&k(2)));
+        assert_eq!((c.stats().hits, c.stats().misses), (before.hits, before.misses));
+        clock.advance(10);
+        assert!(!c.contains(&k(1)), "an expired entry is not held");
+        clock.set(1_000_000);
+        assert!(c.remove(&k(1)));
+        assert!(!c.remove(&k(1)));
+        assert_eq!(c.get(&k(1)), None);
+        assert_eq!(c.stats().entries, 0);
     }
 }

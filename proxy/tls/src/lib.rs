@@ -29,7 +29,7 @@ pub mod tickets;
 #[cfg(test)]
 mod tests;
 
-pub use cache::{CacheStats, ManualClock, PolicyStore, SessionCache, SessionCacheConfig};
+pub use cache::{CacheStats, ManualClock, PolicyStore, SessionCache, SessionCacheConfig, WriteBehind};
 pub use config::{
     CertSettings, Disk, FileSource, Resumption, TlsConfigError, TlsSettings, build, build_with, files_named,
 };

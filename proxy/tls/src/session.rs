@@ -354,6 +354,12 @@ impl<I: Copy> TlsSession<I> {
         self.handshake_in
     }
 
+    /// The first ClientHello byte arrived at `now`, before it is fed (the caller read the
+    /// ClientHello first): the handshake's duration counts from then.
+    pub fn note_first_byte(&mut self, now: I) {
+        self.first_byte_at.get_or_insert(now);
+    }
+
     /// `now` of the first ClientHello byte fed.
     pub fn first_byte_at(&self) -> Option<I> {
         self.first_byte_at

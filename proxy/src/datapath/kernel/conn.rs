@@ -40,7 +40,8 @@ impl Worker {
             Conn::Echo { client, echo } => echo.pump(client, &mut self.counters.echo_bytes),
             Conn::Relay { client, session } => {
                 let mut readiness = EpollSlot { epoll: &self.epoll, token: id << 1 | 1 };
-                session.pump(client, now, &mut readiness, &mut self.counters, &mut self.latencies);
+                let mut lookups = self.fleet.lookups(id);
+                session.pump(client, now, &mut readiness, &mut self.counters, &mut self.latencies, &mut lookups);
                 if client.gone {
                     session.relay.client_gone();
                 }

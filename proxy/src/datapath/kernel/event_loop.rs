@@ -14,6 +14,7 @@ use sluice_tcp::Instant;
 use super::{Conn, LISTENER_TOKEN, Worker};
 use crate::datapath::{Control, Services};
 use crate::observe::stats::SharedCounters;
+use crate::session::fleet::Fleet;
 use crate::session::relay::Client;
 
 /// Longest wait in epoll: how soon a stop request is noticed.
@@ -29,7 +30,11 @@ impl Worker {
     fn control(&mut self, c: Control, now: Instant) {
         match c {
             Control::Reload(services, done) => {
-                let Services { listeners, tls, relay, limits, access_log, backends } = *services;
+                let Services { listeners, tls, relay, limits, access_log, backends, fleet, fleet_listeners } =
+                    *services;
+                for id in self.fleet.reload(&self.epoll, fleet, fleet_listeners) {
+                    self.lookup_answered(id, now);
+                }
                 if !self.draining
                     && let Err(e) = self.set_listeners(&listeners)
                 {
@@ -77,17 +82,32 @@ impl Worker {
             let listener = LISTENER_TOKEN - token;
             if (listener as usize) < self.listeners.len() {
                 self.accept(listener as usize, t);
+            } else if Fleet::owns(token) {
+                self.fleet.on_event(token, e.events());
             } else {
                 self.on_event(token >> 1, token & 1 == 1, e.events(), t);
             }
         }
-        n + self.run_deadlines(t)
+        let deadlines = self.run_deadlines(t);
+        let answered = self.fleet.poll(&self.epoll, t, &mut self.latencies);
+        for &id in &answered {
+            self.lookup_answered(id, t);
+        }
+        n + deadlines + answered.len()
+    }
+
+    /// The store answered connection `id`'s lookup: its handshake goes on.
+    fn lookup_answered(&mut self, id: u64, now: Instant) {
+        if let Some(Conn::Relay { session, .. }) = self.conns.get_mut(&id) {
+            session.lookup_answered();
+            self.step(id, now);
+        }
     }
 
     /// The earliest deadline of any connection, or the end of an accept back-off.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let conns = self.deadlines.iter().filter_map(|id| self.conns.get(id)?.deadline());
-        conns.chain(self.accept_paused_until).min()
+        conns.chain(self.accept_paused_until).chain(self.fleet.poll_timeout()).min()
     }
 
     /// Counts and latencies as the admin endpoint shows them. The one place that publishes:
@@ -97,6 +117,7 @@ impl Worker {
         self.counters.connections_active = self.conns.len() as u64;
         self.counters.draining = u64::from(self.draining);
         self.counters.relays_open = self.relays_open;
+        self.fleet.publish(&mut self.counters);
         let handed = shared.send_interval(&mut self.latencies) || self.latencies.is_empty();
         shared.publish(&self.counters, &sluice_tcp::Stats::default());
         handed
@@ -114,6 +135,7 @@ impl Worker {
         stop: Arc<AtomicBool>,
     ) {
         let now = || Instant::from_micros(clock.elapsed().as_micros() as u64);
+        self.fleet.start(clock);
         let mut last_publish = now();
         let mut dirty = true;
         while !stop.load(Ordering::Relaxed) {

@@ -185,11 +185,12 @@ impl Worker {
         now: Instant,
     ) {
         let tls = self.tls.get(&listener).cloned();
+        let fleet = self.fleet.listener(listener);
         let session = self
             .backends
             .get(&listener)
             .cloned()
-            .map(|backends| Session::new(now, peer, local, backends, tls, &self.relay_settings));
+            .map(|backends| Session::new(now, peer, local, backends, tls, &self.relay_settings, fleet));
         let Some(Ok(session)) = session else {
             self.counters.relays_backend_failed += 1;
             client.abort();

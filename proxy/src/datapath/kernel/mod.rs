@@ -131,6 +131,8 @@ pub struct Worker {
     /// `TCP_USER_TIMEOUT` of every client socket (`tcp.user_timeout_ms`): data the client leaves
     /// unacknowledged this long (a zero window included) makes Linux reset the connection.
     pub user_timeout: Option<std::time::Duration>,
+    /// The fleet's session store, if any.
+    fleet: crate::session::fleet::WorkerFleet,
     pub counters: QueueCounters,
     pub latencies: crate::observe::latency::Latencies,
 }
@@ -139,7 +141,8 @@ impl Worker {
     /// Worker `index`: opens its listening sockets (refusing listeners get none). Errors name
     /// the listener address.
     pub fn new(index: usize, services: Services, conn_counts: Arc<ConnCounts>, backlog: i32) -> Result<Self> {
-        let Services { listeners, tls, relay: relay_settings, limits, access_log, backends } = services;
+        let Services { listeners, tls, relay: relay_settings, limits, access_log, backends, fleet, fleet_listeners } =
+            services;
         let backends = crate::session::backend::with_single_backends(&listeners, backends);
         let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).context("epoll_create")?;
         let mut w = Self {
@@ -163,6 +166,7 @@ impl Worker {
             idle_sweep: Default::default(),
             max_conns: usize::MAX,
             user_timeout: None,
+            fleet: crate::session::fleet::WorkerFleet::new(index, fleet, fleet_listeners),
             counters: QueueCounters { queue: index as u32, ..Default::default() },
             latencies: Default::default(),
         };

@@ -47,6 +47,7 @@
 //!   backend, from the backend to the client, the half-closes, and the failures met on the way.
 
 mod ends;
+mod hello;
 mod pump;
 #[cfg(test)]
 mod tests;
@@ -63,6 +64,7 @@ use sluice_tls::{HandshakeInfo, TlsSession};
 use super::byte_queue::ByteQueue;
 
 pub use ends::{Backend, Client, OnStack, connect_kernel};
+pub use hello::Lookup;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum BackendState {
@@ -115,6 +117,8 @@ struct Tls {
     handshake_reported: bool,
     /// The handshake must be done by then.
     handshake_deadline: Instant,
+    /// Whether rustls may read the ClientHello yet (a fleet's store lookup: see `hello`).
+    gate: hello::Gate,
 }
 
 #[derive(Debug)]
@@ -174,6 +178,7 @@ impl<B: Backend> Relay<B> {
                 close_notify_sent: false,
                 handshake_reported: false,
                 handshake_deadline: now + handshake_timeout,
+                gate: hello::Gate::Open,
             })),
         };
         Ok(Self {
@@ -284,7 +289,56 @@ impl<B: Backend> Relay<B> {
             BackendState::Connected | BackendState::Unassigned => None,
         };
         let handshake = self.tls.as_ref().filter(|t| t.session.is_handshaking()).map(|t| t.handshake_deadline);
-        connect.into_iter().chain(handshake).min()
+        let parked = self.tls.as_ref().and_then(|t| t.gate.deadline());
+        connect.into_iter().chain(handshake).chain(parked).min()
+    }
+
+    /// Reads the ClientHello before rustls does, for an identifier to look up in a fleet's
+    /// store (`tls13`: the server offers TLS 1.3); see [`Self::take_lookup`]. Nothing without TLS.
+    pub fn gate_hello(&mut self, tls13: bool) {
+        if let Some(tls) = self.tls.as_deref_mut() {
+            tls.gate = hello::Gate::Peeking { tls13 };
+        }
+    }
+
+    /// The identifier the client's ClientHello asks to resume, once read, if it is worth a
+    /// lookup: the handshake then waits for [`Self::park`] and [`Self::open_gate`] (or, not
+    /// parked, for `open_gate` alone).
+    pub fn take_lookup(&mut self) -> Option<Lookup> {
+        let tls = self.tls.as_deref_mut()?;
+        match std::mem::replace(&mut tls.gate, hello::Gate::Open) {
+            hello::Gate::Found(lookup) => {
+                tls.gate = hello::Gate::Parked { deadline: tls.handshake_deadline };
+                Some(lookup)
+            }
+            other => {
+                tls.gate = other;
+                None
+            }
+        }
+    }
+
+    /// The lookup is under way: the handshake waits until [`Self::open_gate`] or `deadline`
+    /// (then it goes on as if the store had missed).
+    pub fn park(&mut self, deadline: Instant) {
+        if let Some(tls) = self.tls.as_deref_mut()
+            && matches!(tls.gate, hello::Gate::Parked { .. })
+        {
+            tls.gate = hello::Gate::Parked { deadline };
+        }
+    }
+
+    /// rustls may read the ClientHello now (the lookup's answer is in memory, or there is none);
+    /// pump the relay next.
+    pub fn open_gate(&mut self) {
+        if let Some(tls) = self.tls.as_deref_mut() {
+            tls.gate = hello::Gate::Open;
+        }
+    }
+
+    /// The handshake waits for a lookup.
+    pub fn is_parked(&self) -> bool {
+        self.tls.as_ref().is_some_and(|t| t.gate.deadline().is_some())
     }
 
     /// Bounds the TLS ciphertext the client may send before its handshake completes (see

@@ -53,6 +53,14 @@ impl<B: Backend> Relay<B> {
                 }
             }
         }
+        if !tls.cipher_in.is_empty() {
+            // The handshake's clock starts at its first byte, a store lookup included.
+            tls.session.note_first_byte(now);
+        }
+        let full = tls.cipher_in.space_mut().is_empty();
+        if tls.gate.holds(now, tls.cipher_in.data(), tls.tcp_eof, full) {
+            return Ok(progress);
+        }
         while !tls.cipher_in.is_empty() {
             let n = tls.session.feed(now, tls.cipher_in.data()).map_err(|_| ())?;
             tls.cipher_in.consume(n);

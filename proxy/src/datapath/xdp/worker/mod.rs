@@ -155,6 +155,7 @@ pub fn run(
 ) {
     let crate::datapath::Worker { shared, clock, stop } = worker;
     let now = || Instant::from_micros(clock.elapsed().as_micros() as u64);
+    dispatch.fleet.start(clock);
     let mut last_netlink = now();
     for (fd, token) in
         [(sock.as_fd(), TOKEN_XSK), (inbox.wake.fd(), TOKEN_INBOX), (next_hops.reader.as_fd(), TOKEN_NETLINK)]
@@ -333,6 +334,9 @@ fn backend_events(dispatch: &mut Dispatch, timeout: Duration, now: impl Fn() -> 
     for e in &events[..n] {
         if e.data() == TOKEN_NETLINK {
             dispatch.netlink_ready = true;
+        } else if crate::session::fleet::Fleet::owns(e.data()) {
+            dispatch.fleet.on_event(e.data(), e.events());
+            backend += 1;
         } else if e.data() < TOKEN_NETLINK {
             dispatch.on_backend_event(e.data(), e.events(), t);
             backend += 1;
@@ -361,6 +365,7 @@ fn publish(sock: &Socket, dispatch: &mut Dispatch, shared: &SharedCounters) {
     c.umem_frames_free = u64::from(frames.free);
     c.umem_frames_total = u64::from(frames.total);
     c.draining = u64::from(draining);
+    dispatch.fleet.publish(c);
     c.nexthop_waiting_now = held;
     c.nexthop_routes_now = n.routes;
     c.nexthop_neighbours_now = n.neighbours;

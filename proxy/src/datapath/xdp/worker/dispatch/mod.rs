@@ -106,6 +106,8 @@ pub struct Dispatch {
     pub counters: QueueCounters,
     /// The netlink socket was readable when the loop last waited.
     pub netlink_ready: bool,
+    /// The fleet's session store, if any.
+    pub fleet: crate::session::fleet::WorkerFleet,
     pub latencies: crate::observe::latency::Latencies,
 }
 
@@ -135,7 +137,8 @@ impl Dispatch {
         link: Link,
     ) -> std::io::Result<Self> {
         let Link { mac: local_mac, next_hops: nexthop } = link;
-        let Services { listeners, tls, relay: relay_settings, limits, access_log, backends } = services;
+        let Services { listeners, tls, relay: relay_settings, limits, access_log, backends, fleet, fleet_listeners } =
+            services;
         for (addr, mode) in &listeners {
             if *mode != ListenerMode::Refuse {
                 // Every worker listens: whichever owns a flow accepts it.
@@ -174,6 +177,7 @@ impl Dispatch {
             refusals: RateLimiter::new(REFUSAL_RSTS_PER_SECOND, Instant::ZERO),
             counters: QueueCounters { queue: worker as u32, ..Default::default() },
             netlink_ready: false,
+            fleet: crate::session::fleet::WorkerFleet::new(worker, fleet, fleet_listeners),
             latencies: Default::default(),
         })
     }
@@ -181,7 +185,7 @@ impl Dispatch {
     /// The earliest of the TCP stack's timers and the relays' connect deadlines.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let connects = self.deadlines.iter().filter_map(|h| self.sessions.get(h)?.relay.deadline());
-        self.tcp.poll_timeout().into_iter().chain(connects).min()
+        self.tcp.poll_timeout().into_iter().chain(connects).chain(self.fleet.poll_timeout()).min()
     }
 
     pub fn has_relays(&self) -> bool {

@@ -115,6 +115,7 @@ impl Dispatch {
             self.conn_counts.charge(self.worker, charge);
             self.counters.memory_charged_now = charge;
         }
+        self.poll_fleet(now);
         self.counters.connections_open = self.tcp.connection_count() as u64;
         if self.draining {
             self.counters.connections_active = self.tcp.active_count() as u64;
@@ -141,10 +142,28 @@ impl Dispatch {
         let token = self.relay_token_of.get(&h).copied().unwrap_or(u64::MAX);
         let mut readiness = EpollSlot { epoll: &self.epoll, token };
         let client = &mut OnStack { tcp: &mut self.tcp, handle: h };
-        if s.pump(client, now, &mut readiness, &mut self.counters, &mut self.latencies) {
+        let mut lookups = self.fleet.lookups(token);
+        if s.pump(client, now, &mut readiness, &mut self.counters, &mut self.latencies, &mut lookups) {
             self.close_relay(h, now);
         } else if s.relay.deadline().is_some() && !self.deadlines.contains(&h) {
             self.deadlines.push(h);
+        }
+    }
+
+    /// The fleet's store answered the lookup of the relay under `token`: its handshake goes on.
+    pub(super) fn lookup_answered(&mut self, token: u64, now: Instant) {
+        let Some(h) = self.relay_tokens.get(&token).copied() else { return };
+        if let Some(s) = self.sessions.get_mut(&h) {
+            s.lookup_answered();
+            self.pump_relay(h, now);
+        }
+    }
+
+    /// The store's sockets and answers (after the relays were pumped: their requests go out
+    /// in the same loop).
+    fn poll_fleet(&mut self, now: Instant) {
+        for token in self.fleet.poll(&self.epoll, now, &mut self.latencies) {
+            self.lookup_answered(token, now);
         }
     }
 
@@ -172,7 +191,8 @@ impl Dispatch {
             self.tcp.abort(h);
             return;
         }
-        let session = match Session::new(now, tuple.remote, tuple.local, backends, tls, &self.relay_settings) {
+        let fleet = self.fleet.listener(listener);
+        let session = match Session::new(now, tuple.remote, tuple.local, backends, tls, &self.relay_settings, fleet) {
             Ok(s) => s,
             Err(e) => {
                 tracing::debug!("relay: {e}");
