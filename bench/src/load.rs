@@ -13,6 +13,11 @@
 //! - `resume`: a priming phase makes sessions (counted apart), then every connection offers one:
 //!   TLS 1.2 session IDs (no tickets offered), or TLS 1.3 PSKs from a pool of the server's tickets
 //!   (each used once, newest first). A connection the server did not resume counts as full.
+//!   With `--prime-at ADDR` the priming goes to ADDR and the measured connections resume at
+//!   `--connect` (same server name): resumption across servers sharing a session store. The
+//!   pool is then frozen after priming, so every measured connection offers a session made at
+//!   ADDR (never one the measured server handed out); the report says where priming went and
+//!   how many sessions were offered.
 //! - `keepalive`: `--concurrency` connections, each a full handshake, then requests on them.
 //!
 //! Schedules:
@@ -115,6 +120,13 @@ pub struct LoadArgs {
     /// tickets for the concurrency for TLS 1.3).
     #[arg(long)]
     pub prime: Option<u64>,
+    /// Resume: prime at this address instead of `--connect` (same `--server-name`), then resume
+    /// those sessions at `--connect`: resumption across two servers sharing a session store.
+    /// The measured phase offers only sessions made in priming (the pool is frozen), so TLS 1.3
+    /// needs a ticket per measured connection (the default `--prime` is the measured count when
+    /// `--count` or `--rate` fixes it); how many were offered is reported.
+    #[arg(long)]
+    pub prime_at: Option<SocketAddr>,
     /// Path of the HTTP request.
     #[arg(long, default_value = "/")]
     pub path: String,
@@ -153,6 +165,7 @@ impl LoadArgs {
             duration: 5.0,
             count: None,
             prime: None,
+            prime_at: None,
             path: "/".into(),
             threads: 1,
             timeout_ms: 10_000,
@@ -168,7 +181,8 @@ impl LoadArgs {
             "connect": self.connect.to_string(), "server_name": self.server_name,
             "mode": format!("{:?}", self.mode).to_lowercase(), "tls": self.tls.name(),
             "rate": self.rate, "concurrency": self.concurrency, "max_in_flight": self.max_in_flight,
-            "duration_s": self.duration, "count": self.count, "prime": self.prime, "path": self.path,
+            "duration_s": self.duration, "count": self.count, "prime": self.prime,
+            "prime_at": self.prime_at.map(|a| a.to_string()), "path": self.path,
             "threads": self.threads, "timeout_ms": self.timeout_ms, "netns": self.netns,
         })
     }
@@ -214,6 +228,12 @@ pub struct TicketPool {
     inner: Mutex<PoolInner>,
     /// TLS 1.3 connections that found no ticket to offer (so they could only be full).
     empty: AtomicU64,
+    /// TLS 1.3 tickets taken (offered), and TLS 1.2 sessions handed out to offer.
+    taken13: AtomicU64,
+    taken12: AtomicU64,
+    /// Frozen: nothing new is stored and nothing removed, so connections offer only sessions
+    /// made before (priming at `--prime-at`), never ones the measured server handed out.
+    frozen: AtomicBool,
 }
 
 #[derive(Debug, Default)]
@@ -234,6 +254,24 @@ impl TicketPool {
     pub fn empty_takes(&self) -> u64 {
         self.empty.load(Relaxed)
     }
+
+    /// Sessions handed to connections to offer: TLS 1.3 tickets taken, TLS 1.2 sessions read.
+    pub fn offered(&self, tls: TlsVersion) -> u64 {
+        match tls {
+            TlsVersion::Tls13 => self.taken13.load(Relaxed),
+            TlsVersion::Tls12 => self.taken12.load(Relaxed),
+        }
+    }
+
+    /// From now on keeps what it has: no new session stored, none removed (tickets are still
+    /// taken, each used once).
+    pub fn freeze(&self) {
+        self.frozen.store(true, Relaxed);
+    }
+
+    fn is_frozen(&self) -> bool {
+        self.frozen.load(Relaxed)
+    }
 }
 
 impl ClientSessionStore for TicketPool {
@@ -246,19 +284,32 @@ impl ClientSessionStore for TicketPool {
         self.inner.lock().ok()?.kx_hint
     }
     fn set_tls12_session(&self, _: ServerName<'static>, value: Tls12ClientSessionValue) {
+        if self.is_frozen() {
+            return;
+        }
         if let Ok(mut g) = self.inner.lock() {
             g.tls12 = Some(value);
         }
     }
     fn tls12_session(&self, _: &ServerName<'_>) -> Option<Tls12ClientSessionValue> {
-        self.inner.lock().ok()?.tls12.clone()
+        let session = self.inner.lock().ok()?.tls12.clone();
+        if session.is_some() {
+            self.taken12.fetch_add(1, Relaxed);
+        }
+        session
     }
     fn remove_tls12_session(&self, _: &ServerName<'static>) {
+        if self.is_frozen() {
+            return;
+        }
         if let Ok(mut g) = self.inner.lock() {
             g.tls12 = None;
         }
     }
     fn insert_tls13_ticket(&self, _: ServerName<'static>, value: Tls13ClientSessionValue) {
+        if self.is_frozen() {
+            return;
+        }
         if let Ok(mut g) = self.inner.lock() {
             if g.tls13.len() >= POOL_MAX {
                 g.tls13.pop_front();
@@ -268,9 +319,10 @@ impl ClientSessionStore for TicketPool {
     }
     fn take_tls13_ticket(&self, _: &ServerName<'static>) -> Option<Tls13ClientSessionValue> {
         let ticket = self.inner.lock().ok()?.tls13.pop_back();
-        if ticket.is_none() {
-            self.empty.fetch_add(1, Relaxed);
-        }
+        match ticket {
+            Some(_) => self.taken13.fetch_add(1, Relaxed),
+            None => self.empty.fetch_add(1, Relaxed),
+        };
         ticket
     }
 }
@@ -371,6 +423,9 @@ pub struct Tally {
     /// The first failure's details (e.g. the TLS alert), for a person to read.
     pub first_error: Option<String>,
     pub elapsed: Duration,
+    /// Resume: sessions this phase's connections offered (TLS 1.3: tickets taken, each used
+    /// once; TLS 1.2: times the stored session ID was handed out to offer).
+    pub sessions_offered: u64,
 }
 
 impl Default for Tally {
@@ -393,6 +448,7 @@ impl Default for Tally {
             negotiated_other: 0,
             first_error: None,
             elapsed: Duration::ZERO,
+            sessions_offered: 0,
         }
     }
 }
@@ -408,6 +464,7 @@ impl Tally {
         self.handshakes_resumed += o.handshakes_resumed;
         self.hello_retries += o.hello_retries;
         self.requests += o.requests;
+        self.sessions_offered += o.sessions_offered;
         for (a, b) in [
             (&mut self.tcp_connect, &o.tcp_connect),
             (&mut self.tls_handshake, &o.tls_handshake),
@@ -521,6 +578,11 @@ impl LoadReport {
         self.priming.handshakes_resumed + self.measured.handshakes_resumed
     }
 
+    /// Resume: where priming went (`--prime-at`, else `--connect`); `None` in other modes.
+    pub fn prime_at(&self) -> Option<SocketAddr> {
+        (self.args.mode == Mode::Resume).then(|| self.args.prime_at.unwrap_or(self.args.connect))
+    }
+
     pub fn to_json(&self) -> Value {
         json!({
             "config": self.args.to_json(),
@@ -537,6 +599,8 @@ impl LoadReport {
             "machine_cpu_s": self.machine_cpu_s,
             "generator_cpu_s": self.generator_cpu_s,
             "no_ticket_offered": self.no_ticket_offered,
+            "prime_at": self.prime_at().map(|a| a.to_string()),
+            "sessions_offered": self.measured.sessions_offered,
             "flagged": self.flagged,
             "handshake_percentiles_us": percentile_points(&self.measured.handshake),
         })
@@ -597,6 +661,14 @@ impl LoadReport {
             self.machine_cpu_s,
             self.generator_cpu_s
         );
+        if let Some(at) = self.prime_at() {
+            out += &format!(
+                "\nprimed at {at}{}, resumed at {}; sessions offered: {}",
+                if self.args.prime_at.is_some() { " (--prime-at)" } else { "" },
+                self.args.connect,
+                self.measured.sessions_offered
+            );
+        }
         for f in &self.flagged {
             out += &format!("\nFLAGGED: {f}");
         }
@@ -624,6 +696,9 @@ pub fn run(args: &LoadArgs) -> Result<LoadReport> {
     {
         bail!("--rate must be a positive number");
     }
+    if args.prime_at.is_some() && args.mode != Mode::Resume {
+        bail!("--prime-at needs --mode resume");
+    }
     let store = (args.mode == Mode::Resume).then(|| Arc::new(TicketPool::default()));
     let config = client_config(args, store.clone())?;
     let mut priming = Tally::default();
@@ -632,12 +707,26 @@ pub fn run(args: &LoadArgs) -> Result<LoadReport> {
             TlsVersion::Tls12 => 1,
             // Each resumption uses one ticket and gets at least one: the pool must cover the
             // connections in flight at once.
-            TlsVersion::Tls13 => match args.rate {
+            TlsVersion::Tls13 if args.prime_at.is_none() => match args.rate {
                 Some(r) => (r / 10.0).clamp(64.0, args.max_in_flight as f64) as u64,
                 None => 2 * args.concurrency as u64,
             },
+            // Primed elsewhere, the pool is frozen: no ticket the measured server sends is
+            // offered again, so every measured connection needs one from priming (each priming
+            // connection gets at least one).
+            TlsVersion::Tls13 => {
+                let measured = match (args.rate, args.count) {
+                    (Some(r), c) => {
+                        let n = (args.duration.max(0.0) * r).ceil() as u64;
+                        Some(c.map_or(n, |c| c.min(n)))
+                    }
+                    (None, c) => c,
+                };
+                measured.unwrap_or(2 * args.concurrency as u64).clamp(1, POOL_MAX as u64)
+            }
         });
         let prime_args = LoadArgs {
+            connect: args.prime_at.unwrap_or(args.connect),
             rate: None,
             count: Some(want),
             concurrency: args.concurrency.min(want.max(1) as usize).min(64),
@@ -656,15 +745,21 @@ pub fn run(args: &LoadArgs) -> Result<LoadReport> {
         if args.tls == TlsVersion::Tls13 && store.tickets() == 0 {
             bail!("priming: the server sent no TLS 1.3 ticket, nothing to resume");
         }
+        if args.prime_at.is_some() {
+            // Only sessions made at --prime-at are offered at --connect.
+            store.freeze();
+        }
     }
     let empty0 = store.as_ref().map_or(0, |s| s.empty_takes());
+    let offered0 = store.as_ref().map_or(0, |s| s.offered(args.tls));
     let cpu0 = (machine_cpu_seconds(), process_cpu_seconds(std::process::id()).unwrap_or(0.0));
-    let measured = run_phase(args, &config, false)?;
+    let mut measured = run_phase(args, &config, false)?;
     // rustls asks for a TLS 1.3 ticket even when only TLS 1.2 is enabled: count 1.3 runs only.
     let no_ticket_offered = match args.tls {
         TlsVersion::Tls13 => store.as_ref().map_or(0, |s| s.empty_takes()) - empty0,
         TlsVersion::Tls12 => 0,
     };
+    measured.sessions_offered = store.as_ref().map_or(0, |s| s.offered(args.tls) - offered0);
     let cpu1 = (machine_cpu_seconds(), process_cpu_seconds(std::process::id()).unwrap_or(0.0));
     let mut flagged = Vec::new();
     if args.mode != Mode::Resume && measured.handshakes_resumed > 0 {
@@ -1441,5 +1536,119 @@ mod tests {
         assert!((p[10].0 - 90.0).abs() < 1e-9 && (p[20].0 - 99.0).abs() < 1e-9);
         assert!(p.windows(2).all(|w| w[0].1 <= w[1].1));
         assert!(p[10].1 >= 8_990 && p[10].1 <= 9_010, "{:?}", p[10]);
+    }
+
+    /// An in-process TLS server on loopback (both versions; stateful resumption through
+    /// `store`): answers each connection's request with a 200 and closes.
+    fn serve(
+        leaf: &sluice_tls::testcerts::Leaf,
+        store: Arc<dyn rustls::server::StoresServerSessions + Send + Sync>,
+    ) -> SocketAddr {
+        let mut config =
+            rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
+                .with_protocol_versions(&[&rustls::version::TLS12, &rustls::version::TLS13])
+                .unwrap()
+                .with_no_client_auth()
+                .with_single_cert(leaf.chain.clone(), leaf.key_der.clone_key())
+                .unwrap();
+        config.session_storage = store;
+        let config = Arc::new(config);
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        std::thread::spawn(move || {
+            for sock in listener.incoming().flatten() {
+                let config = config.clone();
+                std::thread::spawn(move || {
+                    let Ok(conn) = rustls::ServerConnection::new(config) else { return };
+                    let mut tls = rustls::StreamOwned::new(conn, sock);
+                    let (mut buf, mut got) = ([0u8; 4096], Vec::new());
+                    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match tls.read(&mut buf) {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => got.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let _ = tls.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+                    tls.conn.send_close_notify();
+                    let _ = tls.flush();
+                });
+            }
+        });
+        addr
+    }
+
+    /// Primes at server A, resumes at server B: B shares A's session store (`shared`) or has
+    /// its own.
+    fn prime_at_other_server(tls: TlsVersion, shared: bool) -> LoadReport {
+        use rustls::server::{ServerSessionMemoryCache, StoresServerSessions};
+        use sluice_tls::testcerts::{Ca, KeyKind};
+        let ca = Ca::new().unwrap();
+        let leaf = ca.server(&["a.test"], KeyKind::EcdsaP256).unwrap();
+        let dir = std::env::temp_dir().join(format!("sluice-load-prime-at-{}-{tls:?}-{shared}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let ca_path = dir.join("ca.pem");
+        std::fs::write(&ca_path, ca.cert_pem()).unwrap();
+        let store_a: Arc<dyn StoresServerSessions + Send + Sync> = ServerSessionMemoryCache::new(1024);
+        let store_b = if shared { store_a.clone() } else { ServerSessionMemoryCache::new(1024) };
+        let (a, b) = (serve(&leaf, store_a), serve(&leaf, store_b));
+        let mut args = LoadArgs::new(b, ca_path);
+        args.mode = Mode::Resume;
+        args.tls = tls;
+        args.prime_at = Some(a);
+        args.count = Some(12);
+        args.concurrency = 3;
+        let report = run(&args).unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(report.prime_at(), Some(a));
+        assert_eq!(report.to_json()["prime_at"], json!(a.to_string()));
+        assert_eq!(report.to_json()["config"]["prime_at"], json!(a.to_string()));
+        assert!(
+            report.summary().contains(&format!("primed at {a} (--prime-at), resumed at {b}")),
+            "{}",
+            report.summary()
+        );
+        assert_eq!(report.measured.failed_total(), 0, "{}", report.summary());
+        assert_eq!(report.measured.completed, 12, "{}", report.summary());
+        assert!(report.priming.completed > 0 && report.priming.failed_total() == 0, "{}", report.summary());
+        // Every measured connection offered a session made at A.
+        assert_eq!(report.no_ticket_offered, 0, "{}", report.summary());
+        assert!(report.measured.sessions_offered >= 12, "{}", report.summary());
+        report
+    }
+
+    #[test]
+    fn sessions_primed_at_one_server_resume_at_another_sharing_its_store() {
+        for tls in [TlsVersion::Tls13, TlsVersion::Tls12] {
+            let r = prime_at_other_server(tls, true);
+            assert_eq!(
+                (r.measured.handshakes_resumed, r.measured.handshakes_full),
+                (12, 0),
+                "{tls:?}\n{}",
+                r.summary()
+            );
+            assert!(r.flagged.is_empty(), "{:?}", r.flagged);
+        }
+    }
+
+    #[test]
+    fn sessions_primed_at_one_server_are_full_at_a_server_with_its_own_store() {
+        for tls in [TlsVersion::Tls13, TlsVersion::Tls12] {
+            let r = prime_at_other_server(tls, false);
+            // None resumed, not even with a session B handed out in the measured phase itself.
+            assert_eq!(
+                (r.measured.handshakes_resumed, r.measured.handshakes_full),
+                (0, 12),
+                "{tls:?}\n{}",
+                r.summary()
+            );
+            assert!(r.flagged.iter().any(|f| f.contains("were full")), "{:?}", r.flagged);
+        }
+    }
+
+    #[test]
+    fn prime_at_needs_resume_mode() {
+        let mut args = LoadArgs::new("127.0.0.1:1".parse().unwrap(), "/nonexistent".into());
+        args.prime_at = Some("127.0.0.1:2".parse().unwrap());
+        assert!(run(&args).is_err());
     }
 }
