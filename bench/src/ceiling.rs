@@ -633,6 +633,7 @@ impl Tcp {
                             Arc::clone(&self.backends),
                             Some(fx.server.clone()),
                             &self.settings,
+                            None,
                         )?;
                         session = Some((h, s));
                         progress = true;
@@ -653,6 +654,7 @@ impl Tcp {
                     &mut self.link,
                     &mut self.counters,
                     &mut self.latencies,
+                    &mut sluice::session::Lookups::none(),
                 );
                 if done && let Some((h, s)) = session.take() {
                     // the worker's close_relay: closed once it ended; the TCB finishes alone.

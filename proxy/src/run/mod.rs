@@ -523,8 +523,8 @@ pub fn services(
                 .clone();
             let shared = settings.resumption == sluice_tls::Resumption::SessionId;
             cache.set_write_behind(write_behind.clone().filter(|_| shared));
-            let in_fleet = (fleet.is_some() && shared)
-                .then(|| FleetListener { cache: Arc::clone(&cache), tls13: settings.tls13 });
+            let in_fleet =
+                (fleet.is_some() && shared).then(|| FleetListener { cache: Arc::clone(&cache), tls13: settings.tls13 });
             let server = sluice_tls::build_with(settings, config_dir, files, cache)
                 .with_context(|| format!("listener[{i}] ({})", l.address))?;
             for a in addrs {

@@ -51,15 +51,14 @@ impl Rig {
         for _ in 0..64 {
             let ready = MemoryLink::readiness(self.session.relay.backend());
             self.session.relay.on_backend_ready(ready);
-            self.ended =
-                self.session.pump(
-                    &mut self.client,
-                    now,
-                    &mut self.link,
-                    &mut self.counters,
-                    &mut self.latencies,
-                    &mut crate::session::Lookups::none(),
-                );
+            self.ended = self.session.pump(
+                &mut self.client,
+                now,
+                &mut self.link,
+                &mut self.counters,
+                &mut self.latencies,
+                &mut crate::session::Lookups::none(),
+            );
             if self.ended {
                 return;
             }

@@ -822,9 +822,12 @@ mod tests {
         }
     }
 
+    /// One call of [`WriteBehind::put`]: key, value, lifetime.
+    type Copy = (Vec<u8>, Vec<u8>, u64);
+
     /// Records what [`WriteBehind`] was given.
     #[derive(Default)]
-    struct Copies(Mutex<Vec<(Vec<u8>, Vec<u8>, u64)>>);
+    struct Copies(Mutex<Vec<Copy>>);
 
     impl WriteBehind for Copies {
         fn put(&self, key: &[u8], value: &[u8], lifetime_secs: u64) {

@@ -121,7 +121,9 @@ mod tests {
         assert!(!g.holds(now, &hello, false, false));
         assert_eq!(g, Gate::Open);
         // Not a ClientHello, a stream that ended, a queue that is full: rustls decides.
-        for (bytes, eof, full) in [(&b"GET / HTTP/1.1\r\n"[..], false, false), (&hello[..10], true, false), (&hello[..10], false, true)] {
+        for (bytes, eof, full) in
+            [(&b"GET / HTTP/1.1\r\n"[..], false, false), (&hello[..10], true, false), (&hello[..10], false, true)]
+        {
             let mut g = Gate::Peeking { tls13: false };
             assert!(!g.holds(now, bytes, eof, full));
             assert_eq!(g, Gate::Open);
