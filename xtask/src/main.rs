@@ -15,6 +15,8 @@
 //!   exit); JSON and a plot in target/bench-soak.
 #![forbid(unsafe_code)]
 
+mod fleet;
+
 use std::process::Command;
 
 use anyhow::{Context, Result, bail};
@@ -47,6 +49,7 @@ enum Task {
     /// `ceiling` (handshakes/s in memory: rustls alone vs through sluice's TCP).
     /// `compare` (TLS load: sluice on AF_XDP and on kernel sockets vs nginx vs HAProxy).
     /// `soak` (sluice under a mixed TLS load for minutes: RSS, connections, UMEM, failures).
+    /// `fleet` (resumption through a shared Redis session store vs local only).
     Bench {
         #[arg(value_enum)]
         which: Bench,
@@ -73,6 +76,7 @@ enum Bench {
     Ceiling,
     Compare,
     Soak,
+    Fleet,
 }
 
 #[derive(Subcommand)]
@@ -121,20 +125,25 @@ fn target_dir() -> String {
     std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".into())
 }
 
-fn demo(seconds: u32) -> Result<()> {
-    use sluice_testbed::{NsProcess, TopologyGuard};
-    sluice_testbed::require_root().context("the demo runs sluice in network namespaces")?;
-    cargo(&["build", "--release", "-p", "sluice", "-p", "sluice-bench"], &[])?;
-    let bin = |name: &str| format!("{}/release/{name}", target_dir());
+/// Demo certificates in run/certs, made once (never overwritten; keys stay out of git in run/).
+fn certs() -> Result<()> {
     std::fs::create_dir_all("run/certs")?;
-    // Demo certificates, made once (never overwritten; keys stay out of git in run/).
-    let status = Command::new(bin("sluice-bench"))
+    let status = Command::new(format!("{}/release/sluice-bench", target_dir()))
         .args(["certs", "--dir", "run/certs", "--names", "a.test,b.test"])
         .stdout(std::process::Stdio::null())
         .status()?;
     if !status.success() {
         bail!("sluice-bench certs failed: {status}");
     }
+    Ok(())
+}
+
+fn demo(seconds: u32) -> Result<()> {
+    use sluice_testbed::{NsProcess, TopologyGuard};
+    sluice_testbed::require_root().context("the demo runs sluice in network namespaces")?;
+    cargo(&["build", "--release", "-p", "sluice", "-p", "sluice-bench"], &[])?;
+    let bin = |name: &str| format!("{}/release/{name}", target_dir());
+    certs()?;
     // Field order = drop order: sluice and the backend stop before the namespaces go.
     struct Demo {
         sluice: NsProcess,
@@ -278,6 +287,12 @@ fn bench(which: Bench, quick: bool, extra: &[String]) -> Result<()> {
             if !status.success() {
                 bail!("sluice-bench soak failed: {status}");
             }
+        }
+        Bench::Fleet => {
+            sluice_testbed::require_root().context("the fleet benchmark runs sluice in network namespaces")?;
+            cargo(&["build", "--release", "-p", "sluice", "-p", "sluice-bench"], &[])?;
+            certs()?;
+            fleet::run(&|name| format!("{}/release/{name}", target_dir()), extra)?;
         }
         Bench::Tcp => cargo(&["bench", "-p", "sluice-bench", "--bench", "tcp_endpoints"], extra)?,
         Bench::Wire => cargo(&["bench", "-p", "sluice-wire", "--bench", "parse"], extra)?,

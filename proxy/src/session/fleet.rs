@@ -251,6 +251,10 @@ impl Fleet {
         let token = self.next_token;
         self.next_token = (self.next_token + 1) % WRITE_TOKEN;
         self.counters.lookups += 1;
+        // Sessions still queued go first: on one node's connection a GETDEL then follows the
+        // SET of a session made a moment ago (a client that resumes at once), instead of
+        // finding nothing and costing the client its session.
+        self.send_writes(self.wall(now));
         if !self.ask(now, token, &store_key, lookup.single_use) {
             self.counters.errors += 1;
             return None;
