@@ -349,7 +349,13 @@ impl Config {
         }
         if let Some(store) = &self.session_store {
             // The error names its field (`session_store.url ...`); the URL shows no password.
-            store.validate().map_err(|e| ("session_store".to_owned(), e.to_string()))?;
+            store.validate().map_err(|e| {
+                let text = e.to_string();
+                match text.split_once(": ") {
+                    Some((field, why)) => (field.to_owned(), why.to_owned()),
+                    None => ("session_store".to_owned(), text),
+                }
+            })?;
         }
         Ok(())
     }
