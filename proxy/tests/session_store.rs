@@ -25,6 +25,9 @@
 //!    sluice;
 //! 5. a store that answers late (`CLIENT PAUSE`) costs a handshake only the lookup budget
 //!    (`timeout_ms`), not the store's delay, counted `session_store_timeouts`.
+//! 6. the sealing keys are read again on SIGHUP: a rotation keeps old sessions resumable while
+//!    new ones are sealed under the new key, a dropped key no longer opens its sessions, a key
+//!    file that does not parse refuses the reload.
 //!
 //! Counters are summed over the per-queue entries of `/stats.json`, like the other tests.
 
@@ -707,6 +710,85 @@ fn slow_store_costs_only_the_budget() -> Result<()> {
 
     // After the pause the store answers again.
     std::thread::sleep(PAUSE.saturating_sub(pause_start.elapsed()) + Duration::from_millis(200));
+    wait_store_resumes(&f.ns, &f.ca, &f.at_1, &f.at_2, Duration::from_secs(10)).with_context(|| f.logs())?;
+    Ok(())
+}
+
+/// The sealing keys are read again on SIGHUP (through the keyholder: the file is root's, 0600,
+/// sluice runs as `nobody`). A new key put first seals new sessions while the old ones, sealed
+/// under a key still listed, keep resuming across processes; a key dropped from the file no
+/// longer opens its sessions; a key file that does not parse refuses the reload and the running
+/// keys keep serving.
+#[test]
+fn store_keys_rotate_on_sighup() -> Result<()> {
+    let f = Fleet::up("ss6-", 5, 1)?;
+    let keys = f.dir.join("store.keys");
+    let text = std::fs::read_to_string(&keys)?;
+    let old_keys: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
+    ensure!(old_keys.len() == 2, "{text}");
+    // TLS 1.2 sessions (reusable) sealed under the first key, before any rotation.
+    let early = openssl_session(&f.ns, &f.dir, "-tls1_2", &f.at_1, "early.sess")?;
+    let kept = openssl_session(&f.ns, &f.dir, "-tls1_2", &f.at_1, "kept.sess")?;
+    // Never offered to sluice 2 before its key is dropped (once fetched, a TLS 1.2 session is
+    // in sluice 2's own cache, where keys no longer matter).
+    let dropped = openssl_session(&f.ns, &f.dir, "-tls1_2", &f.at_1, "dropped.sess")?;
+    let written = Instant::now() + Duration::from_secs(5);
+    while total(&f.sluice.stats()?, "session_store_writes") < 3 && Instant::now() < written {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    ensure!(openssl_reused(&f.ns, &f.dir, "-tls1_2", &f.at_2, &early)?, "no resumption before the rotation");
+
+    // Rotation: a new key first, the old ones still listed, on both processes.
+    let new_key = {
+        let out = std::process::Command::new("openssl").args(["rand", "-hex", "32"]).output()?;
+        String::from_utf8(out.stdout)?.trim().to_owned()
+    };
+    std::fs::write(&keys, format!("# rotated\n{new_key}\n{}\n{}\n", old_keys[0], old_keys[1]))?;
+    let reloads = |pid: u32, stats: &dyn Fn() -> Result<serde_json::Value>, ok: u64| -> Result<()> {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGHUP)?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let s = stats()?;
+            if s["reloads"]["ok"] == ok {
+                return Ok(());
+            }
+            ensure!(Instant::now() < deadline, "no reload {ok}: {:#}\n{}", s["reloads"], f.logs());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    reloads(f.sluice.process.pid(), &|| f.sluice.stats(), 1)?;
+    reloads(f.second.process.pid(), &|| f.second.stats(), 1)?;
+    // Sessions sealed before: still found (under the old key's store key) and opened.
+    ensure!(openssl_reused(&f.ns, &f.dir, "-tls1_2", &f.at_2, &kept)?, "an old session lost by the rotation");
+    // Sessions made now are sealed under the new key, and resume across processes too.
+    wait_store_resumes(&f.ns, &f.ca, &f.at_1, &f.at_2, Duration::from_secs(10)).with_context(|| f.logs())?;
+    let fresh = openssl_session(&f.ns, &f.dir, "-tls1_2", &f.at_1, "fresh.sess")?;
+    std::thread::sleep(Duration::from_millis(200));
+
+    // The old keys dropped: their sessions no longer open anywhere but where they were made.
+    std::fs::write(&keys, format!("{new_key}\n"))?;
+    reloads(f.second.process.pid(), &|| f.second.stats(), 2)?;
+    ensure!(!openssl_reused(&f.ns, &f.dir, "-tls1_2", &f.at_2, &dropped)?, "a session of a dropped key resumed");
+    ensure!(openssl_reused(&f.ns, &f.dir, "-tls1_2", &f.at_2, &early)?, "a session fetched before was lost");
+    ensure!(openssl_reused(&f.ns, &f.dir, "-tls1_2", &f.at_2, &fresh)?, "a session of the new key did not resume");
+
+    // A key file that does not parse: the reload is refused, the keys in use keep serving.
+    std::fs::write(&keys, "not a key\n")?;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(f.second.process.pid() as i32),
+        nix::sys::signal::Signal::SIGHUP,
+    )?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let stats = loop {
+        let s = f.second.stats()?;
+        if s["reloads"]["refused"] == 1 {
+            break s;
+        }
+        ensure!(Instant::now() < deadline, "a bad key file was not refused: {:#}", s["reloads"]);
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let why = stats["reloads"]["last_error"].as_str().unwrap_or("");
+    ensure!(why.contains("session_store.key_file"), "the refusal does not name the key file: {why}");
     wait_store_resumes(&f.ns, &f.ca, &f.at_1, &f.at_2, Duration::from_secs(10)).with_context(|| f.logs())?;
     Ok(())
 }
