@@ -123,3 +123,91 @@ fn a_handshake_past_the_bound_gets_an_alert_and_is_closed_and_counted() {
         assert_eq!((counters.tls_failed, counters.tls_handshake_too_large), (1, 1));
     }
 }
+
+/// The ClientHello gate (a fleet's store): a client offering a TLS 1.2 session ID is held
+/// before rustls sees a byte, the ID is handed out once, and the handshake goes on (resumed)
+/// when the gate opens; a parked handshake whose deadline passes goes on by itself.
+#[test]
+fn a_gated_hello_waits_for_the_lookup_and_resumes_after_it() {
+    let ca = sluice_tls::testcerts::Ca::new().unwrap();
+    let leaf = ca.server(&["a.test"], sluice_tls::testcerts::KeyKind::EcdsaP256).unwrap();
+    let server = Arc::new(
+        ServerConfig::builder_with_protocol_versions(&[&sluice_tls::rustls::version::TLS12])
+            .with_no_client_auth()
+            .with_single_cert(leaf.chain, leaf.key_der)
+            .unwrap(),
+    );
+    let mut roots = RootCertStore::empty();
+    roots.add(ca.cert_der()).unwrap();
+    let mut client_config = ClientConfig::builder_with_protocol_versions(&[&sluice_tls::rustls::version::TLS12])
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    client_config.resumption = sluice_tls::rustls::client::Resumption::in_memory_sessions(4)
+        .tls12_resumption(sluice_tls::rustls::client::Tls12Resumption::SessionIdOnly);
+    let client_config = Arc::new(client_config);
+    let t = Instant::from_millis(1);
+    // Moves bytes both ways once; returns how many the relay sent.
+    let exchange = |relay: &mut Relay, mem: &mut Memory, tls: &mut ClientConnection, now: Instant| -> usize {
+        while tls.wants_write() {
+            tls.write_tls(&mut mem.inbox).unwrap();
+        }
+        relay.pump(mem, now);
+        let out = std::mem::take(&mut mem.out);
+        let mut slice = &out[..];
+        while !slice.is_empty() {
+            tls.read_tls(&mut slice).unwrap();
+        }
+        tls.process_new_packets().unwrap();
+        out.len()
+    };
+    let relay = |gated: bool| {
+        let mut r: Relay = Relay::new(
+            Instant::ZERO,
+            Duration::from_secs(5),
+            65536,
+            Some((Arc::clone(&server), Duration::from_secs(10))),
+        )
+        .unwrap();
+        if gated {
+            r.gate_hello(true);
+        }
+        r
+    };
+    // A full handshake (a client that offers no session is never held) gives the client a session.
+    let mut first = relay(true);
+    let (mut mem, mut tls) =
+        (Memory::default(), ClientConnection::new(Arc::clone(&client_config), "a.test".try_into().unwrap()).unwrap());
+    for _ in 0..10 {
+        exchange(&mut first, &mut mem, &mut tls, t);
+    }
+    assert!(!tls.is_handshaking() && first.take_lookup().is_none());
+
+    for deadline_passes in [false, true] {
+        let mut r = relay(true);
+        let (mut mem, mut tls) = (
+            Memory::default(),
+            ClientConnection::new(Arc::clone(&client_config), "a.test".try_into().unwrap()).unwrap(),
+        );
+        assert_eq!(exchange(&mut r, &mut mem, &mut tls, t), 0, "rustls answered a held ClientHello");
+        let lookup = r.take_lookup().expect("the session ID to look up");
+        assert_eq!(lookup.id.len(), 32);
+        assert!(!lookup.single_use);
+        assert!(r.take_lookup().is_none(), "handed out once");
+        r.park(t + Duration::from_millis(5));
+        assert!(r.is_parked());
+        assert_eq!(r.deadline(), Some(t + Duration::from_millis(5)));
+        assert_eq!(exchange(&mut r, &mut mem, &mut tls, t + Duration::from_millis(1)), 0, "parked, yet answered");
+        let later = if deadline_passes {
+            t + Duration::from_millis(5)
+        } else {
+            r.open_gate();
+            t + Duration::from_millis(1)
+        };
+        for _ in 0..10 {
+            exchange(&mut r, &mut mem, &mut tls, later);
+        }
+        assert!(!r.is_parked());
+        let info = r.tls_session().and_then(|s| s.handshake_info()).expect("handshake done");
+        assert!(info.resumed, "the session (in rustls's own cache here) resumed");
+    }
+}
