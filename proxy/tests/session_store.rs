@@ -40,7 +40,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
-use common::{Another, PROXY_HOST, Sluice, Transport, certificates, handshake_at, http_backend, kernel_config};
+use common::{
+    Another, PROXY_HOST, Sluice, Transport, certificates, handshake_at, http_backend, https_request as request,
+    kernel_config,
+};
 use sluice_testbed::NsProcess;
 use sluice_tls::rustls::{self, ClientConfig, HandshakeKind, RootCertStore};
 
@@ -213,23 +216,6 @@ fn client(ca: &Ca, version: &'static rustls::SupportedProtocolVersion) -> Result
     config.resumption = rustls::client::Resumption::in_memory_sessions(16)
         .tls12_resumption(rustls::client::Tls12Resumption::SessionIdOnly);
     Ok(Arc::new(config))
-}
-
-/// One HTTPS request to a.test at `addr` with `config`, from the calling thread's namespace:
-/// the handshake's kind and how long the connection took (connect to answer).
-fn request(addr: &str, config: &Arc<ClientConfig>) -> Result<(HandshakeKind, Duration)> {
-    use rustls::{ClientConnection, StreamOwned};
-    use std::io::{Read, Write};
-    let start = Instant::now();
-    let tcp = std::net::TcpStream::connect_timeout(&addr.parse()?, Duration::from_secs(5))?;
-    tcp.set_read_timeout(Some(Duration::from_secs(5)))?;
-    let conn = ClientConnection::new(config.clone(), "a.test".try_into()?)?;
-    let mut tls = StreamOwned::new(conn, tcp);
-    tls.write_all(b"GET / HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n")?;
-    let mut body = Vec::new();
-    let _ = tls.read_to_end(&mut body); // the backend closes; no close_notify needed
-    ensure!(body.ends_with(b"backend saw Host: a.test\n"), "bad answer from {addr}: {body:?}");
-    Ok((tls.conn.handshake_kind().context("no handshake")?, start.elapsed()))
 }
 
 /// `threads` threads in namespace `ns`, thread `i` running `f(i)`; their results in order.
@@ -618,6 +604,19 @@ fn store_down_mid_load_fails_no_handshake() -> Result<()> {
     f.redis.restart()?;
     let took = wait_store_resumes(&f.ns, &f.ca, &f.at_1, &f.at_2, Duration::from_secs(12)).with_context(|| f.logs())?;
     eprintln!("resumption across processes back {took:?} after redis restarted");
+    // Each worker reconnects on its own back-off (at most 5 s): wait until every one of both
+    // processes is connected again (the gauge `session_store_nodes_up_now`, one node).
+    let deadline = Instant::now() + Duration::from_secs(12);
+    loop {
+        let (s1, s2) = (f.sluice.stats()?, f.second.stats()?);
+        let queues = s1["queues"].as_array().into_iter().chain(s2["queues"].as_array()).flatten();
+        let down = queues.filter(|q| q["session_store_nodes_up_now"] != 1).count();
+        if down == 0 {
+            break;
+        }
+        ensure!(Instant::now() < deadline, "{down} workers not reconnected 12 s after the restart:\n{}", f.logs());
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let n = pairs(&f.ns, &f.ca, &rustls::version::TLS12, &f.at_1, &f.at_2, 20, 2)?;
     ensure!(n >= 19, "after the restart {n} of 20 sessions resumed: {}", store_counters(&f.second.stats()?));
     Ok(())

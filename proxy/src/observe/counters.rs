@@ -140,6 +140,7 @@ pub struct QueueCounters {
     pub session_store_writes_dropped: u64,
     pub session_store_connection_failures: u64,
     pub session_store_lookups_now: u64,
+    pub session_store_nodes_up_now: u64,
     /// Loop iterations that slept in poll.
     pub idle_sleeps: u64,
     /// UMEM frames on the free list and in total.
@@ -177,6 +178,7 @@ impl QueueCounters {
         self.session_store_writes_dropped = f.writes_dropped;
         self.session_store_connection_failures = f.connection_failures;
         self.session_store_lookups_now = f.lookups_now;
+        self.session_store_nodes_up_now = f.nodes_up_now;
     }
 }
 

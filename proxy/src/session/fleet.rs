@@ -159,6 +159,8 @@ pub struct FleetCounters {
     pub connection_failures: u64,
     /// Lookups in flight now.
     pub lookups_now: u64,
+    /// Nodes this worker is connected to now.
+    pub nodes_up_now: u64,
 }
 
 /// One store node's connection.
@@ -324,6 +326,7 @@ impl Fleet {
         }
         self.counters.writes_dropped += self.settings.writes.dropped.swap(0, Ordering::Relaxed);
         self.counters.lookups_now = self.pending.len() as u64;
+        self.counters.nodes_up_now = self.nodes.iter().filter(|n| n.link.is_up()).count() as u64;
         answered
     }
 
@@ -414,8 +417,13 @@ impl Fleet {
         Ok(())
     }
 
-    /// Takes queued sessions and sends them sealed, as `SET key value PX lifetime`.
+    /// Takes queued sessions and sends them sealed, as `SET key value PX lifetime`. A worker
+    /// connected to no node takes none: they wait for a worker that is (or, when none is, fill
+    /// the queue, where they are dropped and counted).
     fn send_writes(&mut self, wall: std::time::Instant) {
+        if !self.nodes.iter().any(|n| n.link.is_up()) {
+            return;
+        }
         let s = Arc::clone(&self.settings);
         for w in s.writes.rx.try_iter().take(WRITES_PER_POLL) {
             let store_key = s.keys.store_key(&s.prefix, &w.id);

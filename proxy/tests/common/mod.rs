@@ -321,24 +321,28 @@ pub fn curl_both_names_and_versions(ns: &str, ca: &Path, host: &str) -> Result<(
 /// connection with one client config (its own session store): the kinds of handshake the client
 /// saw, in order. Every answer must be the HTTP backend's.
 pub fn handshakes(sluice: &Sluice, config: ClientConfig, n: usize) -> Result<Vec<HandshakeKind>> {
-    use sluice_tls::rustls::{ClientConnection, StreamOwned};
-    use std::io::{Read, Write};
     let config = std::sync::Arc::new(config);
     sluice_testbed::in_netns(&sluice.client(), move || -> Result<Vec<HandshakeKind>> {
-        let mut kinds = Vec::new();
-        for _ in 0..n {
-            let tcp = std::net::TcpStream::connect_timeout(&"198.51.100.2:443".parse()?, Duration::from_secs(5))?;
-            tcp.set_read_timeout(Some(Duration::from_secs(5)))?;
-            let conn = ClientConnection::new(config.clone(), "a.test".try_into()?)?;
-            let mut tls = StreamOwned::new(conn, tcp);
-            tls.write_all(b"GET / HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n")?;
-            let mut body = Vec::new();
-            let _ = tls.read_to_end(&mut body); // the backend closes; no close_notify needed
-            ensure!(body.ends_with(b"backend saw Host: a.test\n"), "bad answer {body:?}");
-            kinds.push(tls.conn.handshake_kind().context("no handshake")?);
-        }
-        Ok(kinds)
+        (0..n).map(|_| Ok(https_request("198.51.100.2:443", &config)?.0)).collect()
     })?
+}
+
+/// One HTTPS request to a.test at `addr` with `config`, from the calling thread's namespace:
+/// the handshake's kind and how long the connection took (connect to answer). The answer must
+/// be the HTTP backend's.
+pub fn https_request(addr: &str, config: &std::sync::Arc<ClientConfig>) -> Result<(HandshakeKind, Duration)> {
+    use sluice_tls::rustls::{ClientConnection, StreamOwned};
+    use std::io::{Read, Write};
+    let start = std::time::Instant::now();
+    let tcp = std::net::TcpStream::connect_timeout(&addr.parse()?, Duration::from_secs(5))?;
+    tcp.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let conn = ClientConnection::new(config.clone(), "a.test".try_into()?)?;
+    let mut tls = StreamOwned::new(conn, tcp);
+    tls.write_all(b"GET / HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n")?;
+    let mut body = Vec::new();
+    let _ = tls.read_to_end(&mut body); // the backend closes; no close_notify needed
+    ensure!(body.ends_with(b"backend saw Host: a.test\n"), "bad answer from {addr}: {body:?}");
+    Ok((tls.conn.handshake_kind().context("no handshake")?, start.elapsed()))
 }
 
 /// `openssl s_client -sess_out` then `-sess_in` from namespace `ns` to a.test on `host`:443
@@ -544,20 +548,8 @@ impl Another {
 /// (its session store keeps what the server gave): the kind of handshake the client saw. The
 /// answer must be the HTTP backend's.
 pub fn handshake_at(ns: &str, addr: &str, config: &std::sync::Arc<ClientConfig>) -> Result<HandshakeKind> {
-    use sluice_tls::rustls::{ClientConnection, StreamOwned};
-    use std::io::{Read, Write};
-    let (addr, config) = (addr.parse::<std::net::SocketAddr>()?, config.clone());
-    sluice_testbed::in_netns(ns, move || -> Result<HandshakeKind> {
-        let tcp = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
-        tcp.set_read_timeout(Some(Duration::from_secs(5)))?;
-        let conn = ClientConnection::new(config, "a.test".try_into()?)?;
-        let mut tls = StreamOwned::new(conn, tcp);
-        tls.write_all(b"GET / HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n")?;
-        let mut body = Vec::new();
-        let _ = tls.read_to_end(&mut body); // the backend closes; no close_notify needed
-        ensure!(body.ends_with(b"backend saw Host: a.test\n"), "bad answer from {addr}: {body:?}");
-        tls.conn.handshake_kind().context("no handshake")
-    })?
+    let (addr, config) = (addr.to_owned(), config.clone());
+    sluice_testbed::in_netns(ns, move || Ok(https_request(&addr, &config)?.0))?
 }
 
 /// Resident memory of process `pid` in KiB (`VmRSS`).
