@@ -14,7 +14,8 @@
 //!
 //! What it proves:
 //! 1. sessions made on sluice 1 resume on sluice 2 (rustls: 500 TLS 1.2 session IDs and 500
-//!    TLS 1.3 stateful tickets, >= 99 %; openssl for both versions), counted as store hits;
+//!    TLS 1.3 stateful tickets, >= 99 %; openssl for both versions), counted as store hits, and
+//!    the other way (100 of each, made on kernel sockets, resumed on AF_XDP);
 //! 2. a TLS 1.3 ticket resumes once in the whole fleet (GETDEL): offered again, on either
 //!    process, it gets a full handshake;
 //! 3. Redis holds neither the session ID nor the master secret (searched in an uncompressed RDB
@@ -429,6 +430,20 @@ fn sessions_resume_across_processes() -> Result<()> {
     ensure!(delta("session_store_errors") == 0, "{}", store_counters(&after));
     ensure!(total(&f.sluice.stats()?, "session_store_writes") >= 2 * SESSIONS as u64, "{:#}", f.sluice.stats()?);
     ensure!(after["latency"]["session_store_lookup"]["count"].as_u64().unwrap_or(0) > 0, "{:#}", after["latency"]);
+
+    // The other way: sessions made on kernel sockets resume on AF_XDP (the lookups parked by
+    // the XDP transport's workers).
+    let before_1 = f.sluice.stats()?;
+    let mut back = 0;
+    for version in [&rustls::version::TLS12, &rustls::version::TLS13] {
+        let n = pairs(&f.ns, &f.ca, version, &f.at_2, &f.at_1, 100, 4)?;
+        ensure!(n >= 99, "{version:?}: {n} of 100 sessions of sluice 2 resumed on sluice 1");
+        back += n;
+    }
+    let after_1 = f.sluice.stats()?;
+    let delta_1 = |c: &str| total(&after_1, c) - total(&before_1, c);
+    ensure!(delta_1("tls_handshakes_resumed") == back as u64, "{back} resumed: {}", store_counters(&after_1));
+    ensure!(delta_1("session_store_hits") >= back as u64, "{back} resumed: {}", store_counters(&after_1));
     Ok(())
 }
 
