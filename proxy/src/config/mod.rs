@@ -660,6 +660,29 @@ echo = true
     }
 
     #[test]
+    fn session_store_is_optional_checked_and_names_its_field() {
+        assert_eq!(parse(GOOD).unwrap().session_store, None);
+        let ok = format!(
+            "{GOOD}\n[session_store]\nurl = [\"redis://:pw@192.0.2.20:6379\", \"redis://192.0.2.21\"]\nkey_file = \"k\"\n"
+        );
+        let store = parse(&ok).unwrap().session_store.unwrap();
+        assert_eq!((store.timeout_ms, store.prefix.as_str(), store.max_in_flight), (5, "sluice:", 256));
+        let e = error(&format!("{GOOD}\n[session_store]\nurl = \"rediss://192.0.2.20\"\nkey_file = \"k\"\n"));
+        assert!(e.contains("session_store.url") && e.contains("rediss"), "{e}");
+        let e =
+            error(&format!("{GOOD}\n[session_store]\nurl = \"redis://:secret@192.0.2.20:99999\"\nkey_file = \"k\"\n"));
+        assert!(e.contains("session_store.url") && !e.contains("secret"), "the password must not be shown: {e}");
+        let e = error(&format!(
+            "{GOOD}\n[session_store]\nurl = \"redis://192.0.2.20\"\nkey_file = \"k\"\ntimeout_ms = 0\n"
+        ));
+        assert!(e.contains("session_store.timeout_ms"), "{e}");
+        let e = error(&format!("{GOOD}\n[session_store]\nurl = \"redis://192.0.2.20\"\n"));
+        assert!(e.contains("key_file"), "{e}");
+        let e = error(&format!("{GOOD}\n[session_store]\nurl = \"redis://192.0.2.20\"\nkey_file = \"k\"\nttl = 3\n"));
+        assert!(e.contains("ttl"), "{e}");
+    }
+
+    #[test]
     fn shipped_configs_are_valid() {
         for f in ["netns.toml", "example.toml"] {
             let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs").join(f);
