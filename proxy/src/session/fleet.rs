@@ -497,9 +497,10 @@ impl Fleet {
         Some(Instant::from_micros(wall.saturating_duration_since(self.origin).as_micros() as u64))
     }
 
-    /// Writes are waiting in the process's queue (a worker that has them does not sleep).
+    /// Writes are waiting in the process's queue and this worker can send them (then it does
+    /// not sleep; a worker connected to no node leaves them and sleeps).
     pub fn has_writes(&self) -> bool {
-        !self.settings.writes.rx.is_empty()
+        !self.settings.writes.rx.is_empty() && self.nodes.iter().any(|n| n.link.is_up())
     }
 
     /// The fleet is replaced (a reload): its sockets leave `epoll`; returns the connections
@@ -524,6 +525,8 @@ pub struct WorkerFleet {
     listeners: HashMap<SocketAddr, super::FleetListener>,
     origin: Option<std::time::Instant>,
     worker: usize,
+    /// Connections whose lookups a replaced fleet had: released at the next [`Self::poll`].
+    released: Vec<u64>,
 }
 
 impl WorkerFleet {
@@ -533,7 +536,7 @@ impl WorkerFleet {
         settings: Option<Arc<FleetSettings>>,
         listeners: HashMap<SocketAddr, super::FleetListener>,
     ) -> Self {
-        Self { fleet: None, settings, listeners, origin: None, worker }
+        Self { fleet: None, settings, listeners, origin: None, worker, released: Vec::new() }
     }
 
     /// Runs on the worker's clock (`origin`: where its `now` counts from).
@@ -542,21 +545,22 @@ impl WorkerFleet {
         self.fleet = self.settings.clone().map(|s| Fleet::new(s, origin, self.worker));
     }
 
-    /// A reload: new settings make a new fleet (the old one's sockets leave `epoll`). Returns
-    /// the connections whose lookups the old one had (open their gates).
+    /// A reload: new settings make a new fleet (the old one's sockets leave `epoll`); the
+    /// handshakes parked on the old one go on (as full ones) at the next [`Self::poll`].
     pub fn reload(
         &mut self,
         epoll: &Epoll,
         settings: Option<Arc<FleetSettings>>,
         listeners: HashMap<SocketAddr, super::FleetListener>,
-    ) -> Vec<u64> {
+    ) {
         self.listeners = listeners;
         self.settings = settings;
-        let released = self.fleet.take().map(|f| f.close(epoll)).unwrap_or_default();
+        if let Some(old) = self.fleet.take() {
+            self.released.extend(old.close(epoll));
+        }
         if let Some(origin) = self.origin {
             self.start(origin);
         }
-        released
     }
 
     /// What a session on `listener` shares with the fleet, if anything.
@@ -576,13 +580,21 @@ impl WorkerFleet {
         }
     }
 
-    /// [`Fleet::poll`]; nothing without a store.
+    /// [`Fleet::poll`], and the handshakes a reload released; nothing without a store.
     pub fn poll(&mut self, epoll: &Epoll, now: Instant, latencies: &mut Latencies) -> Vec<u64> {
-        self.fleet.as_mut().map(|f| f.poll(epoll, now, latencies)).unwrap_or_default()
+        let mut answered = std::mem::take(&mut self.released);
+        if let Some(f) = &mut self.fleet {
+            answered.extend(f.poll(epoll, now, latencies));
+        }
+        answered
     }
 
-    /// [`Fleet::poll_timeout`], or at once when writes wait in the queue.
+    /// [`Fleet::poll_timeout`], or at once when writes wait in the queue or a reload released
+    /// handshakes.
     pub fn poll_timeout(&self) -> Option<Instant> {
+        if !self.released.is_empty() {
+            return Some(Instant::ZERO);
+        }
         let f = self.fleet.as_ref()?;
         if f.has_writes() { Some(Instant::ZERO) } else { f.poll_timeout() }
     }

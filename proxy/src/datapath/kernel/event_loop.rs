@@ -32,9 +32,7 @@ impl Worker {
             Control::Reload(services, done) => {
                 let Services { listeners, tls, relay, limits, access_log, backends, fleet, fleet_listeners } =
                     *services;
-                for id in self.fleet.reload(&self.epoll, fleet, fleet_listeners) {
-                    self.lookup_answered(id, now);
-                }
+                self.fleet.reload(&self.epoll, fleet, fleet_listeners);
                 if !self.draining
                     && let Err(e) = self.set_listeners(&listeners)
                 {

@@ -17,9 +17,7 @@ impl Dispatch {
     /// Returns the connections of the listeners this reload removed.
     pub fn reload(&mut self, services: Services) -> Vec<FourTuple> {
         let Services { listeners, tls, relay, limits, access_log, backends, fleet, fleet_listeners } = services;
-        for token in self.fleet.reload(&self.epoll, fleet, fleet_listeners) {
-            self.lookup_answered(token, Instant::ZERO);
-        }
+        self.fleet.reload(&self.epoll, fleet, fleet_listeners);
         let accepting = |m: Option<&ListenerMode>| matches!(m, Some(ListenerMode::Echo | ListenerMode::Relay(_)));
         let mut removed = HashSet::new();
         for (addr, mode) in &self.listeners {
