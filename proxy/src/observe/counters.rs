@@ -129,18 +129,10 @@ pub struct QueueCounters {
     /// or than rustls holds (a handshake message over 0xffff bytes with its records); each got
     /// a `decode_error` alert.
     pub tls_handshake_too_large: u64,
-    /// A fleet's session store (`[session_store]`, see `crate::session::fleet::FleetCounters`).
-    pub session_store_lookups: u64,
-    pub session_store_hits: u64,
-    pub session_store_misses: u64,
-    pub session_store_timeouts: u64,
-    pub session_store_errors: u64,
-    pub session_store_open_failed: u64,
-    pub session_store_writes: u64,
-    pub session_store_writes_dropped: u64,
-    pub session_store_connection_failures: u64,
-    pub session_store_lookups_now: u64,
-    pub session_store_nodes_up_now: u64,
+    /// A fleet's session store (`[session_store]`), kept by the worker's `Fleet`: its fields
+    /// (`session_store_*`) sit among these.
+    #[serde(flatten)]
+    pub session_store: crate::session::fleet::FleetCounters,
     /// Loop iterations that slept in poll.
     pub idle_sleeps: u64,
     /// UMEM frames on the free list and in total.
@@ -163,23 +155,6 @@ pub struct QueueCounters {
     pub kernel_rx_fill_ring_empty: u64,
     pub kernel_rx_invalid_descs: u64,
     pub kernel_tx_invalid_descs: u64,
-}
-
-impl QueueCounters {
-    /// Takes a worker's store counters (kept by its `Fleet`).
-    pub fn set_session_store(&mut self, f: &crate::session::fleet::FleetCounters) {
-        self.session_store_lookups = f.lookups;
-        self.session_store_hits = f.hits;
-        self.session_store_misses = f.misses;
-        self.session_store_timeouts = f.timeouts;
-        self.session_store_errors = f.errors;
-        self.session_store_open_failed = f.open_failed;
-        self.session_store_writes = f.writes;
-        self.session_store_writes_dropped = f.writes_dropped;
-        self.session_store_connection_failures = f.connection_failures;
-        self.session_store_lookups_now = f.lookups_now;
-        self.session_store_nodes_up_now = f.nodes_up_now;
-    }
 }
 
 /// What a worker publishes for the admin endpoint: its counters and its TCP stack's (see

@@ -135,32 +135,33 @@ impl WriteBehind for WriteQueue {
     }
 }
 
-/// What the store did for one worker (in `/stats.json` and `/metrics` as `session_store_*`).
+/// What the store did for one worker (in `/stats.json` and `/metrics` under these names, among
+/// the worker's other counters).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct FleetCounters {
     /// Handshakes parked for a store lookup.
-    pub lookups: u64,
+    pub session_store_lookups: u64,
     /// Lookups answered with a session that opened (put into the cache, then resumed from it).
-    pub hits: u64,
+    pub session_store_hits: u64,
     /// Lookups the store answered with nothing.
-    pub misses: u64,
+    pub session_store_misses: u64,
     /// Lookups not answered within `timeout_ms` (the handshake went on without).
-    pub timeouts: u64,
+    pub session_store_timeouts: u64,
     /// Lookups the store could not take or answer: no node up, a full queue, a broken
     /// connection, an error reply.
-    pub errors: u64,
+    pub session_store_errors: u64,
     /// Values that did not open (altered, truncated, sealed under a key not in `key_file`).
-    pub open_failed: u64,
+    pub session_store_open_failed: u64,
     /// Sessions sent to the store, and those dropped (the write queue full, the node down or
     /// its queue full).
-    pub writes: u64,
-    pub writes_dropped: u64,
+    pub session_store_writes: u64,
+    pub session_store_writes_dropped: u64,
     /// Connections to a node that failed or broke.
-    pub connection_failures: u64,
+    pub session_store_connection_failures: u64,
     /// Lookups in flight now.
-    pub lookups_now: u64,
+    pub session_store_lookups_now: u64,
     /// Nodes this worker is connected to now.
-    pub nodes_up_now: u64,
+    pub session_store_nodes_up_now: u64,
 }
 
 /// One store node's connection.
@@ -252,13 +253,13 @@ impl Fleet {
         let older = keys.collect();
         let token = self.next_token;
         self.next_token = (self.next_token + 1) % WRITE_TOKEN;
-        self.counters.lookups += 1;
+        self.counters.session_store_lookups += 1;
         // Sessions still queued go first: on one node's connection a GETDEL then follows the
         // SET of a session made a moment ago (a client that resumes at once), instead of
         // finding nothing and costing the client its session.
         self.send_writes(self.wall(now));
         if !self.ask(now, token, &store_key, lookup.single_use) {
-            self.counters.errors += 1;
+            self.counters.session_store_errors += 1;
             return None;
         }
         let p = Pending {
@@ -324,10 +325,15 @@ impl Fleet {
             // Requests a completion just added (an older key's store key).
             self.io(epoll, i, wall);
         }
-        self.counters.writes_dropped += self.settings.writes.dropped.swap(0, Ordering::Relaxed);
-        self.counters.lookups_now = self.pending.len() as u64;
-        self.counters.nodes_up_now = self.nodes.iter().filter(|n| n.link.is_up()).count() as u64;
+        self.counters.session_store_writes_dropped += self.settings.writes.dropped.swap(0, Ordering::Relaxed);
+        self.counters.session_store_lookups_now = self.pending.len() as u64;
+        self.counters.session_store_nodes_up_now = self.nodes_up() as u64;
         answered
+    }
+
+    /// Nodes this worker is connected to.
+    fn nodes_up(&self) -> usize {
+        self.nodes.iter().filter(|n| n.link.is_up()).count()
     }
 
     /// Starts node `i`'s connect when its link asks for one.
@@ -344,7 +350,7 @@ impl Fleet {
             }
             Ok(_) | Err(_) => {
                 node.link.on_closed(wall);
-                self.counters.connection_failures += 1;
+                self.counters.session_store_connection_failures += 1;
             }
         }
     }
@@ -375,7 +381,7 @@ impl Fleet {
                     node.link.on_closed(wall);
                 }
             }
-            self.counters.connection_failures += 1;
+            self.counters.session_store_connection_failures += 1;
         }
     }
 
@@ -421,7 +427,7 @@ impl Fleet {
     /// connected to no node takes none: they wait for a worker that is (or, when none is, fill
     /// the queue, where they are dropped and counted).
     fn send_writes(&mut self, wall: std::time::Instant) {
-        if !self.nodes.iter().any(|n| n.link.is_up()) {
+        if self.nodes_up() == 0 {
             return;
         }
         let s = Arc::clone(&self.settings);
@@ -433,9 +439,9 @@ impl Fleet {
                 self.nodes[i].link.client().set(wall, Token(WRITE_TOKEN), &store_key, &sealed, px).is_ok()
             });
             if sent {
-                self.counters.writes += 1;
+                self.counters.session_store_writes += 1;
             } else {
-                self.counters.writes_dropped += 1;
+                self.counters.session_store_writes_dropped += 1;
             }
         }
     }
@@ -445,7 +451,7 @@ impl Fleet {
     fn completed(&mut self, now: Instant, c: sluice_store::Completion, latencies: &mut Latencies) -> Option<u64> {
         if c.token.0 == WRITE_TOKEN {
             if c.result.is_err() {
-                self.counters.writes_dropped += 1;
+                self.counters.session_store_writes_dropped += 1;
             }
             return None;
         }
@@ -466,26 +472,26 @@ impl Fleet {
         match c {
             Ok(Reply::Value(sealed)) => match self.settings.keys.open(&p.store_key, &sealed) {
                 Ok(value) => {
-                    self.counters.hits += 1;
+                    self.counters.session_store_hits += 1;
                     p.cache.insert_fetched(p.id, value);
                 }
                 Err(e) => {
                     tracing::debug!("session store: a value that does not open: {e}");
-                    self.counters.open_failed += 1;
+                    self.counters.session_store_open_failed += 1;
                     if p.single_use {
                         p.cache.remove(&p.id);
                     }
                 }
             },
             Ok(Reply::Nil) => {
-                self.counters.misses += 1;
+                self.counters.session_store_misses += 1;
                 if p.single_use {
                     // Used elsewhere (or never stored): not here either.
                     p.cache.remove(&p.id);
                 }
             }
-            Err(RequestError::TimedOut) => self.counters.timeouts += 1,
-            Ok(Reply::Stored) | Err(_) => self.counters.errors += 1,
+            Err(RequestError::TimedOut) => self.counters.session_store_timeouts += 1,
+            Ok(Reply::Stored) | Err(_) => self.counters.session_store_errors += 1,
         }
         Some(p.conn)
     }
@@ -500,7 +506,7 @@ impl Fleet {
     /// Writes are waiting in the process's queue and this worker can send them (then it does
     /// not sleep; a worker connected to no node leaves them and sleeps).
     pub fn has_writes(&self) -> bool {
-        !self.settings.writes.rx.is_empty() && self.nodes.iter().any(|n| n.link.is_up())
+        !self.settings.writes.rx.is_empty() && self.nodes_up() > 0
     }
 
     /// The fleet is replaced (a reload): its sockets leave `epoll`; returns the connections
@@ -602,7 +608,7 @@ impl WorkerFleet {
     /// The store's counters into the worker's.
     pub fn publish(&self, counters: &mut crate::observe::counters::QueueCounters) {
         if let Some(f) = &self.fleet {
-            counters.set_session_store(&f.counters);
+            counters.session_store = f.counters;
         }
     }
 }
