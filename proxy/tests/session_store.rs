@@ -43,7 +43,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail, ensure};
 use common::{
     Another, PROXY_HOST, Sluice, Transport, certificates, handshake_at, http_backend, https_request as request,
-    kernel_config,
+    kernel_config, queue_total as total,
 };
 use sluice_testbed::NsProcess;
 use sluice_tls::rustls::{self, ClientConfig, HandshakeKind, RootCertStore};
@@ -317,10 +317,6 @@ fn openssl_reused(ns: &str, dir: &Path, version: &str, addr: &str, sess: &Path) 
     }
     ensure!(out.contains("New, TLSv1"), "{version} at {addr}: neither reused nor new:\n{out}");
     Ok(false)
-}
-
-fn total(stats: &serde_json::Value, counter: &str) -> u64 {
-    stats["queues"].as_array().map_or(0, |qs| qs.iter().map(|q| q[counter].as_u64().unwrap_or(0)).sum())
 }
 
 /// The store counters of one `/stats.json`, for messages.

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
-use common::{Another, PROXY_HOST, Sluice, Transport, certificates, handshake_at, http_backend};
+use common::{Another, PROXY_HOST, Sluice, Transport, certificates, handshake_at, http_backend, queue_total as total};
 use sluice_tls::rustls::{self, ClientConfig, HandshakeKind, RootCertStore};
 
 const ADMIN_2: &str = "127.0.0.1:9091";
@@ -60,10 +60,6 @@ fn client(
     config.resumption = rustls::client::Resumption::in_memory_sessions(16)
         .tls12_resumption(rustls::client::Tls12Resumption::SessionIdOrTickets);
     Ok(Arc::new(config))
-}
-
-fn total(stats: &serde_json::Value, counter: &str) -> u64 {
-    stats["queues"].as_array().map_or(0, |qs| qs.iter().map(|q| q[counter].as_u64().unwrap_or(0)).sum())
 }
 
 fn sighup(pid: u32) -> Result<()> {

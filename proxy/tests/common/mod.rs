@@ -131,8 +131,13 @@ impl Sluice {
 
     /// Sum of one per-queue counter over all queues.
     pub fn queue_total(&self, stats: &serde_json::Value, counter: &str) -> u64 {
-        stats["queues"].as_array().map_or(0, |qs| qs.iter().map(|q| q[counter].as_u64().unwrap_or(0)).sum())
+        queue_total(stats, counter)
     }
+}
+
+/// Sum of one per-queue counter over all queues of any sluice's `/stats.json`.
+pub fn queue_total(stats: &serde_json::Value, counter: &str) -> u64 {
+    stats["queues"].as_array().map_or(0, |qs| qs.iter().map(|q| q[counter].as_u64().unwrap_or(0)).sum())
 }
 
 /// A configuration for the test topology with the given xdp mode and extra TOML appended. Like
