@@ -39,6 +39,12 @@ impl ByteQueue {
         self.end - self.start
     }
 
+    /// The queue holds its limit: [`Self::space_mut`] would be empty (asked without taking
+    /// storage).
+    pub fn is_full(&self) -> bool {
+        self.len() >= self.limit
+    }
+
     /// Bytes of storage held now.
     pub fn storage(&self) -> usize {
         self.buf.len()

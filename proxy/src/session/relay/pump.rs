@@ -57,8 +57,7 @@ impl<B: Backend> Relay<B> {
             // The handshake's clock starts at its first byte, a store lookup included.
             tls.session.note_first_byte(now);
         }
-        let full = tls.cipher_in.space_mut().is_empty();
-        if tls.gate.holds(now, tls.cipher_in.data(), tls.tcp_eof, full) {
+        if tls.gate.holds(now, tls.cipher_in.data(), tls.tcp_eof, tls.cipher_in.is_full()) {
             return Ok(progress);
         }
         while !tls.cipher_in.is_empty() {
